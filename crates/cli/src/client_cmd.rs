@@ -1,0 +1,212 @@
+//! The client commands: login, put, get, ls, mkdir, mv, rm, revisions,
+//! restore.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use tessera_client::Remote;
+use tessera_client::transfer::{download_file, upload_file};
+use tessera_proto::api::EntryKind;
+
+use crate::profile::{self, Profile};
+use crate::serve_cmd::read_password;
+
+fn remote() -> anyhow::Result<Remote> {
+    let p = profile::load()?;
+    Ok(Remote::new(&p.server, Some(p.token))?)
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb.set_message(what.to_owned());
+    pb
+}
+
+pub async fn login(
+    server: &str,
+    user: &str,
+    password_stdin: bool,
+    device: Option<String>,
+) -> anyhow::Result<()> {
+    let password = read_password(password_stdin, &format!("Password for {user}: "))?;
+    let device = device.unwrap_or_else(profile::hostname);
+    let remote = Remote::new(server, None)?;
+    let resp = remote.login(user, &password, &device).await?;
+    profile::save(&Profile {
+        server: server.to_owned(),
+        username: resp.username.clone(),
+        device: resp.device.clone(),
+        token: resp.token,
+    })?;
+    println!(
+        "Logged in to {server} as {} (device {})",
+        resp.username, resp.device
+    );
+    Ok(())
+}
+
+pub async fn logout() -> anyhow::Result<()> {
+    if let Ok(r) = remote() {
+        // The token is forgotten locally even if the server cannot be reached.
+        if let Err(e) = r.logout().await {
+            eprintln!("warning: the server did not confirm the logout: {e}");
+        }
+    }
+    profile::remove()?;
+    println!("Logged out");
+    Ok(())
+}
+
+pub async fn put(local: &Path, remote_path: &str, base_rev: Option<i64>) -> anyhow::Result<()> {
+    let meta =
+        std::fs::metadata(local).with_context(|| format!("cannot read {}", local.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", local.display());
+    }
+    let r = remote()?;
+    let pb = bar(meta.len(), "put");
+    let p = pb.clone();
+    let report = upload_file(
+        &r,
+        local,
+        remote_path,
+        base_rev,
+        Arc::new(move |n| p.inc(n)),
+    )
+    .await?;
+    pb.finish_and_clear();
+    println!(
+        "{} rev {} ({} bytes; sent {} of {} blocks, {} bytes)",
+        report.entry.path,
+        report.entry.rev.unwrap_or(0),
+        report.size,
+        report.blocks_sent,
+        report.blocks_total,
+        report.bytes_sent
+    );
+    Ok(())
+}
+
+pub async fn get(remote_path: &str, local: &Path, rev: Option<i64>) -> anyhow::Result<()> {
+    let r = remote()?;
+    let entry = r.meta(remote_path).await?;
+    if entry.kind != EntryKind::File {
+        bail!("{remote_path} is a folder; `get` downloads files");
+    }
+    let target = if local.is_dir() {
+        local.join(&entry.name)
+    } else {
+        local.to_path_buf()
+    };
+    let pb = bar(entry.size.unwrap_or(0), "get");
+    let p = pb.clone();
+    let report = download_file(&r, remote_path, rev, &target, Arc::new(move |n| p.inc(n))).await?;
+    pb.finish_and_clear();
+    println!(
+        "{} rev {} -> {} ({} bytes)",
+        entry.path,
+        report.rev,
+        target.display(),
+        report.size
+    );
+    Ok(())
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn when(ms: i64) -> String {
+    let secs = ms / 1000;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+pub async fn ls(remote_path: &str, json: bool) -> anyhow::Result<()> {
+    let list = remote()?.list(remote_path).await?;
+    if json {
+        return print_json(&list);
+    }
+    for e in &list.entries {
+        match e.kind {
+            EntryKind::Folder => println!("{:>12}  {}  {}/", "-", when(e.modified_ms), e.name),
+            EntryKind::File => println!(
+                "{:>12}  {}  {}",
+                e.size.unwrap_or(0),
+                when(e.modified_ms),
+                e.name
+            ),
+        }
+    }
+    Ok(())
+}
+
+pub async fn mkdir(remote_path: &str) -> anyhow::Result<()> {
+    let e = remote()?.mkdir(remote_path).await?;
+    println!("{}/", e.path);
+    Ok(())
+}
+
+pub async fn mv(from: &str, to: &str) -> anyhow::Result<()> {
+    let e = remote()?.move_to(from, to).await?;
+    println!("{from} -> {}", e.path);
+    Ok(())
+}
+
+pub async fn rm(remote_path: &str) -> anyhow::Result<()> {
+    remote()?.delete(remote_path).await?;
+    println!("{remote_path} moved to the trash");
+    Ok(())
+}
+
+pub async fn revisions(remote_path: &str, json: bool) -> anyhow::Result<()> {
+    let revs = remote()?.revisions(remote_path).await?;
+    if json {
+        return print_json(&revs);
+    }
+    for r in &revs.revisions {
+        println!(
+            "rev {:>4}  {}  {:>12}  {}  {}",
+            r.rev,
+            when(r.created_ms),
+            r.size,
+            r.content_hash,
+            r.device
+        );
+    }
+    Ok(())
+}
+
+pub async fn restore(remote_path: &str, rev: i64) -> anyhow::Result<()> {
+    let e = remote()?.restore(remote_path, rev).await?;
+    println!(
+        "{} restored from rev {rev} as rev {}",
+        e.path,
+        e.rev.unwrap_or(0)
+    );
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! `tessera`: the server, the admin tool and the command-line client in one
+//! binary.
+
+mod client_cmd;
+mod profile;
+mod serve_cmd;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "Self-hosted file storage and sync")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (SQLite and a local folder unless told otherwise).
+    Serve(serve_cmd::ServeArgs),
+    /// Administer a server's database directly.
+    Admin {
+        #[command(subcommand)]
+        command: serve_cmd::AdminCommand,
+    },
+    /// Log in to a server; the device token is kept in the config folder.
+    Login {
+        #[arg(long, env = "TESSERA_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        #[arg(long)]
+        user: String,
+        /// Read the password from standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Name of this device (default: the host name).
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Revoke this device's token and forget it.
+    Logout,
+    /// Upload a local file.
+    Put {
+        local: PathBuf,
+        remote: String,
+        /// Fail instead of overwriting if the remote file is not at this revision (0: must not exist).
+        #[arg(long)]
+        base_rev: Option<i64>,
+    },
+    /// Download a file.
+    Get {
+        remote: String,
+        local: PathBuf,
+        #[arg(long)]
+        rev: Option<i64>,
+    },
+    /// List a folder.
+    Ls {
+        #[arg(default_value = "/")]
+        remote: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a folder (and its parents).
+    Mkdir { remote: String },
+    /// Move or rename a file or folder.
+    Mv { from: String, to: String },
+    /// Delete a file or folder (to the trash).
+    Rm { remote: String },
+    /// List a file's revisions.
+    Revisions {
+        remote: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an old revision the current one (as a new revision).
+    Restore {
+        remote: String,
+        #[arg(long)]
+        rev: i64,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    use client_cmd as c;
+    match command {
+        Command::Serve(args) => serve_cmd::serve(args).await,
+        Command::Admin { command } => serve_cmd::admin(command).await,
+        Command::Login {
+            server,
+            user,
+            password_stdin,
+            device,
+        } => c::login(&server, &user, password_stdin, device).await,
+        Command::Logout => c::logout().await,
+        Command::Put {
+            local,
+            remote,
+            base_rev,
+        } => c::put(&local, &remote, base_rev).await,
+        Command::Get { remote, local, rev } => c::get(&remote, &local, rev).await,
+        Command::Ls { remote, json } => c::ls(&remote, json).await,
+        Command::Mkdir { remote } => c::mkdir(&remote).await,
+        Command::Mv { from, to } => c::mv(&from, &to).await,
+        Command::Rm { remote } => c::rm(&remote).await,
+        Command::Revisions { remote, json } => c::revisions(&remote, json).await,
+        Command::Restore { remote, rev } => c::restore(&remote, rev).await,
+    }
+}

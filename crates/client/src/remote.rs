@@ -1,0 +1,334 @@
+//! Typed calls to the server's HTTP API.
+
+use bytes::Bytes;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tessera_proto::api::{
+    BlockCodec, BlockListResponse, BlockRef, CommitRequest, Entry, ListResponse, LoginRequest,
+    LoginResponse, MissingRequest, MissingResponse, MoveRequest, PathQuery, RestoreRequest,
+    RevisionsResponse, ServerInfo,
+};
+use tessera_proto::error::{ErrorBody, ErrorCode};
+use tessera_proto::{API_PREFIX, BlockId};
+use url::Url;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("server URL `{0}` is not valid: give one like http://127.0.0.1:8080")]
+    BadUrl(String),
+    #[error("{message} (HTTP {status}, {code:?})")]
+    Api {
+        status: u16,
+        code: ErrorCode,
+        message: String,
+        current_rev: Option<i64>,
+        missing: Vec<BlockId>,
+    },
+    #[error("unexpected answer from the server (HTTP {status}): {body}")]
+    Unexpected { status: u16, body: String },
+    #[error("cannot reach the server: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Integrity(String),
+}
+
+impl ClientError {
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } | ClientError::Unexpected { status, .. } => {
+                Some(*status)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// One server, as one logged-in device (or not yet logged in).
+#[derive(Clone)]
+pub struct Remote {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<String>,
+}
+
+impl Remote {
+    pub fn new(server: &str, token: Option<String>) -> Result<Self, ClientError> {
+        let base = Url::parse(server).map_err(|_| ClientError::BadUrl(server.to_owned()))?;
+        if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
+            return Err(ClientError::BadUrl(server.to_owned()));
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("tessera/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { http, base, token })
+    }
+
+    pub fn server(&self) -> &str {
+        self.base.as_str()
+    }
+
+    pub fn with_token(mut self, token: String) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    fn url(&self, path: &str) -> Url {
+        let mut url = self.base.clone();
+        let prefix = self.base.path().trim_end_matches('/');
+        url.set_path(&format!("{prefix}{API_PREFIX}{path}"));
+        url
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let req = self.http.request(method, self.url(path));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// Sends `req`, turning error statuses into [`ClientError::Api`].
+    pub async fn send(req: RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let resp = req.send().await?;
+        if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        match serde_json::from_str::<ErrorBody>(&body) {
+            Ok(e) => Err(ClientError::Api {
+                status,
+                code: e.error.code,
+                message: e.error.message,
+                current_rev: e.error.current_rev,
+                missing: e.error.missing,
+            }),
+            Err(_) => Err(ClientError::Unexpected {
+                status,
+                body: body.chars().take(500).collect(),
+            }),
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(req: RequestBuilder) -> Result<T, ClientError> {
+        Ok(Self::send(req).await?.json().await?)
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        Self::json(self.request(Method::POST, path).json(body)).await
+    }
+
+    pub async fn info(&self) -> Result<ServerInfo, ClientError> {
+        Self::json(self.request(Method::GET, "/info")).await
+    }
+
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        device: &str,
+    ) -> Result<LoginResponse, ClientError> {
+        let req = LoginRequest {
+            username: username.to_owned(),
+            password: password.to_owned(),
+            device: device.to_owned(),
+        };
+        self.post("/auth/login", &req).await
+    }
+
+    pub async fn logout(&self) -> Result<(), ClientError> {
+        Self::send(self.request(Method::POST, "/auth/logout")).await?;
+        Ok(())
+    }
+
+    pub async fn list(&self, path: &str) -> Result<ListResponse, ClientError> {
+        Self::json(
+            self.request(Method::GET, "/files/list")
+                .query(&[("path", path)]),
+        )
+        .await
+    }
+
+    pub async fn meta(&self, path: &str) -> Result<Entry, ClientError> {
+        Self::json(
+            self.request(Method::GET, "/files/meta")
+                .query(&[("path", path)]),
+        )
+        .await
+    }
+
+    pub async fn mkdir(&self, path: &str) -> Result<Entry, ClientError> {
+        self.post(
+            "/files/mkdir",
+            &PathQuery {
+                path: path.to_owned(),
+            },
+        )
+        .await
+    }
+
+    pub async fn move_to(&self, from: &str, to: &str) -> Result<Entry, ClientError> {
+        self.post(
+            "/files/move",
+            &MoveRequest {
+                from: from.to_owned(),
+                to: to.to_owned(),
+            },
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
+        let req = self
+            .request(Method::POST, "/files/delete")
+            .json(&PathQuery {
+                path: path.to_owned(),
+            });
+        Self::send(req).await?;
+        Ok(())
+    }
+
+    pub async fn revisions(&self, path: &str) -> Result<RevisionsResponse, ClientError> {
+        Self::json(
+            self.request(Method::GET, "/files/revisions")
+                .query(&[("path", path)]),
+        )
+        .await
+    }
+
+    pub async fn restore(&self, path: &str, rev: i64) -> Result<Entry, ClientError> {
+        self.post(
+            "/files/restore",
+            &RestoreRequest {
+                path: path.to_owned(),
+                rev,
+            },
+        )
+        .await
+    }
+
+    pub async fn block_list(
+        &self,
+        path: &str,
+        rev: Option<i64>,
+    ) -> Result<BlockListResponse, ClientError> {
+        let mut req = self
+            .request(Method::GET, "/files/blocks")
+            .query(&[("path", path)]);
+        if let Some(rev) = rev {
+            req = req.query(&[("rev", rev)]);
+        }
+        Self::json(req).await
+    }
+
+    pub async fn missing(&self, ids: &[BlockId]) -> Result<Vec<BlockId>, ClientError> {
+        let mut missing = Vec::new();
+        for batch in ids.chunks(10_000) {
+            let resp: MissingResponse = self
+                .post(
+                    "/blocks/missing",
+                    &MissingRequest {
+                        ids: batch.to_vec(),
+                    },
+                )
+                .await?;
+            missing.extend(resp.missing);
+        }
+        Ok(missing)
+    }
+
+    pub async fn put_block(
+        &self,
+        id: &BlockId,
+        codec: BlockCodec,
+        body: Bytes,
+    ) -> Result<BlockRef, ClientError> {
+        let codec = match codec {
+            BlockCodec::Raw => "raw",
+            BlockCodec::Zstd => "zstd",
+        };
+        let req = self
+            .request(Method::PUT, &format!("/blocks/{id}"))
+            .query(&[("codec", codec)])
+            .body(body);
+        Self::json(req).await
+    }
+
+    /// Fetches a block and checks it against its id.
+    pub async fn get_block(&self, id: &BlockId) -> Result<Vec<u8>, ClientError> {
+        let resp = Self::send(self.request(Method::GET, &format!("/blocks/{id}"))).await?;
+        let zstd = resp
+            .headers()
+            .get("x-tessera-codec")
+            .is_some_and(|v| v == "zstd");
+        let body = resp.bytes().await?;
+        let id = *id;
+        let plain = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ClientError> {
+            let plain = if zstd {
+                zstd::bulk::decompress(&body, tessera_proto::block::MAX_BLOCK).map_err(|e| {
+                    ClientError::Integrity(format!("block {id} does not decompress: {e}"))
+                })?
+            } else {
+                body.to_vec()
+            };
+            if BlockId::of(&plain) != id {
+                return Err(ClientError::Integrity(format!(
+                    "block {id} arrived damaged"
+                )));
+            }
+            Ok(plain)
+        })
+        .await
+        .map_err(|e| ClientError::Integrity(e.to_string()))??;
+        Ok(plain)
+    }
+
+    pub async fn commit(&self, req: &CommitRequest) -> Result<Entry, ClientError> {
+        self.post("/files/commit", req).await
+    }
+
+    /// Simple upload of a streamed body.
+    pub async fn upload(
+        &self,
+        path: &str,
+        base_rev: Option<i64>,
+        body: reqwest::Body,
+    ) -> Result<Entry, ClientError> {
+        let mut req = self
+            .request(Method::PUT, "/files/content")
+            .query(&[("path", path)]);
+        if let Some(b) = base_rev {
+            req = req.query(&[("base_rev", b)]);
+        }
+        Self::json(req.body(body)).await
+    }
+
+    /// Starts a download; the caller streams the body.
+    pub async fn download(
+        &self,
+        path: &str,
+        rev: Option<i64>,
+    ) -> Result<reqwest::Response, ClientError> {
+        let mut req = self
+            .request(Method::GET, "/files/content")
+            .query(&[("path", path)]);
+        if let Some(rev) = rev {
+            req = req.query(&[("rev", rev)]);
+        }
+        Self::send(req).await
+    }
+}

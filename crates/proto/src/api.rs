@@ -1,0 +1,171 @@
+//! Request and response bodies of the HTTP API under `/api/v1`.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::{BlockId, ContentHash};
+
+/// What the server tells clients about itself, including the block rules
+/// they must cut with.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServerInfo {
+    pub version: String,
+    pub chunker: String,
+    pub min_block: u64,
+    pub avg_block: u64,
+    pub max_block: u64,
+    pub max_file_size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+    /// A name for this device, shown in conflicted copies and device lists.
+    pub device: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoginResponse {
+    /// Bearer token for this device; shown once, stored hashed by the server.
+    pub token: String,
+    pub username: String,
+    pub device: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    File,
+    Folder,
+}
+
+/// One file or folder.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Entry {
+    /// Stable id: survives renames and moves.
+    pub id: String,
+    pub path: String,
+    pub name: String,
+    pub kind: EntryKind,
+    /// Current revision (files only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rev: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_hash: Option<ContentHash>,
+    /// Milliseconds since the Unix epoch.
+    pub modified_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ListResponse {
+    pub path: String,
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+pub struct PathQuery {
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+pub struct DownloadQuery {
+    pub path: String,
+    /// A past revision; the current one when absent.
+    #[serde(default)]
+    pub rev: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+pub struct UploadQuery {
+    pub path: String,
+    /// The revision this content replaces: 0 means "the file must not exist",
+    /// absent means "replace whatever is there".
+    #[serde(default)]
+    pub base_rev: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MoveRequest {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RestoreRequest {
+    pub path: String,
+    pub rev: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MissingRequest {
+    pub ids: Vec<BlockId>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MissingResponse {
+    /// The ids you must upload before a commit may reference them.
+    pub missing: Vec<BlockId>,
+}
+
+/// How the body of a block upload is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockCodec {
+    /// The plaintext block as is.
+    Raw,
+    /// One zstd frame that decompresses to the block.
+    #[default]
+    Zstd,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+pub struct BlockUploadQuery {
+    #[serde(default)]
+    pub codec: BlockCodec,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BlockRef {
+    pub id: BlockId,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CommitRequest {
+    pub path: String,
+    /// See [`UploadQuery::base_rev`].
+    #[serde(default)]
+    pub base_rev: Option<i64>,
+    pub size: u64,
+    pub content_hash: ContentHash,
+    /// Must equal the server's `chunker` (see `/api/v1/info`).
+    pub chunker: String,
+    pub blocks: Vec<BlockRef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Revision {
+    pub rev: i64,
+    pub size: u64,
+    pub content_hash: ContentHash,
+    pub created_ms: i64,
+    pub device: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RevisionsResponse {
+    pub path: String,
+    pub revisions: Vec<Revision>,
+}
+
+/// Answer to `GET /api/v1/files/blocks`: how to assemble a revision from
+/// blocks, so a sync client can reuse the blocks it already holds.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BlockListResponse {
+    pub entry: Entry,
+    pub chunker: String,
+    pub blocks: Vec<BlockRef>,
+}

@@ -1,0 +1,137 @@
+//! Block rules: how files are cut, how blocks and files are named.
+//!
+//! Client and server must cut identically, so the parameters live here and
+//! the server reports them (`GET /api/v1/info`). The chunker's cut points
+//! changed between fastcdc releases, hence the exact pin and the version tag
+//! recorded with every file revision.
+
+use std::fmt;
+use std::io::Read;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Smallest block FastCDC cuts (a file below it is one block).
+pub const MIN_BLOCK: usize = 1 << 20;
+/// Target average block size.
+pub const AVG_BLOCK: usize = 4 << 20;
+/// Largest block: also the cap on any decompressed block.
+pub const MAX_BLOCK: usize = 16 << 20;
+/// Names the cutting rules; stored with each revision.
+pub const CHUNKER: &str = "fastcdc-v2020-5.0.0/1M-4M-16M";
+
+/// A chunker over any reader with the project's parameters.
+pub fn chunker<R: Read>(source: R) -> fastcdc::v2020::StreamCDC<R> {
+    fastcdc::v2020::StreamCDC::new(source, MIN_BLOCK, AVG_BLOCK, MAX_BLOCK)
+}
+
+/// A 32-byte BLAKE3 digest written as lowercase hex on the wire.
+macro_rules! digest_type {
+    ($name:ident, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub [u8; 32]);
+
+        impl $name {
+            pub fn of(data: &[u8]) -> Self {
+                Self(*blake3::hash(data).as_bytes())
+            }
+            pub fn to_hex(&self) -> String {
+                hex::encode(self.0)
+            }
+            pub fn as_bytes(&self) -> &[u8; 32] {
+                &self.0
+            }
+        }
+
+        impl From<blake3::Hash> for $name {
+            fn from(h: blake3::Hash) -> Self {
+                Self(*h.as_bytes())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.to_hex())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.to_hex())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = InvalidDigest;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                if s.len() != 64 || s.bytes().any(|b| b.is_ascii_uppercase()) {
+                    return Err(InvalidDigest(s.chars().take(80).collect()));
+                }
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(s, &mut out)
+                    .map_err(|_| InvalidDigest(s.chars().take(80).collect()))?;
+                Ok(Self(out))
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_hex())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .pattern(Some("^[0-9a-f]{64}$"))
+                    .description(Some($doc))
+                    .into()
+            }
+        }
+        impl utoipa::ToSchema for $name {}
+    };
+}
+
+digest_type!(BlockId, "BLAKE3-256 of a block's plaintext, lowercase hex.");
+digest_type!(
+    ContentHash,
+    "BLAKE3-256 of a whole file, lowercase hex (what `b3sum` prints)."
+);
+
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a BLAKE3 digest: expected 64 lowercase hex digits")]
+pub struct InvalidDigest(String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_round_trips_and_rejects_bad_hex() {
+        let id = BlockId::of(b"hello");
+        assert_eq!(id.to_hex(), blake3::hash(b"hello").to_hex().as_str());
+        assert_eq!(id.to_hex().parse::<BlockId>().ok(), Some(id));
+        assert!("abc".parse::<BlockId>().is_err());
+        assert!(id.to_hex().to_uppercase().parse::<BlockId>().is_err());
+        assert!("zz".repeat(32).parse::<BlockId>().is_err());
+    }
+
+    #[test]
+    fn small_input_is_one_block_and_cuts_are_deterministic() {
+        let small = vec![7u8; 1000];
+        let chunks: Vec<_> = chunker(&small[..]).collect::<Result<_, _>>().unwrap();
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].length, 1000);
+        let empty: Vec<u8> = Vec::new();
+        assert_eq!(chunker(&empty[..]).count(), 0);
+    }
+}

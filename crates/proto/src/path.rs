@@ -1,0 +1,215 @@
+//! Path rules shared by server and clients.
+//!
+//! A remote path is absolute, `/`-separated, NFC-normalized, with no empty,
+//! `.` or `..` segment and no control character. Names are unique in a
+//! folder ignoring case (see [`fold_name`]) so that every client file system
+//! can hold the tree; the case a user typed is kept.
+
+use std::fmt;
+
+use unicode_normalization::UnicodeNormalization;
+
+pub const MAX_NAME_BYTES: usize = 255;
+pub const MAX_PATH_BYTES: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path is empty: give an absolute path such as /docs/report.pdf")]
+    Empty,
+    #[error("path is {0} bytes long; the limit is {MAX_PATH_BYTES}")]
+    TooLong(usize),
+    #[error("a name in the path is {0} bytes long; the limit is {MAX_NAME_BYTES}")]
+    NameTooLong(usize),
+    #[error("path has an empty segment (`//`): remove the doubled slash")]
+    EmptySegment,
+    #[error("path segments `.` and `..` are not allowed: give the path without them")]
+    DotSegment,
+    #[error("path contains a NUL or control character: rename it without them")]
+    ControlChar,
+    #[error("the root folder cannot be used here: give a path below /")]
+    Root,
+}
+
+/// A validated, normalized absolute path. The root is `/`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RemotePath(String);
+
+impl RemotePath {
+    pub fn root() -> Self {
+        Self("/".to_owned())
+    }
+
+    /// Validates and normalizes `raw`. A missing leading slash and one
+    /// trailing slash are accepted.
+    pub fn parse(raw: &str) -> Result<Self, PathError> {
+        if raw.is_empty() {
+            return Err(PathError::Empty);
+        }
+        let nfc: String = raw.nfc().collect();
+        if nfc.len() > MAX_PATH_BYTES {
+            return Err(PathError::TooLong(nfc.len()));
+        }
+        let trimmed = nfc.strip_prefix('/').unwrap_or(&nfc);
+        let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
+        if trimmed.is_empty() {
+            return Ok(Self::root());
+        }
+        let mut out = String::with_capacity(trimmed.len() + 1);
+        for seg in trimmed.split('/') {
+            validate_name(seg)?;
+            out.push('/');
+            out.push_str(seg);
+        }
+        Ok(Self(out))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0 == "/"
+    }
+
+    /// The names from the root down; empty for the root.
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/').filter(|s| !s.is_empty())
+    }
+
+    /// The last name, or `None` for the root.
+    pub fn name(&self) -> Option<&str> {
+        if self.is_root() {
+            None
+        } else {
+            self.0.rsplit('/').next()
+        }
+    }
+
+    pub fn parent(&self) -> Option<RemotePath> {
+        if self.is_root() {
+            return None;
+        }
+        match self.0.rfind('/') {
+            Some(0) | None => Some(Self::root()),
+            Some(i) => Some(Self(self.0[..i].to_owned())),
+        }
+    }
+
+    /// `self/name`, with `name` validated.
+    pub fn join(&self, name: &str) -> Result<RemotePath, PathError> {
+        let nfc: String = name.nfc().collect();
+        validate_name(&nfc)?;
+        let joined = if self.is_root() {
+            format!("/{nfc}")
+        } else {
+            format!("{}/{nfc}", self.0)
+        };
+        if joined.len() > MAX_PATH_BYTES {
+            return Err(PathError::TooLong(joined.len()));
+        }
+        Ok(Self(joined))
+    }
+
+    /// True if `self` is `other` or lies below it.
+    pub fn starts_with(&self, other: &RemotePath) -> bool {
+        other.is_root()
+            || self.0 == other.0
+            || (self.0.starts_with(&other.0) && self.0.as_bytes().get(other.0.len()) == Some(&b'/'))
+    }
+}
+
+fn validate_name(seg: &str) -> Result<(), PathError> {
+    if seg.is_empty() {
+        return Err(PathError::EmptySegment);
+    }
+    if seg == "." || seg == ".." {
+        return Err(PathError::DotSegment);
+    }
+    if seg.len() > MAX_NAME_BYTES {
+        return Err(PathError::NameTooLong(seg.len()));
+    }
+    if seg.chars().any(|c| c.is_control() || c == '/') {
+        return Err(PathError::ControlChar);
+    }
+    Ok(())
+}
+
+/// The key under which a name is unique in its folder: NFC, then lowercase.
+pub fn fold_name(name: &str) -> String {
+    name.nfc().collect::<String>().to_lowercase()
+}
+
+impl fmt::Display for RemotePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for RemotePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RemotePath({})", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_and_normalizes() {
+        assert_eq!(
+            RemotePath::parse("/a/b.txt").map(|p| p.0),
+            Ok("/a/b.txt".into())
+        );
+        assert_eq!(RemotePath::parse("a/b/").map(|p| p.0), Ok("/a/b".into()));
+        assert_eq!(RemotePath::parse("/").map(|p| p.0), Ok("/".into()));
+        // "e" + combining acute becomes the single NFC code point.
+        assert_eq!(
+            RemotePath::parse("/cafe\u{301}").map(|p| p.0),
+            Ok("/caf\u{e9}".into())
+        );
+    }
+
+    #[test]
+    fn rejects_bad_paths() {
+        for (raw, err) in [
+            ("", PathError::Empty),
+            ("/a//b", PathError::EmptySegment),
+            ("/a/../b", PathError::DotSegment),
+            ("/./b", PathError::DotSegment),
+            ("/a\0b", PathError::ControlChar),
+            ("/a\nb", PathError::ControlChar),
+        ] {
+            assert_eq!(RemotePath::parse(raw), Err(err), "{raw:?}");
+        }
+        let long_name = format!("/{}", "x".repeat(256));
+        assert_eq!(
+            RemotePath::parse(&long_name),
+            Err(PathError::NameTooLong(256))
+        );
+        let long_path = "/abc".repeat(1025);
+        assert!(matches!(
+            RemotePath::parse(&long_path),
+            Err(PathError::TooLong(_))
+        ));
+    }
+
+    #[test]
+    fn parent_name_join() {
+        let p = RemotePath::parse("/a/b/c").unwrap();
+        assert_eq!(p.name(), Some("c"));
+        assert_eq!(p.parent().map(|p| p.0), Some("/a/b".into()));
+        assert_eq!(
+            RemotePath::parse("/a").ok().and_then(|p| p.parent()),
+            Some(RemotePath::root())
+        );
+        assert_eq!(RemotePath::root().join("x").map(|p| p.0), Ok("/x".into()));
+        assert!(p.starts_with(&RemotePath::parse("/a").unwrap()));
+        assert!(
+            !RemotePath::parse("/ab")
+                .unwrap()
+                .starts_with(&RemotePath::parse("/a").unwrap())
+        );
+        assert_eq!(fold_name("Report.PDF"), "report.pdf");
+    }
+}

@@ -1,0 +1,97 @@
+//! The block protocol: which blocks are missing, upload one, download one.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tessera_proto::BlockId;
+use tessera_proto::api::{BlockCodec, BlockRef, BlockUploadQuery, MissingRequest, MissingResponse};
+
+use super::{ApiError, AppState, AuthUser, J, Q};
+use crate::blocks::Codec;
+
+/// Ids in one missing-blocks question (a 10 GiB file has ~2,600 blocks).
+const MAX_IDS: usize = 20_000;
+
+fn block_id(raw: &str) -> Result<BlockId, ApiError> {
+    raw.parse()
+        .map_err(|e: tessera_proto::block::InvalidDigest| ApiError::BadRequest(e.to_string()))
+}
+
+/// Answers only for the asking user: a block stored by someone else counts
+/// as missing until this user uploads it (then it is not stored twice).
+pub async fn missing(
+    State(state): State<AppState>,
+    user: AuthUser,
+    J(req): J<MissingRequest>,
+) -> Result<Json<MissingResponse>, ApiError> {
+    if req.ids.len() > MAX_IDS {
+        return Err(ApiError::BadRequest(format!(
+            "ask about at most {MAX_IDS} blocks at a time"
+        )));
+    }
+    let missing = state.meta.missing_blocks(user.user_id, &req.ids).await?;
+    Ok(Json(MissingResponse { missing }))
+}
+
+pub async fn upload(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    Q(q): Q<BlockUploadQuery>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<BlockRef>), ApiError> {
+    let id = block_id(&id)?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge("a block body may be at most 16 MiB".into())
+        } else {
+            ApiError::BadRequest(e.body_text())
+        }
+    })?;
+    let codec = match q.codec {
+        BlockCodec::Raw => Codec::Raw,
+        BlockCodec::Zstd => Codec::Zstd,
+    };
+    let size = state
+        .blocks
+        .put_upload(user.user_id, id, codec, body)
+        .await?;
+    Ok((StatusCode::CREATED, Json(BlockRef { id, size })))
+}
+
+/// Sends the block as stored (zstd or raw, see `x-tessera-codec`), after
+/// the server has checked it against its id.
+pub async fn download(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = block_id(&id)?;
+    let loc = state
+        .meta
+        .user_block_location(user.user_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("block {id} does not exist")))?;
+    let read = state.blocks.read(id, &loc).await?;
+    let codec = match read.codec {
+        Codec::Raw => "raw",
+        Codec::Zstd => "zstd",
+    };
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (
+                header::HeaderName::from_static("x-tessera-codec"),
+                HeaderValue::from_static(codec),
+            ),
+        ],
+        read.payload,
+    )
+        .into_response())
+}

@@ -1,0 +1,133 @@
+//! Errors as the API answers them: a status, a stable code and a message
+//! that says what to fix. Internal failures are logged and answered with a
+//! plain 500 that reveals nothing.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tessera_proto::error::{ErrorBody, ErrorCode, ErrorDetail};
+use tessera_proto::{BlockId, PathError};
+
+use crate::blocks::BlockError;
+use crate::meta::MetaError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("invalid path: {0}")]
+    InvalidPath(#[from] PathError),
+    #[error("missing, wrong or expired credentials: log in again")]
+    Unauthorized,
+    #[error("too many failed attempts: wait {0} seconds before trying again")]
+    RateLimited(u64),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0} is a file, not a folder")]
+    NotAFolder(String),
+    #[error("{0} is a folder, not a file")]
+    NotAFile(String),
+    #[error("{path} changed: it is at revision {current_rev} now; fetch it and retry")]
+    Conflict { path: String, current_rev: i64 },
+    #[error("{} block(s) must be uploaded before this commit", .0.len())]
+    MissingBlocks(Vec<BlockId>),
+    #[error("{0}")]
+    HashMismatch(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("range not satisfiable: the file is {0} bytes")]
+    RangeNotSatisfiable(u64),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status_code(&self) -> (StatusCode, ErrorCode) {
+        use ApiError::*;
+        match self {
+            BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            InvalidPath(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidPath),
+            Unauthorized => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+            NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            AlreadyExists(_) => (StatusCode::CONFLICT, ErrorCode::AlreadyExists),
+            NotAFolder(_) => (StatusCode::CONFLICT, ErrorCode::NotAFolder),
+            NotAFile(_) => (StatusCode::CONFLICT, ErrorCode::NotAFile),
+            Conflict { .. } => (StatusCode::CONFLICT, ErrorCode::Conflict),
+            MissingBlocks(_) => (StatusCode::BAD_REQUEST, ErrorCode::MissingBlocks),
+            HashMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::HashMismatch),
+            TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge),
+            RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, ErrorCode::BadRequest),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+        }
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<MetaError> for ApiError {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::NotFound(m) => ApiError::NotFound(m),
+            MetaError::AlreadyExists(m) => ApiError::AlreadyExists(m),
+            MetaError::NotAFolder(p) => ApiError::NotAFolder(p),
+            MetaError::NotAFile(p) => ApiError::NotAFile(p),
+            MetaError::Conflict { path, current_rev } => ApiError::Conflict { path, current_rev },
+            MetaError::MissingBlocks(ids) => ApiError::MissingBlocks(ids),
+            MetaError::Invalid(m) => ApiError::BadRequest(m),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<BlockError> for ApiError {
+    fn from(e: BlockError) -> Self {
+        match e {
+            BlockError::HashMismatch { .. } => ApiError::HashMismatch(e.to_string()),
+            BlockError::BadPayload | BlockError::TooLarge => ApiError::BadRequest(e.to_string()),
+            BlockError::Meta(m) => m.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_code();
+        let message = if let ApiError::Internal(detail) = &self {
+            tracing::error!(%detail, "internal error");
+            "internal server error; the server log has the details".to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut headers = Vec::new();
+        if let ApiError::RateLimited(secs) = &self {
+            headers.push((header::RETRY_AFTER, HeaderValue::from(*secs)));
+        }
+        if let ApiError::RangeNotSatisfiable(size) = &self
+            && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
+        {
+            headers.push((header::CONTENT_RANGE, v));
+        }
+        let (current_rev, missing) = match self {
+            ApiError::Conflict { current_rev, .. } => (Some(current_rev), Vec::new()),
+            ApiError::MissingBlocks(ids) => (None, ids),
+            _ => (None, Vec::new()),
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message,
+                current_rev,
+                missing,
+            },
+        };
+        let mut resp = (status, Json(body)).into_response();
+        resp.headers_mut().extend(headers);
+        resp
+    }
+}

@@ -1,0 +1,390 @@
+//! Files and folders: list, metadata, mkdir, move, delete, upload,
+//! download, revisions, restore, and the block-list commit.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::{StreamExt, TryStreamExt};
+use tessera_proto::api::{
+    BlockListResponse, BlockRef, CommitRequest, DownloadQuery, Entry, EntryKind, ListResponse,
+    MoveRequest, PathQuery, RestoreRequest, Revision, RevisionsResponse, UploadQuery,
+};
+use tessera_proto::block::{AVG_BLOCK, CHUNKER, MAX_BLOCK, MIN_BLOCK};
+use tessera_proto::{ContentHash, RemotePath};
+use tokio::io::AsyncReadExt;
+
+use super::{ApiError, AppState, AuthUser, J, Q};
+use crate::meta::{NewRevision, NodeRow, RevisionBlock};
+
+pub fn entry(node: &NodeRow, path: &RemotePath) -> Entry {
+    let folder = node.is_folder();
+    Entry {
+        id: node.id.clone(),
+        path: path.to_string(),
+        name: node.name.clone(),
+        kind: if folder {
+            EntryKind::Folder
+        } else {
+            EntryKind::File
+        },
+        rev: (!folder).then_some(node.rev),
+        size: (!folder).then_some(node.size as u64),
+        content_hash: node.content_hash(),
+        modified_ms: node.modified_ms,
+    }
+}
+
+fn parse(raw: &str) -> Result<RemotePath, ApiError> {
+    Ok(RemotePath::parse(raw)?)
+}
+
+fn below_root(raw: &str) -> Result<RemotePath, ApiError> {
+    let path = parse(raw)?;
+    if path.is_root() {
+        return Err(tessera_proto::PathError::Root.into());
+    }
+    Ok(path)
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Q(q): Q<PathQuery>,
+) -> Result<Json<ListResponse>, ApiError> {
+    let path = parse(&q.path)?;
+    let nodes = state.meta.list(user.ns, &path).await?;
+    let mut entries = Vec::with_capacity(nodes.len());
+    for n in &nodes {
+        entries.push(entry(n, &path.join(&n.name)?));
+    }
+    Ok(Json(ListResponse {
+        path: path.to_string(),
+        entries,
+    }))
+}
+
+pub async fn meta(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Q(q): Q<PathQuery>,
+) -> Result<Json<Entry>, ApiError> {
+    let path = parse(&q.path)?;
+    let node = state
+        .meta
+        .resolve(user.ns, &path)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("{path} does not exist")))?;
+    Ok(Json(entry(&node, &path)))
+}
+
+pub async fn mkdir(
+    State(state): State<AppState>,
+    user: AuthUser,
+    J(q): J<PathQuery>,
+) -> Result<(StatusCode, Json<Entry>), ApiError> {
+    let path = below_root(&q.path)?;
+    let node = state.meta.mkdir(user.ns, &path, &user.device).await?;
+    Ok((StatusCode::CREATED, Json(entry(&node, &path))))
+}
+
+pub async fn move_node(
+    State(state): State<AppState>,
+    user: AuthUser,
+    J(req): J<MoveRequest>,
+) -> Result<Json<Entry>, ApiError> {
+    let from = below_root(&req.from)?;
+    let to = below_root(&req.to)?;
+    let node = state
+        .meta
+        .move_node(user.ns, &from, &to, &user.device)
+        .await?;
+    Ok(Json(entry(&node, &to)))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    user: AuthUser,
+    J(q): J<PathQuery>,
+) -> Result<StatusCode, ApiError> {
+    let path = below_root(&q.path)?;
+    state.meta.delete(user.ns, &path, &user.device).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::TooLarge(format!(
+        "file is larger than this server's limit of {limit} bytes"
+    ))
+}
+
+/// Simple upload: the body is the file. The server cuts, stores and commits.
+/// Nothing is visible until the whole body has arrived and been stored.
+pub async fn upload(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Q(q): Q<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Entry>), ApiError> {
+    let path = below_root(&q.path)?;
+    let limit = state.limits.max_file_size;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
+    }
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    // Read at most one byte past the limit, so an oversized body without a
+    // length is refused without storing the excess.
+    let reader = tokio_util::io::StreamReader::new(stream).take(limit + 1);
+    let mut cdc = fastcdc::v2020::AsyncStreamCDC::new(reader, MIN_BLOCK, AVG_BLOCK, MAX_BLOCK);
+    let chunks = cdc.as_stream();
+    futures::pin_mut!(chunks);
+    let mut hasher = blake3::Hasher::new();
+    let mut blocks = Vec::new();
+    let mut total = 0u64;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::BadRequest(format!(
+                "upload interrupted before the end of the body: {e}"
+            ))
+        })?;
+        total += chunk.length as u64;
+        if total > limit {
+            return Err(too_large(limit));
+        }
+        let data = chunk.data;
+        let (h, data) = tokio::task::spawn_blocking(move || {
+            hasher.update(&data);
+            (hasher, data)
+        })
+        .await
+        .map_err(ApiError::internal)?;
+        hasher = h;
+        blocks.push(state.blocks.put_plain(user.user_id, data).await?);
+    }
+    if declared.is_some_and(|n| n != total) {
+        return Err(ApiError::BadRequest(format!(
+            "body ended after {total} bytes, but Content-Length said {}",
+            declared.unwrap_or(0)
+        )));
+    }
+    let new = NewRevision {
+        ns: user.ns,
+        user_id: user.user_id,
+        path: path.clone(),
+        base_rev: q.base_rev,
+        size: total,
+        content_hash: ContentHash::from(hasher.finalize()),
+        chunker: CHUNKER.to_owned(),
+        blocks,
+        device: user.device.clone(),
+    };
+    let node = state.meta.commit(&new).await?;
+    Ok((StatusCode::CREATED, Json(entry(&node, &path))))
+}
+
+/// Block-protocol commit: the file as an ordered list of uploaded blocks.
+pub async fn commit(
+    State(state): State<AppState>,
+    user: AuthUser,
+    J(req): J<CommitRequest>,
+) -> Result<(StatusCode, Json<Entry>), ApiError> {
+    let path = below_root(&req.path)?;
+    if req.chunker != CHUNKER {
+        return Err(ApiError::BadRequest(format!(
+            "blocks were cut with `{}`; this server cuts with `{CHUNKER}`: update the client",
+            req.chunker
+        )));
+    }
+    if req.size > state.limits.max_file_size {
+        return Err(too_large(state.limits.max_file_size));
+    }
+    if let Some(b) = req
+        .blocks
+        .iter()
+        .find(|b| b.size == 0 || b.size > MAX_BLOCK as u64)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "block {} has size {}; blocks are 1 to {MAX_BLOCK} bytes",
+            b.id, b.size
+        )));
+    }
+    let new = NewRevision {
+        ns: user.ns,
+        user_id: user.user_id,
+        path: path.clone(),
+        base_rev: req.base_rev,
+        size: req.size,
+        content_hash: req.content_hash,
+        chunker: req.chunker,
+        blocks: req.blocks.iter().map(|b| (b.id, b.size)).collect(),
+        device: user.device.clone(),
+    };
+    let node = state.meta.commit(&new).await?;
+    Ok((StatusCode::CREATED, Json(entry(&node, &path))))
+}
+
+/// Parses a single `bytes=` range against `size`: `Ok(None)` means "send
+/// it all" (no header, or a form we do not serve, which RFC 9110 allows).
+fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ApiError> {
+    let Some(raw) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let Some(spec) = raw.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let range = match (a.parse::<u64>().ok(), b.parse::<u64>().ok()) {
+        (Some(start), None) if b.is_empty() => (start, size.saturating_sub(1)),
+        (Some(start), Some(end)) => (start, end.min(size.saturating_sub(1))),
+        (None, Some(suffix)) if a.is_empty() => {
+            if suffix == 0 {
+                return Err(ApiError::RangeNotSatisfiable(size));
+            }
+            (size.saturating_sub(suffix), size.saturating_sub(1))
+        }
+        _ => return Ok(None),
+    };
+    if range.0 >= size || range.0 > range.1 {
+        return Err(ApiError::RangeNotSatisfiable(size));
+    }
+    Ok(Some(range))
+}
+
+pub async fn download(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Q(q): Q<DownloadQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let path = below_root(&q.path)?;
+    let (node, rev, blocks) = state.meta.file_revision(user.ns, &path, q.rev).await?;
+    let size = rev.size as u64;
+    let hash = rev.content_hash();
+    let etag = format!("\"{hash}\"");
+    let mut out = HeaderMap::new();
+    let hv = |s: &str| HeaderValue::from_str(s).map_err(ApiError::internal);
+    out.insert(header::ETAG, hv(&etag)?);
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    out.insert("x-tessera-rev", HeaderValue::from(rev.rev));
+    out.insert("x-tessera-content-hash", hv(&hash.to_hex())?);
+    out.insert("x-tessera-id", hv(&node.id)?);
+    let matches_etag = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if matches_etag {
+        return Ok((StatusCode::NOT_MODIFIED, out).into_response());
+    }
+    let range = parse_range(&headers, size)?;
+    let (start, end, status) = match range {
+        Some((s, e)) => {
+            out.insert(header::CONTENT_RANGE, hv(&format!("bytes {s}-{e}/{size}"))?);
+            (s, e + 1, StatusCode::PARTIAL_CONTENT)
+        }
+        None => (0, size, StatusCode::OK),
+    };
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    let wanted: Vec<RevisionBlock> = blocks
+        .into_iter()
+        .filter(|b| b.file_offset < end && b.file_offset + b.size > start)
+        .collect();
+    let store = state.blocks.clone();
+    let fetch = move |b: RevisionBlock| {
+        let store = store.clone();
+        async move {
+            let read = store.read(b.id, &b.loc).await.map_err(|e| {
+                tracing::error!(block = %b.id, error = %e, "block read failed during download");
+                std::io::Error::other(e.to_string())
+            })?;
+            let lo = start.saturating_sub(b.file_offset) as usize;
+            let hi = (end - b.file_offset).min(b.size) as usize;
+            Ok::<_, std::io::Error>(read.plain.slice(lo..hi))
+        }
+    };
+    // The first block is read before answering, so a damaged file fails with
+    // an error status rather than a truncated 200.
+    let mut rest = wanted.into_iter();
+    let first = match rest.next() {
+        Some(b) => Some(
+            fetch(b)
+                .await
+                .map_err(|e| ApiError::Internal(format!("stored data is damaged: {e}")))?,
+        ),
+        None => None,
+    };
+    let stream = futures::stream::iter(first.map(Ok))
+        .chain(futures::stream::iter(rest).map(fetch).buffered(2));
+    Ok((status, out, Body::from_stream(stream)).into_response())
+}
+
+pub async fn revisions(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Q(q): Q<PathQuery>,
+) -> Result<Json<RevisionsResponse>, ApiError> {
+    let path = below_root(&q.path)?;
+    let (_, revs) = state.meta.revisions(user.ns, &path).await?;
+    let revisions = revs
+        .iter()
+        .map(|r| Revision {
+            rev: r.rev,
+            size: r.size as u64,
+            content_hash: r.content_hash(),
+            created_ms: r.created_ms,
+            device: r.device.clone(),
+        })
+        .collect();
+    Ok(Json(RevisionsResponse {
+        path: path.to_string(),
+        revisions,
+    }))
+}
+
+pub async fn restore(
+    State(state): State<AppState>,
+    user: AuthUser,
+    J(req): J<RestoreRequest>,
+) -> Result<Json<Entry>, ApiError> {
+    let path = below_root(&req.path)?;
+    let node = state
+        .meta
+        .restore(user.ns, &path, req.rev, &user.device)
+        .await?;
+    Ok(Json(entry(&node, &path)))
+}
+
+pub async fn block_list(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Q(q): Q<DownloadQuery>,
+) -> Result<Json<BlockListResponse>, ApiError> {
+    let path = below_root(&q.path)?;
+    let (node, rev, blocks) = state.meta.file_revision(user.ns, &path, q.rev).await?;
+    Ok(Json(BlockListResponse {
+        entry: entry(&node, &path),
+        chunker: rev.chunker,
+        blocks: blocks
+            .iter()
+            .map(|b| BlockRef {
+                id: b.id,
+                size: b.size,
+            })
+            .collect(),
+    }))
+}

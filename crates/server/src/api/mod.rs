@@ -1,0 +1,125 @@
+//! The HTTP API: routes, extractors, one file per resource.
+
+mod auth;
+mod blocks;
+pub mod error;
+mod files;
+mod openapi;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tessera_proto::api::ServerInfo;
+use tessera_proto::block::{AVG_BLOCK, CHUNKER, MAX_BLOCK, MIN_BLOCK};
+
+pub use auth::AuthUser;
+pub use error::ApiError;
+
+use crate::auth::LoginLimiter;
+use crate::blocks::BlockStore;
+use crate::meta::Meta;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub meta: Meta,
+    pub blocks: BlockStore,
+    pub limits: Limits,
+    pub limiter: Arc<LoginLimiter>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_file_size: u64,
+}
+
+/// Query string, with a JSON error saying what is wrong with it.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Q<T>(pub T);
+
+/// JSON body, with a JSON error saying what is wrong with it.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct J<T>(pub T);
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::BadRequest(e.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge("request body is too large".into())
+        } else {
+            ApiError::BadRequest(e.body_text())
+        }
+    }
+}
+
+/// JSON request bodies: a commit of a 10 GiB file lists ~2,600 blocks.
+const JSON_LIMIT: usize = 8 << 20;
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/info", get(info))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/logout", post(auth::logout))
+        .route("/files/list", get(files::list))
+        .route("/files/meta", get(files::meta))
+        .route("/files/mkdir", post(files::mkdir))
+        .route("/files/move", post(files::move_node))
+        .route("/files/delete", post(files::delete))
+        .route(
+            "/files/content",
+            get(files::download)
+                .put(files::upload)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/files/revisions", get(files::revisions))
+        .route("/files/restore", post(files::restore))
+        .route("/files/blocks", get(files::block_list))
+        .route("/files/commit", post(files::commit))
+        .route("/blocks/missing", post(blocks::missing))
+        .route(
+            "/blocks/{id}",
+            get(blocks::download)
+                .put(blocks::upload)
+                .layer(DefaultBodyLimit::max(MAX_BLOCK + (1 << 16))),
+        )
+        .route("/openapi.json", get(openapi::document))
+        .fallback(|| async { ApiError::NotFound("no such API route".into()) })
+        .layer(DefaultBodyLimit::max(JSON_LIMIT));
+    Router::new()
+        .nest(tessera_proto::API_PREFIX, api)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn info(State(state): State<AppState>) -> Json<ServerInfo> {
+    Json(ServerInfo {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        chunker: CHUNKER.to_owned(),
+        min_block: MIN_BLOCK as u64,
+        avg_block: AVG_BLOCK as u64,
+        max_block: MAX_BLOCK as u64,
+        max_file_size: state.limits.max_file_size,
+    })
+}
+
+async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    match state.meta.ping().await {
+        Ok(()) => (StatusCode::OK, "ready"),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The stored form of a block:
+//!
+//! ```text
+//! magic "TSB1" | codec u8 | 3 zero bytes | data key id u64 LE | salt [16] | nonce [12] | plain length u32 LE
+//! AES-256-GCM(payload), associated data = header ‖ block id
+//! ```
+//!
+//! The payload is the zstd frame of the block, or the block itself when
+//! compression does not pay. Each block is encrypted under its own key,
+//! derived from the data key and the random salt, so no key ever seals more
+//! than one message. Reading decrypts, decompresses (capped at the largest
+//! block, against bombs) and re-hashes: damage is an error, never wrong bytes.
+
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use rand::RngCore;
+use tessera_proto::BlockId;
+use tessera_proto::block::MAX_BLOCK;
+
+use super::keys::KeyRing;
+
+pub const MAGIC: &[u8; 4] = b"TSB1";
+pub const HEADER_LEN: usize = 48;
+/// zstd level for blocks compressed by the server; clients pick their own.
+pub const ZSTD_LEVEL: i32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Raw = 0,
+    Zstd = 1,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error("block {0} is damaged in storage: {1}")]
+    Corrupt(BlockId, &'static str),
+    #[error("block {0} is sealed with data key {1}, which this server does not have")]
+    UnknownKey(BlockId, i64),
+    #[error("the bytes sent do not hash to block id {expected} (they hash to {actual})")]
+    HashMismatch { expected: BlockId, actual: BlockId },
+    #[error("block body is not a valid zstd frame of at most {MAX_BLOCK} bytes")]
+    BadPayload,
+    #[error("block is larger than {MAX_BLOCK} bytes")]
+    TooLarge,
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error(transparent)]
+    Meta(#[from] crate::meta::MetaError),
+    #[error("worker thread failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Compresses `plain`, keeping it raw when zstd does not make it smaller.
+pub fn compress(plain: &[u8]) -> (Codec, Vec<u8>) {
+    match zstd::bulk::compress(plain, ZSTD_LEVEL) {
+        Ok(z) if z.len() < plain.len() => (Codec::Zstd, z),
+        _ => (Codec::Raw, plain.to_vec()),
+    }
+}
+
+/// Turns a payload back into the block, refusing more than `MAX_BLOCK` bytes.
+pub fn decompress(codec: Codec, payload: &[u8]) -> Result<Vec<u8>, BlockError> {
+    match codec {
+        Codec::Raw if payload.len() > MAX_BLOCK => Err(BlockError::TooLarge),
+        Codec::Raw => Ok(payload.to_vec()),
+        Codec::Zstd => {
+            zstd::bulk::decompress(payload, MAX_BLOCK).map_err(|_| BlockError::BadPayload)
+        }
+    }
+}
+
+pub fn verify(expected: &BlockId, plain: &[u8]) -> Result<(), BlockError> {
+    let actual = BlockId::of(plain);
+    if actual != *expected {
+        return Err(BlockError::HashMismatch {
+            expected: *expected,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+fn block_key(data_key: &[u8; 32], salt: &[u8; 16]) -> [u8; 32] {
+    let mut material = [0u8; 48];
+    material[..32].copy_from_slice(data_key);
+    material[32..].copy_from_slice(salt);
+    blake3::derive_key("tessera 2026 block key v1", &material)
+}
+
+fn aad(header: &[u8], id: &BlockId) -> Vec<u8> {
+    let mut aad = header.to_vec();
+    aad.extend_from_slice(id.as_bytes());
+    aad
+}
+
+/// Seals a verified payload into its stored form.
+pub fn seal(
+    id: &BlockId,
+    codec: Codec,
+    payload: &[u8],
+    plain_len: usize,
+    ring: &KeyRing,
+) -> Vec<u8> {
+    let (key_id, data_key) = ring.current();
+    let mut salt = [0u8; 16];
+    let mut nonce = [0u8; 12];
+    rand::rng().fill_bytes(&mut salt);
+    rand::rng().fill_bytes(&mut nonce);
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&[codec as u8, 0, 0, 0]);
+    header.extend_from_slice(&(key_id as u64).to_le_bytes());
+    header.extend_from_slice(&salt);
+    header.extend_from_slice(&nonce);
+    header.extend_from_slice(&(plain_len as u32).to_le_bytes());
+    let cipher = Aes256Gcm::new(&block_key(data_key, &salt).into());
+    let aad = aad(&header, id);
+    // AES-GCM into a Vec fails only for messages far above MAX_BLOCK.
+    let ct = cipher
+        .encrypt(
+            &nonce.into(),
+            Payload {
+                msg: payload,
+                aad: &aad,
+            },
+        )
+        .unwrap_or_default();
+    header.extend_from_slice(&ct);
+    header
+}
+
+/// Opens a stored block: decrypts, decompresses and checks its hash.
+/// Returns the payload as stored and the plaintext.
+pub fn open(
+    id: &BlockId,
+    stored: &[u8],
+    ring: &KeyRing,
+) -> Result<(Codec, Vec<u8>, Vec<u8>), BlockError> {
+    let corrupt = |why| BlockError::Corrupt(*id, why);
+    if stored.len() < HEADER_LEN + 16 || &stored[..4] != MAGIC {
+        return Err(corrupt("bad header"));
+    }
+    let (header, ct) = stored.split_at(HEADER_LEN);
+    let codec = match header[4] {
+        0 => Codec::Raw,
+        1 => Codec::Zstd,
+        _ => return Err(corrupt("unknown codec")),
+    };
+    let le8 = |r: std::ops::Range<usize>| {
+        header[r]
+            .iter()
+            .rev()
+            .fold(0u64, |a, b| (a << 8) | *b as u64)
+    };
+    let key_id = le8(8..16) as i64;
+    let plain_len = le8(44..48) as usize;
+    let mut salt = [0u8; 16];
+    salt.copy_from_slice(&header[16..32]);
+    let mut nonce = [0u8; 12];
+    nonce.copy_from_slice(&header[32..44]);
+    let data_key = ring
+        .get(key_id)
+        .ok_or(BlockError::UnknownKey(*id, key_id))?;
+    let cipher = Aes256Gcm::new(&block_key(data_key, &salt).into());
+    let aad = aad(header, id);
+    let payload = cipher
+        .decrypt(&nonce.into(), Payload { msg: ct, aad: &aad })
+        .map_err(|_| corrupt("authentication failed"))?;
+    let plain = decompress(codec, &payload).map_err(|_| corrupt("payload does not decompress"))?;
+    if plain.len() != plain_len {
+        return Err(corrupt("wrong length"));
+    }
+    verify(id, &plain).map_err(|_| corrupt("content does not match its id"))?;
+    Ok((codec, payload, plain))
+}

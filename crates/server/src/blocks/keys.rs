@@ -1,0 +1,166 @@
+//! Envelope encryption: a master key (a file with mode 0600, or given by the
+//! environment) wraps the data keys kept in the metadata store. Rotating the
+//! master key re-wraps data keys, never data.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{Aead, KeyInit};
+use rand::RngCore;
+
+use crate::meta::{Meta, MetaError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("master key file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("master key {0} is not 64 hex digits")]
+    BadMasterKey(String),
+    #[error("master key file {0} is readable by others: run `chmod 600 {0}`")]
+    Permissions(String),
+    #[error("a data key in the database cannot be unwrapped: wrong master key?")]
+    Unwrap,
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+pub struct MasterKey([u8; 32]);
+
+const WRAP_NONCE: usize = 12;
+
+impl MasterKey {
+    pub fn from_hex(s: &str, origin: &str) -> Result<Self, KeyError> {
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(s.trim(), &mut key)
+            .map_err(|_| KeyError::BadMasterKey(origin.to_owned()))?;
+        Ok(Self(key))
+    }
+
+    /// Reads the key file, or creates it (mode 0600, fsynced) on first start.
+    pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
+        let io = |source| KeyError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+                    if mode & 0o077 != 0 {
+                        return Err(KeyError::Permissions(path.display().to_string()));
+                    }
+                }
+                Self::from_hex(&text, &path.display().to_string())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                rand::rng().fill_bytes(&mut key);
+                write_private(path, hex::encode(key).as_bytes()).map_err(io)?;
+                Ok(Self(key))
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new(&self.0.into())
+    }
+
+    fn wrap(&self, data_key: &[u8; 32]) -> Vec<u8> {
+        let mut nonce = [0u8; WRAP_NONCE];
+        rand::rng().fill_bytes(&mut nonce);
+        let mut out = nonce.to_vec();
+        // Encrypting 32 bytes into a Vec cannot fail.
+        out.extend(
+            self.cipher()
+                .encrypt(&nonce.into(), &data_key[..])
+                .unwrap_or_default(),
+        );
+        out
+    }
+
+    fn unwrap_key(&self, wrapped: &[u8]) -> Result<[u8; 32], KeyError> {
+        let (nonce, ct) = wrapped
+            .split_at_checked(WRAP_NONCE)
+            .ok_or(KeyError::Unwrap)?;
+        let nonce: [u8; WRAP_NONCE] = nonce.try_into().map_err(|_| KeyError::Unwrap)?;
+        let plain = self
+            .cipher()
+            .decrypt(&nonce.into(), ct)
+            .map_err(|_| KeyError::Unwrap)?;
+        plain.try_into().map_err(|_| KeyError::Unwrap)
+    }
+}
+
+/// Writes `bytes` to `path` readable by the owner only, durably.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The unwrapped data keys, and which one encrypts new blocks.
+pub struct KeyRing {
+    keys: HashMap<i64, [u8; 32]>,
+    current: i64,
+    name_key: [u8; 32],
+}
+
+impl KeyRing {
+    /// Unwraps every data key; makes the first one on a new installation.
+    pub async fn load(meta: &Meta, master: &MasterKey) -> Result<Self, KeyError> {
+        let mut rows = meta.data_keys().await?;
+        if rows.is_empty() {
+            let mut key = [0u8; 32];
+            rand::rng().fill_bytes(&mut key);
+            let wrapped = master.wrap(&key);
+            let id = meta.insert_data_key(&wrapped).await?;
+            rows.push((id, wrapped));
+        }
+        let mut keys = HashMap::new();
+        let mut current = 0;
+        for (id, wrapped) in rows {
+            keys.insert(id, master.unwrap_key(&wrapped)?);
+            current = current.max(id);
+        }
+        let name_key = blake3::derive_key("tessera 2026 object names v1", &master.0);
+        Ok(Self {
+            keys,
+            current,
+            name_key,
+        })
+    }
+
+    pub fn current(&self) -> (i64, &[u8; 32]) {
+        (self.current, &self.keys[&self.current])
+    }
+
+    pub fn get(&self, id: i64) -> Option<&[u8; 32]> {
+        self.keys.get(&id)
+    }
+
+    /// An object name that reveals nothing about the block it holds.
+    pub fn object_name(&self, id: &tessera_proto::BlockId) -> String {
+        let h = blake3::keyed_hash(&self.name_key, id.as_bytes()).to_hex();
+        format!("blocks/{}/{}", &h[..2], &h[2..])
+    }
+}

@@ -1,0 +1,9 @@
+//! The Tessera server: HTTP API over a block store and a metadata store.
+
+pub mod api;
+pub mod auth;
+pub mod blocks;
+pub mod meta;
+pub mod server;
+
+pub use server::{Config, Running, ServeError, start};

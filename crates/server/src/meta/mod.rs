@@ -1,0 +1,394 @@
+//! Metadata: users, tokens, namespaces, nodes, revisions, blocks, journal.
+//!
+//! The only module that speaks SQL. One schema and one set of queries serve
+//! SQLite and PostgreSQL: `queries.rs` is compiled once per backend (the
+//! same SQL text runs on both; `$N` placeholders work in SQLite too), and
+//! [`Meta`] dispatches to the one in use. Every user-visible change is one
+//! transaction that also appends to the namespace's journal.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tessera_proto::{BlockId, ContentHash, RemotePath};
+
+mod sqlite {
+    pub type Db = sqlx::Sqlite;
+    /// Take the write lock up front: a deferred read→write upgrade fails at
+    /// once with SQLITE_BUSY instead of waiting.
+    const BEGIN: &str = "BEGIN IMMEDIATE";
+    include!("queries.rs");
+
+    impl Store {
+        pub async fn connect(url: &str) -> Result<Self> {
+            use sqlx::sqlite::{
+                SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+            };
+            use std::str::FromStr;
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(std::time::Duration::from_secs(30))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(opts)
+                .await?;
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+            Ok(Self { pool })
+        }
+    }
+}
+
+mod postgres {
+    pub type Db = sqlx::Postgres;
+    const BEGIN: &str = "BEGIN";
+    include!("queries.rs");
+
+    impl Store {
+        pub async fn connect(url: &str) -> Result<Self> {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(16)
+                .connect(url)
+                .await?;
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            Ok(Self { pool })
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0} is a file, not a folder")]
+    NotAFolder(String),
+    #[error("{0} is a folder, not a file")]
+    NotAFile(String),
+    #[error("{path} changed: it is at revision {current_rev} now, not at the base you gave")]
+    Conflict { path: String, current_rev: i64 },
+    #[error("{} block(s) must be uploaded before this commit", .0.len())]
+    MissingBlocks(Vec<BlockId>),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://...")]
+    BadUrl(String),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = MetaError> = std::result::Result<T, E>;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: i64,
+    pub username: String,
+    pub password_hash: String,
+    pub root_ns: i64,
+}
+
+/// Who a bearer token belongs to.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenRow {
+    pub user_id: i64,
+    pub username: String,
+    pub root_ns: i64,
+    pub device: String,
+    pub expires_ms: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct NodeRow {
+    pub namespace_id: i64,
+    pub id: String,
+    pub parent_id: Option<String>,
+    pub name: String,
+    pub kind: String,
+    pub rev: i64,
+    pub size: i64,
+    pub content_hash: Option<Vec<u8>>,
+    pub modified_ms: i64,
+}
+
+impl NodeRow {
+    pub fn is_folder(&self) -> bool {
+        self.kind == "folder"
+    }
+    pub fn content_hash(&self) -> Option<ContentHash> {
+        digest(self.content_hash.as_deref()).map(ContentHash)
+    }
+}
+
+fn digest(raw: Option<&[u8]>) -> Option<[u8; 32]> {
+    raw.and_then(|b| <[u8; 32]>::try_from(b).ok())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RevisionRow {
+    pub rev: i64,
+    pub size: i64,
+    pub content_hash: Vec<u8>,
+    pub chunker: String,
+    pub device: String,
+    pub created_ms: i64,
+}
+
+impl RevisionRow {
+    pub fn content_hash(&self) -> ContentHash {
+        ContentHash(digest(Some(&self.content_hash)).unwrap_or([0; 32]))
+    }
+}
+
+/// Where a block's stored bytes are: a whole object or a slice of a pack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockLoc {
+    pub object: String,
+    pub offset: u64,
+    pub length: u64,
+}
+
+/// One block of a revision, in file order, with where it is stored.
+#[derive(Debug, Clone)]
+pub struct RevisionBlock {
+    pub id: BlockId,
+    pub file_offset: u64,
+    pub size: u64,
+    pub loc: BlockLoc,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct RevisionBlockRow {
+    block_id: Vec<u8>,
+    file_offset: i64,
+    size: i64,
+    object: String,
+    obj_offset: i64,
+    obj_length: i64,
+}
+
+impl RevisionBlockRow {
+    fn into_block(self) -> Result<RevisionBlock> {
+        let id = digest(Some(&self.block_id))
+            .map(BlockId)
+            .ok_or_else(|| MetaError::Invalid("stored block id is not 32 bytes".into()))?;
+        Ok(RevisionBlock {
+            id,
+            file_offset: self.file_offset as u64,
+            size: self.size as u64,
+            loc: BlockLoc {
+                object: self.object,
+                offset: self.obj_offset as u64,
+                length: self.obj_length as u64,
+            },
+        })
+    }
+}
+
+/// A new file revision made of blocks the user has uploaded.
+#[derive(Debug, Clone)]
+pub struct NewRevision {
+    pub ns: i64,
+    pub user_id: i64,
+    pub path: RemotePath,
+    pub base_rev: Option<i64>,
+    pub size: u64,
+    pub content_hash: ContentHash,
+    pub chunker: String,
+    pub blocks: Vec<(BlockId, u64)>,
+    pub device: String,
+}
+
+/// The metadata store in use, SQLite or PostgreSQL.
+#[derive(Clone)]
+pub struct Meta(Backend);
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(std::sync::Arc<sqlite::Store>),
+    Postgres(std::sync::Arc<postgres::Store>),
+}
+
+/// Calls the same method on whichever backend is in use.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match &$self.0 {
+            Backend::Sqlite(s) => s.$method($($arg),*).await,
+            Backend::Postgres(s) => s.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Meta {
+    /// Opens (creating if needed) and migrates the database at `url`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Self(Backend::Sqlite(std::sync::Arc::new(
+                sqlite::Store::connect(url).await?,
+            ))))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Self(Backend::Postgres(std::sync::Arc::new(
+                postgres::Store::connect(url).await?,
+            ))))
+        } else {
+            Err(MetaError::BadUrl(url.to_owned()))
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match &self.0 {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        dispatch!(self.close())
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        dispatch!(self.ping())
+    }
+
+    pub async fn user_count(&self) -> Result<i64> {
+        dispatch!(self.user_count())
+    }
+
+    pub async fn create_user(&self, username: &str, password_hash: &str) -> Result<UserRow> {
+        dispatch!(self.create_user(username, password_hash))
+    }
+
+    pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRow>> {
+        dispatch!(self.user_by_name(username))
+    }
+
+    pub async fn insert_token(
+        &self,
+        hash: &[u8],
+        user_id: i64,
+        device: &str,
+        expires_ms: i64,
+    ) -> Result<()> {
+        dispatch!(self.insert_token(hash, user_id, device, expires_ms))
+    }
+
+    pub async fn token(&self, hash: &[u8]) -> Result<Option<TokenRow>> {
+        dispatch!(self.token(hash))
+    }
+
+    pub async fn delete_token(&self, hash: &[u8]) -> Result<()> {
+        dispatch!(self.delete_token(hash))
+    }
+
+    pub async fn data_keys(&self) -> Result<Vec<(i64, Vec<u8>)>> {
+        dispatch!(self.data_keys())
+    }
+
+    pub async fn insert_data_key(&self, wrapped: &[u8]) -> Result<i64> {
+        dispatch!(self.insert_data_key(wrapped))
+    }
+
+    pub async fn missing_blocks(&self, user_id: i64, ids: &[BlockId]) -> Result<Vec<BlockId>> {
+        dispatch!(self.missing_blocks(user_id, ids))
+    }
+
+    pub async fn block_location(&self, id: &BlockId) -> Result<Option<BlockLoc>> {
+        dispatch!(self.block_location(id))
+    }
+
+    pub async fn user_block_location(
+        &self,
+        user_id: i64,
+        id: &BlockId,
+    ) -> Result<Option<BlockLoc>> {
+        dispatch!(self.user_block_location(user_id, id))
+    }
+
+    /// Records a stored block (if no one stored it first) and grants it to
+    /// `user_id`. Returns the location in force.
+    pub async fn record_block(
+        &self,
+        user_id: i64,
+        id: &BlockId,
+        loc: &BlockLoc,
+        plain_len: u64,
+    ) -> Result<BlockLoc> {
+        dispatch!(self.record_block(user_id, id, loc, plain_len))
+    }
+
+    pub async fn grant_block(&self, user_id: i64, id: &BlockId) -> Result<()> {
+        dispatch!(self.grant_block(user_id, id))
+    }
+
+    pub async fn resolve(&self, ns: i64, path: &RemotePath) -> Result<Option<NodeRow>> {
+        dispatch!(self.resolve(ns, path))
+    }
+
+    pub async fn list(&self, ns: i64, path: &RemotePath) -> Result<Vec<NodeRow>> {
+        dispatch!(self.list(ns, path))
+    }
+
+    pub async fn mkdir(&self, ns: i64, path: &RemotePath, device: &str) -> Result<NodeRow> {
+        dispatch!(self.mkdir(ns, path, device))
+    }
+
+    pub async fn commit(&self, new: &NewRevision) -> Result<NodeRow> {
+        dispatch!(self.commit(new))
+    }
+
+    pub async fn move_node(
+        &self,
+        ns: i64,
+        from: &RemotePath,
+        to: &RemotePath,
+        device: &str,
+    ) -> Result<NodeRow> {
+        dispatch!(self.move_node(ns, from, to, device))
+    }
+
+    pub async fn delete(&self, ns: i64, path: &RemotePath, device: &str) -> Result<()> {
+        dispatch!(self.delete(ns, path, device))
+    }
+
+    pub async fn revisions(
+        &self,
+        ns: i64,
+        path: &RemotePath,
+    ) -> Result<(NodeRow, Vec<RevisionRow>)> {
+        dispatch!(self.revisions(ns, path))
+    }
+
+    /// The node at `path`, one of its revisions (the current one when `rev`
+    /// is `None`) and that revision's blocks in file order.
+    pub async fn file_revision(
+        &self,
+        ns: i64,
+        path: &RemotePath,
+        rev: Option<i64>,
+    ) -> Result<(NodeRow, RevisionRow, Vec<RevisionBlock>)> {
+        dispatch!(self.file_revision(ns, path, rev))
+    }
+
+    pub async fn restore(
+        &self,
+        ns: i64,
+        path: &RemotePath,
+        rev: i64,
+        device: &str,
+    ) -> Result<NodeRow> {
+        dispatch!(self.restore(ns, path, rev, device))
+    }
+
+    pub async fn journal_seq(&self, ns: i64) -> Result<i64> {
+        dispatch!(self.journal_seq(ns))
+    }
+}

@@ -1,0 +1,807 @@
+// Compiled once per backend by `meta/mod.rs`, inside a module that defines
+// `Db` and `BEGIN`. The SQL is written to mean the same on SQLite and
+// PostgreSQL.
+
+use sqlx::{Pool, Transaction};
+use tessera_proto::path::fold_name;
+
+use super::{
+    BlockLoc, MetaError, NewRevision, NodeRow, Result, RevisionBlock, RevisionBlockRow,
+    RevisionRow, TokenRow, UserRow, now_ms,
+};
+use tessera_proto::{BlockId, RemotePath};
+
+type Conn = <Db as sqlx::Database>::Connection;
+type Tx = Transaction<'static, Db>;
+
+pub struct Store {
+    pool: Pool<Db>,
+}
+
+macro_rules! node_cols {
+    () => {
+        "namespace_id, id, parent_id, name, kind, rev, size, content_hash, modified_ms"
+    };
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn map_unique(e: sqlx::Error, what: impl FnOnce() -> String) -> MetaError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => MetaError::AlreadyExists(what()),
+        _ => MetaError::Db(e),
+    }
+}
+
+impl Store {
+    pub async fn close(&self) {
+        self.pool.close().await
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn begin(&self) -> Result<Tx> {
+        Ok(self.pool.begin_with(BEGIN).await?)
+    }
+
+    // ---- users and tokens ----
+
+    pub async fn user_count(&self) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n)
+    }
+
+    pub async fn create_user(&self, username: &str, password_hash: &str) -> Result<UserRow> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let root = new_id();
+        let (ns,): (i64,) =
+            sqlx::query_as("INSERT INTO namespaces (root_node_id) VALUES ($1) RETURNING id")
+                .bind(&root)
+                .fetch_one(&mut *tx)
+                .await?;
+        sqlx::query(
+            "INSERT INTO nodes (namespace_id, id, parent_id, name, name_key, kind, modified_ms)
+             VALUES ($1, $2, NULL, '', '', 'folder', $3)",
+        )
+        .bind(ns)
+        .bind(&root)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO users (username, password_hash, root_ns, created_ms)
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(username)
+        .bind(password_hash)
+        .bind(ns)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| map_unique(e, || format!("user {username} already exists")))?;
+        sqlx::query("UPDATE namespaces SET owner_user_id = $1 WHERE id = $2")
+            .bind(id)
+            .bind(ns)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(UserRow {
+            id,
+            username: username.to_owned(),
+            password_hash: password_hash.to_owned(),
+            root_ns: ns,
+        })
+    }
+
+    pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, username, password_hash, root_ns FROM users WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn insert_token(
+        &self,
+        hash: &[u8],
+        user_id: i64,
+        device: &str,
+        expires_ms: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tokens (token_hash, user_id, device, created_ms, expires_ms)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(hash)
+        .bind(user_id)
+        .bind(device)
+        .bind(now_ms())
+        .bind(expires_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn token(&self, hash: &[u8]) -> Result<Option<TokenRow>> {
+        Ok(sqlx::query_as(
+            "SELECT t.user_id, u.username, u.root_ns, t.device, t.expires_ms
+             FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn delete_token(&self, hash: &[u8]) -> Result<()> {
+        sqlx::query("DELETE FROM tokens WHERE token_hash = $1")
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- data keys ----
+
+    pub async fn data_keys(&self) -> Result<Vec<(i64, Vec<u8>)>> {
+        Ok(sqlx::query_as("SELECT id, wrapped FROM data_keys ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn insert_data_key(&self, wrapped: &[u8]) -> Result<i64> {
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO data_keys (wrapped, created_ms) VALUES ($1, $2) RETURNING id",
+        )
+        .bind(wrapped)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    // ---- blocks ----
+
+    pub async fn missing_blocks(&self, user_id: i64, ids: &[BlockId]) -> Result<Vec<BlockId>> {
+        let mut conn = self.pool.acquire().await?;
+        let mut missing = Vec::new();
+        for id in ids {
+            if !user_has_block(&mut conn, user_id, id).await? && !missing.contains(id) {
+                missing.push(*id);
+            }
+        }
+        Ok(missing)
+    }
+
+    pub async fn block_location(&self, id: &BlockId) -> Result<Option<BlockLoc>> {
+        let row: Option<(String, i64, i64)> =
+            sqlx::query_as("SELECT object, obj_offset, obj_length FROM blocks WHERE id = $1")
+                .bind(&id.0[..])
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(loc))
+    }
+
+    pub async fn user_block_location(&self, user_id: i64, id: &BlockId) -> Result<Option<BlockLoc>> {
+        let row: Option<(String, i64, i64)> = sqlx::query_as(
+            "SELECT b.object, b.obj_offset, b.obj_length FROM blocks b
+             JOIN user_blocks ub ON ub.block_id = b.id
+             WHERE ub.user_id = $1 AND b.id = $2",
+        )
+        .bind(user_id)
+        .bind(&id.0[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(loc))
+    }
+
+    pub async fn record_block(
+        &self,
+        user_id: i64,
+        id: &BlockId,
+        at: &BlockLoc,
+        plain_len: u64,
+    ) -> Result<BlockLoc> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        // A new block starts unreferenced: the collector may take it once its
+        // grace period has passed unless a commit references it first.
+        sqlx::query(
+            "INSERT INTO blocks (id, object, obj_offset, obj_length, plain_len, refcount, zero_since_ms, created_ms)
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&id.0[..])
+        .bind(&at.object)
+        .bind(at.offset as i64)
+        .bind(at.length as i64)
+        .bind(plain_len as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        grant(&mut tx, user_id, id).await?;
+        let row: (String, i64, i64) =
+            sqlx::query_as("SELECT object, obj_offset, obj_length FROM blocks WHERE id = $1")
+                .bind(&id.0[..])
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(loc(row))
+    }
+
+    pub async fn grant_block(&self, user_id: i64, id: &BlockId) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        grant(&mut conn, user_id, id).await
+    }
+
+    // ---- the tree ----
+
+    pub async fn resolve(&self, ns: i64, path: &RemotePath) -> Result<Option<NodeRow>> {
+        let mut conn = self.pool.acquire().await?;
+        resolve(&mut conn, ns, path).await
+    }
+
+    pub async fn list(&self, ns: i64, path: &RemotePath) -> Result<Vec<NodeRow>> {
+        let mut conn = self.pool.acquire().await?;
+        let dir = existing(&mut conn, ns, path).await?;
+        if !dir.is_folder() {
+            return Err(MetaError::NotAFolder(path.to_string()));
+        }
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            node_cols!(),
+            " FROM nodes WHERE namespace_id = $1 AND parent_id = $2 AND deleted_ms IS NULL
+              ORDER BY name_key"
+        ))
+        .bind(ns)
+        .bind(&dir.id)
+        .fetch_all(&mut *conn)
+        .await?)
+    }
+
+    pub async fn mkdir(&self, ns: i64, path: &RemotePath, device: &str) -> Result<NodeRow> {
+        if path.is_root() {
+            return Err(MetaError::AlreadyExists("/ exists".into()));
+        }
+        let mut w = Writer::begin(self, ns, device).await?;
+        if resolve(&mut w.tx, ns, path).await?.is_some() {
+            return Err(MetaError::AlreadyExists(format!("{path} already exists")));
+        }
+        let node = w.ensure_folder(path).await?;
+        w.tx.commit().await?;
+        Ok(node)
+    }
+
+    pub async fn commit(&self, new: &NewRevision) -> Result<NodeRow> {
+        let ns = new.ns;
+        let path = &new.path;
+        let name = path
+            .name()
+            .ok_or_else(|| MetaError::Invalid("a file cannot be stored at /".into()))?;
+        let mut w = Writer::begin(self, ns, &new.device).await?;
+
+        let mut missing = Vec::new();
+        let mut total = 0u64;
+        for (id, size) in &new.blocks {
+            let plain: Option<(i64,)> = sqlx::query_as(
+                "SELECT b.plain_len FROM blocks b JOIN user_blocks ub ON ub.block_id = b.id
+                 WHERE ub.user_id = $1 AND b.id = $2",
+            )
+            .bind(new.user_id)
+            .bind(&id.0[..])
+            .fetch_optional(&mut *w.tx)
+            .await?;
+            match plain {
+                None => {
+                    if !missing.contains(id) {
+                        missing.push(*id)
+                    }
+                }
+                Some((len,)) if len as u64 != *size => {
+                    return Err(MetaError::Invalid(format!(
+                        "block {id} is {len} bytes, not {size} as the commit says"
+                    )));
+                }
+                Some(_) => {}
+            }
+            total += size;
+        }
+        if !missing.is_empty() {
+            return Err(MetaError::MissingBlocks(missing));
+        }
+        if total != new.size {
+            return Err(MetaError::Invalid(format!(
+                "the blocks add up to {total} bytes, but the commit says the file is {} bytes",
+                new.size
+            )));
+        }
+
+        let parent = match path.parent() {
+            Some(p) => w.ensure_folder(&p).await?,
+            None => return Err(MetaError::Invalid("a file cannot be stored at /".into())),
+        };
+        let current = child(&mut w.tx, ns, &parent.id, name).await?;
+        let now = w.now;
+        let node = match current {
+            Some(node) if node.is_folder() => {
+                return Err(MetaError::NotAFile(path.to_string()));
+            }
+            Some(node) => {
+                if let Some(base) = new.base_rev
+                    && base != node.rev
+                {
+                    return Err(MetaError::Conflict { path: path.to_string(), current_rev: node.rev });
+                }
+                if node.content_hash.as_deref() == Some(&new.content_hash.0[..]) {
+                    // Same bytes as now: no new revision, no event.
+                    return Ok(node);
+                }
+                sqlx::query(
+                    "UPDATE nodes SET rev = rev + 1, size = $1, content_hash = $2, modified_ms = $3
+                     WHERE namespace_id = $4 AND id = $5",
+                )
+                .bind(new.size as i64)
+                .bind(&new.content_hash.0[..])
+                .bind(now)
+                .bind(ns)
+                .bind(&node.id)
+                .execute(&mut *w.tx)
+                .await?;
+                NodeRow {
+                    rev: node.rev + 1,
+                    size: new.size as i64,
+                    content_hash: Some(new.content_hash.0.to_vec()),
+                    modified_ms: now,
+                    ..node
+                }
+            }
+            None => {
+                if let Some(base) = new.base_rev
+                    && base != 0
+                {
+                    return Err(MetaError::Conflict { path: path.to_string(), current_rev: 0 });
+                }
+                let node = NodeRow {
+                    namespace_id: ns,
+                    id: new_id(),
+                    parent_id: Some(parent.id.clone()),
+                    name: name.to_owned(),
+                    kind: "file".into(),
+                    rev: 1,
+                    size: new.size as i64,
+                    content_hash: Some(new.content_hash.0.to_vec()),
+                    modified_ms: now,
+                };
+                insert_node(&mut w.tx, &node).await?;
+                node
+            }
+        };
+        sqlx::query(
+            "INSERT INTO revisions (namespace_id, node_id, rev, size, content_hash, chunker, device, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(ns)
+        .bind(&node.id)
+        .bind(node.rev)
+        .bind(new.size as i64)
+        .bind(&new.content_hash.0[..])
+        .bind(&new.chunker)
+        .bind(&new.device)
+        .bind(now)
+        .execute(&mut *w.tx)
+        .await?;
+        let mut offset = 0u64;
+        for (idx, (id, size)) in new.blocks.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO revision_blocks (namespace_id, node_id, rev, idx, block_id, file_offset, size)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(ns)
+            .bind(&node.id)
+            .bind(node.rev)
+            .bind(idx as i64)
+            .bind(&id.0[..])
+            .bind(offset as i64)
+            .bind(*size as i64)
+            .execute(&mut *w.tx)
+            .await?;
+            sqlx::query("UPDATE blocks SET refcount = refcount + 1, zero_since_ms = NULL WHERE id = $1")
+                .bind(&id.0[..])
+                .execute(&mut *w.tx)
+                .await?;
+            offset += size;
+        }
+        w.event("commit", &node.id, path.as_str(), None, Some(node.rev)).await?;
+        w.tx.commit().await?;
+        Ok(node)
+    }
+
+    pub async fn move_node(
+        &self,
+        ns: i64,
+        from: &RemotePath,
+        to: &RemotePath,
+        device: &str,
+    ) -> Result<NodeRow> {
+        let (Some(_), Some(to_name), Some(to_parent)) = (from.name(), to.name(), to.parent()) else {
+            return Err(MetaError::Invalid("the root folder cannot be moved or replaced".into()));
+        };
+        let mut w = Writer::begin(self, ns, device).await?;
+        let node = existing(&mut w.tx, ns, from).await?;
+        if node.is_folder() && to.starts_with(from) && to != from {
+            return Err(MetaError::Invalid(format!(
+                "cannot move folder {from} into itself ({to})"
+            )));
+        }
+        let parent = existing(&mut w.tx, ns, &to_parent).await?;
+        if !parent.is_folder() {
+            return Err(MetaError::NotAFolder(to_parent.to_string()));
+        }
+        if let Some(other) = child(&mut w.tx, ns, &parent.id, to_name).await?
+            && other.id != node.id
+        {
+            return Err(MetaError::AlreadyExists(format!("{to} already exists")));
+        }
+        sqlx::query(
+            "UPDATE nodes SET parent_id = $1, name = $2, name_key = $3, modified_ms = $4
+             WHERE namespace_id = $5 AND id = $6",
+        )
+        .bind(&parent.id)
+        .bind(to_name)
+        .bind(fold_name(to_name))
+        .bind(w.now)
+        .bind(ns)
+        .bind(&node.id)
+        .execute(&mut *w.tx)
+        .await?;
+        w.event("move", &node.id, to.as_str(), Some(from.as_str()), None).await?;
+        w.tx.commit().await?;
+        Ok(NodeRow {
+            parent_id: Some(parent.id),
+            name: to_name.to_owned(),
+            modified_ms: w.now,
+            ..node
+        })
+    }
+
+    pub async fn delete(&self, ns: i64, path: &RemotePath, device: &str) -> Result<()> {
+        if path.is_root() {
+            return Err(MetaError::Invalid("the root folder cannot be deleted".into()));
+        }
+        let mut w = Writer::begin(self, ns, device).await?;
+        let node = existing(&mut w.tx, ns, path).await?;
+        sqlx::query(
+            "UPDATE nodes SET deleted_ms = $1, deleted_path = $2 WHERE namespace_id = $3 AND id = $4",
+        )
+        .bind(w.now)
+        .bind(path.as_str())
+        .bind(ns)
+        .bind(&node.id)
+        .execute(&mut *w.tx)
+        .await?;
+        w.event("delete", &node.id, path.as_str(), None, None).await?;
+        w.tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn revisions(&self, ns: i64, path: &RemotePath) -> Result<(NodeRow, Vec<RevisionRow>)> {
+        let mut conn = self.pool.acquire().await?;
+        let node = existing_file(&mut conn, ns, path).await?;
+        let revs = sqlx::query_as(
+            "SELECT rev, size, content_hash, chunker, device, created_ms FROM revisions
+             WHERE namespace_id = $1 AND node_id = $2 ORDER BY rev DESC",
+        )
+        .bind(ns)
+        .bind(&node.id)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok((node, revs))
+    }
+
+    pub async fn file_revision(
+        &self,
+        ns: i64,
+        path: &RemotePath,
+        rev: Option<i64>,
+    ) -> Result<(NodeRow, RevisionRow, Vec<RevisionBlock>)> {
+        let mut conn = self.pool.acquire().await?;
+        let node = existing_file(&mut conn, ns, path).await?;
+        let rev = rev.unwrap_or(node.rev);
+        let revision = revision(&mut conn, ns, &node.id, rev)
+            .await?
+            .ok_or_else(|| MetaError::NotFound(format!("{path} has no revision {rev}")))?;
+        let rows: Vec<RevisionBlockRow> = sqlx::query_as(
+            "SELECT rb.block_id, rb.file_offset, rb.size, b.object, b.obj_offset, b.obj_length
+             FROM revision_blocks rb JOIN blocks b ON b.id = rb.block_id
+             WHERE rb.namespace_id = $1 AND rb.node_id = $2 AND rb.rev = $3 ORDER BY rb.idx",
+        )
+        .bind(ns)
+        .bind(&node.id)
+        .bind(rev)
+        .fetch_all(&mut *conn)
+        .await?;
+        let blocks = rows.into_iter().map(RevisionBlockRow::into_block).collect::<Result<_>>()?;
+        Ok((node, revision, blocks))
+    }
+
+    pub async fn restore(&self, ns: i64, path: &RemotePath, rev: i64, device: &str) -> Result<NodeRow> {
+        let mut w = Writer::begin(self, ns, device).await?;
+        let node = existing_file(&mut w.tx, ns, path).await?;
+        let old = revision(&mut w.tx, ns, &node.id, rev)
+            .await?
+            .ok_or_else(|| MetaError::NotFound(format!("{path} has no revision {rev}")))?;
+        let new_rev = node.rev + 1;
+        let now = w.now;
+        sqlx::query(
+            "INSERT INTO revisions (namespace_id, node_id, rev, size, content_hash, chunker, device, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(ns)
+        .bind(&node.id)
+        .bind(new_rev)
+        .bind(old.size)
+        .bind(&old.content_hash)
+        .bind(&old.chunker)
+        .bind(device)
+        .bind(now)
+        .execute(&mut *w.tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO revision_blocks (namespace_id, node_id, rev, idx, block_id, file_offset, size)
+             SELECT namespace_id, node_id, $1, idx, block_id, file_offset, size FROM revision_blocks
+             WHERE namespace_id = $2 AND node_id = $3 AND rev = $4",
+        )
+        .bind(new_rev)
+        .bind(ns)
+        .bind(&node.id)
+        .bind(rev)
+        .execute(&mut *w.tx)
+        .await?;
+        sqlx::query(
+            "UPDATE blocks SET zero_since_ms = NULL, refcount = refcount + (
+                 SELECT COUNT(*) FROM revision_blocks rb
+                 WHERE rb.namespace_id = $1 AND rb.node_id = $2 AND rb.rev = $3 AND rb.block_id = blocks.id)
+             WHERE id IN (SELECT block_id FROM revision_blocks
+                          WHERE namespace_id = $1 AND node_id = $2 AND rev = $3)",
+        )
+        .bind(ns)
+        .bind(&node.id)
+        .bind(new_rev)
+        .execute(&mut *w.tx)
+        .await?;
+        sqlx::query(
+            "UPDATE nodes SET rev = $1, size = $2, content_hash = $3, modified_ms = $4
+             WHERE namespace_id = $5 AND id = $6",
+        )
+        .bind(new_rev)
+        .bind(old.size)
+        .bind(&old.content_hash)
+        .bind(now)
+        .bind(ns)
+        .bind(&node.id)
+        .execute(&mut *w.tx)
+        .await?;
+        w.event("restore", &node.id, path.as_str(), None, Some(new_rev)).await?;
+        w.tx.commit().await?;
+        Ok(NodeRow {
+            rev: new_rev,
+            size: old.size,
+            content_hash: Some(old.content_hash),
+            modified_ms: now,
+            ..node
+        })
+    }
+
+    pub async fn journal_seq(&self, ns: i64) -> Result<i64> {
+        let (seq,): (i64,) = sqlx::query_as("SELECT journal_seq FROM namespaces WHERE id = $1")
+            .bind(ns)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq)
+    }
+}
+
+/// One user-visible change: a transaction that holds the namespace's
+/// journal row, so journal sequence numbers are gap-free and changes to one
+/// namespace apply one at a time.
+struct Writer {
+    tx: Tx,
+    ns: i64,
+    device: String,
+    now: i64,
+}
+
+impl Writer {
+    async fn begin(store: &Store, ns: i64, device: &str) -> Result<Self> {
+        let mut tx = store.begin().await?;
+        // A no-op update takes the namespace row's lock (PostgreSQL); SQLite's
+        // IMMEDIATE transaction already holds the database's write lock.
+        sqlx::query("UPDATE namespaces SET journal_seq = journal_seq WHERE id = $1")
+            .bind(ns)
+            .execute(&mut *tx)
+            .await?;
+        Ok(Self { tx, ns, device: device.to_owned(), now: now_ms() })
+    }
+
+    async fn event(
+        &mut self,
+        kind: &str,
+        node_id: &str,
+        path: &str,
+        old_path: Option<&str>,
+        rev: Option<i64>,
+    ) -> Result<i64> {
+        let (seq,): (i64,) = sqlx::query_as(
+            "UPDATE namespaces SET journal_seq = journal_seq + 1 WHERE id = $1 RETURNING journal_seq",
+        )
+        .bind(self.ns)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO journal (namespace_id, seq, kind, node_id, path, old_path, rev, device, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(self.ns)
+        .bind(seq)
+        .bind(kind)
+        .bind(node_id)
+        .bind(path)
+        .bind(old_path)
+        .bind(rev)
+        .bind(&self.device)
+        .bind(self.now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(seq)
+    }
+
+    /// The folder at `path`, creating it and any missing parent.
+    async fn ensure_folder(&mut self, path: &RemotePath) -> Result<NodeRow> {
+        let mut cur = root(&mut self.tx, self.ns).await?;
+        let mut at = RemotePath::root();
+        for seg in path.segments() {
+            at = at
+                .join(seg)
+                .map_err(|e| MetaError::Invalid(e.to_string()))?;
+            cur = match child(&mut self.tx, self.ns, &cur.id, seg).await? {
+                Some(n) if n.is_folder() => n,
+                Some(_) => return Err(MetaError::NotAFolder(at.to_string())),
+                None => {
+                    let node = NodeRow {
+                        namespace_id: self.ns,
+                        id: new_id(),
+                        parent_id: Some(cur.id.clone()),
+                        name: seg.to_owned(),
+                        kind: "folder".into(),
+                        rev: 0,
+                        size: 0,
+                        content_hash: None,
+                        modified_ms: self.now,
+                    };
+                    insert_node(&mut self.tx, &node).await?;
+                    self.event("mkdir", &node.id, at.as_str(), None, None).await?;
+                    node
+                }
+            };
+        }
+        Ok(cur)
+    }
+}
+
+fn loc((object, offset, length): (String, i64, i64)) -> BlockLoc {
+    BlockLoc { object, offset: offset as u64, length: length as u64 }
+}
+
+async fn user_has_block(conn: &mut Conn, user_id: i64, id: &BlockId) -> Result<bool> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT 1 FROM user_blocks WHERE user_id = $1 AND block_id = $2")
+            .bind(user_id)
+            .bind(&id.0[..])
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(row.is_some())
+}
+
+async fn grant(conn: &mut Conn, user_id: i64, id: &BlockId) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO user_blocks (user_id, block_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(&id.0[..])
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_node(conn: &mut Conn, n: &NodeRow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO nodes (namespace_id, id, parent_id, name, name_key, kind, rev, size, content_hash, modified_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(n.namespace_id)
+    .bind(&n.id)
+    .bind(&n.parent_id)
+    .bind(&n.name)
+    .bind(fold_name(&n.name))
+    .bind(&n.kind)
+    .bind(n.rev)
+    .bind(n.size)
+    .bind(&n.content_hash)
+    .bind(n.modified_ms)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| map_unique(e, || format!("{} already exists in its folder", n.name)))?;
+    Ok(())
+}
+
+async fn root(conn: &mut Conn, ns: i64) -> Result<NodeRow> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        node_cols!(),
+        " FROM nodes WHERE namespace_id = $1 AND parent_id IS NULL"
+    ))
+    .bind(ns)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| MetaError::NotFound(format!("namespace {ns} does not exist")))
+}
+
+async fn child(conn: &mut Conn, ns: i64, parent: &str, name: &str) -> Result<Option<NodeRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        node_cols!(),
+        " FROM nodes WHERE namespace_id = $1 AND parent_id = $2 AND name_key = $3 AND deleted_ms IS NULL"
+    ))
+    .bind(ns)
+    .bind(parent)
+    .bind(fold_name(name))
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+async fn resolve(conn: &mut Conn, ns: i64, path: &RemotePath) -> Result<Option<NodeRow>> {
+    let mut cur = root(conn, ns).await?;
+    for seg in path.segments() {
+        if !cur.is_folder() {
+            return Ok(None);
+        }
+        match child(conn, ns, &cur.id, seg).await? {
+            Some(n) => cur = n,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(cur))
+}
+
+async fn existing(conn: &mut Conn, ns: i64, path: &RemotePath) -> Result<NodeRow> {
+    resolve(conn, ns, path)
+        .await?
+        .ok_or_else(|| MetaError::NotFound(format!("{path} does not exist")))
+}
+
+async fn existing_file(conn: &mut Conn, ns: i64, path: &RemotePath) -> Result<NodeRow> {
+    let node = existing(conn, ns, path).await?;
+    if node.is_folder() {
+        return Err(MetaError::NotAFile(path.to_string()));
+    }
+    Ok(node)
+}
+
+async fn revision(conn: &mut Conn, ns: i64, node: &str, rev: i64) -> Result<Option<RevisionRow>> {
+    Ok(sqlx::query_as(
+        "SELECT rev, size, content_hash, chunker, device, created_ms FROM revisions
+         WHERE namespace_id = $1 AND node_id = $2 AND rev = $3",
+    )
+    .bind(ns)
+    .bind(node)
+    .bind(rev)
+    .fetch_optional(&mut *conn)
+    .await?)
+}

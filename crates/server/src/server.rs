@@ -1,0 +1,193 @@
+//! Configuration, start-up and shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use crate::api::{AppState, Limits, router};
+use crate::auth::{LoginLimiter, generate_password, hash_password};
+use crate::blocks::keys::KeyError;
+use crate::blocks::store::{StoreUrlError, open_object_store};
+use crate::blocks::{BlockStore, KeyRing, MasterKey};
+use crate::meta::{Meta, MetaError};
+
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 << 30;
+
+/// Server settings: command-line flags over a TOML file over defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` or `postgres://...`; default: SQLite in the data dir.
+    pub database: Option<String>,
+    /// `file:///PATH`, `s3://BUCKET[/PREFIX]` or `memory://`; default: a
+    /// folder in the data dir.
+    pub store: Option<String>,
+    pub max_file_size: u64,
+    /// 64 hex digits; default: the key file in the data dir (made at first start).
+    pub master_key: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("tessera-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database: None,
+            store: None,
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+            master_key: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("data folder {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreUrlError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Config {
+    fn data_dir_abs(&self) -> Result<PathBuf, ServeError> {
+        let err = |e| ServeError::DataDir(self.data_dir.display().to_string(), e);
+        std::fs::create_dir_all(&self.data_dir).map_err(err)?;
+        std::fs::canonicalize(&self.data_dir).map_err(err)
+    }
+
+    pub fn database_url(&self) -> Result<String, ServeError> {
+        match &self.database {
+            Some(url) => Ok(url.clone()),
+            None => Ok(format!(
+                "sqlite://{}",
+                self.data_dir_abs()?.join("meta.db").display()
+            )),
+        }
+    }
+
+    pub fn store_url(&self) -> Result<String, ServeError> {
+        match &self.store {
+            Some(url) => Ok(url.clone()),
+            None => Ok(format!(
+                "file://{}",
+                self.data_dir_abs()?.join("blocks").display()
+            )),
+        }
+    }
+}
+
+/// A server that is listening.
+pub struct Running {
+    pub addr: SocketAddr,
+    /// Set when this start created the first user with a generated password.
+    pub generated_admin_password: Option<String>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    meta: Meta,
+}
+
+impl Running {
+    /// Waits until the server stops (after `shutdown`, or on an error).
+    pub async fn wait(self) -> Result<(), ServeError> {
+        let res = self
+            .task
+            .await
+            .map_err(|e| ServeError::Other(e.to_string()))?;
+        self.meta.close().await;
+        res.map_err(|e| ServeError::Other(e.to_string()))
+    }
+
+    /// Stops accepting, lets requests in flight finish, then returns.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.wait().await
+    }
+
+    pub fn shutdown_handle(&mut self) -> Option<oneshot::Sender<()>> {
+        self.shutdown.take()
+    }
+}
+
+/// Opens the stores, makes the first user if there is none, and listens.
+pub async fn start(config: Config) -> Result<Running, ServeError> {
+    let meta = Meta::connect(&config.database_url()?).await?;
+    let master = match &config.master_key {
+        Some(hex) => MasterKey::from_hex(hex, "from the configuration")?,
+        None => MasterKey::load_or_create(&config.data_dir_abs()?.join("master.key"))?,
+    };
+    let ring = Arc::new(KeyRing::load(&meta, &master).await?);
+    let objects = open_object_store(&config.store_url()?)?;
+    let blocks = BlockStore::new(objects, ring, meta.clone());
+
+    let generated_admin_password = bootstrap_admin(&meta).await?;
+
+    let state = AppState {
+        meta: meta.clone(),
+        blocks,
+        limits: Limits {
+            max_file_size: config.max_file_size,
+        },
+        limiter: Arc::new(LoginLimiter::default()),
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| ServeError::Bind(config.listen, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServeError::Bind(config.listen, e))?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, backend = meta.backend_name(), "listening");
+    Ok(Running {
+        addr,
+        generated_admin_password,
+        shutdown: Some(tx),
+        task,
+        meta,
+    })
+}
+
+/// Creates `admin` on an empty installation. The password comes from
+/// TESSERA_ADMIN_PASSWORD, else is generated and returned to be shown once.
+async fn bootstrap_admin(meta: &Meta) -> Result<Option<String>, ServeError> {
+    if meta.user_count().await? > 0 {
+        return Ok(None);
+    }
+    let (password, generated) = match std::env::var("TESSERA_ADMIN_PASSWORD") {
+        Ok(p) if !p.is_empty() => (p, false),
+        _ => (generate_password(), true),
+    };
+    let pw = password.clone();
+    let hash = tokio::task::spawn_blocking(move || hash_password(&pw))
+        .await
+        .map_err(|e| ServeError::Other(e.to_string()))?
+        .map_err(|e| ServeError::Other(e.to_string()))?;
+    match meta.create_user("admin", &hash).await {
+        Ok(_) => Ok(generated.then_some(password)),
+        // Another instance made it first.
+        Err(MetaError::AlreadyExists(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
