@@ -118,6 +118,10 @@ impl Running {
         self.wait().await
     }
 
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
     pub fn shutdown_handle(&mut self) -> Option<oneshot::Sender<()>> {
         self.shutdown.take()
     }

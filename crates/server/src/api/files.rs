@@ -119,6 +119,25 @@ fn too_large(limit: u64) -> ApiError {
     ))
 }
 
+/// How long an upload body may stall before the server gives up on it, so a
+/// client that stops sending does not hold a request open forever.
+const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn idle_timeout<S>(stream: S) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>>
+where
+    S: futures::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
+{
+    futures::stream::unfold(stream, |mut s| async move {
+        match tokio::time::timeout(BODY_IDLE, s.next()).await {
+            Ok(item) => item.map(|i| (i, s)),
+            Err(_) => Some((
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no data for 60 s")),
+                s,
+            )),
+        }
+    })
+}
+
 /// Simple upload: the body is the file. The server cuts, stores and commits.
 /// Nothing is visible until the whole body has arrived and been stored.
 pub async fn upload(
@@ -137,7 +156,7 @@ pub async fn upload(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large(limit));
     }
-    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let stream = Box::pin(idle_timeout(body.into_data_stream().map_err(std::io::Error::other)));
     // Read at most one byte past the limit, so an oversized body without a
     // length is refused without storing the excess.
     let reader = tokio_util::io::StreamReader::new(stream).take(limit + 1);

@@ -701,7 +701,7 @@ fn loc((object, offset, length): (String, i64, i64)) -> BlockLoc {
 
 async fn user_has_block(conn: &mut Conn, user_id: i64, id: &BlockId) -> Result<bool> {
     let row: Option<(i64,)> =
-        sqlx::query_as("SELECT 1 FROM user_blocks WHERE user_id = $1 AND block_id = $2")
+        sqlx::query_as("SELECT user_id FROM user_blocks WHERE user_id = $1 AND block_id = $2")
             .bind(user_id)
             .bind(&id.0[..])
             .fetch_optional(&mut *conn)
