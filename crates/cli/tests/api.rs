@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::{Backend, TestServer, mixed_data, no_progress, random_data};
 use reqwest::{Method, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tessera_client::transfer::{download_file, upload_file};
 use tessera_client::{ClientError, Remote};
 use tessera_proto::api::{BlockCodec, BlockRef, CommitRequest};
 use tessera_proto::block::{CHUNKER, MIN_BLOCK};
 use tessera_proto::{BlockId, ContentHash, ErrorCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 on_both_backends!(
     round_trips_of_edge_sizes,
@@ -40,13 +40,25 @@ fn code(e: &ClientError) -> Option<ErrorCode> {
     e.code()
 }
 
-async fn put_bytes(s: &TestServer, r: &Remote, path: &str, data: &[u8]) -> tessera_client::transfer::UploadReport {
+async fn put_bytes(
+    s: &TestServer,
+    r: &Remote,
+    path: &str,
+    data: &[u8],
+) -> tessera_client::transfer::UploadReport {
     let local = s.scratch(&format!("up-{}", blake3::hash(path.as_bytes()).to_hex()));
     std::fs::write(&local, data).unwrap();
-    upload_file(r, &local, path, None, no_progress()).await.expect("upload")
+    upload_file(r, &local, path, None, no_progress())
+        .await
+        .expect("upload")
 }
 
-async fn get_bytes(s: &TestServer, r: &Remote, path: &str, rev: Option<i64>) -> Result<Vec<u8>, ClientError> {
+async fn get_bytes(
+    s: &TestServer,
+    r: &Remote,
+    path: &str,
+    rev: Option<i64>,
+) -> Result<Vec<u8>, ClientError> {
     let local = s.scratch("download.out");
     let _ = std::fs::remove_file(&local);
     download_file(r, path, rev, &local, no_progress()).await?;
@@ -56,13 +68,27 @@ async fn get_bytes(s: &TestServer, r: &Remote, path: &str, rev: Option<i64>) -> 
 async fn round_trips_of_edge_sizes(b: Backend) {
     let s = TestServer::start(b).await;
     let r = s.user("alice").await;
-    for (i, len) in [0, 1, MIN_BLOCK - 1, MIN_BLOCK, MIN_BLOCK + 1, 3 * MIN_BLOCK + 7].into_iter().enumerate() {
+    for (i, len) in [
+        0,
+        1,
+        MIN_BLOCK - 1,
+        MIN_BLOCK,
+        MIN_BLOCK + 1,
+        3 * MIN_BLOCK + 7,
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let data = mixed_data(len, i as u64);
         let path = format!("/sizes/f{len}.bin");
         let rep = put_bytes(&s, &r, &path, &data).await;
         assert_eq!(rep.size, len as u64);
         assert_eq!(rep.entry.content_hash, Some(ContentHash::of(&data)));
-        assert_eq!(get_bytes(&s, &r, &path, None).await.unwrap(), data, "{len} bytes");
+        assert_eq!(
+            get_bytes(&s, &r, &path, None).await.unwrap(),
+            data,
+            "{len} bytes"
+        );
     }
     assert_eq!(r.list("/sizes").await.unwrap().entries.len(), 6);
 }
@@ -73,7 +99,10 @@ async fn round_trip_100_mib_mixed_data(b: Backend) {
     let data = mixed_data(100 << 20, 7);
     let rep = put_bytes(&s, &r, "/big/mixed.bin", &data).await;
     assert!(rep.blocks_total >= 100 / 16, "{} blocks", rep.blocks_total);
-    assert!(rep.bytes_sent < data.len() as u64, "mixed data travels compressed");
+    assert!(
+        rep.bytes_sent < data.len() as u64,
+        "mixed data travels compressed"
+    );
     let back = get_bytes(&s, &r, "/big/mixed.bin", None).await.unwrap();
     assert!(back == data, "100 MiB round trip differs");
     assert!(s.store_bytes() < data.len() as u64, "stored compressed");
@@ -83,7 +112,8 @@ async fn simple_upload_and_ranges(b: Backend) {
     let s = TestServer::start(b).await;
     let r = s.user("alice").await;
     let data = mixed_data(5 * MIN_BLOCK + 123, 3);
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = data.chunks(100_000).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        data.chunks(100_000).map(|c| Ok(c.to_vec())).collect();
     let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
     let e = r.upload("/simple.bin", None, body).await.unwrap();
     assert_eq!(e.size, Some(data.len() as u64));
@@ -91,7 +121,9 @@ async fn simple_upload_and_ranges(b: Backend) {
     assert_eq!(get_bytes(&s, &r, "/simple.bin", None).await.unwrap(), data);
 
     let get = |range: Option<&str>| {
-        let mut req = r.request(Method::GET, "/files/content").query(&[("path", "/simple.bin")]);
+        let mut req = r
+            .request(Method::GET, "/files/content")
+            .query(&[("path", "/simple.bin")]);
         if let Some(range) = range {
             req = req.header("range", range);
         }
@@ -136,7 +168,11 @@ async fn revisions_and_restore(b: Backend) {
     let e = r.restore("/notes.txt", 1).await.unwrap();
     assert_eq!(e.rev, Some(3));
     assert_eq!(get_bytes(&s, &r, "/notes.txt", None).await.unwrap(), v1);
-    assert_eq!(get_bytes(&s, &r, "/notes.txt", Some(2)).await.unwrap(), v2, "old revisions stay");
+    assert_eq!(
+        get_bytes(&s, &r, "/notes.txt", Some(2)).await.unwrap(),
+        v2,
+        "old revisions stay"
+    );
     let err = r.restore("/notes.txt", 9).await.unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::NotFound));
     // Re-uploading identical content makes no new revision.
@@ -156,7 +192,11 @@ async fn dedup_across_users_stores_once(b: Backend) {
     let rep = put_bytes(&s, &bob, "/b.bin", &data).await;
     assert_eq!(rep.blocks_sent, rep.blocks_total);
     // ...and they are not stored twice.
-    assert_eq!(s.store_bytes(), after_alice, "same blocks stored once across users");
+    assert_eq!(
+        s.store_bytes(),
+        after_alice,
+        "same blocks stored once across users"
+    );
     assert_eq!(get_bytes(&s, &bob, "/b.bin", None).await.unwrap(), data);
     // A second upload by the same user sends nothing.
     let again = put_bytes(&s, &bob, "/c.bin", &data).await;
@@ -178,7 +218,11 @@ async fn delta_reupload_sends_only_changed_blocks(b: Backend) {
         second.bytes_sent,
         data.len()
     );
-    assert!(second.blocks_sent <= 2, "sent {} blocks", second.blocks_sent);
+    assert!(
+        second.blocks_sent <= 2,
+        "sent {} blocks",
+        second.blocks_sent
+    );
     assert!(second.bytes_sent <= 32 << 20);
     assert_eq!(get_bytes(&s, &r, "/big.bin", None).await.unwrap(), data);
 }
@@ -196,7 +240,9 @@ async fn tampered_object_is_an_error_never_wrong_bytes(b: Backend) {
     std::fs::write(&objects[0], &stored).unwrap();
 
     let target = s.scratch("tampered.out");
-    let err = download_file(&r, "/t.bin", None, &target, no_progress()).await.unwrap_err();
+    let err = download_file(&r, "/t.bin", None, &target, no_progress())
+        .await
+        .unwrap_err();
     assert_eq!(err.status(), Some(500), "{err}");
     assert!(!target.exists(), "no file appears at the target");
     let id = BlockId::of(&data);
@@ -208,14 +254,26 @@ async fn bad_paths_are_refused(b: Backend) {
     let r = s.user("alice").await;
     let long_name = format!("/{}", "n".repeat(256));
     let long_path = "/abcdefgh".repeat(500);
-    for bad in ["/a/../b", "/./x", "/a//b", "/nul\0byte", "/line\nbreak", &long_name, &long_path, ""] {
+    for bad in [
+        "/a/../b",
+        "/./x",
+        "/a//b",
+        "/nul\0byte",
+        "/line\nbreak",
+        &long_name,
+        &long_path,
+        "",
+    ] {
         let err = r.mkdir(bad).await.unwrap_err();
         assert_eq!(code(&err), Some(ErrorCode::InvalidPath), "{bad:?}: {err}");
         let body = reqwest::Body::from("x");
         let err = r.upload(bad, None, body).await.unwrap_err();
         assert_eq!(code(&err), Some(ErrorCode::InvalidPath), "{bad:?}: {err}");
     }
-    assert!(r.list("/").await.unwrap().entries.is_empty(), "nothing was created");
+    assert!(
+        r.list("/").await.unwrap().entries.is_empty(),
+        "nothing was created"
+    );
     put_bytes(&s, &r, "/file.txt", b"x").await;
     let err = r.mkdir("/file.txt/sub").await.unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::NotAFolder));
@@ -228,38 +286,61 @@ async fn size_limit_refuses_before_storing(b: Backend) {
     let r = s.user("alice").await;
     let data = random_data(5 << 20, 1);
     // Declared length over the limit: refused before any byte is stored.
-    let err = r.upload("/big.bin", None, reqwest::Body::from(data.clone())).await.unwrap_err();
+    let err = r
+        .upload("/big.bin", None, reqwest::Body::from(data.clone()))
+        .await
+        .unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::TooLarge), "{err}");
     assert_eq!(s.store_bytes(), 0);
     // No declared length: refused once the limit is passed.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = data.chunks(65_536).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        data.chunks(65_536).map(|c| Ok(c.to_vec())).collect();
     let err = r
-        .upload("/big.bin", None, reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .upload(
+            "/big.bin",
+            None,
+            reqwest::Body::wrap_stream(futures::stream::iter(chunks)),
+        )
         .await
         .unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::TooLarge), "{err}");
     // The block protocol too.
     let local = s.scratch("big.bin");
     std::fs::write(&local, &data).unwrap();
-    let err = upload_file(&r, &local, "/big.bin", None, no_progress()).await.unwrap_err();
+    let err = upload_file(&r, &local, "/big.bin", None, no_progress())
+        .await
+        .unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::TooLarge), "{err}");
-    assert_eq!(code(&r.meta("/big.bin").await.unwrap_err()), Some(ErrorCode::NotFound));
+    assert_eq!(
+        code(&r.meta("/big.bin").await.unwrap_err()),
+        Some(ErrorCode::NotFound)
+    );
 }
 
 async fn interrupted_upload_leaves_nothing(b: Backend) {
     let s = TestServer::start(b).await;
     let r = s.user("alice").await;
     let data = random_data(3 << 20, 2);
-    let mut parts: Vec<Result<Vec<u8>, std::io::Error>> = data.chunks(65_536).map(|c| Ok(c.to_vec())).collect();
+    let mut parts: Vec<Result<Vec<u8>, std::io::Error>> =
+        data.chunks(65_536).map(|c| Ok(c.to_vec())).collect();
     parts.push(Err(std::io::Error::other("connection lost")));
     let err = r
-        .upload("/cut.bin", None, reqwest::Body::wrap_stream(futures::stream::iter(parts)))
+        .upload(
+            "/cut.bin",
+            None,
+            reqwest::Body::wrap_stream(futures::stream::iter(parts)),
+        )
         .await
         .unwrap_err();
     println!("interrupted upload: {err}");
-    assert_eq!(code(&r.meta("/cut.bin").await.unwrap_err()), Some(ErrorCode::NotFound));
+    assert_eq!(
+        code(&r.meta("/cut.bin").await.unwrap_err()),
+        Some(ErrorCode::NotFound)
+    );
     // A body shorter than its Content-Length, then the connection closes.
-    let mut conn = tokio::net::TcpStream::connect(s.running.addr).await.unwrap();
+    let mut conn = tokio::net::TcpStream::connect(s.running.addr)
+        .await
+        .unwrap();
     let login: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/api/v1/auth/login", s.url))
         .json(&serde_json::json!({"username": "alice", "password": "alice-password", "device": "raw"}))
@@ -277,9 +358,16 @@ async fn interrupted_upload_leaves_nothing(b: Backend) {
     conn.write_all(request.as_bytes()).await.unwrap();
     conn.shutdown().await.unwrap();
     let mut answer = String::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read_to_string(&mut answer)).await;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        conn.read_to_string(&mut answer),
+    )
+    .await;
     assert!(!answer.starts_with("HTTP/1.1 2"), "{answer}");
-    assert_eq!(code(&r.meta("/short.bin").await.unwrap_err()), Some(ErrorCode::NotFound));
+    assert_eq!(
+        code(&r.meta("/short.bin").await.unwrap_err()),
+        Some(ErrorCode::NotFound)
+    );
 }
 
 async fn wrong_hash_and_missing_blocks(b: Backend) {
@@ -287,12 +375,22 @@ async fn wrong_hash_and_missing_blocks(b: Backend) {
     let r = s.user("alice").await;
     let block = b"real block".to_vec();
     let wrong_id = BlockId::of(b"another block");
-    let err = r.put_block(&wrong_id, BlockCodec::Raw, block.clone().into()).await.unwrap_err();
+    let err = r
+        .put_block(&wrong_id, BlockCodec::Raw, block.clone().into())
+        .await
+        .unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::HashMismatch), "{err}");
     assert_eq!(r.missing(&[wrong_id]).await.unwrap(), vec![wrong_id]);
     assert_eq!(s.store_bytes(), 0, "refused bytes are not stored");
-    let err = r.put_block(&BlockId::of(&block), BlockCodec::Zstd, block.clone().into()).await.unwrap_err();
-    assert_eq!(code(&err), Some(ErrorCode::BadRequest), "not a zstd frame: {err}");
+    let err = r
+        .put_block(&BlockId::of(&block), BlockCodec::Zstd, block.clone().into())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code(&err),
+        Some(ErrorCode::BadRequest),
+        "not a zstd frame: {err}"
+    );
 
     let id = BlockId::of(&block);
     let commit = |blocks: Vec<BlockRef>, size: u64| CommitRequest {
@@ -303,18 +401,40 @@ async fn wrong_hash_and_missing_blocks(b: Backend) {
         chunker: CHUNKER.into(),
         blocks,
     };
-    let err = r.commit(&commit(vec![BlockRef { id, size: 10 }], 10)).await.unwrap_err();
+    let err = r
+        .commit(&commit(vec![BlockRef { id, size: 10 }], 10))
+        .await
+        .unwrap_err();
     match &err {
-        ClientError::Api { code: ErrorCode::MissingBlocks, missing, .. } => assert_eq!(missing, &vec![id]),
+        ClientError::Api {
+            code: ErrorCode::MissingBlocks,
+            missing,
+            ..
+        } => assert_eq!(missing, &vec![id]),
         other => panic!("expected missing_blocks, got {other}"),
     }
-    r.put_block(&id, BlockCodec::Raw, block.clone().into()).await.unwrap();
-    let err = r.commit(&commit(vec![BlockRef { id, size: 11 }], 11)).await.unwrap_err();
-    assert_eq!(code(&err), Some(ErrorCode::BadRequest), "wrong block size: {err}");
+    r.put_block(&id, BlockCodec::Raw, block.clone().into())
+        .await
+        .unwrap();
+    let err = r
+        .commit(&commit(vec![BlockRef { id, size: 11 }], 11))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code(&err),
+        Some(ErrorCode::BadRequest),
+        "wrong block size: {err}"
+    );
     let mut bad_chunker = commit(vec![BlockRef { id, size: 10 }], 10);
     bad_chunker.chunker = "fixed-4M".into();
-    assert_eq!(code(&r.commit(&bad_chunker).await.unwrap_err()), Some(ErrorCode::BadRequest));
-    let e = r.commit(&commit(vec![BlockRef { id, size: 10 }], 10)).await.unwrap();
+    assert_eq!(
+        code(&r.commit(&bad_chunker).await.unwrap_err()),
+        Some(ErrorCode::BadRequest)
+    );
+    let e = r
+        .commit(&commit(vec![BlockRef { id, size: 10 }], 10))
+        .await
+        .unwrap();
     assert_eq!(e.rev, Some(1));
     assert_eq!(get_bytes(&s, &r, "/c.txt", None).await.unwrap(), block);
 }
@@ -324,17 +444,31 @@ async fn stale_base_is_a_conflict(b: Backend) {
     let r = s.user("alice").await;
     put_bytes(&s, &r, "/doc.txt", b"one").await;
     put_bytes(&s, &r, "/doc.txt", b"two").await;
-    let err = r.upload("/doc.txt", Some(1), reqwest::Body::from("three")).await.unwrap_err();
+    let err = r
+        .upload("/doc.txt", Some(1), reqwest::Body::from("three"))
+        .await
+        .unwrap_err();
     match err {
-        ClientError::Api { status: 409, code: ErrorCode::Conflict, current_rev, .. } => {
+        ClientError::Api {
+            status: 409,
+            code: ErrorCode::Conflict,
+            current_rev,
+            ..
+        } => {
             assert_eq!(current_rev, Some(2))
         }
         other => panic!("expected a conflict, got {other}"),
     }
-    let err = r.upload("/doc.txt", Some(0), reqwest::Body::from("three")).await.unwrap_err();
+    let err = r
+        .upload("/doc.txt", Some(0), reqwest::Body::from("three"))
+        .await
+        .unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::Conflict));
     assert_eq!(get_bytes(&s, &r, "/doc.txt", None).await.unwrap(), b"two");
-    let e = r.upload("/doc.txt", Some(2), reqwest::Body::from("three")).await.unwrap();
+    let e = r
+        .upload("/doc.txt", Some(2), reqwest::Body::from("three"))
+        .await
+        .unwrap();
     assert_eq!(e.rev, Some(3));
 
     // Two writers from the same base: exactly one wins.
@@ -353,13 +487,23 @@ async fn other_users_paths_and_blocks_are_404(b: Backend) {
     let bob = s.user("bob").await;
     let data = mixed_data(100_000, 4);
     put_bytes(&s, &alice, "/private/secret.txt", &data).await;
-    assert_eq!(code(&bob.meta("/private/secret.txt").await.unwrap_err()), Some(ErrorCode::NotFound));
-    assert_eq!(code(&bob.list("/private").await.unwrap_err()), Some(ErrorCode::NotFound));
+    assert_eq!(
+        code(&bob.meta("/private/secret.txt").await.unwrap_err()),
+        Some(ErrorCode::NotFound)
+    );
+    assert_eq!(
+        code(&bob.list("/private").await.unwrap_err()),
+        Some(ErrorCode::NotFound)
+    );
     assert!(bob.list("/").await.unwrap().entries.is_empty());
     let id = BlockId::of(&data);
     let err = bob.get_block(&id).await.unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::NotFound));
-    assert_eq!(bob.missing(&[id]).await.unwrap(), vec![id], "no existence oracle");
+    assert_eq!(
+        bob.missing(&[id]).await.unwrap(),
+        vec![id],
+        "no existence oracle"
+    );
     // Bob cannot commit Alice's block without uploading it.
     let err = bob
         .commit(&CommitRequest {
@@ -368,7 +512,10 @@ async fn other_users_paths_and_blocks_are_404(b: Backend) {
             size: data.len() as u64,
             content_hash: ContentHash::of(&data),
             chunker: CHUNKER.into(),
-            blocks: vec![BlockRef { id, size: data.len() as u64 }],
+            blocks: vec![BlockRef {
+                id,
+                size: data.len() as u64,
+            }],
         })
         .await
         .unwrap_err();
@@ -379,15 +526,24 @@ async fn auth_errors_and_rate_limit(b: Backend) {
     let s = TestServer::start(b).await;
     let r = s.user("alice").await;
     let anon = Remote::new(&s.url, None).unwrap();
-    assert_eq!(code(&anon.list("/").await.unwrap_err()), Some(ErrorCode::Unauthorized));
+    assert_eq!(
+        code(&anon.list("/").await.unwrap_err()),
+        Some(ErrorCode::Unauthorized)
+    );
     let forged = Remote::new(&s.url, Some("00".repeat(32))).unwrap();
-    assert_eq!(code(&forged.list("/").await.unwrap_err()), Some(ErrorCode::Unauthorized));
+    assert_eq!(
+        code(&forged.list("/").await.unwrap_err()),
+        Some(ErrorCode::Unauthorized)
+    );
     // The admin made on first start can log in with the printed password.
     let admin = s.login("admin", &s.admin_password, "console").await;
     admin.list("/").await.unwrap();
     // Logout revokes the token.
     r.logout().await.unwrap();
-    assert_eq!(code(&r.list("/").await.unwrap_err()), Some(ErrorCode::Unauthorized));
+    assert_eq!(
+        code(&r.list("/").await.unwrap_err()),
+        Some(ErrorCode::Unauthorized)
+    );
     // Wrong passwords: 401 without saying which part was wrong, then 429.
     let unknown = anon.login("nobody", "x", "d").await.unwrap_err();
     let wrong = anon.login("alice", "wrong", "d").await.unwrap_err();
@@ -402,15 +558,25 @@ async fn auth_errors_and_rate_limit(b: Backend) {
         }
     }
     assert!(limited, "repeated failures are rate-limited");
-    let err = anon.login("alice", "alice-password", "d").await.unwrap_err();
-    assert_eq!(err.status(), Some(429), "even the right password waits out the lock");
+    let err = anon
+        .login("alice", "alice-password", "d")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.status(),
+        Some(429),
+        "even the right password waits out the lock"
+    );
 }
 
 async fn names_are_unique_ignoring_case(b: Backend) {
     let s = TestServer::start(b).await;
     let r = s.user("alice").await;
     r.mkdir("/Docs").await.unwrap();
-    assert_eq!(code(&r.mkdir("/docs").await.unwrap_err()), Some(ErrorCode::AlreadyExists));
+    assert_eq!(
+        code(&r.mkdir("/docs").await.unwrap_err()),
+        Some(ErrorCode::AlreadyExists)
+    );
     put_bytes(&s, &r, "/Docs/Report.TXT", b"v1").await;
     let rep = put_bytes(&s, &r, "/docs/report.txt", b"v2").await;
     assert_eq!(rep.entry.rev, Some(2), "same file, whatever the case");
@@ -431,24 +597,144 @@ async fn folders_move_and_delete(b: Backend) {
     r.move_to("/a/b", "/a/renamed").await.unwrap();
     let moved = r.meta("/a/renamed/c.txt").await.unwrap();
     assert_eq!(moved.id, id, "ids survive moves");
-    assert_eq!(code(&r.move_to("/a", "/a/renamed/inside").await.unwrap_err()), Some(ErrorCode::BadRequest));
+    assert_eq!(
+        code(&r.move_to("/a", "/a/renamed/inside").await.unwrap_err()),
+        Some(ErrorCode::BadRequest)
+    );
     put_bytes(&s, &r, "/x.txt", b"x").await;
-    assert_eq!(code(&r.move_to("/x.txt", "/a/renamed/c.txt").await.unwrap_err()), Some(ErrorCode::AlreadyExists));
-    assert_eq!(code(&r.move_to("/x.txt", "/nope/x.txt").await.unwrap_err()), Some(ErrorCode::NotFound));
+    assert_eq!(
+        code(&r.move_to("/x.txt", "/a/renamed/c.txt").await.unwrap_err()),
+        Some(ErrorCode::AlreadyExists)
+    );
+    assert_eq!(
+        code(&r.move_to("/x.txt", "/nope/x.txt").await.unwrap_err()),
+        Some(ErrorCode::NotFound)
+    );
     r.move_to("/x.txt", "/X.txt").await.unwrap();
-    assert_eq!(r.meta("/x.txt").await.unwrap().name, "X.txt", "case-only rename");
+    assert_eq!(
+        r.meta("/x.txt").await.unwrap().name,
+        "X.txt",
+        "case-only rename"
+    );
     r.delete("/a").await.unwrap();
-    assert_eq!(code(&r.meta("/a/renamed/c.txt").await.unwrap_err()), Some(ErrorCode::NotFound));
-    assert_eq!(code(&r.delete("/a").await.unwrap_err()), Some(ErrorCode::NotFound));
+    assert_eq!(
+        code(&r.meta("/a/renamed/c.txt").await.unwrap_err()),
+        Some(ErrorCode::NotFound)
+    );
+    assert_eq!(
+        code(&r.delete("/a").await.unwrap_err()),
+        Some(ErrorCode::NotFound)
+    );
     // The name is free again.
     put_bytes(&s, &r, "/a/new.txt", b"new").await;
-    let names: Vec<_> = r.list("/").await.unwrap().entries.into_iter().map(|e| e.name).collect();
+    let names: Vec<_> = r
+        .list("/")
+        .await
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(names, vec!["a", "X.txt"]);
     let counted = Arc::new(AtomicU64::new(0));
     let c = counted.clone();
     let local = s.scratch("progress.out");
-    download_file(&r, "/a/new.txt", None, &local, Arc::new(move |n| { c.fetch_add(n, Ordering::Relaxed); }))
+    download_file(
+        &r,
+        "/a/new.txt",
+        None,
+        &local,
+        Arc::new(move |n| {
+            c.fetch_add(n, Ordering::Relaxed);
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(counted.load(Ordering::Relaxed), 3);
+}
+
+/// A block store on a 3 MiB tmpfs: an upload that does not fit is refused
+/// with 507 and leaves no file; a small one still succeeds afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_is_507_and_changes_nothing() {
+    let mnt = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(mnt.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout == b"0\n");
+        assert!(!root, "running as root, yet a tmpfs could not be mounted");
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.path().to_path_buf());
+    let store = format!("file://{}", mnt.path().display());
+    let s = TestServer::start_with(Backend::Sqlite, |c| c.store = Some(store)).await;
+    let r = s.user("alice").await;
+    let local = s.scratch("big.bin");
+    std::fs::write(&local, random_data(8 << 20, 3)).unwrap();
+    let err = upload_file(&r, &local, "/big.bin", None, no_progress())
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(507), "{err}");
+    assert_eq!(code(&err), Some(ErrorCode::InsufficientStorage));
+    let err = r
+        .upload(
+            "/big2.bin",
+            None,
+            reqwest::Body::from(random_data(8 << 20, 4)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(507), "{err}");
+    assert!(
+        r.list("/").await.unwrap().entries.is_empty(),
+        "no file appeared"
+    );
+    let small = put_bytes(&s, &r, "/small.txt", b"still works").await;
+    assert_eq!(small.entry.rev, Some(1));
+    assert_eq!(
+        get_bytes(&s, &r, "/small.txt", None).await.unwrap(),
+        b"still works"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_lists_the_routes() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let doc: serde_json::Value = reqwest::get(format!("{}/api/v1/openapi.json", s.url))
+        .await
+        .unwrap()
+        .json()
         .await
         .unwrap();
-    assert_eq!(counted.load(Ordering::Relaxed), 3);
+    for route in [
+        "/api/v1/auth/login",
+        "/api/v1/files/content",
+        "/api/v1/files/commit",
+        "/api/v1/blocks/missing",
+    ] {
+        assert!(
+            doc["paths"][route].is_object(),
+            "{route} missing from the OpenAPI document"
+        );
+    }
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    let health = reqwest::get(format!("{}/readyz", s.url)).await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let unknown = reqwest::get(format!("{}/api/v1/nope", s.url))
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 }

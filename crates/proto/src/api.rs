@@ -65,7 +65,7 @@ pub struct ListResponse {
     pub entries: Vec<Entry>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams, ToSchema)]
 pub struct PathQuery {
     pub path: String,
 }

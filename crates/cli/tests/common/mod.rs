@@ -98,14 +98,23 @@ impl TestServer {
             .clone()
             .expect("a new installation generates the admin password");
         let url = format!("http://{}", running.addr);
-        TestServer { running, url, dir, admin_password }
+        TestServer {
+            running,
+            url,
+            dir,
+            admin_password,
+        }
     }
 
     /// Creates `name` and returns a client logged in as that user.
     pub async fn user(&self, name: &str) -> Remote {
         let password = format!("{name}-password");
         let hash = tessera_server::auth::hash_password(&password).expect("hash");
-        self.running.meta().create_user(name, &hash).await.expect("create user");
+        self.running
+            .meta()
+            .create_user(name, &hash)
+            .await
+            .expect("create user");
         self.login(name, &password, "laptop").await
     }
 
@@ -136,7 +145,9 @@ impl TestServer {
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -150,7 +161,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 pub fn dir_bytes(dir: &Path) -> u64 {
     let mut files = Vec::new();
     walk(dir, &mut files);
-    files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum()
+    files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 pub fn no_progress() -> Progress {
@@ -162,8 +177,20 @@ pub fn no_progress() -> Progress {
 pub fn mixed_data(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let words = [
-        "tessera ", "block ", "file ", "sync ", "revision ", "the ", "of ", "and ", "folder\n",
-        "conflict ", "journal ", "1234 ", "{\"id\": ", "\"size\": 42}, ",
+        "tessera ",
+        "block ",
+        "file ",
+        "sync ",
+        "revision ",
+        "the ",
+        "of ",
+        "and ",
+        "folder\n",
+        "conflict ",
+        "journal ",
+        "1234 ",
+        "{\"id\": ",
+        "\"size\": 42}, ",
     ];
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
@@ -185,7 +212,11 @@ pub fn mixed_data(len: usize, seed: u64) -> Vec<u8> {
                 rng.fill_bytes(&mut out[start..]);
             }
             _ => {
-                let rec = format!("record {:08} value {:x}\n", rng.random::<u32>(), rng.random::<u64>());
+                let rec = format!(
+                    "record {:08} value {:x}\n",
+                    rng.random::<u32>(),
+                    rng.random::<u64>()
+                );
                 for _ in 0..run / rec.len() {
                     out.extend_from_slice(rec.as_bytes());
                 }

@@ -57,6 +57,7 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/login", request_body = LoginRequest, responses((status = 200, body = LoginResponse), (status = 401, body = tessera_proto::ErrorBody), (status = 429, body = tessera_proto::ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -108,6 +109,7 @@ pub async fn login(
     ))
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/logout", responses((status = 204, description = "token revoked")), security(("bearer" = [])))]
 pub async fn logout(State(state): State<AppState>, user: AuthUser) -> Result<StatusCode, ApiError> {
     state.meta.delete_token(&user.token_hash).await?;
     Ok(StatusCode::NO_CONTENT)

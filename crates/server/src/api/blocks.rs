@@ -22,6 +22,7 @@ fn block_id(raw: &str) -> Result<BlockId, ApiError> {
 
 /// Answers only for the asking user: a block stored by someone else counts
 /// as missing until this user uploads it (then it is not stored twice).
+#[utoipa::path(post, path = "/api/v1/blocks/missing", request_body = MissingRequest, responses((status = 200, body = MissingResponse)), security(("bearer" = [])))]
 pub async fn missing(
     State(state): State<AppState>,
     user: AuthUser,
@@ -36,6 +37,7 @@ pub async fn missing(
     Ok(Json(MissingResponse { missing }))
 }
 
+#[utoipa::path(put, path = "/api/v1/blocks/{id}", params(("id" = String, Path, description = "block id"), BlockUploadQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 201, body = BlockRef), (status = 422, body = tessera_proto::ErrorBody, description = "bytes do not hash to id")), security(("bearer" = [])))]
 pub async fn upload(
     State(state): State<AppState>,
     user: AuthUser,
@@ -64,6 +66,7 @@ pub async fn upload(
 
 /// Sends the block as stored (zstd or raw, see `x-tessera-codec`), after
 /// the server has checked it against its id.
+#[utoipa::path(get, path = "/api/v1/blocks/{id}", params(("id" = String, Path, description = "block id")), responses((status = 200, content_type = "application/octet-stream", description = "the block as stored; x-tessera-codec says zstd or raw"), (status = 404, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
 pub async fn download(
     State(state): State<AppState>,
     user: AuthUser,

@@ -39,8 +39,29 @@ pub enum ApiError {
     TooLarge(String),
     #[error("range not satisfiable: the file is {0} bytes")]
     RangeNotSatisfiable(u64),
+    #[error("the server's storage is full: free space or add capacity, then retry")]
+    InsufficientStorage,
     #[error("{0}")]
     Internal(String),
+}
+
+/// True if `e` or anything it wraps says the disk is full.
+fn is_disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && (io.kind() == std::io::ErrorKind::StorageFull
+                || io.kind() == std::io::ErrorKind::QuotaExceeded)
+        {
+            return true;
+        }
+        let text = err.to_string();
+        if text.contains("database or disk is full") || text.contains("No space left on device") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 impl ApiError {
@@ -60,6 +81,10 @@ impl ApiError {
             HashMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::HashMismatch),
             TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge),
             RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, ErrorCode::BadRequest),
+            InsufficientStorage => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                ErrorCode::InsufficientStorage,
+            ),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
@@ -79,6 +104,7 @@ impl From<MetaError> for ApiError {
             MetaError::Conflict { path, current_rev } => ApiError::Conflict { path, current_rev },
             MetaError::MissingBlocks(ids) => ApiError::MissingBlocks(ids),
             MetaError::Invalid(m) => ApiError::BadRequest(m),
+            other if is_disk_full(&other) => ApiError::InsufficientStorage,
             other => ApiError::internal(other),
         }
     }
@@ -90,6 +116,7 @@ impl From<BlockError> for ApiError {
             BlockError::HashMismatch { .. } => ApiError::HashMismatch(e.to_string()),
             BlockError::BadPayload | BlockError::TooLarge => ApiError::BadRequest(e.to_string()),
             BlockError::Meta(m) => m.into(),
+            other if is_disk_full(&other) => ApiError::InsufficientStorage,
             other => ApiError::internal(other),
         }
     }

@@ -48,6 +48,7 @@ fn below_root(raw: &str) -> Result<RemotePath, ApiError> {
     Ok(path)
 }
 
+#[utoipa::path(get, path = "/api/v1/files/list", params(PathQuery), responses((status = 200, body = ListResponse), (status = 404, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
@@ -65,6 +66,7 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/api/v1/files/meta", params(PathQuery), responses((status = 200, body = Entry), (status = 404, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
 pub async fn meta(
     State(state): State<AppState>,
     user: AuthUser,
@@ -79,6 +81,7 @@ pub async fn meta(
     Ok(Json(entry(&node, &path)))
 }
 
+#[utoipa::path(post, path = "/api/v1/files/mkdir", request_body = PathQuery, responses((status = 201, body = Entry), (status = 409, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
 pub async fn mkdir(
     State(state): State<AppState>,
     user: AuthUser,
@@ -89,6 +92,7 @@ pub async fn mkdir(
     Ok((StatusCode::CREATED, Json(entry(&node, &path))))
 }
 
+#[utoipa::path(post, path = "/api/v1/files/move", request_body = MoveRequest, responses((status = 200, body = Entry), (status = 404, body = tessera_proto::ErrorBody), (status = 409, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
 pub async fn move_node(
     State(state): State<AppState>,
     user: AuthUser,
@@ -103,6 +107,7 @@ pub async fn move_node(
     Ok(Json(entry(&node, &to)))
 }
 
+#[utoipa::path(post, path = "/api/v1/files/delete", request_body = PathQuery, responses((status = 204, description = "moved to the trash"), (status = 404, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
     user: AuthUser,
@@ -131,7 +136,10 @@ where
         match tokio::time::timeout(BODY_IDLE, s.next()).await {
             Ok(item) => item.map(|i| (i, s)),
             Err(_) => Some((
-                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no data for 60 s")),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no data for 60 s",
+                )),
                 s,
             )),
         }
@@ -140,6 +148,7 @@ where
 
 /// Simple upload: the body is the file. The server cuts, stores and commits.
 /// Nothing is visible until the whole body has arrived and been stored.
+#[utoipa::path(put, path = "/api/v1/files/content", params(UploadQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 201, body = Entry), (status = 409, body = tessera_proto::ErrorBody, description = "stale base_rev"), (status = 413, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
 pub async fn upload(
     State(state): State<AppState>,
     user: AuthUser,
@@ -156,7 +165,9 @@ pub async fn upload(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large(limit));
     }
-    let stream = Box::pin(idle_timeout(body.into_data_stream().map_err(std::io::Error::other)));
+    let stream = Box::pin(idle_timeout(
+        body.into_data_stream().map_err(std::io::Error::other),
+    ));
     // Read at most one byte past the limit, so an oversized body without a
     // length is refused without storing the excess.
     let reader = tokio_util::io::StreamReader::new(stream).take(limit + 1);
@@ -208,6 +219,7 @@ pub async fn upload(
 }
 
 /// Block-protocol commit: the file as an ordered list of uploaded blocks.
+#[utoipa::path(post, path = "/api/v1/files/commit", request_body = CommitRequest, responses((status = 201, body = Entry), (status = 400, body = tessera_proto::ErrorBody, description = "missing_blocks lists the blocks to upload"), (status = 409, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
 pub async fn commit(
     State(state): State<AppState>,
     user: AuthUser,
@@ -281,6 +293,7 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, Api
     Ok(Some(range))
 }
 
+#[utoipa::path(get, path = "/api/v1/files/content", params(DownloadQuery), responses((status = 200, content_type = "application/octet-stream", description = "the file; ETag is the content hash"), (status = 206, description = "a byte range"), (status = 304, description = "If-None-Match matched"), (status = 416, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
 pub async fn download(
     State(state): State<AppState>,
     user: AuthUser,
@@ -352,6 +365,7 @@ pub async fn download(
     Ok((status, out, Body::from_stream(stream)).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/files/revisions", params(PathQuery), responses((status = 200, body = RevisionsResponse)), security(("bearer" = [])))]
 pub async fn revisions(
     State(state): State<AppState>,
     user: AuthUser,
@@ -375,6 +389,7 @@ pub async fn revisions(
     }))
 }
 
+#[utoipa::path(post, path = "/api/v1/files/restore", request_body = RestoreRequest, responses((status = 200, body = Entry), (status = 404, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
 pub async fn restore(
     State(state): State<AppState>,
     user: AuthUser,
@@ -388,6 +403,7 @@ pub async fn restore(
     Ok(Json(entry(&node, &path)))
 }
 
+#[utoipa::path(get, path = "/api/v1/files/blocks", params(DownloadQuery), responses((status = 200, body = BlockListResponse)), security(("bearer" = [])))]
 pub async fn block_list(
     State(state): State<AppState>,
     user: AuthUser,

@@ -5,6 +5,25 @@ use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(
+    paths(
+        super::auth::login,
+        super::auth::logout,
+        super::files::list,
+        super::files::meta,
+        super::files::mkdir,
+        super::files::move_node,
+        super::files::delete,
+        super::files::upload,
+        super::files::download,
+        super::files::commit,
+        super::files::revisions,
+        super::files::restore,
+        super::files::block_list,
+        super::blocks::missing,
+        super::blocks::upload,
+        super::blocks::download,
+    ),
+    modifiers(&BearerAuth),
     info(
         title = "Tessera API",
         description = "File storage and sync. Errors are JSON: {\"error\": {\"code\", \"message\"}}."
@@ -32,6 +51,19 @@ use utoipa::OpenApi;
     ))
 )]
 struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
 
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
