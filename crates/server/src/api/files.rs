@@ -124,6 +124,9 @@ fn too_large(limit: u64) -> ApiError {
     ))
 }
 
+/// Blocks of one simple upload compressed and stored at once.
+const UPLOAD_PARALLEL: usize = 3;
+
 /// How long an upload body may stall before the server gives up on it, so a
 /// client that stops sending does not hold a request open forever.
 const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -175,28 +178,31 @@ pub async fn upload(
     let chunks = cdc.as_stream();
     futures::pin_mut!(chunks);
     let mut hasher = blake3::Hasher::new();
-    let mut blocks = Vec::new();
     let mut total = 0u64;
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::BadRequest(format!(
-                "upload interrupted before the end of the body: {e}"
-            ))
-        })?;
-        total += chunk.length as u64;
-        if total > limit {
-            return Err(too_large(limit));
-        }
-        let data = chunk.data;
-        let (h, data) = tokio::task::spawn_blocking(move || {
-            hasher.update(&data);
-            (hasher, data)
+    // Cutting and hashing the whole file stay in order; compressing,
+    // sealing and storing run for a few blocks at once, `buffered` keeping
+    // the block list in file order. Memory: a few blocks, whatever the size.
+    let store = state.blocks.clone();
+    let stored = chunks
+        .map(|chunk| {
+            let chunk = chunk.map_err(|e| {
+                ApiError::BadRequest(format!("upload interrupted before the end of the body: {e}"))
+            })?;
+            total += chunk.length as u64;
+            if total > limit {
+                return Err(too_large(limit));
+            }
+            tokio::task::block_in_place(|| hasher.update(&chunk.data));
+            Ok(chunk.data)
         })
-        .await
-        .map_err(ApiError::internal)?;
-        hasher = h;
-        blocks.push(state.blocks.put_plain(user.user_id, data).await?);
-    }
+        .map(|data| {
+            let store = store.clone();
+            async move { Ok::<_, ApiError>(store.put_plain(user.user_id, data?).await?) }
+        })
+        .buffered(UPLOAD_PARALLEL)
+        .try_collect::<Vec<_>>()
+        .await;
+    let blocks = stored?;
     if declared.is_some_and(|n| n != total) {
         return Err(ApiError::BadRequest(format!(
             "body ended after {total} bytes, but Content-Length said {}",
