@@ -1,0 +1,246 @@
+//! The `tessera` binary as a user runs it: serve, admin, login, put, get,
+//! ls, mkdir, mv, rm, revisions, restore, logout.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn tessera(cfg: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("TESSERA_CONFIG_DIR", cfg)
+        .env("TESSERA_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn ok(cfg: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let out = tessera(cfg, args, stdin);
+    assert!(
+        out.status.success(),
+        "tessera {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_user_session_from_first_start_to_logout() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("cfg");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ])
+        .env("TESSERA_LOG", "warn")
+        .env_remove("TESSERA_ADMIN_PASSWORD")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _server = Server(child);
+    let mut password = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(pw) = line.strip_prefix("Created user `admin` with password: ") {
+            password = Some(pw.to_owned());
+        }
+        if line.starts_with("Tessera is listening") {
+            break;
+        }
+    }
+    let password = password.expect("the first start prints the admin password");
+    let key = data.join("master.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    let server = format!("http://{listen}");
+    let bad = tessera(
+        &cfg,
+        &[
+            "login",
+            "--server",
+            &server,
+            "--user",
+            "admin",
+            "--password-stdin",
+        ],
+        Some("nope\n"),
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("credentials"));
+    ok(
+        &cfg,
+        &[
+            "login",
+            "--server",
+            &server,
+            "--user",
+            "admin",
+            "--password-stdin",
+        ],
+        Some(&format!("{password}\n")),
+    );
+
+    // A second user, added while the server runs.
+    ok(
+        &cfg,
+        &[
+            "admin",
+            "user",
+            "add",
+            "carol",
+            "--password-stdin",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        Some("carol-secret-1\n"),
+    );
+
+    let file = dir.path().join("report.txt");
+    std::fs::write(&file, "first draft\n").unwrap();
+    let out = ok(
+        &cfg,
+        &["put", file.to_str().unwrap(), "/work/report.txt"],
+        None,
+    );
+    assert!(out.contains("rev 1"), "{out}");
+    std::fs::write(&file, "second draft\n").unwrap();
+    ok(
+        &cfg,
+        &["put", file.to_str().unwrap(), "/work/report.txt"],
+        None,
+    );
+    let stale = tessera(
+        &cfg,
+        &[
+            "put",
+            "--base-rev",
+            "1",
+            file.to_str().unwrap(),
+            "/work/report.txt",
+        ],
+        None,
+    );
+    assert!(!stale.status.success());
+
+    let listing: serde_json::Value =
+        serde_json::from_str(&ok(&cfg, &["ls", "/work", "--json"], None)).unwrap();
+    assert_eq!(listing["entries"][0]["name"], "report.txt");
+    assert_eq!(listing["entries"][0]["rev"], 2);
+    let revs: serde_json::Value = serde_json::from_str(&ok(
+        &cfg,
+        &["revisions", "/work/report.txt", "--json"],
+        None,
+    ))
+    .unwrap();
+    assert_eq!(revs["revisions"].as_array().unwrap().len(), 2);
+
+    let back = dir.path().join("back.txt");
+    ok(
+        &cfg,
+        &[
+            "get",
+            "/work/report.txt",
+            back.to_str().unwrap(),
+            "--rev",
+            "1",
+        ],
+        None,
+    );
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "first draft\n");
+    ok(&cfg, &["restore", "/work/report.txt", "--rev", "1"], None);
+    ok(
+        &cfg,
+        &["get", "/work/report.txt", dir.path().to_str().unwrap()],
+        None,
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("report.txt")).unwrap(),
+        "first draft\n"
+    );
+
+    ok(&cfg, &["mkdir", "/archive"], None);
+    ok(
+        &cfg,
+        &["mv", "/work/report.txt", "/archive/report.txt"],
+        None,
+    );
+    ok(&cfg, &["rm", "/work"], None);
+    let root = ok(&cfg, &["ls"], None);
+    assert!(
+        root.contains("archive/") && !root.contains("work/"),
+        "{root}"
+    );
+    let missing = tessera(
+        &cfg,
+        &["get", "/work/report.txt", back.to_str().unwrap()],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
+
+    ok(&cfg, &["logout"], None);
+    let after = tessera(&cfg, &["ls"], None);
+    assert!(String::from_utf8_lossy(&after.stderr).contains("not logged in"));
+    ok(
+        &cfg,
+        &[
+            "login",
+            "--server",
+            &server,
+            "--user",
+            "carol",
+            "--password-stdin",
+        ],
+        Some("carol-secret-1\n"),
+    );
+    assert_eq!(ok(&cfg, &["ls"], None), "", "carol sees only her own files");
+}
