@@ -5,9 +5,9 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tessera_proto::api::{
-    BlockCodec, BlockListResponse, BlockRef, CommitRequest, Entry, ListResponse, LoginRequest,
-    LoginResponse, MissingRequest, MissingResponse, MoveRequest, PathQuery, RestoreRequest,
-    RevisionsResponse, ServerInfo,
+    BlockCodec, BlockListResponse, BlockRef, ChangesResponse, CommitRequest, CursorResponse, Entry,
+    ListResponse, LoginRequest, LoginResponse, MissingRequest, MissingResponse, MoveRequest,
+    PathQuery, PollResponse, PresenceResponse, RestoreRequest, RevisionsResponse, ServerInfo,
 };
 use tessera_proto::error::{ErrorBody, ErrorCode};
 use tessera_proto::{API_PREFIX, BlockId};
@@ -330,5 +330,39 @@ impl Remote {
             req = req.query(&[("rev", rev)]);
         }
         Self::send(req).await
+    }
+
+    /// Journal entries after `cursor` (from the start when `None`).
+    pub async fn changes(
+        &self,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<ChangesResponse, ClientError> {
+        let mut req = self.request(Method::GET, "/changes");
+        if let Some(c) = cursor {
+            req = req.query(&[("cursor", c)]);
+        }
+        if let Some(l) = limit {
+            req = req.query(&[("limit", l)]);
+        }
+        Self::json(req).await
+    }
+
+    pub async fn latest_cursor(&self) -> Result<String, ClientError> {
+        let resp: CursorResponse = Self::json(self.request(Method::GET, "/changes/latest")).await?;
+        Ok(resp.cursor)
+    }
+
+    /// Waits up to `timeout_secs` for the journal to move past `cursor`.
+    pub async fn poll(&self, cursor: &str, timeout_secs: u64) -> Result<PollResponse, ClientError> {
+        let req = self
+            .request(Method::GET, "/changes/poll")
+            .query(&[("cursor", cursor)])
+            .query(&[("timeout", timeout_secs)]);
+        Self::json(req).await
+    }
+
+    pub async fn presence(&self) -> Result<PresenceResponse, ClientError> {
+        Self::json(self.request(Method::GET, "/presence")).await
     }
 }

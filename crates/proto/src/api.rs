@@ -169,3 +169,84 @@ pub struct BlockListResponse {
     pub chunker: String,
     pub blocks: Vec<BlockRef>,
 }
+
+/// What a journal entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Mkdir,
+    Commit,
+    Move,
+    Delete,
+    Restore,
+}
+
+/// One entry of a namespace's journal.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Change {
+    pub seq: i64,
+    pub kind: ChangeKind,
+    /// The node's stable id.
+    pub id: String,
+    /// The path after the change (for a delete: where it was).
+    pub path: String,
+    /// For a move: where it was before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rev: Option<i64>,
+    pub device: String,
+    pub time_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+pub struct ChangesQuery {
+    /// Where to continue from; absent means the beginning of the journal.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChangesResponse {
+    pub changes: Vec<Change>,
+    /// Pass this back to continue after the last change returned.
+    pub cursor: String,
+    /// True when more changes wait past this page.
+    pub has_more: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CursorResponse {
+    pub cursor: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+pub struct PollQuery {
+    pub cursor: String,
+    /// Seconds to hold the request (default 60, clamped to 1..=300).
+    #[serde(default)]
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PollResponse {
+    /// True when the journal moved past the cursor: fetch `/changes`.
+    pub changes: bool,
+    /// When set, wait this many seconds before polling again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DevicePresence {
+    pub device: String,
+    /// Long polls this device holds now.
+    pub connections: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PresenceResponse {
+    pub devices: Vec<DevicePresence>,
+}

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod block;
+pub mod cursor;
 pub mod error;
 pub mod path;
 

@@ -4,6 +4,7 @@ pub mod api;
 pub mod auth;
 pub mod blocks;
 pub mod meta;
+pub mod notify;
 pub mod server;
 
 pub use server::{Config, Running, ServeError, start};

@@ -13,6 +13,7 @@ use crate::blocks::keys::KeyError;
 use crate::blocks::store::{StoreUrlError, open_object_store};
 use crate::blocks::{BlockStore, KeyRing, MasterKey};
 use crate::meta::{Meta, MetaError};
+use crate::notify::{Hub, Presence};
 
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 << 30;
 
@@ -147,7 +148,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             max_file_size: config.max_file_size,
         },
         limiter: Arc::new(LoginLimiter::default()),
+        hub: Arc::new(Hub::default()),
+        presence: Arc::new(Presence::default()),
     };
+    let hub = state.hub.clone();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServeError::Bind(config.listen, e))?;
@@ -160,6 +164,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = rx.await;
+                // Waiting long polls answer now instead of holding shutdown.
+                hub.shut_down();
             })
             .await
     });

@@ -89,6 +89,7 @@ pub async fn mkdir(
 ) -> Result<(StatusCode, Json<Entry>), ApiError> {
     let path = below_root(&q.path)?;
     let node = state.meta.mkdir(user.ns, &path, &user.device).await?;
+    state.changed(user.ns).await;
     Ok((StatusCode::CREATED, Json(entry(&node, &path))))
 }
 
@@ -115,6 +116,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let path = below_root(&q.path)?;
     state.meta.delete(user.ns, &path, &user.device).await?;
+    state.changed(user.ns).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -186,7 +188,9 @@ pub async fn upload(
     let stored = chunks
         .map(|chunk| {
             let chunk = chunk.map_err(|e| {
-                ApiError::BadRequest(format!("upload interrupted before the end of the body: {e}"))
+                ApiError::BadRequest(format!(
+                    "upload interrupted before the end of the body: {e}"
+                ))
             })?;
             total += chunk.length as u64;
             if total > limit {
@@ -221,6 +225,7 @@ pub async fn upload(
         device: user.device.clone(),
     };
     let node = state.meta.commit(&new).await?;
+    state.changed(user.ns).await;
     Ok((StatusCode::CREATED, Json(entry(&node, &path))))
 }
 
@@ -263,6 +268,7 @@ pub async fn commit(
         device: user.device.clone(),
     };
     let node = state.meta.commit(&new).await?;
+    state.changed(user.ns).await;
     Ok((StatusCode::CREATED, Json(entry(&node, &path))))
 }
 

@@ -2,6 +2,7 @@
 
 mod auth;
 mod blocks;
+mod changes;
 pub mod error;
 mod files;
 mod openapi;
@@ -22,6 +23,7 @@ pub use error::ApiError;
 use crate::auth::LoginLimiter;
 use crate::blocks::BlockStore;
 use crate::meta::Meta;
+use crate::notify::{Hub, Presence};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -29,6 +31,18 @@ pub struct AppState {
     pub blocks: BlockStore,
     pub limits: Limits,
     pub limiter: Arc<LoginLimiter>,
+    pub hub: Arc<Hub>,
+    pub presence: Arc<Presence>,
+}
+
+impl AppState {
+    /// Wakes the long polls of `ns` after a change has committed.
+    pub async fn changed(&self, ns: i64) {
+        match self.meta.journal_seq(ns).await {
+            Ok(seq) => self.hub.publish(ns, seq),
+            Err(e) => tracing::warn!(error = %e, ns, "cannot read the journal position to notify"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +106,10 @@ pub fn router(state: AppState) -> Router {
                 .put(blocks::upload)
                 .layer(DefaultBodyLimit::max(MAX_BLOCK + (1 << 16))),
         )
+        .route("/changes", get(changes::list))
+        .route("/changes/latest", get(changes::latest))
+        .route("/changes/poll", get(changes::poll))
+        .route("/presence", get(changes::presence))
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
         .layer(DefaultBodyLimit::max(JSON_LIMIT));

@@ -22,6 +22,10 @@ use utoipa::OpenApi;
         super::blocks::missing,
         super::blocks::upload,
         super::blocks::download,
+        super::changes::list,
+        super::changes::latest,
+        super::changes::poll,
+        super::changes::presence,
     ),
     modifiers(&BearerAuth),
     info(

@@ -149,6 +149,18 @@ impl RevisionRow {
     }
 }
 
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JournalRow {
+    pub seq: i64,
+    pub kind: String,
+    pub node_id: String,
+    pub path: String,
+    pub old_path: Option<String>,
+    pub rev: Option<i64>,
+    pub device: String,
+    pub created_ms: i64,
+}
+
 /// Where a block's stored bytes are: a whole object or a slice of a pack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockLoc {
@@ -390,5 +402,10 @@ impl Meta {
 
     pub async fn journal_seq(&self, ns: i64) -> Result<i64> {
         dispatch!(self.journal_seq(ns))
+    }
+
+    /// Journal entries of `ns` after sequence number `after`, oldest first.
+    pub async fn changes(&self, ns: i64, after: i64, limit: i64) -> Result<Vec<JournalRow>> {
+        dispatch!(self.changes(ns, after, limit))
     }
 }

@@ -6,7 +6,7 @@ use sqlx::{Pool, Transaction};
 use tessera_proto::path::fold_name;
 
 use super::{
-    BlockLoc, MetaError, NewRevision, NodeRow, Result, RevisionBlock, RevisionBlockRow,
+    BlockLoc, JournalRow, MetaError, NewRevision, NodeRow, Result, RevisionBlock, RevisionBlockRow,
     RevisionRow, TokenRow, UserRow, now_ms,
 };
 use tessera_proto::{BlockId, RemotePath};
@@ -605,6 +605,20 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(seq)
+    }
+}
+
+impl Store {
+    pub async fn changes(&self, ns: i64, after: i64, limit: i64) -> Result<Vec<JournalRow>> {
+        Ok(sqlx::query_as(
+            "SELECT seq, kind, node_id, path, old_path, rev, device, created_ms FROM journal
+             WHERE namespace_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(ns)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
     }
 }
 

@@ -1,0 +1,142 @@
+//! The change journal and long polling, on SQLite and PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestServer};
+use tessera_proto::ErrorCode;
+use tessera_proto::api::ChangeKind;
+
+on_both_backends!(
+    journal_lists_every_change_in_order,
+    poll_wakes_on_change_and_times_out
+);
+
+async fn journal_lists_every_change_in_order(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = s.user("alice").await;
+    let empty = r.changes(None, None).await.unwrap();
+    assert!(empty.changes.is_empty() && !empty.has_more);
+    r.upload("/a/b.txt", None, reqwest::Body::from("one"))
+        .await
+        .unwrap();
+    r.upload("/a/b.txt", None, reqwest::Body::from("two"))
+        .await
+        .unwrap();
+    r.move_to("/a/b.txt", "/a/c.txt").await.unwrap();
+    r.restore("/a/c.txt", 1).await.unwrap();
+    r.delete("/a").await.unwrap();
+    let all = r.changes(None, None).await.unwrap();
+    let kinds: Vec<ChangeKind> = all.changes.iter().map(|c| c.kind).collect();
+    use ChangeKind::*;
+    assert_eq!(kinds, vec![Mkdir, Commit, Commit, Move, Restore, Delete]);
+    let seqs: Vec<i64> = all.changes.iter().map(|c| c.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=6).collect::<Vec<_>>(),
+        "gap-free sequence numbers"
+    );
+    assert_eq!(all.changes[3].old_path.as_deref(), Some("/a/b.txt"));
+    assert_eq!(all.changes[3].path, "/a/c.txt");
+    assert_eq!(all.changes[4].rev, Some(3));
+    assert!(all.changes.iter().all(|c| c.device == "laptop"));
+    // Paging from a cursor.
+    let page1 = r.changes(None, Some(4)).await.unwrap();
+    assert_eq!(page1.changes.len(), 4);
+    assert!(page1.has_more);
+    let page2 = r.changes(Some(&page1.cursor), Some(4)).await.unwrap();
+    assert_eq!(
+        page2.changes.iter().map(|c| c.seq).collect::<Vec<_>>(),
+        vec![5, 6]
+    );
+    assert!(!page2.has_more);
+    assert!(
+        r.changes(Some(&page2.cursor), None)
+            .await
+            .unwrap()
+            .changes
+            .is_empty()
+    );
+    assert_eq!(r.latest_cursor().await.unwrap(), page2.cursor);
+    // A failed change leaves no journal entry.
+    assert!(r.move_to("/nope", "/x").await.is_err());
+    assert!(
+        r.changes(Some(&page2.cursor), None)
+            .await
+            .unwrap()
+            .changes
+            .is_empty()
+    );
+    // Bad and foreign cursors are refused.
+    let err = r.changes(Some("garbage"), None).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest));
+    let bob = s.user("bob").await;
+    let err = bob.changes(Some(&page2.cursor), None).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest), "{err}");
+}
+
+async fn poll_wakes_on_change_and_times_out(b: Backend) {
+    let s = TestServer::start(b).await;
+    let phone = s.user("alice").await;
+    let laptop = s.login("alice", "alice-password", "desk").await;
+    let cursor = phone.latest_cursor().await.unwrap();
+
+    // Nothing happens: the poll ends after its timeout with no news.
+    let t = Instant::now();
+    let idle = phone.poll(&cursor, 1).await.unwrap();
+    assert!(!idle.changes);
+    assert!(t.elapsed() >= Duration::from_secs(1));
+
+    // A change by another device wakes a waiting poll.
+    let waiter = {
+        let phone = phone.clone();
+        let cursor = cursor.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let r = phone.poll(&cursor, 30).await.unwrap();
+            (r, t.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let online = laptop.presence().await.unwrap();
+    assert_eq!(online.devices.len(), 1, "the polling phone is present");
+    assert_eq!(online.devices[0].device, "laptop");
+    laptop
+        .upload("/new.txt", None, reqwest::Body::from("hi"))
+        .await
+        .unwrap();
+    let (resp, waited) = waiter.await.unwrap();
+    assert!(resp.changes);
+    assert!(waited < Duration::from_secs(5), "woke after {waited:?}");
+    println!("poll woke {waited:?} after it started (300 ms before the write)");
+    assert!(
+        laptop.presence().await.unwrap().devices.is_empty(),
+        "presence ends with the poll"
+    );
+
+    // Behind already: answers at once.
+    let t = Instant::now();
+    assert!(phone.poll(&cursor, 30).await.unwrap().changes);
+    assert!(t.elapsed() < Duration::from_secs(2));
+
+    // Shutdown ends a waiting poll promptly, with a backoff hint.
+    let latest = phone.latest_cursor().await.unwrap();
+    let waiter = {
+        let phone = phone.clone();
+        tokio::spawn(async move { phone.poll(&latest, 60).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    s.running.shutdown().await.unwrap();
+    let resp = waiter.await.unwrap().unwrap();
+    assert!(!resp.changes);
+    assert!(resp.backoff.is_some());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+}

@@ -1,0 +1,72 @@
+//! Wake-ups for long polls, and presence.
+//!
+//! Each namespace has a watch channel holding its latest journal sequence
+//! number; a write bumps it after its transaction commits, and every poll
+//! waiting on that namespace wakes. Waiting costs a task and a channel
+//! receiver, no CPU. This fan-out is in-process: with several server
+//! instances the bump will travel through the database (PostgreSQL
+//! LISTEN/NOTIFY) into the same `Hub`.
+
+pub mod presence;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::watch;
+
+pub use presence::Presence;
+
+pub struct Hub {
+    namespaces: Mutex<HashMap<i64, watch::Sender<i64>>>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            namespaces: Mutex::new(HashMap::new()),
+            shutdown: watch::Sender::new(false),
+        }
+    }
+}
+
+impl Hub {
+    /// Announces that `ns`'s journal reached `seq`.
+    pub fn publish(&self, ns: i64, seq: i64) {
+        let Ok(mut map) = self.namespaces.lock() else {
+            return;
+        };
+        let tx = map.entry(ns).or_insert_with(|| watch::Sender::new(0));
+        tx.send_if_modified(|cur| {
+            if seq > *cur {
+                *cur = seq;
+                true
+            } else {
+                false
+            }
+        });
+        // Drop channels nobody listens to, so the map does not grow with
+        // every namespace that ever changed.
+        if map.len() > 10_000 {
+            map.retain(|_, tx| tx.receiver_count() > 0);
+        }
+    }
+
+    pub fn subscribe(&self, ns: i64) -> Option<watch::Receiver<i64>> {
+        let mut map = self.namespaces.lock().ok()?;
+        Some(
+            map.entry(ns)
+                .or_insert_with(|| watch::Sender::new(0))
+                .subscribe(),
+        )
+    }
+
+    /// Wakes every waiting poll so shutdown does not wait out their timeouts.
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
