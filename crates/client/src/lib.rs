@@ -2,6 +2,7 @@
 //! block protocol. No terminal or argument parsing lives here.
 
 pub mod remote;
+pub mod sync;
 pub mod transfer;
 
 pub use remote::{ClientError, Remote};

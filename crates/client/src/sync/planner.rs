@@ -1,0 +1,566 @@
+//! The planner: `(local, remote, synced)` → operations.
+//!
+//! Rules, per path, with L, R, S its node in each tree ("changed" means
+//! different content from S):
+//! - neither changed: nothing;
+//! - one side changed: carry the change to the other side;
+//! - both changed to the same content: record it as synced;
+//! - both changed differently: a conflict; the local bytes are kept as a
+//!   conflicted copy, never dropped;
+//! - a delete never wins over an edit: an edited file comes back.
+//!
+//! A folder is deleted on the other side only if nothing below it changed
+//! there. A local delete plus a local create of the same content is a move,
+//! and so is a remote node whose id shows up at a new path: moves travel as
+//! moves, never as delete + upload.
+//!
+//! Operations come out in an order the executor can run one by one:
+//! moves, then folder creations (shallow first), then transfers, then
+//! deletions (deep first).
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::tree::{Node, NodeKind, Tree, depth, is_below};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Rename/move on the server, as the user did locally.
+    MoveRemote {
+        from: String,
+        to: String,
+    },
+    /// Rename/move on disk, as happened on the server.
+    MoveLocal {
+        from: String,
+        to: String,
+    },
+    CreateRemoteFolder {
+        path: String,
+    },
+    CreateLocalFolder {
+        path: String,
+    },
+    /// Send the local file; `base_rev` 0 means "must not exist".
+    Upload {
+        path: String,
+        base_rev: i64,
+    },
+    /// Fetch the remote file; the executor first checks the disk still
+    /// holds `local` (None: nothing there).
+    Download {
+        path: String,
+        rev: i64,
+        local: Option<Node>,
+    },
+    /// Both sides changed the file: keep local as a conflicted copy, upload
+    /// it, then take the remote file at `path`.
+    Conflict {
+        path: String,
+        remote_rev: i64,
+    },
+    /// Move a local file or folder to the local trash, if it still matches.
+    DeleteLocal {
+        path: String,
+        expected: Node,
+    },
+    DeleteRemote {
+        path: String,
+    },
+    /// Both sides agree now; record `node` as synced.
+    MarkSynced {
+        path: String,
+        node: Node,
+    },
+    /// Gone on both sides; drop it from the synced tree.
+    Forget {
+        path: String,
+    },
+}
+
+impl Op {
+    fn rank(&self) -> (u8, usize, String) {
+        use Op::*;
+        let (class, path) = match self {
+            MoveRemote { to, .. } | MoveLocal { to, .. } => (0, to),
+            CreateRemoteFolder { path } | CreateLocalFolder { path } => (1, path),
+            Upload { path, .. } | Download { path, .. } | Conflict { path, .. } => (2, path),
+            MarkSynced { path, .. } | Forget { path } => (3, path),
+            DeleteLocal { path, .. } | DeleteRemote { path } => (4, path),
+        };
+        let d = depth(path);
+        // Deletions run deepest first; everything else shallow first.
+        let d = if class == 4 { usize::MAX - d } else { d };
+        (class, d, path.clone())
+    }
+}
+
+fn changed(a: Option<&Node>, base: Option<&Node>) -> bool {
+    match (a, base) {
+        (None, None) => false,
+        (Some(a), Some(b)) => !a.same_content(b),
+        _ => true,
+    }
+}
+
+/// True if anything at or below `dir` differs between `side` and `synced`.
+fn subtree_changed(dir: &str, side: &Tree, synced: &Tree) -> bool {
+    let below = |t: &Tree| -> BTreeSet<String> {
+        t.range(dir.to_owned()..)
+            .take_while(|(p, _)| p.as_str() == dir || is_below(p, dir))
+            .map(|(p, _)| p.clone())
+            .collect()
+    };
+    let paths: BTreeSet<String> = below(side).union(&below(synced)).cloned().collect();
+    paths
+        .iter()
+        .filter(|p| p.as_str() != dir)
+        .any(|p| changed(side.get(p), synced.get(p)))
+}
+
+pub fn plan(local: &Tree, remote: &Tree, synced: &Tree) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let mut handled: BTreeSet<String> = BTreeSet::new();
+
+    // Remote moves: a synced id that now lives at another remote path,
+    // with the old path untouched locally.
+    let remote_by_id: HashMap<&str, &str> = remote
+        .iter()
+        .filter_map(|(p, n)| n.id.as_deref().map(|id| (id, p.as_str())))
+        .collect();
+    for (old, s) in synced {
+        let Some(id) = s.id.as_deref() else { continue };
+        let Some(new) = remote_by_id.get(id).copied() else {
+            continue;
+        };
+        if new == old || remote.contains_key(old) || local.contains_key(new) {
+            continue;
+        }
+        if local.get(old).is_some_and(|l| l.same_content(s)) && !handled.contains(old) {
+            ops.push(Op::MoveLocal {
+                from: old.clone(),
+                to: new.to_owned(),
+            });
+            handled.insert(old.clone());
+            handled.insert(new.to_owned());
+            if s.kind == NodeKind::Folder {
+                mark_subtree(old, synced, &mut handled);
+                mark_subtree(new, remote, &mut handled);
+            }
+        }
+    }
+
+    // Local moves of files: deleted here, created there with the same bytes,
+    // while the server still has the old path as synced.
+    let mut created_by_hash: HashMap<_, Vec<&String>> = HashMap::new();
+    for (p, l) in local {
+        if l.kind == NodeKind::File && !synced.contains_key(p) && !remote.contains_key(p) {
+            created_by_hash.entry(l.hash).or_default().push(p);
+        }
+    }
+    for (old, s) in synced {
+        if s.kind != NodeKind::File || local.contains_key(old) || handled.contains(old) {
+            continue;
+        }
+        if !remote.get(old).is_some_and(|r| r.same_content(s)) {
+            continue;
+        }
+        if let Some(candidates) = created_by_hash.get_mut(&s.hash)
+            && let Some(new) = candidates.pop()
+        {
+            ops.push(Op::MoveRemote {
+                from: old.clone(),
+                to: new.clone(),
+            });
+            handled.insert(old.clone());
+            handled.insert(new.clone());
+        }
+    }
+
+    let paths: BTreeSet<&String> = local
+        .keys()
+        .chain(remote.keys())
+        .chain(synced.keys())
+        .collect();
+    for path in paths {
+        if handled.contains(path) {
+            continue;
+        }
+        let (l, r, s) = (local.get(path), remote.get(path), synced.get(path));
+        let (cl, cr) = (changed(l, s), changed(r, s));
+        let p = path.clone();
+        let rev_of = |n: Option<&Node>| n.and_then(|n| n.rev).unwrap_or(0);
+        match (cl, cr) {
+            (false, false) => {}
+            (true, false) => match l {
+                None => {
+                    let r = r.or(s);
+                    let folder = r.is_some_and(|n| n.kind == NodeKind::Folder);
+                    if r.is_some() && !(folder && subtree_changed(path, remote, synced)) {
+                        ops.push(Op::DeleteRemote { path: p });
+                    }
+                }
+                Some(l) if l.kind == NodeKind::Folder => match r {
+                    Some(r) if r.kind == NodeKind::Folder => ops.push(Op::MarkSynced {
+                        path: p,
+                        node: r.clone(),
+                    }),
+                    Some(_) => ops.push(Op::Conflict {
+                        path: p,
+                        remote_rev: rev_of(r),
+                    }),
+                    None => ops.push(Op::CreateRemoteFolder { path: p }),
+                },
+                Some(_) => match r {
+                    Some(r) if r.kind == NodeKind::Folder => ops.push(Op::Conflict {
+                        path: p,
+                        remote_rev: 0,
+                    }),
+                    _ => ops.push(Op::Upload {
+                        path: p,
+                        base_rev: rev_of(r),
+                    }),
+                },
+            },
+            (false, true) => match r {
+                None => {
+                    if let Some(l) = l {
+                        let folder = l.kind == NodeKind::Folder;
+                        if !(folder && subtree_changed(path, local, synced)) {
+                            ops.push(Op::DeleteLocal {
+                                path: p,
+                                expected: l.clone(),
+                            });
+                        }
+                    } else {
+                        ops.push(Op::Forget { path: p });
+                    }
+                }
+                Some(r) if r.kind == NodeKind::Folder => match l {
+                    Some(l) if l.kind == NodeKind::Folder => ops.push(Op::MarkSynced {
+                        path: p,
+                        node: r.clone(),
+                    }),
+                    Some(_) => ops.push(Op::Conflict {
+                        path: p,
+                        remote_rev: 0,
+                    }),
+                    None => ops.push(Op::CreateLocalFolder { path: p }),
+                },
+                Some(r) => match l {
+                    Some(l) if l.kind == NodeKind::Folder => ops.push(Op::Conflict {
+                        path: p,
+                        remote_rev: rev_of(Some(r)),
+                    }),
+                    _ => ops.push(Op::Download {
+                        path: p,
+                        rev: rev_of(Some(r)),
+                        local: l.cloned(),
+                    }),
+                },
+            },
+            (true, true) => match (l, r) {
+                (None, None) => ops.push(Op::Forget { path: p }),
+                (Some(l), Some(r)) if l.same_content(r) => ops.push(Op::MarkSynced {
+                    path: p,
+                    node: r.clone(),
+                }),
+                // An edit beats a delete, on either side.
+                (None, Some(r)) if r.kind == NodeKind::File => ops.push(Op::Download {
+                    path: p,
+                    rev: rev_of(Some(r)),
+                    local: None,
+                }),
+                (None, Some(_)) => ops.push(Op::CreateLocalFolder { path: p }),
+                (Some(l), None) if l.kind == NodeKind::File => ops.push(Op::Upload {
+                    path: p,
+                    base_rev: 0,
+                }),
+                (Some(_), None) => ops.push(Op::CreateRemoteFolder { path: p }),
+                (Some(_), Some(r)) => ops.push(Op::Conflict {
+                    path: p,
+                    remote_rev: rev_of(Some(r)),
+                }),
+            },
+        }
+    }
+    ops.sort_by_key(Op::rank);
+    ops
+}
+
+fn mark_subtree(dir: &str, tree: &Tree, handled: &mut BTreeSet<String>) {
+    for (p, _) in tree
+        .range(dir.to_owned()..)
+        .take_while(|(p, _)| p.as_str() == dir || is_below(p, dir))
+    {
+        handled.insert(p.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_proto::ContentHash;
+
+    fn h(s: &str) -> ContentHash {
+        ContentHash::of(s.as_bytes())
+    }
+
+    fn f(content: &str) -> Node {
+        Node::file(h(content))
+    }
+
+    fn rf(content: &str, rev: i64, id: &str) -> Node {
+        Node::file(h(content)).with_rev(rev).with_id(id)
+    }
+
+    fn tree(entries: &[(&str, Node)]) -> Tree {
+        entries
+            .iter()
+            .map(|(p, n)| ((*p).to_owned(), n.clone()))
+            .collect()
+    }
+
+    fn s(p: &str) -> String {
+        p.to_owned()
+    }
+
+    #[test]
+    fn one_sided_changes_travel() {
+        // (local, remote, synced) → ops
+        let cases: Vec<(Tree, Tree, Tree, Vec<Op>)> = vec![
+            // nothing changed
+            (
+                tree(&[("a", f("1"))]),
+                tree(&[("a", rf("1", 1, "A"))]),
+                tree(&[("a", rf("1", 1, "A"))]),
+                vec![],
+            ),
+            // new local file
+            (
+                tree(&[("a", f("1"))]),
+                tree(&[]),
+                tree(&[]),
+                vec![Op::Upload {
+                    path: s("a"),
+                    base_rev: 0,
+                }],
+            ),
+            // local edit
+            (
+                tree(&[("a", f("2"))]),
+                tree(&[("a", rf("1", 3, "A"))]),
+                tree(&[("a", rf("1", 3, "A"))]),
+                vec![Op::Upload {
+                    path: s("a"),
+                    base_rev: 3,
+                }],
+            ),
+            // new remote file
+            (
+                tree(&[]),
+                tree(&[("a", rf("1", 1, "A"))]),
+                tree(&[]),
+                vec![Op::Download {
+                    path: s("a"),
+                    rev: 1,
+                    local: None,
+                }],
+            ),
+            // remote edit
+            (
+                tree(&[("a", f("1"))]),
+                tree(&[("a", rf("2", 2, "A"))]),
+                tree(&[("a", rf("1", 1, "A"))]),
+                vec![Op::Download {
+                    path: s("a"),
+                    rev: 2,
+                    local: Some(f("1")),
+                }],
+            ),
+            // local delete
+            (
+                tree(&[]),
+                tree(&[("a", rf("1", 1, "A"))]),
+                tree(&[("a", rf("1", 1, "A"))]),
+                vec![Op::DeleteRemote { path: s("a") }],
+            ),
+            // remote delete
+            (
+                tree(&[("a", f("1"))]),
+                tree(&[]),
+                tree(&[("a", rf("1", 1, "A"))]),
+                vec![Op::DeleteLocal {
+                    path: s("a"),
+                    expected: f("1"),
+                }],
+            ),
+            // new folders both ways, created before their files
+            (
+                tree(&[("d", Node::folder()), ("d/x", f("x"))]),
+                tree(&[("e", Node::folder().with_id("E"))]),
+                tree(&[]),
+                vec![
+                    Op::CreateRemoteFolder { path: s("d") },
+                    Op::CreateLocalFolder { path: s("e") },
+                    Op::Upload {
+                        path: s("d/x"),
+                        base_rev: 0,
+                    },
+                ],
+            ),
+        ];
+        for (i, (l, r, sy, want)) in cases.into_iter().enumerate() {
+            assert_eq!(plan(&l, &r, &sy), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn both_sides_changed() {
+        let base = tree(&[("a", rf("1", 1, "A"))]);
+        // same edit on both sides: just record it
+        assert_eq!(
+            plan(
+                &tree(&[("a", f("2"))]),
+                &tree(&[("a", rf("2", 2, "A"))]),
+                &base
+            ),
+            vec![Op::MarkSynced {
+                path: s("a"),
+                node: rf("2", 2, "A")
+            }]
+        );
+        // different edits: a conflict, local bytes kept
+        assert_eq!(
+            plan(
+                &tree(&[("a", f("L"))]),
+                &tree(&[("a", rf("R", 2, "A"))]),
+                &base
+            ),
+            vec![Op::Conflict {
+                path: s("a"),
+                remote_rev: 2
+            }]
+        );
+        // deleted on both: forget
+        assert_eq!(
+            plan(&tree(&[]), &tree(&[]), &base),
+            vec![Op::Forget { path: s("a") }]
+        );
+        // local delete vs remote edit: the edit comes back
+        assert_eq!(
+            plan(&tree(&[]), &tree(&[("a", rf("2", 2, "A"))]), &base),
+            vec![Op::Download {
+                path: s("a"),
+                rev: 2,
+                local: None
+            }]
+        );
+        // remote delete vs local edit: the edit is uploaded again
+        assert_eq!(
+            plan(&tree(&[("a", f("2"))]), &tree(&[]), &base),
+            vec![Op::Upload {
+                path: s("a"),
+                base_rev: 0
+            }]
+        );
+        // both created the same new path with different bytes
+        assert_eq!(
+            plan(
+                &tree(&[("n", f("L"))]),
+                &tree(&[("n", rf("R", 1, "N"))]),
+                &tree(&[])
+            ),
+            vec![Op::Conflict {
+                path: s("n"),
+                remote_rev: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn folder_deletes_spare_changed_contents() {
+        let synced = tree(&[("d", Node::folder().with_id("D")), ("d/x", rf("x", 1, "X"))]);
+        // Deleted locally, but the server has a new file inside: keep the folder.
+        let remote = tree(&[
+            ("d", Node::folder().with_id("D")),
+            ("d/x", rf("x", 1, "X")),
+            ("d/new", rf("n", 1, "N")),
+        ]);
+        let ops = plan(&tree(&[]), &remote, &synced);
+        assert!(!ops.contains(&Op::DeleteRemote { path: s("d") }), "{ops:?}");
+        assert!(
+            ops.contains(&Op::Download {
+                path: s("d/new"),
+                rev: 1,
+                local: None
+            }),
+            "{ops:?}"
+        );
+        // Deleted remotely, but edited locally inside: keep the local folder.
+        let local = tree(&[("d", Node::folder()), ("d/x", f("edited"))]);
+        let ops = plan(&local, &tree(&[]), &synced);
+        assert!(
+            !ops.iter()
+                .any(|o| matches!(o, Op::DeleteLocal { path, .. } if path == "d")),
+            "{ops:?}"
+        );
+        assert!(
+            ops.contains(&Op::Upload {
+                path: s("d/x"),
+                base_rev: 0
+            }),
+            "{ops:?}"
+        );
+        // Nothing changed inside: delete deepest first.
+        let local = tree(&[("d", Node::folder()), ("d/x", f("x"))]);
+        assert_eq!(
+            plan(&local, &tree(&[]), &synced),
+            vec![
+                Op::DeleteLocal {
+                    path: s("d/x"),
+                    expected: f("x")
+                },
+                Op::DeleteLocal {
+                    path: s("d"),
+                    expected: Node::folder()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn moves_travel_as_moves() {
+        let synced = tree(&[("old.txt", rf("c", 4, "F"))]);
+        // Local rename: delete + create with the same bytes.
+        assert_eq!(
+            plan(&tree(&[("new.txt", f("c"))]), &synced.clone(), &synced),
+            vec![Op::MoveRemote {
+                from: s("old.txt"),
+                to: s("new.txt")
+            }]
+        );
+        // Remote rename: same id at another path.
+        assert_eq!(
+            plan(
+                &tree(&[("old.txt", f("c"))]),
+                &tree(&[("new.txt", rf("c", 4, "F"))]),
+                &synced
+            ),
+            vec![Op::MoveLocal {
+                from: s("old.txt"),
+                to: s("new.txt")
+            }]
+        );
+        // Remote folder rename carries its contents, no per-file work.
+        let synced = tree(&[("a", Node::folder().with_id("D")), ("a/x", rf("x", 1, "X"))]);
+        let remote = tree(&[("b", Node::folder().with_id("D")), ("b/x", rf("x", 1, "X"))]);
+        let local = tree(&[("a", Node::folder()), ("a/x", f("x"))]);
+        assert_eq!(
+            plan(&local, &remote, &synced),
+            vec![Op::MoveLocal {
+                from: s("a"),
+                to: s("b")
+            }]
+        );
+    }
+}
