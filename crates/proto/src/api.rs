@@ -193,8 +193,15 @@ pub struct Change {
     /// For a move: where it was before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old_path: Option<String>,
+    /// Whether the node is a file or a folder.
+    pub node: EntryKind,
+    /// For files: the revision, size and content this change left.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rev: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_hash: Option<ContentHash>,
     pub device: String,
     pub time_ms: i64,
 }

@@ -103,6 +103,11 @@ CREATE TABLE journal (
     path          TEXT    NOT NULL,
     old_path      TEXT,
     rev           BIGINT,
+    -- The node as this change left it, so clients can apply the journal
+    -- without asking for each entry.
+    node_kind     TEXT    NOT NULL,
+    size          BIGINT,
+    content_hash  BYTEA,
     device        TEXT    NOT NULL,
     created_ms    BIGINT NOT NULL,
     PRIMARY KEY (namespace_id, seq)

@@ -103,6 +103,11 @@ CREATE TABLE journal (
     path          TEXT    NOT NULL,
     old_path      TEXT,
     rev           INTEGER,
+    -- The node as this change left it, so clients can apply the journal
+    -- without asking for each entry.
+    node_kind     TEXT    NOT NULL,
+    size          INTEGER,
+    content_hash  BLOB,
     device        TEXT    NOT NULL,
     created_ms    INTEGER NOT NULL,
     PRIMARY KEY (namespace_id, seq)

@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use rand::Rng;
 use tessera_proto::api::{
-    Change, ChangeKind, ChangesQuery, ChangesResponse, CursorResponse, DevicePresence, PollQuery,
+    Change, ChangeKind, EntryKind, ChangesQuery, ChangesResponse, CursorResponse, DevicePresence, PollQuery,
     PollResponse, PresenceResponse,
 };
 use tessera_proto::cursor::Cursor;
@@ -42,7 +42,12 @@ fn change(row: JournalRow) -> Change {
         "restore" => ChangeKind::Restore,
         _ => ChangeKind::Commit,
     };
+    let node = if row.node_kind == "folder" { EntryKind::Folder } else { EntryKind::File };
+    let content_hash = row.content_hash();
     Change {
+        node,
+        size: row.size.map(|s| s as u64),
+        content_hash,
         seq: row.seq,
         kind,
         id: row.node_id,

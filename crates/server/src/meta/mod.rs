@@ -157,8 +157,17 @@ pub struct JournalRow {
     pub path: String,
     pub old_path: Option<String>,
     pub rev: Option<i64>,
+    pub node_kind: String,
+    pub size: Option<i64>,
+    pub content_hash: Option<Vec<u8>>,
     pub device: String,
     pub created_ms: i64,
+}
+
+impl JournalRow {
+    pub fn content_hash(&self) -> Option<ContentHash> {
+        digest(self.content_hash.as_deref()).map(ContentHash)
+    }
 }
 
 /// Where a block's stored bytes are: a whole object or a slice of a pack.

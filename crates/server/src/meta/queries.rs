@@ -418,7 +418,7 @@ impl Store {
                 .await?;
             offset += size;
         }
-        w.event("commit", &node.id, path.as_str(), None, Some(node.rev)).await?;
+        w.event("commit", &node, path.as_str(), None).await?;
         w.tx.commit().await?;
         Ok(node)
     }
@@ -461,7 +461,7 @@ impl Store {
         .bind(&node.id)
         .execute(&mut *w.tx)
         .await?;
-        w.event("move", &node.id, to.as_str(), Some(from.as_str()), None).await?;
+        w.event("move", &node, to.as_str(), Some(from.as_str())).await?;
         w.tx.commit().await?;
         Ok(NodeRow {
             parent_id: Some(parent.id),
@@ -486,7 +486,7 @@ impl Store {
         .bind(&node.id)
         .execute(&mut *w.tx)
         .await?;
-        w.event("delete", &node.id, path.as_str(), None, None).await?;
+        w.event("delete", &node, path.as_str(), None).await?;
         w.tx.commit().await?;
         Ok(())
     }
@@ -588,15 +588,16 @@ impl Store {
         .bind(&node.id)
         .execute(&mut *w.tx)
         .await?;
-        w.event("restore", &node.id, path.as_str(), None, Some(new_rev)).await?;
-        w.tx.commit().await?;
-        Ok(NodeRow {
+        let node = NodeRow {
             rev: new_rev,
             size: old.size,
             content_hash: Some(old.content_hash),
             modified_ms: now,
             ..node
-        })
+        };
+        w.event("restore", &node, path.as_str(), None).await?;
+        w.tx.commit().await?;
+        Ok(node)
     }
 
     pub async fn journal_seq(&self, ns: i64) -> Result<i64> {
@@ -611,7 +612,7 @@ impl Store {
 impl Store {
     pub async fn changes(&self, ns: i64, after: i64, limit: i64) -> Result<Vec<JournalRow>> {
         Ok(sqlx::query_as(
-            "SELECT seq, kind, node_id, path, old_path, rev, device, created_ms FROM journal
+            "SELECT seq, kind, node_id, path, old_path, rev, node_kind, size, content_hash, device, created_ms FROM journal
              WHERE namespace_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .bind(ns)
@@ -644,13 +645,13 @@ impl Writer {
         Ok(Self { tx, ns, device: device.to_owned(), now: now_ms() })
     }
 
+    /// Appends one journal entry describing `node` as this change left it.
     async fn event(
         &mut self,
         kind: &str,
-        node_id: &str,
+        node: &NodeRow,
         path: &str,
         old_path: Option<&str>,
-        rev: Option<i64>,
     ) -> Result<i64> {
         let (seq,): (i64,) = sqlx::query_as(
             "UPDATE namespaces SET journal_seq = journal_seq + 1 WHERE id = $1 RETURNING journal_seq",
@@ -658,17 +659,21 @@ impl Writer {
         .bind(self.ns)
         .fetch_one(&mut *self.tx)
         .await?;
+        let file = !node.is_folder();
         sqlx::query(
-            "INSERT INTO journal (namespace_id, seq, kind, node_id, path, old_path, rev, device, created_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO journal (namespace_id, seq, kind, node_id, path, old_path, rev, node_kind, size, content_hash, device, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(self.ns)
         .bind(seq)
         .bind(kind)
-        .bind(node_id)
+        .bind(&node.id)
         .bind(path)
         .bind(old_path)
-        .bind(rev)
+        .bind(file.then_some(node.rev))
+        .bind(&node.kind)
+        .bind(file.then_some(node.size))
+        .bind(if file { node.content_hash.clone() } else { None })
         .bind(&self.device)
         .bind(self.now)
         .execute(&mut *self.tx)
@@ -700,7 +705,7 @@ impl Writer {
                         modified_ms: self.now,
                     };
                     insert_node(&mut self.tx, &node).await?;
-                    self.event("mkdir", &node.id, at.as_str(), None, None).await?;
+                    self.event("mkdir", &node, at.as_str(), None).await?;
                     node
                 }
             };
