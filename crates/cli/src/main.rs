@@ -4,6 +4,7 @@
 mod client_cmd;
 mod profile;
 mod serve_cmd;
+mod sync_cmd;
 
 use std::path::PathBuf;
 
@@ -74,6 +75,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Keep a local folder in two-way sync with your account.
+    Sync {
+        dir: PathBuf,
+        /// Sync until nothing is left to do, then exit (non-zero if something could not be synced).
+        #[arg(long)]
+        once: bool,
+        /// Carry out a large deletion that sync paused.
+        #[arg(long)]
+        allow_mass_delete: bool,
+    },
+    /// Show whether a synced folder is in sync and what is pending.
+    Status {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// List the conflicted copies in a synced folder.
+    Conflicts {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// Make an old revision the current one (as a new revision).
     Restore {
         remote: String,
@@ -134,5 +155,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Rm { remote } => c::rm(&remote).await,
         Command::Revisions { remote, json } => c::revisions(&remote, json).await,
         Command::Restore { remote, rev } => c::restore(&remote, rev).await,
+        Command::Sync {
+            dir,
+            once,
+            allow_mass_delete,
+        } => sync_cmd::sync(&dir, once, allow_mass_delete).await,
+        Command::Status { dir } => sync_cmd::status(&dir).await,
+        Command::Conflicts { dir } => sync_cmd::conflicts(&dir),
     }
 }

@@ -58,11 +58,9 @@ fn ok(cfg: &Path, args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-#[test]
-fn a_user_session_from_first_start_to_logout() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let cfg = dir.path().join("cfg");
+/// Starts `tessera serve` on a free port; returns it with the printed
+/// admin password.
+fn serve(data: &Path) -> (Server, String, String) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut child = Command::new(BIN)
@@ -92,6 +90,15 @@ fn a_user_session_from_first_start_to_logout() {
         }
     }
     let password = password.expect("the first start prints the admin password");
+    (_server, listen, password)
+}
+
+#[test]
+fn a_user_session_from_first_start_to_logout() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("cfg");
+    let (_server, listen, password) = serve(&data);
     let key = data.join("master.key");
     #[cfg(unix)]
     {
@@ -243,4 +250,76 @@ fn a_user_session_from_first_start_to_logout() {
         Some("carol-secret-1\n"),
     );
     assert_eq!(ok(&cfg, &["ls"], None), "", "carol sees only her own files");
+}
+
+#[test]
+fn sync_command_carries_changes_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cfg");
+    let (_server, listen, password) = serve(&dir.path().join("data"));
+    let server = format!("http://{listen}");
+    ok(
+        &cfg,
+        &[
+            "login",
+            "--server",
+            &server,
+            "--user",
+            "admin",
+            "--password-stdin",
+        ],
+        Some(&format!("{password}\n")),
+    );
+    let a = dir.path().join("A");
+    let b = dir.path().join("B");
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::write(a.join("first.txt"), "from A").unwrap();
+    let out = ok(&cfg, &["sync", a.to_str().unwrap(), "--once"], None);
+    assert!(out.contains("in sync"), "{out}");
+    // B runs continuously: it fetches what exists, then follows along.
+    let follower = Command::new(BIN)
+        .args(["sync", b.to_str().unwrap()])
+        .env("TESSERA_CONFIG_DIR", &cfg)
+        .env("TESSERA_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _follower = Server(follower);
+    let wait_for = |path: &Path, want: &str| {
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_secs(20) {
+            if std::fs::read_to_string(path).is_ok_and(|s| s == want) {
+                return t.elapsed();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("{} never became {want:?}", path.display());
+    };
+    wait_for(&b.join("first.txt"), "from A");
+    // A change made through another device arrives without any command in B.
+    std::fs::write(a.join("second.txt"), "live").unwrap();
+    ok(&cfg, &["sync", a.to_str().unwrap(), "--once"], None);
+    let took = wait_for(&b.join("second.txt"), "live");
+    println!("propagation to a running sync client: {took:?}");
+    // A local edit in B is picked up by its watcher and reaches A.
+    std::fs::write(b.join("first.txt"), "edited in B").unwrap();
+    let t = std::time::Instant::now();
+    loop {
+        ok(&cfg, &["sync", a.to_str().unwrap(), "--once"], None);
+        if std::fs::read_to_string(a.join("first.txt")).is_ok_and(|s| s == "edited in B") {
+            break;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "B's edit never reached A"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        ok(&cfg, &["conflicts", a.to_str().unwrap()], None).trim(),
+        format!("no conflicted copies in {}", a.display())
+    );
+    let status = ok(&cfg, &["status", a.to_str().unwrap()], None);
+    assert!(status.contains("is in sync"), "{status}");
 }

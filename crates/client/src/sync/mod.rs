@@ -1,11 +1,15 @@
-//! The sync engine's pure core. Three trees describe one synced folder:
-//! *remote* (the server as of the journal cursor), *local* (the last scan
-//! of the disk) and *synced* (the merge base: what both agreed on last).
-//! The planner compares them path by path and says what to do; it does no
-//! IO, so every rule is tested with tables.
+//! Two-way folder sync. Three trees describe one synced folder: *remote*
+//! (the server as of the journal cursor), *local* (the last scan of the
+//! disk) and *synced* (the merge base: what both agreed on last). The
+//! planner (pure, no IO) compares them and says what to do; the engine
+//! pulls the journal, scans, and carries the plan out.
 
+pub mod engine;
 pub mod planner;
+pub mod scan;
+pub mod state;
 pub mod tree;
 
+pub use engine::{Report, SyncError, Syncer};
 pub use planner::{Op, plan};
 pub use tree::{Node, NodeKind, Tree};

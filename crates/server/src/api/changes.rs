@@ -7,8 +7,8 @@ use axum::Json;
 use axum::extract::State;
 use rand::Rng;
 use tessera_proto::api::{
-    Change, ChangeKind, EntryKind, ChangesQuery, ChangesResponse, CursorResponse, DevicePresence, PollQuery,
-    PollResponse, PresenceResponse,
+    Change, ChangeKind, ChangesQuery, ChangesResponse, CursorResponse, DevicePresence, EntryKind,
+    PollQuery, PollResponse, PresenceResponse,
 };
 use tessera_proto::cursor::Cursor;
 
@@ -42,7 +42,11 @@ fn change(row: JournalRow) -> Change {
         "restore" => ChangeKind::Restore,
         _ => ChangeKind::Commit,
     };
-    let node = if row.node_kind == "folder" { EntryKind::Folder } else { EntryKind::File };
+    let node = if row.node_kind == "folder" {
+        EntryKind::Folder
+    } else {
+        EntryKind::File
+    };
     let content_hash = row.content_hash();
     Change {
         node,

@@ -1,0 +1,42 @@
+//! Benchmarks for Tessera: the block pipeline stage by stage on real files,
+//! and whole-file transfers over loopback with the release binary.
+//!
+//! Throughput is always in MB/s with 1 MB = 10^6 bytes, counted on the
+//! plaintext bytes a stage handles, so the stages compare directly.
+
+mod pipeline;
+mod transfer;
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tessera-bench",
+    about = "Measure Tessera's block pipeline and loopback transfers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Throughput of each block pipeline stage, single-threaded, on real files.
+    Pipeline(pipeline::Args),
+    /// put and get of one large file over loopback with the release binary.
+    Transfer(transfer::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Pipeline(args) => pipeline::run(args),
+        Command::Transfer(args) => transfer::run(args),
+    }
+}
+
+/// MB/s for `bytes` handled in `time`.
+pub(crate) fn mb_per_s(bytes: u64, time: Duration) -> f64 {
+    bytes as f64 / 1e6 / time.as_secs_f64().max(1e-9)
+}

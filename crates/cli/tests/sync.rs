@@ -1,0 +1,197 @@
+//! Two-way sync between three devices of one user, through a real server,
+//! on SQLite and PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::{Backend, TestServer};
+use tessera_client::sync::Syncer;
+
+on_both_backends!(three_devices_converge);
+
+/// Every file (path → bytes) and folder (path → None) under `root`,
+/// without the client's state folder.
+fn snapshot(root: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Option<Vec<u8>>>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if rel == ".tessera" {
+                continue;
+            }
+            if p.is_dir() {
+                out.insert(rel, None);
+                walk(root, &p, out);
+            } else {
+                out.insert(rel, Some(std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+struct Device {
+    dir: PathBuf,
+    syncer: Syncer,
+}
+
+async fn device(s: &TestServer, name: &str) -> Device {
+    let remote = s.login("alice", "alice-password", name).await;
+    let dir = s.scratch(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let syncer = Syncer::open(&dir, remote, "alice", name).await.unwrap();
+    Device { dir, syncer }
+}
+
+impl Device {
+    async fn sync(&mut self) -> tessera_client::sync::Report {
+        let r = self.syncer.sync_once().await.unwrap();
+        assert!(r.stuck.is_empty(), "{}: {:?}", self.dir.display(), r.stuck);
+        r
+    }
+    fn write(&self, rel: &str, data: &[u8]) {
+        let p = self.dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+}
+
+async fn sync_all(devs: &mut [Device]) {
+    for _ in 0..2 {
+        for d in devs.iter_mut() {
+            d.sync().await;
+        }
+    }
+}
+
+fn assert_converged(devs: &[Device]) -> BTreeMap<String, Option<Vec<u8>>> {
+    let first = snapshot(&devs[0].dir);
+    for d in &devs[1..] {
+        let other = snapshot(&d.dir);
+        assert_eq!(
+            first.keys().collect::<Vec<_>>(),
+            other.keys().collect::<Vec<_>>(),
+            "{} and {} differ",
+            devs[0].dir.display(),
+            d.dir.display()
+        );
+        assert!(first == other, "contents differ between devices");
+    }
+    first
+}
+
+async fn three_devices_converge(b: Backend) {
+    let s = TestServer::start(b).await;
+    let _ = s.user("alice").await;
+    let mut devs = vec![
+        device(&s, "laptop").await,
+        device(&s, "desk").await,
+        device(&s, "phone").await,
+    ];
+
+    // Creates: files, nested folders, an empty folder, an empty file.
+    devs[0].write("a.txt", b"version 1");
+    devs[0].write("docs/deep/b.txt", b"bee");
+    devs[0].write("zero.bin", b"");
+    std::fs::create_dir_all(devs[0].path("empty")).unwrap();
+    devs[0].write("big.bin", &common::mixed_data(3 << 20, 1));
+    sync_all(&mut devs).await;
+    let tree = assert_converged(&devs);
+    assert_eq!(tree["empty"], None);
+    assert_eq!(tree["zero.bin"], Some(vec![]));
+    assert_eq!(tree["docs/deep/b.txt"], Some(b"bee".to_vec()));
+
+    // Edit on one, rename on another, delete on the third.
+    devs[1].write("a.txt", b"version 2");
+    std::fs::rename(
+        devs[2].path("docs/deep/b.txt"),
+        devs[2].path("docs/deep/c.txt"),
+    )
+    .unwrap();
+    std::fs::remove_file(devs[0].path("zero.bin")).unwrap();
+    let moved_id = devs[2].syncer.pending().await.unwrap().0;
+    assert!(
+        moved_id
+            .iter()
+            .any(|op| matches!(op, tessera_client::sync::Op::MoveRemote { .. })),
+        "a rename travels as a move: {moved_id:?}"
+    );
+    sync_all(&mut devs).await;
+    let tree = assert_converged(&devs);
+    assert_eq!(tree["a.txt"], Some(b"version 2".to_vec()));
+    assert!(tree.contains_key("docs/deep/c.txt") && !tree.contains_key("docs/deep/b.txt"));
+    assert!(!tree.contains_key("zero.bin"));
+    // What sync deleted went to the local trash, not away.
+    let trash = snapshot(&devs[1].dir.join(".tessera/trash"));
+    assert!(trash.keys().any(|k| k.ends_with("zero.bin")), "{trash:?}");
+
+    // Folder rename and folder delete.
+    std::fs::rename(devs[0].path("docs"), devs[0].path("papers")).unwrap();
+    std::fs::remove_dir(devs[1].path("empty")).unwrap();
+    sync_all(&mut devs).await;
+    let tree = assert_converged(&devs);
+    assert!(tree.contains_key("papers/deep/c.txt") && !tree.contains_key("docs"));
+    assert!(!tree.contains_key("empty"));
+
+    // Concurrent edits: one conflicted copy, no content lost.
+    devs[0].write("a.txt", b"laptop edit");
+    devs[1].write("a.txt", b"desk edit");
+    devs[0].sync().await;
+    let r = devs[1].sync().await;
+    assert_eq!(r.conflicts.len(), 1, "{r:?}");
+    sync_all(&mut devs).await;
+    let tree = assert_converged(&devs);
+    let copies: Vec<_> = tree
+        .keys()
+        .filter(|k| k.contains("(conflicted copy from desk "))
+        .collect();
+    assert_eq!(copies.len(), 1, "{:?}", tree.keys().collect::<Vec<_>>());
+    assert_eq!(
+        tree["a.txt"],
+        Some(b"laptop edit".to_vec()),
+        "the first commit wins the path"
+    );
+    assert_eq!(
+        tree[copies[0]],
+        Some(b"desk edit".to_vec()),
+        "the other edit survives as a copy"
+    );
+
+    // Offline catch-up: the phone misses several changes, then syncs.
+    devs[0].write("while-away/1.txt", b"one");
+    devs[0].sync().await;
+    devs[1].write("while-away/2.txt", b"two");
+    std::fs::remove_file(devs[1].path("big.bin")).unwrap();
+    devs[1].sync().await;
+    devs[2].sync().await;
+    sync_all(&mut devs).await;
+    let tree = assert_converged(&devs);
+    assert!(tree.contains_key("while-away/1.txt") && tree.contains_key("while-away/2.txt"));
+    assert!(!tree.contains_key("big.bin"));
+
+    // A device whose folder changed during the round never loses that edit:
+    // the server copy moved on, the local file was edited: conflict, not overwrite.
+    devs[0].write("a.txt", b"laptop again");
+    devs[0].sync().await;
+    devs[2].write("a.txt", b"phone offline edit");
+    devs[2].sync().await;
+    sync_all(&mut devs).await;
+    let tree = assert_converged(&devs);
+    assert!(
+        tree.values()
+            .any(|v| v.as_deref() == Some(&b"phone offline edit"[..]))
+    );
+    assert!(
+        tree.values()
+            .any(|v| v.as_deref() == Some(&b"laptop again"[..]))
+    );
+}

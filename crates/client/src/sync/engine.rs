@@ -1,0 +1,561 @@
+//! The executor: pulls remote changes into the remote tree, scans the
+//! disk, asks the planner, and carries out its operations, round after
+//! round until both sides agree.
+//!
+//! Safety rules kept here: a local file is only replaced or removed after
+//! checking it still holds what the plan saw; files removed by sync go to
+//! `.tessera/trash/`; downloads land in `.tessera/tmp/`, are hash-checked
+//! and fsynced, then renamed into place.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tessera_proto::api::{Change, ChangeKind};
+
+use super::planner::{Op, plan};
+use super::scan::{self, STATE_DIR, current_hash};
+use super::state::{StatCache, State, StateError};
+use super::tree::{Node, NodeKind, Tree, is_below};
+use crate::remote::{ClientError, Remote};
+use crate::transfer::{download_file, upload_file};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Remote(#[from] ClientError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0} is linked to another server or account ({1}); use another folder")]
+    OtherAccount(String, String),
+}
+
+/// Deletions above this share of the synced files (and above a handful)
+/// wait for confirmation.
+pub const MASS_DELETE_FILES: usize = 1000;
+
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    pub rounds: usize,
+    pub uploaded: usize,
+    pub downloaded: usize,
+    pub conflicts: Vec<String>,
+    pub deleted_local: usize,
+    pub deleted_remote: usize,
+    pub moved: usize,
+    /// What could not be done, and why.
+    pub stuck: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+pub struct Syncer {
+    root: PathBuf,
+    remote: Remote,
+    state: State,
+    device: String,
+    remote_tree: Tree,
+    synced: Tree,
+    cache: StatCache,
+    cursor: Option<String>,
+    pub allow_mass_delete: bool,
+}
+
+fn rel_to_remote(rel: &str) -> String {
+    format!("/{rel}")
+}
+
+fn remote_to_rel(path: &str) -> String {
+    path.trim_start_matches('/').to_owned()
+}
+
+fn move_subtree(tree: &mut Tree, from: &str, to: &str) {
+    let keys: Vec<String> = tree
+        .keys()
+        .filter(|k| k.as_str() == from || is_below(k, from))
+        .cloned()
+        .collect();
+    for k in keys {
+        if let Some(n) = tree.remove(&k) {
+            tree.insert(format!("{to}{}", &k[from.len()..]), n);
+        }
+    }
+}
+
+fn remove_subtree(tree: &mut Tree, at: &str) {
+    tree.retain(|k, _| !(k.as_str() == at || is_below(k, at)));
+}
+
+/// Applies one journal entry to the remote tree.
+pub fn apply_change(tree: &mut Tree, c: &Change) {
+    let path = remote_to_rel(&c.path);
+    match c.kind {
+        ChangeKind::Mkdir => {
+            tree.insert(path, Node::folder().with_id(&c.id));
+        }
+        ChangeKind::Commit | ChangeKind::Restore => {
+            let node = Node {
+                kind: NodeKind::File,
+                hash: c.content_hash,
+                rev: c.rev,
+                id: Some(c.id.clone()),
+            };
+            tree.insert(path, node);
+        }
+        ChangeKind::Move => {
+            if let Some(old) = &c.old_path {
+                move_subtree(tree, &remote_to_rel(old), &path);
+            }
+        }
+        ChangeKind::Delete => remove_subtree(tree, &path),
+    }
+}
+
+/// `NAME (conflicted copy from DEVICE YYYY-MM-DD HHMMSS).EXT`
+pub fn conflicted_name(name: &str, device: &str, unix_secs: i64) -> String {
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    };
+    let (y, m, d, hh, mm, ss) = civil(unix_secs);
+    format!(
+        "{stem} (conflicted copy from {device} {y:04}-{m:02}-{d:02} {hh:02}{mm:02}{ss:02}){ext}"
+    )
+}
+
+/// UTC calendar time from Unix seconds (Howard Hinnant's days-from-civil).
+fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+async fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    tokio::fs::File::open(dir).await?.sync_all().await
+}
+
+impl Syncer {
+    /// Opens (linking on first use) the sync state of `root` for `remote`.
+    pub async fn open(
+        root: &Path,
+        remote: Remote,
+        account: &str,
+        device: &str,
+    ) -> Result<Self, SyncError> {
+        let root = std::fs::canonicalize(root)?;
+        let dir = root.join(STATE_DIR);
+        for sub in ["", "tmp", "trash"] {
+            tokio::fs::create_dir_all(dir.join(sub)).await?;
+        }
+        let state = State::open(&dir).await?;
+        let account = format!("{} {account}", remote.server());
+        match state.setting("account").await? {
+            Some(a) if a != account => {
+                return Err(SyncError::OtherAccount(root.display().to_string(), a));
+            }
+            Some(_) => {}
+            None => state.set_setting("account", &account).await?,
+        }
+        let remote_tree = state.remote_tree().await?;
+        let synced = state.synced_tree().await?;
+        let cache = state.stat_cache().await?;
+        let cursor = state.setting("cursor").await?;
+        Ok(Self {
+            root,
+            remote,
+            state,
+            device: device.to_owned(),
+            remote_tree,
+            synced,
+            cache,
+            cursor,
+            allow_mass_delete: false,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn cursor(&self) -> Option<&str> {
+        self.cursor.as_deref()
+    }
+
+    pub async fn close(self) {
+        self.state.close().await
+    }
+
+    /// Reads the journal from the cursor on into the remote tree.
+    pub async fn pull(&mut self) -> Result<usize, SyncError> {
+        let mut applied = 0;
+        loop {
+            let page = self
+                .remote
+                .changes(self.cursor.as_deref(), Some(5000))
+                .await?;
+            for c in &page.changes {
+                apply_change(&mut self.remote_tree, c);
+            }
+            applied += page.changes.len();
+            self.cursor = Some(page.cursor);
+            if !page.has_more {
+                return Ok(applied);
+            }
+        }
+    }
+
+    async fn save(&self) -> Result<(), SyncError> {
+        self.state
+            .save(
+                &self.remote_tree,
+                self.cursor.as_deref(),
+                &self.synced,
+                &self.cache,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The operations the planner wants now (pulls first).
+    pub async fn pending(&mut self) -> Result<(Vec<Op>, Vec<String>), SyncError> {
+        self.pull().await?;
+        let root = self.root.clone();
+        let cache = self.cache.clone();
+        let scan = tokio::task::spawn_blocking(move || scan::scan(&root, &cache))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.cache = scan.cache;
+        Ok((
+            plan(&scan.tree, &self.remote_tree, &self.synced),
+            scan.warnings,
+        ))
+    }
+
+    /// Syncs both ways until nothing is left to do (or progress stops).
+    pub async fn sync_once(&mut self) -> Result<Report, SyncError> {
+        let mut report = Report::default();
+        let mut last_stuck = Vec::new();
+        for round in 1..=8 {
+            report.rounds = round;
+            let (mut ops, warnings) = self.pending().await?;
+            report.warnings = warnings;
+            if ops.is_empty() {
+                report.stuck.clear();
+                self.save().await?;
+                return Ok(report);
+            }
+            let mut stuck = Vec::new();
+            self.brake_mass_deletes(&mut ops, &mut stuck);
+            if ops.is_empty() {
+                report.stuck = stuck;
+                self.save().await?;
+                return Ok(report);
+            }
+            for op in ops {
+                if let Err(e) = self.execute(&op, &mut report).await {
+                    tracing::warn!(?op, error = %e, "sync operation did not complete");
+                    stuck.push(format!("{}: {e}", describe(&op)));
+                }
+            }
+            self.save().await?;
+            if !stuck.is_empty() && stuck == last_stuck {
+                report.stuck = stuck;
+                return Ok(report);
+            }
+            last_stuck = stuck.clone();
+            report.stuck = stuck;
+        }
+        Ok(report)
+    }
+
+    fn brake_mass_deletes(&self, ops: &mut Vec<Op>, stuck: &mut Vec<String>) {
+        if self.allow_mass_delete {
+            return;
+        }
+        let files = self
+            .synced
+            .values()
+            .filter(|n| n.kind == NodeKind::File)
+            .count();
+        for (side, is_side) in [
+            (
+                "this computer",
+                (|o: &Op| matches!(o, Op::DeleteLocal { .. })) as fn(&Op) -> bool,
+            ),
+            ("the server", |o: &Op| matches!(o, Op::DeleteRemote { .. })),
+        ] {
+            let n = ops.iter().filter(|o| is_side(o)).count();
+            if n > MASS_DELETE_FILES || (n > 10 && n * 2 > files) {
+                ops.retain(|o| !is_side(o));
+                stuck.push(format!(
+                    "{n} deletions on {side} are paused (more than half of the folder or over \
+                     {MASS_DELETE_FILES} files): run `tessera sync --once --allow-mass-delete` to \
+                     confirm, or restore the files to undo"
+                ));
+            }
+        }
+    }
+
+    fn local_matches(&self, rel: &str, expected: Option<&Node>) -> Result<bool, SyncError> {
+        let abs = self.root.join(rel);
+        match expected {
+            None => Ok(std::fs::symlink_metadata(&abs).is_err()),
+            Some(n) if n.kind == NodeKind::Folder => Ok(abs.is_dir()),
+            Some(n) => Ok(current_hash(&self.root, rel, &self.cache)?.map(|(_, h)| h) == n.hash),
+        }
+    }
+
+    async fn execute(&mut self, op: &Op, report: &mut Report) -> Result<(), SyncError> {
+        match op {
+            Op::CreateLocalFolder { path } => {
+                tokio::fs::create_dir_all(self.root.join(path)).await?;
+                let node = self
+                    .remote_tree
+                    .get(path)
+                    .cloned()
+                    .unwrap_or_else(Node::folder);
+                self.synced.insert(path.clone(), node);
+            }
+            Op::CreateRemoteFolder { path } => {
+                let entry = match self.remote.mkdir(&rel_to_remote(path)).await {
+                    Ok(e) => Some(e),
+                    Err(e) if e.code() == Some(tessera_proto::ErrorCode::AlreadyExists) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                let mut node = Node::folder();
+                if let Some(e) = entry {
+                    node = node.with_id(&e.id);
+                }
+                self.remote_tree.insert(path.clone(), node.clone());
+                self.synced.insert(path.clone(), node);
+            }
+            Op::Upload { path, base_rev } => {
+                let abs = self.root.join(path);
+                let up = upload_file(
+                    &self.remote,
+                    &abs,
+                    &rel_to_remote(path),
+                    Some(*base_rev),
+                    Arc::new(|_| {}),
+                )
+                .await?;
+                let node = Node {
+                    kind: NodeKind::File,
+                    hash: up.entry.content_hash,
+                    rev: up.entry.rev,
+                    id: Some(up.entry.id.clone()),
+                };
+                self.remote_tree.insert(path.clone(), node.clone());
+                self.synced.insert(path.clone(), node);
+                report.uploaded += 1;
+            }
+            Op::Download { path, rev, local } => {
+                if !self.local_matches(path, local.as_ref())? {
+                    return Err(
+                        std::io::Error::other("changed on disk meanwhile; will retry").into(),
+                    );
+                }
+                let tmp = self
+                    .root
+                    .join(STATE_DIR)
+                    .join("tmp")
+                    .join(format!("dl-{}", rand::random::<u64>()));
+                let got = download_file(
+                    &self.remote,
+                    &rel_to_remote(path),
+                    Some(*rev),
+                    &tmp,
+                    Arc::new(|_| {}),
+                )
+                .await;
+                let got = match got {
+                    Ok(g) => g,
+                    Err(e) => {
+                        let _ = tokio::fs::remove_file(&tmp).await;
+                        return Err(e.into());
+                    }
+                };
+                // Checked again just before the rename: a local edit made
+                // during the download is never overwritten.
+                if !self.local_matches(path, local.as_ref())? {
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                    return Err(
+                        std::io::Error::other("changed on disk meanwhile; will retry").into(),
+                    );
+                }
+                let target = self.root.join(path);
+                if let Some(parent) = target.parent() {
+                    tokio::fs::create_dir_all(parent).await?;
+                }
+                tokio::fs::rename(&tmp, &target).await?;
+                if let Some(parent) = target.parent() {
+                    fsync_dir(parent).await?;
+                }
+                let stat = scan::stat_of(&tokio::fs::symlink_metadata(&target).await?);
+                self.cache.insert(path.clone(), (stat, got.content_hash));
+                let node = self.remote_tree.get(path).cloned().unwrap_or(Node {
+                    kind: NodeKind::File,
+                    hash: Some(got.content_hash),
+                    rev: Some(got.rev),
+                    id: None,
+                });
+                self.synced.insert(
+                    path.clone(),
+                    Node {
+                        hash: Some(got.content_hash),
+                        ..node
+                    },
+                );
+                report.downloaded += 1;
+            }
+            Op::Conflict { path, .. } => {
+                // Keep the local bytes under a new name; the next round
+                // uploads that copy and takes the remote file at `path`.
+                let abs = self.root.join(path);
+                let name = abs
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("file")
+                    .to_owned();
+                let copy = abs.with_file_name(conflicted_name(&name, &self.device, now_secs()));
+                tokio::fs::rename(&abs, &copy).await?;
+                if let Some(parent) = abs.parent() {
+                    fsync_dir(parent).await?;
+                }
+                let rel = copy
+                    .strip_prefix(&self.root)
+                    .unwrap_or(&copy)
+                    .to_string_lossy()
+                    .into_owned();
+                report.conflicts.push(rel);
+            }
+            Op::DeleteLocal { path, expected } => {
+                if !self.local_matches(path, Some(expected))? {
+                    return Err(std::io::Error::other("changed on disk meanwhile; kept").into());
+                }
+                let abs = self.root.join(path);
+                if expected.kind == NodeKind::Folder {
+                    // Only empty folders go; anything left inside is kept.
+                    if tokio::fs::remove_dir(&abs).await.is_err() {
+                        return Err(std::io::Error::other("folder is not empty; kept").into());
+                    }
+                } else {
+                    let trash = self
+                        .root
+                        .join(STATE_DIR)
+                        .join("trash")
+                        .join(now_secs().to_string())
+                        .join(path);
+                    if let Some(parent) = trash.parent() {
+                        tokio::fs::create_dir_all(parent).await?;
+                    }
+                    tokio::fs::rename(&abs, &trash).await?;
+                    self.cache.remove(path);
+                }
+                remove_subtree(&mut self.synced, path);
+                report.deleted_local += 1;
+            }
+            Op::DeleteRemote { path } => {
+                match self.remote.delete(&rel_to_remote(path)).await {
+                    Ok(()) => {}
+                    Err(e) if e.code() == Some(tessera_proto::ErrorCode::NotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                remove_subtree(&mut self.remote_tree, path);
+                remove_subtree(&mut self.synced, path);
+                report.deleted_remote += 1;
+            }
+            Op::MoveRemote { from, to } => {
+                self.remote
+                    .move_to(&rel_to_remote(from), &rel_to_remote(to))
+                    .await?;
+                move_subtree(&mut self.remote_tree, from, to);
+                move_subtree(&mut self.synced, from, to);
+                report.moved += 1;
+            }
+            Op::MoveLocal { from, to } => {
+                let expected = self.synced.get(from).cloned();
+                if !self.local_matches(from, expected.as_ref())? || self.root.join(to).exists() {
+                    return Err(
+                        std::io::Error::other("changed on disk meanwhile; will retry").into(),
+                    );
+                }
+                let target = self.root.join(to);
+                if let Some(parent) = target.parent() {
+                    tokio::fs::create_dir_all(parent).await?;
+                }
+                tokio::fs::rename(self.root.join(from), &target).await?;
+                move_subtree(&mut self.synced, from, to);
+                let moved: Vec<(String, _)> = self
+                    .cache
+                    .iter()
+                    .filter(|(k, _)| k.as_str() == from || is_below(k, from))
+                    .map(|(k, v)| (format!("{to}{}", &k[from.len()..]), *v))
+                    .collect();
+                self.cache
+                    .retain(|k, _| !(k.as_str() == from || is_below(k, from)));
+                self.cache.extend(moved);
+                report.moved += 1;
+            }
+            Op::MarkSynced { path, node } => {
+                self.synced.insert(path.clone(), node.clone());
+            }
+            Op::Forget { path } => {
+                self.synced.remove(path);
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn describe(op: &Op) -> String {
+    match op {
+        Op::MoveRemote { from, to } | Op::MoveLocal { from, to } => format!("move {from} -> {to}"),
+        Op::CreateRemoteFolder { path } | Op::CreateLocalFolder { path } => {
+            format!("create folder {path}")
+        }
+        Op::Upload { path, .. } => format!("upload {path}"),
+        Op::Download { path, .. } => format!("download {path}"),
+        Op::Conflict { path, .. } => format!("resolve conflict on {path}"),
+        Op::DeleteLocal { path, .. } | Op::DeleteRemote { path } => format!("delete {path}"),
+        Op::MarkSynced { path, .. } | Op::Forget { path } => format!("record {path}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflicted_copy_names() {
+        // 2026-11-30 05:46:07 UTC
+        let t = 1_796_017_567;
+        assert_eq!(
+            conflicted_name("report.txt", "laptop", t),
+            "report (conflicted copy from laptop 2026-11-30 054607).txt"
+        );
+        assert_eq!(
+            conflicted_name("Makefile", "pc", t),
+            "Makefile (conflicted copy from pc 2026-11-30 054607)"
+        );
+        assert_eq!(
+            conflicted_name(".bashrc", "pc", t),
+            ".bashrc (conflicted copy from pc 2026-11-30 054607)"
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! The sync state of one folder, in `DIR/.tessera/state.db` (SQLite):
+//! the remote tree with its journal cursor, the synced tree, and a cache of
+//! file hashes keyed by what `stat` says, so unchanged files are not read
+//! again. Trees are saved whole at the end of each round, in one
+//! transaction: the three-tree rules make a crash between a change and its
+//! save harmless (both sides then agree, and the planner records it).
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use tessera_proto::ContentHash;
+
+use super::tree::{Node, NodeKind, Tree};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("sync state database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("sync state is damaged: {0}")]
+    Damaged(String),
+}
+
+/// What `stat` said about a file when it was last hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub inode: u64,
+}
+
+pub type StatCache = std::collections::HashMap<String, (Stat, ContentHash)>;
+
+pub struct State {
+    pool: SqlitePool,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS remote_tree (path TEXT PRIMARY KEY, kind TEXT NOT NULL, hash BLOB, rev INTEGER, id TEXT);
+CREATE TABLE IF NOT EXISTS synced_tree (path TEXT PRIMARY KEY, kind TEXT NOT NULL, hash BLOB, rev INTEGER, id TEXT);
+CREATE TABLE IF NOT EXISTS stat_cache (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, hash BLOB NOT NULL);
+";
+
+type NodeRow = (String, String, Option<Vec<u8>>, Option<i64>, Option<String>);
+
+fn hash_of(raw: Option<Vec<u8>>) -> Result<Option<ContentHash>, StateError> {
+    raw.map(|b| {
+        <[u8; 32]>::try_from(b.as_slice())
+            .map(ContentHash)
+            .map_err(|_| StateError::Damaged("a stored hash is not 32 bytes".into()))
+    })
+    .transpose()
+}
+
+impl State {
+    pub async fn open(dir: &Path) -> Result<Self, StateError> {
+        let opts = SqliteConnectOptions::from_str(&format!(
+            "sqlite://{}",
+            dir.join("state.db").display()
+        ))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await?;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await
+    }
+
+    pub async fn setting(&self, key: &str) -> Result<Option<String>, StateError> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.0))
+    }
+
+    pub async fn set_setting(&self, key: &str, value: &str) -> Result<(), StateError> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn load(&self, table: &'static str) -> Result<Tree, StateError> {
+        let sql = match table {
+            "remote_tree" => "SELECT path, kind, hash, rev, id FROM remote_tree",
+            _ => "SELECT path, kind, hash, rev, id FROM synced_tree",
+        };
+        let rows: Vec<NodeRow> = sqlx::query_as(sql).fetch_all(&self.pool).await?;
+        let mut tree = Tree::new();
+        for (path, kind, hash, rev, id) in rows {
+            let kind = if kind == "folder" {
+                NodeKind::Folder
+            } else {
+                NodeKind::File
+            };
+            tree.insert(
+                path,
+                Node {
+                    kind,
+                    hash: hash_of(hash)?,
+                    rev,
+                    id,
+                },
+            );
+        }
+        Ok(tree)
+    }
+
+    pub async fn remote_tree(&self) -> Result<Tree, StateError> {
+        self.load("remote_tree").await
+    }
+
+    pub async fn synced_tree(&self) -> Result<Tree, StateError> {
+        self.load("synced_tree").await
+    }
+
+    pub async fn stat_cache(&self) -> Result<StatCache, StateError> {
+        let rows: Vec<(String, i64, i64, i64, Vec<u8>)> =
+            sqlx::query_as("SELECT path, size, mtime_ns, inode, hash FROM stat_cache")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out = StatCache::new();
+        for (path, size, mtime_ns, inode, hash) in rows {
+            let hash =
+                hash_of(Some(hash))?.ok_or_else(|| StateError::Damaged("empty hash".into()))?;
+            out.insert(
+                path,
+                (
+                    Stat {
+                        size: size as u64,
+                        mtime_ns,
+                        inode: inode as u64,
+                    },
+                    hash,
+                ),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Saves the remote tree with the cursor it is valid at, the synced
+    /// tree and the stat cache, all or nothing.
+    pub async fn save(
+        &self,
+        remote: &Tree,
+        cursor: Option<&str>,
+        synced: &Tree,
+        cache: &StatCache,
+    ) -> Result<(), StateError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM remote_tree")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM synced_tree")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM stat_cache")
+            .execute(&mut *tx)
+            .await?;
+        for (table, tree) in [("remote_tree", remote), ("synced_tree", synced)] {
+            let sql = if table == "remote_tree" {
+                "INSERT INTO remote_tree (path, kind, hash, rev, id) VALUES ($1, $2, $3, $4, $5)"
+            } else {
+                "INSERT INTO synced_tree (path, kind, hash, rev, id) VALUES ($1, $2, $3, $4, $5)"
+            };
+            for (path, n) in tree {
+                sqlx::query(sql)
+                    .bind(path)
+                    .bind(if n.kind == NodeKind::Folder {
+                        "folder"
+                    } else {
+                        "file"
+                    })
+                    .bind(n.hash.map(|h| h.0.to_vec()))
+                    .bind(n.rev)
+                    .bind(&n.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        for (path, (stat, hash)) in cache {
+            sqlx::query(
+                "INSERT INTO stat_cache (path, size, mtime_ns, inode, hash) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(path)
+            .bind(stat.size as i64)
+            .bind(stat.mtime_ns)
+            .bind(stat.inode as i64)
+            .bind(&hash.0[..])
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(c) = cursor {
+            sqlx::query("INSERT INTO settings (key, value) VALUES ('cursor', $1) ON CONFLICT (key) DO UPDATE SET value = $1")
+                .bind(c)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
