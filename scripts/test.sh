@@ -28,8 +28,20 @@ start_postgres() {
     export TESSERA_TEST_POSTGRES="postgres://postgres@127.0.0.1:$PGPORT/postgres"
 }
 
+# Seeds of the randomized sync test (each takes ~0.3 s).
+export TESSERA_SYNC_SEEDS=${TESSERA_SYNC_SEEDS:-25}
+
 if [ -z "${TESSERA_TEST_POSTGRES:-}" ]; then
     start_postgres
 fi
 
-cargo test --workspace --locked "$@"
+LOG=$(mktemp /tmp/tessera-test.XXXXXX)
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$LOG"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$LOG"
+rm -f "$LOG"
+exit "$status"

@@ -323,3 +323,83 @@ fn sync_command_carries_changes_live() {
     let status = ok(&cfg, &["status", a.to_str().unwrap()], None);
     assert!(status.contains("is in sync"), "{status}");
 }
+
+#[test]
+fn killed_mid_download_leaves_no_partial_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cfg");
+    let (_server, listen, password) = serve(&dir.path().join("data"));
+    let server = format!("http://{listen}");
+    ok(
+        &cfg,
+        &[
+            "login",
+            "--server",
+            &server,
+            "--user",
+            "admin",
+            "--password-stdin",
+        ],
+        Some(&format!("{password}\n")),
+    );
+    let a = dir.path().join("A");
+    let b = dir.path().join("B");
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    // Incompressible, so the download takes a moment to interrupt.
+    let mut data = vec![0u8; 160 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(a.join("big.bin"), &data).unwrap();
+    ok(&cfg, &["sync", a.to_str().unwrap(), "--once"], None);
+
+    let mut follower = Command::new(BIN)
+        .args(["sync", b.to_str().unwrap(), "--once"])
+        .env("TESSERA_CONFIG_DIR", &cfg)
+        .env("TESSERA_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the download is under way, then kill -9.
+    let tmp = b.join(".tessera/tmp");
+    let t = std::time::Instant::now();
+    let mut caught = false;
+    while t.elapsed() < std::time::Duration::from_secs(30) {
+        let busy = std::fs::read_dir(&tmp)
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+            })
+            .unwrap_or(false);
+        if busy {
+            caught = true;
+            break;
+        }
+        if follower.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    assert!(
+        caught,
+        "the download finished before it could be interrupted"
+    );
+    assert!(
+        !b.join("big.bin").exists(),
+        "a partial file appeared at the target path"
+    );
+
+    // The next run finishes the job with the right bytes, and clears the
+    // interrupted download's temporary file.
+    ok(&cfg, &["sync", b.to_str().unwrap(), "--once"], None);
+    assert!(std::fs::read(b.join("big.bin")).unwrap() == data);
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+}

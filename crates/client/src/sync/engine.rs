@@ -159,6 +159,9 @@ impl Syncer {
     ) -> Result<Self, SyncError> {
         let root = std::fs::canonicalize(root)?;
         let dir = root.join(STATE_DIR);
+        // Downloads cut short by a crash leave files in tmp/; none is in use
+        // before this folder is opened.
+        let _ = tokio::fs::remove_dir_all(dir.join("tmp")).await;
         for sub in ["", "tmp", "trash"] {
             tokio::fs::create_dir_all(dir.join(sub)).await?;
         }
