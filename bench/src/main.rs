@@ -5,6 +5,7 @@
 //! plaintext bytes a stage handles, so the stages compare directly.
 
 mod pipeline;
+mod sync_bench;
 mod transfer;
 
 use std::time::Duration;
@@ -27,12 +28,15 @@ enum Command {
     Pipeline(pipeline::Args),
     /// put and get of one large file over loopback with the release binary.
     Transfer(transfer::Args),
+    /// Sync figures: propagation latency, many small files, small edits of a large file.
+    Sync(sync_bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Pipeline(args) => pipeline::run(args),
         Command::Transfer(args) => transfer::run(args),
+        Command::Sync(args) => sync_bench::run(args),
     }
 }
 

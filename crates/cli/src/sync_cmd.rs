@@ -121,7 +121,7 @@ pub async fn sync(dir: &Path, once: bool, allow_mass_delete: bool) -> anyhow::Re
             },
             _ = events.recv() => {
                 // Let a burst of writes settle before scanning.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(25)).await;
                 while events.try_recv().is_ok() {}
             }
             _ = tokio::time::sleep(RESCAN) => {}
