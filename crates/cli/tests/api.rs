@@ -34,6 +34,7 @@ on_both_backends!(
     auth_errors_and_rate_limit,
     names_are_unique_ignoring_case,
     folders_move_and_delete,
+    small_files_travel_in_packs_and_batches,
 );
 
 fn code(e: &ClientError) -> Option<ErrorCode> {
@@ -737,4 +738,111 @@ async fn openapi_document_lists_the_routes() {
         .await
         .unwrap();
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
+async fn small_files_travel_in_packs_and_batches(b: Backend) {
+    use tessera_client::transfer::{SmallFile, upload_small_files};
+    let s = TestServer::start(b).await;
+    let r = s.user("alice").await;
+    let mut files = Vec::new();
+    for i in 0..300 {
+        let local = s.scratch(&format!("small-{i}.txt"));
+        std::fs::write(&local, format!("small file number {i}\n").repeat(i % 7 + 1)).unwrap();
+        files.push(SmallFile {
+            local,
+            remote: format!("/many/f{i}.txt"),
+            base_rev: Some(0),
+        });
+    }
+    let empty = s.scratch("empty.txt");
+    std::fs::write(&empty, b"").unwrap();
+    files.push(SmallFile {
+        local: empty,
+        remote: "/many/empty.txt".into(),
+        base_rev: Some(0),
+    });
+    let results = upload_small_files(&r, &files).await.unwrap();
+    assert!(
+        results.iter().all(|r| r.is_ok()),
+        "{:?}",
+        results.iter().find(|r| r.is_err())
+    );
+    assert_eq!(r.list("/many").await.unwrap().entries.len(), 301);
+    assert_eq!(
+        s.store_objects().len(),
+        1,
+        "300 small blocks in one packed object"
+    );
+    assert_eq!(
+        get_bytes(&s, &r, "/many/f5.txt", None).await.unwrap(),
+        "small file number 5\n".repeat(6).into_bytes()
+    );
+    assert_eq!(
+        get_bytes(&s, &r, "/many/empty.txt", None).await.unwrap(),
+        b""
+    );
+    // One batch, three outcomes: a stale base, a missing block, a success.
+    let again = vec![
+        SmallFile {
+            local: files[1].local.clone(),
+            remote: "/many/f1.txt".into(),
+            base_rev: Some(0),
+        },
+        SmallFile {
+            local: files[2].local.clone(),
+            remote: "/many/new.txt".into(),
+            base_rev: Some(0),
+        },
+    ];
+    let results = upload_small_files(&r, &again).await.unwrap();
+    assert_eq!(
+        results[0].as_ref().unwrap_err().code(),
+        Some(ErrorCode::Conflict)
+    );
+    assert!(results[1].is_ok());
+    let block = b"never uploaded".to_vec();
+    let resp = r
+        .commit_batch(vec![CommitRequest {
+            path: "/many/ghost.txt".into(),
+            base_rev: None,
+            size: block.len() as u64,
+            content_hash: ContentHash::of(&block),
+            chunker: CHUNKER.into(),
+            blocks: vec![BlockRef {
+                id: BlockId::of(&block),
+                size: block.len() as u64,
+            }],
+        }])
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.results[0].error.as_ref().map(|e| e.code),
+        Some(ErrorCode::MissingBlocks)
+    );
+    assert_eq!(
+        code(&r.meta("/many/ghost.txt").await.unwrap_err()),
+        Some(ErrorCode::NotFound)
+    );
+    // A pack with a block that does not match its id stores nothing.
+    let before = s.store_bytes();
+    let mut body = Vec::new();
+    tessera_proto::pack::encode_frame(&mut body, &BlockId::of(b"good"), BlockCodec::Raw, b"good");
+    tessera_proto::pack::encode_frame(
+        &mut body,
+        &BlockId::of(b"claimed"),
+        BlockCodec::Raw,
+        b"actual",
+    );
+    assert_eq!(
+        code(&r.put_pack(body).await.unwrap_err()),
+        Some(ErrorCode::HashMismatch)
+    );
+    assert_eq!(s.store_bytes(), before);
+    assert_eq!(r.missing(&[BlockId::of(b"good")]).await.unwrap().len(), 1);
+    let err = r.put_pack(b"short".to_vec()).await.unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::BadRequest));
+    // Journal: one entry per file, still gap-free.
+    let changes = r.changes(None, Some(10_000)).await.unwrap().changes;
+    let seqs: Vec<i64> = changes.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, (1..=changes.len() as i64).collect::<Vec<_>>());
 }

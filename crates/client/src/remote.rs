@@ -5,9 +5,10 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tessera_proto::api::{
-    BlockCodec, BlockListResponse, BlockRef, ChangesResponse, CommitRequest, CursorResponse, Entry,
-    ListResponse, LoginRequest, LoginResponse, MissingRequest, MissingResponse, MoveRequest,
-    PathQuery, PollResponse, PresenceResponse, RestoreRequest, RevisionsResponse, ServerInfo,
+    BlockCodec, BlockListResponse, BlockRef, ChangesResponse, CommitBatchRequest,
+    CommitBatchResponse, CommitRequest, CursorResponse, Entry, ListResponse, LoginRequest,
+    LoginResponse, MissingRequest, MissingResponse, MoveRequest, PackResponse, PathQuery,
+    PollResponse, PresenceResponse, RestoreRequest, RevisionsResponse, ServerInfo,
 };
 use tessera_proto::error::{ErrorBody, ErrorCode};
 use tessera_proto::{API_PREFIX, BlockId};
@@ -364,5 +365,19 @@ impl Remote {
 
     pub async fn presence(&self) -> Result<PresenceResponse, ClientError> {
         Self::json(self.request(Method::GET, "/presence")).await
+    }
+
+    /// Uploads many small blocks in one request (see `tessera_proto::pack`).
+    pub async fn put_pack(&self, body: Vec<u8>) -> Result<PackResponse, ClientError> {
+        Self::json(self.request(Method::POST, "/blocks/pack").body(body)).await
+    }
+
+    /// Commits many files in one request and one server transaction.
+    pub async fn commit_batch(
+        &self,
+        commits: Vec<CommitRequest>,
+    ) -> Result<CommitBatchResponse, ClientError> {
+        self.post("/files/commit_batch", &CommitBatchRequest { commits })
+            .await
     }
 }

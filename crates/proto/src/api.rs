@@ -257,3 +257,29 @@ pub struct DevicePresence {
 pub struct PresenceResponse {
     pub devices: Vec<DevicePresence>,
 }
+
+/// Many commits in one request and one transaction (small files).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CommitBatchRequest {
+    pub commits: Vec<CommitRequest>,
+}
+
+/// One item's outcome: `entry` on success, `error` otherwise.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CommitResult {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<Entry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::error::ErrorDetail>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CommitBatchResponse {
+    /// In the order of the request.
+    pub results: Vec<CommitResult>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PackResponse {
+    pub blocks: Vec<BlockRef>,
+}

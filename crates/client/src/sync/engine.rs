@@ -17,7 +17,7 @@ use super::scan::{self, STATE_DIR, current_hash};
 use super::state::{StatCache, State, StateError};
 use super::tree::{Node, NodeKind, Tree, is_below};
 use crate::remote::{ClientError, Remote};
-use crate::transfer::{download_file, upload_file};
+use crate::transfer::{SMALL_FILE, SmallFile, download_file, upload_file, upload_small_files};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -269,12 +269,33 @@ impl Syncer {
                 self.save().await?;
                 return Ok(report);
             }
+            // Small files travel together (few requests, one transaction);
+            // the batch goes after moves and folder creations, before
+            // deletions.
+            let mut small = Vec::new();
             for op in ops {
+                if let Op::Upload { path, base_rev } = &op
+                    && self.is_small_file(path)
+                {
+                    small.push((path.clone(), *base_rev));
+                    continue;
+                }
+                if matches!(
+                    op,
+                    Op::MarkSynced { .. }
+                        | Op::Forget { .. }
+                        | Op::DeleteLocal { .. }
+                        | Op::DeleteRemote { .. }
+                ) {
+                    self.upload_small(std::mem::take(&mut small), &mut report, &mut stuck)
+                        .await;
+                }
                 if let Err(e) = self.execute(&op, &mut report).await {
                     tracing::warn!(?op, error = %e, "sync operation did not complete");
                     stuck.push(format!("{}: {e}", describe(&op)));
                 }
             }
+            self.upload_small(small, &mut report, &mut stuck).await;
             self.save().await?;
             if !stuck.is_empty() && stuck == last_stuck {
                 report.stuck = stuck;
@@ -310,6 +331,53 @@ impl Syncer {
                      {MASS_DELETE_FILES} files): run `tessera sync --once --allow-mass-delete` to \
                      confirm, or restore the files to undo"
                 ));
+            }
+        }
+    }
+
+    fn is_small_file(&self, rel: &str) -> bool {
+        std::fs::symlink_metadata(self.root.join(rel))
+            .is_ok_and(|m| m.is_file() && m.len() <= SMALL_FILE)
+    }
+
+    async fn upload_small(
+        &mut self,
+        batch: Vec<(String, i64)>,
+        report: &mut Report,
+        stuck: &mut Vec<String>,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let files: Vec<SmallFile> = batch
+            .iter()
+            .map(|(path, base)| SmallFile {
+                local: self.root.join(path),
+                remote: rel_to_remote(path),
+                base_rev: Some(*base),
+            })
+            .collect();
+        let results = match upload_small_files(&self.remote, &files).await {
+            Ok(r) => r,
+            Err(e) => {
+                stuck.push(format!("upload of {} small files: {e}", batch.len()));
+                return;
+            }
+        };
+        for ((path, _), result) in batch.into_iter().zip(results) {
+            match result {
+                Ok(entry) => {
+                    let node = Node {
+                        kind: NodeKind::File,
+                        hash: entry.content_hash,
+                        rev: entry.rev,
+                        id: Some(entry.id.clone()),
+                    };
+                    self.remote_tree.insert(path.clone(), node.clone());
+                    self.synced.insert(path, node);
+                    report.uploaded += 1;
+                }
+                Err(e) => stuck.push(format!("upload {path}: {e}")),
             }
         }
     }

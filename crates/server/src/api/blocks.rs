@@ -7,7 +7,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tessera_proto::BlockId;
-use tessera_proto::api::{BlockCodec, BlockRef, BlockUploadQuery, MissingRequest, MissingResponse};
+use tessera_proto::api::{
+    BlockCodec, BlockRef, BlockUploadQuery, MissingRequest, MissingResponse, PackResponse,
+};
 
 use super::{ApiError, AppState, AuthUser, J, Q};
 use crate::blocks::Codec;
@@ -97,4 +99,44 @@ pub async fn download(
         read.payload,
     )
         .into_response())
+}
+
+fn codec(c: BlockCodec) -> Codec {
+    match c {
+        BlockCodec::Raw => Codec::Raw,
+        BlockCodec::Zstd => Codec::Zstd,
+    }
+}
+
+/// Many small blocks in one request, stored as one pack object.
+#[utoipa::path(post, path = "/api/v1/blocks/pack", request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "frames: id [32] | codec u8 | length u32 LE | payload"), responses((status = 201, body = PackResponse), (status = 422, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
+pub async fn pack(
+    State(state): State<AppState>,
+    user: AuthUser,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<PackResponse>), ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(format!(
+                "a pack may be at most {} bytes",
+                tessera_proto::pack::MAX_PACK_BYTES
+            ))
+        } else {
+            ApiError::BadRequest(e.body_text())
+        }
+    })?;
+    let frames =
+        tessera_proto::pack::decode(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let blocks: Vec<_> = frames
+        .into_iter()
+        .map(|(id, c, range)| (id, codec(c), body.slice(range)))
+        .collect();
+    let ids: Vec<BlockId> = blocks.iter().map(|(id, ..)| *id).collect();
+    let sizes = state.blocks.put_pack(user.user_id, blocks).await?;
+    let blocks = ids
+        .into_iter()
+        .zip(sizes)
+        .map(|(id, size)| BlockRef { id, size })
+        .collect();
+    Ok((StatusCode::CREATED, Json(PackResponse { blocks })))
 }

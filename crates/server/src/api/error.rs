@@ -89,6 +89,23 @@ impl ApiError {
         }
     }
 
+    /// The error as a JSON detail, for answers that carry several.
+    pub fn detail(self) -> ErrorDetail {
+        let (_, code) = self.status_code();
+        let message = self.to_string();
+        let (current_rev, missing) = match self {
+            ApiError::Conflict { current_rev, .. } => (Some(current_rev), Vec::new()),
+            ApiError::MissingBlocks(ids) => (None, ids),
+            _ => (None, Vec::new()),
+        };
+        ErrorDetail {
+            code,
+            message,
+            current_rev,
+            missing,
+        }
+    }
+
     pub fn internal(e: impl std::fmt::Display) -> Self {
         ApiError::Internal(e.to_string())
     }

@@ -8,8 +8,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
 use tessera_proto::api::{
-    BlockListResponse, BlockRef, CommitRequest, DownloadQuery, Entry, EntryKind, ListResponse,
-    MoveRequest, PathQuery, RestoreRequest, Revision, RevisionsResponse, UploadQuery,
+    BlockListResponse, BlockRef, CommitBatchRequest, CommitBatchResponse, CommitRequest,
+    CommitResult, DownloadQuery, Entry, EntryKind, ListResponse, MoveRequest, PathQuery,
+    RestoreRequest, Revision, RevisionsResponse, UploadQuery,
 };
 use tessera_proto::block::{AVG_BLOCK, CHUNKER, MAX_BLOCK, MIN_BLOCK};
 use tessera_proto::{ContentHash, RemotePath};
@@ -229,13 +230,12 @@ pub async fn upload(
     Ok((StatusCode::CREATED, Json(entry(&node, &path))))
 }
 
-/// Block-protocol commit: the file as an ordered list of uploaded blocks.
-#[utoipa::path(post, path = "/api/v1/files/commit", request_body = CommitRequest, responses((status = 201, body = Entry), (status = 400, body = tessera_proto::ErrorBody, description = "missing_blocks lists the blocks to upload"), (status = 409, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
-pub async fn commit(
-    State(state): State<AppState>,
-    user: AuthUser,
-    J(req): J<CommitRequest>,
-) -> Result<(StatusCode, Json<Entry>), ApiError> {
+/// Checks a commit request and turns it into a new revision.
+fn new_revision(
+    state: &AppState,
+    user: &AuthUser,
+    req: CommitRequest,
+) -> Result<NewRevision, ApiError> {
     let path = below_root(&req.path)?;
     if req.chunker != CHUNKER {
         return Err(ApiError::BadRequest(format!(
@@ -256,20 +256,88 @@ pub async fn commit(
             b.id, b.size
         )));
     }
-    let new = NewRevision {
+    Ok(NewRevision {
         ns: user.ns,
         user_id: user.user_id,
-        path: path.clone(),
+        path,
         base_rev: req.base_rev,
         size: req.size,
         content_hash: req.content_hash,
         chunker: req.chunker,
         blocks: req.blocks.iter().map(|b| (b.id, b.size)).collect(),
         device: user.device.clone(),
-    };
+    })
+}
+
+/// Block-protocol commit: the file as an ordered list of uploaded blocks.
+#[utoipa::path(post, path = "/api/v1/files/commit", request_body = CommitRequest, responses((status = 201, body = Entry), (status = 400, body = tessera_proto::ErrorBody, description = "missing_blocks lists the blocks to upload"), (status = 409, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
+pub async fn commit(
+    State(state): State<AppState>,
+    user: AuthUser,
+    J(req): J<CommitRequest>,
+) -> Result<(StatusCode, Json<Entry>), ApiError> {
+    let new = new_revision(&state, &user, req)?;
     let node = state.meta.commit(&new).await?;
     state.changed(user.ns).await;
-    Ok((StatusCode::CREATED, Json(entry(&node, &path))))
+    Ok((StatusCode::CREATED, Json(entry(&node, &new.path))))
+}
+
+/// Most commits in one batch.
+const MAX_BATCH: usize = 1000;
+
+/// Many commits in one request and one transaction; each item succeeds or
+/// fails on its own.
+#[utoipa::path(post, path = "/api/v1/files/commit_batch", request_body = CommitBatchRequest, responses((status = 200, body = CommitBatchResponse)), security(("bearer" = [])))]
+pub async fn commit_batch(
+    State(state): State<AppState>,
+    user: AuthUser,
+    J(req): J<CommitBatchRequest>,
+) -> Result<Json<CommitBatchResponse>, ApiError> {
+    if req.commits.len() > MAX_BATCH {
+        return Err(ApiError::BadRequest(format!(
+            "send at most {MAX_BATCH} commits at a time"
+        )));
+    }
+    let mut results: Vec<Option<CommitResult>> = Vec::with_capacity(req.commits.len());
+    let mut valid = Vec::new();
+    for c in req.commits {
+        match new_revision(&state, &user, c) {
+            Ok(n) => {
+                results.push(None);
+                valid.push(n);
+            }
+            Err(e) => results.push(Some(CommitResult {
+                entry: None,
+                error: Some(e.detail()),
+            })),
+        }
+    }
+    let outcomes = state.meta.commit_many(&valid).await?;
+    if !valid.is_empty() {
+        state.changed(user.ns).await;
+    }
+    let mut outcomes = valid.iter().zip(outcomes);
+    let results = results
+        .into_iter()
+        .map(|r| match r {
+            Some(failed) => failed,
+            None => match outcomes.next() {
+                Some((new, Ok(node))) => CommitResult {
+                    entry: Some(entry(&node, &new.path)),
+                    error: None,
+                },
+                Some((_, Err(e))) => CommitResult {
+                    entry: None,
+                    error: Some(ApiError::from(e).detail()),
+                },
+                None => CommitResult {
+                    entry: None,
+                    error: Some(ApiError::internal("lost a result").detail()),
+                },
+            },
+        })
+        .collect();
+    Ok(Json(CommitBatchResponse { results }))
 }
 
 /// Parses a single `bytes=` range against `size`: `Ok(None)` means "send

@@ -99,6 +99,11 @@ pub fn router(state: AppState) -> Router {
         .route("/files/restore", post(files::restore))
         .route("/files/blocks", get(files::block_list))
         .route("/files/commit", post(files::commit))
+        .route("/files/commit_batch", post(files::commit_batch))
+        .route(
+            "/blocks/pack",
+            post(blocks::pack).layer(DefaultBodyLimit::max(tessera_proto::pack::MAX_PACK_BYTES)),
+        )
         .route("/blocks/missing", post(blocks::missing))
         .route(
             "/blocks/{id}",

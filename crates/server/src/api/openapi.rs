@@ -16,6 +16,8 @@ use utoipa::OpenApi;
         super::files::upload,
         super::files::download,
         super::files::commit,
+        super::files::commit_batch,
+        super::blocks::pack,
         super::files::revisions,
         super::files::restore,
         super::files::block_list,

@@ -138,9 +138,72 @@ impl BlockStore {
             length,
         };
         self.meta
-            .record_block(user_id, &id, &loc, plain_len as u64)
+            .record_blocks(user_id, &[(id, loc, plain_len as u64)])
             .await?;
         Ok(())
+    }
+
+    /// Accepts many small blocks at once: each is verified, those not yet
+    /// stored are sealed into one pack object (one write, one fsync), and
+    /// all are recorded in one transaction. Returns each block's size.
+    pub async fn put_pack(
+        &self,
+        user_id: i64,
+        blocks: Vec<(BlockId, Codec, Bytes)>,
+    ) -> Result<Vec<u64>, BlockError> {
+        let verified = tokio::task::spawn_blocking(move || {
+            blocks
+                .into_iter()
+                .map(|(id, codec, body)| {
+                    let plain = codec::decompress(codec, &body)?;
+                    codec::verify(&id, &plain)?;
+                    Ok((id, codec, body, plain.len()))
+                })
+                .collect::<Result<Vec<_>, BlockError>>()
+        })
+        .await??;
+        let sizes = verified.iter().map(|(_, _, _, len)| *len as u64).collect();
+        let mut fresh: Vec<(BlockId, Codec, Bytes, usize)> = Vec::new();
+        let mut known = Vec::new();
+        for (id, codec, body, len) in verified {
+            if self.meta.block_location(&id).await?.is_some()
+                || fresh.iter().any(|(f, ..)| *f == id)
+            {
+                known.push(id);
+            } else {
+                fresh.push((id, codec, body, len));
+            }
+        }
+        for id in &known {
+            self.meta.grant_block(user_id, id).await?;
+        }
+        if fresh.is_empty() {
+            return Ok(sizes);
+        }
+        let object = format!("packs/{}", uuid::Uuid::now_v7());
+        let ring = self.ring.clone();
+        let name = object.clone();
+        let (pack, records) = tokio::task::spawn_blocking(move || {
+            let mut pack = Vec::new();
+            let mut records = Vec::new();
+            for (id, codec, body, len) in fresh {
+                let sealed = codec::seal(&id, codec, &body, len, &ring);
+                let loc = BlockLoc {
+                    object: name.clone(),
+                    offset: pack.len() as u64,
+                    length: sealed.len() as u64,
+                };
+                pack.extend_from_slice(&sealed);
+                records.push((id, loc, len as u64));
+            }
+            (pack, records)
+        })
+        .await?;
+        self.objects
+            .put(&ObjectPath::from(object.as_str()), PutPayload::from(pack))
+            .await?;
+        self.meta.record_blocks(user_id, &records).await?;
+        Ok(sizes)
     }
 
     /// Reads, decrypts, decompresses and verifies a block.

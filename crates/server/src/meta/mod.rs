@@ -334,16 +334,14 @@ impl Meta {
         dispatch!(self.user_block_location(user_id, id))
     }
 
-    /// Records a stored block (if no one stored it first) and grants it to
-    /// `user_id`. Returns the location in force.
-    pub async fn record_block(
+    /// Records stored blocks (those no one stored first) and grants them
+    /// to `user_id`, in one transaction.
+    pub async fn record_blocks(
         &self,
         user_id: i64,
-        id: &BlockId,
-        loc: &BlockLoc,
-        plain_len: u64,
-    ) -> Result<BlockLoc> {
-        dispatch!(self.record_block(user_id, id, loc, plain_len))
+        blocks: &[(BlockId, BlockLoc, u64)],
+    ) -> Result<()> {
+        dispatch!(self.record_blocks(user_id, blocks))
     }
 
     pub async fn grant_block(&self, user_id: i64, id: &BlockId) -> Result<()> {
@@ -364,6 +362,11 @@ impl Meta {
 
     pub async fn commit(&self, new: &NewRevision) -> Result<NodeRow> {
         dispatch!(self.commit(new))
+    }
+
+    /// Many commits in one transaction; see `queries.rs`.
+    pub async fn commit_many(&self, news: &[NewRevision]) -> Result<Vec<Result<NodeRow>>> {
+        dispatch!(self.commit_many(news))
     }
 
     pub async fn move_node(

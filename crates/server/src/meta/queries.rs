@@ -203,37 +203,30 @@ impl Store {
         Ok(row.map(loc))
     }
 
-    pub async fn record_block(
-        &self,
-        user_id: i64,
-        id: &BlockId,
-        at: &BlockLoc,
-        plain_len: u64,
-    ) -> Result<BlockLoc> {
+    /// Records stored blocks (those no one stored first) and grants them
+    /// to `user_id`, in one transaction.
+    pub async fn record_blocks(&self, user_id: i64, blocks: &[(BlockId, BlockLoc, u64)]) -> Result<()> {
         let now = now_ms();
         let mut tx = self.begin().await?;
-        // A new block starts unreferenced: the collector may take it once its
-        // grace period has passed unless a commit references it first.
-        sqlx::query(
-            "INSERT INTO blocks (id, object, obj_offset, obj_length, plain_len, refcount, zero_since_ms, created_ms)
-             VALUES ($1, $2, $3, $4, $5, 0, $6, $6) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&id.0[..])
-        .bind(&at.object)
-        .bind(at.offset as i64)
-        .bind(at.length as i64)
-        .bind(plain_len as i64)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        grant(&mut tx, user_id, id).await?;
-        let row: (String, i64, i64) =
-            sqlx::query_as("SELECT object, obj_offset, obj_length FROM blocks WHERE id = $1")
-                .bind(&id.0[..])
-                .fetch_one(&mut *tx)
-                .await?;
+        for (id, at, plain_len) in blocks {
+            // A new block starts unreferenced: the collector may take it once
+            // its grace period has passed unless a commit references it first.
+            sqlx::query(
+                "INSERT INTO blocks (id, object, obj_offset, obj_length, plain_len, refcount, zero_since_ms, created_ms)
+                 VALUES ($1, $2, $3, $4, $5, 0, $6, $6) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&id.0[..])
+            .bind(&at.object)
+            .bind(at.offset as i64)
+            .bind(at.length as i64)
+            .bind(*plain_len as i64)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            grant(&mut tx, user_id, id).await?;
+        }
         tx.commit().await?;
-        Ok(loc(row))
+        Ok(())
     }
 
     pub async fn grant_block(&self, user_id: i64, id: &BlockId) -> Result<()> {
@@ -280,12 +273,44 @@ impl Store {
     }
 
     pub async fn commit(&self, new: &NewRevision) -> Result<NodeRow> {
+        let mut w = Writer::begin(self, new.ns, &new.device).await?;
+        let node = Self::commit_in(&mut w, new).await?;
+        w.tx.commit().await?;
+        Ok(node)
+    }
+
+    /// Many commits of one namespace in one transaction. Each item stands
+    /// alone (a savepoint each): one that fails leaves no trace and does not
+    /// stop the others. A database failure fails the whole batch.
+    pub async fn commit_many(&self, news: &[NewRevision]) -> Result<Vec<Result<NodeRow>>> {
+        let Some(first) = news.first() else { return Ok(Vec::new()) };
+        let mut w = Writer::begin(self, first.ns, &first.device).await?;
+        let mut out = Vec::with_capacity(news.len());
+        for new in news {
+            sqlx::query("SAVEPOINT item").execute(&mut *w.tx).await?;
+            match Self::commit_in(&mut w, new).await {
+                Ok(node) => {
+                    sqlx::query("RELEASE SAVEPOINT item").execute(&mut *w.tx).await?;
+                    out.push(Ok(node));
+                }
+                Err(MetaError::Db(e)) => return Err(MetaError::Db(e)),
+                Err(e) => {
+                    sqlx::query("ROLLBACK TO SAVEPOINT item").execute(&mut *w.tx).await?;
+                    sqlx::query("RELEASE SAVEPOINT item").execute(&mut *w.tx).await?;
+                    out.push(Err(e));
+                }
+            }
+        }
+        w.tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn commit_in(w: &mut Writer, new: &NewRevision) -> Result<NodeRow> {
         let ns = new.ns;
         let path = &new.path;
         let name = path
             .name()
             .ok_or_else(|| MetaError::Invalid("a file cannot be stored at /".into()))?;
-        let mut w = Writer::begin(self, ns, &new.device).await?;
 
         let mut missing = Vec::new();
         let mut total = 0u64;
@@ -419,7 +444,6 @@ impl Store {
             offset += size;
         }
         w.event("commit", &node, path.as_str(), None).await?;
-        w.tx.commit().await?;
         Ok(node)
     }
 
