@@ -6,9 +6,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tessera_proto::api::{
     BlockCodec, BlockListResponse, BlockRef, ChangesResponse, CommitBatchRequest,
-    CommitBatchResponse, CommitRequest, CursorResponse, Entry, ListResponse, LoginRequest,
-    LoginResponse, MissingRequest, MissingResponse, MoveRequest, PackResponse, PathQuery,
-    PollResponse, PresenceResponse, RestoreRequest, RevisionsResponse, ServerInfo,
+    CommitBatchResponse, CommitRequest, CursorResponse, Entry, FetchBlocksRequest, ListResponse,
+    LoginRequest, LoginResponse, MissingRequest, MissingResponse, MoveRequest, PackResponse,
+    PathQuery, PollResponse, PresenceResponse, RestoreRequest, RevisionsResponse, ServerInfo,
 };
 use tessera_proto::error::{ErrorBody, ErrorCode};
 use tessera_proto::{API_PREFIX, BlockId};
@@ -379,5 +379,45 @@ impl Remote {
     ) -> Result<CommitBatchResponse, ClientError> {
         self.post("/files/commit_batch", &CommitBatchRequest { commits })
             .await
+    }
+
+    /// Fetches many blocks in one request, each checked against its id.
+    pub async fn fetch_blocks(
+        &self,
+        ids: &[BlockId],
+    ) -> Result<Vec<(BlockId, Vec<u8>)>, ClientError> {
+        let req = self
+            .request(Method::POST, "/blocks/fetch")
+            .json(&FetchBlocksRequest { ids: ids.to_vec() });
+        let body = Self::send(req).await?.bytes().await?;
+        tokio::task::spawn_blocking(move || {
+            let frames = tessera_proto::pack::decode(&body)
+                .map_err(|e| ClientError::Integrity(e.to_string()))?;
+            frames
+                .into_iter()
+                .map(|(id, codec, range)| {
+                    let payload = &body[range];
+                    let plain = match codec {
+                        BlockCodec::Zstd => {
+                            zstd::bulk::decompress(payload, tessera_proto::block::MAX_BLOCK)
+                                .map_err(|e| {
+                                    ClientError::Integrity(format!(
+                                        "block {id} does not decompress: {e}"
+                                    ))
+                                })?
+                        }
+                        BlockCodec::Raw => payload.to_vec(),
+                    };
+                    if BlockId::of(&plain) != id {
+                        return Err(ClientError::Integrity(format!(
+                            "block {id} arrived damaged"
+                        )));
+                    }
+                    Ok((id, plain))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| ClientError::Integrity(e.to_string()))?
     }
 }

@@ -283,3 +283,10 @@ pub struct CommitBatchResponse {
 pub struct PackResponse {
     pub blocks: Vec<BlockRef>,
 }
+
+/// Blocks to fetch in one request; the answer is a pack body (see
+/// `tessera_proto::pack`) with each block as stored (zstd or raw).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FetchBlocksRequest {
+    pub ids: Vec<BlockId>,
+}

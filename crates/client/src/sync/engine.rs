@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tessera_proto::api::{Change, ChangeKind};
+use tessera_proto::{BlockId, ContentHash};
 
 use super::planner::{Op, plan};
 use super::scan::{self, STATE_DIR, current_hash};
@@ -99,6 +100,7 @@ pub fn apply_change(tree: &mut Tree, c: &Change) {
                 hash: c.content_hash,
                 rev: c.rev,
                 id: Some(c.id.clone()),
+                size: c.size,
             };
             tree.insert(path, node);
         }
@@ -273,11 +275,22 @@ impl Syncer {
             // the batch goes after moves and folder creations, before
             // deletions.
             let mut small = Vec::new();
+            let mut small_down = Vec::new();
             for op in ops {
                 if let Op::Upload { path, base_rev } = &op
                     && self.is_small_file(path)
                 {
                     small.push((path.clone(), *base_rev));
+                    continue;
+                }
+                if let Op::Download { path, rev, local } = &op
+                    && self
+                        .remote_tree
+                        .get(path)
+                        .and_then(|n| n.size)
+                        .is_some_and(|s| s <= SMALL_FILE)
+                {
+                    small_down.push((path.clone(), *rev, local.clone()));
                     continue;
                 }
                 if matches!(
@@ -296,6 +309,8 @@ impl Syncer {
                 }
             }
             self.upload_small(small, &mut report, &mut stuck).await;
+            self.download_small(small_down, &mut report, &mut stuck)
+                .await;
             self.save().await?;
             if !stuck.is_empty() && stuck == last_stuck {
                 report.stuck = stuck;
@@ -372,6 +387,7 @@ impl Syncer {
                         hash: entry.content_hash,
                         rev: entry.rev,
                         id: Some(entry.id.clone()),
+                        size: entry.size,
                     };
                     self.remote_tree.insert(path.clone(), node.clone());
                     self.synced.insert(path, node);
@@ -380,6 +396,129 @@ impl Syncer {
                 Err(e) => stuck.push(format!("upload {path}: {e}")),
             }
         }
+    }
+
+    /// Downloads small files a group at a time: one request for their
+    /// blocks (a small file is one block, whose id is the file's hash),
+    /// then each is written, fsynced, re-checked and renamed into place.
+    async fn download_small(
+        &mut self,
+        batch: Vec<(String, i64, Option<Node>)>,
+        report: &mut Report,
+        stuck: &mut Vec<String>,
+    ) {
+        let mut start = 0;
+        while start < batch.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < batch.len() && end - start < 1000 && bytes < (8 << 20) {
+                bytes += self
+                    .remote_tree
+                    .get(&batch[end].0)
+                    .and_then(|n| n.size)
+                    .unwrap_or(0);
+                end += 1;
+            }
+            let group = &batch[start..end];
+            start = end;
+            let mut ids: Vec<BlockId> = group
+                .iter()
+                .filter_map(|(path, ..)| self.remote_tree.get(path))
+                .filter(|n| n.size != Some(0))
+                .filter_map(|n| n.hash.map(|h| BlockId(h.0)))
+                .collect();
+            ids.sort();
+            ids.dedup();
+            let blocks: std::collections::HashMap<BlockId, Vec<u8>> =
+                match self.remote.fetch_blocks(&ids).await {
+                    Ok(b) => b.into_iter().collect(),
+                    Err(e) => {
+                        // One at a time instead, each with its own error.
+                        tracing::warn!(error = %e, "batch block fetch failed");
+                        for (path, rev, local) in group {
+                            let op = Op::Download {
+                                path: path.clone(),
+                                rev: *rev,
+                                local: local.clone(),
+                            };
+                            if let Err(e) = self.execute(&op, report).await {
+                                stuck.push(format!("download {path}: {e}"));
+                            }
+                        }
+                        continue;
+                    }
+                };
+            let mut dirs = std::collections::BTreeSet::new();
+            for (path, _, local) in group {
+                let Some(node) = self.remote_tree.get(path).cloned() else {
+                    continue;
+                };
+                let data: &[u8] = match (node.size, node.hash) {
+                    (Some(0), _) => &[],
+                    (_, Some(h)) => match blocks.get(&BlockId(h.0)) {
+                        Some(d) => d,
+                        None => {
+                            stuck.push(format!(
+                                "download {path}: the server did not send its block"
+                            ));
+                            continue;
+                        }
+                    },
+                    _ => continue,
+                };
+                match self.place_file(path, data, local.as_ref()).await {
+                    Ok(parent) => {
+                        dirs.insert(parent);
+                        self.synced.insert(path.clone(), node);
+                        report.downloaded += 1;
+                    }
+                    Err(e) => stuck.push(format!("download {path}: {e}")),
+                }
+            }
+            for dir in dirs {
+                if let Err(e) = fsync_dir(&dir).await {
+                    stuck.push(format!("flushing {}: {e}", dir.display()));
+                }
+            }
+        }
+    }
+
+    /// Writes `data` to a fsynced temporary file and renames it to `rel`
+    /// if the disk still holds `expected` there. Returns the parent folder.
+    async fn place_file(
+        &mut self,
+        rel: &str,
+        data: &[u8],
+        expected: Option<&Node>,
+    ) -> Result<PathBuf, SyncError> {
+        if !self.local_matches(rel, expected)? {
+            return Err(std::io::Error::other("changed on disk meanwhile; will retry").into());
+        }
+        let tmp = self
+            .root
+            .join(STATE_DIR)
+            .join("tmp")
+            .join(format!("dl-{}", rand::random::<u64>()));
+        {
+            use tokio::io::AsyncWriteExt;
+            let mut f = tokio::fs::File::create(&tmp).await?;
+            f.write_all(data).await?;
+            f.sync_all().await?;
+        }
+        if !self.local_matches(rel, expected)? {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(std::io::Error::other("changed on disk meanwhile; will retry").into());
+        }
+        let target = self.root.join(rel);
+        let parent = target
+            .parent()
+            .map_or_else(|| self.root.clone(), Path::to_path_buf);
+        tokio::fs::create_dir_all(&parent).await?;
+        tokio::fs::rename(&tmp, &target).await?;
+        let stat = scan::stat_of(&tokio::fs::symlink_metadata(&target).await?);
+        self.cache
+            .insert(rel.to_owned(), (stat, ContentHash::of(data)));
+        Ok(parent)
     }
 
     fn local_matches(&self, rel: &str, expected: Option<&Node>) -> Result<bool, SyncError> {
@@ -430,6 +569,7 @@ impl Syncer {
                     hash: up.entry.content_hash,
                     rev: up.entry.rev,
                     id: Some(up.entry.id.clone()),
+                    size: Some(up.size),
                 };
                 self.remote_tree.insert(path.clone(), node.clone());
                 self.synced.insert(path.clone(), node);
@@ -484,6 +624,7 @@ impl Syncer {
                     hash: Some(got.content_hash),
                     rev: Some(got.rev),
                     id: None,
+                    size: Some(got.size),
                 });
                 self.synced.insert(
                     path.clone(),

@@ -139,7 +139,7 @@ pub fn scan(root: &Path, old: &StatCache) -> Scan {
             match current_hash(root, &nfc, old) {
                 Ok(Some((stat, hash))) => {
                     cache.insert(nfc.clone(), (stat, hash));
-                    tree.insert(nfc, Node::file(hash));
+                    tree.insert(nfc, Node::file(hash).with_size(stat.size));
                 }
                 Ok(None) => {}
                 Err(e) => warnings.push(format!("skipped {nfc}: {e}")),

@@ -38,12 +38,19 @@ pub struct State {
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS remote_tree (path TEXT PRIMARY KEY, kind TEXT NOT NULL, hash BLOB, rev INTEGER, id TEXT);
-CREATE TABLE IF NOT EXISTS synced_tree (path TEXT PRIMARY KEY, kind TEXT NOT NULL, hash BLOB, rev INTEGER, id TEXT);
+CREATE TABLE IF NOT EXISTS remote_tree (path TEXT PRIMARY KEY, kind TEXT NOT NULL, hash BLOB, rev INTEGER, id TEXT, size INTEGER);
+CREATE TABLE IF NOT EXISTS synced_tree (path TEXT PRIMARY KEY, kind TEXT NOT NULL, hash BLOB, rev INTEGER, id TEXT, size INTEGER);
 CREATE TABLE IF NOT EXISTS stat_cache (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, hash BLOB NOT NULL);
 ";
 
-type NodeRow = (String, String, Option<Vec<u8>>, Option<i64>, Option<String>);
+type NodeRow = (
+    String,
+    String,
+    Option<Vec<u8>>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+);
 
 fn hash_of(raw: Option<Vec<u8>>) -> Result<Option<ContentHash>, StateError> {
     raw.map(|b| {
@@ -95,12 +102,12 @@ impl State {
 
     async fn load(&self, table: &'static str) -> Result<Tree, StateError> {
         let sql = match table {
-            "remote_tree" => "SELECT path, kind, hash, rev, id FROM remote_tree",
-            _ => "SELECT path, kind, hash, rev, id FROM synced_tree",
+            "remote_tree" => "SELECT path, kind, hash, rev, id, size FROM remote_tree",
+            _ => "SELECT path, kind, hash, rev, id, size FROM synced_tree",
         };
         let rows: Vec<NodeRow> = sqlx::query_as(sql).fetch_all(&self.pool).await?;
         let mut tree = Tree::new();
-        for (path, kind, hash, rev, id) in rows {
+        for (path, kind, hash, rev, id, size) in rows {
             let kind = if kind == "folder" {
                 NodeKind::Folder
             } else {
@@ -113,6 +120,7 @@ impl State {
                     hash: hash_of(hash)?,
                     rev,
                     id,
+                    size: size.map(|s| s as u64),
                 },
             );
         }
@@ -172,9 +180,9 @@ impl State {
             .await?;
         for (table, tree) in [("remote_tree", remote), ("synced_tree", synced)] {
             let sql = if table == "remote_tree" {
-                "INSERT INTO remote_tree (path, kind, hash, rev, id) VALUES ($1, $2, $3, $4, $5)"
+                "INSERT INTO remote_tree (path, kind, hash, rev, id, size) VALUES ($1, $2, $3, $4, $5, $6)"
             } else {
-                "INSERT INTO synced_tree (path, kind, hash, rev, id) VALUES ($1, $2, $3, $4, $5)"
+                "INSERT INTO synced_tree (path, kind, hash, rev, id, size) VALUES ($1, $2, $3, $4, $5, $6)"
             };
             for (path, n) in tree {
                 sqlx::query(sql)
@@ -187,6 +195,7 @@ impl State {
                     .bind(n.hash.map(|h| h.0.to_vec()))
                     .bind(n.rev)
                     .bind(&n.id)
+                    .bind(n.size.map(|s| s as i64))
                     .execute(&mut *tx)
                     .await?;
             }

@@ -19,6 +19,8 @@ pub struct Node {
     pub rev: Option<i64>,
     /// Server id, stable across moves (remote and synced trees).
     pub id: Option<String>,
+    /// File size in bytes, when known.
+    pub size: Option<u64>,
 }
 
 impl Node {
@@ -28,6 +30,7 @@ impl Node {
             hash: Some(hash),
             rev: None,
             id: None,
+            size: None,
         }
     }
 
@@ -37,11 +40,17 @@ impl Node {
             hash: None,
             rev: None,
             id: None,
+            size: None,
         }
     }
 
     pub fn with_rev(mut self, rev: i64) -> Self {
         self.rev = Some(rev);
+        self
+    }
+
+    pub fn with_size(mut self, size: u64) -> Self {
+        self.size = Some(size);
         self
     }
 

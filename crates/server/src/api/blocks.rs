@@ -8,7 +8,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tessera_proto::BlockId;
 use tessera_proto::api::{
-    BlockCodec, BlockRef, BlockUploadQuery, MissingRequest, MissingResponse, PackResponse,
+    BlockCodec, BlockRef, BlockUploadQuery, FetchBlocksRequest, MissingRequest, MissingResponse,
+    PackResponse,
 };
 
 use super::{ApiError, AppState, AuthUser, J, Q};
@@ -139,4 +140,60 @@ pub async fn pack(
         .map(|(id, size)| BlockRef { id, size })
         .collect();
     Ok((StatusCode::CREATED, Json(PackResponse { blocks })))
+}
+
+/// Many blocks in one answer, as a pack body; each is checked against its
+/// id before it is sent.
+#[utoipa::path(post, path = "/api/v1/blocks/fetch", request_body = FetchBlocksRequest, responses((status = 200, content_type = "application/octet-stream", description = "pack frames, in the order asked"), (status = 404, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
+pub async fn fetch(
+    State(state): State<AppState>,
+    user: AuthUser,
+    J(req): J<FetchBlocksRequest>,
+) -> Result<Response, ApiError> {
+    use futures::{StreamExt, TryStreamExt};
+    use tessera_proto::pack::{MAX_PACK_BLOCKS, MAX_PACK_BYTES, encode_frame};
+    if req.ids.len() > MAX_PACK_BLOCKS {
+        return Err(ApiError::BadRequest(format!(
+            "ask for at most {MAX_PACK_BLOCKS} blocks at a time"
+        )));
+    }
+    let mut located = Vec::with_capacity(req.ids.len());
+    for id in req.ids {
+        let loc = state
+            .meta
+            .user_block_location(user.user_id, &id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("block {id} does not exist")))?;
+        located.push((id, loc));
+    }
+    let store = state.blocks.clone();
+    let reads: Vec<_> = futures::stream::iter(located)
+        .map(|(id, loc)| {
+            let store = store.clone();
+            async move { store.read(id, &loc).await.map(|r| (id, r)) }
+        })
+        .buffered(4)
+        .try_collect()
+        .await?;
+    let mut body = Vec::new();
+    for (id, r) in reads {
+        let c = match r.codec {
+            Codec::Raw => BlockCodec::Raw,
+            Codec::Zstd => BlockCodec::Zstd,
+        };
+        encode_frame(&mut body, &id, c, &r.payload);
+        if body.len() > MAX_PACK_BYTES {
+            return Err(ApiError::BadRequest(format!(
+                "these blocks come to more than {MAX_PACK_BYTES} bytes: ask for fewer at a time"
+            )));
+        }
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        )],
+        body,
+    )
+        .into_response())
 }

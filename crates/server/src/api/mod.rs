@@ -105,6 +105,7 @@ pub fn router(state: AppState) -> Router {
             post(blocks::pack).layer(DefaultBodyLimit::max(tessera_proto::pack::MAX_PACK_BYTES)),
         )
         .route("/blocks/missing", post(blocks::missing))
+        .route("/blocks/fetch", post(blocks::fetch))
         .route(
             "/blocks/{id}",
             get(blocks::download)

@@ -18,6 +18,7 @@ use utoipa::OpenApi;
         super::files::commit,
         super::files::commit_batch,
         super::blocks::pack,
+        super::blocks::fetch,
         super::files::revisions,
         super::files::restore,
         super::files::block_list,
