@@ -7,12 +7,15 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Backend, TestServer};
-use tessera_proto::ErrorCode;
 use tessera_proto::api::ChangeKind;
+use tessera_proto::api::{BlockCodec, BlockRef, CommitRequest};
+use tessera_proto::block::CHUNKER;
+use tessera_proto::{BlockId, ContentHash, ErrorCode};
 
 on_both_backends!(
     journal_lists_every_change_in_order,
-    poll_wakes_on_change_and_times_out
+    poll_wakes_on_change_and_times_out,
+    uploads_under_way_show_as_pending_then_expire,
 );
 
 async fn journal_lists_every_change_in_order(b: Backend) {
@@ -139,4 +142,88 @@ async fn poll_wakes_on_change_and_times_out(b: Backend) {
         "shutdown took {:?}",
         t.elapsed()
     );
+}
+
+async fn uploads_under_way_show_as_pending_then_expire(b: Backend) {
+    let s = TestServer::start_with(b, |c| c.pending_ttl_secs = 2).await;
+    let laptop = s.user("alice").await;
+    let phone = s.login("alice", "alice-password", "phone").await;
+    let cursor = phone.latest_cursor().await.unwrap();
+    let data = b"the bytes of a file on its way".to_vec();
+    let id = BlockId::of(&data);
+    let commit = |path: &str| CommitRequest {
+        path: path.into(),
+        base_rev: Some(0),
+        size: data.len() as u64,
+        content_hash: ContentHash::of(&data),
+        chunker: CHUNKER.into(),
+        blocks: vec![BlockRef {
+            id,
+            size: data.len() as u64,
+        }],
+    };
+    // The first commit finds its block missing: the file shows as pending,
+    // and a device waiting on the journal hears of it.
+    let waiter = {
+        let phone = phone.clone();
+        let cursor = cursor.clone();
+        tokio::spawn(async move { phone.poll(&cursor, 30).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let err = laptop.commit(&commit("/up/file.txt")).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::MissingBlocks));
+    assert!(waiter.await.unwrap().unwrap().changes);
+    let seen = phone.meta("/up/file.txt").await.unwrap();
+    assert!(seen.pending, "listed as syncing");
+    assert_eq!(seen.rev, Some(0));
+    let listed = phone.list("/up").await.unwrap();
+    assert!(listed.entries[0].pending);
+    let kinds: Vec<ChangeKind> = phone
+        .changes(Some(&cursor), None)
+        .await
+        .unwrap()
+        .changes
+        .iter()
+        .map(|c| c.kind)
+        .collect();
+    assert_eq!(kinds, vec![ChangeKind::Mkdir, ChangeKind::Pending]);
+    // The commit that finds every block flips it to uploaded.
+    laptop
+        .put_block(&id, BlockCodec::Raw, data.clone().into())
+        .await
+        .unwrap();
+    let done = laptop.commit(&commit("/up/file.txt")).await.unwrap();
+    assert!(!done.pending);
+    assert_eq!(done.rev, Some(1));
+    assert!(!phone.meta("/up/file.txt").await.unwrap().pending);
+
+    // An upload that never completes stops showing after the TTL.
+    let other = b"never finished".to_vec();
+    let mut never = commit("/up/never.txt");
+    never.blocks = vec![BlockRef {
+        id: BlockId::of(&other),
+        size: other.len() as u64,
+    }];
+    never.size = other.len() as u64;
+    never.content_hash = ContentHash::of(&other);
+    assert!(laptop.commit(&never).await.is_err());
+    assert!(phone.meta("/up/never.txt").await.unwrap().pending);
+    let t = std::time::Instant::now();
+    loop {
+        match phone.meta("/up/never.txt").await {
+            Err(e) if e.code() == Some(ErrorCode::NotFound) => break,
+            _ => assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "pending entry never expired"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let last = phone.changes(Some(&cursor), None).await.unwrap().changes;
+    assert_eq!(
+        last.last().map(|c| c.kind),
+        Some(ChangeKind::PendingExpired)
+    );
+    // The finished file is untouched.
+    assert_eq!(phone.meta("/up/file.txt").await.unwrap().rev, Some(1));
 }

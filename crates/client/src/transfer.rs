@@ -79,6 +79,42 @@ pub async fn upload_file(
         .map_err(blocking_err)??;
     let ids: Vec<BlockId> = cut.blocks.iter().map(|(id, _)| *id).collect();
     let missing: HashSet<BlockId> = remote.missing(&ids).await?.into_iter().collect();
+    let req = CommitRequest {
+        path: remote_path.to_owned(),
+        base_rev,
+        size: cut.size,
+        content_hash: cut.hash,
+        chunker: CHUNKER.to_owned(),
+        blocks: cut
+            .blocks
+            .iter()
+            .map(|(id, size)| BlockRef {
+                id: *id,
+                size: *size,
+            })
+            .collect(),
+    };
+    if !missing.is_empty() {
+        // Committing before the blocks are up marks the file as pending on
+        // the server (other devices see it syncing) and fails early on a
+        // stale base or the size limit, before any block is sent.
+        match remote.commit(&req).await {
+            Err(ClientError::Api {
+                code: tessera_proto::ErrorCode::MissingBlocks,
+                ..
+            }) => {}
+            Err(e) => return Err(e),
+            Ok(entry) => {
+                return Ok(UploadReport {
+                    entry,
+                    size: cut.size,
+                    blocks_total: cut.blocks.len(),
+                    blocks_sent: 0,
+                    bytes_sent: 0,
+                });
+            }
+        }
+    }
 
     let (tx, rx) = tokio::sync::mpsc::channel::<(BlockId, BlockCodec, Bytes)>(PARALLEL_UPLOADS);
     let path = local.to_path_buf();
@@ -134,21 +170,6 @@ pub async fn upload_file(
     let (blocks_sent, bytes_sent) = sent?;
     produced?;
 
-    let req = CommitRequest {
-        path: remote_path.to_owned(),
-        base_rev,
-        size: cut.size,
-        content_hash: cut.hash,
-        chunker: CHUNKER.to_owned(),
-        blocks: cut
-            .blocks
-            .iter()
-            .map(|(id, size)| BlockRef {
-                id: *id,
-                size: *size,
-            })
-            .collect(),
-    };
     let entry = remote.commit(&req).await?;
     Ok(UploadReport {
         entry,

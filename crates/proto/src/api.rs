@@ -57,6 +57,10 @@ pub struct Entry {
     pub content_hash: Option<ContentHash>,
     /// Milliseconds since the Unix epoch.
     pub modified_ms: i64,
+    /// True while new content is being uploaded ("syncing"); `rev` is the
+    /// last complete revision (0: none yet).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -179,6 +183,10 @@ pub enum ChangeKind {
     Move,
     Delete,
     Restore,
+    /// An upload started: the file shows as syncing until its commit.
+    Pending,
+    /// An upload never finished; the pending mark is gone.
+    PendingExpired,
 }
 
 /// One entry of a namespace's journal.

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod auth;
 pub mod blocks;
+pub mod jobs;
 pub mod meta;
 pub mod notify;
 pub mod server;

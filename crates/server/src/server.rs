@@ -31,6 +31,9 @@ pub struct Config {
     pub max_file_size: u64,
     /// 64 hex digits; default: the key file in the data dir (made at first start).
     pub master_key: Option<String>,
+    /// How long a file may show as pending (upload under way) without its
+    /// upload completing, in seconds.
+    pub pending_ttl_secs: u64,
 }
 
 impl Default for Config {
@@ -42,6 +45,7 @@ impl Default for Config {
             store: None,
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             master_key: None,
+            pending_ttl_secs: 24 * 3600,
         }
     }
 }
@@ -152,6 +156,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         presence: Arc::new(Presence::default()),
     };
     let hub = state.hub.clone();
+    crate::jobs::spawn_pending_expiry(
+        meta.clone(),
+        hub.clone(),
+        std::time::Duration::from_secs(config.pending_ttl_secs),
+    );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServeError::Bind(config.listen, e))?;

@@ -110,6 +110,8 @@ pub fn apply_change(tree: &mut Tree, c: &Change) {
             }
         }
         ChangeKind::Delete => remove_subtree(tree, &path),
+        // Uploads under way elsewhere: nothing to fetch until they commit.
+        ChangeKind::Pending | ChangeKind::PendingExpired => {}
     }
 }
 

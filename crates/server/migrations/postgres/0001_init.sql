@@ -45,6 +45,8 @@ CREATE TABLE nodes (
     deleted_ms    BIGINT,
     -- Where a trashed node lived, so the trash can show and restore it.
     deleted_path  TEXT,
+    -- Set while an upload of new content is under way ("syncing").
+    pending_ms    BIGINT,
     PRIMARY KEY (namespace_id, id)
 );
 CREATE UNIQUE INDEX nodes_live_name ON nodes(namespace_id, parent_id, name_key) WHERE deleted_ms IS NULL;

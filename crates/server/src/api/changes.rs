@@ -40,6 +40,8 @@ fn change(row: JournalRow) -> Change {
         "move" => ChangeKind::Move,
         "delete" => ChangeKind::Delete,
         "restore" => ChangeKind::Restore,
+        "pending" => ChangeKind::Pending,
+        "pending_expired" => ChangeKind::PendingExpired,
         _ => ChangeKind::Commit,
     };
     let node = if row.node_kind == "folder" {

@@ -34,6 +34,7 @@ pub fn entry(node: &NodeRow, path: &RemotePath) -> Entry {
         size: (!folder).then_some(node.size as u64),
         content_hash: node.content_hash(),
         modified_ms: node.modified_ms,
+        pending: node.pending_ms.is_some(),
     }
 }
 
@@ -277,8 +278,15 @@ pub async fn commit(
     J(req): J<CommitRequest>,
 ) -> Result<(StatusCode, Json<Entry>), ApiError> {
     let new = new_revision(&state, &user, req)?;
-    let node = state.meta.commit(&new).await?;
-    state.changed(user.ns).await;
+    let result = state.meta.commit(&new).await;
+    // A commit short of blocks marks the file pending: that is news too.
+    if matches!(
+        result,
+        Ok(_) | Err(crate::meta::MetaError::MissingBlocks(_))
+    ) {
+        state.changed(user.ns).await;
+    }
+    let node = result?;
     Ok((StatusCode::CREATED, Json(entry(&node, &new.path))))
 }
 

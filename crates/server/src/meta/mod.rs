@@ -118,6 +118,8 @@ pub struct NodeRow {
     pub size: i64,
     pub content_hash: Option<Vec<u8>>,
     pub modified_ms: i64,
+    /// Set while an upload is under way.
+    pub pending_ms: Option<i64>,
 }
 
 impl NodeRow {
@@ -367,6 +369,11 @@ impl Meta {
     /// Many commits in one transaction; see `queries.rs`.
     pub async fn commit_many(&self, news: &[NewRevision]) -> Result<Vec<Result<NodeRow>>> {
         dispatch!(self.commit_many(news))
+    }
+
+    /// Ends pending marks older than `cutoff_ms`; see `queries.rs`.
+    pub async fn expire_pending(&self, cutoff_ms: i64) -> Result<Vec<i64>> {
+        dispatch!(self.expire_pending(cutoff_ms))
     }
 
     pub async fn move_node(

@@ -20,7 +20,7 @@ pub struct Store {
 
 macro_rules! node_cols {
     () => {
-        "namespace_id, id, parent_id, name, kind, rev, size, content_hash, modified_ms"
+        "namespace_id, id, parent_id, name, kind, rev, size, content_hash, modified_ms, pending_ms"
     };
 }
 
@@ -274,9 +274,107 @@ impl Store {
 
     pub async fn commit(&self, new: &NewRevision) -> Result<NodeRow> {
         let mut w = Writer::begin(self, new.ns, &new.device).await?;
-        let node = Self::commit_in(&mut w, new).await?;
+        match Self::commit_in(&mut w, new).await {
+            Ok(node) => {
+                w.tx.commit().await?;
+                Ok(node)
+            }
+            Err(MetaError::MissingBlocks(missing)) => {
+                // Not all blocks are here yet: the upload is under way. Show
+                // the file as pending, so other devices see it syncing.
+                w.tx.rollback().await?;
+                self.mark_pending(new).await?;
+                Err(MetaError::MissingBlocks(missing))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn mark_pending(&self, new: &NewRevision) -> Result<()> {
+        let (Some(parent), Some(name)) = (new.path.parent(), new.path.name()) else {
+            return Ok(());
+        };
+        let mut w = Writer::begin(self, new.ns, &new.device).await?;
+        let parent = w.ensure_folder(&parent).await?;
+        let node = match child(&mut w.tx, new.ns, &parent.id, name).await? {
+            Some(n) if n.is_folder() => return Ok(()),
+            Some(n) if n.pending_ms.is_some() => return Ok(()),
+            Some(n) => {
+                sqlx::query("UPDATE nodes SET pending_ms = $1 WHERE namespace_id = $2 AND id = $3")
+                    .bind(w.now)
+                    .bind(new.ns)
+                    .bind(&n.id)
+                    .execute(&mut *w.tx)
+                    .await?;
+                NodeRow { pending_ms: Some(w.now), ..n }
+            }
+            None => {
+                let node = NodeRow {
+                    namespace_id: new.ns,
+                    id: new_id(),
+                    parent_id: Some(parent.id.clone()),
+                    name: name.to_owned(),
+                    kind: "file".into(),
+                    rev: 0,
+                    size: new.size as i64,
+                    content_hash: None,
+                    modified_ms: w.now,
+                    pending_ms: Some(w.now),
+                };
+                insert_node(&mut w.tx, &node).await?;
+                node
+            }
+        };
+        w.event("pending", &node, new.path.as_str(), None).await?;
         w.tx.commit().await?;
-        Ok(node)
+        Ok(())
+    }
+
+    /// Ends pending marks older than `cutoff_ms`: a file that never had
+    /// content goes away, one that had keeps its last revision. Returns the
+    /// namespaces that changed.
+    pub async fn expire_pending(&self, cutoff_ms: i64) -> Result<Vec<i64>> {
+        let stale: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT namespace_id, id FROM nodes WHERE pending_ms IS NOT NULL AND pending_ms < $1 AND deleted_ms IS NULL",
+        )
+        .bind(cutoff_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut changed = Vec::new();
+        for (ns, id) in stale {
+            let mut w = Writer::begin(self, ns, "server").await?;
+            let node: Option<NodeRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                node_cols!(),
+                " FROM nodes WHERE namespace_id = $1 AND id = $2 AND pending_ms IS NOT NULL AND pending_ms < $3"
+            ))
+            .bind(ns)
+            .bind(&id)
+            .bind(cutoff_ms)
+            .fetch_optional(&mut *w.tx)
+            .await?;
+            let Some(node) = node else { continue };
+            let path = node_path(&mut w.tx, ns, &node).await?;
+            if node.rev == 0 {
+                sqlx::query("DELETE FROM nodes WHERE namespace_id = $1 AND id = $2")
+                    .bind(ns)
+                    .bind(&id)
+                    .execute(&mut *w.tx)
+                    .await?;
+            } else {
+                sqlx::query("UPDATE nodes SET pending_ms = NULL WHERE namespace_id = $1 AND id = $2")
+                    .bind(ns)
+                    .bind(&id)
+                    .execute(&mut *w.tx)
+                    .await?;
+            }
+            w.event("pending_expired", &node, &path, None).await?;
+            w.tx.commit().await?;
+            changed.push(ns);
+        }
+        changed.sort();
+        changed.dedup();
+        Ok(changed)
     }
 
     /// Many commits of one namespace in one transaction. Each item stands
@@ -369,7 +467,7 @@ impl Store {
                     return Ok(node);
                 }
                 sqlx::query(
-                    "UPDATE nodes SET rev = rev + 1, size = $1, content_hash = $2, modified_ms = $3
+                    "UPDATE nodes SET rev = rev + 1, size = $1, content_hash = $2, modified_ms = $3, pending_ms = NULL
                      WHERE namespace_id = $4 AND id = $5",
                 )
                 .bind(new.size as i64)
@@ -384,6 +482,7 @@ impl Store {
                     size: new.size as i64,
                     content_hash: Some(new.content_hash.0.to_vec()),
                     modified_ms: now,
+                    pending_ms: None,
                     ..node
                 }
             }
@@ -403,6 +502,7 @@ impl Store {
                     size: new.size as i64,
                     content_hash: Some(new.content_hash.0.to_vec()),
                     modified_ms: now,
+                    pending_ms: None,
                 };
                 insert_node(&mut w.tx, &node).await?;
                 node
@@ -727,6 +827,7 @@ impl Writer {
                         size: 0,
                         content_hash: None,
                         modified_ms: self.now,
+                        pending_ms: None,
                     };
                     insert_node(&mut self.tx, &node).await?;
                     self.event("mkdir", &node, at.as_str(), None).await?;
@@ -765,8 +866,8 @@ async fn grant(conn: &mut Conn, user_id: i64, id: &BlockId) -> Result<()> {
 
 async fn insert_node(conn: &mut Conn, n: &NodeRow) -> Result<()> {
     sqlx::query(
-        "INSERT INTO nodes (namespace_id, id, parent_id, name, name_key, kind, rev, size, content_hash, modified_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO nodes (namespace_id, id, parent_id, name, name_key, kind, rev, size, content_hash, modified_ms, pending_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(n.namespace_id)
     .bind(&n.id)
@@ -778,10 +879,32 @@ async fn insert_node(conn: &mut Conn, n: &NodeRow) -> Result<()> {
     .bind(n.size)
     .bind(&n.content_hash)
     .bind(n.modified_ms)
+    .bind(n.pending_ms)
     .execute(&mut *conn)
     .await
     .map_err(|e| map_unique(e, || format!("{} already exists in its folder", n.name)))?;
     Ok(())
+}
+
+/// The path of a live node, walking up its parents.
+async fn node_path(conn: &mut Conn, ns: i64, node: &NodeRow) -> Result<String> {
+    let mut names = vec![node.name.clone()];
+    let mut parent = node.parent_id.clone();
+    while let Some(pid) = parent {
+        let row: Option<(Option<String>, String)> =
+            sqlx::query_as("SELECT parent_id, name FROM nodes WHERE namespace_id = $1 AND id = $2")
+                .bind(ns)
+                .bind(&pid)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let Some((next, name)) = row else { break };
+        if next.is_some() {
+            names.push(name);
+        }
+        parent = next;
+    }
+    names.reverse();
+    Ok(format!("/{}", names.join("/")))
 }
 
 async fn root(conn: &mut Conn, ns: i64) -> Result<NodeRow> {

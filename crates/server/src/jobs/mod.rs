@@ -1,0 +1,38 @@
+//! Background work of the server. Each job is a loop that stops with the
+//! server; retention, trash expiry and garbage collection will join here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::meta::{Meta, now_ms};
+use crate::notify::Hub;
+
+/// Ends pending marks whose upload never finished, every `ttl / 2`
+/// (between 1 s and 1 min), and wakes the namespaces that changed.
+pub fn spawn_pending_expiry(
+    meta: Meta,
+    hub: Arc<Hub>,
+    ttl: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let every = (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut stop = hub.shutdown_signal();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            let cutoff = now_ms() - ttl.as_millis() as i64;
+            match meta.expire_pending(cutoff).await {
+                Ok(namespaces) => {
+                    for ns in namespaces {
+                        if let Ok(seq) = meta.journal_seq(ns).await {
+                            hub.publish(ns, seq);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "expiring pending uploads failed"),
+            }
+        }
+    })
+}
