@@ -93,6 +93,25 @@ fn serve(data: &Path) -> (Server, String, String) {
     (_server, listen, password)
 }
 
+/// A server in `dir/data` and the admin logged in with config `cfg`.
+fn serve_logged_in(dir: &Path, cfg: &Path) -> Server {
+    let (server, listen, password) = serve(&dir.join("data"));
+    let url = format!("http://{listen}");
+    ok(
+        cfg,
+        &[
+            "login",
+            "--server",
+            &url,
+            "--user",
+            "admin",
+            "--password-stdin",
+        ],
+        Some(&format!("{password}\n")),
+    );
+    server
+}
+
 #[test]
 fn a_user_session_from_first_start_to_logout() {
     let dir = tempfile::tempdir().unwrap();
@@ -256,20 +275,7 @@ fn a_user_session_from_first_start_to_logout() {
 fn sync_command_carries_changes_live() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("cfg");
-    let (_server, listen, password) = serve(&dir.path().join("data"));
-    let server = format!("http://{listen}");
-    ok(
-        &cfg,
-        &[
-            "login",
-            "--server",
-            &server,
-            "--user",
-            "admin",
-            "--password-stdin",
-        ],
-        Some(&format!("{password}\n")),
-    );
+    let _server = serve_logged_in(dir.path(), &cfg);
     let a = dir.path().join("A");
     let b = dir.path().join("B");
     std::fs::create_dir_all(&a).unwrap();
@@ -328,20 +334,7 @@ fn sync_command_carries_changes_live() {
 fn killed_mid_download_leaves_no_partial_file() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("cfg");
-    let (_server, listen, password) = serve(&dir.path().join("data"));
-    let server = format!("http://{listen}");
-    ok(
-        &cfg,
-        &[
-            "login",
-            "--server",
-            &server,
-            "--user",
-            "admin",
-            "--password-stdin",
-        ],
-        Some(&format!("{password}\n")),
-    );
+    let _server = serve_logged_in(dir.path(), &cfg);
     let a = dir.path().join("A");
     let b = dir.path().join("B");
     std::fs::create_dir_all(&a).unwrap();

@@ -127,8 +127,9 @@ pub fn conflicted_name(name: &str, device: &str, unix_secs: i64) -> String {
     )
 }
 
-/// UTC calendar time from Unix seconds (Howard Hinnant's days-from-civil).
-fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
+/// UTC calendar time (year, month, day, hour, minute, second) from Unix
+/// seconds (Howard Hinnant's days-from-civil).
+pub fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let z = days + 719_468;
