@@ -166,6 +166,30 @@ async fn three_devices_converge(b: Backend) {
         "the other edit survives as a copy"
     );
 
+    // An edit inside a large file: the other devices fetch only the changed
+    // block and take the rest from their own copy.
+    let mut big = common::random_data(24 << 20, 8);
+    devs[0].write("large.bin", &big);
+    sync_all(&mut devs).await;
+    big[12 << 20..(12 << 20) + 100].copy_from_slice(&[7u8; 100]);
+    devs[0].write("large.bin", &big);
+    devs[0].sync().await;
+    let r = devs[1].sync().await;
+    assert_eq!(r.downloaded, 1);
+    println!(
+        "delta download: fetched {} bytes, reused {} of {}",
+        r.bytes_fetched,
+        r.bytes_reused,
+        big.len()
+    );
+    assert!(
+        r.bytes_fetched <= 2 * (16 << 20) && r.bytes_fetched < big.len() as u64 / 2,
+        "{r:?}"
+    );
+    assert_eq!(r.bytes_fetched + r.bytes_reused, big.len() as u64);
+    sync_all(&mut devs).await;
+    assert_eq!(assert_converged(&devs)["large.bin"], Some(big));
+
     // Offline catch-up: the phone misses several changes, then syncs.
     devs[0].write("while-away/1.txt", b"one");
     devs[0].sync().await;

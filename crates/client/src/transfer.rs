@@ -382,3 +382,97 @@ pub async fn upload_small_files(
     }
     Ok(results)
 }
+
+/// What a delta download fetched.
+#[derive(Debug, Clone)]
+pub struct DeltaReport {
+    pub download: DownloadReport,
+    /// Plain bytes of blocks fetched from the server.
+    pub fetched: u64,
+    /// Plain bytes reused from the local file.
+    pub reused: u64,
+}
+
+/// Downloads revision `rev` of `remote_path` into `out`, taking every block
+/// that the local file `old` already holds from it and fetching only the
+/// rest. The result is checked against the revision's content hash.
+pub async fn download_reusing(
+    remote: &Remote,
+    remote_path: &str,
+    rev: i64,
+    old: &Path,
+    out: &Path,
+) -> Result<DeltaReport, ClientError> {
+    let list = remote.block_list(remote_path, Some(rev)).await?;
+    let expected = list
+        .entry
+        .content_hash
+        .ok_or_else(|| ClientError::Integrity(format!("{remote_path} has no content hash")))?;
+    // Where each block of the old local file lies (cut by the same rules).
+    let old_path = old.to_path_buf();
+    let index =
+        tokio::task::spawn_blocking(move || -> std::collections::HashMap<BlockId, (u64, u64)> {
+            let Ok(file) = std::fs::File::open(&old_path) else {
+                return Default::default();
+            };
+            chunker(file)
+                .map_while(Result::ok)
+                .map(|c| (BlockId::of(&c.data), (c.offset, c.length as u64)))
+                .collect()
+        })
+        .await
+        .map_err(blocking_err)?;
+    let result = async {
+        let mut file = tokio::fs::File::create(out).await?;
+        let mut hasher = blake3::Hasher::new();
+        let (mut fetched, mut reused, mut size) = (0u64, 0u64, 0u64);
+        for b in &list.blocks {
+            let local = match index.get(&b.id) {
+                Some(&(offset, len)) => {
+                    let old_path = old.to_path_buf();
+                    let id = b.id;
+                    tokio::task::spawn_blocking(move || -> Option<Vec<u8>> {
+                        use std::io::{Read, Seek, SeekFrom};
+                        let mut f = std::fs::File::open(&old_path).ok()?;
+                        f.seek(SeekFrom::Start(offset)).ok()?;
+                        let mut buf = vec![0u8; len as usize];
+                        f.read_exact(&mut buf).ok()?;
+                        // The old file may have changed since it was indexed.
+                        (BlockId::of(&buf) == id).then_some(buf)
+                    })
+                    .await
+                    .map_err(blocking_err)?
+                }
+                None => None,
+            };
+            let data = match local {
+                Some(d) => {
+                    reused += d.len() as u64;
+                    d
+                }
+                None => {
+                    let d = remote.get_block(&b.id).await?;
+                    fetched += d.len() as u64;
+                    d
+                }
+            };
+            hasher.update(&data);
+            file.write_all(&data).await?;
+            size += data.len() as u64;
+        }
+        file.flush().await?;
+        let got = ContentHash::from(hasher.finalize());
+        if got != expected {
+            return Err(ClientError::Integrity(format!(
+                "{remote_path} assembled wrong (hash {got}, expected {expected}); nothing was written"
+            )));
+        }
+        file.sync_all().await?;
+        Ok(DeltaReport { download: DownloadReport { rev, size, content_hash: got }, fetched, reused })
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(out).await;
+    }
+    result
+}

@@ -18,7 +18,9 @@ use super::scan::{self, STATE_DIR, current_hash};
 use super::state::{StatCache, State, StateError};
 use super::tree::{Node, NodeKind, Tree, is_below};
 use crate::remote::{ClientError, Remote};
-use crate::transfer::{SMALL_FILE, SmallFile, download_file, upload_file, upload_small_files};
+use crate::transfer::{
+    SMALL_FILE, SmallFile, download_file, download_reusing, upload_file, upload_small_files,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -45,6 +47,10 @@ pub struct Report {
     pub deleted_local: usize,
     pub deleted_remote: usize,
     pub moved: usize,
+    /// Plain bytes of file content fetched from the server.
+    pub bytes_fetched: u64,
+    /// Plain bytes taken from older local versions instead of fetched.
+    pub bytes_reused: u64,
     /// What could not be done, and why.
     pub stuck: Vec<String>,
     pub warnings: Vec<String>,
@@ -150,6 +156,25 @@ fn now_secs() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// How long files removed by sync stay in `.tessera/trash/`.
+pub const TRASH_DAYS: i64 = 30;
+
+/// Removes trash batches (folders named by the Unix second they were made)
+/// older than `cutoff`.
+async fn purge_trash(trash: &Path, cutoff: i64) {
+    let Ok(mut rd) = tokio::fs::read_dir(trash).await else {
+        return;
+    };
+    while let Ok(Some(e)) = rd.next_entry().await {
+        let made = e.file_name().to_str().and_then(|n| n.parse::<i64>().ok());
+        if made.is_some_and(|t| t < cutoff) {
+            if let Err(err) = tokio::fs::remove_dir_all(e.path()).await {
+                tracing::warn!(path = %e.path().display(), error = %err, "cannot empty old trash");
+            }
+        }
+    }
+}
+
 async fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     tokio::fs::File::open(dir).await?.sync_all().await
 }
@@ -170,6 +195,7 @@ impl Syncer {
         for sub in ["", "tmp", "trash"] {
             tokio::fs::create_dir_all(dir.join(sub)).await?;
         }
+        purge_trash(&dir.join("trash"), now_secs() - TRASH_DAYS * 86_400).await;
         let state = State::open(&dir).await?;
         let account = format!("{} {account}", remote.server());
         match state.setting("account").await? {
@@ -471,6 +497,7 @@ impl Syncer {
                 };
                 match self.place_file(path, data, local.as_ref()).await {
                     Ok(parent) => {
+                        report.bytes_fetched += data.len() as u64;
                         dirs.insert(parent);
                         self.synced.insert(path.clone(), node);
                         report.downloaded += 1;
@@ -589,14 +616,33 @@ impl Syncer {
                     .join(STATE_DIR)
                     .join("tmp")
                     .join(format!("dl-{}", rand::random::<u64>()));
-                let got = download_file(
-                    &self.remote,
-                    &rel_to_remote(path),
-                    Some(*rev),
-                    &tmp,
-                    Arc::new(|_| {}),
-                )
-                .await;
+                // A file that exists here in an older version lends the
+                // blocks it shares with the new one: only the rest travel.
+                let got = if local.as_ref().is_some_and(|n| n.kind == NodeKind::File) {
+                    download_reusing(
+                        &self.remote,
+                        &rel_to_remote(path),
+                        *rev,
+                        &self.root.join(path),
+                        &tmp,
+                    )
+                    .await
+                    .map(|d| {
+                        report.bytes_fetched += d.fetched;
+                        report.bytes_reused += d.reused;
+                        d.download
+                    })
+                } else {
+                    download_file(
+                        &self.remote,
+                        &rel_to_remote(path),
+                        Some(*rev),
+                        &tmp,
+                        Arc::new(|_| {}),
+                    )
+                    .await
+                    .inspect(|d| report.bytes_fetched += d.size)
+                };
                 let got = match got {
                     Ok(g) => g,
                     Err(e) => {
@@ -755,6 +801,32 @@ pub fn describe(op: &Op) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn old_trash_is_purged_and_recent_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_secs();
+        for t in [now - 31 * 86_400, now - 86_400, now] {
+            let d = dir.path().join(t.to_string()).join("sub");
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("f.txt"), b"x").unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("not-a-batch")).unwrap();
+        purge_trash(dir.path(), now - TRASH_DAYS * 86_400).await;
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want = vec![
+            (now - 86_400).to_string(),
+            now.to_string(),
+            "not-a-batch".into(),
+        ];
+        want.sort();
+        assert_eq!(left, want);
+    }
 
     #[test]
     fn conflicted_copy_names() {
