@@ -167,10 +167,10 @@ async fn purge_trash(trash: &Path, cutoff: i64) {
     };
     while let Ok(Some(e)) = rd.next_entry().await {
         let made = e.file_name().to_str().and_then(|n| n.parse::<i64>().ok());
-        if made.is_some_and(|t| t < cutoff) {
-            if let Err(err) = tokio::fs::remove_dir_all(e.path()).await {
-                tracing::warn!(path = %e.path().display(), error = %err, "cannot empty old trash");
-            }
+        if made.is_some_and(|t| t < cutoff)
+            && let Err(err) = tokio::fs::remove_dir_all(e.path()).await
+        {
+            tracing::warn!(path = %e.path().display(), error = %err, "cannot empty old trash");
         }
     }
 }
