@@ -133,7 +133,40 @@ pub async fn sync(dir: &Path, once: bool, allow_mass_delete: bool) -> anyhow::Re
     Ok(())
 }
 
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
 pub async fn status(dir: &Path) -> anyhow::Result<()> {
+    let state_dir = dir.join(tessera_client::sync::scan::STATE_DIR);
+    let running = tessera_client::sync::status::StatusFile::read(&state_dir);
+    let fresh = running
+        .as_ref()
+        .is_some_and(|s| tessera_client::sync::status::now_ms() - s.updated_ms < 10_000);
+    if let Some(s) = running.as_ref().filter(|s| fresh && s.state == "syncing") {
+        let eta = s.eta().map_or_else(
+            || "unknown".to_owned(),
+            |d| format!("{:.0} s", d.as_secs_f64().ceil()),
+        );
+        println!(
+            "{} is syncing: {} of {} files, {:.1} of {:.1} MB, {:.1} MB/s, about {eta} left",
+            dir.display(),
+            s.files_done,
+            s.files_total,
+            mb(s.bytes_done),
+            mb(s.bytes_total),
+            mb(s.rate() as u64),
+        );
+        for reason in &s.stuck {
+            println!("  not synced: {reason}");
+        }
+        return Ok(());
+    }
+    if let Some(s) = &running {
+        for reason in &s.stuck {
+            println!("last sync could not: {reason}");
+        }
+    }
     let (mut syncer, _) = open(dir).await?;
     let (ops, warnings) = syncer.pending().await?;
     syncer.close().await;

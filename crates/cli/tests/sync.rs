@@ -106,6 +106,15 @@ async fn three_devices_converge(b: Backend) {
     devs[0].write("big.bin", &common::mixed_data(3 << 20, 1));
     sync_all(&mut devs).await;
     let tree = assert_converged(&devs);
+    // The status a running client publishes for `tessera status`.
+    let status =
+        tessera_client::sync::status::StatusFile::read(&devs[1].dir.join(".tessera")).unwrap();
+    assert_eq!(status.state, "idle");
+    assert!(status.stuck.is_empty());
+    assert_eq!(
+        (status.files_done, status.bytes_done),
+        (status.files_total, status.bytes_total)
+    );
     assert_eq!(tree["empty"], None);
     assert_eq!(tree["zero.bin"], Some(vec![]));
     assert_eq!(tree["docs/deep/b.txt"], Some(b"bee".to_vec()));

@@ -16,6 +16,7 @@ use tessera_proto::{BlockId, ContentHash};
 use super::planner::{Op, plan};
 use super::scan::{self, STATE_DIR, current_hash};
 use super::state::{StatCache, State, StateError};
+use super::status::StatusFile;
 use super::tree::{Node, NodeKind, Tree, is_below};
 use crate::remote::{ClientError, Remote};
 use crate::transfer::{
@@ -65,6 +66,7 @@ pub struct Syncer {
     synced: Tree,
     cache: StatCache,
     cursor: Option<String>,
+    status: StatusFile,
     pub allow_mass_delete: bool,
 }
 
@@ -218,6 +220,7 @@ impl Syncer {
             synced,
             cache,
             cursor,
+            status: StatusFile::new(&dir),
             allow_mass_delete: false,
         })
     }
@@ -300,6 +303,14 @@ impl Syncer {
                 self.save().await?;
                 return Ok(report);
             }
+            let transfers: Vec<(u64, u64)> = ops
+                .iter()
+                .filter_map(|o| self.transfer_size(o).map(|b| (1, b)))
+                .collect();
+            self.status.start_round(
+                transfers.iter().map(|t| t.0).sum(),
+                transfers.iter().map(|t| t.1).sum(),
+            );
             // Small files travel together (few requests, one transaction);
             // the batch goes after moves and folder creations, before
             // deletions.
@@ -329,17 +340,22 @@ impl Syncer {
                         | Op::DeleteLocal { .. }
                         | Op::DeleteRemote { .. }
                 ) {
-                    self.upload_small(std::mem::take(&mut small), &mut report, &mut stuck)
-                        .await;
+                    let up = std::mem::take(&mut small);
+                    let down = std::mem::take(&mut small_down);
+                    self.run_small(up, down, &mut report, &mut stuck).await;
                 }
+                let size = self.transfer_size(&op);
                 if let Err(e) = self.execute(&op, &mut report).await {
                     tracing::warn!(?op, error = %e, "sync operation did not complete");
                     stuck.push(format!("{}: {e}", describe(&op)));
                 }
+                if let Some(size) = size {
+                    self.progress(1, size);
+                }
             }
-            self.upload_small(small, &mut report, &mut stuck).await;
-            self.download_small(small_down, &mut report, &mut stuck)
+            self.run_small(small, small_down, &mut report, &mut stuck)
                 .await;
+            self.status.end_round(&stuck);
             self.save().await?;
             if !stuck.is_empty() && stuck == last_stuck {
                 report.stuck = stuck;
@@ -377,6 +393,52 @@ impl Syncer {
                 ));
             }
         }
+    }
+
+    /// Bytes an operation moves over the network (before compression),
+    /// or `None` if it moves no file content.
+    fn transfer_size(&self, op: &Op) -> Option<u64> {
+        match op {
+            Op::Upload { path, .. } => {
+                Some(std::fs::metadata(self.root.join(path)).map_or(0, |m| m.len()))
+            }
+            Op::Download { path, .. } => {
+                Some(self.remote_tree.get(path).and_then(|n| n.size).unwrap_or(0))
+            }
+            _ => None,
+        }
+    }
+
+    fn progress(&mut self, files: u64, bytes: u64) {
+        self.status.progress(files, bytes);
+    }
+
+    async fn run_small(
+        &mut self,
+        up: Vec<(String, i64)>,
+        down: Vec<(String, i64, Option<Node>)>,
+        report: &mut Report,
+        stuck: &mut Vec<String>,
+    ) {
+        let up_bytes: u64 = up
+            .iter()
+            .filter_map(|(p, b)| {
+                self.transfer_size(&Op::Upload {
+                    path: p.clone(),
+                    base_rev: *b,
+                })
+            })
+            .sum();
+        let up_files = up.len() as u64;
+        self.upload_small(up, report, stuck).await;
+        self.progress(up_files, up_bytes);
+        let down_bytes: u64 = down
+            .iter()
+            .filter_map(|(p, ..)| self.remote_tree.get(p).and_then(|n| n.size))
+            .sum();
+        let down_files = down.len() as u64;
+        self.download_small(down, report, stuck).await;
+        self.progress(down_files, down_bytes);
     }
 
     fn is_small_file(&self, rel: &str) -> bool {
@@ -586,13 +648,12 @@ impl Syncer {
             }
             Op::Upload { path, base_rev } => {
                 let abs = self.root.join(path);
-                let up = upload_file(
-                    &self.remote,
-                    &abs,
-                    &rel_to_remote(path),
-                    Some(*base_rev),
-                    Arc::new(|_| {}),
-                )
+                let up = upload_file(&self.remote, &abs, &rel_to_remote(path), Some(*base_rev), {
+                    let live = self.status.live();
+                    Arc::new(move |n| {
+                        live.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    })
+                })
                 .await?;
                 let node = Node {
                     kind: NodeKind::File,
@@ -633,13 +694,12 @@ impl Syncer {
                         d.download
                     })
                 } else {
-                    download_file(
-                        &self.remote,
-                        &rel_to_remote(path),
-                        Some(*rev),
-                        &tmp,
-                        Arc::new(|_| {}),
-                    )
+                    download_file(&self.remote, &rel_to_remote(path), Some(*rev), &tmp, {
+                        let live = self.status.live();
+                        Arc::new(move |n| {
+                            live.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                        })
+                    })
                     .await
                     .inspect(|d| report.bytes_fetched += d.size)
                 };

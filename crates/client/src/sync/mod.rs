@@ -8,6 +8,7 @@ pub mod engine;
 pub mod planner;
 pub mod scan;
 pub mod state;
+pub mod status;
 pub mod tree;
 
 pub use engine::{Report, SyncError, Syncer};
