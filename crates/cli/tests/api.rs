@@ -466,6 +466,11 @@ async fn stale_base_is_a_conflict(b: Backend) {
         .unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::Conflict));
     assert_eq!(get_bytes(&s, &r, "/doc.txt", None).await.unwrap(), b"two");
+    // A delete based on an old revision is refused too: it would discard an
+    // edit its sender never saw.
+    let err = r.delete_at("/doc.txt", Some(1)).await.unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::Conflict));
+    assert_eq!(get_bytes(&s, &r, "/doc.txt", None).await.unwrap(), b"two");
     let e = r
         .upload("/doc.txt", Some(2), reqwest::Body::from("three"))
         .await

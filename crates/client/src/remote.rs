@@ -194,12 +194,16 @@ impl Remote {
     }
 
     pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
-        let req = self
-            .request(Method::POST, "/files/delete")
-            .json(&PathQuery {
-                path: path.to_owned(),
-            });
-        Self::send(req).await?;
+        self.delete_at(path, None).await
+    }
+
+    /// Deletes `path` only if it is still at `base_rev` (files).
+    pub async fn delete_at(&self, path: &str, base_rev: Option<i64>) -> Result<(), ClientError> {
+        let body = tessera_proto::api::DeleteRequest {
+            path: path.to_owned(),
+            base_rev,
+        };
+        Self::send(self.request(Method::POST, "/files/delete").json(&body)).await?;
         Ok(())
     }
 

@@ -92,6 +92,15 @@ pub struct UploadQuery {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeleteRequest {
+    pub path: String,
+    /// For a file: refuse (409) unless it is still at this revision, so a
+    /// delete never discards an edit it has not seen.
+    #[serde(default)]
+    pub base_rev: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct MoveRequest {
     pub from: String,
     pub to: String,

@@ -792,7 +792,14 @@ impl Syncer {
                 report.deleted_local += 1;
             }
             Op::DeleteRemote { path } => {
-                match self.remote.delete(&rel_to_remote(path)).await {
+                // Only the version this device saw: an edit made elsewhere
+                // meanwhile gets 409 and comes down in the next round.
+                let base = self
+                    .synced
+                    .get(path)
+                    .filter(|n| n.kind == NodeKind::File)
+                    .and_then(|n| n.rev);
+                match self.remote.delete_at(&rel_to_remote(path), base).await {
                     Ok(()) => {}
                     Err(e) if e.code() == Some(tessera_proto::ErrorCode::NotFound) => {}
                     Err(e) => return Err(e.into()),

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
 use tessera_proto::api::{
     BlockListResponse, BlockRef, CommitBatchRequest, CommitBatchResponse, CommitRequest,
-    CommitResult, DownloadQuery, Entry, EntryKind, ListResponse, MoveRequest, PathQuery,
-    RestoreRequest, Revision, RevisionsResponse, UploadQuery,
+    CommitResult, DeleteRequest, DownloadQuery, Entry, EntryKind, ListResponse, MoveRequest,
+    PathQuery, RestoreRequest, Revision, RevisionsResponse, UploadQuery,
 };
 use tessera_proto::block::{AVG_BLOCK, CHUNKER, MAX_BLOCK, MIN_BLOCK};
 use tessera_proto::{ContentHash, RemotePath};
@@ -110,14 +110,17 @@ pub async fn move_node(
     Ok(Json(entry(&node, &to)))
 }
 
-#[utoipa::path(post, path = "/api/v1/files/delete", request_body = PathQuery, responses((status = 204, description = "moved to the trash"), (status = 404, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/files/delete", request_body = DeleteRequest, responses((status = 204, description = "moved to the trash"), (status = 409, body = tessera_proto::ErrorBody, description = "stale base_rev"), (status = 404, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
     user: AuthUser,
-    J(q): J<PathQuery>,
+    J(q): J<DeleteRequest>,
 ) -> Result<StatusCode, ApiError> {
     let path = below_root(&q.path)?;
-    state.meta.delete(user.ns, &path, &user.device).await?;
+    state
+        .meta
+        .delete(user.ns, &path, q.base_rev, &user.device)
+        .await?;
     state.changed(user.ns).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -386,8 +386,14 @@ impl Meta {
         dispatch!(self.move_node(ns, from, to, device))
     }
 
-    pub async fn delete(&self, ns: i64, path: &RemotePath, device: &str) -> Result<()> {
-        dispatch!(self.delete(ns, path, device))
+    pub async fn delete(
+        &self,
+        ns: i64,
+        path: &RemotePath,
+        base_rev: Option<i64>,
+        device: &str,
+    ) -> Result<()> {
+        dispatch!(self.delete(ns, path, base_rev, device))
     }
 
     pub async fn revisions(

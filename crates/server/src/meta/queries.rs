@@ -595,12 +595,18 @@ impl Store {
         })
     }
 
-    pub async fn delete(&self, ns: i64, path: &RemotePath, device: &str) -> Result<()> {
+    pub async fn delete(&self, ns: i64, path: &RemotePath, base_rev: Option<i64>, device: &str) -> Result<()> {
         if path.is_root() {
             return Err(MetaError::Invalid("the root folder cannot be deleted".into()));
         }
         let mut w = Writer::begin(self, ns, device).await?;
         let node = existing(&mut w.tx, ns, path).await?;
+        if let Some(base) = base_rev
+            && !node.is_folder()
+            && base != node.rev
+        {
+            return Err(MetaError::Conflict { path: path.to_string(), current_rev: node.rev });
+        }
         sqlx::query(
             "UPDATE nodes SET deleted_ms = $1, deleted_path = $2 WHERE namespace_id = $3 AND id = $4",
         )
