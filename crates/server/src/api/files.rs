@@ -156,6 +156,17 @@ where
     })
 }
 
+/// Reads and drops what is left of a refused body (up to a bound), so a
+/// client that sends without `Expect: 100-continue` gets to read the error
+/// instead of a reset connection.
+async fn drain<R: tokio::io::AsyncRead + Unpin>(body: &mut R) {
+    const DRAIN_LIMIT: u64 = 64 << 20;
+    let mut rest = body.take(DRAIN_LIMIT);
+    let mut sink = tokio::io::sink();
+    let discard = tokio::io::copy(&mut rest, &mut sink);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), discard).await;
+}
+
 /// Simple upload: the body is the file. The server cuts, stores and commits.
 /// Nothing is visible until the whole body has arrived and been stored.
 #[utoipa::path(put, path = "/api/v1/files/content", params(UploadQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 201, body = Entry), (status = 409, body = tessera_proto::ErrorBody, description = "stale base_rev"), (status = 413, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
@@ -172,46 +183,58 @@ pub async fn upload(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large(limit));
-    }
     let stream = Box::pin(idle_timeout(
         body.into_data_stream().map_err(std::io::Error::other),
     ));
+    let mut body = tokio_util::io::StreamReader::new(stream);
+    if declared.is_some_and(|n| n > limit) {
+        drain(&mut body).await;
+        return Err(too_large(limit));
+    }
     // Read at most one byte past the limit, so an oversized body without a
     // length is refused without storing the excess.
-    let reader = tokio_util::io::StreamReader::new(stream).take(limit + 1);
-    let mut cdc = fastcdc::v2020::AsyncStreamCDC::new(reader, MIN_BLOCK, AVG_BLOCK, MAX_BLOCK);
-    let chunks = cdc.as_stream();
-    futures::pin_mut!(chunks);
     let mut hasher = blake3::Hasher::new();
     let mut total = 0u64;
-    // Cutting and hashing the whole file stay in order; compressing,
-    // sealing and storing run for a few blocks at once, `buffered` keeping
-    // the block list in file order. Memory: a few blocks, whatever the size.
-    let store = state.blocks.clone();
-    let stored = chunks
-        .map(|chunk| {
-            let chunk = chunk.map_err(|e| {
-                ApiError::BadRequest(format!(
-                    "upload interrupted before the end of the body: {e}"
-                ))
-            })?;
-            total += chunk.length as u64;
-            if total > limit {
-                return Err(too_large(limit));
+    let stored = {
+        let reader = (&mut body).take(limit + 1);
+        let mut cdc = fastcdc::v2020::AsyncStreamCDC::new(reader, MIN_BLOCK, AVG_BLOCK, MAX_BLOCK);
+        let chunks = cdc.as_stream();
+        futures::pin_mut!(chunks);
+        // Cutting and hashing the whole file stay in order; compressing,
+        // sealing and storing run for a few blocks at once, `buffered` keeping
+        // the block list in file order. Memory: a few blocks, whatever the size.
+        let store = state.blocks.clone();
+        chunks
+            .map(|chunk| {
+                let chunk = chunk.map_err(|e| {
+                    ApiError::BadRequest(format!(
+                        "upload interrupted before the end of the body: {e}"
+                    ))
+                })?;
+                total += chunk.length as u64;
+                if total > limit {
+                    return Err(too_large(limit));
+                }
+                tokio::task::block_in_place(|| hasher.update(&chunk.data));
+                Ok(chunk.data)
+            })
+            .map(|data| {
+                let store = store.clone();
+                async move { Ok::<_, ApiError>(store.put_plain(user.user_id, data?).await?) }
+            })
+            .buffered(UPLOAD_PARALLEL)
+            .try_collect::<Vec<_>>()
+            .await
+    };
+    let blocks = match stored {
+        Ok(b) => b,
+        Err(e) => {
+            if matches!(e, ApiError::TooLarge(_)) {
+                drain(&mut body).await;
             }
-            tokio::task::block_in_place(|| hasher.update(&chunk.data));
-            Ok(chunk.data)
-        })
-        .map(|data| {
-            let store = store.clone();
-            async move { Ok::<_, ApiError>(store.put_plain(user.user_id, data?).await?) }
-        })
-        .buffered(UPLOAD_PARALLEL)
-        .try_collect::<Vec<_>>()
-        .await;
-    let blocks = stored?;
+            return Err(e);
+        }
+    };
     if declared.is_some_and(|n| n != total) {
         return Err(ApiError::BadRequest(format!(
             "body ended after {total} bytes, but Content-Length said {}",
