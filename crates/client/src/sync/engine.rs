@@ -158,6 +158,27 @@ fn now_secs() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// `path`, or if something is there already, `stem (2).ext`, `stem (3).ext`…
+/// so that a rename never replaces a file (two conflicts in one second, or
+/// the same path trashed twice in one second).
+fn unused(path: PathBuf) -> PathBuf {
+    if std::fs::symlink_metadata(&path).is_err() {
+        return path;
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name.as_str(), ""),
+    };
+    (2..)
+        .map(|n| path.with_file_name(format!("{stem} ({n}){ext}")))
+        .find(|p| std::fs::symlink_metadata(p).is_err())
+        .unwrap_or(path)
+}
+
 /// How long files removed by sync stay in `.tessera/trash/`.
 pub const TRASH_DAYS: i64 = 30;
 
@@ -753,7 +774,8 @@ impl Syncer {
                     .and_then(|n| n.to_str())
                     .unwrap_or("file")
                     .to_owned();
-                let copy = abs.with_file_name(conflicted_name(&name, &self.device, now_secs()));
+                let copy =
+                    unused(abs.with_file_name(conflicted_name(&name, &self.device, now_secs())));
                 tokio::fs::rename(&abs, &copy).await?;
                 if let Some(parent) = abs.parent() {
                     fsync_dir(parent).await?;
@@ -776,12 +798,13 @@ impl Syncer {
                         return Err(std::io::Error::other("folder is not empty; kept").into());
                     }
                 } else {
-                    let trash = self
-                        .root
-                        .join(STATE_DIR)
-                        .join("trash")
-                        .join(now_secs().to_string())
-                        .join(path);
+                    let trash = unused(
+                        self.root
+                            .join(STATE_DIR)
+                            .join("trash")
+                            .join(now_secs().to_string())
+                            .join(path),
+                    );
                     if let Some(parent) = trash.parent() {
                         tokio::fs::create_dir_all(parent).await?;
                     }
@@ -893,6 +916,18 @@ mod tests {
         ];
         want.sort();
         assert_eq!(left, want);
+    }
+
+    #[test]
+    fn renames_never_land_on_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a (conflicted copy).txt");
+        assert_eq!(unused(p.clone()), p);
+        std::fs::write(&p, b"1").unwrap();
+        let second = unused(p.clone());
+        assert_eq!(second, dir.path().join("a (conflicted copy) (2).txt"));
+        std::fs::write(&second, b"2").unwrap();
+        assert_eq!(unused(p), dir.path().join("a (conflicted copy) (3).txt"));
     }
 
     #[test]
