@@ -104,6 +104,13 @@ async fn three_devices_converge(b: Backend) {
     devs[0].write("zero.bin", b"");
     std::fs::create_dir_all(devs[0].path("empty")).unwrap();
     devs[0].write("big.bin", &common::mixed_data(3 << 20, 1));
+    // Several files above the batch size: they travel side by side.
+    for i in 0..4 {
+        devs[0].write(
+            &format!("media/clip{i}.bin"),
+            &common::random_data(300_000 + i * 1000, 20 + i as u64),
+        );
+    }
     sync_all(&mut devs).await;
     let tree = assert_converged(&devs);
     // The status a running client publishes for `tessera status`.
@@ -118,6 +125,10 @@ async fn three_devices_converge(b: Backend) {
     assert_eq!(tree["empty"], None);
     assert_eq!(tree["zero.bin"], Some(vec![]));
     assert_eq!(tree["docs/deep/b.txt"], Some(b"bee".to_vec()));
+    assert_eq!(
+        tree["media/clip3.bin"],
+        Some(common::random_data(303_000, 23))
+    );
 
     // Edit on one, rename on another, delete on the third.
     devs[1].write("a.txt", b"version 2");

@@ -179,6 +179,15 @@ fn unused(path: PathBuf) -> PathBuf {
         .unwrap_or(path)
 }
 
+/// Large files moved at once within a round.
+const PARALLEL_TRANSFERS: usize = 3;
+
+/// A download fetched into a temporary file, not yet in place.
+struct Fetched {
+    tmp: PathBuf,
+    result: Result<(crate::transfer::DownloadReport, u64, u64), ClientError>,
+}
+
 /// How long files removed by sync stay in `.tessera/trash/`.
 pub const TRASH_DAYS: i64 = 30;
 
@@ -337,44 +346,53 @@ impl Syncer {
             // deletions.
             let mut small = Vec::new();
             let mut small_down = Vec::new();
+            let mut large = Vec::new();
+            let mut large_down = Vec::new();
             for op in ops {
-                if let Op::Upload { path, base_rev } = &op
-                    && self.is_small_file(path)
-                {
-                    small.push((path.clone(), *base_rev));
-                    continue;
-                }
-                if let Op::Download { path, rev, local } = &op
-                    && self
-                        .remote_tree
-                        .get(path)
-                        .and_then(|n| n.size)
-                        .is_some_and(|s| s <= SMALL_FILE)
-                {
-                    small_down.push((path.clone(), *rev, local.clone()));
-                    continue;
-                }
-                if matches!(
-                    op,
+                match &op {
+                    Op::Upload { path, base_rev } if self.is_small_file(path) => {
+                        small.push((path.clone(), *base_rev));
+                        continue;
+                    }
+                    Op::Upload { path, base_rev } => {
+                        large.push((path.clone(), *base_rev));
+                        continue;
+                    }
+                    Op::Download { path, rev, local } => {
+                        let small_file = self
+                            .remote_tree
+                            .get(path)
+                            .and_then(|n| n.size)
+                            .is_some_and(|s| s <= SMALL_FILE);
+                        let item = (path.clone(), *rev, local.clone());
+                        if small_file {
+                            small_down.push(item)
+                        } else {
+                            large_down.push(item)
+                        }
+                        continue;
+                    }
                     Op::MarkSynced { .. }
-                        | Op::Forget { .. }
-                        | Op::DeleteLocal { .. }
-                        | Op::DeleteRemote { .. }
-                ) {
-                    let up = std::mem::take(&mut small);
-                    let down = std::mem::take(&mut small_down);
-                    self.run_small(up, down, &mut report, &mut stuck).await;
+                    | Op::Forget { .. }
+                    | Op::DeleteLocal { .. }
+                    | Op::DeleteRemote { .. } => {
+                        let (up, down) =
+                            (std::mem::take(&mut small), std::mem::take(&mut small_down));
+                        self.run_small(up, down, &mut report, &mut stuck).await;
+                        let (up, down) =
+                            (std::mem::take(&mut large), std::mem::take(&mut large_down));
+                        self.run_large(up, down, &mut report, &mut stuck).await;
+                    }
+                    _ => {}
                 }
-                let size = self.transfer_size(&op);
                 if let Err(e) = self.execute(&op, &mut report).await {
                     tracing::warn!(?op, error = %e, "sync operation did not complete");
                     stuck.push(format!("{}: {e}", describe(&op)));
                 }
-                if let Some(size) = size {
-                    self.progress(1, size);
-                }
             }
             self.run_small(small, small_down, &mut report, &mut stuck)
+                .await;
+            self.run_large(large, large_down, &mut report, &mut stuck)
                 .await;
             self.status.end_round(&stuck);
             self.save().await?;
@@ -634,6 +652,186 @@ impl Syncer {
         Ok(parent)
     }
 
+    /// Fetches revision `rev` of `path` into a file under `.tessera/tmp/`,
+    /// reusing the blocks of the older local copy when there is one. The
+    /// synced folder is not touched.
+    fn fetch(
+        &self,
+        path: &str,
+        rev: i64,
+        local: Option<&Node>,
+    ) -> impl std::future::Future<Output = Fetched> + use<> {
+        let remote = self.remote.clone();
+        let old = self.root.join(path);
+        let reuse = local.is_some_and(|n| n.kind == NodeKind::File);
+        let tmp = self
+            .root
+            .join(STATE_DIR)
+            .join("tmp")
+            .join(format!("dl-{}", rand::random::<u64>()));
+        let live = self.status.live();
+        let remote_path = rel_to_remote(path);
+        async move {
+            let result = if reuse {
+                download_reusing(&remote, &remote_path, rev, &old, &tmp)
+                    .await
+                    .map(|d| (d.download, d.fetched, d.reused))
+            } else {
+                let progress: crate::transfer::Progress = Arc::new(move |n| {
+                    live.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                });
+                download_file(&remote, &remote_path, Some(rev), &tmp, progress)
+                    .await
+                    .map(|d| {
+                        let size = d.size;
+                        (d, size, 0)
+                    })
+            };
+            if result.is_err() {
+                let _ = tokio::fs::remove_file(&tmp).await;
+            }
+            Fetched { tmp, result }
+        }
+    }
+
+    /// Renames a fetched file into place if the disk still holds `local`
+    /// at `path` (a local edit made during the download is never replaced).
+    async fn place(
+        &mut self,
+        path: &str,
+        local: Option<&Node>,
+        fetched: Fetched,
+        report: &mut Report,
+    ) -> Result<(), SyncError> {
+        let Fetched { tmp, result } = fetched;
+        let (got, bytes_fetched, bytes_reused) = result?;
+        if !self.local_matches(path, local)? {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(std::io::Error::other("changed on disk meanwhile; will retry").into());
+        }
+        let target = self.root.join(path);
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        tokio::fs::rename(&tmp, &target).await?;
+        if let Some(parent) = target.parent() {
+            fsync_dir(parent).await?;
+        }
+        let stat = scan::stat_of(&tokio::fs::symlink_metadata(&target).await?);
+        self.cache.insert(path.to_owned(), (stat, got.content_hash));
+        let node = self.remote_tree.get(path).cloned().unwrap_or(Node {
+            kind: NodeKind::File,
+            hash: Some(got.content_hash),
+            rev: Some(got.rev),
+            id: None,
+            size: Some(got.size),
+        });
+        self.synced.insert(
+            path.to_owned(),
+            Node {
+                hash: Some(got.content_hash),
+                ..node
+            },
+        );
+        report.bytes_fetched += bytes_fetched;
+        report.bytes_reused += bytes_reused;
+        report.downloaded += 1;
+        Ok(())
+    }
+
+    /// Large transfers, several at once: uploads straight, downloads
+    /// fetched side by side and then placed one by one.
+    async fn run_large(
+        &mut self,
+        up: Vec<(String, i64)>,
+        down: Vec<(String, i64, Option<Node>)>,
+        report: &mut Report,
+        stuck: &mut Vec<String>,
+    ) {
+        use futures::StreamExt;
+        let mut bytes = 0;
+        let files = (up.len() + down.len()) as u64;
+        for (path, base) in &up {
+            bytes += self
+                .transfer_size(&Op::Upload {
+                    path: path.clone(),
+                    base_rev: *base,
+                })
+                .unwrap_or(0);
+        }
+        for (path, ..) in &down {
+            bytes += self.remote_tree.get(path).and_then(|n| n.size).unwrap_or(0);
+        }
+        let uploads: Vec<_> = up
+            .into_iter()
+            .map(|(path, base)| {
+                let remote = self.remote.clone();
+                let abs = self.root.join(&path);
+                let live = self.status.live();
+                async move {
+                    let progress: crate::transfer::Progress = Arc::new(move |n| {
+                        live.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    });
+                    let r = upload_file(&remote, &abs, &rel_to_remote(&path), Some(base), progress)
+                        .await;
+                    (path, r)
+                }
+            })
+            .collect();
+        let done: Vec<_> = futures::stream::iter(uploads)
+            .buffer_unordered(PARALLEL_TRANSFERS)
+            .collect()
+            .await;
+        for (path, r) in done {
+            match r {
+                Ok(up) => self.record_upload(&path, &up, report),
+                Err(e) => stuck.push(format!("upload {path}: {e}")),
+            }
+        }
+        let mut wanted = Vec::new();
+        for (path, rev, local) in down {
+            match self.local_matches(&path, local.as_ref()) {
+                Ok(true) => wanted.push((path, rev, local)),
+                Ok(false) => stuck.push(format!(
+                    "download {path}: changed on disk meanwhile; will retry"
+                )),
+                Err(e) => stuck.push(format!("download {path}: {e}")),
+            }
+        }
+        let fetches: Vec<_> = wanted
+            .iter()
+            .map(|(path, rev, local)| self.fetch(path, *rev, local.as_ref()))
+            .collect();
+        let fetched: Vec<Fetched> = futures::stream::iter(fetches)
+            .buffered(PARALLEL_TRANSFERS)
+            .collect()
+            .await;
+        for ((path, _, local), f) in wanted.into_iter().zip(fetched) {
+            if let Err(e) = self.place(&path, local.as_ref(), f, report).await {
+                stuck.push(format!("download {path}: {e}"));
+            }
+        }
+        self.progress(files, bytes);
+    }
+
+    fn record_upload(
+        &mut self,
+        path: &str,
+        up: &crate::transfer::UploadReport,
+        report: &mut Report,
+    ) {
+        let node = Node {
+            kind: NodeKind::File,
+            hash: up.entry.content_hash,
+            rev: up.entry.rev,
+            id: Some(up.entry.id.clone()),
+            size: Some(up.size),
+        };
+        self.remote_tree.insert(path.to_owned(), node.clone());
+        self.synced.insert(path.to_owned(), node);
+        report.uploaded += 1;
+    }
+
     fn local_matches(&self, rel: &str, expected: Option<&Node>) -> Result<bool, SyncError> {
         let abs = self.root.join(rel);
         match expected {
@@ -676,16 +874,7 @@ impl Syncer {
                     })
                 })
                 .await?;
-                let node = Node {
-                    kind: NodeKind::File,
-                    hash: up.entry.content_hash,
-                    rev: up.entry.rev,
-                    id: Some(up.entry.id.clone()),
-                    size: Some(up.size),
-                };
-                self.remote_tree.insert(path.clone(), node.clone());
-                self.synced.insert(path.clone(), node);
-                report.uploaded += 1;
+                self.record_upload(path, &up, report);
             }
             Op::Download { path, rev, local } => {
                 if !self.local_matches(path, local.as_ref())? {
@@ -693,77 +882,8 @@ impl Syncer {
                         std::io::Error::other("changed on disk meanwhile; will retry").into(),
                     );
                 }
-                let tmp = self
-                    .root
-                    .join(STATE_DIR)
-                    .join("tmp")
-                    .join(format!("dl-{}", rand::random::<u64>()));
-                // A file that exists here in an older version lends the
-                // blocks it shares with the new one: only the rest travel.
-                let got = if local.as_ref().is_some_and(|n| n.kind == NodeKind::File) {
-                    download_reusing(
-                        &self.remote,
-                        &rel_to_remote(path),
-                        *rev,
-                        &self.root.join(path),
-                        &tmp,
-                    )
-                    .await
-                    .map(|d| {
-                        report.bytes_fetched += d.fetched;
-                        report.bytes_reused += d.reused;
-                        d.download
-                    })
-                } else {
-                    download_file(&self.remote, &rel_to_remote(path), Some(*rev), &tmp, {
-                        let live = self.status.live();
-                        Arc::new(move |n| {
-                            live.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                        })
-                    })
-                    .await
-                    .inspect(|d| report.bytes_fetched += d.size)
-                };
-                let got = match got {
-                    Ok(g) => g,
-                    Err(e) => {
-                        let _ = tokio::fs::remove_file(&tmp).await;
-                        return Err(e.into());
-                    }
-                };
-                // Checked again just before the rename: a local edit made
-                // during the download is never overwritten.
-                if !self.local_matches(path, local.as_ref())? {
-                    let _ = tokio::fs::remove_file(&tmp).await;
-                    return Err(
-                        std::io::Error::other("changed on disk meanwhile; will retry").into(),
-                    );
-                }
-                let target = self.root.join(path);
-                if let Some(parent) = target.parent() {
-                    tokio::fs::create_dir_all(parent).await?;
-                }
-                tokio::fs::rename(&tmp, &target).await?;
-                if let Some(parent) = target.parent() {
-                    fsync_dir(parent).await?;
-                }
-                let stat = scan::stat_of(&tokio::fs::symlink_metadata(&target).await?);
-                self.cache.insert(path.clone(), (stat, got.content_hash));
-                let node = self.remote_tree.get(path).cloned().unwrap_or(Node {
-                    kind: NodeKind::File,
-                    hash: Some(got.content_hash),
-                    rev: Some(got.rev),
-                    id: None,
-                    size: Some(got.size),
-                });
-                self.synced.insert(
-                    path.clone(),
-                    Node {
-                        hash: Some(got.content_hash),
-                        ..node
-                    },
-                );
-                report.downloaded += 1;
+                let fetched = self.fetch(path, *rev, local.as_ref()).await;
+                self.place(path, local.as_ref(), fetched, report).await?;
             }
             Op::Conflict { path, .. } => {
                 // Keep the local bytes under a new name; the next round
