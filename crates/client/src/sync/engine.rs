@@ -179,6 +179,38 @@ fn unused(path: PathBuf) -> PathBuf {
         .unwrap_or(path)
 }
 
+/// The server keeps names unique ignoring case, so two local names that
+/// differ only in case (possible on some file systems) would be one file
+/// there. Of each such group, the one already synced (or else the first by
+/// name) takes part; the others, with everything inside them, are left
+/// alone with a warning.
+fn drop_case_clashes(local: &mut Tree, remote: &Tree, synced: &Tree, warnings: &mut Vec<String>) {
+    let fold = |p: &str| {
+        p.split('/')
+            .map(tessera_proto::path::fold_name)
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let mut groups: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for p in local.keys() {
+        groups.entry(fold(p)).or_default().push(p.clone());
+    }
+    for paths in groups.into_values().filter(|g| g.len() > 1) {
+        let keep = paths
+            .iter()
+            .find(|p| synced.contains_key(*p) || remote.contains_key(*p))
+            .unwrap_or(&paths[0])
+            .clone();
+        for p in paths.iter().filter(|p| **p != keep) {
+            warnings.push(format!(
+                "skipped {p}: {keep} has the same name ignoring case, which the server \
+                 treats as one name; rename one of them"
+            ));
+            remove_subtree(local, p);
+        }
+    }
+}
+
 /// Large files moved at once within a round.
 const PARALLEL_TRANSFERS: usize = 3;
 
@@ -307,10 +339,9 @@ impl Syncer {
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         self.cache = scan.cache;
-        Ok((
-            plan(&scan.tree, &self.remote_tree, &self.synced),
-            scan.warnings,
-        ))
+        let (mut local, mut warnings) = (scan.tree, scan.warnings);
+        drop_case_clashes(&mut local, &self.remote_tree, &self.synced, &mut warnings);
+        Ok((plan(&local, &self.remote_tree, &self.synced), warnings))
     }
 
     /// Syncs both ways until nothing is left to do (or progress stops).
@@ -1036,6 +1067,28 @@ mod tests {
         ];
         want.sort();
         assert_eq!(left, want);
+    }
+
+    #[test]
+    fn names_differing_only_in_case_keep_the_synced_one() {
+        let h = tessera_proto::ContentHash::of(b"x");
+        let mut local: Tree = [
+            ("Docs".to_owned(), Node::folder()),
+            ("Docs/a.txt".to_owned(), Node::file(h)),
+            ("docs".to_owned(), Node::folder()),
+            ("docs/b.txt".to_owned(), Node::file(h)),
+            ("other.txt".to_owned(), Node::file(h)),
+        ]
+        .into_iter()
+        .collect();
+        let synced: Tree = [("docs".to_owned(), Node::folder())].into_iter().collect();
+        let mut warnings = Vec::new();
+        drop_case_clashes(&mut local, &Tree::new(), &synced, &mut warnings);
+        assert_eq!(
+            local.keys().collect::<Vec<_>>(),
+            vec!["docs", "docs/b.txt", "other.txt"]
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
     }
 
     #[test]
