@@ -454,13 +454,13 @@ pub async fn download(
     let fetch = move |b: RevisionBlock| {
         let store = store.clone();
         async move {
-            let read = store.read(b.id, &b.loc).await.map_err(|e| {
+            let plain = store.read_plain(b.id, &b.loc).await.map_err(|e| {
                 tracing::error!(block = %b.id, error = %e, "block read failed during download");
                 std::io::Error::other(e.to_string())
             })?;
             let lo = start.saturating_sub(b.file_offset) as usize;
             let hi = (end - b.file_offset).min(b.size) as usize;
-            Ok::<_, std::io::Error>(read.plain.slice(lo..hi))
+            Ok::<_, std::io::Error>(plain.slice(lo..hi))
         }
     };
     // The first block is read before answering, so a damaged file fails with
