@@ -206,9 +206,14 @@ impl BlockStore {
         Ok(sizes)
     }
 
-    /// The verified plaintext of a block, holding nothing else longer than
-    /// needed (downloads stream many of these).
-    pub async fn read_plain(&self, id: BlockId, loc: &BlockLoc) -> Result<Bytes, BlockError> {
+    /// Reads the block's bytes and opens them on a worker thread, keeping
+    /// only what `keep` takes from (codec, payload, plaintext).
+    async fn open_with<T: Send + 'static>(
+        &self,
+        id: BlockId,
+        loc: &BlockLoc,
+        keep: fn(Codec, Vec<u8>, Vec<u8>) -> T,
+    ) -> Result<T, BlockError> {
         let stored = self
             .objects
             .get_range(
@@ -217,29 +222,26 @@ impl BlockStore {
             )
             .await?;
         let ring = self.ring.clone();
-        let plain = tokio::task::spawn_blocking(move || {
-            codec::open(&id, &stored, &ring).map(|(_, _, plain)| plain)
-        })
-        .await??;
-        Ok(Bytes::from(plain))
+        let opened = tokio::task::spawn_blocking(move || {
+            codec::open(&id, &stored, &ring).map(|(c, payload, plain)| keep(c, payload, plain))
+        });
+        opened.await?
     }
 
     /// Reads, decrypts, decompresses and verifies a block.
     pub async fn read(&self, id: BlockId, loc: &BlockLoc) -> Result<ReadBlock, BlockError> {
-        let stored = self
-            .objects
-            .get_range(
-                &ObjectPath::from(loc.object.as_str()),
-                loc.offset..loc.offset + loc.length,
-            )
-            .await?;
-        let ring = self.ring.clone();
-        let (codec, payload, plain) =
-            tokio::task::spawn_blocking(move || codec::open(&id, &stored, &ring)).await??;
-        Ok(ReadBlock {
+        self.open_with(id, loc, |codec, payload, plain| ReadBlock {
             codec,
             payload: Bytes::from(payload),
             plain: Bytes::from(plain),
         })
+        .await
+    }
+
+    /// The verified plaintext alone: the stored and compressed copies are
+    /// freed on the worker thread (downloads stream many of these).
+    pub async fn read_plain(&self, id: BlockId, loc: &BlockLoc) -> Result<Bytes, BlockError> {
+        self.open_with(id, loc, |_, _, plain| Bytes::from(plain))
+            .await
     }
 }
