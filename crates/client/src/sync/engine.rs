@@ -211,6 +211,9 @@ fn drop_case_clashes(local: &mut Tree, remote: &Tree, synced: &Tree, warnings: &
     }
 }
 
+/// Small files written and fsynced at once when they come down.
+const PARALLEL_FSYNCS: usize = 16;
+
 /// Large files moved at once within a round.
 const PARALLEL_TRANSFERS: usize = 3;
 
@@ -609,15 +612,17 @@ impl Syncer {
                         continue;
                     }
                 };
-            let mut dirs = std::collections::BTreeSet::new();
+            // Write and fsync the temporary files side by side (the disk
+            // merges concurrent flushes), then check and rename one by one.
+            let mut staged = Vec::new();
             for (path, _, local) in group {
                 let Some(node) = self.remote_tree.get(path).cloned() else {
                     continue;
                 };
-                let data: &[u8] = match (node.size, node.hash) {
-                    (Some(0), _) => &[],
+                let data: Vec<u8> = match (node.size, node.hash) {
+                    (Some(0), _) => Vec::new(),
                     (_, Some(h)) => match blocks.get(&BlockId(h.0)) {
-                        Some(d) => d,
+                        Some(d) => d.clone(),
                         None => {
                             stuck.push(format!(
                                 "download {path}: the server did not send its block"
@@ -627,14 +632,61 @@ impl Syncer {
                     },
                     _ => continue,
                 };
-                match self.place_file(path, data, local.as_ref()).await {
+                match self.local_matches(path, local.as_ref()) {
+                    Ok(true) => staged.push((path.clone(), local.clone(), node, data)),
+                    Ok(false) => stuck.push(format!(
+                        "download {path}: changed on disk meanwhile; will retry"
+                    )),
+                    Err(e) => stuck.push(format!("download {path}: {e}")),
+                }
+            }
+            let tmp_dir = self.root.join(STATE_DIR).join("tmp");
+            let writes: Vec<_> = staged
+                .iter()
+                .map(|(_, _, _, data)| {
+                    let tmp = tmp_dir.join(format!("dl-{}", rand::random::<u64>()));
+                    let data = data.clone();
+                    async move {
+                        let written = tokio::task::spawn_blocking({
+                            let tmp = tmp.clone();
+                            move || -> std::io::Result<()> {
+                                use std::io::Write;
+                                let mut f = std::fs::File::create(&tmp)?;
+                                f.write_all(&data)?;
+                                f.sync_all()
+                            }
+                        })
+                        .await
+                        .map_err(|e| std::io::Error::other(e.to_string()))
+                        .and_then(|r| r);
+                        (tmp, written)
+                    }
+                })
+                .collect();
+            let written: Vec<(PathBuf, std::io::Result<()>)> = {
+                use futures::StreamExt;
+                futures::stream::iter(writes)
+                    .buffered(PARALLEL_FSYNCS)
+                    .collect()
+                    .await
+            };
+            let mut dirs = std::collections::BTreeSet::new();
+            for ((path, local, node, data), (tmp, w)) in staged.into_iter().zip(written) {
+                let placed = match w {
+                    Ok(()) => self.place_tmp(&path, &tmp, &data, local.as_ref()).await,
+                    Err(e) => Err(e.into()),
+                };
+                match placed {
                     Ok(parent) => {
                         report.bytes_fetched += data.len() as u64;
                         dirs.insert(parent);
-                        self.synced.insert(path.clone(), node);
+                        self.synced.insert(path, node);
                         report.downloaded += 1;
                     }
-                    Err(e) => stuck.push(format!("download {path}: {e}")),
+                    Err(e) => {
+                        let _ = tokio::fs::remove_file(&tmp).await;
+                        stuck.push(format!("download {path}: {e}"));
+                    }
                 }
             }
             for dir in dirs {
@@ -645,30 +697,16 @@ impl Syncer {
         }
     }
 
-    /// Writes `data` to a fsynced temporary file and renames it to `rel`
+    /// Renames the fsynced temporary file `tmp` (holding `data`) to `rel`
     /// if the disk still holds `expected` there. Returns the parent folder.
-    async fn place_file(
+    async fn place_tmp(
         &mut self,
         rel: &str,
+        tmp: &Path,
         data: &[u8],
         expected: Option<&Node>,
     ) -> Result<PathBuf, SyncError> {
         if !self.local_matches(rel, expected)? {
-            return Err(std::io::Error::other("changed on disk meanwhile; will retry").into());
-        }
-        let tmp = self
-            .root
-            .join(STATE_DIR)
-            .join("tmp")
-            .join(format!("dl-{}", rand::random::<u64>()));
-        {
-            use tokio::io::AsyncWriteExt;
-            let mut f = tokio::fs::File::create(&tmp).await?;
-            f.write_all(data).await?;
-            f.sync_all().await?;
-        }
-        if !self.local_matches(rel, expected)? {
-            let _ = tokio::fs::remove_file(&tmp).await;
             return Err(std::io::Error::other("changed on disk meanwhile; will retry").into());
         }
         let target = self.root.join(rel);
@@ -676,7 +714,7 @@ impl Syncer {
             .parent()
             .map_or_else(|| self.root.clone(), Path::to_path_buf);
         tokio::fs::create_dir_all(&parent).await?;
-        tokio::fs::rename(&tmp, &target).await?;
+        tokio::fs::rename(tmp, &target).await?;
         let stat = scan::stat_of(&tokio::fs::symlink_metadata(&target).await?);
         self.cache
             .insert(rel.to_owned(), (stat, ContentHash::of(data)));
