@@ -35,6 +35,7 @@ on_both_backends!(
     names_are_unique_ignoring_case,
     folders_move_and_delete,
     small_files_travel_in_packs_and_batches,
+    trash_lists_and_restores,
 );
 
 fn code(e: &ClientError) -> Option<ErrorCode> {
@@ -853,4 +854,65 @@ async fn small_files_travel_in_packs_and_batches(b: Backend) {
     let changes = r.changes(None, Some(10_000)).await.unwrap().changes;
     let seqs: Vec<i64> = changes.iter().map(|c| c.seq).collect();
     assert_eq!(seqs, (1..=changes.len() as i64).collect::<Vec<_>>());
+}
+
+async fn trash_lists_and_restores(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = s.user("alice").await;
+    put_bytes(&s, &r, "/docs/a.txt", b"alpha").await;
+    put_bytes(&s, &r, "/docs/sub/b.txt", b"beta").await;
+    put_bytes(&s, &r, "/c.txt", b"gamma").await;
+    r.delete("/c.txt").await.unwrap();
+    r.delete("/docs").await.unwrap();
+    let trash = r.trash().await.unwrap().entries;
+    assert_eq!(
+        trash.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+        vec!["/docs", "/c.txt"]
+    );
+    let cursor = r.latest_cursor().await.unwrap();
+    // A folder comes back whole, and the journal says so entry by entry.
+    let docs = trash.iter().find(|e| e.path == "/docs").unwrap();
+    let back = r.restore_from_trash(&docs.id, None).await.unwrap();
+    assert_eq!(back.path, "/docs");
+    assert_eq!(
+        get_bytes(&s, &r, "/docs/sub/b.txt", None).await.unwrap(),
+        b"beta"
+    );
+    let paths: Vec<String> = r
+        .changes(Some(&cursor), None)
+        .await
+        .unwrap()
+        .changes
+        .into_iter()
+        .map(|c| c.path)
+        .collect();
+    assert_eq!(
+        paths,
+        vec!["/docs", "/docs/a.txt", "/docs/sub", "/docs/sub/b.txt"]
+    );
+    // A taken name is refused; another path works, creating its folders.
+    put_bytes(&s, &r, "/c.txt", b"new c").await;
+    let c = trash.iter().find(|e| e.path == "/c.txt").unwrap();
+    assert_eq!(
+        code(&r.restore_from_trash(&c.id, None).await.unwrap_err()),
+        Some(ErrorCode::AlreadyExists)
+    );
+    r.restore_from_trash(&c.id, Some("/old/c.txt"))
+        .await
+        .unwrap();
+    assert_eq!(
+        get_bytes(&s, &r, "/old/c.txt", None).await.unwrap(),
+        b"gamma"
+    );
+    assert_eq!(get_bytes(&s, &r, "/c.txt", None).await.unwrap(), b"new c");
+    assert!(r.trash().await.unwrap().entries.is_empty());
+    // Someone else's trash is not yours.
+    r.delete("/old").await.unwrap();
+    let id = r.trash().await.unwrap().entries[0].id.clone();
+    let bob = s.user("bob").await;
+    assert_eq!(
+        code(&bob.restore_from_trash(&id, None).await.unwrap_err()),
+        Some(ErrorCode::NotFound)
+    );
+    assert!(bob.trash().await.unwrap().entries.is_empty());
 }

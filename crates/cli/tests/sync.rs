@@ -161,6 +161,20 @@ async fn three_devices_converge(b: Backend) {
     let tree = assert_converged(&devs);
     assert!(tree.contains_key("papers/deep/c.txt") && !tree.contains_key("docs"));
     assert!(!tree.contains_key("empty"));
+    // A folder deleted on one device and restored from the server's trash
+    // comes back on every device.
+    std::fs::remove_dir_all(devs[2].path("papers")).unwrap();
+    sync_all(&mut devs).await;
+    assert!(!assert_converged(&devs).contains_key("papers"));
+    let web = s.login("alice", "alice-password", "web").await;
+    let trashed = web.trash().await.unwrap().entries;
+    let papers = trashed.iter().find(|e| e.path == "/papers").unwrap();
+    web.restore_from_trash(&papers.id, None).await.unwrap();
+    sync_all(&mut devs).await;
+    assert_eq!(
+        assert_converged(&devs)["papers/deep/c.txt"],
+        Some(b"bee".to_vec())
+    );
 
     // Concurrent edits: one conflicted copy, no content lost.
     devs[0].write("a.txt", b"laptop edit");

@@ -424,4 +424,21 @@ impl Remote {
         .await
         .map_err(|e| ClientError::Integrity(e.to_string()))?
     }
+
+    pub async fn trash(&self) -> Result<tessera_proto::api::TrashResponse, ClientError> {
+        Self::json(self.request(Method::GET, "/trash")).await
+    }
+
+    /// Puts a trashed item back, at `to` or where it was.
+    pub async fn restore_from_trash(
+        &self,
+        id: &str,
+        to: Option<&str>,
+    ) -> Result<Entry, ClientError> {
+        let req = tessera_proto::api::TrashRestoreRequest {
+            id: id.to_owned(),
+            to: to.map(str::to_owned),
+        };
+        self.post("/trash/restore", &req).await
+    }
 }

@@ -307,3 +307,29 @@ pub struct PackResponse {
 pub struct FetchBlocksRequest {
     pub ids: Vec<BlockId>,
 }
+
+/// Something in the trash.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TrashEntry {
+    /// Pass this to restore it.
+    pub id: String,
+    /// Where it was when it was deleted.
+    pub path: String,
+    pub kind: EntryKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    pub deleted_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TrashResponse {
+    pub entries: Vec<TrashEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TrashRestoreRequest {
+    pub id: String,
+    /// Where to put it back; its old path when absent.
+    #[serde(default)]
+    pub to: Option<String>,
+}

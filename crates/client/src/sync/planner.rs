@@ -15,8 +15,10 @@
 //! moves, never as delete + upload.
 //!
 //! Operations come out in an order the executor can run one by one:
-//! moves, then folder creations (shallow first), then transfers, then
-//! deletions (deep first).
+//! folder creations (shallow first), then moves (into folders that exist
+//! by then), then transfers, then deletions (deep first). A folder deleted
+//! on the server takes its contents with it, so one delete stands for the
+//! whole subtree and it stays restorable as one item from the trash.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -81,8 +83,8 @@ impl Op {
     fn rank(&self) -> (u8, usize, String) {
         use Op::*;
         let (class, path) = match self {
-            MoveRemote { to, .. } | MoveLocal { to, .. } => (0, to),
-            CreateRemoteFolder { path } | CreateLocalFolder { path } => (1, path),
+            CreateRemoteFolder { path } | CreateLocalFolder { path } => (0, path),
+            MoveRemote { to, .. } | MoveLocal { to, .. } => (1, to),
             Upload { path, .. } | Download { path, .. } | Conflict { path, .. } => (2, path),
             MarkSynced { path, .. } | Forget { path } => (3, path),
             DeleteLocal { path, .. } | DeleteRemote { path } => (4, path),
@@ -283,6 +285,25 @@ pub fn plan(local: &Tree, remote: &Tree, synced: &Tree) -> Vec<Op> {
             },
         }
     }
+    // A remote folder delete covers everything below it.
+    let folder_deletes: Vec<String> = ops
+        .iter()
+        .filter_map(|o| match o {
+            Op::DeleteRemote { path }
+                if remote
+                    .get(path)
+                    .or(synced.get(path))
+                    .is_some_and(|n| n.kind == NodeKind::Folder) =>
+            {
+                Some(path.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    ops.retain(|o| match o {
+        Op::DeleteRemote { path } => !folder_deletes.iter().any(|d| is_below(path, d)),
+        _ => true,
+    });
     ops.sort_by_key(Op::rank);
     ops
 }
@@ -525,6 +546,21 @@ mod tests {
                     expected: Node::folder()
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn a_folder_deleted_here_is_one_delete_there() {
+        let synced = tree(&[
+            ("d", Node::folder().with_id("D")),
+            ("d/e", Node::folder().with_id("E")),
+            ("d/e/x", rf("x", 1, "X")),
+            ("keep", rf("k", 1, "K")),
+        ]);
+        let local = tree(&[("keep", f("k"))]);
+        assert_eq!(
+            plan(&local, &synced.clone(), &synced),
+            vec![Op::DeleteRemote { path: s("d") }]
         );
     }
 

@@ -6,6 +6,7 @@ mod changes;
 pub mod error;
 mod files;
 mod openapi;
+mod trash;
 
 use std::sync::Arc;
 
@@ -116,6 +117,8 @@ pub fn router(state: AppState) -> Router {
         .route("/changes/latest", get(changes::latest))
         .route("/changes/poll", get(changes::poll))
         .route("/presence", get(changes::presence))
+        .route("/trash", get(trash::list))
+        .route("/trash/restore", post(trash::restore))
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
         .layer(DefaultBodyLimit::max(JSON_LIMIT));

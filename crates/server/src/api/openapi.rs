@@ -29,6 +29,8 @@ use utoipa::OpenApi;
         super::changes::latest,
         super::changes::poll,
         super::changes::presence,
+        super::trash::list,
+        super::trash::restore,
     ),
     modifiers(&BearerAuth),
     info(

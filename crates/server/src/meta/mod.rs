@@ -172,6 +172,16 @@ impl JournalRow {
     }
 }
 
+/// A trashed node.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TrashRow {
+    pub id: String,
+    pub kind: String,
+    pub size: i64,
+    pub deleted_ms: i64,
+    pub deleted_path: Option<String>,
+}
+
 /// Where a block's stored bytes are: a whole object or a slice of a pack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockLoc {
@@ -374,6 +384,21 @@ impl Meta {
     /// Ends pending marks older than `cutoff_ms`; see `queries.rs`.
     pub async fn expire_pending(&self, cutoff_ms: i64) -> Result<Vec<i64>> {
         dispatch!(self.expire_pending(cutoff_ms))
+    }
+
+    pub async fn trash(&self, ns: i64) -> Result<Vec<TrashRow>> {
+        dispatch!(self.trash(ns))
+    }
+
+    /// Restores a trashed node; see `queries.rs`.
+    pub async fn restore_from_trash(
+        &self,
+        ns: i64,
+        id: &str,
+        to: Option<&RemotePath>,
+        device: &str,
+    ) -> Result<(NodeRow, RemotePath)> {
+        dispatch!(self.restore_from_trash(ns, id, to, device))
     }
 
     pub async fn move_node(

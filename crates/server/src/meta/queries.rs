@@ -6,7 +6,7 @@ use sqlx::{Pool, Transaction};
 use tessera_proto::path::fold_name;
 
 use super::{
-    BlockLoc, JournalRow, MetaError, NewRevision, NodeRow, Result, RevisionBlock, RevisionBlockRow,
+    BlockLoc, JournalRow, TrashRow, MetaError, NewRevision, NodeRow, Result, RevisionBlock, RevisionBlockRow,
     RevisionRow, TokenRow, UserRow, now_ms,
 };
 use tessera_proto::{BlockId, RemotePath};
@@ -619,6 +619,94 @@ impl Store {
         w.event("delete", &node, path.as_str(), None).await?;
         w.tx.commit().await?;
         Ok(())
+    }
+
+    /// What is in the trash: nodes deleted themselves (their contents come
+    /// back with them), newest first.
+    pub async fn trash(&self, ns: i64) -> Result<Vec<TrashRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, kind, size, deleted_ms, deleted_path FROM nodes
+             WHERE namespace_id = $1 AND deleted_ms IS NOT NULL ORDER BY deleted_ms DESC, id",
+        )
+        .bind(ns)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Puts a trashed node back at `to` (its old path when `None`),
+    /// creating missing parent folders. The journal gets an entry for the
+    /// node and everything inside it, so clients see the whole tree return.
+    pub async fn restore_from_trash(
+        &self,
+        ns: i64,
+        id: &str,
+        to: Option<&RemotePath>,
+        device: &str,
+    ) -> Result<(NodeRow, RemotePath)> {
+        let mut w = Writer::begin(self, ns, device).await?;
+        let row: Option<(Option<String>,)> = sqlx::query_as(
+            "SELECT deleted_path FROM nodes WHERE namespace_id = $1 AND id = $2 AND deleted_ms IS NOT NULL",
+        )
+        .bind(ns)
+        .bind(id)
+        .fetch_optional(&mut *w.tx)
+        .await?;
+        let Some((old_path,)) = row else {
+            return Err(MetaError::NotFound(format!("nothing with id {id} is in the trash")));
+        };
+        let target = match (to, old_path) {
+            (Some(t), _) => t.clone(),
+            (None, Some(p)) => RemotePath::parse(&p).map_err(|e| MetaError::Invalid(e.to_string()))?,
+            (None, None) => return Err(MetaError::Invalid("give a path to restore it to".into())),
+        };
+        let (Some(parent_path), Some(name)) = (target.parent(), target.name()) else {
+            return Err(MetaError::Invalid("nothing can be restored as /".into()));
+        };
+        let parent = w.ensure_folder(&parent_path).await?;
+        if child(&mut w.tx, ns, &parent.id, name).await?.is_some() {
+            return Err(MetaError::AlreadyExists(format!(
+                "{target} exists: restore to another path"
+            )));
+        }
+        sqlx::query(
+            "UPDATE nodes SET deleted_ms = NULL, deleted_path = NULL, parent_id = $1, name = $2, name_key = $3
+             WHERE namespace_id = $4 AND id = $5",
+        )
+        .bind(&parent.id)
+        .bind(name)
+        .bind(fold_name(name))
+        .bind(ns)
+        .bind(id)
+        .execute(&mut *w.tx)
+        .await?;
+        // The node and its live contents, parents before children.
+        let node: NodeRow = sqlx::query_as(concat!("SELECT ", node_cols!(), " FROM nodes WHERE namespace_id = $1 AND id = $2"))
+            .bind(ns)
+            .bind(id)
+            .fetch_one(&mut *w.tx)
+            .await?;
+        let mut queue = std::collections::VecDeque::from([(node.clone(), target.clone())]);
+        while let Some((n, path)) = queue.pop_front() {
+            let kind = if n.is_folder() { "mkdir" } else { "restore" };
+            w.event(kind, &n, path.as_str(), None).await?;
+            if n.is_folder() {
+                let children: Vec<NodeRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    node_cols!(),
+                    " FROM nodes WHERE namespace_id = $1 AND parent_id = $2 AND deleted_ms IS NULL ORDER BY name_key"
+                ))
+                .bind(ns)
+                .bind(&n.id)
+                .fetch_all(&mut *w.tx)
+                .await?;
+                for c in children {
+                    let p = path.join(&c.name).map_err(|e| MetaError::Invalid(e.to_string()))?;
+                    queue.push_back((c, p));
+                }
+            }
+        }
+        w.tx.commit().await?;
+        Ok((node, target))
     }
 
     pub async fn revisions(&self, ns: i64, path: &RemotePath) -> Result<(NodeRow, Vec<RevisionRow>)> {
