@@ -156,6 +156,15 @@ async fn three_devices_converge(b: Backend) {
 
     // Folder rename and folder delete.
     std::fs::rename(devs[0].path("docs"), devs[0].path("papers")).unwrap();
+    let (ops, _) = devs[0].syncer.pending().await.unwrap();
+    assert_eq!(
+        ops,
+        vec![tessera_client::sync::Op::MoveRemote {
+            from: "docs".into(),
+            to: "papers".into()
+        }],
+        "a folder rename is one move on the server"
+    );
     std::fs::remove_dir(devs[1].path("empty")).unwrap();
     sync_all(&mut devs).await;
     let tree = assert_converged(&devs);

@@ -151,6 +151,39 @@ pub fn plan(local: &Tree, remote: &Tree, synced: &Tree) -> Vec<Op> {
         }
     }
 
+    // Local folder moves: a synced folder gone from here, and a new folder
+    // here holding exactly what it held, while nothing changed inside it
+    // on the server. One move carries the whole subtree.
+    let new_folders: Vec<&String> = local
+        .iter()
+        .filter(|(p, n)| {
+            n.kind == NodeKind::Folder && !synced.contains_key(*p) && !remote.contains_key(*p)
+        })
+        .map(|(p, _)| p)
+        .collect();
+    for (old, s) in synced {
+        if s.kind != NodeKind::Folder
+            || local.contains_key(old)
+            || handled.contains(old)
+            || !remote.get(old).is_some_and(|r| r.kind == NodeKind::Folder)
+            || subtree_changed(old, remote, synced)
+        {
+            continue;
+        }
+        let before = contents(old, synced);
+        if let Some(new) = new_folders.iter().find(|n| {
+            !handled.contains(n.as_str()) && !is_below(n, old) && contents(n, local) == before
+        }) {
+            ops.push(Op::MoveRemote {
+                from: old.clone(),
+                to: (*new).clone(),
+            });
+            mark_subtree(old, synced, &mut handled);
+            mark_subtree(old, remote, &mut handled);
+            mark_subtree(new, local, &mut handled);
+        }
+    }
+
     // Local moves of files: deleted here, created there with the same bytes,
     // while the server still has the old path as synced.
     let mut created_by_hash: HashMap<_, Vec<&String>> = HashMap::new();
@@ -306,6 +339,15 @@ pub fn plan(local: &Tree, remote: &Tree, synced: &Tree) -> Vec<Op> {
     });
     ops.sort_by_key(Op::rank);
     ops
+}
+
+/// What lies below `dir`: relative path → (kind, hash).
+fn contents(dir: &str, tree: &Tree) -> Vec<(String, NodeKind, Option<tessera_proto::ContentHash>)> {
+    tree.range(dir.to_owned()..)
+        .take_while(|(p, _)| p.as_str() == dir || is_below(p, dir))
+        .filter(|(p, _)| p.as_str() != dir)
+        .map(|(p, n)| (p[dir.len()..].to_owned(), n.kind, n.hash))
+        .collect()
 }
 
 fn mark_subtree(dir: &str, tree: &Tree, handled: &mut BTreeSet<String>) {
@@ -546,6 +588,39 @@ mod tests {
                     expected: Node::folder()
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn a_folder_renamed_here_is_one_move_there() {
+        let synced = tree(&[
+            ("docs", Node::folder().with_id("D")),
+            ("docs/deep", Node::folder().with_id("E")),
+            ("docs/deep/c.txt", rf("c", 1, "C")),
+        ]);
+        let local = tree(&[
+            ("papers", Node::folder()),
+            ("papers/deep", Node::folder()),
+            ("papers/deep/c.txt", f("c")),
+        ]);
+        assert_eq!(
+            plan(&local, &synced.clone(), &synced),
+            vec![Op::MoveRemote {
+                from: s("docs"),
+                to: s("papers")
+            }]
+        );
+        // Contents edited during the rename: no folder move, per-item work.
+        let edited = tree(&[
+            ("papers", Node::folder()),
+            ("papers/deep", Node::folder()),
+            ("papers/deep/c.txt", f("c2")),
+        ]);
+        assert!(
+            !plan(&edited, &synced.clone(), &synced).contains(&Op::MoveRemote {
+                from: s("docs"),
+                to: s("papers")
+            })
         );
     }
 
