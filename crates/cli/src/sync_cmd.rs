@@ -167,7 +167,9 @@ pub async fn status(dir: &Path) -> anyhow::Result<()> {
             println!("last sync could not: {reason}");
         }
     }
-    let (mut syncer, _) = open(dir).await?;
+    let p = profile::load()?;
+    let remote = Remote::new(&p.server, Some(p.token))?;
+    let mut syncer = Syncer::open_read_only(dir, remote, &p.username, &p.device).await?;
     let (ops, warnings) = syncer.pending().await?;
     syncer.close().await;
     for w in &warnings {

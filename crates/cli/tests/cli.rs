@@ -303,6 +303,17 @@ fn sync_command_carries_changes_live() {
         panic!("{} never became {want:?}", path.display());
     };
     wait_for(&b.join("first.txt"), "from A");
+    let second = tessera(&cfg, &["sync", b.to_str().unwrap(), "--once"], None);
+    assert!(
+        !second.status.success(),
+        "a second sync on a busy folder is refused"
+    );
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another `tessera sync` is running"));
+    let look = ok(&cfg, &["status", b.to_str().unwrap()], None);
+    assert!(
+        look.contains("in sync") || look.contains("syncing"),
+        "{look}"
+    );
     // A change made through another device arrives without any command in B.
     std::fs::write(a.join("second.txt"), "live").unwrap();
     ok(&cfg, &["sync", a.to_str().unwrap(), "--once"], None);

@@ -98,6 +98,23 @@ async fn three_devices_converge(b: Backend) {
         device(&s, "phone").await,
     ];
 
+    // One syncer per folder: a second one is refused, a look is not.
+    let again = s.login("alice", "alice-password", "laptop").await;
+    let busy = Syncer::open(&devs[0].dir, again.clone(), "alice", "laptop").await;
+    assert!(matches!(
+        busy,
+        Err(tessera_client::sync::SyncError::Busy(_))
+    ));
+    let mut look = Syncer::open_read_only(&devs[0].dir, again, "alice", "laptop")
+        .await
+        .unwrap();
+    assert!(look.pending().await.unwrap().0.is_empty());
+    assert!(
+        look.sync_once().await.is_err(),
+        "a read-only look never changes the folder"
+    );
+    look.close().await;
+
     // Creates: files, nested folders, an empty folder, an empty file.
     devs[0].write("a.txt", b"version 1");
     devs[0].write("docs/deep/b.txt", b"bee");

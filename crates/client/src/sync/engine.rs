@@ -33,6 +33,10 @@ pub enum SyncError {
     Io(#[from] std::io::Error),
     #[error("{0} is linked to another server or account ({1}); use another folder")]
     OtherAccount(String, String),
+    #[error("another `tessera sync` is running on {0}; stop it first")]
+    Busy(String),
+    #[error("{0} is not a synced folder yet: run `tessera sync {0}` first")]
+    NotLinked(String),
 }
 
 /// Deletions above this share of the synced files (and above a handful)
@@ -67,6 +71,8 @@ pub struct Syncer {
     cache: StatCache,
     cursor: Option<String>,
     status: StatusFile,
+    /// Held while this syncer may change the folder; `None` when read-only.
+    lock: Option<std::fs::File>,
     pub allow_mass_delete: bool,
 }
 
@@ -254,15 +260,60 @@ impl Syncer {
         account: &str,
         device: &str,
     ) -> Result<Self, SyncError> {
+        Self::open_with(root, remote, account, device, true).await
+    }
+
+    /// Opens an already linked folder to look at it (`tessera status`)
+    /// while a running sync may hold it: no lock, nothing cleaned up, and
+    /// [`Syncer::sync_once`] refuses to run.
+    pub async fn open_read_only(
+        root: &Path,
+        remote: Remote,
+        account: &str,
+        device: &str,
+    ) -> Result<Self, SyncError> {
+        Self::open_with(root, remote, account, device, false).await
+    }
+
+    async fn open_with(
+        root: &Path,
+        remote: Remote,
+        account: &str,
+        device: &str,
+        writable: bool,
+    ) -> Result<Self, SyncError> {
         let root = std::fs::canonicalize(root)?;
         let dir = root.join(STATE_DIR);
-        // Downloads cut short by a crash leave files in tmp/; none is in use
-        // before this folder is opened.
-        let _ = tokio::fs::remove_dir_all(dir.join("tmp")).await;
-        for sub in ["", "tmp", "trash"] {
-            tokio::fs::create_dir_all(dir.join(sub)).await?;
-        }
-        purge_trash(&dir.join("trash"), now_secs() - TRASH_DAYS * 86_400).await;
+        let lock = if writable {
+            tokio::fs::create_dir_all(&dir).await?;
+            // One syncer per folder: two would race on the same files and
+            // clear each other's downloads in progress.
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join("lock"))?;
+            match lock.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(SyncError::Busy(root.display().to_string()));
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+            }
+            // Downloads cut short by a crash leave files in tmp/; none is in
+            // use now that this process holds the lock.
+            let _ = tokio::fs::remove_dir_all(dir.join("tmp")).await;
+            for sub in ["tmp", "trash"] {
+                tokio::fs::create_dir_all(dir.join(sub)).await?;
+            }
+            purge_trash(&dir.join("trash"), now_secs() - TRASH_DAYS * 86_400).await;
+            Some(lock)
+        } else {
+            if !dir.is_dir() {
+                return Err(SyncError::NotLinked(root.display().to_string()));
+            }
+            None
+        };
         let state = State::open(&dir).await?;
         let account = format!("{} {account}", remote.server());
         match state.setting("account").await? {
@@ -270,7 +321,8 @@ impl Syncer {
                 return Err(SyncError::OtherAccount(root.display().to_string(), a));
             }
             Some(_) => {}
-            None => state.set_setting("account", &account).await?,
+            None if writable => state.set_setting("account", &account).await?,
+            None => {}
         }
         let remote_tree = state.remote_tree().await?;
         let synced = state.synced_tree().await?;
@@ -286,6 +338,7 @@ impl Syncer {
             cache,
             cursor,
             status: StatusFile::new(&dir),
+            lock,
             allow_mass_delete: false,
         })
     }
@@ -349,6 +402,9 @@ impl Syncer {
 
     /// Syncs both ways until nothing is left to do (or progress stops).
     pub async fn sync_once(&mut self) -> Result<Report, SyncError> {
+        if self.lock.is_none() {
+            return Err(SyncError::Busy(self.root.display().to_string()));
+        }
         let mut report = Report::default();
         let mut last_stuck = Vec::new();
         for round in 1..=8 {
@@ -545,18 +601,7 @@ impl Syncer {
         };
         for ((path, _), result) in batch.into_iter().zip(results) {
             match result {
-                Ok(entry) => {
-                    let node = Node {
-                        kind: NodeKind::File,
-                        hash: entry.content_hash,
-                        rev: entry.rev,
-                        id: Some(entry.id.clone()),
-                        size: entry.size,
-                    };
-                    self.remote_tree.insert(path.clone(), node.clone());
-                    self.synced.insert(path, node);
-                    report.uploaded += 1;
-                }
+                Ok(entry) => self.record_uploaded(&path, &entry, report),
                 Err(e) => stuck.push(format!("upload {path}: {e}")),
             }
         }
@@ -853,7 +898,7 @@ impl Syncer {
             .await;
         for (path, r) in done {
             match r {
-                Ok(up) => self.record_upload(&path, &up, report),
+                Ok(up) => self.record_uploaded(&path, &up.entry, report),
                 Err(e) => stuck.push(format!("upload {path}: {e}")),
             }
         }
@@ -883,18 +928,19 @@ impl Syncer {
         self.progress(files, bytes);
     }
 
-    fn record_upload(
+    /// Records a file this device just uploaded as both remote and synced.
+    fn record_uploaded(
         &mut self,
         path: &str,
-        up: &crate::transfer::UploadReport,
+        entry: &tessera_proto::api::Entry,
         report: &mut Report,
     ) {
         let node = Node {
             kind: NodeKind::File,
-            hash: up.entry.content_hash,
-            rev: up.entry.rev,
-            id: Some(up.entry.id.clone()),
-            size: Some(up.size),
+            hash: entry.content_hash,
+            rev: entry.rev,
+            id: Some(entry.id.clone()),
+            size: entry.size,
         };
         self.remote_tree.insert(path.to_owned(), node.clone());
         self.synced.insert(path.to_owned(), node);
@@ -943,7 +989,7 @@ impl Syncer {
                     })
                 })
                 .await?;
-                self.record_upload(path, &up, report);
+                self.record_uploaded(path, &up.entry, report);
             }
             Op::Download { path, rev, local } => {
                 if !self.local_matches(path, local.as_ref())? {
