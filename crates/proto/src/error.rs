@@ -10,6 +10,9 @@ pub enum ErrorCode {
     BadRequest,
     InvalidPath,
     Unauthorized,
+    /// Authenticated, but the request lacks what this kind of session
+    /// requires (the web session's anti-forgery header).
+    Forbidden,
     RateLimited,
     NotFound,
     AlreadyExists,

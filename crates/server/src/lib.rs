@@ -7,5 +7,6 @@ pub mod jobs;
 pub mod meta;
 pub mod notify;
 pub mod server;
+pub mod web;
 
 pub use server::{Config, Running, ServeError, start};

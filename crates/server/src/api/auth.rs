@@ -1,11 +1,13 @@
-//! Login, logout and the bearer-token extractor.
+//! Login, logout and the extractor that finds the caller: a bearer token,
+//! or the web UI's session cookie holding the same kind of device token.
 
 use std::net::SocketAddr;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{AppendHeaders, IntoResponse, Response};
 use tessera_proto::api::{LoginRequest, LoginResponse};
 
 use super::{ApiError, AppState, J};
@@ -15,7 +17,43 @@ use crate::meta::now_ms;
 /// Device tokens live this long; logging in again issues a new one.
 const TOKEN_LIFETIME_MS: i64 = 90 * 24 * 3600 * 1000;
 
-/// The user a valid bearer token belongs to.
+/// The web UI's session cookie. HttpOnly, so script in the page never sees
+/// the token; SameSite=Strict, so other sites' pages do not send it.
+pub const SESSION_COOKIE: &str = "tessera_session";
+
+/// Header the web UI adds to every request. A cookie-authenticated write
+/// without it is refused: a form on another site can make the browser send
+/// the cookie (were SameSite ever relaxed or bypassed) but cannot add a
+/// custom header without a CORS preflight, which this server never grants.
+pub const WEB_HEADER: &str = "x-tessera-web";
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|v| !v.is_empty())
+}
+
+fn is_web(headers: &HeaderMap) -> bool {
+    headers
+        .get(WEB_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"1")
+}
+
+/// The user a valid bearer token (or web session cookie) belongs to.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     pub user_id: i64,
@@ -29,13 +67,19 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or(ApiError::Unauthorized)?;
+        let token = match bearer(&parts.headers) {
+            Some(t) => t,
+            None => {
+                let t = session_cookie(&parts.headers).ok_or(ApiError::Unauthorized)?;
+                let safe = parts.method == Method::GET || parts.method == Method::HEAD;
+                if !safe && !is_web(&parts.headers) {
+                    return Err(ApiError::Forbidden(format!(
+                        "a request signed in by the web session cookie must carry the header `{WEB_HEADER}: 1`"
+                    )));
+                }
+                t
+            }
+        };
         // Looked up by hash: the stored value is not the secret, and the
         // token's 256 bits make guessing a hash prefix worthless.
         let hash = token_hash(token);
@@ -57,12 +101,22 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
+fn session_cookie_header(value: &str, max_age_secs: i64) -> Result<HeaderValue, ApiError> {
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Strict"
+    ))
+    .map_err(ApiError::internal)
+}
+
+/// With the header `x-tessera-web: 1` the token is set as the session
+/// cookie instead of being returned (`token` is then empty).
 #[utoipa::path(post, path = "/api/v1/auth/login", request_body = LoginRequest, responses((status = 200, body = LoginResponse), (status = 401, body = tessera_proto::ErrorBody), (status = 429, body = tessera_proto::ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     J(req): J<LoginRequest>,
-) -> Result<(StatusCode, Json<LoginResponse>), ApiError> {
+) -> Result<Response, ApiError> {
     let address = peer.ip().to_string();
     if req.device.trim().is_empty() || req.device.len() > 200 {
         return Err(ApiError::BadRequest(
@@ -99,6 +153,15 @@ pub async fn login(
         .insert_token(&hash, user.id, &device, now_ms() + TOKEN_LIFETIME_MS)
         .await?;
     tracing::info!(username = %user.username, %device, "login");
+    if is_web(&headers) {
+        let cookie = session_cookie_header(&token, TOKEN_LIFETIME_MS / 1000)?;
+        let body = LoginResponse {
+            token: String::new(),
+            username: user.username,
+            device,
+        };
+        return Ok((AppendHeaders([(header::SET_COOKIE, cookie)]), Json(body)).into_response());
+    }
     Ok((
         StatusCode::OK,
         Json(LoginResponse {
@@ -106,11 +169,18 @@ pub async fn login(
             username: user.username,
             device,
         }),
-    ))
+    )
+        .into_response())
 }
 
+/// Revokes the token and clears the web session cookie, if any.
 #[utoipa::path(post, path = "/api/v1/auth/logout", responses((status = 204, description = "token revoked")), security(("bearer" = [])))]
-pub async fn logout(State(state): State<AppState>, user: AuthUser) -> Result<StatusCode, ApiError> {
+pub async fn logout(State(state): State<AppState>, user: AuthUser) -> Result<Response, ApiError> {
     state.meta.delete_token(&user.token_hash).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let clear = session_cookie_header("", 0)?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        AppendHeaders([(header::SET_COOKIE, clear)]),
+    )
+        .into_response())
 }

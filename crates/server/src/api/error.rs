@@ -19,6 +19,8 @@ pub enum ApiError {
     InvalidPath(#[from] PathError),
     #[error("missing, wrong or expired credentials: log in again")]
     Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("too many failed attempts: wait {0} seconds before trying again")]
     RateLimited(u64),
     #[error("{0}")]
@@ -71,6 +73,7 @@ impl ApiError {
             BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
             InvalidPath(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidPath),
             Unauthorized => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
             RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
             NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             AlreadyExists(_) => (StatusCode::CONFLICT, ErrorCode::AlreadyExists),

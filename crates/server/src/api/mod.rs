@@ -7,6 +7,8 @@ pub mod error;
 mod files;
 mod openapi;
 mod trash;
+mod view;
+mod zip;
 
 use std::sync::Arc;
 
@@ -96,6 +98,8 @@ pub fn router(state: AppState) -> Router {
                 .put(files::upload)
                 .layer(DefaultBodyLimit::disable()),
         )
+        .route("/files/view", get(view::view))
+        .route("/files/zip", get(zip::folder))
         .route("/files/revisions", get(files::revisions))
         .route("/files/restore", post(files::restore))
         .route("/files/blocks", get(files::block_list))
@@ -126,6 +130,8 @@ pub fn router(state: AppState) -> Router {
         .nest(tessera_proto::API_PREFIX, api)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .merge(crate::web::router())
+        .layer(axum::middleware::from_fn(crate::web::security_headers))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -1,0 +1,179 @@
+//! A folder as one zip download, streamed: entries are written as their
+//! blocks are read, in order, so memory holds one block and the zip
+//! central directory (a few dozen bytes per entry) whatever the sizes.
+
+use async_zip::base::write::ZipFileWriter;
+use async_zip::{Compression, ZipDateTimeBuilder, ZipEntryBuilder};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use futures::{AsyncWriteExt, StreamExt};
+use tessera_proto::RemotePath;
+use tessera_proto::api::PathQuery;
+use tokio::io::DuplexStream;
+use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
+
+use super::{ApiError, AppState, AuthUser, Q};
+
+/// Bytes buffered between the zip writer and the response body.
+const PIPE_BYTES: usize = 256 << 10;
+
+#[derive(Debug, thiserror::Error)]
+enum ZipError {
+    #[error(transparent)]
+    Meta(#[from] crate::meta::MetaError),
+    #[error(transparent)]
+    Block(#[from] crate::blocks::BlockError),
+    #[error(transparent)]
+    Zip(#[from] async_zip::error::ZipError),
+    #[error(transparent)]
+    Path(#[from] tessera_proto::PathError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[utoipa::path(get, path = "/api/v1/files/zip", params(PathQuery), responses((status = 200, content_type = "application/zip", description = "the folder and everything in it, streamed (Zip64, stored)"), (status = 404, body = tessera_proto::ErrorBody), (status = 409, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
+pub async fn folder(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Q(q): Q<PathQuery>,
+) -> Result<Response, ApiError> {
+    let path = RemotePath::parse(&q.path)?;
+    let name = if path.is_root() {
+        "Tessera".to_owned()
+    } else {
+        let node = state
+            .meta
+            .resolve(user.ns, &path)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("{path} does not exist")))?;
+        if !node.is_folder() {
+            return Err(ApiError::NotAFolder(path.to_string()));
+        }
+        node.name
+    };
+    let (reader, writer) = tokio::io::duplex(PIPE_BYTES);
+    let task = tokio::spawn(write_zip(
+        state,
+        user.ns,
+        path.clone(),
+        writer.compat_write(),
+    ));
+    // The body ends with an error if writing failed, so the client sees a
+    // broken download instead of a short zip that looks complete.
+    let tail = futures::stream::once(async move {
+        let failure = match task.await {
+            Ok(Ok(())) => return None,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(%path, error = %failure, "zip download failed part way");
+        Some(Err(std::io::Error::other(failure)))
+    })
+    .filter_map(futures::future::ready);
+    let body = tokio_util::io::ReaderStream::new(reader).chain(tail);
+    let disposition = super::view::disposition("attachment", &format!("{name}.zip"));
+    let mut resp = Body::from_stream(body).into_response();
+    let out = resp.headers_mut();
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
+    out.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&disposition).map_err(ApiError::internal)?,
+    );
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+/// Walks the folder depth first (one folder's listing in memory at a time
+/// per level) and writes each file's current revision block by block.
+async fn write_zip(
+    state: AppState,
+    ns: i64,
+    root: RemotePath,
+    out: Compat<DuplexStream>,
+) -> Result<(), ZipError> {
+    let mut zip = ZipFileWriter::new(out);
+    let mut stack: Vec<(RemotePath, String, i64)> = vec![(root, String::new(), 0)];
+    while let Some((folder, prefix, modified_ms)) = stack.pop() {
+        let children = state.meta.list(ns, &folder).await?;
+        if children.is_empty() && !prefix.is_empty() {
+            let entry = ZipEntryBuilder::new(prefix.clone().into(), Compression::Stored)
+                .unix_permissions(0o755)
+                .last_modification_date(zip_date(modified_ms));
+            zip.write_entry_whole(entry, &[]).await?;
+        }
+        // Pushed in reverse so that the archive lists names in order.
+        for child in children.into_iter().rev() {
+            let child_path = folder.join(&child.name)?;
+            let child_name = format!("{prefix}{}", child.name);
+            if child.is_folder() {
+                stack.push((child_path, format!("{child_name}/"), child.modified_ms));
+                continue;
+            }
+            // Files still being uploaded have no complete content yet.
+            if child.rev == 0 {
+                continue;
+            }
+            let (_, rev, blocks) = state.meta.file_revision(ns, &child_path, None).await?;
+            let entry = ZipEntryBuilder::new(child_name.into(), Compression::Stored)
+                .unix_permissions(0o644)
+                .last_modification_date(zip_date(rev.created_ms));
+            let mut w = zip.write_entry_stream(entry).await?;
+            for b in blocks {
+                let plain = state.blocks.read_plain(b.id, &b.loc).await?;
+                w.write_all(&plain).await?;
+            }
+            w.close().await?;
+        }
+    }
+    let mut out = zip.close().await?;
+    out.close().await?;
+    Ok(())
+}
+
+/// Milliseconds since the epoch as a zip (MS-DOS, UTC here) timestamp.
+fn zip_date(ms: i64) -> async_zip::ZipDateTime {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    ZipDateTimeBuilder::new()
+        .year(y as i32)
+        .month(m)
+        .day(d)
+        .hour((rem / 3600) as u32)
+        .minute((rem % 3600 / 60) as u32)
+        .second((rem % 60) as u32)
+        .build()
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::civil_from_days;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_513), (2026, 3, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+}
