@@ -194,3 +194,36 @@ pub async fn restore(remote_path: &str, rev: i64) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+pub async fn trash_list(json: bool) -> anyhow::Result<()> {
+    let trash = remote()?.trash().await?;
+    if json {
+        return print_json(&trash);
+    }
+    for e in &trash.entries {
+        let size = e.size.map_or_else(|| "-".to_owned(), |s| s.to_string());
+        let slash = if e.kind == EntryKind::Folder { "/" } else { "" };
+        println!(
+            "{}  {}  {size:>12}  {}{slash}",
+            e.id,
+            when(e.deleted_ms),
+            e.path
+        );
+    }
+    Ok(())
+}
+
+pub async fn trash_restore(id: &str, to: Option<&str>) -> anyhow::Result<()> {
+    let e = remote()?.restore_from_trash(id, to).await?;
+    println!("{} restored", e.path);
+    Ok(())
+}
+
+pub async fn trash_purge(id: Option<&str>) -> anyhow::Result<()> {
+    remote()?.purge_trash(id).await?;
+    match id {
+        Some(id) => println!("{id} removed for good"),
+        None => println!("trash emptied"),
+    }
+    Ok(())
+}

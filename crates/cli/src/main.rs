@@ -95,12 +95,33 @@ enum Command {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
+    /// List the trash, put things back, or remove them for good.
+    Trash {
+        #[command(subcommand)]
+        command: Option<TrashCommand>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Make an old revision the current one (as a new revision).
     Restore {
         remote: String,
         #[arg(long)]
         rev: i64,
     },
+}
+
+#[derive(Subcommand)]
+enum TrashCommand {
+    /// Put a trashed file or folder back (where it was, or at --to).
+    Restore {
+        id: String,
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Remove one trashed item for good.
+    Purge { id: String },
+    /// Remove everything in the trash for good.
+    Empty,
 }
 
 fn main() -> std::process::ExitCode {
@@ -155,6 +176,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Rm { remote } => c::rm(&remote).await,
         Command::Revisions { remote, json } => c::revisions(&remote, json).await,
         Command::Restore { remote, rev } => c::restore(&remote, rev).await,
+        Command::Trash { command, json } => match command {
+            None => c::trash_list(json).await,
+            Some(TrashCommand::Restore { id, to }) => c::trash_restore(&id, to.as_deref()).await,
+            Some(TrashCommand::Purge { id }) => c::trash_purge(Some(&id)).await,
+            Some(TrashCommand::Empty) => c::trash_purge(None).await,
+        },
         Command::Sync {
             dir,
             once,

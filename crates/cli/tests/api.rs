@@ -36,6 +36,7 @@ on_both_backends!(
     folders_move_and_delete,
     small_files_travel_in_packs_and_batches,
     trash_lists_and_restores,
+    trash_purges_and_expires,
 );
 
 fn code(e: &ClientError) -> Option<ErrorCode> {
@@ -915,4 +916,53 @@ async fn trash_lists_and_restores(b: Backend) {
         Some(ErrorCode::NotFound)
     );
     assert!(bob.trash().await.unwrap().entries.is_empty());
+}
+
+async fn trash_purges_and_expires(b: Backend) {
+    let s = TestServer::start_with(b, |c| c.trash_ttl_secs = 3).await;
+    let r = s.user("alice").await;
+    let meta = s.running.meta();
+    // Two files share a block: purging one must not free the other's.
+    let shared = common::random_data(300_000, 5);
+    put_bytes(&s, &r, "/keep.bin", &shared).await;
+    put_bytes(&s, &r, "/docs/a.bin", &shared).await;
+    put_bytes(&s, &r, "/docs/b.bin", &common::random_data(300_000, 6)).await;
+    put_bytes(&s, &r, "/docs/b.bin", &common::random_data(300_000, 7)).await;
+    r.delete("/docs").await.unwrap();
+    assert_eq!(meta.unreferenced_blocks().await.unwrap(), 0);
+    let docs = r.trash().await.unwrap().entries[0].id.clone();
+    // Neither one nor all, or both: a clear 400.
+    let bad = r
+        .request(reqwest::Method::POST, "/trash/purge")
+        .json(&serde_json::json!({}));
+    assert_eq!(bad.send().await.unwrap().status(), 400);
+    // Another user cannot purge it.
+    let bob = s.user("bob").await;
+    assert_eq!(
+        code(&bob.purge_trash(Some(&docs)).await.unwrap_err()),
+        Some(ErrorCode::NotFound)
+    );
+    r.purge_trash(Some(&docs)).await.unwrap();
+    assert!(r.trash().await.unwrap().entries.is_empty());
+    assert_eq!(
+        code(&r.restore_from_trash(&docs, None).await.unwrap_err()),
+        Some(ErrorCode::NotFound)
+    );
+    // b.bin's two revisions held two blocks no one else uses; a.bin's block
+    // lives on in keep.bin.
+    assert_eq!(meta.unreferenced_blocks().await.unwrap(), 2);
+    assert_eq!(get_bytes(&s, &r, "/keep.bin", None).await.unwrap(), shared);
+    // Emptying removes everything; expiry removes what is older than the TTL.
+    r.delete("/keep.bin").await.unwrap();
+    r.purge_trash(None).await.unwrap();
+    assert!(r.trash().await.unwrap().entries.is_empty());
+    assert_eq!(meta.unreferenced_blocks().await.unwrap(), 3);
+    put_bytes(&s, &r, "/old.txt", b"old").await;
+    r.delete("/old.txt").await.unwrap();
+    assert_eq!(r.trash().await.unwrap().entries.len(), 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !r.trash().await.unwrap().entries.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "trash did not expire");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

@@ -248,7 +248,25 @@ async fn three_devices_converge(b: Backend) {
     );
     assert_eq!(r.bytes_fetched + r.bytes_reused, big.len() as u64);
     sync_all(&mut devs).await;
-    assert_eq!(assert_converged(&devs)["large.bin"], Some(big));
+    assert_eq!(assert_converged(&devs)["large.bin"], Some(big.clone()));
+
+    // A copy of a large file with a small change, in another folder: the
+    // other devices take its blocks from the original they already hold.
+    let mut copy = big.clone();
+    copy[100..200].copy_from_slice(&[9u8; 100]);
+    devs[0].write("copies/large copy.bin", &copy);
+    devs[0].sync().await;
+    let r = devs[1].sync().await;
+    println!(
+        "copy download: fetched {} bytes, reused {} of {}",
+        r.bytes_fetched,
+        r.bytes_reused,
+        copy.len()
+    );
+    assert!(r.bytes_fetched < copy.len() as u64 / 2, "{r:?}");
+    assert_eq!(r.bytes_fetched + r.bytes_reused, copy.len() as u64);
+    sync_all(&mut devs).await;
+    assert_eq!(assert_converged(&devs)["copies/large copy.bin"], Some(copy));
 
     // Offline catch-up: the phone misses several changes, then syncs.
     devs[0].write("while-away/1.txt", b"one");

@@ -3,7 +3,8 @@
 //! is offline at times). After quiescence every folder equals every other,
 //! and no byte string any device wrote is lost unless the simulated user
 //! overwrote or deleted it: it is in a folder, a conflicted copy, a local
-//! trash or a server revision.
+//! trash or a server revision — and the server alone (live files, their
+//! revisions, its trash) holds all of it.
 //!
 //! `TESSERA_SYNC_SEEDS=N` runs seeds 1..=N (default 12);
 //! `TESSERA_SYNC_SEED=K` runs seed K alone, to reproduce a failure.
@@ -199,27 +200,57 @@ async fn run_seed(seed: u64) {
         }
     }
     let remote = &s.login("alice", "alice-password", "auditor").await;
-    for rel in first.keys() {
-        for r in remote
-            .revisions(&format!("/{rel}"))
+    // The server alone holds every byte string too: live files, their
+    // revisions, and whatever is in its trash (read by restoring each trash
+    // entry under an audit folder and walking it).
+    let mut on_server = found_on_server(remote, "/").await;
+    let trash = remote.trash().await.unwrap().entries;
+    for (i, t) in trash.iter().enumerate() {
+        remote
+            .restore_from_trash(&t.id, Some(&format!("/.audit/{i}")))
             .await
-            .unwrap()
-            .revisions
-        {
-            found.insert(r.content_hash);
-        }
+            .unwrap();
     }
+    if !trash.is_empty() {
+        on_server.extend(found_on_server(remote, "/.audit").await);
+    }
+    found.extend(on_server.iter().copied());
     for content in &written {
         if discarded.contains(content) {
             continue;
         }
+        let hash = ContentHash::of(content);
         assert!(
-            found.contains(&ContentHash::of(content)),
+            found.contains(&hash),
             "seed {seed}: lost {:?}\n{}",
             String::from_utf8_lossy(content),
             log.join("\n")
         );
+        assert!(
+            on_server.contains(&hash),
+            "seed {seed}: {:?} is on a device but not on the server\n{}",
+            String::from_utf8_lossy(content),
+            log.join("\n")
+        );
     }
+}
+
+/// Content hashes of every revision of every file under `path` on the server.
+async fn found_on_server(remote: &tessera_client::Remote, path: &str) -> BTreeSet<ContentHash> {
+    let mut found = BTreeSet::new();
+    let mut folders = vec![path.to_owned()];
+    while let Some(folder) = folders.pop() {
+        for e in remote.list(&folder).await.unwrap().entries {
+            if e.kind == tessera_proto::api::EntryKind::Folder {
+                folders.push(e.path);
+            } else {
+                for r in remote.revisions(&e.path).await.unwrap().revisions {
+                    found.insert(r.content_hash);
+                }
+            }
+        }
+    }
+    found
 }
 
 fn seeds() -> Vec<u64> {

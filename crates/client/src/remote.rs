@@ -441,4 +441,14 @@ impl Remote {
         };
         self.post("/trash/restore", &req).await
     }
+
+    /// Removes one trash entry (`Some(id)`) or all of them (`None`) for good.
+    pub async fn purge_trash(&self, id: Option<&str>) -> Result<(), ClientError> {
+        let req = tessera_proto::api::TrashPurgeRequest {
+            id: id.map(str::to_owned),
+            all: id.is_none(),
+        };
+        Self::send(self.request(Method::POST, "/trash/purge").json(&req)).await?;
+        Ok(())
+    }
 }

@@ -7,14 +7,14 @@
 //! target, checks the content hash, fsyncs and renames: the target path
 //! never holds a partial or wrong file.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use tessera_proto::api::{BlockCodec, BlockRef, CommitRequest, Entry};
-use tessera_proto::block::{CHUNKER, chunker};
+use tessera_proto::api::{BlockCodec, BlockListResponse, BlockRef, CommitRequest, Entry};
+use tessera_proto::block::{CHUNKER, MAX_BLOCK, chunker};
 use tessera_proto::{BlockId, ContentHash};
 use tokio::io::AsyncWriteExt;
 
@@ -35,6 +35,8 @@ pub struct UploadReport {
     pub blocks_sent: usize,
     /// Block bytes sent, after compression.
     pub bytes_sent: u64,
+    /// The file's blocks in order: id and plain length.
+    pub blocks: Vec<(BlockId, u64)>,
 }
 
 struct Cut {
@@ -111,6 +113,7 @@ pub async fn upload_file(
                     blocks_total: cut.blocks.len(),
                     blocks_sent: 0,
                     bytes_sent: 0,
+                    blocks: cut.blocks,
                 });
             }
         }
@@ -177,6 +180,7 @@ pub async fn upload_file(
         blocks_total: cut.blocks.len(),
         blocks_sent,
         bytes_sent,
+        blocks: cut.blocks,
     })
 }
 
@@ -393,58 +397,77 @@ pub struct DeltaReport {
     pub reused: u64,
 }
 
-/// Downloads revision `rev` of `remote_path` into `out`, taking every block
-/// that the local file `old` already holds from it and fetching only the
-/// rest. The result is checked against the revision's content hash.
-pub async fn download_reusing(
+/// Where a block can be read locally: file, offset, length.
+pub type LocalSite = (PathBuf, u64, u64);
+
+/// Where each block of the local file `file` lies, cut by the same rules
+/// as on the server. Empty if the file cannot be read.
+pub async fn sites_in_file(file: &Path) -> Result<HashMap<BlockId, LocalSite>, ClientError> {
+    let path = file.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let Ok(f) = std::fs::File::open(&path) else {
+            return HashMap::new();
+        };
+        chunker(f)
+            .map_while(Result::ok)
+            .map(|c| {
+                (
+                    BlockId::of(&c.data),
+                    (path.clone(), c.offset, c.length as u64),
+                )
+            })
+            .collect()
+    })
+    .await
+    .map_err(blocking_err)
+}
+
+/// Reads a block from a local site, if it still holds that block.
+async fn read_site(id: BlockId, site: LocalSite) -> Result<Option<Vec<u8>>, ClientError> {
+    tokio::task::spawn_blocking(move || -> Option<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let (path, offset, len) = site;
+        if len > MAX_BLOCK as u64 {
+            return None;
+        }
+        let mut f = std::fs::File::open(&path).ok()?;
+        f.seek(SeekFrom::Start(offset)).ok()?;
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact(&mut buf).ok()?;
+        // The file may have changed since it was indexed.
+        (BlockId::of(&buf) == id).then_some(buf)
+    })
+    .await
+    .map_err(blocking_err)
+}
+
+/// Assembles the revision described by `list` into `out`, taking each
+/// block from a local site that still holds it and fetching only the rest.
+/// The result is checked against the revision's content hash.
+pub async fn download_assembling(
     remote: &Remote,
-    remote_path: &str,
-    rev: i64,
-    old: &Path,
+    list: &BlockListResponse,
+    sites: &HashMap<BlockId, Vec<LocalSite>>,
     out: &Path,
 ) -> Result<DeltaReport, ClientError> {
-    let list = remote.block_list(remote_path, Some(rev)).await?;
+    let remote_path = &list.entry.path;
+    let rev = list.entry.rev.unwrap_or(0);
     let expected = list
         .entry
         .content_hash
         .ok_or_else(|| ClientError::Integrity(format!("{remote_path} has no content hash")))?;
-    // Where each block of the old local file lies (cut by the same rules).
-    let old_path = old.to_path_buf();
-    let index =
-        tokio::task::spawn_blocking(move || -> std::collections::HashMap<BlockId, (u64, u64)> {
-            let Ok(file) = std::fs::File::open(&old_path) else {
-                return Default::default();
-            };
-            chunker(file)
-                .map_while(Result::ok)
-                .map(|c| (BlockId::of(&c.data), (c.offset, c.length as u64)))
-                .collect()
-        })
-        .await
-        .map_err(blocking_err)?;
     let result = async {
         let mut file = tokio::fs::File::create(out).await?;
         let mut hasher = blake3::Hasher::new();
         let (mut fetched, mut reused, mut size) = (0u64, 0u64, 0u64);
         for b in &list.blocks {
-            let local = match index.get(&b.id) {
-                Some(&(offset, len)) => {
-                    let old_path = old.to_path_buf();
-                    let id = b.id;
-                    tokio::task::spawn_blocking(move || -> Option<Vec<u8>> {
-                        use std::io::{Read, Seek, SeekFrom};
-                        let mut f = std::fs::File::open(&old_path).ok()?;
-                        f.seek(SeekFrom::Start(offset)).ok()?;
-                        let mut buf = vec![0u8; len as usize];
-                        f.read_exact(&mut buf).ok()?;
-                        // The old file may have changed since it was indexed.
-                        (BlockId::of(&buf) == id).then_some(buf)
-                    })
-                    .await
-                    .map_err(blocking_err)?
+            let mut local = None;
+            for site in sites.get(&b.id).into_iter().flatten() {
+                local = read_site(b.id, site.clone()).await?;
+                if local.is_some() {
+                    break;
                 }
-                None => None,
-            };
+            }
             let data = match local {
                 Some(d) => {
                     reused += d.len() as u64;

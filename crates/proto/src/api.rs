@@ -333,3 +333,12 @@ pub struct TrashRestoreRequest {
     #[serde(default)]
     pub to: Option<String>,
 }
+
+/// Removes trash entries for good: one (`id`) or all (`all: true`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct TrashPurgeRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
+}

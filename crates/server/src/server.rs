@@ -34,6 +34,9 @@ pub struct Config {
     /// How long a file may show as pending (upload under way) without its
     /// upload completing, in seconds.
     pub pending_ttl_secs: u64,
+    /// How long deleted files stay in the trash before they are removed for
+    /// good, in seconds; 0 keeps them until the user empties the trash.
+    pub trash_ttl_secs: u64,
 }
 
 impl Default for Config {
@@ -46,6 +49,7 @@ impl Default for Config {
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             master_key: None,
             pending_ttl_secs: 24 * 3600,
+            trash_ttl_secs: 30 * 24 * 3600,
         }
     }
 }
@@ -161,6 +165,13 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         hub.clone(),
         std::time::Duration::from_secs(config.pending_ttl_secs),
     );
+    if config.trash_ttl_secs > 0 {
+        crate::jobs::spawn_trash_expiry(
+            meta.clone(),
+            hub.clone(),
+            std::time::Duration::from_secs(config.trash_ttl_secs),
+        );
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServeError::Bind(config.listen, e))?;

@@ -7,6 +7,7 @@
 //! `.tessera/trash/`; downloads land in `.tessera/tmp/`, are hash-checked
 //! and fsynced, then renamed into place.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,12 +16,13 @@ use tessera_proto::{BlockId, ContentHash};
 
 use super::planner::{Op, plan};
 use super::scan::{self, STATE_DIR, current_hash};
-use super::state::{StatCache, State, StateError};
+use super::state::{BlockIndex, StatCache, State, StateError};
 use super::status::StatusFile;
 use super::tree::{Node, NodeKind, Tree, is_below};
 use crate::remote::{ClientError, Remote};
 use crate::transfer::{
-    SMALL_FILE, SmallFile, download_file, download_reusing, upload_file, upload_small_files,
+    LocalSite, SMALL_FILE, SmallFile, download_assembling, download_file, sites_in_file,
+    upload_file, upload_small_files,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -227,6 +229,40 @@ const PARALLEL_TRANSFERS: usize = 3;
 struct Fetched {
     tmp: PathBuf,
     result: Result<(crate::transfer::DownloadReport, u64, u64), ClientError>,
+    /// The file's blocks (id, length), to index once it is in place.
+    blocks: Vec<(BlockId, u64)>,
+}
+
+/// Every local place that may hold a block of `list`: the older copy at
+/// the same path (cut again, as it may have changed) and whatever the block
+/// index knows. Each site is re-hashed when it is read.
+async fn local_sites(
+    root: &Path,
+    index: &BlockIndex,
+    old: Option<&Path>,
+    list: &tessera_proto::api::BlockListResponse,
+) -> HashMap<BlockId, Vec<LocalSite>> {
+    let ids: Vec<BlockId> = list.blocks.iter().map(|b| b.id).collect();
+    let mut sites: HashMap<BlockId, Vec<LocalSite>> = HashMap::new();
+    if let Some(old) = old
+        && let Ok(in_old) = sites_in_file(old).await
+    {
+        for id in &ids {
+            if let Some(site) = in_old.get(id) {
+                sites.entry(*id).or_default().push(site.clone());
+            }
+        }
+    }
+    match index.sites(&ids).await {
+        Ok(found) => {
+            for (id, places) in found {
+                let entry = sites.entry(id).or_default();
+                entry.extend(places.into_iter().map(|(p, o, l)| (root.join(p), o, l)));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the local block index"),
+    }
+    sites
 }
 
 /// How long files removed by sync stay in `.tessera/trash/`.
@@ -383,6 +419,7 @@ impl Syncer {
                 &self.cache,
             )
             .await?;
+        self.state.block_index().retain(&self.synced).await?;
         Ok(())
     }
 
@@ -767,8 +804,9 @@ impl Syncer {
     }
 
     /// Fetches revision `rev` of `path` into a file under `.tessera/tmp/`,
-    /// reusing the blocks of the older local copy when there is one. The
-    /// synced folder is not touched.
+    /// taking every block some local file holds (the older copy at `path`,
+    /// or any file the block index knows) from disk and fetching the rest.
+    /// The synced folder is not touched.
     fn fetch(
         &self,
         path: &str,
@@ -776,8 +814,11 @@ impl Syncer {
         local: Option<&Node>,
     ) -> impl std::future::Future<Output = Fetched> + use<> {
         let remote = self.remote.clone();
-        let old = self.root.join(path);
-        let reuse = local.is_some_and(|n| n.kind == NodeKind::File);
+        let root = self.root.clone();
+        let index = self.state.block_index();
+        let old = local
+            .is_some_and(|n| n.kind == NodeKind::File)
+            .then(|| self.root.join(path));
         let tmp = self
             .root
             .join(STATE_DIR)
@@ -786,25 +827,32 @@ impl Syncer {
         let live = self.status.live();
         let remote_path = rel_to_remote(path);
         async move {
-            let result = if reuse {
-                download_reusing(&remote, &remote_path, rev, &old, &tmp)
-                    .await
-                    .map(|d| (d.download, d.fetched, d.reused))
-            } else {
-                let progress: crate::transfer::Progress = Arc::new(move |n| {
-                    live.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                });
-                download_file(&remote, &remote_path, Some(rev), &tmp, progress)
-                    .await
-                    .map(|d| {
-                        let size = d.size;
-                        (d, size, 0)
-                    })
-            };
+            let mut blocks = Vec::new();
+            let result = async {
+                let list = remote.block_list(&remote_path, Some(rev)).await?;
+                blocks = list.blocks.iter().map(|b| (b.id, b.size)).collect();
+                let sites = local_sites(&root, &index, old.as_deref(), &list).await;
+                if sites.is_empty() {
+                    let progress: crate::transfer::Progress = Arc::new(move |n| {
+                        live.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    });
+                    let d = download_file(&remote, &remote_path, Some(rev), &tmp, progress).await?;
+                    let size = d.size;
+                    Ok((d, size, 0))
+                } else {
+                    let d = download_assembling(&remote, &list, &sites, &tmp).await?;
+                    Ok((d.download, d.fetched, d.reused))
+                }
+            }
+            .await;
             if result.is_err() {
                 let _ = tokio::fs::remove_file(&tmp).await;
             }
-            Fetched { tmp, result }
+            Fetched {
+                tmp,
+                result,
+                blocks,
+            }
         }
     }
 
@@ -817,7 +865,11 @@ impl Syncer {
         fetched: Fetched,
         report: &mut Report,
     ) -> Result<(), SyncError> {
-        let Fetched { tmp, result } = fetched;
+        let Fetched {
+            tmp,
+            result,
+            blocks,
+        } = fetched;
         let (got, bytes_fetched, bytes_reused) = result?;
         if !self.local_matches(path, local)? {
             let _ = tokio::fs::remove_file(&tmp).await;
@@ -850,6 +902,7 @@ impl Syncer {
         report.bytes_fetched += bytes_fetched;
         report.bytes_reused += bytes_reused;
         report.downloaded += 1;
+        self.index_file(path, &blocks).await;
         Ok(())
     }
 
@@ -898,7 +951,10 @@ impl Syncer {
             .await;
         for (path, r) in done {
             match r {
-                Ok(up) => self.record_uploaded(&path, &up.entry, report),
+                Ok(up) => {
+                    self.record_uploaded(&path, &up.entry, report);
+                    self.index_file(&path, &up.blocks).await;
+                }
                 Err(e) => stuck.push(format!("upload {path}: {e}")),
             }
         }
@@ -926,6 +982,14 @@ impl Syncer {
             }
         }
         self.progress(files, bytes);
+    }
+
+    /// Notes where the blocks of the local file at `path` lie. Only a
+    /// hint for later downloads, so a failure costs nothing but a warning.
+    async fn index_file(&self, path: &str, blocks: &[(BlockId, u64)]) {
+        if let Err(e) = self.state.block_index().record(path, blocks).await {
+            tracing::warn!(path, error = %e, "cannot update the local block index");
+        }
     }
 
     /// Records a file this device just uploaded as both remote and synced.
@@ -990,6 +1054,7 @@ impl Syncer {
                 })
                 .await?;
                 self.record_uploaded(path, &up.entry, report);
+                self.index_file(path, &up.blocks).await;
             }
             Op::Download { path, rev, local } => {
                 if !self.local_matches(path, local.as_ref())? {

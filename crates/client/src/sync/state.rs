@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use tessera_proto::ContentHash;
+use tessera_proto::{BlockId, ContentHash};
 
 use super::tree::{Node, NodeKind, Tree};
 
@@ -41,6 +41,10 @@ CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS remote_tree (path TEXT PRIMARY KEY, kind TEXT NOT NULL, hash BLOB, rev INTEGER, id TEXT, size INTEGER);
 CREATE TABLE IF NOT EXISTS synced_tree (path TEXT PRIMARY KEY, kind TEXT NOT NULL, hash BLOB, rev INTEGER, id TEXT, size INTEGER);
 CREATE TABLE IF NOT EXISTS stat_cache (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, hash BLOB NOT NULL);
+-- Where the blocks of large local files lie, so a download can take a block
+-- from any local file that holds it. A hint only: every use re-hashes.
+CREATE TABLE IF NOT EXISTS local_blocks (block_id BLOB NOT NULL, path TEXT NOT NULL, file_offset INTEGER NOT NULL, len INTEGER NOT NULL, PRIMARY KEY (block_id, path, file_offset));
+CREATE INDEX IF NOT EXISTS local_blocks_path ON local_blocks(path);
 ";
 
 type NodeRow = (
@@ -81,6 +85,13 @@ impl State {
 
     pub async fn close(&self) {
         self.pool.close().await
+    }
+
+    /// The local block index, as a handle that transfers can carry.
+    pub fn block_index(&self) -> BlockIndex {
+        BlockIndex {
+            pool: self.pool.clone(),
+        }
     }
 
     pub async fn setting(&self, key: &str) -> Result<Option<String>, StateError> {
@@ -219,6 +230,88 @@ impl State {
                 .await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Where a block lies in a local file: path relative to the synced folder,
+/// offset, length.
+pub type BlockSite = (String, u64, u64);
+
+/// The local block index (see the `local_blocks` table).
+#[derive(Clone)]
+pub struct BlockIndex {
+    pool: SqlitePool,
+}
+
+impl BlockIndex {
+    /// Records that the file at `path` consists of `blocks` (id, length) in
+    /// order, replacing what was known about it.
+    pub async fn record(&self, path: &str, blocks: &[(BlockId, u64)]) -> Result<(), StateError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM local_blocks WHERE path = $1")
+            .bind(path)
+            .execute(&mut *tx)
+            .await?;
+        let mut offset = 0u64;
+        for (id, len) in blocks {
+            sqlx::query(
+                "INSERT INTO local_blocks (block_id, path, file_offset, len) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&id.0[..])
+            .bind(path)
+            .bind(offset as i64)
+            .bind(*len as i64)
+            .execute(&mut *tx)
+            .await?;
+            offset += len;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Where each of `ids` may be found locally (a few places at most each).
+    pub async fn sites(
+        &self,
+        ids: &[BlockId],
+    ) -> Result<std::collections::HashMap<BlockId, Vec<BlockSite>>, StateError> {
+        let mut out = std::collections::HashMap::<BlockId, Vec<BlockSite>>::new();
+        for id in ids {
+            if out.contains_key(id) {
+                continue;
+            }
+            let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                "SELECT path, file_offset, len FROM local_blocks WHERE block_id = $1 LIMIT 4",
+            )
+            .bind(&id.0[..])
+            .fetch_all(&self.pool)
+            .await?;
+            if !rows.is_empty() {
+                out.insert(
+                    *id,
+                    rows.into_iter()
+                        .map(|(p, o, l)| (p, o as u64, l as u64))
+                        .collect(),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops what is known about files that are no longer in `keep`.
+    pub async fn retain(&self, keep: &Tree) -> Result<(), StateError> {
+        let paths: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT path FROM local_blocks")
+            .fetch_all(&self.pool)
+            .await?;
+        for (path,) in paths {
+            if !keep.contains_key(&path) {
+                sqlx::query("DELETE FROM local_blocks WHERE path = $1")
+                    .bind(&path)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
         Ok(())
     }
 }

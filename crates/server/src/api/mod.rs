@@ -123,6 +123,7 @@ pub fn router(state: AppState) -> Router {
         .route("/presence", get(changes::presence))
         .route("/trash", get(trash::list))
         .route("/trash/restore", post(trash::restore))
+        .route("/trash/purge", post(trash::purge))
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
         .layer(DefaultBodyLimit::max(JSON_LIMIT));

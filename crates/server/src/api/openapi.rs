@@ -31,6 +31,7 @@ use utoipa::OpenApi;
         super::changes::presence,
         super::trash::list,
         super::trash::restore,
+        super::trash::purge,
     ),
     modifiers(&BearerAuth),
     info(

@@ -2,8 +2,11 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use tessera_proto::RemotePath;
-use tessera_proto::api::{Entry, EntryKind, TrashEntry, TrashResponse, TrashRestoreRequest};
+use tessera_proto::api::{
+    Entry, EntryKind, TrashEntry, TrashPurgeRequest, TrashResponse, TrashRestoreRequest,
+};
 
 use super::files::entry;
 use super::{ApiError, AppState, AuthUser, J};
@@ -47,4 +50,26 @@ pub async fn restore(
         .await?;
     state.changed(user.ns).await;
     Ok(Json(entry(&node, &path)))
+}
+
+/// Permanent delete: nothing comes back from this, so the request must say
+/// exactly what (`id`) or `all`.
+#[utoipa::path(post, path = "/api/v1/trash/purge", request_body = TrashPurgeRequest, responses((status = 204, description = "removed for good"), (status = 400, body = tessera_proto::ErrorBody), (status = 404, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
+pub async fn purge(
+    State(state): State<AppState>,
+    user: AuthUser,
+    J(req): J<TrashPurgeRequest>,
+) -> Result<StatusCode, ApiError> {
+    let id = match (&req.id, req.all) {
+        (Some(id), false) => Some(id.as_str()),
+        (None, true) => None,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give either `id` (one trash entry) or `all: true` (empty the trash)".into(),
+            ));
+        }
+    };
+    let n = state.meta.purge_trash(user.ns, id).await?;
+    tracing::info!(user = %user.username, removed = n, "trash purged");
+    Ok(StatusCode::NO_CONTENT)
 }

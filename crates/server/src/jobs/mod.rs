@@ -36,3 +36,25 @@ pub fn spawn_pending_expiry(
         }
     })
 }
+
+/// Removes trash entries older than `ttl`, every `ttl / 10` (between 1 s
+/// and 1 h). Nothing in the trash is visible in the tree, so no client needs
+/// waking.
+pub fn spawn_trash_expiry(meta: Meta, hub: Arc<Hub>, ttl: Duration) -> tokio::task::JoinHandle<()> {
+    let every = (ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    let mut stop = hub.shutdown_signal();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            let cutoff = now_ms() - ttl.as_millis() as i64;
+            match meta.expire_trash(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "expired trash entries"),
+                Err(e) => tracing::warn!(error = %e, "expiring the trash failed"),
+            }
+        }
+    })
+}

@@ -390,6 +390,19 @@ impl Meta {
         dispatch!(self.trash(ns))
     }
 
+    /// Removes trash entries for good; see `queries.rs`.
+    pub async fn purge_trash(&self, ns: i64, id: Option<&str>) -> Result<u64> {
+        dispatch!(self.purge_trash(ns, id))
+    }
+
+    pub async fn expire_trash(&self, cutoff_ms: i64) -> Result<u64> {
+        dispatch!(self.expire_trash(cutoff_ms))
+    }
+
+    pub async fn unreferenced_blocks(&self) -> Result<i64> {
+        dispatch!(self.unreferenced_blocks())
+    }
+
     /// Restores a trashed node; see `queries.rs`.
     pub async fn restore_from_trash(
         &self,

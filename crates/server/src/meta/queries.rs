@@ -633,6 +633,61 @@ impl Store {
         .await?)
     }
 
+    /// Removes trashed nodes for good: the one with `id`, or every one
+    /// when `id` is `None`. A folder goes with everything that was inside it
+    /// when it was deleted. Their revisions go too, and the blocks they held
+    /// lose those references (a block left with none becomes collectable).
+    /// Returns how many trash entries were removed.
+    pub async fn purge_trash(&self, ns: i64, id: Option<&str>) -> Result<u64> {
+        let mut w = Writer::begin(self, ns, "").await?;
+        let roots: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM nodes WHERE namespace_id = $1 AND deleted_ms IS NOT NULL AND ($2 IS NULL OR id = $2)",
+        )
+        .bind(ns)
+        .bind(id)
+        .fetch_all(&mut *w.tx)
+        .await?;
+        if roots.is_empty() && let Some(id) = id {
+            return Err(MetaError::NotFound(format!("nothing with id {id} is in the trash")));
+        }
+        for (root,) in &roots {
+            purge_subtree(&mut w.tx, ns, root, w.now).await?;
+        }
+        w.tx.commit().await?;
+        Ok(roots.len() as u64)
+    }
+
+    /// Purges trash entries deleted before `cutoff_ms`, one namespace per
+    /// transaction. Returns how many were removed.
+    pub async fn expire_trash(&self, cutoff_ms: i64) -> Result<u64> {
+        let old: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT namespace_id, id FROM nodes WHERE deleted_ms IS NOT NULL AND deleted_ms < $1
+             ORDER BY namespace_id",
+        )
+        .bind(cutoff_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut removed = 0;
+        for (ns, id) in old {
+            match self.purge_trash(ns, Some(&id)).await {
+                Ok(n) => removed += n,
+                // Restored or purged meanwhile.
+                Err(MetaError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Blocks no revision refers to any more (candidates for collection).
+    pub async fn unreferenced_blocks(&self) -> Result<i64> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM blocks WHERE refcount <= 0 AND zero_since_ms IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n)
+    }
+
     /// Puts a trashed node back at `to` (its old path when `None`),
     /// creating missing parent folders. The journal gets an entry for the
     /// node and everything inside it, so clients see the whole tree return.
@@ -931,6 +986,49 @@ impl Writer {
         }
         Ok(cur)
     }
+}
+
+/// Deletes `root` and every node below it that was live when `root` was
+/// trashed (nodes trashed on their own keep their own trash entries), with
+/// their revisions, releasing the block references those held.
+async fn purge_subtree(tx: &mut Tx, ns: i64, root: &str, now: i64) -> Result<()> {
+    let mut queue = vec![root.to_owned()];
+    while let Some(id) = queue.pop() {
+        let children: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM nodes WHERE namespace_id = $1 AND parent_id = $2 AND deleted_ms IS NULL",
+        )
+        .bind(ns)
+        .bind(&id)
+        .fetch_all(&mut **tx)
+        .await?;
+        queue.extend(children.into_iter().map(|(c,)| c));
+        sqlx::query(
+            "UPDATE blocks SET
+                 refcount = refcount - (SELECT COUNT(*) FROM revision_blocks rb
+                     WHERE rb.namespace_id = $1 AND rb.node_id = $2 AND rb.block_id = blocks.id),
+                 zero_since_ms = CASE WHEN refcount - (SELECT COUNT(*) FROM revision_blocks rb
+                     WHERE rb.namespace_id = $1 AND rb.node_id = $2 AND rb.block_id = blocks.id) <= 0
+                     THEN $3 ELSE zero_since_ms END
+             WHERE id IN (SELECT block_id FROM revision_blocks WHERE namespace_id = $1 AND node_id = $2)",
+        )
+        .bind(ns)
+        .bind(&id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        for sql in [
+            "DELETE FROM revision_blocks WHERE namespace_id = $1 AND node_id = $2",
+            "DELETE FROM revisions WHERE namespace_id = $1 AND node_id = $2",
+        ] {
+            sqlx::query(sql).bind(ns).bind(&id).execute(&mut **tx).await?;
+        }
+        sqlx::query("DELETE FROM nodes WHERE namespace_id = $1 AND id = $2")
+            .bind(ns)
+            .bind(&id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 fn loc((object, offset, length): (String, i64, i64)) -> BlockLoc {
