@@ -1,0 +1,135 @@
+// Calls to the server's JSON API, signed in by the session cookie. Every
+// request carries X-Tessera-Web: the server refuses cookie-signed writes
+// without it, which is what keeps other sites from forging them.
+
+export const API = '/api/v1';
+export const WEB_HEADERS = { 'X-Tessera-Web': '1' };
+
+export class ApiError extends Error {
+  constructor(status, code, message, detail = {}) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.detail = detail;
+  }
+}
+
+/// Listeners told when the session is gone (401), so the app shows sign-in.
+const unauthorizedListeners = new Set();
+export function onUnauthorized(fn) { unauthorizedListeners.add(fn); }
+
+export function formatBytes(n) {
+  if (n == null) return '';
+  if (n < 1024) return `${n} B`;
+  const units = ['KB', 'MB', 'GB', 'TB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
+}
+
+/// A message a person can act on, for a status and the server's error body.
+export function explain(status, body, headers) {
+  const err = body && body.error ? body.error : {};
+  const code = err.code || '';
+  const server = err.message || '';
+  switch (status) {
+    case 0:
+      return 'Cannot reach the server. Check your connection; Tessera will retry.';
+    case 401:
+      return 'Your session has ended. Please sign in again.';
+    case 403:
+      return `Not allowed: ${server || 'this request was refused'}.`;
+    case 404:
+      return server ? `Not found: ${server}.` : 'Not found: it may have been moved or deleted elsewhere.';
+    case 409:
+      if (code === 'conflict') {
+        return `This file was changed elsewhere${err.current_rev ? ` (it is at revision ${err.current_rev} now)` : ''}. Reload and try again.`;
+      }
+      if (code === 'already_exists') return `An item with that name already exists here. ${server}`;
+      return server || 'This conflicts with the current state of your files. Reload and try again.';
+    case 413:
+      return `Too large for this server: ${server || 'the file is over the size limit'}.`;
+    case 429: {
+      const wait = headers && headers.get && headers.get('Retry-After');
+      return `Too many attempts. Wait ${wait ? `${wait} seconds` : 'a little'} and try again.`;
+    }
+    case 507:
+      return "The server's storage is full. Free some space (empty the trash) or ask the administrator.";
+    default:
+      if (status >= 500) return `The server had a problem (${status}). Try again in a moment.`;
+      return server || `The request failed (${status}).`;
+  }
+}
+
+export async function errorFrom(res) {
+  let body = null;
+  try { body = await res.json(); } catch { /* not JSON */ }
+  const code = body && body.error ? body.error.code : `http_${res.status}`;
+  const e = new ApiError(res.status, code, explain(res.status, body, res.headers), body ? body.error : {});
+  if (res.status === 401) for (const fn of unauthorizedListeners) fn(e);
+  return e;
+}
+
+export function url(path, query) {
+  const u = new URL(API + path, location.origin);
+  if (query) {
+    for (const [k, v] of Object.entries(query)) {
+      if (v !== undefined && v !== null) u.searchParams.set(k, String(v));
+    }
+  }
+  return u.pathname + u.search;
+}
+
+export async function api(method, path, { query, json, headers, signal, raw } = {}) {
+  const h = { ...WEB_HEADERS, ...(headers || {}) };
+  let body;
+  if (json !== undefined) {
+    h['Content-Type'] = 'application/json';
+    body = JSON.stringify(json);
+  }
+  let res;
+  try {
+    res = await fetch(url(path, query), { method, headers: h, body, signal, credentials: 'same-origin', cache: 'no-store' });
+  } catch (e) {
+    if (e.name === 'AbortError') throw e;
+    throw new ApiError(0, 'network', explain(0));
+  }
+  if (!res.ok) throw await errorFrom(res);
+  if (raw) return res;
+  if (res.status === 204) return null;
+  const type = res.headers.get('Content-Type') || '';
+  return type.includes('json') ? res.json() : res;
+}
+
+export const files = {
+  list: (path) => api('GET', '/files/list', { query: { path } }),
+  mkdir: (path) => api('POST', '/files/mkdir', { json: { path } }),
+  move: (from, to) => api('POST', '/files/move', { json: { from, to } }),
+  remove: (path) => api('POST', '/files/delete', { json: { path } }),
+  revisions: (path) => api('GET', '/files/revisions', { query: { path } }),
+  restore: (path, rev) => api('POST', '/files/restore', { json: { path, rev } }),
+  viewUrl: (path, rev) => url('/files/view', { path, rev }),
+  downloadUrl: (path, rev) => url('/files/view', { path, rev, download: 1 }),
+  zipUrl: (path) => url('/files/zip', { path }),
+};
+
+export const trash = {
+  list: () => api('GET', '/trash'),
+  restore: (id, to) => api('POST', '/trash/restore', { json: to ? { id, to } : { id } }),
+  purge: (id) => api('POST', '/trash/purge', { json: { id } }),
+  empty: () => api('POST', '/trash/purge', { json: { all: true } }),
+};
+
+export function parentOf(path) {
+  const i = path.lastIndexOf('/');
+  return i <= 0 ? '/' : path.slice(0, i);
+}
+
+export function join(folder, name) {
+  return folder === '/' ? `/${name}` : `${folder}/${name}`;
+}
+
+export function nameOf(path) {
+  return path.slice(path.lastIndexOf('/') + 1);
+}

@@ -1,0 +1,761 @@
+// The web UI: sign-in, the file list (browse, sort, create, rename, move,
+// delete), the trash, revisions, previews, uploads and live updates.
+
+import { API, ApiError, WEB_HEADERS, api, errorFrom, files, formatBytes, join, nameOf, onUnauthorized, parentOf, trash } from './api.js';
+import { Live } from './live.js';
+import { openPreview } from './preview.js';
+import { unfinished } from './tus.js';
+import { Uploads, fromDrop, fromInput } from './uploads.js';
+
+const $ = (id) => document.getElementById(id);
+const el = (tag, props = {}, ...children) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === 'class') e.className = v;
+    else if (k === 'text') e.textContent = v;
+    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v === true ? '' : v);
+  }
+  e.append(...children.filter((c) => c !== null && c !== undefined));
+  return e;
+};
+
+const state = {
+  view: 'files',
+  folder: '/',
+  entries: [],
+  trash: [],
+  sort: JSON.parse(localStorage.getItem('tessera.sort') || '{"key":"name","dir":1}'),
+  maxSize: 0,
+  flash: new Set(),
+};
+
+let uploads = null;
+const live = new Live(onChanges, (s) => {
+  const dot = $('live');
+  dot.className = `live ${s}`;
+  dot.title = s === 'on' ? 'Live: changes appear as they happen' : 'Reconnecting…';
+});
+
+// ---------- messages ----------
+
+let toastTimer = null;
+function toast(message, isError = false) {
+  const t = $('toast');
+  t.textContent = message;
+  t.className = isError ? 'toast err' : 'toast';
+  t.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { t.hidden = true; }, isError ? 8000 : 3500);
+}
+
+async function attempt(fn, okMessage) {
+  try {
+    const r = await fn();
+    if (okMessage) toast(okMessage);
+    return r;
+  } catch (e) {
+    if (!(e instanceof ApiError && e.status === 401)) toast(e.message || String(e), true);
+    return undefined;
+  }
+}
+
+// ---------- sign in / out ----------
+
+function showSignin(message = '') {
+  live.stop();
+  $('app').hidden = true;
+  $('signin').hidden = false;
+  $('signin-error').textContent = message;
+  $('signin-pass').value = '';
+  $('signin-user').value ||= localStorage.getItem('tessera.user') || '';
+  ($('signin-user').value ? $('signin-pass') : $('signin-user')).focus();
+}
+
+onUnauthorized(() => showSignin('Your session has ended. Please sign in again.'));
+
+$('signin-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const username = $('signin-user').value.trim();
+  const password = $('signin-pass').value;
+  $('signin-error').textContent = '';
+  const button = ev.submitter || $('signin-form').querySelector('button');
+  button.disabled = true;
+  try {
+    const res = await fetch(`${API}/auth/login`, {
+      method: 'POST',
+      headers: { ...WEB_HEADERS, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ username, password, device: webDeviceName() }),
+      credentials: 'same-origin',
+    });
+    if (!res.ok) {
+      const e = await errorFrom(res);
+      $('signin-error').textContent = res.status === 401 ? 'Wrong username or password.' : e.message;
+      return;
+    }
+    const body = await res.json();
+    localStorage.setItem('tessera.user', body.username);
+    await enterApp();
+  } catch {
+    $('signin-error').textContent = 'Cannot reach the server. Check your connection.';
+  } finally {
+    button.disabled = false;
+  }
+});
+
+function webDeviceName() {
+  const ua = navigator.userAgent;
+  const browser = /Firefox\//.test(ua) ? 'Firefox' : /Edg\//.test(ua) ? 'Edge' : /Chrom/.test(ua) ? 'Chrome' : /Safari\//.test(ua) ? 'Safari' : 'browser';
+  return `Web browser (${browser})`;
+}
+
+$('signout').addEventListener('click', async () => {
+  live.stop();
+  try { await api('POST', '/auth/logout'); } catch { /* signed out either way */ }
+  showSignin('You are signed out.');
+});
+
+// ---------- navigation ----------
+
+function hashFor(folder) {
+  return `#/files${folder === '/' ? '/' : folder.split('/').map(encodeURIComponent).join('/')}`;
+}
+
+function parseHash() {
+  const h = location.hash.slice(1) || '/files/';
+  if (h === '/trash') return { view: 'trash', folder: state.folder };
+  let rest = h.startsWith('/files') ? h.slice('/files'.length) : '/';
+  try { rest = rest.split('/').map(decodeURIComponent).join('/'); } catch { rest = '/'; }
+  rest = rest.replace(/\/+$/, '') || '/';
+  return { view: 'files', folder: rest.startsWith('/') ? rest : `/${rest}` };
+}
+
+window.addEventListener('hashchange', () => {
+  const target = parseHash();
+  state.view = target.view;
+  state.folder = target.folder;
+  closePanel();
+  refresh(true);
+});
+
+function go(folder) {
+  location.hash = hashFor(folder);
+}
+
+// ---------- loading ----------
+
+let loadSeq = 0;
+async function refresh(focusList = false) {
+  const seq = ++loadSeq;
+  $('nav-files').toggleAttribute('aria-current', state.view === 'files');
+  $('nav-trash').toggleAttribute('aria-current', state.view === 'trash');
+  if (state.view === 'files') $('nav-files').setAttribute('aria-current', 'page');
+  if (state.view === 'trash') $('nav-trash').setAttribute('aria-current', 'page');
+  $('file-actions').hidden = state.view !== 'files';
+  $('trash-actions').hidden = state.view !== 'trash';
+  try {
+    if (state.view === 'files') {
+      const res = await files.list(state.folder);
+      if (seq !== loadSeq) return;
+      state.entries = res.entries;
+      renderFiles();
+    } else {
+      const res = await trash.list();
+      if (seq !== loadSeq) return;
+      state.trash = res.entries;
+      renderTrash();
+    }
+    if (focusList) focusRow(0);
+  } catch (e) {
+    if (seq !== loadSeq) return;
+    if (e instanceof ApiError && e.status === 401) return;
+    if (e instanceof ApiError && (e.code === 'not_found' || e.code === 'not_a_folder') && state.folder !== '/') {
+      toast(`${state.folder} is no longer there.`, true);
+      go(parentOf(state.folder));
+      return;
+    }
+    toast(e.message, true);
+  }
+}
+
+let refreshTimer = null;
+function refreshSoon() {
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(() => refresh(), 120);
+}
+
+function onChanges(changes) {
+  for (const c of changes) state.flash.add(c.path);
+  const relevant = changes.length === 0 || changes.some((c) => state.view === 'trash'
+    || parentOf(c.path) === state.folder
+    || (c.old_path && parentOf(c.old_path) === state.folder)
+    || c.path === state.folder || state.folder.startsWith(`${c.path}/`));
+  if (relevant) refreshSoon();
+  if (panelPath && changes.some((c) => c.path === panelPath || c.old_path === panelPath)) showRevisions(panelPath);
+}
+
+// ---------- the file list ----------
+
+function sortEntries(list) {
+  const { key, dir } = state.sort;
+  const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
+  return [...list].sort((a, b) => {
+    if (a.kind !== b.kind) return a.kind === 'folder' ? -1 : 1;
+    let d = 0;
+    if (key === 'size') d = (a.size ?? 0) - (b.size ?? 0);
+    else if (key === 'modified') d = a.modified_ms - b.modified_ms;
+    if (d === 0) d = collator.compare(a.name, b.name);
+    return d * dir;
+  });
+}
+
+function when(ms) {
+  const d = new Date(ms);
+  const now = new Date();
+  const sameDay = d.toDateString() === now.toDateString();
+  return sameDay
+    ? d.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' })
+    : d.toLocaleDateString(undefined, { year: 'numeric', month: 'short', day: 'numeric' });
+}
+
+function headCell(label, key, cls) {
+  const active = state.sort.key === key;
+  const arrow = active ? (state.sort.dir > 0 ? ' ↑' : ' ↓') : '';
+  return el('th', { class: cls, scope: 'col', 'aria-sort': active ? (state.sort.dir > 0 ? 'ascending' : 'descending') : 'none' },
+    el('button', {
+      type: 'button',
+      text: label + arrow,
+      onclick: () => {
+        state.sort = { key, dir: active ? -state.sort.dir : 1 };
+        localStorage.setItem('tessera.sort', JSON.stringify(state.sort));
+        renderFiles();
+      },
+    }));
+}
+
+function renderCrumbs() {
+  const nav = $('crumbs');
+  nav.replaceChildren();
+  if (state.view === 'trash') {
+    nav.append(el('span', { 'aria-current': 'page', text: 'Trash' }));
+    return;
+  }
+  const parts = state.folder === '/' ? [] : state.folder.slice(1).split('/');
+  const items = [['My files', '/'], ...parts.map((p, i) => [p, `/${parts.slice(0, i + 1).join('/')}`])];
+  items.forEach(([label, path], i) => {
+    if (i > 0) nav.append(el('span', { class: 'sep', 'aria-hidden': 'true', text: '›' }));
+    nav.append(i === items.length - 1
+      ? el('span', { 'aria-current': 'page', text: label })
+      : el('a', { href: hashFor(path), text: label }));
+  });
+}
+
+const ICON_COLORS = { folder: '#f59e0b', image: '#10b981', video: '#8b5cf6', audio: '#ec4899', pdf: '#ef4444', archive: '#78716c', file: '#64748b' };
+
+function iconKind(entry) {
+  if (entry.kind === 'folder') return 'folder';
+  const ext = entry.name.includes('.') ? entry.name.split('.').pop().toLowerCase() : '';
+  if (['png', 'jpg', 'jpeg', 'gif', 'webp', 'svg', 'avif', 'bmp', 'ico', 'heic'].includes(ext)) return 'image';
+  if (['mp4', 'webm', 'mov', 'm4v', 'ogv', 'mkv', 'avi'].includes(ext)) return 'video';
+  if (['mp3', 'wav', 'flac', 'ogg', 'oga', 'm4a', 'aac', 'opus', 'weba'].includes(ext)) return 'audio';
+  if (ext === 'pdf') return 'pdf';
+  if (['zip', 'gz', 'tgz', 'tar', '7z', 'rar', 'xz', 'zst', 'bz2'].includes(ext)) return 'archive';
+  return 'file';
+}
+
+/// A small drawn icon (no font or image needed): a folder, or a page with
+/// its type's colour.
+function fileIcon(entry) {
+  const kind = iconKind(entry);
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', '0 0 20 20');
+  svg.setAttribute('width', '20');
+  svg.setAttribute('height', '20');
+  svg.setAttribute('aria-hidden', 'true');
+  svg.classList.add('icon');
+  const path = document.createElementNS(ns, 'path');
+  path.setAttribute('fill', ICON_COLORS[kind]);
+  path.setAttribute('d', kind === 'folder'
+    ? 'M2 5a2 2 0 0 1 2-2h4l2 2h6a2 2 0 0 1 2 2v8a2 2 0 0 1-2 2H4a2 2 0 0 1-2-2z'
+    : 'M5 2h7l4 4v10a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2V4a2 2 0 0 1 2-2z');
+  svg.append(path);
+  if (kind !== 'folder') {
+    const fold = document.createElementNS(ns, 'path');
+    fold.setAttribute('fill', 'rgb(255 255 255 / .55)');
+    fold.setAttribute('d', 'M12 2v4h4z');
+    svg.append(fold);
+  }
+  return svg;
+}
+
+function renderFiles() {
+  renderCrumbs();
+  $('btn-zip').href = files.zipUrl(state.folder);
+  $('btn-zip').textContent = state.folder === '/' ? 'Download all' : 'Download folder';
+  $('list-head').replaceChildren(
+    headCell('Name', 'name', 'c-name'),
+    headCell('Size', 'size', 'c-size num'),
+    headCell('Modified', 'modified', 'c-mod'),
+    el('th', { class: 'c-more' }, el('span', { class: 'visually-hidden', text: 'Actions' })),
+  );
+  const focused = document.activeElement?.closest?.('tr')?.dataset.path;
+  const rows = sortEntries(state.entries).map((e) => {
+    const folder = e.kind === 'folder';
+    const tr = el('tr', { tabindex: '-1', 'data-path': e.path, 'data-kind': e.kind, 'aria-label': `${folder ? 'Folder' : 'File'} ${e.name}` });
+    const link = el('a', { href: folder ? hashFor(e.path) : files.viewUrl(e.path), text: e.name, title: e.name, tabindex: '-1' });
+    if (!folder) link.addEventListener('click', (ev) => { ev.preventDefault(); preview(e); });
+    const sub = el('div', { class: 'sub', text: folder ? when(e.modified_ms) : `${formatBytes(e.size)} · ${when(e.modified_ms)}` });
+    tr.append(
+      el('td', {}, el('div', { class: 'name' },
+        fileIcon(e),
+        el('div', {}, link, sub),
+        e.pending ? el('span', { class: 'badge', title: 'An upload of a new version is under way', text: 'syncing' }) : null)),
+      el('td', { class: 'num', text: folder ? '—' : formatBytes(e.size) }),
+      el('td', { text: when(e.modified_ms), title: new Date(e.modified_ms).toLocaleString() }),
+      el('td', {}, el('button', {
+        type: 'button', class: 'more', 'aria-haspopup': 'menu', 'aria-label': `Actions for ${e.name}`, tabindex: '-1', text: '⋯',
+        onclick: (ev) => { ev.stopPropagation(); openMenu(ev.currentTarget, e); },
+      })),
+    );
+    tr.addEventListener('dblclick', () => open(e));
+    tr.addEventListener('contextmenu', (ev) => { ev.preventDefault(); openMenu(tr.querySelector('.more'), e, ev.clientX, ev.clientY); });
+    tr.addEventListener('keydown', (ev) => rowKey(ev, e, tr));
+    tr.addEventListener('click', () => tr.focus());
+    if (state.flash.has(e.path)) tr.classList.add('flash');
+    return tr;
+  });
+  state.flash.clear();
+  $('rows').replaceChildren(...rows);
+  makeRowsTabbable();
+  $('empty').hidden = rows.length > 0;
+  $('empty').textContent = 'This folder is empty. Drop files here or use Upload.';
+  if (focused) {
+    const again = [...$('rows').children].find((r) => r.dataset.path === focused);
+    if (again) again.focus();
+  }
+}
+
+/// One row is in the tab order at a time (roving tabindex); arrows move.
+function makeRowsTabbable() {
+  const rows = [...$('rows').children];
+  const current = rows.find((r) => r === document.activeElement) || rows[0];
+  for (const r of rows) r.tabIndex = r === current ? 0 : -1;
+}
+
+function focusRow(i) {
+  const rows = [...$('rows').children];
+  if (!rows.length) return;
+  const r = rows[Math.max(0, Math.min(i, rows.length - 1))];
+  for (const x of rows) x.tabIndex = -1;
+  r.tabIndex = 0;
+  r.focus();
+}
+
+function rowKey(ev, entry, tr) {
+  const rows = [...$('rows').children];
+  const i = rows.indexOf(tr);
+  switch (ev.key) {
+    case 'ArrowDown': ev.preventDefault(); focusRow(i + 1); break;
+    case 'ArrowUp': ev.preventDefault(); focusRow(i - 1); break;
+    case 'Home': ev.preventDefault(); focusRow(0); break;
+    case 'End': ev.preventDefault(); focusRow(rows.length - 1); break;
+    case 'Enter': ev.preventDefault(); if (state.view === 'files') open(entry); else openMenu(tr.querySelector('.more'), entry); break;
+    case 'Backspace':
+      if (state.view === 'files' && state.folder !== '/') { ev.preventDefault(); go(parentOf(state.folder)); }
+      break;
+    case 'F2': if (state.view === 'files') { ev.preventDefault(); rename(entry); } break;
+    case 'Delete': ev.preventDefault(); if (state.view === 'files') remove(entry); else purge(entry); break;
+    case 'ContextMenu': ev.preventDefault(); openMenu(tr.querySelector('.more'), entry); break;
+    default:
+      if (ev.key === 'F10' && ev.shiftKey) { ev.preventDefault(); openMenu(tr.querySelector('.more'), entry); }
+  }
+}
+
+function open(entry) {
+  if (entry.kind === 'folder') go(entry.path);
+  else preview(entry);
+}
+
+function preview(entry) {
+  const list = sortEntries(state.entries).filter((e) => e.kind === 'file');
+  openPreview(entry, list);
+}
+
+// ---------- the actions menu ----------
+
+let menuReturn = null;
+function openMenu(anchor, entry, x, y) {
+  const menu = $('menu');
+  const items = [];
+  const item = (label, fn, cls) => items.push(el('button', { type: 'button', role: 'menuitem', class: cls, text: label, onclick: () => { closeMenu(); fn(); } }));
+  const link = (label, href) => items.push(el('a', { role: 'menuitem', href, download: '', text: label, onclick: () => closeMenu() }));
+  if (state.view === 'trash') {
+    item('Restore', () => restoreTrash(entry));
+    item('Delete forever', () => purge(entry), 'danger');
+  } else if (entry.kind === 'folder') {
+    item('Open', () => go(entry.path));
+    link('Download as zip', files.zipUrl(entry.path));
+    item('Rename', () => rename(entry));
+    item('Move', () => move(entry));
+    item('Delete', () => remove(entry), 'danger');
+  } else {
+    item('Preview', () => preview(entry));
+    link('Download', files.downloadUrl(entry.path));
+    item('Rename', () => rename(entry));
+    item('Move', () => move(entry));
+    item('Revisions', () => showRevisions(entry.path));
+    item('Delete', () => remove(entry), 'danger');
+  }
+  menu.replaceChildren(...items);
+  menu.hidden = false;
+  menuReturn = anchor.closest('tr') || anchor;
+  const r = anchor.getBoundingClientRect();
+  const mw = menu.offsetWidth;
+  const mh = menu.offsetHeight;
+  const left = Math.max(4, Math.min((x ?? r.right - mw), innerWidth - mw - 4));
+  const top = (y ?? r.bottom) + mh > innerHeight - 4 ? Math.max(4, (y ?? r.top) - mh) : (y ?? r.bottom);
+  menu.style.left = `${left}px`;
+  menu.style.top = `${top}px`;
+  items[0].focus();
+}
+
+function closeMenu(restoreFocus = true) {
+  const menu = $('menu');
+  if (menu.hidden) return;
+  menu.hidden = true;
+  if (restoreFocus && menuReturn && document.contains(menuReturn)) menuReturn.focus();
+}
+
+$('menu').addEventListener('keydown', (ev) => {
+  const items = [...$('menu').children];
+  const i = items.indexOf(document.activeElement);
+  if (ev.key === 'ArrowDown') { ev.preventDefault(); items[(i + 1) % items.length].focus(); }
+  if (ev.key === 'ArrowUp') { ev.preventDefault(); items[(i - 1 + items.length) % items.length].focus(); }
+  if (ev.key === 'Escape' || ev.key === 'Tab') { ev.preventDefault(); closeMenu(); }
+});
+document.addEventListener('click', (ev) => { if (!$('menu').contains(ev.target)) closeMenu(false); });
+window.addEventListener('resize', () => closeMenu(false));
+
+// ---------- dialogs ----------
+
+/// Shows the dialog; resolves with the input's value (or true), or null.
+function dialog({ title, text = '', value = null, ok = 'OK', danger = false, extra = null, check = null }) {
+  const d = $('dialog');
+  $('dialog-title').textContent = title;
+  $('dialog-text').textContent = text;
+  $('dialog-text').hidden = !text;
+  $('dialog-error').textContent = '';
+  const input = $('dialog-input');
+  input.hidden = value === null;
+  input.value = value ?? '';
+  $('dialog-extra').replaceChildren(...(extra ? [extra] : []));
+  $('dialog-ok').textContent = ok;
+  $('dialog-ok').className = danger ? 'primary danger' : 'primary';
+  return new Promise((resolve) => {
+    const form = $('dialog-form');
+    const done = (v) => { form.onsubmit = null; $('dialog-cancel').onclick = null; d.onclose = null; if (d.open) d.close(); resolve(v); };
+    form.onsubmit = async (ev) => {
+      ev.preventDefault();
+      const v = value === null ? true : input.value.trim();
+      if (check) {
+        const problem = await check(v);
+        if (problem) { $('dialog-error').textContent = problem; return; }
+      }
+      done(v);
+    };
+    $('dialog-cancel').onclick = () => done(null);
+    d.onclose = () => done(null);
+    d.showModal();
+    if (value !== null) {
+      input.focus();
+      const dot = input.value.lastIndexOf('.');
+      input.setSelectionRange(0, dot > 0 ? dot : input.value.length);
+    } else {
+      $('dialog-ok').focus();
+    }
+  });
+}
+
+function nameProblem(name) {
+  if (!name) return 'Enter a name.';
+  if (name.includes('/')) return 'A name cannot contain “/”.';
+  if (name === '.' || name === '..') return 'That name is reserved.';
+  if (new TextEncoder().encode(name).length > 255) return 'That name is too long.';
+  return null;
+}
+
+async function errorText(fn) {
+  try { await fn(); return null; } catch (e) { return e.message || String(e); }
+}
+
+$('btn-mkdir').addEventListener('click', async () => {
+  const name = await dialog({
+    title: 'New folder', value: 'New folder', ok: 'Create',
+    check: (n) => nameProblem(n) || errorText(() => files.mkdir(join(state.folder, n))),
+  });
+  if (name) { state.flash.add(join(state.folder, name)); refresh(); }
+});
+
+async function rename(entry) {
+  const name = await dialog({
+    title: `Rename “${entry.name}”`, value: entry.name, ok: 'Rename',
+    check: (n) => nameProblem(n) || (n === entry.name ? null : errorText(() => files.move(entry.path, join(parentOf(entry.path), n)))),
+  });
+  if (name && name !== entry.name) {
+    state.flash.add(join(parentOf(entry.path), name));
+    toast(`Renamed to “${name}”`);
+    refresh();
+  }
+}
+
+/// A small folder chooser: the list of subfolders of where it stands.
+async function move(entry) {
+  let here = parentOf(entry.path);
+  const box = el('div');
+  const render = async () => {
+    let list = [];
+    try { list = (await files.list(here)).entries.filter((e) => e.kind === 'folder' && e.path !== entry.path); } catch (e) { $('dialog-error').textContent = e.message; }
+    const rows = [];
+    rows.push(el('p', { class: 'muted', text: `Move to: ${here === '/' ? 'My files' : here}` }));
+    const folders = el('div', { class: 'folders' });
+    if (here !== '/') folders.append(el('button', { type: 'button', text: '↑ Up one level', onclick: () => { here = parentOf(here); render(); } }));
+    for (const f of list) folders.append(el('button', { type: 'button', onclick: () => { here = f.path; render(); } }, fileIcon(f), f.name));
+    rows.push(folders);
+    box.replaceChildren(...rows);
+  };
+  await render();
+  const ok = await dialog({
+    title: `Move “${entry.name}”`, ok: 'Move here', extra: box,
+    check: () => (parentOf(entry.path) === here ? 'It is already in this folder.' : errorText(() => files.move(entry.path, join(here, entry.name)))),
+  });
+  if (ok) { toast(`Moved to ${here === '/' ? 'My files' : here}`); refresh(); }
+}
+
+async function remove(entry) {
+  const ok = await attempt(() => files.remove(entry.path));
+  if (ok !== undefined) {
+    toast(`“${entry.name}” moved to the trash`);
+    refresh();
+  }
+}
+
+// ---------- trash ----------
+
+function renderTrash() {
+  renderCrumbs();
+  $('list-head').replaceChildren(
+    el('th', { class: 'c-name', scope: 'col' }, el('button', { type: 'button', text: 'Name', disabled: true })),
+    el('th', { class: 'c-where', scope: 'col' }, el('button', { type: 'button', text: 'Was in', disabled: true })),
+    el('th', { class: 'c-mod', scope: 'col' }, el('button', { type: 'button', text: 'Deleted', disabled: true })),
+    el('th', { class: 'c-more' }, el('span', { class: 'visually-hidden', text: 'Actions' })),
+  );
+  const items = [...state.trash].sort((a, b) => b.deleted_ms - a.deleted_ms);
+  const rows = items.map((t) => {
+    const entry = { ...t, name: nameOf(t.path) };
+    const tr = el('tr', { tabindex: '-1', 'data-path': t.path, 'data-id': t.id, 'aria-label': `Deleted ${t.kind} ${entry.name}` });
+    tr.append(
+      el('td', {}, el('div', { class: 'name' },
+        fileIcon(entry),
+        el('div', {}, el('span', { class: 'label', text: entry.name, title: t.path }),
+          el('div', { class: 'sub', text: `${parentOf(t.path) === '/' ? 'My files' : parentOf(t.path)} · ${when(t.deleted_ms)}` })))),
+      el('td', { text: parentOf(t.path) === '/' ? 'My files' : parentOf(t.path), title: t.path }),
+      el('td', { text: when(t.deleted_ms), title: new Date(t.deleted_ms).toLocaleString() }),
+      el('td', {}, el('button', {
+        type: 'button', class: 'more', 'aria-haspopup': 'menu', 'aria-label': `Actions for ${entry.name}`, tabindex: '-1', text: '⋯',
+        onclick: (ev) => { ev.stopPropagation(); openMenu(ev.currentTarget, entry); },
+      })),
+    );
+    tr.addEventListener('keydown', (ev) => rowKey(ev, entry, tr));
+    tr.addEventListener('click', () => tr.focus());
+    tr.addEventListener('contextmenu', (ev) => { ev.preventDefault(); openMenu(tr.querySelector('.more'), entry, ev.clientX, ev.clientY); });
+    return tr;
+  });
+  $('rows').replaceChildren(...rows);
+  makeRowsTabbable();
+  $('empty').hidden = rows.length > 0;
+  $('empty').textContent = 'The trash is empty.';
+  $('btn-empty-trash').disabled = rows.length === 0;
+}
+
+async function restoreTrash(entry) {
+  try {
+    const restored = await trash.restore(entry.id);
+    toast(`Restored to ${restored.path}`);
+    refresh();
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 409) {
+      const to = await dialog({
+        title: `Restore “${entry.name}”`,
+        text: `${entry.path} is taken now. Restore it under another path:`,
+        value: join(parentOf(entry.path), `${entry.name} (restored)`), ok: 'Restore',
+        check: (p) => errorText(() => trash.restore(entry.id, p.startsWith('/') ? p : `/${p}`)),
+      });
+      if (to) { toast(`Restored to ${to}`); refresh(); }
+    } else if (!(e instanceof ApiError && e.status === 401)) {
+      toast(e.message, true);
+    }
+  }
+}
+
+async function purge(entry) {
+  const ok = await dialog({ title: 'Delete forever?', text: `“${entry.name}” will be deleted permanently. This cannot be undone.`, ok: 'Delete forever', danger: true });
+  if (!ok) return;
+  if (await attempt(() => trash.purge(entry.id)) !== undefined) {
+    toast(`“${entry.name}” deleted forever`);
+    refresh();
+  }
+}
+
+$('btn-empty-trash').addEventListener('click', async () => {
+  const ok = await dialog({ title: 'Empty the trash?', text: 'Everything in the trash will be deleted permanently. This cannot be undone.', ok: 'Empty trash', danger: true });
+  if (!ok) return;
+  if (await attempt(() => trash.empty()) !== undefined) { toast('The trash is empty'); refresh(); }
+});
+
+// ---------- revisions panel ----------
+
+let panelPath = null;
+async function showRevisions(path) {
+  panelPath = path;
+  const panel = $('panel');
+  $('panel-title').textContent = `Revisions of ${nameOf(path)}`;
+  panel.hidden = false;
+  document.body.classList.add('panel-open');
+  let res;
+  try {
+    res = await files.revisions(path);
+  } catch (e) {
+    $('panel-body').replaceChildren(el('p', { class: 'error', text: e.message }));
+    return;
+  }
+  if (panelPath !== path) return;
+  const revs = [...res.revisions].sort((a, b) => b.rev - a.rev);
+  const current = revs[0]?.rev;
+  const list = el('ul', { class: 'revs' });
+  for (const r of revs) {
+    list.append(el('li', { 'data-rev': String(r.rev) },
+      el('div', { class: 'row' },
+        el('strong', { text: `Revision ${r.rev}` }),
+        r.rev === current ? el('span', { class: 'current', text: 'current' }) : null),
+      el('div', { class: 'muted', text: `${new Date(r.created_ms).toLocaleString()} · ${formatBytes(r.size)} · ${r.device}` }),
+      el('div', { class: 'row' },
+        el('a', { class: 'button', href: files.downloadUrl(path, r.rev), download: '', text: 'Download' }),
+        r.rev === current ? null : el('button', {
+          type: 'button', text: 'Restore',
+          onclick: async () => {
+            if (await attempt(() => files.restore(path, r.rev)) !== undefined) {
+              toast(`Revision ${r.rev} restored as the current version`);
+              state.flash.add(path);
+              refresh();
+              showRevisions(path);
+            }
+          },
+        }))));
+  }
+  $('panel-body').replaceChildren(list);
+  $('panel-close').focus();
+}
+
+function closePanel() {
+  panelPath = null;
+  $('panel').hidden = true;
+  document.body.classList.remove('panel-open');
+}
+$('panel-close').addEventListener('click', closePanel);
+
+document.addEventListener('keydown', (ev) => {
+  if (ev.key === 'Escape' && !$('panel').hidden && !$('dialog').open && !$('preview').open && $('menu').hidden) closePanel();
+});
+
+// ---------- uploads ----------
+
+$('btn-upload').addEventListener('click', () => $('pick-files').click());
+$('btn-upload-folder').addEventListener('click', () => $('pick-folder').click());
+for (const id of ['pick-files', 'pick-folder']) {
+  $(id).addEventListener('change', (ev) => {
+    const { entries, emptyDirs } = fromInput(ev.target.files);
+    if (entries.length) uploads.add(state.folder, entries, emptyDirs);
+    ev.target.value = '';
+  });
+}
+
+const drop = document.body;
+let dragDepth = 0;
+const carriesFiles = (ev) => [...(ev.dataTransfer?.types || [])].includes('Files');
+drop.addEventListener('dragenter', (ev) => {
+  if (!carriesFiles(ev) || state.view !== 'files' || $('app').hidden) return;
+  ev.preventDefault();
+  dragDepth += 1;
+  $('drop').classList.add('over');
+});
+drop.addEventListener('dragover', (ev) => {
+  if (!carriesFiles(ev) || state.view !== 'files' || $('app').hidden) return;
+  ev.preventDefault();
+  ev.dataTransfer.dropEffect = 'copy';
+});
+drop.addEventListener('dragleave', () => {
+  dragDepth = Math.max(0, dragDepth - 1);
+  if (dragDepth === 0) $('drop').classList.remove('over');
+});
+drop.addEventListener('drop', async (ev) => {
+  if (!carriesFiles(ev) || state.view !== 'files' || $('app').hidden) return;
+  ev.preventDefault();
+  dragDepth = 0;
+  $('drop').classList.remove('over');
+  const folder = state.folder;
+  const { entries, emptyDirs } = await fromDrop(ev.dataTransfer);
+  if (entries.length || emptyDirs.length) uploads.add(folder, entries, emptyDirs);
+});
+
+function noteUnfinished() {
+  const left = unfinished();
+  const note = $('resume-note');
+  note.hidden = left.length === 0;
+  note.textContent = left.length
+    ? `${left.length} upload${left.length === 1 ? ' was' : 's were'} interrupted (${left.slice(0, 3).join(', ')}${left.length > 3 ? ', …' : ''}). Choose the same file${left.length === 1 ? '' : 's'} again to continue where ${left.length === 1 ? 'it' : 'they'} stopped.`
+    : '';
+}
+
+// ---------- start ----------
+
+async function enterApp() {
+  $('signin').hidden = true;
+  $('app').hidden = false;
+  $('who').textContent = localStorage.getItem('tessera.user') || '';
+  const target = parseHash();
+  state.view = target.view;
+  state.folder = target.folder;
+  if (!uploads) {
+    uploads = new Uploads({
+      toast,
+      maxSize: state.maxSize,
+      onDone: (path) => {
+        state.flash.add(path);
+        noteUnfinished();
+        if (parentOf(path) === state.folder || path.startsWith(`${state.folder === '/' ? '' : state.folder}/`)) refreshSoon();
+      },
+    });
+  }
+  noteUnfinished();
+  live.start();
+  await refresh(true);
+}
+
+async function boot() {
+  try {
+    const info = await fetch(`${API}/info`).then((r) => r.json());
+    state.maxSize = info.max_file_size || 0;
+  } catch { /* the limit is checked by the server anyway */ }
+  try {
+    // The cookie is HttpOnly: asking the server is the only way to know.
+    await fetch(`${API}/changes/latest`, { headers: WEB_HEADERS, credentials: 'same-origin' }).then((r) => {
+      if (!r.ok) throw new ApiError(r.status, 'unauthorized', '');
+    });
+    await enterApp();
+  } catch {
+    showSignin();
+  }
+}
+
+boot();

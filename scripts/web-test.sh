@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Browser tests of the web UI: a real `tessera serve` on a loopback port,
+# driven through headless Chromium (Debian's package) by playwright-core.
+# Prints "N passed, N failed" and exits non-zero when a test fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+need_apt=()
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
+if ((${#need_apt[@]})); then
+  echo "installing ${need_apt[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -d tests/web/node_modules/playwright-core ]; then
+  (cd tests/web && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+cargo build -p tessera --quiet
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug/tessera
+
+WORK=$(mktemp -d)
+SERVER_PID=
+cleanup() {
+  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+PASSWORD=web-test-$RANDOM$RANDOM
+TESSERA_ADMIN_PASSWORD=$PASSWORD TESSERA_LOG=${TESSERA_LOG:-warn} \
+  "$BIN" serve --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+export TESSERA_URL="http://127.0.0.1:$PORT"
+export TESSERA_TEST_PASSWORD=$PASSWORD
+export TESSERA_BIN=$BIN
+export TESSERA_CLI_HOME=$WORK/cli
+export TESSERA_SCREENSHOTS=$ROOT/docs/screenshots
+export CHROMIUM=${CHROMIUM:-$(command -v chromium)}
+mkdir -p "$TESSERA_CLI_HOME" "$TESSERA_SCREENSHOTS"
+
+set +e
+(cd tests/web && timeout 300 node --test --test-reporter=spec --test-concurrency=1 web.test.mjs) 2>&1 | tee "$WORK/node.log"
+status=${PIPESTATUS[0]}
+set -e
+
+passed=$(grep -Eo '^ℹ pass [0-9]+' "$WORK/node.log" | grep -Eo '[0-9]+' || echo 0)
+failed=$(grep -Eo '^ℹ fail [0-9]+' "$WORK/node.log" | grep -Eo '[0-9]+' || echo 1)
+if [ "$status" != 0 ]; then
+  echo "--- server log (last 40 lines) ---"
+  tail -n 40 "$WORK/server.log"
+  [ "$failed" = 0 ] && failed=1
+fi
+echo "web: ${passed} passed, ${failed} failed"
+[ "$status" = 0 ] && [ "$failed" = 0 ]

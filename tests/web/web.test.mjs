@@ -1,0 +1,321 @@
+// What a user does in the web UI, in a real browser against a real server.
+// Run by scripts/web-test.sh, which starts the server and sets the
+// environment read below. The tests run in order and share one session.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { chromium } from 'playwright-core';
+
+const run = promisify(execFile);
+const BASE = process.env.TESSERA_URL;
+const PASSWORD = process.env.TESSERA_TEST_PASSWORD;
+const BIN = process.env.TESSERA_BIN;
+const CLI_HOME = process.env.TESSERA_CLI_HOME;
+const SHOTS = process.env.TESSERA_SCREENSHOTS;
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+let browser;
+let context;
+let page;
+
+const row = (path) => page.locator(`#rows tr[data-path="${path}"]`);
+const shot = (name, p = page) => (SHOTS ? p.screenshot({ path: join(SHOTS, `${name}.png`) }) : null);
+
+async function menuAction(path, label) {
+  await row(path).locator('.more').click();
+  await page.locator('#menu [role=menuitem]', { hasText: label }).first().click();
+}
+
+/// The API as the signed-in page sees it (cookie + web header).
+async function apiInPage(method, path, body) {
+  return page.evaluate(async ([m, p, b]) => {
+    const res = await fetch(`/api/v1${p}`, {
+      method: m,
+      headers: { 'X-Tessera-Web': '1', ...(b ? { 'Content-Type': 'application/json' } : {}) },
+      body: b ? JSON.stringify(b) : undefined,
+    });
+    const text = await res.text();
+    return { status: res.status, text };
+  }, [method, path, body]);
+}
+
+async function uploadThroughInput(name, content) {
+  await page.setInputFiles('#pick-files', { name, mimeType: 'application/octet-stream', buffer: Buffer.from(content) });
+}
+
+before(async () => {
+  assert.ok(BASE && PASSWORD, 'run through scripts/web-test.sh');
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-background-networking', '--disable-dev-shm-usage'],
+  });
+  context = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true, locale: 'en-US', timezoneId: 'UTC' });
+  page = await context.newPage();
+  page.on('pageerror', (e) => console.error('page error:', e.message));
+  // Anything that leaves the server is a failure: the UI is self-contained.
+  await context.route('**/*', (route) => {
+    const url = new URL(route.request().url());
+    if (url.origin !== BASE) {
+      console.error('external request:', url.href);
+      return route.abort();
+    }
+    return route.continue();
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+test('the app is served with its security headers', async () => {
+  const res = await fetch(`${BASE}/`);
+  assert.equal(res.status, 200);
+  const csp = res.headers.get('content-security-policy');
+  assert.match(csp, /default-src 'self'/);
+  assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
+});
+
+test('sign in: a wrong password is refused with a message, the right one opens the files', async () => {
+  await page.goto(BASE);
+  await page.waitForSelector('#signin:not([hidden])');
+  await page.fill('#signin-user', 'admin');
+  await page.fill('#signin-pass', 'not-the-password');
+  await page.click('#signin-form button[type=submit]');
+  await page.waitForFunction(() => document.getElementById('signin-error').textContent.includes('Wrong'));
+  await page.fill('#signin-pass', PASSWORD);
+  await page.click('#signin-form button[type=submit]');
+  await page.waitForSelector('#app:not([hidden])');
+  await page.waitForSelector('#live.on');
+  const cookies = await context.cookies();
+  const session = cookies.find((c) => c.name === 'tessera_session');
+  assert.ok(session, 'session cookie set');
+  assert.equal(session.httpOnly, true);
+  assert.equal(session.sameSite, 'Strict');
+  assert.equal(await page.evaluate(() => document.cookie.includes('tessera_session')), false, 'script cannot read the token');
+});
+
+test('a cookie-signed write without the web header is refused (403)', async () => {
+  const res = await page.evaluate(async () => {
+    const r = await fetch('/api/v1/files/mkdir', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ path: '/forged' }) });
+    return r.status;
+  });
+  assert.equal(res, 403);
+});
+
+test('upload through the file input: progress finishes and the file is listed', async () => {
+  await uploadThroughInput('hello.txt', 'hello from the file input\n');
+  const item = page.locator('#up-list li[data-path="/hello.txt"]');
+  await item.locator('xpath=self::*[contains(@class,"done")]').waitFor();
+  assert.equal(await item.locator('progress').evaluate((p) => p.value), 1);
+  await row('/hello.txt').waitFor();
+  assert.match(await row('/hello.txt').innerText(), /26 B/);
+});
+
+test('upload of a larger file shows progress, speed and time left, then completes', async () => {
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Network.enable');
+  // About 4 MB/s: slow enough to see the bars move.
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 20, downloadThroughput: 4e6, uploadThroughput: 4e6 });
+  const big = Buffer.alloc(12 << 20);
+  for (let i = 0; i < big.length; i += 4096) big[i] = (i / 4096) & 0xff;
+  await uploadThroughInput('video.mp4', big);
+  await page.waitForFunction(() => {
+    const li = document.querySelector('#up-list li[data-path="/video.mp4"]');
+    return li && li.querySelector('progress').value > 0.15 && /left/.test(li.querySelector('.stat').textContent);
+  }, null, { timeout: 20_000 });
+  await shot('upload-progress');
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+  await page.locator('#up-list li.done[data-path="/video.mp4"]').waitFor({ timeout: 30_000 });
+  await row('/video.mp4').waitFor();
+  assert.equal(await page.locator('#up-overall').evaluate((p) => p.value), 1);
+  await shot('upload-done');
+});
+
+test('upload by drag and drop', async () => {
+  const dataTransfer = await page.evaluateHandle(() => {
+    const dt = new DataTransfer();
+    dt.items.add(new File(['dropped content\n'], 'dropped.txt', { type: 'text/plain' }));
+    dt.items.add(new File(['second\n'], 'second drop.md', { type: 'text/markdown' }));
+    return dt;
+  });
+  await page.dispatchEvent('#drop', 'dragenter', { dataTransfer });
+  await page.dispatchEvent('#drop', 'dragover', { dataTransfer });
+  await page.dispatchEvent('#drop', 'drop', { dataTransfer });
+  await page.locator('#up-list li.done[data-path="/dropped.txt"]').waitFor();
+  await page.locator('#up-list li.done[data-path="/second drop.md"]').waitFor();
+  await row('/dropped.txt').waitFor();
+  await row('/second drop.md').waitFor();
+});
+
+test('create a folder, rename a file, move it into the folder', async () => {
+  await page.click('#btn-mkdir');
+  await page.fill('#dialog-input', 'Projects');
+  await page.click('#dialog-ok');
+  await row('/Projects').waitFor();
+
+  await menuAction('/hello.txt', 'Rename');
+  await page.fill('#dialog-input', 'greeting.txt');
+  await page.click('#dialog-ok');
+  await row('/greeting.txt').waitFor();
+  assert.equal(await row('/hello.txt').count(), 0);
+
+  await menuAction('/dropped.txt', 'Move');
+  await page.locator('#dialog-extra button', { hasText: 'Projects' }).click();
+  await page.waitForFunction(() => document.querySelector('#dialog-extra p').textContent.includes('/Projects'));
+  await page.click('#dialog-ok');
+  await row('/dropped.txt').waitFor({ state: 'detached' });
+
+  await row('/Projects').locator('a').click();
+  await page.waitForFunction(() => location.hash === '#/files/Projects');
+  await row('/Projects/dropped.txt').waitFor();
+  assert.match(await page.locator('#crumbs').innerText(), /My files\s*›\s*Projects/);
+  await page.locator('#crumbs a', { hasText: 'My files' }).click();
+  await row('/Projects').waitFor();
+});
+
+test('a renamed file that exists already gets a clear conflict message', async () => {
+  await menuAction('/greeting.txt', 'Rename');
+  await page.fill('#dialog-input', 'video.mp4');
+  await page.click('#dialog-ok');
+  await page.waitForFunction(() => /already exists/.test(document.getElementById('dialog-error').textContent));
+  await page.click('#dialog-cancel');
+});
+
+test('keyboard: arrows move between rows, Enter opens a folder, Backspace goes up', async () => {
+  await row('/Projects').focus();
+  await page.keyboard.press('ArrowDown');
+  const focused = await page.evaluate(() => document.activeElement.dataset.path);
+  assert.notEqual(focused, '/Projects');
+  await page.keyboard.press('ArrowUp');
+  assert.equal(await page.evaluate(() => document.activeElement.dataset.path), '/Projects');
+  await page.keyboard.press('Enter');
+  await row('/Projects/dropped.txt').waitFor();
+  await page.locator('#rows tr').first().focus();
+  await page.keyboard.press('Backspace');
+  await row('/Projects').waitFor();
+  await page.click('#up-clear');
+  await page.evaluate(() => { document.getElementById('toast').hidden = true; });
+  await shot('desktop-list');
+});
+
+test('preview shows text as text and images inline', async () => {
+  await row('/second drop.md').locator('a').click();
+  await page.waitForFunction(() => document.querySelector('#preview-body pre')?.textContent.includes('second'));
+  await page.click('#preview-close');
+  // A tiny PNG, uploaded and previewed.
+  const png = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==', 'base64');
+  await uploadThroughInput('dot.png', png);
+  await row('/dot.png').waitFor();
+  await row('/dot.png').locator('a').click();
+  await page.waitForFunction(() => {
+    const img = document.querySelector('#preview-body img');
+    return img && img.complete && img.naturalWidth === 1;
+  });
+  await page.click('#preview-close');
+});
+
+test('revisions: list, download a revision, restore an older one', async () => {
+  await uploadThroughInput('notes.txt', 'first version\n');
+  await page.locator('#up-list li.done[data-path="/notes.txt"]').waitFor();
+  await uploadThroughInput('notes.txt', 'second version, longer\n');
+  await page.waitForFunction(() => document.querySelectorAll('#up-list li.done[data-path="/notes.txt"]').length === 2);
+  await menuAction('/notes.txt', 'Revisions');
+  await page.locator('#panel-body li[data-rev="2"]').waitFor();
+  const href = await page.locator('#panel-body li[data-rev="1"] a').getAttribute('href');
+  const old = await page.evaluate(async (u) => (await fetch(u)).text(), href);
+  assert.equal(old, 'first version\n');
+  await shot('revisions');
+  await page.locator('#panel-body li[data-rev="1"] button', { hasText: 'Restore' }).click();
+  await page.locator('#panel-body li[data-rev="3"] .current').waitFor();
+  const now = await apiInPage('GET', '/files/content?path=/notes.txt');
+  assert.equal(now.text, 'first version\n');
+  await page.click('#panel-close');
+});
+
+test('delete to the trash, restore, delete again and delete forever', async () => {
+  await menuAction('/greeting.txt', 'Delete');
+  await row('/greeting.txt').waitFor({ state: 'detached' });
+  await page.click('#nav-trash');
+  await row('/greeting.txt').waitFor();
+  await shot('trash');
+  await menuAction('/greeting.txt', 'Restore');
+  await row('/greeting.txt').waitFor({ state: 'detached' });
+  await page.click('#nav-files');
+  await row('/greeting.txt').waitFor();
+
+  await row('/greeting.txt').focus();
+  await page.keyboard.press('Delete');
+  await row('/greeting.txt').waitFor({ state: 'detached' });
+  await page.click('#nav-trash');
+  await menuAction('/greeting.txt', 'Delete forever');
+  await page.click('#dialog-ok');
+  await row('/greeting.txt').waitFor({ state: 'detached' });
+  const listed = JSON.parse((await apiInPage('GET', '/trash')).text);
+  assert.equal(listed.entries.some((e) => e.path === '/greeting.txt'), false);
+  await page.click('#nav-files');
+  await row('/Projects').waitFor();
+});
+
+test('a file uploaded with the command-line client appears within 2 seconds, without reload', async () => {
+  const env = { ...process.env, TESSERA_CONFIG_DIR: CLI_HOME, TESSERA_SERVER: BASE };
+  const login = run(BIN, ['login', '--server', BASE, '--user', 'admin', '--password-stdin', '--device', 'test laptop'], { env });
+  login.child.stdin.end(`${PASSWORD}\n`);
+  await login;
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-web-'));
+  const local = join(dir, 'from-cli.txt');
+  writeFileSync(local, 'sent by the command line\n');
+  const navigations = [];
+  page.on('framenavigated', (f) => { if (f === page.mainFrame()) navigations.push(f.url()); });
+  await run(BIN, ['put', local, '/from-cli.txt'], { env });
+  const start = Date.now();
+  await row('/from-cli.txt').waitFor({ timeout: 2000 });
+  const took = Date.now() - start;
+  assert.ok(took < 2000, `appeared after ${took} ms`);
+  assert.deepEqual(navigations, [], 'no reload');
+});
+
+test('download a folder as a zip holding its files', async () => {
+  await page.evaluate(() => { location.hash = '#/files/Projects'; });
+  await row('/Projects/dropped.txt').waitFor();
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#btn-zip')]);
+  assert.equal(download.suggestedFilename(), 'Projects.zip');
+  const file = await download.path();
+  const zip = readFileSync(file);
+  assert.equal(zip.readUInt32LE(0), 0x04034b50, 'starts with a local file header');
+  assert.ok(zip.includes(Buffer.from('dropped.txt')), 'lists dropped.txt');
+  assert.ok(zip.includes(Buffer.from('dropped content\n')), 'holds its bytes');
+  assert.ok(zip.includes(Buffer.from([0x50, 0x4b, 0x05, 0x06])), 'has an end of central directory');
+  await page.locator('#crumbs a', { hasText: 'My files' }).click();
+  await row('/Projects').waitFor();
+});
+
+test('phone width (375 px): no horizontal overflow, actions reachable', async () => {
+  const phone = await browser.newContext({ viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2, locale: 'en-US', timezoneId: 'UTC' });
+  await phone.addCookies((await context.cookies()).map((c) => ({ ...c })));
+  const p = await phone.newPage();
+  await p.goto(BASE);
+  await p.locator('#rows tr[data-path="/Projects"]').waitFor();
+  const overflow = await p.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `page is ${overflow}px wider than the screen`);
+  assert.ok(await p.locator('#btn-upload').isVisible());
+  await p.locator('#rows tr[data-path="/video.mp4"] .more').click();
+  await p.locator('#menu').waitFor();
+  const box = await p.locator('#menu').boundingBox();
+  assert.ok(box.x >= 0 && box.x + box.width <= 375, 'menu fits on the screen');
+  await p.keyboard.press('Escape');
+  await shot('phone', p);
+  await phone.close();
+});
+
+test('sign out: back to sign-in, and the session no longer works', async () => {
+  await page.click('#signout');
+  await page.waitForSelector('#signin:not([hidden])');
+  const res = await page.evaluate(async () => (await fetch('/api/v1/files/list?path=/')).status);
+  assert.equal(res, 401);
+});
