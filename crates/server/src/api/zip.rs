@@ -106,12 +106,13 @@ async fn write_zip(
                 .last_modification_date(zip_date(modified_ms));
             zip.write_entry_whole(entry, &[]).await?;
         }
-        // Pushed in reverse so that the archive lists names in order.
-        for child in children.into_iter().rev() {
+        // A folder's files first, then its subfolders, each in listing order.
+        let mut subfolders = Vec::new();
+        for child in children {
             let child_path = folder.join(&child.name)?;
             let child_name = format!("{prefix}{}", child.name);
             if child.is_folder() {
-                stack.push((child_path, format!("{child_name}/"), child.modified_ms));
+                subfolders.push((child_path, format!("{child_name}/"), child.modified_ms));
                 continue;
             }
             // Files still being uploaded have no complete content yet.
@@ -129,6 +130,7 @@ async fn write_zip(
             }
             w.close().await?;
         }
+        stack.extend(subfolders.into_iter().rev());
     }
     let mut out = zip.close().await?;
     out.close().await?;
