@@ -313,6 +313,35 @@ test('phone width (375 px): no horizontal overflow, actions reachable', async ()
   await phone.close();
 });
 
+test('a file over the size limit is refused with a clear message', async () => {
+  // Made in the page (a drop), so no 32 MiB travel to the browser.
+  const dataTransfer = await page.evaluateHandle(() => {
+    const dt = new DataTransfer();
+    dt.items.add(new File([new ArrayBuffer((32 << 20) + 1)], 'too big.iso'));
+    return dt;
+  });
+  await page.dispatchEvent('#drop', 'drop', { dataTransfer });
+  const item = page.locator('#up-list li.failed[data-path="/too big.iso"]');
+  await item.waitFor();
+  assert.match(await item.locator('.stat').innerText(), /Too large.*32 MB/);
+  assert.equal(await row('/too big.iso').count(), 0);
+});
+
+test('an expired session goes back to sign-in with a message, and signing in again resumes', async () => {
+  const token = (await context.cookies()).find((c) => c.name === 'tessera_session').value;
+  // The session ends elsewhere (here: its token is revoked).
+  const res = await fetch(`${BASE}/api/v1/auth/logout`, { method: 'POST', headers: { Authorization: `Bearer ${token}` } });
+  assert.equal(res.status, 204);
+  await page.click('#nav-trash');
+  await page.waitForSelector('#signin:not([hidden])');
+  assert.match(await page.locator('#signin-error').innerText(), /session has ended/);
+  await page.fill('#signin-pass', PASSWORD);
+  await page.click('#signin-form button[type=submit]');
+  await page.waitForSelector('#app:not([hidden])');
+  await page.click('#nav-files');
+  await row('/Projects').waitFor();
+});
+
 test('sign out: back to sign-in, and the session no longer works', async () => {
   await page.click('#signout');
   await page.waitForSelector('#signin:not([hidden])');
