@@ -42,6 +42,10 @@ macro_rules! digest_type {
             pub fn as_bytes(&self) -> &[u8; 32] {
                 &self.0
             }
+            /// From stored bytes; `None` unless exactly 32 of them.
+            pub fn from_slice(b: &[u8]) -> Option<Self> {
+                b.try_into().ok().map(Self)
+            }
         }
 
         impl From<blake3::Hash> for $name {

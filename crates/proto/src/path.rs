@@ -151,6 +151,35 @@ impl fmt::Debug for RemotePath {
     }
 }
 
+/// `NAME (conflicted copy from DEVICE YYYY-MM-DD HHMMSS).EXT`
+pub fn conflicted_name(name: &str, device: &str, unix_secs: i64) -> String {
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    };
+    let (y, m, d, hh, mm, ss) = civil(unix_secs);
+    format!(
+        "{stem} (conflicted copy from {device} {y:04}-{m:02}-{d:02} {hh:02}{mm:02}{ss:02}){ext}"
+    )
+}
+
+/// UTC calendar time (year, month, day, hour, minute, second) from Unix
+/// seconds (Howard Hinnant's days-from-civil).
+pub fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

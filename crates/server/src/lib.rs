@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod meta;
 pub mod notify;
 pub mod server;
+pub mod uploads;
 pub mod web;
 
 pub use server::{Config, Running, ServeError, start};

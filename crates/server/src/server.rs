@@ -151,13 +151,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
 
     let state = AppState {
         meta: meta.clone(),
-        blocks,
+        blocks: blocks.clone(),
         limits: Limits {
             max_file_size: config.max_file_size,
         },
         limiter: Arc::new(LoginLimiter::default()),
         hub: Arc::new(Hub::default()),
         presence: Arc::new(Presence::default()),
+        uploads: crate::uploads::Uploads::new(meta.clone(), blocks.clone()),
     };
     let hub = state.hub.clone();
     crate::jobs::spawn_pending_expiry(

@@ -46,6 +46,7 @@ pub struct TestServer {
     pub url: String,
     pub dir: tempfile::TempDir,
     pub admin_password: String,
+    pub config: Config,
 }
 
 /// A fresh, empty PostgreSQL database on the cluster named by
@@ -92,7 +93,9 @@ impl TestServer {
             ..Config::default()
         };
         tweak(&mut config);
-        let running = tessera_server::start(config).await.expect("server starts");
+        let running = tessera_server::start(config.clone())
+            .await
+            .expect("server starts");
         let admin_password = running
             .generated_admin_password
             .clone()
@@ -103,6 +106,31 @@ impl TestServer {
             url,
             dir,
             admin_password,
+            config,
+        }
+    }
+
+    /// Stops the server and starts it again on the same stores and port,
+    /// so clients keep their URL.
+    pub async fn restart(self) -> Self {
+        let TestServer {
+            running,
+            url,
+            dir,
+            admin_password,
+            config,
+        } = self;
+        let addr = running.addr;
+        running.shutdown().await.expect("server stops");
+        let mut again = config.clone();
+        again.listen = addr;
+        let running = tessera_server::start(again).await.expect("server restarts");
+        TestServer {
+            running,
+            url,
+            dir,
+            admin_password,
+            config,
         }
     }
 

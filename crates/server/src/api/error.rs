@@ -93,6 +93,10 @@ impl ApiError {
     }
 
     /// The error as a JSON detail, for answers that carry several.
+    pub fn status(&self) -> StatusCode {
+        self.status_code().0
+    }
+
     pub fn detail(self) -> ErrorDetail {
         let (_, code) = self.status_code();
         let message = self.to_string();

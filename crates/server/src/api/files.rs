@@ -125,7 +125,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn too_large(limit: u64) -> ApiError {
+pub(crate) fn too_large(limit: u64) -> ApiError {
     ApiError::TooLarge(format!(
         "file is larger than this server's limit of {limit} bytes"
     ))
@@ -138,7 +138,9 @@ const UPLOAD_PARALLEL: usize = 3;
 /// client that stops sending does not hold a request open forever.
 const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
-fn idle_timeout<S>(stream: S) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>>
+pub(crate) fn idle_timeout<S>(
+    stream: S,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>>
 where
     S: futures::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
 {
@@ -159,7 +161,7 @@ where
 /// Reads and drops what is left of a refused body (up to a bound), so a
 /// client that sends without `Expect: 100-continue` gets to read the error
 /// instead of a reset connection.
-async fn drain<R: tokio::io::AsyncRead + Unpin>(body: &mut R) {
+pub(crate) async fn drain<R: tokio::io::AsyncRead + Unpin>(body: &mut R) {
     const DRAIN_LIMIT: u64 = 64 << 20;
     let mut rest = body.take(DRAIN_LIMIT);
     let mut sink = tokio::io::sink();

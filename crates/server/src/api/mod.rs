@@ -7,6 +7,7 @@ pub mod error;
 mod files;
 mod openapi;
 mod trash;
+mod tus;
 mod view;
 mod zip;
 
@@ -36,6 +37,7 @@ pub struct AppState {
     pub limiter: Arc<LoginLimiter>,
     pub hub: Arc<Hub>,
     pub presence: Arc<Presence>,
+    pub uploads: crate::uploads::Uploads,
 }
 
 impl AppState {
@@ -124,6 +126,16 @@ pub fn router(state: AppState) -> Router {
         .route("/trash", get(trash::list))
         .route("/trash/restore", post(trash::restore))
         .route("/trash/purge", post(trash::purge))
+        .route("/tus", post(tus::create).options(tus::options))
+        .route("/tus/", post(tus::create).options(tus::options))
+        .route(
+            "/tus/{id}",
+            axum::routing::head(tus::head)
+                .patch(tus::patch)
+                .delete(tus::terminate)
+                .options(tus::options)
+                .layer(DefaultBodyLimit::disable()),
+        )
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
         .layer(DefaultBodyLimit::max(JSON_LIMIT));

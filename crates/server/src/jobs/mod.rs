@@ -7,7 +7,8 @@ use std::time::Duration;
 use crate::meta::{Meta, now_ms};
 use crate::notify::Hub;
 
-/// Ends pending marks whose upload never finished, every `ttl / 2`
+/// Ends pending marks whose upload never finished, and upload sessions
+/// idle as long, every `ttl / 2`
 /// (between 1 s and 1 min), and wakes the namespaces that changed.
 pub fn spawn_pending_expiry(
     meta: Meta,
@@ -23,6 +24,13 @@ pub fn spawn_pending_expiry(
                 _ = stop.changed() => return,
             }
             let cutoff = now_ms() - ttl.as_millis() as i64;
+            // Upload sessions idle as long as a pending mark may live end
+            // with it; what they stored stays unreferenced (collectable).
+            match meta.expire_uploads(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(ended = n, "expired idle upload sessions"),
+                Err(e) => tracing::warn!(error = %e, "expiring upload sessions failed"),
+            }
             match meta.expire_pending(cutoff).await {
                 Ok(namespaces) => {
                     for ns in namespaces {

@@ -16,6 +16,7 @@ mod sqlite {
     /// once with SQLITE_BUSY instead of waiting.
     const BEGIN: &str = "BEGIN IMMEDIATE";
     include!("queries.rs");
+    include!("upload_queries.rs");
 
     impl Store {
         pub async fn connect(url: &str) -> Result<Self> {
@@ -43,6 +44,7 @@ mod postgres {
     pub type Db = sqlx::Postgres;
     const BEGIN: &str = "BEGIN";
     include!("queries.rs");
+    include!("upload_queries.rs");
 
     impl Store {
         pub async fn connect(url: &str) -> Result<Self> {
@@ -227,6 +229,43 @@ impl RevisionBlockRow {
     }
 }
 
+/// A resumable upload session (see `upload_queries.rs`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UploadRow {
+    pub namespace_id: i64,
+    pub id: String,
+    pub user_id: i64,
+    pub path: String,
+    pub base_rev: Option<i64>,
+    pub length: i64,
+    pub upload_offset: i64,
+    pub block_count: i64,
+    pub tail_block: Option<Vec<u8>>,
+    pub tail_len: i64,
+    /// Saved chaining values of the content hash (`uploads::hash`).
+    pub hash_state: Vec<u8>,
+    /// The client's Upload-Metadata, echoed back.
+    pub metadata: String,
+    pub device: String,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub done_path: Option<String>,
+    pub done_rev: Option<i64>,
+}
+
+/// A step of an upload session from offset `from` to `to`.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub from: u64,
+    pub to: u64,
+    /// Index the first new block gets (the session's block count before).
+    pub first_idx: u64,
+    pub new_blocks: Vec<(BlockId, u64)>,
+    /// The bytes after the last cut, stored as a block: id and length.
+    pub tail: Option<(BlockId, u64)>,
+    pub hash_state: Vec<u8>,
+}
+
 /// A new file revision made of blocks the user has uploaded.
 #[derive(Debug, Clone)]
 pub struct NewRevision {
@@ -388,6 +427,46 @@ impl Meta {
 
     pub async fn trash(&self, ns: i64) -> Result<Vec<TrashRow>> {
         dispatch!(self.trash(ns))
+    }
+
+    pub async fn create_upload(&self, u: &UploadRow) -> Result<()> {
+        dispatch!(self.create_upload(u))
+    }
+
+    pub async fn upload(&self, ns: i64, id: &str) -> Result<Option<UploadRow>> {
+        dispatch!(self.upload(ns, id))
+    }
+
+    pub async fn upload_blocks(&self, ns: i64, id: &str) -> Result<Vec<(BlockId, u64)>> {
+        dispatch!(self.upload_blocks(ns, id))
+    }
+
+    pub async fn checkpoint_upload(&self, ns: i64, id: &str, c: &Checkpoint) -> Result<bool> {
+        dispatch!(self.checkpoint_upload(ns, id, c))
+    }
+
+    /// Completes an upload session; see `upload_queries.rs`.
+    pub async fn finish_upload(
+        &self,
+        ns: i64,
+        id: &str,
+        c: &Checkpoint,
+        new: &NewRevision,
+    ) -> Result<Option<(NodeRow, RemotePath)>> {
+        dispatch!(self.finish_upload(ns, id, c, new))
+    }
+
+    pub async fn delete_upload(&self, ns: i64, id: &str) -> Result<bool> {
+        dispatch!(self.delete_upload(ns, id))
+    }
+
+    pub async fn expire_uploads(&self, cutoff_ms: i64) -> Result<u64> {
+        dispatch!(self.expire_uploads(cutoff_ms))
+    }
+
+    /// Shows the file at `new.path` as syncing (an upload has begun).
+    pub async fn mark_upload_pending(&self, new: &NewRevision) -> Result<()> {
+        dispatch!(self.mark_upload_pending(new))
     }
 
     /// Removes trash entries for good; see `queries.rs`.

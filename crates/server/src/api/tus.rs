@@ -1,0 +1,435 @@
+//! TUS 1.0.0 resumable uploads at `/api/v1/tus/`: core, creation,
+//! termination and checksum. The work is done by `crate::uploads`; this file
+//! speaks the protocol's headers and statuses.
+//!
+//! `Upload-Metadata` names the target: `path` (the full path), or
+//! `filename` (or `name`) with an optional `folder`; `base_rev` makes the
+//! upload an edit of that revision (if the file moved on meanwhile, it lands
+//! as a conflicted copy beside it). The PATCH that completes the upload
+//! commits the file and answers with `Tessera-Path` and `Tessera-Rev`.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use futures::TryStreamExt;
+use tessera_proto::RemotePath;
+use tessera_proto::error::{ErrorBody, ErrorCode, ErrorDetail};
+
+use super::files::{drain, idle_timeout};
+use super::{ApiError, AppState, AuthUser};
+use crate::uploads::checksum::{ALGORITHMS, Checksum};
+use crate::uploads::{Patched, UploadError, Uploader};
+
+const VERSION: &str = "1.0.0";
+const EXTENSIONS: &str = "creation,termination,checksum";
+const OFFSET_TYPE: &str = "application/offset+octet-stream";
+
+/// An error in TUS terms: the status the protocol asks for, a JSON body
+/// saying what to do, and the `Tus-Resumable` header.
+pub struct TusError {
+    status: StatusCode,
+    code: ErrorCode,
+    message: String,
+}
+
+impl TusError {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
+    }
+}
+
+impl From<ApiError> for TusError {
+    fn from(e: ApiError) -> Self {
+        let status = e.status();
+        let detail = e.detail();
+        Self {
+            status,
+            code: detail.code,
+            message: detail.message,
+        }
+    }
+}
+
+impl From<UploadError> for TusError {
+    fn from(e: UploadError) -> Self {
+        let message = e.to_string();
+        match e {
+            UploadError::NotFound => Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message),
+            UploadError::OffsetMismatch { .. } | UploadError::Moved | UploadError::Complete => {
+                Self::new(StatusCode::CONFLICT, ErrorCode::Conflict, message)
+            }
+            UploadError::TooLong(_) => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge, message)
+            }
+            UploadError::ChecksumMismatch => Self::new(
+                // 460: the checksum extension's "Checksum Mismatch".
+                StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
+                ErrorCode::HashMismatch,
+                message,
+            ),
+            UploadError::Damaged(_) => ApiError::internal(message).into(),
+            UploadError::Block(b) => ApiError::from(b).into(),
+            UploadError::Meta(m) => ApiError::from(m).into(),
+        }
+    }
+}
+
+impl IntoResponse for TusError {
+    fn into_response(self) -> Response {
+        let message = if self.status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(detail = %self.message, "upload failed");
+            "internal server error; the server log has the details".to_owned()
+        } else {
+            self.message
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message,
+                current_rev: None,
+                missing: Vec::new(),
+            },
+        };
+        (
+            self.status,
+            [(tus_resumable(), HeaderValue::from_static(VERSION))],
+            axum::Json(body),
+        )
+            .into_response()
+    }
+}
+
+fn tus_resumable() -> HeaderName {
+    HeaderName::from_static("tus-resumable")
+}
+
+fn text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_owned())
+}
+
+fn number(headers: &HeaderMap, name: &str) -> Result<Option<u64>, TusError> {
+    text(headers, name)
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| TusError::bad(format!("{name} must be a non-negative integer")))
+        })
+        .transpose()
+}
+
+/// Every request but OPTIONS must speak our version.
+fn check_version(headers: &HeaderMap) -> Result<(), TusError> {
+    match text(headers, "tus-resumable").as_deref() {
+        Some(VERSION) => Ok(()),
+        _ => Err(TusError::new(
+            StatusCode::PRECONDITION_FAILED,
+            ErrorCode::BadRequest,
+            format!("send Tus-Resumable: {VERSION}; no other version is supported"),
+        )),
+    }
+}
+
+fn header_value(v: impl ToString) -> HeaderValue {
+    HeaderValue::from_str(&v.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `Upload-Metadata`: comma-separated `key base64value` pairs (value optional).
+fn parse_metadata(raw: &str) -> Result<Vec<(String, String)>, TusError> {
+    let mut out = Vec::new();
+    for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let mut parts = pair.splitn(2, ' ');
+        let key = parts.next().unwrap_or_default().to_owned();
+        let value = match parts.next() {
+            Some(v) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(v.trim())
+                    .map_err(|_| {
+                        TusError::bad(format!("Upload-Metadata: `{key}` is not base64"))
+                    })?;
+                String::from_utf8(bytes)
+                    .map_err(|_| TusError::bad(format!("Upload-Metadata: `{key}` is not UTF-8")))?
+            }
+            None => String::new(),
+        };
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+/// Where the upload goes, and the revision it edits, from its metadata.
+fn target(meta: &[(String, String)]) -> Result<(RemotePath, Option<i64>), TusError> {
+    let get = |k: &str| {
+        meta.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let path = match (get("path"), get("filename").or(get("name"))) {
+        (Some(p), _) => RemotePath::parse(p),
+        (None, Some(name)) => {
+            RemotePath::parse(get("folder").unwrap_or("/")).and_then(|folder| folder.join(name))
+        }
+        (None, None) => {
+            return Err(TusError::bad(
+                "Upload-Metadata must name the target: `path`, or `filename` with an optional `folder`",
+            ));
+        }
+    }
+    .map_err(|e| TusError::from(ApiError::from(e)))?;
+    if path.is_root() {
+        return Err(TusError::bad("a file cannot be uploaded as /"));
+    }
+    let base_rev = match get("base_rev") {
+        Some(v) if !v.is_empty() => Some(
+            v.parse::<i64>()
+                .map_err(|_| TusError::bad("Upload-Metadata: base_rev must be an integer"))?,
+        ),
+        _ => None,
+    };
+    Ok((path, base_rev))
+}
+
+fn who(user: &AuthUser) -> Uploader {
+    Uploader {
+        user_id: user.user_id,
+        ns: user.ns,
+        device: user.device.clone(),
+    }
+}
+
+/// Discovery: what this server supports. No credentials needed.
+pub async fn options(State(state): State<AppState>) -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            (tus_resumable(), HeaderValue::from_static(VERSION)),
+            (
+                HeaderName::from_static("tus-version"),
+                HeaderValue::from_static(VERSION),
+            ),
+            (
+                HeaderName::from_static("tus-extension"),
+                HeaderValue::from_static(EXTENSIONS),
+            ),
+            (
+                HeaderName::from_static("tus-max-size"),
+                header_value(state.limits.max_file_size),
+            ),
+            (
+                HeaderName::from_static("tus-checksum-algorithm"),
+                HeaderValue::from_static(ALGORITHMS),
+            ),
+        ],
+    )
+        .into_response()
+}
+
+/// Creation: a new session for `Upload-Length` bytes.
+pub async fn create(
+    State(state): State<AppState>,
+    user: AuthUser,
+    headers: HeaderMap,
+) -> Result<Response, TusError> {
+    check_version(&headers)?;
+    if headers.contains_key("upload-defer-length") {
+        return Err(TusError::bad(
+            "Upload-Defer-Length is not supported: send Upload-Length",
+        ));
+    }
+    let length = number(&headers, "upload-length")?
+        .ok_or_else(|| TusError::bad("send Upload-Length: the size of the file in bytes"))?;
+    let limit = state.limits.max_file_size;
+    if length > limit {
+        return Err(super::files::too_large(limit).into());
+    }
+    let raw_meta = text(&headers, "upload-metadata").unwrap_or_default();
+    let (path, base_rev) = target(&parse_metadata(&raw_meta)?)?;
+    let (id, done) = state
+        .uploads
+        .create(&who(&user), &path, base_rev, length, &raw_meta)
+        .await?;
+    state.changed(user.ns).await;
+    let mut response = (
+        StatusCode::CREATED,
+        [
+            (tus_resumable(), HeaderValue::from_static(VERSION)),
+            (
+                header::LOCATION,
+                header_value(format!("{}/tus/{id}", tessera_proto::API_PREFIX)),
+            ),
+        ],
+    )
+        .into_response();
+    if let Some(Patched::Done { path, node, .. }) = done {
+        add_result(response.headers_mut(), path.as_str(), node.rev);
+    }
+    tracing::info!(user = %user.username, %id, %path, length, "upload session created");
+    Ok(response)
+}
+
+fn add_result(headers: &mut HeaderMap, path: &str, rev: i64) {
+    // Paths may hold any Unicode: sent percent-encoded.
+    let encoded = url::form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>();
+    headers.insert("tessera-path", header_value(encoded.replace('+', "%20")));
+    headers.insert("tessera-rev", header_value(rev));
+}
+
+/// Where a session stands. A finished one reports its full length.
+pub async fn head(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, TusError> {
+    check_version(&headers)?;
+    let row = state.uploads.session(user.ns, &id).await?;
+    let mut response = (
+        StatusCode::OK,
+        [
+            (tus_resumable(), HeaderValue::from_static(VERSION)),
+            (
+                HeaderName::from_static("upload-offset"),
+                header_value(row.upload_offset),
+            ),
+            (
+                HeaderName::from_static("upload-length"),
+                header_value(row.length),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+    )
+        .into_response();
+    if !row.metadata.is_empty() {
+        response
+            .headers_mut()
+            .insert("upload-metadata", header_value(&row.metadata));
+    }
+    if let (Some(path), Some(rev)) = (&row.done_path, row.done_rev) {
+        add_result(response.headers_mut(), path, rev);
+    }
+    Ok(response)
+}
+
+/// Appends the body at `Upload-Offset`.
+pub async fn patch(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, TusError> {
+    let stream = Box::pin(idle_timeout(
+        body.into_data_stream().map_err(std::io::Error::other),
+    ));
+    let mut refused = tokio_util::io::StreamReader::new(stream);
+    let checked = async {
+        check_version(&headers)?;
+        let content_type = text(&headers, "content-type").unwrap_or_default();
+        if !content_type.eq_ignore_ascii_case(OFFSET_TYPE) {
+            return Err(TusError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::BadRequest,
+                format!("send the bytes as Content-Type: {OFFSET_TYPE}"),
+            ));
+        }
+        let offset = number(&headers, "upload-offset")?
+            .ok_or_else(|| TusError::bad("send Upload-Offset: where these bytes start"))?;
+        let checksum = text(&headers, "upload-checksum")
+            .map(|h| Checksum::parse(&h))
+            .transpose()
+            .map_err(|e| TusError::bad(e.to_string()))?;
+        let row = state.uploads.session(user.ns, &id).await?;
+        let (done, length, durable) = (
+            row.done_path.is_some(),
+            row.length as u64,
+            row.upload_offset as u64,
+        );
+        if offset != durable && !done {
+            return Err(UploadError::OffsetMismatch {
+                given: offset,
+                actual: durable,
+            }
+            .into());
+        }
+        if let Some(declared) = number(&headers, "content-length")?
+            && offset.saturating_add(declared) > length
+        {
+            return Err(UploadError::TooLong(length).into());
+        }
+        Ok((offset, checksum, row))
+    }
+    .await;
+    let (offset, checksum, row) = match checked {
+        Ok(v) => v,
+        Err(e) => {
+            drain(&mut refused).await;
+            return Err(e);
+        }
+    };
+    if let (Some(path), Some(rev)) = (&row.done_path, row.done_rev) {
+        // A retry of the request that finished it: same answer.
+        drain(&mut refused).await;
+        if offset != row.length as u64 {
+            return Err(UploadError::Complete.into());
+        }
+        let mut response = progress(row.length as u64);
+        add_result(response.headers_mut(), path, rev);
+        return Ok(response);
+    }
+    let body = refused.into_inner();
+    match state
+        .uploads
+        .patch(&who(&user), &id, offset, body, checksum)
+        .await?
+    {
+        Patched::Progress { offset } => Ok(progress(offset)),
+        Patched::Done { offset, node, path } => {
+            state.changed(user.ns).await;
+            tracing::info!(user = %user.username, %id, %path, rev = node.rev, "upload complete");
+            let mut response = progress(offset);
+            add_result(response.headers_mut(), path.as_str(), node.rev);
+            Ok(response)
+        }
+    }
+}
+
+fn progress(offset: u64) -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            (tus_resumable(), HeaderValue::from_static(VERSION)),
+            (
+                HeaderName::from_static("upload-offset"),
+                header_value(offset),
+            ),
+        ],
+    )
+        .into_response()
+}
+
+/// Termination: the session ends; what it stored becomes collectable.
+pub async fn terminate(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, TusError> {
+    check_version(&headers)?;
+    state.uploads.terminate(user.ns, &id).await?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(tus_resumable(), HeaderValue::from_static(VERSION))],
+    )
+        .into_response())
+}

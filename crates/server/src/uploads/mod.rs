@@ -1,0 +1,614 @@
+//! Resumable uploads: sessions that take a file in pieces, across requests,
+//! server restarts and instances.
+//!
+//! The stream is cut into blocks as it arrives and every complete block is
+//! stored at once, exactly as a simple upload does. What a session must
+//! remember between requests lives in the metadata store (offset, blocks so
+//! far, saved hash state) and the block store (the bytes after the last cut,
+//! kept as a block of their own), so any instance can continue it. An offset
+//! is acknowledged only after it is durable. Memory: a few blocks per
+//! request in flight, whatever the file size.
+
+pub mod checksum;
+pub mod hash;
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use tessera_proto::block::{AVG_BLOCK, CHUNKER, MAX_BLOCK, MIN_BLOCK};
+use tessera_proto::{BlockId, ContentHash, RemotePath};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+
+use crate::blocks::{BlockError, BlockStore};
+use crate::meta::{Checkpoint, Meta, MetaError, NewRevision, NodeRow, UploadRow, now_ms};
+use checksum::Checksum;
+use hash::SegmentHasher;
+
+/// Blocks compressed and stored at once per request.
+const PARALLEL: usize = 3;
+
+/// A long request makes its progress durable every this many bytes, so a
+/// crash in the middle of a 10 GiB PATCH loses at most this much.
+const CHECKPOINT_EVERY: u64 = 64 << 20;
+
+/// Sessions whose in-memory state (hash, tail bytes) is kept between
+/// requests; others are rebuilt from the stores when they continue.
+const CACHED: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("no such upload session")]
+    NotFound,
+    #[error(
+        "Upload-Offset is {given}, but the upload is at {actual}: ask with HEAD and continue from there"
+    )]
+    OffsetMismatch { given: u64, actual: u64 },
+    #[error(
+        "another request moved this upload on meanwhile: ask with HEAD and continue from there"
+    )]
+    Moved,
+    #[error("the body goes past Upload-Length ({0} bytes); nothing past it was stored")]
+    TooLong(u64),
+    #[error("the body does not match Upload-Checksum; this piece was discarded")]
+    ChecksumMismatch,
+    #[error("the upload is complete already")]
+    Complete,
+    #[error("the upload's stored state is damaged: {0}")]
+    Damaged(String),
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+/// Who is uploading.
+#[derive(Debug, Clone)]
+pub struct Uploader {
+    pub user_id: i64,
+    pub ns: i64,
+    pub device: String,
+}
+
+/// What a PATCH achieved.
+pub enum Patched {
+    /// Durable up to `offset`; more to come.
+    Progress { offset: u64 },
+    /// The last byte arrived and the file was committed.
+    Done {
+        offset: u64,
+        node: Box<NodeRow>,
+        path: RemotePath,
+    },
+}
+
+/// Namespace and session id.
+type SessionKey = (i64, String);
+
+/// A session's state after its last request, to continue without
+/// re-reading the stores.
+struct Live {
+    offset: u64,
+    block_count: u64,
+    hasher: SegmentHasher,
+    tail: Bytes,
+}
+
+#[derive(Clone)]
+pub struct Uploads {
+    meta: Meta,
+    blocks: BlockStore,
+    cache: Arc<Mutex<Vec<(SessionKey, Live)>>>,
+}
+
+impl Uploads {
+    pub fn new(meta: Meta, blocks: BlockStore) -> Self {
+        Self {
+            meta,
+            blocks,
+            cache: Arc::default(),
+        }
+    }
+
+    /// Opens a session for `length` bytes to `path`, and shows the file as
+    /// syncing. An empty file is committed at once.
+    pub async fn create(
+        &self,
+        who: &Uploader,
+        path: &RemotePath,
+        base_rev: Option<i64>,
+        length: u64,
+        metadata: &str,
+    ) -> Result<(String, Option<Patched>), UploadError> {
+        if let Some(node) = self.meta.resolve(who.ns, path).await?
+            && node.is_folder()
+        {
+            return Err(MetaError::NotAFile(path.to_string()).into());
+        }
+        let id = hex::encode(rand::random::<[u8; 16]>());
+        let now = now_ms();
+        self.meta
+            .create_upload(&UploadRow {
+                namespace_id: who.ns,
+                id: id.clone(),
+                user_id: who.user_id,
+                path: path.to_string(),
+                base_rev,
+                length: length as i64,
+                upload_offset: 0,
+                block_count: 0,
+                tail_block: None,
+                tail_len: 0,
+                hash_state: Vec::new(),
+                metadata: metadata.to_owned(),
+                device: who.device.clone(),
+                created_ms: now,
+                updated_ms: now,
+                done_path: None,
+                done_rev: None,
+            })
+            .await?;
+        if length == 0 {
+            let done = self
+                .finish(
+                    who,
+                    &id,
+                    path,
+                    base_rev,
+                    0,
+                    0,
+                    Vec::new(),
+                    &SegmentHasher::new(),
+                )
+                .await?;
+            return Ok((id, Some(done)));
+        }
+        self.meta
+            .mark_upload_pending(&self.revision(
+                who,
+                path,
+                base_rev,
+                length,
+                ContentHash([0; 32]),
+                Vec::new(),
+            ))
+            .await?;
+        Ok((id, None))
+    }
+
+    pub async fn session(&self, ns: i64, id: &str) -> Result<UploadRow, UploadError> {
+        self.meta.upload(ns, id).await?.ok_or(UploadError::NotFound)
+    }
+
+    /// Ends a session; its stored blocks become collectable.
+    pub async fn terminate(&self, ns: i64, id: &str) -> Result<(), UploadError> {
+        self.forget(ns, id);
+        if self.meta.delete_upload(ns, id).await? {
+            Ok(())
+        } else {
+            Err(UploadError::NotFound)
+        }
+    }
+
+    /// Appends `body` at `offset`. Progress is durable when this returns;
+    /// if the body breaks off, what arrived is kept (unless a checksum was
+    /// given, which a partial body cannot match).
+    pub async fn patch<S>(
+        &self,
+        who: &Uploader,
+        id: &str,
+        offset: u64,
+        body: S,
+        checksum: Option<Checksum>,
+    ) -> Result<Patched, UploadError>
+    where
+        S: futures::Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
+    {
+        let row = self.session(who.ns, id).await?;
+        if row.done_path.is_some() {
+            return Err(UploadError::Complete);
+        }
+        let durable = row.upload_offset as u64;
+        if offset != durable {
+            return Err(UploadError::OffsetMismatch {
+                given: offset,
+                actual: durable,
+            });
+        }
+        let length = row.length as u64;
+        let path = RemotePath::parse(&row.path)
+            .map_err(|e| UploadError::Damaged(format!("stored path: {e}")))?;
+        let live = match self.take_cached(who.ns, id, durable, row.block_count as u64) {
+            Some(l) => l,
+            None => self.rebuild(who, &row).await?,
+        };
+        let Live {
+            block_count,
+            hasher,
+            tail,
+            ..
+        } = live;
+        let tap = Arc::new(Mutex::new(TapState {
+            hasher,
+            checksum,
+            received: 0,
+            limit: length - durable,
+            too_long: false,
+            interrupted: false,
+        }));
+        let checked = tap_checksum(&tap);
+        let reader = std::io::Cursor::new(tail.clone()).chain(Tap {
+            inner: tokio_util::io::StreamReader::new(body),
+            state: tap.clone(),
+        });
+
+        // Cut, store in order, checkpoint now and then. The last piece is
+        // held back: unless the file ends here, it is the tail that the next
+        // request continues from.
+        let mut cdc = fastcdc::v2020::AsyncStreamCDC::new(reader, MIN_BLOCK, AVG_BLOCK, MAX_BLOCK);
+        let chunks = cdc.as_stream();
+        futures::pin_mut!(chunks);
+        let mut inflight = FuturesOrdered::new();
+        let mut held: Option<Vec<u8>> = None;
+        let mut step = Step {
+            durable,
+            block_count,
+            at: durable - tail.len() as u64,
+            pending: Vec::new(),
+        };
+        let mut cut_error = None;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    cut_error = Some(e);
+                    break;
+                }
+            };
+            if let Some(data) = held.replace(chunk.data) {
+                inflight.push_back(self.store(who.user_id, data));
+            }
+            while inflight.len() >= PARALLEL {
+                if let Some(stored) = inflight.next().await {
+                    step.pending.push(stored?);
+                }
+            }
+            if !checked {
+                self.maybe_checkpoint(who.ns, id, &mut step, &tap).await?;
+            }
+        }
+        while let Some(stored) = inflight.next().await {
+            step.pending.push(stored?);
+        }
+        let (received, too_long) = {
+            let t = lock(&tap);
+            (t.received, t.too_long)
+        };
+        if too_long {
+            // Keep what was stored in checkpoints; refuse the rest.
+            return Err(UploadError::TooLong(length));
+        }
+        if let Some(e) = cut_error {
+            return Err(UploadError::Damaged(format!("cutting the stream: {e}")));
+        }
+        let (hasher, checksum, interrupted) = {
+            let mut t = lock(&tap);
+            (
+                std::mem::take(&mut t.hasher),
+                t.checksum.take(),
+                t.interrupted,
+            )
+        };
+        if let Some(c) = checksum
+            && (interrupted || !c.matches())
+        {
+            return Err(UploadError::ChecksumMismatch);
+        }
+        let end = durable + received;
+        if end == length {
+            if let Some(data) = held.take() {
+                step.pending.push(self.store(who.user_id, data).await?);
+            }
+            self.forget(who.ns, id);
+            return self
+                .finish(
+                    who,
+                    id,
+                    &path,
+                    row.base_rev,
+                    step.durable,
+                    step.block_count,
+                    step.pending,
+                    &hasher,
+                )
+                .await;
+        }
+        let tail = Bytes::from(held.unwrap_or_default());
+        let tail_block = if tail.is_empty() {
+            None
+        } else {
+            Some(self.blocks.put_plain(who.user_id, tail.to_vec()).await?)
+        };
+        let checkpoint = Checkpoint {
+            from: step.durable,
+            to: end,
+            first_idx: step.block_count,
+            new_blocks: std::mem::take(&mut step.pending),
+            tail: tail_block,
+            hash_state: hasher.saved(end),
+        };
+        let block_count = step.block_count + checkpoint.new_blocks.len() as u64;
+        if !self.meta.checkpoint_upload(who.ns, id, &checkpoint).await? {
+            return Err(UploadError::Moved);
+        }
+        self.put_cached(
+            who.ns,
+            id,
+            Live {
+                offset: end,
+                block_count,
+                hasher,
+                tail,
+            },
+        );
+        Ok(Patched::Progress { offset: end })
+    }
+
+    async fn store(&self, user_id: i64, data: Vec<u8>) -> Result<(BlockId, u64), UploadError> {
+        Ok(self.blocks.put_plain(user_id, data).await?)
+    }
+
+    /// Makes the blocks stored so far durable as the session's progress once
+    /// enough have piled up (with no tail: the offset is a block's end).
+    async fn maybe_checkpoint(
+        &self,
+        ns: i64,
+        id: &str,
+        step: &mut Step,
+        tap: &Arc<Mutex<TapState>>,
+    ) -> Result<(), UploadError> {
+        let stored: u64 = step.pending.iter().map(|(_, len)| len).sum();
+        if stored < CHECKPOINT_EVERY {
+            return Ok(());
+        }
+        let to = step.at + stored;
+        let c = Checkpoint {
+            from: step.durable,
+            to,
+            first_idx: step.block_count,
+            new_blocks: std::mem::take(&mut step.pending),
+            tail: None,
+            hash_state: lock(tap).hasher.saved(to),
+        };
+        if !self.meta.checkpoint_upload(ns, id, &c).await? {
+            return Err(UploadError::Moved);
+        }
+        step.durable = to;
+        step.at = to;
+        step.block_count += c.new_blocks.len() as u64;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        who: &Uploader,
+        id: &str,
+        path: &RemotePath,
+        base_rev: Option<i64>,
+        from: u64,
+        first_idx: u64,
+        new_blocks: Vec<(BlockId, u64)>,
+        hasher: &SegmentHasher,
+    ) -> Result<Patched, UploadError> {
+        let length = hasher.len();
+        let content_hash = ContentHash::from(hasher.finalize());
+        let c = Checkpoint {
+            from,
+            to: length,
+            first_idx,
+            new_blocks,
+            tail: None,
+            hash_state: Vec::new(),
+        };
+        let new = self.revision(who, path, base_rev, length, content_hash, Vec::new());
+        match self.meta.finish_upload(who.ns, id, &c, &new).await? {
+            Some((node, path)) => Ok(Patched::Done {
+                offset: length,
+                node: Box::new(node),
+                path,
+            }),
+            None => Err(UploadError::Moved),
+        }
+    }
+
+    fn revision(
+        &self,
+        who: &Uploader,
+        path: &RemotePath,
+        base_rev: Option<i64>,
+        size: u64,
+        content_hash: ContentHash,
+        blocks: Vec<(BlockId, u64)>,
+    ) -> NewRevision {
+        NewRevision {
+            ns: who.ns,
+            user_id: who.user_id,
+            path: path.clone(),
+            base_rev,
+            size,
+            content_hash,
+            chunker: CHUNKER.to_owned(),
+            blocks,
+            device: who.device.clone(),
+        }
+    }
+
+    /// The state of a session that this instance has not seen last (after
+    /// a restart, or when another instance took the previous request): the
+    /// tail block, and the hash fed again from its last saved segment.
+    async fn rebuild(&self, who: &Uploader, row: &UploadRow) -> Result<Live, UploadError> {
+        let offset = row.upload_offset as u64;
+        let tail = match &row.tail_block {
+            Some(raw) => {
+                let id = BlockId::from_slice(raw)
+                    .ok_or_else(|| UploadError::Damaged("tail block id".into()))?;
+                self.read_block(who.user_id, id).await?
+            }
+            None => Bytes::new(),
+        };
+        if tail.len() as u64 != row.tail_len as u64 {
+            return Err(UploadError::Damaged("tail length".into()));
+        }
+        let mut hasher = SegmentHasher::resume(&row.hash_state)
+            .ok_or_else(|| UploadError::Damaged("hash state".into()))?;
+        let from = hasher.resume_offset();
+        let tail_start = offset - tail.len() as u64;
+        if from < tail_start {
+            // Feed the stored blocks that hold [from, tail_start).
+            let mut at = 0u64;
+            for (id, len) in self.meta.upload_blocks(row.namespace_id, &row.id).await? {
+                let end = at + len;
+                if end > from && at < tail_start {
+                    let data = self.read_block(who.user_id, id).await?;
+                    let skip = from.saturating_sub(at) as usize;
+                    hasher.update(data.get(skip..).unwrap_or_default());
+                }
+                at = end;
+                if at >= tail_start {
+                    break;
+                }
+            }
+            if at != tail_start {
+                return Err(UploadError::Damaged(
+                    "stored blocks do not reach the tail".into(),
+                ));
+            }
+        }
+        let skip = from.saturating_sub(tail_start) as usize;
+        hasher.update(tail.get(skip..).unwrap_or_default());
+        if hasher.len() != offset {
+            return Err(UploadError::Damaged(
+                "hash state does not reach the offset".into(),
+            ));
+        }
+        Ok(Live {
+            offset,
+            block_count: row.block_count as u64,
+            hasher,
+            tail,
+        })
+    }
+
+    async fn read_block(&self, user_id: i64, id: BlockId) -> Result<Bytes, UploadError> {
+        let loc = self
+            .meta
+            .user_block_location(user_id, &id)
+            .await?
+            .ok_or_else(|| UploadError::Damaged(format!("block {id} is gone")))?;
+        Ok(self.blocks.read_plain(id, &loc).await?)
+    }
+
+    fn take_cached(&self, ns: i64, id: &str, offset: u64, block_count: u64) -> Option<Live> {
+        let mut cache = self.cache.lock().ok()?;
+        let i = cache.iter().position(|(k, _)| k.0 == ns && k.1 == id)?;
+        let (_, live) = cache.remove(i);
+        (live.offset == offset && live.block_count == block_count).then_some(live)
+    }
+
+    fn put_cached(&self, ns: i64, id: &str, live: Live) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.retain(|(k, _)| !(k.0 == ns && k.1 == id));
+            if cache.len() >= CACHED {
+                cache.remove(0);
+            }
+            cache.push(((ns, id.to_owned()), live));
+        }
+    }
+
+    fn forget(&self, ns: i64, id: &str) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.retain(|(k, _)| !(k.0 == ns && k.1 == id));
+        }
+    }
+}
+
+/// Progress of one request between checkpoints.
+struct Step {
+    /// The session's durable offset.
+    durable: u64,
+    /// Its durable block count.
+    block_count: u64,
+    /// Where the first pending block starts.
+    at: u64,
+    /// Blocks stored since the last checkpoint.
+    pending: Vec<(BlockId, u64)>,
+}
+
+/// What the request body has shown so far.
+struct TapState {
+    hasher: SegmentHasher,
+    checksum: Option<Checksum>,
+    received: u64,
+    limit: u64,
+    too_long: bool,
+    interrupted: bool,
+}
+
+fn lock(tap: &Arc<Mutex<TapState>>) -> std::sync::MutexGuard<'_, TapState> {
+    tap.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn tap_checksum(tap: &Arc<Mutex<TapState>>) -> bool {
+    lock(tap).checksum.is_some()
+}
+
+/// Reads the body, hashing and counting it. A body that breaks off ends
+/// here like one that finished (what arrived is kept); one that goes past
+/// the upload's length stops with an error before the excess is used.
+struct Tap<R> {
+    inner: R,
+    state: Arc<Mutex<TapState>>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Tap<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => {
+                tracing::info!(error = %e, "upload body broke off; keeping what arrived");
+                lock(&self.state).interrupted = true;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Ok(())) => {
+                let mut state = lock(&self.state);
+                if state.interrupted {
+                    buf.set_filled(before);
+                    return Poll::Ready(Ok(()));
+                }
+                let new = &buf.filled()[before..];
+                if state.received + new.len() as u64 > state.limit {
+                    state.too_long = true;
+                    return Poll::Ready(Err(std::io::Error::other(
+                        "body longer than Upload-Length",
+                    )));
+                }
+                state.received += new.len() as u64;
+                state.hasher.update(new);
+                if let Some(c) = state.checksum.as_mut() {
+                    c.update(new);
+                }
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+}
