@@ -5,7 +5,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -111,7 +112,7 @@ test('a cookie-signed write without the web header is refused (403)', async () =
 test('upload through the file input: progress finishes and the file is listed', async () => {
   await uploadThroughInput('hello.txt', 'hello from the file input\n');
   const item = page.locator('#up-list li[data-path="/hello.txt"]');
-  await item.locator('xpath=self::*[contains(@class,"done")]').waitFor();
+  await page.locator('#up-list li.done[data-path="/hello.txt"]').waitFor({ state: 'attached' });
   assert.equal(await item.locator('progress').evaluate((p) => p.value), 1);
   await row('/hello.txt').waitFor();
   assert.match(await row('/hello.txt').innerText(), /26 B/);
@@ -131,10 +132,15 @@ test('upload of a larger file shows progress, speed and time left, then complete
   }, null, { timeout: 20_000 });
   await shot('upload-progress');
   await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
-  await page.locator('#up-list li.done[data-path="/video.mp4"]').waitFor({ timeout: 30_000 });
+  await cdp.detach();
+  await page.locator('#up-list li.done[data-path="/video.mp4"]').waitFor({ state: 'attached', timeout: 30_000 });
   await row('/video.mp4').waitFor();
   assert.equal(await page.locator('#up-overall').evaluate((p) => p.value), 1);
+  // The tray folds itself once all is done; open it to show the list.
+  await page.locator('#uploads.collapsed').waitFor();
+  await page.click('#up-toggle');
   await shot('upload-done');
+  await page.click('#up-toggle');
 });
 
 test('upload by drag and drop', async () => {
@@ -147,10 +153,118 @@ test('upload by drag and drop', async () => {
   await page.dispatchEvent('#drop', 'dragenter', { dataTransfer });
   await page.dispatchEvent('#drop', 'dragover', { dataTransfer });
   await page.dispatchEvent('#drop', 'drop', { dataTransfer });
-  await page.locator('#up-list li.done[data-path="/dropped.txt"]').waitFor();
-  await page.locator('#up-list li.done[data-path="/second drop.md"]').waitFor();
+  await page.locator('#up-list li.done[data-path="/dropped.txt"]').waitFor({ state: 'attached' });
+  await page.locator('#up-list li.done[data-path="/second drop.md"]').waitFor({ state: 'attached' });
   await row('/dropped.txt').waitFor();
   await row('/second drop.md').waitFor();
+});
+
+test('upload a whole folder (nested files) through the folder picker', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-web-'));
+  const album = join(dir, 'Album');
+  mkdirSync(join(album, 'raw'), { recursive: true });
+  writeFileSync(join(album, 'one.txt'), 'one\n');
+  writeFileSync(join(album, 'raw', 'two.txt'), 'two\n');
+  await page.setInputFiles('#pick-folder', album);
+  await page.locator('#up-list li.done[data-path="/Album/one.txt"]').waitFor({ state: 'attached' });
+  await page.locator('#up-list li.done[data-path="/Album/raw/two.txt"]').waitFor({ state: 'attached' });
+  await row('/Album').waitFor();
+});
+
+test('cancel an upload under way: it stops and no content is committed', async () => {
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Network.enable');
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 20, downloadThroughput: 1e6, uploadThroughput: 1e6 });
+  await uploadThroughInput('cancel me.bin', Buffer.alloc(8 << 20, 1));
+  const item = page.locator('#up-list li[data-path="/cancel me.bin"]');
+  await page.waitForFunction(() => document.querySelector('#up-list li[data-path="/cancel me.bin"] progress')?.value > 0.02);
+  await item.getByRole('button', { name: /Cancel/ }).click();
+  await page.locator('#up-list li.cancelled[data-path="/cancel me.bin"]').waitFor({ state: 'attached' });
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+  await cdp.detach();
+  await page.waitForTimeout(300);
+  const listed = JSON.parse((await apiInPage('GET', '/files/list?path=/')).text);
+  const left = listed.entries.find((e) => e.name === 'cancel me.bin');
+  // No content was committed: the file is absent, or at most the server's
+  // "syncing" placeholder without any revision.
+  assert.ok(!left || (left.rev === 0 && left.pending), `committed anyway: ${JSON.stringify(left)}`);
+});
+
+/// SHA-256 of a file as the server returns it, computed in the page.
+async function serverSha(path) {
+  return page.evaluate(async (p) => {
+    const res = await fetch(`/api/v1/files/content?path=${encodeURIComponent(p)}`);
+    const digest = await crypto.subtle.digest('SHA-256', await res.arrayBuffer());
+    return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+  }, path);
+}
+
+function localFile(name, size, seed) {
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-web-'));
+  const data = Buffer.alloc(size);
+  let x = seed;
+  for (let i = 0; i < size; i += 4) { x = (x * 1103515245 + 12345) >>> 0; data.writeUInt32LE(x, i); }
+  const path = join(dir, name);
+  writeFileSync(path, data);
+  return { path, sha: createHash('sha256').update(data).digest('hex') };
+}
+
+async function throttle(bytesPerSecond) {
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Network.enable');
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 10, downloadThroughput: bytesPerSecond, uploadThroughput: bytesPerSecond });
+  return {
+    offline: (yes) => cdp.send('Network.emulateNetworkConditions', { offline: yes, latency: 10, downloadThroughput: bytesPerSecond, uploadThroughput: bytesPerSecond }),
+    off: async () => {
+      await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+      await cdp.detach();
+    },
+  };
+}
+
+test('an upload interrupted by a reload resumes where the server stopped', async () => {
+  // Larger than one 8 MiB PATCH: the first one completes before the reload.
+  const file = localFile('resume.bin', 12 << 20, 11);
+  const net = await throttle(4e6);
+  try {
+    await page.setInputFiles('#pick-files', file.path);
+    await page.waitForFunction(() => document.querySelector('#up-list li[data-path="/resume.bin"] progress')?.value > 0.75, null, { timeout: 20_000 });
+  } finally {
+    await net.off();
+  }
+  await page.reload();
+  await page.locator('#resume-note:not([hidden])').waitFor();
+  assert.match(await page.locator('#resume-note').innerText(), /resume\.bin/);
+  const seen = [];
+  const listen = (r) => { if (r.url().includes('/api/v1/tus/')) seen.push([r.request().method(), r.status(), r.headers()['upload-offset']]); };
+  page.on('response', listen);
+  await page.setInputFiles('#pick-files', file.path);
+  await page.locator('#up-list li.done[data-path="/resume.bin"]').waitFor({ state: 'attached', timeout: 20_000 });
+  page.off('response', listen);
+  const head = seen.find(([m]) => m === 'HEAD');
+  assert.ok(head, `resumed with HEAD: ${JSON.stringify(seen)}`);
+  assert.ok(Number(head[2]) >= 8 << 20, `continued at least after the first PATCH: ${JSON.stringify(seen)}`);
+  assert.equal(seen.filter(([m]) => m === 'POST').length, 0, 'no new upload was created');
+  assert.equal(await serverSha('/resume.bin'), file.sha);
+  await page.locator('#resume-note[hidden]').waitFor({ state: 'attached' });
+});
+
+test('an upload survives a dropped network: it retries and completes', async () => {
+  const file = localFile('flaky.bin', 5 << 20, 23);
+  const net = await throttle(2e6);
+  try {
+    await page.setInputFiles('#pick-files', file.path);
+    await page.waitForFunction(() => document.querySelector('#up-list li[data-path="/flaky.bin"] progress')?.value > 0.3, null, { timeout: 20_000 });
+    await net.offline(true);
+    await page.waitForFunction(() => /retrying/.test(document.querySelector('#up-list li[data-path="/flaky.bin"] .stat')?.textContent), null, { timeout: 10_000 });
+    await page.waitForTimeout(500);
+    await net.offline(false);
+  } finally {
+    await net.off();
+  }
+  await page.locator('#up-list li.done[data-path="/flaky.bin"]').waitFor({ state: 'attached', timeout: 30_000 });
+  assert.equal(await serverSha('/flaky.bin'), file.sha);
+  await row('/flaky.bin').waitFor();
 });
 
 test('create a folder, rename a file, move it into the folder', async () => {
@@ -207,6 +321,7 @@ test('keyboard: arrows move between rows, Enter opens a folder, Backspace goes u
 test('preview shows text as text and images inline', async () => {
   await row('/second drop.md').locator('a').click();
   await page.waitForFunction(() => document.querySelector('#preview-body pre')?.textContent.includes('second'));
+  await shot('preview');
   await page.click('#preview-close');
   // A tiny PNG, uploaded and previewed.
   const png = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==', 'base64');
@@ -222,7 +337,7 @@ test('preview shows text as text and images inline', async () => {
 
 test('revisions: list, download a revision, restore an older one', async () => {
   await uploadThroughInput('notes.txt', 'first version\n');
-  await page.locator('#up-list li.done[data-path="/notes.txt"]').waitFor();
+  await page.locator('#up-list li.done[data-path="/notes.txt"]').waitFor({ state: 'attached' });
   await uploadThroughInput('notes.txt', 'second version, longer\n');
   await page.waitForFunction(() => document.querySelectorAll('#up-list li.done[data-path="/notes.txt"]').length === 2);
   await menuAction('/notes.txt', 'Revisions');
@@ -324,6 +439,7 @@ test('a file over the size limit is refused with a clear message', async () => {
   const item = page.locator('#up-list li.failed[data-path="/too big.iso"]');
   await item.waitFor();
   assert.match(await item.locator('.stat').innerText(), /Too large.*32 MB/);
+  await page.click('#up-clear');
   assert.equal(await row('/too big.iso').count(), 0);
 });
 

@@ -10,6 +10,9 @@ const CHUNK = 8 << 20;
 const STORE_PREFIX = 'tessera.tus:';
 /// Longest wait between retries after a dropped connection.
 const MAX_RETRY_MS = 30_000;
+/// A request that sends nothing for this long is given up and retried: a
+/// connection can die without an error (a phone changing networks).
+const STALL_MS = 30_000;
 
 function b64(text) {
   const bytes = new TextEncoder().encode(text);
@@ -166,25 +169,40 @@ export class Upload {
   }
 
   /// One PATCH through XMLHttpRequest, which (unlike fetch) reports upload
-  /// progress.
+  /// progress. Going offline or a stall ends it as a network failure, so
+  /// that the retry loop resumes from the server's offset.
   patch(offset, blob) {
     return new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
       this.xhr = xhr;
+      let dropped = false;
+      let stall = null;
+      const drop = () => { dropped = true; xhr.abort(); };
+      const watch = () => { clearTimeout(stall); stall = setTimeout(drop, STALL_MS); };
+      const done = () => { clearTimeout(stall); window.removeEventListener('offline', drop); this.xhr = null; };
+      window.addEventListener('offline', drop);
+      watch();
       xhr.open('PATCH', this.location);
       xhr.setRequestHeader('Tus-Resumable', '1.0.0');
       xhr.setRequestHeader('X-Tessera-Web', '1');
       xhr.setRequestHeader('Upload-Offset', String(offset));
       xhr.setRequestHeader('Content-Type', 'application/offset+octet-stream');
-      xhr.upload.onprogress = (ev) => this.onProgress(offset + ev.loaded);
-      xhr.onerror = () => reject(new ApiError(0, 'network', explain(0)));
-      xhr.onabort = () => reject(new DOMException('cancelled', 'AbortError'));
+      xhr.upload.onprogress = (ev) => { watch(); this.onProgress(offset + ev.loaded); };
+      xhr.onerror = () => { done(); reject(new ApiError(0, 'network', explain(0))); };
+      xhr.onabort = () => {
+        done();
+        reject(dropped ? new ApiError(0, 'network', explain(0)) : new DOMException('cancelled', 'AbortError'));
+      };
       xhr.onload = async () => {
-        this.xhr = null;
+        done();
         if (xhr.status === 204 || xhr.status === 200 || xhr.status === 201) {
+          const landed = xhr.getResponseHeader('Tessera-Path');
+          let path = landed;
+          // Sent percent-encoded, as paths may hold any Unicode.
+          try { path = landed && decodeURIComponent(landed); } catch { /* keep as sent */ }
           resolve({
             offset: Number(xhr.getResponseHeader('Upload-Offset') ?? offset + blob.size),
-            path: xhr.getResponseHeader('Tessera-Path'),
+            path,
             rev: xhr.getResponseHeader('Tessera-Rev'),
           });
           return;

@@ -23,12 +23,7 @@ export class Uploads {
     this.active = 0;
     this.samples = [];
     $('up-clear').addEventListener('click', () => this.clearFinished());
-    $('up-toggle').addEventListener('click', () => {
-      const tray = $('uploads');
-      const collapsed = tray.classList.toggle('collapsed');
-      $('up-toggle').textContent = collapsed ? 'Show' : 'Hide';
-      $('up-toggle').setAttribute('aria-expanded', String(!collapsed));
-    });
+    $('up-toggle').addEventListener('click', () => this.collapse(!$('uploads').classList.contains('collapsed')));
     setInterval(() => this.renderOverall(), 500);
   }
 
@@ -52,7 +47,16 @@ export class Uploads {
       this.renderItem(item);
     }
     $('uploads').hidden = false;
+    this.collapse(false);
     this.pump();
+  }
+
+  /// The tray folds to its header (overall bar and counts) when asked, and
+  /// by itself once everything is done, so it does not cover the list.
+  collapse(yes) {
+    $('uploads').classList.toggle('collapsed', yes);
+    $('up-toggle').textContent = yes ? 'Show' : 'Hide';
+    $('up-toggle').setAttribute('aria-expanded', String(!yes));
   }
 
   pump() {
@@ -95,6 +99,9 @@ export class Uploads {
       this.active -= 1;
       this.renderItem(item);
       this.pump();
+      const busy = this.items.some((i) => i.state === 'running' || i.state === 'queued');
+      const trouble = this.items.some((i) => i.state === 'failed');
+      if (!busy && !trouble) this.collapse(true);
     }
   }
 
