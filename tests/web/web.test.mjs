@@ -395,6 +395,78 @@ test('a file uploaded with the command-line client appears within 2 seconds, wit
   assert.deepEqual(navigations, [], 'no reload');
 });
 
+test('an upload started elsewhere shows as syncing, live, until it completes', async () => {
+  // Another client starts a TUS upload and finishes it a moment later.
+  const token = (await context.cookies()).find((c) => c.name === 'tessera_session').value;
+  const auth = { Authorization: `Bearer ${token}`, 'Tus-Resumable': '1.0.0' };
+  const created = await fetch(`${BASE}/api/v1/tus/`, {
+    method: 'POST',
+    headers: { ...auth, 'Upload-Length': '5', 'Upload-Metadata': `path ${Buffer.from('/elsewhere.txt').toString('base64')}` },
+  });
+  assert.equal(created.status, 201);
+  await row('/elsewhere.txt').locator('.badge', { hasText: 'syncing' }).waitFor({ timeout: 2000 });
+  const done = await fetch(new URL(created.headers.get('location'), BASE), {
+    method: 'PATCH',
+    headers: { ...auth, 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' },
+    body: 'hello',
+  });
+  assert.equal(done.status, 204);
+  await row('/elsewhere.txt').locator('.badge').waitFor({ state: 'detached', timeout: 2000 });
+});
+
+test('sort by size, and download a file from its menu', async () => {
+  const names = () => page.locator('#rows tr[data-kind="file"]').evaluateAll((rows) => rows.map((r) => r.dataset.path));
+  await page.locator('#list-head button', { hasText: 'Size' }).click();
+  const asc = await names();
+  assert.equal(asc.at(-1), '/video.mp4', `largest last: ${asc}`);
+  await page.locator('#list-head button', { hasText: 'Size' }).click();
+  assert.equal((await names())[0], '/video.mp4');
+  await page.locator('#list-head button', { hasText: 'Name' }).click();
+  assert.equal(await page.locator('#list-head th[aria-sort="ascending"]').innerText(), 'Name ↑');
+
+  await row('/from-cli.txt').locator('.more').click();
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    page.locator('#menu [role=menuitem]', { hasText: 'Download' }).click(),
+  ]);
+  assert.equal(download.suggestedFilename(), 'from-cli.txt');
+  assert.equal(readFileSync(await download.path(), 'utf8'), 'sent by the command line\n');
+});
+
+test('audio previews play in the page', async () => {
+  // One second of silence as a WAV file.
+  const rate = 8000;
+  const wav = Buffer.alloc(44 + rate);
+  wav.write('RIFF', 0); wav.writeUInt32LE(36 + rate, 4); wav.write('WAVEfmt ', 8);
+  wav.writeUInt32LE(16, 16); wav.writeUInt16LE(1, 20); wav.writeUInt16LE(1, 22);
+  wav.writeUInt32LE(rate, 24); wav.writeUInt32LE(rate, 28); wav.writeUInt16LE(1, 32); wav.writeUInt16LE(8, 34);
+  wav.write('data', 36); wav.writeUInt32LE(rate, 40); wav.fill(128, 44);
+  await uploadThroughInput('silence.wav', wav);
+  await row('/silence.wav').waitFor();
+  await row('/silence.wav').locator('a').click();
+  await page.waitForFunction(() => {
+    const a = document.querySelector('#preview-body audio');
+    return a && a.readyState >= 1 && Math.abs(a.duration - 1) < 0.01;
+  });
+  await page.keyboard.press('Escape');
+  await page.locator('#preview[open]').waitFor({ state: 'detached' });
+});
+
+test('keyboard only: Shift+F10 opens the actions, arrows and Enter pick one', async () => {
+  await row('/second drop.md').focus();
+  await page.keyboard.press('Shift+F10');
+  await page.locator('#menu:not([hidden])').waitFor();
+  // Preview, Download, Rename, …: two steps down is Rename.
+  await page.keyboard.press('ArrowDown');
+  await page.keyboard.press('ArrowDown');
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Rename');
+  await page.keyboard.press('Enter');
+  await page.keyboard.press('Control+A');
+  await page.keyboard.type('renamed by keys.md');
+  await page.keyboard.press('Enter');
+  await row('/renamed by keys.md').waitFor();
+});
+
 test('download a folder as a zip holding its files', async () => {
   await page.evaluate(() => { location.hash = '#/files/Projects'; });
   await row('/Projects/dropped.txt').waitFor();
