@@ -71,6 +71,17 @@ async fn session_cookie_needs_the_web_header_for_writes() {
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(set.contains(attr), "{set}");
     }
+    assert!(!set.contains("Secure"), "plain http: {set}");
+    let behind_tls = client()
+        .post(format!("{}/api/v1/auth/login", s.url))
+        .header("x-tessera-web", "1")
+        .header("x-forwarded-proto", "https")
+        .json(&serde_json::json!({"username": "alice", "password": "alice-password", "device": "Web browser"}))
+        .send()
+        .await
+        .unwrap();
+    let set = behind_tls.headers()[SET_COOKIE].to_str().unwrap();
+    assert!(set.ends_with("; Secure"), "{set}");
     let c = client();
     let list = format!("{}/api/v1/files/list?path=/", s.url);
     let res = c.get(&list).header("cookie", &cookie).send().await.unwrap();

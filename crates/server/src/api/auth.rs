@@ -101,9 +101,27 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
-fn session_cookie_header(value: &str, max_age_secs: i64) -> Result<HeaderValue, ApiError> {
+/// True when the browser reached us over https (directly or through a
+/// proxy that says so): the cookie is then marked Secure, so it never
+/// travels over plain http. A false claim can only add the flag.
+fn over_https(headers: &HeaderMap) -> bool {
+    let says = |name: &str, prefix: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with(prefix))
+    };
+    says("x-forwarded-proto", "https") || says("origin", "https://")
+}
+
+fn session_cookie_header(
+    value: &str,
+    max_age_secs: i64,
+    secure: bool,
+) -> Result<HeaderValue, ApiError> {
+    let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Strict"
+        "{SESSION_COOKIE}={value}; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Strict{secure}"
     ))
     .map_err(ApiError::internal)
 }
@@ -154,7 +172,7 @@ pub async fn login(
         .await?;
     tracing::info!(username = %user.username, %device, "login");
     if is_web(&headers) {
-        let cookie = session_cookie_header(&token, TOKEN_LIFETIME_MS / 1000)?;
+        let cookie = session_cookie_header(&token, TOKEN_LIFETIME_MS / 1000, over_https(&headers))?;
         let body = LoginResponse {
             token: String::new(),
             username: user.username,
@@ -175,9 +193,13 @@ pub async fn login(
 
 /// Revokes the token and clears the web session cookie, if any.
 #[utoipa::path(post, path = "/api/v1/auth/logout", responses((status = 204, description = "token revoked")), security(("bearer" = [])))]
-pub async fn logout(State(state): State<AppState>, user: AuthUser) -> Result<Response, ApiError> {
+pub async fn logout(
+    State(state): State<AppState>,
+    user: AuthUser,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     state.meta.delete_token(&user.token_hash).await?;
-    let clear = session_cookie_header("", 0)?;
+    let clear = session_cookie_header("", 0, over_https(&headers))?;
     Ok((
         StatusCode::NO_CONTENT,
         AppendHeaders([(header::SET_COOKIE, clear)]),
