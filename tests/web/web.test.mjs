@@ -147,7 +147,7 @@ test('upload by drag and drop', async () => {
   const dataTransfer = await page.evaluateHandle(() => {
     const dt = new DataTransfer();
     dt.items.add(new File(['dropped content\n'], 'dropped.txt', { type: 'text/plain' }));
-    dt.items.add(new File(['second\n'], 'second drop.md', { type: 'text/markdown' }));
+    dt.items.add(new File(['# Second drop\n\nNotes dropped on the page:\n\n- shown as text, never as a page\n- `<script>` stays text\n'], 'second drop.md', { type: 'text/markdown' }));
     return dt;
   });
   await page.dispatchEvent('#drop', 'dragenter', { dataTransfer });
@@ -320,7 +320,7 @@ test('keyboard: arrows move between rows, Enter opens a folder, Backspace goes u
 
 test('preview shows text as text and images inline', async () => {
   await row('/second drop.md').locator('a').click();
-  await page.waitForFunction(() => document.querySelector('#preview-body pre')?.textContent.includes('second'));
+  await page.waitForFunction(() => document.querySelector('#preview-body pre')?.textContent.includes('`<script>` stays text') && !document.querySelector('#preview-body script'));
   await shot('preview');
   await page.click('#preview-close');
   // A tiny PNG, uploaded and previewed.

@@ -78,6 +78,8 @@ export class Uploads {
       if (delta > 0) this.samples.push([performance.now(), delta]);
       item.retrying = false;
       this.renderItem(item);
+      // The overall line keeps pace with the files (at most 5 times a second).
+      if (performance.now() - (this.overallAt || 0) > 200) this.renderOverall();
     });
     item.upload.onRetry = (e) => { item.retrying = e.message; this.renderItem(item); };
     this.renderItem(item);
@@ -175,6 +177,7 @@ export class Uploads {
   }
 
   renderOverall() {
+    this.overallAt = performance.now();
     const live = this.items.filter((i) => i.state !== 'cancelled' && i.state !== 'failed');
     const total = live.reduce((a, i) => a + i.file.size, 0);
     const sent = live.reduce((a, i) => a + Math.min(i.sent, i.file.size), 0);
