@@ -118,6 +118,16 @@ test('upload through the file input: progress finishes and the file is listed', 
   assert.match(await row('/hello.txt').innerText(), /26 B/);
 });
 
+test('names in any script upload and list as they are', async () => {
+  await uploadThroughInput('Café — 東京 ünïcode.txt', 'bonjour\n');
+  const item = page.locator('#up-list li.done[data-path="/Café — 東京 ünïcode.txt"]');
+  await item.waitFor({ state: 'attached' });
+  assert.doesNotMatch(await item.locator('.stat').textContent(), /saved as/);
+  await row('/Café — 東京 ünïcode.txt').waitFor();
+  await menuAction('/Café — 東京 ünïcode.txt', 'Delete');
+  await row('/Café — 東京 ünïcode.txt').waitFor({ state: 'detached' });
+});
+
 test('upload of a larger file shows progress, speed and time left, then completes', async () => {
   const cdp = await context.newCDPSession(page);
   await cdp.send('Network.enable');

@@ -672,6 +672,8 @@ document.addEventListener('keydown', (ev) => {
 
 $('btn-upload').addEventListener('click', () => $('pick-files').click());
 $('btn-upload-folder').addEventListener('click', () => $('pick-folder').click());
+// Browsers without folder picking (some phones) offer files only.
+if (!('webkitdirectory' in $('pick-folder'))) $('btn-upload-folder').hidden = true;
 for (const id of ['pick-files', 'pick-folder']) {
   $(id).addEventListener('change', (ev) => {
     const { entries, emptyDirs } = fromInput(ev.target.files);
