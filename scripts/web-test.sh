@@ -25,9 +25,10 @@ cargo build -p tessera --quiet
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug/tessera
 
 WORK=$(mktemp -d)
-SERVER_PID=
 cleanup() {
-  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  # The test restarts the server once, so its pid lives in a file.
+  if [ -f "$WORK/server.pid" ]; then kill "$(cat "$WORK/server.pid")" 2>/dev/null || true; fi
+  sleep 0.2
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -37,7 +38,7 @@ PASSWORD=web-test-$RANDOM$RANDOM
 # A 32 MiB file limit, so the test can meet it without moving much data.
 TESSERA_ADMIN_PASSWORD=$PASSWORD TESSERA_LOG=${TESSERA_LOG:-warn} TESSERA_MAX_FILE_SIZE=$((32 << 20)) \
   "$BIN" serve --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
+echo $! >"$WORK/server.pid"
 for _ in $(seq 1 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
   sleep 0.1
@@ -46,6 +47,7 @@ done
 export TESSERA_URL="http://127.0.0.1:$PORT"
 export TESSERA_TEST_PASSWORD=$PASSWORD
 export TESSERA_BIN=$BIN
+export TESSERA_TEST_DATA=$WORK/data TESSERA_TEST_PORT=$PORT TESSERA_TEST_PIDFILE=$WORK/server.pid TESSERA_TEST_LOG=$WORK/server.log
 export TESSERA_CLI_HOME=$WORK/cli
 export TESSERA_SCREENSHOTS=$ROOT/docs/screenshots
 export CHROMIUM=${CHROMIUM:-$(command -v chromium)}

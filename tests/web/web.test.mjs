@@ -4,9 +4,9 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -538,6 +538,49 @@ test('an expired session goes back to sign-in with a message, and signing in aga
   await page.waitForSelector('#app:not([hidden])');
   await page.click('#nav-files');
   await row('/Projects').waitFor();
+});
+
+/// Stops the server (SIGTERM: a graceful shutdown) and starts it again on
+/// the same port and data.
+async function restartServer() {
+  const pidFile = process.env.TESSERA_TEST_PIDFILE;
+  const pid = Number(readFileSync(pidFile, 'utf8'));
+  process.kill(pid, 'SIGTERM');
+  const alive = () => { try { process.kill(pid, 0); return true; } catch { return false; } };
+  for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.equal(alive(), false, 'the server stopped');
+  const log = openSync(process.env.TESSERA_TEST_LOG, 'a');
+  const child = spawn(BIN, ['serve', '--data-dir', process.env.TESSERA_TEST_DATA, '--listen', `127.0.0.1:${process.env.TESSERA_TEST_PORT}`], {
+    stdio: ['ignore', log, log],
+    env: { ...process.env, TESSERA_LOG: 'warn', TESSERA_MAX_FILE_SIZE: String(32 << 20) },
+  });
+  child.unref();
+  writeFileSync(pidFile, String(child.pid));
+  for (let i = 0; i < 100; i++) {
+    try { if ((await fetch(`${BASE}/healthz`)).ok) return; } catch { /* not yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.fail('the server did not come back');
+}
+
+test('live updates survive a server restart: the page obeys the backoff hint and reconnects', async () => {
+  await page.locator('#live.on').waitFor();
+  const polls = [];
+  const count = (r) => { if (r.url().includes('/api/v1/changes/poll')) polls.push(Date.now()); };
+  page.on('request', count);
+  const stopped = Date.now();
+  await restartServer();
+  await page.locator('#live.off').waitFor({ state: 'attached', timeout: 5000 });
+  await page.locator('#live.on').waitFor({ state: 'attached', timeout: 30_000 });
+  page.off('request', count);
+  const during = polls.filter((t) => t >= stopped);
+  // The shutdown answer asks for 5 s of quiet: no burst of retries.
+  assert.ok(during.length <= 3, `polls while restarting: ${during.length}`);
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-web-'));
+  writeFileSync(join(dir, 'after-restart.txt'), 'still live\n');
+  const env = { ...process.env, TESSERA_CONFIG_DIR: CLI_HOME, TESSERA_SERVER: BASE };
+  await run(BIN, ['put', join(dir, 'after-restart.txt'), '/after-restart.txt'], { env });
+  await row('/after-restart.txt').waitFor({ timeout: 2000 });
 });
 
 test('sign out: back to sign-in, and the session no longer works', async () => {
