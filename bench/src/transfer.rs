@@ -1,7 +1,8 @@
-//! `tessera-bench transfer`: `tessera put` and `tessera get` of one large
-//! file against a real server on loopback, with wall time and peak resident
-//! memory of the client and the server, next to `cp` + `sync` on the same
-//! disk.
+//! `tessera-bench transfer`: one large file up and down by every path —
+//! `tessera put` (block protocol) and `tessera get`, and with curl a simple
+//! PUT, a TUS upload and a GET — against a real server on loopback, with
+//! wall time and peak resident memory of the client and the server, next to
+//! `cp` + `sync` on the same disk.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -121,10 +122,65 @@ pub fn run(args: Args) -> Result<()> {
         [OsStr::new("/bench.bin"), output.as_os_str()],
         server_pid,
     )?;
-    drop(server);
-
     if b3(&input)? != b3(&output)? {
         bail!("{} differs from {}", output.display(), input.display());
+    }
+    std::fs::remove_file(&output)?;
+
+    // The same file by the other paths, with curl as the client: a simple
+    // streamed PUT, a TUS upload in one PATCH, and a plain GET.
+    let token = login_token(&url)?;
+    let auth = format!("Authorization: Bearer {token}");
+    let curl = Path::new("/usr/bin/curl");
+    let simple_url = format!("{url}/api/v1/files/content?path=/simple.bin");
+    let simple = client.timed_program(
+        "PUT simple",
+        curl,
+        ["-sSf", "-o", "/dev/null", "-H", &auth, "-T"]
+            .map(OsStr::new)
+            .into_iter()
+            .chain([input.as_os_str(), OsStr::new(&simple_url)]),
+        server_pid,
+    )?;
+    let location = tus_create(&url, &token, size)?;
+    let tus_url = format!("{url}{location}");
+    let tus = client.timed_program(
+        "TUS PATCH",
+        curl,
+        [
+            "-sSf",
+            "-o",
+            "/dev/null",
+            "-X",
+            "PATCH",
+            "-H",
+            &auth,
+            "-H",
+            "Tus-Resumable: 1.0.0",
+            "-H",
+            "Upload-Offset: 0",
+            "-H",
+            "Content-Type: application/offset+octet-stream",
+            "-T",
+        ]
+        .map(OsStr::new)
+        .into_iter()
+        .chain([input.as_os_str(), OsStr::new(&tus_url)]),
+        server_pid,
+    )?;
+    let get_url = format!("{url}/api/v1/files/content?path=/tus.bin");
+    let curl_get = client.timed_program(
+        "GET curl",
+        curl,
+        ["-sSf", "-H", &auth, "-o"]
+            .map(OsStr::new)
+            .into_iter()
+            .chain([output.as_os_str(), OsStr::new(&get_url)]),
+        server_pid,
+    )?;
+    drop(server);
+    if b3(&input)? != b3(&output)? {
+        bail!("the TUS upload read back differs from {}", input.display());
     }
     // Twice: on this kind of disk the first write into just-freed space can
     // cost more than a rewrite; put and get write into fresh space too.
@@ -132,7 +188,7 @@ pub fn run(args: Args) -> Result<()> {
     std::fs::remove_file(&copy)?;
     let cp_again = copy_step("cp+sync #2", &input, &copy)?;
 
-    let steps = [cp, cp_again, put, get];
+    let steps = [cp, cp_again, put, get, simple, tus, curl_get];
     let cp_time = steps[0].time.as_secs_f64();
     let kib_json = |k: Option<u64>| k.map_or(serde_json::Value::Null, |k| json!(k));
     if args.json {
@@ -271,6 +327,20 @@ impl Client<'_> {
         args: impl IntoIterator<Item = &'s OsStr>,
         server_pid: u32,
     ) -> Result<Step> {
+        let mut all = vec![OsStr::new(name)];
+        all.extend(args);
+        self.timed_program(name, self.bin, all, server_pid)
+    }
+
+    /// Runs `program args`, timing it and taking the peak memory of it and
+    /// of the server.
+    fn timed_program<'s>(
+        &self,
+        name: &'static str,
+        program: &Path,
+        args: impl IntoIterator<Item = &'s OsStr>,
+        server_pid: u32,
+    ) -> Result<Step> {
         let reset = reset_hwm(server_pid);
         let log_path = self.root.join(format!("{name}.log"));
         let log = File::create(&log_path)?;
@@ -282,13 +352,12 @@ impl Client<'_> {
                 .arg("%M")
                 .arg("-o")
                 .arg(&mem_path)
-                .arg(self.bin);
+                .arg(program);
             cmd
         } else {
-            self.command(self.bin)
+            self.command(program)
         };
-        cmd.arg(name)
-            .args(args)
+        cmd.args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -307,7 +376,7 @@ impl Client<'_> {
         let time = start.elapsed();
         if !status.success() {
             bail!(
-                "tessera {name} failed ({status}):\n{}",
+                "{name} failed ({status}):\n{}",
                 std::fs::read_to_string(&log_path).unwrap_or_default()
             );
         }
@@ -332,6 +401,54 @@ impl Client<'_> {
             server_kib,
         })
     }
+}
+
+/// A fresh token for the bench user, for the curl steps.
+fn login_token(url: &str) -> Result<String> {
+    let body = json!({"username": "admin", "password": PASSWORD, "device": "bench-curl"});
+    let out = Command::new("curl")
+        .args(["-sSf", "-H", "Content-Type: application/json", "-d"])
+        .arg(body.to_string())
+        .arg(format!("{url}/api/v1/auth/login"))
+        .output()?;
+    if !out.status.success() {
+        bail!("login failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    v["token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("the login answer has no token")
+}
+
+/// Opens a TUS session for `/tus.bin`; returns its Location.
+fn tus_create(url: &str, token: &str, size: u64) -> Result<String> {
+    use base64::Engine;
+    let path = base64::engine::general_purpose::STANDARD.encode("/tus.bin");
+    let out = Command::new("curl")
+        .args(["-sSf", "-o", "/dev/null", "-D", "-", "-X", "POST"])
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {token}"))
+        .args(["-H", "Tus-Resumable: 1.0.0", "-H"])
+        .arg(format!("Upload-Length: {size}"))
+        .arg("-H")
+        .arg(format!("Upload-Metadata: path {path}"))
+        .arg(format!("{url}/api/v1/tus/"))
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "TUS creation failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("location")
+                .then(|| v.trim().to_owned())
+        })
+        .context("no Location in the TUS creation answer")
 }
 
 /// Times `cp input copy && sync`, starting from clean page cache state.

@@ -124,7 +124,25 @@ enum TrashCommand {
     Empty,
 }
 
+/// Transfers allocate and free buffers of up to 16 MiB at a high rate, on
+/// many threads. glibc gives each thread its own arena and keeps freed
+/// memory there, so the resident size drifts far above what is live (a
+/// server streaming one file peaked above 200 MiB with ~60 MiB in use).
+/// Two arenas keep it near the live size at the same speed.
+/// `MALLOC_ARENA_MAX` in the environment still wins, for experiments.
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: called first thing in `main`, before any other thread
+        // exists; mallopt only adjusts allocator parameters.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")

@@ -28,8 +28,10 @@ use crate::meta::{Checkpoint, Meta, MetaError, NewRevision, NodeRow, UploadRow, 
 use checksum::Checksum;
 use hash::SegmentHasher;
 
-/// Blocks compressed and stored at once per request.
-const PARALLEL: usize = 3;
+/// Blocks compressed and stored at once per request. One more is held
+/// back (it may be the tail) and the cutter fills the next: two keeps a
+/// request within the memory of a simple upload.
+const PARALLEL: usize = 2;
 
 /// A long request makes its progress durable every this many bytes, so a
 /// crash in the middle of a 10 GiB PATCH loses at most this much.
