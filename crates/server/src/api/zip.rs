@@ -18,6 +18,8 @@ use super::{ApiError, AppState, AuthUser, Q};
 
 /// Bytes buffered between the zip writer and the response body.
 const PIPE_BYTES: usize = 256 << 10;
+/// Size of the body's pieces (the default 4 KiB makes many tiny frames).
+const READ_BYTES: usize = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
 enum ZipError {
@@ -72,7 +74,7 @@ pub async fn folder(
         Some(Err(std::io::Error::other(failure)))
     })
     .filter_map(futures::future::ready);
-    let body = tokio_util::io::ReaderStream::new(reader).chain(tail);
+    let body = tokio_util::io::ReaderStream::with_capacity(reader, READ_BYTES).chain(tail);
     let disposition = super::view::disposition("attachment", &format!("{name}.zip"));
     let mut resp = Body::from_stream(body).into_response();
     let out = resp.headers_mut();
