@@ -17,6 +17,7 @@ on_both_backends!(
     broken_off_body_keeps_what_arrived_and_survives_a_restart,
     concurrent_uploads_of_one_path_become_conflicted_copies,
     empty_file_and_termination,
+    abandoned_sessions_expire,
 );
 
 const V: &str = "1.0.0";
@@ -451,4 +452,29 @@ async fn empty_file_and_termination(b: Backend) {
         create(&r, 3, &meta(&[("path", "/docs")])).await.status(),
         409
     );
+}
+
+async fn abandoned_sessions_expire(b: Backend) {
+    let s = TestServer::start_with(b, |c| c.pending_ttl_secs = 2).await;
+    let r = s.user("alice").await;
+    let at = create_ok(&r, 10, &meta(&[("path", "/left.txt")])).await;
+    assert_eq!(patch(&r, &at, 0, "12345").await.status(), 204);
+    assert!(r.list("/").await.unwrap().entries[0].pending);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while head(&r, &at).await.status() != StatusCode::NOT_FOUND {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session did not expire"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // The pending mark of a file that never had content goes with it.
+    while !r.list("/").await.unwrap().entries.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pending mark stayed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(patch(&r, &at, 5, "67890").await.status(), 404);
 }
