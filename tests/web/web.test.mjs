@@ -23,6 +23,8 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 let browser;
 let context;
 let page;
+/// Requests that tried to leave the server: there must be none.
+const external = [];
 
 const row = (path) => page.locator(`#rows tr[data-path="${path}"]`);
 const shot = (name, p = page) => (SHOTS ? p.screenshot({ path: join(SHOTS, `${name}.png`) }) : null);
@@ -63,7 +65,7 @@ before(async () => {
   await context.route('**/*', (route) => {
     const url = new URL(route.request().url());
     if (url.origin !== BASE) {
-      console.error('external request:', url.href);
+      external.push(url.href);
       return route.abort();
     }
     return route.continue();
@@ -239,10 +241,11 @@ test('an upload interrupted by a reload resumes where the server stopped', async
   try {
     await page.setInputFiles('#pick-files', file.path);
     await page.waitForFunction(() => document.querySelector('#up-list li[data-path="/resume.bin"] progress')?.value > 0.75, null, { timeout: 20_000 });
+    // Reloaded while still slow, so the upload cannot finish first.
+    await page.reload();
   } finally {
     await net.off();
   }
-  await page.reload();
   await page.locator('#resume-note:not([hidden])').waitFor();
   assert.match(await page.locator('#resume-note').innerText(), /resume\.bin/);
   const seen = [];
@@ -588,4 +591,8 @@ test('sign out: back to sign-in, and the session no longer works', async () => {
   await page.waitForSelector('#signin:not([hidden])');
   const res = await page.evaluate(async () => (await fetch('/api/v1/files/list?path=/')).status);
   assert.equal(res, 401);
+});
+
+test('nothing was fetched from anywhere but the server', () => {
+  assert.deepEqual(external, []);
 });
