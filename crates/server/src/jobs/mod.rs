@@ -1,21 +1,19 @@
 //! Background work of the server. Each job is a loop that stops with the
-//! server; retention, trash expiry and garbage collection will join here.
+//! server; retention and garbage collection will join here.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::meta::{Meta, now_ms};
 use crate::notify::Hub;
 
-/// Ends pending marks whose upload never finished, and upload sessions
-/// idle as long, every `ttl / 2`
-/// (between 1 s and 1 min), and wakes the namespaces that changed.
-pub fn spawn_pending_expiry(
-    meta: Meta,
-    hub: Arc<Hub>,
-    ttl: Duration,
-) -> tokio::task::JoinHandle<()> {
-    let every = (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+/// Runs `work` every `every` until the server shuts down.
+fn spawn_every<F, Fut>(hub: &Hub, every: Duration, mut work: F) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     let mut stop = hub.shutdown_signal();
     tokio::spawn(async move {
         loop {
@@ -23,9 +21,26 @@ pub fn spawn_pending_expiry(
                 _ = tokio::time::sleep(every) => {}
                 _ = stop.changed() => return,
             }
+            work().await;
+        }
+    })
+}
+
+/// Ends pending marks whose upload never finished, and upload sessions
+/// idle as long, every `ttl / 2` (between 1 s and 1 min), and wakes the
+/// namespaces that changed.
+pub fn spawn_pending_expiry(
+    meta: Meta,
+    hub: Arc<Hub>,
+    ttl: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let every = (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let waker = hub.clone();
+    spawn_every(&hub, every, move || {
+        let (meta, hub) = (meta.clone(), waker.clone());
+        async move {
             let cutoff = now_ms() - ttl.as_millis() as i64;
-            // Upload sessions idle as long as a pending mark may live end
-            // with it; what they stored stays unreferenced (collectable).
+            // What the sessions stored stays unreferenced (collectable).
             match meta.expire_uploads(cutoff).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(ended = n, "expired idle upload sessions"),
@@ -50,13 +65,9 @@ pub fn spawn_pending_expiry(
 /// waking.
 pub fn spawn_trash_expiry(meta: Meta, hub: Arc<Hub>, ttl: Duration) -> tokio::task::JoinHandle<()> {
     let every = (ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
-    let mut stop = hub.shutdown_signal();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = stop.changed() => return,
-            }
+    spawn_every(&hub, every, move || {
+        let meta = meta.clone();
+        async move {
             let cutoff = now_ms() - ttl.as_millis() as i64;
             match meta.expire_trash(cutoff).await {
                 Ok(0) => {}

@@ -39,20 +39,8 @@ impl Store {
 
     /// The blocks stored so far, in file order: id and length.
     pub async fn upload_blocks(&self, ns: i64, id: &str) -> Result<Vec<(BlockId, u64)>> {
-        let rows: Vec<(Vec<u8>, i64)> = sqlx::query_as(
-            "SELECT block_id, size FROM upload_blocks WHERE namespace_id = $1 AND session_id = $2 ORDER BY idx",
-        )
-        .bind(ns)
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|(b, size)| {
-                let id = BlockId::from_slice(&b)
-                    .ok_or_else(|| MetaError::Invalid("a stored block id is damaged".into()))?;
-                Ok((id, size as u64))
-            })
-            .collect()
+        let mut conn = self.pool.acquire().await?;
+        session_blocks(&mut conn, ns, id).await
     }
 
     /// Makes `c` the session's durable state if it is still at `c.from`.
@@ -92,19 +80,7 @@ impl Store {
         {
             target = free_conflict_path(&mut w.tx, ns, &new.path, &new.device, w.now).await?;
         }
-        let mut blocks = Vec::new();
-        let rows: Vec<(Vec<u8>, i64)> = sqlx::query_as(
-            "SELECT block_id, size FROM upload_blocks WHERE namespace_id = $1 AND session_id = $2 ORDER BY idx",
-        )
-        .bind(ns)
-        .bind(id)
-        .fetch_all(&mut *w.tx)
-        .await?;
-        for (b, size) in rows {
-            let bid = BlockId::from_slice(&b)
-                .ok_or_else(|| MetaError::Invalid("a stored block id is damaged".into()))?;
-            blocks.push((bid, size as u64));
-        }
+        let blocks = session_blocks(&mut w.tx, ns, id).await?;
         let rev = NewRevision { path: target.clone(), base_rev: None, blocks, ..new.clone() };
         let node = Self::commit_in(&mut w, &rev).await?;
         sqlx::query(
@@ -163,6 +139,24 @@ impl Store {
     pub async fn mark_upload_pending(&self, new: &NewRevision) -> Result<()> {
         self.mark_pending(new).await
     }
+}
+
+/// The blocks a session stored, in file order: id and length.
+async fn session_blocks(conn: &mut Conn, ns: i64, id: &str) -> Result<Vec<(BlockId, u64)>> {
+    let rows: Vec<(Vec<u8>, i64)> = sqlx::query_as(
+        "SELECT block_id, size FROM upload_blocks WHERE namespace_id = $1 AND session_id = $2 ORDER BY idx",
+    )
+    .bind(ns)
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter()
+        .map(|(b, size)| {
+            let id = BlockId::from_slice(&b)
+                .ok_or_else(|| MetaError::Invalid("a stored block id is damaged".into()))?;
+            Ok((id, size as u64))
+        })
+        .collect()
 }
 
 /// Moves the session from `c.from` to `c.to`, appending its new blocks.
