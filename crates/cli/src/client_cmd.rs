@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use tessera_client::Remote;
-use tessera_client::transfer::{download_file, upload_file};
+use tessera_client::transfer::{download_resumable, upload_file};
 use tessera_proto::api::EntryKind;
 
 use crate::profile::{self, Profile};
@@ -108,14 +108,23 @@ pub async fn get(remote_path: &str, local: &Path, rev: Option<i64>) -> anyhow::R
     };
     let pb = bar(entry.size.unwrap_or(0), "get");
     let p = pb.clone();
-    let report = download_file(&r, remote_path, rev, &target, Arc::new(move |n| p.inc(n))).await?;
+    let report =
+        download_resumable(&r, remote_path, rev, &target, Arc::new(move |n| p.inc(n))).await?;
     pb.finish_and_clear();
+    let resumed = if report.resumed > 0 {
+        format!(
+            "; resumed after {} bytes, fetched {}",
+            report.resumed, report.fetched
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "{} rev {} -> {} ({} bytes)",
+        "{} rev {} -> {} ({} bytes{resumed})",
         entry.path,
-        report.rev,
+        report.download.rev,
         target.display(),
-        report.size
+        report.download.size
     );
     Ok(())
 }

@@ -337,6 +337,27 @@ impl Remote {
         Self::send(req).await
     }
 
+    /// Starts a download of the bytes from `offset` on, if the server still
+    /// serves the content tagged `etag` (206); otherwise it answers the
+    /// whole file (200).
+    pub async fn download_from(
+        &self,
+        path: &str,
+        rev: Option<i64>,
+        offset: u64,
+        etag: &str,
+    ) -> Result<reqwest::Response, ClientError> {
+        let mut req = self
+            .request(Method::GET, "/files/content")
+            .query(&[("path", path)])
+            .header(reqwest::header::RANGE, format!("bytes={offset}-"))
+            .header(reqwest::header::IF_RANGE, etag);
+        if let Some(rev) = rev {
+            req = req.query(&[("rev", rev)]);
+        }
+        Self::send(req).await
+    }
+
     /// Journal entries after `cursor` (from the start when `None`).
     pub async fn changes(
         &self,

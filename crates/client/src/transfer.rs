@@ -3,9 +3,13 @@
 //! Upload is two passes over the file so memory stays flat whatever its
 //! size: first cut and hash every block, ask the server which it lacks, then
 //! cut again and send only those (compressed, several in flight), then
-//! commit the block list. Download streams into a temporary file beside the
-//! target, checks the content hash, fsyncs and renames: the target path
-//! never holds a partial or wrong file.
+//! commit the block list. An interrupted upload run again sends only what
+//! the server still lacks, since the question is asked afresh.
+//!
+//! Download streams into a temporary file beside the target, checks the
+//! content hash, fsyncs and renames: the target path never holds a partial
+//! or wrong file. [`download_resumable`] keeps that file under a fixed name
+//! with the ETag it belongs to, so a later run asks only for the rest.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -17,6 +21,7 @@ use tessera_proto::api::{BlockCodec, BlockListResponse, BlockRef, CommitRequest,
 use tessera_proto::block::{CHUNKER, MAX_BLOCK, chunker};
 use tessera_proto::{BlockId, ContentHash};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::remote::{ClientError, Remote};
 
@@ -24,6 +29,9 @@ use crate::remote::{ClientError, Remote};
 pub const ZSTD_LEVEL: i32 = 3;
 /// Blocks uploaded at once.
 pub const PARALLEL_UPLOADS: usize = 4;
+/// Block bytes read for sending but not yet acknowledged. Blocks range from
+/// 1 to 16 MiB, so a count of blocks alone would let memory swing sixteen-fold.
+const UPLOAD_BUDGET: u32 = 24 << 20;
 
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
@@ -119,7 +127,11 @@ pub async fn upload_file(
         }
     }
 
-    let (tx, rx) = tokio::sync::mpsc::channel::<(BlockId, BlockCodec, Bytes)>(PARALLEL_UPLOADS);
+    let (tx, rx) = tokio::sync::mpsc::channel::<(BlockId, BlockCodec, Bytes, OwnedSemaphorePermit)>(
+        PARALLEL_UPLOADS,
+    );
+    let budget = Arc::new(Semaphore::new(UPLOAD_BUDGET as usize));
+    let runtime = tokio::runtime::Handle::current();
     let path = local.to_path_buf();
     let expected = cut.blocks.clone();
     let to_send = missing.clone();
@@ -140,11 +152,18 @@ pub async fn upload_file(
                 report(chunk.length as u64);
                 continue;
             }
+            let want = u32::try_from(chunk.length).map_or(UPLOAD_BUDGET, |n| n.min(UPLOAD_BUDGET));
+            let Ok(permit) = runtime.block_on(budget.clone().acquire_many_owned(want)) else {
+                break;
+            };
             let (codec, body) = match zstd::bulk::compress(&chunk.data, ZSTD_LEVEL) {
                 Ok(z) if z.len() < chunk.data.len() => (BlockCodec::Zstd, z),
                 _ => (BlockCodec::Raw, chunk.data),
             };
-            if tx.blocking_send((id, codec, Bytes::from(body))).is_err() {
+            if tx
+                .blocking_send((id, codec, Bytes::from(body), permit))
+                .is_err()
+            {
                 break; // the uploader stopped on an error; it reports it
             }
         }
@@ -153,13 +172,16 @@ pub async fn upload_file(
 
     let sizes: std::collections::HashMap<BlockId, u64> = cut.blocks.iter().copied().collect();
     let sent = tokio_stream_from(rx)
-        .map(|(id, codec, body)| {
+        .map(|(id, codec, body, permit)| {
             let remote = remote.clone();
             let progress = progress.clone();
             let plain = sizes.get(&id).copied().unwrap_or(0);
             async move {
                 let len = body.len() as u64;
                 remote.put_block(&id, codec, body).await?;
+                // Held until the server has the block: the budget bounds
+                // bytes not yet acknowledged, not bytes handed to the socket.
+                drop(permit);
                 progress(plain);
                 Ok::<u64, ClientError>(len)
             }
@@ -265,6 +287,299 @@ pub async fn download_file(
         let _ = tokio::fs::remove_file(&tmp).await;
     }
     result
+}
+
+/// Where a resumable download of `target` keeps its bytes, and where it
+/// notes what they are a part of. Both names end in `part` so folder sync
+/// ignores them, and differ in what precedes it, so no target's part can be
+/// another's note.
+pub fn part_paths(target: &Path) -> (PathBuf, PathBuf) {
+    let name = target.file_name().unwrap_or_default();
+    // Names near the 255-byte limit leave no room for the suffixes.
+    let stem = if name.len() > 200 {
+        let hash = blake3::hash(name.as_encoded_bytes()).to_hex();
+        std::ffi::OsString::from(&hash[..32])
+    } else {
+        name.to_owned()
+    };
+    let named = |suffix: &str| {
+        let mut n = std::ffi::OsString::from(".");
+        n.push(&stem);
+        n.push(suffix);
+        target.with_file_name(n)
+    };
+    (named(".tessera-part"), named(".tessera-etag.part"))
+}
+
+/// What the bytes of a part file are a prefix of.
+#[derive(Debug, Clone, PartialEq)]
+struct PartOf {
+    etag: String,
+    hash: ContentHash,
+    size: u64,
+}
+
+impl PartOf {
+    fn parse(text: &str) -> Option<Self> {
+        let mut lines = text.lines();
+        let part = PartOf {
+            etag: lines.next()?.to_owned(),
+            hash: lines.next()?.parse().ok()?,
+            size: lines.next()?.parse().ok()?,
+        };
+        (!part.etag.is_empty()).then_some(part)
+    }
+
+    fn render(&self) -> String {
+        format!("{}\n{}\n{}\n", self.etag, self.hash.to_hex(), self.size)
+    }
+}
+
+/// What a resumable download did.
+#[derive(Debug, Clone)]
+pub struct ResumeReport {
+    pub download: DownloadReport,
+    /// Bytes kept from an earlier, interrupted run.
+    pub resumed: u64,
+    /// Bytes that came over the network this run.
+    pub fetched: u64,
+}
+
+/// Downloads `remote_path` (revision `rev`, or the current one) to `local`,
+/// continuing an earlier interrupted run if the server still serves the
+/// same content. The bytes gather in the part file (see [`part_paths`]),
+/// which an interruption leaves for the next run; the whole file's hash is
+/// checked before it is renamed to `local`, and a part that fails the check
+/// is removed, so the next run starts over.
+pub async fn download_resumable(
+    remote: &Remote,
+    remote_path: &str,
+    rev: Option<i64>,
+    local: &Path,
+    progress: Progress,
+) -> Result<ResumeReport, ClientError> {
+    let (part, note) = part_paths(local);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&part)?;
+    // Two runs appending to one part would interleave their bytes.
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(ClientError::Io(std::io::Error::other(format!(
+                "{} is being downloaded by another process",
+                local.display()
+            ))));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+    }
+    let mut held = Part {
+        path: part.clone(),
+        note: note.clone(),
+        file: tokio::fs::File::from_std(file),
+    };
+    let mut result = resume_into(remote, remote_path, rev, local, &mut held, true, &progress).await;
+    if let Err(ClientError::Api { status: 416, .. }) = result {
+        // The server refused the range it had agreed to serve: start over.
+        result = resume_into(remote, remote_path, rev, local, &mut held, false, &progress).await;
+    }
+    let empty = held
+        .file
+        .metadata()
+        .await
+        .map(|m| m.len() == 0)
+        .unwrap_or(false);
+    drop(held);
+    match &result {
+        Err(ClientError::Integrity(_)) => discard_part(&part, &note).await,
+        // An empty part holds nothing worth resuming (the request failed
+        // before any byte arrived).
+        Err(_) if empty => discard_part(&part, &note).await,
+        _ => {}
+    }
+    result
+}
+
+async fn discard_part(part: &Path, note: &Path) {
+    let _ = tokio::fs::remove_file(note).await;
+    let _ = tokio::fs::remove_file(part).await;
+}
+
+/// Hashes the first `len` bytes of `path` without holding them in memory.
+async fn hash_prefix(path: &Path, len: u64) -> Result<blake3::Hasher, ClientError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || -> Result<blake3::Hasher, ClientError> {
+        use std::io::Read;
+        let mut hasher = blake3::Hasher::new();
+        let mut reader = std::fs::File::open(&path)?.take(len);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut seen = 0u64;
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            seen += n as u64;
+        }
+        if seen != len {
+            return Err(ClientError::Integrity(format!(
+                "{} shrank while it was being resumed",
+                path.display()
+            )));
+        }
+        Ok(hasher)
+    })
+    .await
+    .map_err(blocking_err)?
+}
+
+/// An open, locked part file and the paths of it and its note.
+struct Part {
+    path: PathBuf,
+    note: PathBuf,
+    file: tokio::fs::File,
+}
+
+async fn resume_into(
+    remote: &Remote,
+    remote_path: &str,
+    rev: Option<i64>,
+    local: &Path,
+    held_part: &mut Part,
+    resume: bool,
+    progress: &Progress,
+) -> Result<ResumeReport, ClientError> {
+    use tokio::io::AsyncSeekExt;
+
+    let Part {
+        path: part,
+        note,
+        file,
+    } = held_part;
+    let (part, note) = (part.as_path(), note.as_path());
+
+    let held = file.metadata().await?.len();
+    let known = if resume && held > 0 {
+        tokio::fs::read_to_string(note)
+            .await
+            .ok()
+            .and_then(|t| PartOf::parse(&t))
+    } else {
+        None
+    };
+    // A complete part still asks for its last byte: that is how we learn
+    // whether the server serves the same content.
+    let from = known
+        .filter(|k| k.size > 0)
+        .map(|k| (held.min(k.size - 1), k));
+    let resp = match &from {
+        Some((offset, k)) => {
+            remote
+                .download_from(remote_path, rev, *offset, &k.etag)
+                .await?
+        }
+        None => remote.download(remote_path, rev).await?,
+    };
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let expected: ContentHash = header("x-tessera-content-hash")
+        .and_then(|h| h.parse().ok())
+        .ok_or_else(|| ClientError::Integrity("server sent no content hash".into()))?;
+    let rev = header("x-tessera-rev")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0);
+    let etag = header("etag");
+
+    let (mut hasher, offset) = if resp.status() == reqwest::StatusCode::PARTIAL_CONTENT {
+        let Some((offset, k)) = from else {
+            return Err(ClientError::Integrity(format!(
+                "{remote_path}: the server sent a part that was not asked for"
+            )));
+        };
+        let range = header("content-range").unwrap_or_default();
+        if !range.starts_with(&format!("bytes {offset}-"))
+            || etag.as_deref() != Some(k.etag.as_str())
+            || expected != k.hash
+        {
+            return Err(ClientError::Integrity(format!(
+                "{remote_path}: the server answered a different range or content than asked \
+                 ({range}); the partial download was removed"
+            )));
+        }
+        file.set_len(offset).await?;
+        file.seek(std::io::SeekFrom::Start(offset)).await?;
+        let hasher = hash_prefix(part, offset).await?;
+        progress(offset);
+        (hasher, offset)
+    } else {
+        // Anything held is of other content (or there is no note saying
+        // what it is): begin again, noting first what the bytes will be.
+        let _ = tokio::fs::remove_file(note).await;
+        file.set_len(0).await?;
+        file.seek(std::io::SeekFrom::Start(0)).await?;
+        if let (Some(etag), Some(size)) = (etag, resp.content_length()) {
+            let k = PartOf {
+                etag,
+                hash: expected,
+                size,
+            };
+            tokio::fs::write(note, k.render()).await?;
+        }
+        (blake3::Hasher::new(), 0)
+    };
+
+    let mut fetched = 0u64;
+    let mut body = resp.bytes_stream();
+    let streamed = async {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            file.write_all(&chunk).await?;
+            fetched += chunk.len() as u64;
+            progress(chunk.len() as u64);
+        }
+        Ok::<(), ClientError>(())
+    }
+    .await;
+    // Whatever arrived stays in the part for the next run.
+    file.flush().await?;
+    streamed?;
+
+    let got = ContentHash::from(hasher.finalize());
+    if got != expected {
+        return Err(ClientError::Integrity(format!(
+            "{remote_path} arrived damaged (hash {got}, expected {expected}); the partial \
+             download was removed, so the next run starts over"
+        )));
+    }
+    file.sync_all().await?;
+    tokio::fs::rename(part, local).await?;
+    let _ = tokio::fs::remove_file(note).await;
+    if let Some(dir) = local.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        tokio::fs::File::open(dir).await?.sync_all().await?;
+    }
+    Ok(ResumeReport {
+        download: DownloadReport {
+            rev,
+            size: offset + fetched,
+            content_hash: got,
+        },
+        resumed: offset,
+        fetched,
+    })
 }
 
 /// Files up to this size travel in batches ([`upload_small_files`]).

@@ -435,7 +435,19 @@ pub async fn download(
     if matches_etag {
         return Ok((StatusCode::NOT_MODIFIED, out).into_response());
     }
-    let range = parse_range(&headers, size)?;
+    // A resumed download names what it already holds in If-Range; if that
+    // is no longer this content, its bytes must not be spliced with these,
+    // so the range is ignored and the whole file goes out (RFC 9110 13.1.5:
+    // strong comparison, and a date never matches since we send no
+    // Last-Modified).
+    let if_range_holds = headers
+        .get(header::IF_RANGE)
+        .is_none_or(|v| v.to_str().is_ok_and(|v| v.trim() == etag));
+    let range = if if_range_holds {
+        parse_range(&headers, size)?
+    } else {
+        None
+    };
     let (start, end, status) = match range {
         Some((s, e)) => {
             out.insert(header::CONTENT_RANGE, hv(&format!("bytes {s}-{e}/{size}"))?);

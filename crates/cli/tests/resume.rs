@@ -1,0 +1,435 @@
+//! `tessera get` and `tessera put` interrupted (the process killed midway)
+//! and run again: they carry on from what was done, and never install
+//! wrong bytes. The binary talks to the server through a relay that counts
+//! the bytes each way, records request heads, and can hold traffic after a
+//! budget, so the kill lands midway without depending on timing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestServer, no_progress, random_data};
+use tessera_client::Remote;
+use tessera_client::transfer::{part_paths, upload_file};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+const MIB: usize = 1 << 20;
+
+/// A TCP relay in front of the server.
+struct Relay {
+    url: String,
+    /// Bytes relayed server → client and client → server.
+    down: AtomicU64,
+    up: AtomicU64,
+    /// Traffic each way stops (is held, not dropped) once past these.
+    down_limit: AtomicU64,
+    up_limit: AtomicU64,
+    /// The start of every request the client sent.
+    heads: Mutex<Vec<String>>,
+}
+
+impl Relay {
+    async fn start(upstream: &str) -> Arc<Relay> {
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay = Arc::new(Relay {
+            url: format!("http://{}", listener.local_addr().unwrap()),
+            down: AtomicU64::new(0),
+            up: AtomicU64::new(0),
+            down_limit: AtomicU64::new(u64::MAX),
+            up_limit: AtomicU64::new(u64::MAX),
+            heads: Mutex::new(Vec::new()),
+        });
+        let r = relay.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pipe(r.clone(), cr, sw, true));
+                tokio::spawn(pipe(r.clone(), sr, cw, false));
+            }
+        });
+        relay
+    }
+
+    fn reset(&self) {
+        self.down.store(0, Ordering::SeqCst);
+        self.up.store(0, Ordering::SeqCst);
+        self.down_limit.store(u64::MAX, Ordering::SeqCst);
+        self.up_limit.store(u64::MAX, Ordering::SeqCst);
+        self.heads.lock().unwrap().clear();
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+async fn pipe(
+    relay: Arc<Relay>,
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    upward: bool,
+) {
+    let (count, limit) = if upward {
+        (&relay.up, &relay.up_limit)
+    } else {
+        (&relay.down, &relay.down_limit)
+    };
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        while count.load(Ordering::SeqCst) >= limit.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if upward
+            && ["GET ", "PUT ", "POST ", "HEAD "]
+                .iter()
+                .any(|m| buf.starts_with(m.as_bytes()))
+        {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            let head = text.split("\r\n\r\n").next().unwrap_or_default().to_owned();
+            relay.heads.lock().unwrap().push(head);
+        }
+        count.fetch_add(n as u64, Ordering::SeqCst);
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// A server, a relay before it, and a config folder logged in as alice
+/// through the relay.
+struct Setup {
+    s: TestServer,
+    relay: Arc<Relay>,
+    alice: Remote,
+    cfg: PathBuf,
+}
+
+async fn setup() -> Setup {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let alice = s.user("alice").await;
+    let relay = Relay::start(&s.url).await;
+    let cfg = s.scratch("cfg");
+    let out = run(
+        &cfg,
+        &[
+            "login",
+            "--server",
+            &relay.url,
+            "--user",
+            "alice",
+            "--password-stdin",
+        ],
+        Some("alice-password\n"),
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    Setup {
+        s,
+        relay,
+        alice,
+        cfg,
+    }
+}
+
+fn command(cfg: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("TESSERA_CONFIG_DIR", cfg)
+        .env("TESSERA_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+async fn run(cfg: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = command(cfg, args);
+    let stdin = stdin.map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = cmd.spawn().unwrap();
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until `measure` is at least `min` and has not moved for a while
+/// (the relay is holding the traffic), then kills `child` outright.
+async fn kill_when_stalled(mut child: Child, min: u64, measure: impl Fn() -> u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut last, mut still) = (u64::MAX, 0);
+    loop {
+        assert!(Instant::now() < deadline, "the transfer never stalled");
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the command ended before it was interrupted: {status}");
+        }
+        let now = measure();
+        if now >= min && now == last {
+            still += 1;
+            if still >= 10 {
+                break;
+            }
+        } else {
+            still = 0;
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    last
+}
+
+fn len_of(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+async fn put_remote(alice: &Remote, s: &TestServer, path: &str, data: &[u8], name: &str) {
+    let local = s.scratch(name);
+    std::fs::write(&local, data).unwrap();
+    upload_file(alice, &local, path, None, no_progress())
+        .await
+        .unwrap();
+}
+
+/// Starts `tessera get REMOTE target` with the relay holding everything
+/// after `budget` bytes, and kills it once the part file stops growing.
+/// Returns the part's size.
+async fn interrupted_get(t: &Setup, remote: &str, target: &Path, budget: u64) -> u64 {
+    t.relay.reset();
+    t.relay.down_limit.store(budget, Ordering::SeqCst);
+    let child = command(&t.cfg, &["get", remote, target.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let (part, _) = part_paths(target);
+    let held = kill_when_stalled(child, 1 << 20, || len_of(&part)).await;
+    // Let the relay flush what it held for the dead process, then count
+    // afresh for the next run.
+    t.relay.reset();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.relay.reset();
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_get_resumes_with_a_range_and_ends_byte_identical() {
+    let t = setup().await;
+    let data = random_data(40 * MIB, 1);
+    put_remote(&t.alice, &t.s, "/big.bin", &data, "big.src").await;
+    let target = t.s.scratch("big.bin");
+    let (part, note) = part_paths(&target);
+
+    let held = interrupted_get(&t, "/big.bin", &target, 16 << 20).await;
+    assert!(!target.exists(), "nothing appears at the target");
+    assert!(part.exists() && note.exists(), "the part and its note stay");
+    assert_eq!(len_of(&part), held);
+    assert!(held > 0 && held < data.len() as u64, "held {held}");
+    assert_eq!(std::fs::read(&part).unwrap(), data[..held as usize]);
+
+    let out = run(&t.cfg, &["get", "/big.bin", target.to_str().unwrap()], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&target).unwrap(), data);
+    assert!(
+        !part.exists() && !note.exists(),
+        "a finished get leaves no part"
+    );
+
+    // The request asked for exactly the rest, and only the rest came back
+    // over the wire (plus headers and the metadata request).
+    let heads = t.relay.heads().join("\n").to_ascii_lowercase();
+    assert!(
+        heads.contains(&format!("range: bytes={held}-")),
+        "no range request for the rest: {heads}"
+    );
+    assert!(heads.contains("if-range: \""), "{heads}");
+    let rest = data.len() as u64 - held;
+    let down = t.relay.down.load(Ordering::SeqCst);
+    assert!(
+        down >= rest && down < rest + (64 << 10),
+        "the re-run fetched {down} bytes for a rest of {rest}"
+    );
+    assert!(
+        stdout(&out).contains(&format!("resumed after {held} bytes, fetched {rest}")),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_of_content_since_replaced_starts_over() {
+    let t = setup().await;
+    let old = random_data(40 * MIB, 2);
+    put_remote(&t.alice, &t.s, "/f.bin", &old, "old.src").await;
+    let target = t.s.scratch("f.bin");
+    let (part, note) = part_paths(&target);
+    let held = interrupted_get(&t, "/f.bin", &target, 16 << 20).await;
+    assert!(held > 0);
+
+    let new = random_data(30 * MIB, 3);
+    put_remote(&t.alice, &t.s, "/f.bin", &new, "new.src").await;
+
+    let out = run(&t.cfg, &["get", "/f.bin", target.to_str().unwrap()], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&target).unwrap(), new);
+    assert!(!part.exists() && !note.exists());
+    // It did ask to resume, and the server answered the whole new file.
+    let heads = t.relay.heads().join("\n").to_ascii_lowercase();
+    assert!(heads.contains(&format!("range: bytes={held}-")), "{heads}");
+    assert!(t.relay.down.load(Ordering::SeqCst) >= new.len() as u64);
+    assert!(!stdout(&out).contains("resumed"), "{}", stdout(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_part_fails_the_hash_check_and_is_removed() {
+    let t = setup().await;
+    let data = random_data(40 * MIB, 4);
+    put_remote(&t.alice, &t.s, "/d.bin", &data, "d.src").await;
+    let target = t.s.scratch("d.bin");
+    let (part, note) = part_paths(&target);
+    let held = interrupted_get(&t, "/d.bin", &target, 16 << 20).await;
+    assert!(held > 1000);
+
+    let mut bytes = std::fs::read(&part).unwrap();
+    bytes[1000] ^= 0x40;
+    std::fs::write(&part, &bytes).unwrap();
+    drop(bytes);
+
+    let out = run(&t.cfg, &["get", "/d.bin", target.to_str().unwrap()], None).await;
+    assert!(!out.status.success(), "wrong bytes were accepted");
+    assert!(stderr(&out).contains("arrived damaged"), "{}", stderr(&out));
+    assert!(!target.exists(), "no wrong file appears at the target");
+    assert!(!part.exists() && !note.exists(), "the damaged part is gone");
+
+    let out = run(&t.cfg, &["get", "/d.bin", target.to_str().unwrap()], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&target).unwrap(), data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_put_sends_only_the_missing_blocks_when_run_again() {
+    let t = setup().await;
+    let data = random_data(40 * MIB, 5);
+    let local = t.s.scratch("up.bin");
+    std::fs::write(&local, &data).unwrap();
+
+    t.relay.up_limit.store(20 << 20, Ordering::SeqCst);
+    let child = command(&t.cfg, &["put", local.to_str().unwrap(), "/up.bin"])
+        .spawn()
+        .unwrap();
+    let s = &t.s;
+    kill_when_stalled(child, 1, || s.store_objects().len() as u64).await;
+    // Let the server finish any block whose body had fully arrived, then
+    // count afresh for the next run.
+    t.relay.reset();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    t.relay.reset();
+    let stored = s.store_objects().len();
+    let store_before = s.store_bytes();
+    match t.alice.meta("/up.bin").await {
+        Ok(e) => assert!(e.pending, "the interrupted put committed"),
+        Err(e) => assert_eq!(e.status(), Some(404), "{e}"),
+    }
+
+    let out = run(&t.cfg, &["put", local.to_str().unwrap(), "/up.bin"], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = stdout(&out);
+    let (sent, total) = sent_of(&line);
+    assert!(stored >= 1 && stored < total, "{stored} of {total} stored");
+    assert_eq!(sent, total - stored, "{line}");
+    assert_eq!(s.store_objects().len(), total);
+    // Only the missing blocks crossed the wire and landed in the store.
+    let grew = s.store_bytes() - store_before;
+    let up = t.relay.up.load(Ordering::SeqCst);
+    assert!(grew < data.len() as u64, "the store grew by {grew}");
+    assert!(up < grew + (256 << 10), "sent {up} bytes for {grew} stored");
+
+    let resp = t.alice.download("/up.bin", None).await.unwrap();
+    assert_eq!(resp.bytes().await.unwrap(), data);
+}
+
+/// Reads "sent K of N blocks" from `tessera put`'s report.
+fn sent_of(line: &str) -> (usize, usize) {
+    let rest = line.split("sent ").nth(1).expect("a put report");
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    (words[0].parse().unwrap(), words[2].parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_honours_a_range_only_while_if_range_names_its_content() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let alice = s.user("alice").await;
+    put_remote(&alice, &s, "/x.bin", &random_data(100_000, 6), "x1.src").await;
+    let old_etag = format!(
+        "\"{}\"",
+        alice.meta("/x.bin").await.unwrap().content_hash.unwrap()
+    );
+    let data = random_data(90_000, 7);
+    put_remote(&alice, &s, "/x.bin", &data, "x2.src").await;
+    let etag = format!(
+        "\"{}\"",
+        alice.meta("/x.bin").await.unwrap().content_hash.unwrap()
+    );
+
+    let get = |if_range: Option<String>| {
+        let mut req = alice
+            .request(reqwest::Method::GET, "/files/content")
+            .query(&[("path", "/x.bin")])
+            .header(reqwest::header::RANGE, "bytes=1000-");
+        if let Some(v) = if_range {
+            req = req.header(reqwest::header::IF_RANGE, v);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.bytes().await.unwrap())
+        }
+    };
+    let (status, body) = get(Some(etag.clone())).await;
+    assert_eq!((status, &body[..]), (206, &data[1000..]));
+    let (status, body) = get(None).await;
+    assert_eq!((status, &body[..]), (206, &data[1000..]));
+    for stale in [
+        old_etag,
+        format!("W/{etag}"),
+        "Mon, 30 Nov 2026 08:00:00 GMT".into(),
+    ] {
+        let (status, body) = get(Some(stale.clone())).await;
+        assert_eq!((status, &body[..]), (200, &data[..]), "If-Range: {stale}");
+    }
+}
