@@ -504,12 +504,12 @@ test('phone width (375 px): no horizontal overflow, actions reachable', async ()
   const overflow = await p.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `page is ${overflow}px wider than the screen`);
   assert.ok(await p.locator('#btn-upload').isVisible());
+  await shot('phone', p);
   await p.locator('#rows tr[data-path="/video.mp4"] .more').click();
   await p.locator('#menu').waitFor();
   const box = await p.locator('#menu').boundingBox();
   assert.ok(box.x >= 0 && box.x + box.width <= 375, 'menu fits on the screen');
   await p.keyboard.press('Escape');
-  await shot('phone', p);
   await phone.close();
 });
 

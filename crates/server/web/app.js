@@ -147,10 +147,10 @@ function go(folder) {
 let loadSeq = 0;
 async function refresh(focusList = false) {
   const seq = ++loadSeq;
-  $('nav-files').toggleAttribute('aria-current', state.view === 'files');
-  $('nav-trash').toggleAttribute('aria-current', state.view === 'trash');
-  if (state.view === 'files') $('nav-files').setAttribute('aria-current', 'page');
-  if (state.view === 'trash') $('nav-trash').setAttribute('aria-current', 'page');
+  for (const [id, view] of [['nav-files', 'files'], ['nav-trash', 'trash']]) {
+    if (state.view === view) $(id).setAttribute('aria-current', 'page');
+    else $(id).removeAttribute('aria-current');
+  }
   $('file-actions').hidden = state.view !== 'files';
   $('trash-actions').hidden = state.view !== 'trash';
   try {
