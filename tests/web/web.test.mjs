@@ -262,6 +262,29 @@ test('an upload interrupted by a reload resumes where the server stopped', async
   await page.locator('#resume-note[hidden]').waitFor({ state: 'attached' });
 });
 
+test('an interrupted upload can be forgotten: the note goes and the server ends the session', async () => {
+  const file = localFile('abandoned.bin', 12 << 20, 5);
+  const net = await throttle(4e6);
+  try {
+    await page.setInputFiles('#pick-files', file.path);
+    await page.waitForFunction(() => document.querySelector('#up-list li[data-path="/abandoned.bin"] progress')?.value > 0.2, null, { timeout: 20_000 });
+    await page.reload();
+  } finally {
+    await net.off();
+  }
+  await page.locator('#resume-note:not([hidden])').waitFor();
+  const url = await page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('tessera.tus:')).map((k) => localStorage.getItem(k))[0]);
+  assert.ok(url, 'the upload URL was kept');
+  await page.locator('#resume-note button', { hasText: 'Forget' }).click();
+  await page.locator('#resume-note[hidden]').waitFor({ state: 'attached' });
+  let status = 0;
+  for (let i = 0; i < 50 && status !== 404; i++) {
+    status = await page.evaluate(async (u) => (await fetch(u, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0' } })).status, url);
+    if (status !== 404) await page.waitForTimeout(100);
+  }
+  assert.equal(status, 404, 'the server session is gone');
+});
+
 test('an upload survives a dropped network: it retries and completes', async () => {
   const file = localFile('flaky.bin', 5 << 20, 23);
   const net = await throttle(2e6);

@@ -4,7 +4,7 @@
 import { API, ApiError, WEB_HEADERS, api, errorFrom, files, formatBytes, join, nameOf, onUnauthorized, parentOf, trash } from './api.js';
 import { Live } from './live.js';
 import { openPreview } from './preview.js';
-import { unfinished } from './tus.js';
+import { forgetUnfinished, unfinished } from './tus.js';
 import { Uploads, fromDrop, fromInput } from './uploads.js';
 
 const $ = (id) => document.getElementById(id);
@@ -714,9 +714,14 @@ function noteUnfinished() {
   const left = unfinished();
   const note = $('resume-note');
   note.hidden = left.length === 0;
-  note.textContent = left.length
-    ? `${left.length} upload${left.length === 1 ? ' was' : 's were'} interrupted (${left.slice(0, 3).join(', ')}${left.length > 3 ? ', …' : ''}). Choose the same file${left.length === 1 ? '' : 's'} again to continue where ${left.length === 1 ? 'it' : 'they'} stopped.`
-    : '';
+  if (!left.length) { note.replaceChildren(); return; }
+  const names = left.map((u) => u.path);
+  const text = `${left.length} upload${left.length === 1 ? ' was' : 's were'} interrupted (${names.slice(0, 3).join(', ')}${left.length > 3 ? ', …' : ''}). Choose the same file${left.length === 1 ? '' : 's'} again to continue where ${left.length === 1 ? 'it' : 'they'} stopped. `;
+  note.replaceChildren(text, el('button', {
+    type: 'button',
+    text: 'Forget them',
+    onclick: () => { forgetUnfinished(); noteUnfinished(); },
+  }));
 }
 
 // ---------- start ----------

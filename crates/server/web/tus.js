@@ -26,14 +26,24 @@ export function storeKey(path, file) {
 }
 
 /// Uploads that were started and never finished (for a "choose the files
-/// again to resume" note after a reload).
+/// again to resume" note after a reload): `[{key, path, url}]`.
 export function unfinished() {
   const out = [];
   for (let i = 0; i < localStorage.length; i++) {
-    const k = localStorage.key(i);
-    if (k && k.startsWith(STORE_PREFIX)) out.push(k.slice(STORE_PREFIX.length).split('\u0000')[0]);
+    const key = localStorage.key(i);
+    if (key && key.startsWith(STORE_PREFIX)) {
+      out.push({ key, path: key.slice(STORE_PREFIX.length).split('\u0000')[0], url: localStorage.getItem(key) });
+    }
   }
   return out;
+}
+
+/// Gives up the interrupted uploads: the server drops what it kept.
+export function forgetUnfinished() {
+  for (const u of unfinished()) {
+    localStorage.removeItem(u.key);
+    if (u.url) fetch(u.url, { method: 'DELETE', headers: { ...WEB_HEADERS, 'Tus-Resumable': '1.0.0' } }).catch(() => {});
+  }
 }
 
 const sleep = (ms, signal) => new Promise((resolve, reject) => {
