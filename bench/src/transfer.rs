@@ -182,6 +182,9 @@ pub fn run(args: Args) -> Result<()> {
     if b3(&input)? != b3(&output)? {
         bail!("the TUS upload read back differs from {}", input.display());
     }
+    // Room on the disk for the copy baseline (a 10 GiB run needs it).
+    std::fs::remove_file(&output)?;
+    std::fs::remove_dir_all(&data)?;
     // Twice: on this kind of disk the first write into just-freed space can
     // cost more than a rewrite; put and get write into fresh space too.
     let cp = copy_step("cp + sync", &input, &copy)?;

@@ -446,6 +446,15 @@ async fn empty_file_and_termination(b: Backend) {
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(head(&r, &at).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(patch(&r, &at, 5, "67890").await.status(), 404);
+    // A cancelled new file stops showing as syncing: it is gone.
+    assert!(
+        r.list("/")
+            .await
+            .unwrap()
+            .entries
+            .iter()
+            .all(|e| e.name != "gone.txt")
+    );
     // A folder is no upload target.
     r.mkdir("/docs").await.unwrap();
     assert_eq!(

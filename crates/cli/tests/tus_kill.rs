@@ -33,7 +33,13 @@ impl Drop for Server {
 
 fn serve(data: &Path, listen: &str) -> Server {
     let mut child = Command::new(BIN)
-        .args(["serve", "--data-dir", data.to_str().unwrap(), "--listen", listen])
+        .args([
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            listen,
+        ])
         .env("TESSERA_LOG", "warn")
         .env("TESSERA_ADMIN_PASSWORD", PASSWORD)
         .stdout(Stdio::piped())
@@ -58,7 +64,7 @@ fn write_data(path: &Path, size: u64) {
     while left > 0 {
         let n = left.min(buf.len() as u64) as usize;
         // Half random, half repetitive text, so blocks compress unevenly.
-        if (left >> 20) % 2 == 0 {
+        if (left >> 20).is_multiple_of(2) {
             rng.fill_bytes(&mut buf[..n]);
         } else {
             for (i, b) in buf[..n].iter_mut().enumerate() {
@@ -163,7 +169,10 @@ async fn tus_upload_survives_kill_9_at_several_points() {
             .send();
         let task = tokio::spawn(patch);
         while offset + sent.load(Ordering::Relaxed) < point {
-            assert!(!task.is_finished(), "the upload ended before the kill point");
+            assert!(
+                !task.is_finished(),
+                "the upload ended before the kill point"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
         let reached = offset + sent.load(Ordering::Relaxed);
@@ -207,7 +216,10 @@ async fn tus_upload_survives_kill_9_at_several_points() {
     while let Some(chunk) = resp.chunk().await.unwrap() {
         let mut want = vec![0u8; chunk.len()];
         local.read_exact(&mut want).unwrap();
-        assert!(want == chunk.as_ref(), "the download differs near byte {at}");
+        assert!(
+            want == chunk.as_ref(),
+            "the download differs near byte {at}"
+        );
         at += chunk.len() as u64;
     }
     assert_eq!(at, size);

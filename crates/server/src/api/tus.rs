@@ -427,6 +427,8 @@ pub async fn terminate(
 ) -> Result<Response, TusError> {
     check_version(&headers)?;
     state.uploads.terminate(user.ns, &id).await?;
+    // The file may have stopped showing as syncing.
+    state.changed(user.ns).await;
     Ok((
         StatusCode::NO_CONTENT,
         [(tus_resumable(), HeaderValue::from_static(VERSION))],

@@ -41,20 +41,20 @@ pub fn spawn_pending_expiry(
         async move {
             let cutoff = now_ms() - ttl.as_millis() as i64;
             // What the sessions stored stays unreferenced (collectable).
-            match meta.expire_uploads(cutoff).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(ended = n, "expired idle upload sessions"),
-                Err(e) => tracing::warn!(error = %e, "expiring upload sessions failed"),
-            }
+            let mut changed = meta.expire_uploads(cutoff).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "expiring upload sessions failed");
+                Vec::new()
+            });
             match meta.expire_pending(cutoff).await {
-                Ok(namespaces) => {
-                    for ns in namespaces {
-                        if let Ok(seq) = meta.journal_seq(ns).await {
-                            hub.publish(ns, seq);
-                        }
-                    }
-                }
+                Ok(namespaces) => changed.extend(namespaces),
                 Err(e) => tracing::warn!(error = %e, "expiring pending uploads failed"),
+            }
+            changed.sort_unstable();
+            changed.dedup();
+            for ns in changed {
+                if let Ok(seq) = meta.journal_seq(ns).await {
+                    hub.publish(ns, seq);
+                }
             }
         }
     })

@@ -460,7 +460,7 @@ impl Meta {
         dispatch!(self.delete_upload(ns, id))
     }
 
-    pub async fn expire_uploads(&self, cutoff_ms: i64) -> Result<u64> {
+    pub async fn expire_uploads(&self, cutoff_ms: i64) -> Result<Vec<i64>> {
         dispatch!(self.expire_uploads(cutoff_ms))
     }
 

@@ -355,20 +355,7 @@ impl Store {
             .await?;
             let Some(node) = node else { continue };
             let path = node_path(&mut w.tx, ns, &node).await?;
-            if node.rev == 0 {
-                sqlx::query("DELETE FROM nodes WHERE namespace_id = $1 AND id = $2")
-                    .bind(ns)
-                    .bind(&id)
-                    .execute(&mut *w.tx)
-                    .await?;
-            } else {
-                sqlx::query("UPDATE nodes SET pending_ms = NULL WHERE namespace_id = $1 AND id = $2")
-                    .bind(ns)
-                    .bind(&id)
-                    .execute(&mut *w.tx)
-                    .await?;
-            }
-            w.event("pending_expired", &node, &path, None).await?;
+            end_pending(&mut w, &node, &path).await?;
             w.tx.commit().await?;
             changed.push(ns);
         }
@@ -986,6 +973,19 @@ impl Writer {
         }
         Ok(cur)
     }
+}
+
+/// Ends the pending mark of `node` at `path`: a file that never had content
+/// goes away, one that had keeps its last revision.
+async fn end_pending(w: &mut Writer, node: &NodeRow, path: &str) -> Result<()> {
+    let sql = if node.rev == 0 {
+        "DELETE FROM nodes WHERE namespace_id = $1 AND id = $2"
+    } else {
+        "UPDATE nodes SET pending_ms = NULL WHERE namespace_id = $1 AND id = $2"
+    };
+    sqlx::query(sql).bind(w.ns).bind(&node.id).execute(&mut *w.tx).await?;
+    w.event("pending_expired", node, path, None).await?;
+    Ok(())
 }
 
 /// Deletes `root` and every node below it that was live when `root` was

@@ -102,38 +102,66 @@ impl Store {
         Ok(Some((node, target)))
     }
 
-    /// Ends a session (TUS termination). Its blocks stay unreferenced.
+    /// Ends a session (TUS termination, or expiry). Its blocks stay
+    /// unreferenced. If it was the last unfinished upload to its path, the
+    /// file stops showing as syncing. Returns false if there was no session.
     pub async fn delete_upload(&self, ns: i64, id: &str) -> Result<bool> {
-        let mut tx = self.begin().await?;
+        let mut w = Writer::begin(self, ns, "server").await?;
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT path, done_path FROM upload_sessions WHERE namespace_id = $1 AND id = $2")
+                .bind(ns)
+                .bind(id)
+                .fetch_optional(&mut *w.tx)
+                .await?;
+        let Some((path, done)) = row else {
+            w.tx.rollback().await?;
+            return Ok(false);
+        };
         sqlx::query("DELETE FROM upload_blocks WHERE namespace_id = $1 AND session_id = $2")
             .bind(ns)
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut *w.tx)
             .await?;
-        let gone = sqlx::query("DELETE FROM upload_sessions WHERE namespace_id = $1 AND id = $2")
+        sqlx::query("DELETE FROM upload_sessions WHERE namespace_id = $1 AND id = $2")
             .bind(ns)
             .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        Ok(gone > 0)
+            .execute(&mut *w.tx)
+            .await?;
+        let (others,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM upload_sessions WHERE namespace_id = $1 AND path = $2 AND done_path IS NULL",
+        )
+        .bind(ns)
+        .bind(&path)
+        .fetch_one(&mut *w.tx)
+        .await?;
+        if done.is_none()
+            && others == 0
+            && let Ok(target) = RemotePath::parse(&path)
+            && let Some(node) = resolve(&mut w.tx, ns, &target).await?
+            && node.pending_ms.is_some()
+        {
+            end_pending(&mut w, &node, &path).await?;
+        }
+        w.tx.commit().await?;
+        Ok(true)
     }
 
-    /// Ends sessions untouched since `cutoff_ms` (finished or not).
-    pub async fn expire_uploads(&self, cutoff_ms: i64) -> Result<u64> {
+    /// Ends sessions untouched since `cutoff_ms` (finished or not). Returns
+    /// the namespaces that had some.
+    pub async fn expire_uploads(&self, cutoff_ms: i64) -> Result<Vec<i64>> {
         let old: Vec<(i64, String)> =
             sqlx::query_as("SELECT namespace_id, id FROM upload_sessions WHERE updated_ms < $1")
                 .bind(cutoff_ms)
                 .fetch_all(&self.pool)
                 .await?;
-        let mut n = 0;
+        let mut changed = Vec::new();
         for (ns, id) in old {
             if self.delete_upload(ns, &id).await? {
-                n += 1;
+                changed.push(ns);
             }
         }
-        Ok(n)
+        changed.dedup();
+        Ok(changed)
     }
 
     pub async fn mark_upload_pending(&self, new: &NewRevision) -> Result<()> {
