@@ -64,7 +64,9 @@ before(async () => {
   // Anything that leaves the server is a failure: the UI is self-contained.
   await context.route('**/*', (route) => {
     const url = new URL(route.request().url());
-    if (url.origin !== BASE) {
+    // The browser's own pages (its PDF viewer) are not the network.
+    const network = ['http:', 'https:', 'ws:', 'wss:'].includes(url.protocol);
+    if (network && url.origin !== BASE) {
       external.push(url.href);
       return route.abort();
     }
@@ -484,6 +486,24 @@ test('audio previews play in the page', async () => {
     const a = document.querySelector('#preview-body audio');
     return a && a.readyState >= 1 && Math.abs(a.duration - 1) < 0.01;
   });
+  await page.keyboard.press('Escape');
+  await page.locator('#preview[open]').waitFor({ state: 'detached' });
+});
+
+test('PDF previews open in the browser\'s viewer', async () => {
+  const pdf = ['%PDF-1.4', '1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj', '2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj',
+    '3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 200]>>endobj', 'trailer<</Root 1 0 R>>', '%%EOF'].join('\n');
+  await uploadThroughInput('doc.pdf', pdf);
+  await row('/doc.pdf').waitFor();
+  await row('/doc.pdf').locator('a').click();
+  await page.locator('#preview-body iframe').waitFor();
+  // Chromium's viewer loads into the frame: the PDF was shown, not downloaded.
+  let viewer = false;
+  for (let i = 0; i < 50 && !viewer; i++) {
+    viewer = page.frames().some((f) => f.url().startsWith('chrome-extension://'));
+    if (!viewer) await page.waitForTimeout(100);
+  }
+  assert.ok(viewer, `frames: ${page.frames().map((f) => f.url())}`);
   await page.keyboard.press('Escape');
   await page.locator('#preview[open]').waitFor({ state: 'detached' });
 });
