@@ -609,15 +609,26 @@ async function restartServer() {
   assert.fail('the server did not come back');
 }
 
-test('live updates survive a server restart: the page obeys the backoff hint and reconnects', async () => {
+test('a server restart: live updates obey the backoff hint and reconnect, an upload under way completes', async () => {
   await page.locator('#live.on').waitFor();
+  const file = localFile('across-restart.bin', 20 << 20, 41);
+  const net = await throttle(4e6);
   const polls = [];
   const count = (r) => { if (r.url().includes('/api/v1/changes/poll')) polls.push(Date.now()); };
   page.on('request', count);
-  const stopped = Date.now();
-  await restartServer();
-  await page.locator('#live.off').waitFor({ state: 'attached', timeout: 5000 });
+  let stopped;
+  try {
+    await page.setInputFiles('#pick-files', file.path);
+    await page.waitForFunction(() => document.querySelector('#up-list li[data-path="/across-restart.bin"] progress')?.value > 0.1, null, { timeout: 20_000 });
+    stopped = Date.now();
+    await restartServer();
+    await page.locator('#live.off').waitFor({ state: 'attached', timeout: 5000 });
+  } finally {
+    await net.off();
+  }
   await page.locator('#live.on').waitFor({ state: 'attached', timeout: 30_000 });
+  await page.locator('#up-list li.done[data-path="/across-restart.bin"]').waitFor({ state: 'attached', timeout: 60_000 });
+  assert.equal(await serverSha('/across-restart.bin'), file.sha);
   page.off('request', count);
   const during = polls.filter((t) => t >= stopped);
   // The shutdown answer asks for 5 s of quiet: no burst of retries.
