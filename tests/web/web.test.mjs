@@ -508,6 +508,42 @@ test('PDF previews open in the browser\'s viewer', async () => {
   await page.locator('#preview[open]').waitFor({ state: 'detached' });
 });
 
+test('select several files with the checkboxes and the keyboard, move them, then delete them together', async () => {
+  await uploadThroughInput('pick-a.txt', 'a\n');
+  await uploadThroughInput('pick-b.txt', 'b\n');
+  await row('/pick-a.txt').waitFor();
+  await row('/pick-b.txt').waitFor();
+  await row('/pick-a.txt').locator('.pick').check();
+  await row('/pick-b.txt').focus();
+  await page.keyboard.press('Space');
+  await page.locator('#selection:not([hidden])').waitFor();
+  assert.equal(await page.locator('#sel-count').innerText(), '2 selected');
+  await page.click('#sel-move');
+  await page.locator('#dialog-extra button', { hasText: 'Album' }).click();
+  await page.waitForFunction(() => document.querySelector('#dialog-extra p').textContent.includes('/Album'));
+  await page.click('#dialog-ok');
+  await row('/pick-a.txt').waitFor({ state: 'detached' });
+  await row('/pick-b.txt').waitFor({ state: 'detached' });
+  await page.locator('#selection[hidden]').waitFor({ state: 'attached' });
+
+  await page.evaluate(() => { location.hash = '#/files/Album'; });
+  await row('/Album/pick-a.txt').waitFor();
+  await row('/Album/pick-a.txt').focus();
+  await page.keyboard.press('Control+A');
+  assert.equal(await page.locator('#sel-count').innerText(), `${await page.locator('#rows tr').count()} selected`);
+  await page.keyboard.press('Escape');
+  await page.locator('#selection[hidden]').waitFor({ state: 'attached' });
+  await row('/Album/pick-a.txt').locator('.pick').check();
+  await row('/Album/pick-b.txt').locator('.pick').check();
+  await page.click('#sel-delete');
+  await row('/Album/pick-a.txt').waitFor({ state: 'detached' });
+  await row('/Album/pick-b.txt').waitFor({ state: 'detached' });
+  const trashed = JSON.parse((await apiInPage('GET', '/trash')).text).entries.map((e) => e.path);
+  assert.ok(trashed.includes('/Album/pick-a.txt') && trashed.includes('/Album/pick-b.txt'), `trash: ${trashed}`);
+  await page.locator('#crumbs a', { hasText: 'My files' }).click();
+  await row('/Projects').waitFor();
+});
+
 test('keyboard only: Shift+F10 opens the actions, arrows and Enter pick one', async () => {
   await row('/second drop.md').focus();
   await page.keyboard.press('Shift+F10');

@@ -28,6 +28,8 @@ const state = {
   sort: JSON.parse(localStorage.getItem('tessera.sort') || '{"key":"name","dir":1}'),
   maxSize: 0,
   flash: new Set(),
+  /// Paths picked with the checkboxes (this folder only).
+  selected: new Set(),
 };
 
 let uploads = null;
@@ -134,6 +136,7 @@ window.addEventListener('hashchange', () => {
   const target = parseHash();
   state.view = target.view;
   state.folder = target.folder;
+  state.selected.clear();
   closePanel();
   refresh(true);
 });
@@ -293,8 +296,18 @@ function renderFiles() {
   renderCrumbs();
   $('btn-zip').href = files.zipUrl(state.folder);
   $('btn-zip').textContent = state.folder === '/' ? 'Download all' : 'Download folder';
+  const present = new Set(state.entries.map((e) => e.path));
+  for (const p of [...state.selected]) if (!present.has(p)) state.selected.delete(p);
+  const nameHead = headCell('Name', 'name', 'c-name');
+  const all = el('input', {
+    type: 'checkbox', class: 'pick', 'aria-label': 'Select all',
+    onchange: (ev) => { setSelection(ev.target.checked ? state.entries.map((e) => e.path) : []); },
+  });
+  all.checked = state.entries.length > 0 && state.selected.size === state.entries.length;
+  all.indeterminate = state.selected.size > 0 && !all.checked;
+  nameHead.prepend(el('span', { class: 'head-pick' }, all));
   $('list-head').replaceChildren(
-    headCell('Name', 'name', 'c-name'),
+    nameHead,
     headCell('Size', 'size', 'c-size num'),
     headCell('Modified', 'modified', 'c-mod'),
     el('th', { class: 'c-more' }, el('span', { class: 'visually-hidden', text: 'Actions' })),
@@ -306,8 +319,17 @@ function renderFiles() {
     const link = el('a', { href: folder ? hashFor(e.path) : files.viewUrl(e.path), text: e.name, title: e.name, tabindex: '-1' });
     if (!folder) link.addEventListener('click', (ev) => { ev.preventDefault(); preview(e); });
     const sub = el('div', { class: 'sub', text: folder ? when(e.modified_ms) : `${formatBytes(e.size)} · ${when(e.modified_ms)}` });
+    const pick = el('input', {
+      type: 'checkbox', class: 'pick', tabindex: '-1', 'aria-label': `Select ${e.name}`,
+      onclick: (ev) => ev.stopPropagation(),
+      onchange: (ev) => toggleSelected(e.path, ev.target.checked),
+    });
+    pick.checked = state.selected.has(e.path);
+    tr.classList.toggle('selected', pick.checked);
+    tr.setAttribute('aria-selected', String(pick.checked));
     tr.append(
       el('td', {}, el('div', { class: 'name' },
+        pick,
         fileIcon(e),
         el('div', {}, link, sub),
         e.pending ? el('span', { class: 'badge', title: 'An upload of a new version is under way', text: 'syncing' }) : null)),
@@ -328,6 +350,7 @@ function renderFiles() {
   state.flash.clear();
   $('rows').replaceChildren(...rows);
   makeRowsTabbable();
+  renderSelection();
   $('empty').hidden = rows.length > 0;
   $('empty').textContent = 'This folder is empty. Drop files here or use Upload.';
   if (focused) {
@@ -365,10 +388,16 @@ function rowKey(ev, entry, tr) {
       if (state.view === 'files' && state.folder !== '/') { ev.preventDefault(); go(parentOf(state.folder)); }
       break;
     case 'F2': if (state.view === 'files') { ev.preventDefault(); rename(entry); } break;
+    case ' ': if (state.view === 'files') { ev.preventDefault(); toggleSelected(entry.path, !state.selected.has(entry.path)); } break;
+    case 'Escape': if (state.selected.size) { ev.preventDefault(); setSelection([]); } break;
     case 'Delete': ev.preventDefault(); if (state.view === 'files') remove(entry); else purge(entry); break;
     case 'ContextMenu': ev.preventDefault(); openMenu(tr.querySelector('.more'), entry); break;
     default:
       if (ev.key === 'F10' && ev.shiftKey) { ev.preventDefault(); openMenu(tr.querySelector('.more'), entry); }
+      if ((ev.key === 'a' || ev.key === 'A') && (ev.ctrlKey || ev.metaKey) && state.view === 'files') {
+        ev.preventDefault();
+        setSelection(state.entries.map((e) => e.path));
+      }
   }
 }
 
@@ -509,27 +538,89 @@ async function rename(entry) {
   }
 }
 
-/// A small folder chooser: the list of subfolders of where it stands.
-async function move(entry) {
-  let here = parentOf(entry.path);
+// ---------- selection ----------
+
+function toggleSelected(path, on) {
+  if (on) state.selected.add(path); else state.selected.delete(path);
+  renderFiles();
+}
+
+function setSelection(paths) {
+  state.selected = new Set(paths);
+  renderFiles();
+}
+
+function selectedEntries() {
+  return state.entries.filter((e) => state.selected.has(e.path));
+}
+
+function renderSelection() {
+  const n = state.view === 'files' ? state.selected.size : 0;
+  $('selection').hidden = n === 0;
+  $('sel-count').textContent = `${n} selected`;
+}
+
+$('sel-clear').addEventListener('click', () => setSelection([]));
+$('sel-move').addEventListener('click', () => move(selectedEntries()));
+$('sel-delete').addEventListener('click', async () => {
+  const picked = selectedEntries();
+  let done = 0;
+  for (const e of picked) {
+    try {
+      await files.remove(e.path);
+      done += 1;
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 401)) toast(`${e.name}: ${err.message}`, true);
+      break;
+    }
+  }
+  if (done) toast(`${done} item${done === 1 ? '' : 's'} moved to the trash`);
+  state.selected.clear();
+  refresh();
+});
+
+/// A small folder chooser (the subfolders of where it stands) for one
+/// item or several.
+async function move(entries) {
+  const list = Array.isArray(entries) ? entries : [entries];
+  if (!list.length) return;
+  const moving = new Set(list.map((e) => e.path));
+  const from = parentOf(list[0].path);
+  let here = from;
   const box = el('div');
   const render = async () => {
-    let list = [];
-    try { list = (await files.list(here)).entries.filter((e) => e.kind === 'folder' && e.path !== entry.path); } catch (e) { $('dialog-error').textContent = e.message; }
+    let folders = [];
+    try { folders = (await files.list(here)).entries.filter((e) => e.kind === 'folder' && !moving.has(e.path)); } catch (e) { $('dialog-error').textContent = e.message; }
     const rows = [];
     rows.push(el('p', { class: 'muted', text: `Move to: ${here === '/' ? 'My files' : here}` }));
-    const folders = el('div', { class: 'folders' });
-    if (here !== '/') folders.append(el('button', { type: 'button', text: '↑ Up one level', onclick: () => { here = parentOf(here); render(); } }));
-    for (const f of list) folders.append(el('button', { type: 'button', onclick: () => { here = f.path; render(); } }, fileIcon(f), f.name));
-    rows.push(folders);
+    const buttons = el('div', { class: 'folders' });
+    if (here !== '/') buttons.append(el('button', { type: 'button', text: '↑ Up one level', onclick: () => { here = parentOf(here); render(); } }));
+    for (const f of folders) buttons.append(el('button', { type: 'button', onclick: () => { here = f.path; render(); } }, fileIcon(f), f.name));
+    rows.push(buttons);
     box.replaceChildren(...rows);
   };
   await render();
+  const title = list.length === 1 ? `Move “${list[0].name}”` : `Move ${list.length} items`;
   const ok = await dialog({
-    title: `Move “${entry.name}”`, ok: 'Move here', extra: box,
-    check: () => (parentOf(entry.path) === here ? 'It is already in this folder.' : errorText(() => files.move(entry.path, join(here, entry.name)))),
+    title, ok: 'Move here', extra: box,
+    check: async () => {
+      if (here === from) return 'Already in this folder: choose another.';
+      for (const e of list) {
+        if (here === e.path || here.startsWith(`${e.path}/`)) return `“${e.name}” cannot go inside itself.`;
+        if (parentOf(e.path) === here) continue;
+        const problem = await errorText(() => files.move(e.path, join(here, e.name)));
+        if (problem) return `${e.name}: ${problem}`;
+      }
+      return null;
+    },
   });
-  if (ok) { toast(`Moved to ${here === '/' ? 'My files' : here}`); refresh(); }
+  if (ok) {
+    state.selected.clear();
+    toast(`Moved to ${here === '/' ? 'My files' : here}`);
+    refresh();
+  } else {
+    refresh();
+  }
 }
 
 async function remove(entry) {
