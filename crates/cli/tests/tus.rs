@@ -18,6 +18,7 @@ on_both_backends!(
     concurrent_uploads_of_one_path_become_conflicted_copies,
     empty_file_and_termination,
     abandoned_sessions_expire,
+    another_instance_continues_an_upload,
 );
 
 const V: &str = "1.0.0";
@@ -486,4 +487,32 @@ async fn abandoned_sessions_expire(b: Backend) {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert_eq!(patch(&r, &at, 5, "67890").await.status(), 404);
+}
+
+async fn another_instance_continues_an_upload(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = s.user("alice").await;
+    // A second instance on the same database and block store.
+    let mut config = s.config.clone();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let other = tessera_server::start(config).await.unwrap();
+    let anon = Remote::new(&format!("http://{}", other.addr), None).unwrap();
+    let login = anon
+        .login("alice", "alice-password", "tablet")
+        .await
+        .unwrap();
+    let r2 = anon.with_token(login.token);
+
+    let data = common::random_data(9 << 20, 31);
+    let at = create_ok(&r, data.len() as u64, &meta(&[("path", "/shared.bin")])).await;
+    assert_eq!(
+        patch(&r, &at, 0, data[..5_000_000].to_vec()).await.status(),
+        204
+    );
+    assert_eq!(offset(&r2, &at).await, 5_000_000);
+    let resp = patch(&r2, &at, 5_000_000, data[5_000_000..].to_vec()).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(resp.headers()["tessera-rev"], "1");
+    assert_eq!(download(&r, "/shared.bin").await, data);
+    other.shutdown().await.unwrap();
 }
