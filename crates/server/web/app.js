@@ -112,6 +112,11 @@ function webDeviceName() {
 }
 
 $('signout').addEventListener('click', async () => {
+  if (uploads && uploads.busy()) {
+    const ok = await dialog({ title: 'Sign out?', text: 'Uploads are still under way. Signing out cancels them.', ok: 'Sign out', danger: true });
+    if (!ok) return;
+  }
+  uploads?.cancelAll();
   live.stop();
   try { await api('POST', '/auth/logout'); } catch { /* signed out either way */ }
   showSignin('You are signed out.');

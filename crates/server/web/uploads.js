@@ -113,6 +113,18 @@ export class Uploads {
     this.renderOverall();
   }
 
+  busy() {
+    return this.items.some((i) => i.state === 'running' || i.state === 'queued');
+  }
+
+  /// Cancels everything under way and empties the tray (on sign-out).
+  cancelAll() {
+    for (const i of this.items) this.cancel(i);
+    for (const i of this.items) i.el.remove();
+    this.items = [];
+    $('uploads').hidden = true;
+  }
+
   retry(item) {
     item.state = 'queued';
     item.message = '';
