@@ -2,7 +2,7 @@
 // Run by scripts/web-test.sh, which starts the server and sets the
 // environment read below. The tests run in order and share one session.
 
-import { after, before, test } from 'node:test';
+import { after, before, beforeEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -76,6 +76,15 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
+});
+
+// A test that fails part way must not leave a dialog over the next one.
+beforeEach(async () => {
+  if (!page || page.isClosed()) return;
+  await page.evaluate(() => {
+    for (const d of document.querySelectorAll('dialog[open]')) d.close();
+    document.getElementById('menu').hidden = true;
+  }).catch(() => {});
 });
 
 test('the app is served with its security headers', async () => {
@@ -483,8 +492,11 @@ test('audio previews play in the page', async () => {
   await row('/silence.wav').locator('a').click();
   await page.waitForFunction(() => {
     const a = document.querySelector('#preview-body audio');
-    return a && a.readyState >= 1 && Math.abs(a.duration - 1) < 0.01;
+    return a && (a.error || a.readyState >= 1);
   });
+  const audio = await page.locator('#preview-body audio').evaluate((a) => ({ error: a.error?.message ?? a.error?.code, duration: a.duration }));
+  assert.equal(audio.error, undefined, `the audio failed to load: ${JSON.stringify(audio)}`);
+  assert.ok(Math.abs(audio.duration - 1) < 0.01, `duration ${audio.duration}`);
   await page.keyboard.press('Escape');
   await page.locator('#preview[open]').waitFor({ state: 'detached' });
 });

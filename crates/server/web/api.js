@@ -104,6 +104,7 @@ export async function api(method, path, { query, json, headers, signal, raw } = 
 
 export const files = {
   list: (path) => api('GET', '/files/list', { query: { path } }),
+  meta: (path) => api('GET', '/files/meta', { query: { path } }),
   mkdir: (path) => api('POST', '/files/mkdir', { json: { path } }),
   move: (from, to) => api('POST', '/files/move', { json: { from, to } }),
   remove: (path) => api('POST', '/files/delete', { json: { path } }),

@@ -28,9 +28,13 @@ let list = [];
 let index = 0;
 let textAbort = null;
 
-export function openPreview(entry, siblings) {
+export async function openPreview(entry, siblings) {
   list = siblings.length ? siblings : [entry];
   index = Math.max(0, list.findIndex((e) => e.path === entry.path));
+  if (entry.pending && !entry.rev) {
+    // The listing may be older than the upload's end: ask once more.
+    try { list[index] = await files.meta(entry.path); } catch { /* shown as uploading */ }
+  }
   show();
   const d = $('preview');
   if (!d.open) d.showModal();
@@ -44,8 +48,10 @@ function show() {
   $('preview-download').href = files.downloadUrl(entry.path);
   $('preview-download').setAttribute('download', '');
   const body = $('preview-body');
-  const src = files.viewUrl(entry.path, entry.rev);
-  const kind = kindOf(entry.name);
+  // The current content, not the revision this listing saw: the list may
+  // be a moment behind (an upload finishing as it is clicked).
+  const src = files.viewUrl(entry.path);
+  const kind = entry.pending && !entry.rev ? 'uploading' : kindOf(entry.name);
   let node;
   switch (kind) {
     case 'image':
@@ -73,6 +79,11 @@ function show() {
       loadText(src, entry, node, textAbort.signal);
       break;
     }
+    case 'uploading':
+      node = document.createElement('div');
+      node.className = 'none';
+      node.textContent = 'This file is still being uploaded. It can be previewed once the upload completes.';
+      break;
     default: {
       node = document.createElement('div');
       node.className = 'none';
