@@ -735,6 +735,11 @@ async fn openapi_document_lists_the_routes() {
         "/api/v1/files/content",
         "/api/v1/files/commit",
         "/api/v1/blocks/missing",
+        "/api/v1/changes/poll",
+        "/api/v1/trash",
+        "/api/v1/trash/purge",
+        "/api/v1/files/view",
+        "/api/v1/files/zip",
     ] {
         assert!(
             doc["paths"][route].is_object(),

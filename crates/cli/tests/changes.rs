@@ -16,6 +16,7 @@ on_both_backends!(
     journal_lists_every_change_in_order,
     poll_wakes_on_change_and_times_out,
     uploads_under_way_show_as_pending_then_expire,
+    every_kind_of_change_wakes_a_poll,
 );
 
 async fn journal_lists_every_change_in_order(b: Backend) {
@@ -226,4 +227,71 @@ async fn uploads_under_way_show_as_pending_then_expire(b: Backend) {
     );
     // The finished file is untouched.
     assert_eq!(phone.meta("/up/file.txt").await.unwrap().rev, Some(1));
+}
+
+/// A waiting poll wakes within a moment for every kind of change, not only
+/// for new content.
+async fn every_kind_of_change_wakes_a_poll(b: Backend) {
+    let s = TestServer::start(b).await;
+    let phone = s.user("alice").await;
+    let laptop = s.login("alice", "alice-password", "desk").await;
+    laptop
+        .upload("/a.txt", None, reqwest::Body::from("one"))
+        .await
+        .unwrap();
+    laptop
+        .upload("/a.txt", None, reqwest::Body::from("two"))
+        .await
+        .unwrap();
+    type Change = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+    let changes: Vec<(&str, Box<dyn Fn(tessera_client::Remote) -> Change>)> = vec![
+        (
+            "mkdir",
+            Box::new(|r| Box::pin(async move { r.mkdir("/f").await.map(drop).unwrap() })),
+        ),
+        (
+            "move",
+            Box::new(|r| {
+                Box::pin(async move { r.move_to("/a.txt", "/f/a.txt").await.map(drop).unwrap() })
+            }),
+        ),
+        (
+            "restore",
+            Box::new(|r| {
+                Box::pin(async move { r.restore("/f/a.txt", 1).await.map(drop).unwrap() })
+            }),
+        ),
+        (
+            "delete",
+            Box::new(|r| Box::pin(async move { r.delete("/f").await.unwrap() })),
+        ),
+        (
+            "trash restore",
+            Box::new(|r| {
+                Box::pin(async move {
+                    let id = r.trash().await.unwrap().entries[0].id.clone();
+                    r.restore_from_trash(&id, None).await.map(drop).unwrap()
+                })
+            }),
+        ),
+    ];
+    for (what, change) in changes {
+        let cursor = phone.latest_cursor().await.unwrap();
+        let waiter = {
+            let phone = phone.clone();
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let r = phone.poll(&cursor, 30).await.unwrap();
+                (r, t.elapsed())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        change(laptop.clone()).await;
+        let (resp, waited) = waiter.await.unwrap();
+        assert!(resp.changes, "{what}");
+        assert!(
+            waited < Duration::from_secs(5),
+            "{what} woke the poll after {waited:?}"
+        );
+    }
 }

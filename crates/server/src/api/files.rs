@@ -107,6 +107,7 @@ pub async fn move_node(
         .meta
         .move_node(user.ns, &from, &to, &user.device)
         .await?;
+    state.changed(user.ns).await;
     Ok(Json(entry(&node, &to)))
 }
 
@@ -528,6 +529,7 @@ pub async fn restore(
         .meta
         .restore(user.ns, &path, req.rev, &user.device)
         .await?;
+    state.changed(user.ns).await;
     Ok(Json(entry(&node, &path)))
 }
 

@@ -32,6 +32,8 @@ use utoipa::OpenApi;
         super::trash::list,
         super::trash::restore,
         super::trash::purge,
+        super::view::view,
+        super::zip::folder,
     ),
     modifiers(&BearerAuth),
     info(
