@@ -244,7 +244,8 @@ async fn every_kind_of_change_wakes_a_poll(b: Backend) {
         .await
         .unwrap();
     type Change = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-    let changes: Vec<(&str, Box<dyn Fn(tessera_client::Remote) -> Change>)> = vec![
+    type Act = Box<dyn Fn(tessera_client::Remote) -> Change>;
+    let changes: Vec<(&str, Act)> = vec![
         (
             "mkdir",
             Box::new(|r| Box::pin(async move { r.mkdir("/f").await.map(drop).unwrap() })),
