@@ -232,6 +232,24 @@ fn temp_beside(target: &Path) -> PathBuf {
     target.with_file_name(format!(".{name}.{nonce:x}.tessera-part"))
 }
 
+fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The content hash and revision a download answer says it carries.
+fn served(resp: &reqwest::Response) -> Result<(ContentHash, i64), ClientError> {
+    let expected: ContentHash = header(resp, "x-tessera-content-hash")
+        .and_then(|h| h.parse().ok())
+        .ok_or_else(|| ClientError::Integrity("server sent no content hash".into()))?;
+    let rev = header(resp, "x-tessera-rev")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0);
+    Ok((expected, rev))
+}
+
 /// Downloads `remote_path` (revision `rev`, or the current one) to `local`.
 pub async fn download_file(
     remote: &Remote,
@@ -241,18 +259,7 @@ pub async fn download_file(
     progress: Progress,
 ) -> Result<DownloadReport, ClientError> {
     let resp = remote.download(remote_path, rev).await?;
-    let header = |name: &str| {
-        resp.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let expected: ContentHash = header("x-tessera-content-hash")
-        .and_then(|h| h.parse().ok())
-        .ok_or_else(|| ClientError::Integrity("server sent no content hash".into()))?;
-    let rev = header("x-tessera-rev")
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0);
+    let (expected, rev) = served(&resp)?;
     let tmp = temp_beside(local);
     let result = async {
         let mut file = tokio::fs::File::create(&tmp).await?;
@@ -484,19 +491,8 @@ async fn resume_into(
         }
         None => remote.download(remote_path, rev).await?,
     };
-    let header = |name: &str| {
-        resp.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let expected: ContentHash = header("x-tessera-content-hash")
-        .and_then(|h| h.parse().ok())
-        .ok_or_else(|| ClientError::Integrity("server sent no content hash".into()))?;
-    let rev = header("x-tessera-rev")
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0);
-    let etag = header("etag");
+    let (expected, rev) = served(&resp)?;
+    let etag = header(&resp, "etag");
 
     let (mut hasher, offset) = if resp.status() == reqwest::StatusCode::PARTIAL_CONTENT {
         let Some((offset, k)) = from else {
@@ -504,7 +500,7 @@ async fn resume_into(
                 "{remote_path}: the server sent a part that was not asked for"
             )));
         };
-        let range = header("content-range").unwrap_or_default();
+        let range = header(&resp, "content-range").unwrap_or_default();
         if !range.starts_with(&format!("bytes {offset}-"))
             || etag.as_deref() != Some(k.etag.as_str())
             || expected != k.hash
