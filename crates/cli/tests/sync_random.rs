@@ -6,8 +6,18 @@
 //! trash or a server revision — and the server alone (live files, their
 //! revisions, its trash) holds all of it.
 //!
+//! Each device reaches the server through a relay of its own that, while
+//! the random edits go on, breaks some requests: the connection reset, the
+//! request or its answer cut part way (a request that never arrives whole,
+//! or an answer lost after the server acted on it), or held for a moment. A
+//! round that meets a fault may fail or leave things stuck; the device
+//! simply syncs again later, as a real client would. The faults stop
+//! before quiescence, and nothing about the end state may show they
+//! happened.
+//!
 //! `TESSERA_SYNC_SEEDS=N` runs seeds 1..=N (default 12);
-//! `TESSERA_SYNC_SEED=K` runs seed K alone, to reproduce a failure.
+//! `TESSERA_SYNC_SEED=K` runs seed K alone, to reproduce a failure: the
+//! same edits, and the same faults at the same byte of the same request.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,17 +25,254 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use common::{Backend, TestServer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tessera_client::Remote;
 use tessera_client::sync::Syncer;
 use tessera_proto::ContentHash;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 struct Dev {
     name: String,
     dir: PathBuf,
     syncer: Syncer,
+    relay: Arc<Relay>,
+}
+
+/// Share of requests (in thousandths) that meet a network fault while
+/// faults are on: a sync makes a handful of requests, so about one sync
+/// in five meets one and most still get somewhere. `TESSERA_SYNC_FAULTS`
+/// sets another share (the same one is needed to replay a seed).
+const FAULTS_PER_MILLE: u32 = 40;
+
+fn faults_per_mille() -> u32 {
+    std::env::var("TESSERA_SYNC_FAULTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(FAULTS_PER_MILLE)
+}
+
+/// What the network does to one request.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// The connection is reset when the request arrives.
+    Reset,
+    /// The connection closes after this many thousandths of the request
+    /// (which never reaches the server whole) or of its answer (lost
+    /// after the server acted on the request).
+    CutRequest(u64),
+    CutAnswer(u64),
+    /// The request, or its answer, is held this many milliseconds.
+    StallRequest(u64),
+    StallAnswer(u64),
+}
+
+/// A TCP relay between one device and the server. Faults are drawn per
+/// request, in the order the device makes them, from the relay's own
+/// seeded generator: the device makes one request at a time, so a seed
+/// meets the same faults every run, whichever pooled connection each
+/// request happens to travel on.
+struct Relay {
+    url: String,
+    faults: AtomicBool,
+    per_mille: u32,
+    rng: Mutex<StdRng>,
+    requests: AtomicU64,
+    /// Faults that happened, for the seed's log.
+    events: Mutex<Vec<String>>,
+}
+
+impl Relay {
+    async fn start(upstream: &str, seed: u64, per_mille: u32) -> Arc<Relay> {
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay = Arc::new(Relay {
+            url: format!("http://{}", listener.local_addr().unwrap()),
+            faults: AtomicBool::new(false),
+            per_mille,
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            requests: AtomicU64::new(0),
+            events: Mutex::new(Vec::new()),
+        });
+        let r = relay.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                // Without this, a message relayed in two writes waits out
+                // the peer's delayed acknowledgement.
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                let conn = Arc::new(Conn {
+                    answer_fault: Mutex::new(None),
+                    cut: watch::Sender::new(false),
+                });
+                tokio::spawn(pipe(r.clone(), conn.clone(), true, cr, sw));
+                tokio::spawn(pipe(r.clone(), conn, false, sr, cw));
+            }
+        });
+        relay
+    }
+
+    /// The fate of the device's next request; `None` for most.
+    fn draw(&self) -> Option<Fault> {
+        if !self.faults.load(Ordering::SeqCst) {
+            return None;
+        }
+        let mut rng = self.rng.lock().unwrap();
+        if rng.random_range(0..1000) >= self.per_mille {
+            return None;
+        }
+        let at = rng.random_range(0..1000);
+        let ms = rng.random_range(20..200);
+        Some(match rng.random_range(0..10) {
+            0 => Fault::Reset,
+            1..=3 => Fault::CutRequest(at),
+            4..=7 => Fault::CutAnswer(at),
+            8 => Fault::StallRequest(ms),
+            _ => Fault::StallAnswer(ms),
+        })
+    }
+
+    fn event(&self, what: String) {
+        self.events.lock().unwrap().push(what);
+    }
+
+    fn take_events(&self) -> Vec<String> {
+        std::mem::take(&mut *self.events.lock().unwrap())
+    }
+
+    fn set_faults(&self, on: bool) {
+        self.faults.store(on, Ordering::SeqCst);
+    }
+}
+
+/// One relayed connection, shared by its two directions.
+struct Conn {
+    /// Set with the request whose answer is to be broken. The client
+    /// sends a request only after the previous answer has arrived whole,
+    /// so the next bytes from the server are that answer.
+    answer_fault: Mutex<Option<(u64, String, Fault)>>,
+    /// Set when either direction cuts the connection, to end both.
+    cut: watch::Sender<bool>,
+}
+
+/// Length of the HTTP message that starts `chunk`: its head plus the body
+/// its `Content-Length` announces, or the chunk alone if either is unknown
+/// (a request without a body, or a head split across reads).
+fn message_len(chunk: &[u8]) -> u64 {
+    let Some(head) = chunk.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return chunk.len() as u64;
+    };
+    let body = String::from_utf8_lossy(&chunk[..head])
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<u64>().ok());
+    match body {
+        Some(body) => head as u64 + 4 + body,
+        None => chunk.len() as u64,
+    }
+}
+
+/// Relays one direction of a connection (`up`: client to server), noting
+/// where requests begin and applying the fault drawn for each.
+async fn pipe(
+    relay: Arc<Relay>,
+    conn: Arc<Conn>,
+    up: bool,
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+) {
+    let mut cut_seen = conn.cut.subscribe();
+    let mut buf = vec![0u8; 64 << 10];
+    // Bytes of the current request still to come (up only).
+    let mut rest = 0u64;
+    // Where to cut the current message: (bytes into it, bytes relayed so
+    // far, what it is).
+    let mut cut_at: Option<(u64, u64, String)> = None;
+    loop {
+        let len = tokio::select! {
+            r = from.read(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(len) => len,
+            },
+            _ = cut_seen.wait_for(|c| *c) => return,
+        };
+        let chunk = &buf[..len];
+        let fault = if up && rest == 0 {
+            rest = message_len(chunk);
+            let n = relay.requests.fetch_add(1, Ordering::SeqCst);
+            let line = String::from_utf8_lossy(chunk)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches(" HTTP/1.1")
+                .to_owned();
+            relay.draw().map(|f| (n, line, f))
+        } else if !up {
+            conn.answer_fault.lock().unwrap().take()
+        } else {
+            None
+        };
+        if up {
+            rest = rest.saturating_sub(len as u64);
+        }
+        // A fault meant for the answer waits for it.
+        let fault = match fault {
+            Some((n, line, f @ (Fault::CutAnswer(_) | Fault::StallAnswer(_)))) if up => {
+                *conn.answer_fault.lock().unwrap() = Some((n, line, f));
+                None
+            }
+            other => other,
+        };
+        match fault {
+            Some((n, line, Fault::Reset)) => {
+                relay.event(format!("request {n} ({line}): connection reset"));
+                let _ = from.as_ref().set_zero_linger();
+                conn.cut.send_replace(true);
+                return;
+            }
+            Some((n, line, Fault::CutRequest(at) | Fault::CutAnswer(at))) => {
+                let total = message_len(chunk);
+                let what = if up { "request" } else { "answer" };
+                let at = total * at / 1000;
+                let msg = format!("request {n} ({line}): {what} cut after {at} of {total} bytes");
+                cut_at = Some((at, 0, msg));
+            }
+            Some((n, line, Fault::StallRequest(ms) | Fault::StallAnswer(ms))) => {
+                let what = if up { "request" } else { "answer" };
+                relay.event(format!("request {n} ({line}): {what} held {ms} ms"));
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            None => {}
+        }
+        if let Some((at, done, msg)) = &mut cut_at {
+            if *done + len as u64 > *at {
+                let keep = (*at - *done) as usize;
+                let _ = to.write_all(&chunk[..keep]).await;
+                relay.event(std::mem::take(msg));
+                conn.cut.send_replace(true);
+                return;
+            }
+            *done += len as u64;
+        }
+        if to.write_all(chunk).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 fn files_under(root: &Path, skip_state: bool) -> BTreeMap<String, Vec<u8>> {
@@ -76,15 +323,31 @@ async fn run_seed(seed: u64) {
     let s = TestServer::start(Backend::Sqlite).await;
     let _ = s.user("alice").await;
     let mut devs = Vec::new();
-    for name in ["one", "two", "three"] {
-        let remote = s.login("alice", "alice-password", name).await;
+    for (i, name) in ["one", "two", "three"].into_iter().enumerate() {
+        // Each device's network has a generator of its own, so its faults
+        // do not depend on how often the others connect.
+        let relay = Relay::start(
+            &s.url,
+            seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+            faults_per_mille(),
+        )
+        .await;
+        let anon = Remote::new(&relay.url, None).unwrap();
+        let token = anon
+            .login("alice", "alice-password", name)
+            .await
+            .unwrap()
+            .token;
+        let remote = anon.with_token(token);
         let dir = s.scratch(name);
         std::fs::create_dir_all(&dir).unwrap();
         let syncer = Syncer::open(&dir, remote, "alice", name).await.unwrap();
+        relay.set_faults(true);
         devs.push(Dev {
             name: name.into(),
             dir,
             syncer,
+            relay,
         });
     }
     let mut written: BTreeSet<Vec<u8>> = BTreeSet::new();
@@ -153,16 +416,47 @@ async fn run_seed(seed: u64) {
                 }
             }
             _ => {
-                let r = dev.syncer.sync_once().await.unwrap();
-                log.push(format!("{step}: {} syncs: {r:?}", dev.name));
+                let r = dev.syncer.sync_once().await;
+                for e in dev.relay.take_events() {
+                    log.push(format!("{step}: {} network: {e}", dev.name));
+                }
+                match r {
+                    Ok(r) => log.push(format!("{step}: {} syncs: {r:?}", dev.name)),
+                    Err(e) => log.push(format!("{step}: {} sync failed: {e}", dev.name)),
+                }
             }
         }
     }
 
-    // Quiescence: everyone syncs until nothing moves.
-    for _ in 0..4 {
+    let faults = log.iter().filter(|l| l.contains(" network: ")).count();
+    let failed = log.iter().filter(|l| l.contains(" sync failed: ")).count();
+    let stuck = log
+        .iter()
+        .filter(|l| l.contains(" syncs: ") && !l.contains("stuck: []"))
+        .count();
+    let syncs = log.iter().filter(|l| l.contains(" sync")).count();
+    if std::env::var("TESSERA_SYNC_SEED").is_ok() {
+        println!("{}", log.join("\n"));
+    }
+    println!(
+        "seed {seed}: {faults} network faults; of {syncs} syncs {failed} failed, {stuck} left something stuck"
+    );
+
+    // Quiescence: the network heals, and everyone syncs until a whole
+    // pass moves nothing.
+    for dev in &devs {
+        dev.relay.set_faults(false);
+    }
+    for pass in 0.. {
+        assert!(
+            pass < 10,
+            "seed {seed}: still moving after {pass} passes\n{}",
+            log.join("\n")
+        );
+        let mut moved = false;
         for dev in devs.iter_mut() {
             let r = dev.syncer.sync_once().await.unwrap();
+            log.push(format!("quiescence {pass}: {} syncs: {r:?}", dev.name));
             assert!(
                 r.stuck.is_empty(),
                 "seed {seed}: {} stuck: {:?}\n{}",
@@ -170,6 +464,11 @@ async fn run_seed(seed: u64) {
                 r.stuck,
                 log.join("\n")
             );
+            // A round that found nothing to do is the only one.
+            moved |= r.rounds > 1;
+        }
+        if !moved {
+            break;
         }
     }
     let first = files_under(&devs[0].dir, true);
