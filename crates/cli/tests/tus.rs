@@ -19,6 +19,7 @@ on_both_backends!(
     empty_file_and_termination,
     abandoned_sessions_expire,
     another_instance_continues_an_upload,
+    racing_requests_on_one_session_cannot_both_win,
 );
 
 const V: &str = "1.0.0";
@@ -515,4 +516,37 @@ async fn another_instance_continues_an_upload(b: Backend) {
     assert_eq!(resp.headers()["tessera-rev"], "1");
     assert_eq!(download(&r, "/shared.bin").await, data);
     other.shutdown().await.unwrap();
+}
+
+async fn racing_requests_on_one_session_cannot_both_win(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = s.user("alice").await;
+    let data = common::random_data(12 << 20, 41);
+    let other = common::random_data(12 << 20, 42);
+    let at = create_ok(&r, data.len() as u64, &meta(&[("path", "/race.bin")])).await;
+    // Two requests from offset 0 at once, with different bytes.
+    let (a, b2) = tokio::join!(
+        patch(&r, &at, 0, data.clone()),
+        patch(&r, &at, 0, other.clone())
+    );
+    let statuses = [a.status().as_u16(), b2.status().as_u16()];
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 204).count(),
+        1,
+        "exactly one wins: {statuses:?}"
+    );
+    assert!(
+        statuses.contains(&409),
+        "the other is told to ask again: {statuses:?}"
+    );
+    let got = download(&r, "/race.bin").await;
+    assert!(
+        got == data || got == other,
+        "the file is one of the two, whole"
+    );
+    let entry = r.list("/").await.unwrap().entries.remove(0);
+    assert_eq!(
+        entry.content_hash,
+        Some(tessera_proto::ContentHash::of(&got))
+    );
 }
