@@ -86,6 +86,9 @@ struct Relay {
     per_mille: u32,
     rng: Mutex<StdRng>,
     requests: AtomicU64,
+    /// A fault for the next request whose first line starts so, whether
+    /// faults are on or not, for tests that need one at a given place.
+    planned: Mutex<Option<(String, Fault)>>,
     /// Faults that happened, for the seed's log.
     events: Mutex<Vec<String>>,
 }
@@ -100,6 +103,7 @@ impl Relay {
             per_mille,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             requests: AtomicU64::new(0),
+            planned: Mutex::new(None),
             events: Mutex::new(Vec::new()),
         });
         let r = relay.clone();
@@ -125,8 +129,18 @@ impl Relay {
         relay
     }
 
-    /// The fate of the device's next request; `None` for most.
-    fn draw(&self) -> Option<Fault> {
+    /// The fate of the device's next request (`line` is its first line);
+    /// `None` for most.
+    fn draw(&self, line: &str) -> Option<Fault> {
+        {
+            let mut planned = self.planned.lock().unwrap();
+            if planned
+                .as_ref()
+                .is_some_and(|(p, _)| line.starts_with(p.as_str()))
+            {
+                return planned.take().map(|(_, f)| f);
+            }
+        }
         if !self.faults.load(Ordering::SeqCst) {
             return None;
         }
@@ -220,7 +234,7 @@ async fn pipe(
                 .unwrap_or_default()
                 .trim_end_matches(" HTTP/1.1")
                 .to_owned();
-            relay.draw().map(|f| (n, line, f))
+            relay.draw(&line).map(|f| (n, line, f))
         } else if !up {
             conn.answer_fault.lock().unwrap().take()
         } else {
@@ -570,5 +584,68 @@ fn seeds() -> Vec<u64> {
 async fn random_edits_on_three_devices_converge_without_loss() {
     for seed in seeds() {
         run_seed(seed).await;
+    }
+}
+
+/// A device renames a folder after deleting one of its two files, so the
+/// other goes up as a file move and the old folder as a delete, in one
+/// round; the answer to the move is lost. The server has both done; the
+/// device must end up knowing it, not stuck re-uploading the moved file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_move_answer_before_a_folder_delete_is_recovered() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let _ = s.user("alice").await;
+    let mut devs = Vec::new();
+    for name in ["one", "two"] {
+        let relay = Relay::start(&s.url, 0, 0).await;
+        let anon = Remote::new(&relay.url, None).unwrap();
+        let token = anon
+            .login("alice", "alice-password", name)
+            .await
+            .unwrap()
+            .token;
+        let dir = s.scratch(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let syncer = Syncer::open(&dir, anon.with_token(token), "alice", name)
+            .await
+            .unwrap();
+        devs.push(Dev {
+            name: name.into(),
+            dir,
+            syncer,
+            relay,
+        });
+    }
+    let one = devs[0].dir.clone();
+    std::fs::create_dir_all(one.join("d")).unwrap();
+    std::fs::write(one.join("d/a.txt"), b"a").unwrap();
+    std::fs::write(one.join("d/e.txt"), b"e").unwrap();
+    let r = devs[0].syncer.sync_once().await.unwrap();
+    assert!(r.stuck.is_empty(), "{r:?}");
+
+    std::fs::remove_file(one.join("d/a.txt")).unwrap();
+    std::fs::rename(one.join("d"), one.join("d2")).unwrap();
+    *devs[0].relay.planned.lock().unwrap() =
+        Some(("POST /api/v1/files/move".into(), Fault::CutAnswer(500)));
+    let mut log = Vec::new();
+    match devs[0].syncer.sync_once().await {
+        Ok(r) => log.push(format!("with the fault: {r:?}")),
+        Err(e) => log.push(format!("with the fault: {e}")),
+    }
+    log.extend(devs[0].relay.take_events());
+    assert!(
+        devs[0].relay.planned.lock().unwrap().is_none(),
+        "the move was never sent: {log:?}"
+    );
+    for _ in 0..2 {
+        for dev in devs.iter_mut() {
+            let r = dev.syncer.sync_once().await.unwrap();
+            log.push(format!("{}: {r:?}", dev.name));
+            assert!(r.stuck.is_empty(), "{} stuck: {log:#?}", dev.name);
+        }
+    }
+    let want: BTreeMap<String, Vec<u8>> = [("d2/e.txt".to_owned(), b"e".to_vec())].into();
+    for dev in &devs {
+        assert_eq!(files_under(&dev.dir, true), want, "{}: {log:#?}", dev.name);
     }
 }

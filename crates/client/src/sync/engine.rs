@@ -68,6 +68,13 @@ pub struct Syncer {
     remote: Remote,
     state: State,
     device: String,
+    /// The server's tree as of `cursor`, changed only by the journal. What
+    /// this device does on the server comes back through the journal in the
+    /// server's order; were it also applied here at once, an operation
+    /// whose answer was lost (applied by the server, not here) would later
+    /// be replayed onto a tree already changed by the operations after it:
+    /// a folder deleted after a file was moved out of it would take the
+    /// moved file with it, and this device would never see the file again.
     remote_tree: Tree,
     synced: Tree,
     cache: StatCache,
@@ -965,7 +972,8 @@ impl Syncer {
         }
     }
 
-    /// Records a file this device just uploaded as both remote and synced.
+    /// Records a file this device just uploaded as synced (the remote tree
+    /// learns of it from the journal).
     fn record_uploaded(
         &mut self,
         path: &str,
@@ -979,7 +987,6 @@ impl Syncer {
             id: Some(entry.id.clone()),
             size: entry.size,
         };
-        self.remote_tree.insert(path.to_owned(), node.clone());
         self.synced.insert(path.to_owned(), node);
         report.uploaded += 1;
     }
@@ -1014,7 +1021,6 @@ impl Syncer {
                 if let Some(e) = entry {
                     node = node.with_id(&e.id);
                 }
-                self.remote_tree.insert(path.clone(), node.clone());
                 self.synced.insert(path.clone(), node);
             }
             Op::Upload { path, base_rev } => {
@@ -1100,7 +1106,6 @@ impl Syncer {
                     Err(e) if e.code() == Some(tessera_proto::ErrorCode::NotFound) => {}
                     Err(e) => return Err(e.into()),
                 }
-                remove_subtree(&mut self.remote_tree, path);
                 remove_subtree(&mut self.synced, path);
                 report.deleted_remote += 1;
             }
@@ -1108,7 +1113,6 @@ impl Syncer {
                 self.remote
                     .move_to(&rel_to_remote(from), &rel_to_remote(to))
                     .await?;
-                move_subtree(&mut self.remote_tree, from, to);
                 move_subtree(&mut self.synced, from, to);
                 report.moved += 1;
             }
