@@ -123,7 +123,7 @@ async fn pieces_resume_and_commit(b: Backend) {
     assert_eq!(anon.status(), StatusCode::NO_CONTENT);
     assert_eq!(anon.headers()["tus-version"], V);
     let ext = anon.headers()["tus-extension"].to_str().unwrap();
-    for e in ["creation", "termination", "checksum"] {
+    for e in ["creation", "expiration", "termination", "checksum"] {
         assert!(ext.contains(e), "{ext}");
     }
     assert!(anon.headers().contains_key("tus-max-size"));
@@ -142,6 +142,19 @@ async fn pieces_resume_and_commit(b: Backend) {
         "{listed:?}"
     );
     assert_eq!(offset(&r, &at).await, 0);
+    // The session says when it ends if left idle (24 h by default).
+    let expires = head(&r, &at).await.headers()["upload-expires"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let expires = httpdate::parse_http_date(&expires).unwrap();
+    let ahead = expires
+        .duration_since(std::time::SystemTime::now())
+        .unwrap();
+    assert!(
+        ahead > std::time::Duration::from_secs(23 * 3600),
+        "{ahead:?}"
+    );
     let cuts = [0usize, 7 << 20, (7 << 20) + 12_345, 40 << 20];
     let mut last = None;
     for w in cuts.windows(2) {

@@ -154,6 +154,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         blocks: blocks.clone(),
         limits: Limits {
             max_file_size: config.max_file_size,
+            // Sessions end with the pending mark they set (jobs/).
+            upload_ttl: std::time::Duration::from_secs(config.pending_ttl_secs),
         },
         limiter: Arc::new(LoginLimiter::default()),
         hub: Arc::new(Hub::default()),

@@ -53,6 +53,8 @@ impl AppState {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_file_size: u64,
+    /// How long an upload session may stay idle before it ends.
+    pub upload_ttl: std::time::Duration,
 }
 
 /// Query string, with a JSON error saying what is wrong with it.

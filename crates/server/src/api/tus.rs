@@ -1,5 +1,5 @@
 //! TUS 1.0.0 resumable uploads at `/api/v1/tus/`: core, creation,
-//! termination and checksum. The work is done by `crate::uploads`; this file
+//! expiration, termination and checksum. The work is done by `crate::uploads`; this file
 //! speaks the protocol's headers and statuses.
 //!
 //! `Upload-Metadata` names the target: `path` (the full path), or
@@ -23,7 +23,7 @@ use crate::uploads::checksum::{ALGORITHMS, Checksum};
 use crate::uploads::{Patched, UploadError, Uploader};
 
 const VERSION: &str = "1.0.0";
-const EXTENSIONS: &str = "creation,termination,checksum";
+const EXTENSIONS: &str = "creation,expiration,termination,checksum";
 const OFFSET_TYPE: &str = "application/offset+octet-stream";
 
 /// An error in TUS terms: the status the protocol asks for, a JSON body
@@ -271,11 +271,22 @@ pub async fn create(
         ],
     )
         .into_response();
-    if let Some(Patched::Done { path, node, .. }) = done {
-        add_result(response.headers_mut(), path.as_str(), node.rev);
+    match done {
+        Some(Patched::Done { path, node, .. }) => {
+            add_result(response.headers_mut(), path.as_str(), node.rev)
+        }
+        _ => add_expiry(response.headers_mut(), &state, crate::meta::now_ms()),
     }
     tracing::info!(user = %user.username, %id, %path, length, "upload session created");
     Ok(response)
+}
+
+/// `Upload-Expires`: when a session last touched at `updated_ms` ends.
+fn add_expiry(headers: &mut HeaderMap, state: &AppState, updated_ms: i64) {
+    let at = std::time::UNIX_EPOCH
+        + std::time::Duration::from_millis(updated_ms.max(0) as u64)
+        + state.limits.upload_ttl;
+    headers.insert("upload-expires", header_value(httpdate::fmt_http_date(at)));
 }
 
 fn add_result(headers: &mut HeaderMap, path: &str, rev: i64) {
@@ -315,8 +326,9 @@ pub async fn head(
             .headers_mut()
             .insert("upload-metadata", header_value(&row.metadata));
     }
-    if let (Some(path), Some(rev)) = (&row.done_path, row.done_rev) {
-        add_result(response.headers_mut(), path, rev);
+    match (&row.done_path, row.done_rev) {
+        (Some(path), Some(rev)) => add_result(response.headers_mut(), path, rev),
+        _ => add_expiry(response.headers_mut(), &state, row.updated_ms),
     }
     Ok(response)
 }
@@ -393,7 +405,11 @@ pub async fn patch(
         .patch(&who(&user), &id, offset, body, checksum)
         .await?
     {
-        Patched::Progress { offset } => Ok(progress(offset)),
+        Patched::Progress { offset } => {
+            let mut response = progress(offset);
+            add_expiry(response.headers_mut(), &state, crate::meta::now_ms());
+            Ok(response)
+        }
         Patched::Done { offset, node, path } => {
             state.changed(user.ns).await;
             tracing::info!(user = %user.username, %id, %path, rev = node.rev, "upload complete");
