@@ -17,7 +17,9 @@
 //!
 //! `TESSERA_SYNC_SEEDS=N` runs seeds 1..=N (default 12);
 //! `TESSERA_SYNC_SEED=K` runs seed K alone, to reproduce a failure: the
-//! same edits, and the same faults at the same byte of the same request.
+//! same edits, and the same faults at the same byte of the same request
+//! (it prints the seed's log). `TESSERA_SYNC_FAULTS=M` breaks M requests
+//! in a thousand instead of 40; a seed replays only under the same M.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -449,9 +451,6 @@ async fn run_seed(seed: u64) {
         .filter(|l| l.contains(" syncs: ") && !l.contains("stuck: []"))
         .count();
     let syncs = log.iter().filter(|l| l.contains(" sync")).count();
-    if std::env::var("TESSERA_SYNC_SEED").is_ok() {
-        println!("{}", log.join("\n"));
-    }
     println!(
         "seed {seed}: {faults} network faults; of {syncs} syncs {failed} failed, {stuck} left something stuck"
     );
@@ -545,6 +544,9 @@ async fn run_seed(seed: u64) {
             String::from_utf8_lossy(content),
             log.join("\n")
         );
+    }
+    if std::env::var("TESSERA_SYNC_SEED").is_ok() {
+        println!("{}", log.join("\n"));
     }
 }
 
