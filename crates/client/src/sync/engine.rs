@@ -399,7 +399,6 @@ impl Syncer {
                 &self.cache,
             )
             .await?;
-        self.state.block_index().retain(&self.synced).await?;
         Ok(())
     }
 

@@ -223,6 +223,10 @@ impl State {
             .execute(&mut *tx)
             .await?;
         }
+        // The block index forgets files that are no longer synced.
+        sqlx::query("DELETE FROM local_blocks WHERE path NOT IN (SELECT path FROM synced_tree)")
+            .execute(&mut *tx)
+            .await?;
         if let Some(c) = cursor {
             sqlx::query("INSERT INTO settings (key, value) VALUES ('cursor', $1) ON CONFLICT (key) DO UPDATE SET value = $1")
                 .bind(c)
@@ -297,21 +301,5 @@ impl BlockIndex {
             }
         }
         Ok(out)
-    }
-
-    /// Drops what is known about files that are no longer in `keep`.
-    pub async fn retain(&self, keep: &Tree) -> Result<(), StateError> {
-        let paths: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT path FROM local_blocks")
-            .fetch_all(&self.pool)
-            .await?;
-        for (path,) in paths {
-            if !keep.contains_key(&path) {
-                sqlx::query("DELETE FROM local_blocks WHERE path = $1")
-                    .bind(&path)
-                    .execute(&self.pool)
-                    .await?;
-            }
-        }
-        Ok(())
     }
 }

@@ -466,7 +466,7 @@ impl Meta {
 
     /// Shows the file at `new.path` as syncing (an upload has begun).
     pub async fn mark_upload_pending(&self, new: &NewRevision) -> Result<()> {
-        dispatch!(self.mark_upload_pending(new))
+        dispatch!(self.mark_pending(new))
     }
 
     /// Removes trash entries for good; see `queries.rs`.

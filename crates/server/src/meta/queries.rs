@@ -290,7 +290,7 @@ impl Store {
         }
     }
 
-    async fn mark_pending(&self, new: &NewRevision) -> Result<()> {
+    pub async fn mark_pending(&self, new: &NewRevision) -> Result<()> {
         let (Some(parent), Some(name)) = (new.path.parent(), new.path.name()) else {
             return Ok(());
         };

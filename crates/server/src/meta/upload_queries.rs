@@ -150,7 +150,7 @@ impl Store {
     /// the namespaces that had some.
     pub async fn expire_uploads(&self, cutoff_ms: i64) -> Result<Vec<i64>> {
         let old: Vec<(i64, String)> =
-            sqlx::query_as("SELECT namespace_id, id FROM upload_sessions WHERE updated_ms < $1")
+            sqlx::query_as("SELECT namespace_id, id FROM upload_sessions WHERE updated_ms < $1 ORDER BY namespace_id")
                 .bind(cutoff_ms)
                 .fetch_all(&self.pool)
                 .await?;
@@ -162,10 +162,6 @@ impl Store {
         }
         changed.dedup();
         Ok(changed)
-    }
-
-    pub async fn mark_upload_pending(&self, new: &NewRevision) -> Result<()> {
-        self.mark_pending(new).await
     }
 }
 

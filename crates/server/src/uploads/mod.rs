@@ -169,14 +169,7 @@ impl Uploads {
             return Ok((id, Some(done)));
         }
         self.meta
-            .mark_upload_pending(&self.revision(
-                who,
-                path,
-                base_rev,
-                length,
-                ContentHash([0; 32]),
-                Vec::new(),
-            ))
+            .mark_upload_pending(&self.revision(who, path, base_rev, length, ContentHash([0; 32])))
             .await?;
         Ok((id, None))
     }
@@ -416,7 +409,7 @@ impl Uploads {
             tail: None,
             hash_state: Vec::new(),
         };
-        let new = self.revision(who, path, base_rev, length, content_hash, Vec::new());
+        let new = self.revision(who, path, base_rev, length, content_hash);
         match self.meta.finish_upload(who.ns, id, &c, &new).await? {
             Some((node, path)) => Ok(Patched::Done {
                 offset: length,
@@ -434,7 +427,6 @@ impl Uploads {
         base_rev: Option<i64>,
         size: u64,
         content_hash: ContentHash,
-        blocks: Vec<(BlockId, u64)>,
     ) -> NewRevision {
         NewRevision {
             ns: who.ns,
@@ -444,7 +436,8 @@ impl Uploads {
             size,
             content_hash,
             chunker: CHUNKER.to_owned(),
-            blocks,
+            // The finishing transaction reads the session's blocks itself.
+            blocks: Vec::new(),
             device: who.device.clone(),
         }
     }
