@@ -227,3 +227,50 @@ pub fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<String> {
         Ok(rpassword::prompt_password(prompt)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_are_printed_without_passwords() {
+        assert_eq!(
+            without_password("postgres://tessera:s3cret@db.lan:5432/tessera"),
+            "postgres://tessera@db.lan:5432/tessera"
+        );
+        assert_eq!(
+            without_password("postgres://tessera@db.lan/tessera"),
+            "postgres://tessera@db.lan/tessera"
+        );
+        assert_eq!(
+            without_password("sqlite:///srv/tessera/meta.db"),
+            "sqlite:///srv/tessera/meta.db"
+        );
+    }
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(
+            sqlite_file("sqlite:///srv/t/meta.db?mode=rwc"),
+            Some(PathBuf::from("/srv/t/meta.db"))
+        );
+        assert_eq!(
+            sqlite_file("sqlite:meta.db"),
+            Some(PathBuf::from("meta.db"))
+        );
+        assert_eq!(sqlite_file("postgres://u@h/db"), None);
+    }
+
+    #[test]
+    fn the_banner_gives_an_address_to_connect_to() {
+        assert_eq!(
+            local_url("0.0.0.0:9000".parse().unwrap()),
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(local_url("[::]:9000".parse().unwrap()), "http://[::1]:9000");
+        assert_eq!(
+            local_url("192.168.1.5:8080".parse().unwrap()),
+            "http://192.168.1.5:8080"
+        );
+    }
+}

@@ -177,7 +177,7 @@ impl Stop {
 
 /// `sync --allow-mass-delete` on a folder a running sync holds: asks that
 /// sync to carry out the paused deletions and waits for it.
-async fn confirm_to_running(dir: &Path) -> anyhow::Result<()> {
+async fn confirm_to_running(dir: &Path, stop: &mut Stop) -> anyhow::Result<()> {
     let state_dir = dir.join(STATE_DIR);
     let flag = state_dir.join(CONFIRM_FILE);
     std::fs::write(&flag, b"").with_context(|| format!("writing {}", flag.display()))?;
@@ -197,7 +197,10 @@ async fn confirm_to_running(dir: &Path) -> anyhow::Result<()> {
                 dir.display()
             );
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if stop.sleep(Duration::from_millis(100)).await {
+            let _ = std::fs::remove_file(&flag);
+            anyhow::bail!("not confirmed: the deletions stay paused");
+        }
     }
     let stuck = tessera_client::sync::status::StatusFile::read(&state_dir)
         .map(|s| s.stuck)
@@ -222,7 +225,7 @@ pub async fn sync(args: SyncArgs<'_>) -> anyhow::Result<()> {
                 if args.allow_mass_delete
                     && matches!(e.downcast_ref::<SyncError>(), Some(SyncError::Busy(_))) =>
             {
-                return confirm_to_running(dir).await;
+                return confirm_to_running(dir, &mut stop).await;
             }
             Err(e) => return Err(e),
         };
