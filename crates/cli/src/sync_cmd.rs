@@ -39,16 +39,24 @@ enum Opened {
     Vanished(String),
 }
 
+/// Why `dir` cannot be synced, if it was linked here and its state is gone.
+fn vanished(dir: &Path) -> anyhow::Result<Option<String>> {
+    if dir.join(STATE_DIR).join("state.db").is_file() || !links::was_linked(dir)? {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "{d} was synced on this computer, but it is gone or its sync state (.tessera) is: \
+         is its disk mounted? Nothing was changed. If you removed it on purpose, run \
+         `tessera sync {d} --relink` to sync it afresh",
+        d = dir.display()
+    )))
+}
+
 async fn open(dir: &Path, relink: bool) -> anyhow::Result<Opened> {
     let p = profile::load()?;
     let remote = Remote::new(&p.server, Some(p.token))?;
-    if !relink && !dir.join(STATE_DIR).join("state.db").is_file() && links::was_linked(dir)? {
-        return Ok(Opened::Vanished(format!(
-            "{d} was synced on this computer, but it is gone or its sync state (.tessera) is: \
-             is its disk mounted? Nothing was changed. If you removed it on purpose, run \
-             `tessera sync {d} --relink` to sync it afresh",
-            d = dir.display()
-        )));
+    if !relink && let Some(why) = vanished(dir)? {
+        return Ok(Opened::Vanished(why));
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let syncer = Syncer::open(dir, remote.clone(), &p.username, &p.device).await?;
@@ -378,6 +386,9 @@ fn mb(bytes: u64) -> f64 {
 }
 
 pub async fn status(dir: &Path) -> anyhow::Result<()> {
+    if let Some(why) = vanished(dir)? {
+        anyhow::bail!(why);
+    }
     let state_dir = dir.join(tessera_client::sync::scan::STATE_DIR);
     let running = tessera_client::sync::status::StatusFile::read(&state_dir);
     let fresh = running

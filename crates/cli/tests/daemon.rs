@@ -404,6 +404,9 @@ async fn a_vanished_folder_is_not_filled_again(backend: Backend) {
     assert!(!out.status.success(), "{}", said(&out));
     assert!(said(&out).contains("mounted"), "{}", said(&out));
     assert!(!dir.exists(), "the folder was not recreated");
+    let status = run(&cfg, &["status", &d]).await;
+    assert!(!status.status.success());
+    assert!(said(&status).contains("mounted"), "{}", said(&status));
     std::fs::create_dir(&dir).unwrap();
     let out = run(&cfg, &["sync", &d, "--once"]).await;
     assert!(!out.status.success(), "{}", said(&out));
