@@ -30,16 +30,34 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
+/// Where `login` goes without `--server`: the server of the last login.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
 pub async fn login(
-    server: &str,
+    server: Option<String>,
     user: &str,
     password_stdin: bool,
     device: Option<String>,
 ) -> anyhow::Result<()> {
-    let password = read_password(password_stdin, &format!("Password for {user}: "))?;
-    let device = device.unwrap_or_else(profile::hostname);
+    let server = server
+        .or_else(|| profile::load().ok().map(|p| p.server))
+        .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+    let server = server.as_str();
     let remote = Remote::new(server, None)?;
-    let resp = remote.login(user, &password, &device).await?;
+    let password = read_password(
+        password_stdin,
+        &format!("Password for {user} at {server}: "),
+    )?;
+    let device = device.unwrap_or_else(profile::hostname);
+    let resp = match remote.login(user, &password, &device).await {
+        Ok(r) => r,
+        Err(e) if e.code() == Some(tessera_proto::ErrorCode::Unauthorized) => {
+            bail!(
+                "wrong user name or password: {server} refused these credentials; check them and try again"
+            )
+        }
+        Err(e) => return Err(e.into()),
+    };
     profile::save(&Profile {
         server: server.to_owned(),
         username: resp.username.clone(),

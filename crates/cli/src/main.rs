@@ -2,6 +2,7 @@
 //! binary.
 
 mod client_cmd;
+mod links;
 mod profile;
 mod serve_cmd;
 mod sync_cmd;
@@ -28,8 +29,9 @@ enum Command {
     },
     /// Log in to a server; the device token is kept in the config folder.
     Login {
-        #[arg(long, env = "TESSERA_SERVER", default_value = "http://127.0.0.1:8080")]
-        server: String,
+        /// The server's URL (default: the one logged in to last, else http://127.0.0.1:8080).
+        #[arg(long, env = "TESSERA_SERVER")]
+        server: Option<String>,
         #[arg(long)]
         user: String,
         /// Read the password from standard input instead of prompting.
@@ -81,9 +83,12 @@ enum Command {
         /// Sync until nothing is left to do, then exit (non-zero if something could not be synced).
         #[arg(long)]
         once: bool,
-        /// Carry out a large deletion that sync paused.
+        /// Carry out a large deletion that sync paused (also while another `tessera sync` runs there).
         #[arg(long)]
         allow_mass_delete: bool,
+        /// Sync a folder afresh whose sync state is gone (it was removed or moved on purpose).
+        #[arg(long)]
+        relink: bool,
     },
     /// Show whether a synced folder is in sync and what is pending.
     Status {
@@ -164,10 +169,35 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match signed_out(&e) {
+                Some(what_to_do) => eprintln!("error: {what_to_do}"),
+                None => eprintln!("error: {e:#}"),
+            }
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// A refused token (revoked, expired, or from a reset server) gets the
+/// command that fixes it instead of the server's generic words.
+fn signed_out(e: &anyhow::Error) -> Option<String> {
+    use tessera_client::ClientError;
+    use tessera_client::sync::engine::SyncError;
+    let client =
+        e.downcast_ref::<ClientError>()
+            .or_else(|| match e.downcast_ref::<SyncError>() {
+                Some(SyncError::Remote(c)) => Some(c),
+                _ => None,
+            })?;
+    if client.code() != Some(tessera_proto::ErrorCode::Unauthorized) {
+        return None;
+    }
+    let p = profile::load().ok()?;
+    Some(format!(
+        "{} no longer accepts this device's login (signed out elsewhere, or expired): run \
+         `tessera login --user {}`",
+        p.server, p.username
+    ))
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
@@ -180,7 +210,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             user,
             password_stdin,
             device,
-        } => c::login(&server, &user, password_stdin, device).await,
+        } => c::login(server, &user, password_stdin, device).await,
         Command::Logout => c::logout().await,
         Command::Put {
             local,
@@ -204,7 +234,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             dir,
             once,
             allow_mass_delete,
-        } => sync_cmd::sync(&dir, once, allow_mass_delete).await,
+            relink,
+        } => {
+            sync_cmd::sync(sync_cmd::SyncArgs {
+                dir: &dir,
+                once,
+                allow_mass_delete,
+                relink,
+            })
+            .await
+        }
         Command::Status { dir } => sync_cmd::status(&dir).await,
         Command::Conflicts { dir } => sync_cmd::conflicts(&dir),
     }

@@ -16,7 +16,7 @@ pub struct Profile {
     pub token: String,
 }
 
-fn dir() -> anyhow::Result<PathBuf> {
+pub(crate) fn dir() -> anyhow::Result<PathBuf> {
     if let Some(d) = std::env::var_os("TESSERA_CONFIG_DIR") {
         return Ok(PathBuf::from(d));
     }

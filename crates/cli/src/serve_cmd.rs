@@ -66,7 +66,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut running = tessera_server::start(config).await?;
     if let Some(pw) = &running.generated_admin_password {
         println!("Created user `admin` with password: {pw}");
-        println!("This password is shown only once. Log in with: tessera login --user admin");
+        println!(
+            "This password is shown only once. Log in with: tessera login --server {} --user admin",
+            local_url(running.addr)
+        );
     }
     println!("Tessera is listening on http://{}", running.addr);
     let stop = running.shutdown_handle();
@@ -81,6 +84,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The URL a client on this computer reaches the server at (a wildcard
+/// listen address is no address to connect to).
+fn local_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {
@@ -144,18 +158,60 @@ pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
     if password.len() < 8 {
         bail!("the password must be at least 8 characters");
     }
+    // Connecting would create an empty SQLite database (and its folder)
+    // that no server reads: a user added there cannot log in anywhere.
+    let sqlite = match &database {
+        None => Some(data_dir.join(SQLITE_FILE)),
+        Some(url) => sqlite_file(url),
+    };
+    if let Some(path) = sqlite
+        && !path.is_file()
+    {
+        bail!(
+            "no Tessera database at {}: give the server's data folder with --data-dir (or its \
+             database with --database); nothing was created",
+            path.display()
+        );
+    }
     let cfg = Config {
         data_dir,
         database,
         ..Config::default()
     };
-    let meta = tessera_server::meta::Meta::connect(&cfg.database_url()?).await?;
+    let url = cfg.database_url()?;
+    let meta = tessera_server::meta::Meta::connect(&url).await?;
     let hash = tokio::task::spawn_blocking(move || tessera_server::auth::hash_password(&password))
         .await??;
     meta.create_user(&name, &hash).await?;
     meta.close().await;
-    println!("Created user `{name}`");
+    println!("Created user `{name}` in {}", without_password(&url));
     Ok(())
+}
+
+/// The server's SQLite database inside its data folder (`Config::database_url`).
+const SQLITE_FILE: &str = "meta.db";
+
+/// The file a `sqlite:` URL names, if it is one.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
+/// `url` without the password it may carry, for printing.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split(':').next().unwrap_or(user);
+            format!("{scheme}://{user}@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
 }
 
 pub fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<String> {
@@ -169,5 +225,52 @@ pub fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<String> {
         Ok(pw)
     } else {
         Ok(rpassword::prompt_password(prompt)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_are_printed_without_passwords() {
+        assert_eq!(
+            without_password("postgres://tessera:s3cret@db.lan:5432/tessera"),
+            "postgres://tessera@db.lan:5432/tessera"
+        );
+        assert_eq!(
+            without_password("postgres://tessera@db.lan/tessera"),
+            "postgres://tessera@db.lan/tessera"
+        );
+        assert_eq!(
+            without_password("sqlite:///srv/tessera/meta.db"),
+            "sqlite:///srv/tessera/meta.db"
+        );
+    }
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(
+            sqlite_file("sqlite:///srv/t/meta.db?mode=rwc"),
+            Some(PathBuf::from("/srv/t/meta.db"))
+        );
+        assert_eq!(
+            sqlite_file("sqlite:meta.db"),
+            Some(PathBuf::from("meta.db"))
+        );
+        assert_eq!(sqlite_file("postgres://u@h/db"), None);
+    }
+
+    #[test]
+    fn the_banner_gives_an_address_to_connect_to() {
+        assert_eq!(
+            local_url("0.0.0.0:9000".parse().unwrap()),
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(local_url("[::]:9000".parse().unwrap()), "http://[::1]:9000");
+        assert_eq!(
+            local_url("192.168.1.5:8080".parse().unwrap()),
+            "http://192.168.1.5:8080"
+        );
     }
 }

@@ -28,7 +28,13 @@ pub enum ClientError {
     },
     #[error("unexpected answer from the server (HTTP {status}): {body}")]
     Unexpected { status: u16, body: String },
-    #[error("cannot reach the server: {0}")]
+    /// No connection at all: said once, with what to do about it.
+    #[error(
+        "cannot reach the server at {server} ({reason}): start it, or if it lives at another \
+         address, log in there with `tessera login --server URL --user NAME`"
+    )]
+    Unreachable { server: String, reason: String },
+    #[error("lost the connection to the server: {0}")]
     Http(#[from] reqwest::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -52,6 +58,31 @@ impl ClientError {
             _ => None,
         }
     }
+}
+
+/// A failure to connect names the server once and the deepest cause (the
+/// full chain repeats the URL and says nothing a user can act on).
+fn unreachable(e: reqwest::Error) -> ClientError {
+    if !(e.is_connect() || e.is_timeout()) {
+        return ClientError::Http(e);
+    }
+    let server = e.url().map_or_else(String::new, |u| {
+        let mut base = u.clone();
+        base.set_path("");
+        base.set_query(None);
+        base.as_str().trim_end_matches('/').to_owned()
+    });
+    let mut reason = if e.is_timeout() {
+        "timed out".to_owned()
+    } else {
+        "no answer".to_owned()
+    };
+    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        reason = c.to_string();
+        cause = c.source();
+    }
+    ClientError::Unreachable { server, reason }
 }
 
 /// One server, as one logged-in device (or not yet logged in).
@@ -100,7 +131,7 @@ impl Remote {
 
     /// Sends `req`, turning error statuses into [`ClientError::Api`].
     pub async fn send(req: RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let resp = req.send().await?;
+        let resp = req.send().await.map_err(unreachable)?;
         if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED {
             return Ok(resp);
         }

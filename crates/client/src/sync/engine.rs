@@ -39,7 +39,20 @@ pub enum SyncError {
     Busy(String),
     #[error("{0} is not a synced folder yet: run `tessera sync {0}` first")]
     NotLinked(String),
+    /// The folder (or its `.tessera` state) disappeared under a running
+    /// sync: an unmounted disk looks like this, and refilling the empty
+    /// mount point would copy everything onto the wrong disk.
+    #[error(
+        "{0} is gone, or its sync state (.tessera) is: is its disk mounted? \
+         Nothing is synced until it is back"
+    )]
+    Vanished(String),
 }
+
+/// Written by `tessera sync DIR --allow-mass-delete` while another process
+/// syncs DIR: the running sync carries out the paused deletions once, then
+/// removes the file.
+pub const CONFIRM_FILE: &str = "confirm-deletes";
 
 /// Deletions above this share of the synced files (and above a handful)
 /// wait for confirmation.
@@ -421,20 +434,39 @@ impl Syncer {
         if self.lock.is_none() {
             return Err(SyncError::Busy(self.root.display().to_string()));
         }
+        let confirmation = self.confirmation();
+        let confirmed = confirmation.is_file();
+        let allowed = self.allow_mass_delete;
+        self.allow_mass_delete |= confirmed;
+        let result = self.rounds().await;
+        self.allow_mass_delete = allowed;
+        if confirmed {
+            let _ = std::fs::remove_file(&confirmation);
+        }
+        result
+    }
+
+    async fn rounds(&mut self) -> Result<Report, SyncError> {
         let mut report = Report::default();
         let mut last_stuck = Vec::new();
         for round in 1..=8 {
             report.rounds = round;
+            self.check_present()?;
             let (mut ops, warnings) = self.pending().await?;
+            // A scan of a folder unmounted meanwhile finds nothing: that
+            // must not become deletions.
+            self.check_present()?;
             report.warnings = warnings;
             if ops.is_empty() {
                 report.stuck.clear();
+                self.status.end_round(&[]);
                 self.save().await?;
                 return Ok(report);
             }
             let mut stuck = Vec::new();
             self.brake_mass_deletes(&mut ops, &mut stuck);
             if ops.is_empty() {
+                self.status.end_round(&stuck);
                 report.stuck = stuck;
                 self.save().await?;
                 return Ok(report);
@@ -512,31 +544,66 @@ impl Syncer {
         Ok(report)
     }
 
-    fn brake_mass_deletes(&self, ops: &mut Vec<Op>, stuck: &mut Vec<String>) {
+    /// The deletions of local files that wait for confirmation, if there
+    /// are too many: why they wait and what to do. Only deletions this
+    /// device's own scan found are braked (a wiped folder, an unmounted
+    /// disk). Deletions that come from the server were made by a person
+    /// (web UI, CLI) or already confirmed on the device that found them, so
+    /// they are applied here, into `.tessera/trash/`.
+    pub fn paused(&self, ops: &[Op]) -> Option<String> {
         if self.allow_mass_delete {
-            return;
+            return None;
         }
         let files = self
             .synced
             .values()
             .filter(|n| n.kind == NodeKind::File)
             .count();
-        for (side, is_side) in [
-            (
-                "this computer",
-                (|o: &Op| matches!(o, Op::DeleteLocal { .. })) as fn(&Op) -> bool,
-            ),
-            ("the server", |o: &Op| matches!(o, Op::DeleteRemote { .. })),
-        ] {
-            let n = ops.iter().filter(|o| is_side(o)).count();
-            if n > MASS_DELETE_FILES || (n > 10 && n * 2 > files) {
-                ops.retain(|o| !is_side(o));
-                stuck.push(format!(
-                    "{n} deletions on {side} are paused (more than half of the folder or over \
-                     {MASS_DELETE_FILES} files): run `tessera sync --once --allow-mass-delete` to \
-                     confirm, or restore the files to undo"
-                ));
-            }
+        // A wiped folder is one operation: count the files it held.
+        let n: usize = ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::DeleteRemote { path } => Some(path),
+                _ => None,
+            })
+            .map(|p| {
+                self.synced
+                    .range(p.clone()..)
+                    .take_while(|(k, _)| *k == p || is_below(k, p))
+                    .filter(|(_, n)| n.kind == NodeKind::File)
+                    .count()
+            })
+            .sum();
+        (n > MASS_DELETE_FILES || (n > 10 && n * 2 > files)).then(|| {
+            format!(
+                "deleting {n} files on the server is paused: {n} of {files} synced files are \
+                 gone from {dir} (more than half, or over {MASS_DELETE_FILES}). If you deleted \
+                 them, run `tessera sync {dir} --allow-mass-delete` (it also works while sync \
+                 runs); if not, put them back",
+                dir = self.root.display()
+            )
+        })
+    }
+
+    fn brake_mass_deletes(&self, ops: &mut Vec<Op>, stuck: &mut Vec<String>) {
+        if let Some(why) = self.paused(ops) {
+            ops.retain(|o| !matches!(o, Op::DeleteRemote { .. }));
+            stuck.push(why);
+        }
+    }
+
+    /// Whether the user confirmed the paused deletions from another
+    /// process (see [`CONFIRM_FILE`]).
+    fn confirmation(&self) -> PathBuf {
+        self.root.join(STATE_DIR).join(CONFIRM_FILE)
+    }
+
+    /// Refuses to go on if the folder or its state vanished.
+    fn check_present(&self) -> Result<(), SyncError> {
+        if self.root.is_dir() && self.root.join(STATE_DIR).join("state.db").is_file() {
+            Ok(())
+        } else {
+            Err(SyncError::Vanished(self.root.display().to_string()))
         }
     }
 

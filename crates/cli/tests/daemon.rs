@@ -1,0 +1,662 @@
+//! The CLI and the sync daemon as a newcomer meets them: the real
+//! `tessera` binary against a real server, signals sent to the real
+//! process, lines counted as a user would see them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+
+on_both_backends!(
+    a_paused_mass_delete_is_said_once_and_confirmed_while_running,
+    a_deletion_confirmed_on_one_device_is_applied_on_the_others,
+    a_vanished_folder_is_not_filled_again,
+    admin_user_add_refuses_a_folder_without_a_database,
+);
+
+fn command(cfg: &Path, args: &[String]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env("TESSERA_CONFIG_DIR", cfg)
+        .env("TESSERA_LOG", "warn")
+        .env_remove("TESSERA_SERVER")
+        .env_remove("TESSERA_DATA_DIR")
+        .env_remove("TESSERA_DATABASE");
+    c
+}
+
+/// Runs `tessera ARGS` to the end (off the runtime, which also serves the
+/// server the command talks to).
+async fn run_in(cwd: Option<&Path>, cfg: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let (cfg, cwd, stdin) = (
+        cfg.to_owned(),
+        cwd.map(Path::to_owned),
+        stdin.map(str::to_owned),
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut c = command(&cfg, &args);
+        if let Some(d) = cwd {
+            c.current_dir(d);
+        }
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+async fn run(cfg: &Path, args: &[&str]) -> Output {
+    run_in(None, cfg, args, None).await
+}
+
+/// Everything the command printed, both streams.
+fn said(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+async fn ok(cfg: &Path, args: &[&str]) -> String {
+    let out = run(cfg, args).await;
+    assert!(
+        out.status.success(),
+        "tessera {args:?} failed: {}",
+        said(&out)
+    );
+    said(&out)
+}
+
+/// A device: its own config folder, logged in as admin, and a sync folder.
+async fn device(s: &TestServer, name: &str) -> (PathBuf, PathBuf) {
+    let cfg = s.scratch(&format!("{name}-cfg"));
+    let out = run_in(
+        None,
+        &cfg,
+        &[
+            "login",
+            "--server",
+            &s.url,
+            "--user",
+            "admin",
+            "--password-stdin",
+            "--device",
+            name,
+        ],
+        Some(&format!("{}\n", s.admin_password)),
+    )
+    .await;
+    assert!(out.status.success(), "login: {}", said(&out));
+    (cfg, s.scratch(name))
+}
+
+fn write_files(dir: &Path, sub: &str, n: usize) {
+    let d = dir.join(sub);
+    std::fs::create_dir_all(&d).unwrap();
+    for i in 0..n {
+        std::fs::write(d.join(format!("file-{i:02}.txt")), format!("{sub} {i}")).unwrap();
+    }
+}
+
+/// Deletes the files in `dir`, keeping the folder.
+fn delete_files(dir: &Path) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        std::fs::remove_file(e.path()).unwrap();
+    }
+}
+
+/// Regular files under `dir`, without the client's state folder.
+fn files(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_name() == ".tessera" {
+                continue;
+            }
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+fn count_files(dir: &Path) -> usize {
+    fn walk(dir: &Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |rd| {
+            rd.flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        walk(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+    }
+    walk(dir)
+}
+
+/// `tessera sync DIR` running in the background, its lines collected.
+struct Daemon {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    fn start(cfg: &Path, dir: &Path) -> Self {
+        let mut child = command(cfg, &["sync".into(), dir.display().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
+        let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
+        for stream in [out, err] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Daemon { child, lines }
+    }
+
+    fn count(&self, what: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(what))
+            .count()
+    }
+
+    fn text(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    async fn wait_for(&self, what: &str, within: Duration) {
+        let t = Instant::now();
+        while self.count(what) == 0 {
+            assert!(
+                t.elapsed() < within,
+                "the daemon never said {what:?}; it said:\n{}",
+                self.text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    async fn exited_within(&mut self, within: Duration) -> Option<ExitStatus> {
+        let t = Instant::now();
+        while t.elapsed() < within {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    /// CPU time the process has used so far (user + system), from
+    /// /proc/PID/stat.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        // Fields 14 and 15 of stat(5); the list here starts at field 3.
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        #[allow(unsafe_code)]
+        // SAFETY: sysconf reads a constant.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis(ticks * 1000 / hz)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < within,
+            "{what} did not happen within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn a_paused_mass_delete_is_said_once_and_confirmed_while_running(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (cfg, dir) = device(&s, "laptop").await;
+    write_files(&dir, "notes", 20);
+    let d = dir.display().to_string();
+    ok(&cfg, &["sync", &d, "--once"]).await;
+    delete_files(&dir.join("notes"));
+
+    let once = run(&cfg, &["sync", &d, "--once"]).await;
+    assert!(!once.status.success(), "{}", said(&once));
+    let advice = format!(
+        "tessera sync {} --allow-mass-delete",
+        dir.canonicalize().unwrap().display()
+    );
+    assert!(
+        said(&once).contains(&advice),
+        "the pause names a command that works: {}",
+        said(&once)
+    );
+
+    let daemon = Daemon::start(&cfg, &dir);
+    daemon.wait_for("is paused", Duration::from_secs(20)).await;
+    let cpu_before = daemon.cpu();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cpu = daemon.cpu() - cpu_before;
+    let lines = daemon.count("is paused");
+    println!("paused daemon over 3 s: {lines} pause line(s), {cpu:?} of CPU");
+    assert_eq!(lines, 1, "said once:\n{}", daemon.text());
+
+    let status = run(&cfg, &["status", &d]).await;
+    assert!(
+        !status.status.success(),
+        "status exits non-zero while paused"
+    );
+    assert!(said(&status).contains("paused"), "{}", said(&status));
+
+    // Confirmed while the daemon holds the folder.
+    let confirm = run(&cfg, &["sync", &d, "--allow-mass-delete"]).await;
+    assert!(confirm.status.success(), "{}", said(&confirm));
+    let remote = s.login("admin", &s.admin_password, "check").await;
+    let left = remote
+        .list("/notes")
+        .await
+        .map(|l| l.entries.len())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "the confirmed deletions reached the server");
+    let status = run(&cfg, &["status", &d]).await;
+    assert!(status.status.success(), "{}", said(&status));
+    assert!(said(&status).contains("is in sync"), "{}", said(&status));
+
+    // A later mass deletion is paused again: the confirmation was for one.
+    // And a wiped folder counts by the files it held.
+    write_files(&dir, "more", 20);
+    let t = Instant::now();
+    while !remote
+        .list("/more")
+        .await
+        .is_ok_and(|l| l.entries.len() == 20)
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "new files never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::remove_dir_all(dir.join("more")).unwrap();
+    daemon
+        .wait_for(
+            "deleting 20 files on the server is paused",
+            Duration::from_secs(20),
+        )
+        .await;
+}
+
+async fn a_deletion_confirmed_on_one_device_is_applied_on_the_others(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (cfg_a, a) = device(&s, "desk").await;
+    let (cfg_b, b) = device(&s, "laptop").await;
+    let (da, db) = (a.display().to_string(), b.display().to_string());
+    write_files(&a, "photos", 30);
+    ok(&cfg_a, &["sync", &da, "--once"]).await;
+    ok(&cfg_b, &["sync", &db, "--once"]).await;
+    assert_eq!(files(&b).len(), 30);
+
+    delete_files(&a.join("photos"));
+    assert!(!run(&cfg_a, &["sync", &da, "--once"]).await.status.success());
+    ok(&cfg_a, &["sync", &da, "--once", "--allow-mass-delete"]).await;
+
+    // The other device applies what was confirmed, into its local trash.
+    let out = run(&cfg_b, &["sync", &db, "--once"]).await;
+    assert!(out.status.success(), "{}", said(&out));
+    assert_eq!(files(&b), Vec::<String>::new());
+    assert_eq!(count_files(&b.join(".tessera/trash")), 30);
+
+    // A deletion made with the CLI reaches a running daemon.
+    write_files(&a, "docs", 25);
+    ok(&cfg_a, &["sync", &da, "--once"]).await;
+    let daemon = Daemon::start(&cfg_b, &b);
+    wait_until("docs reaching the laptop", Duration::from_secs(30), || {
+        files(&b).len() == 25
+    })
+    .await;
+    ok(&cfg_a, &["rm", "/docs"]).await;
+    wait_until(
+        "the CLI's deletion reaching the daemon",
+        Duration::from_secs(30),
+        || files(&b).is_empty(),
+    )
+    .await;
+    assert_eq!(daemon.count("paused"), 0, "{}", daemon.text());
+    assert_eq!(count_files(&b.join(".tessera/trash")), 55);
+}
+
+async fn a_vanished_folder_is_not_filled_again(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (cfg, dir) = device(&s, "laptop").await;
+    let d = dir.display().to_string();
+    write_files(&dir, "music", 5);
+    ok(&cfg, &["sync", &d, "--once"]).await;
+    let remote = s.login("admin", &s.admin_password, "check").await;
+
+    // The disk is unmounted: the folder is gone, or an empty mount point.
+    let away = s.scratch("laptop-away");
+    std::fs::rename(&dir, &away).unwrap();
+    let out = run(&cfg, &["sync", &d, "--once"]).await;
+    assert!(!out.status.success(), "{}", said(&out));
+    assert!(said(&out).contains("mounted"), "{}", said(&out));
+    assert!(!dir.exists(), "the folder was not recreated");
+    let status = run(&cfg, &["status", &d]).await;
+    assert!(!status.status.success());
+    assert!(said(&status).contains("mounted"), "{}", said(&status));
+    std::fs::create_dir(&dir).unwrap();
+    let out = run(&cfg, &["sync", &d, "--once"]).await;
+    assert!(!out.status.success(), "{}", said(&out));
+    assert_eq!(count_files(&dir), 0, "the empty mount point stays empty");
+    std::fs::remove_dir(&dir).unwrap();
+    assert_eq!(remote.list("/music").await.unwrap().entries.len(), 5);
+
+    // A running daemon whose folder goes away waits, and carries on when
+    // the folder is back.
+    std::fs::rename(&away, &dir).unwrap();
+    let daemon = Daemon::start(&cfg, &dir);
+    daemon.wait_for("syncing", Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    std::fs::rename(&dir, &away).unwrap();
+    let new_file = s.scratch("new.txt");
+    std::fs::write(&new_file, "made elsewhere").unwrap();
+    ok(
+        &cfg,
+        &["put", &new_file.display().to_string(), "/music/new.txt"],
+    )
+    .await;
+    daemon.wait_for("mounted", Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!dir.exists(), "the daemon did not recreate the folder");
+    assert_eq!(
+        remote.list("/music").await.unwrap().entries.len(),
+        6,
+        "nothing was deleted on the server"
+    );
+    std::fs::rename(&away, &dir).unwrap();
+    wait_until(
+        "the new file arriving once the folder is back",
+        Duration::from_secs(30),
+        || dir.join("music/new.txt").is_file(),
+    )
+    .await;
+    assert_eq!(files(&dir).len(), 6);
+}
+
+async fn admin_user_add_refuses_a_folder_without_a_database(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let elsewhere = s.scratch("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let cfg = s.scratch("cfg");
+    let out = run_in(
+        Some(&elsewhere),
+        &cfg,
+        &["admin", "user", "add", "carol", "--password-stdin"],
+        Some("carol-secret-1\n"),
+    )
+    .await;
+    assert!(!out.status.success(), "{}", said(&out));
+    assert!(said(&out).contains("--data-dir"), "{}", said(&out));
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "nothing was created"
+    );
+
+    let data = s.data_dir().display().to_string();
+    let mut args = vec!["admin", "user", "add", "carol", "--password-stdin"];
+    let database = s.config.database.clone();
+    match &database {
+        Some(url) => args.extend(["--database", url]),
+        None => args.extend(["--data-dir", &data]),
+    }
+    let out = run_in(Some(&elsewhere), &cfg, &args, Some("carol-secret-1\n")).await;
+    assert!(out.status.success(), "{}", said(&out));
+    let want = match &database {
+        Some(url) => url.rsplit('/').next().unwrap().to_owned(),
+        None => s.data_dir().join("meta.db").display().to_string(),
+    };
+    assert!(
+        said(&out).contains(&want),
+        "names the database: {}",
+        said(&out)
+    );
+    // The running server knows the new user.
+    let out = run_in(
+        None,
+        &cfg,
+        &[
+            "login",
+            "--server",
+            &s.url,
+            "--user",
+            "carol",
+            "--password-stdin",
+        ],
+        Some("carol-secret-1\n"),
+    )
+    .await;
+    assert!(out.status.success(), "{}", said(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_and_sigterm_stop_the_daemon_and_say_so() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let (cfg, dir) = device(&s, "laptop").await;
+    write_files(&dir, "a", 3);
+    ok(&cfg, &["sync", &dir.display().to_string(), "--once"]).await;
+    for (name, sig) in [("SIGINT", libc::SIGINT), ("SIGTERM", libc::SIGTERM)] {
+        let mut daemon = Daemon::start(&cfg, &dir);
+        daemon.wait_for("syncing", Duration::from_secs(20)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let t = Instant::now();
+        daemon.signal(sig);
+        let status = daemon.exited_within(Duration::from_secs(5)).await;
+        println!("{name}: stopped after {:?}", t.elapsed());
+        let status = status.unwrap_or_else(|| panic!("{name} did not stop the daemon in 5 s"));
+        assert!(status.success(), "{name}: {status:?}\n{}", daemon.text());
+        daemon
+            .wait_for("stopped syncing", Duration::from_secs(1))
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_a_download_leaves_no_partial_file() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let (cfg, dir) = device(&s, "laptop").await;
+    let big = s.scratch("big.bin");
+    let data = common::random_data(96 << 20, 7);
+    std::fs::write(&big, &data).unwrap();
+    ok(&cfg, &["put", &big.display().to_string(), "/big.bin"]).await;
+
+    let mut daemon = Daemon::start(&cfg, &dir);
+    let tmp = dir.join(".tessera/tmp");
+    let t = Instant::now();
+    let mut caught = false;
+    while t.elapsed() < Duration::from_secs(60) && !dir.join("big.bin").exists() {
+        let busy = std::fs::read_dir(&tmp).is_ok_and(|rd| {
+            rd.flatten()
+                .any(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+        });
+        if busy {
+            caught = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let t = Instant::now();
+    daemon.signal(libc::SIGINT);
+    let status = daemon.exited_within(Duration::from_secs(6)).await;
+    println!(
+        "Ctrl-C {} the download: stopped after {:?}",
+        if caught { "during" } else { "after" },
+        t.elapsed()
+    );
+    let status = status.expect("Ctrl-C stops the daemon mid-download");
+    assert!(status.success(), "{}", daemon.text());
+    if let Ok(got) = std::fs::read(dir.join("big.bin")) {
+        assert!(got == data, "a file at the target path is whole");
+    }
+    ok(&cfg, &["sync", &dir.display().to_string(), "--once"]).await;
+    assert!(std::fs::read(dir.join("big.bin")).unwrap() == data);
+}
+
+#[test]
+fn login_remembers_the_server_and_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cfg");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut server = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("TESSERA_LOG", "warn")
+        .env_remove("TESSERA_ADMIN_PASSWORD")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut banner = Vec::new();
+    for line in BufReader::new(server.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let done = line.starts_with("Tessera is listening");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    let password = banner
+        .iter()
+        .find_map(|l| l.strip_prefix("Created user `admin` with password: "))
+        .unwrap()
+        .to_owned();
+    let login = format!("tessera login --server {url} --user admin");
+    let command = banner
+        .iter()
+        .find_map(|l| l.split_once("Log in with: ").map(|(_, c)| c.to_owned()))
+        .unwrap_or_default();
+    assert_eq!(command, login, "the banner's command names the server");
+
+    let run = |args: &[&str], stdin: &str| {
+        let mut child = command_sync(&cfg, args);
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // The banner's command, as printed.
+    let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let mut first = args.clone();
+    first.push("--password-stdin");
+    let out = run(&first, &format!("{password}\n"));
+    assert!(out.status.success(), "{}", said(&out));
+    // Again, without --server: the saved server is used.
+    let out = run(
+        &["login", "--user", "admin", "--password-stdin"],
+        &format!("{password}\n"),
+    );
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(said(&out).contains(&url), "{}", said(&out));
+
+    let wrong = run(
+        &["login", "--user", "admin", "--password-stdin"],
+        "nope-nope\n",
+    );
+    assert!(!wrong.status.success());
+    let text = said(&wrong);
+    assert!(text.contains("wrong user name or password"), "{text}");
+    assert!(!text.contains("log in again"), "{text}");
+
+    let _ = server.kill();
+    let _ = server.wait();
+    let down = run(&["ls"], "");
+    assert!(!down.status.success());
+    let text = said(&down);
+    assert_eq!(
+        text.matches(&format!("127.0.0.1:{port}")).count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("start it"), "{text}");
+}
+
+fn command_sync(cfg: &Path, args: &[&str]) -> Child {
+    command(cfg, &args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
