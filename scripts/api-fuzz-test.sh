@@ -16,13 +16,19 @@ ROOT=$PWD
 SCHEMATHESIS_VERSION=4.32.5
 CACHE=${TESSERA_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tessera}
 VENV=$CACHE/schemathesis-$SCHEMATHESIS_VERSION
+need_apt=()
+command -v curl >/dev/null || need_apt+=(curl)
+command -v python3 >/dev/null || need_apt+=(python3)
+if [ ! -x "$VENV/bin/schemathesis" ] && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  need_apt+=(python3-venv)
+fi
+if ((${#need_apt[@]})); then
+  echo "installing ${need_apt[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
 if [ ! -x "$VENV/bin/schemathesis" ]; then
-  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
-    echo "installing python3-venv"
-    if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
-  fi
   echo "installing schemathesis $SCHEMATHESIS_VERSION into $VENV"
   mkdir -p "$CACHE"
   rm -rf "$VENV"
