@@ -71,11 +71,15 @@ pub struct ListResponse {
 
 #[derive(Debug, Clone, Serialize, Deserialize, IntoParams, ToSchema)]
 pub struct PathQuery {
+    /// An absolute path: `/`, or `/`-separated names.
+    #[param(pattern = "^/", example = "/docs")]
+    #[schema(pattern = "^/", example = "/docs")]
     pub path: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
 pub struct DownloadQuery {
+    #[param(pattern = "^/", example = "/docs/a.txt")]
     pub path: String,
     /// A past revision; the current one when absent.
     #[serde(default)]
@@ -84,6 +88,7 @@ pub struct DownloadQuery {
 
 #[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
 pub struct UploadQuery {
+    #[param(pattern = "^/", example = "/docs/b.txt")]
     pub path: String,
     /// The revision this content replaces: 0 means "the file must not exist",
     /// absent means "replace whatever is there".
@@ -93,6 +98,7 @@ pub struct UploadQuery {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DeleteRequest {
+    #[schema(pattern = "^/", example = "/docs/old.txt")]
     pub path: String,
     /// For a file: refuse (409) unless it is still at this revision, so a
     /// delete never discards an edit it has not seen.
@@ -102,13 +108,17 @@ pub struct DeleteRequest {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct MoveRequest {
+    #[schema(pattern = "^/", example = "/docs/move-me.txt")]
     pub from: String,
+    #[schema(pattern = "^/", example = "/docs/moved.txt")]
     pub to: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RestoreRequest {
+    #[schema(pattern = "^/", example = "/docs/a.txt")]
     pub path: String,
+    #[schema(example = 1)]
     pub rev: i64,
 }
 
@@ -148,6 +158,7 @@ pub struct BlockRef {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CommitRequest {
+    #[schema(pattern = "^/")]
     pub path: String,
     /// See [`UploadQuery::base_rev`].
     #[serde(default)]

@@ -128,7 +128,7 @@ fn session_cookie_header(
 
 /// With the header `x-tessera-web: 1` the token is set as the session
 /// cookie instead of being returned (`token` is then empty).
-#[utoipa::path(post, path = "/api/v1/auth/login", request_body = LoginRequest, responses((status = 200, body = LoginResponse), (status = 401, body = tessera_proto::ErrorBody), (status = 429, body = tessera_proto::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/auth/login", request_body = LoginRequest, responses((status = 200, body = LoginResponse), (status = 401, body = tessera_proto::ErrorBody, description = "wrong username or password"), (status = 429, body = tessera_proto::ErrorBody, description = "too many attempts: wait the seconds that Retry-After says")))]
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

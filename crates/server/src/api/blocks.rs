@@ -110,7 +110,7 @@ fn codec(c: BlockCodec) -> Codec {
 }
 
 /// Many small blocks in one request, stored as one pack object.
-#[utoipa::path(post, path = "/api/v1/blocks/pack", request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "frames: id [32] | codec u8 | length u32 LE | payload"), responses((status = 201, body = PackResponse), (status = 422, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/blocks/pack", request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "frames: id [32] | codec u8 | length u32 LE | payload"), responses((status = 201, body = PackResponse), (status = 422, body = tessera_proto::ErrorBody, description = "a block's bytes do not hash to its id")), security(("bearer" = [])))]
 pub async fn pack(
     State(state): State<AppState>,
     user: AuthUser,

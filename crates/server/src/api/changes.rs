@@ -101,7 +101,7 @@ pub async fn latest(
 /// Returns at once if the journal is past the cursor, else when it moves,
 /// else after the timeout (jittered by up to a tenth, so clients that
 /// started together drift apart).
-#[utoipa::path(get, path = "/api/v1/changes/poll", params(PollQuery), responses((status = 200, body = PollResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/changes/poll", params(PollQuery), responses((status = 200, body = PollResponse), (status = 429)), security(("bearer" = [])))]
 pub async fn poll(
     State(state): State<AppState>,
     user: AuthUser,

@@ -50,7 +50,7 @@ fn below_root(raw: &str) -> Result<RemotePath, ApiError> {
     Ok(path)
 }
 
-#[utoipa::path(get, path = "/api/v1/files/list", params(PathQuery), responses((status = 200, body = ListResponse), (status = 404, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/files/list", params(PathQuery), responses((status = 200, body = ListResponse), (status = 404, body = tessera_proto::ErrorBody), (status = 409, body = tessera_proto::ErrorBody, description = "the path is a file")), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
@@ -68,7 +68,7 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/files/meta", params(PathQuery), responses((status = 200, body = Entry), (status = 404, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/files/meta", params(PathQuery), responses((status = 200, body = Entry), (status = 404, body = tessera_proto::ErrorBody), (status = 409, body = tessera_proto::ErrorBody, description = "a folder on the way is a file")), security(("bearer" = [])))]
 pub async fn meta(
     State(state): State<AppState>,
     user: AuthUser,
@@ -83,7 +83,7 @@ pub async fn meta(
     Ok(Json(entry(&node, &path)))
 }
 
-#[utoipa::path(post, path = "/api/v1/files/mkdir", request_body = PathQuery, responses((status = 201, body = Entry), (status = 409, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/files/mkdir", request_body = PathQuery, responses((status = 201, body = Entry), (status = 404, body = tessera_proto::ErrorBody, description = "the parent folder does not exist"), (status = 409, body = tessera_proto::ErrorBody, description = "the name is taken, or a folder on the way is a file")), security(("bearer" = [])))]
 pub async fn mkdir(
     State(state): State<AppState>,
     user: AuthUser,
@@ -95,7 +95,7 @@ pub async fn mkdir(
     Ok((StatusCode::CREATED, Json(entry(&node, &path))))
 }
 
-#[utoipa::path(post, path = "/api/v1/files/move", request_body = MoveRequest, responses((status = 200, body = Entry), (status = 404, body = tessera_proto::ErrorBody), (status = 409, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/files/move", request_body = MoveRequest, responses((status = 200, body = Entry), (status = 404, body = tessera_proto::ErrorBody), (status = 409, body = tessera_proto::ErrorBody, description = "the target is taken, or is inside the folder moved")), security(("bearer" = [])))]
 pub async fn move_node(
     State(state): State<AppState>,
     user: AuthUser,
@@ -172,7 +172,7 @@ pub(crate) async fn drain<R: tokio::io::AsyncRead + Unpin>(body: &mut R) {
 
 /// Simple upload: the body is the file. The server cuts, stores and commits.
 /// Nothing is visible until the whole body has arrived and been stored.
-#[utoipa::path(put, path = "/api/v1/files/content", params(UploadQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 201, body = Entry), (status = 409, body = tessera_proto::ErrorBody, description = "stale base_rev"), (status = 413, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/v1/files/content", params(UploadQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 201, body = Entry), (status = 404, body = tessera_proto::ErrorBody, description = "the folder does not exist"), (status = 409, body = tessera_proto::ErrorBody, description = "stale base_rev, or the path is a folder"), (status = 413, body = tessera_proto::ErrorBody), (status = 429)), security(("bearer" = [])))]
 pub async fn upload(
     State(state): State<AppState>,
     user: AuthUser,
@@ -300,7 +300,7 @@ fn new_revision(
 }
 
 /// Block-protocol commit: the file as an ordered list of uploaded blocks.
-#[utoipa::path(post, path = "/api/v1/files/commit", request_body = CommitRequest, responses((status = 201, body = Entry), (status = 400, body = tessera_proto::ErrorBody, description = "missing_blocks lists the blocks to upload"), (status = 409, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/files/commit", request_body = CommitRequest, responses((status = 201, body = Entry), (status = 400, body = tessera_proto::ErrorBody, description = "bad input (the message says what to fix), or missing_blocks lists the blocks to upload"), (status = 404, body = tessera_proto::ErrorBody, description = "the folder does not exist"), (status = 409, body = tessera_proto::ErrorBody, description = "stale base_rev, or the path is a folder")), security(("bearer" = [])))]
 pub async fn commit(
     State(state): State<AppState>,
     user: AuthUser,
@@ -410,7 +410,7 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, Api
     Ok(Some(range))
 }
 
-#[utoipa::path(get, path = "/api/v1/files/content", params(DownloadQuery), responses((status = 200, content_type = "application/octet-stream", description = "the file; ETag is the content hash"), (status = 206, description = "a byte range"), (status = 304, description = "If-None-Match matched"), (status = 416, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/files/content", params(DownloadQuery), responses((status = 200, content_type = "application/octet-stream", description = "the file; ETag is the content hash"), (status = 206, description = "a byte range"), (status = 304, description = "If-None-Match matched"), (status = 404, body = tessera_proto::ErrorBody), (status = 409, body = tessera_proto::ErrorBody, description = "the path is a folder"), (status = 416, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
 pub async fn download(
     State(state): State<AppState>,
     user: AuthUser,
@@ -494,7 +494,7 @@ pub async fn download(
     Ok((status, out, Body::from_stream(stream)).into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/files/revisions", params(PathQuery), responses((status = 200, body = RevisionsResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/files/revisions", params(PathQuery), responses((status = 200, body = RevisionsResponse), (status = 404, body = tessera_proto::ErrorBody), (status = 409, body = tessera_proto::ErrorBody, description = "the path is a folder")), security(("bearer" = [])))]
 pub async fn revisions(
     State(state): State<AppState>,
     user: AuthUser,
@@ -518,7 +518,7 @@ pub async fn revisions(
     }))
 }
 
-#[utoipa::path(post, path = "/api/v1/files/restore", request_body = RestoreRequest, responses((status = 200, body = Entry), (status = 404, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/files/restore", request_body = RestoreRequest, responses((status = 200, body = Entry), (status = 404, body = tessera_proto::ErrorBody), (status = 409, body = tessera_proto::ErrorBody, description = "the path is a folder")), security(("bearer" = [])))]
 pub async fn restore(
     State(state): State<AppState>,
     user: AuthUser,
@@ -533,7 +533,7 @@ pub async fn restore(
     Ok(Json(entry(&node, &path)))
 }
 
-#[utoipa::path(get, path = "/api/v1/files/blocks", params(DownloadQuery), responses((status = 200, body = BlockListResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/files/blocks", params(DownloadQuery), responses((status = 200, body = BlockListResponse), (status = 404, body = tessera_proto::ErrorBody), (status = 409, body = tessera_proto::ErrorBody, description = "the path is a folder")), security(("bearer" = [])))]
 pub async fn block_list(
     State(state): State<AppState>,
     user: AuthUser,

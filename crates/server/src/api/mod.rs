@@ -151,6 +151,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+#[utoipa::path(get, path = "/api/v1/info", responses((status = 200, body = ServerInfo)))]
 async fn info(State(state): State<AppState>) -> Json<ServerInfo> {
     Json(ServerInfo {
         version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -209,6 +209,7 @@ fn who(user: &AuthUser) -> Uploader {
 }
 
 /// Discovery: what this server supports. No credentials needed.
+#[utoipa::path(options, path = "/api/v1/tus/", responses((status = 204, description = "what this server supports", headers(("Tus-Version" = String), ("Tus-Extension" = String), ("Tus-Max-Size" = u64, description = "the largest file, in bytes"), ("Tus-Checksum-Algorithm" = String)))))]
 pub async fn options(State(state): State<AppState>) -> Response {
     (
         StatusCode::NO_CONTENT,
@@ -236,6 +237,7 @@ pub async fn options(State(state): State<AppState>) -> Response {
 }
 
 /// Creation: a new session for `Upload-Length` bytes.
+#[utoipa::path(post, path = "/api/v1/tus/", params(("Tus-Resumable" = super::openapi::TusVersion, Header, description = "the protocol version: 1.0.0"), ("Upload-Length" = u64, Header, description = "the size of the file in bytes"), ("Upload-Metadata" = Option<String>, Header, description = "comma-separated `key base64(value)` pairs: `path`, or `filename` with an optional `folder`; optional `base_rev`")), responses((status = 201, description = "the session; an empty file is committed at once (then Tessera-Path and Tessera-Rev)", headers(("Location" = String, description = "the session's URL"), ("Upload-Expires" = String))), (status = 404, body = tessera_proto::ErrorBody, description = "the folder does not exist"), (status = 409, body = tessera_proto::ErrorBody, description = "the path is taken by a folder, or is below a file"), (status = 412, body = tessera_proto::ErrorBody, description = "Tus-Resumable is not 1.0.0"), (status = 413, body = tessera_proto::ErrorBody, description = "Upload-Length is over the server's limit"), (status = 429)), security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,
@@ -297,6 +299,7 @@ fn add_result(headers: &mut HeaderMap, path: &str, rev: i64) {
 }
 
 /// Where a session stands. A finished one reports its full length.
+#[utoipa::path(head, path = "/api/v1/tus/{id}", params(("id" = String, Path, description = "the upload session, as the creation's Location names it"), ("Tus-Resumable" = super::openapi::TusVersion, Header, description = "the protocol version: 1.0.0")), responses((status = 200, description = "where the session stands", headers(("Upload-Offset" = u64), ("Upload-Length" = u64), ("Upload-Metadata" = String), ("Upload-Expires" = String), ("Tessera-Path" = String, description = "once finished: the file's path, percent-encoded"), ("Tessera-Rev" = i64, description = "once finished: the file's revision"))), (status = 404, description = "no such session"), (status = 412, description = "Tus-Resumable is not 1.0.0")), security(("bearer" = [])))]
 pub async fn head(
     State(state): State<AppState>,
     user: AuthUser,
@@ -334,6 +337,7 @@ pub async fn head(
 }
 
 /// Appends the body at `Upload-Offset`.
+#[utoipa::path(patch, path = "/api/v1/tus/{id}", params(("id" = String, Path, description = "the upload session, as the creation's Location names it"), ("Tus-Resumable" = super::openapi::TusVersion, Header, description = "the protocol version: 1.0.0"), ("Upload-Offset" = u64, Header, description = "where these bytes start: the session's offset"), ("Upload-Checksum" = Option<String>, Header, description = "`ALGORITHM base64(digest)` of this body (sha1, sha256, md5, crc32)")), request_body(content = Vec<u8>, content_type = "application/offset+octet-stream"), responses((status = 204, description = "stored; the last piece commits the file (then Tessera-Path and Tessera-Rev)", headers(("Upload-Offset" = u64), ("Upload-Expires" = String), ("Tessera-Path" = String), ("Tessera-Rev" = i64))), (status = 404, body = tessera_proto::ErrorBody, description = "no such session"), (status = 409, body = tessera_proto::ErrorBody, description = "Upload-Offset is not the session's offset, or the target changed"), (status = 412, body = tessera_proto::ErrorBody, description = "Tus-Resumable is not 1.0.0"), (status = 413, body = tessera_proto::ErrorBody, description = "the body goes past Upload-Length"), (status = 415, body = tessera_proto::ErrorBody, description = "the body is not application/offset+octet-stream"), (status = 422, body = tessera_proto::ErrorBody), (status = 460, body = tessera_proto::ErrorBody, description = "the body does not match Upload-Checksum")), security(("bearer" = [])))]
 pub async fn patch(
     State(state): State<AppState>,
     user: AuthUser,
@@ -435,6 +439,7 @@ fn progress(offset: u64) -> Response {
 }
 
 /// Termination: the session ends; what it stored becomes collectable.
+#[utoipa::path(delete, path = "/api/v1/tus/{id}", params(("id" = String, Path, description = "the upload session, as the creation's Location names it"), ("Tus-Resumable" = super::openapi::TusVersion, Header, description = "the protocol version: 1.0.0")), responses((status = 204, description = "the session ended"), (status = 404, body = tessera_proto::ErrorBody, description = "no such session"), (status = 412, body = tessera_proto::ErrorBody, description = "Tus-Resumable is not 1.0.0")), security(("bearer" = [])))]
 pub async fn terminate(
     State(state): State<AppState>,
     user: AuthUser,

@@ -93,7 +93,7 @@ const SANDBOX_CSP: &str = "sandbox; default-src 'none'; img-src 'self' data:; me
 /// scripts run inside the viewer, never in this origin.
 const PDF_CSP: &str = "default-src 'none'; frame-ancestors 'self'";
 
-#[utoipa::path(get, path = "/api/v1/files/view", params(ViewQuery), responses((status = 200, description = "the file, typed for a browser when it is safe to show, else as an attachment"), (status = 206, description = "a byte range")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/files/view", params(ViewQuery), responses((status = 200, description = "the file, typed for a browser when it is safe to show, else as an attachment"), (status = 206, description = "a byte range"), (status = 304, description = "If-None-Match matched"), (status = 404, body = tessera_proto::ErrorBody), (status = 409, body = tessera_proto::ErrorBody, description = "the path is a folder"), (status = 416, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
 pub async fn view(
     state: State<AppState>,
     user: AuthUser,

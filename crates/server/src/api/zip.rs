@@ -35,7 +35,7 @@ enum ZipError {
     Io(#[from] std::io::Error),
 }
 
-#[utoipa::path(get, path = "/api/v1/files/zip", params(PathQuery), responses((status = 200, content_type = "application/zip", description = "the folder and everything in it, streamed (Zip64, stored)"), (status = 404, body = tessera_proto::ErrorBody), (status = 409, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/files/zip", params(PathQuery), responses((status = 200, content_type = "application/zip", description = "the folder and everything in it, streamed (Zip64, stored)"), (status = 404, body = tessera_proto::ErrorBody), (status = 409, body = tessera_proto::ErrorBody, description = "the path is a file")), security(("bearer" = [])))]
 pub async fn folder(
     State(state): State<AppState>,
     user: AuthUser,
