@@ -42,14 +42,14 @@ status=${PIPESTATUS[0]}
 # Interoperability and browser suites (they install Node.js, npm and
 # Chromium from Debian when missing): TUS with curl and tus-js-client, and
 # the web UI in headless Chromium.
-for suite in scripts/tus-test.sh scripts/web-test.sh; do
+for suite in scripts/tus-test.sh scripts/web-test.sh scripts/casefold-test.sh; do
     "$suite" 2>&1 | tee -a "$LOG"
     [ "${PIPESTATUS[0]}" = 0 ] || status=1
 done
 set -e
 # One closing line for the whole run, summed over every test binary and suite.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     /^(tus|web): [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
+     /^(tus|web|casefold): [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
      END { printf "%d passed, %d failed\n", p, f }' "$LOG"
 rm -f "$LOG"
 exit "$status"
