@@ -268,6 +268,13 @@ pub async fn sync(args: SyncArgs<'_>) -> anyhow::Result<()> {
         if !report.stuck.is_empty() {
             anyhow::bail!("{} item(s) could not be synced", report.stuck.len());
         }
+        if !report.skipped.is_empty() {
+            anyhow::bail!(
+                "{} is not in sync: {} item(s) skipped (see the warnings above)",
+                dir.display(),
+                report.skipped.len()
+            );
+        }
         println!("{} is in sync", dir.display());
         return Ok(());
     }
@@ -451,7 +458,7 @@ pub async fn status(dir: &Path) -> anyhow::Result<()> {
         )
     });
     let conflicts = count(|o| matches!(o, Op::Conflict { .. }));
-    if up + down + conflicts == 0 {
+    if up + down + conflicts == 0 && warnings.is_empty() {
         println!("{} is in sync", dir.display());
     } else {
         println!(
@@ -465,6 +472,13 @@ pub async fn status(dir: &Path) -> anyhow::Result<()> {
         {
             println!("  {}", tessera_client::sync::engine::describe(op));
         }
+    }
+    if !warnings.is_empty() {
+        anyhow::bail!(
+            "{} is not in sync: {} item(s) skipped (see the warnings above)",
+            dir.display(),
+            warnings.len()
+        );
     }
     Ok(())
 }
@@ -492,11 +506,16 @@ pub fn conflicts(dir: &Path) -> anyhow::Result<()> {
     let mut found = Vec::new();
     walk(dir, dir, &mut found).with_context(|| format!("reading {}", dir.display()))?;
     found.sort();
-    if found.is_empty() {
+    let clashes = tessera_client::sync::case::load(dir)
+        .with_context(|| format!("reading the case clashes of {}", dir.display()))?;
+    if found.is_empty() && clashes.is_empty() {
         println!("no conflicted copies in {}", dir.display());
     }
     for f in found {
         println!("{f}");
+    }
+    for c in clashes {
+        println!("{}", c.describe());
     }
     Ok(())
 }

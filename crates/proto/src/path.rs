@@ -1,9 +1,10 @@
 //! Path rules shared by server and clients.
 //!
 //! A remote path is absolute, `/`-separated, NFC-normalized, with no empty,
-//! `.` or `..` segment and no control character. Names are unique in a
-//! folder ignoring case (see [`fold_name`]) so that every client file system
-//! can hold the tree; the case a user typed is kept.
+//! `.` or `..` segment and no control character. Names are exact: two
+//! names that differ only in case are two files, as on Linux, so every file
+//! a user has can be kept. Clients on file systems that ignore case settle
+//! clashes there (see [`fold_name`]).
 
 use std::fmt;
 
@@ -134,7 +135,9 @@ fn validate_name(seg: &str) -> Result<(), PathError> {
     Ok(())
 }
 
-/// The key under which a name is unique in its folder: NFC, then lowercase.
+/// A name as a file system that ignores case sees it: NFC, then
+/// lowercase. The server sorts listings by it; names are unique exactly,
+/// not by this key.
 pub fn fold_name(name: &str) -> String {
     name.nfc().collect::<String>().to_lowercase()
 }

@@ -7,15 +7,16 @@
 //! `.tessera/trash/`; downloads land in `.tessera/tmp/`, are hash-checked
 //! and fsynced, then renamed into place.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tessera_proto::api::{Change, ChangeKind};
 use tessera_proto::{BlockId, ContentHash};
 
+use super::case;
 use super::planner::{Op, plan};
-use super::scan::{self, STATE_DIR, current_hash};
+use super::scan::{self, STATE_DIR, Spelling, current_hash, local_rel};
 use super::state::{BlockIndex, StatCache, State, StateError};
 use super::status::StatusFile;
 use super::tree::{Node, NodeKind, Tree, is_below};
@@ -73,6 +74,12 @@ pub struct Report {
     pub bytes_reused: u64,
     /// What could not be done, and why.
     pub stuck: Vec<String>,
+    /// Everything left out of sync now (names the server or this folder
+    /// cannot hold as they are), and why. The folder is not in sync while
+    /// this is not empty.
+    pub skipped: Vec<String>,
+    /// The skips this syncer had not reported before: each is announced
+    /// once, and again only after it went away and came back.
     pub warnings: Vec<String>,
 }
 
@@ -95,6 +102,14 @@ pub struct Syncer {
     status: StatusFile,
     /// Held while this syncer may change the folder; `None` when read-only.
     lock: Option<std::fs::File>,
+    /// How the last scan found names spelled on disk where that differs
+    /// from the server's NFC spelling.
+    spelling: Spelling,
+    /// The folder's file system ignores case (probed at every open, so a
+    /// folder moved to another disk is seen as it is now).
+    ignores_case: bool,
+    /// Skips already reported, so a daemon reports each once.
+    announced: BTreeSet<String>,
     pub allow_mass_delete: bool,
 }
 
@@ -178,38 +193,6 @@ fn unused(path: PathBuf) -> PathBuf {
         .map(|n| path.with_file_name(format!("{stem} ({n}){ext}")))
         .find(|p| std::fs::symlink_metadata(p).is_err())
         .unwrap_or(path)
-}
-
-/// The server keeps names unique ignoring case, so two local names that
-/// differ only in case (possible on some file systems) would be one file
-/// there. Of each such group, the one already synced (or else the first by
-/// name) takes part; the others, with everything inside them, are left
-/// alone with a warning.
-fn drop_case_clashes(local: &mut Tree, remote: &Tree, synced: &Tree, warnings: &mut Vec<String>) {
-    let fold = |p: &str| {
-        p.split('/')
-            .map(tessera_proto::path::fold_name)
-            .collect::<Vec<_>>()
-            .join("/")
-    };
-    let mut groups: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for p in local.keys() {
-        groups.entry(fold(p)).or_default().push(p.clone());
-    }
-    for paths in groups.into_values().filter(|g| g.len() > 1) {
-        let keep = paths
-            .iter()
-            .find(|p| synced.contains_key(*p) || remote.contains_key(*p))
-            .unwrap_or(&paths[0])
-            .clone();
-        for p in paths.iter().filter(|p| **p != keep) {
-            warnings.push(format!(
-                "skipped {p}: {keep} has the same name ignoring case, which the server \
-                 treats as one name; rename one of them"
-            ));
-            remove_subtree(local, p);
-        }
-    }
 }
 
 /// Small files written and fsynced at once when they come down.
@@ -357,6 +340,7 @@ impl Syncer {
         let synced = state.synced_tree().await?;
         let cache = state.stat_cache().await?;
         let cursor = state.setting("cursor").await?;
+        let ignores_case = case::ignores_case(&root);
         Ok(Self {
             root,
             remote,
@@ -368,6 +352,9 @@ impl Syncer {
             cursor,
             status: StatusFile::new(&dir),
             lock,
+            spelling: Spelling::new(),
+            ignores_case,
+            announced: BTreeSet::new(),
             allow_mass_delete: false,
         })
     }
@@ -424,9 +411,48 @@ impl Syncer {
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         self.cache = scan.cache;
-        let (mut local, mut warnings) = (scan.tree, scan.warnings);
-        drop_case_clashes(&mut local, &self.remote_tree, &self.synced, &mut warnings);
-        Ok((plan(&local, &self.remote_tree, &self.synced), warnings))
+        self.spelling = scan.spelling;
+        let (local, mut warnings) = (scan.tree, scan.warnings);
+        let clashes = if self.ignores_case {
+            case::clashes(&self.remote_tree, &local, &self.synced)
+        } else {
+            Vec::new()
+        };
+        if self.lock.is_some()
+            && let Err(e) = case::save(&self.root, &clashes)
+        {
+            tracing::warn!(error = %e, "cannot record the case clashes for `tessera conflicts`");
+        }
+        if clashes.is_empty() {
+            return Ok((plan(&local, &self.remote_tree, &self.synced), warnings));
+        }
+        // What is left out is neither fetched nor taken as deleted here;
+        // forgetting it as synced makes it come down once the clash is
+        // resolved, and can never delete anything.
+        let mut remote = self.remote_tree.clone();
+        for c in &clashes {
+            remove_subtree(&mut remote, &c.left_out);
+            remove_subtree(&mut self.synced, &c.left_out);
+            warnings.push(c.describe());
+        }
+        Ok((plan(&local, &remote, &self.synced), warnings))
+    }
+
+    /// Where the file or folder at `rel` (the server's spelling) is on disk.
+    fn disk(&self, rel: &str) -> PathBuf {
+        self.root.join(local_rel(&self.spelling, rel))
+    }
+
+    /// Records this round's skips: all of them in `skipped`, and in
+    /// `warnings` those not reported before.
+    fn note_skips(&mut self, report: &mut Report, skipped: Vec<String>) {
+        for w in &skipped {
+            if !self.announced.contains(w) && !report.warnings.contains(w) {
+                report.warnings.push(w.clone());
+            }
+        }
+        self.announced = skipped.iter().cloned().collect();
+        report.skipped = skipped;
     }
 
     /// Syncs both ways until nothing is left to do (or progress stops).
@@ -452,11 +478,11 @@ impl Syncer {
         for round in 1..=8 {
             report.rounds = round;
             self.check_present()?;
-            let (mut ops, warnings) = self.pending().await?;
+            let (mut ops, skipped) = self.pending().await?;
             // A scan of a folder unmounted meanwhile finds nothing: that
             // must not become deletions.
             self.check_present()?;
-            report.warnings = warnings;
+            self.note_skips(&mut report, skipped);
             if ops.is_empty() {
                 report.stuck.clear();
                 self.status.end_round(&[]);
@@ -612,7 +638,7 @@ impl Syncer {
     fn transfer_size(&self, op: &Op) -> Option<u64> {
         match op {
             Op::Upload { path, .. } => {
-                Some(std::fs::metadata(self.root.join(path)).map_or(0, |m| m.len()))
+                Some(std::fs::metadata(self.disk(path)).map_or(0, |m| m.len()))
             }
             Op::Download { path, .. } => {
                 Some(self.remote_tree.get(path).and_then(|n| n.size).unwrap_or(0))
@@ -654,7 +680,7 @@ impl Syncer {
     }
 
     fn is_small_file(&self, rel: &str) -> bool {
-        std::fs::symlink_metadata(self.root.join(rel))
+        std::fs::symlink_metadata(self.disk(rel))
             .is_ok_and(|m| m.is_file() && m.len() <= SMALL_FILE)
     }
 
@@ -670,7 +696,7 @@ impl Syncer {
         let files: Vec<SmallFile> = batch
             .iter()
             .map(|(path, base)| SmallFile {
-                local: self.root.join(path),
+                local: self.disk(path),
                 remote: rel_to_remote(path),
                 base_rev: Some(*base),
             })
@@ -837,7 +863,7 @@ impl Syncer {
         if !self.local_matches(rel, expected)? {
             return Err(std::io::Error::other("changed on disk meanwhile; will retry").into());
         }
-        let target = self.root.join(rel);
+        let target = self.disk(rel);
         let parent = target
             .parent()
             .map_or_else(|| self.root.clone(), Path::to_path_buf);
@@ -864,7 +890,7 @@ impl Syncer {
         let index = self.state.block_index();
         let old = local
             .is_some_and(|n| n.kind == NodeKind::File)
-            .then(|| self.root.join(path));
+            .then(|| self.disk(path));
         let tmp = self
             .root
             .join(STATE_DIR)
@@ -921,7 +947,7 @@ impl Syncer {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(std::io::Error::other("changed on disk meanwhile; will retry").into());
         }
-        let target = self.root.join(path);
+        let target = self.disk(path);
         if let Some(parent) = target.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
@@ -979,7 +1005,7 @@ impl Syncer {
             .into_iter()
             .map(|(path, base)| {
                 let remote = self.remote.clone();
-                let abs = self.root.join(&path);
+                let abs = self.disk(&path);
                 let live = self.status.live();
                 async move {
                     let progress: crate::transfer::Progress = Arc::new(move |n| {
@@ -1058,18 +1084,18 @@ impl Syncer {
     }
 
     fn local_matches(&self, rel: &str, expected: Option<&Node>) -> Result<bool, SyncError> {
-        let abs = self.root.join(rel);
+        let abs = self.disk(rel);
         match expected {
             None => Ok(std::fs::symlink_metadata(&abs).is_err()),
             Some(n) if n.kind == NodeKind::Folder => Ok(abs.is_dir()),
-            Some(n) => Ok(current_hash(&self.root, rel, &self.cache)?.map(|(_, h)| h) == n.hash),
+            Some(n) => Ok(current_hash(&abs, rel, &self.cache)?.map(|(_, h)| h) == n.hash),
         }
     }
 
     async fn execute(&mut self, op: &Op, report: &mut Report) -> Result<(), SyncError> {
         match op {
             Op::CreateLocalFolder { path } => {
-                tokio::fs::create_dir_all(self.root.join(path)).await?;
+                tokio::fs::create_dir_all(self.disk(path)).await?;
                 let node = self
                     .remote_tree
                     .get(path)
@@ -1090,7 +1116,7 @@ impl Syncer {
                 self.synced.insert(path.clone(), node);
             }
             Op::Upload { path, base_rev } => {
-                let abs = self.root.join(path);
+                let abs = self.disk(path);
                 let up = upload_file(&self.remote, &abs, &rel_to_remote(path), Some(*base_rev), {
                     let live = self.status.live();
                     Arc::new(move |n| {
@@ -1113,7 +1139,7 @@ impl Syncer {
             Op::Conflict { path, .. } => {
                 // Keep the local bytes under a new name; the next round
                 // uploads that copy and takes the remote file at `path`.
-                let abs = self.root.join(path);
+                let abs = self.disk(path);
                 let name = abs
                     .file_name()
                     .and_then(|n| n.to_str())
@@ -1136,7 +1162,7 @@ impl Syncer {
                 if !self.local_matches(path, Some(expected))? {
                     return Err(std::io::Error::other("changed on disk meanwhile; kept").into());
                 }
-                let abs = self.root.join(path);
+                let abs = self.disk(path);
                 if expected.kind == NodeKind::Folder {
                     // Only empty folders go; anything left inside is kept.
                     if tokio::fs::remove_dir(&abs).await.is_err() {
@@ -1184,16 +1210,26 @@ impl Syncer {
             }
             Op::MoveLocal { from, to } => {
                 let expected = self.synced.get(from).cloned();
-                if !self.local_matches(from, expected.as_ref())? || self.root.join(to).exists() {
+                let (source, target) = (self.disk(from), self.disk(to));
+                // In a folder that ignores case, a rename that changes only
+                // case finds its target already there: itself.
+                let case_only = case::same_entry(&source, &target);
+                if !self.local_matches(from, expected.as_ref())? || (target.exists() && !case_only)
+                {
                     return Err(
                         std::io::Error::other("changed on disk meanwhile; will retry").into(),
                     );
                 }
-                let target = self.root.join(to);
                 if let Some(parent) = target.parent() {
                     tokio::fs::create_dir_all(parent).await?;
                 }
-                tokio::fs::rename(self.root.join(from), &target).await?;
+                if case_only {
+                    let step = unused(target.with_file_name(".tessera-case-rename"));
+                    tokio::fs::rename(&source, &step).await?;
+                    tokio::fs::rename(&step, &target).await?;
+                } else {
+                    tokio::fs::rename(&source, &target).await?;
+                }
                 move_subtree(&mut self.synced, from, to);
                 let moved: Vec<(String, _)> = self
                     .cache
@@ -1259,28 +1295,6 @@ mod tests {
         ];
         want.sort();
         assert_eq!(left, want);
-    }
-
-    #[test]
-    fn names_differing_only_in_case_keep_the_synced_one() {
-        let h = tessera_proto::ContentHash::of(b"x");
-        let mut local: Tree = [
-            ("Docs".to_owned(), Node::folder()),
-            ("Docs/a.txt".to_owned(), Node::file(h)),
-            ("docs".to_owned(), Node::folder()),
-            ("docs/b.txt".to_owned(), Node::file(h)),
-            ("other.txt".to_owned(), Node::file(h)),
-        ]
-        .into_iter()
-        .collect();
-        let synced: Tree = [("docs".to_owned(), Node::folder())].into_iter().collect();
-        let mut warnings = Vec::new();
-        drop_case_clashes(&mut local, &Tree::new(), &synced, &mut warnings);
-        assert_eq!(
-            local.keys().collect::<Vec<_>>(),
-            vec!["docs", "docs/b.txt", "other.txt"]
-        );
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use tessera_proto::ContentHash;
 use unicode_normalization::UnicodeNormalization;
 
 use super::state::{Stat, StatCache};
-use super::tree::{Node, Tree};
+use super::tree::{Node, Tree, is_below};
 
 /// The client's own folder inside a synced folder; never synced.
 pub const STATE_DIR: &str = ".tessera";
@@ -33,9 +33,32 @@ fn built_in_ignored(name: &str) -> bool {
 }
 
 pub struct Scan {
+    /// Keyed by the server's spelling of each path (NFC).
     pub tree: Tree,
     pub cache: StatCache,
+    /// Local spelling of every path whose bytes on disk differ from its
+    /// NFC key (decomposed accents, as macOS writes them).
+    pub spelling: Spelling,
     pub warnings: Vec<String>,
+}
+
+/// NFC relative path → relative path as spelled on disk, for the paths
+/// that differ; every other path is spelled on disk as its key.
+pub type Spelling = std::collections::BTreeMap<String, String>;
+
+/// Where the file or folder with NFC key `rel` lives on disk, relative to
+/// the root: its own entry in `spelling`, else its parent's spelling with
+/// the NFC name (so a download into a folder named in NFD lands in it).
+pub fn local_rel(spelling: &Spelling, rel: &str) -> String {
+    if let Some(local) = spelling.get(rel) {
+        return local.clone();
+    }
+    match rel.rsplit_once('/') {
+        Some((parent, name)) if !spelling.is_empty() => {
+            format!("{}/{name}", local_rel(spelling, parent))
+        }
+        _ => rel.to_owned(),
+    }
 }
 
 #[cfg(unix)]
@@ -68,39 +91,52 @@ pub fn hash_file(path: &Path) -> std::io::Result<ContentHash> {
     Ok(hasher.finalize().into())
 }
 
-/// The hash of the file at `rel`, from the cache when `stat` is unchanged.
+/// The hash of the file at `abs` (cached under `key`), from the cache when
+/// `stat` is unchanged.
 pub fn current_hash(
-    root: &Path,
-    rel: &str,
+    abs: &Path,
+    key: &str,
     cache: &StatCache,
 ) -> std::io::Result<Option<(Stat, ContentHash)>> {
-    let abs = root.join(rel);
-    let meta = match std::fs::symlink_metadata(&abs) {
+    let meta = match std::fs::symlink_metadata(abs) {
         Ok(m) if m.is_file() => m,
         Ok(_) => return Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     let stat = stat_of(&meta);
-    if let Some((cached, hash)) = cache.get(rel)
+    if let Some((cached, hash)) = cache.get(key)
         && *cached == stat
     {
         return Ok(Some((stat, *hash)));
     }
-    Ok(Some((stat, hash_file(&abs)?)))
+    Ok(Some((stat, hash_file(abs)?)))
+}
+
+/// One entry found on disk, before names that are one on the server are
+/// settled.
+struct Found {
+    nfc: String,
+    local: String,
+    kind: Kind,
+}
+
+enum Kind {
+    Folder,
+    File,
 }
 
 /// Walks `root` (blocking; run it off async threads).
 pub fn scan(root: &Path, old: &StatCache) -> Scan {
-    let mut tree = Tree::new();
-    let mut cache = StatCache::new();
     let mut warnings = Vec::new();
     let walker = ignore::WalkBuilder::new(root)
         .standard_filters(false)
         .add_custom_ignore_filename(IGNORE_FILE)
         .follow_links(false)
+        .sort_by_file_name(|a, b| a.cmp(b))
         .filter_entry(|e| e.depth() == 0 || !e.file_name().to_str().is_some_and(built_in_ignored))
         .build();
+    let mut found = Vec::new();
     for entry in walker {
         let entry = match entry {
             Ok(e) => e,
@@ -117,44 +153,100 @@ pub fn scan(root: &Path, old: &StatCache) -> Scan {
         };
         let Some(rel_str) = rel.to_str() else {
             warnings.push(format!(
-                "skipped {}: the name is not valid UTF-8",
+                "skipped {}: the name is not valid UTF-8; rename it",
                 entry.path().display()
             ));
             continue;
         };
-        let rel_str = rel_str.replace(std::path::MAIN_SEPARATOR, "/");
-        let nfc: String = rel_str.nfc().collect();
-        if nfc != rel_str {
-            warnings.push(format!(
-                "skipped {rel_str}: rename it to its NFC (composed) spelling"
-            ));
-            continue;
-        }
+        let local = rel_str.replace(std::path::MAIN_SEPARATOR, "/");
+        let nfc: String = local.nfc().collect();
         let Some(ft) = entry.file_type() else {
             continue;
         };
-        if ft.is_dir() {
-            tree.insert(nfc, Node::folder());
+        let kind = if ft.is_dir() {
+            Kind::Folder
         } else if ft.is_file() {
-            match current_hash(root, &nfc, old) {
+            Kind::File
+        } else if ft.is_symlink() {
+            warnings.push(format!("skipped {local}: symbolic links are not synced"));
+            continue;
+        } else {
+            warnings.push(format!("skipped {local}: not a regular file or folder"));
+            continue;
+        };
+        found.push(Found { nfc, local, kind });
+    }
+    let found = settle_spellings(found, &mut warnings);
+    let mut tree = Tree::new();
+    let mut cache = StatCache::new();
+    let mut spelling = Spelling::new();
+    for Found { nfc, local, kind } in found {
+        match kind {
+            Kind::Folder => {
+                tree.insert(nfc.clone(), Node::folder());
+            }
+            Kind::File => match current_hash(&root.join(&local), &nfc, old) {
                 Ok(Some((stat, hash))) => {
                     cache.insert(nfc.clone(), (stat, hash));
-                    tree.insert(nfc, Node::file(hash).with_size(stat.size));
+                    tree.insert(nfc.clone(), Node::file(hash).with_size(stat.size));
                 }
-                Ok(None) => {}
-                Err(e) => warnings.push(format!("skipped {nfc}: {e}")),
-            }
-        } else if ft.is_symlink() {
-            warnings.push(format!("skipped {nfc}: symbolic links are not synced"));
-        } else {
-            warnings.push(format!("skipped {nfc}: not a regular file or folder"));
+                Ok(None) => continue,
+                Err(e) => {
+                    warnings.push(format!("skipped {local}: {e}"));
+                    continue;
+                }
+            },
+        }
+        if local != nfc {
+            spelling.insert(nfc, local);
         }
     }
     Scan {
         tree,
         cache,
+        spelling,
         warnings,
     }
+}
+
+/// Two local names that are one name on the server (the same once
+/// composed, NFC): the one already spelled in NFC, or else the first, takes
+/// part; the other, with everything inside it, is left alone with a
+/// warning. Nothing on disk is renamed.
+fn settle_spellings(found: Vec<Found>, warnings: &mut Vec<String>) -> Vec<Found> {
+    use std::collections::btree_map::Entry;
+    let mut owner: std::collections::BTreeMap<String, String> = Default::default();
+    for f in &found {
+        match owner.entry(f.nfc.clone()) {
+            Entry::Vacant(v) => {
+                v.insert(f.local.clone());
+            }
+            Entry::Occupied(mut o) => {
+                if f.local == f.nfc {
+                    o.insert(f.local.clone());
+                }
+            }
+        }
+    }
+    let mut left_out: Vec<String> = Vec::new();
+    let mut kept = Vec::with_capacity(found.len());
+    for f in found {
+        if left_out.iter().any(|d| is_below(&f.local, d)) {
+            continue;
+        }
+        match owner.get(&f.nfc) {
+            Some(o) if *o != f.local => {
+                warnings.push(format!(
+                    "skipped {}: {o} is the same name on the server (the same letters, \
+                     composed and decomposed); rename one of them",
+                    f.local
+                ));
+                left_out.push(f.local);
+            }
+            _ => kept.push(f),
+        }
+    }
+    kept
 }
 
 pub fn abs(root: &Path, rel: &str) -> PathBuf {

@@ -251,7 +251,7 @@ impl Store {
             "SELECT ",
             node_cols!(),
             " FROM nodes WHERE namespace_id = $1 AND parent_id = $2 AND deleted_ms IS NULL
-              ORDER BY name_key"
+              ORDER BY name_key, name"
         ))
         .bind(ns)
         .bind(&dir.id)
@@ -735,7 +735,7 @@ impl Store {
                 let children: Vec<NodeRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     node_cols!(),
-                    " FROM nodes WHERE namespace_id = $1 AND parent_id = $2 AND deleted_ms IS NULL ORDER BY name_key"
+                    " FROM nodes WHERE namespace_id = $1 AND parent_id = $2 AND deleted_ms IS NULL ORDER BY name_key, name"
                 ))
                 .bind(ns)
                 .bind(&n.id)
@@ -1115,11 +1115,11 @@ async fn child(conn: &mut Conn, ns: i64, parent: &str, name: &str) -> Result<Opt
     Ok(sqlx::query_as(concat!(
         "SELECT ",
         node_cols!(),
-        " FROM nodes WHERE namespace_id = $1 AND parent_id = $2 AND name_key = $3 AND deleted_ms IS NULL"
+        " FROM nodes WHERE namespace_id = $1 AND parent_id = $2 AND name = $3 AND deleted_ms IS NULL"
     ))
     .bind(ns)
     .bind(parent)
-    .bind(fold_name(name))
+    .bind(name)
     .fetch_optional(&mut *conn)
     .await?)
 }
