@@ -193,7 +193,11 @@ async fn dedup_across_users_stores_once(b: Backend) {
     // Bob is told every block is missing (no oracle), uploads them...
     let rep = put_bytes(&s, &bob, "/b.bin", &data).await;
     assert_eq!(rep.blocks_sent, rep.blocks_total);
-    // ...and they are not stored twice.
+    // ...and they are not stored twice (his copies go after the answers).
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while s.store_bytes() != after_alice && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(
         s.store_bytes(),
         after_alice,

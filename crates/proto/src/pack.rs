@@ -12,17 +12,29 @@ use crate::api::BlockCodec;
 pub const MAX_PACK_BYTES: usize = 32 << 20;
 /// Most blocks in one pack.
 pub const MAX_PACK_BLOCKS: usize = 4096;
+/// Largest block a pack may carry, before and after decompression: packs
+/// are for small files' blocks; larger ones go up one at a time.
+pub const MAX_FRAME_PLAIN: usize = 256 << 10;
+/// Most bytes the blocks of one pack may inflate to, together.
+pub const MAX_PACK_PLAIN: usize = 32 << 20;
 
 const FRAME_HEADER: usize = 32 + 1 + 4;
 
 pub fn encode_frame(out: &mut Vec<u8>, id: &BlockId, codec: BlockCodec, payload: &[u8]) {
-    out.extend_from_slice(id.as_bytes());
-    out.push(match codec {
+    out.extend_from_slice(&frame_header(id, codec, payload.len()));
+    out.extend_from_slice(payload);
+}
+
+/// The bytes before a frame's payload (for answers sent as a stream).
+pub fn frame_header(id: &BlockId, codec: BlockCodec, payload_len: usize) -> [u8; FRAME_HEADER] {
+    let mut h = [0u8; FRAME_HEADER];
+    h[..32].copy_from_slice(id.as_bytes());
+    h[32] = match codec {
         BlockCodec::Raw => 0,
         BlockCodec::Zstd => 1,
-    });
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(payload);
+    };
+    h[33..].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    h
 }
 
 pub fn frame_len(payload: usize) -> usize {
@@ -64,6 +76,35 @@ pub fn decode(body: &[u8]) -> Result<Vec<(BlockId, BlockCodec, std::ops::Range<u
     Ok(frames)
 }
 
+/// Why a well-formed pack is refused as an upload.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PackRefused {
+    #[error("block {0} appears more than once in the pack: send each block once")]
+    Duplicate(BlockId),
+    #[error(
+        "block {0} takes {1} bytes in the pack, more than {MAX_FRAME_PLAIN}: a pack carries \
+         small blocks only; send larger ones one at a time with PUT /api/v1/blocks/{0}"
+    )]
+    FrameTooLarge(BlockId, usize),
+}
+
+/// The rules an uploaded pack keeps besides its framing: each block once,
+/// and only small blocks (checked again after decompression).
+pub fn check_upload(
+    frames: &[(BlockId, BlockCodec, std::ops::Range<usize>)],
+) -> Result<(), PackRefused> {
+    let mut seen = std::collections::HashSet::with_capacity(frames.len());
+    for (id, _, range) in frames {
+        if range.len() > MAX_FRAME_PLAIN {
+            return Err(PackRefused::FrameTooLarge(*id, range.len()));
+        }
+        if !seen.insert(*id) {
+            return Err(PackRefused::Duplicate(*id));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +122,25 @@ mod tests {
         assert!(decode(&body[..body.len() - 1]).is_err());
         assert!(decode(&body[..10]).is_err());
         assert_eq!(decode(&[]).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn uploads_refuse_repeated_and_large_blocks() {
+        let mut body = Vec::new();
+        let a = BlockId::of(b"a");
+        encode_frame(&mut body, &a, BlockCodec::Raw, b"a");
+        assert_eq!(check_upload(&decode(&body).unwrap()), Ok(()));
+        encode_frame(&mut body, &a, BlockCodec::Raw, b"a");
+        assert_eq!(
+            check_upload(&decode(&body).unwrap()),
+            Err(PackRefused::Duplicate(a))
+        );
+        let big = vec![7u8; MAX_FRAME_PLAIN + 1];
+        let mut body = Vec::new();
+        encode_frame(&mut body, &BlockId::of(&big), BlockCodec::Raw, &big);
+        assert!(matches!(
+            check_upload(&decode(&body).unwrap()),
+            Err(PackRefused::FrameTooLarge(_, n)) if n == big.len()
+        ));
     }
 }

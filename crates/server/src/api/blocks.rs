@@ -1,7 +1,9 @@
 //! The block protocol: which blocks are missing, upload one, download one.
 
+use std::collections::HashSet;
+
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -11,9 +13,11 @@ use tessera_proto::api::{
     BlockCodec, BlockRef, BlockUploadQuery, FetchBlocksRequest, MissingRequest, MissingResponse,
     PackResponse,
 };
+use tessera_proto::pack::PackRefused;
 
 use super::{ApiError, AppState, AuthUser, J, Q};
-use crate::blocks::Codec;
+use crate::blocks::codec::SEAL_OVERHEAD;
+use crate::blocks::{BlockError, Codec};
 
 /// Ids in one missing-blocks question (a 10 GiB file has ~2,600 blocks).
 const MAX_IDS: usize = 20_000;
@@ -128,12 +132,25 @@ pub async fn pack(
     })?;
     let frames =
         tessera_proto::pack::decode(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    tessera_proto::pack::check_upload(&frames).map_err(|e| match e {
+        PackRefused::Duplicate(_) => ApiError::BadRequest(e.to_string()),
+        PackRefused::FrameTooLarge(..) => ApiError::TooLarge(e.to_string()),
+    })?;
     let blocks: Vec<_> = frames
         .into_iter()
         .map(|(id, c, range)| (id, codec(c), body.slice(range)))
         .collect();
     let ids: Vec<BlockId> = blocks.iter().map(|(id, ..)| *id).collect();
-    let sizes = state.blocks.put_pack(user.user_id, blocks).await?;
+    let sizes = state
+        .blocks
+        .put_pack(user.user_id, blocks)
+        .await
+        .map_err(|e| match e {
+            BlockError::PackFrameTooLarge(_) | BlockError::PackTooLarge => {
+                ApiError::TooLarge(e.to_string())
+            }
+            other => other.into(),
+        })?;
     let blocks = ids
         .into_iter()
         .zip(sizes)
@@ -143,57 +160,78 @@ pub async fn pack(
 }
 
 /// Many blocks in one answer, as a pack body; each is checked against its
-/// id before it is sent.
-#[utoipa::path(post, path = "/api/v1/blocks/fetch", request_body = FetchBlocksRequest, responses((status = 200, content_type = "application/octet-stream", description = "pack frames, in the order asked"), (status = 404, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
+/// id before it is sent. A block asked for twice is sent once. The answer's
+/// size is checked from the metadata before anything is read, and blocks
+/// are read a couple at a time as the answer streams, so memory does not
+/// grow with the request.
+#[utoipa::path(post, path = "/api/v1/blocks/fetch", request_body = FetchBlocksRequest, responses((status = 200, content_type = "application/octet-stream", description = "pack frames, one per distinct block, in the order first asked"), (status = 400, body = tessera_proto::ErrorBody, description = "too many blocks, or more bytes than one answer carries"), (status = 404, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
 pub async fn fetch(
     State(state): State<AppState>,
     user: AuthUser,
     J(req): J<FetchBlocksRequest>,
 ) -> Result<Response, ApiError> {
-    use futures::{StreamExt, TryStreamExt};
-    use tessera_proto::pack::{MAX_PACK_BLOCKS, MAX_PACK_BYTES, encode_frame};
+    use futures::StreamExt;
+    use tessera_proto::pack::{MAX_PACK_BLOCKS, MAX_PACK_BYTES, frame_header, frame_len};
     if req.ids.len() > MAX_PACK_BLOCKS {
         return Err(ApiError::BadRequest(format!(
             "ask for at most {MAX_PACK_BLOCKS} blocks at a time"
         )));
     }
+    let mut seen = HashSet::with_capacity(req.ids.len());
     let mut located = Vec::with_capacity(req.ids.len());
+    let mut total = 0usize;
     for id in req.ids {
+        if !seen.insert(id) {
+            continue;
+        }
         let loc = state
             .meta
             .user_block_location(user.user_id, &id)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("block {id} does not exist")))?;
+        // The stored length bounds the payload sent.
+        total += frame_len((loc.length as usize).saturating_sub(SEAL_OVERHEAD));
         located.push((id, loc));
     }
-    let store = state.blocks.clone();
-    let reads: Vec<_> = futures::stream::iter(located)
-        .map(|(id, loc)| {
-            let store = store.clone();
-            async move { store.read(id, &loc).await.map(|r| (id, r)) }
-        })
-        .buffered(4)
-        .try_collect()
-        .await?;
-    let mut body = Vec::new();
-    for (id, r) in reads {
-        let c = match r.codec {
-            Codec::Raw => BlockCodec::Raw,
-            Codec::Zstd => BlockCodec::Zstd,
-        };
-        encode_frame(&mut body, &id, c, &r.payload);
-        if body.len() > MAX_PACK_BYTES {
-            return Err(ApiError::BadRequest(format!(
-                "these blocks come to more than {MAX_PACK_BYTES} bytes: ask for fewer at a time"
-            )));
-        }
+    if total > MAX_PACK_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "these blocks come to more than {MAX_PACK_BYTES} bytes: ask for fewer at a time"
+        )));
     }
+    let store = state.blocks.clone();
+    let mut frames = futures::stream::iter(located)
+        .map(move |(id, loc)| {
+            let store = store.clone();
+            async move {
+                let (c, payload) = store.read_payload(id, &loc).await?;
+                let c = match c {
+                    Codec::Raw => BlockCodec::Raw,
+                    Codec::Zstd => BlockCodec::Zstd,
+                };
+                let header = Bytes::copy_from_slice(&frame_header(&id, c, payload.len()));
+                Ok::<_, BlockError>(futures::stream::iter([Ok(header), Ok(payload)]))
+            }
+        })
+        .buffered(2)
+        .boxed();
+    // The first block decides the status; a later failure aborts the body,
+    // which the client sees as a broken answer, never as fewer frames.
+    let first = match frames.next().await {
+        Some(Ok(first)) => Some(first),
+        Some(Err(e)) => return Err(e.into()),
+        None => None,
+    };
+    let rest = frames.flat_map(|f| match f {
+        Ok(parts) => parts.left_stream(),
+        Err(e) => futures::stream::iter([Err(e)]).right_stream(),
+    });
+    let body = futures::stream::iter(first).flatten().chain(rest);
     Ok((
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         )],
-        body,
+        Body::from_stream(body),
     )
         .into_response())
 }

@@ -16,11 +16,14 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use rand::RngCore;
 use tessera_proto::BlockId;
 use tessera_proto::block::MAX_BLOCK;
+use tessera_proto::pack::{MAX_FRAME_PLAIN, MAX_PACK_PLAIN};
 
 use super::keys::KeyRing;
 
 pub const MAGIC: &[u8; 4] = b"TSB1";
 pub const HEADER_LEN: usize = 48;
+/// Bytes sealing adds to a payload: the header and the GCM tag.
+pub const SEAL_OVERHEAD: usize = HEADER_LEN + 16;
 /// zstd level for blocks compressed by the server; clients pick their own.
 pub const ZSTD_LEVEL: i32 = 1;
 
@@ -42,6 +45,15 @@ pub enum BlockError {
     BadPayload,
     #[error("block is larger than {MAX_BLOCK} bytes")]
     TooLarge,
+    #[error(
+        "block {0} is larger than {MAX_FRAME_PLAIN} bytes: a pack carries small blocks only; \
+         send larger ones one at a time with PUT /api/v1/blocks/{0}"
+    )]
+    PackFrameTooLarge(BlockId),
+    #[error(
+        "the blocks of this pack inflate to more than {MAX_PACK_PLAIN} bytes: send fewer per pack"
+    )]
+    PackTooLarge,
     #[error("object store: {0}")]
     Store(#[from] object_store::Error),
     #[error(transparent)]
@@ -60,11 +72,23 @@ pub fn compress(plain: &[u8]) -> (Codec, Vec<u8>) {
 
 /// Turns a payload back into the block, refusing more than `MAX_BLOCK` bytes.
 pub fn decompress(codec: Codec, payload: &[u8]) -> Result<Vec<u8>, BlockError> {
+    decompress_capped(codec, payload, MAX_BLOCK)
+}
+
+/// Turns a payload back into the block, doing no more than `cap` bytes of
+/// work: a block that would be larger is `TooLarge`.
+pub fn decompress_capped(codec: Codec, payload: &[u8], cap: usize) -> Result<Vec<u8>, BlockError> {
     match codec {
-        Codec::Raw if payload.len() > MAX_BLOCK => Err(BlockError::TooLarge),
+        Codec::Raw if payload.len() > cap => Err(BlockError::TooLarge),
         Codec::Raw => Ok(payload.to_vec()),
         Codec::Zstd => {
-            zstd::bulk::decompress(payload, MAX_BLOCK).map_err(|_| BlockError::BadPayload)
+            // A frame that declares its size is judged before any work.
+            match zstd::zstd_safe::get_frame_content_size(payload) {
+                Ok(Some(n)) if n > cap as u64 => return Err(BlockError::TooLarge),
+                Err(_) => return Err(BlockError::BadPayload),
+                _ => {}
+            }
+            zstd::bulk::decompress(payload, cap).map_err(|_| BlockError::BadPayload)
         }
     }
 }

@@ -1,16 +1,18 @@
 //! The block store: verifies, seals and stores blocks, and reads them back
 //! verified. The only code that speaks to the object store.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tessera_proto::BlockId;
+use tessera_proto::pack::{MAX_FRAME_PLAIN, MAX_PACK_PLAIN};
 
 use super::codec::{self, BlockError, Codec};
 use super::keys::KeyRing;
-use crate::meta::{BlockLoc, Meta};
+use crate::meta::{BlockLoc, Meta, Recorded};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreUrlError {
@@ -107,6 +109,29 @@ impl BlockStore {
         Ok((id, len as u64))
     }
 
+    /// A name no other write uses: objects are never overwritten, so a
+    /// record always names exactly the bytes its own write put there.
+    fn fresh_name(&self, id: &BlockId) -> String {
+        format!(
+            "{}.{}",
+            self.ring.object_name(id),
+            uuid::Uuid::now_v7().simple()
+        )
+    }
+
+    /// Creates `object`, failing rather than replacing anything there.
+    async fn create(&self, object: &str, bytes: Vec<u8>) -> Result<(), BlockError> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        // Acknowledged only once stored (the local store fsyncs).
+        self.objects
+            .put_opts(&ObjectPath::from(object), PutPayload::from(bytes), opts)
+            .await?;
+        Ok(())
+    }
+
     async fn put_verified(
         &self,
         user_id: i64,
@@ -115,47 +140,59 @@ impl BlockStore {
         payload: Bytes,
         plain_len: usize,
     ) -> Result<(), BlockError> {
-        // Global dedup: bytes already stored by anyone are not stored again;
-        // the uploader has proven it holds them, so it may reference them.
-        if self.meta.block_location(&id).await?.is_some() {
-            self.meta.grant_block(user_id, &id).await?;
+        // Bytes this user already holds, soundly stored, need no work; that
+        // tells the user nothing about anyone else.
+        if self.meta.missing_blocks(user_id, &[id]).await?.is_empty() {
             return Ok(());
         }
+        // Otherwise the work is the same whether or not someone else holds
+        // the block (seal, write a new object, fsync, record), so the time
+        // taken does not tell; a copy the record did not take is settled
+        // after the answer.
         let ring = self.ring.clone();
         let sealed = tokio::task::spawn_blocking(move || {
             codec::seal(&id, codec, &payload, plain_len, &ring)
         })
         .await?;
-        let object = self.ring.object_name(&id);
-        let length = sealed.len() as u64;
-        // Acknowledged only once stored (the local store fsyncs).
-        self.objects
-            .put(&ObjectPath::from(object.as_str()), PutPayload::from(sealed))
-            .await?;
+        let object = self.fresh_name(&id);
         let loc = BlockLoc {
-            object,
+            object: object.clone(),
             offset: 0,
-            length,
+            length: sealed.len() as u64,
         };
-        self.meta
-            .record_blocks(user_id, &[(id, loc, plain_len as u64)])
+        self.create(&object, sealed).await?;
+        let recorded = self
+            .meta
+            .record_blocks(user_id, &[(id, loc.clone(), plain_len as u64)])
             .await?;
+        self.settle_later(user_id, object, vec![(id, loc, plain_len as u64)], recorded);
         Ok(())
     }
 
-    /// Accepts many small blocks at once: each is verified, those not yet
-    /// stored are sealed into one pack object (one write, one fsync), and
-    /// all are recorded in one transaction. Returns each block's size.
+    /// Accepts many small blocks at once: each is verified (within the
+    /// pack's caps), those the user does not hold are sealed into one pack
+    /// object (one write, one fsync), and all are recorded in one
+    /// transaction. Returns each block's size.
     pub async fn put_pack(
         &self,
         user_id: i64,
         blocks: Vec<(BlockId, Codec, Bytes)>,
     ) -> Result<Vec<u64>, BlockError> {
         let verified = tokio::task::spawn_blocking(move || {
+            let mut inflated = 0usize;
             blocks
                 .into_iter()
                 .map(|(id, codec, body)| {
-                    let plain = codec::decompress(codec, &body)?;
+                    let plain = codec::decompress_capped(codec, &body, MAX_FRAME_PLAIN).map_err(
+                        |e| match e {
+                            BlockError::TooLarge => BlockError::PackFrameTooLarge(id),
+                            other => other,
+                        },
+                    )?;
+                    inflated += plain.len();
+                    if inflated > MAX_PACK_PLAIN {
+                        return Err(BlockError::PackTooLarge);
+                    }
                     codec::verify(&id, &plain)?;
                     Ok((id, codec, body, plain.len()))
                 })
@@ -163,21 +200,18 @@ impl BlockStore {
         })
         .await??;
         let sizes = verified.iter().map(|(_, _, _, len)| *len as u64).collect();
-        let mut fresh: Vec<(BlockId, Codec, Bytes, usize)> = Vec::new();
-        let mut known = Vec::new();
-        for (id, codec, body, len) in verified {
-            if self.meta.block_location(&id).await?.is_some()
-                || fresh.iter().any(|(f, ..)| *f == id)
-            {
-                known.push(id);
-            } else {
-                fresh.push((id, codec, body, len));
-            }
-        }
-        for id in &known {
-            self.meta.grant_block(user_id, id).await?;
-        }
-        if fresh.is_empty() {
+        let ids: Vec<BlockId> = verified.iter().map(|(id, ..)| *id).collect();
+        let missing: HashSet<BlockId> = self
+            .meta
+            .missing_blocks(user_id, &ids)
+            .await?
+            .into_iter()
+            .collect();
+        let needed: Vec<_> = verified
+            .into_iter()
+            .filter(|(id, ..)| missing.contains(id))
+            .collect();
+        if needed.is_empty() {
             return Ok(sizes);
         }
         let object = format!("packs/{}", uuid::Uuid::now_v7());
@@ -186,7 +220,7 @@ impl BlockStore {
         let (pack, records) = tokio::task::spawn_blocking(move || {
             let mut pack = Vec::new();
             let mut records = Vec::new();
-            for (id, codec, body, len) in fresh {
+            for (id, codec, body, len) in needed {
                 let sealed = codec::seal(&id, codec, &body, len, &ring);
                 let loc = BlockLoc {
                     object: name.clone(),
@@ -199,16 +233,120 @@ impl BlockStore {
             (pack, records)
         })
         .await?;
-        self.objects
-            .put(&ObjectPath::from(object.as_str()), PutPayload::from(pack))
-            .await?;
-        self.meta.record_blocks(user_id, &records).await?;
+        self.create(&object, pack).await?;
+        let recorded = self.meta.record_blocks(user_id, &records).await?;
+        self.settle_later(user_id, object, records, recorded);
         Ok(sizes)
+    }
+
+    /// After the answer: for each block whose new copy the record did not
+    /// take, checks the recorded copy. A sound one keeps its place and the
+    /// new copy goes (the whole object, once none of its blocks is used); a
+    /// damaged one is replaced by the new copy. Copies left by a crash or a
+    /// failed delete are never referenced; a sweep of the store can take
+    /// them.
+    fn settle_later(
+        &self,
+        user_id: i64,
+        object: String,
+        written: Vec<(BlockId, BlockLoc, u64)>,
+        recorded: Vec<Recorded>,
+    ) {
+        let mut used = false;
+        let mut lost = Vec::new();
+        for (block, outcome) in written.into_iter().zip(recorded) {
+            match outcome {
+                Recorded::Stored => used = true,
+                Recorded::Repaired(old) => {
+                    used = true;
+                    self.remove_later(old);
+                }
+                Recorded::Existing => lost.push(block),
+            }
+        }
+        if lost.is_empty() {
+            return;
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            for (id, ours, plain_len) in lost {
+                match store
+                    .keep_ours_if_theirs_is_damaged(user_id, id, &ours, plain_len)
+                    .await
+                {
+                    Ok(kept) => used |= kept,
+                    Err(e) => {
+                        // Not knowing, keep the copy: it is only unused space.
+                        tracing::warn!(block = %id, error = %e, "could not check a stored block");
+                        used = true;
+                    }
+                }
+            }
+            if !used
+                && let Err(e) = store
+                    .objects
+                    .delete(&ObjectPath::from(object.as_str()))
+                    .await
+            {
+                tracing::warn!(%object, error = %e, "could not remove an unused object");
+            }
+        });
+    }
+
+    /// Reads the recorded copy of `id`; if it is damaged, records `ours`
+    /// in its place. True if `ours` is now in use.
+    async fn keep_ours_if_theirs_is_damaged(
+        &self,
+        user_id: i64,
+        id: BlockId,
+        ours: &BlockLoc,
+        plain_len: u64,
+    ) -> Result<bool, BlockError> {
+        let Some(theirs) = self.meta.block_location(&id).await? else {
+            return Ok(false);
+        };
+        if theirs == *ours {
+            return Ok(true);
+        }
+        match self.open_with(id, &theirs, |_, _, _| ()).await {
+            Ok(()) => return Ok(false),
+            Err(e) if is_damage(&e) => {}
+            Err(e) => return Err(e),
+        }
+        // `open_with` marked it damaged: replace it (unless another upload
+        // just did).
+        let recorded = self
+            .meta
+            .record_blocks(user_id, &[(id, ours.clone(), plain_len)])
+            .await?;
+        Ok(match recorded.first() {
+            Some(Recorded::Repaired(old)) => {
+                let old = old.clone();
+                self.remove_later(old);
+                true
+            }
+            Some(Recorded::Stored) => true,
+            Some(Recorded::Existing) | None => false,
+        })
+    }
+
+    /// Deletes a replaced copy once nothing refers to it. A slice of a pack
+    /// stays with its pack (its neighbours are in use).
+    fn remove_later(&self, old: BlockLoc) {
+        if old.object.starts_with("packs/") {
+            return;
+        }
+        let objects = self.objects.clone();
+        tokio::spawn(async move {
+            if let Err(e) = objects.delete(&ObjectPath::from(old.object.as_str())).await {
+                tracing::warn!(object = %old.object, error = %e, "could not remove a replaced object");
+            }
+        });
     }
 
     /// Reads the block's bytes and opens them on a worker thread, keeping
     /// only what `keep` takes from (codec, payload, plaintext).
-    async fn open_with<T: Send + 'static>(
+    async fn open_unmarked<T: Send + 'static>(
         &self,
         id: BlockId,
         loc: &BlockLoc,
@@ -228,6 +366,26 @@ impl BlockStore {
         opened.await?
     }
 
+    /// Reads and verifies a block; damage found is recorded, so that the
+    /// block counts as missing until someone uploads its bytes again.
+    async fn open_with<T: Send + 'static>(
+        &self,
+        id: BlockId,
+        loc: &BlockLoc,
+        keep: fn(Codec, Vec<u8>, Vec<u8>) -> T,
+    ) -> Result<T, BlockError> {
+        let opened = self.open_unmarked(id, loc, keep).await;
+        if let Err(e) = &opened
+            && is_damage(e)
+        {
+            tracing::error!(block = %id, object = %loc.object, error = %e, "stored block is damaged");
+            if let Err(m) = self.meta.mark_block_damaged(&id, loc).await {
+                tracing::warn!(block = %id, error = %m, "could not mark a damaged block");
+            }
+        }
+        opened
+    }
+
     /// Reads, decrypts, decompresses and verifies a block.
     pub async fn read(&self, id: BlockId, loc: &BlockLoc) -> Result<ReadBlock, BlockError> {
         self.open_with(id, loc, |codec, payload, plain| ReadBlock {
@@ -238,10 +396,29 @@ impl BlockStore {
         .await
     }
 
+    /// The block as stored (codec and payload), verified; the plaintext is
+    /// freed on the worker thread.
+    pub async fn read_payload(
+        &self,
+        id: BlockId,
+        loc: &BlockLoc,
+    ) -> Result<(Codec, Bytes), BlockError> {
+        self.open_with(id, loc, |codec, payload, _| (codec, Bytes::from(payload)))
+            .await
+    }
+
     /// The verified plaintext alone: the stored and compressed copies are
     /// freed on the worker thread (downloads stream many of these).
     pub async fn read_plain(&self, id: BlockId, loc: &BlockLoc) -> Result<Bytes, BlockError> {
         self.open_with(id, loc, |_, _, plain| Bytes::from(plain))
             .await
     }
+}
+
+/// Errors that mean the stored copy itself is bad (not a passing fault).
+fn is_damage(e: &BlockError) -> bool {
+    matches!(
+        e,
+        BlockError::Corrupt(..) | BlockError::Store(object_store::Error::NotFound { .. })
+    )
 }

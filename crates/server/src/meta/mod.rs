@@ -192,6 +192,19 @@ pub struct BlockLoc {
     pub length: u64,
 }
 
+/// What recording a freshly written copy of a block did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// The block was new: the record names the new copy.
+    Stored,
+    /// The block was known damaged: the record now names the new copy, and
+    /// the damaged one (here) is no longer referenced.
+    Repaired(BlockLoc),
+    /// A sound copy was recorded first (as far as anyone knows): the new
+    /// copy is not referenced.
+    Existing,
+}
+
 /// One block of a revision, in file order, with where it is stored.
 #[derive(Debug, Clone)]
 pub struct RevisionBlock {
@@ -385,18 +398,20 @@ impl Meta {
         dispatch!(self.user_block_location(user_id, id))
     }
 
-    /// Records stored blocks (those no one stored first) and grants them
-    /// to `user_id`, in one transaction.
+    /// Records freshly written blocks and grants them to `user_id`, in one
+    /// transaction. Each answer says whether the record took the new copy.
     pub async fn record_blocks(
         &self,
         user_id: i64,
         blocks: &[(BlockId, BlockLoc, u64)],
-    ) -> Result<()> {
+    ) -> Result<Vec<Recorded>> {
         dispatch!(self.record_blocks(user_id, blocks))
     }
 
-    pub async fn grant_block(&self, user_id: i64, id: &BlockId) -> Result<()> {
-        dispatch!(self.grant_block(user_id, id))
+    /// Marks the block damaged if it is still stored at `at`: it then
+    /// counts as missing, and the next upload of its bytes replaces it.
+    pub async fn mark_block_damaged(&self, id: &BlockId, at: &BlockLoc) -> Result<bool> {
+        dispatch!(self.mark_block_damaged(id, at))
     }
 
     pub async fn resolve(&self, ns: i64, path: &RemotePath) -> Result<Option<NodeRow>> {

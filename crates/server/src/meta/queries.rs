@@ -6,7 +6,7 @@ use sqlx::{Pool, Transaction};
 use tessera_proto::path::fold_name;
 
 use super::{
-    BlockLoc, JournalRow, TrashRow, MetaError, NewRevision, NodeRow, Result, RevisionBlock, RevisionBlockRow,
+    BlockLoc, Recorded, JournalRow, TrashRow, MetaError, NewRevision, NodeRow, Result, RevisionBlock, RevisionBlockRow,
     RevisionRow, TokenRow, UserRow, now_ms,
 };
 use tessera_proto::{BlockId, RemotePath};
@@ -203,15 +203,18 @@ impl Store {
         Ok(row.map(loc))
     }
 
-    /// Records stored blocks (those no one stored first) and grants them
-    /// to `user_id`, in one transaction.
-    pub async fn record_blocks(&self, user_id: i64, blocks: &[(BlockId, BlockLoc, u64)]) -> Result<()> {
+    /// Records freshly written blocks and grants them to `user_id`, in one
+    /// transaction. A block already recorded keeps its record unless it is
+    /// marked damaged; then the new copy replaces it (compared and swapped
+    /// on the location, so two repairs racing cannot both win).
+    pub async fn record_blocks(&self, user_id: i64, blocks: &[(BlockId, BlockLoc, u64)]) -> Result<Vec<Recorded>> {
         let now = now_ms();
         let mut tx = self.begin().await?;
+        let mut out = Vec::with_capacity(blocks.len());
         for (id, at, plain_len) in blocks {
             // A new block starts unreferenced: the collector may take it once
             // its grace period has passed unless a commit references it first.
-            sqlx::query(
+            let inserted = sqlx::query(
                 "INSERT INTO blocks (id, object, obj_offset, obj_length, plain_len, refcount, zero_since_ms, created_ms)
                  VALUES ($1, $2, $3, $4, $5, 0, $6, $6) ON CONFLICT (id) DO NOTHING",
             )
@@ -222,16 +225,61 @@ impl Store {
             .bind(*plain_len as i64)
             .bind(now)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            let outcome = if inserted == 1 {
+                Recorded::Stored
+            } else {
+                let row: Option<(String, i64, i64, Option<i64>)> = sqlx::query_as(
+                    "SELECT object, obj_offset, obj_length, damaged_ms FROM blocks WHERE id = $1",
+                )
+                .bind(&id.0[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+                match row {
+                    Some((object, offset, length, Some(_))) => {
+                        let swapped = sqlx::query(
+                            "UPDATE blocks SET object = $2, obj_offset = $3, obj_length = $4, damaged_ms = NULL
+                             WHERE id = $1 AND object = $5 AND obj_offset = $6 AND damaged_ms IS NOT NULL",
+                        )
+                        .bind(&id.0[..])
+                        .bind(&at.object)
+                        .bind(at.offset as i64)
+                        .bind(at.length as i64)
+                        .bind(&object)
+                        .bind(offset)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                        if swapped == 1 {
+                            Recorded::Repaired(loc((object, offset, length)))
+                        } else {
+                            Recorded::Existing
+                        }
+                    }
+                    _ => Recorded::Existing,
+                }
+            };
             grant(&mut tx, user_id, id).await?;
+            out.push(outcome);
         }
         tx.commit().await?;
-        Ok(())
+        Ok(out)
     }
 
-    pub async fn grant_block(&self, user_id: i64, id: &BlockId) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        grant(&mut conn, user_id, id).await
+    pub async fn mark_block_damaged(&self, id: &BlockId, at: &BlockLoc) -> Result<bool> {
+        let marked = sqlx::query(
+            "UPDATE blocks SET damaged_ms = $4
+             WHERE id = $1 AND object = $2 AND obj_offset = $3 AND damaged_ms IS NULL",
+        )
+        .bind(&id.0[..])
+        .bind(&at.object)
+        .bind(at.offset as i64)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(marked == 1)
     }
 
     // ---- the tree ----
@@ -1035,9 +1083,14 @@ fn loc((object, offset, length): (String, i64, i64)) -> BlockLoc {
     BlockLoc { object, offset: offset as u64, length: length as u64 }
 }
 
+/// True if the user may reference the block and it is not known damaged
+/// (a damaged block counts as missing, so clients send its bytes again).
 async fn user_has_block(conn: &mut Conn, user_id: i64, id: &BlockId) -> Result<bool> {
     let row: Option<(i64,)> =
-        sqlx::query_as("SELECT user_id FROM user_blocks WHERE user_id = $1 AND block_id = $2")
+        sqlx::query_as(
+            "SELECT ub.user_id FROM user_blocks ub JOIN blocks b ON b.id = ub.block_id
+             WHERE ub.user_id = $1 AND ub.block_id = $2 AND b.damaged_ms IS NULL",
+        )
             .bind(user_id)
             .bind(&id.0[..])
             .fetch_optional(&mut *conn)

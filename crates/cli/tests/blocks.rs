@@ -1,0 +1,448 @@
+//! The block store's integrity and its defences against cheap requests:
+//! racing uploads of one block, repair of a damaged block by a new upload,
+//! pack bombs, `/blocks/fetch` memory (measured on the real binary), and
+//! dedup's timing seen from outside. SQLite and PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Backend, TestServer, mixed_data, random_data};
+use rand::RngCore;
+use tessera_client::{ClientError, Remote};
+use tessera_proto::BlockId;
+use tessera_proto::api::BlockCodec;
+use tessera_proto::block::MAX_BLOCK;
+use tessera_server::blocks::codec;
+
+on_both_backends!(
+    racing_uploads_in_two_encodings_leave_every_block_readable,
+    a_damaged_block_is_repaired_by_the_next_upload,
+    pack_bombs_are_refused_before_they_cost,
+    fetch_checks_the_total_first_and_streams,
+    dedup_takes_as_long_as_a_fresh_upload,
+);
+
+fn status(e: &ClientError) -> Option<u16> {
+    e.status()
+}
+
+fn zstd_of(plain: &[u8]) -> Vec<u8> {
+    let (c, z) = codec::compress(plain);
+    assert_eq!(c, codec::Codec::Zstd, "test data compresses");
+    z
+}
+
+/// Waits (up to 30 s) until `done` holds; false if it never did.
+async fn eventually(mut done: impl AsyncFnMut() -> bool) -> bool {
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until {
+        if done().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Flips one byte in the middle of a stored object.
+fn damage(object: &Path) {
+    let mut stored = std::fs::read(object).unwrap();
+    let at = stored.len() / 2;
+    stored[at] ^= 0x01;
+    std::fs::write(object, &stored).unwrap();
+}
+
+async fn racing_uploads_in_two_encodings_leave_every_block_readable(b: Backend) {
+    let s = TestServer::start(b).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    // The CLI sends zstd, the web (through the server) may differ: the same
+    // new block arrives in two encodings at the same moment.
+    let blocks: Vec<Vec<u8>> = (0..12).map(|i| mixed_data(1 << 20, 100 + i)).collect();
+    let mut puts = Vec::new();
+    for plain in &blocks {
+        let id = BlockId::of(plain);
+        let raw = Bytes::from(plain.clone());
+        let z = Bytes::from(zstd_of(plain));
+        let (a, b) = (alice.clone(), bob.clone());
+        puts.push(tokio::spawn(async move {
+            a.put_block(&id, BlockCodec::Raw, raw).await
+        }));
+        puts.push(tokio::spawn(async move {
+            b.put_block(&id, BlockCodec::Zstd, z).await
+        }));
+    }
+    for p in puts {
+        p.await.unwrap().expect("upload accepted");
+    }
+    let mut unreadable = 0;
+    for plain in &blocks {
+        let id = BlockId::of(plain);
+        for who in [&alice, &bob] {
+            match who.get_block(&id).await {
+                Ok(got) => assert_eq!(&got, plain),
+                Err(e) => {
+                    println!("block {id}: {e}");
+                    unreadable += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(unreadable, 0, "reads of raced blocks failed");
+    // The losing copies are removed: one object per block remains.
+    assert!(
+        eventually(async || s.store_objects().len() == blocks.len()).await,
+        "{} objects for {} blocks",
+        s.store_objects().len(),
+        blocks.len()
+    );
+}
+
+async fn a_damaged_block_is_repaired_by_the_next_upload(b: Backend) {
+    let s = TestServer::start(b).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+
+    // Damage found by a read: the owner is told to send the block again,
+    // and that upload repairs it at once.
+    let plain = mixed_data(300_000, 7);
+    let id = BlockId::of(&plain);
+    alice
+        .put_block(&id, BlockCodec::Zstd, Bytes::from(zstd_of(&plain)))
+        .await
+        .unwrap();
+    let objects = s.store_objects();
+    assert_eq!(objects.len(), 1);
+    damage(&objects[0]);
+    let err = alice.get_block(&id).await.unwrap_err();
+    assert_eq!(status(&err), Some(500), "{err}");
+    assert_eq!(
+        alice.missing(&[id]).await.unwrap(),
+        vec![id],
+        "a damaged block counts as missing, so clients send it again"
+    );
+    alice
+        .put_block(&id, BlockCodec::Raw, Bytes::from(plain.clone()))
+        .await
+        .unwrap();
+    assert_eq!(alice.get_block(&id).await.unwrap(), plain);
+    assert!(alice.missing(&[id]).await.unwrap().is_empty());
+    // The damaged object is gone; the repaired one is not the same file.
+    assert!(
+        eventually(async || {
+            let now = s.store_objects();
+            now.len() == 1 && now[0] != objects[0]
+        })
+        .await,
+        "objects: {:?}",
+        s.store_objects()
+    );
+
+    // Damage nobody has read yet: another user's upload of the same bytes
+    // is not deduplicated against the damaged copy.
+    let plain = mixed_data(400_000, 8);
+    let id = BlockId::of(&plain);
+    let before = s.store_objects();
+    alice
+        .put_block(&id, BlockCodec::Zstd, Bytes::from(zstd_of(&plain)))
+        .await
+        .unwrap();
+    let fresh: Vec<PathBuf> = s
+        .store_objects()
+        .into_iter()
+        .filter(|o| !before.contains(o))
+        .collect();
+    assert_eq!(fresh.len(), 1);
+    damage(&fresh[0]);
+    bob.put_block(&id, BlockCodec::Raw, Bytes::from(plain.clone()))
+        .await
+        .unwrap();
+    assert!(
+        eventually(async || {
+            alice.get_block(&id).await.is_ok_and(|g| g == plain)
+                && bob.get_block(&id).await.is_ok_and(|g| g == plain)
+        })
+        .await,
+        "the damaged block stays unreadable after a new upload of its bytes"
+    );
+    assert!(
+        eventually(async || s.store_objects().len() == 2).await,
+        "objects: {:?}",
+        s.store_objects()
+    );
+}
+
+/// A pack frame of `plain`, zstd-compressed.
+fn zstd_frame(out: &mut Vec<u8>, plain: &[u8]) {
+    tessera_proto::pack::encode_frame(out, &BlockId::of(plain), BlockCodec::Zstd, &zstd_of(plain));
+}
+
+async fn pack_bombs_are_refused_before_they_cost(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = s.user("alice").await;
+    let zeros = vec![0u8; MAX_BLOCK];
+
+    // One small frame that inflates to 16 MiB, repeated.
+    let mut frame = Vec::new();
+    zstd_frame(&mut frame, &zeros);
+    let mut bomb = Vec::new();
+    while bomb.len() < 290_000 {
+        bomb.extend_from_slice(&frame);
+    }
+    let t = Instant::now();
+    let res = r.put_pack(bomb.clone()).await;
+    println!(
+        "pack bomb: {} bytes, {} frames of {} bytes each inflating to 16 MiB: answered in {:.3} s",
+        bomb.len(),
+        bomb.len() / frame.len(),
+        frame.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let err = match res {
+        Ok(p) => panic!(
+            "a pack repeating one block was accepted ({} blocks)",
+            p.blocks.len()
+        ),
+        Err(e) => e,
+    };
+    assert_eq!(status(&err), Some(400), "{err}");
+    assert!(err.to_string().contains("more than once"), "{err}");
+
+    // One frame larger than a small block.
+    let err = r.put_pack(frame).await.unwrap_err();
+    assert_eq!(status(&err), Some(413), "{err}");
+    assert!(err.to_string().contains("PUT /api/v1/blocks/"), "{err}");
+
+    // Distinct small blocks that together inflate past the pack's cap.
+    let mut many = Vec::new();
+    let small = tessera_proto::pack::MAX_FRAME_PLAIN;
+    let count = tessera_proto::pack::MAX_PACK_PLAIN / small + 1;
+    for i in 0..count {
+        let mut plain = vec![0u8; small];
+        plain[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        zstd_frame(&mut many, &plain);
+    }
+    let t = Instant::now();
+    let err = r.put_pack(many).await.unwrap_err();
+    println!(
+        "{count} distinct 256 KiB blocks (inflating past the cap): refused in {:.3} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(status(&err), Some(413), "{err}");
+    assert!(err.to_string().contains("fewer"), "{err}");
+
+    // Nothing was stored, and an ordinary pack still goes through.
+    assert!(s.store_objects().is_empty());
+    assert_eq!(r.missing(&[BlockId::of(&zeros)]).await.unwrap().len(), 1);
+    let mut ok = Vec::new();
+    zstd_frame(&mut ok, &vec![1u8; 200_000]);
+    zstd_frame(&mut ok, &vec![2u8; 200_000]);
+    assert_eq!(r.put_pack(ok).await.unwrap().blocks.len(), 2);
+}
+
+// ---- the real binary, for memory ----
+
+const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+const PASSWORD: &str = "blocks-test-password";
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn fresh_postgres() -> String {
+    let admin = std::env::var("TESSERA_TEST_POSTGRES").expect("TESSERA_TEST_POSTGRES is set");
+    let name = format!("tessera_test_{:016x}", rand::rng().next_u64());
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&admin).unwrap();
+    url.set_path(&name);
+    url.to_string()
+}
+
+async fn serve(b: Backend, data: &Path) -> (Server, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "serve",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        &listen,
+    ]);
+    if let Backend::Postgres = b {
+        cmd.args(["--database", &fresh_postgres().await]);
+    }
+    let mut child = cmd
+        .env("TESSERA_LOG", "warn")
+        .env("TESSERA_ADMIN_PASSWORD", PASSWORD)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let server = Server(child);
+    for line in BufReader::new(stdout).lines() {
+        if line.unwrap().starts_with("Tessera is listening") {
+            return (server, format!("http://{listen}"));
+        }
+    }
+    panic!("the server did not start");
+}
+
+/// Peak resident memory of a process, in KiB.
+fn vm_hwm(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Resets the peak to the current size, so the next reading is this
+/// request's peak.
+fn reset_hwm(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+}
+
+async fn fetch_checks_the_total_first_and_streams(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url) = serve(b, &dir.path().join("data")).await;
+    let pid = server.0.id();
+    let anon = Remote::new(&url, None).unwrap();
+    let token = anon.login("admin", PASSWORD, "test").await.unwrap().token;
+    let r = anon.with_token(token);
+    // Incompressible 16 MiB blocks: each is stored, and sent, at full size.
+    let blocks: Vec<Vec<u8>> = (0..3).map(|i| random_data(MAX_BLOCK, 30 + i)).collect();
+    for plain in &blocks {
+        r.put_block(
+            &BlockId::of(plain),
+            BlockCodec::Raw,
+            Bytes::from(plain.clone()),
+        )
+        .await
+        .unwrap();
+    }
+    let a = BlockId::of(&blocks[0]);
+
+    // One block named 40 times.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    reset_hwm(pid);
+    let base = vm_hwm(pid);
+    let res = r.fetch_blocks(&[a; 40]).await;
+    let grew = vm_hwm(pid).saturating_sub(base);
+    println!(
+        "fetch of one 16 MiB block named 40 times: server peak RSS {} MiB before, grew by {} MiB",
+        base / 1024,
+        grew / 1024
+    );
+    assert!(grew < 128 << 10, "the server grew by {} MiB", grew / 1024);
+    let got = res.expect("a repeated id is answered once");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0], (a, blocks[0].clone()));
+
+    // Three distinct 16 MiB blocks: over the answer's cap, refused before
+    // any is read.
+    let ids: Vec<BlockId> = blocks.iter().map(|p| BlockId::of(p)).collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    reset_hwm(pid);
+    let base = vm_hwm(pid);
+    let err = r.fetch_blocks(&ids).await.unwrap_err();
+    let grew = vm_hwm(pid).saturating_sub(base);
+    println!(
+        "fetch of three 16 MiB blocks (over the cap): server peak RSS grew by {} MiB",
+        grew / 1024
+    );
+    assert!(grew < 24 << 10, "the server grew by {} MiB", grew / 1024);
+    assert_eq!(status(&err), Some(400), "{err}");
+    assert!(err.to_string().contains("fewer"), "{err}");
+
+    // What fits arrives in the order first asked.
+    let small = random_data(1 << 20, 40);
+    let s = BlockId::of(&small);
+    r.put_block(&s, BlockCodec::Raw, Bytes::from(small.clone()))
+        .await
+        .unwrap();
+    let got = r.fetch_blocks(&[s, a, s]).await.unwrap();
+    assert_eq!(got, vec![(s, small), (a, blocks[0].clone())]);
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+async fn dedup_takes_as_long_as_a_fresh_upload(b: Backend) {
+    let s = TestServer::start(b).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let rounds = 8;
+    let (mut fresh, mut known) = (Vec::new(), Vec::new());
+    for i in 0..rounds {
+        // Alice stores a block; Bob uploads it (a guessed file someone
+        // holds) and a block nobody holds, in turn (which goes first
+        // alternates), each once the store is quiet again.
+        let held = random_data(MAX_BLOCK, 1000 + i);
+        let new = random_data(MAX_BLOCK, 2000 + i);
+        alice
+            .put_block(
+                &BlockId::of(&held),
+                BlockCodec::Raw,
+                Bytes::from(held.clone()),
+            )
+            .await
+            .unwrap();
+        let mut order = [(&held, &mut known, 0), (&new, &mut fresh, 1)];
+        if i % 2 == 1 {
+            order.reverse();
+        }
+        for (plain, times, added) in order {
+            let settled = s.store_objects().len() + added;
+            let body = Bytes::from(plain.clone());
+            let t = Instant::now();
+            bob.put_block(&BlockId::of(plain), BlockCodec::Raw, body)
+                .await
+                .unwrap();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            // Bob's copy of Alice's block is removed after the answer.
+            assert!(
+                eventually(async || s.store_objects().len() == settled).await,
+                "{} objects, {settled} expected",
+                s.store_objects().len()
+            );
+        }
+        assert_eq!(bob.get_block(&BlockId::of(&held)).await.unwrap(), held);
+    }
+    println!(
+        "16 MiB block upload, median of {rounds}: held by someone else {:.1} ms \
+         (min {:.1}, max {:.1}); held by nobody {:.1} ms (min {:.1}, max {:.1})",
+        median(&mut known),
+        known[0],
+        known[known.len() - 1],
+        median(&mut fresh),
+        fresh[0],
+        fresh[fresh.len() - 1],
+    );
+}
