@@ -24,7 +24,29 @@ pub struct ServeArgs {
     /// Largest file accepted, in bytes.
     #[arg(long, env = "TESSERA_MAX_FILE_SIZE")]
     max_file_size: Option<u64>,
-    /// A TOML file with the same keys (data_dir, listen, database, store, max_file_size, master_key).
+    /// Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client.
+    #[arg(long, env = "TESSERA_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Option<Vec<String>>,
+    /// Open connections at most (0: three quarters of the open-file limit).
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Seconds a connection may take to send a request's headers.
+    #[arg(long, env = "TESSERA_HEADER_TIMEOUT_SECS")]
+    header_timeout_secs: Option<u64>,
+    /// Seconds a request body may send nothing before it fails.
+    #[arg(long, env = "TESSERA_BODY_TIMEOUT_SECS")]
+    body_timeout_secs: Option<u64>,
+    /// Password checks running at once (0: one per core).
+    #[arg(long, env = "TESSERA_MAX_PASSWORD_CHECKS")]
+    max_password_checks: Option<usize>,
+    /// Long polls one user may hold at once.
+    #[arg(long, env = "TESSERA_MAX_POLLS_PER_USER")]
+    max_polls_per_user: Option<usize>,
+    /// Unfinished resumable uploads one user may hold.
+    #[arg(long, env = "TESSERA_MAX_UPLOAD_SESSIONS_PER_USER")]
+    max_upload_sessions_per_user: Option<usize>,
+    /// A TOML file with the same keys (data_dir, listen, database, store, max_file_size,
+    /// master_key, trusted_proxies, max_connections, ...; see the README).
     #[arg(long, env = "TESSERA_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -53,6 +75,27 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_file_size {
             cfg.max_file_size = v;
+        }
+        if let Some(v) = self.trusted_proxies {
+            cfg.trusted_proxies = v.into_iter().filter(|p| !p.trim().is_empty()).collect();
+        }
+        if let Some(v) = self.max_connections {
+            cfg.max_connections = v;
+        }
+        if let Some(v) = self.header_timeout_secs {
+            cfg.header_timeout_secs = v;
+        }
+        if let Some(v) = self.body_timeout_secs {
+            cfg.body_timeout_secs = v;
+        }
+        if let Some(v) = self.max_password_checks {
+            cfg.max_password_checks = v;
+        }
+        if let Some(v) = self.max_polls_per_user {
+            cfg.max_polls_per_user = v;
+        }
+        if let Some(v) = self.max_upload_sessions_per_user {
+            cfg.max_upload_sessions_per_user = v;
         }
         if let Ok(key) = std::env::var("TESSERA_MASTER_KEY") {
             cfg.master_key = Some(key);

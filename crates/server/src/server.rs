@@ -3,19 +3,25 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use crate::api::{AppState, Limits, router};
-use crate::auth::{LoginLimiter, generate_password, hash_password};
+use crate::auth::{LoginLimiter, PasswordChecks, generate_password, hash_password};
 use crate::blocks::keys::KeyError;
 use crate::blocks::store::{StoreUrlError, open_object_store};
 use crate::blocks::{BlockStore, KeyRing, MasterKey};
+use crate::listen::{ConnLimits, default_max_connections};
 use crate::meta::{Meta, MetaError};
 use crate::notify::{Hub, Presence};
+use crate::proxy::TrustedProxies;
 
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 << 30;
+
+/// How long a login waits for a free password check before it is refused.
+const PASSWORD_CHECK_WAIT: Duration = Duration::from_secs(2);
 
 /// Server settings: command-line flags over a TOML file over defaults.
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +43,22 @@ pub struct Config {
     /// How long deleted files stay in the trash before they are removed for
     /// good, in seconds; 0 keeps them until the user empties the trash.
     pub trash_ttl_secs: u64,
+    /// Reverse proxies (IPs or CIDRs) whose `X-Forwarded-For` names the
+    /// client; from any other peer the header is ignored.
+    pub trusted_proxies: Vec<String>,
+    /// Open connections at most; 0: three quarters of the open-file limit.
+    pub max_connections: usize,
+    /// A connection that has not sent a request's headers within this many
+    /// seconds is closed.
+    pub header_timeout_secs: u64,
+    /// A request body that sends nothing for this many seconds fails.
+    pub body_timeout_secs: u64,
+    /// Password checks (Argon2, ~19 MiB each) running at once; 0: one per core.
+    pub max_password_checks: usize,
+    /// Long polls one user may hold at once.
+    pub max_polls_per_user: usize,
+    /// Unfinished resumable upload sessions one user may hold.
+    pub max_upload_sessions_per_user: usize,
 }
 
 impl Default for Config {
@@ -50,6 +72,13 @@ impl Default for Config {
             master_key: None,
             pending_ttl_secs: 24 * 3600,
             trash_ttl_secs: 30 * 24 * 3600,
+            trusted_proxies: Vec::new(),
+            max_connections: 0,
+            header_timeout_secs: 30,
+            body_timeout_secs: 60,
+            max_password_checks: 0,
+            max_polls_per_user: 100,
+            max_upload_sessions_per_user: 1000,
         }
     }
 }
@@ -73,8 +102,32 @@ pub enum ServeError {
 impl Config {
     fn data_dir_abs(&self) -> Result<PathBuf, ServeError> {
         let err = |e| ServeError::DataDir(self.data_dir.display().to_string(), e);
-        std::fs::create_dir_all(&self.data_dir).map_err(err)?;
+        crate::private::private_dir(&self.data_dir).map_err(err)?;
         std::fs::canonicalize(&self.data_dir).map_err(err)
+    }
+
+    /// Makes the default database and blocks folder private before they
+    /// are opened: SQLite gives its WAL and shared-memory files the mode
+    /// of the database file, and files in a 0700 folder are out of reach.
+    fn prepare_private_files(&self) -> Result<(), ServeError> {
+        if self.database.is_none() {
+            let db = self.data_dir_abs()?.join("meta.db");
+            let err = |e| ServeError::DataDir(db.display().to_string(), e);
+            crate::private::private_file(&db).map_err(err)?;
+            for suffix in ["-wal", "-shm"] {
+                let mut side = db.clone().into_os_string();
+                side.push(suffix);
+                let side = PathBuf::from(side);
+                let err = |e| ServeError::DataDir(side.display().to_string(), e);
+                crate::private::tighten_if_present(&side).map_err(err)?;
+            }
+        }
+        if self.store.is_none() {
+            let dir = self.data_dir_abs()?.join("blocks");
+            crate::private::private_dir(&dir)
+                .map_err(|e| ServeError::DataDir(dir.display().to_string(), e))?;
+        }
+        Ok(())
     }
 
     pub fn database_url(&self) -> Result<String, ServeError> {
@@ -138,6 +191,9 @@ impl Running {
 
 /// Opens the stores, makes the first user if there is none, and listens.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
+    let proxies = TrustedProxies::parse(&config.trusted_proxies)
+        .map_err(|e| ServeError::Other(e.to_string()))?;
+    config.prepare_private_files()?;
     let meta = Meta::connect(&config.database_url()?).await?;
     let master = match &config.master_key {
         Some(hex) => MasterKey::from_hex(hex, "from the configuration")?,
@@ -158,9 +214,18 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             upload_ttl: std::time::Duration::from_secs(config.pending_ttl_secs),
         },
         limiter: Arc::new(LoginLimiter::default()),
+        password_checks: Arc::new(PasswordChecks::new(
+            config.max_password_checks,
+            PASSWORD_CHECK_WAIT,
+        )),
+        proxies: Arc::new(proxies),
         hub: Arc::new(Hub::default()),
-        presence: Arc::new(Presence::default()),
-        uploads: crate::uploads::Uploads::new(meta.clone(), blocks.clone()),
+        presence: Arc::new(Presence::new(config.max_polls_per_user)),
+        uploads: crate::uploads::Uploads::new(
+            meta.clone(),
+            blocks.clone(),
+            config.max_upload_sessions_per_user,
+        ),
     };
     let hub = state.hub.clone();
     crate::jobs::spawn_pending_expiry(
@@ -182,17 +247,31 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         .local_addr()
         .map_err(|e| ServeError::Bind(config.listen, e))?;
     let (tx, rx) = oneshot::channel::<()>();
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-                // Waiting long polls answer now instead of holding shutdown.
-                hub.shut_down();
-            })
-            .await
-    });
-    tracing::info!(%addr, backend = meta.backend_name(), "listening");
+    let conn_limits = ConnLimits {
+        max_connections: match config.max_connections {
+            0 => default_max_connections(),
+            n => n,
+        },
+        header_timeout: Duration::from_secs(config.header_timeout_secs.max(1)),
+        body_timeout: Duration::from_secs(config.body_timeout_secs.max(1)),
+    };
+    let app = router(state);
+    let task = tokio::spawn(crate::listen::serve(
+        listener,
+        app,
+        conn_limits,
+        async move {
+            let _ = rx.await;
+            // Waiting long polls answer now instead of holding shutdown.
+            hub.shut_down();
+        },
+    ));
+    tracing::info!(
+        %addr,
+        backend = meta.backend_name(),
+        max_connections = conn_limits.max_connections,
+        "listening"
+    );
     Ok(Running {
         addr,
         generated_admin_password,

@@ -11,11 +11,17 @@ use axum::response::{AppendHeaders, IntoResponse, Response};
 use tessera_proto::api::{LoginRequest, LoginResponse};
 
 use super::{ApiError, AppState, J};
-use crate::auth::{dummy_hash, new_token, token_hash, verify_password};
+use crate::auth::{new_token, token_hash};
 use crate::meta::now_ms;
 
 /// Device tokens live this long; logging in again issues a new one.
 const TOKEN_LIFETIME_MS: i64 = 90 * 24 * 3600 * 1000;
+
+/// User names are at most this long (as `tessera admin user add` enforces).
+const MAX_USERNAME_BYTES: usize = 64;
+
+/// What a login refused for lack of a free password check is told to wait.
+const BUSY_RETRY_SECS: u64 = 1;
 
 /// The web UI's session cookie. HttpOnly, so script in the page never sees
 /// the token; SameSite=Strict, so other sites' pages do not send it.
@@ -128,42 +134,49 @@ fn session_cookie_header(
 
 /// With the header `x-tessera-web: 1` the token is set as the session
 /// cookie instead of being returned (`token` is then empty).
-#[utoipa::path(post, path = "/api/v1/auth/login", request_body = LoginRequest, responses((status = 200, body = LoginResponse), (status = 401, body = tessera_proto::ErrorBody, description = "wrong username or password"), (status = 429, body = tessera_proto::ErrorBody, description = "too many attempts: wait the seconds that Retry-After says")))]
+#[utoipa::path(post, path = "/api/v1/auth/login", request_body = LoginRequest, responses((status = 200, body = LoginResponse), (status = 400, body = tessera_proto::ErrorBody, description = "the user name is empty or longer than 64 bytes"), (status = 401, body = tessera_proto::ErrorBody, description = "wrong username or password"), (status = 429, body = tessera_proto::ErrorBody, description = "too many attempts, or too many password checks at once: wait the seconds that Retry-After says")))]
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     J(req): J<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let address = peer.ip().to_string();
+    // Checked before any work: a name is hashed, counted and logged below.
+    if req.username.is_empty() || req.username.len() > MAX_USERNAME_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "username must be 1 to {MAX_USERNAME_BYTES} bytes"
+        )));
+    }
     if req.device.trim().is_empty() || req.device.len() > 200 {
         return Err(ApiError::BadRequest(
             "device must be a name of 1 to 200 bytes".into(),
         ));
     }
-    state
+    let address = state.proxies.client(peer.ip(), &headers).to_string();
+    let attempt = state
         .limiter
-        .check(&req.username, &address)
+        .attempt(&req.username, &address)
         .map_err(ApiError::RateLimited)?;
     let user = state.meta.user_by_name(&req.username).await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
-    let password = req.password.clone();
-    let ok = tokio::task::spawn_blocking(move || match &stored {
-        Some(hash) => verify_password(&password, hash),
-        None => {
-            // Same work as a real check, so timing does not reveal the name.
-            let _ = verify_password(&password, dummy_hash());
-            false
+    let ok = match state
+        .password_checks
+        .verify(req.password.clone(), stored)
+        .await
+    {
+        Ok(ok) => ok,
+        Err(busy) => {
+            attempt.not_checked();
+            tracing::warn!(%address, "password checks at their limit: login refused");
+            return Err(ApiError::Throttled(busy.to_string(), BUSY_RETRY_SECS));
         }
-    })
-    .await
-    .map_err(ApiError::internal)?;
+    };
     let Some(user) = user.filter(|_| ok) else {
-        state.limiter.failed(&req.username, &address);
+        drop(attempt);
         tracing::info!(username = %req.username, %address, "failed login");
         return Err(ApiError::Unauthorized);
     };
-    state.limiter.succeeded(&req.username);
+    attempt.succeeded();
     let (token, hash) = new_token();
     let device = req.device.trim().to_owned();
     state

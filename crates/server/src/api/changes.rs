@@ -22,6 +22,8 @@ const MAX_POLL_SECS: u64 = 300;
 /// What a poll cut short by shutdown tells clients to wait, so a restart
 /// is not met by every client at once.
 const SHUTDOWN_BACKOFF_SECS: u64 = 5;
+/// What a poll over the user's cap is told to wait.
+const POLL_CAP_RETRY_SECS: u64 = 30;
 
 fn cursor_for(user: &AuthUser, raw: Option<&str>) -> Result<i64, ApiError> {
     let Some(raw) = raw else { return Ok(0) };
@@ -108,7 +110,10 @@ pub async fn poll(
     Q(q): Q<PollQuery>,
 ) -> Result<Json<PollResponse>, ApiError> {
     let after = cursor_for(&user, Some(&q.cursor))?;
-    let _present = state.presence.enter(user.user_id, &user.device);
+    let _present = state
+        .presence
+        .enter(user.user_id, &user.device)
+        .map_err(|e| ApiError::Throttled(e.to_string(), POLL_CAP_RETRY_SECS))?;
     let mut stop = state.hub.shutdown_signal();
     let backoff = PollResponse {
         changes: false,

@@ -23,6 +23,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("too many failed attempts: wait {0} seconds before trying again")]
     RateLimited(u64),
+    /// Over a cap that protects the server (message, seconds to wait).
+    #[error("{0}")]
+    Throttled(String, u64),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -74,7 +77,9 @@ impl ApiError {
             InvalidPath(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidPath),
             Unauthorized => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
             Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
-            RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+            RateLimited(_) | Throttled(..) => {
+                (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited)
+            }
             NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             AlreadyExists(_) => (StatusCode::CONFLICT, ErrorCode::AlreadyExists),
             NotAFolder(_) => (StatusCode::CONFLICT, ErrorCode::NotAFolder),
@@ -156,7 +161,7 @@ impl IntoResponse for ApiError {
             self.to_string()
         };
         let mut headers = Vec::new();
-        if let ApiError::RateLimited(secs) = &self {
+        if let ApiError::RateLimited(secs) | ApiError::Throttled(_, secs) = &self {
             headers.push((header::RETRY_AFTER, HeaderValue::from(*secs)));
         }
         if let ApiError::RangeNotSatisfiable(size) = &self

@@ -24,7 +24,7 @@ use tessera_proto::block::{AVG_BLOCK, CHUNKER, MAX_BLOCK, MIN_BLOCK};
 pub use auth::AuthUser;
 pub use error::ApiError;
 
-use crate::auth::LoginLimiter;
+use crate::auth::{LoginLimiter, PasswordChecks};
 use crate::blocks::BlockStore;
 use crate::meta::Meta;
 use crate::notify::{Hub, Presence};
@@ -35,6 +35,8 @@ pub struct AppState {
     pub blocks: BlockStore,
     pub limits: Limits,
     pub limiter: Arc<LoginLimiter>,
+    pub password_checks: Arc<PasswordChecks>,
+    pub proxies: Arc<crate::proxy::TrustedProxies>,
     pub hub: Arc<Hub>,
     pub presence: Arc<Presence>,
     pub uploads: crate::uploads::Uploads,
@@ -86,10 +88,17 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
 /// JSON request bodies: a commit of a 10 GiB file lists ~2,600 blocks.
 const JSON_LIMIT: usize = 8 << 20;
 
+/// A login holds a name, a password and a device name: the body is read
+/// before anything is checked, so it is kept small.
+const LOGIN_LIMIT: usize = 64 << 10;
+
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/info", get(info))
-        .route("/auth/login", post(auth::login))
+        .route(
+            "/auth/login",
+            post(auth::login).layer(DefaultBodyLimit::max(LOGIN_LIMIT)),
+        )
         .route("/auth/logout", post(auth::logout))
         .route("/files/list", get(files::list))
         .route("/files/meta", get(files::meta))

@@ -77,6 +77,11 @@ impl From<UploadError> for TusError {
                 ErrorCode::HashMismatch,
                 message,
             ),
+            UploadError::TooManySessions(_) => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RateLimited,
+                message,
+            ),
             UploadError::Damaged(_) => ApiError::internal(message).into(),
             UploadError::Block(b) => ApiError::from(b).into(),
             UploadError::Meta(m) => ApiError::from(m).into(),

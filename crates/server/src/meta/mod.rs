@@ -448,6 +448,10 @@ impl Meta {
         dispatch!(self.create_upload(u))
     }
 
+    pub async fn open_uploads(&self, ns: i64) -> Result<i64> {
+        dispatch!(self.open_uploads(ns))
+    }
+
     pub async fn upload(&self, ns: i64, id: &str) -> Result<Option<UploadRow>> {
         dispatch!(self.upload(ns, id))
     }

@@ -25,6 +25,17 @@ impl Store {
         Ok(())
     }
 
+    /// Sessions of `ns` not yet completed.
+    pub async fn open_uploads(&self, ns: i64) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM upload_sessions WHERE namespace_id = $1 AND done_path IS NULL",
+        )
+        .bind(ns)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n)
+    }
+
     pub async fn upload(&self, ns: i64, id: &str) -> Result<Option<UploadRow>> {
         Ok(sqlx::query_as(
             "SELECT namespace_id, id, user_id, path, base_rev, length, upload_offset, block_count, tail_block,

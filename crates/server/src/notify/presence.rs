@@ -1,12 +1,20 @@
 //! Which devices of a user hold a long poll right now. A small registry
-//! with RAII guards, so a dropped connection leaves it by itself.
+//! with RAII guards, so a dropped connection leaves it by itself. It also
+//! caps the polls one user holds: each is an open connection and a task,
+//! and one account could otherwise hold any number of them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-#[derive(Default)]
 pub struct Presence {
-    live: Mutex<HashMap<(i64, String), u32>>,
+    live: Mutex<Live>,
+    max_per_user: usize,
+}
+
+#[derive(Default)]
+struct Live {
+    devices: HashMap<(i64, String), u32>,
+    per_user: HashMap<i64, usize>,
 }
 
 pub struct PresenceGuard {
@@ -14,24 +22,51 @@ pub struct PresenceGuard {
     key: (i64, String),
 }
 
+/// The user already holds as many polls as allowed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this account already holds {0} long polls, the most allowed at once: close some clients or tabs"
+)]
+pub struct TooManyPolls(pub usize);
+
+impl Default for Presence {
+    fn default() -> Self {
+        Self::new(usize::MAX)
+    }
+}
+
 impl Presence {
-    pub fn enter(self: &Arc<Self>, user_id: i64, device: &str) -> PresenceGuard {
-        let key = (user_id, device.to_owned());
-        if let Ok(mut live) = self.live.lock() {
-            *live.entry(key.clone()).or_insert(0) += 1;
+    pub fn new(max_per_user: usize) -> Self {
+        Self {
+            live: Mutex::default(),
+            max_per_user,
         }
-        PresenceGuard {
+    }
+
+    pub fn enter(
+        self: &Arc<Self>,
+        user_id: i64,
+        device: &str,
+    ) -> Result<PresenceGuard, TooManyPolls> {
+        let key = (user_id, device.to_owned());
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let held = live.per_user.entry(user_id).or_insert(0);
+        if *held >= self.max_per_user {
+            return Err(TooManyPolls(self.max_per_user));
+        }
+        *held += 1;
+        *live.devices.entry(key.clone()).or_insert(0) += 1;
+        Ok(PresenceGuard {
             presence: self.clone(),
             key,
-        }
+        })
     }
 
     /// The devices of `user_id` online now, with their connection counts.
     pub fn devices(&self, user_id: i64) -> Vec<(String, u32)> {
-        let Ok(live) = self.live.lock() else {
-            return Vec::new();
-        };
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<(String, u32)> = live
+            .devices
             .iter()
             .filter(|((u, _), _)| *u == user_id)
             .map(|((_, d), n)| (d.clone(), *n))
@@ -43,12 +78,18 @@ impl Presence {
 
 impl Drop for PresenceGuard {
     fn drop(&mut self) {
-        if let Ok(mut live) = self.presence.live.lock()
-            && let Some(n) = live.get_mut(&self.key)
-        {
+        let mut live = self.presence.live.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = live.devices.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
-                live.remove(&self.key);
+                live.devices.remove(&self.key);
+            }
+        }
+        let user = self.key.0;
+        if let Some(n) = live.per_user.get_mut(&user) {
+            *n -= 1;
+            if *n == 0 {
+                live.per_user.remove(&user);
             }
         }
     }

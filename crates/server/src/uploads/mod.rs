@@ -59,6 +59,10 @@ pub enum UploadError {
     ChecksumMismatch,
     #[error("the upload is complete already")]
     Complete,
+    #[error(
+        "this account already has {0} unfinished uploads, the most allowed: finish or end (DELETE) some first"
+    )]
+    TooManySessions(usize),
     #[error("the upload's stored state is damaged: {0}")]
     Damaged(String),
     #[error(transparent)]
@@ -104,14 +108,17 @@ pub struct Uploads {
     meta: Meta,
     blocks: BlockStore,
     cache: Arc<Mutex<Vec<(SessionKey, Live)>>>,
+    max_open_per_user: usize,
 }
 
 impl Uploads {
-    pub fn new(meta: Meta, blocks: BlockStore) -> Self {
+    /// `max_open_per_user`: unfinished sessions one user may hold.
+    pub fn new(meta: Meta, blocks: BlockStore, max_open_per_user: usize) -> Self {
         Self {
             meta,
             blocks,
             cache: Arc::default(),
+            max_open_per_user,
         }
     }
 
@@ -129,6 +136,13 @@ impl Uploads {
             && node.is_folder()
         {
             return Err(MetaError::NotAFile(path.to_string()).into());
+        }
+        // Each session holds a row, a pending mark and stored blocks until
+        // it ends. Two creates racing may pass together: the cap is a bound
+        // on abuse, not an exact count.
+        let open = self.meta.open_uploads(who.ns).await?;
+        if usize::try_from(open).unwrap_or(usize::MAX) >= self.max_open_per_user {
+            return Err(UploadError::TooManySessions(self.max_open_per_user));
         }
         let id = hex::encode(rand::random::<[u8; 16]>());
         let now = now_ms();
