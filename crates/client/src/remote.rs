@@ -101,6 +101,10 @@ impl Remote {
         }
         let http = reqwest::Client::builder()
             .user_agent(concat!("tessera/", env!("CARGO_PKG_VERSION")))
+            // The server closes a keep-alive connection idle for 30 s (its
+            // header timeout); dropping ours sooner keeps a request from
+            // being sent on a connection the server is closing.
+            .pool_idle_timeout(std::time::Duration::from_secs(20))
             .build()?;
         Ok(Self { http, base, token })
     }
