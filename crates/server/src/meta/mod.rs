@@ -17,6 +17,7 @@ mod sqlite {
     const BEGIN: &str = "BEGIN IMMEDIATE";
     include!("queries.rs");
     include!("upload_queries.rs");
+    include!("commit_queries.rs");
 
     impl Store {
         pub async fn connect(url: &str) -> Result<Self> {
@@ -45,6 +46,7 @@ mod postgres {
     const BEGIN: &str = "BEGIN";
     include!("queries.rs");
     include!("upload_queries.rs");
+    include!("commit_queries.rs");
 
     impl Store {
         pub async fn connect(url: &str) -> Result<Self> {
@@ -74,6 +76,13 @@ pub enum MetaError {
     MissingBlocks(Vec<BlockId>),
     #[error("{0}")]
     Invalid(String),
+    /// A move (or restore) would put a folder inside itself.
+    #[error("{0}")]
+    IntoItself(String),
+    /// The stored tree is damaged: following parents comes back to a node
+    /// already seen. Walks stop with this instead of looping.
+    #[error("the folder tree is damaged: {0}")]
+    Cycle(String),
     #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://...")]
     BadUrl(String),
     #[error("database: {0}")]
@@ -280,6 +289,19 @@ pub struct NewRevision {
     pub device: String,
 }
 
+/// Names a block list: BLAKE3 of the chunker tag, then each block's id and
+/// size in order. Equal keys mean equal lists, hence equal bytes.
+pub fn blocks_key(chunker: &str, blocks: &[(BlockId, u64)]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(&(chunker.len() as u64).to_le_bytes());
+    h.update(chunker.as_bytes());
+    for (id, size) in blocks {
+        h.update(&id.0);
+        h.update(&size.to_le_bytes());
+    }
+    *h.finalize().as_bytes()
+}
+
 /// The metadata store in use, SQLite or PostgreSQL.
 #[derive(Clone)]
 pub struct Meta(Backend);
@@ -397,6 +419,21 @@ impl Meta {
 
     pub async fn grant_block(&self, user_id: i64, id: &BlockId) -> Result<()> {
         dispatch!(self.grant_block(user_id, id))
+    }
+
+    /// Which of `ids` the user may reference: plain length and location.
+    pub async fn user_blocks(
+        &self,
+        user_id: i64,
+        ids: &[BlockId],
+    ) -> Result<std::collections::HashMap<BlockId, (u64, BlockLoc)>> {
+        dispatch!(self.user_blocks(user_id, ids))
+    }
+
+    /// A server-computed or verified content hash of a revision of `ns`
+    /// whose block list has `key` ([`blocks_key`]).
+    pub async fn verified_hash(&self, ns: i64, key: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        dispatch!(self.verified_hash(ns, key))
     }
 
     pub async fn resolve(&self, ns: i64, path: &RemotePath) -> Result<Option<NodeRow>> {
