@@ -468,15 +468,15 @@ async fn while_writing<T>(
     other: &Remote,
     work: impl std::future::Future<Output = T>,
 ) -> (T, Duration) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let done = std::sync::atomic::AtomicBool::new(false);
     let writes = async {
         let mut worst = Duration::ZERO;
-        let mut i = 0;
         while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            let i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let t = Instant::now();
             other.mkdir(&format!("/meanwhile-{i}")).await.unwrap();
             worst = worst.max(t.elapsed());
-            i += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         worst
@@ -487,4 +487,115 @@ async fn while_writing<T>(
         out
     };
     tokio::join!(work, writes)
+}
+
+/// Figures for docs/PERFORMANCE.md, not a check: what verifying a claimed
+/// hash costs, and how long another user's write waits during the worst
+/// legal commits. Run with
+/// `cargo test -p tessera --test tree -- --ignored --nocapture commit_figures`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn commit_figures() {
+    for b in [Backend::Sqlite, Backend::Postgres] {
+        commit_figures_on(b).await;
+    }
+}
+
+async fn commit_figures_on(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let mib = 256usize;
+    let data = common::random_data(mib << 20, 9);
+    let t = Instant::now();
+    put(&r, "/big.bin", &data).await;
+    println!("{b:?}: simple upload of {mib} MiB: {:?}", t.elapsed());
+    let t = Instant::now();
+    let mut resp = r.download("/big.bin", None).await.unwrap();
+    while resp.chunk().await.unwrap().is_some() {}
+    println!("{b:?}: download of {mib} MiB: {:?}", t.elapsed());
+    let list = r.block_list("/big.bin", None).await.unwrap().blocks;
+    // The same blocks in reverse order: a file no revision has, so its
+    // claim is checked by reading every block.
+    let mut slices = Vec::new();
+    let mut at = 0usize;
+    for blk in &list {
+        slices.push(&data[at..at + blk.size as usize]);
+        at += blk.size as usize;
+    }
+    let mut h = blake3::Hasher::new();
+    for sl in slices.iter().rev() {
+        h.update(sl);
+    }
+    let req = CommitRequest {
+        path: "/reversed.bin".into(),
+        base_rev: None,
+        size: data.len() as u64,
+        content_hash: ContentHash(*h.finalize().as_bytes()),
+        chunker: CHUNKER.into(),
+        blocks: list.iter().rev().cloned().collect(),
+    };
+    let t = Instant::now();
+    let (done, worst) = while_writing(&bob, r.commit(&req)).await;
+    done.unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{b:?}: commit verifying {mib} MiB ({} blocks): {secs:.2} s = {:.2} s/GiB; bob's slowest mkdir {worst:?}",
+        list.len(),
+        secs * 1024.0 / mib as f64
+    );
+    // Again under another name: the block list is known, nothing is read.
+    let again = CommitRequest {
+        path: "/reversed-copy.bin".into(),
+        ..req.clone()
+    };
+    let t = Instant::now();
+    r.commit(&again).await.unwrap();
+    println!("{b:?}: the same block list again: {:?}", t.elapsed());
+
+    // The worst legal commits: 10 GiB (the default limit) in the most
+    // blocks the size allows, first all unknown, then all one held block.
+    let one: Vec<u8> = common::random_data(1 << 20, 10);
+    let id = BlockId::of(&one);
+    r.put_block(&id, BlockCodec::Raw, one.clone().into())
+        .await
+        .unwrap();
+    let n = 10u64 * 1024;
+    let unknown = CommitRequest {
+        path: "/unknown.bin".into(),
+        base_rev: None,
+        size: n << 20,
+        content_hash: ContentHash([3; 32]),
+        chunker: CHUNKER.into(),
+        blocks: (0..n)
+            .map(|i| BlockRef {
+                id: BlockId::of(&i.to_le_bytes()),
+                size: 1 << 20,
+            })
+            .collect(),
+    };
+    let t = Instant::now();
+    let (done, worst) = while_writing(&bob, r.commit(&unknown)).await;
+    assert_eq!(code(&done.unwrap_err()), Some(ErrorCode::MissingBlocks));
+    println!(
+        "{b:?}: 10 GiB commit of {n} unknown blocks answered in {:?}; bob's slowest mkdir {worst:?}",
+        t.elapsed()
+    );
+    let mut h = blake3::Hasher::new();
+    for _ in 0..n {
+        h.update(&one);
+    }
+    let repeated = CommitRequest {
+        path: "/repeated.bin".into(),
+        content_hash: ContentHash(*h.finalize().as_bytes()),
+        blocks: (0..n).map(|_| BlockRef { id, size: 1 << 20 }).collect(),
+        ..unknown
+    };
+    let t = Instant::now();
+    let (done, worst) = while_writing(&bob, r.commit(&repeated)).await;
+    done.unwrap();
+    println!(
+        "{b:?}: 10 GiB commit of one held block {n} times: {:?}; bob's slowest mkdir {worst:?}",
+        t.elapsed()
+    );
 }
