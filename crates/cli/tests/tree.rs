@@ -22,6 +22,7 @@ on_both_backends!(
     a_cycle_in_the_tree_stalls_no_writer,
     the_server_owns_a_files_identity,
     zip_entry_names_are_safe_everywhere,
+    a_folder_cut_off_by_a_cycle_comes_back_through_the_trash,
     a_block_list_longer_than_the_size_allows_is_refused,
 );
 
@@ -180,6 +181,47 @@ async fn a_cycle_in_the_tree_stalls_no_writer(b: Backend) {
     purge.expect("purge ends").unwrap();
     let stop = tokio::time::timeout(Duration::from_secs(15), s.running.shutdown()).await;
     stop.expect("the server stops").unwrap();
+}
+
+async fn a_folder_cut_off_by_a_cycle_comes_back_through_the_trash(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = s.user("alice").await;
+    put(&r, "/Photos/a/pic.jpg", b"pixels").await;
+    put(&r, "/Loop/x.txt", b"x").await;
+    r.mkdir("/Loop/Back").await.unwrap();
+    // What older releases left: a folder its own parent, and a pair of
+    // folders each inside the other.
+    damage(&s, "UPDATE nodes SET parent_id = id WHERE name = 'Photos'").await;
+    damage(
+        &s,
+        "UPDATE nodes SET parent_id = (SELECT id FROM nodes WHERE name = 'Back') WHERE name = 'Loop'",
+    )
+    .await;
+    assert!(r.list("/").await.unwrap().entries.is_empty());
+
+    let s = s.restart().await;
+    let mut trash = r.trash().await.unwrap().entries;
+    trash.sort_by(|a, b| a.path.cmp(&b.path));
+    let paths: Vec<&str> = trash.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/Back", "/Loop", "/Photos"],
+        "the cut-off folders are in the trash"
+    );
+    for e in &trash {
+        r.restore_from_trash(&e.id, None).await.unwrap();
+    }
+    assert_eq!(
+        r.meta("/Photos/a/pic.jpg").await.unwrap().size,
+        Some(6),
+        "restored with its contents"
+    );
+    r.meta("/Loop/x.txt").await.unwrap();
+    r.meta("/Back").await.unwrap();
+    // A second start finds nothing more to rescue.
+    let s = s.restart().await;
+    assert!(r.trash().await.unwrap().entries.is_empty());
+    drop(s);
 }
 
 async fn download_identity(r: &Remote, path: &str) -> (String, String) {

@@ -8,6 +8,47 @@
 const BATCH: usize = 500;
 
 impl Store {
+    /// Puts folders an older release let move into their own subtree (cut
+    /// off from the root by a cycle of parents, so invisible and not in the
+    /// trash) into the trash, below their namespace's root, where their
+    /// owner can see and restore them with everything inside. Returns how
+    /// many. Walks only what the root does not reach.
+    pub async fn rescue_cut_off(&self) -> Result<u64> {
+        let cut: Vec<(i64, String)> = sqlx::query_as(
+            "WITH RECURSIVE reach(namespace_id, id) AS (
+                 SELECT namespace_id, id FROM nodes WHERE parent_id IS NULL
+                 UNION
+                 SELECT n.namespace_id, n.id FROM nodes n
+                 JOIN reach r ON n.namespace_id = r.namespace_id AND n.parent_id = r.id
+             ), up(namespace_id, start_id, cur) AS (
+                 SELECT namespace_id, id, parent_id FROM nodes n
+                 WHERE NOT EXISTS (SELECT 1 FROM reach r WHERE r.namespace_id = n.namespace_id AND r.id = n.id)
+                 UNION
+                 SELECT u.namespace_id, u.start_id, n.parent_id FROM up u
+                 JOIN nodes n ON n.namespace_id = u.namespace_id AND n.id = u.cur
+                 WHERE u.cur <> u.start_id
+             )
+             SELECT namespace_id, start_id FROM up WHERE cur = start_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let now = now_ms();
+        for (ns, id) in &cut {
+            tracing::warn!(ns, node = %id, "a folder inside itself was put in the trash to be restored");
+            sqlx::query(
+                "UPDATE nodes SET deleted_ms = $1, deleted_path = '/' || name,
+                     parent_id = (SELECT r.id FROM nodes r WHERE r.namespace_id = $2 AND r.parent_id IS NULL)
+                 WHERE namespace_id = $2 AND id = $3",
+            )
+            .bind(now)
+            .bind(*ns)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(cut.len() as u64)
+    }
+
     /// Which of `ids` the user may reference, with each one's plain length
     /// and location. Unknown ids are simply absent.
     pub async fn user_blocks(

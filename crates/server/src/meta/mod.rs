@@ -36,7 +36,9 @@ mod sqlite {
                 .connect_with(opts)
                 .await?;
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-            Ok(Self { pool })
+            let store = Self { pool };
+            store.rescue_cut_off().await?;
+            Ok(store)
         }
     }
 }
@@ -55,7 +57,9 @@ mod postgres {
                 .connect(url)
                 .await?;
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-            Ok(Self { pool })
+            let store = Self { pool };
+            store.rescue_cut_off().await?;
+            Ok(store)
         }
     }
 }
