@@ -590,7 +590,7 @@ async fn folders_move_and_delete(b: Backend) {
     assert_eq!(moved.id, id, "ids survive moves");
     assert_eq!(
         code(&r.move_to("/a", "/a/renamed/inside").await.unwrap_err()),
-        Some(ErrorCode::BadRequest)
+        Some(ErrorCode::Conflict)
     );
     put_bytes(&s, &r, "/x.txt", b"x").await;
     assert_eq!(

@@ -40,6 +40,9 @@ pub enum ApiError {
     MissingBlocks(Vec<BlockId>),
     #[error("{0}")]
     HashMismatch(String),
+    /// A folder would end up inside itself.
+    #[error("{0}")]
+    InsideItself(String),
     #[error("{0}")]
     TooLarge(String),
     #[error("range not satisfiable: the file is {0} bytes")]
@@ -87,6 +90,7 @@ impl ApiError {
             Conflict { .. } => (StatusCode::CONFLICT, ErrorCode::Conflict),
             MissingBlocks(_) => (StatusCode::BAD_REQUEST, ErrorCode::MissingBlocks),
             HashMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::HashMismatch),
+            InsideItself(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
             TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge),
             RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, ErrorCode::BadRequest),
             InsufficientStorage => (
@@ -133,6 +137,7 @@ impl From<MetaError> for ApiError {
             MetaError::Conflict { path, current_rev } => ApiError::Conflict { path, current_rev },
             MetaError::MissingBlocks(ids) => ApiError::MissingBlocks(ids),
             MetaError::Invalid(m) => ApiError::BadRequest(m),
+            MetaError::IntoItself(m) => ApiError::InsideItself(m),
             other if is_disk_full(&other) => ApiError::InsufficientStorage,
             other => ApiError::internal(other),
         }

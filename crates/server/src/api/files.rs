@@ -286,6 +286,24 @@ fn new_revision(
             b.id, b.size
         )));
     }
+    // The chunker cuts no block but the last below MIN_BLOCK, so the size
+    // bounds the list's length: a longer list is no file this server made.
+    let most = req.size / MIN_BLOCK as u64 + 1;
+    if req.blocks.len() as u64 > most {
+        return Err(ApiError::BadRequest(format!(
+            "{} blocks cannot make a file of {} bytes: blocks other than the last are at least \
+             {MIN_BLOCK} bytes, so it has at most {most}; cut the file with `{CHUNKER}`",
+            req.blocks.len(),
+            req.size
+        )));
+    }
+    let total = req.blocks.iter().map(|b| b.size).sum::<u64>();
+    if total != req.size {
+        return Err(ApiError::BadRequest(format!(
+            "the blocks add up to {total} bytes, but the commit says the file is {} bytes",
+            req.size
+        )));
+    }
     Ok(NewRevision {
         ns: user.ns,
         user_id: user.user_id,
@@ -299,6 +317,110 @@ fn new_revision(
     })
 }
 
+/// Why a commit cannot go ahead before any write: blocks to upload first,
+/// or a refusal.
+enum Unready {
+    Missing(Vec<tessera_proto::BlockId>),
+    Refused(ApiError),
+}
+
+impl From<ApiError> for Unready {
+    fn from(e: ApiError) -> Self {
+        Unready::Refused(e)
+    }
+}
+
+impl From<crate::meta::MetaError> for Unready {
+    fn from(e: crate::meta::MetaError) -> Self {
+        Unready::Refused(e.into())
+    }
+}
+
+/// Checks a commit against the blocks the user holds and makes sure its
+/// `content_hash` is the file's, all before and outside the write
+/// transaction. The hash is what the server reports as the file's identity,
+/// so a claim is taken only when a revision of the same namespace with the
+/// very same block list already carries a server-checked hash, and is
+/// otherwise checked by streaming the blocks through BLAKE3.
+async fn check_commit(state: &AppState, new: &NewRevision) -> Result<(), Unready> {
+    let ids: Vec<_> = new.blocks.iter().map(|(id, _)| *id).collect();
+    let known = state.meta.user_blocks(new.user_id, &ids).await?;
+    let mut missing = Vec::new();
+    let mut listed = std::collections::HashSet::new();
+    for (id, size) in &new.blocks {
+        match known.get(id) {
+            None if listed.insert(*id) => missing.push(*id),
+            None => {}
+            Some((len, _)) if len != size => {
+                return Err(ApiError::BadRequest(format!(
+                    "block {id} is {len} bytes, not {size} as the commit says"
+                ))
+                .into());
+            }
+            Some(_) => {}
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Unready::Missing(missing));
+    }
+    let key = crate::meta::blocks_key(&new.chunker, &new.blocks);
+    let actual = match state.meta.verified_hash(new.ns, &key).await? {
+        Some(h) => h,
+        None => content_hash_of(state, &new.blocks, &known)
+            .await?
+            .0
+            .to_vec(),
+    };
+    if actual != new.content_hash.0 {
+        let actual = tessera_proto::ContentHash(actual.try_into().unwrap_or([0; 32]));
+        return Err(ApiError::BadRequest(format!(
+            "content_hash {} does not match the blocks, which hash to {actual}: \
+             send the BLAKE3 hash of the whole file",
+            new.content_hash
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// BLAKE3 of the file the blocks make, read in order (a block repeated in
+/// a row is read once), one block and one read ahead in memory.
+async fn content_hash_of(
+    state: &AppState,
+    blocks: &[(tessera_proto::BlockId, u64)],
+    known: &std::collections::HashMap<tessera_proto::BlockId, (u64, crate::meta::BlockLoc)>,
+) -> Result<ContentHash, ApiError> {
+    let mut runs: Vec<(tessera_proto::BlockId, crate::meta::BlockLoc, usize)> = Vec::new();
+    for (id, _) in blocks {
+        match runs.last_mut() {
+            Some((last, _, n)) if last == id => *n += 1,
+            _ => {
+                let (_, loc) = known
+                    .get(id)
+                    .ok_or_else(|| ApiError::internal(format!("block {id} vanished")))?;
+                runs.push((*id, loc.clone(), 1));
+            }
+        }
+    }
+    let store = state.blocks.clone();
+    let mut reads = futures::stream::iter(runs)
+        .map(|(id, loc, n)| {
+            let store = store.clone();
+            async move { Ok::<_, ApiError>((store.read_plain(id, &loc).await?, n)) }
+        })
+        .buffered(2);
+    let mut hasher = blake3::Hasher::new();
+    while let Some(read) = reads.next().await {
+        let (plain, n) = read?;
+        tokio::task::block_in_place(|| {
+            for _ in 0..n {
+                hasher.update(&plain);
+            }
+        });
+    }
+    Ok(ContentHash::from(hasher.finalize()))
+}
+
 /// Block-protocol commit: the file as an ordered list of uploaded blocks.
 #[utoipa::path(post, path = "/api/v1/files/commit", request_body = CommitRequest, responses((status = 201, body = Entry), (status = 400, body = tessera_proto::ErrorBody, description = "bad input (the message says what to fix), or missing_blocks lists the blocks to upload"), (status = 404, body = tessera_proto::ErrorBody, description = "the folder does not exist"), (status = 409, body = tessera_proto::ErrorBody, description = "stale base_rev, or the path is a folder")), security(("bearer" = [])))]
 pub async fn commit(
@@ -307,6 +429,16 @@ pub async fn commit(
     J(req): J<CommitRequest>,
 ) -> Result<(StatusCode, Json<Entry>), ApiError> {
     let new = new_revision(&state, &user, req)?;
+    match check_commit(&state, &new).await {
+        Ok(()) => {}
+        Err(Unready::Refused(e)) => return Err(e),
+        Err(Unready::Missing(missing)) => {
+            // The upload is under way: show the file as syncing.
+            state.meta.mark_upload_pending(&new).await?;
+            state.changed(user.ns).await;
+            return Err(ApiError::MissingBlocks(missing));
+        }
+    }
     let result = state.meta.commit(&new).await;
     // A commit short of blocks marks the file pending: that is news too.
     if matches!(
@@ -321,6 +453,9 @@ pub async fn commit(
 
 /// Most commits in one batch.
 const MAX_BATCH: usize = 1000;
+/// Most blocks in one batch, all items together: the batch is one write
+/// transaction, and it is meant for small files (one block each).
+const MAX_BATCH_BLOCKS: usize = 4 * MAX_BATCH;
 
 /// Many commits in one request and one transaction; each item succeeds or
 /// fails on its own.
@@ -335,10 +470,25 @@ pub async fn commit_batch(
             "send at most {MAX_BATCH} commits at a time"
         )));
     }
+    let blocks: usize = req.commits.iter().map(|c| c.blocks.len()).sum();
+    if blocks > MAX_BATCH_BLOCKS {
+        return Err(ApiError::BadRequest(format!(
+            "a batch names {blocks} blocks; send at most {MAX_BATCH_BLOCKS} at a time, \
+             and commit large files on their own"
+        )));
+    }
     let mut results: Vec<Option<CommitResult>> = Vec::with_capacity(req.commits.len());
     let mut valid = Vec::new();
     for c in req.commits {
-        match new_revision(&state, &user, c) {
+        let checked = match new_revision(&state, &user, c) {
+            Ok(n) => match check_commit(&state, &n).await {
+                Ok(()) => Ok(n),
+                Err(Unready::Missing(ids)) => Err(ApiError::MissingBlocks(ids)),
+                Err(Unready::Refused(e)) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match checked {
             Ok(n) => {
                 results.push(None);
                 valid.push(n);

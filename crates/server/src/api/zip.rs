@@ -2,6 +2,8 @@
 //! blocks are read, in order, so memory holds one block and the zip
 //! central directory (a few dozen bytes per entry) whatever the sizes.
 
+use std::collections::HashSet;
+
 use async_zip::base::write::ZipFileWriter;
 use async_zip::{Compression, ZipDateTimeBuilder, ZipEntryBuilder};
 use axum::body::Body;
@@ -33,6 +35,8 @@ enum ZipError {
     Path(#[from] tessera_proto::PathError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("the folder tree is damaged: folder {0} is inside itself")]
+    Cycle(String),
 }
 
 #[utoipa::path(get, path = "/api/v1/files/zip", params(PathQuery), responses((status = 200, content_type = "application/zip", description = "the folder and everything in it, streamed (Zip64, stored)"), (status = 404, body = tessera_proto::ErrorBody), (status = 409, body = tessera_proto::ErrorBody, description = "the path is a file")), security(("bearer" = [])))]
@@ -92,6 +96,7 @@ pub async fn folder(
 
 /// Walks the folder depth first (one folder's listing in memory at a time
 /// per level) and writes each file's current revision block by block.
+/// Entry names go through [`portable_names`].
 async fn write_zip(
     state: AppState,
     ns: i64,
@@ -100,6 +105,8 @@ async fn write_zip(
 ) -> Result<(), ZipError> {
     let mut zip = ZipFileWriter::new(out);
     let mut stack: Vec<(RemotePath, String, i64)> = vec![(root, String::new(), 0)];
+    // Listing goes by path, so it cannot meet a cycle; the check keeps it so.
+    let mut seen = HashSet::new();
     while let Some((folder, prefix, modified_ms)) = stack.pop() {
         let children = state.meta.list(ns, &folder).await?;
         if children.is_empty() && !prefix.is_empty() {
@@ -108,12 +115,16 @@ async fn write_zip(
                 .last_modification_date(zip_date(modified_ms));
             zip.write_entry_whole(entry, &[]).await?;
         }
+        let names = portable_names(children.iter().map(|c| c.name.as_str()));
         // A folder's files first, then its subfolders, each in listing order.
         let mut subfolders = Vec::new();
-        for child in children {
+        for (child, name) in children.into_iter().zip(names) {
             let child_path = folder.join(&child.name)?;
-            let child_name = format!("{prefix}{}", child.name);
+            let child_name = format!("{prefix}{name}");
             if child.is_folder() {
+                if !seen.insert(child.id.clone()) {
+                    return Err(ZipError::Cycle(child_path.to_string()));
+                }
                 subfolders.push((child_path, format!("{child_name}/"), child.modified_ms));
                 continue;
             }
@@ -137,6 +148,92 @@ async fn write_zip(
     let mut out = zip.close().await?;
     out.close().await?;
     Ok(())
+}
+
+/// Characters Windows refuses in a name (and `/`, `\` that any extractor
+/// may take for a separator).
+const UNSAFE: &[char] = &['\\', '/', ':', '*', '?', '"', '<', '>', '|'];
+
+/// Windows device names, reserved with any extension.
+const RESERVED: &[&str] = &[
+    "CON",
+    "PRN",
+    "AUX",
+    "NUL",
+    "COM0",
+    "COM1",
+    "COM2",
+    "COM3",
+    "COM4",
+    "COM5",
+    "COM6",
+    "COM7",
+    "COM8",
+    "COM9",
+    "COM\u{b9}",
+    "COM\u{b2}",
+    "COM\u{b3}",
+    "LPT0",
+    "LPT1",
+    "LPT2",
+    "LPT3",
+    "LPT4",
+    "LPT5",
+    "LPT6",
+    "LPT7",
+    "LPT8",
+    "LPT9",
+    "LPT\u{b9}",
+    "LPT\u{b2}",
+    "LPT\u{b3}",
+];
+
+/// One name as every common file system extracts it, inside the target
+/// folder: unsafe and control characters become `_`, so do trailing dots
+/// and spaces (Windows drops them), and a reserved device name gets a
+/// leading `_`.
+fn portable_name(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_control() || UNSAFE.contains(&c) {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    let kept = out.trim_end_matches(['.', ' ']).len();
+    let trailing = out.len() - kept;
+    out.truncate(kept);
+    out.extend(std::iter::repeat_n('_', trailing));
+    let stem = out.split('.').next().unwrap_or("").trim_end_matches(' ');
+    if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(stem)) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// The names of one folder's entries, made portable and kept apart: two
+/// that would land on one file (also ignoring case, as Windows and macOS
+/// compare) get ` (2)`, ` (3)`… before the extension, in listing order.
+fn portable_names<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut taken = HashSet::new();
+    names
+        .map(|name| {
+            let base = portable_name(name);
+            let mut candidate = base.clone();
+            let mut n = 2;
+            while !taken.insert(candidate.to_lowercase()) {
+                candidate = match base.rfind('.').filter(|&i| i > 0) {
+                    Some(i) => format!("{} ({n}){}", &base[..i], &base[i..]),
+                    None => format!("{base} ({n})"),
+                };
+                n += 1;
+            }
+            candidate
+        })
+        .collect()
 }
 
 /// Milliseconds since the epoch as a zip (MS-DOS, UTC here) timestamp.
@@ -172,7 +269,29 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
-    use super::civil_from_days;
+    use super::{civil_from_days, portable_name, portable_names};
+
+    #[test]
+    fn portable_names_map_as_documented() {
+        for (raw, safe) in [
+            ("..\\..\\evil.bat", ".._.._evil.bat"),
+            ("C:win.txt", "C_win.txt"),
+            ("nul", "_nul"),
+            ("Con .txt", "_Con .txt"),
+            ("LPT\u{b9}", "_LPT\u{b9}"),
+            ("console.txt", "console.txt"),
+            ("end. .", "end___"),
+            ("tab\there", "tab_here"),
+            ("fine.txt", "fine.txt"),
+        ] {
+            assert_eq!(portable_name(raw), safe, "{raw:?}");
+        }
+        let names = portable_names(["a:b.txt", "a_b.txt", "A_B.txt", "x.", "x_"].into_iter());
+        assert_eq!(
+            names,
+            ["a_b.txt", "a_b (2).txt", "A_B (3).txt", "x_", "x_ (2)"]
+        );
+    }
 
     #[test]
     fn civil_dates() {

@@ -17,6 +17,7 @@ mod sqlite {
     const BEGIN: &str = "BEGIN IMMEDIATE";
     include!("queries.rs");
     include!("upload_queries.rs");
+    include!("commit_queries.rs");
 
     impl Store {
         pub async fn connect(url: &str) -> Result<Self> {
@@ -35,7 +36,9 @@ mod sqlite {
                 .connect_with(opts)
                 .await?;
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-            Ok(Self { pool })
+            let store = Self { pool };
+            store.rescue_cut_off().await?;
+            Ok(store)
         }
     }
 }
@@ -45,6 +48,7 @@ mod postgres {
     const BEGIN: &str = "BEGIN";
     include!("queries.rs");
     include!("upload_queries.rs");
+    include!("commit_queries.rs");
 
     impl Store {
         pub async fn connect(url: &str) -> Result<Self> {
@@ -53,7 +57,9 @@ mod postgres {
                 .connect(url)
                 .await?;
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-            Ok(Self { pool })
+            let store = Self { pool };
+            store.rescue_cut_off().await?;
+            Ok(store)
         }
     }
 }
@@ -74,6 +80,13 @@ pub enum MetaError {
     MissingBlocks(Vec<BlockId>),
     #[error("{0}")]
     Invalid(String),
+    /// A move (or restore) would put a folder inside itself.
+    #[error("{0}")]
+    IntoItself(String),
+    /// The stored tree is damaged: following parents comes back to a node
+    /// already seen. Walks stop with this instead of looping.
+    #[error("the folder tree is damaged: {0}")]
+    Cycle(String),
     #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://...")]
     BadUrl(String),
     #[error("database: {0}")]
@@ -293,6 +306,19 @@ pub struct NewRevision {
     pub device: String,
 }
 
+/// Names a block list: BLAKE3 of the chunker tag, then each block's id and
+/// size in order. Equal keys mean equal lists, hence equal bytes.
+pub fn blocks_key(chunker: &str, blocks: &[(BlockId, u64)]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(&(chunker.len() as u64).to_le_bytes());
+    h.update(chunker.as_bytes());
+    for (id, size) in blocks {
+        h.update(&id.0);
+        h.update(&size.to_le_bytes());
+    }
+    *h.finalize().as_bytes()
+}
+
 /// The metadata store in use, SQLite or PostgreSQL.
 #[derive(Clone)]
 pub struct Meta(Backend);
@@ -412,6 +438,21 @@ impl Meta {
     /// counts as missing, and the next upload of its bytes replaces it.
     pub async fn mark_block_damaged(&self, id: &BlockId, at: &BlockLoc) -> Result<bool> {
         dispatch!(self.mark_block_damaged(id, at))
+    }
+
+    /// Which of `ids` the user may reference: plain length and location.
+    pub async fn user_blocks(
+        &self,
+        user_id: i64,
+        ids: &[BlockId],
+    ) -> Result<std::collections::HashMap<BlockId, (u64, BlockLoc)>> {
+        dispatch!(self.user_blocks(user_id, ids))
+    }
+
+    /// A server-computed or verified content hash of a revision of `ns`
+    /// whose block list has `key` ([`blocks_key`]).
+    pub async fn verified_hash(&self, ns: i64, key: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        dispatch!(self.verified_hash(ns, key))
     }
 
     pub async fn resolve(&self, ns: i64, path: &RemotePath) -> Result<Option<NodeRow>> {

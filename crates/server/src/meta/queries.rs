@@ -402,7 +402,15 @@ impl Store {
             .fetch_optional(&mut *w.tx)
             .await?;
             let Some(node) = node else { continue };
-            let path = node_path(&mut w.tx, ns, &node).await?;
+            let path = match node_path(&mut w.tx, ns, &node).await {
+                Ok(p) => p,
+                // One damaged entry must not stop the others expiring.
+                Err(MetaError::Cycle(why)) => {
+                    tracing::error!(ns, node = %node.id, %why, "pending mark left: its path cannot be built");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             end_pending(&mut w, &node, &path).await?;
             w.tx.commit().await?;
             changed.push(ns);
@@ -445,24 +453,20 @@ impl Store {
             .name()
             .ok_or_else(|| MetaError::Invalid("a file cannot be stored at /".into()))?;
 
+        // Callers outside checked this already; checked again here (in
+        // batches) because blocks are only known under the lock.
+        let known = user_block_rows(&mut w.tx, new.user_id, &blocks_of(new)).await?;
         let mut missing = Vec::new();
+        let mut listed = std::collections::HashSet::new();
         let mut total = 0u64;
         for (id, size) in &new.blocks {
-            let plain: Option<(i64,)> = sqlx::query_as(
-                "SELECT b.plain_len FROM blocks b JOIN user_blocks ub ON ub.block_id = b.id
-                 WHERE ub.user_id = $1 AND b.id = $2",
-            )
-            .bind(new.user_id)
-            .bind(&id.0[..])
-            .fetch_optional(&mut *w.tx)
-            .await?;
-            match plain {
+            match known.get(id) {
                 None => {
-                    if !missing.contains(id) {
+                    if listed.insert(*id) {
                         missing.push(*id)
                     }
                 }
-                Some((len,)) if len as u64 != *size => {
+                Some((len, _)) if len != size => {
                     return Err(MetaError::Invalid(format!(
                         "block {id} is {len} bytes, not {size} as the commit says"
                     )));
@@ -480,6 +484,7 @@ impl Store {
                 new.size
             )));
         }
+        let key = super::blocks_key(&new.chunker, &new.blocks);
 
         let parent = match path.parent() {
             Some(p) => w.ensure_folder(&p).await?,
@@ -497,8 +502,11 @@ impl Store {
                 {
                     return Err(MetaError::Conflict { path: path.to_string(), current_rev: node.rev });
                 }
-                if node.content_hash.as_deref() == Some(&new.content_hash.0[..]) {
-                    // Same bytes as now: no new revision, no event.
+                // Only the very same block list is "unchanged": no new
+                // revision, no event. A matching hash claim is not enough.
+                if node.rev > 0
+                    && revision_blocks_key(&mut w.tx, ns, &node.id, node.rev).await? == Some(key)
+                {
                     return Ok(node);
                 }
                 sqlx::query(
@@ -543,9 +551,11 @@ impl Store {
                 node
             }
         };
+        // Every caller computed or verified the content hash, so the
+        // revision carries the key that marks it trusted.
         sqlx::query(
-            "INSERT INTO revisions (namespace_id, node_id, rev, size, content_hash, chunker, device, created_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO revisions (namespace_id, node_id, rev, size, content_hash, chunker, device, created_ms, blocks_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(ns)
         .bind(&node.id)
@@ -555,29 +565,10 @@ impl Store {
         .bind(&new.chunker)
         .bind(&new.device)
         .bind(now)
+        .bind(&key[..])
         .execute(&mut *w.tx)
         .await?;
-        let mut offset = 0u64;
-        for (idx, (id, size)) in new.blocks.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO revision_blocks (namespace_id, node_id, rev, idx, block_id, file_offset, size)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(ns)
-            .bind(&node.id)
-            .bind(node.rev)
-            .bind(idx as i64)
-            .bind(&id.0[..])
-            .bind(offset as i64)
-            .bind(*size as i64)
-            .execute(&mut *w.tx)
-            .await?;
-            sqlx::query("UPDATE blocks SET refcount = refcount + 1, zero_since_ms = NULL WHERE id = $1")
-                .bind(&id.0[..])
-                .execute(&mut *w.tx)
-                .await?;
-            offset += size;
-        }
+        insert_revision_blocks(&mut w.tx, ns, &node.id, node.rev, &new.blocks).await?;
         w.event("commit", &node, path.as_str(), None).await?;
         Ok(node)
     }
@@ -594,14 +585,16 @@ impl Store {
         };
         let mut w = Writer::begin(self, ns, device).await?;
         let node = existing(&mut w.tx, ns, from).await?;
-        if node.is_folder() && to.starts_with(from) && to != from {
-            return Err(MetaError::Invalid(format!(
-                "cannot move folder {from} into itself ({to})"
-            )));
-        }
         let parent = existing(&mut w.tx, ns, &to_parent).await?;
         if !parent.is_folder() {
             return Err(MetaError::NotAFolder(to_parent.to_string()));
+        }
+        // By id, not by spelling: `/photos/sub` names a folder inside
+        // `/Photos` whenever the two resolve to the same node.
+        if is_within(&mut w.tx, ns, &parent.id, &node.id).await? {
+            return Err(MetaError::IntoItself(format!(
+                "cannot move {from} to {to}: that is inside {from} itself; choose a folder outside it"
+            )));
         }
         if let Some(other) = child(&mut w.tx, ns, &parent.id, to_name).await?
             && other.id != node.id
@@ -753,6 +746,11 @@ impl Store {
             return Err(MetaError::Invalid("nothing can be restored as /".into()));
         };
         let parent = w.ensure_folder(&parent_path).await?;
+        if is_within(&mut w.tx, ns, &parent.id, id).await? {
+            return Err(MetaError::IntoItself(format!(
+                "cannot restore into {parent_path}: it is inside the restored folder itself"
+            )));
+        }
         if child(&mut w.tx, ns, &parent.id, name).await?.is_some() {
             return Err(MetaError::AlreadyExists(format!(
                 "{target} exists: restore to another path"
@@ -776,7 +774,11 @@ impl Store {
             .fetch_one(&mut *w.tx)
             .await?;
         let mut queue = std::collections::VecDeque::from([(node.clone(), target.clone())]);
+        let mut seen = std::collections::HashSet::new();
         while let Some((n, path)) = queue.pop_front() {
+            if !seen.insert(n.id.clone()) {
+                return Err(MetaError::Cycle(format!("{} is below itself", n.id)));
+            }
             let kind = if n.is_folder() { "mkdir" } else { "restore" };
             w.event(kind, &n, path.as_str(), None).await?;
             if n.is_folder() {
@@ -847,9 +849,12 @@ impl Store {
             .ok_or_else(|| MetaError::NotFound(format!("{path} has no revision {rev}")))?;
         let new_rev = node.rev + 1;
         let now = w.now;
+        // The old revision's key comes along: the same blocks, the same
+        // (trusted or not) hash.
         sqlx::query(
-            "INSERT INTO revisions (namespace_id, node_id, rev, size, content_hash, chunker, device, created_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO revisions (namespace_id, node_id, rev, size, content_hash, chunker, device, created_ms, blocks_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
+                     (SELECT blocks_key FROM revisions WHERE namespace_id = $1 AND node_id = $2 AND rev = $9))",
         )
         .bind(ns)
         .bind(&node.id)
@@ -859,6 +864,7 @@ impl Store {
         .bind(&old.chunker)
         .bind(device)
         .bind(now)
+        .bind(rev)
         .execute(&mut *w.tx)
         .await?;
         sqlx::query(
@@ -1041,7 +1047,13 @@ async fn end_pending(w: &mut Writer, node: &NodeRow, path: &str) -> Result<()> {
 /// their revisions, releasing the block references those held.
 async fn purge_subtree(tx: &mut Tx, ns: i64, root: &str, now: i64) -> Result<()> {
     let mut queue = vec![root.to_owned()];
+    let mut seen = std::collections::HashSet::new();
     while let Some(id) = queue.pop() {
+        // A damaged tree (a node below itself) is purged, not walked forever.
+        if !seen.insert(id.clone()) {
+            tracing::warn!(ns, node = %id, "purge met a node below itself");
+            continue;
+        }
         let children: Vec<(String,)> = sqlx::query_as(
             "SELECT id FROM nodes WHERE namespace_id = $1 AND parent_id = $2 AND deleted_ms IS NULL",
         )
@@ -1077,6 +1089,10 @@ async fn purge_subtree(tx: &mut Tx, ns: i64, root: &str, now: i64) -> Result<()>
             .await?;
     }
     Ok(())
+}
+
+fn blocks_of(new: &NewRevision) -> Vec<BlockId> {
+    new.blocks.iter().map(|(id, _)| *id).collect()
 }
 
 fn loc((object, offset, length): (String, i64, i64)) -> BlockLoc {
@@ -1131,18 +1147,42 @@ async fn insert_node(conn: &mut Conn, n: &NodeRow) -> Result<()> {
     Ok(())
 }
 
-/// The path of a live node, walking up its parents.
+/// The parent of node `id`: `None` for the root, or when the node is gone.
+async fn parent_of(conn: &mut Conn, ns: i64, id: &str) -> Result<Option<(Option<String>, String)>> {
+    Ok(sqlx::query_as("SELECT parent_id, name FROM nodes WHERE namespace_id = $1 AND id = $2")
+        .bind(ns)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?)
+}
+
+/// True when `id` is `folder` or one of its ancestors. Walks up by id and
+/// refuses a cycle rather than looping.
+async fn is_within(conn: &mut Conn, ns: i64, folder: &str, id: &str) -> Result<bool> {
+    let mut seen = std::collections::HashSet::new();
+    let mut cur = Some(folder.to_owned());
+    while let Some(at) = cur {
+        if at == id {
+            return Ok(true);
+        }
+        if !seen.insert(at.clone()) {
+            return Err(MetaError::Cycle(format!("{at} is its own ancestor")));
+        }
+        cur = parent_of(conn, ns, &at).await?.and_then(|(p, _)| p);
+    }
+    Ok(false)
+}
+
+/// The path of a live node, walking up its parents. A cycle is refused.
 async fn node_path(conn: &mut Conn, ns: i64, node: &NodeRow) -> Result<String> {
     let mut names = vec![node.name.clone()];
+    let mut seen = std::collections::HashSet::from([node.id.clone()]);
     let mut parent = node.parent_id.clone();
     while let Some(pid) = parent {
-        let row: Option<(Option<String>, String)> =
-            sqlx::query_as("SELECT parent_id, name FROM nodes WHERE namespace_id = $1 AND id = $2")
-                .bind(ns)
-                .bind(&pid)
-                .fetch_optional(&mut *conn)
-                .await?;
-        let Some((next, name)) = row else { break };
+        if !seen.insert(pid.clone()) {
+            return Err(MetaError::Cycle(format!("{} is its own ancestor", node.id)));
+        }
+        let Some((next, name)) = parent_of(conn, ns, &pid).await? else { break };
         if next.is_some() {
             names.push(name);
         }

@@ -1,0 +1,185 @@
+// The commit path's queries, compiled per backend like `queries.rs` (and
+// sharing its imports). Block lists are read and written in batches, so a
+// commit's time under the write lock grows by statements per few hundred
+// blocks, not per block.
+
+/// Ids per `IN (…)` list and rows per multi-row insert: far below either
+/// backend's limit on bound parameters.
+const BATCH: usize = 500;
+
+impl Store {
+    /// Puts folders an older release let move into their own subtree (cut
+    /// off from the root by a cycle of parents, so invisible and not in the
+    /// trash) into the trash, below their namespace's root, where their
+    /// owner can see and restore them with everything inside. Returns how
+    /// many. Walks only what the root does not reach.
+    pub async fn rescue_cut_off(&self) -> Result<u64> {
+        let cut: Vec<(i64, String)> = sqlx::query_as(
+            "WITH RECURSIVE reach(namespace_id, id) AS (
+                 SELECT namespace_id, id FROM nodes WHERE parent_id IS NULL
+                 UNION
+                 SELECT n.namespace_id, n.id FROM nodes n
+                 JOIN reach r ON n.namespace_id = r.namespace_id AND n.parent_id = r.id
+             ), up(namespace_id, start_id, cur) AS (
+                 SELECT namespace_id, id, parent_id FROM nodes n
+                 WHERE NOT EXISTS (SELECT 1 FROM reach r WHERE r.namespace_id = n.namespace_id AND r.id = n.id)
+                 UNION
+                 SELECT u.namespace_id, u.start_id, n.parent_id FROM up u
+                 JOIN nodes n ON n.namespace_id = u.namespace_id AND n.id = u.cur
+                 WHERE u.cur <> u.start_id
+             )
+             SELECT namespace_id, start_id FROM up WHERE cur = start_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let now = now_ms();
+        for (ns, id) in &cut {
+            tracing::warn!(ns, node = %id, "a folder inside itself was put in the trash to be restored");
+            sqlx::query(
+                "UPDATE nodes SET deleted_ms = $1, deleted_path = '/' || name,
+                     parent_id = (SELECT r.id FROM nodes r WHERE r.namespace_id = $2 AND r.parent_id IS NULL)
+                 WHERE namespace_id = $2 AND id = $3",
+            )
+            .bind(now)
+            .bind(*ns)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(cut.len() as u64)
+    }
+
+    /// Which of `ids` the user may reference, with each one's plain length
+    /// and location. Unknown ids are simply absent.
+    pub async fn user_blocks(
+        &self,
+        user_id: i64,
+        ids: &[BlockId],
+    ) -> Result<std::collections::HashMap<BlockId, (u64, BlockLoc)>> {
+        let mut conn = self.pool.acquire().await?;
+        user_block_rows(&mut conn, user_id, ids).await
+    }
+
+    /// The content hash of a revision of `ns` with exactly this block list
+    /// (see [`blocks_key`]), if one was computed or verified by the server.
+    pub async fn verified_hash(&self, ns: i64, key: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        let row: Option<(Vec<u8>,)> = sqlx::query_as(
+            "SELECT content_hash FROM revisions WHERE namespace_id = $1 AND blocks_key = $2 LIMIT 1",
+        )
+        .bind(ns)
+        .bind(&key[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(h,)| h))
+    }
+}
+
+async fn user_block_rows(
+    conn: &mut Conn,
+    user_id: i64,
+    ids: &[BlockId],
+) -> Result<std::collections::HashMap<BlockId, (u64, BlockLoc)>> {
+    let mut unique: Vec<BlockId> = ids.to_vec();
+    unique.sort_unstable_by_key(|id| id.0);
+    unique.dedup();
+    let mut out = std::collections::HashMap::with_capacity(unique.len());
+    for chunk in unique.chunks(BATCH) {
+        let list = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT b.id, b.plain_len, b.object, b.obj_offset, b.obj_length FROM blocks b
+             JOIN user_blocks ub ON ub.block_id = b.id WHERE ub.user_id = $1 AND b.id IN ({list})"
+        );
+        let mut q = sqlx::query_as::<_, (Vec<u8>, i64, String, i64, i64)>(sqlx::AssertSqlSafe(sql))
+            .bind(user_id);
+        for id in chunk {
+            q = q.bind(&id.0[..]);
+        }
+        for (id, plain, object, offset, length) in q.fetch_all(&mut *conn).await? {
+            if let Ok(id) = <[u8; 32]>::try_from(id.as_slice()) {
+                out.insert(BlockId(id), (plain as u64, loc((object, offset, length))));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The key of a stored revision's block list: kept since migration 0005,
+/// computed from its rows for older revisions.
+async fn revision_blocks_key(conn: &mut Conn, ns: i64, node: &str, rev: i64) -> Result<Option<[u8; 32]>> {
+    let row: Option<(Option<Vec<u8>>, String)> = sqlx::query_as(
+        "SELECT blocks_key, chunker FROM revisions WHERE namespace_id = $1 AND node_id = $2 AND rev = $3",
+    )
+    .bind(ns)
+    .bind(node)
+    .bind(rev)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((key, chunker)) = row else { return Ok(None) };
+    if let Some(key) = key.as_deref().and_then(|k| <[u8; 32]>::try_from(k).ok()) {
+        return Ok(Some(key));
+    }
+    let rows: Vec<(Vec<u8>, i64)> = sqlx::query_as(
+        "SELECT block_id, size FROM revision_blocks WHERE namespace_id = $1 AND node_id = $2 AND rev = $3
+         ORDER BY idx",
+    )
+    .bind(ns)
+    .bind(node)
+    .bind(rev)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut blocks = Vec::with_capacity(rows.len());
+    for (id, size) in rows {
+        let id = <[u8; 32]>::try_from(id.as_slice())
+            .map_err(|_| MetaError::Invalid("stored block id is not 32 bytes".into()))?;
+        blocks.push((BlockId(id), size as u64));
+    }
+    Ok(Some(super::blocks_key(&chunker, &blocks)))
+}
+
+/// Writes the block list of revision `rev` of `node` and takes one
+/// reference on each block per use.
+async fn insert_revision_blocks(
+    tx: &mut Tx,
+    ns: i64,
+    node: &str,
+    rev: i64,
+    blocks: &[(BlockId, u64)],
+) -> Result<()> {
+    let mut offset = 0u64;
+    for (n, chunk) in blocks.chunks(BATCH).enumerate() {
+        // $1..$3 are shared; each row adds idx, block_id, file_offset, size.
+        let values = (0..chunk.len())
+            .map(|i| {
+                let p = 4 + 4 * i;
+                format!("($1, $2, $3, ${p}, ${}, ${}, ${})", p + 1, p + 2, p + 3)
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO revision_blocks (namespace_id, node_id, rev, idx, block_id, file_offset, size) VALUES {values}"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ns).bind(node).bind(rev);
+        for (i, (id, size)) in chunk.iter().enumerate() {
+            q = q
+                .bind((n * BATCH + i) as i64)
+                .bind(&id.0[..])
+                .bind(offset as i64)
+                .bind(*size as i64);
+            offset += size;
+        }
+        q.execute(&mut **tx).await?;
+    }
+    sqlx::query(
+        "UPDATE blocks SET zero_since_ms = NULL, refcount = refcount + (
+             SELECT COUNT(*) FROM revision_blocks rb
+             WHERE rb.namespace_id = $1 AND rb.node_id = $2 AND rb.rev = $3 AND rb.block_id = blocks.id)
+         WHERE id IN (SELECT block_id FROM revision_blocks
+                      WHERE namespace_id = $1 AND node_id = $2 AND rev = $3)",
+    )
+    .bind(ns)
+    .bind(node)
+    .bind(rev)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
