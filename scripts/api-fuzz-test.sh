@@ -55,10 +55,17 @@ TESSERA_ADMIN_PASSWORD=$PASSWORD TESSERA_LOG=${TESSERA_LOG:-warn} \
   "$BIN" serve --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
 SERVER=$!
 URL="http://127.0.0.1:$PORT"
-for _ in $(seq 1 100); do
-  curl -sf "$URL/healthz" >/dev/null 2>&1 && break
+up=
+for _ in $(seq 1 300); do
+  curl -sf "$URL/healthz" >/dev/null 2>&1 && { up=1; break; }
   sleep 0.1
 done
+if [ -z "$up" ]; then
+  echo "api-fuzz: the server did not answer /healthz within 30 s; its log:"
+  tail -30 "$WORK/server.log"
+  echo "api-fuzz: 0 passed, 1 failed"
+  exit 1
+fi
 
 TOKEN=$(curl -sSf -H 'Content-Type: application/json' \
   -d "{\"username\":\"admin\",\"password\":\"$PASSWORD\",\"device\":\"api-fuzz\"}" \

@@ -22,6 +22,7 @@ use tessera_proto::block::MAX_BLOCK;
 use tessera_server::blocks::codec;
 
 on_both_backends!(
+    fetch_is_capped_by_what_reading_costs,
     racing_uploads_in_two_encodings_leave_every_block_readable,
     a_damaged_block_is_repaired_by_the_next_upload,
     pack_bombs_are_refused_before_they_cost,
@@ -387,6 +388,28 @@ async fn fetch_checks_the_total_first_and_streams(b: Backend) {
         .unwrap();
     let got = r.fetch_blocks(&[s, a, s]).await.unwrap();
     assert_eq!(got, vec![(s, small), (a, blocks[0].clone())]);
+}
+
+/// Blocks that compress to almost nothing still cost their plain size to
+/// read (each is decompressed and re-hashed): a fetch is capped by that,
+/// not by the few bytes stored.
+async fn fetch_is_capped_by_what_reading_costs(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = s.user("alice").await;
+    let mut ids = Vec::new();
+    for i in 0..3u8 {
+        let mut plain = vec![0u8; MAX_BLOCK];
+        plain[0] = i;
+        let id = BlockId::of(&plain);
+        r.put_block(&id, BlockCodec::Zstd, Bytes::from(zstd_of(&plain)))
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let err = r.fetch_blocks(&ids).await.unwrap_err();
+    assert_eq!(status(&err), Some(400), "{err}");
+    assert!(err.to_string().contains("fewer"), "{err}");
+    assert_eq!(r.fetch_blocks(&ids[..1]).await.unwrap().len(), 1);
 }
 
 fn median(v: &mut [f64]) -> f64 {

@@ -98,7 +98,13 @@ async fn parallel_wrong_passwords_are_braked_before_they_are_checked(backend: Ba
 
 async fn a_success_does_not_forgive_failures_racing_it(backend: Backend) {
     // Two checks at a time, so the owner's check waits behind the guesses.
-    let s = TestServer::start_with(backend, |c| c.max_password_checks = 2).await;
+    // A long wait for a turn: on a slow machine the owner's check may wait
+    // behind all eight guesses, and that wait is not what is tested here.
+    let s = TestServer::start_with(backend, |c| {
+        c.max_password_checks = 2;
+        c.password_check_wait = Duration::from_secs(60);
+    })
+    .await;
     make_user(&s, "bob", "bob-password").await;
     // Eight wrong guesses in flight while the owner logs in.
     let wrong = burst(&s.url, "bob", "wrong", 8);
@@ -201,8 +207,26 @@ async fn long_polls_per_user_are_capped(backend: Backend) {
             futures::future::join_all((0..3).map(|_| alice.poll(&cursor, 3))).await
         })
     };
-    // Let the three polls arrive and start waiting.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Wait until the three polls are held (presence counts them).
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let held: u32 = alice
+            .presence()
+            .await
+            .unwrap()
+            .devices
+            .iter()
+            .map(|d| d.connections)
+            .sum();
+        if held >= 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the three polls are held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let resp = alice
         .request(Method::GET, "/changes/poll")
         .query(&[("cursor", cursor.as_str()), ("timeout", "3")])

@@ -23,6 +23,10 @@ pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 << 30;
 /// How long a login waits for a free password check before it is refused.
 const PASSWORD_CHECK_WAIT: Duration = Duration::from_secs(2);
 
+fn password_check_wait() -> Duration {
+    PASSWORD_CHECK_WAIT
+}
+
 /// Server settings: command-line flags over a TOML file over defaults.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -55,6 +59,10 @@ pub struct Config {
     pub body_timeout_secs: u64,
     /// Password checks (Argon2, ~19 MiB each) running at once; 0: one per core.
     pub max_password_checks: usize,
+    /// How long a login waits for a free password check before 429 (not a
+    /// setting: tests on slow machines lengthen it).
+    #[serde(skip, default = "password_check_wait")]
+    pub password_check_wait: Duration,
     /// Long polls one user may hold at once.
     pub max_polls_per_user: usize,
     /// Unfinished resumable upload sessions one user may hold.
@@ -77,6 +85,7 @@ impl Default for Config {
             header_timeout_secs: 30,
             body_timeout_secs: 60,
             max_password_checks: 0,
+            password_check_wait: PASSWORD_CHECK_WAIT,
             max_polls_per_user: 100,
             max_upload_sessions_per_user: 1000,
         }
@@ -216,7 +225,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         limiter: Arc::new(LoginLimiter::default()),
         password_checks: Arc::new(PasswordChecks::new(
             config.max_password_checks,
-            PASSWORD_CHECK_WAIT,
+            config.password_check_wait,
+        )),
+        hash_checks: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),
         proxies: Arc::new(proxies),
         hub: Arc::new(Hub::default()),

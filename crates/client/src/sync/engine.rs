@@ -1224,9 +1224,16 @@ impl Syncer {
                     tokio::fs::create_dir_all(parent).await?;
                 }
                 if case_only {
+                    // Both steps without an await between them, so a stop
+                    // (Ctrl-C drops the round) never leaves the file under
+                    // the temporary name, and a failed second step is
+                    // undone: the scan would take that name for the file.
                     let step = unused(target.with_file_name(".tessera-case-rename"));
-                    tokio::fs::rename(&source, &step).await?;
-                    tokio::fs::rename(&step, &target).await?;
+                    std::fs::rename(&source, &step)?;
+                    if let Err(e) = std::fs::rename(&step, &target) {
+                        let _ = std::fs::rename(&step, &source);
+                        return Err(e.into());
+                    }
                 } else {
                     tokio::fs::rename(&source, &target).await?;
                 }

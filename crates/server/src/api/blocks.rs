@@ -171,29 +171,31 @@ pub async fn fetch(
     J(req): J<FetchBlocksRequest>,
 ) -> Result<Response, ApiError> {
     use futures::StreamExt;
-    use tessera_proto::pack::{MAX_PACK_BLOCKS, MAX_PACK_BYTES, frame_header, frame_len};
+    use tessera_proto::pack::{
+        MAX_PACK_BLOCKS, MAX_PACK_BYTES, MAX_PACK_PLAIN, frame_header, frame_len,
+    };
     if req.ids.len() > MAX_PACK_BLOCKS {
         return Err(ApiError::BadRequest(format!(
             "ask for at most {MAX_PACK_BLOCKS} blocks at a time"
         )));
     }
     let mut seen = HashSet::with_capacity(req.ids.len());
-    let mut located = Vec::with_capacity(req.ids.len());
-    let mut total = 0usize;
-    for id in req.ids {
-        if !seen.insert(id) {
-            continue;
-        }
-        let loc = state
-            .meta
-            .user_block_location(user.user_id, &id)
-            .await?
+    let ids: Vec<BlockId> = req.ids.into_iter().filter(|id| seen.insert(*id)).collect();
+    let known = state.meta.user_blocks(user.user_id, &ids).await?;
+    let mut located = Vec::with_capacity(ids.len());
+    let (mut total, mut plain) = (0usize, 0u64);
+    for id in ids {
+        let (len, loc) = known
+            .get(&id)
             .ok_or_else(|| ApiError::NotFound(format!("block {id} does not exist")))?;
-        // The stored length bounds the payload sent.
+        // The stored length bounds the payload sent; the plain length what
+        // reading it costs (each block is decompressed and re-hashed), so a
+        // few compressible blocks cannot make a small answer expensive.
         total += frame_len((loc.length as usize).saturating_sub(SEAL_OVERHEAD));
-        located.push((id, loc));
+        plain += len;
+        located.push((id, loc.clone()));
     }
-    if total > MAX_PACK_BYTES {
+    if total > MAX_PACK_BYTES || plain > MAX_PACK_PLAIN as u64 {
         return Err(ApiError::BadRequest(format!(
             "these blocks come to more than {MAX_PACK_BYTES} bytes: ask for fewer at a time"
         )));

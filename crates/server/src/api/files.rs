@@ -366,10 +366,25 @@ async fn check_commit(state: &AppState, new: &NewRevision) -> Result<(), Unready
     let key = crate::meta::blocks_key(&new.chunker, &new.blocks);
     let actual = match state.meta.verified_hash(new.ns, &key).await? {
         Some(h) => h,
-        None => content_hash_of(state, &new.blocks, &known)
-            .await?
-            .0
-            .to_vec(),
+        None => {
+            // A check reads the whole file (up to the size limit, and a
+            // block listed again and again is read again): bounded, so
+            // commits that claim large files cannot take every core.
+            let _turn = tokio::time::timeout(HASH_CHECK_WAIT, state.hash_checks.acquire())
+                .await
+                .map_err(|_| {
+                    ApiError::Throttled(
+                        "the server is busy checking other files' content: retry in a moment"
+                            .into(),
+                        5,
+                    )
+                })?
+                .map_err(ApiError::internal)?;
+            content_hash_of(state, &new.blocks, &known)
+                .await?
+                .0
+                .to_vec()
+        }
     };
     if actual != new.content_hash.0 {
         let actual = tessera_proto::ContentHash(actual.try_into().unwrap_or([0; 32]));
@@ -382,6 +397,9 @@ async fn check_commit(state: &AppState, new: &NewRevision) -> Result<(), Unready
     }
     Ok(())
 }
+
+/// How long a commit waits for a free content-hash check before 429.
+const HASH_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// BLAKE3 of the file the blocks make, read in order (a block repeated in
 /// a row is read once), one block and one read ahead in memory.
@@ -422,7 +440,7 @@ async fn content_hash_of(
 }
 
 /// Block-protocol commit: the file as an ordered list of uploaded blocks.
-#[utoipa::path(post, path = "/api/v1/files/commit", request_body = CommitRequest, responses((status = 201, body = Entry), (status = 400, body = tessera_proto::ErrorBody, description = "bad input (the message says what to fix), or missing_blocks lists the blocks to upload"), (status = 404, body = tessera_proto::ErrorBody, description = "the folder does not exist"), (status = 409, body = tessera_proto::ErrorBody, description = "stale base_rev, or the path is a folder")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/files/commit", request_body = CommitRequest, responses((status = 201, body = Entry), (status = 400, body = tessera_proto::ErrorBody, description = "bad input (the message says what to fix), or missing_blocks lists the blocks to upload"), (status = 404, body = tessera_proto::ErrorBody, description = "the folder does not exist"), (status = 409, body = tessera_proto::ErrorBody, description = "stale base_rev, or the path is a folder"), (status = 429, body = tessera_proto::ErrorBody, description = "the server is busy checking other files' content: retry after Retry-After seconds")), security(("bearer" = [])))]
 pub async fn commit(
     State(state): State<AppState>,
     user: AuthUser,

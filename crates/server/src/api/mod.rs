@@ -36,6 +36,8 @@ pub struct AppState {
     pub limits: Limits,
     pub limiter: Arc<LoginLimiter>,
     pub password_checks: Arc<PasswordChecks>,
+    /// Commits whose content hash is being checked (about one per core).
+    pub hash_checks: Arc<tokio::sync::Semaphore>,
     pub proxies: Arc<crate::proxy::TrustedProxies>,
     pub hub: Arc<Hub>,
     pub presence: Arc<Presence>,

@@ -219,17 +219,20 @@ fn portable_name(name: &str) -> String {
 /// compare) get ` (2)`, ` (3)`… before the extension, in listing order.
 fn portable_names<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
     let mut taken = HashSet::new();
+    // Where each base's numbering stopped: many names clashing on one base
+    // cost one try each, not a count from 2 every time.
+    let mut next: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     names
         .map(|name| {
             let base = portable_name(name);
             let mut candidate = base.clone();
-            let mut n = 2;
+            let n = next.entry(base.to_lowercase()).or_insert(2);
             while !taken.insert(candidate.to_lowercase()) {
                 candidate = match base.rfind('.').filter(|&i| i > 0) {
                     Some(i) => format!("{} ({n}){}", &base[..i], &base[i..]),
                     None => format!("{base} ({n})"),
                 };
-                n += 1;
+                *n += 1;
             }
             candidate
         })

@@ -8,11 +8,14 @@
 const BATCH: usize = 500;
 
 impl Store {
-    /// Puts folders an older release let move into their own subtree (cut
-    /// off from the root by a cycle of parents, so invisible and not in the
-    /// trash) into the trash, below their namespace's root, where their
-    /// owner can see and restore them with everything inside. Returns how
-    /// many. Walks only what the root does not reach.
+    /// Brings back folders an older release let move into their own
+    /// subtree (cut off from the root by a cycle of parents, so invisible
+    /// and not in the trash): each is put back at the root of its
+    /// namespace under its own name (or `NAME (recovered)`, `NAME
+    /// (recovered 2)`… when that is taken), through the trash's restore, so
+    /// the journal tells every device. Left in the trash they would be
+    /// purged for good when the trash expires. Returns how many. Walks only
+    /// what the root does not reach.
     pub async fn rescue_cut_off(&self) -> Result<u64> {
         let cut: Vec<(i64, String)> = sqlx::query_as(
             "WITH RECURSIVE reach(namespace_id, id) AS (
@@ -34,7 +37,6 @@ impl Store {
         .await?;
         let now = now_ms();
         for (ns, id) in &cut {
-            tracing::warn!(ns, node = %id, "a folder inside itself was put in the trash to be restored");
             sqlx::query(
                 "UPDATE nodes SET deleted_ms = $1, deleted_path = '/' || name,
                      parent_id = (SELECT r.id FROM nodes r WHERE r.namespace_id = $2 AND r.parent_id IS NULL)
@@ -45,6 +47,44 @@ impl Store {
             .bind(id)
             .execute(&self.pool)
             .await?;
+            let (name,): (String,) =
+                sqlx::query_as("SELECT name FROM nodes WHERE namespace_id = $1 AND id = $2")
+                    .bind(*ns)
+                    .bind(id)
+                    .fetch_one(&self.pool)
+                    .await?;
+            let mut back = None;
+            for n in 1..=100 {
+                let spelled = match n {
+                    1 => format!("/{name}"),
+                    2 => format!("/{name} (recovered)"),
+                    _ => format!("/{name} (recovered {})", n - 1),
+                };
+                let Ok(path) = RemotePath::parse(&spelled) else {
+                    break;
+                };
+                match self.restore_from_trash(*ns, id, Some(&path), "server").await {
+                    Ok(_) => {
+                        back = Some(path);
+                        break;
+                    }
+                    Err(MetaError::AlreadyExists(_)) => continue,
+                    Err(e) => {
+                        tracing::warn!(ns, node = %id, error = %e, "could not put a recovered folder back");
+                        break;
+                    }
+                }
+            }
+            match back {
+                Some(path) => tracing::warn!(
+                    ns, node = %id, %path,
+                    "a folder an older release had moved inside itself is back at the root"
+                ),
+                None => tracing::warn!(
+                    ns, node = %id,
+                    "a folder an older release had moved inside itself is in the trash: restore it before the trash expires"
+                ),
+            }
         }
         Ok(cut.len() as u64)
     }
@@ -87,7 +127,8 @@ async fn user_block_rows(
         let list = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
         let sql = format!(
             "SELECT b.id, b.plain_len, b.object, b.obj_offset, b.obj_length FROM blocks b
-             JOIN user_blocks ub ON ub.block_id = b.id WHERE ub.user_id = $1 AND b.id IN ({list})"
+             JOIN user_blocks ub ON ub.block_id = b.id
+             WHERE ub.user_id = $1 AND b.damaged_ms IS NULL AND b.id IN ({list})"
         );
         let mut q = sqlx::query_as::<_, (Vec<u8>, i64, String, i64, i64)>(sqlx::AssertSqlSafe(sql))
             .bind(user_id);
