@@ -23,6 +23,7 @@ use tessera_server::blocks::codec;
 
 on_both_backends!(
     fetch_is_capped_by_what_reading_costs,
+    a_commit_never_references_a_damaged_block,
     racing_uploads_in_two_encodings_leave_every_block_readable,
     a_damaged_block_is_repaired_by_the_next_upload,
     pack_bombs_are_refused_before_they_cost,
@@ -388,6 +389,43 @@ async fn fetch_checks_the_total_first_and_streams(b: Backend) {
         .unwrap();
     let got = r.fetch_blocks(&[s, a, s]).await.unwrap();
     assert_eq!(got, vec![(s, small), (a, blocks[0].clone())]);
+}
+
+/// A block known to be damaged counts as missing for a commit too, even
+/// when the same block list was committed (and its hash checked) before:
+/// the client is told to send it again, so the file is never made of bytes
+/// that cannot be read.
+async fn a_commit_never_references_a_damaged_block(b: Backend) {
+    use tessera_proto::api::{BlockRef, CommitRequest};
+    use tessera_proto::block::CHUNKER;
+    use tessera_proto::error::ErrorCode;
+    let s = TestServer::start(b).await;
+    let alice = s.user("alice").await;
+    let plain = mixed_data(300_000, 9);
+    let id = BlockId::of(&plain);
+    alice
+        .put_block(&id, BlockCodec::Zstd, Bytes::from(zstd_of(&plain)))
+        .await
+        .unwrap();
+    let commit = |path: &str| CommitRequest {
+        path: path.into(),
+        base_rev: None,
+        size: plain.len() as u64,
+        content_hash: tessera_proto::ContentHash::from(blake3::hash(&plain)),
+        chunker: CHUNKER.into(),
+        blocks: vec![BlockRef {
+            id,
+            size: plain.len() as u64,
+        }],
+    };
+    alice.commit(&commit("/a.bin")).await.unwrap();
+    let objects = s.store_objects();
+    assert_eq!(objects.len(), 1);
+    damage(&objects[0]);
+    // A read finds the damage and records it.
+    assert_eq!(status(&alice.get_block(&id).await.unwrap_err()), Some(500));
+    let err = alice.commit(&commit("/b.bin")).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::MissingBlocks), "{err}");
 }
 
 /// Blocks that compress to almost nothing still cost their plain size to
