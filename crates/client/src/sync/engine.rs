@@ -466,7 +466,9 @@ impl Syncer {
         self.allow_mass_delete |= confirmed;
         let result = self.rounds().await;
         self.allow_mass_delete = allowed;
-        if confirmed {
+        // Kept when the run failed (a vanished folder, the server away), so
+        // the confirmation is not lost before it was carried out.
+        if confirmed && result.is_ok() {
             let _ = std::fs::remove_file(&confirmation);
         }
         result
