@@ -104,7 +104,7 @@ async fn poll_wakes_on_change_and_times_out(b: Backend) {
             (r, t.elapsed())
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_held(&laptop, 1).await;
     let online = laptop.presence().await.unwrap();
     assert_eq!(online.devices.len(), 1, "the polling phone is present");
     assert_eq!(online.devices[0].device, "laptop");
@@ -115,7 +115,7 @@ async fn poll_wakes_on_change_and_times_out(b: Backend) {
     let (resp, waited) = waiter.await.unwrap();
     assert!(resp.changes);
     assert!(waited < Duration::from_secs(5), "woke after {waited:?}");
-    println!("poll woke {waited:?} after it started (300 ms before the write)");
+    println!("poll woke {waited:?} after it started");
     assert!(
         laptop.presence().await.unwrap().devices.is_empty(),
         "presence ends with the poll"
@@ -132,7 +132,7 @@ async fn poll_wakes_on_change_and_times_out(b: Backend) {
         let phone = phone.clone();
         tokio::spawn(async move { phone.poll(&latest, 60).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_held(&laptop, 1).await;
     let t = Instant::now();
     s.running.shutdown().await.unwrap();
     let resp = waiter.await.unwrap().unwrap();
@@ -170,7 +170,7 @@ async fn uploads_under_way_show_as_pending_then_expire(b: Backend) {
         let cursor = cursor.clone();
         tokio::spawn(async move { phone.poll(&cursor, 30).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until_held(&laptop, 1).await;
     let err = laptop.commit(&commit("/up/file.txt")).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::MissingBlocks));
     assert!(waiter.await.unwrap().unwrap().changes);
@@ -277,6 +277,8 @@ async fn every_kind_of_change_wakes_a_poll(b: Backend) {
         ),
     ];
     for (what, change) in changes {
+        // The last round's poll has left, so the count below is this one's.
+        until_held(&laptop, 0).await;
         let cursor = phone.latest_cursor().await.unwrap();
         let waiter = {
             let phone = phone.clone();
@@ -286,7 +288,7 @@ async fn every_kind_of_change_wakes_a_poll(b: Backend) {
                 (r, t.elapsed())
             })
         };
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        until_held(&laptop, 1).await;
         change(laptop.clone()).await;
         let (resp, waited) = waiter.await.unwrap();
         assert!(resp.changes, "{what}");
@@ -294,5 +296,30 @@ async fn every_kind_of_change_wakes_a_poll(b: Backend) {
             waited < Duration::from_secs(5),
             "{what} woke the poll after {waited:?}"
         );
+    }
+}
+
+/// Waits until the server holds exactly `n` long polls of the user's
+/// (presence counts them), so a change made next is one a poll must be
+/// woken for, not one it finds at once on arrival.
+async fn until_held(r: &tessera_client::Remote, n: u32) {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let held: u32 = r
+            .presence()
+            .await
+            .unwrap()
+            .devices
+            .iter()
+            .map(|d| d.connections)
+            .sum();
+        if held == n {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "{held} long polls held, not {n}, after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
