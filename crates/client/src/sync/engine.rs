@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tessera_proto::api::{Change, ChangeKind};
 use tessera_proto::{BlockId, ContentHash};
 
+use super::brake;
 use super::case;
 use super::planner::{Op, plan};
 use super::scan::{self, STATE_DIR, Spelling, current_hash, local_rel};
@@ -54,10 +55,6 @@ pub enum SyncError {
 /// syncs DIR: the running sync carries out the paused deletions once, then
 /// removes the file.
 pub const CONFIRM_FILE: &str = "confirm-deletes";
-
-/// Deletions above this share of the synced files (and above a handful)
-/// wait for confirmation.
-pub const MASS_DELETE_FILES: usize = 1000;
 
 #[derive(Debug, Default, Clone)]
 pub struct Report {
@@ -573,42 +570,19 @@ impl Syncer {
     }
 
     /// The deletions of local files that wait for confirmation, if there
-    /// are too many: why they wait and what to do. Only deletions this
-    /// device's own scan found are braked (a wiped folder, an unmounted
-    /// disk). Deletions that come from the server were made by a person
-    /// (web UI, CLI) or already confirmed on the device that found them, so
-    /// they are applied here, into `.tessera/trash/`.
+    /// are too many (see [`brake`]): why they wait and what to do.
     pub fn paused(&self, ops: &[Op]) -> Option<String> {
         if self.allow_mass_delete {
             return None;
         }
-        let files = self
-            .synced
-            .values()
-            .filter(|n| n.kind == NodeKind::File)
-            .count();
-        // A wiped folder is one operation: count the files it held.
-        let n: usize = ops
-            .iter()
-            .filter_map(|o| match o {
-                Op::DeleteRemote { path } => Some(path),
-                _ => None,
-            })
-            .map(|p| {
-                self.synced
-                    .range(p.clone()..)
-                    .take_while(|(k, _)| *k == p || is_below(k, p))
-                    .filter(|(_, n)| n.kind == NodeKind::File)
-                    .count()
-            })
-            .sum();
-        (n > MASS_DELETE_FILES || (n > 10 && n * 2 > files)).then(|| {
+        brake::check(ops, &self.synced).map(|brake::Paused { deleting: n, files }| {
             format!(
                 "deleting {n} files on the server is paused: {n} of {files} synced files are \
-                 gone from {dir} (more than half, or over {MASS_DELETE_FILES}). If you deleted \
+                 gone from {dir} (more than half, or over {max}). If you deleted \
                  them, run `tessera sync {dir} --allow-mass-delete` (it also works while sync \
                  runs); if not, put them back",
-                dir = self.root.display()
+                dir = self.root.display(),
+                max = brake::MAX_FILES,
             )
         })
     }

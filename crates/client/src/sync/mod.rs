@@ -4,6 +4,7 @@
 //! planner (pure, no IO) compares them and says what to do; the engine
 //! pulls the journal, scans, and carries the plan out.
 
+pub mod brake;
 pub mod case;
 pub mod engine;
 pub mod planner;
