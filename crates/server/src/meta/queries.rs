@@ -1,13 +1,15 @@
-// Compiled once per backend by `meta/mod.rs`, inside a module that defines
-// `Db` and `BEGIN`. The SQL is written to mean the same on SQLite and
-// PostgreSQL.
+//! The queries shared by both backends. `sqlite.rs` and `postgres.rs` each
+//! mount this file (and its child modules) with `#[path]`, so it is compiled
+//! once per backend against that backend's `Db` and `BEGIN`. The SQL is
+//! written to mean the same on SQLite and PostgreSQL.
 
 use sqlx::{Pool, Transaction};
 use tessera_proto::path::fold_name;
 
-use super::{
-    BlockLoc, Recorded, JournalRow, TrashRow, MetaError, NewRevision, NodeRow, Result, RevisionBlock, RevisionBlockRow,
-    RevisionRow, TokenRow, UserRow, now_ms,
+use super::{BEGIN, Db};
+use crate::meta::{
+    BlockLoc, JournalRow, MetaError, NewRevision, NodeRow, Recorded, Result, RevisionBlock,
+    RevisionBlockRow, RevisionRow, TokenRow, TrashRow, UserRow, now_ms,
 };
 use tessera_proto::{BlockId, RemotePath};
 
@@ -24,6 +26,17 @@ macro_rules! node_cols {
     };
 }
 
+// Declared after `node_cols!` so they can use it. As children of this
+// module they reach `Store`'s pool and the private helpers here.
+#[allow(clippy::duplicate_mod)]
+#[path = "commit_queries.rs"]
+mod commit_queries;
+#[allow(clippy::duplicate_mod)]
+#[path = "upload_queries.rs"]
+mod upload_queries;
+
+use commit_queries::{insert_revision_blocks, revision_blocks_key, user_block_rows};
+
 fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
@@ -36,6 +49,10 @@ fn map_unique(e: sqlx::Error, what: impl FnOnce() -> String) -> MetaError {
 }
 
 impl Store {
+    pub(super) fn new(pool: Pool<Db>) -> Self {
+        Self { pool }
+    }
+
     pub async fn close(&self) {
         self.pool.close().await
     }
@@ -152,9 +169,11 @@ impl Store {
     // ---- data keys ----
 
     pub async fn data_keys(&self) -> Result<Vec<(i64, Vec<u8>)>> {
-        Ok(sqlx::query_as("SELECT id, wrapped FROM data_keys ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT id, wrapped FROM data_keys ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn insert_data_key(&self, wrapped: &[u8]) -> Result<i64> {
@@ -190,7 +209,11 @@ impl Store {
         Ok(row.map(loc))
     }
 
-    pub async fn user_block_location(&self, user_id: i64, id: &BlockId) -> Result<Option<BlockLoc>> {
+    pub async fn user_block_location(
+        &self,
+        user_id: i64,
+        id: &BlockId,
+    ) -> Result<Option<BlockLoc>> {
         let row: Option<(String, i64, i64)> = sqlx::query_as(
             "SELECT b.object, b.obj_offset, b.obj_length FROM blocks b
              JOIN user_blocks ub ON ub.block_id = b.id
@@ -207,7 +230,11 @@ impl Store {
     /// transaction. A block already recorded keeps its record unless it is
     /// marked damaged; then the new copy replaces it (compared and swapped
     /// on the location, so two repairs racing cannot both win).
-    pub async fn record_blocks(&self, user_id: i64, blocks: &[(BlockId, BlockLoc, u64)]) -> Result<Vec<Recorded>> {
+    pub async fn record_blocks(
+        &self,
+        user_id: i64,
+        blocks: &[(BlockId, BlockLoc, u64)],
+    ) -> Result<Vec<Recorded>> {
         let now = now_ms();
         let mut tx = self.begin().await?;
         let mut out = Vec::with_capacity(blocks.len());
@@ -354,7 +381,10 @@ impl Store {
                     .bind(&n.id)
                     .execute(&mut *w.tx)
                     .await?;
-                NodeRow { pending_ms: Some(w.now), ..n }
+                NodeRow {
+                    pending_ms: Some(w.now),
+                    ..n
+                }
             }
             None => {
                 let node = NodeRow {
@@ -424,20 +454,28 @@ impl Store {
     /// alone (a savepoint each): one that fails leaves no trace and does not
     /// stop the others. A database failure fails the whole batch.
     pub async fn commit_many(&self, news: &[NewRevision]) -> Result<Vec<Result<NodeRow>>> {
-        let Some(first) = news.first() else { return Ok(Vec::new()) };
+        let Some(first) = news.first() else {
+            return Ok(Vec::new());
+        };
         let mut w = Writer::begin(self, first.ns, &first.device).await?;
         let mut out = Vec::with_capacity(news.len());
         for new in news {
             sqlx::query("SAVEPOINT item").execute(&mut *w.tx).await?;
             match Self::commit_in(&mut w, new).await {
                 Ok(node) => {
-                    sqlx::query("RELEASE SAVEPOINT item").execute(&mut *w.tx).await?;
+                    sqlx::query("RELEASE SAVEPOINT item")
+                        .execute(&mut *w.tx)
+                        .await?;
                     out.push(Ok(node));
                 }
                 Err(MetaError::Db(e)) => return Err(MetaError::Db(e)),
                 Err(e) => {
-                    sqlx::query("ROLLBACK TO SAVEPOINT item").execute(&mut *w.tx).await?;
-                    sqlx::query("RELEASE SAVEPOINT item").execute(&mut *w.tx).await?;
+                    sqlx::query("ROLLBACK TO SAVEPOINT item")
+                        .execute(&mut *w.tx)
+                        .await?;
+                    sqlx::query("RELEASE SAVEPOINT item")
+                        .execute(&mut *w.tx)
+                        .await?;
                     out.push(Err(e));
                 }
             }
@@ -484,7 +522,7 @@ impl Store {
                 new.size
             )));
         }
-        let key = super::blocks_key(&new.chunker, &new.blocks);
+        let key = crate::meta::blocks_key(&new.chunker, &new.blocks);
 
         let parent = match path.parent() {
             Some(p) => w.ensure_folder(&p).await?,
@@ -500,7 +538,10 @@ impl Store {
                 if let Some(base) = new.base_rev
                     && base != node.rev
                 {
-                    return Err(MetaError::Conflict { path: path.to_string(), current_rev: node.rev });
+                    return Err(MetaError::Conflict {
+                        path: path.to_string(),
+                        current_rev: node.rev,
+                    });
                 }
                 // Only the very same block list is "unchanged": no new
                 // revision, no event. A matching hash claim is not enough.
@@ -533,7 +574,10 @@ impl Store {
                 if let Some(base) = new.base_rev
                     && base != 0
                 {
-                    return Err(MetaError::Conflict { path: path.to_string(), current_rev: 0 });
+                    return Err(MetaError::Conflict {
+                        path: path.to_string(),
+                        current_rev: 0,
+                    });
                 }
                 let node = NodeRow {
                     namespace_id: ns,
@@ -580,8 +624,11 @@ impl Store {
         to: &RemotePath,
         device: &str,
     ) -> Result<NodeRow> {
-        let (Some(_), Some(to_name), Some(to_parent)) = (from.name(), to.name(), to.parent()) else {
-            return Err(MetaError::Invalid("the root folder cannot be moved or replaced".into()));
+        let (Some(_), Some(to_name), Some(to_parent)) = (from.name(), to.name(), to.parent())
+        else {
+            return Err(MetaError::Invalid(
+                "the root folder cannot be moved or replaced".into(),
+            ));
         };
         let mut w = Writer::begin(self, ns, device).await?;
         let node = existing(&mut w.tx, ns, from).await?;
@@ -613,7 +660,8 @@ impl Store {
         .bind(&node.id)
         .execute(&mut *w.tx)
         .await?;
-        w.event("move", &node, to.as_str(), Some(from.as_str())).await?;
+        w.event("move", &node, to.as_str(), Some(from.as_str()))
+            .await?;
         w.tx.commit().await?;
         Ok(NodeRow {
             parent_id: Some(parent.id),
@@ -623,9 +671,17 @@ impl Store {
         })
     }
 
-    pub async fn delete(&self, ns: i64, path: &RemotePath, base_rev: Option<i64>, device: &str) -> Result<()> {
+    pub async fn delete(
+        &self,
+        ns: i64,
+        path: &RemotePath,
+        base_rev: Option<i64>,
+        device: &str,
+    ) -> Result<()> {
         if path.is_root() {
-            return Err(MetaError::Invalid("the root folder cannot be deleted".into()));
+            return Err(MetaError::Invalid(
+                "the root folder cannot be deleted".into(),
+            ));
         }
         let mut w = Writer::begin(self, ns, device).await?;
         let node = existing(&mut w.tx, ns, path).await?;
@@ -633,7 +689,10 @@ impl Store {
             && !node.is_folder()
             && base != node.rev
         {
-            return Err(MetaError::Conflict { path: path.to_string(), current_rev: node.rev });
+            return Err(MetaError::Conflict {
+                path: path.to_string(),
+                current_rev: node.rev,
+            });
         }
         sqlx::query(
             "UPDATE nodes SET deleted_ms = $1, deleted_path = $2 WHERE namespace_id = $3 AND id = $4",
@@ -675,8 +734,12 @@ impl Store {
         .bind(id)
         .fetch_all(&mut *w.tx)
         .await?;
-        if roots.is_empty() && let Some(id) = id {
-            return Err(MetaError::NotFound(format!("nothing with id {id} is in the trash")));
+        if roots.is_empty()
+            && let Some(id) = id
+        {
+            return Err(MetaError::NotFound(format!(
+                "nothing with id {id} is in the trash"
+            )));
         }
         for (root,) in &roots {
             purge_subtree(&mut w.tx, ns, root, w.now).await?;
@@ -709,10 +772,11 @@ impl Store {
 
     /// Blocks no revision refers to any more (candidates for collection).
     pub async fn unreferenced_blocks(&self) -> Result<i64> {
-        let (n,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM blocks WHERE refcount <= 0 AND zero_since_ms IS NOT NULL")
-                .fetch_one(&self.pool)
-                .await?;
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM blocks WHERE refcount <= 0 AND zero_since_ms IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(n)
     }
 
@@ -735,11 +799,15 @@ impl Store {
         .fetch_optional(&mut *w.tx)
         .await?;
         let Some((old_path,)) = row else {
-            return Err(MetaError::NotFound(format!("nothing with id {id} is in the trash")));
+            return Err(MetaError::NotFound(format!(
+                "nothing with id {id} is in the trash"
+            )));
         };
         let target = match (to, old_path) {
             (Some(t), _) => t.clone(),
-            (None, Some(p)) => RemotePath::parse(&p).map_err(|e| MetaError::Invalid(e.to_string()))?,
+            (None, Some(p)) => {
+                RemotePath::parse(&p).map_err(|e| MetaError::Invalid(e.to_string()))?
+            }
             (None, None) => return Err(MetaError::Invalid("give a path to restore it to".into())),
         };
         let (Some(parent_path), Some(name)) = (target.parent(), target.name()) else {
@@ -768,11 +836,15 @@ impl Store {
         .execute(&mut *w.tx)
         .await?;
         // The node and its live contents, parents before children.
-        let node: NodeRow = sqlx::query_as(concat!("SELECT ", node_cols!(), " FROM nodes WHERE namespace_id = $1 AND id = $2"))
-            .bind(ns)
-            .bind(id)
-            .fetch_one(&mut *w.tx)
-            .await?;
+        let node: NodeRow = sqlx::query_as(concat!(
+            "SELECT ",
+            node_cols!(),
+            " FROM nodes WHERE namespace_id = $1 AND id = $2"
+        ))
+        .bind(ns)
+        .bind(id)
+        .fetch_one(&mut *w.tx)
+        .await?;
         let mut queue = std::collections::VecDeque::from([(node.clone(), target.clone())]);
         let mut seen = std::collections::HashSet::new();
         while let Some((n, path)) = queue.pop_front() {
@@ -792,7 +864,9 @@ impl Store {
                 .fetch_all(&mut *w.tx)
                 .await?;
                 for c in children {
-                    let p = path.join(&c.name).map_err(|e| MetaError::Invalid(e.to_string()))?;
+                    let p = path
+                        .join(&c.name)
+                        .map_err(|e| MetaError::Invalid(e.to_string()))?;
                     queue.push_back((c, p));
                 }
             }
@@ -801,7 +875,11 @@ impl Store {
         Ok((node, target))
     }
 
-    pub async fn revisions(&self, ns: i64, path: &RemotePath) -> Result<(NodeRow, Vec<RevisionRow>)> {
+    pub async fn revisions(
+        &self,
+        ns: i64,
+        path: &RemotePath,
+    ) -> Result<(NodeRow, Vec<RevisionRow>)> {
         let mut conn = self.pool.acquire().await?;
         let node = existing_file(&mut conn, ns, path).await?;
         let revs = sqlx::query_as(
@@ -837,11 +915,20 @@ impl Store {
         .bind(rev)
         .fetch_all(&mut *conn)
         .await?;
-        let blocks = rows.into_iter().map(RevisionBlockRow::into_block).collect::<Result<_>>()?;
+        let blocks = rows
+            .into_iter()
+            .map(RevisionBlockRow::into_block)
+            .collect::<Result<_>>()?;
         Ok((node, revision, blocks))
     }
 
-    pub async fn restore(&self, ns: i64, path: &RemotePath, rev: i64, device: &str) -> Result<NodeRow> {
+    pub async fn restore(
+        &self,
+        ns: i64,
+        path: &RemotePath,
+        rev: i64,
+        device: &str,
+    ) -> Result<NodeRow> {
         let mut w = Writer::begin(self, ns, device).await?;
         let node = existing_file(&mut w.tx, ns, path).await?;
         let old = revision(&mut w.tx, ns, &node.id, rev)
@@ -956,7 +1043,12 @@ impl Writer {
             .bind(ns)
             .execute(&mut *tx)
             .await?;
-        Ok(Self { tx, ns, device: device.to_owned(), now: now_ms() })
+        Ok(Self {
+            tx,
+            ns,
+            device: device.to_owned(),
+            now: now_ms(),
+        })
     }
 
     /// Appends one journal entry describing `node` as this change left it.
@@ -1037,7 +1129,11 @@ async fn end_pending(w: &mut Writer, node: &NodeRow, path: &str) -> Result<()> {
     } else {
         "UPDATE nodes SET pending_ms = NULL WHERE namespace_id = $1 AND id = $2"
     };
-    sqlx::query(sql).bind(w.ns).bind(&node.id).execute(&mut *w.tx).await?;
+    sqlx::query(sql)
+        .bind(w.ns)
+        .bind(&node.id)
+        .execute(&mut *w.tx)
+        .await?;
     w.event("pending_expired", node, path, None).await?;
     Ok(())
 }
@@ -1080,7 +1176,11 @@ async fn purge_subtree(tx: &mut Tx, ns: i64, root: &str, now: i64) -> Result<()>
             "DELETE FROM revision_blocks WHERE namespace_id = $1 AND node_id = $2",
             "DELETE FROM revisions WHERE namespace_id = $1 AND node_id = $2",
         ] {
-            sqlx::query(sql).bind(ns).bind(&id).execute(&mut **tx).await?;
+            sqlx::query(sql)
+                .bind(ns)
+                .bind(&id)
+                .execute(&mut **tx)
+                .await?;
         }
         sqlx::query("DELETE FROM nodes WHERE namespace_id = $1 AND id = $2")
             .bind(ns)
@@ -1096,21 +1196,24 @@ fn blocks_of(new: &NewRevision) -> Vec<BlockId> {
 }
 
 fn loc((object, offset, length): (String, i64, i64)) -> BlockLoc {
-    BlockLoc { object, offset: offset as u64, length: length as u64 }
+    BlockLoc {
+        object,
+        offset: offset as u64,
+        length: length as u64,
+    }
 }
 
 /// True if the user may reference the block and it is not known damaged
 /// (a damaged block counts as missing, so clients send its bytes again).
 async fn user_has_block(conn: &mut Conn, user_id: i64, id: &BlockId) -> Result<bool> {
-    let row: Option<(i64,)> =
-        sqlx::query_as(
-            "SELECT ub.user_id FROM user_blocks ub JOIN blocks b ON b.id = ub.block_id
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT ub.user_id FROM user_blocks ub JOIN blocks b ON b.id = ub.block_id
              WHERE ub.user_id = $1 AND ub.block_id = $2 AND b.damaged_ms IS NULL",
-        )
-            .bind(user_id)
-            .bind(&id.0[..])
-            .fetch_optional(&mut *conn)
-            .await?;
+    )
+    .bind(user_id)
+    .bind(&id.0[..])
+    .fetch_optional(&mut *conn)
+    .await?;
     Ok(row.is_some())
 }
 
@@ -1149,11 +1252,13 @@ async fn insert_node(conn: &mut Conn, n: &NodeRow) -> Result<()> {
 
 /// The parent of node `id`: `None` for the root, or when the node is gone.
 async fn parent_of(conn: &mut Conn, ns: i64, id: &str) -> Result<Option<(Option<String>, String)>> {
-    Ok(sqlx::query_as("SELECT parent_id, name FROM nodes WHERE namespace_id = $1 AND id = $2")
-        .bind(ns)
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?)
+    Ok(
+        sqlx::query_as("SELECT parent_id, name FROM nodes WHERE namespace_id = $1 AND id = $2")
+            .bind(ns)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?,
+    )
 }
 
 /// True when `id` is `folder` or one of its ancestors. Walks up by id and
@@ -1182,7 +1287,9 @@ async fn node_path(conn: &mut Conn, ns: i64, node: &NodeRow) -> Result<String> {
         if !seen.insert(pid.clone()) {
             return Err(MetaError::Cycle(format!("{} is its own ancestor", node.id)));
         }
-        let Some((next, name)) = parent_of(conn, ns, &pid).await? else { break };
+        let Some((next, name)) = parent_of(conn, ns, &pid).await? else {
+            break;
+        };
         if next.is_some() {
             names.push(name);
         }
