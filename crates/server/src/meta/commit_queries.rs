@@ -1,7 +1,9 @@
-// The commit path's queries, compiled per backend like `queries.rs` (and
-// sharing its imports). Block lists are read and written in batches, so a
-// commit's time under the write lock grows by statements per few hundred
-// blocks, not per block.
+//! The commit path's queries: a child of `queries.rs`, compiled per backend
+//! with it, sharing its imports and helpers. Block lists are read and
+//! written in batches, so a commit's time under the write lock grows by
+//! statements per few hundred blocks, not per block.
+
+use super::*;
 
 /// Ids per `IN (…)` list and rows per multi-row insert: far below either
 /// backend's limit on bound parameters.
@@ -63,7 +65,10 @@ impl Store {
                 let Ok(path) = RemotePath::parse(&spelled) else {
                     break;
                 };
-                match self.restore_from_trash(*ns, id, Some(&path), "server").await {
+                match self
+                    .restore_from_trash(*ns, id, Some(&path), "server")
+                    .await
+                {
                     Ok(_) => {
                         back = Some(path);
                         break;
@@ -114,7 +119,7 @@ impl Store {
     }
 }
 
-async fn user_block_rows(
+pub(super) async fn user_block_rows(
     conn: &mut Conn,
     user_id: i64,
     ids: &[BlockId],
@@ -124,7 +129,10 @@ async fn user_block_rows(
     unique.dedup();
     let mut out = std::collections::HashMap::with_capacity(unique.len());
     for chunk in unique.chunks(BATCH) {
-        let list = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
+        let list = (0..chunk.len())
+            .map(|i| format!("${}", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = format!(
             "SELECT b.id, b.plain_len, b.object, b.obj_offset, b.obj_length FROM blocks b
              JOIN user_blocks ub ON ub.block_id = b.id
@@ -146,7 +154,12 @@ async fn user_block_rows(
 
 /// The key of a stored revision's block list: kept since migration 0005,
 /// computed from its rows for older revisions.
-async fn revision_blocks_key(conn: &mut Conn, ns: i64, node: &str, rev: i64) -> Result<Option<[u8; 32]>> {
+pub(super) async fn revision_blocks_key(
+    conn: &mut Conn,
+    ns: i64,
+    node: &str,
+    rev: i64,
+) -> Result<Option<[u8; 32]>> {
     let row: Option<(Option<Vec<u8>>, String)> = sqlx::query_as(
         "SELECT blocks_key, chunker FROM revisions WHERE namespace_id = $1 AND node_id = $2 AND rev = $3",
     )
@@ -155,7 +168,9 @@ async fn revision_blocks_key(conn: &mut Conn, ns: i64, node: &str, rev: i64) -> 
     .bind(rev)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((key, chunker)) = row else { return Ok(None) };
+    let Some((key, chunker)) = row else {
+        return Ok(None);
+    };
     if let Some(key) = key.as_deref().and_then(|k| <[u8; 32]>::try_from(k).ok()) {
         return Ok(Some(key));
     }
@@ -174,12 +189,12 @@ async fn revision_blocks_key(conn: &mut Conn, ns: i64, node: &str, rev: i64) -> 
             .map_err(|_| MetaError::Invalid("stored block id is not 32 bytes".into()))?;
         blocks.push((BlockId(id), size as u64));
     }
-    Ok(Some(super::blocks_key(&chunker, &blocks)))
+    Ok(Some(crate::meta::blocks_key(&chunker, &blocks)))
 }
 
 /// Writes the block list of revision `rev` of `node` and takes one
 /// reference on each block per use.
-async fn insert_revision_blocks(
+pub(super) async fn insert_revision_blocks(
     tx: &mut Tx,
     ns: i64,
     node: &str,
@@ -199,7 +214,10 @@ async fn insert_revision_blocks(
         let sql = format!(
             "INSERT INTO revision_blocks (namespace_id, node_id, rev, idx, block_id, file_offset, size) VALUES {values}"
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ns).bind(node).bind(rev);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ns)
+            .bind(node)
+            .bind(rev);
         for (i, (id, size)) in chunk.iter().enumerate() {
             q = q
                 .bind((n * BATCH + i) as i64)

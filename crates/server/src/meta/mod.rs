@@ -1,68 +1,19 @@
 //! Metadata: users, tokens, namespaces, nodes, revisions, blocks, journal.
 //!
 //! The only module that speaks SQL. One schema and one set of queries serve
-//! SQLite and PostgreSQL: `queries.rs` is compiled once per backend (the
-//! same SQL text runs on both; `$N` placeholders work in SQLite too), and
-//! [`Meta`] dispatches to the one in use. Every user-visible change is one
-//! transaction that also appends to the namespace's journal.
+//! SQLite and PostgreSQL: `sqlite.rs` and `postgres.rs` each mount the same
+//! query modules (`queries.rs` and its children) with `#[path]`, over their
+//! own `Db` and `BEGIN`, so one SQL text runs on both (`$N` placeholders
+//! work in SQLite too), and [`Meta`] dispatches to the one in use. Every
+//! user-visible change is one transaction that also appends to the
+//! namespace's journal.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tessera_proto::{BlockId, ContentHash, RemotePath};
 
-mod sqlite {
-    pub type Db = sqlx::Sqlite;
-    /// Take the write lock up front: a deferred read→write upgrade fails at
-    /// once with SQLITE_BUSY instead of waiting.
-    const BEGIN: &str = "BEGIN IMMEDIATE";
-    include!("queries.rs");
-    include!("upload_queries.rs");
-    include!("commit_queries.rs");
-
-    impl Store {
-        pub async fn connect(url: &str) -> Result<Self> {
-            use sqlx::sqlite::{
-                SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
-            };
-            use std::str::FromStr;
-            let opts = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
-                .busy_timeout(std::time::Duration::from_secs(30))
-                .foreign_keys(true);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(8)
-                .connect_with(opts)
-                .await?;
-            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-            let store = Self { pool };
-            store.rescue_cut_off().await?;
-            Ok(store)
-        }
-    }
-}
-
-mod postgres {
-    pub type Db = sqlx::Postgres;
-    const BEGIN: &str = "BEGIN";
-    include!("queries.rs");
-    include!("upload_queries.rs");
-    include!("commit_queries.rs");
-
-    impl Store {
-        pub async fn connect(url: &str) -> Result<Self> {
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(16)
-                .connect(url)
-                .await?;
-            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-            let store = Self { pool };
-            store.rescue_cut_off().await?;
-            Ok(store)
-        }
-    }
-}
+mod postgres;
+mod sqlite;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {

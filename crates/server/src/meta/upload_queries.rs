@@ -1,7 +1,8 @@
-// Resumable upload sessions. Included after `queries.rs` in each backend's
-// module, so it shares `Store`, `Writer` and the helpers there.
+//! Resumable upload sessions. A child of `queries.rs`, so it shares
+//! `Store`, `Writer` and the helpers there.
 
-use super::{Checkpoint, UploadRow};
+use super::*;
+use crate::meta::{Checkpoint, UploadRow};
 
 impl Store {
     pub async fn create_upload(&self, u: &UploadRow) -> Result<()> {
@@ -92,7 +93,12 @@ impl Store {
             target = free_conflict_path(&mut w.tx, ns, &new.path, &new.device, w.now).await?;
         }
         let blocks = session_blocks(&mut w.tx, ns, id).await?;
-        let rev = NewRevision { path: target.clone(), base_rev: None, blocks, ..new.clone() };
+        let rev = NewRevision {
+            path: target.clone(),
+            base_rev: None,
+            blocks,
+            ..new.clone()
+        };
         let node = Self::commit_in(&mut w, &rev).await?;
         sqlx::query(
             "UPDATE upload_sessions SET done_path = $1, done_rev = $2, tail_block = NULL, tail_len = 0
@@ -118,12 +124,13 @@ impl Store {
     /// file stops showing as syncing. Returns false if there was no session.
     pub async fn delete_upload(&self, ns: i64, id: &str) -> Result<bool> {
         let mut w = Writer::begin(self, ns, "server").await?;
-        let row: Option<(String, Option<String>)> =
-            sqlx::query_as("SELECT path, done_path FROM upload_sessions WHERE namespace_id = $1 AND id = $2")
-                .bind(ns)
-                .bind(id)
-                .fetch_optional(&mut *w.tx)
-                .await?;
+        let row: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT path, done_path FROM upload_sessions WHERE namespace_id = $1 AND id = $2",
+        )
+        .bind(ns)
+        .bind(id)
+        .fetch_optional(&mut *w.tx)
+        .await?;
         let Some((path, done)) = row else {
             w.tx.rollback().await?;
             return Ok(false);
@@ -234,7 +241,13 @@ async fn advance(tx: &mut Tx, ns: i64, id: &str, c: &Checkpoint) -> Result<bool>
 
 /// `NAME (conflicted copy from DEVICE DATE TIME).EXT` beside `path`, with
 /// ` (2)`, ` (3)`… when that is taken too.
-async fn free_conflict_path(tx: &mut Tx, ns: i64, path: &RemotePath, device: &str, now: i64) -> Result<RemotePath> {
+async fn free_conflict_path(
+    tx: &mut Tx,
+    ns: i64,
+    path: &RemotePath,
+    device: &str,
+    now: i64,
+) -> Result<RemotePath> {
     let (Some(parent), Some(name)) = (path.parent(), path.name()) else {
         return Err(MetaError::Invalid("a file cannot be stored at /".into()));
     };
@@ -249,10 +262,14 @@ async fn free_conflict_path(tx: &mut Tx, ns: i64, path: &RemotePath, device: &st
             };
             format!("{stem} ({n}){ext}")
         };
-        let p = parent.join(&candidate).map_err(|e| MetaError::Invalid(e.to_string()))?;
+        let p = parent
+            .join(&candidate)
+            .map_err(|e| MetaError::Invalid(e.to_string()))?;
         if resolve(tx, ns, &p).await?.is_none() {
             return Ok(p);
         }
     }
-    Err(MetaError::AlreadyExists(format!("no free name for a conflicted copy of {path}")))
+    Err(MetaError::AlreadyExists(format!(
+        "no free name for a conflicted copy of {path}"
+    )))
 }

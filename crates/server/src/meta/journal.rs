@@ -1,0 +1,26 @@
+//! The journal: a namespace's numbered list of changes. A child of
+//! `queries.rs`, compiled once per backend with it.
+
+use super::*;
+
+impl Store {
+    pub async fn journal_seq(&self, ns: i64) -> Result<i64> {
+        let (seq,): (i64,) = sqlx::query_as("SELECT journal_seq FROM namespaces WHERE id = $1")
+            .bind(ns)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq)
+    }
+
+    pub async fn changes(&self, ns: i64, after: i64, limit: i64) -> Result<Vec<JournalRow>> {
+        Ok(sqlx::query_as(
+            "SELECT seq, kind, node_id, path, old_path, rev, node_kind, size, content_hash, device, created_ms FROM journal
+             WHERE namespace_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(ns)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

@@ -1,0 +1,571 @@
+//! The tree of nodes: listing, folders, commits of new revisions, moves,
+//! deletes and the trash. A child of `queries.rs`, compiled once per
+//! backend with it.
+
+use super::*;
+
+impl Store {
+    pub async fn resolve(&self, ns: i64, path: &RemotePath) -> Result<Option<NodeRow>> {
+        let mut conn = self.pool.acquire().await?;
+        resolve(&mut conn, ns, path).await
+    }
+
+    pub async fn list(&self, ns: i64, path: &RemotePath) -> Result<Vec<NodeRow>> {
+        let mut conn = self.pool.acquire().await?;
+        let dir = existing(&mut conn, ns, path).await?;
+        if !dir.is_folder() {
+            return Err(MetaError::NotAFolder(path.to_string()));
+        }
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            node_cols!(),
+            " FROM nodes WHERE namespace_id = $1 AND parent_id = $2 AND deleted_ms IS NULL
+              ORDER BY name_key, name"
+        ))
+        .bind(ns)
+        .bind(&dir.id)
+        .fetch_all(&mut *conn)
+        .await?)
+    }
+
+    pub async fn mkdir(&self, ns: i64, path: &RemotePath, device: &str) -> Result<NodeRow> {
+        if path.is_root() {
+            return Err(MetaError::AlreadyExists("/ exists".into()));
+        }
+        let mut w = Writer::begin(self, ns, device).await?;
+        if resolve(&mut w.tx, ns, path).await?.is_some() {
+            return Err(MetaError::AlreadyExists(format!("{path} already exists")));
+        }
+        let node = w.ensure_folder(path).await?;
+        w.tx.commit().await?;
+        Ok(node)
+    }
+
+    pub async fn commit(&self, new: &NewRevision) -> Result<NodeRow> {
+        let mut w = Writer::begin(self, new.ns, &new.device).await?;
+        match Self::commit_in(&mut w, new).await {
+            Ok(node) => {
+                w.tx.commit().await?;
+                Ok(node)
+            }
+            Err(MetaError::MissingBlocks(missing)) => {
+                // Not all blocks are here yet: the upload is under way. Show
+                // the file as pending, so other devices see it syncing.
+                w.tx.rollback().await?;
+                self.mark_pending(new).await?;
+                Err(MetaError::MissingBlocks(missing))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn mark_pending(&self, new: &NewRevision) -> Result<()> {
+        let (Some(parent), Some(name)) = (new.path.parent(), new.path.name()) else {
+            return Ok(());
+        };
+        let mut w = Writer::begin(self, new.ns, &new.device).await?;
+        let parent = w.ensure_folder(&parent).await?;
+        let node = match child(&mut w.tx, new.ns, &parent.id, name).await? {
+            Some(n) if n.is_folder() => return Ok(()),
+            Some(n) if n.pending_ms.is_some() => return Ok(()),
+            Some(n) => {
+                sqlx::query("UPDATE nodes SET pending_ms = $1 WHERE namespace_id = $2 AND id = $3")
+                    .bind(w.now)
+                    .bind(new.ns)
+                    .bind(&n.id)
+                    .execute(&mut *w.tx)
+                    .await?;
+                NodeRow {
+                    pending_ms: Some(w.now),
+                    ..n
+                }
+            }
+            None => {
+                let node = NodeRow {
+                    namespace_id: new.ns,
+                    id: new_id(),
+                    parent_id: Some(parent.id.clone()),
+                    name: name.to_owned(),
+                    kind: "file".into(),
+                    rev: 0,
+                    size: new.size as i64,
+                    content_hash: None,
+                    modified_ms: w.now,
+                    pending_ms: Some(w.now),
+                };
+                insert_node(&mut w.tx, &node).await?;
+                node
+            }
+        };
+        w.event("pending", &node, new.path.as_str(), None).await?;
+        w.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends pending marks older than `cutoff_ms`: a file that never had
+    /// content goes away, one that had keeps its last revision. Returns the
+    /// namespaces that changed.
+    pub async fn expire_pending(&self, cutoff_ms: i64) -> Result<Vec<i64>> {
+        let stale: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT namespace_id, id FROM nodes WHERE pending_ms IS NOT NULL AND pending_ms < $1 AND deleted_ms IS NULL",
+        )
+        .bind(cutoff_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut changed = Vec::new();
+        for (ns, id) in stale {
+            let mut w = Writer::begin(self, ns, "server").await?;
+            let node: Option<NodeRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                node_cols!(),
+                " FROM nodes WHERE namespace_id = $1 AND id = $2 AND pending_ms IS NOT NULL AND pending_ms < $3"
+            ))
+            .bind(ns)
+            .bind(&id)
+            .bind(cutoff_ms)
+            .fetch_optional(&mut *w.tx)
+            .await?;
+            let Some(node) = node else { continue };
+            let path = match node_path(&mut w.tx, ns, &node).await {
+                Ok(p) => p,
+                // One damaged entry must not stop the others expiring.
+                Err(MetaError::Cycle(why)) => {
+                    tracing::error!(ns, node = %node.id, %why, "pending mark left: its path cannot be built");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            end_pending(&mut w, &node, &path).await?;
+            w.tx.commit().await?;
+            changed.push(ns);
+        }
+        changed.sort();
+        changed.dedup();
+        Ok(changed)
+    }
+
+    /// Many commits of one namespace in one transaction. Each item stands
+    /// alone (a savepoint each): one that fails leaves no trace and does not
+    /// stop the others. A database failure fails the whole batch.
+    pub async fn commit_many(&self, news: &[NewRevision]) -> Result<Vec<Result<NodeRow>>> {
+        let Some(first) = news.first() else {
+            return Ok(Vec::new());
+        };
+        let mut w = Writer::begin(self, first.ns, &first.device).await?;
+        let mut out = Vec::with_capacity(news.len());
+        for new in news {
+            sqlx::query("SAVEPOINT item").execute(&mut *w.tx).await?;
+            match Self::commit_in(&mut w, new).await {
+                Ok(node) => {
+                    sqlx::query("RELEASE SAVEPOINT item")
+                        .execute(&mut *w.tx)
+                        .await?;
+                    out.push(Ok(node));
+                }
+                Err(MetaError::Db(e)) => return Err(MetaError::Db(e)),
+                Err(e) => {
+                    sqlx::query("ROLLBACK TO SAVEPOINT item")
+                        .execute(&mut *w.tx)
+                        .await?;
+                    sqlx::query("RELEASE SAVEPOINT item")
+                        .execute(&mut *w.tx)
+                        .await?;
+                    out.push(Err(e));
+                }
+            }
+        }
+        w.tx.commit().await?;
+        Ok(out)
+    }
+
+    pub(super) async fn commit_in(w: &mut Writer, new: &NewRevision) -> Result<NodeRow> {
+        let ns = new.ns;
+        let path = &new.path;
+        let name = path
+            .name()
+            .ok_or_else(|| MetaError::Invalid("a file cannot be stored at /".into()))?;
+
+        // Callers outside checked this already; checked again here (in
+        // batches) because blocks are only known under the lock.
+        let known = user_block_rows(&mut w.tx, new.user_id, &blocks_of(new)).await?;
+        let mut missing = Vec::new();
+        let mut listed = std::collections::HashSet::new();
+        let mut total = 0u64;
+        for (id, size) in &new.blocks {
+            match known.get(id) {
+                None => {
+                    if listed.insert(*id) {
+                        missing.push(*id)
+                    }
+                }
+                Some((len, _)) if len != size => {
+                    return Err(MetaError::Invalid(format!(
+                        "block {id} is {len} bytes, not {size} as the commit says"
+                    )));
+                }
+                Some(_) => {}
+            }
+            total += size;
+        }
+        if !missing.is_empty() {
+            return Err(MetaError::MissingBlocks(missing));
+        }
+        if total != new.size {
+            return Err(MetaError::Invalid(format!(
+                "the blocks add up to {total} bytes, but the commit says the file is {} bytes",
+                new.size
+            )));
+        }
+        let key = crate::meta::blocks_key(&new.chunker, &new.blocks);
+
+        let parent = match path.parent() {
+            Some(p) => w.ensure_folder(&p).await?,
+            None => return Err(MetaError::Invalid("a file cannot be stored at /".into())),
+        };
+        let current = child(&mut w.tx, ns, &parent.id, name).await?;
+        let now = w.now;
+        let node = match current {
+            Some(node) if node.is_folder() => {
+                return Err(MetaError::NotAFile(path.to_string()));
+            }
+            Some(node) => {
+                if let Some(base) = new.base_rev
+                    && base != node.rev
+                {
+                    return Err(MetaError::Conflict {
+                        path: path.to_string(),
+                        current_rev: node.rev,
+                    });
+                }
+                // Only the very same block list is "unchanged": no new
+                // revision, no event. A matching hash claim is not enough.
+                if node.rev > 0
+                    && revision_blocks_key(&mut w.tx, ns, &node.id, node.rev).await? == Some(key)
+                {
+                    return Ok(node);
+                }
+                sqlx::query(
+                    "UPDATE nodes SET rev = rev + 1, size = $1, content_hash = $2, modified_ms = $3, pending_ms = NULL
+                     WHERE namespace_id = $4 AND id = $5",
+                )
+                .bind(new.size as i64)
+                .bind(&new.content_hash.0[..])
+                .bind(now)
+                .bind(ns)
+                .bind(&node.id)
+                .execute(&mut *w.tx)
+                .await?;
+                NodeRow {
+                    rev: node.rev + 1,
+                    size: new.size as i64,
+                    content_hash: Some(new.content_hash.0.to_vec()),
+                    modified_ms: now,
+                    pending_ms: None,
+                    ..node
+                }
+            }
+            None => {
+                if let Some(base) = new.base_rev
+                    && base != 0
+                {
+                    return Err(MetaError::Conflict {
+                        path: path.to_string(),
+                        current_rev: 0,
+                    });
+                }
+                let node = NodeRow {
+                    namespace_id: ns,
+                    id: new_id(),
+                    parent_id: Some(parent.id.clone()),
+                    name: name.to_owned(),
+                    kind: "file".into(),
+                    rev: 1,
+                    size: new.size as i64,
+                    content_hash: Some(new.content_hash.0.to_vec()),
+                    modified_ms: now,
+                    pending_ms: None,
+                };
+                insert_node(&mut w.tx, &node).await?;
+                node
+            }
+        };
+        // Every caller computed or verified the content hash, so the
+        // revision carries the key that marks it trusted.
+        sqlx::query(
+            "INSERT INTO revisions (namespace_id, node_id, rev, size, content_hash, chunker, device, created_ms, blocks_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(ns)
+        .bind(&node.id)
+        .bind(node.rev)
+        .bind(new.size as i64)
+        .bind(&new.content_hash.0[..])
+        .bind(&new.chunker)
+        .bind(&new.device)
+        .bind(now)
+        .bind(&key[..])
+        .execute(&mut *w.tx)
+        .await?;
+        insert_revision_blocks(&mut w.tx, ns, &node.id, node.rev, &new.blocks).await?;
+        w.event("commit", &node, path.as_str(), None).await?;
+        Ok(node)
+    }
+
+    pub async fn move_node(
+        &self,
+        ns: i64,
+        from: &RemotePath,
+        to: &RemotePath,
+        device: &str,
+    ) -> Result<NodeRow> {
+        let (Some(_), Some(to_name), Some(to_parent)) = (from.name(), to.name(), to.parent())
+        else {
+            return Err(MetaError::Invalid(
+                "the root folder cannot be moved or replaced".into(),
+            ));
+        };
+        let mut w = Writer::begin(self, ns, device).await?;
+        let node = existing(&mut w.tx, ns, from).await?;
+        let parent = existing(&mut w.tx, ns, &to_parent).await?;
+        if !parent.is_folder() {
+            return Err(MetaError::NotAFolder(to_parent.to_string()));
+        }
+        // By id, not by spelling: `/photos/sub` names a folder inside
+        // `/Photos` whenever the two resolve to the same node.
+        if is_within(&mut w.tx, ns, &parent.id, &node.id).await? {
+            return Err(MetaError::IntoItself(format!(
+                "cannot move {from} to {to}: that is inside {from} itself; choose a folder outside it"
+            )));
+        }
+        if let Some(other) = child(&mut w.tx, ns, &parent.id, to_name).await?
+            && other.id != node.id
+        {
+            return Err(MetaError::AlreadyExists(format!("{to} already exists")));
+        }
+        sqlx::query(
+            "UPDATE nodes SET parent_id = $1, name = $2, name_key = $3, modified_ms = $4
+             WHERE namespace_id = $5 AND id = $6",
+        )
+        .bind(&parent.id)
+        .bind(to_name)
+        .bind(fold_name(to_name))
+        .bind(w.now)
+        .bind(ns)
+        .bind(&node.id)
+        .execute(&mut *w.tx)
+        .await?;
+        w.event("move", &node, to.as_str(), Some(from.as_str()))
+            .await?;
+        w.tx.commit().await?;
+        Ok(NodeRow {
+            parent_id: Some(parent.id),
+            name: to_name.to_owned(),
+            modified_ms: w.now,
+            ..node
+        })
+    }
+
+    pub async fn delete(
+        &self,
+        ns: i64,
+        path: &RemotePath,
+        base_rev: Option<i64>,
+        device: &str,
+    ) -> Result<()> {
+        if path.is_root() {
+            return Err(MetaError::Invalid(
+                "the root folder cannot be deleted".into(),
+            ));
+        }
+        let mut w = Writer::begin(self, ns, device).await?;
+        let node = existing(&mut w.tx, ns, path).await?;
+        if let Some(base) = base_rev
+            && !node.is_folder()
+            && base != node.rev
+        {
+            return Err(MetaError::Conflict {
+                path: path.to_string(),
+                current_rev: node.rev,
+            });
+        }
+        sqlx::query(
+            "UPDATE nodes SET deleted_ms = $1, deleted_path = $2 WHERE namespace_id = $3 AND id = $4",
+        )
+        .bind(w.now)
+        .bind(path.as_str())
+        .bind(ns)
+        .bind(&node.id)
+        .execute(&mut *w.tx)
+        .await?;
+        w.event("delete", &node, path.as_str(), None).await?;
+        w.tx.commit().await?;
+        Ok(())
+    }
+
+    /// What is in the trash: nodes deleted themselves (their contents come
+    /// back with them), newest first.
+    pub async fn trash(&self, ns: i64) -> Result<Vec<TrashRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, kind, size, deleted_ms, deleted_path FROM nodes
+             WHERE namespace_id = $1 AND deleted_ms IS NOT NULL ORDER BY deleted_ms DESC, id",
+        )
+        .bind(ns)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Removes trashed nodes for good: the one with `id`, or every one
+    /// when `id` is `None`. A folder goes with everything that was inside it
+    /// when it was deleted. Their revisions go too, and the blocks they held
+    /// lose those references (a block left with none becomes collectable).
+    /// Returns how many trash entries were removed.
+    pub async fn purge_trash(&self, ns: i64, id: Option<&str>) -> Result<u64> {
+        let mut w = Writer::begin(self, ns, "").await?;
+        let roots: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM nodes WHERE namespace_id = $1 AND deleted_ms IS NOT NULL AND ($2 IS NULL OR id = $2)",
+        )
+        .bind(ns)
+        .bind(id)
+        .fetch_all(&mut *w.tx)
+        .await?;
+        if roots.is_empty()
+            && let Some(id) = id
+        {
+            return Err(MetaError::NotFound(format!(
+                "nothing with id {id} is in the trash"
+            )));
+        }
+        for (root,) in &roots {
+            purge_subtree(&mut w.tx, ns, root, w.now).await?;
+        }
+        w.tx.commit().await?;
+        Ok(roots.len() as u64)
+    }
+
+    /// Purges trash entries deleted before `cutoff_ms`, one namespace per
+    /// transaction. Returns how many were removed.
+    pub async fn expire_trash(&self, cutoff_ms: i64) -> Result<u64> {
+        let old: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT namespace_id, id FROM nodes WHERE deleted_ms IS NOT NULL AND deleted_ms < $1
+             ORDER BY namespace_id",
+        )
+        .bind(cutoff_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut removed = 0;
+        for (ns, id) in old {
+            match self.purge_trash(ns, Some(&id)).await {
+                Ok(n) => removed += n,
+                // Restored or purged meanwhile.
+                Err(MetaError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Blocks no revision refers to any more (candidates for collection).
+    pub async fn unreferenced_blocks(&self) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM blocks WHERE refcount <= 0 AND zero_since_ms IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n)
+    }
+
+    /// Puts a trashed node back at `to` (its old path when `None`),
+    /// creating missing parent folders. The journal gets an entry for the
+    /// node and everything inside it, so clients see the whole tree return.
+    pub async fn restore_from_trash(
+        &self,
+        ns: i64,
+        id: &str,
+        to: Option<&RemotePath>,
+        device: &str,
+    ) -> Result<(NodeRow, RemotePath)> {
+        let mut w = Writer::begin(self, ns, device).await?;
+        let row: Option<(Option<String>,)> = sqlx::query_as(
+            "SELECT deleted_path FROM nodes WHERE namespace_id = $1 AND id = $2 AND deleted_ms IS NOT NULL",
+        )
+        .bind(ns)
+        .bind(id)
+        .fetch_optional(&mut *w.tx)
+        .await?;
+        let Some((old_path,)) = row else {
+            return Err(MetaError::NotFound(format!(
+                "nothing with id {id} is in the trash"
+            )));
+        };
+        let target = match (to, old_path) {
+            (Some(t), _) => t.clone(),
+            (None, Some(p)) => {
+                RemotePath::parse(&p).map_err(|e| MetaError::Invalid(e.to_string()))?
+            }
+            (None, None) => return Err(MetaError::Invalid("give a path to restore it to".into())),
+        };
+        let (Some(parent_path), Some(name)) = (target.parent(), target.name()) else {
+            return Err(MetaError::Invalid("nothing can be restored as /".into()));
+        };
+        let parent = w.ensure_folder(&parent_path).await?;
+        if is_within(&mut w.tx, ns, &parent.id, id).await? {
+            return Err(MetaError::IntoItself(format!(
+                "cannot restore into {parent_path}: it is inside the restored folder itself"
+            )));
+        }
+        if child(&mut w.tx, ns, &parent.id, name).await?.is_some() {
+            return Err(MetaError::AlreadyExists(format!(
+                "{target} exists: restore to another path"
+            )));
+        }
+        sqlx::query(
+            "UPDATE nodes SET deleted_ms = NULL, deleted_path = NULL, parent_id = $1, name = $2, name_key = $3
+             WHERE namespace_id = $4 AND id = $5",
+        )
+        .bind(&parent.id)
+        .bind(name)
+        .bind(fold_name(name))
+        .bind(ns)
+        .bind(id)
+        .execute(&mut *w.tx)
+        .await?;
+        // The node and its live contents, parents before children.
+        let node: NodeRow = sqlx::query_as(concat!(
+            "SELECT ",
+            node_cols!(),
+            " FROM nodes WHERE namespace_id = $1 AND id = $2"
+        ))
+        .bind(ns)
+        .bind(id)
+        .fetch_one(&mut *w.tx)
+        .await?;
+        let mut queue = std::collections::VecDeque::from([(node.clone(), target.clone())]);
+        let mut seen = std::collections::HashSet::new();
+        while let Some((n, path)) = queue.pop_front() {
+            if !seen.insert(n.id.clone()) {
+                return Err(MetaError::Cycle(format!("{} is below itself", n.id)));
+            }
+            let kind = if n.is_folder() { "mkdir" } else { "restore" };
+            w.event(kind, &n, path.as_str(), None).await?;
+            if n.is_folder() {
+                let children: Vec<NodeRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    node_cols!(),
+                    " FROM nodes WHERE namespace_id = $1 AND parent_id = $2 AND deleted_ms IS NULL ORDER BY name_key, name"
+                ))
+                .bind(ns)
+                .bind(&n.id)
+                .fetch_all(&mut *w.tx)
+                .await?;
+                for c in children {
+                    let p = path
+                        .join(&c.name)
+                        .map_err(|e| MetaError::Invalid(e.to_string()))?;
+                    queue.push_back((c, p));
+                }
+            }
+        }
+        w.tx.commit().await?;
+        Ok((node, target))
+    }
+}

@@ -1,0 +1,125 @@
+//! Users, their bearer tokens, and the wrapped data keys. A child of
+//! `queries.rs`, compiled once per backend with it.
+
+use super::*;
+
+impl Store {
+    pub async fn user_count(&self) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n)
+    }
+
+    pub async fn create_user(&self, username: &str, password_hash: &str) -> Result<UserRow> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let root = new_id();
+        let (ns,): (i64,) =
+            sqlx::query_as("INSERT INTO namespaces (root_node_id) VALUES ($1) RETURNING id")
+                .bind(&root)
+                .fetch_one(&mut *tx)
+                .await?;
+        sqlx::query(
+            "INSERT INTO nodes (namespace_id, id, parent_id, name, name_key, kind, modified_ms)
+             VALUES ($1, $2, NULL, '', '', 'folder', $3)",
+        )
+        .bind(ns)
+        .bind(&root)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO users (username, password_hash, root_ns, created_ms)
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(username)
+        .bind(password_hash)
+        .bind(ns)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| map_unique(e, || format!("user {username} already exists")))?;
+        sqlx::query("UPDATE namespaces SET owner_user_id = $1 WHERE id = $2")
+            .bind(id)
+            .bind(ns)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(UserRow {
+            id,
+            username: username.to_owned(),
+            password_hash: password_hash.to_owned(),
+            root_ns: ns,
+        })
+    }
+
+    pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, username, password_hash, root_ns FROM users WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn insert_token(
+        &self,
+        hash: &[u8],
+        user_id: i64,
+        device: &str,
+        expires_ms: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tokens (token_hash, user_id, device, created_ms, expires_ms)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(hash)
+        .bind(user_id)
+        .bind(device)
+        .bind(now_ms())
+        .bind(expires_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn token(&self, hash: &[u8]) -> Result<Option<TokenRow>> {
+        Ok(sqlx::query_as(
+            "SELECT t.user_id, u.username, u.root_ns, t.device, t.expires_ms
+             FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn delete_token(&self, hash: &[u8]) -> Result<()> {
+        sqlx::query("DELETE FROM tokens WHERE token_hash = $1")
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- data keys ----
+
+    pub async fn data_keys(&self) -> Result<Vec<(i64, Vec<u8>)>> {
+        Ok(
+            sqlx::query_as("SELECT id, wrapped FROM data_keys ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn insert_data_key(&self, wrapped: &[u8]) -> Result<i64> {
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO data_keys (wrapped, created_ms) VALUES ($1, $2) RETURNING id",
+        )
+        .bind(wrapped)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+}
