@@ -24,15 +24,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Backend, TestServer};
+use crate::common::{Backend, TestServer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera_client::Remote;

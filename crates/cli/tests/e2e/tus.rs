@@ -4,10 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
+use crate::common::{Backend, TestServer};
 use base64::Engine;
-use common::{Backend, TestServer};
 use reqwest::{Method, StatusCode};
 use tessera_client::Remote;
 
@@ -129,7 +127,7 @@ async fn pieces_resume_and_commit(b: Backend) {
     assert!(anon.headers().contains_key("tus-max-size"));
 
     // 40 MiB in three uneven pieces, each with a checksum, HEAD in between.
-    let data = common::random_data(40 << 20, 11);
+    let data = crate::common::random_data(40 << 20, 11);
     let at = create_ok(
         &r,
         data.len() as u64,
@@ -247,7 +245,7 @@ async fn bad_input_changes_nothing(b: Backend) {
     );
     assert_eq!(status(create(&r, 10, "path !!!").await), 400);
 
-    let data = common::random_data(100_000, 3);
+    let data = crate::common::random_data(100_000, 3);
     let at = create_ok(&r, data.len() as u64, &meta(&[("path", "/a.bin")])).await;
     // Wrong offset: 409. Wrong type: 415. Bad checksum: 460, nothing kept.
     assert_eq!(status(patch(&r, &at, 5, data.clone()).await), 409);
@@ -349,7 +347,7 @@ async fn download_status(r: &Remote, path: &str) -> StatusCode {
 async fn broken_off_body_keeps_what_arrived_and_survives_a_restart(b: Backend) {
     let s = TestServer::start(b).await;
     let r = s.user("alice").await;
-    let data = common::random_data(30 << 20, 21);
+    let data = crate::common::random_data(30 << 20, 21);
     let at = create_ok(&r, data.len() as u64, &meta(&[("path", "/big.bin")])).await;
 
     // The connection breaks after 13 MiB: what arrived is kept.
@@ -516,7 +514,7 @@ async fn another_instance_continues_an_upload(b: Backend) {
         .unwrap();
     let r2 = anon.with_token(login.token);
 
-    let data = common::random_data(9 << 20, 31);
+    let data = crate::common::random_data(9 << 20, 31);
     let at = create_ok(&r, data.len() as u64, &meta(&[("path", "/shared.bin")])).await;
     assert_eq!(
         patch(&r, &at, 0, data[..5_000_000].to_vec()).await.status(),
@@ -533,8 +531,8 @@ async fn another_instance_continues_an_upload(b: Backend) {
 async fn racing_requests_on_one_session_cannot_both_win(b: Backend) {
     let s = TestServer::start(b).await;
     let r = s.user("alice").await;
-    let data = common::random_data(12 << 20, 41);
-    let other = common::random_data(12 << 20, 42);
+    let data = crate::common::random_data(12 << 20, 41);
+    let other = crate::common::random_data(12 << 20, 42);
     let at = create_ok(&r, data.len() as u64, &meta(&[("path", "/race.bin")])).await;
     // Two requests from offset 0 at once, with different bytes.
     let (a, b2) = tokio::join!(

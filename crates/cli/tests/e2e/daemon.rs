@@ -4,15 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestServer};
+use crate::common::{Backend, TestServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 
@@ -529,7 +527,7 @@ async fn ctrl_c_during_a_download_leaves_no_partial_file() {
     let s = TestServer::start(Backend::Sqlite).await;
     let (cfg, dir) = device(&s, "laptop").await;
     let big = s.scratch("big.bin");
-    let data = common::random_data(96 << 20, 7);
+    let data = crate::common::random_data(96 << 20, 7);
     std::fs::write(&big, &data).unwrap();
     ok(&cfg, &["put", &big.display().to_string(), "/big.bin"]).await;
 

@@ -6,15 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestServer, no_progress, random_data};
+use crate::common::{Backend, TestServer, no_progress, random_data};
 use tessera_client::Remote;
 use tessera_client::transfer::{part_paths, upload_file};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -5,9 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{Backend, TestServer, random_data};
+use crate::common::{Backend, TestServer, random_data};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, SET_COOKIE};
 

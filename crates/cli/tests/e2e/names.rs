@@ -4,9 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{Backend, TestServer, no_progress};
+use crate::common::{Backend, TestServer, no_progress};
 use tessera_client::sync::Syncer;
 use tessera_client::transfer::{download_file, upload_file};
 use tessera_client::{ClientError, Remote};

@@ -5,15 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::{Backend, TestServer, mixed_data, random_data};
 use bytes::Bytes;
-use common::{Backend, TestServer, mixed_data, random_data};
 use rand::RngCore;
 use tessera_client::{ClientError, Remote};
 use tessera_proto::BlockId;

@@ -3,12 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use common::{Backend, TestServer, mixed_data, no_progress, random_data};
+use crate::common::{Backend, TestServer, mixed_data, no_progress, random_data};
 use reqwest::{Method, StatusCode};
 use tessera_client::transfer::{download_file, upload_file};
 use tessera_client::{ClientError, Remote};
@@ -911,11 +909,23 @@ async fn trash_purges_and_expires(b: Backend) {
     let r = s.user("alice").await;
     let meta = s.running.meta();
     // Two files share a block: purging one must not free the other's.
-    let shared = common::random_data(300_000, 5);
+    let shared = crate::common::random_data(300_000, 5);
     put_bytes(&s, &r, "/keep.bin", &shared).await;
     put_bytes(&s, &r, "/docs/a.bin", &shared).await;
-    put_bytes(&s, &r, "/docs/b.bin", &common::random_data(300_000, 6)).await;
-    put_bytes(&s, &r, "/docs/b.bin", &common::random_data(300_000, 7)).await;
+    put_bytes(
+        &s,
+        &r,
+        "/docs/b.bin",
+        &crate::common::random_data(300_000, 6),
+    )
+    .await;
+    put_bytes(
+        &s,
+        &r,
+        "/docs/b.bin",
+        &crate::common::random_data(300_000, 7),
+    )
+    .await;
     r.delete("/docs").await.unwrap();
     assert_eq!(meta.unreferenced_blocks().await.unwrap(), 0);
     let docs = r.trash().await.unwrap().entries[0].id.clone();

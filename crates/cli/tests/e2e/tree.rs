@@ -5,12 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestServer};
+use crate::common::{Backend, TestServer};
 use reqwest::StatusCode;
 use tessera_client::{ClientError, Remote};
 use tessera_proto::api::{BlockCodec, BlockRef, CommitRequest};
@@ -538,7 +536,7 @@ async fn while_writing<T>(
 /// Figures for docs/PERFORMANCE.md, not a check: what verifying a claimed
 /// hash costs, and how long another user's write waits during the worst
 /// legal commits. Run with
-/// `cargo test -p tessera --test tree -- --ignored --nocapture commit_figures`.
+/// `cargo test -p tessera --test e2e -- --ignored --nocapture commit_figures`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn commit_figures() {
@@ -552,7 +550,7 @@ async fn commit_figures_on(b: Backend) {
     let r = s.user("alice").await;
     let bob = s.user("bob").await;
     let mib = 256usize;
-    let data = common::random_data(mib << 20, 9);
+    let data = crate::common::random_data(mib << 20, 9);
     let t = Instant::now();
     put(&r, "/big.bin", &data).await;
     println!("{b:?}: simple upload of {mib} MiB: {:?}", t.elapsed());
@@ -601,7 +599,7 @@ async fn commit_figures_on(b: Backend) {
 
     // The worst legal commits: 10 GiB (the default limit) in the most
     // blocks the size allows, first all unknown, then all one held block.
-    let one: Vec<u8> = common::random_data(1 << 20, 10);
+    let one: Vec<u8> = crate::common::random_data(1 << 20, 10);
     let id = BlockId::of(&one);
     r.put_block(&id, BlockCodec::Raw, one.clone().into())
         .await

@@ -3,12 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{Backend, TestServer};
+use crate::common::{Backend, TestServer};
 use tessera_client::sync::Syncer;
 
 on_both_backends!(three_devices_converge);
@@ -120,12 +118,12 @@ async fn three_devices_converge(b: Backend) {
     devs[0].write("docs/deep/b.txt", b"bee");
     devs[0].write("zero.bin", b"");
     std::fs::create_dir_all(devs[0].path("empty")).unwrap();
-    devs[0].write("big.bin", &common::mixed_data(3 << 20, 1));
+    devs[0].write("big.bin", &crate::common::mixed_data(3 << 20, 1));
     // Several files above the batch size: they travel side by side.
     for i in 0..4 {
         devs[0].write(
             &format!("media/clip{i}.bin"),
-            &common::random_data(300_000 + i * 1000, 20 + i as u64),
+            &crate::common::random_data(300_000 + i * 1000, 20 + i as u64),
         );
     }
     sync_all(&mut devs).await;
@@ -144,7 +142,7 @@ async fn three_devices_converge(b: Backend) {
     assert_eq!(tree["docs/deep/b.txt"], Some(b"bee".to_vec()));
     assert_eq!(
         tree["media/clip3.bin"],
-        Some(common::random_data(303_000, 23))
+        Some(crate::common::random_data(303_000, 23))
     );
 
     // Edit on one, rename on another, delete on the third.
@@ -228,7 +226,7 @@ async fn three_devices_converge(b: Backend) {
 
     // An edit inside a large file: the other devices fetch only the changed
     // block and take the rest from their own copy.
-    let mut big = common::random_data(24 << 20, 8);
+    let mut big = crate::common::random_data(24 << 20, 8);
     devs[0].write("large.bin", &big);
     sync_all(&mut devs).await;
     big[12 << 20..(12 << 20) + 100].copy_from_slice(&[7u8; 100]);

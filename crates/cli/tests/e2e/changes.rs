@@ -2,11 +2,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestServer};
+use crate::common::{Backend, TestServer};
 use tessera_proto::api::ChangeKind;
 use tessera_proto::api::{BlockCodec, BlockRef, CommitRequest};
 use tessera_proto::block::CHUNKER;

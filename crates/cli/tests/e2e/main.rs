@@ -1,0 +1,22 @@
+//! End-to-end tests: a real server on loopback, real HTTP, real files,
+//! on SQLite and PostgreSQL. One binary, so the suite links once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[macro_use]
+#[path = "../common/mod.rs"]
+mod common;
+
+mod api;
+mod blocks;
+mod changes;
+mod cli;
+mod daemon;
+mod limits;
+mod names;
+mod openapi;
+mod resume;
+mod sync;
+mod tree;
+mod tus;
+mod web;
