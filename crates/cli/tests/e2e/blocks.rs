@@ -5,14 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::process::{Serve, vm_hwm_kib};
 use crate::common::{Backend, TestServer, mixed_data, random_data};
 use bytes::Bytes;
-use rand::RngCore;
 use tessera_client::{ClientError, Remote};
 use tessera_proto::BlockId;
 use tessera_proto::api::BlockCodec;
@@ -249,88 +247,20 @@ async fn pack_bombs_are_refused_before_they_cost(b: Backend) {
 
 // ---- the real binary, for memory ----
 
-const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 const PASSWORD: &str = "blocks-test-password";
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn fresh_postgres() -> String {
-    let admin = std::env::var("TESSERA_TEST_POSTGRES").expect("TESSERA_TEST_POSTGRES is set");
-    let name = format!("tessera_test_{:016x}", rand::rng().next_u64());
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let mut url = url::Url::parse(&admin).unwrap();
-    url.set_path(&name);
-    url.to_string()
-}
-
-async fn serve(b: Backend, data: &Path) -> (Server, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "serve",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--listen",
-        &listen,
-    ]);
-    if let Backend::Postgres = b {
-        cmd.args(["--database", &fresh_postgres().await]);
-    }
-    let mut child = cmd
-        .env("TESSERA_LOG", "warn")
-        .env("TESSERA_ADMIN_PASSWORD", PASSWORD)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let server = Server(child);
-    for line in BufReader::new(stdout).lines() {
-        if line.unwrap().starts_with("Tessera is listening") {
-            return (server, format!("http://{listen}"));
-        }
-    }
-    panic!("the server did not start");
-}
-
-/// Peak resident memory of a process, in KiB.
-fn vm_hwm(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-/// Resets the peak to the current size, so the next reading is this
-/// request's peak.
 fn reset_hwm(pid: u32) {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
 }
 
 async fn fetch_checks_the_total_first_and_streams(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let (server, url) = serve(b, &dir.path().join("data")).await;
-    let pid = server.0.id();
+    let server = Serve::new(&dir.path().join("data"))
+        .backend(b)
+        .await
+        .admin_password(PASSWORD)
+        .start();
+    let (pid, url) = (server.pid(), server.url());
     let anon = Remote::new(&url, None).unwrap();
     let token = anon.login("admin", PASSWORD, "test").await.unwrap().token;
     let r = anon.with_token(token);
@@ -350,9 +280,9 @@ async fn fetch_checks_the_total_first_and_streams(b: Backend) {
     // One block named 40 times.
     tokio::time::sleep(Duration::from_millis(200)).await;
     reset_hwm(pid);
-    let base = vm_hwm(pid);
+    let base = vm_hwm_kib(pid);
     let res = r.fetch_blocks(&[a; 40]).await;
-    let grew = vm_hwm(pid).saturating_sub(base);
+    let grew = vm_hwm_kib(pid).saturating_sub(base);
     println!(
         "fetch of one 16 MiB block named 40 times: server peak RSS {} MiB before, grew by {} MiB",
         base / 1024,
@@ -368,9 +298,9 @@ async fn fetch_checks_the_total_first_and_streams(b: Backend) {
     let ids: Vec<BlockId> = blocks.iter().map(|p| BlockId::of(p)).collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
     reset_hwm(pid);
-    let base = vm_hwm(pid);
+    let base = vm_hwm_kib(pid);
     let err = r.fetch_blocks(&ids).await.unwrap_err();
-    let grew = vm_hwm(pid).saturating_sub(base);
+    let grew = vm_hwm_kib(pid).saturating_sub(base);
     println!(
         "fetch of three 16 MiB blocks (over the cap): server peak RSS grew by {} MiB",
         grew / 1024

@@ -5,12 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::process::{Serve, vm_hwm_kib};
 use crate::common::{Backend, TestServer};
 use reqwest::{Method, StatusCode};
 
@@ -22,8 +22,6 @@ on_both_backends!(
     long_polls_per_user_are_capped,
     upload_sessions_per_user_are_capped,
 );
-
-const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 
 async fn login_as(
     url: &str,
@@ -447,67 +445,12 @@ async fn connections_beyond_the_cap_wait_for_a_free_place() {
     );
 }
 
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `tessera serve` as a real process (in `sh` so `prefix` can set limits
-/// first); returns it with its address and the admin password.
-fn serve_binary(data: &Path, prefix: &str, args: &str) -> (Served, String, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let script = format!(
-        "{prefix} exec '{BIN}' serve --data-dir '{}' --listen {listen} {args}",
-        data.display()
-    );
-    let mut child = Command::new("sh")
-        .args(["-c", &script])
-        .env("TESSERA_LOG", "warn")
-        .env_remove("TESSERA_ADMIN_PASSWORD")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let served = Served(child);
-    let mut password = String::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        if let Some(pw) = line.strip_prefix("Created user `admin` with password: ") {
-            password = pw.to_owned();
-        }
-        if line.starts_with("Tessera is listening") {
-            break;
-        }
-    }
-    (served, listen, password)
-}
-
-/// Peak resident memory of a process so far, in KiB.
-fn vm_hwm_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_logins_does_not_grow_the_server() {
     let dir = tempfile::tempdir().unwrap();
-    let (served, listen, _) = serve_binary(&dir.path().join("data"), "", "");
-    let url = format!("http://{listen}");
-    let before = vm_hwm_kib(served.0.id());
+    let served = Serve::new(&dir.path().join("data")).start();
+    let url = served.url();
+    let before = vm_hwm_kib(served.pid());
     // Unknown names, no account needed: each is checked against the dummy.
     let all = (0..60).map(|i| {
         let url = url.clone();
@@ -518,7 +461,7 @@ async fn a_burst_of_logins_does_not_grow_the_server() {
         .iter()
         .map(|r| r.status())
         .collect();
-    let after = vm_hwm_kib(served.0.id());
+    let after = vm_hwm_kib(served.pid());
     let grown_mib = (after.saturating_sub(before)) / 1024;
     println!(
         "60 parallel logins: VmHWM {} -> {} MiB (+{grown_mib} MiB); 401: {}, 429: {}",
@@ -543,11 +486,12 @@ async fn a_burst_of_logins_does_not_grow_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_open_connections_cannot_starve_health_checks() {
     let dir = tempfile::tempdir().unwrap();
-    let (_served, listen, _) = serve_binary(
-        &dir.path().join("data"),
-        "ulimit -n 96 &&",
-        "--header-timeout-secs 2",
-    );
+    let served = Serve::new(&dir.path().join("data"))
+        .shell_prefix("ulimit -n 96 &&")
+        .arg("--header-timeout-secs")
+        .arg("2")
+        .start();
+    let listen = served.listen.clone();
     let addr = listen.clone();
     let healthy = tokio::task::spawn_blocking(move || {
         // More half-sent requests than the server has descriptors.

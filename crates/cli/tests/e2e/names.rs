@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use crate::common::process::fresh_postgres;
 use crate::common::{Backend, TestServer, no_progress};
 use tessera_client::sync::Syncer;
 use tessera_client::transfer::{download_file, upload_file};
@@ -112,22 +113,6 @@ async fn names_differing_only_in_case_are_distinct(b: Backend) {
     assert_eq!(e.name, "caf\u{e9}.txt");
     let again = put(&s, &r, "/caf\u{e9}.txt", b"y").await;
     assert_eq!(again.rev, Some(2), "the same file under either spelling");
-}
-
-/// A new, empty database on the test cluster.
-async fn fresh_postgres() -> String {
-    let admin = std::env::var("TESSERA_TEST_POSTGRES").expect("TESSERA_TEST_POSTGRES is set");
-    let name = format!("tessera_test_{:016x}", rand::random::<u64>());
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
-        .await
-        .unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let mut url = url::Url::parse(&admin).unwrap();
-    url.set_path(&name);
-    url.to_string()
 }
 
 /// A fresh database migrated up to `version` (inclusive) only.

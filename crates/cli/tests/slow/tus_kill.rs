@@ -8,9 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,42 +18,9 @@ use rand::{RngCore, SeedableRng};
 use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+use crate::common::process::Serve;
+
 const PASSWORD: &str = "kill-test-password";
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(data: &Path, listen: &str) -> Server {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            listen,
-        ])
-        .env("TESSERA_LOG", "warn")
-        .env("TESSERA_ADMIN_PASSWORD", PASSWORD)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let server = Server(child);
-    for line in BufReader::new(stdout).lines() {
-        if line.unwrap().starts_with("Tessera is listening") {
-            return server;
-        }
-    }
-    panic!("the server did not start");
-}
 
 fn write_data(path: &Path, size: u64) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
@@ -110,14 +76,9 @@ async fn tus_upload_survives_kill_9_at_several_points() {
     let input = dir.path().join("input.bin");
     write_data(&input, size);
     let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let mut server = Serve::new(&data).admin_password(PASSWORD).start();
+    let listen = server.listen.clone();
     let base = format!("http://{listen}/api/v1");
-    let mut server = serve(&data, &listen);
 
     let http = reqwest::Client::new();
     let login: serde_json::Value = http
@@ -176,10 +137,13 @@ async fn tus_upload_survives_kill_9_at_several_points() {
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
         let reached = offset + sent.load(Ordering::Relaxed);
-        server.0.kill().unwrap();
-        server.0.wait().unwrap();
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
         let _ = task.await;
-        server = serve(&data, &listen);
+        server = Serve::new(&data)
+            .admin_password(PASSWORD)
+            .listen(&listen)
+            .start();
         let durable = head().await;
         println!("killed at {reached} bytes sent; durable offset {durable}");
         assert!(durable >= offset, "the durable offset went back");
