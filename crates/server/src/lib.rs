@@ -9,6 +9,7 @@ pub mod meta;
 pub mod notify;
 mod private;
 pub mod proxy;
+pub mod retention;
 pub mod server;
 pub mod uploads;
 pub mod web;
