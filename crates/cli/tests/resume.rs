@@ -1,5 +1,5 @@
-//! `tessera get` and `tessera put` interrupted (the process killed midway)
-//! and run again: they carry on from what was done, and never install
+//! `tessera get`, `tessera put` and `tessera sync --once` interrupted (the
+//! process killed midway) and run again: they carry on from what was done, and never install
 //! wrong bytes. The binary talks to the server through a relay that counts
 //! the bytes each way, records request heads, and can hold traffic after a
 //! budget, so the kill lands midway without depending on timing.
@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestServer, no_progress, random_data};
+use common::{Backend, TestServer, dir_bytes, no_progress, random_data};
 use tessera_client::Remote;
 use tessera_client::transfer::{part_paths, upload_file};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -381,6 +381,40 @@ async fn a_killed_put_sends_only_the_missing_blocks_when_run_again() {
 
     let resp = t.alice.download("/up.bin", None).await.unwrap();
     assert_eq!(resp.bytes().await.unwrap(), data);
+}
+
+/// A sync killed (kill -9) midway through a large download, held there by
+/// the relay: no partial file appears at the target, and the next run
+/// finishes with the right bytes and clears the interrupted download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_killed_mid_download_leaves_no_partial_file() {
+    let t = setup().await;
+    let data = random_data(40 * MIB, 8);
+    put_remote(&t.alice, &t.s, "/big.bin", &data, "big.src").await;
+    let folder = t.s.scratch("synced");
+    std::fs::create_dir_all(&folder).unwrap();
+    let (target, tmp) = (folder.join("big.bin"), folder.join(".tessera/tmp"));
+
+    t.relay.reset();
+    t.relay.down_limit.store(16 << 20, Ordering::SeqCst);
+    let child = command(&t.cfg, &["sync", folder.to_str().unwrap(), "--once"])
+        .spawn()
+        .unwrap();
+    let held = kill_when_stalled(child, 1, || dir_bytes(&tmp)).await;
+    t.relay.reset();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.relay.reset();
+    println!("killed with {held} bytes of the download on disk");
+    assert!(held < data.len() as u64, "held {held}");
+    assert!(
+        !target.exists(),
+        "a partial file appeared at the target path"
+    );
+
+    let out = run(&t.cfg, &["sync", folder.to_str().unwrap(), "--once"], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::read(&target).unwrap() == data, "the bytes differ");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 }
 
 /// Reads "sent K of N blocks" from `tessera put`'s report.
