@@ -527,47 +527,6 @@ async fn ctrl_c_and_sigterm_stop_the_daemon_and_say_so() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctrl_c_during_a_download_leaves_no_partial_file() {
-    let s = TestServer::start(Backend::Sqlite).await;
-    let (cfg, dir) = device(&s, "laptop").await;
-    let big = s.scratch("big.bin");
-    let data = common::random_data(96 << 20, 7);
-    std::fs::write(&big, &data).unwrap();
-    ok(&cfg, &["put", &big.display().to_string(), "/big.bin"]).await;
-
-    let mut daemon = Daemon::start(&cfg, &dir);
-    let tmp = dir.join(".tessera/tmp");
-    let t = Instant::now();
-    let mut caught = false;
-    while t.elapsed() < Duration::from_secs(60) && !dir.join("big.bin").exists() {
-        let busy = std::fs::read_dir(&tmp).is_ok_and(|rd| {
-            rd.flatten()
-                .any(|e| e.metadata().is_ok_and(|m| m.len() > 0))
-        });
-        if busy {
-            caught = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let t = Instant::now();
-    daemon.signal(libc::SIGINT);
-    let status = daemon.exited_within(Duration::from_secs(6)).await;
-    println!(
-        "Ctrl-C {} the download: stopped after {:?}",
-        if caught { "during" } else { "after" },
-        t.elapsed()
-    );
-    let status = status.expect("Ctrl-C stops the daemon mid-download");
-    assert!(status.success(), "{}", daemon.text());
-    if let Ok(got) = std::fs::read(dir.join("big.bin")) {
-        assert!(got == data, "a file at the target path is whole");
-    }
-    ok(&cfg, &["sync", &dir.display().to_string(), "--once"]).await;
-    assert!(std::fs::read(dir.join("big.bin")).unwrap() == data);
-}
-
 /// Events until one matches `want`; panics with those seen if none does
 /// within `within`.
 async fn event_where(
