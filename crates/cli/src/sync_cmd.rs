@@ -10,6 +10,7 @@ use tessera_client::Remote;
 use tessera_client::sync::daemon::{self, Command, Control, Daemon, Event};
 use tessera_client::sync::engine::{CONFIRM_FILE, SyncError};
 use tessera_client::sync::scan::STATE_DIR;
+use tessera_client::sync::status::{StatusFile, SyncStatus, now_ms};
 use tessera_client::sync::{Op, Report, Syncer};
 use tokio::sync::mpsc;
 
@@ -186,7 +187,7 @@ async fn confirm_to_running(dir: &Path, control: &mut Control) -> anyhow::Result
             anyhow::bail!("not confirmed: the deletions stay paused");
         }
     }
-    let stuck = tessera_client::sync::status::StatusFile::read(&state_dir)
+    let stuck = StatusFile::read(&state_dir)
         .map(|s| s.stuck)
         .unwrap_or_default();
     if stuck.is_empty() {
@@ -281,52 +282,33 @@ fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
 
-pub async fn status(dir: &Path) -> anyhow::Result<()> {
-    if let Some(why) = vanished(dir)? {
-        anyhow::bail!(why);
+/// Prints the progress of a sync running on `dir` right now, if one is.
+fn print_running(dir: &Path, running: Option<&SyncStatus>) -> bool {
+    let fresh = running.is_some_and(|s| now_ms() - s.updated_ms < 10_000);
+    let Some(s) = running.filter(|s| fresh && s.state == "syncing") else {
+        return false;
+    };
+    let eta = s.eta().map_or_else(
+        || "unknown".to_owned(),
+        |d| format!("{:.0} s", d.as_secs_f64().ceil()),
+    );
+    println!(
+        "{} is syncing: {} of {} files, {:.1} of {:.1} MB, {:.1} MB/s, about {eta} left",
+        dir.display(),
+        s.files_done,
+        s.files_total,
+        mb(s.bytes_done),
+        mb(s.bytes_total),
+        mb(s.rate() as u64),
+    );
+    for reason in &s.stuck {
+        println!("  not synced: {reason}");
     }
-    let state_dir = dir.join(tessera_client::sync::scan::STATE_DIR);
-    let running = tessera_client::sync::status::StatusFile::read(&state_dir);
-    let fresh = running
-        .as_ref()
-        .is_some_and(|s| tessera_client::sync::status::now_ms() - s.updated_ms < 10_000);
-    if let Some(s) = running.as_ref().filter(|s| fresh && s.state == "syncing") {
-        let eta = s.eta().map_or_else(
-            || "unknown".to_owned(),
-            |d| format!("{:.0} s", d.as_secs_f64().ceil()),
-        );
-        println!(
-            "{} is syncing: {} of {} files, {:.1} of {:.1} MB, {:.1} MB/s, about {eta} left",
-            dir.display(),
-            s.files_done,
-            s.files_total,
-            mb(s.bytes_done),
-            mb(s.bytes_total),
-            mb(s.rate() as u64),
-        );
-        for reason in &s.stuck {
-            println!("  not synced: {reason}");
-        }
-        return Ok(());
-    }
-    let p = profile::load()?;
-    let remote = Remote::new(&p.server, Some(p.token))?;
-    let mut syncer = Syncer::open_read_only(dir, remote, &p.username, &p.device).await?;
-    let (ops, warnings) = syncer.pending().await?;
-    let paused = syncer.paused(&ops);
-    syncer.close().await;
-    if let Some(s) = &running {
-        for reason in s.stuck.iter().filter(|r| Some(*r) != paused.as_ref()) {
-            println!("last sync could not: {reason}");
-        }
-    }
-    if let Some(why) = paused {
-        println!("{} is not in sync: {why}", dir.display());
-        anyhow::bail!("deletions are paused in {}", dir.display());
-    }
-    for w in &warnings {
-        eprintln!("warning: {w}");
-    }
+    true
+}
+
+/// Prints what a sync of `dir` would do now.
+fn print_pending(dir: &Path, ops: &[Op], warnings: &[String]) {
     let count = |f: fn(&Op) -> bool| ops.iter().filter(|o| f(o)).count();
     let up = count(|o| {
         matches!(
@@ -349,19 +331,48 @@ pub async fn status(dir: &Path) -> anyhow::Result<()> {
     let conflicts = count(|o| matches!(o, Op::Conflict { .. }));
     if up + down + conflicts == 0 && warnings.is_empty() {
         println!("{} is in sync", dir.display());
-    } else {
-        println!(
-            "{} is not in sync: {up} change(s) to send, {down} to fetch, {conflicts} conflict(s)",
-            dir.display()
-        );
-        for op in ops
-            .iter()
-            .filter(|o| !matches!(o, Op::MarkSynced { .. } | Op::Forget { .. }))
-            .take(20)
-        {
-            println!("  {}", tessera_client::sync::engine::describe(op));
+        return;
+    }
+    println!(
+        "{} is not in sync: {up} change(s) to send, {down} to fetch, {conflicts} conflict(s)",
+        dir.display()
+    );
+    for op in ops
+        .iter()
+        .filter(|o| !matches!(o, Op::MarkSynced { .. } | Op::Forget { .. }))
+        .take(20)
+    {
+        println!("  {}", tessera_client::sync::engine::describe(op));
+    }
+}
+
+pub async fn status(dir: &Path) -> anyhow::Result<()> {
+    if let Some(why) = vanished(dir)? {
+        anyhow::bail!(why);
+    }
+    let running = StatusFile::read(&dir.join(STATE_DIR));
+    if print_running(dir, running.as_ref()) {
+        return Ok(());
+    }
+    let p = profile::load()?;
+    let remote = Remote::new(&p.server, Some(p.token))?;
+    let mut syncer = Syncer::open_read_only(dir, remote, &p.username, &p.device).await?;
+    let (ops, warnings) = syncer.pending().await?;
+    let paused = syncer.paused(&ops);
+    syncer.close().await;
+    if let Some(s) = &running {
+        for reason in s.stuck.iter().filter(|r| Some(*r) != paused.as_ref()) {
+            println!("last sync could not: {reason}");
         }
     }
+    if let Some(why) = paused {
+        println!("{} is not in sync: {why}", dir.display());
+        anyhow::bail!("deletions are paused in {}", dir.display());
+    }
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    print_pending(dir, &ops, &warnings);
     if !warnings.is_empty() {
         anyhow::bail!(
             "{} is not in sync: {} item(s) skipped (see the warnings above)",
@@ -377,7 +388,7 @@ pub fn conflicts(dir: &Path) -> anyhow::Result<()> {
         for e in std::fs::read_dir(dir)? {
             let e = e?;
             let p = e.path();
-            if e.file_name() == tessera_client::sync::scan::STATE_DIR {
+            if e.file_name() == STATE_DIR {
                 continue;
             }
             if e.file_type()?.is_dir() {
