@@ -639,6 +639,83 @@ async fn a_front_end_drives_the_daemon_with_commands_and_hears_typed_events() {
         .unwrap();
 }
 
+/// A daemon whose server goes away backs off (never waiting longer than
+/// its cap) and carries on when the server is back, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_backs_off_while_the_server_is_away_and_carries_on_when_it_returns() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let remote = s.user("alice").await;
+    let dir = s.scratch("away");
+    write_files(&dir, "a", 1);
+    let syncer = Syncer::open(&dir, remote.clone(), "alice", "desktop")
+        .await
+        .unwrap();
+    let (commands, rx) = mpsc::channel(4);
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let config = daemon::Config {
+        max_backoff: Duration::from_secs(2),
+        ..daemon::Config::default()
+    };
+    let d = daemon::Daemon::new(
+        Box::new(syncer),
+        remote.clone(),
+        config,
+        Control::new(rx),
+        move |e| {
+            let _ = tx.send(e);
+        },
+    );
+    let running = tokio::spawn(d.run());
+    let within = Duration::from_secs(30);
+    event_where(
+        &mut events,
+        within,
+        |e| matches!(e, Event::Synced(r) if r.uploaded == 1),
+    )
+    .await;
+
+    let TestServer {
+        running: server,
+        dir: _keep,
+        config: server_config,
+        ..
+    } = s;
+    let addr = server.addr;
+    server.shutdown().await.unwrap();
+    let failed = event_where(&mut events, within, |e| {
+        matches!(e, Event::Failed { .. } | Event::Offline { .. })
+    })
+    .await;
+    let (Event::Failed { retry_in, .. } | Event::Offline { retry_in, .. }) = failed else {
+        unreachable!()
+    };
+    assert!(retry_in <= Duration::from_secs(2), "{retry_in:?}");
+    std::fs::write(
+        dir.join("while-away.txt"),
+        "written while the server was away",
+    )
+    .unwrap();
+
+    let mut again = server_config;
+    again.listen = addr;
+    let _server = tessera_server::start(again).await.unwrap();
+    let t = Instant::now();
+    event_where(
+        &mut events,
+        within,
+        |e| matches!(e, Event::Synced(r) if r.uploaded == 1),
+    )
+    .await;
+    println!("synced {:?} after the server came back", t.elapsed());
+    assert!(remote.meta("/while-away.txt").await.is_ok());
+    commands
+        .send(DaemonCommand::Stop("the test".into()))
+        .await
+        .unwrap();
+    event_where(&mut events, within, |e| matches!(e, Event::Stopped { .. })).await;
+    running.await.unwrap().unwrap();
+}
+
 #[test]
 fn login_remembers_the_server_and_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
