@@ -77,6 +77,14 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// this build does not know what the newer steps changed.
 async fn migrate(pool: &SqlitePool, steps: &[&'static str], file: &Path) -> Result<(), StateError> {
     let known = steps.len() as i64;
+    // Up to date is the usual case: no write lock for it, so opening a
+    // folder a sync is writing to does not wait for the sync.
+    let (found,): (i64,) = sqlx::query_as("PRAGMA user_version")
+        .fetch_one(pool)
+        .await?;
+    if found == known {
+        return Ok(());
+    }
     loop {
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         let (found,): (i64,) = sqlx::query_as("PRAGMA user_version")
