@@ -1,27 +1,24 @@
-//! `tessera sync`, `tessera status`, `tessera conflicts`.
+//! `tessera sync`, `tessera status`, `tessera conflicts`. The daemon
+//! itself lives in `tessera_client::sync::daemon`; this file opens the
+//! folder, turns signals into commands and prints the daemon's events.
 
-use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use notify::Watcher;
-use rand::Rng;
 use tessera_client::Remote;
+use tessera_client::sync::daemon::{self, Command, Control, Daemon, Event};
 use tessera_client::sync::engine::{CONFIRM_FILE, SyncError};
 use tessera_client::sync::scan::STATE_DIR;
+use tessera_client::sync::status::{StatusFile, SyncStatus, now_ms};
 use tessera_client::sync::{Op, Report, Syncer};
+use tokio::sync::mpsc;
 
 use crate::{links, profile};
 
-/// Longest wait between reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// Rescan now and then even without events, in case the watcher missed one.
-const RESCAN: Duration = Duration::from_secs(300);
-/// How often a daemon whose folder vanished looks for it again.
+/// How often a daemon whose folder vanished before it opened looks for it
+/// again (the daemon does the same once running).
 const VANISHED_RETRY: Duration = Duration::from_secs(3);
-/// How long a stop request lets the transfer in hand finish.
-const STOP_GRACE: Duration = Duration::from_secs(3);
 /// How long `sync --allow-mass-delete` waits for a running sync to act.
 const CONFIRM_WAIT: Duration = Duration::from_secs(120);
 
@@ -96,96 +93,75 @@ fn print_stuck(stuck: &[String]) {
     }
 }
 
-/// Full-jitter exponential backoff: a random wait up to `base * 2^attempt`.
-fn backoff(attempt: u32) -> Duration {
-    let cap = Duration::from_secs(1)
-        .saturating_mul(1u32 << attempt.min(6))
-        .min(MAX_BACKOFF);
-    Duration::from_millis(rand::rng().random_range(0..=cap.as_millis() as u64))
-}
-
-/// SIGINT (Ctrl-C) and SIGTERM, listened to from the start: a signal that
-/// arrives while a round runs is kept until the loop looks, instead of
-/// being lost between two `ctrl_c()` futures.
-struct Stop {
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-}
-
-impl Stop {
-    fn new() -> anyhow::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Self {
-                int: signal(SignalKind::interrupt()).context("listening for Ctrl-C")?,
-                term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
-            })
-        }
-        #[cfg(not(unix))]
-        Ok(Self {})
-    }
-
-    /// Waits for a stop request; names it.
-    async fn requested(&mut self) -> &'static str {
-        #[cfg(unix)]
-        {
-            tokio::select! {
-                _ = self.int.recv() => "Ctrl-C",
-                _ = self.term.recv() => "SIGTERM",
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-            "Ctrl-C"
-        }
-    }
-
-    /// Sleeps; `true` if asked to stop meanwhile.
-    async fn sleep(&mut self, d: Duration) -> bool {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => false,
-            why = self.requested() => {
-                eprintln!("{why}: stopping");
-                true
-            }
-        }
-    }
-
-    /// Runs `work`; on a stop request lets it finish for a moment, then
-    /// drops it. Dropping a round is as safe as a crash (downloads sit in
-    /// `.tessera/tmp/` until verified; the trees are saved at the round's
-    /// end). Returns the result if it finished, and whether to stop.
-    async fn guard<F: Future>(&mut self, work: F) -> (Option<F::Output>, bool) {
-        tokio::pin!(work);
-        let why = tokio::select! {
-            out = &mut work => return (Some(out), false),
-            why = self.requested() => why,
-        };
-        eprintln!(
+/// Prints what the daemon says, as `tessera sync` always has.
+fn print_event(event: Event) {
+    match event {
+        Event::Started { root } => println!("syncing {} (Ctrl-C to stop)", root.display()),
+        Event::Synced(report) => print_report(&report),
+        Event::Stuck(stuck) => print_stuck(&stuck),
+        Event::Vanished(e) => eprintln!("{e}; waiting for it to come back"),
+        Event::Back { root } => println!("{} is back; syncing again", root.display()),
+        Event::Failed { error, retry_in } => eprintln!(
+            "sync failed ({error}); retrying in {:.1} s",
+            retry_in.as_secs_f64()
+        ),
+        Event::Offline { error, retry_in } => eprintln!(
+            "lost the server ({error}); retrying in {:.1} s",
+            retry_in.as_secs_f64()
+        ),
+        Event::ServerBackoff { .. } => {}
+        Event::Stopping { why, grace: None } => eprintln!("{why}: stopping"),
+        Event::Stopping {
+            why,
+            grace: Some(g),
+        } => eprintln!(
             "{why}: stopping; letting the transfer in hand finish (up to {} s)",
-            STOP_GRACE.as_secs()
-        );
-        tokio::select! {
-            out = &mut work => (Some(out), true),
-            _ = tokio::time::sleep(STOP_GRACE) => {
-                eprintln!("abandoned the unfinished transfer; the next sync redoes it");
-                (None, true)
+            g.as_secs()
+        ),
+        Event::Abandoned => {
+            eprintln!("abandoned the unfinished transfer; the next sync redoes it")
+        }
+        Event::Stopped { root } => println!("stopped syncing {}", root.display()),
+    }
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM as [`Command::Stop`], listened to from the
+/// start: a signal that arrives while a round runs waits in the channel
+/// until the daemon looks, instead of being lost between two `ctrl_c()`
+/// futures.
+fn signals() -> anyhow::Result<Control> {
+    let (tx, rx) = mpsc::channel(4);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
+        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        tokio::spawn(async move {
+            loop {
+                let why = tokio::select! {
+                    _ = int.recv() => "Ctrl-C",
+                    _ = term.recv() => "SIGTERM",
+                };
+                if tx.send(Command::Stop(why.into())).await.is_err() {
+                    return;
+                }
             }
-            _ = self.requested() => {
-                eprintln!("abandoned the unfinished transfer; the next sync redoes it");
-                (None, true)
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if tx.send(Command::Stop("Ctrl-C".into())).await.is_err() {
+                return;
             }
         }
-    }
+    });
+    Ok(Control::new(rx))
 }
 
 /// `sync --allow-mass-delete` on a folder a running sync holds: asks that
 /// sync to carry out the paused deletions and waits for it.
-async fn confirm_to_running(dir: &Path, stop: &mut Stop) -> anyhow::Result<()> {
+async fn confirm_to_running(dir: &Path, control: &mut Control) -> anyhow::Result<()> {
     let state_dir = dir.join(STATE_DIR);
     let flag = state_dir.join(CONFIRM_FILE);
     std::fs::write(&flag, b"").with_context(|| format!("writing {}", flag.display()))?;
@@ -205,12 +181,13 @@ async fn confirm_to_running(dir: &Path, stop: &mut Stop) -> anyhow::Result<()> {
                 dir.display()
             );
         }
-        if stop.sleep(Duration::from_millis(100)).await {
+        if let Some(why) = control.sleep(Duration::from_millis(100)).await {
+            eprintln!("{why}: stopping");
             let _ = std::fs::remove_file(&flag);
             anyhow::bail!("not confirmed: the deletions stay paused");
         }
     }
-    let stuck = tessera_client::sync::status::StatusFile::read(&state_dir)
+    let stuck = StatusFile::read(&state_dir)
         .map(|s| s.stuck)
         .unwrap_or_default();
     if stuck.is_empty() {
@@ -222,169 +199,82 @@ async fn confirm_to_running(dir: &Path, stop: &mut Stop) -> anyhow::Result<()> {
     }
 }
 
-pub async fn sync(args: SyncArgs<'_>) -> anyhow::Result<()> {
+/// What opening the folder came to.
+enum Start {
+    Open(Box<Syncer>, Remote),
+    /// Another process syncs the folder and was asked to confirm.
+    Confirmed,
+    /// Stopped while waiting for the folder.
+    Stopped,
+}
+
+/// Opens the folder; a daemon waits for a vanished one to come back.
+async fn start(args: &SyncArgs<'_>, control: &mut Control) -> anyhow::Result<Start> {
     let dir = args.dir;
-    let mut stop = Stop::new()?;
     let mut said_vanished = false;
-    let (mut syncer, remote) = loop {
+    loop {
         let opened = match open(dir, args.relink).await {
             Ok(o) => o,
             Err(e)
                 if args.allow_mass_delete
                     && matches!(e.downcast_ref::<SyncError>(), Some(SyncError::Busy(_))) =>
             {
-                return confirm_to_running(dir, &mut stop).await;
+                confirm_to_running(dir, control).await?;
+                return Ok(Start::Confirmed);
             }
             Err(e) => return Err(e),
         };
         match opened {
-            Opened::Ready(s, r) => break (s, r),
+            Opened::Ready(s, r) => return Ok(Start::Open(s, r)),
             Opened::Vanished(why) if args.once => anyhow::bail!(why),
             Opened::Vanished(why) => {
                 if !said_vanished {
                     eprintln!("{why}; waiting for it to come back");
                     said_vanished = true;
                 }
-                if stop.sleep(VANISHED_RETRY).await {
-                    return Ok(());
+                if let Some(why) = control.sleep(VANISHED_RETRY).await {
+                    eprintln!("{why}: stopping");
+                    return Ok(Start::Stopped);
                 }
-            }
-        }
-    };
-    syncer.allow_mass_delete = args.allow_mass_delete;
-    if args.once {
-        let (done, _) = stop.guard(syncer.sync_once()).await;
-        let Some(result) = done else {
-            syncer.close().await;
-            anyhow::bail!(
-                "stopped before {} was in sync; run again to finish",
-                dir.display()
-            );
-        };
-        let report = result?;
-        print_report(&report);
-        print_stuck(&report.stuck);
-        syncer.close().await;
-        if !report.stuck.is_empty() {
-            anyhow::bail!("{} item(s) could not be synced", report.stuck.len());
-        }
-        if !report.skipped.is_empty() {
-            anyhow::bail!(
-                "{} is not in sync: {} item(s) skipped (see the warnings above)",
-                dir.display(),
-                report.skipped.len()
-            );
-        }
-        println!("{} is in sync", dir.display());
-        return Ok(());
-    }
-
-    let (tx, mut events) = tokio::sync::mpsc::channel::<()>(1);
-    let watch = |root: &Path| -> anyhow::Result<notify::RecommendedWatcher> {
-        let state_dir = root.join(STATE_DIR);
-        let confirm = state_dir.join(CONFIRM_FILE);
-        let tx = tx.clone();
-        let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            // Reads (the scan opening folders) are no change: waking on
-            // them made every round start the next.
-            if let Ok(ev) = res
-                && !matches!(ev.kind, notify::EventKind::Access(_))
-                && ev
-                    .paths
-                    .iter()
-                    .any(|p| !p.starts_with(&state_dir) || *p == confirm)
-            {
-                let _ = tx.try_send(());
-            }
-        })?;
-        w.watch(root, notify::RecursiveMode::Recursive)?;
-        Ok(w)
-    };
-    let mut watcher = Some(watch(syncer.root())?);
-    println!("syncing {} (Ctrl-C to stop)", syncer.root().display());
-
-    let mut failures = 0u32;
-    let mut vanished = false;
-    let mut said: Vec<String> = Vec::new();
-    loop {
-        let (done, stopping) = stop.guard(syncer.sync_once()).await;
-        match done {
-            Some(Ok(report)) => {
-                failures = 0;
-                // The confirmation given at start covers what was paused then.
-                syncer.allow_mass_delete = false;
-                if vanished {
-                    vanished = false;
-                    println!("{} is back; syncing again", syncer.root().display());
-                    watcher = Some(watch(syncer.root())?);
-                }
-                print_report(&report);
-                // Said once, and again only when it changes.
-                if report.stuck != said {
-                    print_stuck(&report.stuck);
-                    said = report.stuck;
-                }
-            }
-            Some(Err(e @ SyncError::Vanished(_))) => {
-                if !vanished {
-                    eprintln!("{e}; waiting for it to come back");
-                    vanished = true;
-                    watcher = None;
-                }
-                if stopping || stop.sleep(VANISHED_RETRY).await {
-                    break;
-                }
-                continue;
-            }
-            Some(Err(e)) => {
-                failures += 1;
-                let wait = backoff(failures);
-                eprintln!("sync failed ({e}); retrying in {:.1} s", wait.as_secs_f64());
-                if stopping || stop.sleep(wait).await {
-                    break;
-                }
-                continue;
-            }
-            None => break,
-        }
-        if stopping {
-            break;
-        }
-        let cursor = syncer.cursor().unwrap_or_default().to_owned();
-        tokio::select! {
-            polled = remote.poll(&cursor, 60) => match polled {
-                Ok(p) => {
-                    if let Some(secs) = p.backoff
-                        && stop.sleep(Duration::from_secs(secs) + backoff(0)).await
-                    {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    failures += 1;
-                    let wait = backoff(failures);
-                    eprintln!("lost the server ({e}); retrying in {:.1} s", wait.as_secs_f64());
-                    if stop.sleep(wait).await {
-                        break;
-                    }
-                }
-            },
-            _ = events.recv() => {
-                // Let a burst of writes settle before scanning.
-                tokio::time::sleep(Duration::from_millis(25)).await;
-                while events.try_recv().is_ok() {}
-            }
-            _ = tokio::time::sleep(RESCAN) => {}
-            why = stop.requested() => {
-                eprintln!("{why}: stopping");
-                break;
             }
         }
     }
-    drop(watcher);
-    let root = syncer.root().to_path_buf();
-    syncer.close().await;
-    println!("stopped syncing {}", root.display());
+}
+
+pub async fn sync(args: SyncArgs<'_>) -> anyhow::Result<()> {
+    let mut control = signals()?;
+    let (syncer, remote) = match start(&args, &mut control).await? {
+        Start::Open(s, r) => (s, r),
+        Start::Confirmed | Start::Stopped => return Ok(()),
+    };
+    let config = daemon::Config {
+        allow_mass_delete: args.allow_mass_delete,
+        ..daemon::Config::default()
+    };
+    let daemon = Daemon::new(syncer, remote, config, control, print_event);
+    if !args.once {
+        return Ok(daemon.run().await?);
+    }
+    let dir = args.dir;
+    let Some(report) = daemon.once().await? else {
+        anyhow::bail!(
+            "stopped before {} was in sync; run again to finish",
+            dir.display()
+        );
+    };
+    print_report(&report);
+    print_stuck(&report.stuck);
+    if !report.stuck.is_empty() {
+        anyhow::bail!("{} item(s) could not be synced", report.stuck.len());
+    }
+    if !report.skipped.is_empty() {
+        anyhow::bail!(
+            "{} is not in sync: {} item(s) skipped (see the warnings above)",
+            dir.display(),
+            report.skipped.len()
+        );
+    }
+    println!("{} is in sync", dir.display());
     Ok(())
 }
 
@@ -392,52 +282,33 @@ fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
 
-pub async fn status(dir: &Path) -> anyhow::Result<()> {
-    if let Some(why) = vanished(dir)? {
-        anyhow::bail!(why);
+/// Prints the progress of a sync running on `dir` right now, if one is.
+fn print_running(dir: &Path, running: Option<&SyncStatus>) -> bool {
+    let fresh = running.is_some_and(|s| now_ms() - s.updated_ms < 10_000);
+    let Some(s) = running.filter(|s| fresh && s.state == "syncing") else {
+        return false;
+    };
+    let eta = s.eta().map_or_else(
+        || "unknown".to_owned(),
+        |d| format!("{:.0} s", d.as_secs_f64().ceil()),
+    );
+    println!(
+        "{} is syncing: {} of {} files, {:.1} of {:.1} MB, {:.1} MB/s, about {eta} left",
+        dir.display(),
+        s.files_done,
+        s.files_total,
+        mb(s.bytes_done),
+        mb(s.bytes_total),
+        mb(s.rate() as u64),
+    );
+    for reason in &s.stuck {
+        println!("  not synced: {reason}");
     }
-    let state_dir = dir.join(tessera_client::sync::scan::STATE_DIR);
-    let running = tessera_client::sync::status::StatusFile::read(&state_dir);
-    let fresh = running
-        .as_ref()
-        .is_some_and(|s| tessera_client::sync::status::now_ms() - s.updated_ms < 10_000);
-    if let Some(s) = running.as_ref().filter(|s| fresh && s.state == "syncing") {
-        let eta = s.eta().map_or_else(
-            || "unknown".to_owned(),
-            |d| format!("{:.0} s", d.as_secs_f64().ceil()),
-        );
-        println!(
-            "{} is syncing: {} of {} files, {:.1} of {:.1} MB, {:.1} MB/s, about {eta} left",
-            dir.display(),
-            s.files_done,
-            s.files_total,
-            mb(s.bytes_done),
-            mb(s.bytes_total),
-            mb(s.rate() as u64),
-        );
-        for reason in &s.stuck {
-            println!("  not synced: {reason}");
-        }
-        return Ok(());
-    }
-    let p = profile::load()?;
-    let remote = Remote::new(&p.server, Some(p.token))?;
-    let mut syncer = Syncer::open_read_only(dir, remote, &p.username, &p.device).await?;
-    let (ops, warnings) = syncer.pending().await?;
-    let paused = syncer.paused(&ops);
-    syncer.close().await;
-    if let Some(s) = &running {
-        for reason in s.stuck.iter().filter(|r| Some(*r) != paused.as_ref()) {
-            println!("last sync could not: {reason}");
-        }
-    }
-    if let Some(why) = paused {
-        println!("{} is not in sync: {why}", dir.display());
-        anyhow::bail!("deletions are paused in {}", dir.display());
-    }
-    for w in &warnings {
-        eprintln!("warning: {w}");
-    }
+    true
+}
+
+/// Prints what a sync of `dir` would do now.
+fn print_pending(dir: &Path, ops: &[Op], warnings: &[String]) {
     let count = |f: fn(&Op) -> bool| ops.iter().filter(|o| f(o)).count();
     let up = count(|o| {
         matches!(
@@ -460,19 +331,48 @@ pub async fn status(dir: &Path) -> anyhow::Result<()> {
     let conflicts = count(|o| matches!(o, Op::Conflict { .. }));
     if up + down + conflicts == 0 && warnings.is_empty() {
         println!("{} is in sync", dir.display());
-    } else {
-        println!(
-            "{} is not in sync: {up} change(s) to send, {down} to fetch, {conflicts} conflict(s)",
-            dir.display()
-        );
-        for op in ops
-            .iter()
-            .filter(|o| !matches!(o, Op::MarkSynced { .. } | Op::Forget { .. }))
-            .take(20)
-        {
-            println!("  {}", tessera_client::sync::engine::describe(op));
+        return;
+    }
+    println!(
+        "{} is not in sync: {up} change(s) to send, {down} to fetch, {conflicts} conflict(s)",
+        dir.display()
+    );
+    for op in ops
+        .iter()
+        .filter(|o| !matches!(o, Op::MarkSynced { .. } | Op::Forget { .. }))
+        .take(20)
+    {
+        println!("  {}", tessera_client::sync::engine::describe(op));
+    }
+}
+
+pub async fn status(dir: &Path) -> anyhow::Result<()> {
+    if let Some(why) = vanished(dir)? {
+        anyhow::bail!(why);
+    }
+    let running = StatusFile::read(&dir.join(STATE_DIR));
+    if print_running(dir, running.as_ref()) {
+        return Ok(());
+    }
+    let p = profile::load()?;
+    let remote = Remote::new(&p.server, Some(p.token))?;
+    let mut syncer = Syncer::open_read_only(dir, remote, &p.username, &p.device).await?;
+    let (ops, warnings) = syncer.pending().await?;
+    let paused = syncer.paused(&ops);
+    syncer.close().await;
+    if let Some(s) = &running {
+        for reason in s.stuck.iter().filter(|r| Some(*r) != paused.as_ref()) {
+            println!("last sync could not: {reason}");
         }
     }
+    if let Some(why) = paused {
+        println!("{} is not in sync: {why}", dir.display());
+        anyhow::bail!("deletions are paused in {}", dir.display());
+    }
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    print_pending(dir, &ops, &warnings);
     if !warnings.is_empty() {
         anyhow::bail!(
             "{} is not in sync: {} item(s) skipped (see the warnings above)",
@@ -488,7 +388,7 @@ pub fn conflicts(dir: &Path) -> anyhow::Result<()> {
         for e in std::fs::read_dir(dir)? {
             let e = e?;
             let p = e.path();
-            if e.file_name() == tessera_client::sync::scan::STATE_DIR {
+            if e.file_name() == STATE_DIR {
                 continue;
             }
             if e.file_type()?.is_dir() {

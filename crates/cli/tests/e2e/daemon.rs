@@ -11,6 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::{Backend, TestServer};
+use tessera_client::sync::Syncer;
+use tessera_client::sync::daemon::{self, Command as DaemonCommand, Control, Event};
+use tokio::sync::mpsc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 
@@ -522,45 +525,193 @@ async fn ctrl_c_and_sigterm_stop_the_daemon_and_say_so() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctrl_c_during_a_download_leaves_no_partial_file() {
-    let s = TestServer::start(Backend::Sqlite).await;
-    let (cfg, dir) = device(&s, "laptop").await;
-    let big = s.scratch("big.bin");
-    let data = crate::common::random_data(96 << 20, 7);
-    std::fs::write(&big, &data).unwrap();
-    ok(&cfg, &["put", &big.display().to_string(), "/big.bin"]).await;
-
-    let mut daemon = Daemon::start(&cfg, &dir);
-    let tmp = dir.join(".tessera/tmp");
-    let t = Instant::now();
-    let mut caught = false;
-    while t.elapsed() < Duration::from_secs(60) && !dir.join("big.bin").exists() {
-        let busy = std::fs::read_dir(&tmp).is_ok_and(|rd| {
-            rd.flatten()
-                .any(|e| e.metadata().is_ok_and(|m| m.len() > 0))
-        });
-        if busy {
-            caught = true;
-            break;
+/// Events until one matches `want`; panics with those seen if none does
+/// within `within`.
+async fn event_where(
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    within: Duration,
+    want: impl Fn(&Event) -> bool,
+) -> Event {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(e)) if want(&e) => return e,
+            Ok(Some(e)) => seen.push(format!("{e:?}")),
+            Ok(None) | Err(_) => panic!("no such event; seen:\n{}", seen.join("\n")),
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let t = Instant::now();
-    daemon.signal(libc::SIGINT);
-    let status = daemon.exited_within(Duration::from_secs(6)).await;
-    println!(
-        "Ctrl-C {} the download: stopped after {:?}",
-        if caught { "during" } else { "after" },
-        t.elapsed()
+}
+
+/// The daemon driven in-process, as another front end would drive it:
+/// commands in, typed events out, no terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_front_end_drives_the_daemon_with_commands_and_hears_typed_events() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let remote = s.user("alice").await;
+    let dir = s.scratch("desktop");
+    write_files(&dir, "notes", 20);
+    let syncer = Syncer::open(&dir, remote.clone(), "alice", "desktop")
+        .await
+        .unwrap();
+    let (commands, rx) = mpsc::channel(4);
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let config = daemon::Config::default();
+    let grace = config.stop_grace;
+    let d = daemon::Daemon::new(
+        Box::new(syncer),
+        remote.clone(),
+        config,
+        Control::new(rx),
+        move |e| {
+            let _ = tx.send(e);
+        },
     );
-    let status = status.expect("Ctrl-C stops the daemon mid-download");
-    assert!(status.success(), "{}", daemon.text());
-    if let Ok(got) = std::fs::read(dir.join("big.bin")) {
-        assert!(got == data, "a file at the target path is whole");
-    }
-    ok(&cfg, &["sync", &dir.display().to_string(), "--once"]).await;
-    assert!(std::fs::read(dir.join("big.bin")).unwrap() == data);
+    let running = tokio::spawn(d.run());
+    let within = Duration::from_secs(30);
+    event_where(&mut events, within, |e| matches!(e, Event::Started { .. })).await;
+    let up = event_where(
+        &mut events,
+        within,
+        |e| matches!(e, Event::Synced(r) if r.uploaded > 0),
+    )
+    .await;
+    assert!(
+        matches!(&up, Event::Synced(r) if r.uploaded == 20),
+        "{up:?}"
+    );
+
+    // The watcher sees the files go; the brake pauses their deletion.
+    delete_files(&dir.join("notes"));
+    let Event::Stuck(stuck) = event_where(
+        &mut events,
+        within,
+        |e| matches!(e, Event::Stuck(s) if !s.is_empty()),
+    )
+    .await
+    else {
+        unreachable!()
+    };
+    assert!(
+        stuck[0].contains("deleting 20 files on the server is paused"),
+        "{stuck:?}"
+    );
+    assert_eq!(remote.list("/notes").await.unwrap().entries.len(), 20);
+
+    // Confirmed by command, not by file.
+    commands.send(DaemonCommand::ConfirmDeletes).await.unwrap();
+    let done = event_where(
+        &mut events,
+        within,
+        |e| matches!(e, Event::Synced(r) if r.deleted_remote > 0),
+    )
+    .await;
+    assert!(
+        matches!(&done, Event::Synced(r) if r.deleted_remote == 20),
+        "{done:?}"
+    );
+    event_where(
+        &mut events,
+        within,
+        |e| matches!(e, Event::Stuck(s) if s.is_empty()),
+    )
+    .await;
+    assert_eq!(remote.list("/notes").await.unwrap().entries.len(), 0);
+
+    let t = Instant::now();
+    commands
+        .send(DaemonCommand::Stop("the test".into()))
+        .await
+        .unwrap();
+    let stopping = event_where(&mut events, within, |e| matches!(e, Event::Stopping { .. })).await;
+    assert!(
+        matches!(&stopping, Event::Stopping { why, .. } if why == "the test"),
+        "{stopping:?}"
+    );
+    event_where(&mut events, within, |e| matches!(e, Event::Stopped { .. })).await;
+    let ended = tokio::time::timeout(grace + Duration::from_secs(2), running).await;
+    println!("stopped by command after {:?}", t.elapsed());
+    ended
+        .expect("the daemon ends after Stopped")
+        .unwrap()
+        .unwrap();
+}
+
+/// A daemon whose server goes away backs off (never waiting longer than
+/// its cap) and carries on when the server is back, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_backs_off_while_the_server_is_away_and_carries_on_when_it_returns() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let remote = s.user("alice").await;
+    let dir = s.scratch("away");
+    write_files(&dir, "a", 1);
+    let syncer = Syncer::open(&dir, remote.clone(), "alice", "desktop")
+        .await
+        .unwrap();
+    let (commands, rx) = mpsc::channel(4);
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let config = daemon::Config {
+        max_backoff: Duration::from_secs(2),
+        ..daemon::Config::default()
+    };
+    let d = daemon::Daemon::new(
+        Box::new(syncer),
+        remote.clone(),
+        config,
+        Control::new(rx),
+        move |e| {
+            let _ = tx.send(e);
+        },
+    );
+    let running = tokio::spawn(d.run());
+    let within = Duration::from_secs(30);
+    event_where(
+        &mut events,
+        within,
+        |e| matches!(e, Event::Synced(r) if r.uploaded == 1),
+    )
+    .await;
+
+    let TestServer {
+        running: server,
+        dir: _keep,
+        config: server_config,
+        ..
+    } = s;
+    let addr = server.addr;
+    server.shutdown().await.unwrap();
+    let failed = event_where(&mut events, within, |e| {
+        matches!(e, Event::Failed { .. } | Event::Offline { .. })
+    })
+    .await;
+    let (Event::Failed { retry_in, .. } | Event::Offline { retry_in, .. }) = failed else {
+        unreachable!()
+    };
+    assert!(retry_in <= Duration::from_secs(2), "{retry_in:?}");
+    std::fs::write(
+        dir.join("while-away.txt"),
+        "written while the server was away",
+    )
+    .unwrap();
+
+    let mut again = server_config;
+    again.listen = addr;
+    let _server = tessera_server::start(again).await.unwrap();
+    let t = Instant::now();
+    event_where(
+        &mut events,
+        within,
+        |e| matches!(e, Event::Synced(r) if r.uploaded == 1),
+    )
+    .await;
+    println!("synced {:?} after the server came back", t.elapsed());
+    assert!(remote.meta("/while-away.txt").await.is_ok());
+    commands
+        .send(DaemonCommand::Stop("the test".into()))
+        .await
+        .unwrap();
+    event_where(&mut events, within, |e| matches!(e, Event::Stopped { .. })).await;
+    running.await.unwrap().unwrap();
 }
 
 #[test]

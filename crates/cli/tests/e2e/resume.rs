@@ -1,5 +1,5 @@
-//! `tessera get` and `tessera put` interrupted (the process killed midway)
-//! and run again: they carry on from what was done, and never install
+//! `tessera get`, `tessera put` and `tessera sync --once` interrupted (the
+//! process killed midway) and run again: they carry on from what was done, and never install
 //! wrong bytes. The binary talks to the server through a relay that counts
 //! the bytes each way, records request heads, and can hold traffic after a
 //! budget, so the kill lands midway without depending on timing.
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{Backend, TestServer, no_progress, random_data};
+use crate::common::{Backend, TestServer, dir_bytes, no_progress, random_data};
 use tessera_client::Remote;
 use tessera_client::transfer::{part_paths, upload_file};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -188,8 +188,8 @@ fn stdout(out: &Output) -> String {
 }
 
 /// Waits until `measure` is at least `min` and has not moved for a while
-/// (the relay is holding the traffic), then kills `child` outright.
-async fn kill_when_stalled(mut child: Child, min: u64, measure: impl Fn() -> u64) -> u64 {
+/// (the relay is holding the traffic); returns that value.
+async fn wait_stalled(child: &mut Child, min: u64, measure: impl Fn() -> u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(120);
     let (mut last, mut still) = (u64::MAX, 0);
     loop {
@@ -201,7 +201,7 @@ async fn kill_when_stalled(mut child: Child, min: u64, measure: impl Fn() -> u64
         if now >= min && now == last {
             still += 1;
             if still >= 10 {
-                break;
+                return last;
             }
         } else {
             still = 0;
@@ -209,9 +209,14 @@ async fn kill_when_stalled(mut child: Child, min: u64, measure: impl Fn() -> u64
         last = now;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// [`wait_stalled`], then kills `child` outright.
+async fn kill_when_stalled(mut child: Child, min: u64, measure: impl Fn() -> u64) -> u64 {
+    let held = wait_stalled(&mut child, min, measure).await;
     child.kill().unwrap();
     child.wait().unwrap();
-    last
+    held
 }
 
 fn len_of(path: &Path) -> u64 {
@@ -379,6 +384,96 @@ async fn a_killed_put_sends_only_the_missing_blocks_when_run_again() {
 
     let resp = t.alice.download("/up.bin", None).await.unwrap();
     assert_eq!(resp.bytes().await.unwrap(), data);
+}
+
+/// A sync killed (kill -9) midway through a large download, held there by
+/// the relay: no partial file appears at the target, and the next run
+/// finishes with the right bytes and clears the interrupted download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_killed_mid_download_leaves_no_partial_file() {
+    let t = setup().await;
+    let data = random_data(40 * MIB, 8);
+    put_remote(&t.alice, &t.s, "/big.bin", &data, "big.src").await;
+    let folder = t.s.scratch("synced");
+    std::fs::create_dir_all(&folder).unwrap();
+    let (target, tmp) = (folder.join("big.bin"), folder.join(".tessera/tmp"));
+
+    t.relay.reset();
+    t.relay.down_limit.store(16 << 20, Ordering::SeqCst);
+    let child = command(&t.cfg, &["sync", folder.to_str().unwrap(), "--once"])
+        .spawn()
+        .unwrap();
+    let held = kill_when_stalled(child, 1, || dir_bytes(&tmp)).await;
+    t.relay.reset();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.relay.reset();
+    println!("killed with {held} bytes of the download on disk");
+    assert!(held < data.len() as u64, "held {held}");
+    assert!(
+        !target.exists(),
+        "a partial file appeared at the target path"
+    );
+
+    let out = run(&t.cfg, &["sync", folder.to_str().unwrap(), "--once"], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::read(&target).unwrap() == data, "the bytes differ");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+}
+
+/// Ctrl-C to a running `tessera sync` while its download is held midway:
+/// the transfer in hand gets its grace, is abandoned when the grace runs
+/// out, and the daemon exits cleanly leaving no partial file; the next run
+/// finishes the download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_a_held_download_stops_the_daemon_within_its_grace() {
+    let t = setup().await;
+    let data = random_data(40 * MIB, 9);
+    put_remote(&t.alice, &t.s, "/big.bin", &data, "big.src").await;
+    let folder = t.s.scratch("daemon");
+    std::fs::create_dir_all(&folder).unwrap();
+    let (target, tmp) = (folder.join("big.bin"), folder.join(".tessera/tmp"));
+
+    t.relay.reset();
+    t.relay.down_limit.store(16 << 20, Ordering::SeqCst);
+    let mut child = command(&t.cfg, &["sync", folder.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    wait_stalled(&mut child, 1, || dir_bytes(&tmp)).await;
+    let pid = i32::try_from(child.id()).unwrap();
+    let sent = Instant::now();
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::kill(pid, libc::SIGINT) };
+    assert_eq!(rc, 0, "kill failed");
+    let waited = tokio::task::spawn_blocking(move || child.wait_with_output());
+    let out = tokio::time::timeout(Duration::from_secs(10), waited)
+        .await
+        .expect("Ctrl-C stops the daemon within 10 s")
+        .unwrap()
+        .unwrap();
+    println!(
+        "Ctrl-C during a held download: stopped after {:?}",
+        sent.elapsed()
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains("Ctrl-C: stopping; letting the transfer in hand finish (up to 3 s)"),
+        "{said}"
+    );
+    assert!(said.contains("abandoned the unfinished transfer"), "{said}");
+    assert!(stdout(&out).contains("stopped syncing"), "{}", stdout(&out));
+    assert!(
+        !target.exists(),
+        "a partial file appeared at the target path"
+    );
+
+    t.relay.reset();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.relay.reset();
+    let out = run(&t.cfg, &["sync", folder.to_str().unwrap(), "--once"], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::read(&target).unwrap() == data, "the bytes differ");
 }
 
 /// Reads "sent K of N blocks" from `tessera put`'s report.

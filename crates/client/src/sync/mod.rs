@@ -6,6 +6,7 @@
 
 pub mod brake;
 pub mod case;
+pub mod daemon;
 pub mod engine;
 pub mod planner;
 pub mod scan;

@@ -20,6 +20,16 @@ pub enum StateError {
     Db(#[from] sqlx::Error),
     #[error("sync state is damaged: {0}")]
     Damaged(String),
+    #[error(
+        "{file} was written by a newer version of tessera (sync state version {found}; this \
+         version knows up to {known}); nothing was changed: sync this folder with the newer \
+         tessera"
+    )]
+    Newer {
+        file: String,
+        found: i64,
+        known: i64,
+    },
 }
 
 /// What `stat` said about a file when it was last hashed.
@@ -36,7 +46,17 @@ pub struct State {
     pool: SqlitePool,
 }
 
-const SCHEMA: &str = "
+/// The schema, one step per version: `MIGRATIONS[i]` brings a database
+/// from version `i` to `i + 1`, and the version is SQLite's
+/// `PRAGMA user_version`, moved in the same transaction as the step.
+///
+/// Version 1 is the format written before versions were kept (those
+/// databases say 0 and already hold these tables, hence `IF NOT EXISTS`:
+/// for them the step only records the version). Later steps assume the
+/// version before them exactly, and are only ever appended.
+const MIGRATIONS: &[&str] = &[V1];
+
+const V1: &str = "
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS remote_tree (path TEXT PRIMARY KEY, kind TEXT NOT NULL, hash BLOB, rev INTEGER, id TEXT, size INTEGER);
 CREATE TABLE IF NOT EXISTS synced_tree (path TEXT PRIMARY KEY, kind TEXT NOT NULL, hash BLOB, rev INTEGER, id TEXT, size INTEGER);
@@ -46,6 +66,51 @@ CREATE TABLE IF NOT EXISTS stat_cache (path TEXT PRIMARY KEY, size INTEGER NOT N
 CREATE TABLE IF NOT EXISTS local_blocks (block_id BLOB NOT NULL, path TEXT NOT NULL, file_offset INTEGER NOT NULL, len INTEGER NOT NULL, PRIMARY KEY (block_id, path, file_offset));
 CREATE INDEX IF NOT EXISTS local_blocks_path ON local_blocks(path);
 ";
+
+/// The schema version this build reads and writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database to the last of `steps`, each in a transaction of
+/// its own. `BEGIN IMMEDIATE` takes the write lock before the version is
+/// read, so a `tessera status` opening the folder while a sync does cannot
+/// run a step twice. A database newer than `steps` is refused untouched:
+/// this build does not know what the newer steps changed.
+async fn migrate(pool: &SqlitePool, steps: &[&'static str], file: &Path) -> Result<(), StateError> {
+    let known = steps.len() as i64;
+    // Up to date is the usual case: no write lock for it, so opening a
+    // folder a sync is writing to does not wait for the sync.
+    let (found,): (i64,) = sqlx::query_as("PRAGMA user_version")
+        .fetch_one(pool)
+        .await?;
+    if found == known {
+        return Ok(());
+    }
+    loop {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (found,): (i64,) = sqlx::query_as("PRAGMA user_version")
+            .fetch_one(&mut *tx)
+            .await?;
+        if found > known {
+            return Err(StateError::Newer {
+                file: file.display().to_string(),
+                found,
+                known,
+            });
+        }
+        let Some(step) = usize::try_from(found).ok().and_then(|i| steps.get(i)) else {
+            return Ok(());
+        };
+        sqlx::raw_sql(*step).execute(&mut *tx).await?;
+        // PRAGMA takes no bound parameters; the number is ours.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "PRAGMA user_version = {}",
+            found + 1
+        )))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+}
 
 type NodeRow = (
     String,
@@ -66,20 +131,23 @@ fn hash_of(raw: Option<Vec<u8>>) -> Result<Option<ContentHash>, StateError> {
 }
 
 impl State {
+    /// Opens (creating if missing) `dir/state.db`, bringing it to
+    /// [`SCHEMA_VERSION`] first.
     pub async fn open(dir: &Path) -> Result<Self, StateError> {
-        let opts = SqliteConnectOptions::from_str(&format!(
-            "sqlite://{}",
-            dir.join("state.db").display()
-        ))?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(std::time::Duration::from_secs(10));
+        let file = dir.join("state.db");
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", file.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(opts)
             .await?;
-        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        if let Err(e) = migrate(&pool, MIGRATIONS, &file).await {
+            pool.close().await;
+            return Err(e);
+        }
         Ok(Self { pool })
     }
 
@@ -301,5 +369,184 @@ impl BlockIndex {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use sqlx::Connection;
+
+    use super::*;
+
+    /// The schema exactly as releases before schema versions wrote it.
+    const UNVERSIONED: &str = "
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS remote_tree (path TEXT PRIMARY KEY, kind TEXT NOT NULL, hash BLOB, rev INTEGER, id TEXT, size INTEGER);
+CREATE TABLE IF NOT EXISTS synced_tree (path TEXT PRIMARY KEY, kind TEXT NOT NULL, hash BLOB, rev INTEGER, id TEXT, size INTEGER);
+CREATE TABLE IF NOT EXISTS stat_cache (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, hash BLOB NOT NULL);
+-- Where the blocks of large local files lie, so a download can take a block
+-- from any local file that holds it. A hint only: every use re-hashes.
+CREATE TABLE IF NOT EXISTS local_blocks (block_id BLOB NOT NULL, path TEXT NOT NULL, file_offset INTEGER NOT NULL, len INTEGER NOT NULL, PRIMARY KEY (block_id, path, file_offset));
+CREATE INDEX IF NOT EXISTS local_blocks_path ON local_blocks(path);
+INSERT INTO settings VALUES ('account', 'http://127.0.0.1:1 alice'), ('cursor', '42');
+INSERT INTO remote_tree VALUES
+  ('docs', 'folder', NULL, NULL, 'id-docs', NULL),
+  ('docs/a.txt', 'file', X'0101010101010101010101010101010101010101010101010101010101010101', 3, 'id-a', 5);
+INSERT INTO synced_tree VALUES
+  ('docs', 'folder', NULL, NULL, 'id-docs', NULL),
+  ('docs/a.txt', 'file', X'0101010101010101010101010101010101010101010101010101010101010101', 2, 'id-a', 5);
+INSERT INTO stat_cache VALUES
+  ('docs/a.txt', 5, 1700000000000000000, 77, X'0101010101010101010101010101010101010101010101010101010101010101');
+INSERT INTO local_blocks VALUES
+  (X'0202020202020202020202020202020202020202020202020202020202020202', 'docs/a.txt', 0, 5);
+";
+
+    async fn raw(dir: &Path) -> sqlx::SqliteConnection {
+        let url = format!("sqlite://{}", dir.join("state.db").display());
+        let opts = SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .create_if_missing(true);
+        sqlx::SqliteConnection::connect_with(&opts).await.unwrap()
+    }
+
+    async fn version(conn: &mut sqlx::SqliteConnection) -> i64 {
+        sqlx::query_as::<_, (i64,)>("PRAGMA user_version")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+            .0
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_versions_is_upgraded_and_keeps_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = raw(dir.path()).await;
+        sqlx::raw_sql(UNVERSIONED).execute(&mut conn).await.unwrap();
+        assert_eq!(version(&mut conn).await, 0);
+        conn.close().await.unwrap();
+
+        let state = State::open(dir.path()).await.unwrap();
+        let remote = state.remote_tree().await.unwrap();
+        let synced = state.synced_tree().await.unwrap();
+        let cache = state.stat_cache().await.unwrap();
+        let sites = state.block_index().sites(&[BlockId([2; 32])]).await;
+        let cursor = state.setting("cursor").await.unwrap();
+        let account = state.setting("account").await.unwrap();
+        state.close().await;
+
+        assert_eq!(cursor.as_deref(), Some("42"));
+        assert_eq!(account.as_deref(), Some("http://127.0.0.1:1 alice"));
+        assert_eq!(remote.len(), 2);
+        assert_eq!(remote["docs"].kind, NodeKind::Folder);
+        let a = &remote["docs/a.txt"];
+        assert_eq!(
+            (a.kind, a.hash, a.rev, a.id.as_deref(), a.size),
+            (
+                NodeKind::File,
+                Some(ContentHash([1; 32])),
+                Some(3),
+                Some("id-a"),
+                Some(5)
+            )
+        );
+        assert_eq!(synced["docs/a.txt"].rev, Some(2));
+        let (stat, hash) = cache["docs/a.txt"];
+        assert_eq!((stat.size, stat.inode), (5, 77));
+        assert_eq!(hash, ContentHash([1; 32]));
+        assert_eq!(
+            sites.unwrap()[&BlockId([2; 32])],
+            vec![("docs/a.txt".to_owned(), 0, 5)]
+        );
+        let mut conn = raw(dir.path()).await;
+        assert_eq!(version(&mut conn).await, SCHEMA_VERSION);
+    }
+
+    #[tokio::test]
+    async fn a_new_database_is_written_at_the_current_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).await.unwrap();
+        let mut tree = Tree::new();
+        tree.insert(
+            "x".into(),
+            Node {
+                kind: NodeKind::Folder,
+                hash: None,
+                rev: None,
+                id: Some("id-x".into()),
+                size: None,
+            },
+        );
+        state
+            .save(&tree, Some("7"), &tree, &StatCache::new())
+            .await
+            .unwrap();
+        state.close().await;
+        let state = State::open(dir.path()).await.unwrap();
+        assert_eq!(state.synced_tree().await.unwrap(), tree);
+        assert_eq!(state.setting("cursor").await.unwrap().as_deref(), Some("7"));
+        state.close().await;
+        assert_eq!(version(&mut raw(dir.path()).await).await, SCHEMA_VERSION);
+    }
+
+    #[tokio::test]
+    async fn a_database_from_a_newer_version_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        State::open(dir.path()).await.unwrap().close().await;
+        let newer = SCHEMA_VERSION + 1;
+        let mut conn = raw(dir.path()).await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "PRAGMA user_version = {newer}; CREATE TABLE from_the_future (x INTEGER);"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+
+        let err = State::open(dir.path()).await.err().expect("refused");
+        assert!(
+            matches!(err, StateError::Newer { found, known, .. } if found == newer && known == SCHEMA_VERSION),
+            "{err}"
+        );
+        let said = err.to_string();
+        assert!(said.contains("newer version of tessera"), "{said}");
+        assert!(said.contains("state.db"), "names the file: {said}");
+        let mut conn = raw(dir.path()).await;
+        assert_eq!(version(&mut conn).await, newer);
+    }
+
+    #[tokio::test]
+    async fn steps_run_once_each_in_order_and_a_failed_one_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state.db");
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", file.display()))
+            .unwrap()
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(opts).await.unwrap();
+        let steps = [
+            "CREATE TABLE t (x INTEGER)",
+            "INSERT INTO t VALUES (1)",
+            "INSERT INTO t VALUES (2)",
+            "INSERT INTO t VALUES (3); INSERT INTO no_such_table VALUES (4)",
+        ];
+        let rows = |pool: SqlitePool| async move {
+            let got: Vec<(i64,)> = sqlx::query_as("SELECT x FROM t ORDER BY rowid")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            got.into_iter().map(|r| r.0).collect::<Vec<_>>()
+        };
+        migrate(&pool, &steps[..2], &file).await.unwrap();
+        assert_eq!(rows(pool.clone()).await, [1]);
+        migrate(&pool, &steps[..3], &file).await.unwrap();
+        assert_eq!(rows(pool.clone()).await, [1, 2]);
+        assert!(migrate(&pool, &steps, &file).await.is_err());
+        assert_eq!(rows(pool.clone()).await, [1, 2]);
+        let (v,): (i64,) = sqlx::query_as("PRAGMA user_version")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(v, 3);
     }
 }
