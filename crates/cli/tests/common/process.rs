@@ -92,6 +92,8 @@ pub struct Served {
     pub listen: String,
     /// The first start's admin password (the one given, or the one printed).
     pub password: String,
+    /// What it printed up to saying where it listens.
+    pub banner: Vec<String>,
 }
 
 impl Served {
@@ -202,6 +204,7 @@ impl<'a> Serve<'a> {
             child,
             listen: String::new(),
             password: self.password.unwrap_or_default(),
+            banner: Vec::new(),
         };
         for line in BufReader::new(stdout).lines() {
             let line = line.unwrap();
@@ -210,8 +213,10 @@ impl<'a> Serve<'a> {
             }
             if let Some(url) = line.strip_prefix("Tessera is listening on http://") {
                 served.listen = url.trim().to_owned();
+                served.banner.push(line);
                 return served;
             }
+            served.banner.push(line);
         }
         panic!("the server did not start");
     }

@@ -3,49 +3,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+use crate::common::process::{Serve, Served, command, finish};
 
-struct Server(Child);
+/// A process killed when the test ends.
+struct Killed(Child);
 
-impl Drop for Server {
+impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn tessera(cfg: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("TESSERA_CONFIG_DIR", cfg)
-        .env("TESSERA_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
+    finish(command(cfg, args), stdin)
 }
 
 fn ok(cfg: &Path, args: &[&str], stdin: Option<&str>) -> String {
@@ -58,45 +32,11 @@ fn ok(cfg: &Path, args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Starts `tessera serve` on a free port; returns it with the printed
-/// admin password.
-fn serve(data: &Path) -> (Server, String, String) {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            &listen,
-        ])
-        .env("TESSERA_LOG", "warn")
-        .env_remove("TESSERA_ADMIN_PASSWORD")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _server = Server(child);
-    let mut password = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        if let Some(pw) = line.strip_prefix("Created user `admin` with password: ") {
-            password = Some(pw.to_owned());
-        }
-        if line.starts_with("Tessera is listening") {
-            break;
-        }
-    }
-    let password = password.expect("the first start prints the admin password");
-    (_server, listen, password)
-}
-
 /// A server in `dir/data` and the admin logged in with config `cfg`.
-fn serve_logged_in(dir: &Path, cfg: &Path) -> Server {
-    let (server, listen, password) = serve(&dir.join("data"));
-    let url = format!("http://{listen}");
+fn serve_logged_in(dir: &Path, cfg: &Path) -> Served {
+    let data = dir.join("data");
+    let server = Serve::new(&data).start();
+    let (url, password) = (server.url(), server.password.clone());
     ok(
         cfg,
         &[
@@ -117,7 +57,8 @@ fn a_user_session_from_first_start_to_logout() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let cfg = dir.path().join("cfg");
-    let (_server, listen, password) = serve(&data);
+    let served = Serve::new(&data).start();
+    let (listen, password) = (served.listen.clone(), served.password.clone());
     let key = data.join("master.key");
     #[cfg(unix)]
     {
@@ -283,15 +224,12 @@ fn sync_command_carries_changes_live() {
     let out = ok(&cfg, &["sync", a.to_str().unwrap(), "--once"], None);
     assert!(out.contains("in sync"), "{out}");
     // B runs continuously: it fetches what exists, then follows along.
-    let follower = Command::new(BIN)
-        .args(["sync", b.to_str().unwrap()])
-        .env("TESSERA_CONFIG_DIR", &cfg)
-        .env("TESSERA_LOG", "warn")
+    let follower = command(&cfg, &["sync", b.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _follower = Server(follower);
+    let _follower = Killed(follower);
     let wait_for = |path: &Path, want: &str| {
         let t = std::time::Instant::now();
         while t.elapsed() < std::time::Duration::from_secs(20) {

@@ -6,16 +6,15 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::process::{Serve, command, finish_async, said};
 use crate::common::{Backend, TestServer};
 use tessera_client::sync::Syncer;
 use tessera_client::sync::daemon::{self, Command as DaemonCommand, Control, Event};
 use tokio::sync::mpsc;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 
 on_both_backends!(
     a_paused_mass_delete_is_said_once_and_confirmed_while_running,
@@ -24,63 +23,17 @@ on_both_backends!(
     admin_user_add_refuses_a_folder_without_a_database,
 );
 
-fn command(cfg: &Path, args: &[String]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .env("TESSERA_CONFIG_DIR", cfg)
-        .env("TESSERA_LOG", "warn")
-        .env_remove("TESSERA_SERVER")
-        .env_remove("TESSERA_DATA_DIR")
-        .env_remove("TESSERA_DATABASE");
-    c
-}
-
-/// Runs `tessera ARGS` to the end (off the runtime, which also serves the
-/// server the command talks to).
+/// Runs `tessera ARGS` to the end, in `cwd` if given.
 async fn run_in(cwd: Option<&Path>, cfg: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let (cfg, cwd, stdin) = (
-        cfg.to_owned(),
-        cwd.map(Path::to_owned),
-        stdin.map(str::to_owned),
-    );
-    tokio::task::spawn_blocking(move || {
-        let mut c = command(&cfg, &args);
-        if let Some(d) = cwd {
-            c.current_dir(d);
-        }
-        let mut child = c
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
-        }
-        drop(child.stdin.take());
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap()
+    let mut c = command(cfg, args);
+    if let Some(d) = cwd {
+        c.current_dir(d);
+    }
+    finish_async(c, stdin).await
 }
 
 async fn run(cfg: &Path, args: &[&str]) -> Output {
     run_in(None, cfg, args, None).await
-}
-
-/// Everything the command printed, both streams.
-fn said(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 async fn ok(cfg: &Path, args: &[&str]) -> String {
@@ -180,7 +133,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(cfg: &Path, dir: &Path) -> Self {
-        let mut child = command(cfg, &["sync".into(), dir.display().to_string()])
+        let mut child = command(cfg, &["sync", &dir.display().to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -718,36 +671,9 @@ async fn a_daemon_backs_off_while_the_server_is_away_and_carries_on_when_it_retu
 fn login_remembers_the_server_and_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("cfg");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut server = Command::new(BIN)
-        .args(["serve", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("TESSERA_LOG", "warn")
-        .env_remove("TESSERA_ADMIN_PASSWORD")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut banner = Vec::new();
-    for line in BufReader::new(server.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        let done = line.starts_with("Tessera is listening");
-        banner.push(line);
-        if done {
-            break;
-        }
-    }
-    let password = banner
-        .iter()
-        .find_map(|l| l.strip_prefix("Created user `admin` with password: "))
-        .unwrap()
-        .to_owned();
+    let data = dir.path().join("data");
+    let server = Serve::new(&data).start();
+    let (url, banner, password) = (server.url(), &server.banner, server.password.clone());
     let login = format!("tessera login --server {url} --user admin");
     let command = banner
         .iter()
@@ -788,24 +714,15 @@ fn login_remembers_the_server_and_says_what_to_do() {
     assert!(text.contains("wrong user name or password"), "{text}");
     assert!(!text.contains("log in again"), "{text}");
 
-    let _ = server.kill();
-    let _ = server.wait();
+    let listen = server.listen.clone();
+    drop(server);
     let down = run(&["ls"], "");
     assert!(!down.status.success());
     let text = said(&down);
-    assert_eq!(
-        text.matches(&format!("127.0.0.1:{port}")).count(),
-        1,
-        "{text}"
-    );
+    assert_eq!(text.matches(&listen).count(), 1, "{text}");
     assert!(text.contains("start it"), "{text}");
 }
 
 fn command_sync(cfg: &Path, args: &[&str]) -> Child {
-    command(cfg, &args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    command(cfg, args).spawn().unwrap()
 }

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::common::process::fresh_postgres;
+use crate::common::process::{command, fresh_postgres, said};
 use crate::common::{Backend, TestServer, no_progress};
 use tessera_client::sync::Syncer;
 use tessera_client::transfer::{download_file, upload_file};
@@ -401,18 +401,8 @@ async fn skips_are_reported_once_and_the_folder_is_not_in_sync(b: Backend) {
     });
     std::fs::write(cfg.join("profile.json"), profile.to_string()).unwrap();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args(args)
-            .arg(&dir)
-            .env("TESSERA_CONFIG_DIR", &cfg)
-            .env("TESSERA_LOG", "warn")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = command(&cfg, args).arg(&dir).output().unwrap();
+        let text = said(&out);
         (out.status.success(), text)
     };
     let (ok, text) = run(&["sync", "--once"]);
@@ -450,10 +440,8 @@ async fn watcher_chatter_stays_out_of_the_default_log() {
         std::fs::write(dir.join(sub).join("inner/f.txt"), sub).unwrap();
     }
     let log = s.scratch("daemon.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .arg("sync")
+    let mut child = command(&cfg, &["sync"])
         .arg(&dir)
-        .env("TESSERA_CONFIG_DIR", &cfg)
         .env_remove("TESSERA_LOG")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())

@@ -7,109 +7,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Output};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::common::process::{command, finish_async};
+use crate::common::relay::Relay;
 use crate::common::{Backend, TestServer, dir_bytes, no_progress, random_data};
 use tessera_client::Remote;
 use tessera_client::transfer::{part_paths, upload_file};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 const MIB: usize = 1 << 20;
-
-/// A TCP relay in front of the server.
-struct Relay {
-    url: String,
-    /// Bytes relayed server → client and client → server.
-    down: AtomicU64,
-    up: AtomicU64,
-    /// Traffic each way stops (is held, not dropped) once past these.
-    down_limit: AtomicU64,
-    up_limit: AtomicU64,
-    /// The start of every request the client sent.
-    heads: Mutex<Vec<String>>,
-}
-
-impl Relay {
-    async fn start(upstream: &str) -> Arc<Relay> {
-        let upstream = upstream.trim_start_matches("http://").to_owned();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let relay = Arc::new(Relay {
-            url: format!("http://{}", listener.local_addr().unwrap()),
-            down: AtomicU64::new(0),
-            up: AtomicU64::new(0),
-            down_limit: AtomicU64::new(u64::MAX),
-            up_limit: AtomicU64::new(u64::MAX),
-            heads: Mutex::new(Vec::new()),
-        });
-        let r = relay.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(&upstream).await else {
-                    continue;
-                };
-                let (cr, cw) = client.into_split();
-                let (sr, sw) = server.into_split();
-                tokio::spawn(pipe(r.clone(), cr, sw, true));
-                tokio::spawn(pipe(r.clone(), sr, cw, false));
-            }
-        });
-        relay
-    }
-
-    fn reset(&self) {
-        self.down.store(0, Ordering::SeqCst);
-        self.up.store(0, Ordering::SeqCst);
-        self.down_limit.store(u64::MAX, Ordering::SeqCst);
-        self.up_limit.store(u64::MAX, Ordering::SeqCst);
-        self.heads.lock().unwrap().clear();
-    }
-
-    fn heads(&self) -> Vec<String> {
-        self.heads.lock().unwrap().clone()
-    }
-}
-
-async fn pipe(
-    relay: Arc<Relay>,
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    upward: bool,
-) {
-    let (count, limit) = if upward {
-        (&relay.up, &relay.up_limit)
-    } else {
-        (&relay.down, &relay.down_limit)
-    };
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        while count.load(Ordering::SeqCst) >= limit.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        if upward
-            && ["GET ", "PUT ", "POST ", "HEAD "]
-                .iter()
-                .any(|m| buf.starts_with(m.as_bytes()))
-        {
-            let text = String::from_utf8_lossy(&buf[..n]);
-            let head = text.split("\r\n\r\n").next().unwrap_or_default().to_owned();
-            relay.heads.lock().unwrap().push(head);
-        }
-        count.fetch_add(n as u64, Ordering::SeqCst);
-        if to.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown().await;
-}
 
 /// A server, a relay before it, and a config folder logged in as alice
 /// through the relay.
@@ -147,36 +55,8 @@ async fn setup() -> Setup {
     }
 }
 
-fn command(cfg: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env("TESSERA_CONFIG_DIR", cfg)
-        .env("TESSERA_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
 async fn run(cfg: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = command(cfg, args);
-    let stdin = stdin.map(str::to_owned);
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let mut child = cmd.spawn().unwrap();
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
-        }
-        drop(child.stdin.take());
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap()
+    finish_async(command(cfg, args), stdin).await
 }
 
 fn stderr(out: &Output) -> String {

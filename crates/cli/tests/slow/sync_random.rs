@@ -26,20 +26,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
+use crate::common::relay::{Fault, Relay};
 use crate::common::{Backend, TestServer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera_client::Remote;
 use tessera_client::sync::Syncer;
 use tessera_proto::ContentHash;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 struct Dev {
     name: String,
@@ -50,254 +45,19 @@ struct Dev {
 
 /// Share of requests (in thousandths) that meet a network fault while
 /// faults are on. Requests that change something on the server meet one
-/// [`WRITE_FACTOR`] times as often: a lost answer to one of those is
+/// [`WRITE_FACTOR`](crate::common::relay::WRITE_FACTOR) times as often: a lost answer to one of those is
 /// where a client can go wrong, whereas most reads are journal pulls, and
 /// a broken one just ends the sync early. About one sync in seven meets
 /// a fault (seeds 1 to 25), so most still get somewhere.
 /// `TESSERA_SYNC_FAULTS` sets another share (the same one is needed to
 /// replay a seed).
 const FAULTS_PER_MILLE: u32 = 20;
-const WRITE_FACTOR: u32 = 10;
 
 fn faults_per_mille() -> u32 {
     std::env::var("TESSERA_SYNC_FAULTS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(FAULTS_PER_MILLE)
-}
-
-/// What the network does to one request.
-#[derive(Debug, Clone, Copy)]
-enum Fault {
-    /// The connection is reset when the request arrives.
-    Reset,
-    /// The connection closes after this many thousandths of the request
-    /// (which never reaches the server whole) or of its answer (lost
-    /// after the server acted on the request).
-    CutRequest(u64),
-    CutAnswer(u64),
-    /// The request, or its answer, is held this many milliseconds.
-    StallRequest(u64),
-    StallAnswer(u64),
-}
-
-/// A TCP relay between one device and the server. Faults are drawn per
-/// request, in the order the device makes them, from the relay's own
-/// seeded generator: the device makes one request at a time, so a seed
-/// meets the same faults every run, whichever pooled connection each
-/// request happens to travel on.
-struct Relay {
-    url: String,
-    faults: AtomicBool,
-    per_mille: u32,
-    rng: Mutex<StdRng>,
-    requests: AtomicU64,
-    /// A fault for the next request whose first line starts so, whether
-    /// faults are on or not, for tests that need one at a given place.
-    planned: Mutex<Option<(String, Fault)>>,
-    /// Faults that happened, for the seed's log.
-    events: Mutex<Vec<String>>,
-}
-
-impl Relay {
-    async fn start(upstream: &str, seed: u64, per_mille: u32) -> Arc<Relay> {
-        let upstream = upstream.trim_start_matches("http://").to_owned();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let relay = Arc::new(Relay {
-            url: format!("http://{}", listener.local_addr().unwrap()),
-            faults: AtomicBool::new(false),
-            per_mille,
-            rng: Mutex::new(StdRng::seed_from_u64(seed)),
-            requests: AtomicU64::new(0),
-            planned: Mutex::new(None),
-            events: Mutex::new(Vec::new()),
-        });
-        let r = relay.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(&upstream).await else {
-                    continue;
-                };
-                // Without this, a message relayed in two writes waits out
-                // the peer's delayed acknowledgement.
-                let _ = client.set_nodelay(true);
-                let _ = server.set_nodelay(true);
-                let (cr, cw) = client.into_split();
-                let (sr, sw) = server.into_split();
-                let conn = Arc::new(Conn {
-                    answer_fault: Mutex::new(None),
-                    cut: watch::Sender::new(false),
-                });
-                tokio::spawn(pipe(r.clone(), conn.clone(), true, cr, sw));
-                tokio::spawn(pipe(r.clone(), conn, false, sr, cw));
-            }
-        });
-        relay
-    }
-
-    /// The fate of the device's next request (`line` is its first line);
-    /// `None` for most.
-    fn draw(&self, line: &str) -> Option<Fault> {
-        {
-            let mut planned = self.planned.lock().unwrap();
-            if planned
-                .as_ref()
-                .is_some_and(|(p, _)| line.starts_with(p.as_str()))
-            {
-                return planned.take().map(|(_, f)| f);
-            }
-        }
-        if !self.faults.load(Ordering::SeqCst) {
-            return None;
-        }
-        let per_mille = if line.starts_with("POST /api/v1/files/") {
-            self.per_mille * WRITE_FACTOR
-        } else {
-            self.per_mille
-        };
-        let mut rng = self.rng.lock().unwrap();
-        if rng.random_range(0..1000) >= per_mille {
-            return None;
-        }
-        let at = rng.random_range(0..1000);
-        let ms = rng.random_range(20..200);
-        Some(match rng.random_range(0..10) {
-            0 => Fault::Reset,
-            1..=3 => Fault::CutRequest(at),
-            4..=7 => Fault::CutAnswer(at),
-            8 => Fault::StallRequest(ms),
-            _ => Fault::StallAnswer(ms),
-        })
-    }
-
-    fn event(&self, what: String) {
-        self.events.lock().unwrap().push(what);
-    }
-
-    fn take_events(&self) -> Vec<String> {
-        std::mem::take(&mut *self.events.lock().unwrap())
-    }
-
-    fn set_faults(&self, on: bool) {
-        self.faults.store(on, Ordering::SeqCst);
-    }
-}
-
-/// One relayed connection, shared by its two directions.
-struct Conn {
-    /// Set with the request whose answer is to be broken. The client
-    /// sends a request only after the previous answer has arrived whole,
-    /// so the next bytes from the server are that answer.
-    answer_fault: Mutex<Option<(u64, String, Fault)>>,
-    /// Set when either direction cuts the connection, to end both.
-    cut: watch::Sender<bool>,
-}
-
-/// Length of the HTTP message that starts `chunk`: its head plus the body
-/// its `Content-Length` announces, or the chunk alone if either is unknown
-/// (a request without a body, or a head split across reads).
-fn message_len(chunk: &[u8]) -> u64 {
-    let Some(head) = chunk.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return chunk.len() as u64;
-    };
-    let body = String::from_utf8_lossy(&chunk[..head])
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse::<u64>().ok());
-    match body {
-        Some(body) => head as u64 + 4 + body,
-        None => chunk.len() as u64,
-    }
-}
-
-/// Relays one direction of a connection (`up`: client to server), noting
-/// where requests begin and applying the fault drawn for each.
-async fn pipe(
-    relay: Arc<Relay>,
-    conn: Arc<Conn>,
-    up: bool,
-    mut from: OwnedReadHalf,
-    mut to: OwnedWriteHalf,
-) {
-    let mut cut_seen = conn.cut.subscribe();
-    let mut buf = vec![0u8; 64 << 10];
-    // Bytes of the current request still to come (up only).
-    let mut rest = 0u64;
-    // Where to cut the current message: (bytes into it, bytes relayed so
-    // far, what it is).
-    let mut cut_at: Option<(u64, u64, String)> = None;
-    loop {
-        let len = tokio::select! {
-            r = from.read(&mut buf) => match r {
-                Ok(0) | Err(_) => break,
-                Ok(len) => len,
-            },
-            _ = cut_seen.wait_for(|c| *c) => return,
-        };
-        let chunk = &buf[..len];
-        let fault = if up && rest == 0 {
-            rest = message_len(chunk);
-            let n = relay.requests.fetch_add(1, Ordering::SeqCst);
-            let line = String::from_utf8_lossy(chunk)
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim_end_matches(" HTTP/1.1")
-                .to_owned();
-            relay.draw(&line).map(|f| (n, line, f))
-        } else if !up {
-            conn.answer_fault.lock().unwrap().take()
-        } else {
-            None
-        };
-        if up {
-            rest = rest.saturating_sub(len as u64);
-        }
-        // A fault meant for the answer waits for it.
-        let fault = match fault {
-            Some((n, line, f @ (Fault::CutAnswer(_) | Fault::StallAnswer(_)))) if up => {
-                *conn.answer_fault.lock().unwrap() = Some((n, line, f));
-                None
-            }
-            other => other,
-        };
-        match fault {
-            Some((n, line, Fault::Reset)) => {
-                relay.event(format!("request {n} ({line}): connection reset"));
-                let _ = from.as_ref().set_zero_linger();
-                conn.cut.send_replace(true);
-                return;
-            }
-            Some((n, line, Fault::CutRequest(at) | Fault::CutAnswer(at))) => {
-                let total = message_len(chunk);
-                let what = if up { "request" } else { "answer" };
-                let at = total * at / 1000;
-                let msg = format!("request {n} ({line}): {what} cut after {at} of {total} bytes");
-                cut_at = Some((at, 0, msg));
-            }
-            Some((n, line, Fault::StallRequest(ms) | Fault::StallAnswer(ms))) => {
-                let what = if up { "request" } else { "answer" };
-                relay.event(format!("request {n} ({line}): {what} held {ms} ms"));
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-            }
-            None => {}
-        }
-        if let Some((at, done, msg)) = &mut cut_at {
-            if *done + len as u64 > *at {
-                let keep = (*at - *done) as usize;
-                let _ = to.write_all(&chunk[..keep]).await;
-                relay.event(std::mem::take(msg));
-                conn.cut.send_replace(true);
-                return;
-            }
-            *done += len as u64;
-        }
-        if to.write_all(chunk).await.is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown().await;
 }
 
 fn files_under(root: &Path, skip_state: bool) -> BTreeMap<String, Vec<u8>> {
@@ -351,7 +111,7 @@ async fn run_seed(seed: u64) {
     for (i, name) in ["one", "two", "three"].into_iter().enumerate() {
         // Each device's network has a generator of its own, so its faults
         // do not depend on how often the others connect.
-        let relay = Relay::start(
+        let relay = Relay::with_faults(
             &s.url,
             seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
             faults_per_mille(),
@@ -608,7 +368,7 @@ async fn a_lost_move_answer_before_a_folder_delete_is_recovered() {
     let _ = s.user("alice").await;
     let mut devs = Vec::new();
     for name in ["one", "two"] {
-        let relay = Relay::start(&s.url, 0, 0).await;
+        let relay = Relay::start(&s.url).await;
         let anon = Remote::new(&relay.url, None).unwrap();
         let token = anon
             .login("alice", "alice-password", name)
