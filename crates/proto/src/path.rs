@@ -5,6 +5,14 @@
 //! names that differ only in case are two files, as on Linux, so every file
 //! a user has can be kept. Clients on file systems that ignore case settle
 //! clashes there (see [`fold_name`]).
+//!
+//! A name is at most 255 bytes and a path 4096. Names are unique in a folder
+//! as NFC strings, case-sensitive (`xt_DSCP.h` and `xt_dscp.h` are two
+//! files); [`fold_name`] (NFC, then lowercase) is only the listing's sort key
+//! and the clients' clash key. The rule was "unique ignoring case" until the
+//! server's migration 0003, which kept the data as it was (names unique
+//! ignoring case are unique exactly) and moved the unique index from
+//! `name_key` to `name`.
 
 use std::fmt;
 

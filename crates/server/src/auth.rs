@@ -1,4 +1,22 @@
 //! Passwords, device tokens and the brake on guessing.
+//!
+//! The login brake ([`LoginLimiter`]) counts attempts per account (10) and
+//! per client address (50) in a 15-minute window, in memory; past the limit
+//! the answer is 429 with `Retry-After`. An attempt counts from the moment it
+//! is let in, before its password is checked (it holds a guard that records a
+//! failure unless the check succeeds), so a burst of parallel guesses cannot
+//! all pass the check before the first failure is recorded. A success
+//! forgives only the failures recorded before it began, not those racing it.
+//!
+//! Password checks (Argon2, ~19 MiB each) run at most one per core
+//! ([`PasswordChecks`]), each slot reusing its Argon2 memory (a fresh
+//! allocation per check stayed resident); a login that waits 2 s for a turn
+//! gets 429 with `Retry-After` and is not counted. Names over 64 bytes are
+//! refused before any of this. The client address is the peer's, or, when
+//! the peer is in `trusted_proxies`, the nearest untrusted hop of
+//! `X-Forwarded-For` (`proxy.rs`). With several instances each counts its
+//! own. Tokens are stored as their BLAKE3 hash, looked up by hash, and expire
+//! after 90 days.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -7,6 +7,19 @@
 //! descriptors, health checks included. Here a connection needs a permit
 //! before it is accepted, HTTP/1 headers must arrive within a deadline, and
 //! a request body that sends nothing for a while fails.
+//!
+//! The figures: a connection needs a permit before it is accepted
+//! (`max_connections`, default three quarters of the open-file limit;
+//! reaching it is logged at most once a minute, and later connections wait
+//! in the backlog); request headers must arrive within 30 s (the same timer
+//! closes a keep-alive connection idle that long); a request body that sends
+//! nothing for 60 s fails. HTTP/1 only, so the header timer starts at accept
+//! even for a client that sends nothing. Other limits live where they are
+//! enforced: file size (10 GiB by default, checked from `Content-Length` and
+//! while reading), block bodies 16 MiB, JSON bodies 8 MiB (a login's 64 KiB),
+//! per user 100 long polls (`notify::Presence`) and 1000 unfinished upload
+//! sessions (`uploads`). Shutdown stops accepting, wakes long polls and waits
+//! for requests in flight.
 
 use std::convert::Infallible;
 use std::future::Future;

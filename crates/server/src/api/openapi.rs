@@ -6,6 +6,19 @@
 //! input or not, writing or not), so a new route is described truly
 //! without repeating them. `scripts/api-fuzz-test.sh` checks the document
 //! against a real server's answers.
+//!
+//! The shared answers, each with the `ErrorBody` schema: 400 where the
+//! operation takes parameters or a body, 413 where it takes a body, 401 where
+//! it needs credentials, 403 and 507 where it also writes, 500 everywhere.
+//! Signed-in operations accept either scheme: `bearer` (the `Authorization`
+//! header) or `cookie` (`tessera_session`).
+//!
+//! Invariant: every route in `router()` is in the document with every status
+//! it can answer. The end-to-end test `openapi` lists the routes, and
+//! `scripts/api-fuzz-test.sh` sends schemathesis's generated requests to a
+//! real server and fails on a 5xx, an undocumented status, or an answer that
+//! does not match its schema. A new route gets its `#[utoipa::path]` and a
+//! line in that test's list.
 
 use axum::Json;
 use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn, PathItem};

@@ -1,6 +1,21 @@
 //! A folder as one zip download, streamed: entries are written as their
 //! blocks are read, in order, so memory holds one block and the zip
 //! central directory (a few dozen bytes per entry) whatever the sizes.
+//!
+//! Entries are stored (not deflated), with Zip64, written block by block
+//! through a bounded pipe; a failure part way aborts the body rather than
+//! ending it, so no truncated zip looks whole.
+//!
+//! Entry names are made safe to extract on Windows, macOS and Linux, name by
+//! name: `\ / : * ? " < > |` and control characters become `_`, so do
+//! trailing dots and spaces (`..\..\evil.bat` → `.._.._evil.bat`,
+//! `C:win.txt` → `C_win.txt`, `trailing.` → `trailing_`); a Windows device
+//! name (`CON`, `PRN`, `AUX`, `NUL`, `COM0`–`COM9`, `LPT0`–`LPT9`, also with
+//! an extension, any case) gets a leading `_` (`aux.tar.gz` →
+//! `_aux.tar.gz`); names of one folder that would then meet (also ignoring
+//! case, as Windows and macOS compare) get ` (2)`, ` (3)`… before the
+//! extension, in listing order. No entry can leave the extraction folder: no
+//! `..` segment, no absolute path, no drive letter.
 
 use std::collections::HashSet;
 

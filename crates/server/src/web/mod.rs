@@ -1,5 +1,35 @@
 //! The web UI: static files embedded in the binary (no build step), served
 //! at `/`, and the security headers every response carries.
+//!
+//! Hand-written HTML, CSS and JavaScript modules under `crates/server/web/`
+//! (no framework), embedded with rust-embed, also in debug builds, so what is
+//! tested is what ships (`build.rs` makes any change under `web/` rebuild the
+//! crate). Served at `/` and `/assets/…` with a strict
+//! Content-Security-Policy (`default-src 'self'`, `blob:`/`data:` for
+//! previews, never framed); every response carries
+//! `X-Content-Type-Options: nosniff`.
+//!
+//! `app.js` holds the views (files, trash, revisions panel, dialogs,
+//! keyboard), `api.js` the calls and the error messages people see, `tus.js`
+//! a TUS client (8 MiB PATCHes, the upload URL kept in localStorage under
+//! path+size+mtime for resuming, retries with backoff and full jitter; the
+//! simple PUT for empty files or when the server has no TUS), `uploads.js`
+//! the queue and progress tray, `live.js` the long poll (obeying `backoff`),
+//! `preview.js` the previews.
+//!
+//! The browser signs in with `X-Tessera-Web: 1` and gets the device token as
+//! an HttpOnly, SameSite=Strict cookie (`api/auth.rs`); `AuthUser` accepts
+//! that cookie besides the bearer header, and a cookie-signed request other
+//! than GET/HEAD without the header is 403, so other sites cannot forge
+//! writes. Content reaches the page through `api/view.rs`: bytes typed from
+//! the name only for safe kinds (images, PDF, audio, video; markup and code as
+//! text/plain), everything else as an attachment, under a `sandbox` policy so
+//! an uploaded page or SVG never runs script in the app's origin.
+//!
+//! Invariant: the UI uses only the public API; it adds no server state.
+//! Anything it needs that other clients could use is an API route with a test
+//! in the end-to-end module `web`; the browser tests (`scripts/web-test.sh`,
+//! `tests/web/`) drive the real binary in Chromium.
 
 use axum::Router;
 use axum::extract::{Path, Request};
