@@ -8,6 +8,10 @@
 //! (`Op::DeleteRemote`). Deletions that come from the server were made by a
 //! person (web UI, CLI) or already confirmed on the device that found them;
 //! they are applied here into `.tessera/trash/`.
+//!
+//! A running sync takes a confirmation from another process as the file
+//! `.tessera/confirm-deletes` (written by `tessera sync DIR
+//! --allow-mass-delete`), which it honours for one round and then removes.
 
 use super::planner::Op;
 use super::tree::{NodeKind, Tree, is_below};
