@@ -736,6 +736,8 @@ async fn openapi_document_lists_the_routes() {
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 }
 
+// Long on purpose: the requests counted across one scenario are the
+// point, so it is told in one piece.
 async fn small_files_travel_in_packs_and_batches(b: Backend) {
     use tessera_client::transfer::{SmallFile, upload_small_files};
     let s = TestServer::start(b).await;

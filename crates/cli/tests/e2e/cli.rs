@@ -53,6 +53,7 @@ fn serve_logged_in(dir: &Path, cfg: &Path) -> Served {
 }
 
 #[test]
+// Long on purpose: a user's first session, in the order they meet it.
 fn a_user_session_from_first_start_to_logout() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -499,6 +499,8 @@ async fn event_where(
 /// The daemon driven in-process, as another front end would drive it:
 /// commands in, typed events out, no terminal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: one daemon driven through its commands in sequence,
+// each answer awaited before the next command.
 async fn a_front_end_drives_the_daemon_with_commands_and_hears_typed_events() {
     let s = TestServer::start(Backend::Sqlite).await;
     let remote = s.user("alice").await;

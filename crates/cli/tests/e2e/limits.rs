@@ -356,6 +356,8 @@ fn host(url: &str) -> &str {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: every kind of stalled client against one server,
+// whose open descriptors are what the test watches.
 async fn half_sent_headers_and_stalled_bodies_are_closed() {
     let s = TestServer::start_with(Backend::Sqlite, |c| {
         c.header_timeout_secs = 1;

@@ -87,6 +87,8 @@ fn assert_converged(devs: &[Device]) -> BTreeMap<String, Option<Vec<u8>>> {
     first
 }
 
+// Long on purpose: one story across three devices, each step starting
+// from the state the previous one left.
 async fn three_devices_converge(b: Backend) {
     let s = TestServer::start(b).await;
     let _ = s.user("alice").await;

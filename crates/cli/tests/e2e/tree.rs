@@ -545,6 +545,7 @@ async fn commit_figures() {
     }
 }
 
+// Long on purpose: one measured sequence of commits, printed as it goes.
 async fn commit_figures_on(b: Backend) {
     let s = TestServer::start(b).await;
     let r = s.user("alice").await;

@@ -103,6 +103,9 @@ fn folders_under(root: &Path) -> BTreeSet<String> {
 const NAMES: [&str; 5] = ["a.txt", "b.txt", "c.md", "d.bin", "e.txt"];
 const DIRS: [&str; 3] = ["", "x", "x/y"];
 
+// Long on purpose: one seed's whole life (devices, random rounds with
+// faults, quiescence, the checks) reads in order; the steps it calls are
+// the helpers around it.
 async fn run_seed(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let s = TestServer::start(Backend::Sqlite).await;

@@ -66,6 +66,8 @@ async fn body_from(path: &Path, offset: u64, sent: Arc<AtomicU64>) -> reqwest::B
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: one upload killed at several points in turn, each
+// round continuing where the last one's durable offset left it.
 async fn tus_upload_survives_kill_9_at_several_points() {
     let mib: u64 = std::env::var("TESSERA_TUS_KILL_MIB")
         .ok()
