@@ -17,6 +17,7 @@ use tessera_proto::{ContentHash, RemotePath};
 use tokio::io::AsyncReadExt;
 
 use super::{ApiError, AppState, AuthUser, J, Q};
+use crate::blocks::BlockStore;
 use crate::meta::{NewRevision, NodeRow, RevisionBlock};
 
 pub fn entry(node: &NodeRow, path: &RemotePath) -> Entry {
@@ -604,19 +605,7 @@ pub async fn download(
     if matches_etag {
         return Ok((StatusCode::NOT_MODIFIED, out).into_response());
     }
-    // A resumed download names what it already holds in If-Range; if that
-    // is no longer this content, its bytes must not be spliced with these,
-    // so the range is ignored and the whole file goes out (RFC 9110 13.1.5:
-    // strong comparison, and a date never matches since we send no
-    // Last-Modified).
-    let if_range_holds = headers
-        .get(header::IF_RANGE)
-        .is_none_or(|v| v.to_str().is_ok_and(|v| v.trim() == etag));
-    let range = if if_range_holds {
-        parse_range(&headers, size)?
-    } else {
-        None
-    };
+    let range = requested_range(&headers, &etag, size)?;
     let (start, end, status) = match range {
         Some((s, e)) => {
             out.insert(header::CONTENT_RANGE, hv(&format!("bytes {s}-{e}/{size}"))?);
@@ -629,11 +618,44 @@ pub async fn download(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
+    let body = stream_range(state.blocks.clone(), blocks, start, end).await?;
+    Ok((status, out, body).into_response())
+}
+
+/// The range to send: the `Range` asked for, unless `If-Range` names other
+/// content. A resumed download names what it already holds in If-Range;
+/// if that is no longer this content, its bytes must not be spliced with
+/// these, so the range is ignored and the whole file goes out (RFC 9110
+/// 13.1.5: strong comparison, and a date never matches since no
+/// Last-Modified is sent).
+fn requested_range(
+    headers: &HeaderMap,
+    etag: &str,
+    size: u64,
+) -> Result<Option<(u64, u64)>, ApiError> {
+    let if_range_holds = headers
+        .get(header::IF_RANGE)
+        .is_none_or(|v| v.to_str().is_ok_and(|v| v.trim() == etag));
+    if if_range_holds {
+        parse_range(headers, size)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Bytes `start..end` of a file made of `blocks`, read two blocks ahead.
+/// The first block is read before answering, so a damaged file fails with
+/// an error status rather than a truncated 200.
+async fn stream_range(
+    store: BlockStore,
+    blocks: Vec<RevisionBlock>,
+    start: u64,
+    end: u64,
+) -> Result<Body, ApiError> {
     let wanted: Vec<RevisionBlock> = blocks
         .into_iter()
         .filter(|b| b.file_offset < end && b.file_offset + b.size > start)
         .collect();
-    let store = state.blocks.clone();
     let fetch = move |b: RevisionBlock| {
         let store = store.clone();
         async move {
@@ -646,8 +668,6 @@ pub async fn download(
             Ok::<_, std::io::Error>(plain.slice(lo..hi))
         }
     };
-    // The first block is read before answering, so a damaged file fails with
-    // an error status rather than a truncated 200.
     let mut rest = wanted.into_iter();
     let first = match rest.next() {
         Some(b) => Some(
@@ -659,7 +679,7 @@ pub async fn download(
     };
     let stream = futures::stream::iter(first.map(Ok))
         .chain(futures::stream::iter(rest).map(fetch).buffered(2));
-    Ok((status, out, Body::from_stream(stream)).into_response())
+    Ok(Body::from_stream(stream))
 }
 
 #[utoipa::path(get, path = "/api/v1/files/revisions", params(PathQuery), responses((status = 200, body = RevisionsResponse), (status = 404, body = tessera_proto::ErrorBody), (status = 409, body = tessera_proto::ErrorBody, description = "the path is a folder")), security(("bearer" = [])))]
