@@ -108,6 +108,8 @@ async fn download(r: &Remote, path: &str) -> Vec<u8> {
     resp.bytes().await.unwrap().to_vec()
 }
 
+// Long on purpose: one upload in pieces, with the checks between pieces
+// that a TUS client relies on.
 async fn pieces_resume_and_commit(b: Backend) {
     let s = TestServer::start(b).await;
     let r = s.user("alice").await;
@@ -207,6 +209,8 @@ async fn pieces_resume_and_commit(b: Backend) {
     assert!(grown < 20 << 20, "an edit stored {grown} bytes");
 }
 
+// Long on purpose: every bad input against one session, each followed by
+// the check that nothing changed, so the list reads as a table.
 async fn bad_input_changes_nothing(b: Backend) {
     let s = TestServer::start_with(b, |c| c.max_file_size = 1 << 20).await;
     let r = s.user("alice").await;
