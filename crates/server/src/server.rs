@@ -206,7 +206,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     // The hub comes first: the store publishes into it from its first
     // commit on (even the repairs made while opening).
     let hub = Arc::new(Hub::default());
-    let meta = Meta::connect(&config.database_url()?, Publisher::in_process(hub.clone())).await?;
+    let database_url = config.database_url()?;
+    let meta = Meta::connect(
+        &database_url,
+        Publisher::for_database(hub.clone(), &database_url),
+    )
+    .await?;
     let master = match &config.master_key {
         Some(hex) => MasterKey::from_hex(hex, "from the configuration")?,
         None => MasterKey::load_or_create(&config.data_dir_abs()?.join("master.key"))?,

@@ -7,15 +7,19 @@
 //! announces changes: a handler cannot forget to, and a change that rolled
 //! back is never announced.
 //!
-//! Today one implementation feeds the in-process [`Hub`] that long polls
-//! wait on. With several server instances on one PostgreSQL database, a
-//! bridge is a second implementation of [`Publish`] in this file and one
-//! more constructor on [`Publisher`]: its `publish` hands `(ns, seq)` to a
-//! task that runs `SELECT pg_notify('tessera_journal', 'ns:seq')`, and a
-//! second task holds a `LISTEN tessera_journal` connection and calls
-//! [`Hub::publish`] for every notice, its own included. `Hub::publish`
-//! keeps the highest sequence number, so duplicates and reordering are
-//! harmless. Nothing outside this file changes.
+//! The server asks [`Publisher::for_database`] for its publisher. Today
+//! that is the in-process one, feeding the [`Hub`] that long polls wait
+//! on. With several server instances on one PostgreSQL database, a bridge
+//! is a second implementation of [`Publish`] in this file, which
+//! `for_database` returns for a `postgres:` URL: its `publish` hands
+//! `(ns, seq)` over a channel to a task that runs
+//! `SELECT pg_notify('tessera_journal', 'ns:seq')`, and a second task
+//! holds a `LISTEN tessera_journal` connection (reconnecting when it drops,
+//! then waking every namespace's polls so none misses a notice sent
+//! meanwhile) and calls [`Hub::publish`] for every notice, its own
+//! included. `Hub::publish` keeps the highest sequence number, so
+//! duplicates and reordering are harmless. Nothing outside this file
+//! changes.
 
 use std::sync::Arc;
 
@@ -33,6 +37,12 @@ pub trait Publish: Send + Sync + 'static {
 pub struct Publisher(Arc<dyn Publish>);
 
 impl Publisher {
+    /// The publisher for a server whose store is at `database_url`: the
+    /// one place that chooses how changes travel (see the module doc).
+    pub fn for_database(hub: Arc<Hub>, _database_url: &str) -> Self {
+        Self::in_process(hub)
+    }
+
     /// Wakes this process's long polls through `hub`.
     pub fn in_process(hub: Arc<Hub>) -> Self {
         Self(Arc::new(InProcess(hub)))
