@@ -274,7 +274,7 @@ fn key_ring() -> Result<KeyRing> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let meta = Meta::connect(&url).await?;
+        let meta = Meta::connect(&url, tessera_server::notify::Publisher::silent()).await?;
         let master = MasterKey::from_hex(&"11".repeat(32), "bench")?;
         Ok(KeyRing::load(&meta, &master).await?)
     })

@@ -222,7 +222,9 @@ pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
         ..Config::default()
     };
     let url = cfg.database_url()?;
-    let meta = tessera_server::meta::Meta::connect(&url).await?;
+    let meta =
+        tessera_server::meta::Meta::connect(&url, tessera_server::notify::Publisher::silent())
+            .await?;
     let hash = tokio::task::spawn_blocking(move || tessera_server::auth::hash_password(&password))
         .await??;
     meta.create_user(&name, &hash).await?;

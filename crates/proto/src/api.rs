@@ -209,6 +209,47 @@ pub enum ChangeKind {
     PendingExpired,
 }
 
+/// A stored kind name that is none of [`ChangeKind`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown change kind `{0}`")]
+pub struct UnknownChangeKind(pub String);
+
+impl ChangeKind {
+    pub const ALL: [ChangeKind; 7] = [
+        ChangeKind::Mkdir,
+        ChangeKind::Commit,
+        ChangeKind::Move,
+        ChangeKind::Delete,
+        ChangeKind::Restore,
+        ChangeKind::Pending,
+        ChangeKind::PendingExpired,
+    ];
+
+    /// The name the journal stores and the API sends (the serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Mkdir => "mkdir",
+            ChangeKind::Commit => "commit",
+            ChangeKind::Move => "move",
+            ChangeKind::Delete => "delete",
+            ChangeKind::Restore => "restore",
+            ChangeKind::Pending => "pending",
+            ChangeKind::PendingExpired => "pending_expired",
+        }
+    }
+}
+
+impl std::str::FromStr for ChangeKind {
+    type Err = UnknownChangeKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownChangeKind(s.to_owned()))
+    }
+}
+
 /// One entry of a namespace's journal.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Change {
@@ -352,4 +393,28 @@ pub struct TrashPurgeRequest {
     pub id: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub all: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_kind_names_match_the_wire_names() {
+        for kind in ChangeKind::ALL {
+            let wire = serde_json::to_value(kind).unwrap();
+            assert_eq!(wire, serde_json::Value::from(kind.as_str()));
+            assert_eq!(kind.as_str().parse::<ChangeKind>(), Ok(kind));
+        }
+    }
+
+    #[test]
+    fn an_unknown_change_kind_is_refused() {
+        assert_eq!(
+            "rename".parse::<ChangeKind>(),
+            Err(UnknownChangeKind("rename".into()))
+        );
+        assert!("".parse::<ChangeKind>().is_err());
+        assert!("Commit".parse::<ChangeKind>().is_err());
+    }
 }

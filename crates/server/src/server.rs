@@ -15,7 +15,7 @@ use crate::blocks::store::{StoreUrlError, open_object_store};
 use crate::blocks::{BlockStore, KeyRing, MasterKey};
 use crate::listen::{ConnLimits, default_max_connections};
 use crate::meta::{Meta, MetaError};
-use crate::notify::{Hub, Presence};
+use crate::notify::{Hub, Presence, Publisher};
 use crate::proxy::TrustedProxies;
 
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 << 30;
@@ -203,7 +203,15 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let proxies = TrustedProxies::parse(&config.trusted_proxies)
         .map_err(|e| ServeError::Other(e.to_string()))?;
     config.prepare_private_files()?;
-    let meta = Meta::connect(&config.database_url()?).await?;
+    // The hub comes first: the store publishes into it from its first
+    // commit on (even the repairs made while opening).
+    let hub = Arc::new(Hub::default());
+    let database_url = config.database_url()?;
+    let meta = Meta::connect(
+        &database_url,
+        Publisher::for_database(hub.clone(), &database_url),
+    )
+    .await?;
     let master = match &config.master_key {
         Some(hex) => MasterKey::from_hex(hex, "from the configuration")?,
         None => MasterKey::load_or_create(&config.data_dir_abs()?.join("master.key"))?,
@@ -231,7 +239,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),
         proxies: Arc::new(proxies),
-        hub: Arc::new(Hub::default()),
+        hub: hub.clone(),
         presence: Arc::new(Presence::new(config.max_polls_per_user)),
         uploads: crate::uploads::Uploads::new(
             meta.clone(),
@@ -239,7 +247,6 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             config.max_upload_sessions_per_user,
         ),
     };
-    let hub = state.hub.clone();
     crate::jobs::spawn_pending_expiry(
         meta.clone(),
         hub.clone(),

@@ -228,7 +228,8 @@ async fn uploads_under_way_show_as_pending_then_expire(b: Backend) {
 }
 
 /// A waiting poll wakes within a moment for every kind of change, not only
-/// for new content.
+/// for new content: the store publishes every commit, whichever handler
+/// made it. Prints how long each took to wake the poll (docs/PERFORMANCE.md).
 async fn every_kind_of_change_wakes_a_poll(b: Backend) {
     let s = TestServer::start(b).await;
     let phone = s.user("alice").await;
@@ -241,9 +242,22 @@ async fn every_kind_of_change_wakes_a_poll(b: Backend) {
         .upload("/a.txt", None, reqwest::Body::from("two"))
         .await
         .unwrap();
+    // A TUS upload under way; its last piece is one of the changes below.
+    let tus_at = tus_create(&laptop, "/tus.txt", 5).await;
     type Change = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
     type Act = Box<dyn Fn(tessera_client::Remote) -> Change>;
     let changes: Vec<(&str, Act)> = vec![
+        (
+            "upload",
+            Box::new(|r| {
+                Box::pin(async move {
+                    r.upload("/b.txt", None, reqwest::Body::from("bee"))
+                        .await
+                        .map(drop)
+                        .unwrap()
+                })
+            }),
+        ),
         (
             "mkdir",
             Box::new(|r| Box::pin(async move { r.mkdir("/f").await.map(drop).unwrap() })),
@@ -255,9 +269,15 @@ async fn every_kind_of_change_wakes_a_poll(b: Backend) {
             }),
         ),
         (
+            "rename",
+            Box::new(|r| {
+                Box::pin(async move { r.move_to("/f/a.txt", "/f/c.txt").await.map(drop).unwrap() })
+            }),
+        ),
+        (
             "restore",
             Box::new(|r| {
-                Box::pin(async move { r.restore("/f/a.txt", 1).await.map(drop).unwrap() })
+                Box::pin(async move { r.restore("/f/c.txt", 1).await.map(drop).unwrap() })
             }),
         ),
         (
@@ -273,6 +293,25 @@ async fn every_kind_of_change_wakes_a_poll(b: Backend) {
                 })
             }),
         ),
+        (
+            "tus completion",
+            Box::new(move |r| {
+                let at = tus_at.clone();
+                Box::pin(async move {
+                    let resp = r
+                        .request(reqwest::Method::PATCH, &at)
+                        .header("Tus-Resumable", "1.0.0")
+                        .header("Content-Type", "application/offset+octet-stream")
+                        .header("Upload-Offset", "0")
+                        .body("12345")
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(resp.status(), reqwest::StatusCode::NO_CONTENT);
+                    assert_eq!(resp.headers()["tessera-rev"], "1");
+                })
+            }),
+        ),
     ];
     for (what, change) in changes {
         // The last round's poll has left, so the count below is this one's.
@@ -281,20 +320,51 @@ async fn every_kind_of_change_wakes_a_poll(b: Backend) {
         let waiter = {
             let phone = phone.clone();
             tokio::spawn(async move {
-                let t = Instant::now();
                 let r = phone.poll(&cursor, 30).await.unwrap();
-                (r, t.elapsed())
+                (r, Instant::now())
             })
         };
         until_held(&laptop, 1).await;
+        let began = Instant::now();
         change(laptop.clone()).await;
-        let (resp, waited) = waiter.await.unwrap();
+        let took = began.elapsed();
+        let (resp, answered) = waiter.await.unwrap();
+        let woke = answered.duration_since(began);
         assert!(resp.changes, "{what}");
         assert!(
-            waited < Duration::from_secs(5),
-            "{what} woke the poll after {waited:?}"
+            woke < Duration::from_secs(5),
+            "{what} woke the poll after {woke:?}"
+        );
+        // The wake-up is published before the change's response is sent,
+        // so the poll can answer first: the difference is signed.
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "wake latency {b:?} {what}: change {:.1} ms, poll answered at {:.1} ms ({:+.1} ms from the change's response)",
+            ms(took),
+            ms(woke),
+            ms(woke) - ms(took),
         );
     }
+}
+
+/// Opens a TUS session for `path`; returns the path to PATCH.
+async fn tus_create(r: &tessera_client::Remote, path: &str, length: u64) -> String {
+    use base64::Engine;
+    let name = base64::engine::general_purpose::STANDARD.encode(path);
+    let resp = r
+        .request(reqwest::Method::POST, "/tus/")
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", length.to_string())
+        .header("Upload-Metadata", format!("path {name}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
+    let location = resp.headers()["location"].to_str().unwrap();
+    location
+        .strip_prefix(tessera_proto::API_PREFIX)
+        .unwrap()
+        .to_owned()
 }
 
 /// Waits until the server holds exactly `n` long polls of the user's

@@ -7,8 +7,8 @@ use axum::Json;
 use axum::extract::State;
 use rand::Rng;
 use tessera_proto::api::{
-    Change, ChangeKind, ChangesQuery, ChangesResponse, CursorResponse, DevicePresence, EntryKind,
-    PollQuery, PollResponse, PresenceResponse,
+    Change, ChangesQuery, ChangesResponse, CursorResponse, DevicePresence, EntryKind, PollQuery,
+    PollResponse, PresenceResponse,
 };
 use tessera_proto::cursor::Cursor;
 
@@ -37,15 +37,6 @@ fn cursor_for(user: &AuthUser, raw: Option<&str>) -> Result<i64, ApiError> {
 }
 
 fn change(row: JournalRow) -> Change {
-    let kind = match row.kind.as_str() {
-        "mkdir" => ChangeKind::Mkdir,
-        "move" => ChangeKind::Move,
-        "delete" => ChangeKind::Delete,
-        "restore" => ChangeKind::Restore,
-        "pending" => ChangeKind::Pending,
-        "pending_expired" => ChangeKind::PendingExpired,
-        _ => ChangeKind::Commit,
-    };
     let node = if row.node_kind == "folder" {
         EntryKind::Folder
     } else {
@@ -57,7 +48,7 @@ fn change(row: JournalRow) -> Change {
         size: row.size.map(|s| s as u64),
         content_hash,
         seq: row.seq,
-        kind,
+        kind: row.kind,
         id: row.node_id,
         path: row.path,
         old_path: row.old_path,

@@ -92,7 +92,6 @@ pub async fn mkdir(
 ) -> Result<(StatusCode, Json<Entry>), ApiError> {
     let path = below_root(&q.path)?;
     let node = state.meta.mkdir(user.ns, &path, &user.device).await?;
-    state.changed(user.ns).await;
     Ok((StatusCode::CREATED, Json(entry(&node, &path))))
 }
 
@@ -108,7 +107,6 @@ pub async fn move_node(
         .meta
         .move_node(user.ns, &from, &to, &user.device)
         .await?;
-    state.changed(user.ns).await;
     Ok(Json(entry(&node, &to)))
 }
 
@@ -123,7 +121,6 @@ pub async fn delete(
         .meta
         .delete(user.ns, &path, q.base_rev, &user.device)
         .await?;
-    state.changed(user.ns).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -257,7 +254,6 @@ pub async fn upload(
         device: user.device.clone(),
     };
     let node = state.meta.commit(&new).await?;
-    state.changed(user.ns).await;
     Ok((StatusCode::CREATED, Json(entry(&node, &path))))
 }
 
@@ -454,19 +450,10 @@ pub async fn commit(
         Err(Unready::Missing(missing)) => {
             // The upload is under way: show the file as syncing.
             state.meta.mark_upload_pending(&new).await?;
-            state.changed(user.ns).await;
             return Err(ApiError::MissingBlocks(missing));
         }
     }
-    let result = state.meta.commit(&new).await;
-    // A commit short of blocks marks the file pending: that is news too.
-    if matches!(
-        result,
-        Ok(_) | Err(crate::meta::MetaError::MissingBlocks(_))
-    ) {
-        state.changed(user.ns).await;
-    }
-    let node = result?;
+    let node = state.meta.commit(&new).await?;
     Ok((StatusCode::CREATED, Json(entry(&node, &new.path))))
 }
 
@@ -519,9 +506,6 @@ pub async fn commit_batch(
         }
     }
     let outcomes = state.meta.commit_many(&valid).await?;
-    if !valid.is_empty() {
-        state.changed(user.ns).await;
-    }
     let mut outcomes = valid.iter().zip(outcomes);
     let results = results
         .into_iter()
@@ -717,7 +701,6 @@ pub async fn restore(
         .meta
         .restore(user.ns, &path, req.rev, &user.device)
         .await?;
-    state.changed(user.ns).await;
     Ok(Json(entry(&node, &path)))
 }
 

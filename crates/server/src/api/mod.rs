@@ -44,16 +44,6 @@ pub struct AppState {
     pub uploads: crate::uploads::Uploads,
 }
 
-impl AppState {
-    /// Wakes the long polls of `ns` after a change has committed.
-    pub async fn changed(&self, ns: i64) {
-        match self.meta.journal_seq(ns).await {
-            Ok(seq) => self.hub.publish(ns, seq),
-            Err(e) => tracing::warn!(error = %e, ns, "cannot read the journal position to notify"),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_file_size: u64,

@@ -48,7 +48,6 @@ pub async fn restore(
         .meta
         .restore_from_trash(user.ns, &req.id, to.as_ref(), &user.device)
         .await?;
-    state.changed(user.ns).await;
     Ok(Json(entry(&node, &path)))
 }
 

@@ -266,7 +266,6 @@ pub async fn create(
         .uploads
         .create(&who(&user), &path, base_rev, length, &raw_meta)
         .await?;
-    state.changed(user.ns).await;
     let mut response = (
         StatusCode::CREATED,
         [
@@ -420,7 +419,6 @@ pub async fn patch(
             Ok(response)
         }
         Patched::Done { offset, node, path } => {
-            state.changed(user.ns).await;
             tracing::info!(user = %user.username, %id, %path, rev = node.rev, "upload complete");
             let mut response = progress(offset);
             add_result(response.headers_mut(), path.as_str(), node.rev);
@@ -453,8 +451,6 @@ pub async fn terminate(
 ) -> Result<Response, TusError> {
     check_version(&headers)?;
     state.uploads.terminate(user.ns, &id).await?;
-    // The file may have stopped showing as syncing.
-    state.changed(user.ns).await;
     Ok((
         StatusCode::NO_CONTENT,
         [(tus_resumable(), HeaderValue::from_static(VERSION))],

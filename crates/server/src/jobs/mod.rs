@@ -27,34 +27,24 @@ where
 }
 
 /// Ends pending marks whose upload never finished, and upload sessions
-/// idle as long, every `ttl / 2` (between 1 s and 1 min), and wakes the
-/// namespaces that changed.
+/// idle as long, every `ttl / 2` (between 1 s and 1 min). The store wakes
+/// the namespaces that changed.
 pub fn spawn_pending_expiry(
     meta: Meta,
     hub: Arc<Hub>,
     ttl: Duration,
 ) -> tokio::task::JoinHandle<()> {
     let every = (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
-    let waker = hub.clone();
     spawn_every(&hub, every, move || {
-        let (meta, hub) = (meta.clone(), waker.clone());
+        let meta = meta.clone();
         async move {
             let cutoff = now_ms() - ttl.as_millis() as i64;
             // What the sessions stored stays unreferenced (collectable).
-            let mut changed = meta.expire_uploads(cutoff).await.unwrap_or_else(|e| {
+            if let Err(e) = meta.expire_uploads(cutoff).await {
                 tracing::warn!(error = %e, "expiring upload sessions failed");
-                Vec::new()
-            });
-            match meta.expire_pending(cutoff).await {
-                Ok(namespaces) => changed.extend(namespaces),
-                Err(e) => tracing::warn!(error = %e, "expiring pending uploads failed"),
             }
-            changed.sort_unstable();
-            changed.dedup();
-            for ns in changed {
-                if let Ok(seq) = meta.journal_seq(ns).await {
-                    hub.publish(ns, seq);
-                }
+            if let Err(e) = meta.expire_pending(cutoff).await {
+                tracing::warn!(error = %e, "expiring pending uploads failed");
             }
         }
     })

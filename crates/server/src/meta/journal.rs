@@ -12,8 +12,10 @@ impl Store {
         Ok(seq)
     }
 
+    /// Entries after `after`, oldest first. An entry whose stored kind is
+    /// unknown fails the read: guessing would send clients a wrong change.
     pub async fn changes(&self, ns: i64, after: i64, limit: i64) -> Result<Vec<JournalRow>> {
-        Ok(sqlx::query_as(
+        let rows: Vec<StoredJournalRow> = sqlx::query_as(
             "SELECT seq, kind, node_id, path, old_path, rev, node_kind, size, content_hash, device, created_ms FROM journal
              WHERE namespace_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
@@ -21,6 +23,7 @@ impl Store {
         .bind(after)
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        rows.into_iter().map(JournalRow::try_from).collect()
     }
 }

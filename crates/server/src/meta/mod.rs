@@ -4,16 +4,23 @@
 //! SQLite and PostgreSQL: `sqlite.rs` and `postgres.rs` each mount the same
 //! query modules (`queries.rs` and its children) with `#[path]`, over their
 //! own `Db` and `BEGIN`, so one SQL text runs on both (`$N` placeholders
-//! work in SQLite too), and [`Meta`] dispatches to the one in use. Every
-//! user-visible change is one transaction that also appends to the
-//! namespace's journal.
+//! work in SQLite too), and [`Meta`] dispatches to the one in use (the
+//! `forward!` list below). Every user-visible change is one transaction
+//! that also appends to the namespace's journal, and once it commits the
+//! store publishes the namespace's new sequence number through the
+//! [`Publisher`] it was opened with (`notify/publish.rs`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use tessera_proto::api::{ChangeKind, UnknownChangeKind};
 use tessera_proto::{BlockId, ContentHash, RemotePath};
+
+use crate::notify::Publisher;
 
 mod postgres;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -38,6 +45,9 @@ pub enum MetaError {
     /// already seen. Walks stop with this instead of looping.
     #[error("the folder tree is damaged: {0}")]
     Cycle(String),
+    /// A stored journal entry has a kind this release does not know.
+    #[error("the journal is damaged: {0}")]
+    Journal(#[from] UnknownChangeKind),
     #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://...")]
     BadUrl(String),
     #[error("database: {0}")]
@@ -117,10 +127,26 @@ impl RevisionRow {
     }
 }
 
+/// A journal entry as stored: its kind still a name.
 #[derive(Debug, Clone, sqlx::FromRow)]
+struct StoredJournalRow {
+    seq: i64,
+    kind: String,
+    node_id: String,
+    path: String,
+    old_path: Option<String>,
+    rev: Option<i64>,
+    node_kind: String,
+    size: Option<i64>,
+    content_hash: Option<Vec<u8>>,
+    device: String,
+    created_ms: i64,
+}
+
+#[derive(Debug, Clone)]
 pub struct JournalRow {
     pub seq: i64,
-    pub kind: String,
+    pub kind: ChangeKind,
     pub node_id: String,
     pub path: String,
     pub old_path: Option<String>,
@@ -130,6 +156,26 @@ pub struct JournalRow {
     pub content_hash: Option<Vec<u8>>,
     pub device: String,
     pub created_ms: i64,
+}
+
+impl TryFrom<StoredJournalRow> for JournalRow {
+    type Error = MetaError;
+
+    fn try_from(r: StoredJournalRow) -> Result<Self> {
+        Ok(Self {
+            seq: r.seq,
+            kind: r.kind.parse()?,
+            node_id: r.node_id,
+            path: r.path,
+            old_path: r.old_path,
+            rev: r.rev,
+            node_kind: r.node_kind,
+            size: r.size,
+            content_hash: r.content_hash,
+            device: r.device,
+            created_ms: r.created_ms,
+        })
+    }
 }
 
 impl JournalRow {
@@ -280,26 +326,17 @@ enum Backend {
     Postgres(std::sync::Arc<postgres::Store>),
 }
 
-/// Calls the same method on whichever backend is in use.
-macro_rules! dispatch {
-    ($self:ident . $method:ident ( $($arg:expr),* )) => {
-        match &$self.0 {
-            Backend::Sqlite(s) => s.$method($($arg),*).await,
-            Backend::Postgres(s) => s.$method($($arg),*).await,
-        }
-    };
-}
-
 impl Meta {
     /// Opens (creating if needed) and migrates the database at `url`.
-    pub async fn connect(url: &str) -> Result<Self> {
+    /// Every change committed through it is announced to `publisher`.
+    pub async fn connect(url: &str, publisher: Publisher) -> Result<Self> {
         if url.starts_with("sqlite:") {
             Ok(Self(Backend::Sqlite(std::sync::Arc::new(
-                sqlite::Store::connect(url).await?,
+                sqlite::Store::connect(url, publisher).await?,
             ))))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Ok(Self(Backend::Postgres(std::sync::Arc::new(
-                postgres::Store::connect(url).await?,
+                postgres::Store::connect(url, publisher).await?,
             ))))
         } else {
             Err(MetaError::BadUrl(url.to_owned()))
@@ -312,253 +349,121 @@ impl Meta {
             Backend::Postgres(_) => "postgres",
         }
     }
+}
 
-    pub async fn close(&self) {
-        dispatch!(self.close())
-    }
+/// Writes `impl Meta` from a list of signatures: each method calls the
+/// method of the same name on whichever backend is in use. Both backends
+/// compile the same `queries.rs`, so a method missing from one cannot
+/// slip through.
+macro_rules! forward {
+    ($(
+        $(#[$attr:meta])*
+        fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) $(-> $ret:ty)?;
+    )*) => {
+        impl Meta {
+            $(
+                $(#[$attr])*
+                pub async fn $name(&self $(, $arg: $ty)*) $(-> $ret)? {
+                    match &self.0 {
+                        Backend::Sqlite(s) => s.$name($($arg),*).await,
+                        Backend::Postgres(s) => s.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
+}
 
-    pub async fn ping(&self) -> Result<()> {
-        dispatch!(self.ping())
-    }
-
-    pub async fn user_count(&self) -> Result<i64> {
-        dispatch!(self.user_count())
-    }
-
-    pub async fn create_user(&self, username: &str, password_hash: &str) -> Result<UserRow> {
-        dispatch!(self.create_user(username, password_hash))
-    }
-
-    pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRow>> {
-        dispatch!(self.user_by_name(username))
-    }
-
-    pub async fn insert_token(
-        &self,
-        hash: &[u8],
-        user_id: i64,
-        device: &str,
-        expires_ms: i64,
-    ) -> Result<()> {
-        dispatch!(self.insert_token(hash, user_id, device, expires_ms))
-    }
-
-    pub async fn token(&self, hash: &[u8]) -> Result<Option<TokenRow>> {
-        dispatch!(self.token(hash))
-    }
-
-    pub async fn delete_token(&self, hash: &[u8]) -> Result<()> {
-        dispatch!(self.delete_token(hash))
-    }
-
-    pub async fn data_keys(&self) -> Result<Vec<(i64, Vec<u8>)>> {
-        dispatch!(self.data_keys())
-    }
-
-    pub async fn insert_data_key(&self, wrapped: &[u8]) -> Result<i64> {
-        dispatch!(self.insert_data_key(wrapped))
-    }
-
-    pub async fn missing_blocks(&self, user_id: i64, ids: &[BlockId]) -> Result<Vec<BlockId>> {
-        dispatch!(self.missing_blocks(user_id, ids))
-    }
-
-    pub async fn block_location(&self, id: &BlockId) -> Result<Option<BlockLoc>> {
-        dispatch!(self.block_location(id))
-    }
-
-    pub async fn user_block_location(
-        &self,
-        user_id: i64,
-        id: &BlockId,
-    ) -> Result<Option<BlockLoc>> {
-        dispatch!(self.user_block_location(user_id, id))
-    }
-
+forward! {
+    fn close(&self);
+    fn ping(&self) -> Result<()>;
+    fn user_count(&self) -> Result<i64>;
+    fn create_user(&self, username: &str, password_hash: &str) -> Result<UserRow>;
+    fn user_by_name(&self, username: &str) -> Result<Option<UserRow>>;
+    fn insert_token(&self, hash: &[u8], user_id: i64, device: &str, expires_ms: i64) -> Result<()>;
+    fn token(&self, hash: &[u8]) -> Result<Option<TokenRow>>;
+    fn delete_token(&self, hash: &[u8]) -> Result<()>;
+    fn data_keys(&self) -> Result<Vec<(i64, Vec<u8>)>>;
+    fn insert_data_key(&self, wrapped: &[u8]) -> Result<i64>;
+    fn missing_blocks(&self, user_id: i64, ids: &[BlockId]) -> Result<Vec<BlockId>>;
+    fn block_location(&self, id: &BlockId) -> Result<Option<BlockLoc>>;
+    fn user_block_location(&self, user_id: i64, id: &BlockId) -> Result<Option<BlockLoc>>;
     /// Records freshly written blocks and grants them to `user_id`, in one
     /// transaction. Each answer says whether the record took the new copy.
-    pub async fn record_blocks(
+    fn record_blocks(
         &self,
         user_id: i64,
         blocks: &[(BlockId, BlockLoc, u64)],
-    ) -> Result<Vec<Recorded>> {
-        dispatch!(self.record_blocks(user_id, blocks))
-    }
-
+    ) -> Result<Vec<Recorded>>;
     /// Marks the block damaged if it is still stored at `at`: it then
     /// counts as missing, and the next upload of its bytes replaces it.
-    pub async fn mark_block_damaged(&self, id: &BlockId, at: &BlockLoc) -> Result<bool> {
-        dispatch!(self.mark_block_damaged(id, at))
-    }
-
+    fn mark_block_damaged(&self, id: &BlockId, at: &BlockLoc) -> Result<bool>;
     /// Which of `ids` the user may reference: plain length and location.
-    pub async fn user_blocks(
+    fn user_blocks(
         &self,
         user_id: i64,
         ids: &[BlockId],
-    ) -> Result<std::collections::HashMap<BlockId, (u64, BlockLoc)>> {
-        dispatch!(self.user_blocks(user_id, ids))
-    }
-
+    ) -> Result<std::collections::HashMap<BlockId, (u64, BlockLoc)>>;
     /// A server-computed or verified content hash of a revision of `ns`
     /// whose block list has `key` ([`blocks_key`]).
-    pub async fn verified_hash(&self, ns: i64, key: &[u8; 32]) -> Result<Option<Vec<u8>>> {
-        dispatch!(self.verified_hash(ns, key))
-    }
-
-    pub async fn resolve(&self, ns: i64, path: &RemotePath) -> Result<Option<NodeRow>> {
-        dispatch!(self.resolve(ns, path))
-    }
-
-    pub async fn list(&self, ns: i64, path: &RemotePath) -> Result<Vec<NodeRow>> {
-        dispatch!(self.list(ns, path))
-    }
-
-    pub async fn mkdir(&self, ns: i64, path: &RemotePath, device: &str) -> Result<NodeRow> {
-        dispatch!(self.mkdir(ns, path, device))
-    }
-
-    pub async fn commit(&self, new: &NewRevision) -> Result<NodeRow> {
-        dispatch!(self.commit(new))
-    }
-
-    /// Many commits in one transaction; see `queries.rs`.
-    pub async fn commit_many(&self, news: &[NewRevision]) -> Result<Vec<Result<NodeRow>>> {
-        dispatch!(self.commit_many(news))
-    }
-
-    /// Ends pending marks older than `cutoff_ms`; see `queries.rs`.
-    pub async fn expire_pending(&self, cutoff_ms: i64) -> Result<Vec<i64>> {
-        dispatch!(self.expire_pending(cutoff_ms))
-    }
-
-    pub async fn trash(&self, ns: i64) -> Result<Vec<TrashRow>> {
-        dispatch!(self.trash(ns))
-    }
-
-    pub async fn create_upload(&self, u: &UploadRow) -> Result<()> {
-        dispatch!(self.create_upload(u))
-    }
-
-    pub async fn open_uploads(&self, ns: i64) -> Result<i64> {
-        dispatch!(self.open_uploads(ns))
-    }
-
-    pub async fn upload(&self, ns: i64, id: &str) -> Result<Option<UploadRow>> {
-        dispatch!(self.upload(ns, id))
-    }
-
-    pub async fn upload_blocks(&self, ns: i64, id: &str) -> Result<Vec<(BlockId, u64)>> {
-        dispatch!(self.upload_blocks(ns, id))
-    }
-
-    pub async fn checkpoint_upload(&self, ns: i64, id: &str, c: &Checkpoint) -> Result<bool> {
-        dispatch!(self.checkpoint_upload(ns, id, c))
-    }
-
+    fn verified_hash(&self, ns: i64, key: &[u8; 32]) -> Result<Option<Vec<u8>>>;
+    fn resolve(&self, ns: i64, path: &RemotePath) -> Result<Option<NodeRow>>;
+    fn list(&self, ns: i64, path: &RemotePath) -> Result<Vec<NodeRow>>;
+    fn mkdir(&self, ns: i64, path: &RemotePath, device: &str) -> Result<NodeRow>;
+    fn commit(&self, new: &NewRevision) -> Result<NodeRow>;
+    /// Many commits in one transaction; see `tree.rs`.
+    fn commit_many(&self, news: &[NewRevision]) -> Result<Vec<Result<NodeRow>>>;
+    /// Ends pending marks older than `cutoff_ms`; see `tree.rs`.
+    fn expire_pending(&self, cutoff_ms: i64) -> Result<Vec<i64>>;
+    fn trash(&self, ns: i64) -> Result<Vec<TrashRow>>;
+    fn create_upload(&self, u: &UploadRow) -> Result<()>;
+    fn open_uploads(&self, ns: i64) -> Result<i64>;
+    fn upload(&self, ns: i64, id: &str) -> Result<Option<UploadRow>>;
+    fn upload_blocks(&self, ns: i64, id: &str) -> Result<Vec<(BlockId, u64)>>;
+    fn checkpoint_upload(&self, ns: i64, id: &str, c: &Checkpoint) -> Result<bool>;
     /// Completes an upload session; see `upload_queries.rs`.
-    pub async fn finish_upload(
+    fn finish_upload(
         &self,
         ns: i64,
         id: &str,
         c: &Checkpoint,
         new: &NewRevision,
-    ) -> Result<Option<(NodeRow, RemotePath)>> {
-        dispatch!(self.finish_upload(ns, id, c, new))
-    }
-
-    pub async fn delete_upload(&self, ns: i64, id: &str) -> Result<bool> {
-        dispatch!(self.delete_upload(ns, id))
-    }
-
-    pub async fn expire_uploads(&self, cutoff_ms: i64) -> Result<Vec<i64>> {
-        dispatch!(self.expire_uploads(cutoff_ms))
-    }
-
+    ) -> Result<Option<(NodeRow, RemotePath)>>;
+    fn delete_upload(&self, ns: i64, id: &str) -> Result<bool>;
+    fn expire_uploads(&self, cutoff_ms: i64) -> Result<Vec<i64>>;
     /// Shows the file at `new.path` as syncing (an upload has begun).
-    pub async fn mark_upload_pending(&self, new: &NewRevision) -> Result<()> {
-        dispatch!(self.mark_pending(new))
-    }
-
-    /// Removes trash entries for good; see `queries.rs`.
-    pub async fn purge_trash(&self, ns: i64, id: Option<&str>) -> Result<u64> {
-        dispatch!(self.purge_trash(ns, id))
-    }
-
-    pub async fn expire_trash(&self, cutoff_ms: i64) -> Result<u64> {
-        dispatch!(self.expire_trash(cutoff_ms))
-    }
-
-    pub async fn unreferenced_blocks(&self) -> Result<i64> {
-        dispatch!(self.unreferenced_blocks())
-    }
-
-    /// Restores a trashed node; see `queries.rs`.
-    pub async fn restore_from_trash(
+    fn mark_upload_pending(&self, new: &NewRevision) -> Result<()>;
+    /// Removes trash entries for good; see `tree.rs`.
+    fn purge_trash(&self, ns: i64, id: Option<&str>) -> Result<u64>;
+    fn expire_trash(&self, cutoff_ms: i64) -> Result<u64>;
+    fn unreferenced_blocks(&self) -> Result<i64>;
+    /// Restores a trashed node; see `tree.rs`.
+    fn restore_from_trash(
         &self,
         ns: i64,
         id: &str,
         to: Option<&RemotePath>,
         device: &str,
-    ) -> Result<(NodeRow, RemotePath)> {
-        dispatch!(self.restore_from_trash(ns, id, to, device))
-    }
-
-    pub async fn move_node(
+    ) -> Result<(NodeRow, RemotePath)>;
+    fn move_node(
         &self,
         ns: i64,
         from: &RemotePath,
         to: &RemotePath,
         device: &str,
-    ) -> Result<NodeRow> {
-        dispatch!(self.move_node(ns, from, to, device))
-    }
-
-    pub async fn delete(
-        &self,
-        ns: i64,
-        path: &RemotePath,
-        base_rev: Option<i64>,
-        device: &str,
-    ) -> Result<()> {
-        dispatch!(self.delete(ns, path, base_rev, device))
-    }
-
-    pub async fn revisions(
-        &self,
-        ns: i64,
-        path: &RemotePath,
-    ) -> Result<(NodeRow, Vec<RevisionRow>)> {
-        dispatch!(self.revisions(ns, path))
-    }
-
+    ) -> Result<NodeRow>;
+    fn delete(&self, ns: i64, path: &RemotePath, base_rev: Option<i64>, device: &str) -> Result<()>;
+    fn revisions(&self, ns: i64, path: &RemotePath) -> Result<(NodeRow, Vec<RevisionRow>)>;
     /// The node at `path`, one of its revisions (the current one when `rev`
     /// is `None`) and that revision's blocks in file order.
-    pub async fn file_revision(
+    fn file_revision(
         &self,
         ns: i64,
         path: &RemotePath,
         rev: Option<i64>,
-    ) -> Result<(NodeRow, RevisionRow, Vec<RevisionBlock>)> {
-        dispatch!(self.file_revision(ns, path, rev))
-    }
-
-    pub async fn restore(
-        &self,
-        ns: i64,
-        path: &RemotePath,
-        rev: i64,
-        device: &str,
-    ) -> Result<NodeRow> {
-        dispatch!(self.restore(ns, path, rev, device))
-    }
-
-    pub async fn journal_seq(&self, ns: i64) -> Result<i64> {
-        dispatch!(self.journal_seq(ns))
-    }
-
+    ) -> Result<(NodeRow, RevisionRow, Vec<RevisionBlock>)>;
+    fn restore(&self, ns: i64, path: &RemotePath, rev: i64, device: &str) -> Result<NodeRow>;
+    fn journal_seq(&self, ns: i64) -> Result<i64>;
     /// Journal entries of `ns` after sequence number `after`, oldest first.
-    pub async fn changes(&self, ns: i64, after: i64, limit: i64) -> Result<Vec<JournalRow>> {
-        dispatch!(self.changes(ns, after, limit))
-    }
+    fn changes(&self, ns: i64, after: i64, limit: i64) -> Result<Vec<JournalRow>>;
 }

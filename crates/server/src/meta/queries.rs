@@ -8,13 +8,15 @@
 //! family (users, blocks, tree, revisions, journal, uploads, commits).
 
 use sqlx::{Pool, Transaction};
+use tessera_proto::api::ChangeKind;
 use tessera_proto::path::fold_name;
 
 use super::{BEGIN, Db};
 use crate::meta::{
     BlockLoc, JournalRow, MetaError, NewRevision, NodeRow, Recorded, Result, RevisionBlock,
-    RevisionBlockRow, RevisionRow, TokenRow, TrashRow, UserRow, now_ms,
+    RevisionBlockRow, RevisionRow, StoredJournalRow, TokenRow, TrashRow, UserRow, now_ms,
 };
+use crate::notify::Publisher;
 use tessera_proto::{BlockId, RemotePath};
 
 type Conn = <Db as sqlx::Database>::Connection;
@@ -22,6 +24,8 @@ type Tx = Transaction<'static, Db>;
 
 pub struct Store {
     pool: Pool<Db>,
+    /// Told of every journal change once it has committed ([`Writer::commit`]).
+    publisher: Publisher,
 }
 
 macro_rules! node_cols {
@@ -70,8 +74,8 @@ fn map_unique(e: sqlx::Error, what: impl FnOnce() -> String) -> MetaError {
 }
 
 impl Store {
-    pub(super) fn new(pool: Pool<Db>) -> Self {
-        Self { pool }
+    pub(super) fn new(pool: Pool<Db>, publisher: Publisher) -> Self {
+        Self { pool, publisher }
     }
 
     pub async fn close(&self) {
@@ -90,12 +94,16 @@ impl Store {
 
 /// One user-visible change: a transaction that holds the namespace's
 /// journal row, so journal sequence numbers are gap-free and changes to one
-/// namespace apply one at a time.
+/// namespace apply one at a time. It ends with [`Writer::commit`], which
+/// publishes what it journaled, or is dropped (rolled back, nothing said).
 struct Writer {
     tx: Tx,
     ns: i64,
     device: String,
     now: i64,
+    /// The sequence number of the last entry this change journaled.
+    seq: Option<i64>,
+    publisher: Publisher,
 }
 
 impl Writer {
@@ -112,13 +120,26 @@ impl Writer {
             ns,
             device: device.to_owned(),
             now: now_ms(),
+            seq: None,
+            publisher: store.publisher.clone(),
         })
+    }
+
+    /// Commits the change and, once it is durable, publishes the
+    /// namespace's new sequence number. Returns it, or `None` when the
+    /// change journaled nothing (then nothing is published).
+    async fn commit(self) -> Result<Option<i64>> {
+        self.tx.commit().await?;
+        if let Some(seq) = self.seq {
+            self.publisher.publish(self.ns, seq);
+        }
+        Ok(self.seq)
     }
 
     /// Appends one journal entry describing `node` as this change left it.
     async fn event(
         &mut self,
-        kind: &str,
+        kind: ChangeKind,
         node: &NodeRow,
         path: &str,
         old_path: Option<&str>,
@@ -136,7 +157,7 @@ impl Writer {
         )
         .bind(self.ns)
         .bind(seq)
-        .bind(kind)
+        .bind(kind.as_str())
         .bind(&node.id)
         .bind(path)
         .bind(old_path)
@@ -148,6 +169,7 @@ impl Writer {
         .bind(self.now)
         .execute(&mut *self.tx)
         .await?;
+        self.seq = Some(seq);
         Ok(seq)
     }
 
@@ -176,7 +198,8 @@ impl Writer {
                         pending_ms: None,
                     };
                     insert_node(&mut self.tx, &node).await?;
-                    self.event("mkdir", &node, at.as_str(), None).await?;
+                    self.event(ChangeKind::Mkdir, &node, at.as_str(), None)
+                        .await?;
                     node
                 }
             };
@@ -198,7 +221,8 @@ async fn end_pending(w: &mut Writer, node: &NodeRow, path: &str) -> Result<()> {
         .bind(&node.id)
         .execute(&mut *w.tx)
         .await?;
-    w.event("pending_expired", node, path, None).await?;
+    w.event(ChangeKind::PendingExpired, node, path, None)
+        .await?;
     Ok(())
 }
 

@@ -125,8 +125,9 @@ impl Store {
             modified_ms: now,
             ..node
         };
-        w.event("restore", &node, path.as_str(), None).await?;
-        w.tx.commit().await?;
+        w.event(ChangeKind::Restore, &node, path.as_str(), None)
+            .await?;
+        w.commit().await?;
         Ok(node)
     }
 }

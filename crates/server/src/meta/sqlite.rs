@@ -1,6 +1,7 @@
 //! The SQLite backend: the shared queries over `sqlx::Sqlite`.
 
 use super::Result;
+use crate::notify::Publisher;
 
 pub type Db = sqlx::Sqlite;
 
@@ -17,7 +18,7 @@ mod queries;
 pub use queries::Store;
 
 impl Store {
-    pub async fn connect(url: &str) -> Result<Self> {
+    pub async fn connect(url: &str, publisher: Publisher) -> Result<Self> {
         use sqlx::sqlite::{
             SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
         };
@@ -33,7 +34,7 @@ impl Store {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let store = Self::new(pool);
+        let store = Self::new(pool, publisher);
         store.rescue_cut_off().await?;
         Ok(store)
     }

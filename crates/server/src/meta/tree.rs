@@ -37,7 +37,7 @@ impl Store {
             return Err(MetaError::AlreadyExists(format!("{path} already exists")));
         }
         let node = w.ensure_folder(path).await?;
-        w.tx.commit().await?;
+        w.commit().await?;
         Ok(node)
     }
 
@@ -45,21 +45,21 @@ impl Store {
         let mut w = Writer::begin(self, new.ns, &new.device).await?;
         match Self::commit_in(&mut w, new).await {
             Ok(node) => {
-                w.tx.commit().await?;
+                w.commit().await?;
                 Ok(node)
             }
             Err(MetaError::MissingBlocks(missing)) => {
                 // Not all blocks are here yet: the upload is under way. Show
                 // the file as pending, so other devices see it syncing.
                 w.tx.rollback().await?;
-                self.mark_pending(new).await?;
+                self.mark_upload_pending(new).await?;
                 Err(MetaError::MissingBlocks(missing))
             }
             Err(e) => Err(e),
         }
     }
 
-    pub async fn mark_pending(&self, new: &NewRevision) -> Result<()> {
+    pub async fn mark_upload_pending(&self, new: &NewRevision) -> Result<()> {
         let (Some(parent), Some(name)) = (new.path.parent(), new.path.name()) else {
             return Ok(());
         };
@@ -97,8 +97,9 @@ impl Store {
                 node
             }
         };
-        w.event("pending", &node, new.path.as_str(), None).await?;
-        w.tx.commit().await?;
+        w.event(ChangeKind::Pending, &node, new.path.as_str(), None)
+            .await?;
+        w.commit().await?;
         Ok(())
     }
 
@@ -136,7 +137,7 @@ impl Store {
                 Err(e) => return Err(e),
             };
             end_pending(&mut w, &node, &path).await?;
-            w.tx.commit().await?;
+            w.commit().await?;
             changed.push(ns);
         }
         changed.sort();
@@ -174,7 +175,7 @@ impl Store {
                 }
             }
         }
-        w.tx.commit().await?;
+        w.commit().await?;
         Ok(out)
     }
 
@@ -307,7 +308,8 @@ impl Store {
         .execute(&mut *w.tx)
         .await?;
         insert_revision_blocks(&mut w.tx, ns, &node.id, node.rev, &new.blocks).await?;
-        w.event("commit", &node, path.as_str(), None).await?;
+        w.event(ChangeKind::Commit, &node, path.as_str(), None)
+            .await?;
         Ok(node)
     }
 
@@ -354,13 +356,14 @@ impl Store {
         .bind(&node.id)
         .execute(&mut *w.tx)
         .await?;
-        w.event("move", &node, to.as_str(), Some(from.as_str()))
+        w.event(ChangeKind::Move, &node, to.as_str(), Some(from.as_str()))
             .await?;
-        w.tx.commit().await?;
+        let now = w.now;
+        w.commit().await?;
         Ok(NodeRow {
             parent_id: Some(parent.id),
             name: to_name.to_owned(),
-            modified_ms: w.now,
+            modified_ms: now,
             ..node
         })
     }
@@ -397,8 +400,9 @@ impl Store {
         .bind(&node.id)
         .execute(&mut *w.tx)
         .await?;
-        w.event("delete", &node, path.as_str(), None).await?;
-        w.tx.commit().await?;
+        w.event(ChangeKind::Delete, &node, path.as_str(), None)
+            .await?;
+        w.commit().await?;
         Ok(())
     }
 
@@ -438,7 +442,7 @@ impl Store {
         for (root,) in &roots {
             purge_subtree(&mut w.tx, ns, root, w.now).await?;
         }
-        w.tx.commit().await?;
+        w.commit().await?;
         Ok(roots.len() as u64)
     }
 
@@ -545,7 +549,11 @@ impl Store {
             if !seen.insert(n.id.clone()) {
                 return Err(MetaError::Cycle(format!("{} is below itself", n.id)));
             }
-            let kind = if n.is_folder() { "mkdir" } else { "restore" };
+            let kind = if n.is_folder() {
+                ChangeKind::Mkdir
+            } else {
+                ChangeKind::Restore
+            };
             w.event(kind, &n, path.as_str(), None).await?;
             if n.is_folder() {
                 let children: Vec<NodeRow> = sqlx::query_as(concat!(
@@ -565,7 +573,7 @@ impl Store {
                 }
             }
         }
-        w.tx.commit().await?;
+        w.commit().await?;
         Ok((node, target))
     }
 }

@@ -115,7 +115,7 @@ impl Store {
             .bind(id)
             .execute(&mut *w.tx)
             .await?;
-        w.tx.commit().await?;
+        w.commit().await?;
         Ok(Some((node, target)))
     }
 
@@ -160,7 +160,7 @@ impl Store {
         {
             end_pending(&mut w, &node, &path).await?;
         }
-        w.tx.commit().await?;
+        w.commit().await?;
         Ok(true)
     }
 

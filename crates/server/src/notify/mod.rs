@@ -1,13 +1,15 @@
 //! Wake-ups for long polls, and presence.
 //!
 //! Each namespace has a watch channel holding its latest journal sequence
-//! number; a write bumps it after its transaction commits, and every poll
-//! waiting on that namespace wakes. Waiting costs a task and a channel
-//! receiver, no CPU. This fan-out is in-process: with several server
-//! instances the bump will travel through the database (PostgreSQL
-//! LISTEN/NOTIFY) into the same `Hub`.
+//! number; the metadata store bumps it through [`Publisher`] (`publish.rs`)
+//! after a change's transaction commits, and every poll waiting on that
+//! namespace wakes. Waiting costs a task and a channel receiver, no CPU.
+//! This fan-out is in-process: with several server instances the bump will
+//! travel through the database (PostgreSQL LISTEN/NOTIFY) into the same
+//! `Hub`, by a bridge in `publish.rs`.
 
 pub mod presence;
+pub mod publish;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,6 +17,7 @@ use std::sync::Mutex;
 use tokio::sync::watch;
 
 pub use presence::Presence;
+pub use publish::{Publish, Publisher};
 
 pub struct Hub {
     namespaces: Mutex<HashMap<i64, watch::Sender<i64>>>,

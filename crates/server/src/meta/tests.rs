@@ -1,0 +1,217 @@
+//! Every change committed through [`Meta`] publishes exactly the sequence
+//! number it reached, and only after it committed; a stored journal kind
+//! this release does not know is refused. On SQLite always, on PostgreSQL
+//! when TESSERA_TEST_POSTGRES names a cluster.
+
+use std::sync::{Arc, Mutex};
+
+use tessera_proto::{BlockId, ContentHash, RemotePath};
+
+use super::{BlockLoc, Meta, MetaError, NewRevision, UserRow, now_ms};
+use crate::notify::{Publish, Publisher};
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(i64, i64)>>);
+
+impl Publish for Recorder {
+    fn publish(&self, ns: i64, seq: i64) {
+        if let Ok(mut seen) = self.0.lock() {
+            seen.push((ns, seq));
+        }
+    }
+}
+
+impl Recorder {
+    fn take(&self) -> Vec<(i64, i64)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+struct Fixture {
+    meta: Meta,
+    url: String,
+    seen: Arc<Recorder>,
+    user: UserRow,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn open(url: Option<String>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = url.unwrap_or_else(|| format!("sqlite://{}/m.db", dir.path().display()));
+        let seen = Arc::new(Recorder::default());
+        let meta = Meta::connect(&url, Publisher::custom(seen.clone()))
+            .await
+            .unwrap();
+        let user = meta.create_user("ann", "x").await.unwrap();
+        Self {
+            meta,
+            url,
+            seen,
+            user,
+            _dir: dir,
+        }
+    }
+
+    /// Asserts that what ran since the last check published exactly the
+    /// namespace's current sequence number, once.
+    async fn published_once(&self, what: &str) {
+        let ns = self.user.root_ns;
+        let seq = self.meta.journal_seq(ns).await.unwrap();
+        assert_eq!(self.seen.take(), vec![(ns, seq)], "{what}");
+    }
+
+    fn revision(&self, path: &str, block: u8, size: u64) -> NewRevision {
+        NewRevision {
+            ns: self.user.root_ns,
+            user_id: self.user.id,
+            path: p(path),
+            base_rev: None,
+            size,
+            content_hash: ContentHash([block; 32]),
+            chunker: "test".into(),
+            blocks: vec![(BlockId([block; 32]), size)],
+            device: "laptop".into(),
+        }
+    }
+
+    async fn store_block(&self, block: u8, size: u64) {
+        let loc = BlockLoc {
+            object: format!("o{block}"),
+            offset: 0,
+            length: size,
+        };
+        self.meta
+            .record_blocks(self.user.id, &[(BlockId([block; 32]), loc, size)])
+            .await
+            .unwrap();
+    }
+}
+
+fn p(s: &str) -> RemotePath {
+    RemotePath::parse(s).unwrap()
+}
+
+/// A fresh database on the test cluster, or `None` without one.
+async fn fresh_postgres() -> Option<String> {
+    let admin = std::env::var("TESSERA_TEST_POSTGRES").ok()?;
+    let name = format!("tessera_test_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&admin).unwrap();
+    url.set_path(&name);
+    Some(url.to_string())
+}
+
+async fn every_change_publishes_its_seq(f: Fixture) {
+    let ns = f.user.root_ns;
+    assert_eq!(f.seen.take(), vec![], "making a user journals nothing");
+
+    f.meta.mkdir(ns, &p("/a"), "laptop").await.unwrap();
+    f.published_once("mkdir").await;
+
+    f.store_block(1, 5).await;
+    assert_eq!(f.seen.take(), vec![], "storing blocks journals nothing");
+    f.meta.commit(&f.revision("/a/f", 1, 5)).await.unwrap();
+    f.published_once("commit").await;
+
+    // The same block list again: no new revision, no entry, no wake-up.
+    f.meta.commit(&f.revision("/a/f", 1, 5)).await.unwrap();
+    assert_eq!(f.seen.take(), vec![], "an unchanged commit");
+
+    f.store_block(2, 7).await;
+    f.meta.commit(&f.revision("/a/f", 2, 7)).await.unwrap();
+    f.published_once("second commit").await;
+    f.meta.restore(ns, &p("/a/f"), 1, "laptop").await.unwrap();
+    f.published_once("restore of a revision").await;
+
+    f.meta
+        .move_node(ns, &p("/a/f"), &p("/a/g"), "laptop")
+        .await
+        .unwrap();
+    f.published_once("move").await;
+
+    f.meta.delete(ns, &p("/a"), None, "laptop").await.unwrap();
+    f.published_once("delete").await;
+    let trashed = f.meta.trash(ns).await.unwrap();
+    let [entry] = trashed.as_slice() else {
+        panic!("one trash entry, not {trashed:?}");
+    };
+    // The folder and the file inside: two entries, one wake-up at the last.
+    let before = f.meta.journal_seq(ns).await.unwrap();
+    f.meta
+        .restore_from_trash(ns, &entry.id, None, "laptop")
+        .await
+        .unwrap();
+    assert_eq!(f.meta.journal_seq(ns).await.unwrap(), before + 2);
+    f.published_once("restore from the trash").await;
+
+    f.meta.delete(ns, &p("/a/g"), None, "laptop").await.unwrap();
+    f.published_once("second delete").await;
+    assert_eq!(f.meta.purge_trash(ns, None).await.unwrap(), 1);
+    assert_eq!(f.seen.take(), vec![], "a purge journals nothing");
+
+    // Short of blocks: the commit rolls back, the pending mark commits.
+    let short = f.revision("/b", 3, 4);
+    let err = f.meta.commit(&short).await.unwrap_err();
+    assert!(matches!(err, MetaError::MissingBlocks(_)), "{err}");
+    f.published_once("pending mark").await;
+    let changed = f.meta.expire_pending(now_ms() + 1).await.unwrap();
+    assert_eq!(changed, vec![ns]);
+    f.published_once("expired pending mark").await;
+
+    // A refused change publishes nothing.
+    let err = f.meta.mkdir(ns, &p("/a"), "laptop").await.unwrap_err();
+    assert!(matches!(err, MetaError::AlreadyExists(_)), "{err}");
+    assert_eq!(f.seen.take(), vec![], "a refused mkdir");
+}
+
+async fn an_unknown_stored_kind_is_refused(f: Fixture) {
+    let ns = f.user.root_ns;
+    f.meta.mkdir(ns, &p("/a"), "laptop").await.unwrap();
+    assert_eq!(f.meta.changes(ns, 0, 10).await.unwrap().len(), 1);
+    let sql = "UPDATE journal SET kind = 'rename' WHERE namespace_id = $1";
+    if f.url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(&f.url).await.unwrap();
+        sqlx::query(sql).bind(ns).execute(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(&f.url).await.unwrap();
+        sqlx::query(sql).bind(ns).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+    let err = f.meta.changes(ns, 0, 10).await.unwrap_err();
+    assert!(
+        matches!(&err, MetaError::Journal(k) if k.0 == "rename"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_every_change_publishes_its_seq() {
+    every_change_publishes_its_seq(Fixture::open(None).await).await;
+}
+
+#[tokio::test]
+async fn postgres_every_change_publishes_its_seq() {
+    if let Some(url) = fresh_postgres().await {
+        every_change_publishes_its_seq(Fixture::open(Some(url)).await).await;
+    }
+}
+
+#[tokio::test]
+async fn sqlite_an_unknown_stored_kind_is_refused() {
+    an_unknown_stored_kind_is_refused(Fixture::open(None).await).await;
+}
+
+#[tokio::test]
+async fn postgres_an_unknown_stored_kind_is_refused() {
+    if let Some(url) = fresh_postgres().await {
+        an_unknown_stored_kind_is_refused(Fixture::open(Some(url)).await).await;
+    }
+}
