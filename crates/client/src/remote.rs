@@ -11,7 +11,7 @@ use tessera_proto::api::{
     PathQuery, PollResponse, PresenceResponse, RestoreRequest, RevisionsResponse, ServerInfo,
 };
 use tessera_proto::error::{ErrorBody, ErrorCode};
-use tessera_proto::{API_PREFIX, BlockId};
+use tessera_proto::{API_PREFIX, BlockId, ContentHash};
 use url::Url;
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +83,65 @@ fn unreachable(e: reqwest::Error) -> ClientError {
         cause = c.source();
     }
     ClientError::Unreachable { server, reason }
+}
+
+/// A download answer: what the server says the body is, and the body.
+pub struct Download {
+    /// The whole file's content hash, whatever part of it is sent.
+    pub content_hash: ContentHash,
+    pub rev: i64,
+    pub etag: Option<String>,
+    /// Bytes in this answer's body, when the server says.
+    pub length: Option<u64>,
+    /// Where the body starts in the file when only a part is sent (206);
+    /// `Some(None)` when the server sent a part without a readable range.
+    pub range_start: Option<Option<u64>>,
+    body: reqwest::Response,
+}
+
+impl Download {
+    fn read(resp: reqwest::Response) -> Result<Self, ClientError> {
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_hash = header(tessera_proto::headers::CONTENT_HASH)
+            .and_then(|h| h.parse().ok())
+            .ok_or_else(|| ClientError::Integrity("server sent no content hash".into()))?;
+        let rev = header(tessera_proto::headers::REV)
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0);
+        let range_start = (resp.status() == StatusCode::PARTIAL_CONTENT).then(|| {
+            header(reqwest::header::CONTENT_RANGE.as_str())
+                .as_deref()
+                .and_then(range_start)
+        });
+        Ok(Self {
+            content_hash,
+            rev,
+            etag: header(reqwest::header::ETAG.as_str()),
+            length: resp.content_length(),
+            range_start,
+            body: resp,
+        })
+    }
+
+    /// The next piece of the body, `None` at its end.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, ClientError> {
+        Ok(self.body.chunk().await?)
+    }
+}
+
+/// The first byte of a `Content-Range: bytes FIRST-LAST/TOTAL`.
+fn range_start(value: &str) -> Option<u64> {
+    value
+        .strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// One server, as one logged-in device (or not yet logged in).
@@ -313,7 +372,7 @@ impl Remote {
         let resp = Self::send(self.request(Method::GET, &format!("/blocks/{id}"))).await?;
         let zstd = resp
             .headers()
-            .get("x-tessera-codec")
+            .get(tessera_proto::headers::CODEC)
             .is_some_and(|v| v == "zstd");
         let body = resp.bytes().await?;
         let id = *id;
@@ -357,40 +416,47 @@ impl Remote {
         Self::json(req.body(body)).await
     }
 
-    /// Starts a download; the caller streams the body.
+    /// Sends a download request as it is and hands back the raw answer,
+    /// for callers that look at the HTTP exchange itself. Transfers use
+    /// [`Remote::content`], which reads the answer into a [`Download`].
     pub async fn download(
         &self,
         path: &str,
         rev: Option<i64>,
     ) -> Result<reqwest::Response, ClientError> {
-        let mut req = self
+        Self::send(self.content_request(path, rev)).await
+    }
+
+    fn content_request(&self, path: &str, rev: Option<i64>) -> RequestBuilder {
+        let req = self
             .request(Method::GET, "/files/content")
             .query(&[("path", path)]);
-        if let Some(rev) = rev {
-            req = req.query(&[("rev", rev)]);
+        match rev {
+            Some(rev) => req.query(&[("rev", rev)]),
+            None => req,
         }
-        Self::send(req).await
+    }
+
+    /// Starts a download of the whole file; the caller streams the body.
+    pub async fn content(&self, path: &str, rev: Option<i64>) -> Result<Download, ClientError> {
+        Download::read(Self::send(self.content_request(path, rev)).await?)
     }
 
     /// Starts a download of the bytes from `offset` on, if the server still
-    /// serves the content tagged `etag` (206); otherwise it answers the
-    /// whole file (200).
-    pub async fn download_from(
+    /// serves the content tagged `etag` (then [`Download::range_start`] is
+    /// set); otherwise the answer is the whole file.
+    pub async fn content_from(
         &self,
         path: &str,
         rev: Option<i64>,
         offset: u64,
         etag: &str,
-    ) -> Result<reqwest::Response, ClientError> {
-        let mut req = self
-            .request(Method::GET, "/files/content")
-            .query(&[("path", path)])
+    ) -> Result<Download, ClientError> {
+        let req = self
+            .content_request(path, rev)
             .header(reqwest::header::RANGE, format!("bytes={offset}-"))
             .header(reqwest::header::IF_RANGE, etag);
-        if let Some(rev) = rev {
-            req = req.query(&[("rev", rev)]);
-        }
-        Self::send(req).await
+        Download::read(Self::send(req).await?)
     }
 
     /// Journal entries after `cursor` (from the start when `None`).
