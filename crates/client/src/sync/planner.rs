@@ -14,11 +14,15 @@
 //! and so is a remote node whose id shows up at a new path: moves travel as
 //! moves, never as delete + upload.
 //!
-//! Operations come out in an order the executor can run one by one:
-//! folder creations (shallow first), then moves (into folders that exist
-//! by then), then transfers, then deletions (deep first). A folder deleted
-//! on the server takes its contents with it, so one delete stands for the
-//! whole subtree and it stays restorable as one item from the trash.
+//! Operations come out as a [`Plan`]: steps in the order they must run,
+//! one per [`Phase`]: folder creations (shallow first), then moves (into
+//! folders that exist by then), then conflicted copies (so the transfers
+//! see the disk as it will stay), then transfers, then records, then
+//! deletions (deep first). The executor runs the steps as they come and
+//! may run the operations within one step in any order (transfers run
+//! side by side). A folder deleted on the server takes its contents with
+//! it, so one delete stands for the whole subtree and it stays restorable
+//! as one item from the trash.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -79,20 +83,123 @@ pub enum Op {
     },
 }
 
+/// The steps of a round, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Folder creations, shallow first, so later steps find their parents.
+    Folders,
+    /// Moves on either side, into folders that exist by then.
+    Moves,
+    /// Local bytes set aside as conflicted copies.
+    Conflicts,
+    /// Uploads and downloads; independent of each other.
+    Transfers,
+    /// Agreements recorded, nothing moved.
+    Records,
+    /// Deletions, deepest first, so a folder is empty when its turn comes.
+    Deletes,
+}
+
+/// The operations of one phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub phase: Phase,
+    pub ops: Vec<Op>,
+}
+
+/// What to do, as steps in execution order (no step is empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    fn from_ops(mut ops: Vec<Op>) -> Self {
+        ops.sort_by_key(Op::rank);
+        let mut steps: Vec<Step> = Vec::new();
+        for op in ops {
+            let phase = op.phase();
+            match steps.last_mut() {
+                Some(step) if step.phase == phase => step.ops.push(op),
+                _ => steps.push(Step {
+                    phase,
+                    ops: vec![op],
+                }),
+            }
+        }
+        Self { steps }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Every operation, in execution order.
+    pub fn ops(&self) -> impl Iterator<Item = &Op> {
+        self.steps.iter().flat_map(|s| &s.ops)
+    }
+
+    pub fn into_ops(self) -> Vec<Op> {
+        self.steps.into_iter().flat_map(|s| s.ops).collect()
+    }
+
+    /// The operations of `phase` (none if the plan has no such step).
+    pub fn phase(&self, phase: Phase) -> &[Op] {
+        self.steps
+            .iter()
+            .find(|s| s.phase == phase)
+            .map_or(&[], |s| s.ops.as_slice())
+    }
+
+    /// Drops the operations `keep` refuses, and any step left empty.
+    pub fn retain(&mut self, keep: impl Fn(&Op) -> bool) {
+        for step in &mut self.steps {
+            step.ops.retain(&keep);
+        }
+        self.steps.retain(|s| !s.ops.is_empty());
+    }
+}
+
 impl Op {
-    fn rank(&self) -> (u8, usize, String) {
+    pub fn phase(&self) -> Phase {
         use Op::*;
-        let (class, path) = match self {
-            CreateRemoteFolder { path } | CreateLocalFolder { path } => (0, path),
-            MoveRemote { to, .. } | MoveLocal { to, .. } => (1, to),
-            Upload { path, .. } | Download { path, .. } | Conflict { path, .. } => (2, path),
-            MarkSynced { path, .. } | Forget { path } => (3, path),
-            DeleteLocal { path, .. } | DeleteRemote { path } => (4, path),
-        };
-        let d = depth(path);
+        match self {
+            CreateRemoteFolder { .. } | CreateLocalFolder { .. } => Phase::Folders,
+            MoveRemote { .. } | MoveLocal { .. } => Phase::Moves,
+            Conflict { .. } => Phase::Conflicts,
+            Upload { .. } | Download { .. } => Phase::Transfers,
+            MarkSynced { .. } | Forget { .. } => Phase::Records,
+            DeleteLocal { .. } | DeleteRemote { .. } => Phase::Deletes,
+        }
+    }
+
+    /// Where the operation lands: its path, or a move's target.
+    fn path(&self) -> &str {
+        use Op::*;
+        match self {
+            MoveRemote { to, .. } | MoveLocal { to, .. } => to,
+            CreateRemoteFolder { path }
+            | CreateLocalFolder { path }
+            | Upload { path, .. }
+            | Download { path, .. }
+            | Conflict { path, .. }
+            | DeleteLocal { path, .. }
+            | DeleteRemote { path }
+            | MarkSynced { path, .. }
+            | Forget { path } => path,
+        }
+    }
+
+    fn rank(&self) -> (Phase, usize, String) {
+        let phase = self.phase();
+        let d = depth(self.path());
         // Deletions run deepest first; everything else shallow first.
-        let d = if class == 4 { usize::MAX - d } else { d };
-        (class, d, path.clone())
+        let d = if phase == Phase::Deletes {
+            usize::MAX - d
+        } else {
+            d
+        };
+        (phase, d, self.path().to_owned())
     }
 }
 
@@ -119,7 +226,7 @@ fn subtree_changed(dir: &str, side: &Tree, synced: &Tree) -> bool {
         .any(|p| changed(side.get(p), synced.get(p)))
 }
 
-pub fn plan(local: &Tree, remote: &Tree, synced: &Tree) -> Vec<Op> {
+pub fn plan(local: &Tree, remote: &Tree, synced: &Tree) -> Plan {
     let mut ops = Vec::new();
     let mut handled: BTreeSet<String> = BTreeSet::new();
 
@@ -337,8 +444,7 @@ pub fn plan(local: &Tree, remote: &Tree, synced: &Tree) -> Vec<Op> {
         Op::DeleteRemote { path } => !folder_deletes.iter().any(|d| is_below(path, d)),
         _ => true,
     });
-    ops.sort_by_key(Op::rank);
-    ops
+    Plan::from_ops(ops)
 }
 
 /// What lies below `dir`: relative path → (kind, hash).
@@ -385,6 +491,104 @@ mod tests {
 
     fn s(p: &str) -> String {
         p.to_owned()
+    }
+
+    /// The plan's operations in execution order, for the cases that are
+    /// about what is done rather than when.
+    fn plan(local: &Tree, remote: &Tree, synced: &Tree) -> Vec<Op> {
+        super::plan(local, remote, synced).into_ops()
+    }
+
+    #[test]
+    fn steps_come_in_phase_order() {
+        let synced = tree(&[
+            ("gone", Node::folder().with_id("G")),
+            ("gone/deep", Node::folder().with_id("GD")),
+            ("gone/deep/x", rf("x", 1, "X")),
+            ("moved", rf("m", 1, "M")),
+            ("both", rf("b", 1, "B")),
+            ("same", rf("s", 1, "S")),
+            ("edited", rf("e", 1, "E")),
+        ]);
+        let local = tree(&[
+            ("gone", Node::folder()),
+            ("gone/deep", Node::folder()),
+            ("gone/deep/x", f("x")),
+            ("moved", f("m")),
+            ("both", f("local")),
+            ("same", f("s2")),
+            ("edited", f("e")),
+            ("new", Node::folder()),
+            ("new/up", f("u")),
+        ]);
+        let remote = tree(&[
+            ("moved-here", rf("m", 1, "M")),
+            ("both", rf("remote", 2, "B")),
+            ("same", rf("s2", 2, "S")),
+            ("edited", rf("e2", 2, "E")),
+        ]);
+        let got = super::plan(&local, &remote, &synced);
+        let phases: Vec<Phase> = got.steps.iter().map(|st| st.phase).collect();
+        assert_eq!(
+            phases,
+            vec![
+                Phase::Folders,
+                Phase::Moves,
+                Phase::Conflicts,
+                Phase::Transfers,
+                Phase::Records,
+                Phase::Deletes,
+            ]
+        );
+        assert_eq!(
+            got.phase(Phase::Folders),
+            [Op::CreateRemoteFolder { path: s("new") }]
+        );
+        assert_eq!(
+            got.phase(Phase::Moves),
+            [Op::MoveLocal {
+                from: s("moved"),
+                to: s("moved-here")
+            }]
+        );
+        assert_eq!(
+            got.phase(Phase::Transfers),
+            [
+                Op::Download {
+                    path: s("edited"),
+                    rev: 2,
+                    local: Some(f("e"))
+                },
+                Op::Upload {
+                    path: s("new/up"),
+                    base_rev: 0
+                },
+            ]
+        );
+        // Deepest first, so each folder is empty when its turn comes.
+        let deleted: Vec<&str> = got
+            .phase(Phase::Deletes)
+            .iter()
+            .map(|o| match o {
+                Op::DeleteLocal { path, .. } => path.as_str(),
+                other => panic!("not a deletion: {other:?}"),
+            })
+            .collect();
+        assert_eq!(deleted, ["gone/deep/x", "gone/deep", "gone"]);
+        for step in &got.steps {
+            assert!(step.ops.iter().all(|o| o.phase() == step.phase), "{step:?}");
+        }
+    }
+
+    #[test]
+    fn a_plan_without_its_deletions_loses_the_step() {
+        let synced = tree(&[("a", rf("1", 1, "A")), ("b", rf("2", 1, "B"))]);
+        let mut got = super::plan(&tree(&[("b", f("3"))]), &synced.clone(), &synced);
+        assert_eq!(got.steps.len(), 2, "{got:?}");
+        got.retain(|o| !matches!(o, Op::DeleteRemote { .. }));
+        assert_eq!(got.steps.len(), 1);
+        assert_eq!(got.steps[0].phase, Phase::Transfers);
+        assert!(got.phase(Phase::Deletes).is_empty());
     }
 
     #[test]
