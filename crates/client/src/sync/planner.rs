@@ -226,12 +226,47 @@ fn subtree_changed(dir: &str, side: &Tree, synced: &Tree) -> bool {
         .any(|p| changed(side.get(p), synced.get(p)))
 }
 
+/// The three trees the planner compares.
+#[derive(Clone, Copy)]
+struct Trees<'a> {
+    local: &'a Tree,
+    remote: &'a Tree,
+    synced: &'a Tree,
+}
+
 pub fn plan(local: &Tree, remote: &Tree, synced: &Tree) -> Plan {
+    let t = Trees {
+        local,
+        remote,
+        synced,
+    };
     let mut ops = Vec::new();
     let mut handled: BTreeSet<String> = BTreeSet::new();
+    remote_moves(t, &mut ops, &mut handled);
+    local_folder_moves(t, &mut ops, &mut handled);
+    local_file_moves(t, &mut ops, &mut handled);
+    let paths: BTreeSet<&String> = local
+        .keys()
+        .chain(remote.keys())
+        .chain(synced.keys())
+        .collect();
+    for path in paths {
+        if !handled.contains(path) {
+            ops.extend(decide(path, t));
+        }
+    }
+    collapse_folder_deletes(t, &mut ops);
+    Plan::from_ops(ops)
+}
 
-    // Remote moves: a synced id that now lives at another remote path,
-    // with the old path untouched locally.
+/// Remote moves: a synced id that now lives at another remote path, with
+/// the old path untouched locally.
+fn remote_moves(t: Trees, ops: &mut Vec<Op>, handled: &mut BTreeSet<String>) {
+    let Trees {
+        local,
+        remote,
+        synced,
+    } = t;
     let remote_by_id: HashMap<&str, &str> = remote
         .iter()
         .filter_map(|(p, n)| n.id.as_deref().map(|id| (id, p.as_str())))
@@ -252,15 +287,22 @@ pub fn plan(local: &Tree, remote: &Tree, synced: &Tree) -> Plan {
             handled.insert(old.clone());
             handled.insert(new.to_owned());
             if s.kind == NodeKind::Folder {
-                mark_subtree(old, synced, &mut handled);
-                mark_subtree(new, remote, &mut handled);
+                mark_subtree(old, synced, handled);
+                mark_subtree(new, remote, handled);
             }
         }
     }
+}
 
-    // Local folder moves: a synced folder gone from here, and a new folder
-    // here holding exactly what it held, while nothing changed inside it
-    // on the server. One move carries the whole subtree.
+/// Local folder moves: a synced folder gone from here, and a new folder
+/// here holding exactly what it held, while nothing changed inside it on
+/// the server. One move carries the whole subtree.
+fn local_folder_moves(t: Trees, ops: &mut Vec<Op>, handled: &mut BTreeSet<String>) {
+    let Trees {
+        local,
+        remote,
+        synced,
+    } = t;
     let new_folders: Vec<&String> = local
         .iter()
         .filter(|(p, n)| {
@@ -285,14 +327,21 @@ pub fn plan(local: &Tree, remote: &Tree, synced: &Tree) -> Plan {
                 from: old.clone(),
                 to: (*new).clone(),
             });
-            mark_subtree(old, synced, &mut handled);
-            mark_subtree(old, remote, &mut handled);
-            mark_subtree(new, local, &mut handled);
+            mark_subtree(old, synced, handled);
+            mark_subtree(old, remote, handled);
+            mark_subtree(new, local, handled);
         }
     }
+}
 
-    // Local moves of files: deleted here, created there with the same bytes,
-    // while the server still has the old path as synced.
+/// Local moves of files: deleted here, created there with the same bytes,
+/// while the server still has the old path as synced.
+fn local_file_moves(t: Trees, ops: &mut Vec<Op>, handled: &mut BTreeSet<String>) {
+    let Trees {
+        local,
+        remote,
+        synced,
+    } = t;
     let mut created_by_hash: HashMap<_, Vec<&String>> = HashMap::new();
     for (p, l) in local {
         if l.kind == NodeKind::File && !synced.contains_key(p) && !remote.contains_key(p) {
@@ -317,115 +366,134 @@ pub fn plan(local: &Tree, remote: &Tree, synced: &Tree) -> Plan {
             handled.insert(new.clone());
         }
     }
+}
 
-    let paths: BTreeSet<&String> = local
-        .keys()
-        .chain(remote.keys())
-        .chain(synced.keys())
-        .collect();
-    for path in paths {
-        if handled.contains(path) {
-            continue;
-        }
-        let (l, r, s) = (local.get(path), remote.get(path), synced.get(path));
-        let (cl, cr) = (changed(l, s), changed(r, s));
-        let p = path.clone();
-        let rev_of = |n: Option<&Node>| n.and_then(|n| n.rev).unwrap_or(0);
-        match (cl, cr) {
-            (false, false) => {}
-            (true, false) => match l {
-                None => {
-                    let r = r.or(s);
-                    let folder = r.is_some_and(|n| n.kind == NodeKind::Folder);
-                    if r.is_some() && !(folder && subtree_changed(path, remote, synced)) {
-                        ops.push(Op::DeleteRemote { path: p });
-                    }
-                }
-                Some(l) if l.kind == NodeKind::Folder => match r {
-                    Some(r) if r.kind == NodeKind::Folder => ops.push(Op::MarkSynced {
-                        path: p,
-                        node: r.clone(),
-                    }),
-                    Some(_) => ops.push(Op::Conflict {
-                        path: p,
-                        remote_rev: rev_of(r),
-                    }),
-                    None => ops.push(Op::CreateRemoteFolder { path: p }),
-                },
-                Some(_) => match r {
-                    Some(r) if r.kind == NodeKind::Folder => ops.push(Op::Conflict {
-                        path: p,
-                        remote_rev: 0,
-                    }),
-                    _ => ops.push(Op::Upload {
-                        path: p,
-                        base_rev: rev_of(r),
-                    }),
-                },
-            },
-            (false, true) => match r {
-                None => {
-                    if let Some(l) = l {
-                        let folder = l.kind == NodeKind::Folder;
-                        if !(folder && subtree_changed(path, local, synced)) {
-                            ops.push(Op::DeleteLocal {
-                                path: p,
-                                expected: l.clone(),
-                            });
-                        }
-                    } else {
-                        ops.push(Op::Forget { path: p });
-                    }
-                }
-                Some(r) if r.kind == NodeKind::Folder => match l {
-                    Some(l) if l.kind == NodeKind::Folder => ops.push(Op::MarkSynced {
-                        path: p,
-                        node: r.clone(),
-                    }),
-                    Some(_) => ops.push(Op::Conflict {
-                        path: p,
-                        remote_rev: 0,
-                    }),
-                    None => ops.push(Op::CreateLocalFolder { path: p }),
-                },
-                Some(r) => match l {
-                    Some(l) if l.kind == NodeKind::Folder => ops.push(Op::Conflict {
-                        path: p,
-                        remote_rev: rev_of(Some(r)),
-                    }),
-                    _ => ops.push(Op::Download {
-                        path: p,
-                        rev: rev_of(Some(r)),
-                        local: l.cloned(),
-                    }),
-                },
-            },
-            (true, true) => match (l, r) {
-                (None, None) => ops.push(Op::Forget { path: p }),
-                (Some(l), Some(r)) if l.same_content(r) => ops.push(Op::MarkSynced {
-                    path: p,
-                    node: r.clone(),
-                }),
-                // An edit beats a delete, on either side.
-                (None, Some(r)) if r.kind == NodeKind::File => ops.push(Op::Download {
-                    path: p,
-                    rev: rev_of(Some(r)),
-                    local: None,
-                }),
-                (None, Some(_)) => ops.push(Op::CreateLocalFolder { path: p }),
-                (Some(l), None) if l.kind == NodeKind::File => ops.push(Op::Upload {
-                    path: p,
-                    base_rev: 0,
-                }),
-                (Some(_), None) => ops.push(Op::CreateRemoteFolder { path: p }),
-                (Some(_), Some(r)) => ops.push(Op::Conflict {
-                    path: p,
-                    remote_rev: rev_of(Some(r)),
-                }),
-            },
-        }
+fn rev_of(n: Option<&Node>) -> i64 {
+    n.and_then(|n| n.rev).unwrap_or(0)
+}
+
+/// What to do at one path no move took care of.
+fn decide(path: &str, t: Trees) -> Option<Op> {
+    let (l, r, s) = (t.local.get(path), t.remote.get(path), t.synced.get(path));
+    match (changed(l, s), changed(r, s)) {
+        (false, false) => None,
+        (true, false) => carry_local(path, t),
+        (false, true) => carry_remote(path, t),
+        (true, true) => Some(both_changed(path, l, r)),
     }
-    // A remote folder delete covers everything below it.
+}
+
+/// Only the local side changed at `path`.
+fn carry_local(path: &str, t: Trees) -> Option<Op> {
+    let (l, r, s) = (t.local.get(path), t.remote.get(path), t.synced.get(path));
+    let p = path.to_owned();
+    Some(match l {
+        None => {
+            let r = r.or(s);
+            let folder = r.is_some_and(|n| n.kind == NodeKind::Folder);
+            if r.is_none() || (folder && subtree_changed(path, t.remote, t.synced)) {
+                return None;
+            }
+            Op::DeleteRemote { path: p }
+        }
+        Some(l) if l.kind == NodeKind::Folder => match r {
+            Some(r) if r.kind == NodeKind::Folder => Op::MarkSynced {
+                path: p,
+                node: r.clone(),
+            },
+            Some(_) => Op::Conflict {
+                path: p,
+                remote_rev: rev_of(r),
+            },
+            None => Op::CreateRemoteFolder { path: p },
+        },
+        Some(_) => match r {
+            Some(r) if r.kind == NodeKind::Folder => Op::Conflict {
+                path: p,
+                remote_rev: 0,
+            },
+            _ => Op::Upload {
+                path: p,
+                base_rev: rev_of(r),
+            },
+        },
+    })
+}
+
+/// Only the remote side changed at `path`.
+fn carry_remote(path: &str, t: Trees) -> Option<Op> {
+    let (l, r) = (t.local.get(path), t.remote.get(path));
+    let p = path.to_owned();
+    Some(match r {
+        None => match l {
+            Some(l) => {
+                let folder = l.kind == NodeKind::Folder;
+                if folder && subtree_changed(path, t.local, t.synced) {
+                    return None;
+                }
+                Op::DeleteLocal {
+                    path: p,
+                    expected: l.clone(),
+                }
+            }
+            None => Op::Forget { path: p },
+        },
+        Some(r) if r.kind == NodeKind::Folder => match l {
+            Some(l) if l.kind == NodeKind::Folder => Op::MarkSynced {
+                path: p,
+                node: r.clone(),
+            },
+            Some(_) => Op::Conflict {
+                path: p,
+                remote_rev: 0,
+            },
+            None => Op::CreateLocalFolder { path: p },
+        },
+        Some(r) => match l {
+            Some(l) if l.kind == NodeKind::Folder => Op::Conflict {
+                path: p,
+                remote_rev: rev_of(Some(r)),
+            },
+            _ => Op::Download {
+                path: p,
+                rev: rev_of(Some(r)),
+                local: l.cloned(),
+            },
+        },
+    })
+}
+
+/// Both sides changed at `path`.
+fn both_changed(path: &str, l: Option<&Node>, r: Option<&Node>) -> Op {
+    let p = path.to_owned();
+    match (l, r) {
+        (None, None) => Op::Forget { path: p },
+        (Some(l), Some(r)) if l.same_content(r) => Op::MarkSynced {
+            path: p,
+            node: r.clone(),
+        },
+        // An edit beats a delete, on either side.
+        (None, Some(r)) if r.kind == NodeKind::File => Op::Download {
+            path: p,
+            rev: rev_of(Some(r)),
+            local: None,
+        },
+        (None, Some(_)) => Op::CreateLocalFolder { path: p },
+        (Some(l), None) if l.kind == NodeKind::File => Op::Upload {
+            path: p,
+            base_rev: 0,
+        },
+        (Some(_), None) => Op::CreateRemoteFolder { path: p },
+        (Some(_), Some(r)) => Op::Conflict {
+            path: p,
+            remote_rev: rev_of(Some(r)),
+        },
+    }
+}
+
+/// A remote folder delete covers everything below it.
+fn collapse_folder_deletes(t: Trees, ops: &mut Vec<Op>) {
+    let Trees { remote, synced, .. } = t;
     let folder_deletes: Vec<String> = ops
         .iter()
         .filter_map(|o| match o {
@@ -444,7 +512,6 @@ pub fn plan(local: &Tree, remote: &Tree, synced: &Tree) -> Plan {
         Op::DeleteRemote { path } => !folder_deletes.iter().any(|d| is_below(path, d)),
         _ => true,
     });
-    Plan::from_ops(ops)
 }
 
 /// What lies below `dir`: relative path → (kind, hash).
