@@ -14,6 +14,9 @@ use tessera_proto::error::{ErrorBody, ErrorCode};
 use tessera_proto::{API_PREFIX, BlockId};
 use url::Url;
 
+mod answer;
+pub use answer::Download;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("server URL `{0}` is not valid: give one like http://127.0.0.1:8080")]
@@ -313,7 +316,7 @@ impl Remote {
         let resp = Self::send(self.request(Method::GET, &format!("/blocks/{id}"))).await?;
         let zstd = resp
             .headers()
-            .get("x-tessera-codec")
+            .get(tessera_proto::headers::CODEC)
             .is_some_and(|v| v == "zstd");
         let body = resp.bytes().await?;
         let id = *id;
@@ -357,40 +360,47 @@ impl Remote {
         Self::json(req.body(body)).await
     }
 
-    /// Starts a download; the caller streams the body.
+    /// Sends a download request as it is and hands back the raw answer,
+    /// for callers that look at the HTTP exchange itself. Transfers use
+    /// [`Remote::content`], which reads the answer into a [`Download`].
     pub async fn download(
         &self,
         path: &str,
         rev: Option<i64>,
     ) -> Result<reqwest::Response, ClientError> {
-        let mut req = self
+        Self::send(self.content_request(path, rev)).await
+    }
+
+    fn content_request(&self, path: &str, rev: Option<i64>) -> RequestBuilder {
+        let req = self
             .request(Method::GET, "/files/content")
             .query(&[("path", path)]);
-        if let Some(rev) = rev {
-            req = req.query(&[("rev", rev)]);
+        match rev {
+            Some(rev) => req.query(&[("rev", rev)]),
+            None => req,
         }
-        Self::send(req).await
+    }
+
+    /// Starts a download of the whole file; the caller streams the body.
+    pub async fn content(&self, path: &str, rev: Option<i64>) -> Result<Download, ClientError> {
+        Download::read(Self::send(self.content_request(path, rev)).await?)
     }
 
     /// Starts a download of the bytes from `offset` on, if the server still
-    /// serves the content tagged `etag` (206); otherwise it answers the
-    /// whole file (200).
-    pub async fn download_from(
+    /// serves the content tagged `etag` (then [`Download::range_start`] is
+    /// set); otherwise the answer is the whole file.
+    pub async fn content_from(
         &self,
         path: &str,
         rev: Option<i64>,
         offset: u64,
         etag: &str,
-    ) -> Result<reqwest::Response, ClientError> {
-        let mut req = self
-            .request(Method::GET, "/files/content")
-            .query(&[("path", path)])
+    ) -> Result<Download, ClientError> {
+        let req = self
+            .content_request(path, rev)
             .header(reqwest::header::RANGE, format!("bytes={offset}-"))
             .header(reqwest::header::IF_RANGE, etag);
-        if let Some(rev) = rev {
-            req = req.query(&[("rev", rev)]);
-        }
-        Self::send(req).await
+        Download::read(Self::send(req).await?)
     }
 
     /// Journal entries after `cursor` (from the start when `None`).

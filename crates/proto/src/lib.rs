@@ -5,6 +5,7 @@ pub mod api;
 pub mod block;
 pub mod cursor;
 pub mod error;
+pub mod headers;
 pub mod pack;
 pub mod path;
 

@@ -37,6 +37,7 @@ pub mod brake;
 pub mod case;
 pub mod daemon;
 pub mod engine;
+pub mod error;
 pub mod planner;
 pub mod scan;
 pub mod state;
@@ -44,5 +45,5 @@ pub mod status;
 pub mod tree;
 
 pub use engine::{Report, SyncError, Syncer};
-pub use planner::{Op, plan};
+pub use planner::{Op, Phase, Plan, Step, plan};
 pub use tree::{Node, NodeKind, Tree};

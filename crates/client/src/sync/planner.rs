@@ -14,11 +14,15 @@
 //! and so is a remote node whose id shows up at a new path: moves travel as
 //! moves, never as delete + upload.
 //!
-//! Operations come out in an order the executor can run one by one:
-//! folder creations (shallow first), then moves (into folders that exist
-//! by then), then transfers, then deletions (deep first). A folder deleted
-//! on the server takes its contents with it, so one delete stands for the
-//! whole subtree and it stays restorable as one item from the trash.
+//! Operations come out as a [`Plan`]: steps in the order they must run,
+//! one per [`Phase`]: folder creations (shallow first), then moves (into
+//! folders that exist by then), then conflicted copies (so the transfers
+//! see the disk as it will stay), then transfers, then records, then
+//! deletions (deep first). The executor runs the steps as they come and
+//! may run the operations within one step in any order (transfers run
+//! side by side). A folder deleted on the server takes its contents with
+//! it, so one delete stands for the whole subtree and it stays restorable
+//! as one item from the trash.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -79,20 +83,123 @@ pub enum Op {
     },
 }
 
+/// The steps of a round, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Folder creations, shallow first, so later steps find their parents.
+    Folders,
+    /// Moves on either side, into folders that exist by then.
+    Moves,
+    /// Local bytes set aside as conflicted copies.
+    Conflicts,
+    /// Uploads and downloads; independent of each other.
+    Transfers,
+    /// Agreements recorded, nothing moved.
+    Records,
+    /// Deletions, deepest first, so a folder is empty when its turn comes.
+    Deletes,
+}
+
+/// The operations of one phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub phase: Phase,
+    pub ops: Vec<Op>,
+}
+
+/// What to do, as steps in execution order (no step is empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    fn from_ops(mut ops: Vec<Op>) -> Self {
+        ops.sort_by_key(Op::rank);
+        let mut steps: Vec<Step> = Vec::new();
+        for op in ops {
+            let phase = op.phase();
+            match steps.last_mut() {
+                Some(step) if step.phase == phase => step.ops.push(op),
+                _ => steps.push(Step {
+                    phase,
+                    ops: vec![op],
+                }),
+            }
+        }
+        Self { steps }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Every operation, in execution order.
+    pub fn ops(&self) -> impl Iterator<Item = &Op> {
+        self.steps.iter().flat_map(|s| &s.ops)
+    }
+
+    pub fn into_ops(self) -> Vec<Op> {
+        self.steps.into_iter().flat_map(|s| s.ops).collect()
+    }
+
+    /// The operations of `phase` (none if the plan has no such step).
+    pub fn phase(&self, phase: Phase) -> &[Op] {
+        self.steps
+            .iter()
+            .find(|s| s.phase == phase)
+            .map_or(&[], |s| s.ops.as_slice())
+    }
+
+    /// Drops the operations `keep` refuses, and any step left empty.
+    pub fn retain(&mut self, keep: impl Fn(&Op) -> bool) {
+        for step in &mut self.steps {
+            step.ops.retain(&keep);
+        }
+        self.steps.retain(|s| !s.ops.is_empty());
+    }
+}
+
 impl Op {
-    fn rank(&self) -> (u8, usize, String) {
+    pub fn phase(&self) -> Phase {
         use Op::*;
-        let (class, path) = match self {
-            CreateRemoteFolder { path } | CreateLocalFolder { path } => (0, path),
-            MoveRemote { to, .. } | MoveLocal { to, .. } => (1, to),
-            Upload { path, .. } | Download { path, .. } | Conflict { path, .. } => (2, path),
-            MarkSynced { path, .. } | Forget { path } => (3, path),
-            DeleteLocal { path, .. } | DeleteRemote { path } => (4, path),
-        };
-        let d = depth(path);
+        match self {
+            CreateRemoteFolder { .. } | CreateLocalFolder { .. } => Phase::Folders,
+            MoveRemote { .. } | MoveLocal { .. } => Phase::Moves,
+            Conflict { .. } => Phase::Conflicts,
+            Upload { .. } | Download { .. } => Phase::Transfers,
+            MarkSynced { .. } | Forget { .. } => Phase::Records,
+            DeleteLocal { .. } | DeleteRemote { .. } => Phase::Deletes,
+        }
+    }
+
+    /// Where the operation lands: its path, or a move's target.
+    fn path(&self) -> &str {
+        use Op::*;
+        match self {
+            MoveRemote { to, .. } | MoveLocal { to, .. } => to,
+            CreateRemoteFolder { path }
+            | CreateLocalFolder { path }
+            | Upload { path, .. }
+            | Download { path, .. }
+            | Conflict { path, .. }
+            | DeleteLocal { path, .. }
+            | DeleteRemote { path }
+            | MarkSynced { path, .. }
+            | Forget { path } => path,
+        }
+    }
+
+    fn rank(&self) -> (Phase, usize, String) {
+        let phase = self.phase();
+        let d = depth(self.path());
         // Deletions run deepest first; everything else shallow first.
-        let d = if class == 4 { usize::MAX - d } else { d };
-        (class, d, path.clone())
+        let d = if phase == Phase::Deletes {
+            usize::MAX - d
+        } else {
+            d
+        };
+        (phase, d, self.path().to_owned())
     }
 }
 
@@ -119,12 +226,47 @@ fn subtree_changed(dir: &str, side: &Tree, synced: &Tree) -> bool {
         .any(|p| changed(side.get(p), synced.get(p)))
 }
 
-pub fn plan(local: &Tree, remote: &Tree, synced: &Tree) -> Vec<Op> {
+/// The three trees the planner compares.
+#[derive(Clone, Copy)]
+struct Trees<'a> {
+    local: &'a Tree,
+    remote: &'a Tree,
+    synced: &'a Tree,
+}
+
+pub fn plan(local: &Tree, remote: &Tree, synced: &Tree) -> Plan {
+    let t = Trees {
+        local,
+        remote,
+        synced,
+    };
     let mut ops = Vec::new();
     let mut handled: BTreeSet<String> = BTreeSet::new();
+    remote_moves(t, &mut ops, &mut handled);
+    local_folder_moves(t, &mut ops, &mut handled);
+    local_file_moves(t, &mut ops, &mut handled);
+    let paths: BTreeSet<&String> = local
+        .keys()
+        .chain(remote.keys())
+        .chain(synced.keys())
+        .collect();
+    for path in paths {
+        if !handled.contains(path) {
+            ops.extend(decide(path, t));
+        }
+    }
+    collapse_folder_deletes(t, &mut ops);
+    Plan::from_ops(ops)
+}
 
-    // Remote moves: a synced id that now lives at another remote path,
-    // with the old path untouched locally.
+/// Remote moves: a synced id that now lives at another remote path, with
+/// the old path untouched locally.
+fn remote_moves(t: Trees, ops: &mut Vec<Op>, handled: &mut BTreeSet<String>) {
+    let Trees {
+        local,
+        remote,
+        synced,
+    } = t;
     let remote_by_id: HashMap<&str, &str> = remote
         .iter()
         .filter_map(|(p, n)| n.id.as_deref().map(|id| (id, p.as_str())))
@@ -145,15 +287,22 @@ pub fn plan(local: &Tree, remote: &Tree, synced: &Tree) -> Vec<Op> {
             handled.insert(old.clone());
             handled.insert(new.to_owned());
             if s.kind == NodeKind::Folder {
-                mark_subtree(old, synced, &mut handled);
-                mark_subtree(new, remote, &mut handled);
+                mark_subtree(old, synced, handled);
+                mark_subtree(new, remote, handled);
             }
         }
     }
+}
 
-    // Local folder moves: a synced folder gone from here, and a new folder
-    // here holding exactly what it held, while nothing changed inside it
-    // on the server. One move carries the whole subtree.
+/// Local folder moves: a synced folder gone from here, and a new folder
+/// here holding exactly what it held, while nothing changed inside it on
+/// the server. One move carries the whole subtree.
+fn local_folder_moves(t: Trees, ops: &mut Vec<Op>, handled: &mut BTreeSet<String>) {
+    let Trees {
+        local,
+        remote,
+        synced,
+    } = t;
     let new_folders: Vec<&String> = local
         .iter()
         .filter(|(p, n)| {
@@ -178,14 +327,21 @@ pub fn plan(local: &Tree, remote: &Tree, synced: &Tree) -> Vec<Op> {
                 from: old.clone(),
                 to: (*new).clone(),
             });
-            mark_subtree(old, synced, &mut handled);
-            mark_subtree(old, remote, &mut handled);
-            mark_subtree(new, local, &mut handled);
+            mark_subtree(old, synced, handled);
+            mark_subtree(old, remote, handled);
+            mark_subtree(new, local, handled);
         }
     }
+}
 
-    // Local moves of files: deleted here, created there with the same bytes,
-    // while the server still has the old path as synced.
+/// Local moves of files: deleted here, created there with the same bytes,
+/// while the server still has the old path as synced.
+fn local_file_moves(t: Trees, ops: &mut Vec<Op>, handled: &mut BTreeSet<String>) {
+    let Trees {
+        local,
+        remote,
+        synced,
+    } = t;
     let mut created_by_hash: HashMap<_, Vec<&String>> = HashMap::new();
     for (p, l) in local {
         if l.kind == NodeKind::File && !synced.contains_key(p) && !remote.contains_key(p) {
@@ -210,115 +366,134 @@ pub fn plan(local: &Tree, remote: &Tree, synced: &Tree) -> Vec<Op> {
             handled.insert(new.clone());
         }
     }
+}
 
-    let paths: BTreeSet<&String> = local
-        .keys()
-        .chain(remote.keys())
-        .chain(synced.keys())
-        .collect();
-    for path in paths {
-        if handled.contains(path) {
-            continue;
-        }
-        let (l, r, s) = (local.get(path), remote.get(path), synced.get(path));
-        let (cl, cr) = (changed(l, s), changed(r, s));
-        let p = path.clone();
-        let rev_of = |n: Option<&Node>| n.and_then(|n| n.rev).unwrap_or(0);
-        match (cl, cr) {
-            (false, false) => {}
-            (true, false) => match l {
-                None => {
-                    let r = r.or(s);
-                    let folder = r.is_some_and(|n| n.kind == NodeKind::Folder);
-                    if r.is_some() && !(folder && subtree_changed(path, remote, synced)) {
-                        ops.push(Op::DeleteRemote { path: p });
-                    }
-                }
-                Some(l) if l.kind == NodeKind::Folder => match r {
-                    Some(r) if r.kind == NodeKind::Folder => ops.push(Op::MarkSynced {
-                        path: p,
-                        node: r.clone(),
-                    }),
-                    Some(_) => ops.push(Op::Conflict {
-                        path: p,
-                        remote_rev: rev_of(r),
-                    }),
-                    None => ops.push(Op::CreateRemoteFolder { path: p }),
-                },
-                Some(_) => match r {
-                    Some(r) if r.kind == NodeKind::Folder => ops.push(Op::Conflict {
-                        path: p,
-                        remote_rev: 0,
-                    }),
-                    _ => ops.push(Op::Upload {
-                        path: p,
-                        base_rev: rev_of(r),
-                    }),
-                },
-            },
-            (false, true) => match r {
-                None => {
-                    if let Some(l) = l {
-                        let folder = l.kind == NodeKind::Folder;
-                        if !(folder && subtree_changed(path, local, synced)) {
-                            ops.push(Op::DeleteLocal {
-                                path: p,
-                                expected: l.clone(),
-                            });
-                        }
-                    } else {
-                        ops.push(Op::Forget { path: p });
-                    }
-                }
-                Some(r) if r.kind == NodeKind::Folder => match l {
-                    Some(l) if l.kind == NodeKind::Folder => ops.push(Op::MarkSynced {
-                        path: p,
-                        node: r.clone(),
-                    }),
-                    Some(_) => ops.push(Op::Conflict {
-                        path: p,
-                        remote_rev: 0,
-                    }),
-                    None => ops.push(Op::CreateLocalFolder { path: p }),
-                },
-                Some(r) => match l {
-                    Some(l) if l.kind == NodeKind::Folder => ops.push(Op::Conflict {
-                        path: p,
-                        remote_rev: rev_of(Some(r)),
-                    }),
-                    _ => ops.push(Op::Download {
-                        path: p,
-                        rev: rev_of(Some(r)),
-                        local: l.cloned(),
-                    }),
-                },
-            },
-            (true, true) => match (l, r) {
-                (None, None) => ops.push(Op::Forget { path: p }),
-                (Some(l), Some(r)) if l.same_content(r) => ops.push(Op::MarkSynced {
-                    path: p,
-                    node: r.clone(),
-                }),
-                // An edit beats a delete, on either side.
-                (None, Some(r)) if r.kind == NodeKind::File => ops.push(Op::Download {
-                    path: p,
-                    rev: rev_of(Some(r)),
-                    local: None,
-                }),
-                (None, Some(_)) => ops.push(Op::CreateLocalFolder { path: p }),
-                (Some(l), None) if l.kind == NodeKind::File => ops.push(Op::Upload {
-                    path: p,
-                    base_rev: 0,
-                }),
-                (Some(_), None) => ops.push(Op::CreateRemoteFolder { path: p }),
-                (Some(_), Some(r)) => ops.push(Op::Conflict {
-                    path: p,
-                    remote_rev: rev_of(Some(r)),
-                }),
-            },
-        }
+fn rev_of(n: Option<&Node>) -> i64 {
+    n.and_then(|n| n.rev).unwrap_or(0)
+}
+
+/// What to do at one path no move took care of.
+fn decide(path: &str, t: Trees) -> Option<Op> {
+    let (l, r, s) = (t.local.get(path), t.remote.get(path), t.synced.get(path));
+    match (changed(l, s), changed(r, s)) {
+        (false, false) => None,
+        (true, false) => carry_local(path, t),
+        (false, true) => carry_remote(path, t),
+        (true, true) => Some(both_changed(path, l, r)),
     }
-    // A remote folder delete covers everything below it.
+}
+
+/// Only the local side changed at `path`.
+fn carry_local(path: &str, t: Trees) -> Option<Op> {
+    let (l, r, s) = (t.local.get(path), t.remote.get(path), t.synced.get(path));
+    let p = path.to_owned();
+    Some(match l {
+        None => {
+            let r = r.or(s);
+            let folder = r.is_some_and(|n| n.kind == NodeKind::Folder);
+            if r.is_none() || (folder && subtree_changed(path, t.remote, t.synced)) {
+                return None;
+            }
+            Op::DeleteRemote { path: p }
+        }
+        Some(l) if l.kind == NodeKind::Folder => match r {
+            Some(r) if r.kind == NodeKind::Folder => Op::MarkSynced {
+                path: p,
+                node: r.clone(),
+            },
+            Some(_) => Op::Conflict {
+                path: p,
+                remote_rev: rev_of(r),
+            },
+            None => Op::CreateRemoteFolder { path: p },
+        },
+        Some(_) => match r {
+            Some(r) if r.kind == NodeKind::Folder => Op::Conflict {
+                path: p,
+                remote_rev: 0,
+            },
+            _ => Op::Upload {
+                path: p,
+                base_rev: rev_of(r),
+            },
+        },
+    })
+}
+
+/// Only the remote side changed at `path`.
+fn carry_remote(path: &str, t: Trees) -> Option<Op> {
+    let (l, r) = (t.local.get(path), t.remote.get(path));
+    let p = path.to_owned();
+    Some(match r {
+        None => match l {
+            Some(l) => {
+                let folder = l.kind == NodeKind::Folder;
+                if folder && subtree_changed(path, t.local, t.synced) {
+                    return None;
+                }
+                Op::DeleteLocal {
+                    path: p,
+                    expected: l.clone(),
+                }
+            }
+            None => Op::Forget { path: p },
+        },
+        Some(r) if r.kind == NodeKind::Folder => match l {
+            Some(l) if l.kind == NodeKind::Folder => Op::MarkSynced {
+                path: p,
+                node: r.clone(),
+            },
+            Some(_) => Op::Conflict {
+                path: p,
+                remote_rev: 0,
+            },
+            None => Op::CreateLocalFolder { path: p },
+        },
+        Some(r) => match l {
+            Some(l) if l.kind == NodeKind::Folder => Op::Conflict {
+                path: p,
+                remote_rev: rev_of(Some(r)),
+            },
+            _ => Op::Download {
+                path: p,
+                rev: rev_of(Some(r)),
+                local: l.cloned(),
+            },
+        },
+    })
+}
+
+/// Both sides changed at `path`.
+fn both_changed(path: &str, l: Option<&Node>, r: Option<&Node>) -> Op {
+    let p = path.to_owned();
+    match (l, r) {
+        (None, None) => Op::Forget { path: p },
+        (Some(l), Some(r)) if l.same_content(r) => Op::MarkSynced {
+            path: p,
+            node: r.clone(),
+        },
+        // An edit beats a delete, on either side.
+        (None, Some(r)) if r.kind == NodeKind::File => Op::Download {
+            path: p,
+            rev: rev_of(Some(r)),
+            local: None,
+        },
+        (None, Some(_)) => Op::CreateLocalFolder { path: p },
+        (Some(l), None) if l.kind == NodeKind::File => Op::Upload {
+            path: p,
+            base_rev: 0,
+        },
+        (Some(_), None) => Op::CreateRemoteFolder { path: p },
+        (Some(_), Some(r)) => Op::Conflict {
+            path: p,
+            remote_rev: rev_of(Some(r)),
+        },
+    }
+}
+
+/// A remote folder delete covers everything below it.
+fn collapse_folder_deletes(t: Trees, ops: &mut Vec<Op>) {
+    let Trees { remote, synced, .. } = t;
     let folder_deletes: Vec<String> = ops
         .iter()
         .filter_map(|o| match o {
@@ -337,8 +512,6 @@ pub fn plan(local: &Tree, remote: &Tree, synced: &Tree) -> Vec<Op> {
         Op::DeleteRemote { path } => !folder_deletes.iter().any(|d| is_below(path, d)),
         _ => true,
     });
-    ops.sort_by_key(Op::rank);
-    ops
 }
 
 /// What lies below `dir`: relative path → (kind, hash).
@@ -385,6 +558,104 @@ mod tests {
 
     fn s(p: &str) -> String {
         p.to_owned()
+    }
+
+    /// The plan's operations in execution order, for the cases that are
+    /// about what is done rather than when.
+    fn plan(local: &Tree, remote: &Tree, synced: &Tree) -> Vec<Op> {
+        super::plan(local, remote, synced).into_ops()
+    }
+
+    #[test]
+    fn steps_come_in_phase_order() {
+        let synced = tree(&[
+            ("gone", Node::folder().with_id("G")),
+            ("gone/deep", Node::folder().with_id("GD")),
+            ("gone/deep/x", rf("x", 1, "X")),
+            ("moved", rf("m", 1, "M")),
+            ("both", rf("b", 1, "B")),
+            ("same", rf("s", 1, "S")),
+            ("edited", rf("e", 1, "E")),
+        ]);
+        let local = tree(&[
+            ("gone", Node::folder()),
+            ("gone/deep", Node::folder()),
+            ("gone/deep/x", f("x")),
+            ("moved", f("m")),
+            ("both", f("local")),
+            ("same", f("s2")),
+            ("edited", f("e")),
+            ("new", Node::folder()),
+            ("new/up", f("u")),
+        ]);
+        let remote = tree(&[
+            ("moved-here", rf("m", 1, "M")),
+            ("both", rf("remote", 2, "B")),
+            ("same", rf("s2", 2, "S")),
+            ("edited", rf("e2", 2, "E")),
+        ]);
+        let got = super::plan(&local, &remote, &synced);
+        let phases: Vec<Phase> = got.steps.iter().map(|st| st.phase).collect();
+        assert_eq!(
+            phases,
+            vec![
+                Phase::Folders,
+                Phase::Moves,
+                Phase::Conflicts,
+                Phase::Transfers,
+                Phase::Records,
+                Phase::Deletes,
+            ]
+        );
+        assert_eq!(
+            got.phase(Phase::Folders),
+            [Op::CreateRemoteFolder { path: s("new") }]
+        );
+        assert_eq!(
+            got.phase(Phase::Moves),
+            [Op::MoveLocal {
+                from: s("moved"),
+                to: s("moved-here")
+            }]
+        );
+        assert_eq!(
+            got.phase(Phase::Transfers),
+            [
+                Op::Download {
+                    path: s("edited"),
+                    rev: 2,
+                    local: Some(f("e"))
+                },
+                Op::Upload {
+                    path: s("new/up"),
+                    base_rev: 0
+                },
+            ]
+        );
+        // Deepest first, so each folder is empty when its turn comes.
+        let deleted: Vec<&str> = got
+            .phase(Phase::Deletes)
+            .iter()
+            .map(|o| match o {
+                Op::DeleteLocal { path, .. } => path.as_str(),
+                other => panic!("not a deletion: {other:?}"),
+            })
+            .collect();
+        assert_eq!(deleted, ["gone/deep/x", "gone/deep", "gone"]);
+        for step in &got.steps {
+            assert!(step.ops.iter().all(|o| o.phase() == step.phase), "{step:?}");
+        }
+    }
+
+    #[test]
+    fn a_plan_without_its_deletions_loses_the_step() {
+        let synced = tree(&[("a", rf("1", 1, "A")), ("b", rf("2", 1, "B"))]);
+        let mut got = super::plan(&tree(&[("b", f("3"))]), &synced.clone(), &synced);
+        assert_eq!(got.steps.len(), 2, "{got:?}");
+        got.retain(|o| !matches!(o, Op::DeleteRemote { .. }));
+        assert_eq!(got.steps.len(), 1);
+        assert_eq!(got.steps[0].phase, Phase::Transfers);
+        assert!(got.phase(Phase::Deletes).is_empty());
     }
 
     #[test]

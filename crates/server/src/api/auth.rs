@@ -31,7 +31,7 @@ pub const SESSION_COOKIE: &str = "tessera_session";
 /// without it is refused: a form on another site can make the browser send
 /// the cookie (were SameSite ever relaxed or bypassed) but cannot add a
 /// custom header without a CORS preflight, which this server never grants.
-pub const WEB_HEADER: &str = "x-tessera-web";
+pub const WEB_HEADER: &str = tessera_proto::headers::WEB;
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers

@@ -97,7 +97,7 @@ pub async fn download(
                 HeaderValue::from_static("application/octet-stream"),
             ),
             (
-                header::HeaderName::from_static("x-tessera-codec"),
+                header::HeaderName::from_static(tessera_proto::headers::CODEC),
                 HeaderValue::from_static(codec),
             ),
         ],

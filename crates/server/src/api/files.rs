@@ -579,9 +579,9 @@ pub async fn download(
     let hv = |s: &str| HeaderValue::from_str(s).map_err(ApiError::internal);
     out.insert(header::ETAG, hv(&etag)?);
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    out.insert("x-tessera-rev", HeaderValue::from(rev.rev));
-    out.insert("x-tessera-content-hash", hv(&hash.to_hex())?);
-    out.insert("x-tessera-id", hv(&node.id)?);
+    out.insert(tessera_proto::headers::REV, HeaderValue::from(rev.rev));
+    out.insert(tessera_proto::headers::CONTENT_HASH, hv(&hash.to_hex())?);
+    out.insert(tessera_proto::headers::ID, hv(&node.id)?);
     let matches_etag = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())

@@ -1,0 +1,225 @@
+//! Downloads of one file: streamed whole, or assembled from blocks local
+//! files already hold plus the blocks fetched. Either way the bytes land
+//! in a file other than the target and are hash-checked before anything
+//! is renamed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use tessera_proto::api::BlockListResponse;
+use tessera_proto::block::{MAX_BLOCK, chunker};
+use tessera_proto::{BlockId, ContentHash};
+use tokio::io::AsyncWriteExt;
+
+use super::{Progress, blocking_err, fsync_parent};
+use crate::remote::{ClientError, Download, Remote};
+
+#[derive(Debug, Clone)]
+pub struct DownloadReport {
+    pub rev: i64,
+    pub size: u64,
+    pub content_hash: ContentHash,
+}
+
+fn temp_beside(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let nonce: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ u64::from(std::process::id());
+    target.with_file_name(format!(".{name}.{nonce:x}.tessera-part"))
+}
+
+/// Streams the rest of `body` into `file`, feeding `hasher`; returns the
+/// bytes written. What arrived before an error stays written.
+pub(super) async fn write_body(
+    body: &mut Download,
+    file: &mut tokio::fs::File,
+    hasher: &mut blake3::Hasher,
+    progress: &Progress,
+) -> Result<u64, ClientError> {
+    let mut written = 0u64;
+    while let Some(chunk) = body.chunk().await? {
+        hasher.update(&chunk);
+        file.write_all(&chunk).await?;
+        written += chunk.len() as u64;
+        progress(chunk.len() as u64);
+    }
+    Ok(written)
+}
+
+/// Downloads `remote_path` (revision `rev`, or the current one) to `local`.
+pub async fn download_file(
+    remote: &Remote,
+    remote_path: &str,
+    rev: Option<i64>,
+    local: &Path,
+    progress: Progress,
+) -> Result<DownloadReport, ClientError> {
+    let tmp = temp_beside(local);
+    let got = download_into(remote, remote_path, rev, &tmp, progress).await?;
+    let placed = async {
+        tokio::fs::rename(&tmp, local).await?;
+        fsync_parent(local).await
+    }
+    .await;
+    if let Err(e) = placed {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e.into());
+    }
+    Ok(got)
+}
+
+/// Streams `remote_path` (revision `rev`, or the current one) into a new
+/// file `out`, checks the content hash and fsyncs it. `out` is removed if
+/// anything fails; renaming it into place is the caller's part.
+pub async fn download_into(
+    remote: &Remote,
+    remote_path: &str,
+    rev: Option<i64>,
+    out: &Path,
+    progress: Progress,
+) -> Result<DownloadReport, ClientError> {
+    let mut body = remote.content(remote_path, rev).await?;
+    let (expected, rev) = (body.content_hash, body.rev);
+    let result = async {
+        let mut file = tokio::fs::File::create(out).await?;
+        let mut hasher = blake3::Hasher::new();
+        let size = write_body(&mut body, &mut file, &mut hasher, &progress).await?;
+        file.flush().await?;
+        let got = ContentHash::from(hasher.finalize());
+        if got != expected {
+            return Err(ClientError::Integrity(format!(
+                "{remote_path} arrived damaged (hash {got}, expected {expected}); nothing was written"
+            )));
+        }
+        file.sync_all().await?;
+        Ok(DownloadReport {
+            rev,
+            size,
+            content_hash: got,
+        })
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(out).await;
+    }
+    result
+}
+
+/// What a delta download fetched.
+#[derive(Debug, Clone)]
+pub struct DeltaReport {
+    pub download: DownloadReport,
+    /// Plain bytes of blocks fetched from the server.
+    pub fetched: u64,
+    /// Plain bytes reused from the local file.
+    pub reused: u64,
+}
+
+/// Where a block can be read locally: file, offset, length.
+pub type LocalSite = (PathBuf, u64, u64);
+
+/// Where each block of the local file `file` lies, cut by the same rules
+/// as on the server. Empty if the file cannot be read.
+pub async fn sites_in_file(file: &Path) -> Result<HashMap<BlockId, LocalSite>, ClientError> {
+    let path = file.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let Ok(f) = std::fs::File::open(&path) else {
+            return HashMap::new();
+        };
+        chunker(f)
+            .map_while(Result::ok)
+            .map(|c| {
+                (
+                    BlockId::of(&c.data),
+                    (path.clone(), c.offset, c.length as u64),
+                )
+            })
+            .collect()
+    })
+    .await
+    .map_err(blocking_err)
+}
+
+/// Reads a block from a local site, if it still holds that block.
+async fn read_site(id: BlockId, site: LocalSite) -> Result<Option<Vec<u8>>, ClientError> {
+    tokio::task::spawn_blocking(move || -> Option<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let (path, offset, len) = site;
+        if len > MAX_BLOCK as u64 {
+            return None;
+        }
+        let mut f = std::fs::File::open(&path).ok()?;
+        f.seek(SeekFrom::Start(offset)).ok()?;
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact(&mut buf).ok()?;
+        // The file may have changed since it was indexed.
+        (BlockId::of(&buf) == id).then_some(buf)
+    })
+    .await
+    .map_err(blocking_err)
+}
+
+/// Assembles the revision described by `list` into `out`, taking each
+/// block from a local site that still holds it and fetching only the rest.
+/// The result is checked against the revision's content hash.
+pub async fn download_assembling(
+    remote: &Remote,
+    list: &BlockListResponse,
+    sites: &HashMap<BlockId, Vec<LocalSite>>,
+    out: &Path,
+) -> Result<DeltaReport, ClientError> {
+    let remote_path = &list.entry.path;
+    let rev = list.entry.rev.unwrap_or(0);
+    let expected = list
+        .entry
+        .content_hash
+        .ok_or_else(|| ClientError::Integrity(format!("{remote_path} has no content hash")))?;
+    let result = async {
+        let mut file = tokio::fs::File::create(out).await?;
+        let mut hasher = blake3::Hasher::new();
+        let (mut fetched, mut reused, mut size) = (0u64, 0u64, 0u64);
+        for b in &list.blocks {
+            let mut local = None;
+            for site in sites.get(&b.id).into_iter().flatten() {
+                local = read_site(b.id, site.clone()).await?;
+                if local.is_some() {
+                    break;
+                }
+            }
+            let data = match local {
+                Some(d) => {
+                    reused += d.len() as u64;
+                    d
+                }
+                None => {
+                    let d = remote.get_block(&b.id).await?;
+                    fetched += d.len() as u64;
+                    d
+                }
+            };
+            hasher.update(&data);
+            file.write_all(&data).await?;
+            size += data.len() as u64;
+        }
+        file.flush().await?;
+        let got = ContentHash::from(hasher.finalize());
+        if got != expected {
+            return Err(ClientError::Integrity(format!(
+                "{remote_path} assembled wrong (hash {got}, expected {expected}); nothing was written"
+            )));
+        }
+        file.sync_all().await?;
+        Ok(DeltaReport { download: DownloadReport { rev, size, content_hash: got }, fetched, reused })
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(out).await;
+    }
+    result
+}

@@ -1,0 +1,214 @@
+//! Upload of one file, block by block, sending only what the server lacks.
+//! An interrupted upload run again sends only what the server still
+//! lacks, since the question is asked afresh.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use tessera_proto::api::{BlockCodec, BlockRef, CommitRequest, Entry};
+use tessera_proto::block::{CHUNKER, chunker};
+use tessera_proto::{BlockId, ContentHash};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::{Progress, ZSTD_LEVEL, blocking_err};
+use crate::remote::{ClientError, Remote};
+
+/// Blocks uploaded at once.
+pub const PARALLEL_UPLOADS: usize = 4;
+/// Block bytes read for sending but not yet acknowledged. Blocks range from
+/// 1 to 16 MiB, so a count of blocks alone would let memory swing sixteen-fold.
+const UPLOAD_BUDGET: u32 = 24 << 20;
+
+#[derive(Debug, Clone)]
+pub struct UploadReport {
+    pub entry: Entry,
+    pub size: u64,
+    pub blocks_total: usize,
+    pub blocks_sent: usize,
+    /// Block bytes sent, after compression.
+    pub bytes_sent: u64,
+    /// The file's blocks in order: id and plain length.
+    pub blocks: Vec<(BlockId, u64)>,
+}
+
+struct Cut {
+    blocks: Vec<(BlockId, u64)>,
+    hash: ContentHash,
+    size: u64,
+}
+
+fn cut_file(path: &Path) -> Result<Cut, ClientError> {
+    let file = std::fs::File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut blocks = Vec::new();
+    let mut size = 0;
+    for chunk in chunker(file) {
+        let chunk = chunk.map_err(|e| ClientError::Io(std::io::Error::other(e.to_string())))?;
+        hasher.update(&chunk.data);
+        blocks.push((BlockId::of(&chunk.data), chunk.length as u64));
+        size += chunk.length as u64;
+    }
+    Ok(Cut {
+        blocks,
+        hash: hasher.finalize().into(),
+        size,
+    })
+}
+
+/// Uploads `local` to `remote_path`, sending only blocks the server lacks.
+pub async fn upload_file(
+    remote: &Remote,
+    local: &Path,
+    remote_path: &str,
+    base_rev: Option<i64>,
+    progress: Progress,
+) -> Result<UploadReport, ClientError> {
+    let path = local.to_path_buf();
+    let cut = tokio::task::spawn_blocking(move || cut_file(&path))
+        .await
+        .map_err(blocking_err)??;
+    let ids: Vec<BlockId> = cut.blocks.iter().map(|(id, _)| *id).collect();
+    let missing: HashSet<BlockId> = remote.missing(&ids).await?.into_iter().collect();
+    let req = CommitRequest {
+        path: remote_path.to_owned(),
+        base_rev,
+        size: cut.size,
+        content_hash: cut.hash,
+        chunker: CHUNKER.to_owned(),
+        blocks: cut
+            .blocks
+            .iter()
+            .map(|(id, size)| BlockRef {
+                id: *id,
+                size: *size,
+            })
+            .collect(),
+    };
+    let report = |entry, blocks_sent, bytes_sent| UploadReport {
+        entry,
+        size: cut.size,
+        blocks_total: cut.blocks.len(),
+        blocks_sent,
+        bytes_sent,
+        blocks: cut.blocks.clone(),
+    };
+    if !missing.is_empty() {
+        // Committing before the blocks are up marks the file as pending on
+        // the server (other devices see it syncing) and fails early on a
+        // stale base or the size limit, before any block is sent.
+        match remote.commit(&req).await {
+            Err(ClientError::Api {
+                code: tessera_proto::ErrorCode::MissingBlocks,
+                ..
+            }) => {}
+            Err(e) => return Err(e),
+            Ok(entry) => return Ok(report(entry, 0, 0)),
+        }
+    }
+    let (blocks_sent, bytes_sent) = send_blocks(remote, local, &cut, missing, progress).await?;
+    let entry = remote.commit(&req).await?;
+    Ok(report(entry, blocks_sent, bytes_sent))
+}
+
+/// A block read and compressed for sending, holding its share of the
+/// memory budget until the server has it.
+type Outgoing = (BlockId, BlockCodec, Bytes, OwnedSemaphorePermit);
+
+/// Cuts the file again and sends the blocks in `missing`, several in
+/// flight; the blocks must come out as `cut` found them. Returns the count
+/// and compressed bytes sent.
+async fn send_blocks(
+    remote: &Remote,
+    local: &Path,
+    cut: &Cut,
+    missing: HashSet<BlockId>,
+    progress: Progress,
+) -> Result<(usize, u64), ClientError> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Outgoing>(PARALLEL_UPLOADS);
+    let path = local.to_path_buf();
+    let expected = cut.blocks.clone();
+    let report = progress.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let producer = tokio::task::spawn_blocking(move || {
+        read_blocks(&path, &expected, &missing, tx, &report, &runtime)
+    });
+
+    let sizes: std::collections::HashMap<BlockId, u64> = cut.blocks.iter().copied().collect();
+    let sent = tokio_stream_from(rx)
+        .map(|(id, codec, body, permit)| {
+            let remote = remote.clone();
+            let progress = progress.clone();
+            let plain = sizes.get(&id).copied().unwrap_or(0);
+            async move {
+                let len = body.len() as u64;
+                remote.put_block(&id, codec, body).await?;
+                // Held until the server has the block: the budget bounds
+                // bytes not yet acknowledged, not bytes handed to the socket.
+                drop(permit);
+                progress(plain);
+                Ok::<u64, ClientError>(len)
+            }
+        })
+        .buffer_unordered(PARALLEL_UPLOADS)
+        .try_fold((0usize, 0u64), |(n, bytes), len| async move {
+            Ok((n + 1, bytes + len))
+        })
+        .await;
+    let produced = producer.await.map_err(blocking_err)?;
+    let sent = sent?;
+    produced?;
+    Ok(sent)
+}
+
+/// The producer side of [`send_blocks`], on a blocking thread: reads and
+/// compresses each block to send, within the memory budget.
+fn read_blocks(
+    path: &Path,
+    expected: &[(BlockId, u64)],
+    to_send: &HashSet<BlockId>,
+    tx: tokio::sync::mpsc::Sender<Outgoing>,
+    progress: &Progress,
+    runtime: &tokio::runtime::Handle,
+) -> Result<(), ClientError> {
+    let budget = Arc::new(Semaphore::new(UPLOAD_BUDGET as usize));
+    let mut sent = HashSet::new();
+    let file = std::fs::File::open(path)?;
+    for (i, chunk) in chunker(file).enumerate() {
+        let chunk = chunk.map_err(|e| ClientError::Io(std::io::Error::other(e.to_string())))?;
+        let id = BlockId::of(&chunk.data);
+        if expected.get(i).map(|(e, _)| *e) != Some(id) {
+            return Err(ClientError::Integrity(format!(
+                "{} changed while it was being uploaded; try again",
+                path.display()
+            )));
+        }
+        if !to_send.contains(&id) || !sent.insert(id) {
+            progress(chunk.length as u64);
+            continue;
+        }
+        let want = u32::try_from(chunk.length).map_or(UPLOAD_BUDGET, |n| n.min(UPLOAD_BUDGET));
+        let Ok(permit) = runtime.block_on(budget.clone().acquire_many_owned(want)) else {
+            break;
+        };
+        let (codec, body) = match zstd::bulk::compress(&chunk.data, ZSTD_LEVEL) {
+            Ok(z) if z.len() < chunk.data.len() => (BlockCodec::Zstd, z),
+            _ => (BlockCodec::Raw, chunk.data),
+        };
+        if tx
+            .blocking_send((id, codec, Bytes::from(body), permit))
+            .is_err()
+        {
+            break; // the uploader stopped on an error; it reports it
+        }
+    }
+    Ok(())
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
