@@ -329,6 +329,16 @@ impl Meta {
         dispatch!(self.create_user(username, password_hash))
     }
 
+    // ---- administrators ----
+
+    pub async fn create_admin(&self, username: &str, password_hash: &str) -> Result<UserRow> {
+        dispatch!(self.create_user_as(username, password_hash, true))
+    }
+
+    pub async fn is_admin(&self, user_id: i64) -> Result<bool> {
+        dispatch!(self.is_admin(user_id))
+    }
+
     pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRow>> {
         dispatch!(self.user_by_name(username))
     }
