@@ -1,6 +1,7 @@
 //! `tessera`: the server, the admin tool and the command-line client in one
 //! binary.
 
+mod admin_cmd;
 mod client_cmd;
 mod links;
 mod profile;

@@ -164,6 +164,13 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Show the server's background workers, or run one now (as the logged-in administrator).
+    Workers {
+        #[command(subcommand)]
+        command: Option<crate::admin_cmd::WorkersCommand>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -178,19 +185,54 @@ pub enum UserCommand {
         data_dir: PathBuf,
         #[arg(long, env = "TESSERA_DATABASE")]
         database: Option<String>,
+        /// Make the user an administrator (the first user always is one).
+        #[arg(long)]
+        admin: bool,
     },
 }
 
 pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
-    let AdminCommand::User {
-        command:
-            UserCommand::Add {
+    match command {
+        AdminCommand::User {
+            command:
+                UserCommand::Add {
+                    name,
+                    password_stdin,
+                    data_dir,
+                    database,
+                    admin,
+                },
+        } => {
+            let new = NewUser {
                 name,
                 password_stdin,
                 data_dir,
                 database,
-            },
-    } = command;
+                admin,
+            };
+            user_add(new).await
+        }
+        AdminCommand::Workers { command, json } => crate::admin_cmd::workers(command, json).await,
+    }
+}
+
+/// `tessera admin user add`, which works on the database directly.
+struct NewUser {
+    name: String,
+    password_stdin: bool,
+    data_dir: PathBuf,
+    database: Option<String>,
+    admin: bool,
+}
+
+async fn user_add(new: NewUser) -> anyhow::Result<()> {
+    let NewUser {
+        name,
+        password_stdin,
+        data_dir,
+        database,
+        admin,
+    } = new;
     if name.is_empty()
         || name.len() > 64
         || name.chars().any(|c| c.is_control() || c.is_whitespace())
@@ -227,9 +269,15 @@ pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
             .await?;
     let hash = tokio::task::spawn_blocking(move || tessera_server::auth::hash_password(&password))
         .await??;
-    meta.create_user(&name, &hash).await?;
+    let made = if admin {
+        meta.create_admin(&name, &hash).await
+    } else {
+        meta.create_user(&name, &hash).await
+    };
     meta.close().await;
-    println!("Created user `{name}` in {}", without_password(&url));
+    made?;
+    let what = if admin { "administrator" } else { "user" };
+    println!("Created {what} `{name}` in {}", without_password(&url));
     Ok(())
 }
 

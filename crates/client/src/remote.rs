@@ -518,3 +518,47 @@ impl Remote {
         Ok(())
     }
 }
+
+// ---- administration: the server's background workers ----
+
+/// What a server worker is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    Idle,
+    Busy,
+    Failed,
+}
+
+/// A server worker's status (`GET /admin/workers`).
+#[derive(Debug, Clone, serde::Deserialize, Serialize)]
+pub struct WorkerStatus {
+    pub name: String,
+    pub state: WorkerState,
+    pub runs: u64,
+    pub last_run_ms: Option<i64>,
+    pub last_done: u64,
+    pub last_error: Option<String>,
+    pub failures: u64,
+    pub next_run_ms: Option<i64>,
+}
+
+#[derive(serde::Deserialize)]
+struct WorkersResponse {
+    workers: Vec<WorkerStatus>,
+}
+
+impl Remote {
+    /// The server's workers (administrators only).
+    pub async fn workers(&self) -> Result<Vec<WorkerStatus>, ClientError> {
+        let resp: WorkersResponse = Self::json(self.request(Method::GET, "/admin/workers")).await?;
+        Ok(resp.workers)
+    }
+
+    /// Runs one step of the worker `name` now; its status after the step.
+    pub async fn run_worker(&self, name: &str) -> Result<WorkerStatus, ClientError> {
+        let name: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
+        let path = format!("/admin/workers/{name}/run");
+        Self::json(self.request(Method::POST, &path)).await
+    }
+}

@@ -3,7 +3,6 @@
 pub mod api;
 pub mod auth;
 pub mod blocks;
-pub mod jobs;
 pub mod listen;
 pub mod meta;
 pub mod notify;
@@ -13,5 +12,6 @@ pub mod retention;
 pub mod server;
 pub mod uploads;
 pub mod web;
+pub mod workers;
 
 pub use server::{Config, Running, ServeError, start};

@@ -17,6 +17,9 @@ use crate::listen::{ConnLimits, default_max_connections};
 use crate::meta::{Meta, MetaError};
 use crate::notify::{Hub, Presence, Publisher};
 use crate::proxy::TrustedProxies;
+use crate::workers::{
+    Clock, PendingExpiry, Runner, SHUTDOWN_DEADLINE, TrashExpiry, UploadExpiry, Worker,
+};
 
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 << 30;
 
@@ -67,6 +70,10 @@ pub struct Config {
     pub max_polls_per_user: usize,
     /// Unfinished resumable upload sessions one user may hold.
     pub max_upload_sessions_per_user: usize,
+    /// The time the workers expire things by (not a setting: tests move
+    /// it forward instead of waiting out a TTL).
+    #[serde(skip)]
+    pub clock: Clock,
 }
 
 impl Default for Config {
@@ -88,6 +95,7 @@ impl Default for Config {
             password_check_wait: PASSWORD_CHECK_WAIT,
             max_polls_per_user: 100,
             max_upload_sessions_per_user: 1000,
+            clock: Clock::system(),
         }
     }
 }
@@ -168,17 +176,17 @@ pub struct Running {
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     meta: Meta,
+    workers: Runner,
 }
 
 impl Running {
     /// Waits until the server stops (after `shutdown`, or on an error).
     pub async fn wait(self) -> Result<(), ServeError> {
-        let res = self
-            .task
-            .await
-            .map_err(|e| ServeError::Other(e.to_string()))?;
+        let res = self.task.await;
+        self.workers.shutdown(SHUTDOWN_DEADLINE).await;
         self.meta.close().await;
-        res.map_err(|e| ServeError::Other(e.to_string()))
+        res.map_err(|e| ServeError::Other(e.to_string()))?
+            .map_err(|e| ServeError::Other(e.to_string()))
     }
 
     /// Stops accepting, lets requests in flight finish, then returns.
@@ -191,6 +199,10 @@ impl Running {
 
     pub fn meta(&self) -> &Meta {
         &self.meta
+    }
+
+    pub fn workers(&self) -> crate::workers::Workers {
+        self.workers.workers()
     }
 
     pub fn shutdown_handle(&mut self) -> Option<oneshot::Sender<()>> {
@@ -221,13 +233,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let blocks = BlockStore::new(objects, ring, meta.clone());
 
     let generated_admin_password = bootstrap_admin(&meta).await?;
+    let runner = Runner::start(workers(&config, &meta));
 
     let state = AppState {
         meta: meta.clone(),
         blocks: blocks.clone(),
         limits: Limits {
             max_file_size: config.max_file_size,
-            // Sessions end with the pending mark they set (jobs/).
+            // Sessions end with the pending mark they set (workers/).
             upload_ttl: std::time::Duration::from_secs(config.pending_ttl_secs),
         },
         limiter: Arc::new(LoginLimiter::default()),
@@ -246,25 +259,20 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             blocks.clone(),
             config.max_upload_sessions_per_user,
         ),
+        workers: runner.workers(),
     };
-    crate::jobs::spawn_pending_expiry(
-        meta.clone(),
-        hub.clone(),
-        std::time::Duration::from_secs(config.pending_ttl_secs),
-    );
-    if config.trash_ttl_secs > 0 {
-        crate::jobs::spawn_trash_expiry(
-            meta.clone(),
-            hub.clone(),
-            std::time::Duration::from_secs(config.trash_ttl_secs),
-        );
-    }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| ServeError::Bind(config.listen, e))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| ServeError::Bind(config.listen, e))?;
+    let stop_workers = runner.workers();
+    let bound = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(listener) => listener.local_addr().map(|addr| (listener, addr)),
+        Err(e) => Err(e),
+    };
+    let (listener, addr) = match bound {
+        Ok(bound) => bound,
+        Err(e) => {
+            runner.shutdown(SHUTDOWN_DEADLINE).await;
+            return Err(ServeError::Bind(config.listen, e));
+        }
+    };
     let (tx, rx) = oneshot::channel::<()>();
     let conn_limits = ConnLimits {
         max_connections: match config.max_connections {
@@ -283,6 +291,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             let _ = rx.await;
             // Waiting long polls answer now instead of holding shutdown.
             hub.shut_down();
+            // Workers end their steps while requests in flight finish.
+            stop_workers.stop();
         },
     ));
     tracing::info!(
@@ -297,7 +307,33 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         shutdown: Some(tx),
         task,
         meta,
+        workers: runner,
     })
+}
+
+/// The background workers `config` asks for.
+fn workers(config: &Config, meta: &Meta) -> Vec<Box<dyn Worker>> {
+    let pending_ttl = Duration::from_secs(config.pending_ttl_secs);
+    let mut list: Vec<Box<dyn Worker>> = vec![
+        Box::new(PendingExpiry {
+            meta: meta.clone(),
+            clock: config.clock.clone(),
+            ttl: pending_ttl,
+        }),
+        Box::new(UploadExpiry {
+            meta: meta.clone(),
+            clock: config.clock.clone(),
+            ttl: pending_ttl,
+        }),
+    ];
+    if config.trash_ttl_secs > 0 {
+        list.push(Box::new(TrashExpiry {
+            meta: meta.clone(),
+            clock: config.clock.clone(),
+            ttl: Duration::from_secs(config.trash_ttl_secs),
+        }));
+    }
+    list
 }
 
 /// Creates `admin` on an empty installation. The password comes from

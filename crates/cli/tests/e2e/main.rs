@@ -20,3 +20,4 @@ mod sync;
 mod tree;
 mod tus;
 mod web;
+mod workers;

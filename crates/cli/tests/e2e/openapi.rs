@@ -46,6 +46,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("patch", "/api/v1/tus/{id}"),
     ("delete", "/api/v1/tus/{id}"),
     ("options", "/api/v1/tus/{id}"),
+    ("get", "/api/v1/admin/workers"),
+    ("post", "/api/v1/admin/workers/{name}/run"),
     ("get", "/api/v1/openapi.json"),
 ];
 

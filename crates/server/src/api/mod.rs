@@ -1,5 +1,6 @@
 //! The HTTP API: routes, extractors, one file per resource.
 
+mod admin;
 mod auth;
 mod blocks;
 mod changes;
@@ -42,6 +43,7 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub presence: Arc<Presence>,
     pub uploads: crate::uploads::Uploads,
+    pub workers: crate::workers::Workers,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -139,6 +141,8 @@ pub fn router(state: AppState) -> Router {
                 .options(tus::options)
                 .layer(DefaultBodyLimit::disable()),
         )
+        .route("/admin/workers", get(admin::workers))
+        .route("/admin/workers/{name}/run", post(admin::run_worker))
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
         .layer(DefaultBodyLimit::max(JSON_LIMIT));

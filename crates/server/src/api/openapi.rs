@@ -69,6 +69,8 @@ use super::auth::SESSION_COOKIE;
         super::tus::head,
         super::tus::patch,
         super::tus::terminate,
+        super::admin::workers,
+        super::admin::run_worker,
         document,
     ),
     modifiers(&CommonAnswers),
@@ -101,6 +103,9 @@ use super::auth::SESSION_COOKIE;
         tessera_proto::error::ErrorDetail,
         tessera_proto::error::ErrorCode,
         TusVersion,
+        crate::workers::WorkersResponse,
+        crate::workers::WorkerStatus,
+        crate::workers::WorkerState,
     ))
 )]
 struct ApiDoc;

@@ -349,6 +349,10 @@ impl Meta {
             Backend::Postgres(_) => "postgres",
         }
     }
+
+    pub async fn create_admin(&self, username: &str, password_hash: &str) -> Result<UserRow> {
+        self.create_user_as(username, password_hash, true).await
+    }
 }
 
 /// Writes `impl Meta` from a list of signatures: each method calls the
@@ -379,6 +383,9 @@ forward! {
     fn ping(&self) -> Result<()>;
     fn user_count(&self) -> Result<i64>;
     fn create_user(&self, username: &str, password_hash: &str) -> Result<UserRow>;
+    /// A user who is an administrator when `admin` (the first user always is).
+    fn create_user_as(&self, username: &str, password_hash: &str, admin: bool) -> Result<UserRow>;
+    fn is_admin(&self, user_id: i64) -> Result<bool>;
     fn user_by_name(&self, username: &str) -> Result<Option<UserRow>>;
     fn insert_token(&self, hash: &[u8], user_id: i64, device: &str, expires_ms: i64) -> Result<()>;
     fn token(&self, hash: &[u8]) -> Result<Option<TokenRow>>;

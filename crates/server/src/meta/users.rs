@@ -12,6 +12,16 @@ impl Store {
     }
 
     pub async fn create_user(&self, username: &str, password_hash: &str) -> Result<UserRow> {
+        self.create_user_as(username, password_hash, false).await
+    }
+
+    /// Creates a user, an administrator if `admin` or if it is the first.
+    pub async fn create_user_as(
+        &self,
+        username: &str,
+        password_hash: &str,
+        admin: bool,
+    ) -> Result<UserRow> {
         let now = now_ms();
         let mut tx = self.begin().await?;
         let root = new_id();
@@ -30,13 +40,14 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO users (username, password_hash, root_ns, created_ms)
-             VALUES ($1, $2, $3, $4) RETURNING id",
+            "INSERT INTO users (username, password_hash, root_ns, created_ms, is_admin)
+             VALUES ($1, $2, $3, $4, $5 OR NOT EXISTS (SELECT 1 FROM users)) RETURNING id",
         )
         .bind(username)
         .bind(password_hash)
         .bind(ns)
         .bind(now)
+        .bind(admin)
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| map_unique(e, || format!("user {username} already exists")))?;
@@ -61,6 +72,15 @@ impl Store {
         .bind(username)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// False for a user who is not there.
+    pub async fn is_admin(&self, user_id: i64) -> Result<bool> {
+        let row: Option<(bool,)> = sqlx::query_as("SELECT is_admin FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some_and(|(admin,)| admin))
     }
 
     pub async fn insert_token(
