@@ -235,32 +235,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let generated_admin_password = bootstrap_admin(&meta).await?;
     let runner = Runner::start(workers(&config, &meta));
 
-    let state = AppState {
-        meta: meta.clone(),
-        blocks: blocks.clone(),
-        limits: Limits {
-            max_file_size: config.max_file_size,
-            // Sessions end with the pending mark they set (workers/).
-            upload_ttl: std::time::Duration::from_secs(config.pending_ttl_secs),
-        },
-        limiter: Arc::new(LoginLimiter::default()),
-        password_checks: Arc::new(PasswordChecks::new(
-            config.max_password_checks,
-            config.password_check_wait,
-        )),
-        hash_checks: Arc::new(tokio::sync::Semaphore::new(
-            std::thread::available_parallelism().map_or(2, |n| n.get()),
-        )),
-        proxies: Arc::new(proxies),
-        hub: hub.clone(),
-        presence: Arc::new(Presence::new(config.max_polls_per_user)),
-        uploads: crate::uploads::Uploads::new(
-            meta.clone(),
-            blocks.clone(),
-            config.max_upload_sessions_per_user,
-        ),
-        workers: runner.workers(),
-    };
+    let state = app_state(&config, proxies, &meta, &blocks, &hub, &runner);
     let stop_workers = runner.workers();
     let bound = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener.local_addr().map(|addr| (listener, addr)),
@@ -274,14 +249,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         }
     };
     let (tx, rx) = oneshot::channel::<()>();
-    let conn_limits = ConnLimits {
-        max_connections: match config.max_connections {
-            0 => default_max_connections(),
-            n => n,
-        },
-        header_timeout: Duration::from_secs(config.header_timeout_secs.max(1)),
-        body_timeout: Duration::from_secs(config.body_timeout_secs.max(1)),
-    };
+    let conn_limits = conn_limits(&config);
     let app = router(state);
     let task = tokio::spawn(crate::listen::serve(
         listener,
@@ -309,6 +277,54 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         meta,
         workers: runner,
     })
+}
+
+/// What every request handler shares.
+fn app_state(
+    config: &Config,
+    proxies: TrustedProxies,
+    meta: &Meta,
+    blocks: &BlockStore,
+    hub: &Arc<Hub>,
+    runner: &Runner,
+) -> AppState {
+    AppState {
+        meta: meta.clone(),
+        blocks: blocks.clone(),
+        limits: Limits {
+            max_file_size: config.max_file_size,
+            // Sessions end with the pending mark they set (workers/).
+            upload_ttl: std::time::Duration::from_secs(config.pending_ttl_secs),
+        },
+        limiter: Arc::new(LoginLimiter::default()),
+        password_checks: Arc::new(PasswordChecks::new(
+            config.max_password_checks,
+            config.password_check_wait,
+        )),
+        hash_checks: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        )),
+        proxies: Arc::new(proxies),
+        hub: hub.clone(),
+        presence: Arc::new(Presence::new(config.max_polls_per_user)),
+        uploads: crate::uploads::Uploads::new(
+            meta.clone(),
+            blocks.clone(),
+            config.max_upload_sessions_per_user,
+        ),
+        workers: runner.workers(),
+    }
+}
+
+fn conn_limits(config: &Config) -> ConnLimits {
+    ConnLimits {
+        max_connections: match config.max_connections {
+            0 => default_max_connections(),
+            n => n,
+        },
+        header_timeout: Duration::from_secs(config.header_timeout_secs.max(1)),
+        body_timeout: Duration::from_secs(config.body_timeout_secs.max(1)),
+    }
 }
 
 /// The background workers `config` asks for.

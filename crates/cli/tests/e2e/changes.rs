@@ -225,6 +225,8 @@ async fn uploads_under_way_show_as_pending_then_expire(b: Backend) {
 /// A waiting poll wakes within a moment for every kind of change, not only
 /// for new content: the store publishes every commit, whichever handler
 /// made it. Prints how long each took to wake the poll (docs/PERFORMANCE.md).
+// Long on purpose: one held poll per kind of change, in a row, so the
+// list of kinds reads as a table.
 async fn every_kind_of_change_wakes_a_poll(b: Backend) {
     let s = TestServer::start(b).await;
     let phone = s.user("alice").await;

@@ -6,6 +6,15 @@
 //! in sync and the others are left on the server, listed as case clashes
 //! (`tessera conflicts`). Nothing is downloaded over a local file of
 //! another case, and no local file is renamed or removed to make room.
+//!
+//! Of the server names that such a folder sees as one, one takes part: the
+//! one on disk under that spelling, else the one synced, else the one a
+//! server-side case-only rename came from, else the first when nothing local
+//! holds the name. The others, with their contents, are left out of the plan
+//! and of the synced tree, and listed (`.tessera/case-clashes.json`,
+//! `tessera conflicts`) with the `tessera mv` that resolves them. A local name
+//! of another case syncs under its own name; a case-only rename on disk goes
+//! through a temporary name.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

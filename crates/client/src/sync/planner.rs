@@ -659,6 +659,7 @@ mod tests {
     }
 
     #[test]
+    // Long on purpose: a table of cases, one per row.
     fn one_sided_changes_travel() {
         // (local, remote, synced) → ops
         let cases: Vec<(Tree, Tree, Tree, Vec<Op>)> = vec![

@@ -1,5 +1,12 @@
 //! Scanning the local folder into a tree, hashing only files whose `stat`
 //! changed since they were last hashed.
+//!
+//! Trees are keyed by the server's spelling (NFC); a name spelled otherwise
+//! on disk (NFD, as macOS writes accents) is kept in a `Spelling` map, and
+//! the engine reaches every path on disk through it (`Syncer::disk`), so a
+//! download into a folder named in NFD lands in it and no second spelling
+//! ever appears. Two local spellings of one NFC name: the NFC one takes part,
+//! the other is skipped with a warning.
 
 use std::path::{Path, PathBuf};
 
@@ -145,36 +152,9 @@ pub fn scan(root: &Path, old: &StatCache) -> Scan {
                 continue;
             }
         };
-        if entry.depth() == 0 {
-            continue;
+        if let Some(f) = found_entry(root, &entry, &mut warnings) {
+            found.push(f);
         }
-        let Ok(rel) = entry.path().strip_prefix(root) else {
-            continue;
-        };
-        let Some(rel_str) = rel.to_str() else {
-            warnings.push(format!(
-                "skipped {}: the name is not valid UTF-8; rename it",
-                entry.path().display()
-            ));
-            continue;
-        };
-        let local = rel_str.replace(std::path::MAIN_SEPARATOR, "/");
-        let nfc: String = local.nfc().collect();
-        let Some(ft) = entry.file_type() else {
-            continue;
-        };
-        let kind = if ft.is_dir() {
-            Kind::Folder
-        } else if ft.is_file() {
-            Kind::File
-        } else if ft.is_symlink() {
-            warnings.push(format!("skipped {local}: symbolic links are not synced"));
-            continue;
-        } else {
-            warnings.push(format!("skipped {local}: not a regular file or folder"));
-            continue;
-        };
-        found.push(Found { nfc, local, kind });
     }
     let found = settle_spellings(found, &mut warnings);
     let mut tree = Tree::new();
@@ -207,6 +187,38 @@ pub fn scan(root: &Path, old: &StatCache) -> Scan {
         spelling,
         warnings,
     }
+}
+
+/// What the walk found at `entry`: a file or folder under its NFC name and
+/// its name on disk; `None` (with a warning where the user should know) for
+/// the root and for what is not synced.
+fn found_entry(root: &Path, entry: &ignore::DirEntry, warnings: &mut Vec<String>) -> Option<Found> {
+    if entry.depth() == 0 {
+        return None;
+    }
+    let rel = entry.path().strip_prefix(root).ok()?;
+    let Some(rel_str) = rel.to_str() else {
+        warnings.push(format!(
+            "skipped {}: the name is not valid UTF-8; rename it",
+            entry.path().display()
+        ));
+        return None;
+    };
+    let local = rel_str.replace(std::path::MAIN_SEPARATOR, "/");
+    let nfc: String = local.nfc().collect();
+    let ft = entry.file_type()?;
+    let kind = if ft.is_dir() {
+        Kind::Folder
+    } else if ft.is_file() {
+        Kind::File
+    } else if ft.is_symlink() {
+        warnings.push(format!("skipped {local}: symbolic links are not synced"));
+        return None;
+    } else {
+        warnings.push(format!("skipped {local}: not a regular file or folder"));
+        return None;
+    };
+    Some(Found { nfc, local, kind })
 }
 
 /// Two local names that are one name on the server (the same once

@@ -4,6 +4,12 @@
 //! again. Trees are saved whole at the end of each round, in one
 //! transaction: the three-tree rules make a crash between a change and its
 //! save harmless (both sides then agree, and the planner records it).
+//!
+//! The schema has a version (`PRAGMA user_version`); `State::open` applies
+//! the missing steps of `MIGRATIONS` in order, each in one `BEGIN IMMEDIATE`
+//! transaction with the version bump. Version 1 is the format from before
+//! versions (those databases say 0). A database newer than this build is
+//! refused untouched (`StateError::Newer`), never used.
 
 use std::path::Path;
 use std::str::FromStr;

@@ -9,6 +9,41 @@
 //! that also appends to the namespace's journal, and once it commits the
 //! store publishes the namespace's new sequence number through the
 //! [`Publisher`] it was opened with (`notify/publish.rs`).
+//!
+//! Invariants (beyond the journal's, in `queries.rs`):
+//!
+//! - Tables holding namespace data lead their keys with `namespace_id`, so
+//!   the schema can later be distributed by namespace.
+//! - A block's reference count changes in the same transaction as the
+//!   revision that references it. A new block starts at zero with
+//!   `zero_since_ms` set; collection waits out a grace period. Blocks named by
+//!   a live upload session have no revision yet: collection must count
+//!   `upload_blocks` and `upload_sessions.tail_block` as references.
+//! - Tree walks refuse cycles. A move (or a restore from the trash) is
+//!   refused when its destination folder is the node itself or lies below
+//!   it, decided by walking the destination's ancestors by node id. Every
+//!   walk (a node's path, the ancestor check, restore, purge, the zip) keeps
+//!   the ids it has seen and stops at a repeat with `MetaError::Cycle`
+//!   instead of looping inside a write transaction. Folders an older release
+//!   let move into their own subtree are put back at the root at every start
+//!   (`rescue_cut_off`), through the trash's restore so the journal tells
+//!   every device.
+//! - The server owns a file's identity. The content hash it stores and
+//!   reports (ETag, `x-tessera-content-hash`, journal) is one it computed
+//!   (simple upload, TUS) or verified: a block-protocol commit is checked
+//!   before the write transaction by streaming its blocks through BLAKE3 (at
+//!   most about one check per core; 429 after 30 s waiting), and a wrong
+//!   claim is refused with 400. The check is skipped when a revision of the
+//!   same namespace with the very same block list already carries a verified
+//!   hash (`revisions.blocks_key`, migration 0005). A commit is "unchanged"
+//!   only when its block list equals the current revision's.
+//! - A commit's validation happens outside the write transaction, in batched
+//!   queries of 500 ids, and the block count is capped by the size (at most
+//!   `size / MIN_BLOCK + 1`; a batch names at most 4,000 blocks). Under the
+//!   lock a commit re-checks its blocks in the same batches.
+//! - Dedup is no oracle: `missing` and `commit` consult `user_blocks`, so a
+//!   user learns a block exists only after uploading it or when it is in
+//!   their own files.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

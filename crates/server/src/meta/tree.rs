@@ -533,7 +533,6 @@ impl Store {
         .bind(id)
         .execute(&mut *w.tx)
         .await?;
-        // The node and its live contents, parents before children.
         let node: NodeRow = sqlx::query_as(concat!(
             "SELECT ",
             node_cols!(),
@@ -543,20 +542,34 @@ impl Store {
         .bind(id)
         .fetch_one(&mut *w.tx)
         .await?;
-        let mut queue = std::collections::VecDeque::from([(node.clone(), target.clone())]);
-        let mut seen = std::collections::HashSet::new();
-        while let Some((n, path)) = queue.pop_front() {
-            if !seen.insert(n.id.clone()) {
-                return Err(MetaError::Cycle(format!("{} is below itself", n.id)));
-            }
-            let kind = if n.is_folder() {
-                ChangeKind::Mkdir
-            } else {
-                ChangeKind::Restore
-            };
-            w.event(kind, &n, path.as_str(), None).await?;
-            if n.is_folder() {
-                let children: Vec<NodeRow> = sqlx::query_as(concat!(
+        journal_subtree(&mut w, ns, &node, &target).await?;
+        w.commit().await?;
+        Ok((node, target))
+    }
+}
+
+/// Journals a restored node and its live contents, parents before
+/// children, so every device learns the whole subtree came back.
+async fn journal_subtree(
+    w: &mut Writer,
+    ns: i64,
+    node: &NodeRow,
+    target: &RemotePath,
+) -> Result<()> {
+    let mut queue = std::collections::VecDeque::from([(node.clone(), target.clone())]);
+    let mut seen = std::collections::HashSet::new();
+    while let Some((n, path)) = queue.pop_front() {
+        if !seen.insert(n.id.clone()) {
+            return Err(MetaError::Cycle(format!("{} is below itself", n.id)));
+        }
+        let kind = if n.is_folder() {
+            ChangeKind::Mkdir
+        } else {
+            ChangeKind::Restore
+        };
+        w.event(kind, &n, path.as_str(), None).await?;
+        if n.is_folder() {
+            let children: Vec<NodeRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     node_cols!(),
                     " FROM nodes WHERE namespace_id = $1 AND parent_id = $2 AND deleted_ms IS NULL ORDER BY name_key, name"
@@ -565,15 +578,13 @@ impl Store {
                 .bind(&n.id)
                 .fetch_all(&mut *w.tx)
                 .await?;
-                for c in children {
-                    let p = path
-                        .join(&c.name)
-                        .map_err(|e| MetaError::Invalid(e.to_string()))?;
-                    queue.push_back((c, p));
-                }
+            for c in children {
+                let p = path
+                    .join(&c.name)
+                    .map_err(|e| MetaError::Invalid(e.to_string()))?;
+                queue.push_back((c, p));
             }
         }
-        w.commit().await?;
-        Ok((node, target))
     }
+    Ok(())
 }
