@@ -521,32 +521,8 @@ impl Remote {
 
 // ---- administration: the server's background workers ----
 
-/// What a server worker is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WorkerState {
-    Idle,
-    Busy,
-    Failed,
-}
-
-/// A server worker's status (`GET /admin/workers`).
-#[derive(Debug, Clone, serde::Deserialize, Serialize)]
-pub struct WorkerStatus {
-    pub name: String,
-    pub state: WorkerState,
-    pub runs: u64,
-    pub last_run_ms: Option<i64>,
-    pub last_done: u64,
-    pub last_error: Option<String>,
-    pub failures: u64,
-    pub next_run_ms: Option<i64>,
-}
-
-#[derive(serde::Deserialize)]
-struct WorkersResponse {
-    workers: Vec<WorkerStatus>,
-}
+use tessera_proto::api::WorkersResponse;
+pub use tessera_proto::api::{WorkerState, WorkerStatus};
 
 impl Remote {
     /// The server's workers (administrators only).

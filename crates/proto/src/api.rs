@@ -418,3 +418,56 @@ mod tests {
         assert!("Commit".parse::<ChangeKind>().is_err());
     }
 }
+
+/// What a worker is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Waiting for its next run.
+    Idle,
+    /// In a step.
+    Busy,
+    /// Its last step failed; it will try again after a back-off.
+    Failed,
+}
+
+/// A server worker's status (`GET /admin/workers`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerStatus {
+    pub name: String,
+    pub state: WorkerState,
+    /// Steps run since the server started.
+    pub runs: u64,
+    /// When the last step ended (ms since the Unix epoch).
+    pub last_run_ms: Option<i64>,
+    /// Items the last step handled.
+    pub last_done: u64,
+    /// Why the last step failed; cleared by the next success.
+    pub last_error: Option<String>,
+    /// Steps in a row that failed.
+    pub failures: u64,
+    /// When the next step is due (ms since the Unix epoch), while waiting.
+    pub next_run_ms: Option<i64>,
+}
+
+impl WorkerStatus {
+    /// A worker that has not run yet.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            state: WorkerState::Idle,
+            runs: 0,
+            last_run_ms: None,
+            last_done: 0,
+            last_error: None,
+            failures: 0,
+            next_run_ms: None,
+        }
+    }
+}
+
+/// The admin API's list of workers.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkersResponse {
+    pub workers: Vec<WorkerStatus>,
+}

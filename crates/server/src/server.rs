@@ -17,9 +17,7 @@ use crate::listen::{ConnLimits, default_max_connections};
 use crate::meta::{Meta, MetaError};
 use crate::notify::{Hub, Presence, Publisher};
 use crate::proxy::TrustedProxies;
-use crate::workers::{
-    Clock, PendingExpiry, Runner, SHUTDOWN_DEADLINE, TrashExpiry, UploadExpiry, Worker,
-};
+use crate::workers::{Clock, Expired, Expiry, Runner, SHUTDOWN_DEADLINE, Worker};
 
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 << 30;
 
@@ -329,25 +327,20 @@ fn conn_limits(config: &Config) -> ConnLimits {
 
 /// The background workers `config` asks for.
 fn workers(config: &Config, meta: &Meta) -> Vec<Box<dyn Worker>> {
-    let pending_ttl = Duration::from_secs(config.pending_ttl_secs);
-    let mut list: Vec<Box<dyn Worker>> = vec![
-        Box::new(PendingExpiry {
+    let expiry = |what, secs| -> Box<dyn Worker> {
+        Box::new(Expiry {
+            what,
             meta: meta.clone(),
             clock: config.clock.clone(),
-            ttl: pending_ttl,
-        }),
-        Box::new(UploadExpiry {
-            meta: meta.clone(),
-            clock: config.clock.clone(),
-            ttl: pending_ttl,
-        }),
+            ttl: Duration::from_secs(secs),
+        })
+    };
+    let mut list = vec![
+        expiry(Expired::Pending, config.pending_ttl_secs),
+        expiry(Expired::Uploads, config.pending_ttl_secs),
     ];
     if config.trash_ttl_secs > 0 {
-        list.push(Box::new(TrashExpiry {
-            meta: meta.clone(),
-            clock: config.clock.clone(),
-            ttl: Duration::from_secs(config.trash_ttl_secs),
-        }));
+        list.push(expiry(Expired::Trash, config.trash_ttl_secs));
     }
     list
 }

@@ -103,9 +103,9 @@ use super::auth::SESSION_COOKIE;
         tessera_proto::error::ErrorDetail,
         tessera_proto::error::ErrorCode,
         TusVersion,
-        crate::workers::WorkersResponse,
-        crate::workers::WorkerStatus,
-        crate::workers::WorkerState,
+        tessera_proto::api::WorkersResponse,
+        tessera_proto::api::WorkerStatus,
+        tessera_proto::api::WorkerState,
     ))
 )]
 struct ApiDoc;

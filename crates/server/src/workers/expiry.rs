@@ -1,5 +1,6 @@
 //! The expiry workers: pending marks of uploads that never finished, idle
-//! upload sessions, and old trash.
+//! upload sessions, and old trash. The store publishes what they change,
+//! which wakes the namespaces' long polls.
 
 use std::time::Duration;
 
@@ -9,108 +10,74 @@ use futures::future::BoxFuture;
 use super::{Clock, Step, Worker, WorkerError};
 use crate::meta::Meta;
 
-/// The cutoff `ttl` before now on `clock`.
-fn cutoff(clock: &Clock, ttl: Duration) -> i64 {
-    clock
-        .now_ms()
-        .saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+/// What an [`Expiry`] worker ends once it is older than its TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// Pending marks of uploads that did not finish.
+    Pending,
+    /// Idle upload sessions (the pending mark a session set goes with
+    /// it). What they stored stays unreferenced, for collection.
+    Uploads,
+    /// Trash entries, with their subtree and revisions.
+    Trash,
 }
 
-/// Pending and upload expiry run every `ttl / 2`, between 1 s and 1 min.
-fn pending_wait(ttl: Duration) -> Duration {
-    (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(60))
-}
-
-/// Ends pending marks whose upload did not finish within the TTL (the
-/// store publishes the change, which wakes the namespace's long polls).
-pub struct PendingExpiry {
+/// Ends what it is told to once it is older than `ttl` on `clock`.
+pub struct Expiry {
+    pub what: Expired,
     pub meta: Meta,
     pub clock: Clock,
     pub ttl: Duration,
 }
 
-impl Worker for PendingExpiry {
+impl Expiry {
+    /// The cutoff `ttl` before now.
+    fn cutoff(&self) -> i64 {
+        self.clock
+            .now_ms()
+            .saturating_sub(i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+impl Worker for Expiry {
     fn name(&self) -> &'static str {
-        "pending"
+        match self.what {
+            Expired::Pending => "pending",
+            Expired::Uploads => "uploads",
+            Expired::Trash => "trash",
+        }
     }
 
     fn step(&mut self) -> BoxFuture<'_, Result<Step, WorkerError>> {
         async move {
-            let changed = self
-                .meta
-                .expire_pending(cutoff(&self.clock, self.ttl))
-                .await?;
-            let done = changed.len() as u64;
+            let cutoff = self.cutoff();
+            let done = match self.what {
+                Expired::Pending => self.meta.expire_pending(cutoff).await?.len() as u64,
+                Expired::Uploads => self.meta.expire_uploads(cutoff).await?.len() as u64,
+                Expired::Trash => {
+                    let n = self.meta.expire_trash(cutoff).await?;
+                    if n > 0 {
+                        tracing::info!(removed = n, "expired trash entries");
+                    }
+                    n
+                }
+            };
             Ok(Step::Idle { done })
         }
         .boxed()
     }
 
+    /// Marks and sessions are looked at every `ttl / 2` (between 1 s and
+    /// 1 min), so one lives at most half again its TTL; the trash every
+    /// `ttl / 10` (between 1 s and 1 h).
     fn wait(&self) -> Duration {
-        pending_wait(self.ttl)
-    }
-}
-
-/// Ends upload sessions idle for the TTL (the pending mark a session set
-/// goes with it; the store publishes the change). What the sessions
-/// stored stays unreferenced, for collection.
-pub struct UploadExpiry {
-    pub meta: Meta,
-    pub clock: Clock,
-    pub ttl: Duration,
-}
-
-impl Worker for UploadExpiry {
-    fn name(&self) -> &'static str {
-        "uploads"
-    }
-
-    fn step(&mut self) -> BoxFuture<'_, Result<Step, WorkerError>> {
-        async move {
-            let changed = self
-                .meta
-                .expire_uploads(cutoff(&self.clock, self.ttl))
-                .await?;
-            let done = changed.len() as u64;
-            Ok(Step::Idle { done })
-        }
-        .boxed()
-    }
-
-    fn wait(&self) -> Duration {
-        pending_wait(self.ttl)
-    }
-}
-
-/// Removes trash entries older than the TTL, every `ttl / 10` (between 1 s
-/// and 1 h). Nothing in the trash is visible in the tree, so no client
-/// needs waking.
-pub struct TrashExpiry {
-    pub meta: Meta,
-    pub clock: Clock,
-    pub ttl: Duration,
-}
-
-impl Worker for TrashExpiry {
-    fn name(&self) -> &'static str {
-        "trash"
-    }
-
-    fn step(&mut self) -> BoxFuture<'_, Result<Step, WorkerError>> {
-        async move {
-            let n = self
-                .meta
-                .expire_trash(cutoff(&self.clock, self.ttl))
-                .await?;
-            if n > 0 {
-                tracing::info!(removed = n, "expired trash entries");
+        match self.what {
+            Expired::Pending | Expired::Uploads => {
+                (self.ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(60))
             }
-            Ok(Step::Idle { done: n })
+            Expired::Trash => {
+                (self.ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600))
+            }
         }
-        .boxed()
-    }
-
-    fn wait(&self) -> Duration {
-        (self.ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600))
     }
 }

@@ -11,11 +11,9 @@ mod runner;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde::Serialize;
-use utoipa::ToSchema;
 
 pub use clock::Clock;
-pub use expiry::{PendingExpiry, TrashExpiry, UploadExpiry};
+pub use expiry::{Expired, Expiry};
 pub use runner::{RunError, Runner, SHUTDOWN_DEADLINE, Workers};
 
 use crate::meta::MetaError;
@@ -59,54 +57,4 @@ pub trait Worker: Send + 'static {
     fn wait(&self) -> Duration;
 }
 
-/// What a worker is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum WorkerState {
-    /// Waiting for its next run.
-    Idle,
-    /// In a step.
-    Busy,
-    /// Its last step failed; it will try again after a back-off.
-    Failed,
-}
-
-/// A worker's status, as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct WorkerStatus {
-    pub name: String,
-    pub state: WorkerState,
-    /// Steps run since the server started.
-    pub runs: u64,
-    /// When the last step ended (ms since the Unix epoch).
-    pub last_run_ms: Option<i64>,
-    /// Items the last step handled.
-    pub last_done: u64,
-    /// Why the last step failed; cleared by the next success.
-    pub last_error: Option<String>,
-    /// Steps in a row that failed.
-    pub failures: u64,
-    /// When the next step is due (ms since the Unix epoch), while waiting.
-    pub next_run_ms: Option<i64>,
-}
-
-impl WorkerStatus {
-    fn new(name: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            state: WorkerState::Idle,
-            runs: 0,
-            last_run_ms: None,
-            last_done: 0,
-            last_error: None,
-            failures: 0,
-            next_run_ms: None,
-        }
-    }
-}
-
-/// The admin API's list of workers.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct WorkersResponse {
-    pub workers: Vec<WorkerStatus>,
-}
+pub use tessera_proto::api::{WorkerState, WorkerStatus, WorkersResponse};
