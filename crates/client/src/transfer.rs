@@ -156,10 +156,7 @@ pub async fn upload_file(
             let Ok(permit) = runtime.block_on(budget.clone().acquire_many_owned(want)) else {
                 break;
             };
-            let (codec, body) = match zstd::bulk::compress(&chunk.data, ZSTD_LEVEL) {
-                Ok(z) if z.len() < chunk.data.len() => (BlockCodec::Zstd, z),
-                _ => (BlockCodec::Raw, chunk.data),
-            };
+            let (codec, body) = tessera_proto::block::compress_or_raw(chunk.data, ZSTD_LEVEL);
             if tx
                 .blocking_send((id, codec, Bytes::from(body), permit))
                 .is_err()
@@ -635,10 +632,7 @@ pub async fn upload_small_files(
             if data.is_empty() || !missing.contains(&id) || !packed.insert(id) {
                 continue;
             }
-            let (codec, body) = match zstd::bulk::compress(data, ZSTD_LEVEL) {
-                Ok(z) if z.len() < data.len() => (BlockCodec::Zstd, z),
-                _ => (BlockCodec::Raw, data.clone()),
-            };
+            let (codec, body) = tessera_proto::block::compress_or_raw(data.as_slice(), ZSTD_LEVEL);
             if !pack.is_empty()
                 && pack.len() + tessera_proto::pack::frame_len(body.len()) > BATCH_BYTES
             {
