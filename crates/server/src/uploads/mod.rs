@@ -232,17 +232,8 @@ impl Uploads {
         if checksum.is_some() {
             points = points.only_at_end();
         }
-        let tap = Arc::new(Mutex::new(TapState {
-            checksum,
-            received: 0,
-            limit: length - live.offset,
-            too_long: false,
-            interrupted: false,
-        }));
-        let reader = std::io::Cursor::new(live.tail).chain(Tap {
-            inner: tokio_util::io::StreamReader::new(body),
-            state: tap.clone(),
-        });
+        let (tap, body) = Tap::new(body, checksum, length - live.offset);
+        let reader = std::io::Cursor::new(live.tail).chain(body);
         let mut ingest = Ingest::resume(self.blocks.clone(), who.user_id, live.hasher, tail_len)
             .parallel(PARALLEL);
         let cut = ingest.cut(reader, Some(&mut points)).await;
@@ -259,17 +250,8 @@ impl Uploads {
         }
         let end = row.upload_offset as u64 + tap.received;
         if end == length {
-            let mut blocks = cut.blocks;
-            if let Some(data) = cut.held {
-                blocks.push(ingest.store(data).await?);
-            }
             self.forget(who.ns, id);
-            let hasher = ingest.into_hasher();
-            let c = Checkpoint {
-                hash_state: Vec::new(),
-                ..points.at_end(end, blocks, None, &hasher)
-            };
-            return self.finish(who, &row, c, &hasher).await;
+            return self.complete(who, &row, &points, cut, ingest).await;
         }
         self.keep_progress(who, id, &points, cut, end, ingest.into_hasher())
             .await
@@ -333,6 +315,28 @@ impl Uploads {
             },
         );
         Ok(Patched::Progress { offset: end })
+    }
+
+    /// Ends a request that brought the last byte: stores the last piece
+    /// and commits the file.
+    async fn complete(
+        &self,
+        who: &Uploader,
+        row: &UploadRow,
+        points: &Checkpoints,
+        cut: Cut,
+        ingest: Ingest,
+    ) -> Result<Patched, UploadError> {
+        let mut blocks = cut.blocks;
+        if let Some(data) = cut.held {
+            blocks.push(ingest.store(data).await?);
+        }
+        let hasher = ingest.into_hasher();
+        let c = Checkpoint {
+            hash_state: Vec::new(),
+            ..points.at_end(row.length as u64, blocks, None, &hasher)
+        };
+        self.finish(who, row, c, &hasher).await
     }
 
     /// Commits the file: the session's blocks with `c`'s last ones.
@@ -491,6 +495,26 @@ fn lock(tap: &Arc<Mutex<TapState>>) -> std::sync::MutexGuard<'_, TapState> {
 struct Tap<R> {
     inner: R,
     state: Arc<Mutex<TapState>>,
+}
+
+impl<S> Tap<tokio_util::io::StreamReader<S, Bytes>>
+where
+    S: futures::Stream<Item = std::io::Result<Bytes>> + Unpin,
+{
+    /// The body as a reader that stops past `limit` bytes, and what it
+    /// shows (checked against `checksum`).
+    fn new(body: S, checksum: Option<Checksum>, limit: u64) -> (Arc<Mutex<TapState>>, Self) {
+        let state = Arc::new(Mutex::new(TapState {
+            checksum,
+            limit,
+            ..TapState::default()
+        }));
+        let tap = Tap {
+            inner: tokio_util::io::StreamReader::new(body),
+            state: state.clone(),
+        };
+        (state, tap)
+    }
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Tap<R> {
