@@ -25,6 +25,32 @@ pub fn chunker<R: Read>(source: R) -> fastcdc::v2020::StreamCDC<R> {
     fastcdc::v2020::StreamCDC::new(source, MIN_BLOCK, AVG_BLOCK, MAX_BLOCK)
 }
 
+/// The same chunker over an async reader: it cuts exactly where
+/// [`chunker`] does, so a server cutting a request body and a client
+/// cutting a file name the same blocks.
+#[cfg(feature = "tokio")]
+pub fn chunker_async<R: tokio::io::AsyncRead + Unpin>(
+    source: R,
+) -> fastcdc::v2020::AsyncStreamCDC<R> {
+    fastcdc::v2020::AsyncStreamCDC::new(source, MIN_BLOCK, AVG_BLOCK, MAX_BLOCK)
+}
+
+/// Compresses a block with zstd at `level`, or keeps it raw when zstd does
+/// not make it smaller (already compressed data, tiny blocks). The one rule
+/// for the encoding a block travels and rests in, on either side. Given
+/// an owned block, a raw one is returned without a copy.
+pub fn compress_or_raw<B>(plain: B, level: i32) -> (crate::api::BlockCodec, Vec<u8>)
+where
+    B: AsRef<[u8]> + Into<Vec<u8>>,
+{
+    use crate::api::BlockCodec;
+    let bytes = plain.as_ref();
+    match zstd::bulk::compress(bytes, level) {
+        Ok(z) if z.len() < bytes.len() => (BlockCodec::Zstd, z),
+        _ => (BlockCodec::Raw, plain.into()),
+    }
+}
+
 /// A 32-byte BLAKE3 digest written as lowercase hex on the wire.
 macro_rules! digest_type {
     ($name:ident, $doc:literal) => {
@@ -137,5 +163,33 @@ mod tests {
         assert_eq!(chunks[0].length, 1000);
         let empty: Vec<u8> = Vec::new();
         assert_eq!(chunker(&empty[..]).count(), 0);
+    }
+
+    #[test]
+    fn compressible_blocks_become_zstd_frames_of_themselves() {
+        use crate::api::BlockCodec;
+        let plain = b"tessera ".repeat(10_000);
+        let (codec, body) = compress_or_raw(plain.clone(), 3);
+        assert_eq!(codec, BlockCodec::Zstd);
+        assert!(body.len() < plain.len());
+        assert_eq!(zstd::bulk::decompress(&body, MAX_BLOCK).unwrap(), plain);
+    }
+
+    #[test]
+    fn incompressible_and_tiny_blocks_stay_raw() {
+        use crate::api::BlockCodec;
+        // BLAKE3's output stream: no redundancy for zstd to find.
+        let mut noise = vec![0u8; 100_000];
+        blake3::Hasher::new()
+            .update(b"noise")
+            .finalize_xof()
+            .fill(&mut noise);
+        assert_eq!(compress_or_raw(noise.clone(), 3), (BlockCodec::Raw, noise));
+        // A frame has a header: one byte never shrinks.
+        assert_eq!(compress_or_raw(vec![9], 1), (BlockCodec::Raw, vec![9]));
+        assert_eq!(
+            compress_or_raw(Vec::new(), 1),
+            (BlockCodec::Raw, Vec::new())
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The block store's integrity and its defences against cheap requests:
 //! racing uploads of one block, repair of a damaged block by a new upload,
 //! pack bombs, `/blocks/fetch` memory (measured on the real binary), and
-//! dedup's timing seen from outside. SQLite and PostgreSQL.
+//! dedup's timing seen from outside, and the server cutting exactly as the
+//! client does. SQLite and PostgreSQL.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -25,6 +26,7 @@ on_both_backends!(
     pack_bombs_are_refused_before_they_cost,
     fetch_checks_the_total_first_and_streams,
     dedup_takes_as_long_as_a_fresh_upload,
+    every_upload_path_cuts_as_the_client_does,
 );
 
 fn status(e: &ClientError) -> Option<u16> {
@@ -434,4 +436,175 @@ async fn dedup_takes_as_long_as_a_fresh_upload(b: Backend) {
         fresh[0],
         fresh[fresh.len() - 1],
     );
+}
+
+/// The block list the server recorded for `path`.
+async fn blocks_of(r: &Remote, path: &str) -> Vec<(BlockId, u64)> {
+    let list = r.block_list(path, None).await.unwrap();
+    assert_eq!(list.chunker, tessera_proto::block::CHUNKER);
+    list.blocks.iter().map(|b| (b.id, b.size)).collect()
+}
+
+/// One TUS PATCH of `piece` at `offset`; the new offset.
+async fn tus_patch(r: &Remote, at: &str, offset: u64, piece: &[u8]) -> u64 {
+    let resp = r
+        .request(reqwest::Method::PATCH, at)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", offset.to_string())
+        .body(piece.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::NO_CONTENT);
+    resp.headers()["upload-offset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Sends `data` over TUS to `/tus.bin` in pieces that end mid-block, so
+/// the session's tail is carried from request to request.
+async fn tus_upload(r: &Remote, data: &[u8], pieces: &[usize]) {
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let created = r
+        .request(reqwest::Method::POST, "/tus/")
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", data.len().to_string())
+        .header("Upload-Metadata", format!("path {}", b64("/tus.bin")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+    let location = created.headers()["location"].to_str().unwrap();
+    let at = location
+        .strip_prefix(tessera_proto::API_PREFIX)
+        .unwrap()
+        .to_owned();
+    let mut offset = 0usize;
+    for &len in pieces.iter().chain([&usize::MAX]) {
+        let end = offset.saturating_add(len).min(data.len());
+        let next = tus_patch(r, &at, offset as u64, &data[offset..end]).await;
+        assert_eq!(next, end as u64);
+        offset = end;
+        if offset == data.len() {
+            break;
+        }
+    }
+}
+
+/// The same bytes make the same blocks whichever way they arrive: cut by
+/// the client (`tessera put`'s upload), by the server from a simple PUT,
+/// and by the server from a TUS session sent in pieces.
+async fn every_upload_path_cuts_as_the_client_does(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = s.user("alice").await;
+    // About five blocks, compressible and not.
+    let mut data = mixed_data(14 << 20, 21);
+    data.extend_from_slice(&random_data(9 << 20, 22));
+    let expected: Vec<(BlockId, u64)> = tessera_proto::block::chunker(&data[..])
+        .map(|c| {
+            let c = c.unwrap();
+            (BlockId::of(&c.data), c.length as u64)
+        })
+        .collect();
+    assert!(expected.len() >= 4, "{} blocks", expected.len());
+
+    let local = s.scratch("client.bin");
+    std::fs::write(&local, &data).unwrap();
+    tessera_client::transfer::upload_file(
+        &r,
+        &local,
+        "/client.bin",
+        None,
+        crate::common::no_progress(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(blocks_of(&r, "/client.bin").await, expected, "client");
+
+    r.upload("/put.bin", None, reqwest::Body::from(data.clone()))
+        .await
+        .unwrap();
+    assert_eq!(blocks_of(&r, "/put.bin").await, expected, "simple PUT");
+
+    // Pieces of 3 MiB + 1 byte, then 7 MiB, then the rest: every request
+    // ends inside a block.
+    tus_upload(&r, &data, &[(3 << 20) + 1, 7 << 20]).await;
+    assert_eq!(blocks_of(&r, "/tus.bin").await, expected, "TUS");
+}
+
+/// The metadata work of a 2,000-block file (about 8 GiB): asking which
+/// blocks are missing, recording them, committing the list. Run by hand
+/// for docs/PERFORMANCE.md:
+/// `cargo test -p tessera --test e2e -- --ignored --nocapture metadata_of_2000_blocks`
+async fn metadata_of_2000_blocks(b: Backend) {
+    use tessera_server::meta::{BlockLoc, Meta, NewRevision};
+    const N: usize = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let url = match b {
+        Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display()),
+        Backend::Postgres => crate::common::process::fresh_postgres().await,
+    };
+    let meta = Meta::connect(&url, tessera_server::notify::Publisher::silent())
+        .await
+        .unwrap();
+    let user = meta.create_user("alice", "x").await.unwrap();
+    let blocks: Vec<(BlockId, u64)> = (0..N)
+        .map(|i| (BlockId::of(&(i as u64).to_le_bytes()), 4 << 20))
+        .collect();
+    let ids: Vec<BlockId> = blocks.iter().map(|(id, _)| *id).collect();
+    let records: Vec<_> = blocks
+        .iter()
+        .map(|(id, len)| {
+            let loc = BlockLoc {
+                object: format!("objects/{id}"),
+                offset: 0,
+                length: *len,
+            };
+            (*id, loc, *len)
+        })
+        .collect();
+    let t = Instant::now();
+    assert_eq!(meta.missing_blocks(user.id, &ids).await.unwrap().len(), N);
+    let missing = t.elapsed();
+    let t = Instant::now();
+    meta.record_blocks(user.id, &records).await.unwrap();
+    let record = t.elapsed();
+    let new = NewRevision {
+        ns: user.root_ns,
+        user_id: user.id,
+        path: tessera_proto::RemotePath::parse("/big.bin").unwrap(),
+        base_rev: None,
+        size: blocks.iter().map(|(_, len)| len).sum(),
+        content_hash: tessera_proto::ContentHash([7; 32]),
+        chunker: tessera_proto::block::CHUNKER.to_owned(),
+        blocks,
+        device: "bench".into(),
+    };
+    let t = Instant::now();
+    meta.commit(&new).await.unwrap();
+    let commit = t.elapsed();
+    println!(
+        "{}: {N} blocks: missing {missing:.1?}, record {record:.1?}, commit {commit:.1?}",
+        meta.backend_name()
+    );
+}
+
+mod timing {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement, run by hand"]
+    async fn metadata_of_2000_blocks_sqlite() {
+        super::metadata_of_2000_blocks(crate::common::Backend::Sqlite).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement, run by hand"]
+    async fn metadata_of_2000_blocks_postgres() {
+        super::metadata_of_2000_blocks(crate::common::Backend::Postgres).await
+    }
 }

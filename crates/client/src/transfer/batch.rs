@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use tessera_proto::api::{BlockCodec, BlockRef, CommitRequest, Entry};
+use tessera_proto::api::{BlockRef, CommitRequest, Entry};
 use tessera_proto::block::CHUNKER;
 use tessera_proto::{BlockId, ContentHash};
 
@@ -97,10 +97,7 @@ async fn send_missing(
         if data.is_empty() || !missing.contains(&id) || !packed.insert(id) {
             continue;
         }
-        let (codec, body) = match zstd::bulk::compress(data, ZSTD_LEVEL) {
-            Ok(z) if z.len() < data.len() => (BlockCodec::Zstd, z),
-            _ => (BlockCodec::Raw, data.clone()),
-        };
+        let (codec, body) = tessera_proto::block::compress_or_raw(data.as_slice(), ZSTD_LEVEL);
         if !pack.is_empty() && pack.len() + tessera_proto::pack::frame_len(body.len()) > BATCH_BYTES
         {
             remote.put_pack(std::mem::take(&mut pack)).await?;

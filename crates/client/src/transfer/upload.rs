@@ -193,10 +193,7 @@ fn read_blocks(
         let Ok(permit) = runtime.block_on(budget.clone().acquire_many_owned(want)) else {
             break;
         };
-        let (codec, body) = match zstd::bulk::compress(&chunk.data, ZSTD_LEVEL) {
-            Ok(z) if z.len() < chunk.data.len() => (BlockCodec::Zstd, z),
-            _ => (BlockCodec::Raw, chunk.data),
-        };
+        let (codec, body) = tessera_proto::block::compress_or_raw(chunk.data, ZSTD_LEVEL);
         if tx
             .blocking_send((id, codec, Bytes::from(body), permit))
             .is_err()

@@ -10,14 +10,13 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tessera_proto::BlockId;
 use tessera_proto::api::{
-    BlockCodec, BlockRef, BlockUploadQuery, FetchBlocksRequest, MissingRequest, MissingResponse,
-    PackResponse,
+    BlockRef, BlockUploadQuery, FetchBlocksRequest, MissingRequest, MissingResponse, PackResponse,
 };
 use tessera_proto::pack::PackRefused;
 
 use super::{ApiError, AppState, AuthUser, J, Q};
 use crate::blocks::codec::SEAL_OVERHEAD;
-use crate::blocks::{BlockError, Codec};
+use crate::blocks::{BlockError, Codec, Ingest};
 
 /// Ids in one missing-blocks question (a 10 GiB file has ~2,600 blocks).
 const MAX_IDS: usize = 20_000;
@@ -60,13 +59,8 @@ pub async fn upload(
             ApiError::BadRequest(e.body_text())
         }
     })?;
-    let codec = match q.codec {
-        BlockCodec::Raw => Codec::Raw,
-        BlockCodec::Zstd => Codec::Zstd,
-    };
-    let size = state
-        .blocks
-        .put_upload(user.user_id, id, codec, body)
+    let size = Ingest::new(state.blocks.clone(), user.user_id)
+        .client_block(id, q.codec.into(), body)
         .await?;
     Ok((StatusCode::CREATED, Json(BlockRef { id, size })))
 }
@@ -106,13 +100,6 @@ pub async fn download(
         .into_response())
 }
 
-fn codec(c: BlockCodec) -> Codec {
-    match c {
-        BlockCodec::Raw => Codec::Raw,
-        BlockCodec::Zstd => Codec::Zstd,
-    }
-}
-
 /// Many small blocks in one request, stored as one pack object.
 #[utoipa::path(post, path = "/api/v1/blocks/pack", request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "frames: id [32] | codec u8 | length u32 LE | payload"), responses((status = 201, body = PackResponse), (status = 422, body = tessera_proto::ErrorBody, description = "a block's bytes do not hash to its id")), security(("bearer" = [])))]
 pub async fn pack(
@@ -138,12 +125,11 @@ pub async fn pack(
     })?;
     let blocks: Vec<_> = frames
         .into_iter()
-        .map(|(id, c, range)| (id, codec(c), body.slice(range)))
+        .map(|(id, c, range)| (id, c.into(), body.slice(range)))
         .collect();
     let ids: Vec<BlockId> = blocks.iter().map(|(id, ..)| *id).collect();
-    let sizes = state
-        .blocks
-        .put_pack(user.user_id, blocks)
+    let sizes = Ingest::new(state.blocks.clone(), user.user_id)
+        .client_pack(blocks)
         .await
         .map_err(|e| match e {
             BlockError::PackFrameTooLarge(_) | BlockError::PackTooLarge => {
@@ -206,11 +192,7 @@ pub async fn fetch(
             let store = store.clone();
             async move {
                 let (c, payload) = store.read_payload(id, &loc).await?;
-                let c = match c {
-                    Codec::Raw => BlockCodec::Raw,
-                    Codec::Zstd => BlockCodec::Zstd,
-                };
-                let header = Bytes::copy_from_slice(&frame_header(&id, c, payload.len()));
+                let header = Bytes::copy_from_slice(&frame_header(&id, c.into(), payload.len()));
                 Ok::<_, BlockError>(futures::stream::iter([Ok(header), Ok(payload)]))
             }
         })

@@ -12,12 +12,12 @@ use tessera_proto::api::{
     CommitResult, DeleteRequest, DownloadQuery, Entry, EntryKind, ListResponse, MoveRequest,
     PathQuery, RestoreRequest, Revision, RevisionsResponse, UploadQuery,
 };
-use tessera_proto::block::{AVG_BLOCK, CHUNKER, MAX_BLOCK, MIN_BLOCK};
+use tessera_proto::block::{CHUNKER, MAX_BLOCK, MIN_BLOCK};
 use tessera_proto::{ContentHash, RemotePath};
 use tokio::io::AsyncReadExt;
 
 use super::{ApiError, AppState, AuthUser, J, Q};
-use crate::blocks::BlockStore;
+use crate::blocks::{BlockStore, Ingest, IngestError};
 use crate::meta::{NewRevision, NodeRow, RevisionBlock};
 
 pub fn entry(node: &NodeRow, path: &RemotePath) -> Entry {
@@ -130,7 +130,7 @@ pub(crate) fn too_large(limit: u64) -> ApiError {
     ))
 }
 
-/// Blocks of one simple upload compressed and stored at once.
+/// Blocks of one simple upload stored at once.
 const UPLOAD_PARALLEL: usize = 3;
 
 /// How long an upload body may stall before the server gives up on it, so a
@@ -194,48 +194,23 @@ pub async fn upload(
     }
     // Read at most one byte past the limit, so an oversized body without a
     // length is refused without storing the excess.
-    let mut hasher = blake3::Hasher::new();
-    let mut total = 0u64;
-    let stored = {
-        let reader = (&mut body).take(limit + 1);
-        let mut cdc = fastcdc::v2020::AsyncStreamCDC::new(reader, MIN_BLOCK, AVG_BLOCK, MAX_BLOCK);
-        let chunks = cdc.as_stream();
-        futures::pin_mut!(chunks);
-        // Cutting and hashing the whole file stay in order; compressing,
-        // sealing and storing run for a few blocks at once, `buffered` keeping
-        // the block list in file order. Memory: a few blocks, whatever the size.
-        let store = state.blocks.clone();
-        chunks
-            .map(|chunk| {
-                let chunk = chunk.map_err(|e| {
-                    ApiError::BadRequest(format!(
-                        "upload interrupted before the end of the body: {e}"
-                    ))
-                })?;
-                total += chunk.length as u64;
-                if total > limit {
-                    return Err(too_large(limit));
-                }
-                tokio::task::block_in_place(|| hasher.update(&chunk.data));
-                Ok(chunk.data)
-            })
-            .map(|data| {
-                let store = store.clone();
-                async move { Ok::<_, ApiError>(store.put_plain(user.user_id, data?).await?) }
-            })
-            .buffered(UPLOAD_PARALLEL)
-            .try_collect::<Vec<_>>()
-            .await
-    };
-    let blocks = match stored {
-        Ok(b) => b,
-        Err(e) => {
-            if matches!(e, ApiError::TooLarge(_)) {
-                drain(&mut body).await;
-            }
-            return Err(e);
+    let mut ingest = Ingest::new(state.blocks.clone(), user.user_id)
+        .limit(limit)
+        .parallel(UPLOAD_PARALLEL);
+    let blocks = match ingest.cut((&mut body).take(limit + 1), None).await {
+        Ok(cut) => cut.blocks,
+        Err(IngestError::TooLarge(_)) => {
+            drain(&mut body).await;
+            return Err(too_large(limit));
         }
+        Err(IngestError::Cut(e)) => {
+            return Err(ApiError::BadRequest(format!(
+                "upload interrupted before the end of the body: {e}"
+            )));
+        }
+        Err(e) => return Err(ingest_error(e)),
     };
+    let total = ingest.len();
     if declared.is_some_and(|n| n != total) {
         return Err(ApiError::BadRequest(format!(
             "body ended after {total} bytes, but Content-Length said {}",
@@ -248,13 +223,21 @@ pub async fn upload(
         path: path.clone(),
         base_rev: q.base_rev,
         size: total,
-        content_hash: ContentHash::from(hasher.finalize()),
+        content_hash: ingest.content_hash(),
         chunker: CHUNKER.to_owned(),
         blocks,
         device: user.device.clone(),
     };
     let node = state.meta.commit(&new).await?;
     Ok((StatusCode::CREATED, Json(entry(&node, &path))))
+}
+
+fn ingest_error(e: IngestError) -> ApiError {
+    match e {
+        IngestError::Block(e) => e.into(),
+        IngestError::Meta(e) => e.into(),
+        other => ApiError::Internal(other.to_string()),
+    }
 }
 
 /// Checks a commit request and turns it into a new revision.

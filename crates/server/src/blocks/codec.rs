@@ -15,6 +15,7 @@ use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use rand::RngCore;
 use tessera_proto::BlockId;
+use tessera_proto::api::BlockCodec;
 use tessera_proto::block::MAX_BLOCK;
 use tessera_proto::pack::{MAX_FRAME_PLAIN, MAX_PACK_PLAIN};
 
@@ -62,12 +63,29 @@ pub enum BlockError {
     Join(#[from] tokio::task::JoinError),
 }
 
-/// Compresses `plain`, keeping it raw when zstd does not make it smaller.
-pub fn compress(plain: &[u8]) -> (Codec, Vec<u8>) {
-    match zstd::bulk::compress(plain, ZSTD_LEVEL) {
-        Ok(z) if z.len() < plain.len() => (Codec::Zstd, z),
-        _ => (Codec::Raw, plain.to_vec()),
+impl From<BlockCodec> for Codec {
+    fn from(c: BlockCodec) -> Self {
+        match c {
+            BlockCodec::Raw => Codec::Raw,
+            BlockCodec::Zstd => Codec::Zstd,
+        }
     }
+}
+
+impl From<Codec> for BlockCodec {
+    fn from(c: Codec) -> Self {
+        match c {
+            Codec::Raw => BlockCodec::Raw,
+            Codec::Zstd => BlockCodec::Zstd,
+        }
+    }
+}
+
+/// Compresses `plain` at the server's level, keeping it raw when zstd does
+/// not make it smaller (the rule clients follow too).
+pub fn compress<B: AsRef<[u8]> + Into<Vec<u8>>>(plain: B) -> (Codec, Vec<u8>) {
+    let (codec, payload) = tessera_proto::block::compress_or_raw(plain, ZSTD_LEVEL);
+    (codec.into(), payload)
 }
 
 /// Turns a payload back into the block, refusing more than `MAX_BLOCK` bytes.

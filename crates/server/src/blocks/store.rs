@@ -100,8 +100,9 @@ impl BlockStore {
     ) -> Result<(BlockId, u64), BlockError> {
         let (id, codec, payload, len) = tokio::task::spawn_blocking(move || {
             let id = BlockId::of(&plain);
-            let (codec, payload) = codec::compress(&plain);
-            (id, codec, payload, plain.len())
+            let len = plain.len();
+            let (codec, payload) = codec::compress(plain);
+            (id, codec, payload, len)
         })
         .await?;
         self.put_verified(user_id, id, codec, Bytes::from(payload), len)

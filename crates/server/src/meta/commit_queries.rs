@@ -7,7 +7,7 @@ use super::*;
 
 /// Ids per `IN (…)` list and rows per multi-row insert: far below either
 /// backend's limit on bound parameters.
-const BATCH: usize = 500;
+pub(super) const BATCH: usize = 500;
 
 impl Store {
     /// Brings back folders an older release let move into their own
@@ -129,10 +129,7 @@ pub(super) async fn user_block_rows(
     unique.dedup();
     let mut out = std::collections::HashMap::with_capacity(unique.len());
     for chunk in unique.chunks(BATCH) {
-        let list = (0..chunk.len())
-            .map(|i| format!("${}", i + 2))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = placeholders(2, chunk.len());
         let sql = format!(
             "SELECT b.id, b.plain_len, b.object, b.obj_offset, b.obj_length FROM blocks b
              JOIN user_blocks ub ON ub.block_id = b.id
@@ -228,17 +225,41 @@ pub(super) async fn insert_revision_blocks(
         }
         q.execute(&mut **tx).await?;
     }
-    sqlx::query(
-        "UPDATE blocks SET zero_since_ms = NULL, refcount = refcount + (
-             SELECT COUNT(*) FROM revision_blocks rb
-             WHERE rb.namespace_id = $1 AND rb.node_id = $2 AND rb.rev = $3 AND rb.block_id = blocks.id)
-         WHERE id IN (SELECT block_id FROM revision_blocks
-                      WHERE namespace_id = $1 AND node_id = $2 AND rev = $3)",
-    )
-    .bind(ns)
-    .bind(node)
-    .bind(rev)
-    .execute(&mut **tx)
-    .await?;
+    add_refs(tx, blocks).await
+}
+
+/// Takes one reference on each block per use in `blocks`. Uses are
+/// counted here, so each statement updates a batch of ids by one count
+/// (counting them in SQL per block made a commit quadratic in its length).
+async fn add_refs(tx: &mut Tx, blocks: &[(BlockId, u64)]) -> Result<()> {
+    let mut uses: std::collections::BTreeMap<[u8; 32], i64> = Default::default();
+    for (id, _) in blocks {
+        *uses.entry(id.0).or_default() += 1;
+    }
+    let mut by_count: std::collections::BTreeMap<i64, Vec<[u8; 32]>> = Default::default();
+    for (id, n) in uses {
+        by_count.entry(n).or_default().push(id);
+    }
+    for (n, ids) in by_count {
+        for chunk in ids.chunks(BATCH) {
+            let sql = format!(
+                "UPDATE blocks SET zero_since_ms = NULL, refcount = refcount + $1 WHERE id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(n);
+            for id in chunk {
+                q = q.bind(&id[..]);
+            }
+            q.execute(&mut **tx).await?;
+        }
+    }
     Ok(())
+}
+
+/// `$first, $first+1, …` for `n` bound values.
+pub(super) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -300,7 +300,7 @@ pub struct UploadRow {
     pub block_count: i64,
     pub tail_block: Option<Vec<u8>>,
     pub tail_len: i64,
-    /// Saved chaining values of the content hash (`uploads::hash`).
+    /// Saved chaining values of the content hash (`blocks::hash`).
     pub hash_state: Vec<u8>,
     /// The client's Upload-Metadata, echoed back.
     pub metadata: String,

@@ -291,31 +291,6 @@ fn loc((object, offset, length): (String, i64, i64)) -> BlockLoc {
     }
 }
 
-/// True if the user may reference the block and it is not known damaged
-/// (a damaged block counts as missing, so clients send its bytes again).
-async fn user_has_block(conn: &mut Conn, user_id: i64, id: &BlockId) -> Result<bool> {
-    let row: Option<(i64,)> = sqlx::query_as(
-        "SELECT ub.user_id FROM user_blocks ub JOIN blocks b ON b.id = ub.block_id
-             WHERE ub.user_id = $1 AND ub.block_id = $2 AND b.damaged_ms IS NULL",
-    )
-    .bind(user_id)
-    .bind(&id.0[..])
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(row.is_some())
-}
-
-async fn grant(conn: &mut Conn, user_id: i64, id: &BlockId) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO user_blocks (user_id, block_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-    )
-    .bind(user_id)
-    .bind(&id.0[..])
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
 async fn insert_node(conn: &mut Conn, n: &NodeRow) -> Result<()> {
     sqlx::query(
         "INSERT INTO nodes (namespace_id, id, parent_id, name, name_key, kind, rev, size, content_hash, modified_ms, pending_ms)

@@ -224,17 +224,25 @@ async fn advance(tx: &mut Tx, ns: i64, id: &str, c: &Checkpoint) -> Result<bool>
     if moved == 0 {
         return Ok(false);
     }
-    for (i, (block, size)) in c.new_blocks.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO upload_blocks (namespace_id, session_id, idx, block_id, size) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(ns)
-        .bind(id)
-        .bind((c.first_idx + i as u64) as i64)
-        .bind(&block.0[..])
-        .bind(*size as i64)
-        .execute(&mut **tx)
-        .await?;
+    let mut idx = c.first_idx as i64;
+    for chunk in c.new_blocks.chunks(commit_queries::BATCH) {
+        // $1, $2 are shared; each row adds idx, block_id, size.
+        let values = (0..chunk.len())
+            .map(|i| {
+                let p = 3 + 3 * i;
+                format!("($1, $2, ${p}, ${}, ${})", p + 1, p + 2)
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO upload_blocks (namespace_id, session_id, idx, block_id, size) VALUES {values}"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ns).bind(id);
+        for (block, size) in chunk {
+            q = q.bind(idx).bind(&block.0[..]).bind(*size as i64);
+            idx += 1;
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(true)
 }

@@ -10,32 +10,26 @@
 //! request in flight, whatever the file size.
 
 pub mod checksum;
-pub mod hash;
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::stream::FuturesOrdered;
-use tessera_proto::block::{AVG_BLOCK, CHUNKER, MAX_BLOCK, MIN_BLOCK};
+use tessera_proto::block::CHUNKER;
 use tessera_proto::{BlockId, ContentHash, RemotePath};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
-use crate::blocks::{BlockError, BlockStore};
+use crate::blocks::hash::SegmentHasher;
+use crate::blocks::ingest::Cut;
+use crate::blocks::{BlockError, BlockStore, Checkpoints, Ingest, IngestError};
 use crate::meta::{Checkpoint, Meta, MetaError, NewRevision, NodeRow, UploadRow, now_ms};
 use checksum::Checksum;
-use hash::SegmentHasher;
 
 /// Blocks compressed and stored at once per request. One more is held
 /// back (it may be the tail) and the cutter fills the next: two keeps a
 /// request within the memory of a simple upload.
 const PARALLEL: usize = 2;
-
-/// A long request makes its progress durable every this many bytes, so a
-/// crash in the middle of a 10 GiB PATCH loses at most this much.
-const CHECKPOINT_EVERY: u64 = 64 << 20;
 
 /// Sessions whose in-memory state (hash, tail bytes) is kept between
 /// requests; others are rebuilt from the stores when they continue.
@@ -69,6 +63,18 @@ pub enum UploadError {
     Block(#[from] BlockError),
     #[error(transparent)]
     Meta(#[from] MetaError),
+}
+
+impl From<IngestError> for UploadError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Cut(e) => UploadError::Damaged(format!("cutting the stream: {e}")),
+            IngestError::TooLarge(n) => UploadError::TooLong(n),
+            IngestError::Moved => UploadError::Moved,
+            IngestError::Block(e) => UploadError::Block(e),
+            IngestError::Meta(e) => UploadError::Meta(e),
+        }
+    }
 }
 
 /// Who is uploading.
@@ -146,40 +152,36 @@ impl Uploads {
         }
         let id = hex::encode(rand::random::<[u8; 16]>());
         let now = now_ms();
-        self.meta
-            .create_upload(&UploadRow {
-                namespace_id: who.ns,
-                id: id.clone(),
-                user_id: who.user_id,
-                path: path.to_string(),
-                base_rev,
-                length: length as i64,
-                upload_offset: 0,
-                block_count: 0,
-                tail_block: None,
-                tail_len: 0,
-                hash_state: Vec::new(),
-                metadata: metadata.to_owned(),
-                device: who.device.clone(),
-                created_ms: now,
-                updated_ms: now,
-                done_path: None,
-                done_rev: None,
-            })
-            .await?;
+        let row = UploadRow {
+            namespace_id: who.ns,
+            id: id.clone(),
+            user_id: who.user_id,
+            path: path.to_string(),
+            base_rev,
+            length: length as i64,
+            upload_offset: 0,
+            block_count: 0,
+            tail_block: None,
+            tail_len: 0,
+            hash_state: Vec::new(),
+            metadata: metadata.to_owned(),
+            device: who.device.clone(),
+            created_ms: now,
+            updated_ms: now,
+            done_path: None,
+            done_rev: None,
+        };
+        self.meta.create_upload(&row).await?;
         if length == 0 {
-            let done = self
-                .finish(
-                    who,
-                    &id,
-                    path,
-                    base_rev,
-                    0,
-                    0,
-                    Vec::new(),
-                    &SegmentHasher::new(),
-                )
-                .await?;
+            let empty = Checkpoint {
+                from: 0,
+                to: 0,
+                first_idx: 0,
+                new_blocks: Vec::new(),
+                tail: None,
+                hash_state: Vec::new(),
+            };
+            let done = self.finish(who, &row, empty, &SegmentHasher::new()).await?;
             return Ok((id, Some(done)));
         }
         self.meta
@@ -216,6 +218,52 @@ impl Uploads {
     where
         S: futures::Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
     {
+        let (row, live) = self.continue_at(who, id, offset).await?;
+        let length = row.length as u64;
+        let tail_len = live.tail.len() as u64;
+        let mut points = Checkpoints::new(
+            self.meta.clone(),
+            who.ns,
+            id,
+            live.offset,
+            live.block_count,
+            tail_len,
+        );
+        if checksum.is_some() {
+            points = points.only_at_end();
+        }
+        let (tap, body) = Tap::new(body, checksum, length - live.offset);
+        let reader = std::io::Cursor::new(live.tail).chain(body);
+        let mut ingest = Ingest::resume(self.blocks.clone(), who.user_id, live.hasher, tail_len)
+            .parallel(PARALLEL);
+        let cut = ingest.cut(reader, Some(&mut points)).await;
+        let tap = std::mem::take(&mut *lock(&tap));
+        if tap.too_long {
+            // Keep what was stored in checkpoints; refuse the rest.
+            return Err(UploadError::TooLong(length));
+        }
+        let cut = cut?;
+        if let Some(c) = tap.checksum
+            && (tap.interrupted || !c.matches())
+        {
+            return Err(UploadError::ChecksumMismatch);
+        }
+        let end = row.upload_offset as u64 + tap.received;
+        if end == length {
+            self.forget(who.ns, id);
+            return self.complete(who, &row, &points, cut, ingest).await;
+        }
+        self.keep_progress(who, id, &points, cut, end, ingest.into_hasher())
+            .await
+    }
+
+    /// The session at `offset`, ready to take more: its row and state.
+    async fn continue_at(
+        &self,
+        who: &Uploader,
+        id: &str,
+        offset: u64,
+    ) -> Result<(UploadRow, Live), UploadError> {
         let row = self.session(who.ns, id).await?;
         if row.done_path.is_some() {
             return Err(UploadError::Complete);
@@ -227,129 +275,32 @@ impl Uploads {
                 actual: durable,
             });
         }
-        let length = row.length as u64;
-        let path = RemotePath::parse(&row.path)
-            .map_err(|e| UploadError::Damaged(format!("stored path: {e}")))?;
         let live = match self.take_cached(who.ns, id, durable, row.block_count as u64) {
             Some(l) => l,
             None => self.rebuild(who, &row).await?,
         };
-        let Live {
-            block_count,
-            hasher,
-            tail,
-            ..
-        } = live;
-        let tap = Arc::new(Mutex::new(TapState {
-            hasher,
-            checksum,
-            received: 0,
-            limit: length - durable,
-            too_long: false,
-            interrupted: false,
-        }));
-        let checked = tap_checksum(&tap);
-        let reader = std::io::Cursor::new(tail.clone()).chain(Tap {
-            inner: tokio_util::io::StreamReader::new(body),
-            state: tap.clone(),
-        });
+        Ok((row, live))
+    }
 
-        // Cut, store in order, checkpoint now and then. The last piece is
-        // held back: unless the file ends here, it is the tail that the next
-        // request continues from.
-        let mut cdc = fastcdc::v2020::AsyncStreamCDC::new(reader, MIN_BLOCK, AVG_BLOCK, MAX_BLOCK);
-        let chunks = cdc.as_stream();
-        futures::pin_mut!(chunks);
-        let mut inflight = FuturesOrdered::new();
-        let mut held: Option<Vec<u8>> = None;
-        let mut step = Step {
-            durable,
-            block_count,
-            at: durable - tail.len() as u64,
-            pending: Vec::new(),
-        };
-        let mut cut_error = None;
-        while let Some(chunk) = chunks.next().await {
-            let chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => {
-                    cut_error = Some(e);
-                    break;
-                }
-            };
-            if let Some(data) = held.replace(chunk.data) {
-                inflight.push_back(self.store(who.user_id, data));
-            }
-            while inflight.len() >= PARALLEL {
-                if let Some(stored) = inflight.next().await {
-                    step.pending.push(stored?);
-                }
-            }
-            if !checked {
-                self.maybe_checkpoint(who.ns, id, &mut step, &tap).await?;
-            }
-        }
-        while let Some(stored) = inflight.next().await {
-            step.pending.push(stored?);
-        }
-        let (received, too_long) = {
-            let t = lock(&tap);
-            (t.received, t.too_long)
-        };
-        if too_long {
-            // Keep what was stored in checkpoints; refuse the rest.
-            return Err(UploadError::TooLong(length));
-        }
-        if let Some(e) = cut_error {
-            return Err(UploadError::Damaged(format!("cutting the stream: {e}")));
-        }
-        let (hasher, checksum, interrupted) = {
-            let mut t = lock(&tap);
-            (
-                std::mem::take(&mut t.hasher),
-                t.checksum.take(),
-                t.interrupted,
-            )
-        };
-        if let Some(c) = checksum
-            && (interrupted || !c.matches())
-        {
-            return Err(UploadError::ChecksumMismatch);
-        }
-        let end = durable + received;
-        if end == length {
-            if let Some(data) = held.take() {
-                step.pending.push(self.store(who.user_id, data).await?);
-            }
-            self.forget(who.ns, id);
-            return self
-                .finish(
-                    who,
-                    id,
-                    &path,
-                    row.base_rev,
-                    step.durable,
-                    step.block_count,
-                    step.pending,
-                    &hasher,
-                )
-                .await;
-        }
-        let tail = Bytes::from(held.unwrap_or_default());
+    /// Makes a request that did not end the file durable: its blocks, and
+    /// the piece after the last cut stored as the tail.
+    async fn keep_progress(
+        &self,
+        who: &Uploader,
+        id: &str,
+        points: &Checkpoints,
+        cut: Cut,
+        end: u64,
+        hasher: SegmentHasher,
+    ) -> Result<Patched, UploadError> {
+        let tail = Bytes::from(cut.held.unwrap_or_default());
         let tail_block = if tail.is_empty() {
             None
         } else {
             Some(self.blocks.put_plain(who.user_id, tail.to_vec()).await?)
         };
-        let checkpoint = Checkpoint {
-            from: step.durable,
-            to: end,
-            first_idx: step.block_count,
-            new_blocks: std::mem::take(&mut step.pending),
-            tail: tail_block,
-            hash_state: hasher.saved(end),
-        };
-        let block_count = step.block_count + checkpoint.new_blocks.len() as u64;
+        let checkpoint = points.at_end(end, cut.blocks, tail_block, &hasher);
+        let block_count = points.block_count + checkpoint.new_blocks.len() as u64;
         if !self.meta.checkpoint_upload(who.ns, id, &checkpoint).await? {
             return Err(UploadError::Moved);
         }
@@ -366,65 +317,42 @@ impl Uploads {
         Ok(Patched::Progress { offset: end })
     }
 
-    async fn store(&self, user_id: i64, data: Vec<u8>) -> Result<(BlockId, u64), UploadError> {
-        Ok(self.blocks.put_plain(user_id, data).await?)
-    }
-
-    /// Makes the blocks stored so far durable as the session's progress once
-    /// enough have piled up (with no tail: the offset is a block's end).
-    async fn maybe_checkpoint(
+    /// Ends a request that brought the last byte: stores the last piece
+    /// and commits the file.
+    async fn complete(
         &self,
-        ns: i64,
-        id: &str,
-        step: &mut Step,
-        tap: &Arc<Mutex<TapState>>,
-    ) -> Result<(), UploadError> {
-        let stored: u64 = step.pending.iter().map(|(_, len)| len).sum();
-        if stored < CHECKPOINT_EVERY {
-            return Ok(());
+        who: &Uploader,
+        row: &UploadRow,
+        points: &Checkpoints,
+        cut: Cut,
+        ingest: Ingest,
+    ) -> Result<Patched, UploadError> {
+        let mut blocks = cut.blocks;
+        if let Some(data) = cut.held {
+            blocks.push(ingest.store(data).await?);
         }
-        let to = step.at + stored;
+        let hasher = ingest.into_hasher();
         let c = Checkpoint {
-            from: step.durable,
-            to,
-            first_idx: step.block_count,
-            new_blocks: std::mem::take(&mut step.pending),
-            tail: None,
-            hash_state: lock(tap).hasher.saved(to),
+            hash_state: Vec::new(),
+            ..points.at_end(row.length as u64, blocks, None, &hasher)
         };
-        if !self.meta.checkpoint_upload(ns, id, &c).await? {
-            return Err(UploadError::Moved);
-        }
-        step.durable = to;
-        step.at = to;
-        step.block_count += c.new_blocks.len() as u64;
-        Ok(())
+        self.finish(who, row, c, &hasher).await
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Commits the file: the session's blocks with `c`'s last ones.
     async fn finish(
         &self,
         who: &Uploader,
-        id: &str,
-        path: &RemotePath,
-        base_rev: Option<i64>,
-        from: u64,
-        first_idx: u64,
-        new_blocks: Vec<(BlockId, u64)>,
+        row: &UploadRow,
+        c: Checkpoint,
         hasher: &SegmentHasher,
     ) -> Result<Patched, UploadError> {
+        let path = RemotePath::parse(&row.path)
+            .map_err(|e| UploadError::Damaged(format!("stored path: {e}")))?;
         let length = hasher.len();
         let content_hash = ContentHash::from(hasher.finalize());
-        let c = Checkpoint {
-            from,
-            to: length,
-            first_idx,
-            new_blocks,
-            tail: None,
-            hash_state: Vec::new(),
-        };
-        let new = self.revision(who, path, base_rev, length, content_hash);
-        match self.meta.finish_upload(who.ns, id, &c, &new).await? {
+        let new = self.revision(who, &path, row.base_rev, length, content_hash);
+        match self.meta.finish_upload(who.ns, &row.id, &c, &new).await? {
             Some((node, path)) => Ok(Patched::Done {
                 offset: length,
                 node: Box::new(node),
@@ -545,21 +473,10 @@ impl Uploads {
     }
 }
 
-/// Progress of one request between checkpoints.
-struct Step {
-    /// The session's durable offset.
-    durable: u64,
-    /// Its durable block count.
-    block_count: u64,
-    /// Where the first pending block starts.
-    at: u64,
-    /// Blocks stored since the last checkpoint.
-    pending: Vec<(BlockId, u64)>,
-}
-
-/// What the request body has shown so far.
+/// What the request body has shown so far (the content hash is the
+/// ingest's: it hashes what it cuts).
+#[derive(Default)]
 struct TapState {
-    hasher: SegmentHasher,
     checksum: Option<Checksum>,
     received: u64,
     limit: u64,
@@ -572,16 +489,32 @@ fn lock(tap: &Arc<Mutex<TapState>>) -> std::sync::MutexGuard<'_, TapState> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn tap_checksum(tap: &Arc<Mutex<TapState>>) -> bool {
-    lock(tap).checksum.is_some()
-}
-
 /// Reads the body, hashing and counting it. A body that breaks off ends
 /// here like one that finished (what arrived is kept); one that goes past
 /// the upload's length stops with an error before the excess is used.
 struct Tap<R> {
     inner: R,
     state: Arc<Mutex<TapState>>,
+}
+
+impl<S> Tap<tokio_util::io::StreamReader<S, Bytes>>
+where
+    S: futures::Stream<Item = std::io::Result<Bytes>> + Unpin,
+{
+    /// The body as a reader that stops past `limit` bytes, and what it
+    /// shows (checked against `checksum`).
+    fn new(body: S, checksum: Option<Checksum>, limit: u64) -> (Arc<Mutex<TapState>>, Self) {
+        let state = Arc::new(Mutex::new(TapState {
+            checksum,
+            limit,
+            ..TapState::default()
+        }));
+        let tap = Tap {
+            inner: tokio_util::io::StreamReader::new(body),
+            state: state.clone(),
+        };
+        (state, tap)
+    }
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Tap<R> {
@@ -612,7 +545,6 @@ impl<R: AsyncRead + Unpin> AsyncRead for Tap<R> {
                     )));
                 }
                 state.received += new.len() as u64;
-                state.hasher.update(new);
                 if let Some(c) = state.checksum.as_mut() {
                     c.update(new);
                 }
