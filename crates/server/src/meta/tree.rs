@@ -186,37 +186,7 @@ impl Store {
             .name()
             .ok_or_else(|| MetaError::Invalid("a file cannot be stored at /".into()))?;
 
-        // Callers outside checked this already; checked again here (in
-        // batches) because blocks are only known under the lock.
-        let known = user_block_rows(&mut w.tx, new.user_id, &blocks_of(new)).await?;
-        let mut missing = Vec::new();
-        let mut listed = std::collections::HashSet::new();
-        let mut total = 0u64;
-        for (id, size) in &new.blocks {
-            match known.get(id) {
-                None => {
-                    if listed.insert(*id) {
-                        missing.push(*id)
-                    }
-                }
-                Some((len, _)) if len != size => {
-                    return Err(MetaError::Invalid(format!(
-                        "block {id} is {len} bytes, not {size} as the commit says"
-                    )));
-                }
-                Some(_) => {}
-            }
-            total += size;
-        }
-        if !missing.is_empty() {
-            return Err(MetaError::MissingBlocks(missing));
-        }
-        if total != new.size {
-            return Err(MetaError::Invalid(format!(
-                "the blocks add up to {total} bytes, but the commit says the file is {} bytes",
-                new.size
-            )));
-        }
+        check_blocks(w, new).await?;
         let key = crate::meta::blocks_key(&new.chunker, &new.blocks);
 
         let parent = match path.parent() {
@@ -230,40 +200,11 @@ impl Store {
                 return Err(MetaError::NotAFile(path.to_string()));
             }
             Some(node) => {
-                if let Some(base) = new.base_rev
-                    && base != node.rev
-                {
-                    return Err(MetaError::Conflict {
-                        path: path.to_string(),
-                        current_rev: node.rev,
-                    });
-                }
-                // Only the very same block list is "unchanged": no new
-                // revision, no event. A matching hash claim is not enough.
-                if node.rev > 0
-                    && revision_blocks_key(&mut w.tx, ns, &node.id, node.rev).await? == Some(key)
-                {
+                let (node, changed) = next_revision(w, new, node, &key).await?;
+                if !changed {
                     return Ok(node);
                 }
-                sqlx::query(
-                    "UPDATE nodes SET rev = rev + 1, size = $1, content_hash = $2, modified_ms = $3, pending_ms = NULL
-                     WHERE namespace_id = $4 AND id = $5",
-                )
-                .bind(new.size as i64)
-                .bind(&new.content_hash.0[..])
-                .bind(now)
-                .bind(ns)
-                .bind(&node.id)
-                .execute(&mut *w.tx)
-                .await?;
-                NodeRow {
-                    rev: node.rev + 1,
-                    size: new.size as i64,
-                    content_hash: Some(new.content_hash.0.to_vec()),
-                    modified_ms: now,
-                    pending_ms: None,
-                    ..node
-                }
+                node
             }
             None => {
                 if let Some(base) = new.base_rev
@@ -290,23 +231,7 @@ impl Store {
                 node
             }
         };
-        // Every caller computed or verified the content hash, so the
-        // revision carries the key that marks it trusted.
-        sqlx::query(
-            "INSERT INTO revisions (namespace_id, node_id, rev, size, content_hash, chunker, device, created_ms, blocks_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(ns)
-        .bind(&node.id)
-        .bind(node.rev)
-        .bind(new.size as i64)
-        .bind(&new.content_hash.0[..])
-        .bind(&new.chunker)
-        .bind(&new.device)
-        .bind(now)
-        .bind(&key[..])
-        .execute(&mut *w.tx)
-        .await?;
+        insert_revision(w, new, &node, &key).await?;
         insert_revision_blocks(&mut w.tx, ns, &node.id, node.rev, &new.blocks).await?;
         w.event(ChangeKind::Commit, &node, path.as_str(), None)
             .await?;
@@ -586,5 +511,117 @@ async fn journal_subtree(
             }
         }
     }
+    Ok(())
+}
+
+/// The blocks of `new`, checked again under the lock (callers outside
+/// checked them already, in batches, but blocks are only known for sure
+/// here): all held by the user, each of the size the commit says, adding
+/// up to the file's size.
+async fn check_blocks(w: &mut Writer, new: &NewRevision) -> Result<()> {
+    let known = user_block_rows(&mut w.tx, new.user_id, &blocks_of(new)).await?;
+    let mut missing = Vec::new();
+    let mut listed = std::collections::HashSet::new();
+    let mut total = 0u64;
+    for (id, size) in &new.blocks {
+        match known.get(id) {
+            None => {
+                if listed.insert(*id) {
+                    missing.push(*id)
+                }
+            }
+            Some((len, _)) if len != size => {
+                return Err(MetaError::Invalid(format!(
+                    "block {id} is {len} bytes, not {size} as the commit says"
+                )));
+            }
+            Some(_) => {}
+        }
+        total += size;
+    }
+    if !missing.is_empty() {
+        return Err(MetaError::MissingBlocks(missing));
+    }
+    if total != new.size {
+        return Err(MetaError::Invalid(format!(
+            "the blocks add up to {total} bytes, but the commit says the file is {} bytes",
+            new.size
+        )));
+    }
+    Ok(())
+}
+
+/// Moves the existing file `node` to its next revision, unless its base is
+/// stale (a conflict) or `new` holds the very same block list as now (no
+/// new revision, no event: a matching hash claim is not enough); says
+/// whether it moved.
+async fn next_revision(
+    w: &mut Writer,
+    new: &NewRevision,
+    node: NodeRow,
+    key: &[u8; 32],
+) -> Result<(NodeRow, bool)> {
+    let (ns, path, now) = (new.ns, &new.path, w.now);
+    if let Some(base) = new.base_rev
+        && base != node.rev
+    {
+        return Err(MetaError::Conflict {
+            path: path.to_string(),
+            current_rev: node.rev,
+        });
+    }
+    // Only the very same block list is "unchanged": no new
+    // revision, no event. A matching hash claim is not enough.
+    if node.rev > 0 && revision_blocks_key(&mut w.tx, ns, &node.id, node.rev).await? == Some(*key) {
+        return Ok((node, false));
+    }
+    sqlx::query(
+        "UPDATE nodes SET rev = rev + 1, size = $1, content_hash = $2, modified_ms = $3, pending_ms = NULL
+         WHERE namespace_id = $4 AND id = $5",
+    )
+    .bind(new.size as i64)
+    .bind(&new.content_hash.0[..])
+    .bind(now)
+    .bind(ns)
+    .bind(&node.id)
+    .execute(&mut *w.tx)
+    .await?;
+    Ok((
+        NodeRow {
+            rev: node.rev + 1,
+            size: new.size as i64,
+            content_hash: Some(new.content_hash.0.to_vec()),
+            modified_ms: now,
+            pending_ms: None,
+            ..node
+        },
+        true,
+    ))
+}
+
+/// The revision row of `node`'s new revision. Every caller computed or
+/// verified the content hash, so the revision carries the key that marks
+/// it trusted.
+async fn insert_revision(
+    w: &mut Writer,
+    new: &NewRevision,
+    node: &NodeRow,
+    key: &[u8; 32],
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO revisions (namespace_id, node_id, rev, size, content_hash, chunker, device, created_ms, blocks_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(new.ns)
+    .bind(&node.id)
+    .bind(node.rev)
+    .bind(new.size as i64)
+    .bind(&new.content_hash.0[..])
+    .bind(&new.chunker)
+    .bind(&new.device)
+    .bind(w.now)
+    .bind(&key[..])
+    .execute(&mut *w.tx)
+    .await?;
     Ok(())
 }
