@@ -19,6 +19,7 @@ use tessera_proto::error::{ErrorBody, ErrorCode, ErrorDetail};
 
 use super::files::{drain, idle_timeout};
 use super::{ApiError, AppState, AuthUser};
+use crate::meta::UploadRow;
 use crate::uploads::checksum::{ALGORITHMS, Checksum};
 use crate::uploads::{Patched, UploadError, Uploader};
 
@@ -353,43 +354,7 @@ pub async fn patch(
         body.into_data_stream().map_err(std::io::Error::other),
     ));
     let mut refused = tokio_util::io::StreamReader::new(stream);
-    let checked = async {
-        check_version(&headers)?;
-        let content_type = text(&headers, "content-type").unwrap_or_default();
-        if !content_type.eq_ignore_ascii_case(OFFSET_TYPE) {
-            return Err(TusError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                ErrorCode::BadRequest,
-                format!("send the bytes as Content-Type: {OFFSET_TYPE}"),
-            ));
-        }
-        let offset = number(&headers, "upload-offset")?
-            .ok_or_else(|| TusError::bad("send Upload-Offset: where these bytes start"))?;
-        let checksum = text(&headers, "upload-checksum")
-            .map(|h| Checksum::parse(&h))
-            .transpose()
-            .map_err(|e| TusError::bad(e.to_string()))?;
-        let row = state.uploads.session(user.ns, &id).await?;
-        let (done, length, durable) = (
-            row.done_path.is_some(),
-            row.length as u64,
-            row.upload_offset as u64,
-        );
-        if offset != durable && !done {
-            return Err(UploadError::OffsetMismatch {
-                given: offset,
-                actual: durable,
-            }
-            .into());
-        }
-        if let Some(declared) = number(&headers, "content-length")?
-            && offset.saturating_add(declared) > length
-        {
-            return Err(UploadError::TooLong(length).into());
-        }
-        Ok((offset, checksum, row))
-    }
-    .await;
+    let checked = check_patch(&state, &user, &id, &headers).await;
     let (offset, checksum, row) = match checked {
         Ok(v) => v,
         Err(e) => {
@@ -425,6 +390,50 @@ pub async fn patch(
             Ok(response)
         }
     }
+}
+
+/// What a PATCH's headers say (where its bytes start, their checksum), and
+/// the session they are for, refused when they do not fit the session.
+async fn check_patch(
+    state: &AppState,
+    user: &AuthUser,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<(u64, Option<Checksum>, UploadRow), TusError> {
+    check_version(headers)?;
+    let content_type = text(headers, "content-type").unwrap_or_default();
+    if !content_type.eq_ignore_ascii_case(OFFSET_TYPE) {
+        return Err(TusError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::BadRequest,
+            format!("send the bytes as Content-Type: {OFFSET_TYPE}"),
+        ));
+    }
+    let offset = number(headers, "upload-offset")?
+        .ok_or_else(|| TusError::bad("send Upload-Offset: where these bytes start"))?;
+    let checksum = text(headers, "upload-checksum")
+        .map(|h| Checksum::parse(&h))
+        .transpose()
+        .map_err(|e| TusError::bad(e.to_string()))?;
+    let row = state.uploads.session(user.ns, id).await?;
+    let (done, length, durable) = (
+        row.done_path.is_some(),
+        row.length as u64,
+        row.upload_offset as u64,
+    );
+    if offset != durable && !done {
+        return Err(UploadError::OffsetMismatch {
+            given: offset,
+            actual: durable,
+        }
+        .into());
+    }
+    if let Some(declared) = number(headers, "content-length")?
+        && offset.saturating_add(declared) > length
+    {
+        return Err(UploadError::TooLong(length).into());
+    }
+    Ok((offset, checksum, row))
 }
 
 fn progress(offset: u64) -> Response {
