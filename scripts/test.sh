@@ -39,7 +39,7 @@ LOG=$(mktemp /tmp/tessera-test.XXXXXX)
 TIMES=()
 began=$SECONDS
 set +e
-cargo test --workspace --locked "$@" 2>&1 | tee "$LOG"
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$LOG"
 status=${PIPESTATUS[0]}
 TIMES+=("cargo test (build and run): $((SECONDS - began)) s")
 # The README's run command as a newcomer types it, then the
