@@ -228,19 +228,30 @@ pub(super) async fn insert_revision_blocks(
     add_refs(tx, blocks).await
 }
 
-/// Takes one reference on each block per use in `blocks`. Uses are
-/// counted here, so each statement updates a batch of ids by one count
-/// (counting them in SQL per block made a commit quadratic in its length).
-async fn add_refs(tx: &mut Tx, blocks: &[(BlockId, u64)]) -> Result<()> {
+/// How many times each block is used in `blocks`, grouped by that count,
+/// so each statement can move a batch of ids by one amount (counting uses
+/// in SQL per block made long files quadratic).
+fn uses_by_count(blocks: &[BlockId]) -> std::collections::BTreeMap<i64, Vec<[u8; 32]>> {
     let mut uses: std::collections::BTreeMap<[u8; 32], i64> = Default::default();
-    for (id, _) in blocks {
+    for id in blocks {
         *uses.entry(id.0).or_default() += 1;
     }
     let mut by_count: std::collections::BTreeMap<i64, Vec<[u8; 32]>> = Default::default();
     for (id, n) in uses {
         by_count.entry(n).or_default().push(id);
     }
-    for (n, ids) in by_count {
+    by_count
+}
+
+/// Takes one reference on each block per use in `blocks`.
+async fn add_refs(tx: &mut Tx, blocks: &[(BlockId, u64)]) -> Result<()> {
+    let ids: Vec<BlockId> = blocks.iter().map(|(id, _)| *id).collect();
+    take_refs(tx, &ids).await
+}
+
+/// Takes one reference on each block per use in `ids`.
+pub(super) async fn take_refs(tx: &mut Tx, ids: &[BlockId]) -> Result<()> {
+    for (n, ids) in uses_by_count(ids) {
         for chunk in ids.chunks(BATCH) {
             let sql = format!(
                 "UPDATE blocks SET zero_since_ms = NULL, refcount = refcount + $1 WHERE id IN ({})",
@@ -254,6 +265,53 @@ async fn add_refs(tx: &mut Tx, blocks: &[(BlockId, u64)]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Releases one reference on each block per use in `ids`; a block left
+/// without references is stamped `now`, from when collection may count its
+/// grace period.
+pub(super) async fn release_refs(tx: &mut Tx, ids: &[BlockId], now: i64) -> Result<()> {
+    for (n, ids) in uses_by_count(ids) {
+        for chunk in ids.chunks(BATCH) {
+            let sql = format!(
+                "UPDATE blocks SET refcount = refcount - $1,
+                     zero_since_ms = CASE WHEN refcount - $1 <= 0 THEN $2 ELSE zero_since_ms END
+                 WHERE id IN ({})",
+                placeholders(3, chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(n).bind(now);
+            for id in chunk {
+                q = q.bind(&id[..]);
+            }
+            q.execute(&mut **tx).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The blocks of a node's revisions: of `rev` alone, or of all of them.
+pub(super) async fn revision_block_ids(
+    tx: &mut Tx,
+    ns: i64,
+    node: &str,
+    rev: Option<i64>,
+) -> Result<Vec<BlockId>> {
+    let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
+        "SELECT block_id FROM revision_blocks
+         WHERE namespace_id = $1 AND node_id = $2 AND ($3 IS NULL OR rev = $3)",
+    )
+    .bind(ns)
+    .bind(node)
+    .bind(rev)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.into_iter()
+        .map(|(b,)| {
+            <[u8; 32]>::try_from(b.as_slice())
+                .map(BlockId)
+                .map_err(|_| MetaError::Invalid("a stored block id is not 32 bytes".into()))
+        })
+        .collect()
 }
 
 /// `$first, $first+1, …` for `n` bound values.

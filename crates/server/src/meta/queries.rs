@@ -60,7 +60,10 @@ mod upload_queries;
 #[path = "users.rs"]
 mod users;
 
-use commit_queries::{insert_revision_blocks, revision_blocks_key, user_block_rows};
+use commit_queries::{
+    insert_revision_blocks, release_refs, revision_block_ids, revision_blocks_key, take_refs,
+    user_block_rows,
+};
 
 fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -246,20 +249,8 @@ async fn purge_subtree(tx: &mut Tx, ns: i64, root: &str, now: i64) -> Result<()>
         .fetch_all(&mut **tx)
         .await?;
         queue.extend(children.into_iter().map(|(c,)| c));
-        sqlx::query(
-            "UPDATE blocks SET
-                 refcount = refcount - (SELECT COUNT(*) FROM revision_blocks rb
-                     WHERE rb.namespace_id = $1 AND rb.node_id = $2 AND rb.block_id = blocks.id),
-                 zero_since_ms = CASE WHEN refcount - (SELECT COUNT(*) FROM revision_blocks rb
-                     WHERE rb.namespace_id = $1 AND rb.node_id = $2 AND rb.block_id = blocks.id) <= 0
-                     THEN $3 ELSE zero_since_ms END
-             WHERE id IN (SELECT block_id FROM revision_blocks WHERE namespace_id = $1 AND node_id = $2)",
-        )
-        .bind(ns)
-        .bind(&id)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+        let ids = revision_block_ids(tx, ns, &id, None).await?;
+        release_refs(tx, &ids, now).await?;
         for sql in [
             "DELETE FROM revision_blocks WHERE namespace_id = $1 AND node_id = $2",
             "DELETE FROM revisions WHERE namespace_id = $1 AND node_id = $2",

@@ -94,18 +94,8 @@ impl Store {
         .bind(rev)
         .execute(&mut *w.tx)
         .await?;
-        sqlx::query(
-            "UPDATE blocks SET zero_since_ms = NULL, refcount = refcount + (
-                 SELECT COUNT(*) FROM revision_blocks rb
-                 WHERE rb.namespace_id = $1 AND rb.node_id = $2 AND rb.rev = $3 AND rb.block_id = blocks.id)
-             WHERE id IN (SELECT block_id FROM revision_blocks
-                          WHERE namespace_id = $1 AND node_id = $2 AND rev = $3)",
-        )
-        .bind(ns)
-        .bind(&node.id)
-        .bind(new_rev)
-        .execute(&mut *w.tx)
-        .await?;
+        let ids = revision_block_ids(&mut w.tx, ns, &node.id, Some(new_rev)).await?;
+        take_refs(&mut w.tx, &ids).await?;
         sqlx::query(
             "UPDATE nodes SET rev = $1, size = $2, content_hash = $3, modified_ms = $4
              WHERE namespace_id = $5 AND id = $6",

@@ -215,3 +215,64 @@ async fn postgres_an_unknown_stored_kind_is_refused() {
         an_unknown_stored_kind_is_refused(Fixture::open(Some(url)).await).await;
     }
 }
+
+/// Each stored block's reference count and whether it is stamped as
+/// unreferenced, by the block's first byte.
+async fn refcounts(f: &Fixture) -> Vec<(u8, i64, bool)> {
+    let sql = "SELECT id, refcount, zero_since_ms FROM blocks ORDER BY id";
+    let rows: Vec<(Vec<u8>, i64, Option<i64>)> = if f.url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(&f.url).await.unwrap();
+        let rows = sqlx::query_as(sql).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        rows
+    } else {
+        let pool = sqlx::PgPool::connect(&f.url).await.unwrap();
+        let rows = sqlx::query_as(sql).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        rows
+    };
+    rows.into_iter()
+        .map(|(id, n, zero)| (id[0], n, zero.is_some()))
+        .collect()
+}
+
+/// References follow revisions, one per use (a block used twice in a file
+/// counts twice): taken by commits and restores, released by a purge, which
+/// stamps what it leaves unreferenced for collection.
+async fn references_follow_revisions(f: Fixture) {
+    let ns = f.user.root_ns;
+    f.store_block(1, 5).await;
+    f.store_block(2, 5).await;
+    assert_eq!(refcounts(&f).await, vec![(1, 0, true), (2, 0, true)]);
+
+    let mut twice = f.revision("/f", 1, 15);
+    twice.blocks = vec![
+        (BlockId([1; 32]), 5),
+        (BlockId([1; 32]), 5),
+        (BlockId([2; 32]), 5),
+    ];
+    f.meta.commit(&twice).await.unwrap();
+    assert_eq!(refcounts(&f).await, vec![(1, 2, false), (2, 1, false)]);
+
+    f.meta.commit(&f.revision("/f", 2, 5)).await.unwrap();
+    assert_eq!(refcounts(&f).await, vec![(1, 2, false), (2, 2, false)]);
+
+    f.meta.restore(ns, &p("/f"), 1, "laptop").await.unwrap();
+    assert_eq!(refcounts(&f).await, vec![(1, 4, false), (2, 3, false)]);
+
+    f.meta.delete(ns, &p("/f"), None, "laptop").await.unwrap();
+    assert_eq!(f.meta.purge_trash(ns, None).await.unwrap(), 1);
+    assert_eq!(refcounts(&f).await, vec![(1, 0, true), (2, 0, true)]);
+}
+
+#[tokio::test]
+async fn sqlite_references_follow_revisions() {
+    references_follow_revisions(Fixture::open(None).await).await;
+}
+
+#[tokio::test]
+async fn postgres_references_follow_revisions() {
+    if let Some(url) = fresh_postgres().await {
+        references_follow_revisions(Fixture::open(Some(url)).await).await;
+    }
+}
