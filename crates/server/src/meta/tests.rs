@@ -276,3 +276,35 @@ async fn postgres_references_follow_revisions() {
         references_follow_revisions(Fixture::open(Some(url)).await).await;
     }
 }
+
+/// A batch item that journaled something (a new parent folder) and then
+/// failed rolls its entries back: the batch publishes only what stayed, so
+/// the next change's number is new to the hub and wakes the polls.
+async fn a_failed_batch_item_publishes_nothing_it_rolled_back(f: Fixture) {
+    let ns = f.user.root_ns;
+    f.store_block(1, 5).await;
+    let mut stale = f.revision("/new/f", 1, 5);
+    stale.base_rev = Some(5);
+    let out = f.meta.commit_many(&[stale]).await.unwrap();
+    assert!(matches!(out[0], Err(MetaError::Conflict { .. })), "{out:?}");
+    assert_eq!(f.meta.journal_seq(ns).await.unwrap(), 0);
+    assert_eq!(f.seen.take(), vec![], "a batch that kept nothing");
+
+    let good = f.revision("/a", 1, 5);
+    let mut stale = f.revision("/new/g", 1, 5);
+    stale.base_rev = Some(5);
+    f.meta.commit_many(&[good, stale]).await.unwrap();
+    f.published_once("a batch with one item kept").await;
+}
+
+#[tokio::test]
+async fn sqlite_a_failed_batch_item_publishes_nothing_it_rolled_back() {
+    a_failed_batch_item_publishes_nothing_it_rolled_back(Fixture::open(None).await).await;
+}
+
+#[tokio::test]
+async fn postgres_a_failed_batch_item_publishes_nothing_it_rolled_back() {
+    if let Some(url) = fresh_postgres().await {
+        a_failed_batch_item_publishes_nothing_it_rolled_back(Fixture::open(Some(url)).await).await;
+    }
+}

@@ -155,6 +155,9 @@ impl Store {
         let mut w = Writer::begin(self, first.ns, &first.device).await?;
         let mut out = Vec::with_capacity(news.len());
         for new in news {
+            // A failed item's journal entries roll back with its savepoint,
+            // and so must the sequence number the commit will publish.
+            let seq_before = w.seq;
             sqlx::query("SAVEPOINT item").execute(&mut *w.tx).await?;
             match Self::commit_in(&mut w, new).await {
                 Ok(node) => {
@@ -171,6 +174,7 @@ impl Store {
                     sqlx::query("RELEASE SAVEPOINT item")
                         .execute(&mut *w.tx)
                         .await?;
+                    w.seq = seq_before;
                     out.push(Err(e));
                 }
             }
