@@ -20,7 +20,7 @@ use tessera_proto::{BlockId, ContentHash};
 
 use super::super::error::OpError;
 use super::super::scan::{self, STATE_DIR};
-use super::super::state::BlockIndex;
+use super::super::state::{BlockIndex, Stat};
 use super::super::tree::{Node, NodeKind};
 use super::disk::{fsync_dir, put_in_place, stage_bytes};
 use super::{Report, Syncer, rel_to_remote};
@@ -262,13 +262,13 @@ impl Syncer {
         let mut dirs = BTreeSet::new();
         for (want, outcome) in outcomes {
             let done = match outcome {
-                Ok(staged) => self.place(&staged).await.map(|dir| (staged, dir)),
+                Ok(staged) => self.place(&staged).await.map(|placed| (staged, placed)),
                 Err(e) => Err(e),
             };
             match done {
-                Ok((staged, dir)) => {
+                Ok((staged, (dir, stat))) => {
                     dirs.insert(dir.clone());
-                    placed.push((staged, dir));
+                    placed.push((staged, dir, stat));
                 }
                 Err(e) => stuck.push(format!("download {}: {e}", want.path)),
             }
@@ -280,34 +280,40 @@ impl Syncer {
                 unflushed.insert(dir);
             }
         }
-        for (staged, dir) in placed {
+        for (staged, dir, stat) in placed {
             // Not recorded: the next round finds it in place and agrees.
             if !unflushed.contains(&dir) {
-                self.record_download(staged, report).await;
+                self.record_download(staged, stat, report).await;
             }
         }
     }
 
-    /// Re-checks the disk and renames one staged file into place.
-    async fn place(&self, staged: &Staged) -> Result<PathBuf, OpError> {
+    /// Re-checks the disk and renames one staged file into place; the
+    /// folder it went into, and its stat taken right after the rename (an
+    /// edit made later must not be cached as the downloaded content).
+    async fn place(&self, staged: &Staged) -> Result<(PathBuf, Option<Stat>), OpError> {
         let want = &staged.want;
         let target = self.disk(&want.path);
-        put_in_place(&staged.tmp, &target, || {
+        let dir = put_in_place(&staged.tmp, &target, || {
             self.unchanged(&want.path, want.local.as_ref())
         })
-        .await
+        .await?;
+        let stat = match tokio::fs::symlink_metadata(&target).await {
+            Ok(meta) => Some(scan::stat_of(&meta)),
+            Err(e) => {
+                tracing::warn!(path = want.path, error = %e, "cannot stat a file just placed");
+                None
+            }
+        };
+        Ok((dir, stat))
     }
 
-    /// Notes a file now in place: its stat for the next scan, the synced
-    /// tree, the block index, the report.
-    async fn record_download(&mut self, staged: Staged, report: &mut Report) {
+    /// Notes a file now in place: its stat (taken when it was placed) for
+    /// the next scan, the synced tree, the block index, the report.
+    async fn record_download(&mut self, staged: Staged, stat: Option<Stat>, report: &mut Report) {
         let path = &staged.want.path;
-        match tokio::fs::symlink_metadata(self.disk(path)).await {
-            Ok(meta) => {
-                let stat = scan::stat_of(&meta);
-                self.cache.insert(path.clone(), (stat, staged.content_hash));
-            }
-            Err(e) => tracing::warn!(path, error = %e, "cannot stat a file just placed"),
+        if let Some(stat) = stat {
+            self.cache.insert(path.clone(), (stat, staged.content_hash));
         }
         let node = self.remote_tree.get(path).cloned().unwrap_or(Node {
             kind: NodeKind::File,
@@ -340,9 +346,9 @@ impl Syncer {
         self.unchanged(&want.path, want.local.as_ref())?;
         let (_, staged) = self.fetch_one(want).await;
         let staged = staged?;
-        let dir = self.place(&staged).await?;
+        let (dir, stat) = self.place(&staged).await?;
         fsync_dir(&dir).await?;
-        self.record_download(staged, report).await;
+        self.record_download(staged, stat, report).await;
         Ok(())
     }
 }
