@@ -113,8 +113,9 @@ async fn a_success_does_not_forgive_failures_racing_it(backend: Backend) {
     assert_eq!(count(&statuses, StatusCode::UNAUTHORIZED), 8);
     // The success forgives only failures recorded before it began (the
     // owner's request arrives while the first checks still run, so none or
-    // few); the ones that raced it still count, so the limit of ten is
-    // nearly full. Wiping them all let eight or more further guesses in.
+    // a few: on a loaded machine its start can slip behind three or four);
+    // the ones that raced it still count, so the limit of ten is nearly
+    // full. Wiping them all let eight or more further guesses in.
     let mut checked = 0;
     while login_as(&s.url, "bob", "wrong", None).await.status() == StatusCode::UNAUTHORIZED {
         checked += 1;
@@ -122,7 +123,7 @@ async fn a_success_does_not_forgive_failures_racing_it(backend: Backend) {
     }
     println!("guesses checked after the owner's login: {checked}");
     assert!(
-        checked <= 4,
+        checked <= 6,
         "{checked} more guesses were checked: the failures racing a success must not be wiped out by it"
     );
 }
