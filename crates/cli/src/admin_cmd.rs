@@ -108,14 +108,8 @@ mod tests {
             next_run_ms: Some(now + 2_000),
         };
         let fresh = WorkerStatus {
-            name: "pending".into(),
             state: WorkerState::Busy,
-            runs: 0,
-            last_run_ms: None,
-            last_done: 0,
-            last_error: None,
-            failures: 0,
-            next_run_ms: None,
+            ..WorkerStatus::new("pending")
         };
         let t = table(&[trash, fresh], now);
         let lines: Vec<&str> = t.lines().collect();

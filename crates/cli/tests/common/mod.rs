@@ -264,3 +264,18 @@ pub fn random_data(len: usize, seed: u64) -> Vec<u8> {
     rng.fill_bytes(&mut v);
     v
 }
+
+/// A bearer token for `user`, from a login over plain HTTP at `base` (the
+/// server's URL with the API prefix), for tests that speak HTTP by hand.
+pub async fn login_token(base: &str, user: &str, password: &str, device: &str) -> String {
+    let login: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/auth/login"))
+        .json(&serde_json::json!({"username": user, "password": password, "device": device}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    login["token"].as_str().unwrap().to_owned()
+}

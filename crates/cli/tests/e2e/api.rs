@@ -345,19 +345,16 @@ async fn interrupted_upload_leaves_nothing(b: Backend) {
     let mut conn = tokio::net::TcpStream::connect(s.running.addr)
         .await
         .unwrap();
-    let login: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/api/v1/auth/login", s.url))
-        .json(&serde_json::json!({"username": "alice", "password": "alice-password", "device": "raw"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = crate::common::login_token(
+        &format!("{}{}", s.url, tessera_proto::API_PREFIX),
+        "alice",
+        "alice-password",
+        "raw",
+    )
+    .await;
     let request = format!(
-        "PUT /api/v1/files/content?path=/short.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
-         Content-Length: 1000\r\n\r\nonly this",
-        login["token"].as_str().unwrap()
+        "PUT /api/v1/files/content?path=/short.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: 1000\r\n\r\nonly this"
     );
     conn.write_all(request.as_bytes()).await.unwrap();
     conn.shutdown().await.unwrap();

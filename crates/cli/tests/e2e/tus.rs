@@ -353,21 +353,14 @@ async fn download_status(r: &Remote, path: &str) -> StatusCode {
 /// the server to close it too.
 async fn send_then_close(s: &TestServer, at: &str, declared: usize, body: &[u8]) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let login: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/api/v1/auth/login", s.url))
-        .json(&serde_json::json!({"username": "alice", "password": "alice-password", "device": "raw"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let base = format!("{}{}", s.url, tessera_proto::API_PREFIX);
+    let token = crate::common::login_token(&base, "alice", "alice-password", "raw").await;
     let head = format!(
         "PATCH {}{at} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nTus-Resumable: {V}\r\n\
          Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n\
          Content-Length: {declared}\r\n\r\n",
         tessera_proto::API_PREFIX,
-        login["token"].as_str().unwrap()
+        token
     );
     let mut conn = tokio::net::TcpStream::connect(s.running.addr)
         .await

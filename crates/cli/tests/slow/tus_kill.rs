@@ -83,16 +83,7 @@ async fn tus_upload_survives_kill_9_at_several_points() {
     let base = format!("http://{listen}/api/v1");
 
     let http = reqwest::Client::new();
-    let login: serde_json::Value = http
-        .post(format!("{base}/auth/login"))
-        .json(&serde_json::json!({"username": "admin", "password": PASSWORD, "device": "uploader"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["token"].as_str().unwrap().to_owned();
+    let token = crate::common::login_token(&base, "admin", PASSWORD, "uploader").await;
     let req = |method: Method, url: &str| {
         http.request(method, url)
             .bearer_auth(&token)
