@@ -201,13 +201,27 @@ pub async fn revisions(remote_path: &str, json: bool) -> anyhow::Result<()> {
     }
     for r in &revs.revisions {
         println!(
-            "rev {:>4}  {}  {:>12}  {}  {}",
+            "rev {:>4}  {}  {:>12}  {}  {}{}",
             r.rev,
             when(r.created_ms),
             r.size,
             r.content_hash,
-            r.device
+            r.device,
+            if r.pinned { "  pinned" } else { "" }
         );
+    }
+    Ok(())
+}
+
+pub async fn pin(remote_path: &str, rev: i64, pinned: bool) -> anyhow::Result<()> {
+    let r = remote()?.pin(remote_path, rev, pinned).await?;
+    if r.pinned {
+        println!(
+            "{remote_path} rev {} is pinned: it is kept until you unpin it",
+            r.rev
+        );
+    } else {
+        println!("{remote_path} rev {} is no longer pinned", r.rev);
     }
     Ok(())
 }

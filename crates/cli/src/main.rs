@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (SQLite and a local folder unless told otherwise).
-    Serve(serve_cmd::ServeArgs),
+    Serve(Box<serve_cmd::ServeArgs>),
     /// Administer a server's database directly.
     Admin {
         #[command(subcommand)]
@@ -72,11 +72,15 @@ enum Command {
     Mv { from: String, to: String },
     /// Delete a file or folder (to the trash).
     Rm { remote: String },
-    /// List a file's revisions.
+    /// List a file's revisions, or pin one so the retention schedule keeps it.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Revisions {
-        remote: String,
+        #[arg(required = true)]
+        remote: Option<String>,
         #[arg(long)]
         json: bool,
+        #[command(subcommand)]
+        command: Option<RevisionsCommand>,
     },
     /// Keep a local folder in two-way sync with your account.
     Sync {
@@ -110,6 +114,22 @@ enum Command {
     },
     /// Make an old revision the current one (as a new revision).
     Restore {
+        remote: String,
+        #[arg(long)]
+        rev: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum RevisionsCommand {
+    /// Keep a revision whatever the retention schedule says.
+    Pin {
+        remote: String,
+        #[arg(long)]
+        rev: i64,
+    },
+    /// Let the retention schedule decide about a revision again.
+    Unpin {
         remote: String,
         #[arg(long)]
         rev: i64,
@@ -204,7 +224,7 @@ fn signed_out(e: &anyhow::Error) -> Option<String> {
 async fn run(command: Command) -> anyhow::Result<()> {
     use client_cmd as c;
     match command {
-        Command::Serve(args) => serve_cmd::serve(args).await,
+        Command::Serve(args) => serve_cmd::serve(*args).await,
         Command::Admin { command } => serve_cmd::admin(command).await,
         Command::Login {
             server,
@@ -223,7 +243,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Mkdir { remote } => c::mkdir(&remote).await,
         Command::Mv { from, to } => c::mv(&from, &to).await,
         Command::Rm { remote } => c::rm(&remote).await,
-        Command::Revisions { remote, json } => c::revisions(&remote, json).await,
+        Command::Revisions {
+            remote,
+            json,
+            command,
+        } => match (command, remote) {
+            (Some(RevisionsCommand::Pin { remote, rev }), _) => c::pin(&remote, rev, true).await,
+            (Some(RevisionsCommand::Unpin { remote, rev }), _) => c::pin(&remote, rev, false).await,
+            (None, Some(remote)) => c::revisions(&remote, json).await,
+            (None, None) => anyhow::bail!("name the file whose revisions to list"),
+        },
         Command::Restore { remote, rev } => c::restore(&remote, rev).await,
         Command::Trash { command, json } => match command {
             None => c::trash_list(json).await,

@@ -45,6 +45,21 @@ pub struct ServeArgs {
     /// Unfinished resumable uploads one user may hold.
     #[arg(long, env = "TESSERA_MAX_UPLOAD_SESSIONS_PER_USER")]
     max_upload_sessions_per_user: Option<usize>,
+    /// Seconds a block without references waits before it is deleted.
+    #[arg(long, env = "TESSERA_GC_GRACE_SECS")]
+    gc_grace_secs: Option<u64>,
+    /// Every revision younger than this many seconds is kept ([retention] keep_all_secs).
+    #[arg(long, env = "TESSERA_RETENTION_KEEP_ALL_SECS")]
+    retention_keep_all_secs: Option<u64>,
+    /// Then the last revision of each day, for this many days ([retention] daily_days).
+    #[arg(long, env = "TESSERA_RETENTION_DAILY_DAYS")]
+    retention_daily_days: Option<u32>,
+    /// Then the last of each week, for this many weeks ([retention] weekly_weeks).
+    #[arg(long, env = "TESSERA_RETENTION_WEEKLY_WEEKS")]
+    retention_weekly_weeks: Option<u32>,
+    /// At most this many revisions per file, 0 for no limit ([retention] max_revisions).
+    #[arg(long, env = "TESSERA_RETENTION_MAX_REVISIONS")]
+    retention_max_revisions: Option<u32>,
     /// A TOML file with the same keys (data_dir, listen, database, store, max_file_size,
     /// master_key, trusted_proxies, max_connections, ...; see the README).
     #[arg(long, env = "TESSERA_CONFIG")]
@@ -96,6 +111,21 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_upload_sessions_per_user {
             cfg.max_upload_sessions_per_user = v;
+        }
+        if let Some(v) = self.gc_grace_secs {
+            cfg.gc_grace_secs = v;
+        }
+        if let Some(v) = self.retention_keep_all_secs {
+            cfg.retention.keep_all_secs = v;
+        }
+        if let Some(v) = self.retention_daily_days {
+            cfg.retention.daily_days = v;
+        }
+        if let Some(v) = self.retention_weekly_weeks {
+            cfg.retention.weekly_weeks = v;
+        }
+        if let Some(v) = self.retention_max_revisions {
+            cfg.retention.max_revisions = v;
         }
         if let Ok(key) = std::env::var("TESSERA_MASTER_KEY") {
             cfg.master_key = Some(key);

@@ -8,7 +8,8 @@ use tessera_proto::api::{
     BlockCodec, BlockListResponse, BlockRef, ChangesResponse, CommitBatchRequest,
     CommitBatchResponse, CommitRequest, CursorResponse, Entry, FetchBlocksRequest, ListResponse,
     LoginRequest, LoginResponse, MissingRequest, MissingResponse, MoveRequest, PackResponse,
-    PathQuery, PollResponse, PresenceResponse, RestoreRequest, RevisionsResponse, ServerInfo,
+    PathQuery, PollResponse, PresenceResponse, RestoreRequest, Revision, RevisionsResponse,
+    ServerInfo,
 };
 use tessera_proto::error::{ErrorBody, ErrorCode};
 use tessera_proto::{API_PREFIX, BlockId};
@@ -259,6 +260,19 @@ impl Remote {
             &RestoreRequest {
                 path: path.to_owned(),
                 rev,
+            },
+        )
+        .await
+    }
+
+    /// Pins (or with `pinned` false, unpins) a revision.
+    pub async fn pin(&self, path: &str, rev: i64, pinned: bool) -> Result<Revision, ClientError> {
+        self.post(
+            "/files/pin",
+            &tessera_proto::api::PinRequest {
+                path: path.to_owned(),
+                rev,
+                pinned,
             },
         )
         .await

@@ -122,6 +122,22 @@ pub struct RestoreRequest {
     pub rev: i64,
 }
 
+/// Pins a revision (kept whatever the retention schedule says) or unpins it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PinRequest {
+    #[schema(pattern = "^/", example = "/docs/a.txt")]
+    pub path: String,
+    #[schema(example = 1)]
+    pub rev: i64,
+    /// False unpins.
+    #[serde(default = "yes")]
+    pub pinned: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct MissingRequest {
     pub ids: Vec<BlockId>,
@@ -177,6 +193,9 @@ pub struct Revision {
     pub content_hash: ContentHash,
     pub created_ms: i64,
     pub device: String,
+    /// Kept whatever the retention schedule says.
+    #[serde(default)]
+    pub pinned: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -17,7 +17,7 @@ use crate::listen::{ConnLimits, default_max_connections};
 use crate::meta::{Meta, MetaError};
 use crate::notify::{Hub, Presence, Publisher};
 use crate::proxy::TrustedProxies;
-use crate::workers::{Clock, Expired, Expiry, Runner, SHUTDOWN_DEADLINE, Worker};
+use crate::workers::{Clock, Expired, Expiry, Gc, Retention, Runner, SHUTDOWN_DEADLINE, Worker};
 
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 << 30;
 
@@ -48,6 +48,11 @@ pub struct Config {
     /// How long deleted files stay in the trash before they are removed for
     /// good, in seconds; 0 keeps them until the user empties the trash.
     pub trash_ttl_secs: u64,
+    /// A block without references is deleted only after this many seconds
+    /// (an upload or commit that is about to use it has that long).
+    pub gc_grace_secs: u64,
+    /// Which old revisions of a file are kept.
+    pub retention: crate::retention::Policy,
     /// Reverse proxies (IPs or CIDRs) whose `X-Forwarded-For` names the
     /// client; from any other peer the header is ignored.
     pub trusted_proxies: Vec<String>,
@@ -85,6 +90,8 @@ impl Default for Config {
             master_key: None,
             pending_ttl_secs: 24 * 3600,
             trash_ttl_secs: 30 * 24 * 3600,
+            gc_grace_secs: 3600,
+            retention: crate::retention::Policy::default(),
             trusted_proxies: Vec::new(),
             max_connections: 0,
             header_timeout_secs: 30,
@@ -231,7 +238,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let blocks = BlockStore::new(objects, ring, meta.clone());
 
     let generated_admin_password = bootstrap_admin(&meta).await?;
-    let runner = Runner::start(workers(&config, &meta));
+    let runner = Runner::start(workers(&config, &meta, &blocks));
 
     let state = app_state(&config, proxies, &meta, &blocks, &hub, &runner);
     let stop_workers = runner.workers();
@@ -326,7 +333,7 @@ fn conn_limits(config: &Config) -> ConnLimits {
 }
 
 /// The background workers `config` asks for.
-fn workers(config: &Config, meta: &Meta) -> Vec<Box<dyn Worker>> {
+fn workers(config: &Config, meta: &Meta, blocks: &BlockStore) -> Vec<Box<dyn Worker>> {
     let expiry = |what, secs| -> Box<dyn Worker> {
         Box::new(Expiry {
             what,
@@ -342,6 +349,19 @@ fn workers(config: &Config, meta: &Meta) -> Vec<Box<dyn Worker>> {
     if config.trash_ttl_secs > 0 {
         list.push(expiry(Expired::Trash, config.trash_ttl_secs));
     }
+    list.push(Box::new(Gc {
+        meta: meta.clone(),
+        blocks: blocks.clone(),
+        clock: config.clock.clone(),
+        grace: Duration::from_secs(config.gc_grace_secs),
+        last_sweep_ms: None,
+    }));
+    list.push(Box::new(Retention {
+        meta: meta.clone(),
+        clock: config.clock.clone(),
+        policy: config.retention,
+        cursor: None,
+    }));
     list
 }
 

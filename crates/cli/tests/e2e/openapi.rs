@@ -25,6 +25,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/files/zip"),
     ("get", "/api/v1/files/revisions"),
     ("post", "/api/v1/files/restore"),
+    ("post", "/api/v1/files/pin"),
     ("get", "/api/v1/files/blocks"),
     ("post", "/api/v1/files/commit"),
     ("post", "/api/v1/files/commit_batch"),

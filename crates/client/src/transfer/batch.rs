@@ -18,6 +18,7 @@ const BATCH_BYTES: usize = 16 << 20;
 const BATCH_FILES: usize = 500;
 
 /// One small file to upload: local path, remote path, base revision.
+#[derive(Debug, Clone)]
 pub struct SmallFile {
     pub local: PathBuf,
     pub remote: String,

@@ -71,7 +71,7 @@ pub async fn upload_file(
         .await
         .map_err(blocking_err)??;
     let ids: Vec<BlockId> = cut.blocks.iter().map(|(id, _)| *id).collect();
-    let missing: HashSet<BlockId> = remote.missing(&ids).await?.into_iter().collect();
+    let mut missing: HashSet<BlockId> = remote.missing(&ids).await?.into_iter().collect();
     let req = CommitRequest {
         path: remote_path.to_owned(),
         base_rev,
@@ -108,9 +108,29 @@ pub async fn upload_file(
             Ok(entry) => return Ok(report(entry, 0, 0)),
         }
     }
-    let (blocks_sent, bytes_sent) = send_blocks(remote, local, &cut, missing, progress).await?;
-    let entry = remote.commit(&req).await?;
-    Ok(report(entry, blocks_sent, bytes_sent))
+    let (mut blocks_sent, mut bytes_sent) = (0, 0);
+    // A block this account held can be collected by the server between
+    // the question and the commit (it was unreferenced for the whole grace
+    // period): the commit then names it, and it is sent again.
+    let mut attempt = 0;
+    loop {
+        if !missing.is_empty() {
+            let (blocks, bytes) =
+                send_blocks(remote, local, &cut, missing, progress.clone()).await?;
+            blocks_sent += blocks;
+            bytes_sent += bytes;
+        }
+        match remote.commit(&req).await {
+            Err(ClientError::Api {
+                code: tessera_proto::ErrorCode::MissingBlocks,
+                ..
+            }) if attempt < 2 => {
+                attempt += 1;
+                missing = remote.missing(&ids).await?.into_iter().collect();
+            }
+            answer => return Ok(report(answer?, blocks_sent, bytes_sent)),
+        }
+    }
 }
 
 /// A block read and compressed for sending, holding its share of the

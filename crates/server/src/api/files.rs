@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use tessera_proto::api::{
     BlockListResponse, BlockRef, CommitBatchRequest, CommitBatchResponse, CommitRequest,
     CommitResult, DeleteRequest, DownloadQuery, Entry, EntryKind, ListResponse, MoveRequest,
-    PathQuery, RestoreRequest, Revision, RevisionsResponse, UploadQuery,
+    PathQuery, PinRequest, RestoreRequest, Revision, RevisionsResponse, UploadQuery,
 };
 use tessera_proto::block::{CHUNKER, MAX_BLOCK, MIN_BLOCK};
 use tessera_proto::{ContentHash, RemotePath};
@@ -657,20 +657,37 @@ pub async fn revisions(
 ) -> Result<Json<RevisionsResponse>, ApiError> {
     let path = below_root(&q.path)?;
     let (_, revs) = state.meta.revisions(user.ns, &path).await?;
-    let revisions = revs
-        .iter()
-        .map(|r| Revision {
-            rev: r.rev,
-            size: r.size as u64,
-            content_hash: r.content_hash(),
-            created_ms: r.created_ms,
-            device: r.device.clone(),
-        })
-        .collect();
+    let revisions = revs.iter().map(revision).collect();
     Ok(Json(RevisionsResponse {
         path: path.to_string(),
         revisions,
     }))
+}
+
+fn revision(r: &crate::meta::RevisionRow) -> Revision {
+    Revision {
+        rev: r.rev,
+        size: r.size as u64,
+        content_hash: r.content_hash(),
+        created_ms: r.created_ms,
+        device: r.device.clone(),
+        pinned: r.pinned,
+    }
+}
+
+/// Pins a revision, so the retention schedule never removes it, or unpins it.
+#[utoipa::path(post, path = "/api/v1/files/pin", request_body = PinRequest, responses((status = 200, body = Revision), (status = 404, body = tessera_proto::ErrorBody, description = "no such file or revision"), (status = 409, body = tessera_proto::ErrorBody, description = "the path is a folder")), security(("bearer" = [])))]
+pub async fn pin(
+    State(state): State<AppState>,
+    user: AuthUser,
+    J(req): J<PinRequest>,
+) -> Result<Json<Revision>, ApiError> {
+    let path = below_root(&req.path)?;
+    let row = state
+        .meta
+        .pin_revision(user.ns, &path, req.rev, req.pinned)
+        .await?;
+    Ok(Json(revision(&row)))
 }
 
 #[utoipa::path(post, path = "/api/v1/files/restore", request_body = RestoreRequest, responses((status = 200, body = Entry), (status = 404, body = tessera_proto::ErrorBody), (status = 409, body = tessera_proto::ErrorBody, description = "the path is a folder")), security(("bearer" = [])))]

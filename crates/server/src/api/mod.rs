@@ -109,6 +109,7 @@ pub fn router(state: AppState) -> Router {
         .route("/files/zip", get(zip::folder))
         .route("/files/revisions", get(files::revisions))
         .route("/files/restore", post(files::restore))
+        .route("/files/pin", post(files::pin))
         .route("/files/blocks", get(files::block_list))
         .route("/files/commit", post(files::commit))
         .route("/files/commit_batch", post(files::commit_batch))

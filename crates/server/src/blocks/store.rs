@@ -368,14 +368,25 @@ impl BlockStore {
     }
 
     /// Reads and verifies a block; damage found is recorded, so that the
-    /// block counts as missing until someone uploads its bytes again.
+    /// block counts as missing until someone uploads its bytes again. A
+    /// block that compaction moved after the caller looked up its place is
+    /// read from where it is now.
     async fn open_with<T: Send + 'static>(
         &self,
         id: BlockId,
         loc: &BlockLoc,
         keep: fn(Codec, Vec<u8>, Vec<u8>) -> T,
     ) -> Result<T, BlockError> {
-        let opened = self.open_unmarked(id, loc, keep).await;
+        let mut opened = self.open_unmarked(id, loc, keep).await;
+        let mut loc = loc.clone();
+        if let Err(BlockError::Store(object_store::Error::NotFound { .. })) = &opened
+            && let Some(now) = self.meta.block_location(&id).await?
+            && now != loc
+        {
+            loc = now;
+            opened = self.open_unmarked(id, &loc, keep).await;
+        }
+        let loc = &loc;
         if let Err(e) = &opened
             && is_damage(e)
         {
@@ -413,6 +424,119 @@ impl BlockStore {
     pub async fn read_plain(&self, id: BlockId, loc: &BlockLoc) -> Result<Bytes, BlockError> {
         self.open_with(id, loc, |_, _, plain| Bytes::from(plain))
             .await
+    }
+}
+
+/// Collection's side of the store: deleting what nobody names, finding
+/// what a crash left behind, and rewriting mostly empty packs.
+impl BlockStore {
+    /// Deletes `objects`; one already gone counts as deleted.
+    pub async fn delete_objects(&self, objects: &[String]) -> Result<(), BlockError> {
+        for object in objects {
+            match self
+                .objects
+                .delete(&ObjectPath::from(object.as_str()))
+                .await
+            {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Dooms the objects in the store that were last written before
+    /// `before_ms` and that no block record names. Streams the listing in
+    /// batches, so memory does not grow with the store. Returns how many.
+    pub async fn doom_orphans(&self, before_ms: i64) -> Result<u64, BlockError> {
+        use futures::TryStreamExt;
+        const BATCH: usize = 500;
+        let mut listing = self.objects.list(None);
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut doomed = 0;
+        while let Some(found) = listing.try_next().await? {
+            let name = found.location.to_string();
+            let ours = name.starts_with("blocks/") || name.starts_with("packs/");
+            if !ours || found.last_modified.timestamp_millis() > before_ms {
+                continue;
+            }
+            batch.push(name);
+            if batch.len() == BATCH {
+                doomed += self.meta.doom_orphans(&batch).await?;
+                batch.clear();
+            }
+        }
+        if !batch.is_empty() {
+            doomed += self.meta.doom_orphans(&batch).await?;
+        }
+        Ok(doomed)
+    }
+
+    /// The size of a stored object.
+    pub async fn object_size(&self, object: &str) -> Result<u64, BlockError> {
+        Ok(self.objects.head(&ObjectPath::from(object)).await?.size)
+    }
+
+    /// Copies the sound blocks recorded in pack `object` into a new pack
+    /// (sealed bytes as they are, each verified first) and points their
+    /// records there; the old pack is doomed once nothing names it. A
+    /// damaged block stays where it is (and is marked). Returns the blocks
+    /// moved.
+    pub async fn compact_pack(&self, object: &str) -> Result<u64, BlockError> {
+        let blocks = self.meta.blocks_in(object).await?;
+        let new_object = format!("packs/{}", uuid::Uuid::now_v7());
+        let mut pack = Vec::new();
+        let mut moved = Vec::with_capacity(blocks.len());
+        for (id, from) in blocks {
+            let sealed = match self.read_sealed(id, &from).await {
+                Ok(sealed) => sealed,
+                Err(e) if is_damage(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            let to = BlockLoc {
+                object: new_object.clone(),
+                offset: pack.len() as u64,
+                length: sealed.len() as u64,
+            };
+            pack.extend_from_slice(&sealed);
+            moved.push(crate::meta::Moved { id, from, to });
+        }
+        if moved.is_empty() {
+            // Nothing sound to keep: collection of its damaged blocks (or
+            // their repair) frees it later.
+            self.meta.forget_pack_freed(object).await?;
+            return Ok(0);
+        }
+        self.create(&new_object, pack).await?;
+        Ok(self.meta.move_blocks(object, &new_object, &moved).await?)
+    }
+
+    /// The stored (sealed) bytes of a block, after checking they open.
+    async fn read_sealed(&self, id: BlockId, loc: &BlockLoc) -> Result<Bytes, BlockError> {
+        let stored = self
+            .objects
+            .get_range(
+                &ObjectPath::from(loc.object.as_str()),
+                loc.offset..loc.offset + loc.length,
+            )
+            .await;
+        let checked = match stored {
+            Ok(stored) => {
+                let ring = self.ring.clone();
+                let bytes = stored.clone();
+                tokio::task::spawn_blocking(move || codec::open(&id, &bytes, &ring).map(|_| ()))
+                    .await?
+                    .map(|()| stored)
+            }
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = &checked
+            && is_damage(e)
+        {
+            tracing::error!(block = %id, object = %loc.object, error = %e, "stored block is damaged");
+            self.meta.mark_block_damaged(&id, loc).await?;
+        }
+        checked
     }
 }
 

@@ -72,6 +72,9 @@ impl Store {
                 };
                 out.push(outcome);
             }
+            // A block recorded before starts a fresh grace period: the
+            // commit or session that will reference it is on its way.
+            gc_queries::hold_blocks(&mut tx, &ids, now_ms()).await?;
             grant_all(&mut tx, user_id, &ids).await?;
         }
         tx.commit().await?;

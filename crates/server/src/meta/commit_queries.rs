@@ -249,22 +249,37 @@ async fn add_refs(tx: &mut Tx, blocks: &[(BlockId, u64)]) -> Result<()> {
     take_refs(tx, &ids).await
 }
 
-/// Takes one reference on each block per use in `ids`.
+/// Takes one reference on each block per use in `ids`. Fails with
+/// [`MetaError::MissingBlocks`] if collection removed any of them since
+/// the caller checked (the caller's transaction then rolls back).
 pub(super) async fn take_refs(tx: &mut Tx, ids: &[BlockId]) -> Result<()> {
-    for (n, ids) in uses_by_count(ids) {
+    let by_count = uses_by_count(ids);
+    let distinct: usize = by_count.values().map(Vec::len).sum();
+    let mut taken = 0u64;
+    for (n, ids) in &by_count {
         for chunk in ids.chunks(BATCH) {
             let sql = format!(
                 "UPDATE blocks SET zero_since_ms = NULL, refcount = refcount + $1 WHERE id IN ({})",
                 placeholders(2, chunk.len())
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(n);
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(*n);
             for id in chunk {
                 q = q.bind(&id[..]);
             }
-            q.execute(&mut **tx).await?;
+            taken += q.execute(&mut **tx).await?.rows_affected();
         }
     }
-    Ok(())
+    if taken == distinct as u64 {
+        return Ok(());
+    }
+    let all: Vec<[u8; 32]> = by_count.into_values().flatten().collect();
+    Err(MetaError::MissingBlocks(
+        gc_queries::absent(tx, &all)
+            .await?
+            .into_iter()
+            .map(BlockId)
+            .collect(),
+    ))
 }
 
 /// Releases one reference on each block per use in `ids`; a block left

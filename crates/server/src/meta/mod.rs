@@ -154,6 +154,8 @@ pub struct RevisionRow {
     pub chunker: String,
     pub device: String,
     pub created_ms: i64,
+    /// Kept whatever the retention schedule says.
+    pub pinned: bool,
 }
 
 impl RevisionRow {
@@ -235,6 +237,25 @@ pub struct BlockLoc {
     pub object: String,
     pub offset: u64,
     pub length: u64,
+}
+
+/// What one pass of collection removed from the metadata.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Collected {
+    /// Block records removed.
+    pub blocks: u64,
+    /// Their stored bytes.
+    pub bytes: u64,
+    /// Objects no record names any more, now waiting to be deleted.
+    pub doomed: u64,
+}
+
+/// A block of a pack that compaction copies: where it is, where it goes.
+#[derive(Debug, Clone)]
+pub struct Moved {
+    pub id: BlockId,
+    pub from: BlockLoc,
+    pub to: BlockLoc,
 }
 
 /// What recording a freshly written copy of a block did.
@@ -479,6 +500,16 @@ forward! {
     fn purge_trash(&self, ns: i64, id: Option<&str>) -> Result<u64>;
     fn expire_trash(&self, cutoff_ms: i64) -> Result<u64>;
     fn unreferenced_blocks(&self) -> Result<i64>;
+    /// Removes up to `limit` blocks unreferenced since `cutoff_ms`; see
+    /// `gc_queries.rs`.
+    fn collect_blocks(&self, cutoff_ms: i64, limit: i64) -> Result<Collected>;
+    fn doomed_objects(&self, before_ms: i64, limit: i64) -> Result<Vec<String>>;
+    fn forget_doomed(&self, objects: &[String]) -> Result<()>;
+    fn doom_orphans(&self, objects: &[String]) -> Result<u64>;
+    fn packs_with_freed_space(&self, limit: i64) -> Result<Vec<(String, u64)>>;
+    fn blocks_in(&self, object: &str) -> Result<Vec<(BlockId, BlockLoc)>>;
+    fn move_blocks(&self, old: &str, new: &str, moved: &[Moved]) -> Result<u64>;
+    fn forget_pack_freed(&self, object: &str) -> Result<()>;
     /// Restores a trashed node; see `tree.rs`.
     fn restore_from_trash(
         &self,
@@ -505,6 +536,16 @@ forward! {
         rev: Option<i64>,
     ) -> Result<(NodeRow, RevisionRow, Vec<RevisionBlock>)>;
     fn restore(&self, ns: i64, path: &RemotePath, rev: i64, device: &str) -> Result<NodeRow>;
+    /// Pins (or unpins) a revision of the file at `path`.
+    fn pin_revision(&self, ns: i64, path: &RemotePath, rev: i64, pinned: bool) -> Result<RevisionRow>;
+    /// Files with more than one revision after `after` (by namespace and
+    /// node id), with their current revision; see `revisions.rs`.
+    fn files_with_history(&self, after: Option<(i64, String)>, limit: i64) -> Result<Vec<(i64, String, i64)>>;
+    /// The revisions of one file, as the retention schedule sees them.
+    fn revision_ages(&self, ns: i64, node: &str) -> Result<Vec<crate::retention::Rev>>;
+    /// Removes old revisions of a file (never its current or a pinned one)
+    /// and releases their blocks; returns how many went.
+    fn drop_revisions(&self, ns: i64, node: &str, revs: &[i64]) -> Result<u64>;
     fn journal_seq(&self, ns: i64) -> Result<i64>;
     /// Journal entries of `ns` after sequence number `after`, oldest first.
     fn changes(&self, ns: i64, after: i64, limit: i64) -> Result<Vec<JournalRow>>;

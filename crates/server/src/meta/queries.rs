@@ -13,8 +13,9 @@ use tessera_proto::path::fold_name;
 
 use super::{BEGIN, Db};
 use crate::meta::{
-    BlockLoc, JournalRow, MetaError, NewRevision, NodeRow, Recorded, Result, RevisionBlock,
-    RevisionBlockRow, RevisionRow, StoredJournalRow, TokenRow, TrashRow, UserRow, now_ms,
+    BlockLoc, Collected, JournalRow, MetaError, Moved, NewRevision, NodeRow, Recorded, Result,
+    RevisionBlock, RevisionBlockRow, RevisionRow, StoredJournalRow, TokenRow, TrashRow, UserRow,
+    now_ms,
 };
 use crate::notify::Publisher;
 use tessera_proto::{BlockId, RemotePath};
@@ -44,6 +45,9 @@ mod blocks;
 #[allow(clippy::duplicate_mod)]
 #[path = "commit_queries.rs"]
 mod commit_queries;
+#[allow(clippy::duplicate_mod)]
+#[path = "gc_queries.rs"]
+mod gc_queries;
 #[allow(clippy::duplicate_mod)]
 #[path = "journal.rs"]
 mod journal;
@@ -408,7 +412,7 @@ async fn existing_file(conn: &mut Conn, ns: i64, path: &RemotePath) -> Result<No
 
 async fn revision(conn: &mut Conn, ns: i64, node: &str, rev: i64) -> Result<Option<RevisionRow>> {
     Ok(sqlx::query_as(
-        "SELECT rev, size, content_hash, chunker, device, created_ms FROM revisions
+        "SELECT rev, size, content_hash, chunker, device, created_ms, pinned FROM revisions
          WHERE namespace_id = $1 AND node_id = $2 AND rev = $3",
     )
     .bind(ns)

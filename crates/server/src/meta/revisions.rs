@@ -12,7 +12,7 @@ impl Store {
         let mut conn = self.pool.acquire().await?;
         let node = existing_file(&mut conn, ns, path).await?;
         let revs = sqlx::query_as(
-            "SELECT rev, size, content_hash, chunker, device, created_ms FROM revisions
+            "SELECT rev, size, content_hash, chunker, device, created_ms, pinned FROM revisions
              WHERE namespace_id = $1 AND node_id = $2 ORDER BY rev DESC",
         )
         .bind(ns)
@@ -60,6 +60,16 @@ impl Store {
     ) -> Result<NodeRow> {
         let mut w = Writer::begin(self, ns, device).await?;
         let node = existing_file(&mut w.tx, ns, path).await?;
+        // Holds the old revision's row for the transaction, so retention
+        // cannot remove it between here and the copy of its blocks.
+        sqlx::query(
+            "UPDATE revisions SET pinned = pinned WHERE namespace_id = $1 AND node_id = $2 AND rev = $3",
+        )
+        .bind(ns)
+        .bind(&node.id)
+        .bind(rev)
+        .execute(&mut *w.tx)
+        .await?;
         let old = revision(&mut w.tx, ns, &node.id, rev)
             .await?
             .ok_or_else(|| MetaError::NotFound(format!("{path} has no revision {rev}")))?;
@@ -119,5 +129,126 @@ impl Store {
             .await?;
         w.commit().await?;
         Ok(node)
+    }
+
+    pub async fn pin_revision(
+        &self,
+        ns: i64,
+        path: &RemotePath,
+        rev: i64,
+        pinned: bool,
+    ) -> Result<RevisionRow> {
+        let mut tx = self.begin().await?;
+        let node = existing_file(&mut tx, ns, path).await?;
+        let changed = sqlx::query(
+            "UPDATE revisions SET pinned = $1 WHERE namespace_id = $2 AND node_id = $3 AND rev = $4",
+        )
+        .bind(pinned)
+        .bind(ns)
+        .bind(&node.id)
+        .bind(rev)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Err(MetaError::NotFound(format!("{path} has no revision {rev}")));
+        }
+        let row = revision(&mut tx, ns, &node.id, rev)
+            .await?
+            .ok_or_else(|| MetaError::NotFound(format!("{path} has no revision {rev}")))?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// Files (live or in the trash) with more than one revision, in
+    /// (namespace, node) order after `after`, each with its current
+    /// revision number.
+    pub async fn files_with_history(
+        &self,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, i64)>> {
+        let (after_ns, after_node) = after.unwrap_or((i64::MIN, String::new()));
+        Ok(sqlx::query_as(
+            "SELECT r.namespace_id, r.node_id, n.rev FROM revisions r
+             JOIN nodes n ON n.namespace_id = r.namespace_id AND n.id = r.node_id
+             WHERE r.namespace_id > $1 OR (r.namespace_id = $1 AND r.node_id > $2)
+             GROUP BY r.namespace_id, r.node_id, n.rev
+             HAVING COUNT(*) > 1
+             ORDER BY r.namespace_id, r.node_id
+             LIMIT $3",
+        )
+        .bind(after_ns)
+        .bind(after_node)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn revision_ages(&self, ns: i64, node: &str) -> Result<Vec<crate::retention::Rev>> {
+        let rows: Vec<(i64, i64, bool)> = sqlx::query_as(
+            "SELECT rev, created_ms, pinned FROM revisions
+             WHERE namespace_id = $1 AND node_id = $2 ORDER BY rev",
+        )
+        .bind(ns)
+        .bind(node)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(rev, created_ms, pinned)| crate::retention::Rev {
+                rev,
+                created_ms,
+                pinned,
+            })
+            .collect())
+    }
+
+    /// Removes revisions `revs` of a file, except its current one and
+    /// pinned ones (checked again here: a pin or a restore may have come
+    /// since the schedule looked), and releases their blocks, in one
+    /// transaction. Old revisions are history, not the tree: the journal
+    /// does not change.
+    pub async fn drop_revisions(&self, ns: i64, node: &str, revs: &[i64]) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let current: Option<(i64,)> =
+            sqlx::query_as("SELECT rev FROM nodes WHERE namespace_id = $1 AND id = $2")
+                .bind(ns)
+                .bind(node)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((current,)) = current else {
+            return Ok(0);
+        };
+        let now = now_ms();
+        let mut dropped = 0;
+        for &rev in revs.iter().filter(|&&r| r != current) {
+            let gone = sqlx::query(
+                "DELETE FROM revisions
+                 WHERE namespace_id = $1 AND node_id = $2 AND rev = $3 AND NOT pinned",
+            )
+            .bind(ns)
+            .bind(node)
+            .bind(rev)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if gone == 0 {
+                continue;
+            }
+            let ids = revision_block_ids(&mut tx, ns, node, Some(rev)).await?;
+            sqlx::query(
+                "DELETE FROM revision_blocks WHERE namespace_id = $1 AND node_id = $2 AND rev = $3",
+            )
+            .bind(ns)
+            .bind(node)
+            .bind(rev)
+            .execute(&mut *tx)
+            .await?;
+            release_refs(&mut tx, &ids, now).await?;
+            dropped += 1;
+        }
+        tx.commit().await?;
+        Ok(dropped)
     }
 }

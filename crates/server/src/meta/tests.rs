@@ -308,3 +308,195 @@ async fn postgres_a_failed_batch_item_publishes_nothing_it_rolled_back() {
         a_failed_batch_item_publishes_nothing_it_rolled_back(Fixture::open(Some(url)).await).await;
     }
 }
+
+/// Runs each named scenario on SQLite, and on PostgreSQL when the test
+/// cluster is there.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name(super::Fixture::open(None).await).await;
+                }
+                #[tokio::test]
+                async fn postgres() {
+                    if let Some(url) = super::fresh_postgres().await {
+                        super::$name(super::Fixture::open(Some(url)).await).await;
+                    }
+                }
+            }
+        )*
+    };
+}
+
+on_both!(
+    collection_waits_out_the_grace_and_spares_sessions,
+    a_block_recorded_again_starts_its_grace_again,
+    retention_never_drops_the_current_or_a_pinned_revision,
+);
+
+/// Runs one statement on the fixture's database directly.
+async fn raw(f: &Fixture, sql: &'static str) {
+    if f.url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(&f.url).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(&f.url).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+}
+
+/// Blocks unreferenced for less than the grace stay; after it, those an
+/// upload session names (as a block or as its tail) stay too, and the rest
+/// go with the objects that held them.
+async fn collection_waits_out_the_grace_and_spares_sessions(f: Fixture) {
+    let ns = f.user.root_ns;
+    for b in 1..=3 {
+        f.store_block(b, 5).await;
+    }
+    let hour = 3_600_000;
+    let none = f.meta.collect_blocks(now_ms() - hour, 100).await.unwrap();
+    assert_eq!(none.blocks, 0, "all are younger than the grace");
+
+    let session = super::UploadRow {
+        namespace_id: ns,
+        id: "s1".into(),
+        user_id: f.user.id,
+        path: "/up".into(),
+        base_rev: None,
+        length: 10,
+        upload_offset: 0,
+        block_count: 0,
+        tail_block: None,
+        tail_len: 0,
+        hash_state: vec![],
+        metadata: String::new(),
+        device: "laptop".into(),
+        created_ms: now_ms(),
+        updated_ms: now_ms(),
+        done_path: None,
+        done_rev: None,
+    };
+    f.meta.create_upload(&session).await.unwrap();
+    let step = super::Checkpoint {
+        from: 0,
+        to: 6,
+        first_idx: 0,
+        new_blocks: vec![(BlockId([2; 32]), 5)],
+        tail: Some((BlockId([3; 32]), 1)),
+        hash_state: vec![],
+    };
+    assert!(f.meta.checkpoint_upload(ns, "s1", &step).await.unwrap());
+
+    let gone = f.meta.collect_blocks(now_ms() + hour, 100).await.unwrap();
+    assert_eq!((gone.blocks, gone.doomed), (1, 1), "{gone:?}");
+    let left: Vec<u8> = refcounts(&f).await.iter().map(|r| r.0).collect();
+    assert_eq!(left, [2, 3]);
+    assert_eq!(
+        f.meta.doomed_objects(now_ms() + hour, 10).await.unwrap(),
+        ["o1"]
+    );
+    assert_eq!(
+        f.meta
+            .missing_blocks(f.user.id, &[BlockId([1; 32])])
+            .await
+            .unwrap(),
+        [BlockId([1; 32])],
+        "nobody holds a claim to a collected block"
+    );
+    f.meta.forget_doomed(&["o1".to_owned()]).await.unwrap();
+    assert!(
+        f.meta
+            .doomed_objects(now_ms() + hour, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Uploading bytes that are stored but unreferenced (an old copy about to
+/// be collected) restarts their grace: the commit on its way finds them.
+async fn a_block_recorded_again_starts_its_grace_again(f: Fixture) {
+    f.store_block(1, 5).await;
+    raw(&f, "UPDATE blocks SET zero_since_ms = 0").await;
+    f.store_block(1, 5).await;
+    let gone = f.meta.collect_blocks(now_ms() - 60_000, 100).await.unwrap();
+    assert_eq!(gone.blocks, 0, "the block was used again a moment ago");
+    f.meta.commit(&f.revision("/f", 1, 5)).await.unwrap();
+}
+
+/// The schedule's choice is checked again where it is applied: the
+/// current revision and pinned ones stay, and the blocks of those that go
+/// lose their references.
+async fn retention_never_drops_the_current_or_a_pinned_revision(f: Fixture) {
+    let ns = f.user.root_ns;
+    for b in 1..=3 {
+        f.store_block(b, 5).await;
+        let mut next = f.revision("/f", b, 5);
+        next.base_rev = (b > 1).then_some(i64::from(b) - 1);
+        f.meta.commit(&next).await.unwrap();
+    }
+    let (node, revs) = f.meta.revisions(ns, &p("/f")).await.unwrap();
+    assert_eq!(revs.len(), 3);
+    let first = revs.iter().map(|r| r.rev).min().unwrap();
+    f.meta
+        .pin_revision(ns, &p("/f"), first, true)
+        .await
+        .unwrap();
+    let all: Vec<i64> = revs.iter().map(|r| r.rev).collect();
+    let dropped = f.meta.drop_revisions(ns, &node.id, &all).await.unwrap();
+    assert_eq!(dropped, 1, "only the middle revision goes");
+    assert_eq!(
+        refcounts(&f).await,
+        [(1, 1, false), (2, 0, true), (3, 1, false)]
+    );
+    let ages = f.meta.revision_ages(ns, &node.id).await.unwrap();
+    assert_eq!(
+        ages.iter().map(|r| (r.rev, r.pinned)).collect::<Vec<_>>(),
+        [(first, true), (node.rev, false)]
+    );
+}
+
+/// On PostgreSQL a commit and collection really run at once: collection
+/// deletes a block's record (and holds it) after the commit checked its
+/// blocks and before it takes its references. The commit must then fail
+/// as missing blocks (the client sends them again), never reference
+/// nothing.
+#[tokio::test]
+async fn postgres_a_commit_racing_collection_is_refused() {
+    let Some(url) = fresh_postgres().await else {
+        return;
+    };
+    let f = Fixture::open(Some(url)).await;
+    f.store_block(1, 5).await;
+    let pool = sqlx::PgPool::connect(&f.url).await.unwrap();
+    let mut collector = pool.begin().await.unwrap();
+    sqlx::query("DELETE FROM blocks")
+        .execute(&mut *collector)
+        .await
+        .unwrap();
+    let meta = f.meta.clone();
+    let rev = f.revision("/f", 1, 5);
+    let commit = tokio::spawn(async move { meta.commit(&rev).await });
+    // The commit checks its blocks (the deletion is not visible yet) and
+    // waits for the row the collector holds.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!commit.is_finished(), "the commit waits for the row");
+    collector.commit().await.unwrap();
+    let out = commit.await.unwrap();
+    assert!(
+        matches!(&out, Err(MetaError::MissingBlocks(ids)) if ids == &[BlockId([1; 32])]),
+        "{out:?}"
+    );
+    // At most the file shows as syncing, with no content yet.
+    let node = f.meta.resolve(f.user.root_ns, &p("/f")).await.unwrap();
+    assert!(
+        node.as_ref()
+            .is_none_or(|n| n.pending_ms.is_some() && n.content_hash.is_none()),
+        "{node:?}"
+    );
+    pool.close().await;
+}

@@ -224,6 +224,11 @@ async fn advance(tx: &mut Tx, ns: i64, id: &str, c: &Checkpoint) -> Result<bool>
     if moved == 0 {
         return Ok(false);
     }
+    // The session names these blocks from now on; collection must not
+    // have taken them since they were recorded.
+    let mut named: Vec<BlockId> = c.new_blocks.iter().map(|(b, _)| *b).collect();
+    named.extend(c.tail.map(|(t, _)| t));
+    gc_queries::hold_blocks(tx, &named, now_ms()).await?;
     let mut idx = c.first_idx as i64;
     for chunk in c.new_blocks.chunks(commit_queries::BATCH) {
         // $1, $2 are shared; each row adds idx, block_id, size.

@@ -1,0 +1,342 @@
+//! The storage lifecycle seen from outside: collection frees what nobody
+//! needs once its grace period has passed (and nothing a live file, the
+//! trash or a kept revision needs), packs are compacted, orphans a crash
+//! left are swept, and the retention schedule thins old revisions but
+//! never a pinned one. SQLite and PostgreSQL, with the worker clock moved
+//! instead of waiting.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::common::{Backend, TestServer, no_progress, random_data};
+use tessera_client::Remote;
+use tessera_client::transfer::{SmallFile, upload_file, upload_small_files};
+
+on_both_backends!(
+    collection_returns_the_store_to_its_baseline,
+    mostly_empty_packs_are_compacted,
+    collection_racing_uploads_of_the_same_content_loses_nothing,
+    an_object_a_crash_left_behind_is_swept,
+    retention_thins_old_revisions_but_keeps_pinned_ones,
+);
+
+const GRACE: u64 = 3600;
+
+async fn start(b: Backend) -> TestServer {
+    TestServer::start_with(b, |c| {
+        c.gc_grace_secs = GRACE;
+        c.trash_ttl_secs = 30 * 24 * 3600;
+    })
+    .await
+}
+
+async fn admin(s: &TestServer) -> Remote {
+    s.login("admin", &s.admin_password, "console").await
+}
+
+async fn put(r: &Remote, path: &str, data: &[u8]) {
+    r.upload(path, None, reqwest::Body::from(data.to_vec()))
+        .await
+        .unwrap_or_else(|e| panic!("upload {path}: {e}"));
+}
+
+async fn fetch(r: &Remote, path: &str) -> Vec<u8> {
+    r.download(path, None)
+        .await
+        .unwrap_or_else(|e| panic!("download {path}: {e}"))
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec()
+}
+
+/// Runs `gc` now and answers what it did.
+async fn gc(s: &TestServer) -> u64 {
+    admin(s).await.run_worker("gc").await.unwrap().last_done
+}
+
+fn objects_under(s: &TestServer, prefix: &str) -> Vec<PathBuf> {
+    let root = s.data_dir().join("blocks").join(prefix);
+    s.store_objects()
+        .into_iter()
+        .filter(|p| p.starts_with(&root))
+        .collect()
+}
+
+/// Writes `count` small files of random bytes under `dir` on disk, for
+/// the packed upload.
+fn small_files(s: &TestServer, dir: &str, count: usize) -> Vec<(SmallFile, Vec<u8>)> {
+    let local = s.scratch(dir);
+    std::fs::create_dir_all(&local).unwrap();
+    (0..count)
+        .map(|i| {
+            let data = random_data(8 * 1024 + i, 1000 + i as u64);
+            let path = local.join(format!("f{i}"));
+            std::fs::write(&path, &data).unwrap();
+            let file = SmallFile {
+                local: path,
+                remote: format!("/{dir}/f{i}"),
+                base_rev: None,
+            };
+            (file, data)
+        })
+        .collect()
+}
+
+async fn collection_returns_the_store_to_its_baseline(b: Backend) {
+    let s = start(b).await;
+    let alice = s.user("alice").await;
+    let keep = random_data(2 << 20, 1);
+    put(&alice, "/keep.bin", &keep).await;
+    let trashed = random_data(1 << 20, 3);
+    put(&alice, "/trashed.bin", &trashed).await;
+    alice.delete("/trashed.bin").await.unwrap();
+    let baseline = s.store_bytes();
+
+    put(&alice, "/big.bin", &random_data(8 << 20, 2)).await;
+    let files = small_files(&s, "small", 200);
+    let list: Vec<SmallFile> = files.iter().map(|(f, _)| f.clone()).collect();
+    for r in upload_small_files(&alice, &list).await.unwrap() {
+        r.unwrap();
+    }
+    let grown = s.store_bytes();
+    assert!(grown > baseline + (9 << 20), "{baseline} → {grown}");
+
+    alice.delete("/big.bin").await.unwrap();
+    alice.delete("/small").await.unwrap();
+    for entry in alice.trash().await.unwrap().entries {
+        if entry.path != "/trashed.bin" {
+            alice.purge_trash(Some(&entry.id)).await.unwrap();
+        }
+    }
+    // Within the grace period nothing goes.
+    assert_eq!(gc(&s).await, 0);
+    assert_eq!(s.store_bytes(), grown);
+
+    s.config.clock.advance(Duration::from_secs(GRACE + 1));
+    let done = gc(&s).await;
+    assert!(done > 200, "collected and deleted: {done}");
+    let after = s.store_bytes();
+    assert!(
+        after.abs_diff(baseline) * 50 <= baseline,
+        "the store is back within 2% of {baseline} bytes: {after}"
+    );
+    assert!(objects_under(&s, "packs").is_empty(), "every pack went");
+    assert_eq!(fetch(&alice, "/keep.bin").await, keep);
+    assert_eq!(s.running.meta().unreferenced_blocks().await.unwrap(), 0);
+    // A second pass finds nothing left to do.
+    assert_eq!(gc(&s).await, 0);
+    // The trash kept what it holds.
+    let id = alice.trash().await.unwrap().entries[0].id.clone();
+    alice.restore_from_trash(&id, None).await.unwrap();
+    assert_eq!(fetch(&alice, "/trashed.bin").await, trashed);
+    // The same bytes uploaded again are stored again, and read back whole.
+    let again = random_data(8 << 20, 2);
+    put(&alice, "/big.bin", &again).await;
+    assert_eq!(fetch(&alice, "/big.bin").await, again);
+}
+
+async fn mostly_empty_packs_are_compacted(b: Backend) {
+    let s = start(b).await;
+    let alice = s.user("alice").await;
+    let files = small_files(&s, "small", 100);
+    let list: Vec<SmallFile> = files.iter().map(|(f, _)| f.clone()).collect();
+    for r in upload_small_files(&alice, &list).await.unwrap() {
+        r.unwrap();
+    }
+    let packs_before = objects_under(&s, "packs");
+    assert!(!packs_before.is_empty(), "small files travel in packs");
+    let before = s.store_bytes();
+    // Three files in four go.
+    for (f, _) in files.iter().filter(|(f, _)| !f.remote.ends_with('0')) {
+        if !f.remote.ends_with('4') && !f.remote.ends_with('8') {
+            alice.delete(&f.remote).await.unwrap();
+        }
+    }
+    alice.purge_trash(None).await.unwrap();
+    s.config.clock.advance(Duration::from_secs(GRACE + 1));
+    gc(&s).await;
+    // The old packs are doomed now and deleted a pass later.
+    s.config.clock.advance(Duration::from_secs(GRACE + 1));
+    gc(&s).await;
+    let packs_after = objects_under(&s, "packs");
+    assert!(
+        packs_after.iter().all(|p| !packs_before.contains(p)),
+        "every mostly empty pack was rewritten: {packs_before:?} → {packs_after:?}"
+    );
+    let after = s.store_bytes();
+    assert!(
+        after * 100 < before * 40,
+        "the store shrank to about the live share: {before} → {after}"
+    );
+    for (f, data) in &files {
+        let kept = f.remote.ends_with('0') || f.remote.ends_with('4') || f.remote.ends_with('8');
+        if kept {
+            assert_eq!(&fetch(&alice, &f.remote).await, data, "{}", f.remote);
+        }
+    }
+}
+
+/// Long on purpose: rounds of uploads race the collector for a while,
+/// then every file is read.
+async fn collection_racing_uploads_of_the_same_content_loses_nothing(b: Backend) {
+    // A grace of a second: blocks purged a moment ago are fair game, so
+    // collection meets the other user's uploads of the same bytes.
+    let s = TestServer::start_with(b, |c| c.gc_grace_secs = 1).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let rounds = 6u64;
+    let content = |round: u64, i: u64| random_data(100_000 + i as usize, 100 * round + i);
+    let dying = Duration::from_millis(1200);
+
+    let users = async {
+        for round in 0..rounds {
+            // Alice's copies go: their blocks die a second later...
+            for i in 0..5 {
+                put(&alice, &format!("/a{round}/{i}"), &content(round, i)).await;
+            }
+            alice.delete(&format!("/a{round}")).await.unwrap();
+            alice.purge_trash(None).await.unwrap();
+            tokio::time::sleep(dying).await;
+            // ...while Bob uploads the same bytes.
+            for i in 0..5 {
+                put(&bob, &format!("/b{round}/{i}"), &content(round, i)).await;
+            }
+            // Bob's own copy goes too, and comes back from a block he
+            // still holds a claim to (so his client sends nothing first).
+            bob.delete(&format!("/b{round}/0")).await.unwrap();
+            bob.purge_trash(None).await.unwrap();
+            tokio::time::sleep(dying).await;
+            let local = s.scratch(&format!("b{round}-0"));
+            std::fs::write(&local, content(round, 0)).unwrap();
+            upload_file(&bob, &local, &format!("/b{round}/0"), None, no_progress())
+                .await
+                .unwrap();
+        }
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let collector = async {
+        let admin = admin(&s).await;
+        let mut passes = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            admin.run_worker("gc").await.unwrap();
+            passes += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        passes
+    };
+    let users = async {
+        users.await;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    };
+    let ((), passes) = tokio::join!(users, collector);
+    assert!(passes > 10, "the collector ran throughout: {passes} passes");
+    tokio::time::sleep(dying).await;
+    gc(&s).await;
+    for round in 0..rounds {
+        for i in 0..5 {
+            let path = format!("/b{round}/{i}");
+            assert_eq!(fetch(&bob, &path).await, content(round, i), "{path}");
+        }
+    }
+}
+
+async fn an_object_a_crash_left_behind_is_swept(b: Backend) {
+    let s = start(b).await;
+    let alice = s.user("alice").await;
+    let keep = random_data(300_000, 3);
+    put(&alice, "/keep.bin", &keep).await;
+    let live = s.store_objects();
+    // What a crash between an object's write and its record leaves: an
+    // object nobody names. One from two hours ago, one from just now.
+    let dir = s.data_dir().join("blocks").join("blocks").join("zz");
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = dir.join("orphan-old");
+    let young = dir.join("orphan-young");
+    std::fs::write(&old, random_data(50_000, 4)).unwrap();
+    std::fs::write(&young, random_data(50_000, 5)).unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+
+    // Swept objects are deleted a minute after they are found.
+    gc(&s).await;
+    s.config.clock.advance(Duration::from_secs(61));
+    gc(&s).await;
+    assert!(!old.exists(), "an old object nobody names is swept");
+    assert!(young.exists(), "a young one may be a write under way");
+    for object in &live {
+        assert!(object.exists(), "{} is named and stays", object.display());
+    }
+    assert_eq!(fetch(&alice, "/keep.bin").await, keep);
+}
+
+async fn retention_thins_old_revisions_but_keeps_pinned_ones(b: Backend) {
+    let s = TestServer::start_with(b, |c| {
+        c.gc_grace_secs = GRACE;
+        c.retention.keep_all_secs = 3600;
+        c.retention.daily_days = 0;
+        c.retention.weekly_weeks = 0;
+    })
+    .await;
+    let alice = s.user("alice").await;
+    let versions: Vec<Vec<u8>> = (0..5).map(|i| random_data(400_000, 60 + i)).collect();
+    for v in &versions {
+        put(&alice, "/doc.bin", v).await;
+    }
+    let revs = alice.revisions("/doc.bin").await.unwrap().revisions;
+    assert_eq!(revs.len(), 5);
+    let second = revs.iter().map(|r| r.rev).min().unwrap() + 1;
+    let pinned = alice.pin("/doc.bin", second, true).await.unwrap();
+    assert!(pinned.pinned);
+    let err = alice.pin("/doc.bin", 999, true).await.unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err}");
+
+    // Within the hour every revision stays.
+    let ran = admin(&s).await.run_worker("retention").await.unwrap();
+    assert_eq!(ran.last_done, 0);
+    let before = s.store_bytes();
+
+    s.config.clock.advance(Duration::from_secs(2 * 3600));
+    let ran = admin(&s).await.run_worker("retention").await.unwrap();
+    assert_eq!(
+        ran.last_done, 3,
+        "all but the current and the pinned revision go"
+    );
+    let left = alice.revisions("/doc.bin").await.unwrap().revisions;
+    let mut kept: Vec<(i64, bool)> = left.iter().map(|r| (r.rev, r.pinned)).collect();
+    kept.sort();
+    let current = revs.iter().map(|r| r.rev).max().unwrap();
+    assert_eq!(kept, [(second, true), (current, false)]);
+
+    // Every revision still listed restores.
+    alice.restore("/doc.bin", second).await.unwrap();
+    assert_eq!(fetch(&alice, "/doc.bin").await, versions[1]);
+
+    // The blocks only the removed revisions used are freed.
+    s.config.clock.advance(Duration::from_secs(GRACE + 1));
+    gc(&s).await;
+    let after = s.store_bytes();
+    assert!(
+        after + 3 * 390_000 <= before,
+        "three revisions' blocks are freed: {before} → {after}"
+    );
+    // Unpinned, it goes at the next pass (it is no longer current).
+    alice.pin("/doc.bin", second, false).await.unwrap();
+    admin(&s).await.run_worker("retention").await.unwrap();
+    let left: Vec<i64> = alice
+        .revisions("/doc.bin")
+        .await
+        .unwrap()
+        .revisions
+        .iter()
+        .map(|r| r.rev)
+        .collect();
+    assert!(!left.contains(&second), "{left:?}");
+}

@@ -1,0 +1,321 @@
+//! Collection's queries: a child of `queries.rs`, compiled per backend with
+//! it. Which blocks nobody needs, which objects nobody names, and moving
+//! live blocks out of mostly empty packs.
+//!
+//! Race safety rests on two rules. Every path that starts to rely on an
+//! existing block (a commit's references, an upload's dedup, a resumable
+//! session's checkpoint) updates the block's row in its own transaction and
+//! fails when the row is gone ([`hold_blocks`], `take_refs`); and
+//! collection deletes a row only by a statement that re-checks, on the row
+//! as it stands, that it has no references and has been unreferenced for
+//! the whole grace period. On PostgreSQL the row lock orders the two; on
+//! SQLite one writer at a time does.
+
+use super::*;
+use commit_queries::{BATCH, placeholders};
+
+impl Store {
+    /// Removes the records of up to `limit` blocks that have had no
+    /// reference since before `cutoff_ms` and that no upload session names,
+    /// with every user's claim to them, and dooms the objects left without
+    /// a record (a pack once its last block goes). One transaction.
+    pub async fn collect_blocks(&self, cutoff_ms: i64, limit: i64) -> Result<Collected> {
+        let mut tx = self.begin().await?;
+        // The outer conditions are evaluated again on each row as it is
+        // deleted: a reference taken since the inner select saves it.
+        let gone: Vec<(Vec<u8>, String, i64)> = sqlx::query_as(
+            "DELETE FROM blocks
+             WHERE id IN (
+                 SELECT b.id FROM blocks b
+                 WHERE b.refcount <= 0 AND b.zero_since_ms IS NOT NULL AND b.zero_since_ms <= $1
+                   AND NOT EXISTS (SELECT 1 FROM upload_blocks ub WHERE ub.block_id = b.id)
+                   AND NOT EXISTS (SELECT 1 FROM upload_sessions us WHERE us.tail_block = b.id)
+                 ORDER BY b.zero_since_ms
+                 LIMIT $2)
+               AND refcount <= 0 AND zero_since_ms IS NOT NULL AND zero_since_ms <= $1
+             RETURNING id, object, obj_length",
+        )
+        .bind(cutoff_ms)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Collected {
+            blocks: gone.len() as u64,
+            ..Collected::default()
+        };
+        let mut freed: std::collections::BTreeMap<String, i64> = Default::default();
+        let mut ids = Vec::with_capacity(gone.len());
+        for (id, object, length) in gone {
+            out.bytes += length.max(0) as u64;
+            *freed.entry(object).or_default() += length;
+            ids.push(id);
+        }
+        for chunk in ids.chunks(BATCH) {
+            let sql = format!(
+                "DELETE FROM user_blocks WHERE block_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(&id[..]);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let now = now_ms();
+        for (object, bytes) in freed {
+            if doom_if_unnamed(&mut tx, &object, now).await? {
+                out.doomed += 1;
+            } else if is_pack(&object) {
+                add_freed(&mut tx, &object, bytes).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Objects doomed at or before `before_ms`, oldest first.
+    pub async fn doomed_objects(&self, before_ms: i64, limit: i64) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT object FROM doomed_objects WHERE since_ms <= $1 ORDER BY since_ms, object LIMIT $2",
+        )
+        .bind(before_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(o,)| o).collect())
+    }
+
+    /// Forgets doomed objects once they are deleted from the store.
+    pub async fn forget_doomed(&self, objects: &[String]) -> Result<()> {
+        for chunk in objects.chunks(BATCH) {
+            let sql = format!(
+                "DELETE FROM doomed_objects WHERE object IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for o in chunk {
+                q = q.bind(o);
+            }
+            q.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    /// Of `objects` (found in the store, old enough that no write of them
+    /// is still under way), dooms those no block record names: copies a
+    /// crash left between their write and their record, or whose cleanup
+    /// failed. Returns how many.
+    pub async fn doom_orphans(&self, objects: &[String]) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let now = now_ms();
+        let mut doomed = 0;
+        for chunk in objects.chunks(BATCH) {
+            let sql = format!(
+                "SELECT DISTINCT object FROM blocks WHERE object IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql));
+            for o in chunk {
+                q = q.bind(o);
+            }
+            let named: std::collections::HashSet<String> = q
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .map(|(o,)| o)
+                .collect();
+            for object in chunk.iter().filter(|o| !named.contains(*o)) {
+                doomed += doom(&mut tx, object, now).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(doomed)
+    }
+
+    /// Packs with collected blocks, each with its recorded (live) bytes.
+    pub async fn packs_with_freed_space(&self, limit: i64) -> Result<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT p.object,
+                 CAST(COALESCE((SELECT SUM(b.obj_length) FROM blocks b WHERE b.object = p.object), 0) AS BIGINT)
+             FROM pack_freed p ORDER BY p.freed_bytes DESC, p.object LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(o, live)| (o, live.max(0) as u64))
+            .collect())
+    }
+
+    /// The blocks recorded in `object`, by offset.
+    pub async fn blocks_in(&self, object: &str) -> Result<Vec<(BlockId, BlockLoc)>> {
+        let rows: Vec<(Vec<u8>, String, i64, i64)> = sqlx::query_as(
+            "SELECT id, object, obj_offset, obj_length FROM blocks WHERE object = $1 ORDER BY obj_offset",
+        )
+        .bind(object)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, object, offset, length)| {
+                let id = <[u8; 32]>::try_from(id.as_slice()).ok()?;
+                Some((BlockId(id), loc((object, offset, length))))
+            })
+            .collect())
+    }
+
+    /// Points each moved block at its new place, if it is still where it
+    /// was (compared and swapped: collection or a repair may have got there
+    /// first), and dooms `old` once nothing names it. The new object's
+    /// slices that no record took count as freed. One transaction.
+    pub async fn move_blocks(&self, old: &str, new: &str, moved: &[Moved]) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let mut lost = 0i64;
+        let mut taken = 0u64;
+        for m in moved {
+            let swapped = sqlx::query(
+                "UPDATE blocks SET object = $2, obj_offset = $3, obj_length = $4
+                 WHERE id = $1 AND object = $5 AND obj_offset = $6",
+            )
+            .bind(&m.id.0[..])
+            .bind(&m.to.object)
+            .bind(m.to.offset as i64)
+            .bind(m.to.length as i64)
+            .bind(&m.from.object)
+            .bind(m.from.offset as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if swapped == 1 {
+                taken += 1;
+            } else {
+                lost += m.to.length as i64;
+            }
+        }
+        let now = now_ms();
+        sqlx::query("DELETE FROM pack_freed WHERE object = $1")
+            .bind(old)
+            .execute(&mut *tx)
+            .await?;
+        doom_if_unnamed(&mut tx, old, now).await?;
+        if taken == 0 {
+            doom(&mut tx, new, now).await?;
+        } else if lost > 0 {
+            add_freed(&mut tx, new, lost).await?;
+        }
+        tx.commit().await?;
+        Ok(taken)
+    }
+
+    /// Forgets a pack's freed bytes (it cannot be compacted now, for
+    /// example because a block in it is damaged; its next collection
+    /// brings it back).
+    pub async fn forget_pack_freed(&self, object: &str) -> Result<()> {
+        sqlx::query("DELETE FROM pack_freed WHERE object = $1")
+            .bind(object)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+pub(super) fn is_pack(object: &str) -> bool {
+    object.starts_with("packs/")
+}
+
+/// Dooms `object` if no block record names it. True if it did.
+async fn doom_if_unnamed(tx: &mut Tx, object: &str, now: i64) -> Result<bool> {
+    let named: Option<(i64,)> =
+        sqlx::query_as("SELECT CAST(1 AS BIGINT) FROM blocks WHERE object = $1 LIMIT 1")
+            .bind(object)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if named.is_some() {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM pack_freed WHERE object = $1")
+        .bind(object)
+        .execute(&mut **tx)
+        .await?;
+    Ok(doom(tx, object, now).await? > 0)
+}
+
+async fn doom(tx: &mut Tx, object: &str, now: i64) -> Result<u64> {
+    Ok(sqlx::query(
+        "INSERT INTO doomed_objects (object, since_ms) VALUES ($1, $2) ON CONFLICT (object) DO NOTHING",
+    )
+    .bind(object)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
+}
+
+async fn add_freed(tx: &mut Tx, object: &str, bytes: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO pack_freed (object, freed_bytes) VALUES ($1, $2)
+         ON CONFLICT (object) DO UPDATE SET freed_bytes = pack_freed.freed_bytes + $2",
+    )
+    .bind(object)
+    .bind(bytes)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Makes `ids` safe from collection for another grace period, in `tx`:
+/// an unreferenced block's clock starts again. Fails with
+/// [`MetaError::MissingBlocks`] (naming them) if any has been collected,
+/// so the caller's transaction rolls back and its client sends them again.
+pub(super) async fn hold_blocks(tx: &mut Tx, ids: &[BlockId], now: i64) -> Result<()> {
+    let mut unique: Vec<[u8; 32]> = ids.iter().map(|id| id.0).collect();
+    unique.sort_unstable();
+    unique.dedup();
+    let mut held = 0u64;
+    for chunk in unique.chunks(BATCH) {
+        let sql = format!(
+            "UPDATE blocks SET zero_since_ms = CASE WHEN refcount <= 0 THEN $1 ELSE zero_since_ms END
+             WHERE id IN ({})",
+            placeholders(2, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+        for id in chunk {
+            q = q.bind(&id[..]);
+        }
+        held += q.execute(&mut **tx).await?.rows_affected();
+    }
+    if held == unique.len() as u64 {
+        return Ok(());
+    }
+    Err(MetaError::MissingBlocks(
+        absent(tx, &unique)
+            .await?
+            .into_iter()
+            .map(BlockId)
+            .collect(),
+    ))
+}
+
+/// Which of `ids` have no block record.
+pub(super) async fn absent(tx: &mut Tx, ids: &[[u8; 32]]) -> Result<Vec<[u8; 32]>> {
+    let mut present = std::collections::HashSet::with_capacity(ids.len());
+    for chunk in ids.chunks(BATCH) {
+        let sql = format!(
+            "SELECT id FROM blocks WHERE id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query_as::<_, (Vec<u8>,)>(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(&id[..]);
+        }
+        for (id,) in q.fetch_all(&mut **tx).await? {
+            present.insert(id);
+        }
+    }
+    Ok(ids
+        .iter()
+        .filter(|id| !present.contains(&id[..]))
+        .copied()
+        .collect())
+}
