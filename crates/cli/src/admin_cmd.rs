@@ -1,9 +1,10 @@
-//! `tessera admin workers`: the server's background workers, over HTTP
-//! with the saved login (an administrator's).
+//! `tessera admin workers` and `tessera admin quota`: the server's
+//! background workers and users' quotas, over HTTP with the saved login
+//! (an administrator's).
 
 use clap::Subcommand;
 use tessera_client::Remote;
-use tessera_client::remote::{WorkerState, WorkerStatus};
+use tessera_client::remote::{Usage, WorkerState, WorkerStatus};
 
 use crate::profile;
 
@@ -11,6 +12,60 @@ use crate::profile;
 pub enum WorkersCommand {
     /// Run one step of a worker now and show its status after it.
     Run { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum QuotaCommand {
+    /// Set USER's quota: a size such as 50GiB or 500MB, or 0 for no limit.
+    Set {
+        user: String,
+        size: bytesize::ByteSize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show USER's usage and quota.
+    Show {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn quota(command: QuotaCommand) -> anyhow::Result<()> {
+    let p = profile::load()?;
+    let remote = Remote::new(&p.server, Some(p.token))?;
+    let (usage, json) = match command {
+        QuotaCommand::Set { user, size, json } => {
+            let bytes = size.as_u64();
+            (
+                remote
+                    .set_quota(&user, (bytes > 0).then_some(bytes))
+                    .await?,
+                json,
+            )
+        }
+        QuotaCommand::Show { user, json } => (remote.quota(&user).await?, json),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&usage)?);
+    } else {
+        println!("{}", usage_line(&usage));
+    }
+    Ok(())
+}
+
+/// `alice: 1.2 GiB of 50.0 GiB used (2%)`, or `… used, no quota`.
+pub fn usage_line(u: &Usage) -> String {
+    let used = bytesize::ByteSize::b(u.used_bytes).display().iec();
+    match u.quota_bytes {
+        Some(q) => format!(
+            "{}: {used} of {} used ({}%)",
+            u.user,
+            bytesize::ByteSize::b(q).display().iec(),
+            u.used_bytes.saturating_mul(100) / q.max(1)
+        ),
+        None => format!("{}: {used} used, no quota", u.user),
+    }
 }
 
 pub async fn workers(command: Option<WorkersCommand>, json: bool) -> anyhow::Result<()> {

@@ -158,7 +158,8 @@ fn when(ms: i64) -> String {
 }
 
 pub async fn ls(remote_path: &str, json: bool) -> anyhow::Result<()> {
-    let list = remote()?.list(remote_path).await?;
+    let remote = remote()?;
+    let list = remote.list(remote_path).await?;
     if json {
         return print_json(&list);
     }
@@ -173,6 +174,22 @@ pub async fn ls(remote_path: &str, json: bool) -> anyhow::Result<()> {
             ),
         }
     }
+    // A footer for people, not for pipes; an older server without /usage
+    // still lists.
+    if std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && let Ok(usage) = remote.usage().await
+    {
+        println!("{}", crate::admin_cmd::usage_line(&usage));
+    }
+    Ok(())
+}
+
+pub async fn usage(json: bool) -> anyhow::Result<()> {
+    let usage = remote()?.usage().await?;
+    if json {
+        return print_json(&usage);
+    }
+    println!("{}", crate::admin_cmd::usage_line(&usage));
     Ok(())
 }
 

@@ -72,6 +72,11 @@ enum Command {
     Mv { from: String, to: String },
     /// Delete a file or folder (to the trash).
     Rm { remote: String },
+    /// Show how much storage this account uses, and its quota.
+    Usage {
+        #[arg(long)]
+        json: bool,
+    },
     /// List a file's revisions, or pin one so the retention schedule keeps it.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Revisions {
@@ -275,6 +280,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             .await
         }
         Command::Status { dir } => sync_cmd::status(&dir).await,
+        Command::Usage { json } => c::usage(json).await,
         Command::Conflicts { dir } => sync_cmd::conflicts(&dir),
     }
 }

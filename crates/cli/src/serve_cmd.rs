@@ -201,6 +201,11 @@ pub enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show or set a user's storage quota (as the logged-in administrator).
+    Quota {
+        #[command(subcommand)]
+        command: crate::admin_cmd::QuotaCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -243,6 +248,7 @@ pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
             user_add(new).await
         }
         AdminCommand::Workers { command, json } => crate::admin_cmd::workers(command, json).await,
+        AdminCommand::Quota { command } => crate::admin_cmd::quota(command).await,
     }
 }
 

@@ -536,7 +536,7 @@ impl Remote {
 // ---- administration: the server's background workers ----
 
 use tessera_proto::api::WorkersResponse;
-pub use tessera_proto::api::{WorkerState, WorkerStatus};
+pub use tessera_proto::api::{Usage, WorkerState, WorkerStatus};
 
 impl Remote {
     /// The server's workers (administrators only).
@@ -551,4 +551,25 @@ impl Remote {
         let path = format!("/admin/workers/{name}/run");
         Self::json(self.request(Method::POST, &path)).await
     }
+
+    /// This account's usage and quota.
+    pub async fn usage(&self) -> Result<Usage, ClientError> {
+        Self::json(self.request(Method::GET, "/usage")).await
+    }
+
+    /// A user's usage and quota (administrators only).
+    pub async fn quota(&self, user: &str) -> Result<Usage, ClientError> {
+        Self::json(self.request(Method::GET, &quota_path(user))).await
+    }
+
+    /// Sets a user's quota, `None` for no limit (administrators only).
+    pub async fn set_quota(&self, user: &str, bytes: Option<u64>) -> Result<Usage, ClientError> {
+        let req = tessera_proto::api::QuotaRequest { quota_bytes: bytes };
+        Self::json(self.request(Method::PUT, &quota_path(user)).json(&req)).await
+    }
+}
+
+fn quota_path(user: &str) -> String {
+    let user: String = url::form_urlencoded::byte_serialize(user.as_bytes()).collect();
+    format!("/admin/users/{user}/quota")
 }

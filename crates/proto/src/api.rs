@@ -490,3 +490,21 @@ impl WorkerStatus {
 pub struct WorkersResponse {
     pub workers: Vec<WorkerStatus>,
 }
+
+/// A user's storage: what they use and their quota, in bytes. Usage is the
+/// logical size of every revision kept (current files, the trash, old
+/// revisions).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Usage {
+    pub user: String,
+    pub used_bytes: u64,
+    /// None: no limit.
+    #[serde(default)]
+    pub quota_bytes: Option<u64>,
+}
+
+/// Sets a user's quota; `null` (or 0 from the command line) lifts it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct QuotaRequest {
+    pub quota_bytes: Option<u64>,
+}

@@ -23,6 +23,8 @@ pub enum ErrorCode {
     HashMismatch,
     TooLarge,
     InsufficientStorage,
+    /// The change would take the account past its storage quota (507).
+    QuotaExceeded,
     Internal,
 }
 

@@ -16,6 +16,7 @@ mod lifecycle;
 mod limits;
 mod names;
 mod openapi;
+mod quota;
 mod resume;
 mod sync;
 mod tree;

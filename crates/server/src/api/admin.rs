@@ -1,11 +1,12 @@
 //! Administration over HTTP, for administrators only: the background
-//! workers' status, and running one now.
+//! workers' status, running one now, and quotas.
 
 use axum::Json;
 use axum::extract::{Path, State};
 
-use super::{ApiError, AppState, AuthUser};
+use super::{ApiError, AppState, AuthUser, J};
 use crate::workers::{RunError, WorkerStatus, WorkersResponse};
+use tessera_proto::api::{QuotaRequest, Usage};
 
 /// Refuses a signed-in user who is not an administrator.
 async fn admin_only(state: &AppState, user: &AuthUser) -> Result<(), ApiError> {
@@ -13,7 +14,8 @@ async fn admin_only(state: &AppState, user: &AuthUser) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::Forbidden(format!(
-            "{} is not an administrator: only administrators may see or run the server's workers",
+            "{} is not an administrator: only administrators may see or run the server's \
+             workers or set quotas",
             user.username
         )))
     }
@@ -48,4 +50,58 @@ pub async fn run_worker(
         // Only while the server shuts down.
         Err(e @ RunError::Stopped) => Err(ApiError::Internal(e.to_string())),
     }
+}
+
+async fn usage_of(state: &AppState, name: &str) -> Result<Usage, ApiError> {
+    let user = state
+        .meta
+        .user_by_name(name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no user named {name}")))?;
+    let (used_bytes, quota_bytes) = state.meta.usage(user.id).await?;
+    Ok(Usage {
+        user: user.username,
+        used_bytes,
+        quota_bytes,
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/users/{name}/quota", params(("name" = String, Path, description = "the user name")), responses((status = 200, body = Usage), (status = 403, body = tessera_proto::ErrorBody, description = "the user is not an administrator"), (status = 404, body = tessera_proto::ErrorBody, description = "no such user")), security(("bearer" = [])))]
+pub async fn quota(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(name): Path<String>,
+) -> Result<Json<Usage>, ApiError> {
+    admin_only(&state, &user).await?;
+    Ok(Json(usage_of(&state, &name).await?))
+}
+
+/// Sets a user's quota. Usage already over it stays (nothing is deleted);
+/// further growth is refused.
+#[utoipa::path(put, path = "/api/v1/admin/users/{name}/quota", params(("name" = String, Path, description = "the user name")), request_body = QuotaRequest, responses((status = 200, body = Usage), (status = 403, body = tessera_proto::ErrorBody, description = "the user is not an administrator"), (status = 404, body = tessera_proto::ErrorBody, description = "no such user")), security(("bearer" = [])))]
+pub async fn set_quota(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(name): Path<String>,
+    J(req): J<QuotaRequest>,
+) -> Result<Json<Usage>, ApiError> {
+    admin_only(&state, &user).await?;
+    let quota = req.quota_bytes.filter(|&q| q > 0);
+    state.meta.set_quota(&name, quota).await?;
+    tracing::info!(admin = %user.username, user = %name, ?quota, "quota set");
+    Ok(Json(usage_of(&state, &name).await?))
+}
+
+/// The signed-in user's own usage and quota.
+#[utoipa::path(get, path = "/api/v1/usage", responses((status = 200, body = Usage)), security(("bearer" = [])))]
+pub async fn own_usage(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<Json<Usage>, ApiError> {
+    let (used_bytes, quota_bytes) = state.meta.usage(user.user_id).await?;
+    Ok(Json(Usage {
+        user: user.username,
+        used_bytes,
+        quota_bytes,
+    }))
 }

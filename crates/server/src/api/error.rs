@@ -50,6 +50,8 @@ pub enum ApiError {
     #[error("the server's storage is full: free space or add capacity, then retry")]
     InsufficientStorage,
     #[error("{0}")]
+    QuotaExceeded(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -97,6 +99,7 @@ impl ApiError {
                 StatusCode::INSUFFICIENT_STORAGE,
                 ErrorCode::InsufficientStorage,
             ),
+            QuotaExceeded(_) => (StatusCode::INSUFFICIENT_STORAGE, ErrorCode::QuotaExceeded),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
@@ -138,6 +141,7 @@ impl From<MetaError> for ApiError {
             MetaError::MissingBlocks(ids) => ApiError::MissingBlocks(ids),
             MetaError::Invalid(m) => ApiError::BadRequest(m),
             MetaError::IntoItself(m) => ApiError::InsideItself(m),
+            e @ MetaError::QuotaExceeded { .. } => ApiError::QuotaExceeded(e.to_string()),
             other if is_disk_full(&other) => ApiError::InsufficientStorage,
             other => ApiError::internal(other),
         }

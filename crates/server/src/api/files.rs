@@ -170,7 +170,7 @@ pub(crate) async fn drain<R: tokio::io::AsyncRead + Unpin>(body: &mut R) {
 
 /// Simple upload: the body is the file. The server cuts, stores and commits.
 /// Nothing is visible until the whole body has arrived and been stored.
-#[utoipa::path(put, path = "/api/v1/files/content", params(UploadQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 201, body = Entry), (status = 404, body = tessera_proto::ErrorBody, description = "the folder does not exist"), (status = 409, body = tessera_proto::ErrorBody, description = "stale base_rev, or the path is a folder"), (status = 413, body = tessera_proto::ErrorBody), (status = 429)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/v1/files/content", params(UploadQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 201, body = Entry), (status = 404, body = tessera_proto::ErrorBody, description = "the folder does not exist"), (status = 409, body = tessera_proto::ErrorBody, description = "stale base_rev, or the path is a folder"), (status = 413, body = tessera_proto::ErrorBody), (status = 429), (status = 507, body = tessera_proto::ErrorBody, description = "over the account's quota (code quota_exceeded)")), security(("bearer" = [])))]
 pub async fn upload(
     State(state): State<AppState>,
     user: AuthUser,
@@ -191,6 +191,14 @@ pub async fn upload(
     if declared.is_some_and(|n| n > limit) {
         drain(&mut body).await;
         return Err(too_large(limit));
+    }
+    // Over the quota: refused before anything is stored. (Without a
+    // length, the commit refuses it, and the blocks go to collection.)
+    if let Some(n) = declared
+        && let Err(e) = state.meta.check_room(user.user_id, n).await
+    {
+        drain(&mut body).await;
+        return Err(e.into());
     }
     // Read at most one byte past the limit, so an oversized body without a
     // length is refused without storing the excess.
@@ -427,6 +435,15 @@ pub async fn commit(
     J(req): J<CommitRequest>,
 ) -> Result<(StatusCode, Json<Entry>), ApiError> {
     let new = new_revision(&state, &user, req)?;
+    // Over the quota: refused before the client sends any block.
+    let same = state
+        .meta
+        .resolve(new.ns, &new.path)
+        .await?
+        .is_some_and(|n| n.size == new.size as i64 && n.content_hash() == Some(new.content_hash));
+    if !same {
+        state.meta.check_room(new.user_id, new.size).await?;
+    }
     match check_commit(&state, &new).await {
         Ok(()) => {}
         Err(Unready::Refused(e)) => return Err(e),

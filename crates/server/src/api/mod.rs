@@ -144,6 +144,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/workers", get(admin::workers))
         .route("/admin/workers/{name}/run", post(admin::run_worker))
+        .route(
+            "/admin/users/{name}/quota",
+            get(admin::quota).put(admin::set_quota),
+        )
+        .route("/usage", get(admin::own_usage))
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
         .layer(DefaultBodyLimit::max(JSON_LIMIT));

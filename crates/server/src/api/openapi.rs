@@ -72,6 +72,9 @@ use super::auth::SESSION_COOKIE;
         super::tus::terminate,
         super::admin::workers,
         super::admin::run_worker,
+        super::admin::quota,
+        super::admin::set_quota,
+        super::admin::own_usage,
         document,
     ),
     modifiers(&CommonAnswers),
@@ -106,6 +109,8 @@ use super::auth::SESSION_COOKIE;
         tessera_proto::error::ErrorCode,
         TusVersion,
         tessera_proto::api::WorkersResponse,
+        tessera_proto::api::Usage,
+        tessera_proto::api::QuotaRequest,
         tessera_proto::api::WorkerStatus,
         tessera_proto::api::WorkerState,
     ))
@@ -154,7 +159,11 @@ const COMMON: &[(&str, &str, &str)] = &[
         "Internal",
         "internal error; the server log has the details",
     ),
-    ("507", "InsufficientStorage", "the server's storage is full"),
+    (
+        "507",
+        "InsufficientStorage",
+        "the server's storage is full, or the account's quota (code quota_exceeded)",
+    ),
 ];
 
 impl utoipa::Modify for CommonAnswers {

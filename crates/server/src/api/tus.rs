@@ -261,6 +261,11 @@ pub async fn create(
     if length > limit {
         return Err(super::files::too_large(limit).into());
     }
+    state
+        .meta
+        .check_room(user.user_id, length)
+        .await
+        .map_err(ApiError::from)?;
     let raw_meta = text(&headers, "upload-metadata").unwrap_or_default();
     let (path, base_rev) = target(&parse_metadata(&raw_meta)?)?;
     let (id, done) = state

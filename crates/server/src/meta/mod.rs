@@ -83,6 +83,12 @@ pub enum MetaError {
     /// A stored journal entry has a kind this release does not know.
     #[error("the journal is damaged: {0}")]
     Journal(#[from] UnknownChangeKind),
+    /// A change would take the owner past their quota.
+    #[error(
+        "over the storage quota: this needs {adding} more bytes and {used} of {quota} bytes are \
+         in use; delete files or empty the trash, then retry"
+    )]
+    QuotaExceeded { used: u64, quota: u64, adding: u64 },
     #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://...")]
     BadUrl(String),
     #[error("database: {0}")]
@@ -500,6 +506,11 @@ forward! {
     fn purge_trash(&self, ns: i64, id: Option<&str>) -> Result<u64>;
     fn expire_trash(&self, cutoff_ms: i64) -> Result<u64>;
     fn unreferenced_blocks(&self) -> Result<i64>;
+    /// A user's usage and quota in bytes; see `quota_queries.rs`.
+    fn usage(&self, user_id: i64) -> Result<(u64, Option<u64>)>;
+    fn set_quota(&self, username: &str, quota: Option<u64>) -> Result<()>;
+    /// Whether `adding` bytes more fit the user's quota.
+    fn check_room(&self, user_id: i64, adding: u64) -> Result<()>;
     /// Removes up to `limit` blocks unreferenced since `cutoff_ms`; see
     /// `gc_queries.rs`.
     fn collect_blocks(&self, cutoff_ms: i64, limit: i64) -> Result<Collected>;

@@ -52,6 +52,9 @@ mod gc_queries;
 #[path = "journal.rs"]
 mod journal;
 #[allow(clippy::duplicate_mod)]
+#[path = "quota_queries.rs"]
+mod quota_queries;
+#[allow(clippy::duplicate_mod)]
 #[path = "revisions.rs"]
 mod revisions;
 #[allow(clippy::duplicate_mod)]
@@ -255,6 +258,15 @@ async fn purge_subtree(tx: &mut Tx, ns: i64, root: &str, now: i64) -> Result<()>
         queue.extend(children.into_iter().map(|(c,)| c));
         let ids = revision_block_ids(tx, ns, &id, None).await?;
         release_refs(tx, &ids, now).await?;
+        let (kept,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM revisions
+             WHERE namespace_id = $1 AND node_id = $2",
+        )
+        .bind(ns)
+        .bind(&id)
+        .fetch_one(&mut **tx)
+        .await?;
+        quota_queries::charge(tx, ns, -kept).await?;
         for sql in [
             "DELETE FROM revision_blocks WHERE namespace_id = $1 AND node_id = $2",
             "DELETE FROM revisions WHERE namespace_id = $1 AND node_id = $2",

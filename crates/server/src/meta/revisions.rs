@@ -106,6 +106,7 @@ impl Store {
         .await?;
         let ids = revision_block_ids(&mut w.tx, ns, &node.id, Some(new_rev)).await?;
         take_refs(&mut w.tx, &ids).await?;
+        quota_queries::charge(&mut w.tx, ns, old.size).await?;
         sqlx::query(
             "UPDATE nodes SET rev = $1, size = $2, content_hash = $3, modified_ms = $4
              WHERE namespace_id = $5 AND id = $6",
@@ -222,32 +223,25 @@ impl Store {
         };
         let now = now_ms();
         let mut dropped = 0;
+        let mut freed = 0;
         for &rev in revs.iter().filter(|&&r| r != current) {
-            let gone = sqlx::query(
-                "DELETE FROM revisions
+            let size: Option<(i64,)> = sqlx::query_as(
+                "SELECT size FROM revisions
                  WHERE namespace_id = $1 AND node_id = $2 AND rev = $3 AND NOT pinned",
             )
             .bind(ns)
             .bind(node)
             .bind(rev)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if gone == 0 {
-                continue;
-            }
-            let ids = revision_block_ids(&mut tx, ns, node, Some(rev)).await?;
-            sqlx::query(
-                "DELETE FROM revision_blocks WHERE namespace_id = $1 AND node_id = $2 AND rev = $3",
-            )
-            .bind(ns)
-            .bind(node)
-            .bind(rev)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-            release_refs(&mut tx, &ids, now).await?;
+            let Some((size,)) = size else {
+                continue;
+            };
+            quota_queries::remove_revision(&mut tx, ns, node, rev, now).await?;
+            freed += size;
             dropped += 1;
         }
+        quota_queries::charge(&mut tx, ns, -freed).await?;
         tx.commit().await?;
         Ok(dropped)
     }

@@ -190,6 +190,16 @@ impl Store {
             .name()
             .ok_or_else(|| MetaError::Invalid("a file cannot be stored at /".into()))?;
 
+        // Refused for the quota before the client sends any block; the
+        // same content again adds nothing.
+        let same = resolve(&mut w.tx, ns, path).await?.is_some_and(|n| {
+            !n.is_folder()
+                && n.size == new.size as i64
+                && n.content_hash.as_deref() == Some(&new.content_hash.0[..])
+        });
+        if !same {
+            quota_queries::room(&mut w.tx, new.user_id, new.size).await?;
+        }
         check_blocks(w, new).await?;
         let key = crate::meta::blocks_key(&new.chunker, &new.blocks);
 
@@ -627,5 +637,5 @@ async fn insert_revision(
     .bind(&key[..])
     .execute(&mut *w.tx)
     .await?;
-    Ok(())
+    quota_queries::charge(&mut w.tx, new.ns, new.size as i64).await
 }
