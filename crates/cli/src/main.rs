@@ -3,6 +3,7 @@
 
 mod admin_cmd;
 mod client_cmd;
+mod fsck_cmd;
 mod links;
 mod profile;
 mod serve_cmd;

@@ -206,6 +206,16 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: crate::admin_cmd::QuotaCommand,
     },
+    /// Check the database and the block store (it may run beside the server); non-zero exit on problems.
+    Fsck {
+        #[command(flatten)]
+        install: crate::fsck_cmd::InstallArgs,
+        /// Fix what can be fixed (counts, orphans to collection, damaged marks, broken sessions).
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -249,6 +259,11 @@ pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::Workers { command, json } => crate::admin_cmd::workers(command, json).await,
         AdminCommand::Quota { command } => crate::admin_cmd::quota(command).await,
+        AdminCommand::Fsck {
+            install,
+            repair,
+            json,
+        } => crate::fsck_cmd::fsck(install, repair, json).await,
     }
 }
 

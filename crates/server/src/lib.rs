@@ -3,6 +3,7 @@
 pub mod api;
 pub mod auth;
 pub mod blocks;
+pub mod fsck;
 pub mod listen;
 pub mod meta;
 pub mod notify;
@@ -14,4 +15,4 @@ pub mod uploads;
 pub mod web;
 pub mod workers;
 
-pub use server::{Config, Running, ServeError, start};
+pub use server::{Config, Running, ServeError, open_existing, start};

@@ -173,6 +173,39 @@ impl Config {
     }
 }
 
+/// Opens an existing installation's metadata and block store without
+/// serving it, for the admin tools (fsck). Nothing is created: a missing
+/// master key or database is an error. The store announces nothing.
+pub async fn open_existing(config: &Config) -> Result<(Meta, BlockStore), ServeError> {
+    if config.database.is_none() || (config.master_key.is_none() || config.store.is_none()) {
+        if !config.data_dir.is_dir() {
+            return Err(ServeError::Other(format!(
+                "no data folder at {}: give the server's data folder (--data-dir) or its \
+                 configuration (--config)",
+                config.data_dir.display()
+            )));
+        }
+    }
+    if config.database.is_none() {
+        let db = config.data_dir_abs()?.join("meta.db");
+        if !db.is_file() {
+            return Err(ServeError::Other(format!(
+                "no Tessera database at {}: give the server's data folder (--data-dir), its \
+                 configuration (--config) or its database (--database)",
+                db.display()
+            )));
+        }
+    }
+    let meta = Meta::connect(&config.database_url()?, Publisher::silent()).await?;
+    let master = match &config.master_key {
+        Some(hex) => MasterKey::from_hex(hex, "from the configuration")?,
+        None => MasterKey::load(&config.data_dir_abs()?.join("master.key"))?,
+    };
+    let ring = Arc::new(KeyRing::load(&meta, &master).await?);
+    let objects = open_object_store(&config.store_url()?)?;
+    Ok((meta.clone(), BlockStore::new(objects, ring, meta)))
+}
+
 /// A server that is listening.
 pub struct Running {
     pub addr: SocketAddr,

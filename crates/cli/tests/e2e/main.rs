@@ -12,6 +12,7 @@ mod blocks;
 mod changes;
 mod cli;
 mod daemon;
+mod fsck;
 mod lifecycle;
 mod limits;
 mod names;

@@ -41,6 +41,22 @@ impl MasterKey {
         Ok(Self(key))
     }
 
+    /// Reads the key file; a missing one is an error (tools that open an
+    /// existing installation must not make a key nothing was sealed with).
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        if !path.exists() {
+            return Err(KeyError::Io {
+                path: path.display().to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no master key here: give the server's data folder (--data-dir), its \
+                     configuration (--config) or the key (TESSERA_MASTER_KEY)",
+                ),
+            });
+        }
+        Self::load_or_create(path)
+    }
+
     /// Reads the key file, or creates it (mode 0600, fsynced) on first start.
     pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
         let io = |source| KeyError::Io {

@@ -540,8 +540,80 @@ impl BlockStore {
     }
 }
 
+/// The consistency check's side of the store: verifying without marking,
+/// and listing what no record names.
+impl BlockStore {
+    /// Reads and verifies a block, changing nothing (damage is not marked).
+    pub async fn verify(&self, id: BlockId, loc: &BlockLoc) -> Result<(), BlockError> {
+        self.open_unmarked(id, loc, |_, _, _| ()).await
+    }
+
+    /// Records that the stored copy of `id` at `loc` is damaged.
+    pub async fn mark_damaged(&self, id: &BlockId, loc: &BlockLoc) -> Result<(), BlockError> {
+        self.meta.mark_block_damaged(id, loc).await?;
+        Ok(())
+    }
+
+    /// Objects in the store that no block record names and that are not
+    /// doomed already: those written before `before_ms` (count, bytes and
+    /// the first `sample` names), and how many younger ones there are (a
+    /// write may be under way). Streams the listing.
+    pub async fn unnamed_objects(
+        &self,
+        before_ms: i64,
+        sample: usize,
+    ) -> Result<Unnamed, BlockError> {
+        use futures::TryStreamExt;
+        const BATCH: usize = 500;
+        let mut out = Unnamed::default();
+        let mut listing = self.objects.list(None);
+        let mut batch: Vec<(String, u64, bool)> = Vec::with_capacity(BATCH);
+        loop {
+            let next = listing.try_next().await?;
+            if let Some(found) = &next {
+                let name = found.location.to_string();
+                if name.starts_with("blocks/") || name.starts_with("packs/") {
+                    let old = found.last_modified.timestamp_millis() <= before_ms;
+                    batch.push((name, found.size, old));
+                }
+            }
+            if batch.len() == BATCH || (next.is_none() && !batch.is_empty()) {
+                let names: Vec<String> = batch.iter().map(|(n, ..)| n.clone()).collect();
+                let known = self.meta.known_objects(&names).await?;
+                for (name, size, old) in batch.drain(..) {
+                    if known.contains(&name) {
+                        continue;
+                    }
+                    if !old {
+                        out.recent += 1;
+                        continue;
+                    }
+                    out.count += 1;
+                    out.bytes += size;
+                    if out.sample.len() < sample {
+                        out.sample.push(name);
+                    }
+                }
+            }
+            if next.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+/// What [`BlockStore::unnamed_objects`] found.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Unnamed {
+    pub count: u64,
+    pub bytes: u64,
+    pub sample: Vec<String>,
+    /// Too young to judge: their record may be a moment away.
+    pub recent: u64,
+}
+
 /// Errors that mean the stored copy itself is bad (not a passing fault).
-fn is_damage(e: &BlockError) -> bool {
+pub fn is_damage(e: &BlockError) -> bool {
     matches!(
         e,
         BlockError::Corrupt(..) | BlockError::Store(object_store::Error::NotFound { .. })

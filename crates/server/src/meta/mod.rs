@@ -264,6 +264,35 @@ pub struct Moved {
     pub to: BlockLoc,
 }
 
+/// A file revision or upload session that uses a block, for reports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BlockUse {
+    pub owner: String,
+    /// The file's path (where it was, for one in the trash), or the
+    /// upload session's target.
+    pub path: String,
+    /// None for an upload session.
+    pub rev: Option<i64>,
+    pub in_trash: bool,
+}
+
+/// A block whose recorded reference count is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrongCount {
+    pub id: BlockId,
+    pub recorded: i64,
+    pub actual: i64,
+}
+
+/// An unfinished upload session that names a block with no record.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct Dangling {
+    pub namespace_id: i64,
+    pub id: String,
+    pub path: String,
+    pub owner: String,
+}
+
 /// What recording a freshly written copy of a block did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
@@ -521,6 +550,14 @@ forward! {
     fn blocks_in(&self, object: &str) -> Result<Vec<(BlockId, BlockLoc)>>;
     fn move_blocks(&self, old: &str, new: &str, moved: &[Moved]) -> Result<u64>;
     fn forget_pack_freed(&self, object: &str) -> Result<()>;
+    /// The consistency check's queries; see `fsck_queries.rs`.
+    fn blocks_page(&self, after: Option<BlockId>, limit: i64) -> Result<Vec<(BlockId, BlockLoc)>>;
+    fn block_uses(&self, id: &BlockId) -> Result<Vec<BlockUse>>;
+    fn dangling_blocks(&self, limit: i64) -> Result<Vec<BlockId>>;
+    fn wrong_refcounts(&self, limit: i64) -> Result<Vec<WrongCount>>;
+    fn fix_refcount(&self, id: &BlockId) -> Result<()>;
+    fn dangling_sessions(&self) -> Result<Vec<Dangling>>;
+    fn known_objects(&self, objects: &[String]) -> Result<std::collections::HashSet<String>>;
     /// Restores a trashed node; see `tree.rs`.
     fn restore_from_trash(
         &self,

@@ -46,6 +46,9 @@ mod blocks;
 #[path = "commit_queries.rs"]
 mod commit_queries;
 #[allow(clippy::duplicate_mod)]
+#[path = "fsck_queries.rs"]
+mod fsck_queries;
+#[allow(clippy::duplicate_mod)]
 #[path = "gc_queries.rs"]
 mod gc_queries;
 #[allow(clippy::duplicate_mod)]
