@@ -177,14 +177,14 @@ impl Config {
 /// serving it, for the admin tools (fsck). Nothing is created: a missing
 /// master key or database is an error. The store announces nothing.
 pub async fn open_existing(config: &Config) -> Result<(Meta, BlockStore), ServeError> {
-    if config.database.is_none() || (config.master_key.is_none() || config.store.is_none()) {
-        if !config.data_dir.is_dir() {
-            return Err(ServeError::Other(format!(
-                "no data folder at {}: give the server's data folder (--data-dir) or its \
-                 configuration (--config)",
-                config.data_dir.display()
-            )));
-        }
+    let needs_dir =
+        config.database.is_none() || config.master_key.is_none() || config.store.is_none();
+    if needs_dir && !config.data_dir.is_dir() {
+        return Err(ServeError::Other(format!(
+            "no data folder at {}: give the server's data folder (--data-dir) or its \
+             configuration (--config)",
+            config.data_dir.display()
+        )));
     }
     if config.database.is_none() {
         let db = config.data_dir_abs()?.join("meta.db");
