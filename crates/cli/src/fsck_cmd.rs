@@ -169,3 +169,40 @@ fn text(r: &Report, repair: bool) -> String {
     }
     out
 }
+
+/// `tessera admin rotate-master-key`: a new master key in the key file,
+/// every data key re-wrapped under it (crash-safe; run it again after a
+/// crash). `TESSERA_CRASH_AT` (`next-written` or `rewrapped`) ends the
+/// process abruptly after that step, as a power cut would, for the tests
+/// that prove a rotation cut short loses nothing.
+pub async fn rotate_master_key(install: InstallArgs) -> anyhow::Result<()> {
+    let config = install.into_config()?;
+    if config.master_key.is_some() {
+        anyhow::bail!(
+            "the master key is given by the configuration (TESSERA_MASTER_KEY or master_key), \
+             not by the key file: put a new key there yourself, or move the key into the data \
+             folder's master.key (mode 600) and rotate that"
+        );
+    }
+    let (meta, _) = tessera_server::open_existing(&config).await?;
+    let path = config.master_key_file()?;
+    let crash_at = std::env::var("TESSERA_CRASH_AT").ok();
+    let rotated = tessera_server::blocks::keys::rotate(&meta, &path, |step| {
+        use tessera_server::blocks::keys::RotationStep;
+        let name = match step {
+            RotationStep::NextWritten => "next-written",
+            RotationStep::Rewrapped => "rewrapped",
+        };
+        if crash_at.as_deref() == Some(name) {
+            std::process::abort();
+        }
+    })
+    .await;
+    meta.close().await;
+    let n = rotated?;
+    println!(
+        "The master key in {} is new; {n} data key(s) are wrapped under it. The old key opens nothing now.",
+        path.display()
+    );
+    Ok(())
+}

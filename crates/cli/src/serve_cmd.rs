@@ -216,6 +216,11 @@ pub enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Replace the master key file's key and re-wrap every data key under it (crash-safe: run it again after a crash).
+    RotateMasterKey {
+        #[command(flatten)]
+        install: crate::fsck_cmd::InstallArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -264,6 +269,9 @@ pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
             repair,
             json,
         } => crate::fsck_cmd::fsck(install, repair, json).await,
+        AdminCommand::RotateMasterKey { install } => {
+            crate::fsck_cmd::rotate_master_key(install).await
+        }
     }
 }
 

@@ -162,6 +162,12 @@ impl Config {
         }
     }
 
+    /// The master key file in the data folder (when the configuration
+    /// gives no key).
+    pub fn master_key_file(&self) -> Result<PathBuf, ServeError> {
+        Ok(self.data_dir_abs()?.join("master.key"))
+    }
+
     pub fn store_url(&self) -> Result<String, ServeError> {
         match &self.store {
             Some(url) => Ok(url.clone()),
@@ -197,13 +203,20 @@ pub async fn open_existing(config: &Config) -> Result<(Meta, BlockStore), ServeE
         }
     }
     let meta = Meta::connect(&config.database_url()?, Publisher::silent()).await?;
-    let master = match &config.master_key {
-        Some(hex) => MasterKey::from_hex(hex, "from the configuration")?,
-        None => MasterKey::load(&config.data_dir_abs()?.join("master.key"))?,
-    };
-    let ring = Arc::new(KeyRing::load(&meta, &master).await?);
+    let ring = Arc::new(key_ring(config, &meta, false).await?);
     let objects = open_object_store(&config.store_url()?)?;
     Ok((meta.clone(), BlockStore::new(objects, ring, meta)))
+}
+
+/// The data keys, unwrapped with the configured master key or the key file
+/// in the data folder (made on a new installation when `create`).
+async fn key_ring(config: &Config, meta: &Meta, create: bool) -> Result<KeyRing, ServeError> {
+    Ok(match &config.master_key {
+        Some(hex) => {
+            KeyRing::load(meta, &MasterKey::from_hex(hex, "from the configuration")?).await?
+        }
+        None => crate::blocks::keys::open_ring(meta, &config.master_key_file()?, create).await?,
+    })
 }
 
 /// A server that is listening.
@@ -262,11 +275,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         Publisher::for_database(hub.clone(), &database_url),
     )
     .await?;
-    let master = match &config.master_key {
-        Some(hex) => MasterKey::from_hex(hex, "from the configuration")?,
-        None => MasterKey::load_or_create(&config.data_dir_abs()?.join("master.key"))?,
-    };
-    let ring = Arc::new(KeyRing::load(&meta, &master).await?);
+    let ring = Arc::new(key_ring(&config, &meta, true).await?);
     let objects = open_object_store(&config.store_url()?)?;
     let blocks = BlockStore::new(objects, ring, meta.clone());
 

@@ -19,6 +19,7 @@ mod names;
 mod openapi;
 mod quota;
 mod resume;
+mod rotation;
 mod sync;
 mod tree;
 mod tus;

@@ -1,6 +1,15 @@
 //! Envelope encryption: a master key (a file with mode 0600, or given by the
 //! environment) wraps the data keys kept in the metadata store. Rotating the
 //! master key re-wraps data keys, never data.
+//!
+//! Rotation ([`rotate`]) is crash-safe in three steps: the new key is
+//! written beside the old one (`master.key.next`, fsynced); every data key
+//! is re-wrapped under it in one transaction; the new key file replaces
+//! the old (rename, fsynced). A crash before the transaction leaves the old
+//! key in force (the stale next file is replaced by the next rotation); a
+//! crash after it leaves the data keys under the key in the next file, and
+//! opening the store ([`open_ring`]) or running the rotation again finishes
+//! the rename. The old key opens nothing once the transaction committed.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -113,6 +122,88 @@ impl MasterKey {
             .map_err(|_| KeyError::Unwrap)?;
         plain.try_into().map_err(|_| KeyError::Unwrap)
     }
+}
+
+/// Where a rotation keeps the new key until the data keys are under it.
+pub fn next_key_path(path: &Path) -> std::path::PathBuf {
+    let mut next = path.as_os_str().to_owned();
+    next.push(".next");
+    std::path::PathBuf::from(next)
+}
+
+/// Unwraps the data keys with the key file at `path`, or creates the key
+/// (and the first data key) on a new installation. A rotation cut short
+/// after its transaction is finished here: the data keys open with the
+/// next key, which then replaces the old one.
+pub async fn open_ring(meta: &Meta, path: &Path, create: bool) -> Result<KeyRing, KeyError> {
+    let master = if create {
+        MasterKey::load_or_create(path)?
+    } else {
+        MasterKey::load(path)?
+    };
+    match KeyRing::load(meta, &master).await {
+        Err(KeyError::Unwrap) if next_key_path(path).exists() => {
+            let next = MasterKey::load(&next_key_path(path))?;
+            let ring = KeyRing::load(meta, &next).await?;
+            finish_rename(path)?;
+            tracing::warn!(key = %path.display(), "finished a master-key rotation that was cut short");
+            Ok(ring)
+        }
+        other => other,
+    }
+}
+
+fn finish_rename(path: &Path) -> Result<(), KeyError> {
+    let io = |source| KeyError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::rename(next_key_path(path), path).map_err(io)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
+}
+
+/// Where a rotation got to; tests cut it short at each of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationStep {
+    /// The new key is in the next file; nothing else changed.
+    NextWritten,
+    /// The data keys are under the new key; the old file is still there.
+    Rewrapped,
+}
+
+/// Replaces the master key in the file at `path` with a new random one,
+/// re-wrapping every data key; `at` is told each step as it completes.
+/// Returns how many data keys were re-wrapped.
+pub async fn rotate(
+    meta: &Meta,
+    path: &Path,
+    mut at: impl FnMut(RotationStep),
+) -> Result<usize, KeyError> {
+    // A rotation cut short after its transaction is finished first, so the
+    // old key below is the one the data keys are under.
+    open_ring(meta, path, false).await?;
+    let old = MasterKey::load(path)?;
+    let mut new = [0u8; 32];
+    rand::rng().fill_bytes(&mut new);
+    let new = MasterKey(new);
+    let next = next_key_path(path);
+    write_private(&next, hex::encode(new.0).as_bytes()).map_err(|source| KeyError::Io {
+        path: next.display().to_string(),
+        source,
+    })?;
+    at(RotationStep::NextWritten);
+    let mut rows = Vec::new();
+    for (id, wrapped) in meta.data_keys().await? {
+        let key = old.unwrap_key(&wrapped)?;
+        rows.push((id, wrapped, new.wrap(&key)));
+    }
+    meta.rewrap_data_keys(&rows).await?;
+    at(RotationStep::Rewrapped);
+    finish_rename(path)?;
+    Ok(rows.len())
 }
 
 /// Writes `bytes` to `path` readable by the owner only, durably.

@@ -483,6 +483,8 @@ forward! {
     fn delete_token(&self, hash: &[u8]) -> Result<()>;
     fn data_keys(&self) -> Result<Vec<(i64, Vec<u8>)>>;
     fn insert_data_key(&self, wrapped: &[u8]) -> Result<i64>;
+    /// Re-wraps every data key in one transaction; see `users.rs`.
+    fn rewrap_data_keys(&self, rows: &[(i64, Vec<u8>, Vec<u8>)]) -> Result<()>;
     fn missing_blocks(&self, user_id: i64, ids: &[BlockId]) -> Result<Vec<BlockId>>;
     fn block_location(&self, id: &BlockId) -> Result<Option<BlockLoc>>;
     fn user_block_location(&self, user_id: i64, id: &BlockId) -> Result<Option<BlockLoc>>;

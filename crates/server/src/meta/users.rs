@@ -142,4 +142,28 @@ impl Store {
         .await?;
         Ok(id)
     }
+
+    /// Replaces every data key's wrapping at once (a master-key rotation):
+    /// one transaction, each row compared with the wrapping it had, so the
+    /// keys are all under the old master key or all under the new one.
+    pub async fn rewrap_data_keys(&self, rows: &[(i64, Vec<u8>, Vec<u8>)]) -> Result<()> {
+        let mut tx = self.begin().await?;
+        for (id, old, new) in rows {
+            let changed =
+                sqlx::query("UPDATE data_keys SET wrapped = $1 WHERE id = $2 AND wrapped = $3")
+                    .bind(new)
+                    .bind(id)
+                    .bind(old)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            if changed != 1 {
+                return Err(MetaError::Invalid(format!(
+                    "data key {id} changed while it was being re-wrapped: run the rotation again"
+                )));
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 }
