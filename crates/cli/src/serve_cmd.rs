@@ -60,6 +60,18 @@ pub struct ServeArgs {
     /// At most this many revisions per file, 0 for no limit ([retention] max_revisions).
     #[arg(long, env = "TESSERA_RETENTION_MAX_REVISIONS")]
     retention_max_revisions: Option<u32>,
+    /// Where blocks of long-untouched files move: file:///PATH or s3://BUCKET[/PREFIX].
+    #[arg(long, env = "TESSERA_COLD_STORE")]
+    cold_store: Option<String>,
+    /// Blocks used only by files untouched this many seconds move to the cold store.
+    #[arg(long, env = "TESSERA_COLD_AFTER_SECS")]
+    cold_after_secs: Option<u64>,
+    /// Stores holding a copy of every block, written before an upload is acknowledged (comma-separated URLs).
+    #[arg(long, env = "TESSERA_REPLICA_STORES", value_delimiter = ',')]
+    replica_stores: Option<Vec<String>>,
+    /// Every block is read back and verified once in this many seconds.
+    #[arg(long, env = "TESSERA_SCRUB_INTERVAL_SECS")]
+    scrub_interval_secs: Option<u64>,
     /// A TOML file with the same keys (data_dir, listen, database, store, max_file_size,
     /// master_key, trusted_proxies, max_connections, ...; see the README).
     #[arg(long, env = "TESSERA_CONFIG")]
@@ -126,6 +138,18 @@ impl ServeArgs {
         }
         if let Some(v) = self.retention_max_revisions {
             cfg.retention.max_revisions = v;
+        }
+        if self.cold_store.is_some() {
+            cfg.cold_store = self.cold_store;
+        }
+        if let Some(v) = self.cold_after_secs {
+            cfg.cold_after_secs = v;
+        }
+        if let Some(v) = self.replica_stores {
+            cfg.replica_stores = v.into_iter().filter(|s| !s.trim().is_empty()).collect();
+        }
+        if let Some(v) = self.scrub_interval_secs {
+            cfg.scrub_interval_secs = v;
         }
         if let Ok(key) = std::env::var("TESSERA_MASTER_KEY") {
             cfg.master_key = Some(key);

@@ -12,12 +12,15 @@ use crate::api::{AppState, Limits, router};
 use crate::auth::{LoginLimiter, PasswordChecks, generate_password, hash_password};
 use crate::blocks::keys::KeyError;
 use crate::blocks::store::{StoreUrlError, open_object_store};
+use crate::blocks::tiers::Tiers;
 use crate::blocks::{BlockStore, KeyRing, MasterKey};
 use crate::listen::{ConnLimits, default_max_connections};
 use crate::meta::{Meta, MetaError};
 use crate::notify::{Hub, Presence, Publisher};
 use crate::proxy::TrustedProxies;
-use crate::workers::{Clock, Expired, Expiry, Gc, Retention, Runner, SHUTDOWN_DEADLINE, Worker};
+use crate::workers::{
+    Clock, Cold, Expired, Expiry, Gc, Retention, Runner, SHUTDOWN_DEADLINE, Scrub, Worker,
+};
 
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 << 30;
 
@@ -53,6 +56,17 @@ pub struct Config {
     pub gc_grace_secs: u64,
     /// Which old revisions of a file are kept.
     pub retention: crate::retention::Policy,
+    /// Where blocks used only by long-untouched files move
+    /// (`file:///PATH` or `s3://BUCKET[/PREFIX]`); none: they stay.
+    pub cold_store: Option<String>,
+    /// Blocks used only by files untouched this many seconds move to the
+    /// cold store.
+    pub cold_after_secs: u64,
+    /// Stores that hold a copy of every object, written before an upload
+    /// is acknowledged.
+    pub replica_stores: Vec<String>,
+    /// Every block is read back and verified once in this many seconds.
+    pub scrub_interval_secs: u64,
     /// Reverse proxies (IPs or CIDRs) whose `X-Forwarded-For` names the
     /// client; from any other peer the header is ignored.
     pub trusted_proxies: Vec<String>,
@@ -92,6 +106,10 @@ impl Default for Config {
             trash_ttl_secs: 30 * 24 * 3600,
             gc_grace_secs: 3600,
             retention: crate::retention::Policy::default(),
+            cold_store: None,
+            cold_after_secs: 90 * 24 * 3600,
+            replica_stores: Vec::new(),
+            scrub_interval_secs: 30 * 24 * 3600,
             trusted_proxies: Vec::new(),
             max_connections: 0,
             header_timeout_secs: 30,
@@ -162,6 +180,22 @@ impl Config {
         }
     }
 
+    /// The object stores: the main one, the cold one and the replicas.
+    pub fn tiers(&self) -> Result<Tiers, ServeError> {
+        let cold = match &self.cold_store {
+            Some(url) => Some(open_object_store(url)?),
+            None => None,
+        };
+        let replicas = self
+            .replica_stores
+            .iter()
+            .map(|url| open_object_store(url))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Tiers::new(open_object_store(&self.store_url()?)?)
+            .with_cold(cold)
+            .with_replicas(replicas))
+    }
+
     /// The master key file in the data folder (when the configuration
     /// gives no key).
     pub fn master_key_file(&self) -> Result<PathBuf, ServeError> {
@@ -204,8 +238,8 @@ pub async fn open_existing(config: &Config) -> Result<(Meta, BlockStore), ServeE
     }
     let meta = Meta::connect(&config.database_url()?, Publisher::silent()).await?;
     let ring = Arc::new(key_ring(config, &meta, false).await?);
-    let objects = open_object_store(&config.store_url()?)?;
-    Ok((meta.clone(), BlockStore::new(objects, ring, meta)))
+    let tiers = config.tiers()?;
+    Ok((meta.clone(), BlockStore::new(tiers, ring, meta)))
 }
 
 /// The data keys, unwrapped with the configured master key or the key file
@@ -276,8 +310,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     )
     .await?;
     let ring = Arc::new(key_ring(&config, &meta, true).await?);
-    let objects = open_object_store(&config.store_url()?)?;
-    let blocks = BlockStore::new(objects, ring, meta.clone());
+    let blocks = BlockStore::new(config.tiers()?, ring, meta.clone());
 
     let generated_admin_password = bootstrap_admin(&meta).await?;
     let runner = Runner::start(workers(&config, &meta, &blocks));
@@ -398,6 +431,19 @@ fn workers(config: &Config, meta: &Meta, blocks: &BlockStore) -> Vec<Box<dyn Wor
         grace: Duration::from_secs(config.gc_grace_secs),
         last_sweep_ms: None,
     }));
+    list.push(Box::new(Scrub::new(
+        meta.clone(),
+        blocks.clone(),
+        Duration::from_secs(config.scrub_interval_secs.max(1)),
+    )));
+    if blocks.has_cold() {
+        list.push(Box::new(Cold {
+            meta: meta.clone(),
+            blocks: blocks.clone(),
+            clock: config.clock.clone(),
+            after: Duration::from_secs(config.cold_after_secs),
+        }));
+    }
     list.push(Box::new(Retention {
         meta: meta.clone(),
         clock: config.clock.clone(),

@@ -21,6 +21,7 @@ mod quota;
 mod resume;
 mod rotation;
 mod sync;
+mod tiers;
 mod tree;
 mod tus;
 mod web;

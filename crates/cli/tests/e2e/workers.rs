@@ -37,7 +37,10 @@ async fn administrators_see_the_workers(b: Backend) {
     let s = start(b).await;
     let list = admin(&s).await.workers().await.unwrap();
     let names: Vec<&str> = list.iter().map(|w| w.name.as_str()).collect();
-    assert_eq!(names, ["gc", "pending", "retention", "trash", "uploads"]);
+    assert_eq!(
+        names,
+        ["gc", "pending", "retention", "scrub", "trash", "uploads"]
+    );
     for w in &list {
         assert_eq!(w.state, WorkerState::Idle, "{w:?}");
         assert_eq!(
@@ -74,7 +77,7 @@ async fn others_are_refused(b: Backend) {
     assert_eq!(err.code(), Some(ErrorCode::NotFound), "{err}");
     assert!(
         err.to_string()
-            .contains("gc, pending, retention, trash, uploads"),
+            .contains("gc, pending, retention, scrub, trash, uploads"),
         "names the workers there are: {err}"
     );
 }
@@ -116,13 +119,13 @@ async fn the_cli_shows_and_runs_workers(b: Backend) {
     assert!(out.status.success(), "{}", said(&out));
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     let lines: Vec<&str> = table.lines().collect();
-    assert_eq!(lines.len(), 6, "{table}");
+    assert_eq!(lines.len(), 7, "{table}");
     assert!(
         lines[0].starts_with("NAME") && lines[0].contains("LAST ERROR"),
         "{table}"
     );
     assert!(
-        lines[4].starts_with("trash") && lines[4].contains("never"),
+        lines[5].starts_with("trash") && lines[5].contains("never"),
         "{table}"
     );
 
@@ -131,13 +134,13 @@ async fn the_cli_shows_and_runs_workers(b: Backend) {
     assert!(said(&out).contains(" ago"), "{}", said(&out));
     let out = finish_async(command(&cfg, &["admin", "workers", "--json"]), None).await;
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json[3]["name"], "trash", "{json}");
-    assert_eq!(json[3]["runs"], 1, "{json}");
+    assert_eq!(json[4]["name"], "trash", "{json}");
+    assert_eq!(json[4]["runs"], 1, "{json}");
 
     let out = finish_async(command(&cfg, &["admin", "workers", "run", "compost"]), None).await;
     assert!(!out.status.success());
     assert!(
-        said(&out).contains("gc, pending, retention, trash, uploads"),
+        said(&out).contains("gc, pending, retention, scrub, trash, uploads"),
         "{}",
         said(&out)
     );

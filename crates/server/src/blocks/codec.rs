@@ -61,6 +61,8 @@ pub enum BlockError {
     Meta(#[from] crate::meta::MetaError),
     #[error("worker thread failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("{0}")]
+    Config(String),
 }
 
 impl From<BlockCodec> for Codec {

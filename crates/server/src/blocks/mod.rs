@@ -44,6 +44,7 @@ pub mod hash;
 pub mod ingest;
 pub mod keys;
 pub mod store;
+pub mod tiers;
 
 pub use codec::{BlockError, Codec};
 pub use ingest::{Checkpoints, Ingest, IngestError};

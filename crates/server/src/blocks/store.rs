@@ -1,17 +1,19 @@
 //! The block store: verifies, seals and stores blocks, and reads them back
-//! verified. The only code that speaks to the object store.
+//! verified, from a replica when the main copy is damaged (which it then
+//! repairs). Objects are reached through [`Tiers`].
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use futures::TryStreamExt;
+use object_store::ObjectStore;
 use tessera_proto::BlockId;
 use tessera_proto::pack::{MAX_FRAME_PLAIN, MAX_PACK_PLAIN};
 
 use super::codec::{self, BlockError, Codec};
 use super::keys::KeyRing;
+use super::tiers::{COLD_PREFIX, Copy, Tiers};
 use crate::meta::{BlockLoc, Meta, Recorded};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +53,7 @@ pub fn open_object_store(url: &str) -> Result<Arc<dyn ObjectStore>, StoreUrlErro
 
 #[derive(Clone)]
 pub struct BlockStore {
-    objects: Arc<dyn ObjectStore>,
+    tiers: Arc<Tiers>,
     ring: Arc<KeyRing>,
     meta: Meta,
 }
@@ -64,9 +66,9 @@ pub struct ReadBlock {
 }
 
 impl BlockStore {
-    pub fn new(objects: Arc<dyn ObjectStore>, ring: Arc<KeyRing>, meta: Meta) -> Self {
+    pub fn new(tiers: Tiers, ring: Arc<KeyRing>, meta: Meta) -> Self {
         Self {
-            objects,
+            tiers: Arc::new(tiers),
             ring,
             meta,
         }
@@ -120,17 +122,10 @@ impl BlockStore {
         )
     }
 
-    /// Creates `object`, failing rather than replacing anything there.
+    /// Creates `object` (and its replicas), failing rather than replacing
+    /// anything there.
     async fn create(&self, object: &str, bytes: Vec<u8>) -> Result<(), BlockError> {
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        // Acknowledged only once stored (the local store fsyncs).
-        self.objects
-            .put_opts(&ObjectPath::from(object), PutPayload::from(bytes), opts)
-            .await?;
-        Ok(())
+        self.tiers.create(object, bytes).await
     }
 
     async fn put_verified(
@@ -283,12 +278,7 @@ impl BlockStore {
                     }
                 }
             }
-            if !used
-                && let Err(e) = store
-                    .objects
-                    .delete(&ObjectPath::from(object.as_str()))
-                    .await
-            {
+            if !used && let Err(e) = store.tiers.delete(&object).await {
                 tracing::warn!(%object, error = %e, "could not remove an unused object");
             }
         });
@@ -337,9 +327,9 @@ impl BlockStore {
         if old.object.starts_with("packs/") {
             return;
         }
-        let objects = self.objects.clone();
+        let tiers = self.tiers.clone();
         tokio::spawn(async move {
-            if let Err(e) = objects.delete(&ObjectPath::from(old.object.as_str())).await {
+            if let Err(e) = tiers.delete(&old.object).await {
                 tracing::warn!(object = %old.object, error = %e, "could not remove a replaced object");
             }
         });
@@ -353,18 +343,77 @@ impl BlockStore {
         loc: &BlockLoc,
         keep: fn(Codec, Vec<u8>, Vec<u8>) -> T,
     ) -> Result<T, BlockError> {
+        let main = self.open_copy(id, loc, Copy::Main, keep).await;
+        let Err(damage) = &main else {
+            return main;
+        };
+        if !is_damage(damage) {
+            return main;
+        }
+        for n in 0..self.tiers.replica_count() {
+            if let Ok(opened) = self.open_copy(id, loc, Copy::Replica(n), keep).await {
+                tracing::warn!(block = %id, object = %loc.object, error = %damage, replica = n,
+                    "read a block from a replica: the main copy is damaged");
+                self.repair_later(loc.object.clone(), Copy::Main, Copy::Replica(n));
+                return Ok(opened);
+            }
+        }
+        main
+    }
+
+    /// Reads one copy of a block and opens it on a worker thread.
+    async fn open_copy<T: Send + 'static>(
+        &self,
+        id: BlockId,
+        loc: &BlockLoc,
+        copy: Copy,
+        keep: fn(Codec, Vec<u8>, Vec<u8>) -> T,
+    ) -> Result<T, BlockError> {
         let stored = self
-            .objects
-            .get_range(
-                &ObjectPath::from(loc.object.as_str()),
-                loc.offset..loc.offset + loc.length,
-            )
+            .tiers
+            .get_range(&loc.object, copy, loc.offset..loc.offset + loc.length)
             .await?;
         let ring = self.ring.clone();
         let opened = tokio::task::spawn_blocking(move || {
             codec::open(&id, &stored, &ring).map(|(c, payload, plain)| keep(c, payload, plain))
         });
         opened.await?
+    }
+
+    /// After the answer: rewrites the `bad` copy of `object` from `good`.
+    fn repair_later(&self, object: String, bad: Copy, good: Copy) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            match store.repair(&object, bad, good).await {
+                Ok(true) => tracing::info!(%object, ?bad, "repaired a damaged copy"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(%object, error = %e, "could not repair a damaged copy"),
+            }
+        });
+    }
+
+    /// Rewrites the `bad` copy of `object` with the `good` one if every
+    /// block recorded in it opens there. True if it did.
+    pub async fn repair(&self, object: &str, bad: Copy, good: Copy) -> Result<bool, BlockError> {
+        let whole = self.tiers.get(object, good).await?;
+        for (id, loc) in self.meta.blocks_in(object).await? {
+            let slice = usize::try_from(loc.offset)
+                .ok()
+                .zip(usize::try_from(loc.offset + loc.length).ok())
+                .and_then(|(a, b)| whole.get(a..b).map(Bytes::copy_from_slice));
+            let Some(slice) = slice else {
+                return Ok(false);
+            };
+            let ring = self.ring.clone();
+            let sound =
+                tokio::task::spawn_blocking(move || codec::open(&id, &slice, &ring).is_ok())
+                    .await?;
+            if !sound {
+                return Ok(false);
+            }
+        }
+        self.tiers.rewrite(object, bad, whole).await?;
+        Ok(true)
     }
 
     /// Reads and verifies a block; damage found is recorded, so that the
@@ -433,14 +482,7 @@ impl BlockStore {
     /// Deletes `objects`; one already gone counts as deleted.
     pub async fn delete_objects(&self, objects: &[String]) -> Result<(), BlockError> {
         for object in objects {
-            match self
-                .objects
-                .delete(&ObjectPath::from(object.as_str()))
-                .await
-            {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+            self.tiers.delete(object).await?;
         }
         Ok(())
     }
@@ -449,32 +491,25 @@ impl BlockStore {
     /// `before_ms` and that no block record names. Streams the listing in
     /// batches, so memory does not grow with the store. Returns how many.
     pub async fn doom_orphans(&self, before_ms: i64) -> Result<u64, BlockError> {
-        use futures::TryStreamExt;
-        const BATCH: usize = 500;
-        let mut listing = self.objects.list(None);
-        let mut batch = Vec::with_capacity(BATCH);
+        let mut listing = self.tiers.list_all().try_chunks(500);
         let mut doomed = 0;
-        while let Some(found) = listing.try_next().await? {
-            let name = found.location.to_string();
-            let ours = name.starts_with("blocks/") || name.starts_with("packs/");
-            if !ours || found.last_modified.timestamp_millis() > before_ms {
-                continue;
+        while let Some(found) = listing.try_next().await.map_err(|e| e.1)? {
+            let names: Vec<String> = found
+                .into_iter()
+                .filter(|f| f.last_modified.timestamp_millis() <= before_ms)
+                .map(|f| f.location.to_string())
+                .filter(|name| is_ours(name))
+                .collect();
+            if !names.is_empty() {
+                doomed += self.meta.doom_orphans(&names).await?;
             }
-            batch.push(name);
-            if batch.len() == BATCH {
-                doomed += self.meta.doom_orphans(&batch).await?;
-                batch.clear();
-            }
-        }
-        if !batch.is_empty() {
-            doomed += self.meta.doom_orphans(&batch).await?;
         }
         Ok(doomed)
     }
 
     /// The size of a stored object.
     pub async fn object_size(&self, object: &str) -> Result<u64, BlockError> {
-        Ok(self.objects.head(&ObjectPath::from(object)).await?.size)
+        self.tiers.size(object).await
     }
 
     /// Copies the sound blocks recorded in pack `object` into a new pack
@@ -484,7 +519,13 @@ impl BlockStore {
     /// moved.
     pub async fn compact_pack(&self, object: &str) -> Result<u64, BlockError> {
         let blocks = self.meta.blocks_in(object).await?;
-        let new_object = format!("packs/{}", uuid::Uuid::now_v7());
+        // A cold pack stays cold.
+        let tier = if object.starts_with(COLD_PREFIX) {
+            COLD_PREFIX
+        } else {
+            ""
+        };
+        let new_object = format!("{tier}packs/{}", uuid::Uuid::now_v7());
         let mut pack = Vec::new();
         let mut moved = Vec::with_capacity(blocks.len());
         for (id, from) in blocks {
@@ -514,11 +555,8 @@ impl BlockStore {
     /// The stored (sealed) bytes of a block, after checking they open.
     async fn read_sealed(&self, id: BlockId, loc: &BlockLoc) -> Result<Bytes, BlockError> {
         let stored = self
-            .objects
-            .get_range(
-                &ObjectPath::from(loc.object.as_str()),
-                loc.offset..loc.offset + loc.length,
-            )
+            .tiers
+            .get_range(&loc.object, Copy::Main, loc.offset..loc.offset + loc.length)
             .await;
         let checked = match stored {
             Ok(stored) => {
@@ -528,7 +566,7 @@ impl BlockStore {
                     .await?
                     .map(|()| stored)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         };
         if let Err(e) = &checked
             && is_damage(e)
@@ -538,6 +576,97 @@ impl BlockStore {
         }
         checked
     }
+}
+
+/// The cold tier and the scrub: moving blocks of long-untouched files to
+/// the cold store, and checking every copy of a block.
+impl BlockStore {
+    pub fn has_cold(&self) -> bool {
+        self.tiers.has_cold()
+    }
+
+    /// Copies `blocks` (verified first) into one new object in the cold
+    /// store and moves their records there; their old places are freed.
+    /// A crash before the records move leaves an unnamed cold object (the
+    /// sweep takes it); after, the old copies are doomed in the same
+    /// transaction: every block is readable from one tier or the other.
+    pub async fn move_cold(&self, blocks: &[(BlockId, BlockLoc)]) -> Result<u64, BlockError> {
+        let object = format!("{COLD_PREFIX}packs/{}", uuid::Uuid::now_v7());
+        let mut pack = Vec::new();
+        let mut moved = Vec::with_capacity(blocks.len());
+        for (id, from) in blocks {
+            let sealed = match self.read_sealed(*id, from).await {
+                Ok(sealed) => sealed,
+                Err(e) if is_damage(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            let to = BlockLoc {
+                object: object.clone(),
+                offset: pack.len() as u64,
+                length: sealed.len() as u64,
+            };
+            pack.extend_from_slice(&sealed);
+            moved.push(crate::meta::Moved {
+                id: *id,
+                from: from.clone(),
+                to,
+            });
+        }
+        if moved.is_empty() {
+            return Ok(0);
+        }
+        self.tiers.create(&object, pack).await?;
+        Ok(self.meta.relocate_blocks(&object, &moved).await?)
+    }
+
+    /// Reads every copy of a block; a damaged copy is rewritten from a
+    /// sound one. A block with no sound copy left is marked damaged (it
+    /// counts as missing until its bytes are uploaded again).
+    pub async fn scrub_block(&self, id: BlockId, loc: &BlockLoc) -> Result<Scrubbed, BlockError> {
+        let mut copies = vec![Copy::Main];
+        copies.extend((0..self.tiers.replica_count()).map(Copy::Replica));
+        let mut sound = Vec::new();
+        let mut bad = Vec::new();
+        for copy in copies {
+            match self.open_copy(id, loc, copy, |_, _, _| ()).await {
+                Ok(()) => sound.push(copy),
+                Err(e) if is_damage(&e) => bad.push(copy),
+                Err(e) => return Err(e),
+            }
+        }
+        if bad.is_empty() {
+            return Ok(Scrubbed::Sound);
+        }
+        let Some(&good) = sound.first() else {
+            self.meta.mark_block_damaged(&id, loc).await?;
+            return Ok(Scrubbed::Lost);
+        };
+        let mut repaired = 0;
+        for copy in bad {
+            if self.repair(&loc.object, copy, good).await? {
+                repaired += 1;
+            }
+        }
+        Ok(if repaired > 0 {
+            Scrubbed::Repaired(repaired)
+        } else {
+            Scrubbed::Unrepaired
+        })
+    }
+}
+
+/// What scrubbing one block found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scrubbed {
+    Sound,
+    /// This many damaged copies were rewritten from a sound one.
+    Repaired(u32),
+    /// A copy is damaged and could not be rewritten (another block of its
+    /// object is damaged in every sound copy); reads still find a sound
+    /// copy.
+    Unrepaired,
+    /// No sound copy is left.
+    Lost,
 }
 
 /// The consistency check's side of the store: verifying without marking,
@@ -563,42 +692,36 @@ impl BlockStore {
         before_ms: i64,
         sample: usize,
     ) -> Result<Unnamed, BlockError> {
-        use futures::TryStreamExt;
-        const BATCH: usize = 500;
         let mut out = Unnamed::default();
-        let mut listing = self.objects.list(None);
-        let mut batch: Vec<(String, u64, bool)> = Vec::with_capacity(BATCH);
-        loop {
-            let next = listing.try_next().await?;
-            if let Some(found) = &next {
-                let name = found.location.to_string();
-                if name.starts_with("blocks/") || name.starts_with("packs/") {
-                    let old = found.last_modified.timestamp_millis() <= before_ms;
-                    batch.push((name, found.size, old));
+        let mut seen = std::collections::HashSet::new();
+        let mut listing = self.tiers.list_all().try_chunks(500);
+        while let Some(found) = listing.try_next().await.map_err(|e| e.1)? {
+            let batch: Vec<(String, u64, bool)> = found
+                .into_iter()
+                .map(|f| {
+                    let old = f.last_modified.timestamp_millis() <= before_ms;
+                    (f.location.to_string(), f.size, old)
+                })
+                .filter(|(name, ..)| is_ours(name) && seen.insert(name.clone()))
+                .collect();
+            let names: Vec<String> = batch.iter().map(|(n, ..)| n.clone()).collect();
+            let known = self.meta.known_objects(&names).await?;
+            for (name, size, old) in batch {
+                if known.contains(&name) {
+                    continue;
                 }
-            }
-            if batch.len() == BATCH || (next.is_none() && !batch.is_empty()) {
-                let names: Vec<String> = batch.iter().map(|(n, ..)| n.clone()).collect();
-                let known = self.meta.known_objects(&names).await?;
-                for (name, size, old) in batch.drain(..) {
-                    if known.contains(&name) {
-                        continue;
-                    }
-                    if !old {
-                        out.recent += 1;
-                        continue;
-                    }
-                    out.count += 1;
-                    out.bytes += size;
-                    if out.sample.len() < sample {
-                        out.sample.push(name);
-                    }
+                if !old {
+                    out.recent += 1;
+                    continue;
                 }
-            }
-            if next.is_none() {
-                return Ok(out);
+                out.count += 1;
+                out.bytes += size;
+                if out.sample.len() < sample {
+                    out.sample.push(name);
+                }
             }
         }
+        Ok(out)
     }
 }
 
@@ -612,10 +735,19 @@ pub struct Unnamed {
     pub recent: u64,
 }
 
+/// Objects the block store writes: single blocks, packs, cold objects.
+fn is_ours(name: &str) -> bool {
+    name.starts_with("blocks/") || name.starts_with("packs/") || name.starts_with("cold/")
+}
+
 /// Errors that mean the stored copy itself is bad (not a passing fault).
 pub fn is_damage(e: &BlockError) -> bool {
     matches!(
         e,
-        BlockError::Corrupt(..) | BlockError::Store(object_store::Error::NotFound { .. })
+        // A key id no data key has is rot in the header, which the
+        // authentication would have caught had it got that far.
+        BlockError::Corrupt(..)
+            | BlockError::UnknownKey(..)
+            | BlockError::Store(object_store::Error::NotFound { .. })
     )
 }

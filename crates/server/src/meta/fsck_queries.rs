@@ -7,6 +7,13 @@ use crate::meta::{BlockUse, Dangling, WrongCount};
 use commit_queries::{BATCH, placeholders};
 
 impl Store {
+    pub async fn block_count(&self) -> Result<u64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM blocks")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n.max(0) as u64)
+    }
+
     /// Block records in id order after `after`, with where they are stored.
     pub async fn blocks_page(
         &self,

@@ -208,6 +208,79 @@ impl Store {
         Ok(taken)
     }
 
+    /// Up to `limit` sound, referenced blocks outside the cold store that
+    /// only files untouched since `cutoff_ms` use (live, in the trash, or
+    /// as old revisions), and no upload session names.
+    pub async fn cold_candidates(
+        &self,
+        cutoff_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(BlockId, BlockLoc)>> {
+        let rows: Vec<(Vec<u8>, String, i64, i64)> = sqlx::query_as(
+            "SELECT b.id, b.object, b.obj_offset, b.obj_length FROM blocks b
+             WHERE b.object NOT LIKE 'cold/%' AND b.refcount > 0 AND b.damaged_ms IS NULL
+               AND NOT EXISTS (
+                   SELECT 1 FROM revision_blocks rb
+                   JOIN nodes n ON n.namespace_id = rb.namespace_id AND n.id = rb.node_id
+                   WHERE rb.block_id = b.id AND n.modified_ms > $1)
+               AND NOT EXISTS (SELECT 1 FROM upload_blocks ub WHERE ub.block_id = b.id)
+               AND NOT EXISTS (SELECT 1 FROM upload_sessions us WHERE us.tail_block = b.id)
+             ORDER BY b.object, b.obj_offset
+             LIMIT $2",
+        )
+        .bind(cutoff_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, object, offset, length)| {
+                let id = <[u8; 32]>::try_from(id.as_slice()).ok()?;
+                Some((BlockId(id), loc((object, offset, length))))
+            })
+            .collect())
+    }
+
+    /// Points blocks copied into `new` at their new place (compared and
+    /// swapped), and frees their old places: an object left without a
+    /// record is doomed, a pack counts the bytes as freed. `new` is doomed
+    /// if no record took it. One transaction. Returns the blocks moved.
+    pub async fn relocate_blocks(&self, new: &str, moved: &[Moved]) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let mut taken = 0u64;
+        let mut freed: std::collections::BTreeMap<String, i64> = Default::default();
+        for m in moved {
+            let swapped = sqlx::query(
+                "UPDATE blocks SET object = $2, obj_offset = $3, obj_length = $4
+                 WHERE id = $1 AND object = $5 AND obj_offset = $6",
+            )
+            .bind(&m.id.0[..])
+            .bind(&m.to.object)
+            .bind(m.to.offset as i64)
+            .bind(m.to.length as i64)
+            .bind(&m.from.object)
+            .bind(m.from.offset as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if swapped == 1 {
+                taken += 1;
+                *freed.entry(m.from.object.clone()).or_default() += m.from.length as i64;
+            }
+        }
+        let now = now_ms();
+        for (object, bytes) in freed {
+            if !doom_if_unnamed(&mut tx, &object, now).await? && is_pack(&object) {
+                add_freed(&mut tx, &object, bytes).await?;
+            }
+        }
+        if taken == 0 {
+            doom(&mut tx, new, now).await?;
+        }
+        tx.commit().await?;
+        Ok(taken)
+    }
+
     /// Forgets a pack's freed bytes (it cannot be compacted now, for
     /// example because a block in it is damaged; its next collection
     /// brings it back).
@@ -220,8 +293,9 @@ impl Store {
     }
 }
 
+/// Packs hold many blocks, in the main store or the cold one.
 pub(super) fn is_pack(object: &str) -> bool {
-    object.starts_with("packs/")
+    object.starts_with("packs/") || object.starts_with("cold/packs/")
 }
 
 /// Dooms `object` if no block record names it. True if it did.

@@ -552,7 +552,11 @@ forward! {
     fn blocks_in(&self, object: &str) -> Result<Vec<(BlockId, BlockLoc)>>;
     fn move_blocks(&self, old: &str, new: &str, moved: &[Moved]) -> Result<u64>;
     fn forget_pack_freed(&self, object: &str) -> Result<()>;
+    /// Blocks only long-untouched files use; see `gc_queries.rs`.
+    fn cold_candidates(&self, cutoff_ms: i64, limit: i64) -> Result<Vec<(BlockId, BlockLoc)>>;
+    fn relocate_blocks(&self, new: &str, moved: &[Moved]) -> Result<u64>;
     /// The consistency check's queries; see `fsck_queries.rs`.
+    fn block_count(&self) -> Result<u64>;
     fn blocks_page(&self, after: Option<BlockId>, limit: i64) -> Result<Vec<(BlockId, BlockLoc)>>;
     fn block_uses(&self, id: &BlockId) -> Result<Vec<BlockUse>>;
     fn dangling_blocks(&self, limit: i64) -> Result<Vec<BlockId>>;

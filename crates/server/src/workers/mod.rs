@@ -1,24 +1,27 @@
 //! Background work of the server. A [`Worker`] does its work one step at a
 //! time and says how long to wait before the next; one [`Runner`] runs them
 //! all, keeps their status for the admin API, runs one at once when asked,
-//! and stops them within a deadline on shutdown. Scrub and cold-tier
-//! moves are to be workers too.
+//! and stops them within a deadline on shutdown.
 
 mod clock;
+mod cold;
 mod expiry;
 mod gc;
 mod retention;
 mod runner;
+mod scrub;
 
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 
 pub use clock::Clock;
+pub use cold::Cold;
 pub use expiry::{Expired, Expiry};
 pub use gc::Gc;
 pub use retention::Retention;
 pub use runner::{RunError, Runner, SHUTDOWN_DEADLINE, Workers};
+pub use scrub::Scrub;
 
 use crate::meta::MetaError;
 

@@ -1,0 +1,188 @@
+//! The object stores behind the block store: the primary (hot) store, an
+//! optional cold store for blocks of long-untouched files, and replicas.
+//! The only code that speaks to an object store.
+//!
+//! - An object's name says its tier: names under `cold/` live in the cold
+//!   store, all others in the primary.
+//! - Replicas mirror every object by name, whichever its tier. A write is
+//!   acknowledged only once the primary (or cold) store and every replica
+//!   hold it; a delete removes every copy.
+//! - Objects are created, never overwritten, with one exception: a damaged
+//!   or missing copy is rewritten from a copy whose every recorded block
+//!   was verified ([`Tiers::rewrite`]), so it holds the very bytes its
+//!   original write put there.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use super::codec::BlockError;
+
+/// Names of objects in the cold store start with this.
+pub const COLD_PREFIX: &str = "cold/";
+
+/// Which copy of an object to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Copy {
+    /// The primary store's, or the cold store's for a cold object.
+    Main,
+    /// Replica number `n`.
+    Replica(usize),
+}
+
+pub struct Tiers {
+    primary: Arc<dyn ObjectStore>,
+    cold: Option<Arc<dyn ObjectStore>>,
+    replicas: Vec<Arc<dyn ObjectStore>>,
+}
+
+impl Tiers {
+    pub fn new(primary: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            primary,
+            cold: None,
+            replicas: Vec::new(),
+        }
+    }
+
+    pub fn with_cold(mut self, cold: Option<Arc<dyn ObjectStore>>) -> Self {
+        self.cold = cold;
+        self
+    }
+
+    pub fn with_replicas(mut self, replicas: Vec<Arc<dyn ObjectStore>>) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
+    pub fn has_cold(&self) -> bool {
+        self.cold.is_some()
+    }
+
+    pub fn replica_count(&self) -> usize {
+        self.replicas.len()
+    }
+
+    fn main_for(&self, object: &str) -> Result<&Arc<dyn ObjectStore>, BlockError> {
+        if object.starts_with(COLD_PREFIX) {
+            self.cold.as_ref().ok_or_else(|| {
+                BlockError::Config(format!(
+                    "{object} is in the cold store, and no cold_store is configured"
+                ))
+            })
+        } else {
+            Ok(&self.primary)
+        }
+    }
+
+    fn store(&self, object: &str, copy: Copy) -> Result<&Arc<dyn ObjectStore>, BlockError> {
+        match copy {
+            Copy::Main => self.main_for(object),
+            Copy::Replica(n) => self
+                .replicas
+                .get(n)
+                .ok_or_else(|| BlockError::Config(format!("there is no replica {n}"))),
+        }
+    }
+
+    /// Every store a copy of `object` belongs in.
+    fn all_for(&self, object: &str) -> Result<Vec<&Arc<dyn ObjectStore>>, BlockError> {
+        let mut all = vec![self.main_for(object)?];
+        all.extend(self.replicas.iter());
+        Ok(all)
+    }
+
+    /// Creates `object` in its store and every replica, failing rather than
+    /// replacing anything. Acknowledged once all hold it (local stores
+    /// fsync).
+    pub async fn create(&self, object: &str, bytes: Vec<u8>) -> Result<(), BlockError> {
+        let payload = PutPayload::from(Bytes::from(bytes));
+        let path = ObjectPath::from(object);
+        let writes = self.all_for(object)?.into_iter().map(|store| {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            };
+            store.put_opts(&path, payload.clone(), opts)
+        });
+        futures::future::try_join_all(writes).await?;
+        Ok(())
+    }
+
+    /// Replaces one copy of `object` with bytes verified elsewhere.
+    pub async fn rewrite(&self, object: &str, copy: Copy, bytes: Bytes) -> Result<(), BlockError> {
+        let store = self.store(object, copy)?;
+        store
+            .put(&ObjectPath::from(object), PutPayload::from(bytes))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_range(
+        &self,
+        object: &str,
+        copy: Copy,
+        range: Range<u64>,
+    ) -> Result<Bytes, BlockError> {
+        Ok(self
+            .store(object, copy)?
+            .get_range(&ObjectPath::from(object), range)
+            .await?)
+    }
+
+    pub async fn get(&self, object: &str, copy: Copy) -> Result<Bytes, BlockError> {
+        Ok(self
+            .store(object, copy)?
+            .get(&ObjectPath::from(object))
+            .await?
+            .bytes()
+            .await?)
+    }
+
+    pub async fn size(&self, object: &str) -> Result<u64, BlockError> {
+        Ok(self
+            .main_for(object)?
+            .head(&ObjectPath::from(object))
+            .await?
+            .size)
+    }
+
+    /// Deletes every copy of `object`; copies already gone count as deleted.
+    pub async fn delete(&self, object: &str) -> Result<(), BlockError> {
+        let path = ObjectPath::from(object);
+        // A cold object whose store is no longer configured cannot be
+        // deleted there; its replicas still can.
+        let mut stores: Vec<&Arc<dyn ObjectStore>> = self.replicas.iter().collect();
+        if let Ok(main) = self.main_for(object) {
+            stores.push(main);
+        }
+        for store in stores {
+            match store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every object of every store (primary, cold, replicas), one store
+    /// after another; an object held by several stores comes once per
+    /// store. Streams the listings.
+    pub fn list_all(&self) -> BoxStream<'static, Result<ObjectMeta, BlockError>> {
+        let mut listings = vec![self.primary.list(None)];
+        if let Some(cold) = &self.cold {
+            let prefix = ObjectPath::from(COLD_PREFIX.trim_end_matches('/'));
+            listings.push(cold.list(Some(&prefix)));
+        }
+        listings.extend(self.replicas.iter().map(|r| r.list(None)));
+        futures::stream::iter(listings)
+            .flatten()
+            .map_err(BlockError::from)
+            .boxed()
+    }
+}
