@@ -7,5 +7,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod lifecycle_kill;
 mod sync_random;
 mod tus_kill;
