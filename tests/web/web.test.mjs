@@ -47,6 +47,19 @@ async function apiInPage(method, path, body) {
   }, [method, path, body]);
 }
 
+/// A size as the page writes it (its own formatter, so the test and the UI
+/// cannot disagree on rounding).
+async function sizeInPage(n) {
+  return page.evaluate(async (bytes) => (await import('/assets/api.js')).formatBytes(bytes), n);
+}
+
+/// The signed-in user's usage as the API reports it.
+async function usageNow() {
+  const res = await apiInPage('GET', '/usage');
+  assert.equal(res.status, 200, res.text);
+  return JSON.parse(res.text);
+}
+
 async function uploadThroughInput(name, content) {
   await page.setInputFiles('#pick-files', { name, mimeType: 'application/octet-stream', buffer: Buffer.from(content) });
 }
@@ -129,6 +142,18 @@ test('upload through the file input: progress finishes and the file is listed', 
   assert.equal(await item.locator('progress').evaluate((p) => p.value), 1);
   await row('/hello.txt').waitFor();
   assert.match(await row('/hello.txt').innerText(), /26 B/);
+});
+
+test('the header shows the storage used once a file is in, without a bar when there is no quota', async () => {
+  const usage = await usageNow();
+  assert.equal(usage.user, 'admin');
+  assert.equal(usage.quota_bytes, null, 'no quota yet');
+  assert.ok(usage.used_bytes >= 26, `hello.txt counts: ${JSON.stringify(usage)}`);
+  const expected = `${await sizeInPage(usage.used_bytes)} used`;
+  await page.waitForFunction((t) => document.getElementById('usage-text').textContent === t, expected);
+  assert.match(await page.locator('#usage').innerText(), /^[1-9][\d.]* (B|KiB|MiB) used$/);
+  assert.ok(await page.locator('#usage').isVisible());
+  assert.equal(await page.locator('#usage-bar').isVisible(), false);
 });
 
 test('names in any script upload and list as they are', async () => {
@@ -399,6 +424,97 @@ test('revisions: list, download a revision, restore an older one', async () => {
   await page.click('#panel-close');
 });
 
+test('pin a revision: it shows as pinned, stays pinned when the panel opens again, and unpins', async () => {
+  const pinnedRevs = async () => JSON.parse((await apiInPage('GET', '/files/revisions?path=/notes.txt')).text)
+    .revisions.filter((r) => r.pinned).map((r) => r.rev);
+  assert.deepEqual(await pinnedRevs(), []);
+  await menuAction('/notes.txt', 'Revisions');
+  const rev1 = page.locator('#panel-body li[data-rev="1"]');
+  await rev1.waitFor();
+  assert.equal(await rev1.locator('.pin-mark').count(), 0);
+  assert.match(await page.locator('#panel-body .hint').innerText(), /kept whatever the retention schedule says/);
+  await rev1.getByRole('button', { name: 'Pin revision 1', exact: true }).click();
+  await rev1.locator('.pin-mark', { hasText: 'Pinned' }).waitFor();
+  assert.match(await rev1.locator('.pin-mark').getAttribute('title'), /kept whatever the retention schedule says/);
+  // The button that was pressed keeps the focus, now offering the reverse.
+  assert.equal(await page.evaluate(() => document.activeElement.getAttribute('aria-label')), 'Unpin revision 1');
+  assert.equal(await page.locator('#panel-body li[data-rev="2"] .pin-mark').count(), 0);
+  assert.deepEqual(await pinnedRevs(), [1]);
+
+  await page.click('#panel-close');
+  await menuAction('/notes.txt', 'Revisions');
+  await rev1.locator('.pin-mark', { hasText: 'Pinned' }).waitFor();
+  assert.equal(await page.locator('#panel-body .pin-mark').count(), 1);
+
+  await rev1.getByRole('button', { name: 'Unpin revision 1', exact: true }).click();
+  await rev1.getByRole('button', { name: 'Pin revision 1', exact: true }).waitFor();
+  assert.equal(await rev1.locator('.pin-mark').count(), 0);
+  assert.deepEqual(await pinnedRevs(), []);
+  await page.click('#panel-close');
+  await menuAction('/notes.txt', 'Revisions');
+  await rev1.getByRole('button', { name: 'Pin revision 1', exact: true }).waitFor();
+  assert.equal(await page.locator('#panel-body .pin-mark').count(), 0);
+  await page.click('#panel-close');
+});
+
+test('with a quota the header shows the share used, and an upload over it fails with the server\'s numbers', async () => {
+  const token = (await context.cookies()).find((c) => c.name === 'tessera_session').value;
+  // As the administrator, through the admin API with a bearer token.
+  const setQuota = async (quota) => {
+    const res = await fetch(`${BASE}/api/v1/admin/users/admin/quota`, {
+      method: 'PUT',
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ quota_bytes: quota }),
+    });
+    const text = await res.text();
+    assert.equal(res.status, 200, text);
+    return JSON.parse(text);
+  };
+  const { used_bytes: used } = await usageNow();
+  const quota = used + (1 << 20);
+  try {
+    assert.equal((await setQuota(quota)).quota_bytes, quota);
+    // A quota set elsewhere shows the next time the page loads.
+    await page.reload();
+    await row('/notes.txt').waitFor();
+    const expected = `${await sizeInPage(used)} of ${await sizeInPage(quota)} used`;
+    await page.waitForFunction((t) => document.getElementById('usage-text').textContent === t, expected);
+    assert.match(expected, / of /);
+    assert.ok(await page.locator('#usage-bar').isVisible(), 'a bar with a quota');
+    const share = await page.locator('#usage-bar').evaluate((m) => m.value);
+    assert.ok(Math.abs(share - used / quota) < 1e-6, `bar at ${share}`);
+    assert.match(await page.locator('#usage').getAttribute('title'), /% of your storage quota/);
+
+    // Made in the page (a drop), 3 MiB: over what is left.
+    const over = 3 << 20;
+    const dataTransfer = await page.evaluateHandle((n) => {
+      const dt = new DataTransfer();
+      dt.items.add(new File([new ArrayBuffer(n)], 'over quota.bin'));
+      return dt;
+    }, over);
+    await page.dispatchEvent('#drop', 'drop', { dataTransfer });
+    const item = page.locator('#up-list li.failed[data-path="/over quota.bin"]');
+    await item.waitFor();
+    const message = await item.locator('.stat').innerText();
+    assert.match(message, /quota/i);
+    assert.doesNotMatch(message, /storage is full/);
+    assert.ok(message.includes(String(over)) && message.includes(String(quota)), `names the sizes: ${message}`);
+    assert.match(await page.locator('#toast').innerText(), /over quota\.bin: .*quota/i);
+    assert.equal(await row('/over quota.bin').count(), 0);
+    assert.equal((await usageNow()).used_bytes, used, 'nothing was stored');
+    await page.click('#up-clear');
+  } finally {
+    await setQuota(null);
+  }
+  // Without the quota again, a change brings the plain figure back.
+  await uploadThroughInput('after quota.txt', 'fits again\n');
+  await row('/after quota.txt').waitFor();
+  await page.waitForFunction(() => /^[\d.]+ (B|KiB|MiB) used$/.test(document.getElementById('usage-text').textContent));
+  assert.equal(await page.locator('#usage-bar').isVisible(), false);
+  await menuAction('/after quota.txt', 'Delete');
+  await row('/after quota.txt').waitFor({ state: 'detached' });
+});
+
 test('delete to the trash, restore, delete again and delete forever', async () => {
   await menuAction('/greeting.txt', 'Delete');
   await row('/greeting.txt').waitFor({ state: 'detached' });
@@ -594,6 +710,9 @@ test('phone width (375 px): no horizontal overflow, actions reachable', async ()
   const overflow = await p.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `page is ${overflow}px wider than the screen`);
   assert.ok(await p.locator('#btn-upload').isVisible());
+  await p.locator('#usage:not([hidden])').waitFor();
+  const usage = await p.locator('#usage').boundingBox();
+  assert.ok(usage.x >= 0 && usage.x + usage.width <= 375, 'the storage used fits on the screen');
   await shot('phone', p);
   await p.locator('#rows tr[data-path="/video.mp4"] .more').click();
   await p.locator('#menu').waitFor();
@@ -613,7 +732,7 @@ test('a file over the size limit is refused with a clear message', async () => {
   await page.dispatchEvent('#drop', 'drop', { dataTransfer });
   const item = page.locator('#up-list li.failed[data-path="/too big.iso"]');
   await item.waitFor();
-  assert.match(await item.locator('.stat').innerText(), /Too large.*32 MB/);
+  assert.match(await item.locator('.stat').innerText(), /Too large.*32 MiB/);
   await page.click('#up-clear');
   assert.equal(await row('/too big.iso').count(), 0);
 });

@@ -18,14 +18,19 @@ export class ApiError extends Error {
 const unauthorizedListeners = new Set();
 export function onUnauthorized(fn) { unauthorizedListeners.add(fn); }
 
+/// Sizes in binary units (1 KiB = 1024 B) with one decimal, dropped when
+/// it is .0, so "50 GiB" and "1.2 MiB" read the way people write them.
 export function formatBytes(n) {
   if (n == null) return '';
   if (n < 1024) return `${n} B`;
-  const units = ['KB', 'MB', 'GB', 'TB'];
+  const units = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
   let v = n / 1024;
   let i = 0;
   while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
-  return `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
+  // Rounded first, so that 1023.96 KiB does not show as "1024 KiB".
+  let shown = Math.round(v * 10) / 10;
+  if (shown >= 1024 && i < units.length - 1) { shown = Math.round(shown / 102.4) / 10; i++; }
+  return `${Number.isInteger(shown) ? shown : shown.toFixed(1)} ${units[i]}`;
 }
 
 /// A message a person can act on, for a status and the server's error body.
@@ -55,6 +60,8 @@ export function explain(status, body, headers) {
       return `Too many attempts. Wait ${wait ? `${wait} seconds` : 'a little'} and try again.`;
     }
     case 507:
+      // The account's own limit: the server's words name the sizes involved.
+      if (code === 'quota_exceeded' && server) return `${server.charAt(0).toUpperCase()}${server.slice(1)}`.replace(/\.?$/, '.');
       return "The server's storage is full. Free some space (empty the trash) or ask the administrator.";
     default:
       if (status >= 500) return `The server had a problem (${status}). Try again in a moment.`;
@@ -110,6 +117,7 @@ export const files = {
   remove: (path) => api('POST', '/files/delete', { json: { path } }),
   revisions: (path) => api('GET', '/files/revisions', { query: { path } }),
   restore: (path, rev) => api('POST', '/files/restore', { json: { path, rev } }),
+  pin: (path, rev, pinned) => api('POST', '/files/pin', { json: { path, rev, pinned } }),
   viewUrl: (path, rev) => url('/files/view', { path, rev }),
   downloadUrl: (path, rev) => url('/files/view', { path, rev, download: 1 }),
   zipUrl: (path) => url('/files/zip', { path }),
@@ -120,6 +128,11 @@ export const trash = {
   restore: (id, to) => api('POST', '/trash/restore', { json: to ? { id, to } : { id } }),
   purge: (id) => api('POST', '/trash/purge', { json: { id } }),
   empty: () => api('POST', '/trash/purge', { json: { all: true } }),
+};
+
+export const account = {
+  /// `{user, used_bytes, quota_bytes}`; `quota_bytes` is null without a quota.
+  usage: () => api('GET', '/usage'),
 };
 
 export function parentOf(path) {

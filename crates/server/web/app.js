@@ -1,7 +1,8 @@
 // The web UI: sign-in, the file list (browse, sort, create, rename, move,
-// delete), the trash, revisions, previews, uploads and live updates.
+// delete), the trash, revisions (and pins), previews, uploads, live updates
+// and the storage used against the quota.
 
-import { API, ApiError, WEB_HEADERS, api, errorFrom, files, formatBytes, join, nameOf, onUnauthorized, parentOf, trash } from './api.js';
+import { API, ApiError, WEB_HEADERS, account, api, errorFrom, files, formatBytes, join, nameOf, onUnauthorized, parentOf, trash } from './api.js';
 import { Live } from './live.js';
 import { openPreview } from './preview.js';
 import { forgetUnfinished, unfinished } from './tus.js';
@@ -67,6 +68,7 @@ async function attempt(fn, okMessage) {
 function showSignin(message = '') {
   live.stop();
   $('app').hidden = true;
+  $('usage').hidden = true;
   $('signin').hidden = false;
   $('signin-error').textContent = message;
   $('signin-pass').value = '';
@@ -193,6 +195,7 @@ function refreshSoon() {
 }
 
 function onChanges(changes) {
+  usageSoon();
   for (const c of changes) state.flash.add(c.path);
   const relevant = changes.length === 0 || changes.some((c) => state.view === 'trash'
     || parentOf(c.path) === state.folder
@@ -201,6 +204,54 @@ function onChanges(changes) {
   if (relevant) refreshSoon();
   if (panelPath && changes.some((c) => c.path === panelPath || c.old_path === panelPath)) showRevisions(panelPath);
 }
+
+// ---------- storage used ----------
+
+let usageSeq = 0;
+async function refreshUsage() {
+  const seq = ++usageSeq;
+  let u;
+  try {
+    u = await account.usage();
+  } catch {
+    // Only a figure to read: the last one shown stays until the next try.
+    return;
+  }
+  if (seq !== usageSeq) return;
+  const used = u.used_bytes;
+  const quota = u.quota_bytes;
+  const bar = $('usage-bar');
+  const box = $('usage');
+  const counts = 'Your files, their older revisions and the trash all count.';
+  if (quota) {
+    const share = used / quota;
+    $('usage-text').textContent = `${formatBytes(used)} of ${formatBytes(quota)} used`;
+    bar.value = Math.min(1, share);
+    bar.hidden = false;
+    box.title = `${share >= 1 ? 'Your storage quota is full' : `${Math.floor(share * 100)}% of your storage quota`}. ${counts}`;
+    box.classList.toggle('full', share >= 1);
+  } else {
+    $('usage-text').textContent = `${formatBytes(used)} used`;
+    bar.hidden = true;
+    box.title = `Storage used (no quota is set). ${counts}`;
+    box.classList.remove('full');
+  }
+  box.hidden = false;
+}
+
+/// Several changes land together (a folder upload, an emptied trash): one
+/// request after they settle.
+let usageTimer = null;
+function usageSoon() {
+  clearTimeout(usageTimer);
+  usageTimer = setTimeout(refreshUsage, 250);
+}
+
+// A quota the administrator changed shows when the user comes back to the
+// tab: that change is not in the file journal the live updates follow.
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState === 'visible' && !$('app').hidden) usageSoon();
+});
 
 // ---------- the file list ----------
 
@@ -582,6 +633,7 @@ $('sel-delete').addEventListener('click', async () => {
   if (done) toast(`${done} item${done === 1 ? '' : 's'} moved to the trash`);
   state.selected.clear();
   refresh();
+  usageSoon();
 });
 
 /// A small folder chooser (the subfolders of where it stands) for one
@@ -633,6 +685,7 @@ async function remove(entry) {
   if (ok !== undefined) {
     toast(`“${entry.name}” moved to the trash`);
     refresh();
+    usageSoon();
   }
 }
 
@@ -679,6 +732,7 @@ async function restoreTrash(entry) {
     const restored = await trash.restore(entry.id);
     toast(`Restored to ${restored.path}`);
     refresh();
+    usageSoon();
   } catch (e) {
     if (e instanceof ApiError && e.status === 409) {
       const to = await dialog({
@@ -687,7 +741,7 @@ async function restoreTrash(entry) {
         value: join(parentOf(entry.path), `${entry.name} (restored)`), ok: 'Restore',
         check: (p) => errorText(() => trash.restore(entry.id, p.startsWith('/') ? p : `/${p}`)),
       });
-      if (to) { toast(`Restored to ${to}`); refresh(); }
+      if (to) { toast(`Restored to ${to}`); refresh(); usageSoon(); }
     } else if (!(e instanceof ApiError && e.status === 401)) {
       toast(e.message, true);
     }
@@ -700,16 +754,82 @@ async function purge(entry) {
   if (await attempt(() => trash.purge(entry.id)) !== undefined) {
     toast(`“${entry.name}” deleted forever`);
     refresh();
+    usageSoon();
   }
 }
 
 $('btn-empty-trash').addEventListener('click', async () => {
   const ok = await dialog({ title: 'Empty the trash?', text: 'Everything in the trash will be deleted permanently. This cannot be undone.', ok: 'Empty trash', danger: true });
   if (!ok) return;
-  if (await attempt(() => trash.empty()) !== undefined) { toast('The trash is empty'); refresh(); }
+  if (await attempt(() => trash.empty()) !== undefined) { toast('The trash is empty'); refresh(); usageSoon(); }
 });
 
 // ---------- revisions panel ----------
+
+const PIN_KEEPS = 'Pinned revisions are kept whatever the retention schedule says, and are never removed to make room under a quota.';
+
+function pinIcon() {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', '0 0 16 16');
+  svg.setAttribute('width', '14');
+  svg.setAttribute('height', '14');
+  svg.setAttribute('aria-hidden', 'true');
+  const path = document.createElementNS(ns, 'path');
+  path.setAttribute('fill', 'currentColor');
+  path.setAttribute('d', 'M10 1l5 5-1.2 1.2-1.1-.4-2.4 2.4.4 3.2-1.2 1.2-2.8-2.8L3 15H1v-2l3.6-3.7-2.8-2.8L3 5.3l3.2.4 2.4-2.4-.4-1.1z');
+  svg.append(path);
+  return svg;
+}
+
+function revisionItem(path, r, current) {
+  const li = el('li', { 'data-rev': String(r.rev), class: r.pinned ? 'pinned' : '' },
+    el('div', { class: 'row' },
+      el('strong', { text: `Revision ${r.rev}` }),
+      r.rev === current ? el('span', { class: 'current', text: 'current' }) : null,
+      r.pinned ? el('span', { class: 'pin-mark', title: PIN_KEEPS }, pinIcon(), 'Pinned') : null),
+    el('div', { class: 'muted', text: `${new Date(r.created_ms).toLocaleString()} · ${formatBytes(r.size)} · ${r.device}` }),
+    el('div', { class: 'row' },
+      el('a', { class: 'button', href: files.downloadUrl(path, r.rev), download: '', text: 'Download' }),
+      r.rev === current ? null : el('button', {
+        type: 'button', text: 'Restore',
+        onclick: async () => {
+          if (await attempt(() => files.restore(path, r.rev)) !== undefined) {
+            toast(`Revision ${r.rev} restored as the current version`);
+            state.flash.add(path);
+            refresh();
+            usageSoon();
+            showRevisions(path);
+          }
+        },
+      }),
+      el('button', {
+        type: 'button', class: 'pin',
+        text: r.pinned ? 'Unpin' : 'Pin',
+        'aria-label': `${r.pinned ? 'Unpin' : 'Pin'} revision ${r.rev}`,
+        title: r.pinned ? 'Unpin: the retention schedule may remove this revision again' : `Pin: keep this revision. ${PIN_KEEPS}`,
+        onclick: async (ev) => {
+          const button = ev.currentTarget;
+          button.disabled = true;
+          let updated;
+          try {
+            updated = await files.pin(path, r.rev, !r.pinned);
+          } catch (e) {
+            if (!(e instanceof ApiError && e.status === 401)) toast(e.message, true);
+            // Gone meanwhile (retention, or the file was deleted): show what is left.
+            if (e instanceof ApiError && e.status === 404 && panelPath === path) showRevisions(path);
+            else button.disabled = false;
+            return;
+          }
+          toast(updated.pinned ? `Revision ${r.rev} pinned: it will be kept` : `Revision ${r.rev} unpinned`);
+          if (panelPath !== path || !li.isConnected) return;
+          const again = revisionItem(path, updated, current);
+          li.replaceWith(again);
+          again.querySelector('button.pin').focus();
+        },
+      })));
+  return li;
+}
 
 let panelPath = null;
 async function showRevisions(path) {
@@ -718,6 +838,11 @@ async function showRevisions(path) {
   $('panel-title').textContent = `Revisions of ${nameOf(path)}`;
   panel.hidden = false;
   document.body.classList.add('panel-open');
+  // Another file's list must not stand in for this one's while it loads.
+  if ($('panel-body').dataset.path !== path) {
+    $('panel-body').dataset.path = path;
+    $('panel-body').replaceChildren(el('p', { class: 'muted', text: 'Loading…' }));
+  }
   let res;
   try {
     res = await files.revisions(path);
@@ -729,32 +854,16 @@ async function showRevisions(path) {
   const revs = [...res.revisions].sort((a, b) => b.rev - a.rev);
   const current = revs[0]?.rev;
   const list = el('ul', { class: 'revs' });
-  for (const r of revs) {
-    list.append(el('li', { 'data-rev': String(r.rev) },
-      el('div', { class: 'row' },
-        el('strong', { text: `Revision ${r.rev}` }),
-        r.rev === current ? el('span', { class: 'current', text: 'current' }) : null),
-      el('div', { class: 'muted', text: `${new Date(r.created_ms).toLocaleString()} · ${formatBytes(r.size)} · ${r.device}` }),
-      el('div', { class: 'row' },
-        el('a', { class: 'button', href: files.downloadUrl(path, r.rev), download: '', text: 'Download' }),
-        r.rev === current ? null : el('button', {
-          type: 'button', text: 'Restore',
-          onclick: async () => {
-            if (await attempt(() => files.restore(path, r.rev)) !== undefined) {
-              toast(`Revision ${r.rev} restored as the current version`);
-              state.flash.add(path);
-              refresh();
-              showRevisions(path);
-            }
-          },
-        }))));
-  }
-  $('panel-body').replaceChildren(list);
+  for (const r of revs) list.append(revisionItem(path, r, current));
+  const note = el('p', { class: 'muted hint', text: `Older revisions are removed over time. ${PIN_KEEPS}` });
+  $('panel-body').replaceChildren(note, list);
   $('panel-close').focus();
 }
 
 function closePanel() {
   panelPath = null;
+  delete $('panel-body').dataset.path;
+  $('panel-body').replaceChildren();
   $('panel').hidden = true;
   document.body.classList.remove('panel-open');
 }
@@ -836,12 +945,14 @@ async function enterApp() {
       onDone: (path) => {
         state.flash.add(path);
         noteUnfinished();
+        usageSoon();
         if (parentOf(path) === state.folder || path.startsWith(`${state.folder === '/' ? '' : state.folder}/`)) refreshSoon();
       },
     });
   }
   noteUnfinished();
   live.start();
+  refreshUsage();
   await refresh(true);
 }
 
