@@ -102,7 +102,7 @@ async fn lifecycle_work_survives_kill_9_at_random_points() {
                 .bytes()
                 .await
                 .unwrap();
-            assert!(&got[..] == &want[..], "round {round}: {path} changed");
+            assert!(got[..] == want[..], "round {round}: {path} changed");
         }
         fsck_is_clean(&cfg, &data, &cold, round).await;
 
@@ -202,7 +202,7 @@ async fn lifecycle_work_survives_kill_9_at_random_points() {
                     if let Ok(resp) = check.download(&path, None).await
                         && let Ok(got) = resp.bytes().await
                     {
-                        assert!(&got[..] == &bytes[..], "round {round}: {path} is partial");
+                        assert!(got[..] == bytes[..], "round {round}: {path} is partial");
                         live.insert(path, bytes);
                     }
                     drop(again);
@@ -224,7 +224,7 @@ async fn lifecycle_work_survives_kill_9_at_random_points() {
             .bytes()
             .await
             .unwrap();
-        assert!(&got[..] == &want[..], "{path} changed");
+        assert!(got[..] == want[..], "{path} changed");
     }
     fsck_is_clean(&cfg, &data, &cold, kills).await;
 }
