@@ -8,6 +8,7 @@
 mod common;
 
 mod api;
+mod backup;
 mod blocks;
 mod changes;
 mod cli;

@@ -1,16 +1,19 @@
 //! Blocks: the one way in (cut, hash, store), and blocks at rest: the codec
-//! (compress, encrypt, verify), the keys, and the only code that speaks to
-//! the object store.
+//! (compress, encrypt, verify), the keys, the block store and the object
+//! stores behind it (main, cold, replicas).
 //!
 //! Invariants:
 //!
-//! - Only `store.rs` speaks to the object store, and every read verifies the
+//! - Only `tiers.rs` speaks to an object store, and every read verifies the
 //!   hash: damage is an error, never wrong bytes. A read that finds the
-//!   stored copy damaged (authentication, hash or length fails, or the object
-//!   is gone) marks the block `damaged_ms`.
+//!   main copy damaged (authentication, hash or length fails, or the object
+//!   is gone) reads a replica's and rewrites the main copy; with no sound
+//!   copy it marks the block `damaged_ms`.
 //! - Objects are never overwritten. Every write goes to a name of its own,
 //!   created with `PutMode::Create`, so the record of a block (object, offset,
-//!   length) always names exactly the bytes its own write put there. Two
+//!   length) always names exactly the bytes its own write put there. The one
+//!   exception restores those very bytes: a damaged copy rewritten from a
+//!   copy in which every recorded block of the object opens. Two
 //!   uploads of the same new block racing each write their own object;
 //!   `record_blocks` keeps the first (`ON CONFLICT DO NOTHING`, and the loser
 //!   learns it lost), and the losing object is deleted after the answer.
