@@ -222,7 +222,7 @@ pub enum AdminCommand {
     Workers {
         #[command(subcommand)]
         command: Option<crate::admin_cmd::WorkersCommand>,
-        #[arg(long)]
+        #[arg(long, global = true)]
         json: bool,
     },
     /// Show or set a user's storage quota (as the logged-in administrator).

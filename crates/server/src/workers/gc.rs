@@ -148,7 +148,8 @@ impl Worker for Gc {
             let (collected, more_blocks) = self.collect(now).await?;
             let (_, more_packs) = self.compact().await?;
             self.sweep(now).await?;
-            let (deleted, more_objects) = self.delete_doomed(now).await?;
+            // Read the clock again: what this pass doomed counts from now.
+            let (deleted, more_objects) = self.delete_doomed(self.clock.now_ms()).await?;
             let done = collected + deleted;
             Ok(if more_blocks || more_packs || more_objects {
                 Step::Busy { done }
