@@ -29,7 +29,10 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn run(program: &str, args: &[&str]) {
-    let out = std::process::Command::new(program).args(args).output().unwrap();
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{program} {args:?}: {}",
@@ -67,13 +70,20 @@ async fn a_backup_of_a_serving_installation_restores(b: Backend) {
         }
         Some(url) => {
             let dump = backup.join("tessera.dump");
-            run("pg_dump", &["--format=custom", "--file", dump.to_str().unwrap(), url]);
+            run(
+                "pg_dump",
+                &["--format=custom", "--file", dump.to_str().unwrap(), url],
+            );
         }
     }
     // Meanwhile the installation goes on: a new file, a file deleted and
     // purged, and collection (whose grace outlasts the copy).
     alice
-        .upload("/after.bin", None, reqwest::Body::from(random_data(300_000, 99)))
+        .upload(
+            "/after.bin",
+            None,
+            reqwest::Body::from(random_data(300_000, 99)),
+        )
         .await
         .unwrap();
     alice.delete("/doc1.bin").await.unwrap();
@@ -106,7 +116,10 @@ async fn a_backup_of_a_serving_installation_restores(b: Backend) {
         Some(_) => {
             let url = fresh_postgres().await;
             let dump = backup.join("tessera.dump");
-            run("pg_restore", &["--no-owner", "--dbname", &url, dump.to_str().unwrap()]);
+            run(
+                "pg_restore",
+                &["--no-owner", "--dbname", &url, dump.to_str().unwrap()],
+            );
             Some(url)
         }
     };
@@ -126,7 +139,13 @@ async fn a_backup_of_a_serving_installation_restores(b: Backend) {
         .token;
     let alice = anon.with_token(token);
     for (path, data) in &kept {
-        let got = alice.download(path, None).await.unwrap().bytes().await.unwrap();
+        let got = alice
+            .download(path, None)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         assert!(got[..] == data[..], "{path} is restored as it was");
     }
     let names: Vec<String> = alice
