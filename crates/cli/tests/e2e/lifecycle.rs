@@ -265,9 +265,9 @@ async fn an_object_a_crash_left_behind_is_swept(b: Backend) {
         .set_modified(two_hours_ago)
         .unwrap();
 
-    // Swept objects are deleted a minute after they are found.
+    // Swept objects are deleted a grace period after they are found.
     gc(&s).await;
-    s.config.clock.advance(Duration::from_secs(61));
+    s.config.clock.advance(Duration::from_secs(GRACE + 1));
     gc(&s).await;
     assert!(!old.exists(), "an old object nobody names is swept");
     assert!(young.exists(), "a young one may be a write under way");

@@ -15,6 +15,8 @@ use tessera_client::{ClientError, Remote};
 use tessera_proto::ErrorCode;
 
 on_both_backends!(
+    a_restore_at_the_quota_makes_room_from_older_revisions,
+    open_resumable_uploads_count_against_the_quota,
     usage_follows_every_change,
     an_upload_over_the_quota_is_refused_and_stores_nothing,
     old_revisions_make_room_before_a_refusal,
@@ -37,6 +39,86 @@ async fn used(r: &Remote) -> u64 {
 
 fn is_over_quota(e: &ClientError) -> bool {
     e.status() == Some(507) && e.code() == Some(ErrorCode::QuotaExceeded)
+}
+
+/// Making room never takes the revision the change itself writes: a
+/// restore at the limit makes room from the revision it replaces, and the
+/// file reads back as restored.
+async fn a_restore_at_the_quota_makes_room_from_older_revisions(b: Backend) {
+    let s = TestServer::start(b).await;
+    let alice = s.user("alice").await;
+    let v1 = random_data(300_000, 1);
+    let v2 = random_data(300_000, 2);
+    put(&alice, "/doc", &v1).await.unwrap();
+    put(&alice, "/doc", &v2).await.unwrap();
+    let revs: Vec<i64> = alice
+        .revisions("/doc")
+        .await
+        .unwrap()
+        .revisions
+        .iter()
+        .map(|r| r.rev)
+        .collect();
+    let (first, second) = (revs[1], revs[0]);
+    alice.pin("/doc", first, true).await.unwrap();
+    admin(&s)
+        .await
+        .set_quota("alice", Some(600_000))
+        .await
+        .unwrap();
+    let restored = alice.restore("/doc", first).await.unwrap();
+    let got = alice
+        .download("/doc", None)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(got[..] == v1[..], "the file reads back as restored");
+    let mut left: Vec<i64> = alice
+        .revisions("/doc")
+        .await
+        .unwrap()
+        .revisions
+        .iter()
+        .map(|r| r.rev)
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [first, restored.rev.unwrap()],
+        "the replaced {second} made room"
+    );
+    assert_eq!(used(&alice).await, 600_000);
+}
+
+/// Sessions left open cannot together store more than the quota.
+async fn open_resumable_uploads_count_against_the_quota(b: Backend) {
+    let s = TestServer::start(b).await;
+    let alice = s.user("alice").await;
+    admin(&s)
+        .await
+        .set_quota("alice", Some(1_000_000))
+        .await
+        .unwrap();
+    let create = |name: &str| {
+        let meta = format!(
+            "path {}",
+            base64::engine::general_purpose::STANDARD.encode(name)
+        );
+        alice
+            .request(Method::POST, "/tus/")
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Length", "600000")
+            .header("Upload-Metadata", meta)
+            .send()
+    };
+    assert_eq!(create("/one.bin").await.unwrap().status().as_u16(), 201);
+    assert_eq!(
+        create("/two.bin").await.unwrap().status().as_u16(),
+        507,
+        "the first session's length is taken"
+    );
 }
 
 async fn usage_follows_every_change(b: Backend) {

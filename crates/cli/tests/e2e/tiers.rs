@@ -238,6 +238,11 @@ async fn blocks_of_untouched_files_move_to_the_cold_store(b: Backend) {
         .upload("/old.bin", None, reqwest::Body::from(old.clone()))
         .await
         .unwrap();
+    let old2 = random_data(1 << 20, 9);
+    alice
+        .upload("/old2.bin", None, reqwest::Body::from(old2.clone()))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let fresh = random_data(1 << 20, 8);
     alice
@@ -252,10 +257,13 @@ async fn blocks_of_untouched_files_move_to_the_cold_store(b: Backend) {
     let hot_after = s.store_bytes();
     let cold_bytes = dir_bytes(&cold_root);
     assert!(
-        hot_before - hot_after >= old.len() as u64 * 99 / 100,
+        hot_before - hot_after >= (old.len() + old2.len()) as u64 * 99 / 100,
         "the hot store shrank by what moved: {hot_before} → {hot_after}"
     );
-    assert!(cold_bytes >= old.len() as u64, "{cold_bytes}");
+    assert!(
+        cold_bytes >= (old.len() + old2.len()) as u64,
+        "{cold_bytes}"
+    );
     assert!(hot_after >= fresh.len() as u64, "the fresh file stayed hot");
 
     assert!(
@@ -282,4 +290,43 @@ async fn blocks_of_untouched_files_move_to_the_cold_store(b: Backend) {
         s.store_bytes()
     );
     assert_eq!(dir_bytes(&cold_root), cold_bytes);
+
+    // Rot in the cold pack's first block: that file fails to read (and
+    // the block is marked), the other file in the pack reads on; the same
+    // bytes uploaded again repair it, and the pack's other block stays.
+    let pack = std::fs::read_dir(cold_root.join("cold").join("packs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    flip(&pack, 100);
+    let a = fetch(&alice, "/old.bin").await;
+    let b = fetch(&alice, "/old2.bin").await;
+    let (bad, good) = if a.as_ref() == Some(&old) {
+        (&old2, &old)
+    } else {
+        (&old, &old2)
+    };
+    assert!(
+        (a.as_ref() == Some(&old)) != (b.as_ref() == Some(&old2)),
+        "exactly one of the two files reads"
+    );
+    alice
+        .upload("/again.bin", None, reqwest::Body::from(bad.clone()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(pack.exists(), "the pack is kept: another block lives in it");
+    for (path, want) in [
+        ("/old.bin", &old),
+        ("/old2.bin", &old2),
+        ("/again.bin", bad),
+    ] {
+        assert!(
+            fetch(&alice, path).await.as_ref() == Some(want),
+            "{path} reads back"
+        );
+    }
+    let _ = good;
 }

@@ -182,6 +182,25 @@ pub async fn rotate(
     path: &Path,
     mut at: impl FnMut(RotationStep),
 ) -> Result<usize, KeyError> {
+    // One rotation at a time: two at once could leave the key file holding
+    // the key whose transaction lost.
+    let lock_path = {
+        let mut p = path.as_os_str().to_owned();
+        p.push(".lock");
+        std::path::PathBuf::from(p)
+    };
+    let io = |source| KeyError::Io {
+        path: lock_path.display().to_string(),
+        source,
+    };
+    let lock = std::fs::File::create(&lock_path).map_err(io)?;
+    lock.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => io(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            "another rotation of this key is running: let it finish",
+        )),
+        std::fs::TryLockError::Error(e) => io(e),
+    })?;
     // A rotation cut short after its transaction is finished first, so the
     // old key below is the one the data keys are under.
     open_ring(meta, path, false).await?;
@@ -202,7 +221,14 @@ pub async fn rotate(
     }
     meta.rewrap_data_keys(&rows).await?;
     at(RotationStep::Rewrapped);
-    finish_rename(path)?;
+    if let Err(e) = finish_rename(path) {
+        // A server starting meanwhile finishes the rename itself.
+        let done = MasterKey::load(path).is_ok_and(|k| k.0 == new.0);
+        if !done {
+            return Err(e);
+        }
+    }
+    drop(lock);
     Ok(rows.len())
 }
 

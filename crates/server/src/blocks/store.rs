@@ -324,7 +324,7 @@ impl BlockStore {
     /// Deletes a replaced copy once nothing refers to it. A slice of a pack
     /// stays with its pack (its neighbours are in use).
     fn remove_later(&self, old: BlockLoc) {
-        if old.object.starts_with("packs/") {
+        if is_pack(&old.object) {
             return;
         }
         let tiers = self.tiers.clone();
@@ -395,8 +395,14 @@ impl BlockStore {
     /// Rewrites the `bad` copy of `object` with the `good` one if every
     /// block recorded in it opens there. True if it did.
     pub async fn repair(&self, object: &str, bad: Copy, good: Copy) -> Result<bool, BlockError> {
+        let named = self.meta.blocks_in(object).await?;
+        // An object nobody names any more (moved, collected) is not
+        // brought back.
+        if named.is_empty() {
+            return Ok(false);
+        }
         let whole = self.tiers.get(object, good).await?;
-        for (id, loc) in self.meta.blocks_in(object).await? {
+        for (id, loc) in named {
             let slice = usize::try_from(loc.offset)
                 .ok()
                 .zip(usize::try_from(loc.offset + loc.length).ok())
@@ -733,6 +739,12 @@ pub struct Unnamed {
     pub sample: Vec<String>,
     /// Too young to judge: their record may be a moment away.
     pub recent: u64,
+}
+
+/// Objects holding many blocks: packs, in the main store or the cold one
+/// (every object the cold store holds is a pack).
+fn is_pack(name: &str) -> bool {
+    name.starts_with("packs/") || name.starts_with(COLD_PREFIX)
 }
 
 /// Objects the block store writes: single blocks, packs, cold objects.

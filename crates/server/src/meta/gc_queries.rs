@@ -132,12 +132,17 @@ impl Store {
         Ok(doomed)
     }
 
-    /// Packs with collected blocks, each with its recorded (live) bytes.
+    /// Packs whose collected bytes outweigh their recorded (live) ones,
+    /// emptiest first, each with its live bytes. Packs still mostly used
+    /// are not listed, so they never hide the ones to compact.
     pub async fn packs_with_freed_space(&self, limit: i64) -> Result<Vec<(String, u64)>> {
         let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT p.object,
-                 CAST(COALESCE((SELECT SUM(b.obj_length) FROM blocks b WHERE b.object = p.object), 0) AS BIGINT)
-             FROM pack_freed p ORDER BY p.freed_bytes DESC, p.object LIMIT $1",
+            "SELECT object, live FROM (
+                 SELECT p.object, p.freed_bytes,
+                     CAST(COALESCE((SELECT SUM(b.obj_length) FROM blocks b WHERE b.object = p.object), 0) AS BIGINT) AS live
+                 FROM pack_freed p) c
+             WHERE live < freed_bytes
+             ORDER BY live, object LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)

@@ -259,27 +259,18 @@ async fn purge_subtree(tx: &mut Tx, ns: i64, root: &str, now: i64) -> Result<()>
         .fetch_all(&mut **tx)
         .await?;
         queue.extend(children.into_iter().map(|(c,)| c));
-        let ids = revision_block_ids(tx, ns, &id, None).await?;
+        // Only what this transaction deletes is released and uncharged.
+        let ids = quota_queries::delete_block_lists(tx, ns, &id, None).await?;
         release_refs(tx, &ids, now).await?;
-        let (kept,): (i64,) = sqlx::query_as(
-            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM revisions
-             WHERE namespace_id = $1 AND node_id = $2",
+        let sizes: Vec<(i64,)> = sqlx::query_as(
+            "DELETE FROM revisions WHERE namespace_id = $1 AND node_id = $2 RETURNING size",
         )
         .bind(ns)
         .bind(&id)
-        .fetch_one(&mut **tx)
+        .fetch_all(&mut **tx)
         .await?;
+        let kept: i64 = sizes.iter().map(|(s,)| s).sum();
         quota_queries::charge(tx, ns, -kept).await?;
-        for sql in [
-            "DELETE FROM revision_blocks WHERE namespace_id = $1 AND node_id = $2",
-            "DELETE FROM revisions WHERE namespace_id = $1 AND node_id = $2",
-        ] {
-            sqlx::query(sql)
-                .bind(ns)
-                .bind(&id)
-                .execute(&mut **tx)
-                .await?;
-        }
         sqlx::query("DELETE FROM nodes WHERE namespace_id = $1 AND id = $2")
             .bind(ns)
             .bind(&id)

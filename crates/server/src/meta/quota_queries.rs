@@ -9,8 +9,8 @@
 
 use super::*;
 
-/// Revisions looked at per round when making room.
-const ROOM_BATCH: i64 = 200;
+/// Old revisions one change may remove to make room.
+const ROOM_MOST: i64 = 1000;
 
 impl Store {
     /// A user's usage and quota (None: no limit), in bytes.
@@ -39,10 +39,24 @@ impl Store {
         Ok(())
     }
 
-    /// Whether `adding` more bytes fit `user_id`'s quota; see [`room`].
+    /// Whether `adding` more bytes fit `user_id`'s quota, besides what
+    /// their unfinished resumable uploads have declared (so many sessions
+    /// left open cannot store more than the quota); see [`room`].
     pub async fn check_room(&self, user_id: i64, adding: u64) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        room(&mut conn, user_id, adding).await
+        let (open,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(length), 0) AS BIGINT) FROM upload_sessions
+             WHERE user_id = $1 AND done_path IS NULL",
+        )
+        .bind(user_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        room(
+            &mut conn,
+            user_id,
+            adding.saturating_add(open.max(0) as u64),
+        )
+        .await
     }
 }
 
@@ -116,33 +130,30 @@ pub(super) async fn charge(tx: &mut Tx, ns: i64, delta: i64) -> Result<()> {
 }
 
 /// Removes `user`'s oldest unpinned old revisions (never a current one)
-/// until `needed` bytes are freed or none is left; returns the bytes freed.
+/// until `needed` bytes are freed, none is left, or [`ROOM_MOST`] went (a
+/// change may not hold the write lock for an unbounded clean-up: beyond
+/// that the change is refused, and the retention schedule thins the rest);
+/// returns the bytes freed.
 async fn make_room(tx: &mut Tx, user: i64, needed: i64) -> Result<i64> {
-    let mut freed = 0;
+    let oldest: Vec<(i64, String, i64)> = sqlx::query_as(
+        "SELECT r.namespace_id, r.node_id, r.rev FROM revisions r
+         JOIN nodes n ON n.namespace_id = r.namespace_id AND n.id = r.node_id
+         JOIN namespaces s ON s.id = r.namespace_id
+         WHERE s.owner_user_id = $1 AND r.rev <> n.rev AND NOT r.pinned
+         ORDER BY r.created_ms, r.rev
+         LIMIT $2",
+    )
+    .bind(user)
+    .bind(ROOM_MOST)
+    .fetch_all(&mut **tx)
+    .await?;
     let now = now_ms();
-    while freed < needed {
-        let oldest: Vec<(i64, String, i64, i64)> = sqlx::query_as(
-            "SELECT r.namespace_id, r.node_id, r.rev, r.size FROM revisions r
-             JOIN nodes n ON n.namespace_id = r.namespace_id AND n.id = r.node_id
-             JOIN namespaces s ON s.id = r.namespace_id
-             WHERE s.owner_user_id = $1 AND r.rev <> n.rev AND NOT r.pinned
-             ORDER BY r.created_ms, r.rev
-             LIMIT $2",
-        )
-        .bind(user)
-        .bind(ROOM_BATCH)
-        .fetch_all(&mut **tx)
-        .await?;
-        if oldest.is_empty() {
+    let mut freed = 0;
+    for (ns, node, rev) in oldest {
+        if freed >= needed {
             break;
         }
-        for (ns, node, rev, size) in oldest {
-            if freed >= needed {
-                break;
-            }
-            remove_revision(tx, ns, &node, rev, now).await?;
-            freed += size;
-        }
+        freed += remove_revision(tx, ns, &node, rev, now).await?.unwrap_or(0);
     }
     if freed > 0 {
         sqlx::query("UPDATE users SET used_bytes = used_bytes - $1 WHERE id = $2")
@@ -159,26 +170,58 @@ async fn make_room(tx: &mut Tx, user: i64, needed: i64) -> Result<i64> {
     Ok(freed)
 }
 
-/// Deletes one revision and its block list and releases its blocks (the
-/// caller moves the usage).
+/// Deletes one unpinned revision and its block list and releases the
+/// blocks it deleted; returns the revision's size, or `None` if it was
+/// pinned or already gone (another transaction removed it: its blocks are
+/// that one's to release). The caller moves the usage.
 pub(super) async fn remove_revision(
     tx: &mut Tx,
     ns: i64,
     node: &str,
     rev: i64,
     now: i64,
-) -> Result<()> {
-    let ids = revision_block_ids(tx, ns, node, Some(rev)).await?;
-    for sql in [
-        "DELETE FROM revision_blocks WHERE namespace_id = $1 AND node_id = $2 AND rev = $3",
-        "DELETE FROM revisions WHERE namespace_id = $1 AND node_id = $2 AND rev = $3",
-    ] {
-        sqlx::query(sql)
-            .bind(ns)
-            .bind(node)
-            .bind(rev)
-            .execute(&mut **tx)
-            .await?;
-    }
-    release_refs(tx, &ids, now).await
+) -> Result<Option<i64>> {
+    let size: Option<(i64,)> = sqlx::query_as(
+        "DELETE FROM revisions
+         WHERE namespace_id = $1 AND node_id = $2 AND rev = $3 AND NOT pinned
+         RETURNING size",
+    )
+    .bind(ns)
+    .bind(node)
+    .bind(rev)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((size,)) = size else {
+        return Ok(None);
+    };
+    let ids = delete_block_lists(tx, ns, node, Some(rev)).await?;
+    release_refs(tx, &ids, now).await?;
+    Ok(Some(size))
+}
+
+/// Deletes the block lists of a node's revisions (of `rev` alone, or of
+/// all) and answers the ids it deleted, one per use.
+pub(super) async fn delete_block_lists(
+    tx: &mut Tx,
+    ns: i64,
+    node: &str,
+    rev: Option<i64>,
+) -> Result<Vec<BlockId>> {
+    let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
+        "DELETE FROM revision_blocks
+         WHERE namespace_id = $1 AND node_id = $2 AND ($3 IS NULL OR rev = $3)
+         RETURNING block_id",
+    )
+    .bind(ns)
+    .bind(node)
+    .bind(rev)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.into_iter()
+        .map(|(b,)| {
+            <[u8; 32]>::try_from(b.as_slice())
+                .map(BlockId)
+                .map_err(|_| MetaError::Invalid("a stored block id is not 32 bytes".into()))
+        })
+        .collect()
 }

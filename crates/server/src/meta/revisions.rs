@@ -106,7 +106,6 @@ impl Store {
         .await?;
         let ids = revision_block_ids(&mut w.tx, ns, &node.id, Some(new_rev)).await?;
         take_refs(&mut w.tx, &ids).await?;
-        quota_queries::charge(&mut w.tx, ns, old.size).await?;
         sqlx::query(
             "UPDATE nodes SET rev = $1, size = $2, content_hash = $3, modified_ms = $4
              WHERE namespace_id = $5 AND id = $6",
@@ -119,6 +118,9 @@ impl Store {
         .bind(&node.id)
         .execute(&mut *w.tx)
         .await?;
+        // Charged once the new revision is current: making room removes
+        // only old revisions, never the one this restore just wrote.
+        quota_queries::charge(&mut w.tx, ns, old.size).await?;
         let node = NodeRow {
             rev: new_rev,
             size: old.size,
@@ -225,21 +227,12 @@ impl Store {
         let mut dropped = 0;
         let mut freed = 0;
         for &rev in revs.iter().filter(|&&r| r != current) {
-            let size: Option<(i64,)> = sqlx::query_as(
-                "SELECT size FROM revisions
-                 WHERE namespace_id = $1 AND node_id = $2 AND rev = $3 AND NOT pinned",
-            )
-            .bind(ns)
-            .bind(node)
-            .bind(rev)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some((size,)) = size else {
-                continue;
-            };
-            quota_queries::remove_revision(&mut tx, ns, node, rev, now).await?;
-            freed += size;
-            dropped += 1;
+            // Pinned since the schedule looked, or removed by a quota's
+            // clean-up: left alone.
+            if let Some(size) = quota_queries::remove_revision(&mut tx, ns, node, rev, now).await? {
+                freed += size;
+                dropped += 1;
+            }
         }
         quota_queries::charge(&mut tx, ns, -freed).await?;
         tx.commit().await?;

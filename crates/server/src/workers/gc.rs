@@ -13,7 +13,7 @@
 //!    record names (a crash between a write and its record) are doomed,
 //!    once they are older than the grace period and never younger than
 //!    [`SWEEP_MIN_AGE`] of wall time, so no write under way is taken.
-//! 4. Delete the doomed objects, then forget them.
+//! 4. Delete the objects doomed a grace period ago, then forget them.
 //!
 //! Each step is safe to cut short by a crash: metadata changes commit
 //! before any object is deleted, deleting is idempotent, and a new pack is
@@ -35,9 +35,6 @@ const SWEEP_EVERY: Duration = Duration::from_secs(24 * 3600);
 /// An object younger than this (by the store's own clock) is never swept,
 /// whatever the grace period: its record may be a moment away.
 const SWEEP_MIN_AGE: Duration = Duration::from_secs(15 * 60);
-/// Doomed objects are deleted this long after (at most the grace period),
-/// so a read that looked up a moved block a moment ago still finds it.
-const DELETE_DELAY: Duration = Duration::from_secs(60);
 /// Rows per collection transaction, and transactions per step.
 const COLLECT_BATCH: i64 = 1000;
 const COLLECT_ROUNDS: usize = 20;
@@ -104,7 +101,6 @@ impl Gc {
             tracing::info!(%pack, blocks = n, live, size, "compacted a pack");
             moved += n;
         }
-        // Packs still mostly used stay listed; only progress asks for more.
         Ok((moved, full && moved > 0))
     }
 
@@ -128,7 +124,11 @@ impl Gc {
     }
 
     async fn delete_doomed(&self, now: i64) -> Result<(u64, bool), WorkerError> {
-        let before = now.saturating_sub(ms(self.grace.min(DELETE_DELAY)));
+        // A doomed object waits a grace period too: a pack that compaction
+        // or a cold move emptied was named by the database until then, so a
+        // backup whose snapshot came first, or a read that looked a block
+        // up, still finds it while the copy takes less than the grace.
+        let before = now.saturating_sub(ms(self.grace));
         let doomed = self.meta.doomed_objects(before, DELETES_PER_STEP).await?;
         self.blocks.delete_objects(&doomed).await?;
         self.meta.forget_doomed(&doomed).await?;
