@@ -304,11 +304,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     // commit on (even the repairs made while opening).
     let hub = Arc::new(Hub::default());
     let database_url = config.database_url()?;
-    let meta = Meta::connect(
-        &database_url,
-        Publisher::for_database(hub.clone(), &database_url),
-    )
-    .await?;
+    let publisher = Publisher::for_database(hub.clone(), &database_url);
+    let meta = Meta::connect(&database_url, publisher.clone()).await?;
+    publisher.attach(&meta);
     let ring = Arc::new(key_ring(&config, &meta, true).await?);
     let blocks = BlockStore::new(config.tiers()?, ring, meta.clone());
 

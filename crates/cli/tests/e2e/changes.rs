@@ -388,3 +388,53 @@ async fn until_held(r: &tessera_client::Remote, n: u32) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Two instances on one PostgreSQL database and one store: a change made
+/// through one wakes a long poll held on the other (LISTEN/NOTIFY), and
+/// the wake-up latency over 100 changes is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_through_one_instance_wakes_a_poll_on_another() {
+    let a = TestServer::start(Backend::Postgres).await;
+    let mut second = a.config.clone();
+    second.listen = "127.0.0.1:0".parse().unwrap();
+    let b = tessera_server::start(second).await.unwrap();
+    let writer = a.user("alice").await;
+    let anon = tessera_client::Remote::new(&format!("http://{}", b.addr), None).unwrap();
+    let token = anon
+        .login("alice", "alice-password", "phone")
+        .await
+        .unwrap()
+        .token;
+    let reader = anon.with_token(token);
+    let mut took = Vec::new();
+    for i in 0..100 {
+        let cursor = reader.latest_cursor().await.unwrap();
+        let poll = {
+            let reader = reader.clone();
+            tokio::spawn(async move {
+                let answer = reader.poll(&cursor, 10).await;
+                (answer, Instant::now())
+            })
+        };
+        // The poll is waiting on instance B before the change is made on A.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        writer
+            .upload(&format!("/n{i}.txt"), None, reqwest::Body::from("x"))
+            .await
+            .unwrap();
+        let done = Instant::now();
+        let (answer, woke) = poll.await.unwrap();
+        assert!(
+            answer.unwrap().changes,
+            "change {i} woke the poll on the other instance"
+        );
+        // After the writer's answer (zero if the poll woke first).
+        took.push(woke.saturating_duration_since(done));
+    }
+    took.sort();
+    println!(
+        "wake-up across instances after the change's answer: p50 {:?}, p95 {:?}, max {:?}",
+        took[49], took[94], took[99]
+    );
+    b.shutdown().await.unwrap();
+}

@@ -2,8 +2,26 @@
 //! `queries.rs`, compiled once per backend with it.
 
 use super::*;
+use commit_queries::{BATCH, placeholders};
 
 impl Store {
+    /// The journal positions of `namespaces` (those that exist).
+    pub async fn journal_seqs(&self, namespaces: &[i64]) -> Result<Vec<(i64, i64)>> {
+        let mut out = Vec::with_capacity(namespaces.len());
+        for chunk in namespaces.chunks(BATCH) {
+            let sql = format!(
+                "SELECT id, journal_seq FROM namespaces WHERE id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, (i64, i64)>(sqlx::AssertSqlSafe(sql));
+            for ns in chunk {
+                q = q.bind(*ns);
+            }
+            out.extend(q.fetch_all(&self.pool).await?);
+        }
+        Ok(out)
+    }
+
     pub async fn journal_seq(&self, ns: i64) -> Result<i64> {
         let (seq,): (i64,) = sqlx::query_as("SELECT journal_seq FROM namespaces WHERE id = $1")
             .bind(ns)

@@ -601,6 +601,7 @@ forward! {
     /// and releases their blocks; returns how many went.
     fn drop_revisions(&self, ns: i64, node: &str, revs: &[i64]) -> Result<u64>;
     fn journal_seq(&self, ns: i64) -> Result<i64>;
+    fn journal_seqs(&self, namespaces: &[i64]) -> Result<Vec<(i64, i64)>>;
     /// Journal entries of `ns` after sequence number `after`, oldest first.
     fn changes(&self, ns: i64, after: i64, limit: i64) -> Result<Vec<JournalRow>>;
 }

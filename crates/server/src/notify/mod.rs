@@ -4,9 +4,9 @@
 //! number; the metadata store bumps it through [`Publisher`] (`publish.rs`)
 //! after a change's transaction commits, and every poll waiting on that
 //! namespace wakes. Waiting costs a task and a channel receiver, no CPU.
-//! This fan-out is in-process: with several server instances the bump will
-//! travel through the database (PostgreSQL LISTEN/NOTIFY) into the same
-//! `Hub`, by a bridge in `publish.rs`.
+//! With several server instances on one PostgreSQL database the bump also
+//! travels through LISTEN/NOTIFY into every instance's `Hub` (the bridge
+//! in `publish.rs`).
 
 pub mod presence;
 pub mod publish;
@@ -62,6 +62,17 @@ impl Hub {
                 .or_insert_with(|| watch::Sender::new(0))
                 .subscribe(),
         )
+    }
+
+    /// The namespaces someone waits on.
+    pub fn watched(&self) -> Vec<i64> {
+        let Ok(map) = self.namespaces.lock() else {
+            return Vec::new();
+        };
+        map.iter()
+            .filter(|(_, tx)| tx.receiver_count() > 0)
+            .map(|(ns, _)| *ns)
+            .collect()
     }
 
     /// Wakes every waiting poll so shutdown does not wait out their timeouts.
