@@ -417,7 +417,7 @@ async fn a_change_through_one_instance_wakes_a_poll_on_another() {
             })
         };
         // The poll is waiting on instance B before the change is made on A.
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        until_held(&reader, 1).await;
         writer
             .upload(&format!("/n{i}.txt"), None, reqwest::Body::from("x"))
             .await

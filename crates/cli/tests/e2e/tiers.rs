@@ -243,6 +243,8 @@ async fn blocks_of_untouched_files_move_to_the_cold_store(b: Backend) {
         .upload("/old2.bin", None, reqwest::Body::from(old2.clone()))
         .await
         .unwrap();
+    // Age itself is the subject: a file's age is its modification time on
+    // the wall clock, which the test clock does not move.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let fresh = random_data(1 << 20, 8);
     alice
@@ -316,6 +318,8 @@ async fn blocks_of_untouched_files_move_to_the_cold_store(b: Backend) {
         .upload("/again.bin", None, reqwest::Body::from(bad.clone()))
         .await
         .unwrap();
+    // What is checked is a deletion that must not come: it would come from
+    // a task spawned after the answer, so there is no event to wait on.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(pack.exists(), "the pack is kept: another block lives in it");
     for (path, want) in [

@@ -154,6 +154,8 @@ async fn lifecycle_work_survives_kill_9_at_random_points() {
             }
         }
         admin.purge_trash(None).await.unwrap();
+        // Past the one-second cold age of the real binary's wall clock, so
+        // a cold move has blocks to move when the kill comes.
         tokio::time::sleep(Duration::from_millis(1100)).await;
 
         // The kill.

@@ -320,13 +320,7 @@ pub(super) async fn revision_block_ids(
     .bind(rev)
     .fetch_all(&mut **tx)
     .await?;
-    rows.into_iter()
-        .map(|(b,)| {
-            <[u8; 32]>::try_from(b.as_slice())
-                .map(BlockId)
-                .map_err(|_| MetaError::Invalid("a stored block id is not 32 bytes".into()))
-        })
-        .collect()
+    block_ids(rows)
 }
 
 /// `$first, $first+1, …` for `n` bound values.

@@ -28,13 +28,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, object, offset, length)| {
-                let id = <[u8; 32]>::try_from(id.as_slice()).ok()?;
-                Some((BlockId(id), loc((object, offset, length))))
-            })
-            .collect())
+        Ok(located(rows))
     }
 
     /// Every file revision and upload session that uses `id`, named for

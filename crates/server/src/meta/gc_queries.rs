@@ -161,13 +161,7 @@ impl Store {
         .bind(object)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, object, offset, length)| {
-                let id = <[u8; 32]>::try_from(id.as_slice()).ok()?;
-                Some((BlockId(id), loc((object, offset, length))))
-            })
-            .collect())
+        Ok(located(rows))
     }
 
     /// Points each moved block at its new place, if it is still where it
@@ -179,20 +173,7 @@ impl Store {
         let mut lost = 0i64;
         let mut taken = 0u64;
         for m in moved {
-            let swapped = sqlx::query(
-                "UPDATE blocks SET object = $2, obj_offset = $3, obj_length = $4
-                 WHERE id = $1 AND object = $5 AND obj_offset = $6",
-            )
-            .bind(&m.id.0[..])
-            .bind(&m.to.object)
-            .bind(m.to.offset as i64)
-            .bind(m.to.length as i64)
-            .bind(&m.from.object)
-            .bind(m.from.offset as i64)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if swapped == 1 {
+            if swap_location(&mut tx, m).await? {
                 taken += 1;
             } else {
                 lost += m.to.length as i64;
@@ -237,13 +218,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, object, offset, length)| {
-                let id = <[u8; 32]>::try_from(id.as_slice()).ok()?;
-                Some((BlockId(id), loc((object, offset, length))))
-            })
-            .collect())
+        Ok(located(rows))
     }
 
     /// Points blocks copied into `new` at their new place (compared and
@@ -255,20 +230,7 @@ impl Store {
         let mut taken = 0u64;
         let mut freed: std::collections::BTreeMap<String, i64> = Default::default();
         for m in moved {
-            let swapped = sqlx::query(
-                "UPDATE blocks SET object = $2, obj_offset = $3, obj_length = $4
-                 WHERE id = $1 AND object = $5 AND obj_offset = $6",
-            )
-            .bind(&m.id.0[..])
-            .bind(&m.to.object)
-            .bind(m.to.offset as i64)
-            .bind(m.to.length as i64)
-            .bind(&m.from.object)
-            .bind(m.from.offset as i64)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if swapped == 1 {
+            if swap_location(&mut tx, m).await? {
                 taken += 1;
                 *freed.entry(m.from.object.clone()).or_default() += m.from.length as i64;
             }
@@ -296,6 +258,25 @@ impl Store {
             .await?;
         Ok(())
     }
+}
+
+/// Points a moved block's record at its new place if it is still where
+/// the move found it. True if it did.
+async fn swap_location(tx: &mut Tx, m: &Moved) -> Result<bool> {
+    let swapped = sqlx::query(
+        "UPDATE blocks SET object = $2, obj_offset = $3, obj_length = $4
+         WHERE id = $1 AND object = $5 AND obj_offset = $6",
+    )
+    .bind(&m.id.0[..])
+    .bind(&m.to.object)
+    .bind(m.to.offset as i64)
+    .bind(m.to.length as i64)
+    .bind(&m.from.object)
+    .bind(m.from.offset as i64)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(swapped == 1)
 }
 
 /// Packs hold many blocks, in the main store or the cold one.

@@ -284,6 +284,28 @@ fn blocks_of(new: &NewRevision) -> Vec<BlockId> {
     new.blocks.iter().map(|(id, _)| *id).collect()
 }
 
+/// Block rows (id, object, offset, length) as ids and places; a stored id
+/// that is not 32 bytes is skipped.
+fn located(rows: Vec<(Vec<u8>, String, i64, i64)>) -> Vec<(BlockId, BlockLoc)> {
+    rows.into_iter()
+        .filter_map(|(id, object, offset, length)| {
+            let id = <[u8; 32]>::try_from(id.as_slice()).ok()?;
+            Some((BlockId(id), loc((object, offset, length))))
+        })
+        .collect()
+}
+
+/// Stored block ids, one per row; a malformed one is an error.
+fn block_ids(rows: Vec<(Vec<u8>,)>) -> Result<Vec<BlockId>> {
+    rows.into_iter()
+        .map(|(b,)| {
+            <[u8; 32]>::try_from(b.as_slice())
+                .map(BlockId)
+                .map_err(|_| MetaError::Invalid("a stored block id is not 32 bytes".into()))
+        })
+        .collect()
+}
+
 fn loc((object, offset, length): (String, i64, i64)) -> BlockLoc {
     BlockLoc {
         object,

@@ -482,9 +482,23 @@ async fn postgres_a_commit_racing_collection_is_refused() {
     let rev = f.revision("/f", 1, 5);
     let commit = tokio::spawn(async move { meta.commit(&rev).await });
     // The commit checks its blocks (the deletion is not visible yet) and
-    // waits for the row the collector holds.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert!(!commit.is_finished(), "the commit waits for the row");
+    // waits for the row the collector holds: PostgreSQL shows the wait.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (waiting,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pg_locks WHERE NOT granted")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(!commit.is_finished(), "the commit waits for the row");
+        assert!(
+            std::time::Instant::now() < until,
+            "the commit never waited for the row"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     collector.commit().await.unwrap();
     let out = commit.await.unwrap();
     assert!(
