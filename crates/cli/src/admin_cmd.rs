@@ -110,6 +110,12 @@ fn table(list: &[WorkerStatus], now_ms: i64) -> String {
             WorkerState::Idle => "idle",
             WorkerState::Busy => "busy",
             WorkerState::Failed => "failed",
+            WorkerState::Standby => "standby",
+        };
+        let note = match (&w.state, &w.holder, &w.last_error) {
+            (WorkerState::Standby, Some(holder), _) => format!("runs on {holder}"),
+            (_, _, Some(error)) => error.clone(),
+            _ => "-".to_owned(),
         };
         out.push_str(&format!(
             "{:<12} {:<7} {:>12} {:>12} {:>6}  {}\n",
@@ -120,7 +126,7 @@ fn table(list: &[WorkerStatus], now_ms: i64) -> String {
             w.next_run_ms
                 .map_or_else(|| "now".to_owned(), |t| ahead(t - now_ms)),
             w.last_done,
-            w.last_error.as_deref().unwrap_or("-"),
+            note,
         ));
     }
     out
@@ -161,6 +167,7 @@ mod tests {
             last_error: Some("database: gone".into()),
             failures: 1,
             next_run_ms: Some(now + 2_000),
+            holder: None,
         };
         let fresh = WorkerStatus {
             state: WorkerState::Busy,

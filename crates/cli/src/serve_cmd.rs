@@ -36,6 +36,12 @@ pub struct ServeArgs {
     /// Seconds a request body may send nothing before it fails.
     #[arg(long, env = "TESSERA_BODY_TIMEOUT_SECS")]
     body_timeout_secs: Option<u64>,
+    /// On SIGTERM, seconds to serve on while /readyz fails, so a load balancer stops sending requests first.
+    #[arg(long, env = "TESSERA_DRAIN_SECS")]
+    drain_secs: Option<u64>,
+    /// Then, seconds requests under way have to finish before their connections are closed.
+    #[arg(long, env = "TESSERA_SHUTDOWN_DEADLINE_SECS")]
+    shutdown_deadline_secs: Option<u64>,
     /// Password checks running at once (0: one per core).
     #[arg(long, env = "TESSERA_MAX_PASSWORD_CHECKS")]
     max_password_checks: Option<usize>,
@@ -114,6 +120,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.body_timeout_secs {
             cfg.body_timeout_secs = v;
+        }
+        if let Some(v) = self.drain_secs {
+            cfg.drain_secs = v;
+        }
+        if let Some(v) = self.shutdown_deadline_secs {
+            cfg.shutdown_deadline_secs = v;
         }
         if let Some(v) = self.max_password_checks {
             cfg.max_password_checks = v;

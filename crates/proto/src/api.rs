@@ -448,6 +448,9 @@ pub enum WorkerState {
     Busy,
     /// Its last step failed; it will try again after a back-off.
     Failed,
+    /// Another instance holds its lease and runs it; this one takes over
+    /// if that one stops.
+    Standby,
 }
 
 /// A server worker's status (`GET /admin/workers`).
@@ -467,6 +470,10 @@ pub struct WorkerStatus {
     pub failures: u64,
     /// When the next step is due (ms since the Unix epoch), while waiting.
     pub next_run_ms: Option<i64>,
+    /// The instance that ran its last step, or that runs it while this one
+    /// stands by.
+    #[serde(default)]
+    pub holder: Option<String>,
 }
 
 impl WorkerStatus {
@@ -481,6 +488,7 @@ impl WorkerStatus {
             last_error: None,
             failures: 0,
             next_run_ms: None,
+            holder: None,
         }
     }
 }

@@ -1,12 +1,14 @@
 //! Passwords, device tokens and the brake on guessing.
 //!
 //! The login brake ([`LoginLimiter`]) counts attempts per account (10) and
-//! per client address (50) in a 15-minute window, in memory; past the limit
-//! the answer is 429 with `Retry-After`. An attempt counts from the moment it
-//! is let in, before its password is checked (it holds a guard that records a
-//! failure unless the check succeeds), so a burst of parallel guesses cannot
-//! all pass the check before the first failure is recorded. A success
-//! forgives only the failures recorded before it began, not those racing it.
+//! per client address (50) in a 15-minute window, in the database, so every
+//! instance counts the same attempts; past the limit the answer is 429 with
+//! `Retry-After`. An attempt counts from the moment it is let in, before its
+//! password is checked (it holds a guard that records a failure unless the
+//! check succeeds), so a burst of parallel guesses, even spread over several
+//! instances, cannot all pass the check before the first failure is
+//! recorded. A success forgives only the failures recorded before it began,
+//! not those racing it.
 //!
 //! Password checks (Argon2, ~19 MiB each) run at most one per core
 //! ([`PasswordChecks`]), each slot reusing its Argon2 memory (a fresh
@@ -14,16 +16,16 @@
 //! gets 429 with `Retry-After` and is not counted. Names over 64 bytes are
 //! refused before any of this. The client address is the peer's, or, when
 //! the peer is in `trusted_proxies`, the nearest untrusted hop of
-//! `X-Forwarded-For` (`proxy.rs`). With several instances each counts its
-//! own. Tokens are stored as their BLAKE3 hash, looked up by hash, and expire
-//! after 90 days.
+//! `X-Forwarded-For` (`proxy.rs`). Tokens are stored as their BLAKE3 hash,
+//! looked up by hash, and expire after 90 days.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use rand::RngCore;
+
+use crate::meta::{Meta, MetaError, now_ms};
 
 #[derive(Debug, thiserror::Error)]
 #[error("password hashing failed: {0}")]
@@ -72,152 +74,124 @@ pub fn generate_password() -> String {
 
 /// Counts login attempts per key (an account, an address) in a window
 /// that starts at the first one; past the limit the key is refused until
-/// the window passes. An attempt counts from the moment it is let in, before
-/// its password is checked: counting only answered failures let a burst of
-/// parallel guesses all through before the first was recorded.
+/// the window passes. The counts live in the database, so every instance
+/// brakes the same guesses. An attempt counts from the moment it is let in,
+/// before its password is checked: counting only answered failures let a
+/// burst of parallel guesses all through before the first was recorded.
 pub struct LoginLimiter {
+    meta: Meta,
     window: Duration,
     per_account: u32,
     per_address: u32,
-    seen: Mutex<HashMap<String, Count>>,
-}
-
-#[derive(Debug)]
-struct Count {
-    since: Instant,
-    /// Attempts that failed in this window.
-    failed: u32,
-    /// Attempts let in and not yet answered.
-    in_flight: u32,
-}
-
-/// Drops per-key entries once the map is this large, keeping live ones.
-const LIMITER_PRUNE_AT: usize = 100_000;
-
-impl Default for LoginLimiter {
-    fn default() -> Self {
-        Self::new(Duration::from_secs(15 * 60), 10, 50)
-    }
 }
 
 /// One login attempt let in by the limiter. It counts as a failure unless
-/// [`Attempt::succeeded`] is called (a request dropped midway included).
+/// it ends otherwise ([`Attempt::succeeded`], [`Attempt::not_checked`]); a
+/// request dropped midway included.
 #[must_use]
-pub struct Attempt<'a> {
-    limiter: &'a LoginLimiter,
-    account: String,
-    address: String,
+pub struct Attempt {
+    meta: Meta,
+    /// The address's key, then the account's (the order every attempt
+    /// locks them in).
+    keys: [String; 2],
     /// The account's failures when this attempt began: a success forgives
     /// these, not those of attempts that raced with it.
-    failed_before: u32,
-    outcome: Outcome,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Failed,
-    Succeeded,
-    /// Refused before the password was checked (the server was busy).
-    NotChecked,
+    failed_before: i64,
+    ended: bool,
 }
 
 impl LoginLimiter {
-    pub fn new(window: Duration, per_account: u32, per_address: u32) -> Self {
+    /// 10 attempts per account and 50 per address in 15 minutes.
+    pub fn with_defaults(meta: Meta) -> Self {
+        Self::new(meta, LOGIN_WINDOW, 10, 50)
+    }
+
+    pub fn new(meta: Meta, window: Duration, per_account: u32, per_address: u32) -> Self {
         Self {
+            meta,
             window,
             per_account,
             per_address,
-            seen: Mutex::new(HashMap::new()),
         }
     }
 
-    fn keys(account: &str, address: &str) -> [String; 2] {
-        [format!("u:{account}"), format!("a:{address}")]
-    }
-
-    /// Lets an attempt in and counts it, or `Err(seconds to wait)` when the
-    /// account or the address is at its limit.
-    pub fn attempt(&self, account: &str, address: &str) -> Result<Attempt<'_>, u64> {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() > LIMITER_PRUNE_AT {
-            let window = self.window;
-            seen.retain(|_, c| c.in_flight > 0 || c.since.elapsed() < window);
-        }
-        let [account_key, address_key] = Self::keys(account, address);
-        for (key, limit) in [
-            (&account_key, self.per_account),
-            (&address_key, self.per_address),
-        ] {
-            if let Some(c) = seen.get_mut(key) {
-                let age = c.since.elapsed();
-                if age >= self.window {
-                    c.since = Instant::now();
-                    c.failed = 0;
-                } else if c.failed + c.in_flight >= limit {
-                    return Err((self.window - age).as_secs().max(1));
-                }
-            }
-        }
-        let mut failed_before = 0;
-        for key in [account_key, address_key] {
-            let is_account = key.starts_with("u:");
-            let c = seen.entry(key).or_insert_with(|| Count {
-                since: Instant::now(),
-                failed: 0,
-                in_flight: 0,
-            });
-            c.in_flight += 1;
-            if is_account {
-                failed_before = c.failed;
-            }
-        }
-        Ok(Attempt {
-            limiter: self,
-            account: account.to_owned(),
-            address: address.to_owned(),
-            failed_before,
-            outcome: Outcome::Failed,
-        })
-    }
-
-    fn finish(&self, a: &Attempt<'_>) {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let [account_key, address_key] = Self::keys(&a.account, &a.address);
-        for key in [account_key, address_key] {
-            let is_account = key.starts_with("u:");
-            let Some(c) = seen.get_mut(&key) else {
-                continue;
-            };
-            c.in_flight = c.in_flight.saturating_sub(1);
-            match a.outcome {
-                Outcome::Failed => c.failed += 1,
-                Outcome::Succeeded if is_account => {
-                    c.failed = c.failed.saturating_sub(a.failed_before);
-                }
-                Outcome::Succeeded | Outcome::NotChecked => {}
-            }
-            if c.failed == 0 && c.in_flight == 0 {
-                seen.remove(&key);
-            }
+    /// Lets an attempt in and counts it, or `Ok(Err(seconds to wait))` when
+    /// the account or the address is at its limit.
+    pub async fn attempt(
+        &self,
+        account: &str,
+        address: &str,
+    ) -> Result<Result<Attempt, u64>, MetaError> {
+        let keys = [format!("a:{address}"), format!("u:{account}")];
+        let limits = [
+            (keys[0].clone(), i64::from(self.per_address)),
+            (keys[1].clone(), i64::from(self.per_account)),
+        ];
+        let window_ms = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
+        match self.meta.login_begin(&limits, window_ms, now_ms()).await? {
+            Err(wait_ms) => Ok(Err(u64::try_from(wait_ms.max(0))
+                .unwrap_or(0)
+                .div_ceil(1000)
+                .max(1))),
+            Ok(failed_before) => Ok(Ok(Attempt {
+                meta: self.meta.clone(),
+                keys,
+                failed_before: failed_before.get(1).copied().unwrap_or(0),
+                ended: false,
+            })),
         }
     }
 }
 
-impl Attempt<'_> {
+/// The window of [`LoginLimiter::with_defaults`].
+pub const LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+impl Attempt {
     /// The password was right: the account's earlier failures are forgiven.
-    pub fn succeeded(mut self) {
-        self.outcome = Outcome::Succeeded;
+    pub async fn succeeded(mut self) -> Result<(), MetaError> {
+        self.ended = true;
+        let forgive = -self.failed_before;
+        self.end([0, forgive]).await
     }
 
     /// The password was never checked: the attempt does not count.
-    pub fn not_checked(mut self) {
-        self.outcome = Outcome::NotChecked;
+    pub async fn not_checked(mut self) -> Result<(), MetaError> {
+        self.ended = true;
+        self.end([0, 0]).await
+    }
+
+    /// The password was wrong.
+    pub async fn failed(mut self) -> Result<(), MetaError> {
+        self.ended = true;
+        self.end([1, 1]).await
+    }
+
+    async fn end(&self, deltas: [i64; 2]) -> Result<(), MetaError> {
+        let ends = [
+            (self.keys[0].clone(), deltas[0]),
+            (self.keys[1].clone(), deltas[1]),
+        ];
+        self.meta.login_end(&ends).await
     }
 }
 
-impl Drop for Attempt<'_> {
+impl Drop for Attempt {
+    /// A request dropped midway counts as a failure, recorded on its own
+    /// task (a drop cannot wait).
     fn drop(&mut self) {
-        self.limiter.finish(self);
+        if self.ended {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let meta = self.meta.clone();
+        let ends = [(self.keys[0].clone(), 1), (self.keys[1].clone(), 1)];
+        runtime.spawn(async move {
+            if let Err(e) = meta.login_end(&ends).await {
+                tracing::warn!(error = %e, "a dropped login attempt was not recorded");
+            }
+        });
     }
 }
 
@@ -339,59 +313,6 @@ mod tests {
         let (b, _) = new_token();
         assert_ne!(a, b);
         assert_eq!(token_hash(&a), ha);
-    }
-
-    #[test]
-    fn limiter_blocks_after_limit_and_success_resets_account() {
-        let l = LoginLimiter::new(Duration::from_secs(60), 3, 5);
-        for _ in 0..3 {
-            drop(l.attempt("bob", "1.2.3.4").unwrap());
-        }
-        assert!(
-            l.attempt("bob", "9.9.9.9").is_err(),
-            "account limit applies from any address"
-        );
-        drop(l.attempt("carol", "1.2.3.4").unwrap());
-        drop(l.attempt("dave", "1.2.3.4").unwrap());
-        assert!(
-            l.attempt("erin", "1.2.3.4").is_err(),
-            "address limit applies to any account"
-        );
-        let l = LoginLimiter::new(Duration::from_secs(60), 3, 50);
-        drop(l.attempt("bob", "1.2.3.4").unwrap());
-        drop(l.attempt("bob", "1.2.3.4").unwrap());
-        l.attempt("bob", "1.2.3.4").unwrap().succeeded();
-        assert!(l.attempt("bob", "9.9.9.9").is_ok());
-    }
-
-    #[test]
-    fn attempts_count_before_they_are_answered() {
-        let l = LoginLimiter::new(Duration::from_secs(60), 3, 50);
-        let held: Vec<_> = (0..3)
-            .map(|_| l.attempt("bob", "1.2.3.4").unwrap())
-            .collect();
-        assert!(
-            l.attempt("bob", "1.2.3.4").is_err(),
-            "three attempts in flight fill a limit of three"
-        );
-        drop(held);
-        assert!(l.attempt("bob", "1.2.3.4").is_err());
-    }
-
-    #[test]
-    fn a_success_keeps_failures_that_raced_with_it() {
-        let l = LoginLimiter::new(Duration::from_secs(60), 3, 50);
-        let right = l.attempt("bob", "1.2.3.4").unwrap();
-        let wrong: Vec<_> = (0..2)
-            .map(|_| l.attempt("bob", "6.6.6.6").unwrap())
-            .collect();
-        drop(wrong);
-        right.succeeded();
-        drop(l.attempt("bob", "6.6.6.6").unwrap());
-        assert!(
-            l.attempt("bob", "6.6.6.6").is_err(),
-            "the two failures that raced the success still count"
-        );
     }
 
     #[tokio::test]

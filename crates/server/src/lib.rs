@@ -4,6 +4,7 @@ pub mod api;
 pub mod auth;
 pub mod blocks;
 pub mod fsck;
+pub mod instance;
 pub mod listen;
 pub mod meta;
 pub mod notify;

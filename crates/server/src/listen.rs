@@ -42,6 +42,9 @@ pub struct ConnLimits {
     pub max_connections: usize,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    /// How long requests under way may take to finish once accepting
+    /// stops; then their connections are closed.
+    pub shutdown_deadline: Duration,
 }
 
 /// At most one warning a minute that the cap is reached, so an overload
@@ -69,7 +72,7 @@ pub fn default_max_connections() -> usize {
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops
 /// accepting and waits for the open connections to finish what they are
-/// doing (idle ones close at once).
+/// doing (idle ones close at once), at most `limits.shutdown_deadline`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -89,6 +92,8 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
     let graceful = GracefulShutdown::new();
+    // Closes the connections still open at the shutdown deadline.
+    let (cut_tx, cut_rx) = tokio::sync::watch::channel(false);
     let mut last_warned: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
@@ -130,15 +135,28 @@ pub async fn serve(
         });
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
+        let mut cut = cut_rx.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            tokio::select! {
+                ended = conn => if let Err(e) = ended {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                },
+                _ = cut.wait_for(|cut| *cut) => {}
             }
             drop(permit);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(limits.shutdown_deadline, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            deadline = ?limits.shutdown_deadline,
+            "requests still under way at the shutdown deadline: their connections are closed"
+        );
+        cut_tx.send_replace(true);
+    }
     Ok(())
 }
 

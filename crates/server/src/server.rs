@@ -19,7 +19,7 @@ use crate::meta::{Meta, MetaError};
 use crate::notify::{Hub, Presence, Publisher};
 use crate::proxy::TrustedProxies;
 use crate::workers::{
-    Clock, Cold, Expired, Expiry, Gc, Retention, Runner, SHUTDOWN_DEADLINE, Scrub, Worker,
+    Clock, Cold, Expired, Expiry, Gc, Leases, Retention, Runner, SHUTDOWN_DEADLINE, Scrub, Worker,
 };
 
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 << 30;
@@ -77,6 +77,11 @@ pub struct Config {
     pub header_timeout_secs: u64,
     /// A request body that sends nothing for this many seconds fails.
     pub body_timeout_secs: u64,
+    /// On shutdown, seconds to keep serving while `/readyz` fails, so that
+    /// a load balancer stops sending requests here first (0: stop at once).
+    pub drain_secs: u64,
+    /// Then, seconds requests under way have to finish before they are cut.
+    pub shutdown_deadline_secs: u64,
     /// Password checks (Argon2, ~19 MiB each) running at once; 0: one per core.
     pub max_password_checks: usize,
     /// How long a login waits for a free password check before 429 (not a
@@ -114,6 +119,8 @@ impl Default for Config {
             max_connections: 0,
             header_timeout_secs: 30,
             body_timeout_secs: 60,
+            drain_secs: 0,
+            shutdown_deadline_secs: 30,
             max_password_checks: 0,
             password_check_wait: PASSWORD_CHECK_WAIT,
             max_polls_per_user: 100,
@@ -262,6 +269,8 @@ pub struct Running {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     meta: Meta,
     workers: Runner,
+    /// Ends once the hub shuts down, clearing this instance's presence.
+    heartbeat: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -269,6 +278,7 @@ impl Running {
     pub async fn wait(self) -> Result<(), ServeError> {
         let res = self.task.await;
         self.workers.shutdown(SHUTDOWN_DEADLINE).await;
+        let _ = self.heartbeat.await;
         self.meta.close().await;
         res.map_err(|e| ServeError::Other(e.to_string()))?
             .map_err(|e| ServeError::Other(e.to_string()))
@@ -311,9 +321,17 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let blocks = BlockStore::new(config.tiers()?, ring, meta.clone());
 
     let generated_admin_password = bootstrap_admin(&meta).await?;
-    let runner = Runner::start(workers(&config, &meta, &blocks));
+    let instance: Arc<str> = crate::instance::instance_id().into();
+    let leases = Leases::new(meta.clone(), instance.clone());
+    let runner = Runner::start(workers(&config, &meta, &blocks), Some(leases));
 
-    let state = app_state(&config, proxies, &meta, &blocks, &hub, &runner);
+    let state = app_state(&config, proxies, &meta, &blocks, &hub, &runner, &instance);
+    let heartbeat = crate::instance::spawn_heartbeat(
+        meta.clone(),
+        state.presence.clone(),
+        instance.clone(),
+        hub.shutdown_signal(),
+    );
     let stop_workers = runner.workers();
     let bound = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener.local_addr().map(|addr| (listener, addr)),
@@ -322,12 +340,15 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let (listener, addr) = match bound {
         Ok(bound) => bound,
         Err(e) => {
+            hub.shut_down();
             runner.shutdown(SHUTDOWN_DEADLINE).await;
+            let _ = heartbeat.await;
             return Err(ServeError::Bind(config.listen, e));
         }
     };
     let (tx, rx) = oneshot::channel::<()>();
     let conn_limits = conn_limits(&config);
+    let drain = Duration::from_secs(config.drain_secs);
     let app = router(state);
     let task = tokio::spawn(crate::listen::serve(
         listener,
@@ -335,14 +356,20 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         conn_limits,
         async move {
             let _ = rx.await;
-            // Waiting long polls answer now instead of holding shutdown.
+            // `/readyz` fails from here on, and waiting long polls answer
+            // now with the back-off hint instead of holding shutdown.
             hub.shut_down();
             // Workers end their steps while requests in flight finish.
             stop_workers.stop();
+            if !drain.is_zero() {
+                tracing::info!(?drain, "draining: serving on while the balancer notices");
+                tokio::time::sleep(drain).await;
+            }
         },
     ));
     tracing::info!(
         %addr,
+        %instance,
         backend = meta.backend_name(),
         max_connections = conn_limits.max_connections,
         "listening"
@@ -354,6 +381,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         task,
         meta,
         workers: runner,
+        heartbeat,
     })
 }
 
@@ -365,6 +393,7 @@ fn app_state(
     blocks: &BlockStore,
     hub: &Arc<Hub>,
     runner: &Runner,
+    instance: &Arc<str>,
 ) -> AppState {
     AppState {
         meta: meta.clone(),
@@ -374,7 +403,7 @@ fn app_state(
             // Sessions end with the pending mark they set (workers/).
             upload_ttl: std::time::Duration::from_secs(config.pending_ttl_secs),
         },
-        limiter: Arc::new(LoginLimiter::default()),
+        limiter: Arc::new(LoginLimiter::with_defaults(meta.clone())),
         password_checks: Arc::new(PasswordChecks::new(
             config.max_password_checks,
             config.password_check_wait,
@@ -391,6 +420,7 @@ fn app_state(
             config.max_upload_sessions_per_user,
         ),
         workers: runner.workers(),
+        instance: instance.clone(),
     }
 }
 
@@ -402,6 +432,7 @@ fn conn_limits(config: &Config) -> ConnLimits {
         },
         header_timeout: Duration::from_secs(config.header_timeout_secs.max(1)),
         body_timeout: Duration::from_secs(config.body_timeout_secs.max(1)),
+        shutdown_deadline: Duration::from_secs(config.shutdown_deadline_secs),
     }
 }
 

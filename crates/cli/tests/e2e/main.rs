@@ -12,6 +12,7 @@ mod backup;
 mod blocks;
 mod changes;
 mod cli;
+mod cluster;
 mod daemon;
 mod fsck;
 mod lifecycle;

@@ -156,6 +156,7 @@ pub async fn login(
     let attempt = state
         .limiter
         .attempt(&req.username, &address)
+        .await?
         .map_err(ApiError::RateLimited)?;
     let user = state.meta.user_by_name(&req.username).await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
@@ -166,17 +167,17 @@ pub async fn login(
     {
         Ok(ok) => ok,
         Err(busy) => {
-            attempt.not_checked();
+            attempt.not_checked().await?;
             tracing::warn!(%address, "password checks at their limit: login refused");
             return Err(ApiError::Throttled(busy.to_string(), BUSY_RETRY_SECS));
         }
     };
     let Some(user) = user.filter(|_| ok) else {
-        drop(attempt);
+        attempt.failed().await?;
         tracing::info!(username = %req.username, %address, "failed login");
         return Err(ApiError::Unauthorized);
     };
-    attempt.succeeded();
+    attempt.succeeded().await?;
     let (token, hash) = new_token();
     let device = req.device.trim().to_owned();
     state

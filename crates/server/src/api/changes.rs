@@ -149,15 +149,23 @@ pub async fn poll(
 }
 
 #[utoipa::path(get, path = "/api/v1/presence", responses((status = 200, body = PresenceResponse)), security(("bearer" = [])))]
-pub async fn presence(State(state): State<AppState>, user: AuthUser) -> Json<PresenceResponse> {
-    let devices = state
-        .presence
-        .devices(user.user_id)
+pub async fn presence(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<Json<PresenceResponse>, ApiError> {
+    let all = crate::instance::presence_everywhere(
+        &state.meta,
+        &state.presence,
+        &state.instance,
+        user.user_id,
+    )
+    .await?;
+    let devices = all
         .into_iter()
         .map(|(device, connections)| DevicePresence {
             device,
             connections,
         })
         .collect();
-    Json(PresenceResponse { devices })
+    Ok(Json(PresenceResponse { devices }))
 }

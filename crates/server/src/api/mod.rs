@@ -42,6 +42,8 @@ pub struct AppState {
     pub proxies: Arc<crate::proxy::TrustedProxies>,
     pub hub: Arc<Hub>,
     pub presence: Arc<Presence>,
+    /// This instance's name among those on the same database.
+    pub instance: Arc<str>,
     pub uploads: crate::uploads::Uploads,
     pub workers: crate::workers::Workers,
 }
@@ -175,6 +177,10 @@ async fn info(State(state): State<AppState>) -> Json<ServerInfo> {
 }
 
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    // A balancer stops sending requests here while the rest finish.
+    if state.hub.is_shut_down() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining");
+    }
     match state.meta.ping().await {
         Ok(()) => (StatusCode::OK, "ready"),
         Err(e) => {

@@ -542,6 +542,20 @@ forward! {
     fn set_quota(&self, username: &str, quota: Option<u64>) -> Result<()>;
     /// Whether `adding` bytes more fit the user's quota.
     fn check_room(&self, user_id: i64, adding: u64) -> Result<()>;
+    /// State several instances share; see `cluster_queries.rs`.
+    fn take_lease(&self, name: &str, holder: &str, now_ms: i64, until_ms: i64) -> Result<Option<String>>;
+    fn release_leases(&self, holder: &str) -> Result<()>;
+    fn login_begin(
+        &self,
+        keys: &[(String, i64)],
+        window_ms: i64,
+        now_ms: i64,
+    ) -> Result<std::result::Result<Vec<i64>, i64>>;
+    fn login_end(&self, ends: &[(String, i64)]) -> Result<()>;
+    fn prune_login_attempts(&self, before_ms: i64) -> Result<u64>;
+    fn sync_presence(&self, instance: &str, now_ms: i64, devices: &[(i64, String, i64)]) -> Result<()>;
+    fn presence_elsewhere(&self, user_id: i64, except: &str, alive_since_ms: i64) -> Result<Vec<(String, i64)>>;
+    fn forget_instances(&self, instance: &str, dead_before_ms: i64) -> Result<()>;
     /// Removes up to `limit` blocks unreferenced since `cutoff_ms`; see
     /// `gc_queries.rs`.
     fn collect_blocks(&self, cutoff_ms: i64, limit: i64) -> Result<Collected>;

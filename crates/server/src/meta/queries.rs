@@ -43,6 +43,9 @@ macro_rules! node_cols {
 #[path = "blocks.rs"]
 mod blocks;
 #[allow(clippy::duplicate_mod)]
+#[path = "cluster_queries.rs"]
+mod cluster_queries;
+#[allow(clippy::duplicate_mod)]
 #[path = "commit_queries.rs"]
 mod commit_queries;
 #[allow(clippy::duplicate_mod)]

@@ -514,3 +514,308 @@ async fn postgres_a_commit_racing_collection_is_refused() {
     );
     pool.close().await;
 }
+
+on_both!(
+    the_login_brake_counts_attempts_through_every_instance,
+    login_attempts_count_before_they_are_answered,
+    a_login_success_keeps_failures_that_raced_with_it,
+    a_worker_lease_has_one_holder_until_it_lapses,
+    presence_on_other_instances_is_seen_while_they_live,
+);
+
+/// A second connection to the fixture's database: another instance.
+async fn other_instance(f: &Fixture) -> Meta {
+    Meta::connect(&f.url, Publisher::custom(Arc::new(Recorder::default())))
+        .await
+        .unwrap()
+}
+
+fn limiter(meta: &Meta, per_account: u32, per_address: u32) -> crate::auth::LoginLimiter {
+    let window = std::time::Duration::from_secs(60);
+    crate::auth::LoginLimiter::new(meta.clone(), window, per_account, per_address)
+}
+
+async fn let_in(
+    l: &crate::auth::LoginLimiter,
+    account: &str,
+    address: &str,
+) -> crate::auth::Attempt {
+    match l.attempt(account, address).await.unwrap() {
+        Ok(a) => a,
+        Err(wait) => panic!("{account} from {address} refused for {wait} s"),
+    }
+}
+
+async fn refused(l: &crate::auth::LoginLimiter, account: &str, address: &str) -> bool {
+    match l.attempt(account, address).await.unwrap() {
+        Ok(a) => {
+            a.not_checked().await.unwrap();
+            false
+        }
+        Err(wait) => {
+            assert!((1..=60).contains(&wait), "wait {wait} s");
+            true
+        }
+    }
+}
+
+/// Guesses spread over two instances add up: each instance used to count
+/// its own, so N instances let N times the limit through.
+async fn the_login_brake_counts_attempts_through_every_instance(f: Fixture) {
+    let other = other_instance(&f).await;
+    let (a, b) = (limiter(&f.meta, 3, 5), limiter(&other, 3, 5));
+    let_in(&a, "bob", "1.1.1.1").await.failed().await.unwrap();
+    let_in(&b, "bob", "2.2.2.2").await.failed().await.unwrap();
+    let_in(&a, "bob", "3.3.3.3").await.failed().await.unwrap();
+    assert!(
+        refused(&b, "bob", "4.4.4.4").await,
+        "account limit across instances"
+    );
+    assert!(refused(&a, "bob", "5.5.5.5").await);
+    // The address limit, over other accounts and both instances.
+    for (i, name) in ["carol", "dave", "erin", "fred"].iter().enumerate() {
+        let l = if i % 2 == 0 { &a } else { &b };
+        let_in(l, name, "1.1.1.1").await.failed().await.unwrap();
+    }
+    assert!(
+        refused(&b, "gina", "1.1.1.1").await,
+        "address limit across instances"
+    );
+    // A password never checked does not count.
+    let_in(&a, "hank", "6.6.6.6")
+        .await
+        .not_checked()
+        .await
+        .unwrap();
+    let_in(&b, "hank", "6.6.6.6")
+        .await
+        .not_checked()
+        .await
+        .unwrap();
+    let_in(&a, "hank", "6.6.6.6")
+        .await
+        .not_checked()
+        .await
+        .unwrap();
+    assert!(!refused(&b, "hank", "6.6.6.6").await);
+    // A success forgives the account's earlier failures.
+    let_in(&a, "ivy", "7.7.7.7").await.failed().await.unwrap();
+    let_in(&b, "ivy", "7.7.7.7").await.failed().await.unwrap();
+    let_in(&a, "ivy", "7.7.7.7")
+        .await
+        .succeeded()
+        .await
+        .unwrap();
+    assert!(
+        !refused(&b, "ivy", "8.8.8.8").await,
+        "the two failures forgiven"
+    );
+    let_in(&b, "ivy", "8.8.8.8").await.failed().await.unwrap();
+    let_in(&a, "ivy", "8.8.8.8").await.failed().await.unwrap();
+    let_in(&b, "ivy", "8.8.8.8").await.failed().await.unwrap();
+    assert!(
+        refused(&b, "ivy", "8.8.8.8").await,
+        "3 failures after the success"
+    );
+    other.close().await;
+}
+
+async fn login_attempts_count_before_they_are_answered(f: Fixture) {
+    let other = other_instance(&f).await;
+    let (a, b) = (limiter(&f.meta, 3, 50), limiter(&other, 3, 50));
+    let held = vec![
+        let_in(&a, "bob", "1.2.3.4").await,
+        let_in(&b, "bob", "1.2.3.4").await,
+        let_in(&a, "bob", "1.2.3.4").await,
+    ];
+    assert!(
+        refused(&b, "bob", "1.2.3.4").await,
+        "three attempts in flight fill a limit of three"
+    );
+    // Requests dropped midway count as failures, recorded on their own.
+    drop(held);
+    let mut failed = 0;
+    for _ in 0..200 {
+        let rows: Vec<(i64, i64)> = sqlx_rows(
+            &f,
+            "SELECT failed, in_flight FROM login_attempts WHERE key = 'u:bob'",
+        )
+        .await;
+        if rows == vec![(3, 0)] {
+            failed = 3;
+            break;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(failed, 3, "the dropped attempts were recorded as failures");
+    assert!(refused(&a, "bob", "1.2.3.4").await);
+    other.close().await;
+}
+
+/// Rows of a two-integer query, on either backend.
+async fn sqlx_rows(f: &Fixture, sql: &'static str) -> Vec<(i64, i64)> {
+    if f.url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(&f.url).await.unwrap();
+        let rows = sqlx::query_as(sql).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        rows
+    } else {
+        let pool = sqlx::PgPool::connect(&f.url).await.unwrap();
+        let rows = sqlx::query_as(sql).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        rows
+    }
+}
+
+async fn a_login_success_keeps_failures_that_raced_with_it(f: Fixture) {
+    let l = limiter(&f.meta, 3, 50);
+    let right = let_in(&l, "bob", "1.2.3.4").await;
+    let wrong = vec![
+        let_in(&l, "bob", "6.6.6.6").await,
+        let_in(&l, "bob", "6.6.6.6").await,
+    ];
+    for w in wrong {
+        w.failed().await.unwrap();
+    }
+    right.succeeded().await.unwrap();
+    let_in(&l, "bob", "6.6.6.6").await.failed().await.unwrap();
+    assert!(
+        refused(&l, "bob", "6.6.6.6").await,
+        "the two failures that raced the success still count"
+    );
+}
+
+async fn a_worker_lease_has_one_holder_until_it_lapses(f: Fixture) {
+    let other = other_instance(&f).await;
+    let now = now_ms();
+    assert_eq!(
+        f.meta.take_lease("gc", "a", now, now + 1000).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        other.take_lease("gc", "b", now, now + 1000).await.unwrap(),
+        Some("a".to_owned()),
+        "a live lease is not taken"
+    );
+    assert_eq!(
+        other
+            .take_lease("scrub", "b", now, now + 1000)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        f.meta
+            .take_lease("gc", "a", now + 500, now + 1500)
+            .await
+            .unwrap(),
+        None,
+        "renewed"
+    );
+    assert_eq!(
+        other
+            .take_lease("gc", "b", now + 1200, now + 2200)
+            .await
+            .unwrap(),
+        Some("a".to_owned()),
+        "the renewal moved the lapse"
+    );
+    assert_eq!(
+        other
+            .take_lease("gc", "b", now + 1600, now + 2600)
+            .await
+            .unwrap(),
+        None,
+        "lapsed"
+    );
+    assert_eq!(
+        f.meta
+            .take_lease("gc", "a", now + 1700, now + 2700)
+            .await
+            .unwrap(),
+        Some("b".to_owned())
+    );
+    other.release_leases("b").await.unwrap();
+    assert_eq!(
+        f.meta
+            .take_lease("gc", "a", now + 1700, now + 2700)
+            .await
+            .unwrap(),
+        None,
+        "released"
+    );
+    assert_eq!(
+        f.meta
+            .take_lease("scrub", "a", now + 1700, now + 2700)
+            .await
+            .unwrap(),
+        None
+    );
+    other.close().await;
+}
+
+async fn presence_on_other_instances_is_seen_while_they_live(f: Fixture) {
+    let uid = f.user.id;
+    let now = now_ms();
+    let laptop = (uid, "laptop".to_owned(), 2);
+    f.meta
+        .sync_presence("i1", now, std::slice::from_ref(&laptop))
+        .await
+        .unwrap();
+    f.meta
+        .sync_presence(
+            "i2",
+            now,
+            &[(uid, "laptop".into(), 1), (uid, "phone".into(), 1)],
+        )
+        .await
+        .unwrap();
+    let seen = f
+        .meta
+        .presence_elsewhere(uid, "i3", now - 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        seen,
+        vec![("laptop".to_owned(), 3), ("phone".to_owned(), 1)]
+    );
+    let seen = f
+        .meta
+        .presence_elsewhere(uid, "i2", now - 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        seen,
+        vec![("laptop".to_owned(), 2)],
+        "an instance's own rows are left out"
+    );
+    assert_eq!(
+        f.meta
+            .presence_elsewhere(uid + 1, "i3", now - 1000)
+            .await
+            .unwrap(),
+        vec![]
+    );
+    // i1 stops being seen: its devices no longer count.
+    f.meta
+        .sync_presence("i2", now + 5000, &[(uid, "phone".into(), 0)])
+        .await
+        .unwrap();
+    let seen = f
+        .meta
+        .presence_elsewhere(uid, "i3", now + 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        seen,
+        vec![("laptop".to_owned(), 1)],
+        "the dead instance and the phone gone"
+    );
+    f.meta.forget_instances("i2", now + 1000).await.unwrap();
+    assert_eq!(
+        f.meta.presence_elsewhere(uid, "i3", 0).await.unwrap(),
+        vec![],
+        "both forgotten"
+    );
+}

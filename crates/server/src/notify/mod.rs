@@ -80,6 +80,11 @@ impl Hub {
         self.shutdown.send_replace(true);
     }
 
+    /// Whether the server is shutting down (or draining).
+    pub fn is_shut_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
     }

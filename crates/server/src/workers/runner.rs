@@ -1,16 +1,19 @@
 //! One task per worker, their statuses in one shared map, run-now, and a
-//! shutdown that waits at most a deadline.
+//! shutdown that waits at most a deadline. With [`Leases`], a worker's
+//! periodic steps run only while this instance holds its lease; a run-now
+//! runs here whoever holds it (an admin asked this instance).
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use super::lease::{LEASE, Leases};
 use super::{Step, Worker, WorkerError, WorkerState, WorkerStatus};
 use crate::meta::now_ms;
 
@@ -27,11 +30,14 @@ struct Slot {
     wake: Notify,
     /// Steps begun; `status.runs` counts the ones that ended.
     started: AtomicU64,
+    /// A run-now is waiting: the next step runs without the lease.
+    asked: AtomicBool,
 }
 
 struct Inner {
     slots: BTreeMap<&'static str, Slot>,
     stop: watch::Sender<bool>,
+    leases: Option<Leases>,
 }
 
 /// The running workers as the API sees them: statuses and run-now.
@@ -81,6 +87,7 @@ impl Workers {
         }
         // The first step to begin from here on.
         let target = slot.started.load(Ordering::SeqCst) + 1;
+        slot.asked.store(true, Ordering::SeqCst);
         slot.wake.notify_one();
         tokio::select! {
             ended = status.wait_for(|s| s.runs >= target) => {
@@ -98,11 +105,17 @@ pub struct Runner {
 }
 
 impl Runner {
-    pub fn start(list: Vec<Box<dyn Worker>>) -> Self {
-        Self::start_with_backoff(list, BACKOFF_BASE)
+    /// Runs `list`; with `leases`, each worker's periodic steps only while
+    /// this instance holds its lease.
+    pub fn start(list: Vec<Box<dyn Worker>>, leases: Option<Leases>) -> Self {
+        Self::start_with_backoff(list, leases, BACKOFF_BASE)
     }
 
-    fn start_with_backoff(list: Vec<Box<dyn Worker>>, backoff: Duration) -> Self {
+    fn start_with_backoff(
+        list: Vec<Box<dyn Worker>>,
+        leases: Option<Leases>,
+        backoff: Duration,
+    ) -> Self {
         let mut slots = BTreeMap::new();
         let mut kept = Vec::new();
         for worker in list {
@@ -120,6 +133,7 @@ impl Runner {
                 status: watch::Sender::new(status),
                 wake: Notify::new(),
                 started: AtomicU64::new(0),
+                asked: AtomicBool::new(false),
             };
             slots.insert(name, slot);
             kept.push(worker);
@@ -127,6 +141,7 @@ impl Runner {
         let inner = Arc::new(Inner {
             slots,
             stop: watch::Sender::new(false),
+            leases,
         });
         let tasks = kept
             .into_iter()
@@ -161,6 +176,9 @@ impl Runner {
                 }
             }
         }
+        if let Some(leases) = &self.workers.inner.leases {
+            leases.release().await;
+        }
     }
 }
 
@@ -183,17 +201,69 @@ async fn drive(mut worker: Box<dyn Worker>, inner: Arc<Inner>, backoff: Duration
             _ = slot.wake.notified() => {}
             _ = tokio::time::sleep(pause) => {}
         }
+        let asked = slot.asked.swap(false, Ordering::SeqCst);
+        let mut holder = None;
+        if let Some(leases) = &inner.leases {
+            match leases.take(name).await {
+                Ok(None) => holder = Some(leases.holder().to_owned()),
+                Ok(Some(other)) if !asked => {
+                    standby(slot, other);
+                    pause = worker.wait();
+                    continue;
+                }
+                Ok(Some(other)) => holder = Some(other),
+                Err(e) if !asked => {
+                    let failed = Err(WorkerError::Other(format!("the worker's lease: {e}")));
+                    pause = record(slot, name, failed, worker.wait(), backoff);
+                    continue;
+                }
+                Err(_) => {}
+            }
+        }
         slot.started.fetch_add(1, Ordering::SeqCst);
         slot.status.send_modify(|s| {
             s.state = WorkerState::Busy;
             s.next_run_ms = None;
+            s.holder = holder;
         });
         // A panicking step is a failed step: the worker carries on.
-        let outcome = match AssertUnwindSafe(worker.step()).catch_unwind().await {
+        let step = AssertUnwindSafe(worker.step()).catch_unwind();
+        let outcome = match renewing(step, inner.leases.as_ref(), name).await {
             Ok(result) => result,
             Err(_) => Err(WorkerError::Other("the step panicked".into())),
         };
         pause = record(slot, name, outcome, worker.wait(), backoff);
+    }
+}
+
+/// Another instance holds the worker's lease and runs it.
+fn standby(slot: &Slot, holder: String) {
+    slot.status.send_modify(|s| {
+        s.state = WorkerState::Standby;
+        s.holder = Some(holder);
+    });
+}
+
+/// Awaits `step`, renewing the worker's lease meanwhile so that a long
+/// step does not let it lapse.
+async fn renewing<T>(
+    step: impl std::future::Future<Output = T>,
+    leases: Option<&Leases>,
+    name: &str,
+) -> T {
+    let Some(leases) = leases else {
+        return step.await;
+    };
+    tokio::pin!(step);
+    loop {
+        tokio::select! {
+            out = &mut step => return out,
+            _ = tokio::time::sleep(LEASE / 3) => {
+                if let Err(e) = leases.take(name).await {
+                    tracing::warn!(worker = name, error = %e, "the worker's lease was not renewed");
+                }
+            }
+        }
     }
 }
 
@@ -322,7 +392,7 @@ mod tests {
     async fn a_worker_that_never_returns_is_cut_at_the_deadline() {
         let stuck = Scripted::new("stuck", Duration::from_millis(1)).then(None);
         let calm = Scripted::new("calm", Duration::from_secs(3600));
-        let runner = Runner::start(vec![Box::new(stuck), Box::new(calm)]);
+        let runner = Runner::start(vec![Box::new(stuck), Box::new(calm)], None);
         let workers = runner.workers();
         until(&workers, "stuck", |s| s.state == WorkerState::Busy).await;
         let t = Instant::now();
@@ -345,7 +415,8 @@ mod tests {
             .then(Some(Err("the disk is on fire")))
             .then(Some(Err("the disk is on fire")))
             .then(Some(Ok(Step::Idle { done: 7 })));
-        let runner = Runner::start_with_backoff(vec![Box::new(flaky)], Duration::from_millis(10));
+        let runner =
+            Runner::start_with_backoff(vec![Box::new(flaky)], None, Duration::from_millis(10));
         let workers = runner.workers();
         let failed = until(&workers, "flaky", |s| s.failures == 2).await;
         assert_eq!(failed.state, WorkerState::Failed);
@@ -362,7 +433,7 @@ mod tests {
     async fn run_now_wakes_an_idle_worker() {
         let sleepy = Scripted::new("sleepy", Duration::from_secs(3600))
             .then(Some(Ok(Step::Idle { done: 3 })));
-        let runner = Runner::start(vec![Box::new(sleepy)]);
+        let runner = Runner::start(vec![Box::new(sleepy)], None);
         let workers = runner.workers();
         let before = workers.statuses();
         assert_eq!(before[0].runs, 0);

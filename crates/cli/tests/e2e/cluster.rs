@@ -1,0 +1,260 @@
+//! Several instances on one PostgreSQL database and one store: what one
+//! instance knows, every other sees. The login brake counts guesses made
+//! through any of them, a device holding a poll on one is present on all,
+//! and each background worker runs on one instance at a time, moving to
+//! another when its instance stops.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use reqwest::StatusCode;
+use tessera_proto::api::WorkerState;
+use tessera_server::Running;
+
+use crate::common::{Backend, TestServer};
+
+/// A second instance beside `a`, on its database and store.
+async fn beside(a: &TestServer) -> (Running, String) {
+    let mut second = a.config.clone();
+    second.listen = "127.0.0.1:0".parse().unwrap();
+    let b = tessera_server::start(second).await.unwrap();
+    let url = format!("http://{}", b.addr);
+    (b, url)
+}
+
+async fn login_status(url: &str, user: &str, password: &str) -> StatusCode {
+    reqwest::Client::new()
+        .post(format!("{url}/api/v1/auth/login"))
+        .json(&serde_json::json!({"username": user, "password": password, "device": "d"}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Ten wrong passwords spread over two instances reach the account's
+/// limit of ten: each instance counting its own let twenty through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guesses_through_two_instances_meet_one_brake() {
+    let a = TestServer::start(Backend::Postgres).await;
+    let (b, b_url) = beside(&a).await;
+    a.user("alice").await;
+    for i in 0..10 {
+        let url = if i % 2 == 0 { &a.url } else { &b_url };
+        assert_eq!(
+            login_status(url, "alice", "wrong").await,
+            StatusCode::UNAUTHORIZED,
+            "guess {i}"
+        );
+    }
+    for url in [&a.url, &b_url] {
+        assert_eq!(
+            login_status(url, "alice", "alice-password").await,
+            StatusCode::TOO_MANY_REQUESTS,
+            "the eleventh attempt, through either instance, waits out the window"
+        );
+    }
+    b.shutdown().await.unwrap();
+}
+
+/// A device holding a long poll on B is listed by A's `/presence`, and
+/// leaves A's list once its poll ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_held_on_one_instance_is_present_on_another() {
+    let a = TestServer::start(Backend::Postgres).await;
+    let (b, b_url) = beside(&a).await;
+    let on_a = a.user("alice").await;
+    let anon = tessera_client::Remote::new(&b_url, None).unwrap();
+    let login = anon
+        .login("alice", "alice-password", "phone")
+        .await
+        .unwrap();
+    let on_b = anon.with_token(login.token);
+    let cursor = on_b.latest_cursor().await.unwrap();
+    let poll = {
+        let on_b = on_b.clone();
+        tokio::spawn(async move { on_b.poll(&cursor, 30).await })
+    };
+    let seen = until(&on_a, |devices| devices == [("phone".to_owned(), 1)]).await;
+    println!("a poll on B was present on A after {seen:?}");
+    // A change ends the poll; the device then leaves A's list too.
+    on_a.upload("/x.txt", None, reqwest::Body::from("x"))
+        .await
+        .unwrap();
+    assert!(poll.await.unwrap().unwrap().changes);
+    until(&on_a, |devices| devices.is_empty()).await;
+    b.shutdown().await.unwrap();
+}
+
+/// Polls `/presence` through `r` until `want` holds of its devices; answers
+/// how long that took.
+async fn until(r: &tessera_client::Remote, want: impl Fn(&[(String, u32)]) -> bool) -> Duration {
+    let began = Instant::now();
+    loop {
+        let devices: Vec<(String, u32)> = r
+            .presence()
+            .await
+            .unwrap()
+            .devices
+            .into_iter()
+            .map(|d| (d.device, d.connections))
+            .collect();
+        if want(&devices) {
+            return began.elapsed();
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "presence still {devices:?} after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// With two instances, each worker steps on one of them while the other
+/// stands by naming it; stopping that instance hands its workers over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_worker_runs_on_one_instance_and_moves_when_it_stops() {
+    // A two-second pending TTL makes the expiry workers step every second.
+    let a = TestServer::start_with(Backend::Postgres, |c| c.pending_ttl_secs = 2).await;
+    let (b, _) = beside(&a).await;
+    let worker = "pending";
+    let status = |r: &Running| {
+        r.workers()
+            .statuses()
+            .into_iter()
+            .find(|w| w.name == worker)
+            .unwrap()
+    };
+    // Wait until both have taken their turn: one ran, the other stood by.
+    let began = Instant::now();
+    let (ran, stood, b_holds) = loop {
+        let (sa, sb) = (status(&a.running), status(&b));
+        match (sa.state, sb.state) {
+            (WorkerState::Standby, _) if sb.runs > 0 => break (sb, sa, true),
+            (_, WorkerState::Standby) if sa.runs > 0 => break (sa, sb, false),
+            _ => {}
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "no split after 30 s: {sa:?} / {sb:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(stood.runs, 0, "the standby never stepped: {stood:?}");
+    assert_eq!(stood.holder, ran.holder, "the standby names the holder");
+    assert!(ran.holder.is_some());
+    // Stop the instance that runs it; the other takes over.
+    let survivor = if b_holds {
+        b.shutdown().await.unwrap();
+        a.running
+    } else {
+        a.running.shutdown().await.unwrap();
+        b
+    };
+    let began = Instant::now();
+    loop {
+        let s = status(&survivor);
+        if s.runs > 0 && s.state != WorkerState::Standby {
+            assert_ne!(s.holder, ran.holder, "now held by the survivor");
+            println!(
+                "the {worker} worker moved after its instance stopped: {:?}",
+                began.elapsed()
+            );
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "the worker did not move off the stopped instance: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    survivor.shutdown().await.unwrap();
+}
+
+/// A body sending `chunks` pieces of 1 KiB, one every `every`.
+fn slow_body(chunks: usize, every: Duration) -> reqwest::Body {
+    let stream = futures::stream::unfold(0, move |i| async move {
+        if i == chunks {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+        Some((Ok::<_, std::io::Error>(vec![b'a'; 1024]), i + 1))
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+/// On shutdown an instance drains: `/readyz` fails while it still serves,
+/// long polls end at once with the back-off hint, a request under way
+/// finishes, and one that would never end is cut at the deadline, leaving
+/// no file behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_then_cuts_what_is_left_at_the_deadline() {
+    let (drain, deadline) = (1, 3);
+    let s = TestServer::start_with(Backend::Sqlite, |c| {
+        c.drain_secs = drain;
+        c.shutdown_deadline_secs = deadline;
+    })
+    .await;
+    let alice = s.user("alice").await;
+    let url = s.url.clone();
+    let cursor = alice.latest_cursor().await.unwrap();
+    let poll = {
+        let alice = alice.clone();
+        tokio::spawn(async move { alice.poll(&cursor, 60).await })
+    };
+    until(&alice, |d| d.len() == 1).await;
+    let slow = {
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            let body = slow_body(20, Duration::from_millis(100));
+            alice.upload("/slow.bin", None, body).await
+        })
+    };
+    let stalled = {
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            let first = futures::stream::iter([Ok::<_, std::io::Error>(vec![b'b'; 10])]);
+            let body = reqwest::Body::wrap_stream(first.chain(futures::stream::pending()));
+            alice.upload("/stalled.bin", None, body).await
+        })
+    };
+    let began = Instant::now();
+    let restarting = tokio::spawn(s.restart());
+    let answer = poll.await.unwrap().unwrap();
+    assert!(
+        !answer.changes && answer.backoff.is_some(),
+        "the poll ended with the back-off hint: {answer:?}"
+    );
+    let poll_ended = began.elapsed();
+    // Still serving, but not ready.
+    loop {
+        let resp = reqwest::get(format!("{url}/readyz")).await.unwrap();
+        if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(resp.text().await.unwrap(), "draining");
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(drain),
+            "never draining"
+        );
+    }
+    let entry = slow.await.unwrap().expect("the upload under way finished");
+    assert_eq!(entry.size, Some(20 * 1024));
+    assert!(
+        stalled.await.unwrap().is_err(),
+        "the stalled upload was cut"
+    );
+    let s = restarting.await.unwrap();
+    let took = began.elapsed();
+    println!("drain: the poll ended after {poll_ended:?}, the restart took {took:?}");
+    assert!(
+        took < Duration::from_secs(drain + deadline + 10),
+        "shutdown waited past its deadline: {took:?}"
+    );
+    let got = alice.download("/slow.bin", None).await.unwrap();
+    assert_eq!(got.bytes().await.unwrap().len(), 20 * 1024);
+    let gone = alice.download("/stalled.bin", None).await;
+    assert!(gone.is_err(), "no part of the cut upload is visible");
+    drop(s);
+}
