@@ -48,6 +48,12 @@ pub struct ServeArgs {
     /// Long polls one user may hold at once.
     #[arg(long, env = "TESSERA_MAX_POLLS_PER_USER")]
     max_polls_per_user: Option<usize>,
+    /// New long polls let in a second (0: no limit); the rest get 503 with a spread Retry-After.
+    #[arg(long, env = "TESSERA_MAX_NEW_POLLS_PER_SEC")]
+    max_new_polls_per_sec: Option<u32>,
+    /// Seconds over which refused polls are told to come back.
+    #[arg(long, env = "TESSERA_POLL_RETRY_WINDOW_SECS")]
+    poll_retry_window_secs: Option<u64>,
     /// Unfinished resumable uploads one user may hold.
     #[arg(long, env = "TESSERA_MAX_UPLOAD_SESSIONS_PER_USER")]
     max_upload_sessions_per_user: Option<usize>,
@@ -132,6 +138,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_polls_per_user {
             cfg.max_polls_per_user = v;
+        }
+        if let Some(v) = self.max_new_polls_per_sec {
+            cfg.max_new_polls_per_sec = v;
+        }
+        if let Some(v) = self.poll_retry_window_secs {
+            cfg.poll_retry_window_secs = v;
         }
         if let Some(v) = self.max_upload_sessions_per_user {
             cfg.max_upload_sessions_per_user = v;

@@ -29,6 +29,8 @@ pub enum ClientError {
         message: String,
         current_rev: Option<i64>,
         missing: Vec<BlockId>,
+        /// Seconds the server asked to wait (`Retry-After` on 429 and 503).
+        retry_after: Option<u64>,
     },
     #[error("unexpected answer from the server (HTTP {status}): {body}")]
     Unexpected { status: u16, body: String },
@@ -50,6 +52,17 @@ impl ClientError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// How long the server asked to wait before trying again, if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ClientError::Api {
+                retry_after: Some(secs),
+                ..
+            } => Some(std::time::Duration::from_secs(*secs)),
             _ => None,
         }
     }
@@ -144,6 +157,11 @@ impl Remote {
             return Ok(resp);
         }
         let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let body = resp.text().await.unwrap_or_default();
         match serde_json::from_str::<ErrorBody>(&body) {
             Ok(e) => Err(ClientError::Api {
@@ -152,6 +170,7 @@ impl Remote {
                 message: e.error.message,
                 current_rev: e.error.current_rev,
                 missing: e.error.missing,
+                retry_after,
             }),
             Err(_) => Err(ClientError::Unexpected {
                 status,

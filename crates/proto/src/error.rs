@@ -25,6 +25,9 @@ pub enum ErrorCode {
     InsufficientStorage,
     /// The change would take the account past its storage quota (507).
     QuotaExceeded,
+    /// The server cannot take this request now (a database failover, too
+    /// many clients arriving at once): retry after `Retry-After` (503).
+    Unavailable,
     Internal,
 }
 

@@ -90,6 +90,10 @@ pub struct Config {
     pub password_check_wait: Duration,
     /// Long polls one user may hold at once.
     pub max_polls_per_user: usize,
+    /// New long polls an instance lets in a second (0: no limit); the rest
+    /// get 503 with a Retry-After spread over `poll_retry_window_secs`.
+    pub max_new_polls_per_sec: u32,
+    pub poll_retry_window_secs: u64,
     /// Unfinished resumable upload sessions one user may hold.
     pub max_upload_sessions_per_user: usize,
     /// The time the workers expire things by (not a setting: tests move
@@ -124,6 +128,8 @@ impl Default for Config {
             max_password_checks: 0,
             password_check_wait: PASSWORD_CHECK_WAIT,
             max_polls_per_user: 100,
+            max_new_polls_per_sec: 1000,
+            poll_retry_window_secs: 10,
             max_upload_sessions_per_user: 1000,
             clock: Clock::system(),
         }
@@ -414,6 +420,10 @@ fn app_state(
         proxies: Arc::new(proxies),
         hub: hub.clone(),
         presence: Arc::new(Presence::new(config.max_polls_per_user)),
+        poll_admission: Arc::new(crate::notify::Admission::new(
+            config.max_new_polls_per_sec,
+            config.poll_retry_window_secs,
+        )),
         uploads: crate::uploads::Uploads::new(
             meta.clone(),
             blocks.clone(),

@@ -74,6 +74,9 @@ export async function errorFrom(res) {
   try { body = await res.json(); } catch { /* not JSON */ }
   const code = body && body.error ? body.error.code : `http_${res.status}`;
   const e = new ApiError(res.status, code, explain(res.status, body, res.headers), body ? body.error : {});
+  // Seconds the server asks to wait (429, 503), if it said.
+  const wait = Number.parseInt((res.headers && res.headers.get && res.headers.get('Retry-After')) || '', 10);
+  e.retryAfter = Number.isFinite(wait) && wait >= 0 ? wait : null;
   if (res.status === 401) for (const fn of unauthorizedListeners) fn(e);
   return e;
 }

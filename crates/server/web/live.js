@@ -1,8 +1,8 @@
 // Live updates through the long poll the sync clients use: hold
 // /changes/poll, read /changes when it says something moved, obey the
-// server's backoff hint, and after failures wait an exponentially growing,
-// fully jittered time so that a restarted server is not met by everyone at
-// once.
+// server's backoff hint and Retry-After, and after other failures wait an
+// exponentially growing, fully jittered time so that a restarted server is
+// not met by everyone at once.
 
 import { ApiError, api } from './api.js';
 
@@ -68,7 +68,12 @@ export class Live {
         if (e instanceof ApiError && e.status === 400) cursor = null;
         this.onState('off');
         failures += 1;
-        await sleep(Math.random() * Math.min(MAX_WAIT_MS, 1000 * 2 ** failures), signal);
+        // A server that says when to come back (too many clients arriving
+        // at once, a failover) has spread its answers: obey it.
+        const told = e instanceof ApiError && e.retryAfter !== null && e.retryAfter !== undefined
+          ? e.retryAfter * 1000 + Math.random() * 1000
+          : null;
+        await sleep(told ?? Math.random() * Math.min(MAX_WAIT_MS, 1000 * 2 ** failures), signal);
       }
     }
   }

@@ -258,3 +258,39 @@ async fn shutdown_drains_then_cuts_what_is_left_at_the_deadline() {
     assert!(gone.is_err(), "no part of the cut upload is visible");
     drop(s);
 }
+
+/// Beyond its rate of new polls an instance answers 503 with a
+/// Retry-After spread over the window, which the client reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_polls_beyond_the_rate_are_told_when_to_come_back() {
+    let (rate, window) = (5, 4);
+    let s = TestServer::start_with(Backend::Sqlite, |c| {
+        c.max_new_polls_per_sec = rate;
+        c.poll_retry_window_secs = window;
+    })
+    .await;
+    let alice = s.user("alice").await;
+    let cursor = alice.latest_cursor().await.unwrap();
+    let polls = (0..40).map(|_| alice.poll(&cursor, 1));
+    let answers = futures::future::join_all(polls).await;
+    let admitted = answers.iter().filter(|a| a.is_ok()).count();
+    let mut waits = Vec::new();
+    for a in answers.iter().filter_map(|a| a.as_ref().err()) {
+        assert_eq!(a.status(), Some(503), "{a}");
+        assert_eq!(a.code(), Some(tessera_proto::ErrorCode::Unavailable));
+        let wait = a.retry_after().expect("a 503 says when to come back");
+        assert!(
+            (1..=window).contains(&wait.as_secs()),
+            "retry after {wait:?}"
+        );
+        waits.push(wait.as_secs());
+    }
+    // One second's worth (and what refilled meanwhile), not all forty.
+    assert!(
+        (rate as usize..20).contains(&admitted),
+        "{admitted} polls admitted"
+    );
+    waits.sort();
+    waits.dedup();
+    assert!(waits.len() > 1, "the waits are spread: {waits:?}");
+}

@@ -399,6 +399,15 @@ impl<E: FnMut(Event)> Daemon<E> {
                     }
                     None => Flow::Go,
                 },
+                // The server said when to come back (too many clients
+                // arriving at once, a failover): it spread its answers, so
+                // obey it, with a little jitter of our own.
+                Err(error) if error.retry_after().is_some() => {
+                    let told = error.retry_after().unwrap_or_default();
+                    let retry_in = told + backoff(0, self.config.max_backoff);
+                    (self.emit)(Event::ServerBackoff { retry_in });
+                    self.pause(retry_in).await
+                }
                 Err(error) => {
                     self.failures += 1;
                     let retry_in = backoff(self.failures, self.config.max_backoff);

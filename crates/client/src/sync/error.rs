@@ -75,6 +75,7 @@ mod tests {
             message: "no".into(),
             current_rev: None,
             missing: Vec::new(),
+            retry_after: None,
         }
     }
 

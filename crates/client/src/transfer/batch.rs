@@ -142,6 +142,7 @@ fn answer(result: Option<tessera_proto::api::CommitResult>) -> Result<Entry, Cli
             message: e.message,
             current_rev: e.current_rev,
             missing: e.missing,
+            retry_after: None,
         }),
         _ => Err(ClientError::Integrity(
             "the server answered fewer commits than sent".into(),

@@ -94,13 +94,20 @@ pub async fn latest(
 /// Returns at once if the journal is past the cursor, else when it moves,
 /// else after the timeout (jittered by up to a tenth, so clients that
 /// started together drift apart).
-#[utoipa::path(get, path = "/api/v1/changes/poll", params(PollQuery), responses((status = 200, body = PollResponse), (status = 429)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/changes/poll", params(PollQuery), responses((status = 200, body = PollResponse), (status = 429), (status = 503, body = tessera_proto::ErrorBody, description = "more new polls than the instance admits a second: retry after Retry-After")), security(("bearer" = [])))]
 pub async fn poll(
     State(state): State<AppState>,
     user: AuthUser,
     Q(q): Q<PollQuery>,
 ) -> Result<Json<PollResponse>, ApiError> {
     let after = cursor_for(&user, Some(&q.cursor))?;
+    state.poll_admission.admit().map_err(|secs| {
+        ApiError::Unavailable(
+            "too many clients are arriving at once: retry after the seconds Retry-After says"
+                .into(),
+            secs,
+        )
+    })?;
     let _present = state
         .presence
         .enter(user.user_id, &user.device)

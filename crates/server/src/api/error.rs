@@ -26,6 +26,9 @@ pub enum ApiError {
     /// Over a cap that protects the server (message, seconds to wait).
     #[error("{0}")]
     Throttled(String, u64),
+    /// The server cannot take the request now (message, seconds to wait).
+    #[error("{0}")]
+    Unavailable(String, u64),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -100,6 +103,7 @@ impl ApiError {
                 ErrorCode::InsufficientStorage,
             ),
             QuotaExceeded(_) => (StatusCode::INSUFFICIENT_STORAGE, ErrorCode::QuotaExceeded),
+            Unavailable(..) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
@@ -170,7 +174,10 @@ impl IntoResponse for ApiError {
             self.to_string()
         };
         let mut headers = Vec::new();
-        if let ApiError::RateLimited(secs) | ApiError::Throttled(_, secs) = &self {
+        if let ApiError::RateLimited(secs)
+        | ApiError::Throttled(_, secs)
+        | ApiError::Unavailable(_, secs) = &self
+        {
             headers.push((header::RETRY_AFTER, HeaderValue::from(*secs)));
         }
         if let ApiError::RangeNotSatisfiable(size) = &self

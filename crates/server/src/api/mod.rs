@@ -42,6 +42,8 @@ pub struct AppState {
     pub proxies: Arc<crate::proxy::TrustedProxies>,
     pub hub: Arc<Hub>,
     pub presence: Arc<Presence>,
+    /// Lets new long polls in at a bounded rate.
+    pub poll_admission: Arc<crate::notify::Admission>,
     /// This instance's name among those on the same database.
     pub instance: Arc<str>,
     pub uploads: crate::uploads::Uploads,

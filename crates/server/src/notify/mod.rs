@@ -8,6 +8,7 @@
 //! travels through LISTEN/NOTIFY into every instance's `Hub` (the bridge
 //! in `publish.rs`).
 
+pub mod admission;
 pub mod presence;
 pub mod publish;
 
@@ -16,6 +17,7 @@ use std::sync::Mutex;
 
 use tokio::sync::watch;
 
+pub use admission::Admission;
 pub use presence::Presence;
 pub use publish::{Publish, Publisher};
 
