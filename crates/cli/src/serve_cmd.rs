@@ -36,6 +36,9 @@ pub struct ServeArgs {
     /// Seconds a request body may send nothing before it fails.
     #[arg(long, env = "TESSERA_BODY_TIMEOUT_SECS")]
     body_timeout_secs: Option<u64>,
+    /// Seconds a PostgreSQL call (a commit included) may take before the request gets 503 (0: no limit).
+    #[arg(long, env = "TESSERA_DB_TIMEOUT_SECS")]
+    db_timeout_secs: Option<u64>,
     /// On SIGTERM, seconds to serve on while /readyz fails, so a load balancer stops sending requests first.
     #[arg(long, env = "TESSERA_DRAIN_SECS")]
     drain_secs: Option<u64>,
@@ -126,6 +129,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.body_timeout_secs {
             cfg.body_timeout_secs = v;
+        }
+        if let Some(v) = self.db_timeout_secs {
+            cfg.db_timeout_secs = v;
         }
         if let Some(v) = self.drain_secs {
             cfg.drain_secs = v;

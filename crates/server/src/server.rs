@@ -77,6 +77,9 @@ pub struct Config {
     pub header_timeout_secs: u64,
     /// A request body that sends nothing for this many seconds fails.
     pub body_timeout_secs: u64,
+    /// Seconds a PostgreSQL call (a commit included) may take before the
+    /// request fails as unavailable (503); 0: no limit.
+    pub db_timeout_secs: u64,
     /// On shutdown, seconds to keep serving while `/readyz` fails, so that
     /// a load balancer stops sending requests here first (0: stop at once).
     pub drain_secs: u64,
@@ -123,6 +126,7 @@ impl Default for Config {
             max_connections: 0,
             header_timeout_secs: 30,
             body_timeout_secs: 60,
+            db_timeout_secs: crate::meta::CALL_TIMEOUT.as_secs(),
             drain_secs: 0,
             shutdown_deadline_secs: 30,
             max_password_checks: 0,
@@ -321,7 +325,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let hub = Arc::new(Hub::default());
     let database_url = config.database_url()?;
     let publisher = Publisher::for_database(hub.clone(), &database_url);
-    let meta = Meta::connect(&database_url, publisher.clone()).await?;
+    let meta = Meta::connect(&database_url, publisher.clone())
+        .await?
+        .with_call_timeout(
+            (config.db_timeout_secs > 0).then(|| Duration::from_secs(config.db_timeout_secs)),
+        );
     publisher.attach(&meta);
     let ring = Arc::new(key_ring(&config, &meta, true).await?);
     let blocks = BlockStore::new(config.tiers()?, ring, meta.clone());

@@ -14,6 +14,7 @@ mod changes;
 mod cli;
 mod cluster;
 mod daemon;
+mod failover;
 mod fsck;
 mod lifecycle;
 mod limits;

@@ -146,6 +146,15 @@ impl From<MetaError> for ApiError {
             MetaError::Invalid(m) => ApiError::BadRequest(m),
             MetaError::IntoItself(m) => ApiError::InsideItself(m),
             e @ MetaError::QuotaExceeded { .. } => ApiError::QuotaExceeded(e.to_string()),
+            MetaError::Unavailable(why) => {
+                tracing::warn!(%why, "database unavailable: answered 503");
+                ApiError::Unavailable(
+                    "the database is unavailable for a moment (restarting or failing over): \
+                     retry after the seconds Retry-After says"
+                        .into(),
+                    rand::Rng::random_range(&mut rand::rng(), 1..=3),
+                )
+            }
             other if is_disk_full(&other) => ApiError::InsufficientStorage,
             other => ApiError::internal(other),
         }

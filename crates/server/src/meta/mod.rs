@@ -52,6 +52,7 @@ use tessera_proto::{BlockId, ContentHash, RemotePath};
 
 use crate::notify::Publisher;
 
+pub mod failover;
 mod postgres;
 mod sqlite;
 #[cfg(test)]
@@ -93,6 +94,10 @@ pub enum MetaError {
     BadUrl(String),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// The database is down, failing over, read-only or too slow: the
+    /// request may be retried.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -409,41 +414,112 @@ pub fn blocks_key(chunker: &str, blocks: &[(BlockId, u64)]) -> [u8; 32] {
 
 /// The metadata store in use, SQLite or PostgreSQL.
 #[derive(Clone)]
-pub struct Meta(Backend);
+pub struct Meta {
+    backend: Backend,
+    /// On PostgreSQL: the longest a call may take before it fails as
+    /// unavailable, so a primary that lost its synchronous standby (its
+    /// commits wait for ever) cannot hang requests.
+    call_timeout: Option<std::time::Duration>,
+}
 
 #[derive(Clone)]
 enum Backend {
     Sqlite(std::sync::Arc<sqlite::Store>),
-    Postgres(std::sync::Arc<postgres::Store>),
+    Postgres(
+        std::sync::Arc<postgres::Store>,
+        std::sync::Arc<failover::Failover>,
+    ),
 }
+
+/// The default of [`Meta::with_call_timeout`].
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Meta {
     /// Opens (creating if needed) and migrates the database at `url`.
     /// Every change committed through it is announced to `publisher`.
     pub async fn connect(url: &str, publisher: Publisher) -> Result<Self> {
-        if url.starts_with("sqlite:") {
-            Ok(Self(Backend::Sqlite(std::sync::Arc::new(
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite(std::sync::Arc::new(
                 sqlite::Store::connect(url, publisher).await?,
-            ))))
+            ))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Ok(Self(Backend::Postgres(std::sync::Arc::new(
-                postgres::Store::connect(url, publisher).await?,
-            ))))
+            let failover = std::sync::Arc::new(failover::Failover::new(failover::hosts(url)?));
+            let store = postgres::Store::connect(&failover, publisher).await?;
+            Backend::Postgres(std::sync::Arc::new(store), failover)
         } else {
-            Err(MetaError::BadUrl(url.to_owned()))
-        }
+            return Err(MetaError::BadUrl(url.to_owned()));
+        };
+        Ok(Self {
+            backend,
+            call_timeout: Some(CALL_TIMEOUT),
+        })
+    }
+
+    /// Sets how long a call to PostgreSQL may take (None: no limit).
+    pub fn with_call_timeout(mut self, timeout: Option<std::time::Duration>) -> Self {
+        self.call_timeout = timeout;
+        self
     }
 
     pub fn backend_name(&self) -> &'static str {
-        match &self.0 {
+        match &self.backend {
             Backend::Sqlite(_) => "sqlite",
-            Backend::Postgres(_) => "postgres",
+            Backend::Postgres(..) => "postgres",
+        }
+    }
+
+    /// Times the PostgreSQL pool moved to a newly promoted primary.
+    pub fn failovers(&self) -> u64 {
+        match &self.backend {
+            Backend::Sqlite(_) => 0,
+            Backend::Postgres(_, f) => f.moves(),
+        }
+    }
+
+    /// The PostgreSQL pool (for the change notices), on that backend.
+    pub fn pg_pool(&self) -> Option<sqlx::PgPool> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(s, _) => Some(s.pool().clone()),
+        }
+    }
+
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(s) => s.close().await,
+            Backend::Postgres(s, _) => s.close().await,
         }
     }
 
     pub async fn create_admin(&self, username: &str, password_hash: &str) -> Result<UserRow> {
         self.create_user_as(username, password_hash, true).await
     }
+}
+
+/// A PostgreSQL call's outcome: one that ran past `timeout`, or failed
+/// because the database is down or failing over, is `Unavailable`.
+async fn bounded<T>(
+    timeout: Option<std::time::Duration>,
+    call: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let outcome = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, call).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                return Err(MetaError::Unavailable(format!(
+                    "the database did not answer within {} s",
+                    limit.as_secs()
+                )));
+            }
+        },
+        None => call.await,
+    };
+    outcome.map_err(|e| match e {
+        MetaError::Db(db) if failover::is_unavailable(&db) => {
+            MetaError::Unavailable(db.to_string())
+        }
+        other => other,
+    })
 }
 
 /// Writes `impl Meta` from a list of signatures: each method calls the
@@ -453,15 +529,15 @@ impl Meta {
 macro_rules! forward {
     ($(
         $(#[$attr:meta])*
-        fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) $(-> $ret:ty)?;
+        fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty;
     )*) => {
         impl Meta {
             $(
                 $(#[$attr])*
-                pub async fn $name(&self $(, $arg: $ty)*) $(-> $ret)? {
-                    match &self.0 {
+                pub async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    match &self.backend {
                         Backend::Sqlite(s) => s.$name($($arg),*).await,
-                        Backend::Postgres(s) => s.$name($($arg),*).await,
+                        Backend::Postgres(s, _) => bounded(self.call_timeout, s.$name($($arg),*)).await,
                     }
                 }
             )*
@@ -470,7 +546,6 @@ macro_rules! forward {
 }
 
 forward! {
-    fn close(&self);
     fn ping(&self) -> Result<()>;
     fn user_count(&self) -> Result<i64>;
     fn create_user(&self, username: &str, password_hash: &str) -> Result<UserRow>;

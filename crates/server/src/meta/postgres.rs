@@ -1,6 +1,9 @@
 //! The PostgreSQL backend: the shared queries over `sqlx::Postgres`.
 
+use std::sync::Arc;
+
 use super::Result;
+use super::failover::Failover;
 use crate::notify::Publisher;
 
 pub type Db = sqlx::Postgres;
@@ -15,13 +18,28 @@ mod queries;
 
 pub use queries::Store;
 
+/// A request waits at most this long for a free connection: longer, and
+/// the database is as good as unavailable (the answer is 503).
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Store {
-    pub async fn connect(url: &str, publisher: Publisher) -> Result<Self> {
+    /// Connects to the primary among `failover`'s hosts and keeps the pool
+    /// on whichever host is primary from then on (`failover.rs`).
+    pub async fn connect(failover: &Arc<Failover>, publisher: Publisher) -> Result<Self> {
+        let primary = failover.primary().await?;
+        let current = failover.clone();
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(16)
-            .connect(url)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A connection made for a host the pool has left is closed.
+            .before_acquire(move |_conn, meta| {
+                let keep = current.is_current(meta.age);
+                Box::pin(async move { Ok(keep) })
+            })
+            .connect_with(primary)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        failover.clone().watch(pool.clone());
         let store = Self::new(pool, publisher);
         store.rescue_cut_off().await?;
         Ok(store)

@@ -98,6 +98,12 @@ impl Store {
         self.pool.close().await
     }
 
+    // Only PostgreSQL's is handed out (to the change notices).
+    #[allow(dead_code)]
+    pub fn pool(&self) -> &Pool<Db> {
+        &self.pool
+    }
+
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::Hub;
 use crate::meta::Meta;
@@ -53,7 +53,7 @@ impl Publisher {
     /// one place that chooses how changes travel (see the module doc).
     pub fn for_database(hub: Arc<Hub>, database_url: &str) -> Self {
         if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
-            return Self(Arc::new(PgBridge::start(hub, database_url)));
+            return Self(Arc::new(PgBridge::start(hub)));
         }
         Self::in_process(hub)
     }
@@ -97,21 +97,38 @@ impl Publish for InProcess {
 pub struct PgBridge {
     hub: Arc<Hub>,
     outbox: mpsc::UnboundedSender<(i64, i64)>,
-    meta: Mutex<Option<oneshot::Sender<Meta>>>,
+    meta: Mutex<Option<watch::Sender<Option<Meta>>>>,
 }
 
 impl PgBridge {
     /// Starts the sending and listening tasks (on the current runtime).
-    fn start(hub: Arc<Hub>, url: &str) -> Self {
+    /// Both use the store's pool once it is attached: it follows the
+    /// primary when the database fails over.
+    fn start(hub: Arc<Hub>) -> Self {
         let (outbox, sending) = mpsc::unbounded_channel();
-        let (meta, attached) = oneshot::channel();
-        tokio::spawn(send_notices(url.to_owned(), sending, hub.shutdown_signal()));
-        tokio::spawn(listen(url.to_owned(), hub.clone(), attached));
+        let (meta, attached) = watch::channel(None);
+        tokio::spawn(send_notices(
+            attached.clone(),
+            sending,
+            hub.shutdown_signal(),
+        ));
+        tokio::spawn(listen(hub.clone(), attached));
         Self {
             hub,
             outbox,
             meta: Mutex::new(Some(meta)),
         }
+    }
+}
+
+/// The store once it is attached, or None if the server stops first.
+async fn attached_meta(
+    attached: &mut watch::Receiver<Option<Meta>>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Meta> {
+    tokio::select! {
+        meta = attached.wait_for(|m| m.is_some()) => meta.ok().and_then(|m| m.clone()),
+        _ = stop.wait_for(|stopped| *stopped) => None,
     }
 }
 
@@ -126,7 +143,7 @@ impl Publish for PgBridge {
         if let Ok(mut slot) = self.meta.lock()
             && let Some(tx) = slot.take()
         {
-            let _ = tx.send(meta.clone());
+            tx.send_replace(Some(meta.clone()));
         }
     }
 }
@@ -134,19 +151,16 @@ impl Publish for PgBridge {
 /// Sends each change as a notice; a burst goes as the latest number per
 /// namespace.
 async fn send_notices(
-    url: String,
+    mut attached: watch::Receiver<Option<Meta>>,
     mut changes: mpsc::UnboundedReceiver<(i64, i64)>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let pool = match sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect_lazy(&url)
-    {
-        Ok(pool) => pool,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot send change notices: other instances will not wake");
-            return;
-        }
+    // Changes published before the store is attached wait in the channel.
+    let Some(pool) = attached_meta(&mut attached, &mut stop)
+        .await
+        .and_then(|m| m.pg_pool())
+    else {
+        return;
     };
     loop {
         let first = tokio::select! {
@@ -176,21 +190,24 @@ async fn send_notices(
 
 /// Publishes every notice into the hub; after each (re)connection, catches
 /// up with the journal of every namespace someone waits on.
-async fn listen(url: String, hub: Arc<Hub>, attached: oneshot::Receiver<Meta>) {
+async fn listen(hub: Arc<Hub>, mut attached: watch::Receiver<Option<Meta>>) {
     let mut stop = hub.shutdown_signal();
-    let meta = tokio::select! {
-        meta = attached => meta.ok(),
-        _ = stop.changed() => return,
+    let Some(meta) = attached_meta(&mut attached, &mut stop).await else {
+        return;
+    };
+    let Some(pool) = meta.pg_pool() else {
+        return;
     };
     loop {
         if *stop.borrow() {
             return;
         }
-        match sqlx::postgres::PgListener::connect(&url).await {
+        let moves = meta.failovers();
+        match sqlx::postgres::PgListener::connect_with(&pool).await {
             Ok(mut listener) => match listener.listen(CHANNEL).await {
                 Ok(()) => {
-                    catch_up(&hub, meta.as_ref()).await;
-                    relay(&mut listener, &hub, &mut stop).await;
+                    catch_up(&hub, Some(&meta)).await;
+                    relay(&mut listener, &hub, &mut stop, || meta.failovers() != moves).await;
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot listen for change notices"),
             },
@@ -203,16 +220,27 @@ async fn listen(url: String, hub: Arc<Hub>, attached: oneshot::Receiver<Meta>) {
     }
 }
 
-/// Relays notices until the connection drops or the server stops.
+/// Relays notices until the connection drops, the database fails over
+/// (`moved`: a demoted primary still answers, but hears no notices), or the
+/// server stops.
 async fn relay(
     listener: &mut sqlx::postgres::PgListener,
     hub: &Hub,
     stop: &mut watch::Receiver<bool>,
+    moved: impl Fn() -> bool,
 ) {
+    let mut check = tokio::time::interval(Duration::from_secs(1));
     loop {
         let next = tokio::select! {
             next = listener.try_recv() => next,
             _ = stop.changed() => return,
+            _ = check.tick() => {
+                if moved() {
+                    tracing::info!("the database failed over: listening on the new primary");
+                    return;
+                }
+                continue;
+            }
         };
         match next {
             Ok(Some(notice)) => {
