@@ -271,19 +271,38 @@ async fn new_polls_beyond_the_rate_are_told_when_to_come_back() {
     .await;
     let alice = s.user("alice").await;
     let cursor = alice.latest_cursor().await.unwrap();
-    let polls = (0..40).map(|_| alice.poll(&cursor, 1));
+    // Raw requests: the client library would wait and retry by itself.
+    let api = format!("{}/api/v1", s.url);
+    let token = crate::common::login_token(&api, "alice", "alice-password", "d").await;
+    let http = reqwest::Client::new();
+    let polls = (0..40).map(|_| {
+        http.get(format!("{}/api/v1/changes/poll", s.url))
+            .query(&[("cursor", cursor.as_str()), ("timeout", "1")])
+            .bearer_auth(&token)
+            .send()
+    });
     let answers = futures::future::join_all(polls).await;
-    let admitted = answers.iter().filter(|a| a.is_ok()).count();
+    let mut admitted = 0;
     let mut waits = Vec::new();
-    for a in answers.iter().filter_map(|a| a.as_ref().err()) {
-        assert_eq!(a.status(), Some(503), "{a}");
-        assert_eq!(a.code(), Some(tessera_proto::ErrorCode::Unavailable));
-        let wait = a.retry_after().expect("a 503 says when to come back");
-        assert!(
-            (1..=window).contains(&wait.as_secs()),
-            "retry after {wait:?}"
-        );
-        waits.push(wait.as_secs());
+    for a in answers {
+        let a = a.unwrap();
+        if a.status().is_success() {
+            admitted += 1;
+            continue;
+        }
+        assert_eq!(a.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let wait: u64 = a
+            .headers()
+            .get("retry-after")
+            .expect("a 503 says when to come back")
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=window).contains(&wait), "retry after {wait} s");
+        let body: serde_json::Value = a.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unavailable", "{body}");
+        waits.push(wait);
     }
     // One second's worth (and what refilled meanwhile), not all forty.
     assert!(
@@ -293,4 +312,17 @@ async fn new_polls_beyond_the_rate_are_told_when_to_come_back() {
     waits.sort();
     waits.dedup();
     assert!(waits.len() > 1, "the waits are spread: {waits:?}");
+    // The client library obeys: a poll turned away comes back when told
+    // and is answered.
+    let burst = (0..20).map(|_| alice.poll(&cursor, 1));
+    let polled = futures::future::join_all(burst).await;
+    assert!(
+        polled.iter().all(|p| p.is_ok()),
+        "every poll answered in the end: {:?}",
+        polled
+            .iter()
+            .filter_map(|p| p.as_ref().err())
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+    );
 }
