@@ -102,10 +102,22 @@ fn unreachable(e: reqwest::Error) -> ClientError {
     ClientError::Unreachable { server, reason }
 }
 
-/// How long a request keeps coming back to a server that answers 503 with
+/// How long a read keeps coming back to a server that answers 503 with
 /// `Retry-After` (restarting, failing over its database, or turning away
 /// a crowd) before the caller sees the error.
 const UNAVAILABLE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether sending `req` twice does no more than sending it once: reads,
+/// and blocks (named by their content). A change may have been made by an
+/// attempt whose answer was a 503 (the database failed while committing),
+/// so changes are never sent again by themselves.
+fn harmless_twice(req: &reqwest::Request) -> bool {
+    match *req.method() {
+        Method::GET | Method::HEAD => true,
+        Method::PUT => req.url().path().contains("/blocks/"),
+        _ => false,
+    }
+}
 
 /// The wait an answer's `Retry-After` asks for (seconds form).
 fn retry_after(resp: &reqwest::Response) -> Option<std::time::Duration> {
@@ -170,12 +182,14 @@ impl Remote {
     /// Sends `req`, turning error statuses into [`ClientError::Api`].
     pub async fn send(req: RequestBuilder) -> Result<reqwest::Response, ClientError> {
         let began = std::time::Instant::now();
-        let mut req = req;
+        let (client, request) = req.build_split();
+        let mut request = request?;
+        let resend = harmless_twice(&request);
         let resp = loop {
             // A body that streams cannot be sent twice; the caller then
-            // sees the 503 and its Retry-After.
-            let again = req.try_clone();
-            let resp = req.send().await.map_err(unreachable)?;
+            // sees the 503 and its Retry-After, as for a change.
+            let again = if resend { request.try_clone() } else { None };
+            let resp = client.execute(request).await.map_err(unreachable)?;
             if resp.status() == StatusCode::SERVICE_UNAVAILABLE
                 && let (Some(again), Some(wait)) = (again, retry_after(&resp))
                 && began.elapsed() + wait <= UNAVAILABLE_PATIENCE
@@ -185,7 +199,7 @@ impl Remote {
                     "the server is unavailable for a moment: retrying when it said"
                 );
                 tokio::time::sleep(wait).await;
-                req = again;
+                request = again;
                 continue;
             }
             break resp;

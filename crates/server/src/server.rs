@@ -132,7 +132,7 @@ impl Default for Config {
             max_password_checks: 0,
             password_check_wait: PASSWORD_CHECK_WAIT,
             max_polls_per_user: 100,
-            max_new_polls_per_sec: 1000,
+            max_new_polls_per_sec: 2000,
             poll_retry_window_secs: 10,
             max_upload_sessions_per_user: 1000,
             clock: Clock::system(),
