@@ -2,8 +2,9 @@
 //! `scripts/s3-test.sh` starts (SeaweedFS): a create-only put refuses a
 //! second write of a name, and `tessera serve` with a wrong secret, a
 //! missing bucket, an unreachable endpoint or a plain-HTTP endpoint not
-//! allowed stops at once, non-zero, naming what to fix. Skipped, with a
-//! note, unless `TESSERA_TEST_S3` names a bucket.
+//! allowed stops at once, non-zero, naming what to fix; writes the
+//! network breaks are retried. Skipped, with a note, unless
+//! `TESSERA_TEST_S3` names a bucket.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,8 +15,11 @@ use tessera_server::blocks::BlockError;
 use tessera_server::blocks::store::open_object_store;
 use tessera_server::blocks::tiers::{Copy, Tiers};
 
-use crate::common::process::{command, said};
-use crate::common::test_store_url;
+use tessera_client::Remote;
+
+use crate::common::process::{Serve, command, said};
+use crate::common::relay::{Fault, Relay};
+use crate::common::{random_data, test_store_url};
 
 /// A store URL of its own on the suite's S3 server, or `None` (and a
 /// note) when the suite runs without one.
@@ -150,6 +154,51 @@ async fn bad_s3_settings_stop_the_start_naming_what_to_fix() {
         println!("{what}: {}", text.lines().last().unwrap_or_default());
     }
     // The same settings put right, it serves.
-    let served = crate::common::process::Serve::new(&dir.path().join("data")).start();
+    let served = Serve::new(&dir.path().join("data")).start();
     assert!(!served.listen.is_empty());
+}
+
+/// Writes to the store that the network breaks: a request reset before it
+/// reaches the store is sent again; a create whose answer is lost is sent
+/// again too, finds the object its first attempt wrote, and counts as
+/// done. Either way the upload succeeds and reads back. (`tessera serve`
+/// as a process, its endpoint a relay in front of the S3 server.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_write_to_the_store_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    if s3_store(&dir).is_none() {
+        return;
+    }
+    let endpoint = std::env::var("AWS_ENDPOINT").expect("AWS_ENDPOINT names the S3 server");
+    let relay = Relay::start(&endpoint).await;
+    let served = Serve::new(&dir.path().join("data"))
+        .shell_prefix(&format!("export AWS_ENDPOINT={};", relay.url))
+        .admin_password("a-long-password")
+        .start();
+    let anon = Remote::new(&served.url(), None).unwrap();
+    let token = anon
+        .login("admin", "a-long-password", "test")
+        .await
+        .unwrap()
+        .token;
+    let r = anon.with_token(token);
+    for (i, fault) in [Fault::Reset, Fault::CutAnswer(0)].into_iter().enumerate() {
+        relay.take_events();
+        *relay.planned.lock().unwrap() = Some(("PUT ".to_owned(), fault));
+        let data = random_data(300_000, i as u64);
+        let path = format!("/f{i}.bin");
+        r.upload(&path, None, reqwest::Body::from(data.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{fault:?}: {e}"));
+        let events = relay.take_events();
+        assert_eq!(events.len(), 1, "{fault:?}: the fault happened: {events:?}");
+        let back = r
+            .download(&path, None)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert!(back[..] == data[..], "{fault:?}: {path} reads back");
+    }
 }

@@ -102,14 +102,33 @@ impl Tiers {
     /// replacing anything. Acknowledged once all hold it (local stores
     /// fsync).
     pub async fn create(&self, object: &str, bytes: Vec<u8>) -> Result<(), BlockError> {
-        let payload = PutPayload::from(Bytes::from(bytes));
+        let bytes = Bytes::from(bytes);
         let path = ObjectPath::from(object);
         let writes = self.all_for(object)?.into_iter().map(|store| {
-            let opts = PutOptions {
-                mode: PutMode::Create,
-                ..PutOptions::default()
-            };
-            store.put_opts(&path, payload.clone(), opts)
+            let (path, bytes) = (&path, &bytes);
+            async move {
+                let opts = PutOptions {
+                    mode: PutMode::Create,
+                    ..PutOptions::default()
+                };
+                match store.put_opts(path, bytes.clone().into(), opts).await {
+                    Ok(_) => Ok(()),
+                    // A create sent again because its answer was lost (a
+                    // dropped connection is retried) meets what its first
+                    // attempt wrote. Names are never reused, so the same
+                    // bytes there are that attempt's; anything else is a
+                    // real clash.
+                    Err(clash @ object_store::Error::AlreadyExists { .. }) => {
+                        let there = store.get(path).await?.bytes().await?;
+                        if there == *bytes {
+                            Ok(())
+                        } else {
+                            Err(BlockError::Store(clash))
+                        }
+                    }
+                    Err(e) => Err(BlockError::Store(e)),
+                }
+            }
         });
         futures::future::try_join_all(writes).await?;
         Ok(())
