@@ -202,3 +202,44 @@ async fn a_broken_write_to_the_store_is_retried() {
         assert!(back[..] == data[..], "{fault:?}: {path} reads back");
     }
 }
+
+/// Objects of 16 MiB (the largest block) written create-only and read
+/// back, through the code the server uses: to a folder (fsynced), then
+/// to the S3 server. Prints MB/s for each; run by hand:
+/// `scripts/s3-test.sh s3::object_throughput -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn object_throughput() {
+    const OBJECTS: usize = 16;
+    const SIZE: usize = 16 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(s3) = s3_store(&dir) else {
+        return;
+    };
+    let folder = format!("file://{}", dir.path().join("blocks").display());
+    let objects: Vec<Vec<u8>> = (0..OBJECTS).map(|i| random_data(SIZE, i as u64)).collect();
+    let mb = (OBJECTS * SIZE) as f64 / 1e6;
+    for (what, url) in [("folder", folder), ("S3", s3)] {
+        let tiers = Tiers::new(open_object_store(&url).unwrap());
+        let t = Instant::now();
+        for (i, bytes) in objects.iter().enumerate() {
+            tiers
+                .create(&format!("blocks/{i}"), bytes.clone())
+                .await
+                .unwrap();
+        }
+        let write = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for (i, bytes) in objects.iter().enumerate() {
+            let back = tiers.get(&format!("blocks/{i}"), Copy::Main).await.unwrap();
+            assert!(back[..] == bytes[..]);
+        }
+        let read = t.elapsed().as_secs_f64();
+        println!(
+            "{what}: {OBJECTS} objects of 16 MiB, one at a time: write {write:.2} s ({:.0} MB/s), \
+             read {read:.2} s ({:.0} MB/s)",
+            mb / write,
+            mb / read
+        );
+    }
+}
