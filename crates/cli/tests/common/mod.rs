@@ -72,11 +72,6 @@ pub fn test_store_url(data: &Path) -> Option<String> {
     Some(format!("{}/t{}", bucket.trim_end_matches('/'), &tag[..16]))
 }
 
-/// True when the suite runs its block stores on S3.
-pub fn on_s3() -> bool {
-    std::env::var("TESSERA_TEST_S3").is_ok_and(|b| !b.is_empty())
-}
-
 /// A fresh, empty PostgreSQL database on the cluster named by
 /// TESSERA_TEST_POSTGRES (the test script starts one on loopback).
 async fn fresh_postgres() -> String {

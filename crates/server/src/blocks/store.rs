@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -46,9 +45,10 @@ pub enum StoreUrlError {
 /// usually succeeds, and failing instead would fail the client's whole
 /// upload. Backoff with jitter from 100 ms, doubling to 5 s, at most 8
 /// retries and 2 minutes from the first attempt: long enough to ride out
-/// a store restarting, short enough that a request never outlives its
-/// signature (S3 accepts one for 5 minutes) or holds a client past its
-/// own patience.
+/// a store restarting, short enough that a retry still carries a valid
+/// signature (a request is signed once and sent again as it is; object_store
+/// advises staying under 5 minutes) and that a client is not held past
+/// its own patience.
 fn store_retry() -> RetryConfig {
     RetryConfig {
         backoff: BackoffConfig {
