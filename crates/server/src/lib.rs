@@ -6,6 +6,7 @@ pub mod blocks;
 pub mod fsck;
 pub mod listen;
 pub mod meta;
+pub mod metrics;
 pub mod notify;
 mod private;
 pub mod proxy;

@@ -87,6 +87,9 @@ pub struct Config {
     pub max_polls_per_user: usize,
     /// Unfinished resumable upload sessions one user may hold.
     pub max_upload_sessions_per_user: usize,
+    /// When set, `GET /metrics` answers only requests that send it as a
+    /// bearer token; unset, the metrics are open like `/healthz`.
+    pub metrics_token: Option<String>,
     /// The time the workers expire things by (not a setting: tests move
     /// it forward instead of waiting out a TTL).
     #[serde(skip)]
@@ -118,6 +121,7 @@ impl Default for Config {
             password_check_wait: PASSWORD_CHECK_WAIT,
             max_polls_per_user: 100,
             max_upload_sessions_per_user: 1000,
+            metrics_token: None,
             clock: Clock::system(),
         }
     }
@@ -299,6 +303,14 @@ impl Running {
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     let proxies = TrustedProxies::parse(&config.trusted_proxies)
         .map_err(|e| ServeError::Other(e.to_string()))?;
+    if config.metrics_token.as_deref() == Some("") {
+        return Err(ServeError::Other(
+            "metrics_token is empty: give a token, or leave it unset to serve /metrics openly"
+                .into(),
+        ));
+    }
+    // Installed before anything records: opening the stores counts already.
+    let metrics = crate::metrics::install();
     config.prepare_private_files()?;
     // The hub comes first: the store publishes into it from its first
     // commit on (even the repairs made while opening).
@@ -313,7 +325,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let generated_admin_password = bootstrap_admin(&meta).await?;
     let runner = Runner::start(workers(&config, &meta, &blocks));
 
-    let state = app_state(&config, proxies, &meta, &blocks, &hub, &runner);
+    let state = app_state(&config, proxies, &meta, &blocks, &hub, &runner, metrics);
     let stop_workers = runner.workers();
     let bound = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener.local_addr().map(|addr| (listener, addr)),
@@ -365,6 +377,7 @@ fn app_state(
     blocks: &BlockStore,
     hub: &Arc<Hub>,
     runner: &Runner,
+    metrics: Option<&'static metrics_exporter_prometheus::PrometheusHandle>,
 ) -> AppState {
     AppState {
         meta: meta.clone(),
@@ -391,6 +404,7 @@ fn app_state(
             config.max_upload_sessions_per_user,
         ),
         workers: runner.workers(),
+        metrics: crate::metrics::Scrape::new(config.metrics_token.as_deref(), metrics),
     }
 }
 
@@ -448,6 +462,9 @@ fn workers(config: &Config, meta: &Meta, blocks: &BlockStore) -> Vec<Box<dyn Wor
         policy: config.retention,
         cursor: None,
     }));
+    for worker in &list {
+        crate::metrics::worker_known(worker.name());
+    }
     list
 }
 

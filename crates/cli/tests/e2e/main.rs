@@ -16,6 +16,7 @@ mod daemon;
 mod fsck;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod names;
 mod openapi;
 mod quota;

@@ -407,6 +407,16 @@ pub fn blocks_key(chunker: &str, blocks: &[(BlockId, u64)]) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
+/// Connections of the database pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStats {
+    /// Open now, idle or in use.
+    pub size: u32,
+    pub idle: u32,
+    /// The most the pool opens.
+    pub max: u32,
+}
+
 /// The metadata store in use, SQLite or PostgreSQL.
 #[derive(Clone)]
 pub struct Meta(Backend);
@@ -438,6 +448,14 @@ impl Meta {
         match &self.0 {
             Backend::Sqlite(_) => "sqlite",
             Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The connection pool as it is now, for the metrics.
+    pub fn pool_stats(&self) -> PoolStats {
+        match &self.0 {
+            Backend::Sqlite(s) => s.pool_stats(),
+            Backend::Postgres(s) => s.pool_stats(),
         }
     }
 

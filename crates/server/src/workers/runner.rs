@@ -188,11 +188,13 @@ async fn drive(mut worker: Box<dyn Worker>, inner: Arc<Inner>, backoff: Duration
             s.state = WorkerState::Busy;
             s.next_run_ms = None;
         });
+        let began = std::time::Instant::now();
         // A panicking step is a failed step: the worker carries on.
         let outcome = match AssertUnwindSafe(worker.step()).catch_unwind().await {
             Ok(result) => result,
             Err(_) => Err(WorkerError::Other("the step panicked".into())),
         };
+        crate::metrics::worker_ran(name, &outcome, began.elapsed());
         pause = record(slot, name, outcome, worker.wait(), backoff);
     }
 }
