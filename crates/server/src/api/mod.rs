@@ -7,6 +7,7 @@ mod changes;
 pub mod error;
 mod files;
 mod openapi;
+mod trace;
 mod trash;
 mod tus;
 mod view;
@@ -161,7 +162,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::web::router())
         .layer(axum::middleware::from_fn(crate::web::security_headers))
         .layer(axum::middleware::from_fn(crate::metrics::track))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(trace::layer())
         .with_state(state)
 }
 
