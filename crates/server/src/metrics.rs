@@ -94,7 +94,7 @@ fn install_now() -> Option<PrometheusHandle> {
     let handle = match builder.install_recorder() {
         Ok(handle) => handle,
         Err(e) => {
-            tracing::warn!(error = %e, "metrics: another recorder is installed; /metrics stays empty");
+            tracing::warn!(error = %e, "metrics: another recorder is installed; /metrics answers 503");
             return None;
         }
     };
