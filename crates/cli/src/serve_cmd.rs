@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// Every block is read back and verified once in this many seconds.
     #[arg(long, env = "TESSERA_SCRUB_INTERVAL_SECS")]
     scrub_interval_secs: Option<u64>,
+    /// Bearer token a scrape of /metrics must send (unset: /metrics is open).
+    /// On a shared machine prefer the environment variable: other users see flags.
+    #[arg(long, env = "TESSERA_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     /// A TOML file with the same keys (data_dir, listen, database, store, max_file_size,
     /// master_key, trusted_proxies, max_connections, ...; see the README).
     #[arg(long, env = "TESSERA_CONFIG")]
@@ -180,6 +184,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.scrub_interval_secs {
             cfg.scrub_interval_secs = v;
+        }
+        if self.metrics_token.is_some() {
+            cfg.metrics_token = self.metrics_token;
         }
         if let Ok(key) = std::env::var("TESSERA_MASTER_KEY") {
             cfg.master_key = Some(key);

@@ -7,6 +7,7 @@ pub mod fsck;
 pub mod instance;
 pub mod listen;
 pub mod meta;
+pub mod metrics;
 pub mod notify;
 mod private;
 pub mod proxy;

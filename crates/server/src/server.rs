@@ -99,6 +99,9 @@ pub struct Config {
     pub poll_retry_window_secs: u64,
     /// Unfinished resumable upload sessions one user may hold.
     pub max_upload_sessions_per_user: usize,
+    /// When set, `GET /metrics` answers only requests that send it as a
+    /// bearer token; unset, the metrics are open like `/healthz`.
+    pub metrics_token: Option<String>,
     /// The time the workers expire things by (not a setting: tests move
     /// it forward instead of waiting out a TTL).
     #[serde(skip)]
@@ -135,6 +138,7 @@ impl Default for Config {
             max_new_polls_per_sec: 2000,
             poll_retry_window_secs: 10,
             max_upload_sessions_per_user: 1000,
+            metrics_token: None,
             clock: Clock::system(),
         }
     }
@@ -332,6 +336,14 @@ impl Running {
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     let proxies = TrustedProxies::parse(&config.trusted_proxies)
         .map_err(|e| ServeError::Other(e.to_string()))?;
+    if config.metrics_token.as_deref() == Some("") {
+        return Err(ServeError::Other(
+            "metrics_token is empty: give a token, or leave it unset to serve /metrics openly"
+                .into(),
+        ));
+    }
+    // Installed before anything records: opening the stores counts already.
+    let metrics = crate::metrics::install();
     config.prepare_private_files()?;
     config.probe_stores().await?;
     // The hub comes first: the store publishes into it from its first
@@ -353,7 +365,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let leases = Leases::new(meta.clone(), instance.clone());
     let runner = Runner::start(workers(&config, &meta, &blocks), Some(leases));
 
-    let state = app_state(&config, proxies, &meta, &blocks, &hub, &runner, &instance);
+    let parts = Parts {
+        meta: &meta,
+        blocks: &blocks,
+        hub: &hub,
+        runner: &runner,
+        instance: &instance,
+    };
+    let state = app_state(&config, proxies, parts, metrics);
     let heartbeat = crate::instance::spawn_heartbeat(
         meta.clone(),
         state.presence.clone(),
@@ -413,16 +432,29 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     })
 }
 
+/// The running parts request handlers reach.
+struct Parts<'a> {
+    meta: &'a Meta,
+    blocks: &'a BlockStore,
+    hub: &'a Arc<Hub>,
+    runner: &'a Runner,
+    instance: &'a Arc<str>,
+}
+
 /// What every request handler shares.
 fn app_state(
     config: &Config,
     proxies: TrustedProxies,
-    meta: &Meta,
-    blocks: &BlockStore,
-    hub: &Arc<Hub>,
-    runner: &Runner,
-    instance: &Arc<str>,
+    parts: Parts<'_>,
+    metrics: Option<&'static metrics_exporter_prometheus::PrometheusHandle>,
 ) -> AppState {
+    let Parts {
+        meta,
+        blocks,
+        hub,
+        runner,
+        instance,
+    } = parts;
     AppState {
         meta: meta.clone(),
         blocks: blocks.clone(),
@@ -453,6 +485,7 @@ fn app_state(
         ),
         workers: runner.workers(),
         instance: instance.clone(),
+        metrics: crate::metrics::Scrape::new(config.metrics_token.as_deref(), metrics),
     }
 }
 
@@ -511,6 +544,9 @@ fn workers(config: &Config, meta: &Meta, blocks: &BlockStore) -> Vec<Box<dyn Wor
         policy: config.retention,
         cursor: None,
     }));
+    for worker in &list {
+        crate::metrics::worker_known(worker.name());
+    }
     list
 }
 

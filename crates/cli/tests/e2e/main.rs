@@ -18,6 +18,7 @@ mod failover;
 mod fsck;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod names;
 mod openapi;
 mod quota;

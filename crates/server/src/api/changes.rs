@@ -115,6 +115,7 @@ pub async fn poll(
         .presence
         .enter(user.user_id, &user.device)
         .map_err(|e| ApiError::Throttled(e.to_string(), POLL_CAP_RETRY_SECS))?;
+    let _held = crate::metrics::PollHeld::begin();
     let mut stop = state.hub.shutdown_signal();
     let backoff = PollResponse {
         changes: false,

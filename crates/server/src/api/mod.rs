@@ -7,6 +7,7 @@ mod changes;
 pub mod error;
 mod files;
 mod openapi;
+mod trace;
 mod trash;
 mod tus;
 mod view;
@@ -15,8 +16,8 @@ mod zip;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use tessera_proto::api::ServerInfo;
@@ -48,6 +49,7 @@ pub struct AppState {
     pub instance: Arc<str>,
     pub uploads: crate::uploads::Uploads,
     pub workers: crate::workers::Workers,
+    pub metrics: crate::metrics::Scrape,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -160,9 +162,11 @@ pub fn router(state: AppState) -> Router {
         .nest(tessera_proto::API_PREFIX, api)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .merge(crate::web::router())
         .layer(axum::middleware::from_fn(crate::web::security_headers))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(trace::layer())
         .with_state(state)
 }
 
@@ -189,5 +193,26 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             tracing::warn!(error = %e, "not ready");
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
         }
+    }
+}
+
+/// The Prometheus scrape. Outside the API (and its OpenAPI document) like
+/// `/healthz`: it is for the operator's monitoring, not for clients.
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !state.metrics.allows(&headers) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "send the metrics token as a bearer token\n",
+        )
+            .into_response();
+    }
+    match state.metrics.render(&state.meta) {
+        Some(text) => ([(header::CONTENT_TYPE, crate::metrics::TEXT_FORMAT)], text).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics are recorded elsewhere in this process\n",
+        )
+            .into_response(),
     }
 }

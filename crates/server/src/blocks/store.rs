@@ -249,6 +249,7 @@ impl BlockStore {
         // Bytes this user already holds, soundly stored, need no work; that
         // tells the user nothing about anyone else.
         if self.meta.missing_blocks(user_id, &[id]).await?.is_empty() {
+            crate::metrics::blocks_deduplicated(1, plain_len as u64);
             return Ok(());
         }
         // Otherwise the work is the same whether or not someone else holds
@@ -267,11 +268,10 @@ impl BlockStore {
             length: sealed.len() as u64,
         };
         self.create(&object, sealed).await?;
-        let recorded = self
-            .meta
-            .record_blocks(user_id, &[(id, loc.clone(), plain_len as u64)])
-            .await?;
-        self.settle_later(user_id, object, vec![(id, loc, plain_len as u64)], recorded);
+        let written = vec![(id, loc, plain_len as u64)];
+        let recorded = self.meta.record_blocks(user_id, &written).await?;
+        count_recorded(&written, &recorded);
+        self.settle_later(user_id, object, written, recorded);
         Ok(())
     }
 
@@ -313,10 +313,11 @@ impl BlockStore {
             .await?
             .into_iter()
             .collect();
-        let needed: Vec<_> = verified
+        let (needed, held): (Vec<_>, Vec<_>) = verified
             .into_iter()
-            .filter(|(id, ..)| missing.contains(id))
-            .collect();
+            .partition(|(id, ..)| missing.contains(id));
+        let held_bytes = held.iter().map(|(.., len)| *len as u64).sum();
+        crate::metrics::blocks_deduplicated(held.len() as u64, held_bytes);
         if needed.is_empty() {
             return Ok(sizes);
         }
@@ -341,6 +342,7 @@ impl BlockStore {
         .await?;
         self.create(&object, pack).await?;
         let recorded = self.meta.record_blocks(user_id, &records).await?;
+        count_recorded(&records, &recorded);
         self.settle_later(user_id, object, records, recorded);
         Ok(sizes)
     }
@@ -860,6 +862,26 @@ fn is_pack(name: &str) -> bool {
 /// Objects the block store writes: single blocks, packs, cold objects.
 fn is_ours(name: &str) -> bool {
     name.starts_with("blocks/") || name.starts_with("packs/") || name.starts_with("cold/")
+}
+
+/// Counts written blocks as stored when their record took the new copy,
+/// and as deduplicated when another upload recorded the block first.
+fn count_recorded(written: &[(BlockId, BlockLoc, u64)], recorded: &[Recorded]) {
+    let (mut stored, mut stored_bytes, mut known, mut known_bytes) = (0, 0, 0, 0);
+    for ((.., plain_len), outcome) in written.iter().zip(recorded) {
+        match outcome {
+            Recorded::Stored | Recorded::Repaired(_) => {
+                stored += 1;
+                stored_bytes += plain_len;
+            }
+            Recorded::Existing => {
+                known += 1;
+                known_bytes += plain_len;
+            }
+        }
+    }
+    crate::metrics::blocks_stored(stored, stored_bytes);
+    crate::metrics::blocks_deduplicated(known, known_bytes);
 }
 
 /// Errors that mean the stored copy itself is bad (not a passing fault).

@@ -188,6 +188,7 @@ impl Failover {
                     Some(i) if self.point_at(i) => {
                         pool.set_connect_options(self.hosts[i].clone());
                         self.moves.fetch_add(1, Ordering::Relaxed);
+                        crate::metrics::db_failover();
                         tracing::warn!(
                             host = self.hosts[i].get_host(),
                             port = self.hosts[i].get_port(),

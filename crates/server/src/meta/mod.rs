@@ -417,6 +417,16 @@ pub fn blocks_key(chunker: &str, blocks: &[(BlockId, u64)]) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
+/// Connections of the database pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStats {
+    /// Open now, idle or in use.
+    pub size: u32,
+    pub idle: u32,
+    /// The most the pool opens.
+    pub max: u32,
+}
+
 /// The metadata store in use, SQLite or PostgreSQL.
 #[derive(Clone)]
 pub struct Meta {
@@ -493,6 +503,14 @@ impl Meta {
         match &self.backend {
             Backend::Sqlite(s) => s.close().await,
             Backend::Postgres(s, _) => s.close().await,
+        }
+    }
+
+    /// The connection pool as it is now, for the metrics.
+    pub fn pool_stats(&self) -> PoolStats {
+        match &self.backend {
+            Backend::Sqlite(s) => s.pool_stats(),
+            Backend::Postgres(s, _) => s.pool_stats(),
         }
     }
 

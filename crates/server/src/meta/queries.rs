@@ -104,6 +104,15 @@ impl Store {
         &self.pool
     }
 
+    pub fn pool_stats(&self) -> crate::meta::PoolStats {
+        let size = self.pool.size();
+        crate::meta::PoolStats {
+            size,
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(size),
+            max: self.pool.options().get_max_connections(),
+        }
+    }
+
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

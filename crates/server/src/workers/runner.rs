@@ -229,12 +229,14 @@ async fn drive(mut worker: Box<dyn Worker>, inner: Arc<Inner>, backoff: Duration
             s.next_run_ms = None;
             s.holder = holder;
         });
+        let began = std::time::Instant::now();
         // A panicking step is a failed step: the worker carries on.
         let step = AssertUnwindSafe(worker.step()).catch_unwind();
         let outcome = match renewing(step, inner.leases.as_ref(), name, hold).await {
             Ok(result) => result,
             Err(_) => Err(WorkerError::Other("the step panicked".into())),
         };
+        crate::metrics::worker_ran(name, &outcome, began.elapsed());
         pause = record(slot, name, outcome, worker.wait(), backoff);
     }
 }
