@@ -4,6 +4,7 @@
 //! Throughput is always in MB/s with 1 MB = 10^6 bytes, counted on the
 //! plaintext bytes a stage handles, so the stages compare directly.
 
+mod cluster;
 mod pipeline;
 mod sync_bench;
 mod transfer;
@@ -30,6 +31,9 @@ enum Command {
     Transfer(transfer::Args),
     /// Sync figures: propagation latency, many small files, small edits of a large file.
     Sync(sync_bench::Args),
+    /// Several instances on one database, started elsewhere (scripts/cluster-test.sh).
+    #[command(subcommand)]
+    Cluster(cluster::Command),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,6 +41,7 @@ fn main() -> anyhow::Result<()> {
         Command::Pipeline(args) => pipeline::run(args),
         Command::Transfer(args) => transfer::run(args),
         Command::Sync(args) => sync_bench::run(args),
+        Command::Cluster(cmd) => cluster::run(cmd),
     }
 }
 
