@@ -46,8 +46,10 @@ TIMES+=("cargo test (build and run): $((SECONDS - began)) s")
 # interoperability and browser suites (they install Node.js, npm and
 # Chromium from Debian when missing): TUS with curl and tus-js-client, and
 # the web UI in headless Chromium; sync into a folder that ignores case
-# (FUSE); and schemathesis against the API description.
-for suite in scripts/first-run-test.sh scripts/tus-test.sh scripts/web-test.sh scripts/casefold-test.sh scripts/api-fuzz-test.sh; do
+# (FUSE); schemathesis against the API description; and the system as a
+# cluster (pg_auto_failover, three instances, haproxy) with instances and
+# the database primary killed.
+for suite in scripts/first-run-test.sh scripts/tus-test.sh scripts/web-test.sh scripts/casefold-test.sh scripts/api-fuzz-test.sh scripts/cluster-test.sh; do
     began=$SECONDS
     "$suite" 2>&1 | tee -a "$LOG"
     [ "${PIPESTATUS[0]}" = 0 ] || status=1
@@ -56,7 +58,7 @@ done
 set -e
 # One closing line for the whole run, summed over every test binary and suite.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     /^(first-run|tus|web|casefold|api-fuzz): [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
+     /^(first-run|tus|web|casefold|api-fuzz|cluster): [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
      END { printf "%d passed, %d failed\n", p, f }' "$LOG"
 printf 'time: %s\n' "${TIMES[@]}" "total: $SECONDS s"
 rm -f "$LOG"
