@@ -621,6 +621,16 @@ async fn send_batch(
     remote: &Remote,
     files: &[(String, Vec<u8>)],
 ) -> Result<Vec<Result<(), String>>, ClientError> {
+    Ok(send_batch_timed(remote, files).await?.0)
+}
+
+/// Outcomes per file, and the time the pack and the commit took.
+type Timed = (Vec<Result<(), String>>, (Duration, Duration));
+
+async fn send_batch_timed(
+    remote: &Remote,
+    files: &[(String, Vec<u8>)],
+) -> Result<Timed, ClientError> {
     let mut pack = Vec::new();
     for (_, data) in files {
         let (codec, body) = tessera_proto::block::compress_or_raw(
@@ -629,10 +639,14 @@ async fn send_batch(
         );
         tessera_proto::pack::encode_frame(&mut pack, &BlockId::of(data), codec, &body);
     }
+    let t = Instant::now();
     remote.put_pack(pack).await?;
+    let packed = t.elapsed();
     let commits = files.iter().map(|(p, d)| commit_of(p.clone(), d)).collect();
+    let t = Instant::now();
     let answer = remote.commit_batch(commits).await?;
-    Ok(answer
+    let committed = t.elapsed();
+    let results = answer
         .results
         .into_iter()
         .map(|r| match (r.entry, r.error) {
@@ -640,7 +654,8 @@ async fn send_batch(
             (None, Some(e)) => Err(e.message),
             (None, None) => Err("empty answer".into()),
         })
-        .collect())
+        .collect();
+    Ok((results, (packed, committed)))
 }
 
 fn small_file(rng: &mut impl RngCore, i: usize) -> Vec<u8> {
@@ -672,12 +687,12 @@ async fn commits(args: CommitsArgs) -> Result<()> {
     }
     let t = Instant::now();
     let mut failed = 0;
+    let (mut packing, mut committing) = (Duration::ZERO, Duration::ZERO);
     for chunk in files.chunks(batch) {
-        failed += send_batch(&remote, chunk)
-            .await?
-            .iter()
-            .filter(|r| r.is_err())
-            .count();
+        let (results, times) = send_batch_timed(&remote, chunk).await?;
+        failed += results.iter().filter(|r| r.is_err()).count();
+        packing += times.0;
+        committing += times.1;
     }
     let took = t.elapsed();
     if failed > 0 {
@@ -690,6 +705,12 @@ async fn commits(args: CommitsArgs) -> Result<()> {
         took.as_secs_f64(),
         batch,
         args.files as f64 / took.as_secs_f64()
+    );
+    println!(
+        "  of which packs sent {:.2} s, batch commits {:.2} s ({:.0} commits/s)",
+        packing.as_secs_f64(),
+        committing.as_secs_f64(),
+        args.files as f64 / committing.as_secs_f64().max(1e-9)
     );
     Ok(())
 }
@@ -895,8 +916,9 @@ async fn writes(args: WritesArgs) -> Result<()> {
     // while the database settles is asked again).
     let reader = &remotes[0];
     let mut lost: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let give_up = Instant::now() + Duration::from_secs(90);
     for a in &tally.acked {
-        if let Some(why) = read_back(reader, a).await {
+        if let Some(why) = read_back(reader, a, give_up).await {
             lost.entry(why).or_default().push(a.path.clone());
         }
     }
@@ -927,9 +949,8 @@ async fn writes(args: WritesArgs) -> Result<()> {
 
 /// Reads an acknowledged file back: `None` when it is there byte for byte,
 /// else what is wrong. Answers meaning "not now" (503, a lost connection)
-/// are asked again for up to a minute.
-async fn read_back(reader: &Remote, a: &Acked) -> Option<String> {
-    let t = Instant::now();
+/// are asked again until `give_up`.
+async fn read_back(reader: &Remote, a: &Acked, give_up: Instant) -> Option<String> {
     loop {
         let why = match reader.download(&a.path, None).await {
             Ok(resp) => match resp.bytes().await {
@@ -942,8 +963,8 @@ async fn read_back(reader: &Remote, a: &Acked) -> Option<String> {
             }
             Err(e) => kind_of(&e),
         };
-        if t.elapsed() > Duration::from_secs(60) {
-            return Some(format!("unreadable for a minute ({why})"));
+        if Instant::now() > give_up {
+            return Some(format!("unreadable until the reads gave up ({why})"));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
