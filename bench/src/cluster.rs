@@ -858,8 +858,8 @@ async fn writes(args: WritesArgs) -> Result<()> {
     let kill_cmd = args.kill_cmd.clone();
     tokio::task::spawn_blocking(move || shell(&kill_cmd)).await??;
     println!(
-        "writes: {} clients, {acked_before} files acknowledged before `{}`",
-        args.clients, args.kill_cmd
+        "writes: {} clients, {acked_before} files acknowledged before the disturbance",
+        args.clients
     );
     // Writes are back once a request sent after the kill is acknowledged.
     let deadline = Duration::from_secs(args.deadline_secs);
