@@ -428,8 +428,12 @@ descendants() { local c; for c in $(pgrep -P "$1"); do echo "$c"; descendants "$
 # its postgres with every backend.
 kill_list=$(echo "$ctl" $(descendants "$ctl") "$primary_pid" $(descendants "$primary_pid") | tr ' ' '\n' | sort -u | tr '\n' ' ')
 if [ "${TESSERA_FAILOVER_KILL:-}" = supervisor-and-postgres ]; then
-    # Only pg_autoctl's main process and postgres: its other processes live
-    # on and start postgres again, as the old primary.
+    # Only pg_autoctl's main process and postgres: its helper lives on and
+    # starts postgres again within 2 s, still a primary (timeline 1, its
+    # synchronous standby gone) that nobody demotes, beside the promoted
+    # node (timeline 2). The instances stay on the old one and every
+    # commit waits out db_timeout_secs: this variant fails today (see
+    # docs/PERFORMANCE.md), so it is not run by default.
     kill_list=$(echo $(pgrep -f "pgdata $PGW/n$pn ") "$primary_pid" $(descendants "$primary_pid"))
 fi
 echo "killing the primary (node $pn, port $primary_port): kill -9 $kill_list"
@@ -440,6 +444,14 @@ else
 fi
 check "failover: requests in the gap got 503" grep -q '^writes: 0 failures in the window were not 503' "$WORK/writes.out"
 state || true
+# Where each node and each instance stands after it.
+for port in $N1PORT $N2PORT; do
+    q() { "$PGBIN/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -Atc "$1" 2>/dev/null | head -1; }
+    echo "node on port $port: in recovery: $(q 'select pg_is_in_recovery()'), timeline $(q 'select timeline_id from pg_control_checkpoint()'), synchronous_standby_names '$(q 'show synchronous_standby_names')'"
+done
+for n in A B C; do
+    grep -h "primary moved" "$WORK/$n.log" | sed 's/\x1b\[[0-9;]*m//g' | sed "s/^/instance $n: /" | cut -c1-200
+done
 fi
 
 phase done
