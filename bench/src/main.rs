@@ -5,6 +5,7 @@
 //! plaintext bytes a stage handles, so the stages compare directly.
 
 mod cluster;
+mod metadata;
 mod pipeline;
 mod sync_bench;
 mod transfer;
@@ -34,6 +35,8 @@ enum Command {
     /// Several instances on one database, started elsewhere (scripts/cluster-test.sh).
     #[command(subcommand)]
     Cluster(cluster::Command),
+    /// Listings and metadata reads per second on PostgreSQL through 1 and several instances.
+    Metadata(metadata::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         Command::Transfer(args) => transfer::run(args),
         Command::Sync(args) => sync_bench::run(args),
         Command::Cluster(cmd) => cluster::run(cmd),
+        Command::Metadata(args) => metadata::run(args),
     }
 }
 

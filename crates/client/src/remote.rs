@@ -102,6 +102,35 @@ fn unreachable(e: reqwest::Error) -> ClientError {
     ClientError::Unreachable { server, reason }
 }
 
+/// How long a read keeps coming back to a server that answers 503 with
+/// `Retry-After` (restarting, failing over its database, or turning away
+/// a crowd) before the caller sees the error.
+const UNAVAILABLE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether sending `req` twice does no more than sending it once: reads,
+/// and blocks (named by their content). A change may have been made by an
+/// attempt whose answer was a 503 (the database failed while committing),
+/// so changes are never sent again by themselves.
+fn harmless_twice(req: &reqwest::Request) -> bool {
+    match *req.method() {
+        Method::GET | Method::HEAD => true,
+        Method::PUT => req.url().path().contains("/blocks/"),
+        _ => false,
+    }
+}
+
+/// The wait an answer's `Retry-After` asks for (seconds form).
+fn retry_after(resp: &reqwest::Response) -> Option<std::time::Duration> {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(std::time::Duration::from_secs)
+}
+
 /// One server, as one logged-in device (or not yet logged in).
 #[derive(Clone)]
 pub struct Remote {
@@ -152,16 +181,34 @@ impl Remote {
 
     /// Sends `req`, turning error statuses into [`ClientError::Api`].
     pub async fn send(req: RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let resp = req.send().await.map_err(unreachable)?;
+        let began = std::time::Instant::now();
+        let (client, request) = req.build_split();
+        let mut request = request?;
+        let resend = harmless_twice(&request);
+        let resp = loop {
+            // A body that streams cannot be sent twice; the caller then
+            // sees the 503 and its Retry-After, as for a change.
+            let again = if resend { request.try_clone() } else { None };
+            let resp = client.execute(request).await.map_err(unreachable)?;
+            if resp.status() == StatusCode::SERVICE_UNAVAILABLE
+                && let (Some(again), Some(wait)) = (again, retry_after(&resp))
+                && began.elapsed() + wait <= UNAVAILABLE_PATIENCE
+            {
+                tracing::info!(
+                    wait_secs = wait.as_secs(),
+                    "the server is unavailable for a moment: retrying when it said"
+                );
+                tokio::time::sleep(wait).await;
+                request = again;
+                continue;
+            }
+            break resp;
+        };
         if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED {
             return Ok(resp);
         }
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let retry_after = retry_after(&resp).map(|d| d.as_secs());
         let body = resp.text().await.unwrap_or_default();
         match serde_json::from_str::<ErrorBody>(&body) {
             Ok(e) => Err(ClientError::Api {

@@ -149,29 +149,30 @@ pub const LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
 impl Attempt {
     /// The password was right: the account's earlier failures are forgiven.
     pub async fn succeeded(mut self) -> Result<(), MetaError> {
-        self.ended = true;
         let forgive = -self.failed_before;
         self.end([0, forgive]).await
     }
 
     /// The password was never checked: the attempt does not count.
     pub async fn not_checked(mut self) -> Result<(), MetaError> {
-        self.ended = true;
         self.end([0, 0]).await
     }
 
     /// The password was wrong.
     pub async fn failed(mut self) -> Result<(), MetaError> {
-        self.ended = true;
         self.end([1, 1]).await
     }
 
-    async fn end(&self, deltas: [i64; 2]) -> Result<(), MetaError> {
+    /// Records the end; until it is recorded, a drop (the request gone,
+    /// the database failing) records a failure instead.
+    async fn end(&mut self, deltas: [i64; 2]) -> Result<(), MetaError> {
         let ends = [
             (self.keys[0].clone(), deltas[0]),
             (self.keys[1].clone(), deltas[1]),
         ];
-        self.meta.login_end(&ends).await
+        self.meta.login_end(&ends).await?;
+        self.ended = true;
+        Ok(())
     }
 }
 

@@ -3,6 +3,7 @@
 //! instance can answer `/presence` for all) and forgets what dead
 //! instances and old login counts left behind.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,8 +58,9 @@ pub fn spawn_heartbeat(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut beats: u32 = 0;
+        let mut shared = HashMap::new();
         loop {
-            beat(&meta, &presence, &instance).await;
+            beat(&meta, &presence, &instance, &mut shared).await;
             if beats.is_multiple_of(CLEAN_EVERY) {
                 clean(&meta).await;
             }
@@ -75,16 +77,40 @@ pub fn spawn_heartbeat(
 }
 
 /// Says this instance is alive and shares the devices whose poll count
-/// changed; those are noted again if the database cannot be reached.
-async fn beat(meta: &Meta, presence: &Presence, instance: &str) {
-    let changes = presence.take_changes();
+/// differs from what it last shared (a device between two polls at a beat
+/// is not written twice); those are noted again if the database cannot be
+/// reached.
+async fn beat(
+    meta: &Meta,
+    presence: &Presence,
+    instance: &str,
+    shared: &mut HashMap<(i64, String), u32>,
+) {
+    let changes: Vec<(i64, String, u32)> = presence
+        .take_changes()
+        .into_iter()
+        .filter(|(user, device, n)| {
+            shared.get(&(*user, device.clone())).copied().unwrap_or(0) != *n
+        })
+        .collect();
     let rows: Vec<(i64, String, i64)> = changes
         .iter()
         .map(|(user, device, n)| (*user, device.clone(), i64::from(*n)))
         .collect();
-    if let Err(e) = meta.sync_presence(instance, now_ms(), &rows).await {
-        tracing::warn!(error = %e, "presence not shared with the other instances");
-        presence.mark_changed(changes.into_iter().map(|(u, d, _)| (u, d)));
+    match meta.sync_presence(instance, now_ms(), &rows).await {
+        Ok(()) => {
+            for (user, device, n) in changes {
+                if n == 0 {
+                    shared.remove(&(user, device));
+                } else {
+                    shared.insert((user, device), n);
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "presence not shared with the other instances");
+            presence.mark_changed(changes.into_iter().map(|(u, d, _)| (u, d)));
+        }
     }
 }
 

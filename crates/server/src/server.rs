@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use crate::api::{AppState, Limits, router};
 use crate::auth::{LoginLimiter, PasswordChecks, generate_password, hash_password};
 use crate::blocks::keys::KeyError;
-use crate::blocks::store::{StoreUrlError, open_object_store};
+use crate::blocks::store::{StoreUrlError, open_object_store, probe_object_store};
 use crate::blocks::tiers::Tiers;
 use crate::blocks::{BlockStore, KeyRing, MasterKey};
 use crate::listen::{ConnLimits, default_max_connections};
@@ -132,7 +132,7 @@ impl Default for Config {
             max_password_checks: 0,
             password_check_wait: PASSWORD_CHECK_WAIT,
             max_polls_per_user: 100,
-            max_new_polls_per_sec: 1000,
+            max_new_polls_per_sec: 2000,
             poll_retry_window_secs: 10,
             max_upload_sessions_per_user: 1000,
             clock: Clock::system(),
@@ -213,6 +213,18 @@ impl Config {
             .with_replicas(replicas))
     }
 
+    /// Checks that every configured object store answers (see
+    /// [`probe_object_store`]), so wrong settings stop the start.
+    pub async fn probe_stores(&self) -> Result<(), ServeError> {
+        let mut urls = vec![self.store_url()?];
+        urls.extend(self.cold_store.iter().cloned());
+        urls.extend(self.replica_stores.iter().cloned());
+        for url in urls {
+            probe_object_store(&url).await?;
+        }
+        Ok(())
+    }
+
     /// The master key file in the data folder (when the configuration
     /// gives no key).
     pub fn master_key_file(&self) -> Result<PathBuf, ServeError> {
@@ -255,6 +267,7 @@ pub async fn open_existing(config: &Config) -> Result<(Meta, BlockStore), ServeE
     }
     let meta = Meta::connect(&config.database_url()?, Publisher::silent()).await?;
     let ring = Arc::new(key_ring(config, &meta, false).await?);
+    config.probe_stores().await?;
     let tiers = config.tiers()?;
     Ok((meta.clone(), BlockStore::new(tiers, ring, meta)))
 }
@@ -320,6 +333,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let proxies = TrustedProxies::parse(&config.trusted_proxies)
         .map_err(|e| ServeError::Other(e.to_string()))?;
     config.prepare_private_files()?;
+    config.probe_stores().await?;
     // The hub comes first: the store publishes into it from its first
     // commit on (even the repairs made while opening).
     let hub = Arc::new(Hub::default());

@@ -1,6 +1,7 @@
 //! Test harness: a real server on a random loopback port, over SQLite or
-//! PostgreSQL, with a file block store in a temporary folder, driven over
-//! HTTP by the project's client.
+//! PostgreSQL, with a file block store in a temporary folder (or, when
+//! `TESSERA_TEST_S3` names a bucket, a prefix of its own in that S3 bucket:
+//! `scripts/s3-test.sh`), driven over HTTP by the project's client.
 
 #![allow(dead_code)]
 
@@ -9,7 +10,11 @@ pub mod relay;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use rand::{Rng, RngCore, SeedableRng};
 use tessera_client::Remote;
 use tessera_client::transfer::Progress;
@@ -50,6 +55,21 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub admin_password: String,
     pub config: Config,
+    /// The main block store, as the test inspects it.
+    pub store: StoreView,
+}
+
+/// The block store for a server whose data folder is `data`: none (the
+/// folder in it), or with `TESSERA_TEST_S3=s3://BUCKET` a prefix in that
+/// bucket named after the folder, so tests never meet each other's
+/// objects and a restarted server finds its own. The credentials and the
+/// endpoint come from the `AWS_*` environment, as for `tessera serve`.
+pub fn test_store_url(data: &Path) -> Option<String> {
+    let bucket = std::env::var("TESSERA_TEST_S3")
+        .ok()
+        .filter(|b| !b.is_empty())?;
+    let tag = blake3::hash(data.as_os_str().as_encoded_bytes()).to_hex();
+    Some(format!("{}/t{}", bucket.trim_end_matches('/'), &tag[..16]))
 }
 
 /// A fresh, empty PostgreSQL database on the cluster named by
@@ -89,13 +109,16 @@ impl TestServer {
             Backend::Sqlite => None,
             Backend::Postgres => Some(fresh_postgres().await),
         };
+        let data_dir = dir.path().join("data");
         let mut config = Config {
-            data_dir: dir.path().join("data"),
+            store: test_store_url(&data_dir),
+            data_dir,
             listen: "127.0.0.1:0".parse().expect("addr"),
             database,
             ..Config::default()
         };
         tweak(&mut config);
+        let store = StoreView::of(&config);
         let running = tessera_server::start(config.clone())
             .await
             .expect("server starts");
@@ -110,6 +133,7 @@ impl TestServer {
             dir,
             admin_password,
             config,
+            store,
         }
     }
 
@@ -122,6 +146,7 @@ impl TestServer {
             dir,
             admin_password,
             config,
+            store,
         } = self;
         let addr = running.addr;
         running.shutdown().await.expect("server stops");
@@ -134,6 +159,7 @@ impl TestServer {
             dir,
             admin_password,
             config,
+            store,
         }
     }
 
@@ -159,19 +185,174 @@ impl TestServer {
         self.dir.path().join("data")
     }
 
-    /// Bytes in the block store's folder.
-    pub fn store_bytes(&self) -> u64 {
-        dir_bytes(&self.data_dir().join("blocks"))
+    /// Bytes in the main block store.
+    pub async fn store_bytes(&self) -> u64 {
+        self.store.bytes().await
     }
 
-    pub fn store_objects(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        walk(&self.data_dir().join("blocks"), &mut out);
-        out
+    /// The names of the main block store's objects, sorted.
+    pub async fn store_objects(&self) -> Vec<String> {
+        self.store.objects().await
+    }
+
+    /// `--data-dir`, and `--database` and `--store` where the server has
+    /// them: what `tessera admin …` needs to open this installation.
+    pub fn install_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--data-dir".to_owned(),
+            self.data_dir().display().to_string(),
+        ];
+        if let Some(db) = &self.config.database {
+            args.extend(["--database".to_owned(), db.clone()]);
+        }
+        if let Some(store) = &self.config.store {
+            args.extend(["--store".to_owned(), store.clone()]);
+        }
+        args
     }
 
     pub fn scratch(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+}
+
+/// A block store as a test sees it, object by name (`blocks/…`,
+/// `packs/…`): a folder read and written directly, or an S3 store through
+/// the client the server itself opens.
+#[derive(Clone)]
+pub enum StoreView {
+    Folder(PathBuf),
+    Remote(Arc<dyn ObjectStore>),
+}
+
+impl StoreView {
+    /// The main store of `config`.
+    pub fn of(config: &Config) -> Self {
+        match &config.store {
+            Some(url) => Self::of_url(url),
+            None => StoreView::Folder(config.data_dir.join("blocks")),
+        }
+    }
+
+    pub fn of_url(url: &str) -> Self {
+        match url.strip_prefix("file://") {
+            Some(path) => StoreView::Folder(PathBuf::from(path)),
+            None => StoreView::Remote(
+                tessera_server::blocks::store::open_object_store(url).expect("open the store"),
+            ),
+        }
+    }
+
+    pub fn is_folder(&self) -> bool {
+        matches!(self, StoreView::Folder(_))
+    }
+
+    /// Every object's name, sorted.
+    pub async fn objects(&self) -> Vec<String> {
+        let mut names: Vec<String> = match self {
+            StoreView::Folder(root) => {
+                let mut files = Vec::new();
+                walk(root, &mut files);
+                files
+                    .iter()
+                    .map(|f| f.strip_prefix(root).unwrap().display().to_string())
+                    .collect()
+            }
+            StoreView::Remote(store) => store
+                .list(None)
+                .map_ok(|meta| meta.location.to_string())
+                .try_collect()
+                .await
+                .expect("list the store"),
+        };
+        names.sort();
+        names
+    }
+
+    /// The bytes of every object together.
+    pub async fn bytes(&self) -> u64 {
+        match self {
+            StoreView::Folder(root) => dir_bytes(root),
+            StoreView::Remote(store) => store
+                .list(None)
+                .try_fold(0, |sum, meta| async move { Ok(sum + meta.size) })
+                .await
+                .expect("list the store"),
+        }
+    }
+
+    pub async fn exists(&self, name: &str) -> bool {
+        match self {
+            StoreView::Folder(root) => root.join(name).exists(),
+            StoreView::Remote(store) => match store.head(&ObjectPath::from(name)).await {
+                Ok(_) => true,
+                Err(object_store::Error::NotFound { .. }) => false,
+                Err(e) => panic!("head {name}: {e}"),
+            },
+        }
+    }
+
+    pub async fn read(&self, name: &str) -> Vec<u8> {
+        match self {
+            StoreView::Folder(root) => std::fs::read(root.join(name)).unwrap(),
+            StoreView::Remote(store) => {
+                let got = store.get(&ObjectPath::from(name)).await;
+                let bytes = match got {
+                    Ok(got) => got.bytes().await,
+                    Err(e) => Err(e),
+                };
+                bytes
+                    .unwrap_or_else(|e| panic!("read {name}: {e}"))
+                    .to_vec()
+            }
+        }
+    }
+
+    /// Writes `name`, replacing what is there.
+    pub async fn write(&self, name: &str, bytes: &[u8]) {
+        match self {
+            StoreView::Folder(root) => {
+                let path = root.join(name);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, bytes).unwrap();
+            }
+            StoreView::Remote(store) => {
+                store
+                    .put(&ObjectPath::from(name), PutPayload::from(bytes.to_vec()))
+                    .await
+                    .unwrap_or_else(|e| panic!("write {name}: {e}"));
+            }
+        }
+    }
+
+    /// Flips a bit in the middle of `name`.
+    pub async fn damage(&self, name: &str) {
+        let len = self.read(name).await.len();
+        self.flip(name, len / 2, 0x01).await;
+    }
+
+    /// Flips the bits of `mask` in one byte of `name` (at `at`, modulo its
+    /// length): bit rot.
+    pub async fn flip(&self, name: &str, at: usize, mask: u8) {
+        let mut bytes = self.read(name).await;
+        let at = at % bytes.len();
+        bytes[at] ^= mask;
+        self.write(name, &bytes).await;
+    }
+
+    /// Dates `name` back by `age`, as if written then. Only a folder can:
+    /// an S3 object's time is the store's clock at its write (false).
+    pub fn backdate(&self, name: &str, age: Duration) -> bool {
+        let StoreView::Folder(root) = self else {
+            return false;
+        };
+        std::fs::File::options()
+            .write(true)
+            .open(root.join(name))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - age)
+            .unwrap();
+        true
     }
 }
 

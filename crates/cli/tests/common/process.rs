@@ -119,6 +119,7 @@ pub struct Serve<'a> {
     data: &'a Path,
     listen: String,
     database: Option<String>,
+    store: Option<String>,
     password: Option<String>,
     shell_prefix: Option<String>,
     args: Vec<String>,
@@ -130,6 +131,7 @@ impl<'a> Serve<'a> {
             data,
             listen: "127.0.0.1:0".into(),
             database: None,
+            store: super::test_store_url(data),
             password: None,
             shell_prefix: None,
             args: Vec::new(),
@@ -176,6 +178,9 @@ impl<'a> Serve<'a> {
         ];
         if let Some(db) = &self.database {
             args.extend(["--database".to_owned(), db.clone()]);
+        }
+        if let Some(store) = &self.store {
+            args.extend(["--store".to_owned(), store.clone()]);
         }
         args.extend(self.args.iter().cloned());
         let mut cmd = match &self.shell_prefix {

@@ -105,7 +105,10 @@ async fn round_trip_100_mib_mixed_data(b: Backend) {
     );
     let back = get_bytes(&s, &r, "/big/mixed.bin", None).await.unwrap();
     assert!(back == data, "100 MiB round trip differs");
-    assert!(s.store_bytes() < data.len() as u64, "stored compressed");
+    assert!(
+        s.store_bytes().await < data.len() as u64,
+        "stored compressed"
+    );
 }
 
 async fn simple_upload_and_ranges(b: Backend) {
@@ -186,18 +189,18 @@ async fn dedup_across_users_stores_once(b: Backend) {
     let bob = s.user("bob").await;
     let data = random_data(20 << 20, 11);
     put_bytes(&s, &alice, "/a.bin", &data).await;
-    let after_alice = s.store_bytes();
+    let after_alice = s.store_bytes().await;
     assert!(after_alice >= data.len() as u64);
     // Bob is told every block is missing (no oracle), uploads them...
     let rep = put_bytes(&s, &bob, "/b.bin", &data).await;
     assert_eq!(rep.blocks_sent, rep.blocks_total);
     // ...and they are not stored twice (his copies go after the answers).
     let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while s.store_bytes() != after_alice && std::time::Instant::now() < until {
+    while s.store_bytes().await != after_alice && std::time::Instant::now() < until {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(
-        s.store_bytes(),
+        s.store_bytes().await,
         after_alice,
         "same blocks stored once across users"
     );
@@ -236,12 +239,9 @@ async fn tampered_object_is_an_error_never_wrong_bytes(b: Backend) {
     let r = s.user("alice").await;
     let data = mixed_data(200_000, 9);
     put_bytes(&s, &r, "/t.bin", &data).await;
-    let objects = s.store_objects();
+    let objects = s.store_objects().await;
     assert_eq!(objects.len(), 1);
-    let mut stored = std::fs::read(&objects[0]).unwrap();
-    let at = stored.len() / 2;
-    stored[at] ^= 0x01;
-    std::fs::write(&objects[0], &stored).unwrap();
+    s.store.damage(&objects[0]).await;
 
     let target = s.scratch("tampered.out");
     let err = download_file(&r, "/t.bin", None, &target, no_progress())
@@ -295,7 +295,7 @@ async fn size_limit_refuses_before_storing(b: Backend) {
         .await
         .unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::TooLarge), "{err}");
-    assert_eq!(s.store_bytes(), 0);
+    assert_eq!(s.store_bytes().await, 0);
     // No declared length: refused once the limit is passed.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         data.chunks(65_536).map(|c| Ok(c.to_vec())).collect();
@@ -382,7 +382,7 @@ async fn wrong_hash_and_missing_blocks(b: Backend) {
         .unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::HashMismatch), "{err}");
     assert_eq!(r.missing(&[wrong_id]).await.unwrap(), vec![wrong_id]);
-    assert_eq!(s.store_bytes(), 0, "refused bytes are not stored");
+    assert_eq!(s.store_bytes().await, 0, "refused bytes are not stored");
     let err = r
         .put_block(&BlockId::of(&block), BlockCodec::Zstd, block.clone().into())
         .await
@@ -641,6 +641,7 @@ async fn folders_move_and_delete(b: Backend) {
 
 /// A block store on a 3 MiB tmpfs: an upload that does not fit is refused
 /// with 507 and leaves no file; a small one still succeeds afterwards.
+/// A full disk is a folder's failure, so this store is a folder on any run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disk_is_507_and_changes_nothing() {
     let mnt = tempfile::tempdir().unwrap();
@@ -764,7 +765,7 @@ async fn small_files_travel_in_packs_and_batches(b: Backend) {
     );
     assert_eq!(r.list("/many").await.unwrap().entries.len(), 301);
     assert_eq!(
-        s.store_objects().len(),
+        s.store_objects().await.len(),
         1,
         "300 small blocks in one packed object"
     );
@@ -819,7 +820,7 @@ async fn small_files_travel_in_packs_and_batches(b: Backend) {
         Some(ErrorCode::NotFound)
     );
     // A pack with a block that does not match its id stores nothing.
-    let before = s.store_bytes();
+    let before = s.store_bytes().await;
     let mut body = Vec::new();
     tessera_proto::pack::encode_frame(&mut body, &BlockId::of(b"good"), BlockCodec::Raw, b"good");
     tessera_proto::pack::encode_frame(
@@ -832,7 +833,7 @@ async fn small_files_travel_in_packs_and_batches(b: Backend) {
         code(&r.put_pack(body).await.unwrap_err()),
         Some(ErrorCode::HashMismatch)
     );
-    assert_eq!(s.store_bytes(), before);
+    assert_eq!(s.store_bytes().await, before);
     assert_eq!(r.missing(&[BlockId::of(b"good")]).await.unwrap().len(), 1);
     let err = r.put_pack(b"short".to_vec()).await.unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::BadRequest));

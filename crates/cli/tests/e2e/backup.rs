@@ -10,21 +10,26 @@
 use std::path::Path;
 
 use crate::common::process::{command, finish_async, fresh_postgres, said};
-use crate::common::{Backend, TestServer, random_data};
+use crate::common::{Backend, StoreView, TestServer, random_data, test_store_url};
 use tessera_client::Remote;
 
 on_both_backends!(a_backup_of_a_serving_installation_restores);
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
+/// Where the blocks of an installation in `data` live: the folder in it,
+/// or on an S3 run a prefix of the bucket.
+fn blocks_of(data: &Path) -> (Option<String>, StoreView) {
+    let url = test_store_url(data);
+    let view = match &url {
+        Some(url) => StoreView::of_url(url),
+        None => StoreView::Folder(data.join("blocks")),
+    };
+    (url, view)
+}
+
+/// Copies every object (`rsync -a`, or a copy of the bucket's prefix).
+async fn copy_store(from: &StoreView, to: &StoreView) {
+    for name in from.objects().await {
+        to.write(&name, &from.read(&name).await).await;
     }
 }
 
@@ -95,12 +100,15 @@ async fn a_backup_of_a_serving_installation_restores(b: Backend) {
         .unwrap();
 
     // 2. The blocks, then the master key.
-    copy_dir(&s.data_dir().join("blocks"), &backup.join("blocks"));
+    let (_, backup_blocks) = blocks_of(&backup);
+    copy_store(&s.store, &backup_blocks).await;
     std::fs::copy(s.data_dir().join("master.key"), backup.join("master.key")).unwrap();
 
     // Restore into a new data folder (and a new database).
     let restored = s.scratch("restored");
-    copy_dir(&backup.join("blocks"), &restored.join("blocks"));
+    std::fs::create_dir_all(&restored).unwrap();
+    let (store, restored_blocks) = blocks_of(&restored);
+    copy_store(&backup_blocks, &restored_blocks).await;
     std::fs::copy(backup.join("master.key"), restored.join("master.key")).unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
@@ -127,6 +135,7 @@ async fn a_backup_of_a_serving_installation_restores(b: Backend) {
         data_dir: restored.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
         database: database.clone(),
+        store: store.clone(),
         ..tessera_server::Config::default()
     };
     let again = tessera_server::start(config).await.unwrap();
@@ -161,6 +170,9 @@ async fn a_backup_of_a_serving_installation_restores(b: Backend) {
     let mut args = vec!["admin", "fsck", "--data-dir", restored.to_str().unwrap()];
     if let Some(db) = &database {
         args.extend(["--database", db.as_str()]);
+    }
+    if let Some(store) = &store {
+        args.extend(["--store", store.as_str()]);
     }
     let out = finish_async(command(&s.scratch("cfg"), &args), None).await;
     assert!(out.status.success(), "{}", said(&out));

@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::common::process::{Serve, vm_hwm_kib};
@@ -51,14 +50,6 @@ async fn eventually(mut done: impl AsyncFnMut() -> bool) -> bool {
     false
 }
 
-/// Flips one byte in the middle of a stored object.
-fn damage(object: &Path) {
-    let mut stored = std::fs::read(object).unwrap();
-    let at = stored.len() / 2;
-    stored[at] ^= 0x01;
-    std::fs::write(object, &stored).unwrap();
-}
-
 async fn racing_uploads_in_two_encodings_leave_every_block_readable(b: Backend) {
     let s = TestServer::start(b).await;
     let alice = s.user("alice").await;
@@ -98,9 +89,9 @@ async fn racing_uploads_in_two_encodings_leave_every_block_readable(b: Backend) 
     assert_eq!(unreadable, 0, "reads of raced blocks failed");
     // The losing copies are removed: one object per block remains.
     assert!(
-        eventually(async || s.store_objects().len() == blocks.len()).await,
+        eventually(async || s.store_objects().await.len() == blocks.len()).await,
         "{} objects for {} blocks",
-        s.store_objects().len(),
+        s.store_objects().await.len(),
         blocks.len()
     );
 }
@@ -118,9 +109,9 @@ async fn a_damaged_block_is_repaired_by_the_next_upload(b: Backend) {
         .put_block(&id, BlockCodec::Zstd, Bytes::from(zstd_of(&plain)))
         .await
         .unwrap();
-    let objects = s.store_objects();
+    let objects = s.store_objects().await;
     assert_eq!(objects.len(), 1);
-    damage(&objects[0]);
+    s.store.damage(&objects[0]).await;
     let err = alice.get_block(&id).await.unwrap_err();
     assert_eq!(status(&err), Some(500), "{err}");
     assert_eq!(
@@ -137,30 +128,31 @@ async fn a_damaged_block_is_repaired_by_the_next_upload(b: Backend) {
     // The damaged object is gone; the repaired one is not the same file.
     assert!(
         eventually(async || {
-            let now = s.store_objects();
+            let now = s.store_objects().await;
             now.len() == 1 && now[0] != objects[0]
         })
         .await,
         "objects: {:?}",
-        s.store_objects()
+        s.store_objects().await
     );
 
     // Damage nobody has read yet: another user's upload of the same bytes
     // is not deduplicated against the damaged copy.
     let plain = mixed_data(400_000, 8);
     let id = BlockId::of(&plain);
-    let before = s.store_objects();
+    let before = s.store_objects().await;
     alice
         .put_block(&id, BlockCodec::Zstd, Bytes::from(zstd_of(&plain)))
         .await
         .unwrap();
-    let fresh: Vec<PathBuf> = s
+    let fresh: Vec<String> = s
         .store_objects()
+        .await
         .into_iter()
         .filter(|o| !before.contains(o))
         .collect();
     assert_eq!(fresh.len(), 1);
-    damage(&fresh[0]);
+    s.store.damage(&fresh[0]).await;
     bob.put_block(&id, BlockCodec::Raw, Bytes::from(plain.clone()))
         .await
         .unwrap();
@@ -173,9 +165,9 @@ async fn a_damaged_block_is_repaired_by_the_next_upload(b: Backend) {
         "the damaged block stays unreadable after a new upload of its bytes"
     );
     assert!(
-        eventually(async || s.store_objects().len() == 2).await,
+        eventually(async || s.store_objects().await.len() == 2).await,
         "objects: {:?}",
-        s.store_objects()
+        s.store_objects().await
     );
 }
 
@@ -239,7 +231,7 @@ async fn pack_bombs_are_refused_before_they_cost(b: Backend) {
     assert!(err.to_string().contains("fewer"), "{err}");
 
     // Nothing was stored, and an ordinary pack still goes through.
-    assert!(s.store_objects().is_empty());
+    assert!(s.store_objects().await.is_empty());
     assert_eq!(r.missing(&[BlockId::of(&zeros)]).await.unwrap().len(), 1);
     let mut ok = Vec::new();
     zstd_frame(&mut ok, &vec![1u8; 200_000]);
@@ -349,9 +341,9 @@ async fn a_commit_never_references_a_damaged_block(b: Backend) {
         }],
     };
     alice.commit(&commit("/a.bin")).await.unwrap();
-    let objects = s.store_objects();
+    let objects = s.store_objects().await;
     assert_eq!(objects.len(), 1);
-    damage(&objects[0]);
+    s.store.damage(&objects[0]).await;
     // A read finds the damage and records it.
     assert_eq!(status(&alice.get_block(&id).await.unwrap_err()), Some(500));
     let err = alice.commit(&commit("/b.bin")).await.unwrap_err();
@@ -410,7 +402,7 @@ async fn dedup_takes_as_long_as_a_fresh_upload(b: Backend) {
             order.reverse();
         }
         for (plain, times, added) in order {
-            let settled = s.store_objects().len() + added;
+            let settled = s.store_objects().await.len() + added;
             let body = Bytes::from(plain.clone());
             let t = Instant::now();
             bob.put_block(&BlockId::of(plain), BlockCodec::Raw, body)
@@ -419,9 +411,9 @@ async fn dedup_takes_as_long_as_a_fresh_upload(b: Backend) {
             times.push(t.elapsed().as_secs_f64() * 1000.0);
             // Bob's copy of Alice's block is removed after the answer.
             assert!(
-                eventually(async || s.store_objects().len() == settled).await,
+                eventually(async || s.store_objects().await.len() == settled).await,
                 "{} objects, {settled} expected",
-                s.store_objects().len()
+                s.store_objects().await.len()
             );
         }
         assert_eq!(bob.get_block(&BlockId::of(&held)).await.unwrap(), held);

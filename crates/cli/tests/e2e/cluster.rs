@@ -269,23 +269,53 @@ async fn new_polls_beyond_the_rate_are_told_when_to_come_back() {
         c.poll_retry_window_secs = window;
     })
     .await;
-    let alice = s.user("alice").await;
-    let cursor = alice.latest_cursor().await.unwrap();
-    let polls = (0..40).map(|_| alice.poll(&cursor, 1));
+    // Four users, ten polls each: within each user's own share, beyond the
+    // instance's.
+    let api = format!("{}/api/v1", s.url);
+    let mut users = Vec::new();
+    for name in ["ann", "ben", "cat", "dan"] {
+        let remote = s.user(name).await;
+        let cursor = remote.latest_cursor().await.unwrap();
+        // Raw requests: the client library would wait and retry by itself.
+        let token = crate::common::login_token(&api, name, &format!("{name}-password"), "d").await;
+        users.push((remote, cursor, token));
+    }
+    let http = reqwest::Client::new();
+    let polls = users.iter().flat_map(|(_, cursor, token)| {
+        let http = http.clone();
+        let url = format!("{}/api/v1/changes/poll", s.url);
+        (0..10).map(move |_| {
+            http.get(&url)
+                .query(&[("cursor", cursor.as_str()), ("timeout", "1")])
+                .bearer_auth(token)
+                .send()
+        })
+    });
     let answers = futures::future::join_all(polls).await;
-    let admitted = answers.iter().filter(|a| a.is_ok()).count();
+    let mut admitted = 0;
     let mut waits = Vec::new();
-    for a in answers.iter().filter_map(|a| a.as_ref().err()) {
-        assert_eq!(a.status(), Some(503), "{a}");
-        assert_eq!(a.code(), Some(tessera_proto::ErrorCode::Unavailable));
-        let wait = a.retry_after().expect("a 503 says when to come back");
-        assert!(
-            (1..=window).contains(&wait.as_secs()),
-            "retry after {wait:?}"
-        );
-        waits.push(wait.as_secs());
+    for a in answers {
+        let a = a.unwrap();
+        if a.status().is_success() {
+            admitted += 1;
+            continue;
+        }
+        assert_eq!(a.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let wait: u64 = a
+            .headers()
+            .get("retry-after")
+            .expect("a 503 says when to come back")
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=window).contains(&wait), "retry after {wait} s");
+        let body: serde_json::Value = a.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unavailable", "{body}");
+        waits.push(wait);
     }
     // One second's worth (and what refilled meanwhile), not all forty.
+    // (A poll answered at once, there being changes, would not count.)
     assert!(
         (rate as usize..20).contains(&admitted),
         "{admitted} polls admitted"
@@ -293,4 +323,62 @@ async fn new_polls_beyond_the_rate_are_told_when_to_come_back() {
     waits.sort();
     waits.dedup();
     assert!(waits.len() > 1, "the waits are spread: {waits:?}");
+    // The client library obeys: a poll turned away comes back when told
+    // and is answered.
+    let burst = users
+        .iter()
+        .flat_map(|(remote, cursor, _)| (0..5).map(move |_| remote.poll(cursor, 1)));
+    let polled = futures::future::join_all(burst).await;
+    assert!(
+        polled.iter().all(|p| p.is_ok()),
+        "every poll answered in the end: {:?}",
+        polled
+            .iter()
+            .filter_map(|p| p.as_ref().err())
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+    );
+}
+
+/// A change committed through an instance while it drains still wakes a
+/// poll held on another instance (the notices went quiet with the drain).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_during_a_drain_still_wakes_other_instances() {
+    let a = TestServer::start_with(Backend::Postgres, |c| c.drain_secs = 3).await;
+    let (b, b_url) = beside(&a).await;
+    let on_a = a.user("alice").await;
+    let anon = tessera_client::Remote::new(&b_url, None).unwrap();
+    let login = anon
+        .login("alice", "alice-password", "phone")
+        .await
+        .unwrap();
+    let on_b = anon.with_token(login.token);
+    let cursor = on_b.latest_cursor().await.unwrap();
+    let poll = {
+        let on_b = on_b.clone();
+        tokio::spawn(async move { on_b.poll(&cursor, 30).await })
+    };
+    until(&on_b, |d| d.len() == 1).await;
+    let url = a.url.clone();
+    let stopping = tokio::spawn(a.running.shutdown());
+    // A drains: not ready, still serving.
+    loop {
+        let resp = reqwest::get(format!("{url}/readyz")).await.unwrap();
+        if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+    }
+    let began = Instant::now();
+    on_a.upload("/during-drain.txt", None, reqwest::Body::from("x"))
+        .await
+        .expect("a draining instance still serves");
+    let answer = poll.await.unwrap().unwrap();
+    assert!(answer.changes, "the poll on B woke: {answer:?}");
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "woken by the change, not by its timeout: {:?}",
+        began.elapsed()
+    );
+    stopping.await.unwrap().unwrap();
+    b.shutdown().await.unwrap();
 }

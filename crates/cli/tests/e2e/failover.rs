@@ -144,14 +144,26 @@ async fn the_pool_follows_the_primary_across_hosts_and_outages_answer_503() {
     println!("host lost: {refused} requests answered 503, writes back after {took:?}");
     assert_eq!(s.running.meta().failovers(), 1, "the pool moved once");
 
-    // No host at all: 503, then service once one is back.
+    // No host at all: 503 for a body that cannot be sent again; a request
+    // that can waits as Retry-After says and is answered once a host is
+    // back.
     two.cut();
+    let once = futures::stream::iter([Ok::<_, std::io::Error>(b"x".to_vec())]);
     let err = alice
-        .upload("/nowhere.txt", None, reqwest::Body::from("x"))
+        .upload("/nowhere.txt", None, reqwest::Body::wrap_stream(once))
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(503), "{err}");
+    assert!(err.retry_after().is_some(), "{err}");
+    let listing = {
+        let alice = alice.clone();
+        tokio::spawn(async move { alice.list("/").await })
+    };
     one.mend();
+    listing
+        .await
+        .unwrap()
+        .expect("the listing is answered once a host is back");
     let (refused, took) = upload_until_ok(&alice, "/after.txt").await;
     println!("all hosts lost then one back: {refused} more 503s, writes back after {took:?}");
     two.mend();

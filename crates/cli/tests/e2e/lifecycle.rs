@@ -7,7 +7,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::common::{Backend, TestServer, no_progress, random_data};
@@ -57,11 +56,11 @@ async fn gc(s: &TestServer) -> u64 {
     admin(s).await.run_worker("gc").await.unwrap().last_done
 }
 
-fn objects_under(s: &TestServer, prefix: &str) -> Vec<PathBuf> {
-    let root = s.data_dir().join("blocks").join(prefix);
+async fn objects_under(s: &TestServer, prefix: &str) -> Vec<String> {
     s.store_objects()
+        .await
         .into_iter()
-        .filter(|p| p.starts_with(&root))
+        .filter(|name| name.starts_with(&format!("{prefix}/")))
         .collect()
 }
 
@@ -93,7 +92,7 @@ async fn collection_returns_the_store_to_its_baseline(b: Backend) {
     let trashed = random_data(1 << 20, 3);
     put(&alice, "/trashed.bin", &trashed).await;
     alice.delete("/trashed.bin").await.unwrap();
-    let baseline = s.store_bytes();
+    let baseline = s.store_bytes().await;
 
     put(&alice, "/big.bin", &random_data(8 << 20, 2)).await;
     let files = small_files(&s, "small", 200);
@@ -101,7 +100,7 @@ async fn collection_returns_the_store_to_its_baseline(b: Backend) {
     for r in upload_small_files(&alice, &list).await.unwrap() {
         r.unwrap();
     }
-    let grown = s.store_bytes();
+    let grown = s.store_bytes().await;
     assert!(grown > baseline + (9 << 20), "{baseline} → {grown}");
 
     alice.delete("/big.bin").await.unwrap();
@@ -113,17 +112,20 @@ async fn collection_returns_the_store_to_its_baseline(b: Backend) {
     }
     // Within the grace period nothing goes.
     assert_eq!(gc(&s).await, 0);
-    assert_eq!(s.store_bytes(), grown);
+    assert_eq!(s.store_bytes().await, grown);
 
     s.config.clock.advance(Duration::from_secs(GRACE + 1));
     let done = gc(&s).await;
     assert!(done > 200, "collected and deleted: {done}");
-    let after = s.store_bytes();
+    let after = s.store_bytes().await;
     assert!(
         after.abs_diff(baseline) * 50 <= baseline,
         "the store is back within 2% of {baseline} bytes: {after}"
     );
-    assert!(objects_under(&s, "packs").is_empty(), "every pack went");
+    assert!(
+        objects_under(&s, "packs").await.is_empty(),
+        "every pack went"
+    );
     assert_eq!(fetch(&alice, "/keep.bin").await, keep);
     assert_eq!(s.running.meta().unreferenced_blocks().await.unwrap(), 0);
     // A second pass finds nothing left to do.
@@ -146,9 +148,9 @@ async fn mostly_empty_packs_are_compacted(b: Backend) {
     for r in upload_small_files(&alice, &list).await.unwrap() {
         r.unwrap();
     }
-    let packs_before = objects_under(&s, "packs");
+    let packs_before = objects_under(&s, "packs").await;
     assert!(!packs_before.is_empty(), "small files travel in packs");
-    let before = s.store_bytes();
+    let before = s.store_bytes().await;
     // Three files in four go.
     for (f, _) in files.iter().filter(|(f, _)| !f.remote.ends_with('0')) {
         if !f.remote.ends_with('4') && !f.remote.ends_with('8') {
@@ -161,12 +163,12 @@ async fn mostly_empty_packs_are_compacted(b: Backend) {
     // The old packs are doomed now and deleted a pass later.
     s.config.clock.advance(Duration::from_secs(GRACE + 1));
     gc(&s).await;
-    let packs_after = objects_under(&s, "packs");
+    let packs_after = objects_under(&s, "packs").await;
     assert!(
         packs_after.iter().all(|p| !packs_before.contains(p)),
         "every mostly empty pack was rewritten: {packs_before:?} → {packs_after:?}"
     );
-    let after = s.store_bytes();
+    let after = s.store_bytes().await;
     assert!(
         after * 100 < before * 40,
         "the store shrank to about the live share: {before} → {after}"
@@ -248,31 +250,37 @@ async fn an_object_a_crash_left_behind_is_swept(b: Backend) {
     let alice = s.user("alice").await;
     let keep = random_data(300_000, 3);
     put(&alice, "/keep.bin", &keep).await;
-    let live = s.store_objects();
+    let live = s.store_objects().await;
     // What a crash between an object's write and its record leaves: an
     // object nobody names. One from two hours ago, one from just now.
-    let dir = s.data_dir().join("blocks").join("blocks").join("zz");
-    std::fs::create_dir_all(&dir).unwrap();
-    let old = dir.join("orphan-old");
-    let young = dir.join("orphan-young");
-    std::fs::write(&old, random_data(50_000, 4)).unwrap();
-    std::fs::write(&young, random_data(50_000, 5)).unwrap();
-    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);
-    std::fs::File::options()
-        .write(true)
-        .open(&old)
-        .unwrap()
-        .set_modified(two_hours_ago)
-        .unwrap();
+    let (old, young) = ("blocks/zz/orphan-old", "blocks/zz/orphan-young");
+    s.store.write(old, &random_data(50_000, 4)).await;
+    s.store.write(young, &random_data(50_000, 5)).await;
+    let age = Duration::from_secs(2 * 3600);
+    let dated = s.store.backdate(old, age);
+    if !dated {
+        // An S3 object keeps the time of its write: the worker clock
+        // moves instead, which ages both, so only the old one is judged.
+        println!("on S3 the young orphan is not checked: its time cannot be set");
+        s.config.clock.advance(age);
+    }
 
     // Swept objects are deleted a grace period after they are found.
     gc(&s).await;
     s.config.clock.advance(Duration::from_secs(GRACE + 1));
     gc(&s).await;
-    assert!(!old.exists(), "an old object nobody names is swept");
-    assert!(young.exists(), "a young one may be a write under way");
+    assert!(
+        !s.store.exists(old).await,
+        "an old object nobody names is swept"
+    );
+    if dated {
+        assert!(
+            s.store.exists(young).await,
+            "a young one may be a write under way"
+        );
+    }
     for object in &live {
-        assert!(object.exists(), "{} is named and stays", object.display());
+        assert!(s.store.exists(object).await, "{object} is named and stays");
     }
     assert_eq!(fetch(&alice, "/keep.bin").await, keep);
 }
@@ -301,7 +309,7 @@ async fn retention_thins_old_revisions_but_keeps_pinned_ones(b: Backend) {
     // Within the hour every revision stays.
     let ran = admin(&s).await.run_worker("retention").await.unwrap();
     assert_eq!(ran.last_done, 0);
-    let before = s.store_bytes();
+    let before = s.store_bytes().await;
 
     s.config.clock.advance(Duration::from_secs(2 * 3600));
     let ran = admin(&s).await.run_worker("retention").await.unwrap();
@@ -322,7 +330,7 @@ async fn retention_thins_old_revisions_but_keeps_pinned_ones(b: Backend) {
     // The blocks only the removed revisions used are freed.
     s.config.clock.advance(Duration::from_secs(GRACE + 1));
     gc(&s).await;
-    let after = s.store_bytes();
+    let after = s.store_bytes().await;
     assert!(
         after + 3 * 390_000 <= before,
         "three revisions' blocks are freed: {before} → {after}"

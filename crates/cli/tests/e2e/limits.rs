@@ -530,7 +530,8 @@ fn mode(p: &Path) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_data_folder_is_private() {
     use std::os::unix::fs::PermissionsExt;
-    let s = TestServer::start(Backend::Sqlite).await;
+    // The default blocks folder's mode is checked, so it is used on any run.
+    let s = TestServer::start_with(Backend::Sqlite, |c| c.store = None).await;
     s.user("alice").await;
     let data = s.data_dir();
     let check = |data: &Path| {

@@ -23,6 +23,7 @@ mod openapi;
 mod quota;
 mod resume;
 mod rotation;
+mod s3;
 mod sync;
 mod tiers;
 mod tree;

@@ -168,14 +168,18 @@ async fn an_upload_over_the_quota_is_refused_and_stores_nothing(b: Backend) {
     put(&alice, "/a.bin", &random_data(600_000, 1))
         .await
         .unwrap();
-    let stored = s.store_bytes();
+    let stored = s.store_bytes().await;
 
     // Simple upload.
     let err = put(&alice, "/b.bin", &random_data(600_000, 2))
         .await
         .unwrap_err();
     assert!(is_over_quota(&err), "{err}");
-    assert_eq!(s.store_bytes(), stored, "the simple upload stored nothing");
+    assert_eq!(
+        s.store_bytes().await,
+        stored,
+        "the simple upload stored nothing"
+    );
     let text = err.to_string();
     assert!(
         text.contains("600000") && text.contains("1000000"),
@@ -195,7 +199,7 @@ async fn an_upload_over_the_quota_is_refused_and_stores_nothing(b: Backend) {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "quota_exceeded", "{body}");
     assert_eq!(
-        s.store_bytes(),
+        s.store_bytes().await,
         stored,
         "the resumable upload stored nothing"
     );
@@ -207,7 +211,7 @@ async fn an_upload_over_the_quota_is_refused_and_stores_nothing(b: Backend) {
         .unwrap_err();
     assert!(is_over_quota(&err), "{err}");
 
-    assert_eq!(s.store_bytes(), stored, "nothing was stored");
+    assert_eq!(s.store_bytes().await, stored, "nothing was stored");
     let names: Vec<String> = alice
         .list("/")
         .await

@@ -69,7 +69,7 @@ fn stdout(out: &Output) -> String {
 
 /// Waits until `measure` is at least `min` and has not moved for a while
 /// (the relay is holding the traffic); returns that value.
-async fn wait_stalled(child: &mut Child, min: u64, measure: impl Fn() -> u64) -> u64 {
+async fn wait_stalled(child: &mut Child, min: u64, measure: impl AsyncFn() -> u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(120);
     let (mut last, mut still) = (u64::MAX, 0);
     loop {
@@ -77,7 +77,7 @@ async fn wait_stalled(child: &mut Child, min: u64, measure: impl Fn() -> u64) ->
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the command ended before it was interrupted: {status}");
         }
-        let now = measure();
+        let now = measure().await;
         if now >= min && now == last {
             still += 1;
             if still >= 10 {
@@ -92,7 +92,7 @@ async fn wait_stalled(child: &mut Child, min: u64, measure: impl Fn() -> u64) ->
 }
 
 /// [`wait_stalled`], then kills `child` outright.
-async fn kill_when_stalled(mut child: Child, min: u64, measure: impl Fn() -> u64) -> u64 {
+async fn kill_when_stalled(mut child: Child, min: u64, measure: impl AsyncFn() -> u64) -> u64 {
     let held = wait_stalled(&mut child, min, measure).await;
     child.kill().unwrap();
     child.wait().unwrap();
@@ -121,7 +121,7 @@ async fn interrupted_get(t: &Setup, remote: &str, target: &Path, budget: u64) ->
         .spawn()
         .unwrap();
     let (part, _) = part_paths(target);
-    let held = kill_when_stalled(child, 1 << 20, || len_of(&part)).await;
+    let held = kill_when_stalled(child, 1 << 20, async || len_of(&part)).await;
     // Let the relay flush what it held for the dead process, then count
     // afresh for the next run.
     t.relay.reset();
@@ -236,14 +236,14 @@ async fn a_killed_put_sends_only_the_missing_blocks_when_run_again() {
         .spawn()
         .unwrap();
     let s = &t.s;
-    kill_when_stalled(child, 1, || s.store_objects().len() as u64).await;
+    kill_when_stalled(child, 1, async || s.store_objects().await.len() as u64).await;
     // Let the server finish any block whose body had fully arrived, then
     // count afresh for the next run.
     t.relay.reset();
     tokio::time::sleep(Duration::from_millis(500)).await;
     t.relay.reset();
-    let stored = s.store_objects().len();
-    let store_before = s.store_bytes();
+    let stored = s.store_objects().await.len();
+    let store_before = s.store_bytes().await;
     match t.alice.meta("/up.bin").await {
         Ok(e) => assert!(e.pending, "the interrupted put committed"),
         Err(e) => assert_eq!(e.status(), Some(404), "{e}"),
@@ -255,9 +255,9 @@ async fn a_killed_put_sends_only_the_missing_blocks_when_run_again() {
     let (sent, total) = sent_of(&line);
     assert!(stored >= 1 && stored < total, "{stored} of {total} stored");
     assert_eq!(sent, total - stored, "{line}");
-    assert_eq!(s.store_objects().len(), total);
+    assert_eq!(s.store_objects().await.len(), total);
     // Only the missing blocks crossed the wire and landed in the store.
-    let grew = s.store_bytes() - store_before;
+    let grew = s.store_bytes().await - store_before;
     let up = t.relay.up.load(Ordering::SeqCst);
     assert!(grew < data.len() as u64, "the store grew by {grew}");
     assert!(up < grew + (256 << 10), "sent {up} bytes for {grew} stored");
@@ -283,7 +283,7 @@ async fn a_sync_killed_mid_download_leaves_no_partial_file() {
     let child = command(&t.cfg, &["sync", folder.to_str().unwrap(), "--once"])
         .spawn()
         .unwrap();
-    let held = kill_when_stalled(child, 1, || dir_bytes(&tmp)).await;
+    let held = kill_when_stalled(child, 1, async || dir_bytes(&tmp)).await;
     t.relay.reset();
     tokio::time::sleep(Duration::from_millis(300)).await;
     t.relay.reset();
@@ -318,7 +318,7 @@ async fn ctrl_c_during_a_held_download_stops_the_daemon_within_its_grace() {
     let mut child = command(&t.cfg, &["sync", folder.to_str().unwrap()])
         .spawn()
         .unwrap();
-    wait_stalled(&mut child, 1, || dir_bytes(&tmp)).await;
+    wait_stalled(&mut child, 1, async || dir_bytes(&tmp)).await;
     let pid = i32::try_from(child.id()).unwrap();
     let sent = Instant::now();
     // SAFETY: kill(2) on our own child's pid; no memory is involved.

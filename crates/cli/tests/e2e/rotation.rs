@@ -18,12 +18,9 @@ on_both_backends!(
 );
 
 async fn tessera(s: &TestServer, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let data = s.data_dir();
+    let install = s.install_args();
     let mut all = args.to_vec();
-    all.extend(["--data-dir", data.to_str().unwrap()]);
-    if let Some(db) = &s.config.database {
-        all.extend(["--database", db.as_str()]);
-    }
+    all.extend(install.iter().map(String::as_str));
     let mut cmd = command(&s.scratch("cfg"), &all);
     for (k, v) in env {
         cmd.env(k, v);

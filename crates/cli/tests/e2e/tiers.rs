@@ -2,16 +2,18 @@
 //! acknowledged; bit rot in any copy is found by the scrub and repaired
 //! from a sound copy, and a download never returns wrong bytes; blocks of
 //! long-untouched files move to the cold store, which then serves them.
-//! SQLite and PostgreSQL.
+//! SQLite and PostgreSQL. The main store is the suite's (a folder, or S3);
+//! the replica and the cold store are folders on every run, so that a test
+//! can put a file in a replica's way.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
 use crate::common::process::{command, finish_async, said};
-use crate::common::{Backend, TestServer, dir_bytes, random_data};
+use crate::common::{Backend, StoreView, TestServer, random_data};
 use tessera_client::Remote;
 use tessera_client::transfer::{SmallFile, upload_small_files};
 
@@ -23,6 +25,10 @@ on_both_backends!(
 
 fn replica_dir(s: &TestServer) -> PathBuf {
     s.dir.path().join("replica")
+}
+
+fn replica(s: &TestServer) -> StoreView {
+    StoreView::Folder(replica_dir(s))
 }
 
 /// A server whose one replica is a folder beside its data folder.
@@ -42,34 +48,6 @@ async fn admin(s: &TestServer) -> Remote {
 async fn fetch(r: &Remote, path: &str) -> Option<Vec<u8>> {
     let resp = r.download(path, None).await.ok()?;
     resp.bytes().await.ok().map(|b| b.to_vec())
-}
-
-/// Every object under `root`, by its name relative to `root`.
-fn objects(root: &Path) -> Vec<String> {
-    fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, root, out);
-            } else {
-                out.push(p.strip_prefix(root).unwrap().display().to_string());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, root, &mut out);
-    out.sort();
-    out
-}
-
-fn flip(object: &Path, at: usize) {
-    let mut bytes = std::fs::read(object).unwrap();
-    let at = at % bytes.len();
-    bytes[at] ^= 0x20;
-    std::fs::write(object, &bytes).unwrap();
 }
 
 /// Uploads a large file and a folder of small (packed) files.
@@ -112,14 +90,12 @@ async fn an_upload_is_in_every_replica_before_it_is_acknowledged(b: Backend) {
     let s = with_replica(b).await;
     let alice = s.user("alice").await;
     upload_some(&s, &alice).await;
-    let main_root = s.data_dir().join("blocks");
-    let main = objects(&main_root);
+    let main = s.store_objects().await;
     assert!(main.len() >= 7, "{main:?}");
-    assert_eq!(objects(&replica_dir(&s)), main);
+    assert_eq!(replica(&s).objects().await, main);
     for name in &main {
         assert!(
-            std::fs::read(main_root.join(name)).unwrap()
-                == std::fs::read(replica_dir(&s).join(name)).unwrap(),
+            s.store.read(name).await == replica(&s).read(name).await,
             "{name}: the replica holds the same bytes"
         );
     }
@@ -160,19 +136,14 @@ async fn scrub_finds_and_repairs_every_flipped_byte(b: Backend) {
     let s = with_replica(b).await;
     let alice = s.user("alice").await;
     let files = upload_some(&s, &alice).await;
-    let main_root = s.data_dir().join("blocks");
-    let names = objects(&main_root);
+    let names = s.store_objects().await;
 
     // Rot in the main copy of every other object, and in the replica's
     // copy of the rest.
     let mut flipped = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        let root = if i % 2 == 0 {
-            &main_root
-        } else {
-            &replica_dir(&s)
-        };
-        flip(&root.join(name), 97 * i + 13);
+        let copy = if i % 2 == 0 { &s.store } else { &replica(&s) };
+        copy.flip(name, 97 * i + 13, 0x20).await;
         flipped.push(name.clone());
     }
     let ran = admin(&s).await.run_worker("scrub").await.unwrap();
@@ -180,8 +151,7 @@ async fn scrub_finds_and_repairs_every_flipped_byte(b: Backend) {
     assert_eq!(ran.last_error, None);
     for name in &flipped {
         assert!(
-            std::fs::read(main_root.join(name)).unwrap()
-                == std::fs::read(replica_dir(&s).join(name)).unwrap(),
+            s.store.read(name).await == replica(&s).read(name).await,
             "{name} was repaired: both copies agree again"
         );
     }
@@ -197,8 +167,8 @@ async fn scrub_finds_and_repairs_every_flipped_byte(b: Backend) {
     // Rot in both copies of every single-block object: a download fails
     // (or stops short), and never answers wrong bytes.
     for name in names.iter().filter(|n| n.starts_with("blocks/")) {
-        flip(&main_root.join(name), 5);
-        flip(&replica_dir(&s).join(name), 5);
+        s.store.flip(name, 5, 0x20).await;
+        replica(&s).flip(name, 5, 0x20).await;
     }
     for (path, data) in files.iter().filter(|(p, _)| !p.starts_with("/small/")) {
         let got = fetch(&alice, path).await;
@@ -215,11 +185,9 @@ async fn scrub_finds_and_repairs_every_flipped_byte(b: Backend) {
 }
 
 async fn fsck(s: &TestServer) -> Output {
-    let data = s.data_dir().display().to_string();
-    let mut args = vec!["admin", "fsck", "--data-dir", data.as_str()];
-    if let Some(db) = &s.config.database {
-        args.extend(["--database", db.as_str()]);
-    }
+    let install = s.install_args();
+    let mut args = vec!["admin", "fsck"];
+    args.extend(install.iter().map(String::as_str));
     finish_async(command(&s.scratch("cfg"), &args), None).await
 }
 
@@ -231,7 +199,7 @@ async fn blocks_of_untouched_files_move_to_the_cold_store(b: Backend) {
         c.gc_grace_secs = 0;
     })
     .await;
-    let cold_root = s.dir.path().join("cold");
+    let cold = StoreView::Folder(s.dir.path().join("cold"));
     let alice = s.user("alice").await;
     let old = random_data(2 << 20, 7);
     alice
@@ -251,13 +219,13 @@ async fn blocks_of_untouched_files_move_to_the_cold_store(b: Backend) {
         .upload("/fresh.bin", None, reqwest::Body::from(fresh.clone()))
         .await
         .unwrap();
-    let hot_before = s.store_bytes();
+    let hot_before = s.store_bytes().await;
 
     let ran = admin(&s).await.run_worker("cold").await.unwrap();
     assert!(ran.last_done >= 1, "the old file's blocks moved: {ran:?}");
     admin(&s).await.run_worker("gc").await.unwrap();
-    let hot_after = s.store_bytes();
-    let cold_bytes = dir_bytes(&cold_root);
+    let hot_after = s.store_bytes().await;
+    let cold_bytes = cold.bytes().await;
     assert!(
         hot_before - hot_after >= (old.len() + old2.len()) as u64 * 99 / 100,
         "the hot store shrank by what moved: {hot_before} → {hot_after}"
@@ -287,22 +255,18 @@ async fn blocks_of_untouched_files_move_to_the_cold_store(b: Backend) {
     );
     admin(&s).await.run_worker("gc").await.unwrap();
     assert!(
-        s.store_bytes() < hot_after + 64 * 1024,
+        s.store_bytes().await < hot_after + 64 * 1024,
         "nothing was stored twice: {hot_after} → {}",
-        s.store_bytes()
+        s.store_bytes().await
     );
-    assert_eq!(dir_bytes(&cold_root), cold_bytes);
+    assert_eq!(cold.bytes().await, cold_bytes);
 
     // Rot in the cold pack's first block: that file fails to read (and
     // the block is marked), the other file in the pack reads on; the same
     // bytes uploaded again repair it, and the pack's other block stays.
-    let pack = std::fs::read_dir(cold_root.join("cold").join("packs"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    flip(&pack, 100);
+    let pack = cold.objects().await.remove(0);
+    assert!(pack.starts_with("cold/packs/"), "{pack}");
+    cold.flip(&pack, 100, 0x20).await;
     let a = fetch(&alice, "/old.bin").await;
     let b = fetch(&alice, "/old2.bin").await;
     let (bad, good) = if a.as_ref() == Some(&old) {
@@ -321,7 +285,10 @@ async fn blocks_of_untouched_files_move_to_the_cold_store(b: Backend) {
     // What is checked is a deletion that must not come: it would come from
     // a task spawned after the answer, so there is no event to wait on.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(pack.exists(), "the pack is kept: another block lives in it");
+    assert!(
+        cold.exists(&pack).await,
+        "the pack is kept: another block lives in it"
+    );
     for (path, want) in [
         ("/old.bin", &old),
         ("/old2.bin", &old2),

@@ -192,7 +192,7 @@ async fn pieces_resume_and_commit(b: Backend) {
     assert_eq!(offset(&r, &at).await, data.len() as u64);
 
     // An edit by TUS with base_rev: revision 2, same blocks reused.
-    let before = s.store_bytes();
+    let before = s.store_bytes().await;
     let mut edited = data.clone();
     edited[20 << 20] ^= 1;
     let at = create_ok(
@@ -205,7 +205,7 @@ async fn pieces_resume_and_commit(b: Backend) {
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(resp.headers()["tessera-rev"], "2");
     assert_eq!(download(&r, "/media/video.bin").await, edited);
-    let grown = s.store_bytes() - before;
+    let grown = s.store_bytes().await - before;
     assert!(grown < 20 << 20, "an edit stored {grown} bytes");
 }
 

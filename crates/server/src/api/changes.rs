@@ -101,13 +101,16 @@ pub async fn poll(
     Q(q): Q<PollQuery>,
 ) -> Result<Json<PollResponse>, ApiError> {
     let after = cursor_for(&user, Some(&q.cursor))?;
-    state.poll_admission.admit().map_err(|secs| {
-        ApiError::Unavailable(
-            "too many clients are arriving at once: retry after the seconds Retry-After says"
+    state
+        .poll_admission
+        .admit_user(user.user_id)
+        .map_err(|secs| {
+            ApiError::Throttled(
+            "this account opens long polls too fast: wait for each poll's answer before the next"
                 .into(),
             secs,
         )
-    })?;
+        })?;
     let _present = state
         .presence
         .enter(user.user_id, &user.device)
@@ -132,6 +135,14 @@ pub async fn poll(
             backoff: None,
         }));
     }
+    // Only a poll that will be held draws from the instance's share.
+    state.poll_admission.admit().map_err(|secs| {
+        ApiError::Unavailable(
+            "too many clients are arriving at once: retry after the seconds Retry-After says"
+                .into(),
+            secs,
+        )
+    })?;
     let secs = q
         .timeout
         .unwrap_or(DEFAULT_POLL_SECS)

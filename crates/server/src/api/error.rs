@@ -149,8 +149,18 @@ impl From<MetaError> for ApiError {
             MetaError::Unavailable(why) => {
                 tracing::warn!(%why, "database unavailable: answered 503");
                 ApiError::Unavailable(
-                    "the database is unavailable for a moment (restarting or failing over): \
-                     retry after the seconds Retry-After says"
+                    "the database is unavailable for a moment (restarting or failing over); \
+                     nothing was changed: retry after the seconds Retry-After says"
+                        .into(),
+                    rand::Rng::random_range(&mut rand::rng(), 1..=3),
+                )
+            }
+            MetaError::Interrupted(why) => {
+                tracing::warn!(%why, "database stopped answering: answered 503");
+                ApiError::Unavailable(
+                    "the database stopped answering while this request ran: a change may or \
+                     may not have been made, so look before sending it again (reads may be \
+                     retried after the seconds Retry-After says)"
                         .into(),
                     rand::Rng::random_range(&mut rand::rng(), 1..=3),
                 )

@@ -4,16 +4,18 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::ObjectStore;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 use tessera_proto::BlockId;
 use tessera_proto::pack::{MAX_FRAME_PLAIN, MAX_PACK_PLAIN};
 
 use super::codec::{self, BlockError, Codec};
 use super::keys::KeyRing;
-use super::tiers::{COLD_PREFIX, Copy, Tiers};
+use super::tiers::{COLD_PREFIX, Copy, Probed, Tiers};
 use crate::meta::{BlockLoc, Meta, Recorded};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,10 +26,75 @@ pub enum StoreUrlError {
     Folder(String, std::io::Error),
     #[error("store: {0}")]
     Store(#[from] object_store::Error),
+    #[error(
+        "AWS_ENDPOINT {0} is plain HTTP: set AWS_ALLOW_HTTP=true to allow that (only on a \
+         trusted network), or use https"
+    )]
+    PlainHttp(String),
+    #[error("object store {url}: {problem}")]
+    Unusable { url: String, problem: Probed },
+    #[error(
+        "object store {url}: no AWS_ACCESS_KEY_ID is set, and no other source of credentials \
+         answered (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY): {problem}"
+    )]
+    NoCredentials { url: String, problem: Probed },
 }
 
+/// How requests to an S3 store are retried. Stores answer 500/503
+/// (`SlowDown`) under load and connections drop; a retry a moment later
+/// usually succeeds, and failing instead would fail the client's whole
+/// upload. Backoff with jitter from 100 ms, doubling to 5 s, at most 8
+/// retries and 2 minutes from the first attempt: long enough to ride out
+/// a store restarting, short enough that a retry still carries a valid
+/// signature (a request is signed once and sent again as it is; object_store
+/// advises staying under 5 minutes) and that a client is not held past
+/// its own patience.
+fn store_retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
+        max_retries: 8,
+        retry_timeout: Duration::from_secs(120),
+    }
+}
+
+/// The start's probe retries little: a wrong setting should be reported
+/// in seconds, not after the minutes a request in service may take.
+fn probe_retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            base: 2.0,
+        },
+        max_retries: 2,
+        retry_timeout: Duration::from_secs(10),
+    }
+}
+
+/// Client timeouts unless the environment sets them (`AWS_TIMEOUT`,
+/// `AWS_CONNECT_TIMEOUT`). A connection that takes 5 s is not coming; a
+/// request may carry an object of up to 80 MiB (a cold pack, see
+/// `workers/cold.rs`), which at 1 MB/s takes well over a minute, so the
+/// whole request gets 3 minutes instead of object_store's default 30 s,
+/// under which a slow uplink would fail every large write.
+const S3_TIMEOUTS: [(ClientConfigKey, &str, &str); 2] = [
+    (ClientConfigKey::ConnectTimeout, "AWS_CONNECT_TIMEOUT", "5s"),
+    (ClientConfigKey::Timeout, "AWS_TIMEOUT", "180s"),
+];
+
 /// Opens the object store named by `url`. Local stores fsync every object.
+/// An S3 store takes its credentials, region and endpoint from the `AWS_*`
+/// environment (docs/OPERATIONS.md) and nothing is sent until it is used:
+/// [`probe_object_store`] checks the settings.
 pub fn open_object_store(url: &str) -> Result<Arc<dyn ObjectStore>, StoreUrlError> {
+    open_with(url, store_retry())
+}
+
+fn open_with(url: &str, retry: RetryConfig) -> Result<Arc<dyn ObjectStore>, StoreUrlError> {
     if url == "memory://" || url == "memory:" {
         return Ok(Arc::new(object_store::memory::InMemory::new()));
     }
@@ -36,12 +103,31 @@ pub fn open_object_store(url: &str) -> Result<Arc<dyn ObjectStore>, StoreUrlErro
         let fs = object_store::local::LocalFileSystem::new_with_prefix(path)?.with_fsync(true);
         return Ok(Arc::new(fs));
     }
-    if url.starts_with("s3://") {
+    if is_remote(url) {
         let parsed =
             url::Url::parse(url).map_err(|_| StoreUrlError::Unsupported(url.to_owned()))?;
-        let s3 = object_store::aws::AmazonS3Builder::from_env()
-            .with_url(url)
-            .build()?;
+        let mut builder = AmazonS3Builder::from_env().with_url(url).with_retry(retry);
+        for (key, env, value) in S3_TIMEOUTS {
+            if std::env::var_os(env).is_none() {
+                builder = builder.with_config(AmazonS3ConfigKey::Client(key), value);
+            }
+        }
+        let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
+        let allow_http = builder
+            .get_config_value(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp))
+            .is_some_and(|v| {
+                matches!(
+                    v.to_ascii_lowercase().as_str(),
+                    "1" | "true" | "on" | "yes" | "y"
+                )
+            });
+        // object_store would only say "builder error" at the first request.
+        if let Some(endpoint) = endpoint.filter(|e| e.starts_with("http://"))
+            && !allow_http
+        {
+            return Err(StoreUrlError::PlainHttp(endpoint));
+        }
+        let s3 = builder.build()?;
         let prefix = parsed.path().trim_matches('/');
         if prefix.is_empty() {
             return Ok(Arc::new(s3));
@@ -49,6 +135,30 @@ pub fn open_object_store(url: &str) -> Result<Arc<dyn ObjectStore>, StoreUrlErro
         return Ok(Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)));
     }
     Err(StoreUrlError::Unsupported(url.to_owned()))
+}
+
+/// A store reached over the network (the others are checked by opening).
+fn is_remote(url: &str) -> bool {
+    url.starts_with("s3://")
+}
+
+/// Checks that the store named by `url` answers with these settings, so a
+/// wrong credential, bucket or endpoint stops the server at start with a
+/// message naming the setting, not at the first upload. Local stores pass.
+pub async fn probe_object_store(url: &str) -> Result<(), StoreUrlError> {
+    if !is_remote(url) {
+        return Ok(());
+    }
+    let store = open_with(url, probe_retry())?;
+    let url = url.to_owned();
+    super::tiers::probe(store.as_ref())
+        .await
+        .map_err(|problem| match std::env::var_os("AWS_ACCESS_KEY_ID") {
+            // Without keys object_store asks the instance's metadata
+            // service, whose failure reads like anything but that.
+            None => StoreUrlError::NoCredentials { url, problem },
+            Some(_) => StoreUrlError::Unusable { url, problem },
+        })
 }
 
 #[derive(Clone)]

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use object_store::client::{HttpError, HttpErrorKind};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
@@ -101,14 +102,33 @@ impl Tiers {
     /// replacing anything. Acknowledged once all hold it (local stores
     /// fsync).
     pub async fn create(&self, object: &str, bytes: Vec<u8>) -> Result<(), BlockError> {
-        let payload = PutPayload::from(Bytes::from(bytes));
+        let bytes = Bytes::from(bytes);
         let path = ObjectPath::from(object);
         let writes = self.all_for(object)?.into_iter().map(|store| {
-            let opts = PutOptions {
-                mode: PutMode::Create,
-                ..PutOptions::default()
-            };
-            store.put_opts(&path, payload.clone(), opts)
+            let (path, bytes) = (&path, &bytes);
+            async move {
+                let opts = PutOptions {
+                    mode: PutMode::Create,
+                    ..PutOptions::default()
+                };
+                match store.put_opts(path, bytes.clone().into(), opts).await {
+                    Ok(_) => Ok(()),
+                    // A create sent again because its answer was lost (a
+                    // dropped connection is retried) meets what its first
+                    // attempt wrote. Names are never reused, so the same
+                    // bytes there are that attempt's; anything else is a
+                    // real clash.
+                    Err(clash @ object_store::Error::AlreadyExists { .. }) => {
+                        let there = store.get(path).await?.bytes().await?;
+                        if there == *bytes {
+                            Ok(())
+                        } else {
+                            Err(BlockError::Store(clash))
+                        }
+                    }
+                    Err(e) => Err(BlockError::Store(e)),
+                }
+            }
         });
         futures::future::try_join_all(writes).await?;
         Ok(())
@@ -185,4 +205,56 @@ impl Tiers {
             .map_err(BlockError::from)
             .boxed()
     }
+}
+
+/// Why a store cannot be used, as far as its answers tell.
+#[derive(Debug, thiserror::Error)]
+pub enum Probed {
+    #[error(
+        "cannot connect (check AWS_ENDPOINT, and AWS_ALLOW_HTTP=true for a plain-HTTP \
+         endpoint): {0}"
+    )]
+    Unreachable(object_store::Error),
+    #[error(
+        "the credentials were refused (check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY): {0}"
+    )]
+    Credentials(object_store::Error),
+    #[error("the bucket was not found (create it, or fix the bucket in the store URL): {0}")]
+    NoBucket(object_store::Error),
+    #[error("listing failed: {0}")]
+    Failed(object_store::Error),
+}
+
+/// Lists the first object of `store` (one cheap request). When that
+/// fails, a HEAD of a name that need not exist tells why: object_store
+/// reports a failed listing as text only, but a HEAD's status as a typed
+/// error (403: credentials; 404 where the listing failed: no bucket).
+pub async fn probe(store: &dyn ObjectStore) -> Result<(), Probed> {
+    let listed = store.list(None).next().await;
+    let Some(Err(listing)) = listed else {
+        return Ok(());
+    };
+    if cannot_connect(&listing) {
+        return Err(Probed::Unreachable(listing));
+    }
+    match store.head(&ObjectPath::from("tessera-probe")).await {
+        Err(
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. },
+        ) => Err(Probed::Credentials(listing)),
+        Err(object_store::Error::NotFound { .. }) => Err(Probed::NoBucket(listing)),
+        _ => Err(Probed::Failed(listing)),
+    }
+}
+
+/// True if the request never reached the store (refused, timed out).
+fn cannot_connect(e: &object_store::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(http) = c.downcast_ref::<HttpError>() {
+            return matches!(http.kind(), HttpErrorKind::Connect | HttpErrorKind::Timeout);
+        }
+        cause = c.source();
+    }
+    false
 }

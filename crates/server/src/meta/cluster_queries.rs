@@ -73,7 +73,11 @@ impl Store {
                      since_ms = CASE WHEN login_attempts.since_ms <= $3
                                 THEN excluded.since_ms ELSE login_attempts.since_ms END,
                      failed = CASE WHEN login_attempts.since_ms <= $3
-                              THEN 0 ELSE login_attempts.failed END
+                              THEN 0 ELSE login_attempts.failed END,
+                     -- No attempt lasts a window: counts left in flight
+                     -- then are from attempts that died unrecorded.
+                     in_flight = CASE WHEN login_attempts.since_ms <= $3
+                                 THEN 0 ELSE login_attempts.in_flight END
                  RETURNING since_ms, failed, in_flight",
             )
             .bind(key)

@@ -223,6 +223,19 @@ async fn is_primary(opts: &PgConnectOptions) -> bool {
     )
 }
 
+/// Whether `e` says the work never reached the database or was refused
+/// before anything was done: no connection to be had, a read-only
+/// (demoted) primary, a server not accepting connections.
+pub fn never_reached(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| matches!(&*code, "25006" | "57P03" | "53300" | "08001" | "08004")),
+        _ => false,
+    }
+}
+
 /// Whether `e` says the database cannot be reached or written now (it is
 /// down, failing over, read-only, or out of connections): worth a retry.
 pub fn is_unavailable(e: &sqlx::Error) -> bool {

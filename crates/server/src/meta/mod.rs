@@ -94,10 +94,15 @@ pub enum MetaError {
     BadUrl(String),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
-    /// The database is down, failing over, read-only or too slow: the
-    /// request may be retried.
+    /// The database could not be reached or refused the work (down,
+    /// failing over, read-only, out of connections): nothing was done.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The database stopped answering while the call ran (its connection
+    /// broke, or it took longer than the call timeout): a change may or
+    /// may not have been made.
+    #[error("the database stopped answering: {0}")]
+    Interrupted(String),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -506,8 +511,8 @@ async fn bounded<T>(
         Some(limit) => match tokio::time::timeout(limit, call).await {
             Ok(outcome) => outcome,
             Err(_) => {
-                return Err(MetaError::Unavailable(format!(
-                    "the database did not answer within {} s",
+                return Err(MetaError::Interrupted(format!(
+                    "no answer within {} s",
                     limit.as_secs()
                 )));
             }
@@ -515,8 +520,9 @@ async fn bounded<T>(
         None => call.await,
     };
     outcome.map_err(|e| match e {
+        MetaError::Db(db) if failover::never_reached(&db) => MetaError::Unavailable(db.to_string()),
         MetaError::Db(db) if failover::is_unavailable(&db) => {
-            MetaError::Unavailable(db.to_string())
+            MetaError::Interrupted(db.to_string())
         }
         other => other,
     })

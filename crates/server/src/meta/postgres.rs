@@ -28,9 +28,27 @@ impl Store {
     pub async fn connect(failover: &Arc<Failover>, publisher: Publisher) -> Result<Self> {
         let primary = failover.primary().await?;
         let current = failover.clone();
+        let standbys = failover.has_standbys();
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A connection begun for a host that was demoted meanwhile is
+            // refused, so none talks to a standby.
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if standbys {
+                        let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+                            .fetch_one(&mut *conn)
+                            .await?;
+                        if in_recovery {
+                            return Err(sqlx::Error::Io(std::io::Error::other(
+                                "connected to a standby, not the primary",
+                            )));
+                        }
+                    }
+                    Ok(())
+                })
+            })
             // A connection made for a host the pool has left is closed.
             .before_acquire(move |_conn, meta| {
                 let keep = current.is_current(meta.age);

@@ -162,12 +162,18 @@ async fn send_notices(
     else {
         return;
     };
+    // The channel holds the store, which holds this task's sender.
+    drop(attached);
+    // Changes committed while the instance drains still wake the others:
+    // this ends when the pool closes (the server has stopped), not when
+    // the hub shuts down.
+    let mut closed = std::pin::pin!(pool.close_event());
     loop {
-        let first = tokio::select! {
-            got = changes.recv() => got,
-            _ = stop.changed() => None,
+        let next = tokio::select! {
+            next = changes.recv() => next,
+            _ = &mut closed => None,
         };
-        let Some((ns, seq)) = first else {
+        let Some((ns, seq)) = next else {
             return;
         };
         let mut latest = HashMap::from([(ns, seq)]);

@@ -203,15 +203,18 @@ async fn drive(mut worker: Box<dyn Worker>, inner: Arc<Inner>, backoff: Duration
         }
         let asked = slot.asked.swap(false, Ordering::SeqCst);
         let mut holder = None;
+        // Held through the step and the wait after it.
+        let hold = worker.wait().saturating_add(LEASE);
         if let Some(leases) = &inner.leases {
-            match leases.take(name).await {
+            match leases.take(name, hold).await {
                 Ok(None) => holder = Some(leases.holder().to_owned()),
                 Ok(Some(other)) if !asked => {
                     standby(slot, other);
                     pause = worker.wait();
                     continue;
                 }
-                Ok(Some(other)) => holder = Some(other),
+                // Asked for here: it runs here, whoever holds the lease.
+                Ok(Some(_)) => holder = Some(leases.holder().to_owned()),
                 Err(e) if !asked => {
                     let failed = Err(WorkerError::Other(format!("the worker's lease: {e}")));
                     pause = record(slot, name, failed, worker.wait(), backoff);
@@ -228,7 +231,7 @@ async fn drive(mut worker: Box<dyn Worker>, inner: Arc<Inner>, backoff: Duration
         });
         // A panicking step is a failed step: the worker carries on.
         let step = AssertUnwindSafe(worker.step()).catch_unwind();
-        let outcome = match renewing(step, inner.leases.as_ref(), name).await {
+        let outcome = match renewing(step, inner.leases.as_ref(), name, hold).await {
             Ok(result) => result,
             Err(_) => Err(WorkerError::Other("the step panicked".into())),
         };
@@ -250,6 +253,7 @@ async fn renewing<T>(
     step: impl std::future::Future<Output = T>,
     leases: Option<&Leases>,
     name: &str,
+    hold: Duration,
 ) -> T {
     let Some(leases) = leases else {
         return step.await;
@@ -258,11 +262,15 @@ async fn renewing<T>(
     loop {
         tokio::select! {
             out = &mut step => return out,
-            _ = tokio::time::sleep(LEASE / 3) => {
-                if let Err(e) = leases.take(name).await {
-                    tracing::warn!(worker = name, error = %e, "the worker's lease was not renewed");
-                }
-            }
+            _ = tokio::time::sleep(LEASE / 3) => match leases.take(name, hold).await {
+                Ok(None) => {}
+                Ok(Some(other)) => tracing::warn!(
+                    worker = name,
+                    holder = other,
+                    "another instance holds this worker's lease: both run it this once"
+                ),
+                Err(e) => tracing::warn!(worker = name, error = %e, "the worker's lease was not renewed"),
+            },
         }
     }
 }
