@@ -275,6 +275,11 @@ check "haproxy: /metrics is not served through the balancer" \
 cli() { TESSERA_CONFIG_DIR=$WORK/cli TESSERA_LOG=warn "$BIN" "$@"; }
 echo "$PASSWORD" | cli login --server "$LB" --user admin --password-stdin >/dev/null
 
+# Accounts for the many-poll checks, 50 polls each: an instance admits at
+# most 50 new polls a second per account, so a few accounts holding
+# thousands would measure that brake instead of the herd.
+HERD_USERS=${TESSERA_HERD_USERS:-200}
+
 # --- 1. a change through A wakes a long poll on B -------------------------
 if want wake; then
 phase wake
@@ -375,10 +380,9 @@ fi
 # --- 5. the herd: 10,000 idle polls on C, C killed ------------------------
 if want herd; then
 phase herd
-HERD_USERS=10
-for i in $(seq 0 $((HERD_USERS - 1))); do
-    echo "$PASSWORD" | TESSERA_LOG=warn "$BIN" admin user add "herd$i" --password-stdin --database "$DBURL" >/dev/null
-done
+seq 0 $((HERD_USERS - 1)) | xargs -P 4 -I{} sh -c \
+    'echo "$0" | TESSERA_LOG=warn "$1" admin user add "herd{}" --password-stdin --database "$2" >/dev/null' \
+    "$PASSWORD" "$BIN" "$DBURL"
 if "$BENCH" cluster herd --hold "$URL_C" --others "$URL_A,$URL_B" --users "$HERD_USERS" \
     --polls "${TESSERA_HERD_POLLS:-10000}" --kill-cmd "kill -9 ${PID[C]}" | tee "$WORK/herd.out"; then
     check "herd: every client held a poll again on the other instances" true
@@ -398,6 +402,9 @@ SPID=$!
 PIDS+=($SPID)
 disown $SPID
 wait_for 60 "the SQLite instance" ready "$SPORT"
+seq 0 $((HERD_USERS - 1)) | xargs -P 4 -I{} sh -c \
+    'echo "$0" | TESSERA_LOG=warn "$1" admin user add "idle{}" --password-stdin --data-dir "$2" >/dev/null' \
+    "$PASSWORD" "$BIN" "$WORK/data-S"
 if "$BENCH" cluster idle --url "http://127.0.0.1:$SPORT" --pid "$SPID" \
     --steps "${TESSERA_IDLE_STEPS:-1000,5000,10000,15000,18000}" | tee "$WORK/idle.out"; then
     check "idle: the polls were all held by one instance" true

@@ -80,7 +80,7 @@ pub struct HerdArgs {
     /// Users `PREFIX0` … `PREFIX{N-1}`, all with the same password.
     #[arg(long, default_value = "herd")]
     user_prefix: String,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 200)]
     users: usize,
     #[arg(long, env = "TESSERA_BENCH_PASSWORD")]
     password: String,
@@ -102,8 +102,14 @@ pub struct IdleArgs {
     /// The instance's process id, for its memory (`/proc/PID/status`).
     #[arg(long)]
     pid: u32,
-    #[command(flatten)]
-    account: Account,
+    /// Users `PREFIX0` … `PREFIX{N-1}`, all with the same password (an
+    /// instance lets one user open 50 new polls a second).
+    #[arg(long, default_value = "idle")]
+    user_prefix: String,
+    #[arg(long, default_value_t = 200)]
+    users: usize,
+    #[arg(long, env = "TESSERA_BENCH_PASSWORD")]
+    password: String,
     /// Numbers of polls held at which memory is read (comma-separated, rising).
     #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
     steps: Vec<usize>,
@@ -371,19 +377,19 @@ async fn keep_polling(
         let now = shared.now_ms();
         shared.pollers[me].since_ms.store(now, Ordering::Relaxed);
         shared.record(|l| l.sent.push(now));
-        let answer = remotes[at].poll(&cursor, 300).await;
+        let answer = poll_once(&remotes[at], &cursor).await;
         shared.pollers[me]
             .since_ms
             .store(WAITING, Ordering::Relaxed);
         let wait = match answer {
-            Ok(p) => {
+            Ok(Polled::Answered(backoff_secs)) => {
                 failures = 0;
-                p.backoff.map(|s| Duration::from_secs(s) + backoff(0, max))
+                backoff_secs.map(|s| Duration::from_secs(s) + backoff(0, max))
             }
-            Err(e) if e.retry_after().is_some() => {
+            Ok(Polled::Refused(told)) => {
                 let t = shared.now_ms();
                 shared.record(|l| l.refused.push(t));
-                Some(e.retry_after().unwrap_or_default() + backoff(0, max))
+                Some(told + backoff(0, max))
             }
             Err(_) => {
                 let t = shared.now_ms();
@@ -400,6 +406,40 @@ async fn keep_polling(
             tokio::time::sleep(w).await;
         }
     }
+}
+
+/// What one long poll came to.
+enum Polled {
+    /// Answered (a change, the timeout, or shutdown with its back-off hint).
+    Answered(Option<u64>),
+    /// Refused with 503 and `Retry-After`.
+    Refused(Duration),
+}
+
+/// One long poll of 300 s, seen as the server answered it: `Remote::poll`
+/// would wait out a 503's `Retry-After` and ask again by itself, and the
+/// curve counts each refusal.
+async fn poll_once(remote: &Remote, cursor: &str) -> Result<Polled> {
+    let resp = remote
+        .request("GET".parse()?, "/changes/poll")
+        .query(&[("cursor", cursor)])
+        .query(&[("timeout", 300)])
+        .send()
+        .await?;
+    if resp.status().as_u16() == 503 {
+        let told = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .context("503 without Retry-After")?;
+        return Ok(Polled::Refused(Duration::from_secs(told)));
+    }
+    if !resp.status().is_success() {
+        bail!("poll answered {}", resp.status());
+    }
+    let p: tessera_proto::api::PollResponse = resp.json().await?;
+    Ok(Polled::Answered(p.backoff))
 }
 
 /// Per-second counts of `events` (ms) from `from` (ms) on.
@@ -541,9 +581,16 @@ fn memory(pid: u32) -> Result<(u64, u64)> {
 }
 
 async fn idle(args: IdleArgs) -> Result<()> {
-    let Account { user, password } = &args.account;
-    let remote = login(&args.url, user, password, "idle").await?;
-    let cursor = remote.latest_cursor().await?;
+    if args.users == 0 {
+        bail!("--users must be positive");
+    }
+    let mut per_user = Vec::new();
+    for u in 0..args.users {
+        let name = format!("{}{u}", args.user_prefix);
+        let remote = login(&args.url, &name, &args.password, "idle").await?;
+        let cursor = remote.latest_cursor().await?;
+        per_user.push((remote, cursor));
+    }
     let most = args.steps.iter().copied().max().unwrap_or(0);
     let shared = Pollers::new(most);
     let deadline = Duration::from_secs(args.deadline_secs);
@@ -560,6 +607,7 @@ async fn idle(args: IdleArgs) -> Result<()> {
     let mut last = (0, 0.0);
     for &step in &args.steps {
         while spawned < step {
+            let (remote, cursor) = &per_user[spawned % args.users];
             tasks.spawn(keep_polling(
                 spawned,
                 shared.clone(),
