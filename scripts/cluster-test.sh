@@ -457,7 +457,7 @@ for port in $N1PORT $N2PORT; do
     echo "node on port $port: in recovery: $(q 'select pg_is_in_recovery()'), timeline $(q 'select timeline_id from pg_control_checkpoint()'), synchronous_standby_names '$(q 'show synchronous_standby_names')'"
 done
 for n in A B C; do
-    grep -h "primary moved" "$WORK/$n.log" | sed 's/\x1b\[[0-9;]*m//g' | sed "s/^/instance $n: /" | cut -c1-200
+    { grep -h "primary moved" "$WORK/$n.log" || true; } | sed 's/\x1b\[[0-9;]*m//g' | sed "s/^/instance $n: /" | cut -c1-200
 done
 fi
 
