@@ -346,28 +346,54 @@ PIDS+=($SYNC)
 on_server() { cli get "$1" "$WORK/probe" >/dev/null 2>&1 && cmp -s "$WORK/probe" "$2"; }
 echo "before the kill" >"$SYNCDIR/before.txt"
 wait_for 60 "before.txt on the server" on_server /before.txt "$SYNCDIR/before.txt"
-kill -9 "${PID[B]}"
+# The first round (it also brings down what the earlier checks uploaded)
+# over, so that the kill meets a sync that is waiting on its long poll.
+first_round() { grep -q '^synced:' "$WORK/sync.out"; }
+wait_for 60 "the first sync round" first_round
+# Kill the instance holding the sync's long poll: the shared presence
+# table names the instance (host:pid:random) holding each device's polls.
+held_on() {
+    local row n
+    row=$("$PGBIN/psql" "$DBURL" -Atc "select instance from presence where polls > 0" 2>/dev/null | head -1)
+    for n in A B C; do
+        case $row in *":${PID[$n]}:"*) echo "$n"; return 0 ;; esac
+    done
+    return 1
+}
+wait_for 10 "the sync's poll in the presence table" held_on || true
+VICTIM=$(held_on || echo B)
+echo "sync: its long poll is on instance $VICTIM; killing it"
+kill -9 "${PID[$VICTIM]}"
 down_at=$SECONDS
-for i in 1 2 3 4 5; do echo "written while B was down: $i" >"$SYNCDIR/during-$i.txt"; done
-echo "uploaded through the server while B was down" >"$WORK/remote.txt"
-cli put "$WORK/remote.txt" /remote.txt >/dev/null
+for i in 1 2 3 4 5; do echo "written while $VICTIM was down: $i" >"$SYNCDIR/during-$i.txt"; done
+echo "uploaded through the server while $VICTIM was down" >"$WORK/remote.txt"
+# A request that haproxy had sent on a kept-alive connection to the killed
+# instance comes back 502 and is not retried (not idempotent); a user puts
+# again. Said, not failed: the figure of interest is what arrives.
+if ! cli put "$WORK/remote.txt" /remote.txt >/dev/null 2>"$WORK/put.err"; then
+    echo "note: tessera put during the outage failed: $(tr '\n' ' ' <"$WORK/put.err" | cut -c1-160); putting again"
+    cli put "$WORK/remote.txt" /remote.txt >/dev/null || true
+fi
 arrived() {
     for i in 1 2 3 4 5; do on_server "/during-$i.txt" "$SYNCDIR/during-$i.txt" || return 1; done
     cmp -s "$WORK/remote.txt" "$SYNCDIR/remote.txt"
 }
 if wait_for 90 "the files written during the outage" arrived; then
-    check "sync: files written while an instance was down arrived, both ways ($((SECONDS - down_at)) s)" true
+    check "sync: files written while its instance was down arrived, both ways ($((SECONDS - down_at)) s)" true
 else
     fail "sync: files written while an instance was down did not arrive"
 fi
-serve B
-wait_for 60 "instance B again" ready "${PORT[B]}"
+serve "$VICTIM"
+wait_for 60 "instance $VICTIM again" ready "${PORT[$VICTIM]}"
 echo "after the restart" >"$SYNCDIR/after.txt"
 check "sync: still syncing after the restart" wait_for 60 "after.txt on the server" on_server /after.txt "$SYNCDIR/after.txt"
 kill -TERM "$SYNC"
 wait "$SYNC" || true
-# What the user saw: progress lines and retries, nothing else.
-if grep -viE 'retrying in|^syncing |^stopped syncing|SIGTERM|^(up|down)loaded|^[[:space:]]|[0-9]+ (file|folder)|in sync' "$WORK/sync.out" | grep -iE 'error|fail|conflict|stuck|cannot|refused' >"$WORK/sync.errors"; then
+# What the user saw: progress lines and retries, nothing else. A retry
+# says "…; retrying in N s", its error possibly spread over several lines
+# (a proxy's HTML page): those messages are taken out whole first.
+perl -0777 -pe 's/(sync failed|lost the server) \(.*?\); retrying in [0-9.]+ s\n//gs' "$WORK/sync.out" >"$WORK/sync.rest"
+if grep -viE '^syncing |^stopped syncing|SIGTERM: stopping|^synced: ' "$WORK/sync.rest" >"$WORK/sync.errors"; then
     fail "sync: errors surfaced other than retries"
     cat "$WORK/sync.errors"
 else
