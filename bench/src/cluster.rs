@@ -949,14 +949,22 @@ async fn writes(args: WritesArgs) -> Result<()> {
             e.1 += 1;
         }
     }
-    println!(
-        "writes: {} acknowledged in all; write-unavailability window {:.2} s (last ack {:.2} s → first ack {:.2} s after the start; kill at {:.2} s)",
-        tally.acked.len(),
-        (window.1 - window.0) as f64 / 1000.0,
-        window.0 as f64 / 1000.0,
-        window.1 as f64 / 1000.0,
-        killed as f64 / 1000.0
-    );
+    if !times.iter().any(|t| *t > killed) {
+        println!(
+            "writes: {} acknowledged in all, none after the disturbance at {:.2} s: writes did not resume",
+            tally.acked.len(),
+            killed as f64 / 1000.0
+        );
+    } else {
+        println!(
+            "writes: {} acknowledged in all; write-unavailability window {:.2} s (last ack {:.2} s → first ack {:.2} s after the start; kill at {:.2} s)",
+            tally.acked.len(),
+            (window.1 - window.0) as f64 / 1000.0,
+            window.0 as f64 / 1000.0,
+            window.1 as f64 / 1000.0,
+            killed as f64 / 1000.0
+        );
+    }
     for (kind, (inside, outside)) in &statuses {
         println!("  failed with {kind}: {inside} in the window, {outside} outside");
     }
