@@ -4,6 +4,7 @@
 //! Throughput is always in MB/s with 1 MB = 10^6 bytes, counted on the
 //! plaintext bytes a stage handles, so the stages compare directly.
 
+mod cluster;
 mod metadata;
 mod pipeline;
 mod sync_bench;
@@ -31,6 +32,9 @@ enum Command {
     Transfer(transfer::Args),
     /// Sync figures: propagation latency, many small files, small edits of a large file.
     Sync(sync_bench::Args),
+    /// Several instances on one database, started elsewhere (scripts/cluster-test.sh).
+    #[command(subcommand)]
+    Cluster(cluster::Command),
     /// Listings and metadata reads per second on PostgreSQL through 1 and several instances.
     Metadata(metadata::Args),
 }
@@ -40,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         Command::Pipeline(args) => pipeline::run(args),
         Command::Transfer(args) => transfer::run(args),
         Command::Sync(args) => sync_bench::run(args),
+        Command::Cluster(cmd) => cluster::run(cmd),
         Command::Metadata(args) => metadata::run(args),
     }
 }
