@@ -22,6 +22,8 @@ use super::MetaError;
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// A host that takes longer to connect and answer is passed over.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Every this many probes, every host is asked for its timeline.
+const SURVEY_EVERY: u32 = 5;
 
 /// The hosts of a database URL, each as its own connect options; one entry
 /// for an ordinary URL.
@@ -152,17 +154,24 @@ impl Failover {
         true
     }
 
-    /// The first host, from the current one on, that is up and not in
-    /// recovery.
+    /// The primary among the hosts: up, not in recovery, and on the newest
+    /// timeline. An old primary that comes back after its standby was
+    /// promoted also answers "not in recovery" (nothing demoted it), but
+    /// it is a timeline behind; the current host wins a tie.
     async fn find(&self) -> Option<usize> {
-        let start = self.current.lock().map(|c| c.host).unwrap_or(0);
-        for k in 0..self.hosts.len() {
-            let i = (start + k) % self.hosts.len();
-            if is_primary(&self.hosts[i]).await {
-                return Some(i);
+        let current = self.current.lock().map(|c| c.host).unwrap_or(0);
+        let probes = self.hosts.iter().map(primary_timeline);
+        let timelines = futures::future::join_all(probes).await;
+        let mut best: Option<(u32, bool, usize)> = None;
+        for (i, timeline) in timelines.into_iter().enumerate() {
+            if let Some(t) = timeline {
+                let rank = (t, i == current, usize::MAX - i);
+                if best.is_none_or(|b| rank > b) {
+                    best = Some(rank);
+                }
             }
         }
-        None
+        best.map(|(_, _, inv)| usize::MAX - inv)
     }
 
     /// Probes the pool's host every second until the pool closes; when it
@@ -173,14 +182,18 @@ impl Failover {
         }
         tokio::spawn(async move {
             let mut warned = false;
+            let mut ticks: u32 = 0;
             loop {
                 tokio::time::sleep(PROBE_EVERY).await;
                 if pool.is_closed() {
                     return;
                 }
+                ticks = ticks.wrapping_add(1);
                 let probe = sqlx::query_scalar::<_, bool>("SELECT pg_is_in_recovery()");
                 let answer = tokio::time::timeout(PROBE_TIMEOUT, probe.fetch_one(&pool)).await;
-                if matches!(answer, Ok(Ok(false))) {
+                // Every few seconds every host is asked anyway: a host that
+                // answers well may still be an old primary left behind.
+                if matches!(answer, Ok(Ok(false))) && !ticks.is_multiple_of(SURVEY_EVERY) {
                     warned = false;
                     continue;
                 }
@@ -208,20 +221,27 @@ impl Failover {
     }
 }
 
-/// Whether `opts` reaches a PostgreSQL that accepts writes.
-async fn is_primary(opts: &PgConnectOptions) -> bool {
+/// The timeline of the PostgreSQL at `opts` if it accepts writes (None: down,
+/// slow, or a standby). A promotion starts a new timeline, whose number
+/// leads the name of the WAL file being written.
+async fn primary_timeline(opts: &PgConnectOptions) -> Option<u32> {
     let probe = async {
         let mut conn: PgConnection = opts.connect().await?;
-        let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
-            .fetch_one(&mut conn)
-            .await?;
+        let (in_recovery, wal): (bool, Option<String>) = sqlx::query_as(
+            "SELECT pg_is_in_recovery(),
+                    CASE WHEN pg_is_in_recovery() THEN NULL
+                         ELSE pg_walfile_name(pg_current_wal_lsn()) END",
+        )
+        .fetch_one(&mut conn)
+        .await?;
         let _ = conn.close().await;
-        Ok::<_, sqlx::Error>(!in_recovery)
+        Ok::<_, sqlx::Error>((!in_recovery).then_some(wal).flatten())
     };
-    matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, probe).await,
-        Ok(Ok(true))
-    )
+    let wal = tokio::time::timeout(PROBE_TIMEOUT, probe)
+        .await
+        .ok()?
+        .ok()??;
+    u32::from_str_radix(wal.get(..8)?, 16).ok()
 }
 
 /// Whether `e` says the work never reached the database or was refused
