@@ -23,6 +23,38 @@ async fn beside(a: &TestServer) -> (Running, String) {
     (b, url)
 }
 
+/// alice, logged in on the instance at `url` as her phone.
+async fn phone_on(url: &str) -> tessera_client::Remote {
+    let anon = tessera_client::Remote::new(url, None).unwrap();
+    let login = anon
+        .login("alice", "alice-password", "phone")
+        .await
+        .unwrap();
+    anon.with_token(login.token)
+}
+
+type Polled = Result<tessera_proto::api::PollResponse, tessera_client::ClientError>;
+
+/// A long poll of `r` from its present position, under way.
+async fn hold_poll(r: &tessera_client::Remote) -> tokio::task::JoinHandle<Polled> {
+    let cursor = r.latest_cursor().await.unwrap();
+    let r = r.clone();
+    tokio::spawn(async move { r.poll(&cursor, 30).await })
+}
+
+/// Asks `/readyz` at `url` until it answers 503 `draining`, before
+/// `deadline` (the instance still serves meanwhile).
+async fn until_draining(url: &str, deadline: Instant) {
+    loop {
+        let resp = reqwest::get(format!("{url}/readyz")).await.unwrap();
+        if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(resp.text().await.unwrap(), "draining");
+            return;
+        }
+        assert!(Instant::now() < deadline, "never draining");
+    }
+}
+
 async fn login_status(url: &str, user: &str, password: &str) -> StatusCode {
     reqwest::Client::new()
         .post(format!("{url}/api/v1/auth/login"))
@@ -65,17 +97,8 @@ async fn a_poll_held_on_one_instance_is_present_on_another() {
     let a = TestServer::start(Backend::Postgres).await;
     let (b, b_url) = beside(&a).await;
     let on_a = a.user("alice").await;
-    let anon = tessera_client::Remote::new(&b_url, None).unwrap();
-    let login = anon
-        .login("alice", "alice-password", "phone")
-        .await
-        .unwrap();
-    let on_b = anon.with_token(login.token);
-    let cursor = on_b.latest_cursor().await.unwrap();
-    let poll = {
-        let on_b = on_b.clone();
-        tokio::spawn(async move { on_b.poll(&cursor, 30).await })
-    };
+    let on_b = phone_on(&b_url).await;
+    let poll = hold_poll(&on_b).await;
     let seen = until(&on_a, |devices| devices == [("phone".to_owned(), 1)]).await;
     println!("a poll on B was present on A after {seen:?}");
     // A change ends the poll; the device then leaves A's list too.
@@ -228,17 +251,7 @@ async fn shutdown_drains_then_cuts_what_is_left_at_the_deadline() {
     );
     let poll_ended = began.elapsed();
     // Still serving, but not ready.
-    loop {
-        let resp = reqwest::get(format!("{url}/readyz")).await.unwrap();
-        if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
-            assert_eq!(resp.text().await.unwrap(), "draining");
-            break;
-        }
-        assert!(
-            began.elapsed() < Duration::from_secs(drain),
-            "never draining"
-        );
-    }
+    until_draining(&url, began + Duration::from_secs(drain)).await;
     let entry = slow.await.unwrap().expect("the upload under way finished");
     assert_eq!(entry.size, Some(20 * 1024));
     assert!(
@@ -347,27 +360,13 @@ async fn a_change_during_a_drain_still_wakes_other_instances() {
     let a = TestServer::start_with(Backend::Postgres, |c| c.drain_secs = 3).await;
     let (b, b_url) = beside(&a).await;
     let on_a = a.user("alice").await;
-    let anon = tessera_client::Remote::new(&b_url, None).unwrap();
-    let login = anon
-        .login("alice", "alice-password", "phone")
-        .await
-        .unwrap();
-    let on_b = anon.with_token(login.token);
-    let cursor = on_b.latest_cursor().await.unwrap();
-    let poll = {
-        let on_b = on_b.clone();
-        tokio::spawn(async move { on_b.poll(&cursor, 30).await })
-    };
+    let on_b = phone_on(&b_url).await;
+    let poll = hold_poll(&on_b).await;
     until(&on_b, |d| d.len() == 1).await;
     let url = a.url.clone();
     let stopping = tokio::spawn(a.running.shutdown());
     // A drains: not ready, still serving.
-    loop {
-        let resp = reqwest::get(format!("{url}/readyz")).await.unwrap();
-        if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
-            break;
-        }
-    }
+    until_draining(&url, Instant::now() + Duration::from_secs(3)).await;
     let began = Instant::now();
     on_a.upload("/during-drain.txt", None, reqwest::Body::from("x"))
         .await
