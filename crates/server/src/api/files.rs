@@ -333,6 +333,16 @@ impl From<crate::meta::MetaError> for Unready {
 async fn check_commit(state: &AppState, new: &NewRevision) -> Result<(), Unready> {
     let ids: Vec<_> = new.blocks.iter().map(|(id, _)| *id).collect();
     let known = state.meta.user_blocks(new.user_id, &ids).await?;
+    check_commit_with(state, new, &known).await
+}
+
+/// [`check_commit`] with the user's blocks already looked up (`known` may
+/// hold more than this commit's: a batch looks them up at once).
+async fn check_commit_with(
+    state: &AppState,
+    new: &NewRevision,
+    known: &crate::meta::UserBlocks,
+) -> Result<(), Unready> {
     let mut missing = Vec::new();
     let mut listed = std::collections::HashSet::new();
     for (id, size) in &new.blocks {
@@ -379,10 +389,7 @@ async fn check_commit(state: &AppState, new: &NewRevision) -> Result<(), Unready
                     )
                 })?
                 .map_err(ApiError::internal)?;
-            content_hash_of(state, &new.blocks, &known)
-                .await?
-                .0
-                .to_vec()
+            content_hash_of(state, &new.blocks, known).await?.0.to_vec()
         }
     };
     if actual != new.content_hash.0 {
@@ -494,11 +501,23 @@ pub async fn commit_batch(
              and commit large files on their own"
         )));
     }
-    let mut results: Vec<Option<CommitResult>> = Vec::with_capacity(req.commits.len());
+    let items: Vec<_> = req
+        .commits
+        .into_iter()
+        .map(|c| new_revision(&state, &user, c))
+        .collect();
+    // One lookup of the user's blocks for the whole batch.
+    let ids: Vec<_> = items
+        .iter()
+        .flatten()
+        .flat_map(|n| n.blocks.iter().map(|(id, _)| *id))
+        .collect();
+    let known = state.meta.user_blocks(user.user_id, &ids).await?;
+    let mut results: Vec<Option<CommitResult>> = Vec::with_capacity(items.len());
     let mut valid = Vec::new();
-    for c in req.commits {
-        let checked = match new_revision(&state, &user, c) {
-            Ok(n) => match check_commit(&state, &n).await {
+    for item in items {
+        let checked = match item {
+            Ok(n) => match check_commit_with(&state, &n, &known).await {
                 Ok(()) => Ok(n),
                 Err(Unready::Missing(ids)) => Err(ApiError::MissingBlocks(ids)),
                 Err(Unready::Refused(e)) => Err(e),

@@ -109,6 +109,9 @@ pub enum MetaError {
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
 
+/// A user's blocks by id: each one's plain length and where it is stored.
+pub type UserBlocks = std::collections::HashMap<BlockId, (u64, BlockLoc)>;
+
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -14,8 +14,8 @@ use tessera_proto::path::fold_name;
 use super::{BEGIN, Db};
 use crate::meta::{
     BlockLoc, Collected, JournalRow, MetaError, Moved, NewRevision, NodeRow, Recorded, Result,
-    RevisionBlock, RevisionBlockRow, RevisionRow, StoredJournalRow, TokenRow, TrashRow, UserRow,
-    now_ms,
+    RevisionBlock, RevisionBlockRow, RevisionRow, StoredJournalRow, TokenRow, TrashRow, UserBlocks,
+    UserRow, now_ms,
 };
 use crate::notify::Publisher;
 use tessera_proto::{BlockId, RemotePath};
@@ -132,9 +132,48 @@ struct Writer {
     ns: i64,
     device: String,
     now: i64,
+    /// The namespace's journal position when the change began.
+    first: i64,
     /// The sequence number of the last entry this change journaled.
     seq: Option<i64>,
+    /// Folders this change has looked up or made, by path: a batch of
+    /// commits into a few folders walks each path once. Only valid while
+    /// the change neither moves nor deletes folders, and emptied when a
+    /// savepoint rolls back.
+    folders: std::collections::HashMap<String, NodeRow>,
+    /// Journal entries not written yet.
+    entries: Vec<Entry>,
+    /// Which users have a quota, as looked up by this change.
+    quotas: std::collections::HashMap<i64, bool>,
+    /// A user's blocks looked up once for a whole batch of commits (a
+    /// block collected meanwhile is still caught when its reference is
+    /// taken).
+    blocks: Option<(i64, UserBlocks)>,
     publisher: Publisher,
+}
+
+/// Journal rows a statement: 12 values each, well inside both databases'
+/// limits on a statement's parameters.
+const JOURNAL_ROWS: usize = 500;
+
+/// A journal entry a change has made, written when it commits.
+struct Entry {
+    seq: i64,
+    kind: ChangeKind,
+    node_id: String,
+    path: String,
+    old_path: Option<String>,
+    rev: Option<i64>,
+    node_kind: String,
+    size: Option<i64>,
+    content_hash: Option<Vec<u8>>,
+}
+
+/// See [`Writer::mark`].
+#[derive(Clone, Copy)]
+struct Mark {
+    seq: Option<i64>,
+    entries: usize,
 }
 
 impl Writer {
@@ -142,16 +181,26 @@ impl Writer {
         let mut tx = store.begin().await?;
         // A no-op update takes the namespace row's lock (PostgreSQL); SQLite's
         // IMMEDIATE transaction already holds the database's write lock.
-        sqlx::query("UPDATE namespaces SET journal_seq = journal_seq WHERE id = $1")
-            .bind(ns)
-            .execute(&mut *tx)
-            .await?;
+        // Held to the end, the lock lets the change count its journal
+        // entries here and write the new position once, at commit.
+        let (first,): (i64,) = sqlx::query_as(
+            "UPDATE namespaces SET journal_seq = journal_seq WHERE id = $1 RETURNING journal_seq",
+        )
+        .bind(ns)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| MetaError::NotFound(format!("namespace {ns} does not exist")))?;
         Ok(Self {
             tx,
             ns,
             device: device.to_owned(),
             now: now_ms(),
+            first,
             seq: None,
+            folders: Default::default(),
+            entries: Vec::new(),
+            quotas: Default::default(),
+            blocks: None,
             publisher: store.publisher.clone(),
         })
     }
@@ -159,7 +208,15 @@ impl Writer {
     /// Commits the change and, once it is durable, publishes the
     /// namespace's new sequence number. Returns it, or `None` when the
     /// change journaled nothing (then nothing is published).
-    async fn commit(self) -> Result<Option<i64>> {
+    async fn commit(mut self) -> Result<Option<i64>> {
+        self.write_entries().await?;
+        if let Some(seq) = self.seq {
+            sqlx::query("UPDATE namespaces SET journal_seq = $1 WHERE id = $2")
+                .bind(seq)
+                .bind(self.ns)
+                .execute(&mut *self.tx)
+                .await?;
+        }
         self.tx.commit().await?;
         if let Some(seq) = self.seq {
             self.publisher.publish(self.ns, seq);
@@ -168,50 +225,148 @@ impl Writer {
     }
 
     /// Appends one journal entry describing `node` as this change left it.
-    async fn event(
-        &mut self,
-        kind: ChangeKind,
-        node: &NodeRow,
-        path: &str,
-        old_path: Option<&str>,
-    ) -> Result<i64> {
-        let (seq,): (i64,) = sqlx::query_as(
-            "UPDATE namespaces SET journal_seq = journal_seq + 1 WHERE id = $1 RETURNING journal_seq",
-        )
-        .bind(self.ns)
-        .fetch_one(&mut *self.tx)
-        .await?;
+    /// Entries are written together when the change commits.
+    fn event(&mut self, kind: ChangeKind, node: &NodeRow, path: &str, old_path: Option<&str>) {
+        let seq = self.seq.unwrap_or(self.first) + 1;
         let file = !node.is_folder();
-        sqlx::query(
-            "INSERT INTO journal (namespace_id, seq, kind, node_id, path, old_path, rev, node_kind, size, content_hash, device, created_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(self.ns)
-        .bind(seq)
-        .bind(kind.as_str())
-        .bind(&node.id)
-        .bind(path)
-        .bind(old_path)
-        .bind(file.then_some(node.rev))
-        .bind(&node.kind)
-        .bind(file.then_some(node.size))
-        .bind(if file { node.content_hash.clone() } else { None })
-        .bind(&self.device)
-        .bind(self.now)
-        .execute(&mut *self.tx)
-        .await?;
+        self.entries.push(Entry {
+            seq,
+            kind,
+            node_id: node.id.clone(),
+            path: path.to_owned(),
+            old_path: old_path.map(str::to_owned),
+            rev: file.then_some(node.rev),
+            node_kind: node.kind.clone(),
+            size: file.then_some(node.size),
+            content_hash: if file {
+                node.content_hash.clone()
+            } else {
+                None
+            },
+        });
         self.seq = Some(seq);
-        Ok(seq)
     }
 
-    /// The folder at `path`, creating it and any missing parent.
-    async fn ensure_folder(&mut self, path: &RemotePath) -> Result<NodeRow> {
-        let mut cur = root(&mut self.tx, self.ns).await?;
+    /// Whether `user` has a quota, asked once a change.
+    async fn has_quota(&mut self, user: i64) -> Result<bool> {
+        if let Some(known) = self.quotas.get(&user) {
+            return Ok(*known);
+        }
+        let row: Option<(Option<i64>,)> =
+            sqlx::query_as("SELECT quota_bytes FROM users WHERE id = $1")
+                .bind(user)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        let has = matches!(row, Some((Some(_),)));
+        self.quotas.insert(user, has);
+        Ok(has)
+    }
+
+    /// Where the change stands, to go back to when a savepoint rolls back.
+    fn mark(&self) -> Mark {
+        Mark {
+            seq: self.seq,
+            entries: self.entries.len(),
+        }
+    }
+
+    /// Forgets what the change did since `mark`, after its savepoint rolled
+    /// back: the journal entries, and the folders looked up or made.
+    fn back_to(&mut self, mark: Mark) {
+        self.seq = mark.seq;
+        self.entries.truncate(mark.entries);
+        self.folders.clear();
+    }
+
+    /// Writes the journal entries, many rows a statement.
+    async fn write_entries(&mut self) -> Result<()> {
+        const COLS: usize = 12;
+        for chunk in self.entries.chunks(JOURNAL_ROWS) {
+            let values = (0..chunk.len())
+                .map(|i| {
+                    let cols = (1..=COLS)
+                        .map(|c| format!("${}", i * COLS + c))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    format!("({cols})")
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO journal (namespace_id, seq, kind, node_id, path, old_path, rev, node_kind, size, content_hash, device, created_ms)
+                 VALUES {values}"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for e in chunk {
+                q = q
+                    .bind(self.ns)
+                    .bind(e.seq)
+                    .bind(e.kind.as_str())
+                    .bind(&e.node_id)
+                    .bind(&e.path)
+                    .bind(&e.old_path)
+                    .bind(e.rev)
+                    .bind(&e.node_kind)
+                    .bind(e.size)
+                    .bind(&e.content_hash)
+                    .bind(&self.device)
+                    .bind(self.now);
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// The folder at `path` if there is one, without creating anything.
+    async fn find_folder(&mut self, path: &RemotePath) -> Result<Option<NodeRow>> {
+        if let Some(hit) = self.folders.get(path.as_str()) {
+            return Ok(Some(hit.clone()));
+        }
+        let mut cur = self.root_folder().await?;
         let mut at = RemotePath::root();
         for seg in path.segments() {
             at = at
                 .join(seg)
                 .map_err(|e| MetaError::Invalid(e.to_string()))?;
+            if let Some(hit) = self.folders.get(at.as_str()) {
+                cur = hit.clone();
+                continue;
+            }
+            match child(&mut self.tx, self.ns, &cur.id, seg).await? {
+                Some(n) if n.is_folder() => {
+                    self.folders.insert(at.to_string(), n.clone());
+                    cur = n;
+                }
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(cur))
+    }
+
+    async fn root_folder(&mut self) -> Result<NodeRow> {
+        if let Some(hit) = self.folders.get("/") {
+            return Ok(hit.clone());
+        }
+        let node = root(&mut self.tx, self.ns).await?;
+        self.folders.insert("/".into(), node.clone());
+        Ok(node)
+    }
+
+    /// The folder at `path`, creating it and any missing parent.
+    async fn ensure_folder(&mut self, path: &RemotePath) -> Result<NodeRow> {
+        if let Some(hit) = self.folders.get(path.as_str()) {
+            return Ok(hit.clone());
+        }
+        let mut cur = self.root_folder().await?;
+        let mut at = RemotePath::root();
+        for seg in path.segments() {
+            at = at
+                .join(seg)
+                .map_err(|e| MetaError::Invalid(e.to_string()))?;
+            if let Some(hit) = self.folders.get(at.as_str()) {
+                cur = hit.clone();
+                continue;
+            }
             cur = match child(&mut self.tx, self.ns, &cur.id, seg).await? {
                 Some(n) if n.is_folder() => n,
                 Some(_) => return Err(MetaError::NotAFolder(at.to_string())),
@@ -229,11 +384,11 @@ impl Writer {
                         pending_ms: None,
                     };
                     insert_node(&mut self.tx, &node).await?;
-                    self.event(ChangeKind::Mkdir, &node, at.as_str(), None)
-                        .await?;
+                    self.event(ChangeKind::Mkdir, &node, at.as_str(), None);
                     node
                 }
             };
+            self.folders.insert(at.to_string(), cur.clone());
         }
         Ok(cur)
     }
@@ -252,8 +407,7 @@ async fn end_pending(w: &mut Writer, node: &NodeRow, path: &str) -> Result<()> {
         .bind(&node.id)
         .execute(&mut *w.tx)
         .await?;
-    w.event(ChangeKind::PendingExpired, node, path, None)
-        .await?;
+    w.event(ChangeKind::PendingExpired, node, path, None);
     Ok(())
 }
 

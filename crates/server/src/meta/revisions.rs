@@ -128,8 +128,7 @@ impl Store {
             modified_ms: now,
             ..node
         };
-        w.event(ChangeKind::Restore, &node, path.as_str(), None)
-            .await?;
+        w.event(ChangeKind::Restore, &node, path.as_str(), None);
         w.commit().await?;
         Ok(node)
     }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tessera_proto::{BlockId, ContentHash, RemotePath};
 
-use super::{BlockLoc, Meta, MetaError, NewRevision, UserRow, now_ms};
+use super::{BlockLoc, Meta, MetaError, NewRevision, NodeRow, UserRow, now_ms};
 use crate::notify::{Publish, Publisher};
 
 #[derive(Default)]
@@ -330,7 +330,44 @@ macro_rules! on_both {
     };
 }
 
+/// A batch whose middle item fails after making a folder: the others are
+/// kept, the folder goes with the failed item and is made again (once) by
+/// a later item, and the journal says exactly that, numbered without gaps.
+async fn a_failed_item_takes_its_folder_and_entries_with_it(f: Fixture) {
+    let ns = f.user.root_ns;
+    f.store_block(1, 5).await;
+    let mut stale = f.revision("/y/b", 1, 5);
+    stale.base_rev = Some(3);
+    let batch = [
+        f.revision("/x/a", 1, 5),
+        stale,
+        f.revision("/y/c", 1, 5),
+        f.revision("/x/d", 1, 5),
+    ];
+    let out = f.meta.commit_many(&batch).await.unwrap();
+    let failed: Vec<bool> = out.iter().map(Result::is_err).collect();
+    assert_eq!(failed, [false, true, false, false], "{out:?}");
+    let journal: Vec<(i64, String)> = f
+        .meta
+        .changes(ns, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.seq, e.path))
+        .collect();
+    let want = [(1, "/x"), (2, "/x/a"), (3, "/y"), (4, "/y/c"), (5, "/x/d")];
+    let want: Vec<(i64, String)> = want.iter().map(|(s, p)| (*s, p.to_string())).collect();
+    assert_eq!(journal, want);
+    assert_eq!(f.meta.journal_seq(ns).await.unwrap(), 5);
+    let names = |rows: Vec<NodeRow>| rows.into_iter().map(|n| n.name).collect::<Vec<_>>();
+    assert_eq!(names(f.meta.list(ns, &p("/")).await.unwrap()), ["x", "y"]);
+    assert_eq!(names(f.meta.list(ns, &p("/y")).await.unwrap()), ["c"]);
+    assert_eq!(names(f.meta.list(ns, &p("/x")).await.unwrap()), ["a", "d"]);
+    f.published_once("one batch, one notice").await;
+}
+
 on_both!(
+    a_failed_item_takes_its_folder_and_entries_with_it,
     collection_waits_out_the_grace_and_spares_sessions,
     a_block_recorded_again_starts_its_grace_again,
     retention_never_drops_the_current_or_a_pinned_revision,

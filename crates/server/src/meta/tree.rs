@@ -97,8 +97,7 @@ impl Store {
                 node
             }
         };
-        w.event(ChangeKind::Pending, &node, new.path.as_str(), None)
-            .await?;
+        w.event(ChangeKind::Pending, &node, new.path.as_str(), None);
         w.commit().await?;
         Ok(())
     }
@@ -146,27 +145,56 @@ impl Store {
     }
 
     /// Many commits of one namespace in one transaction. Each item stands
-    /// alone (a savepoint each): one that fails leaves no trace and does not
-    /// stop the others. A database failure fails the whole batch.
+    /// alone: one that fails leaves no trace and does not stop the others.
+    /// A database failure fails the whole batch.
     pub async fn commit_many(&self, news: &[NewRevision]) -> Result<Vec<Result<NodeRow>>> {
+        // Items rarely fail, and a savepoint each costs two statements an
+        // item: try the batch without them first, and only when an item
+        // fails go through it again with them.
+        if let Some(out) = self.commit_each(news, false).await? {
+            return Ok(out);
+        }
+        Ok(self.commit_each(news, true).await?.unwrap_or_default())
+    }
+
+    /// [`Store::commit_many`] with a savepoint an item (`isolated`), or
+    /// with none, giving up (`None`, nothing written) at the first item
+    /// that fails.
+    async fn commit_each(
+        &self,
+        news: &[NewRevision],
+        isolated: bool,
+    ) -> Result<Option<Vec<Result<NodeRow>>>> {
         let Some(first) = news.first() else {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         };
         let mut w = Writer::begin(self, first.ns, &first.device).await?;
+        // The blocks of the whole batch, looked up once under the lock.
+        let ids: Vec<BlockId> = news
+            .iter()
+            .filter(|n| n.user_id == first.user_id)
+            .flat_map(blocks_of)
+            .collect();
+        let known = user_block_rows(&mut w.tx, first.user_id, &ids).await?;
+        w.blocks = Some((first.user_id, known));
         let mut out = Vec::with_capacity(news.len());
         for new in news {
-            // A failed item's journal entries roll back with its savepoint,
-            // and so must the sequence number the commit will publish.
-            let seq_before = w.seq;
-            sqlx::query("SAVEPOINT item").execute(&mut *w.tx).await?;
+            let mark = w.mark();
+            if isolated {
+                sqlx::query("SAVEPOINT item").execute(&mut *w.tx).await?;
+            }
             match Self::commit_in(&mut w, new).await {
                 Ok(node) => {
-                    sqlx::query("RELEASE SAVEPOINT item")
-                        .execute(&mut *w.tx)
-                        .await?;
+                    if isolated {
+                        sqlx::query("RELEASE SAVEPOINT item")
+                            .execute(&mut *w.tx)
+                            .await?;
+                    }
                     out.push(Ok(node));
                 }
                 Err(MetaError::Db(e)) => return Err(MetaError::Db(e)),
+                // Dropping the writer rolls everything back.
+                Err(_) if !isolated => return Ok(None),
                 Err(e) => {
                     sqlx::query("ROLLBACK TO SAVEPOINT item")
                         .execute(&mut *w.tx)
@@ -174,13 +202,14 @@ impl Store {
                     sqlx::query("RELEASE SAVEPOINT item")
                         .execute(&mut *w.tx)
                         .await?;
-                    w.seq = seq_before;
+                    // The item's journal entries and folders went with it.
+                    w.back_to(mark);
                     out.push(Err(e));
                 }
             }
         }
         w.commit().await?;
-        Ok(out)
+        Ok(Some(out))
     }
 
     pub(super) async fn commit_in(w: &mut Writer, new: &NewRevision) -> Result<NodeRow> {
@@ -190,24 +219,30 @@ impl Store {
             .name()
             .ok_or_else(|| MetaError::Invalid("a file cannot be stored at /".into()))?;
 
+        let parent_path = path
+            .parent()
+            .ok_or_else(|| MetaError::Invalid("a file cannot be stored at /".into()))?;
+        let current = match w.find_folder(&parent_path).await? {
+            Some(parent) => child(&mut w.tx, ns, &parent.id, name).await?,
+            None => None,
+        };
         // Refused for the quota before the client sends any block; the
         // same content again adds nothing.
-        let same = resolve(&mut w.tx, ns, path).await?.is_some_and(|n| {
+        let same = current.as_ref().is_some_and(|n| {
             !n.is_folder()
                 && n.size == new.size as i64
                 && n.content_hash.as_deref() == Some(&new.content_hash.0[..])
         });
-        if !same {
+        // Without a quota there is nothing to check (and the charge at the
+        // end enforces one set meanwhile).
+        if !same && w.has_quota(new.user_id).await? {
             quota_queries::room(&mut w.tx, new.user_id, new.size).await?;
         }
         check_blocks(w, new).await?;
         let key = crate::meta::blocks_key(&new.chunker, &new.blocks);
 
-        let parent = match path.parent() {
-            Some(p) => w.ensure_folder(&p).await?,
-            None => return Err(MetaError::Invalid("a file cannot be stored at /".into())),
-        };
-        let current = child(&mut w.tx, ns, &parent.id, name).await?;
+        // A folder made here is new and empty: `current` stays right.
+        let parent = w.ensure_folder(&parent_path).await?;
         let now = w.now;
         let node = match current {
             Some(node) if node.is_folder() => {
@@ -247,8 +282,7 @@ impl Store {
         };
         insert_revision(w, new, &node, &key).await?;
         insert_revision_blocks(&mut w.tx, ns, &node.id, node.rev, &new.blocks).await?;
-        w.event(ChangeKind::Commit, &node, path.as_str(), None)
-            .await?;
+        w.event(ChangeKind::Commit, &node, path.as_str(), None);
         Ok(node)
     }
 
@@ -295,8 +329,7 @@ impl Store {
         .bind(&node.id)
         .execute(&mut *w.tx)
         .await?;
-        w.event(ChangeKind::Move, &node, to.as_str(), Some(from.as_str()))
-            .await?;
+        w.event(ChangeKind::Move, &node, to.as_str(), Some(from.as_str()));
         let now = w.now;
         w.commit().await?;
         Ok(NodeRow {
@@ -339,8 +372,7 @@ impl Store {
         .bind(&node.id)
         .execute(&mut *w.tx)
         .await?;
-        w.event(ChangeKind::Delete, &node, path.as_str(), None)
-            .await?;
+        w.event(ChangeKind::Delete, &node, path.as_str(), None);
         w.commit().await?;
         Ok(())
     }
@@ -506,7 +538,7 @@ async fn journal_subtree(
         } else {
             ChangeKind::Restore
         };
-        w.event(kind, &n, path.as_str(), None).await?;
+        w.event(kind, &n, path.as_str(), None);
         if n.is_folder() {
             let children: Vec<NodeRow> = sqlx::query_as(concat!(
                     "SELECT ",
@@ -533,7 +565,14 @@ async fn journal_subtree(
 /// here): all held by the user, each of the size the commit says, adding
 /// up to the file's size.
 async fn check_blocks(w: &mut Writer, new: &NewRevision) -> Result<()> {
-    let known = user_block_rows(&mut w.tx, new.user_id, &blocks_of(new)).await?;
+    let looked_up;
+    let known = match &w.blocks {
+        Some((user, known)) if *user == new.user_id => known,
+        _ => {
+            looked_up = user_block_rows(&mut w.tx, new.user_id, &blocks_of(new)).await?;
+            &looked_up
+        }
+    };
     let mut missing = Vec::new();
     let mut listed = std::collections::HashSet::new();
     let mut total = 0u64;
