@@ -25,6 +25,13 @@ pub struct Args {
     /// Size of the large file for the delta figures, in MiB.
     #[arg(long, default_value_t = 1024)]
     big_mib: usize,
+    /// Small files both folders already hold when propagation is timed:
+    /// what one change costs should not grow with them.
+    #[arg(long, default_value_t = 0)]
+    background: usize,
+    /// Run only these figures (latency, small-files, delta); all by default.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 struct Proc(Child);
@@ -150,6 +157,12 @@ fn latency(args: &Args) -> Result<()> {
     let env = Env::start(&args.bin)?;
     let a = env.dir("A")?;
     let b = env.dir("B")?;
+    if args.background > 0 {
+        write_small_files(&a.join("held"), args.background)?;
+        for dir in [&a, &b] {
+            env.run(&["sync", dir.to_str().context("utf-8")?, "--once"], None)?;
+        }
+    }
     let _fa = env.follower(&a)?;
     let _fb = env.follower(&b)?;
     std::thread::sleep(Duration::from_secs(1));
@@ -165,8 +178,9 @@ fn latency(args: &Args) -> Result<()> {
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "propagation, write in A -> complete file in B, {} edits:",
-        times.len()
+        "propagation, write in A -> complete file in B, {} edits, {} files held:",
+        times.len(),
+        args.background
     );
     println!(
         "  p50 {:.1} ms   p95 {:.1} ms   min {:.1} ms   max {:.1} ms",
@@ -182,27 +196,7 @@ fn small_files(args: &Args) -> Result<()> {
     let env = Env::start(&args.bin)?;
     let a = env.dir("A")?;
     let b = env.dir("B")?;
-    let mut rng = StdRng::seed_from_u64(7);
-    let words = [
-        "tessera", "sync", "block", "file", "the", "of", "and", "folder", "revision", "note",
-    ];
-    let mut bytes = 0u64;
-    for i in 0..args.files {
-        let dir = a.join(format!("d{:03}", i % 100));
-        std::fs::create_dir_all(&dir)?;
-        let len = rng.random_range(500..8000);
-        let mut text = String::with_capacity(len);
-        while text.len() < len {
-            text.push_str(words[rng.random_range(0..words.len())]);
-            text.push(if rng.random_range(0..12) == 0 {
-                '\n'
-            } else {
-                ' '
-            });
-        }
-        bytes += text.len() as u64;
-        std::fs::write(dir.join(format!("f{i:05}.txt")), text)?;
-    }
+    let bytes = write_small_files(&a, args.files)?;
     let t = Instant::now();
     env.run(&["sync", a.to_str().context("utf-8")?, "--once"], None)?;
     let up = t.elapsed();
@@ -222,6 +216,33 @@ fn small_files(args: &Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Writes `files` small text files (500 B to 8 KB) into 100 folders under
+/// `root`; returns their total size.
+fn write_small_files(root: &Path, files: usize) -> Result<u64> {
+    let mut rng = StdRng::seed_from_u64(7);
+    let words = [
+        "tessera", "sync", "block", "file", "the", "of", "and", "folder", "revision", "note",
+    ];
+    let mut bytes = 0u64;
+    for i in 0..files {
+        let dir = root.join(format!("d{:03}", i % 100));
+        std::fs::create_dir_all(&dir)?;
+        let len = rng.random_range(500..8000);
+        let mut text = String::with_capacity(len);
+        while text.len() < len {
+            text.push_str(words[rng.random_range(0..words.len())]);
+            text.push(if rng.random_range(0..12) == 0 {
+                '\n'
+            } else {
+                ' '
+            });
+        }
+        bytes += text.len() as u64;
+        std::fs::write(dir.join(format!("f{i:05}.txt")), text)?;
+    }
+    Ok(bytes)
 }
 
 /// Parses "... sent N of M blocks, B bytes)" from `tessera put`.
@@ -299,8 +320,15 @@ pub fn run(args: Args) -> Result<()> {
             args.bin.display()
         );
     }
-    latency(&args)?;
-    small_files(&args)?;
-    delta(&args)?;
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    if wanted("latency") {
+        latency(&args)?;
+    }
+    if wanted("small-files") {
+        small_files(&args)?;
+    }
+    if wanted("delta") {
+        delta(&args)?;
+    }
     Ok(())
 }
