@@ -17,6 +17,7 @@ use tessera_client::sync::daemon::{self, Command as DaemonCommand, Control, Even
 use tokio::sync::mpsc;
 
 on_both_backends!(
+    every_kind_of_change_made_under_a_running_sync_reaches_the_other_device,
     a_paused_mass_delete_is_said_once_and_confirmed_while_running,
     a_deletion_confirmed_on_one_device_is_applied_on_the_others,
     a_vanished_folder_is_not_filled_again,
@@ -228,6 +229,78 @@ async fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Regular files under `dir` with their contents.
+fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    files(dir)
+        .into_iter()
+        .map(|f| {
+            let bytes = std::fs::read(dir.join(&f)).unwrap_or_default();
+            (f, bytes)
+        })
+        .collect()
+}
+
+/// Two running daemons; on one device the user edits, creates nested
+/// folders, renames a folder, deletes a file and a folder, and writes a
+/// file its ignore rules leave out, one change after another. A running sync looks again only where the watcher saw
+/// a change; after each change the other device holds exactly the same
+/// files, and nothing the user kept is lost.
+async fn every_kind_of_change_made_under_a_running_sync_reaches_the_other_device(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (cfg_a, a) = device(&s, "desk").await;
+    let (cfg_b, b) = device(&s, "laptop").await;
+    write_files(&a, "docs", 10);
+    write_files(&a, "docs/old", 3);
+    write_files(&a, "music", 4);
+    std::fs::write(a.join(".tesseraignore"), "*.log\n").unwrap();
+    std::fs::write(a.join("note.txt"), "first").unwrap();
+    let _da = Daemon::start(&cfg_a, &a);
+    let _db = Daemon::start(&cfg_b, &b);
+    let same = || contents(&a) == contents(&b);
+    wait_until("the first sync", Duration::from_secs(60), same).await;
+
+    type Change = fn(&Path);
+    let changes: [(&str, Change); 7] = [
+        ("an edit", |a| {
+            std::fs::write(a.join("docs/file-03.txt"), "edited").unwrap()
+        }),
+        ("nested new folders", |a| {
+            write_files(a, "new/deeper/still", 2)
+        }),
+        ("a renamed folder", |a| {
+            std::fs::rename(a.join("docs/old"), a.join("docs/older")).unwrap()
+        }),
+        ("a deleted file", |a| {
+            std::fs::remove_file(a.join("music/file-01.txt")).unwrap()
+        }),
+        ("a deleted folder", |a| {
+            std::fs::remove_dir_all(a.join("music")).unwrap()
+        }),
+        ("an ignored file beside a new one", |a| {
+            std::fs::write(a.join("new/debug.log"), "left out").unwrap();
+            std::fs::write(a.join("new/kept.txt"), "kept").unwrap();
+        }),
+        ("an edit deep inside", |a| {
+            std::fs::write(a.join("new/deeper/still/file-00.txt"), "deep edit").unwrap()
+        }),
+    ];
+    for (what, change) in changes {
+        change(&a);
+        let want: Vec<_> = contents(&a)
+            .into_iter()
+            .filter(|(f, _)| !f.ends_with(".log"))
+            .collect();
+        wait_until(what, Duration::from_secs(30), || contents(&b) == want).await;
+    }
+    assert!(files(&b).contains(&"new/deeper/still/file-01.txt".to_string()));
+    assert!(!files(&b).iter().any(|f| f.starts_with("music")));
+    assert!(files(&b).contains(&"docs/older/file-02.txt".to_string()));
+    assert!(
+        files(&a).contains(&"new/debug.log".to_string()),
+        "nothing of A's was removed"
+    );
 }
 
 async fn a_paused_mass_delete_is_said_once_and_confirmed_while_running(backend: Backend) {

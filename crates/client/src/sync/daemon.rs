@@ -11,12 +11,14 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::Watcher;
 use rand::Rng;
 use tokio::sync::mpsc;
 
+use super::dirty::Dirty;
 use super::engine::{CONFIRM_FILE, Report, SyncError, Syncer};
 use super::scan::STATE_DIR;
 use crate::remote::{ClientError, Remote};
@@ -236,6 +238,8 @@ pub struct Daemon<E: FnMut(Event)> {
     config: Config,
     control: Control,
     emit: E,
+    /// Where the watcher saw changes, for the next scan.
+    dirty: Arc<Dirty>,
     /// Wakes the loop when something changed on disk.
     changed_tx: mpsc::Sender<()>,
     changed: mpsc::Receiver<()>,
@@ -259,7 +263,11 @@ impl<E: FnMut(Event)> Daemon<E> {
         let (changed_tx, changed) = mpsc::channel(1);
         let mut control = control;
         control.confirm |= config.allow_mass_delete;
+        let mut syncer = syncer;
+        let dirty = Arc::new(Dirty::default());
+        syncer.follow(dirty.clone());
         Self {
+            dirty,
             syncer,
             remote,
             config,
@@ -421,13 +429,21 @@ impl<E: FnMut(Event)> Daemon<E> {
                 while self.changed.try_recv().is_ok() {}
                 Flow::Go
             }
-            _ = tokio::time::sleep(self.config.rescan) => Flow::Go,
+            _ = tokio::time::sleep(self.config.rescan) => {
+                // The safety net: a whole scan now and then, whatever the
+                // watcher said.
+                self.dirty.mark_all();
+                Flow::Go
+            }
             heard = self.control.next() => match heard {
                 Heard::Stop(why) => {
                     (self.emit)(Event::Stopping { why, grace: None });
                     Flow::Stop
                 }
-                Heard::Wake => Flow::Go,
+                Heard::Wake => {
+                    self.dirty.mark_all();
+                    Flow::Go
+                }
             },
         }
     }
@@ -436,28 +452,57 @@ impl<E: FnMut(Event)> Daemon<E> {
     fn watch(&self) -> Result<notify::RecommendedWatcher, DaemonError> {
         let root = self.syncer.root();
         let fail = |e| DaemonError::Watch(root.display().to_string(), e);
-        let mut w = watcher(root, self.changed_tx.clone()).map_err(fail)?;
+        // Events missed while there was no watcher are found by a whole scan.
+        self.dirty.mark_all();
+        let mut w = watcher(root, self.changed_tx.clone(), self.dirty.clone()).map_err(fail)?;
         w.watch(root, notify::RecursiveMode::Recursive)
             .map_err(fail)?;
         Ok(w)
     }
 }
 
-/// A watcher that signals `tx` on changes under `root`, not counting the
-/// sync state's own writes (except a confirmation of paused deletions).
-fn watcher(root: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
+/// A watcher that signals `tx` on changes under `root` and marks where in
+/// `dirty`, not counting the sync state's own writes (except a confirmation
+/// of paused deletions, which only wakes).
+fn watcher(
+    root: &Path,
+    tx: mpsc::Sender<()>,
+    dirty: Arc<Dirty>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let root = root.to_path_buf();
     let state_dir = root.join(STATE_DIR);
     let confirm = state_dir.join(CONFIRM_FILE);
     notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let ev = match res {
+            Ok(ev) => ev,
+            // Events may have been lost: look at everything.
+            Err(_) => {
+                dirty.mark_all();
+                let _ = tx.try_send(());
+                return;
+            }
+        };
         // Reads (the scan opening folders) are no change: waking on them
         // made every round start the next.
-        if let Ok(ev) = res
-            && !matches!(ev.kind, notify::EventKind::Access(_))
-            && ev
-                .paths
-                .iter()
-                .any(|p| !p.starts_with(&state_dir) || *p == confirm)
-        {
+        if matches!(ev.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        if ev.need_rescan() {
+            dirty.mark_all();
+        }
+        let mut woke = false;
+        for p in &ev.paths {
+            if *p == confirm {
+                woke = true;
+            } else if !p.starts_with(&state_dir) {
+                woke = true;
+                match p.strip_prefix(&root).ok().and_then(Path::to_str) {
+                    Some(rel) => dirty.mark(rel.replace(std::path::MAIN_SEPARATOR, "/")),
+                    None => dirty.mark_all(),
+                }
+            }
+        }
+        if woke || ev.need_rescan() {
             let _ = tx.try_send(());
         }
     })

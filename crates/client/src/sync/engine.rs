@@ -12,11 +12,14 @@ use std::path::{Path, PathBuf};
 
 use tessera_proto::api::{Change, ChangeKind};
 
+use std::sync::Arc;
+
 use super::brake;
 use super::case;
+use super::dirty::Dirty;
 use super::error::OpError;
 use super::planner::{Op, Phase, Plan, plan};
-use super::scan::{self, STATE_DIR, Spelling, local_rel};
+use super::scan::{self, STATE_DIR, Scan, Spelling, local_rel};
 use super::state::{StatCache, State, StateError};
 use super::status::StatusFile;
 use super::tree::{Node, NodeKind, Tree, is_below};
@@ -110,6 +113,11 @@ pub struct Syncer {
     /// Skips already reported, so a daemon reports each once.
     announced: BTreeSet<String>,
     pub allow_mass_delete: bool,
+    /// What the watcher saw change, when a daemon watches the folder: a
+    /// scan then looks only there. Without it every scan is a whole one.
+    dirty: Option<Arc<Dirty>>,
+    /// The last scan, which a partial one starts from.
+    last_scan: Option<Scan>,
 }
 
 fn rel_to_remote(rel: &str) -> String {
@@ -261,6 +269,8 @@ impl Syncer {
             ignores_case,
             announced: BTreeSet::new(),
             allow_mass_delete: false,
+            dirty: None,
+            last_scan: None,
         })
     }
 
@@ -314,14 +324,56 @@ impl Syncer {
         Ok((plan.into_ops(), warnings))
     }
 
-    /// Pulls, scans and plans.
+    /// Scans from now on look only where `dirty` says the folder changed
+    /// (the daemon's watcher fills it).
+    pub fn follow(&mut self, dirty: Arc<Dirty>) {
+        self.dirty = Some(dirty);
+    }
+
+    /// Pulls, scans and plans. A plan from a partial scan that would
+    /// delete or move anything on the server is made again from a whole
+    /// scan: what the disk lacks is only taken from a look at all of it.
     async fn pending_plan(&mut self) -> Result<(Plan, Vec<String>), SyncError> {
         self.pull().await?;
+        let hint = self.dirty.as_ref().and_then(|d| d.take());
+        let partial = hint.is_some();
+        let (plan, warnings) = self.plan_from_scan(hint).await?;
+        let absences = plan
+            .ops()
+            .any(|o| matches!(o, Op::DeleteRemote { .. } | Op::MoveRemote { .. }));
+        if partial && absences {
+            return self.plan_from_scan(None).await;
+        }
+        Ok((plan, warnings))
+    }
+
+    /// Scans the disk (where `hint` says, or all of it) and plans.
+    async fn plan_from_scan(
+        &mut self,
+        hint: Option<BTreeSet<String>>,
+    ) -> Result<(Plan, Vec<String>), SyncError> {
         let root = self.root.clone();
         let cache = self.cache.clone();
-        let scan = tokio::task::spawn_blocking(move || scan::scan(&root, &cache))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let prev = self.last_scan.take();
+        let scan = tokio::task::spawn_blocking(move || {
+            let partial = match (&hint, &prev) {
+                (Some(paths), Some(prev)) => scan::rescan(&root, prev, paths, &cache),
+                _ => None,
+            };
+            match partial {
+                Some(scan) => {
+                    tracing::debug!(looked_at = hint.map_or(0, |h| h.len()), "partial scan");
+                    scan
+                }
+                None => {
+                    tracing::debug!("whole scan");
+                    scan::scan(&root, &cache)
+                }
+            }
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.last_scan = Some(scan.clone());
         self.cache = scan.cache;
         self.spelling = scan.spelling;
         let (local, mut warnings) = (scan.tree, scan.warnings);
@@ -387,6 +439,17 @@ impl Syncer {
     }
 
     async fn rounds(&mut self) -> Result<Report, SyncError> {
+        let out = self.rounds_inner().await;
+        if out.is_err()
+            && let Some(dirty) = &self.dirty
+        {
+            // Whatever the failed round did on disk is looked at again.
+            dirty.mark_all();
+        }
+        out
+    }
+
+    async fn rounds_inner(&mut self) -> Result<Report, SyncError> {
         let mut report = Report::default();
         let mut last_stuck = Vec::new();
         for round in 1..=8 {
@@ -411,6 +474,13 @@ impl Syncer {
                 .filter_map(|o| self.transfer_size(o))
                 .fold((0, 0), |(n, b), size| (n + 1, b + size));
             self.status.start_round(files, bytes);
+            // What this round writes on disk, the next scan looks at, even
+            // before the watcher reports it.
+            if let Some(dirty) = &self.dirty {
+                for path in plan.ops().flat_map(Op::paths) {
+                    dirty.mark(path.to_owned());
+                }
+            }
             for step in plan.steps {
                 self.run_step(step, &mut report, &mut stuck).await;
             }

@@ -28,6 +28,12 @@
 //!   missing (`SyncError::Vanished`), checked before and after the scan: a
 //!   scan of an unmounted disk must not become deletions, and nothing is
 //!   written onto the disk underneath.
+//! - A running daemon scans only where its watcher saw changes
+//!   (`dirty.rs`, `scan::rescan`), plus where its own round wrote; a whole
+//!   scan comes first, after lost events, on a timer, and whenever a plan
+//!   from a partial scan would delete or move anything on the server: that
+//!   something is missing from disk is only ever concluded from a look at
+//!   all of it.
 //! - Skips (case clashes, two spellings of one name, unreadable entries) go
 //!   into `Report::skipped`; `Report::warnings` holds only those not reported
 //!   before, so a daemon prints each once per change. `sync --once` and
@@ -36,6 +42,7 @@
 pub mod brake;
 pub mod case;
 pub mod daemon;
+pub mod dirty;
 pub mod engine;
 pub mod error;
 pub mod planner;

@@ -83,6 +83,24 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The paths the operation reads or writes on either side.
+    pub fn paths(&self) -> Vec<&str> {
+        match self {
+            Op::MoveRemote { from, to } | Op::MoveLocal { from, to } => vec![from, to],
+            Op::CreateRemoteFolder { path }
+            | Op::CreateLocalFolder { path }
+            | Op::Upload { path, .. }
+            | Op::Download { path, .. }
+            | Op::Conflict { path, .. }
+            | Op::DeleteLocal { path, .. }
+            | Op::DeleteRemote { path }
+            | Op::MarkSynced { path, .. }
+            | Op::Forget { path } => vec![path],
+        }
+    }
+}
+
 /// The steps of a round, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {

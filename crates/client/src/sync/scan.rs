@@ -14,7 +14,7 @@ use tessera_proto::ContentHash;
 use unicode_normalization::UnicodeNormalization;
 
 use super::state::{Stat, StatCache};
-use super::tree::{Node, Tree, is_below};
+use super::tree::{Node, NodeKind, Tree, is_below};
 
 /// The client's own folder inside a synced folder; never synced.
 pub const STATE_DIR: &str = ".tessera";
@@ -39,6 +39,7 @@ fn built_in_ignored(name: &str) -> bool {
         || name.ends_with(".tessera-part")
 }
 
+#[derive(Clone)]
 pub struct Scan {
     /// Keyed by the server's spelling of each path (NFC).
     pub tree: Tree,
@@ -133,16 +134,67 @@ enum Kind {
     File,
 }
 
-/// Walks `root` (blocking; run it off async threads).
-pub fn scan(root: &Path, old: &StatCache) -> Scan {
-    let mut warnings = Vec::new();
-    let walker = ignore::WalkBuilder::new(root)
+/// A walk of `at` (the synced folder or a folder inside it) with the rules
+/// of the synced folder: the ignore files in `at` and below, `above` (those
+/// of the folders between the synced folder and `at`), the built-in names,
+/// no links.
+fn walker(
+    at: &Path,
+    max_depth: Option<usize>,
+    above: Vec<ignore::gitignore::Gitignore>,
+) -> ignore::Walk {
+    ignore::WalkBuilder::new(at)
         .standard_filters(false)
         .add_custom_ignore_filename(IGNORE_FILE)
         .follow_links(false)
+        .max_depth(max_depth)
         .sort_by_file_name(|a, b| a.cmp(b))
-        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_str().is_some_and(built_in_ignored))
-        .build();
+        .filter_entry(move |e| {
+            let is_dir = e.file_type().is_some_and(|t| t.is_dir());
+            e.depth() == 0
+                || !(e.file_name().to_str().is_some_and(built_in_ignored)
+                    || above
+                        .iter()
+                        .any(|g| g.matched(e.path(), is_dir).is_ignore()))
+        })
+        .build()
+}
+
+/// The ignore rules that reach into `at` from the folders above it, up to
+/// the synced folder `root`. `None` if one of them lets a name back in
+/// (`!name`): which rule wins then depends on their order, which only a
+/// whole scan keeps.
+fn rules_above(root: &Path, at: &Path) -> Option<Vec<ignore::gitignore::Gitignore>> {
+    let mut rules = Vec::new();
+    let mut dir = at.parent();
+    while let Some(d) = dir {
+        if !d.starts_with(root) {
+            break;
+        }
+        let file = d.join(IGNORE_FILE);
+        match std::fs::read_to_string(&file) {
+            Ok(text) => {
+                if text.lines().any(|l| l.trim_start().starts_with('!')) {
+                    return None;
+                }
+                let mut b = ignore::gitignore::GitignoreBuilder::new(d);
+                if b.add(&file).is_some() {
+                    return None;
+                }
+                rules.push(b.build().ok()?);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => return None,
+        }
+        dir = d.parent();
+    }
+    Some(rules)
+}
+
+/// Walks `root` (blocking; run it off async threads).
+pub fn scan(root: &Path, old: &StatCache) -> Scan {
+    let mut warnings = Vec::new();
+    let walker = walker(root, None, Vec::new());
     let mut found = Vec::new();
     for entry in walker {
         let entry = match entry {
@@ -187,6 +239,164 @@ pub fn scan(root: &Path, old: &StatCache) -> Scan {
         spelling,
         warnings,
     }
+}
+
+/// The scan `prev` brought up to date by looking again only where the
+/// paths in `dirty` (relative, as the watcher reported them) say something
+/// changed: each one's nearest folder in `prev` is listed again, with the
+/// files in it checked as a scan checks them and new folders walked whole.
+/// Folders listed again keep the subtrees of their unchanged subfolders.
+///
+/// `None` when only a whole scan can tell: an ignore file changed, a name
+/// is not NFC or could not be read, the folder itself is gone, or the last
+/// scan had warnings (a partial scan would drop those it did not
+/// revisit).
+pub fn rescan(
+    root: &Path,
+    prev: &Scan,
+    dirty: &std::collections::BTreeSet<String>,
+    old: &StatCache,
+) -> Option<Scan> {
+    if !prev.warnings.is_empty() || !prev.spelling.is_empty() {
+        return None;
+    }
+    let mut folders = std::collections::BTreeSet::new();
+    for path in dirty {
+        if path.rsplit('/').next() == Some(IGNORE_FILE) {
+            return None;
+        }
+        // A folder gone from disk is listed from the nearest one still
+        // there, which drops it with everything it held.
+        let mut folder = nearest_folder(&prev.tree, path);
+        while !folder.is_empty() && !root.join(&folder).is_dir() {
+            folder = nearest_folder(&prev.tree, &folder);
+        }
+        folders.insert(folder);
+    }
+    let mut tree = prev.tree.clone();
+    let mut cache = old.clone();
+    for folder in &folders {
+        relist(root, folder, &mut tree, &mut cache)?;
+    }
+    cache.retain(|path, _| tree.get(path).is_some_and(|n| n.kind == NodeKind::File));
+    Some(Scan {
+        tree,
+        cache,
+        spelling: Spelling::new(),
+        warnings: Vec::new(),
+    })
+}
+
+/// The folder of `tree` nearest above `path` ("" for the root).
+fn nearest_folder(tree: &Tree, path: &str) -> String {
+    let mut at = path;
+    while let Some((parent, _)) = at.rsplit_once('/') {
+        if is_folder(tree, parent) {
+            return parent.to_owned();
+        }
+        at = parent;
+    }
+    String::new()
+}
+
+/// Lists `folder` again into `tree`: children gone from disk leave with
+/// their subtrees, files are checked, new folders walked whole.
+fn relist(root: &Path, folder: &str, tree: &mut Tree, cache: &mut StatCache) -> Option<()> {
+    let at = if folder.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(folder)
+    };
+    if !std::fs::symlink_metadata(&at).ok()?.is_dir() {
+        return None;
+    }
+    let listed = walk_found(root, &at, Some(1))?;
+    let prefix = if folder.is_empty() {
+        String::new()
+    } else {
+        format!("{folder}/")
+    };
+    let names: std::collections::BTreeSet<&str> = listed.iter().map(|f| f.nfc.as_str()).collect();
+    let gone: Vec<String> = tree
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .filter(|(k, _)| !k[prefix.len()..].contains('/') && !names.contains(k.as_str()))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for path in gone {
+        drop_subtree(tree, &path);
+    }
+    for f in &listed {
+        match f.kind {
+            Kind::File => {
+                if is_folder(tree, &f.nfc) {
+                    drop_subtree(tree, &f.nfc);
+                }
+                let (stat, hash) = current_hash(&root.join(&f.local), &f.nfc, cache).ok()??;
+                cache.insert(f.nfc.clone(), (stat, hash));
+                tree.insert(f.nfc.clone(), Node::file(hash).with_size(stat.size));
+            }
+            Kind::Folder if is_folder(tree, &f.nfc) => {}
+            Kind::Folder => {
+                drop_subtree(tree, &f.nfc);
+                tree.insert(f.nfc.clone(), Node::folder());
+                for inner in walk_found(root, &root.join(&f.local), None)? {
+                    match inner.kind {
+                        Kind::Folder => {
+                            tree.insert(inner.nfc, Node::folder());
+                        }
+                        Kind::File => {
+                            let (stat, hash) =
+                                current_hash(&root.join(&inner.local), &inner.nfc, cache)
+                                    .ok()??;
+                            cache.insert(inner.nfc.clone(), (stat, hash));
+                            tree.insert(inner.nfc, Node::file(hash).with_size(stat.size));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Some(())
+}
+
+fn is_folder(tree: &Tree, path: &str) -> bool {
+    tree.get(path).is_some_and(|n| n.kind == NodeKind::Folder)
+}
+
+/// Removes `path` and everything below it (keys below a path sort
+/// together, right after `path/`).
+fn drop_subtree(tree: &mut Tree, path: &str) {
+    tree.remove(path);
+    let prefix = format!("{path}/");
+    let below: Vec<String> = tree
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in below {
+        tree.remove(&k);
+    }
+}
+
+/// What a walk of `at` (below `root`) finds, `None` at the first thing only
+/// a whole scan handles (an unreadable entry, a link or special file, a
+/// name that is not NFC).
+fn walk_found(root: &Path, at: &Path, max_depth: Option<usize>) -> Option<Vec<Found>> {
+    let mut found = Vec::new();
+    let mut warnings = Vec::new();
+    for entry in walker(at, max_depth, rules_above(root, at)?) {
+        let entry = entry.ok()?;
+        if entry.depth() == 0 {
+            continue;
+        }
+        let f = found_entry(root, &entry, &mut warnings)?;
+        if !warnings.is_empty() || f.nfc != f.local {
+            return None;
+        }
+        found.push(f);
+    }
+    Some(found)
 }
 
 /// What the walk found at `entry`: a file or folder under its NFC name and
@@ -263,4 +473,126 @@ fn settle_spellings(found: Vec<Found>, warnings: &mut Vec<String>) -> Vec<Found>
 
 pub fn abs(root: &Path, rel: &str) -> PathBuf {
     root.join(rel)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeSet;
+    use std::fs;
+
+    use super::*;
+
+    fn write(root: &Path, rel: &str, text: &str) {
+        let path = root.join(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        fs::write(path, text).unwrap();
+    }
+
+    fn folder() -> (tempfile::TempDir, Scan) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "a.txt", "a");
+        write(root, "d1/x.txt", "x");
+        write(root, "d1/sub/y.txt", "y");
+        write(root, "d2/z.txt", "z");
+        write(root, "d2/deep/w.txt", "w");
+        write(root, ".tesseraignore", "*.log\n");
+        let first = scan(root, &StatCache::new());
+        (dir, first)
+    }
+
+    fn dirty(paths: &[&str]) -> BTreeSet<String> {
+        paths.iter().map(|p| p.to_string()).collect()
+    }
+
+    /// Every kind of change, each reported by the paths a watcher gives:
+    /// looking only there finds what a whole scan finds.
+    #[test]
+    fn a_partial_scan_of_the_reported_paths_finds_what_a_whole_scan_finds() {
+        let (dir, first) = folder();
+        let root = dir.path();
+        write(root, "d1/x.txt", "x, longer now");
+        write(root, "d3/new/deep.txt", "new");
+        fs::remove_dir_all(root.join("d2")).unwrap();
+        fs::rename(root.join("d1/sub"), root.join("d1/sub2")).unwrap();
+        write(root, "d1/skip.log", "ignored");
+        write(
+            root,
+            "d3/new/also.log",
+            "ignored by the rule of the folder above",
+        );
+        fs::remove_file(root.join("a.txt")).unwrap();
+        write(root, "a.txt/inner.txt", "a file became a folder");
+        let reported = dirty(&[
+            "d1/x.txt",
+            "d3",
+            "d3/new",
+            "d3/new/deep.txt",
+            "d3/new/also.log",
+            "d2/z.txt",
+            "d2/deep/w.txt",
+            "d2/deep",
+            "d2",
+            "d1/sub",
+            "d1/sub2",
+            "d1/skip.log",
+            "a.txt",
+            "a.txt/inner.txt",
+        ]);
+        let partial = rescan(root, &first, &reported, &first.cache).unwrap();
+        let whole = scan(root, &first.cache);
+        assert_eq!(partial.tree, whole.tree);
+        assert_eq!(partial.cache, whole.cache);
+        assert!(partial.tree.contains_key("d3/new/deep.txt"));
+        assert!(!partial.tree.contains_key("d1/skip.log"));
+        assert!(!partial.tree.contains_key("d3/new/also.log"));
+        assert!(!partial.tree.contains_key("d2"));
+    }
+
+    /// A folder removed with everything in it, reported only by the paths
+    /// inside it (deepest first, as they went).
+    #[test]
+    fn a_folder_gone_with_its_subfolders_is_dropped_whole() {
+        let (dir, first) = folder();
+        let root = dir.path();
+        fs::remove_dir_all(root.join("d1")).unwrap();
+        let partial = rescan(root, &first, &dirty(&["d1/sub/y.txt"]), &first.cache).unwrap();
+        assert_eq!(partial.tree, scan(root, &first.cache).tree);
+        assert!(!partial.tree.keys().any(|k| k.starts_with("d1")));
+    }
+
+    /// Only the reported places are looked at: a change nobody reported
+    /// is not seen (the daemon's periodic whole scan finds it).
+    #[test]
+    fn nothing_reported_means_nothing_looked_at() {
+        let (dir, first) = folder();
+        write(dir.path(), "d2/z.txt", "changed, but not reported");
+        let partial = rescan(dir.path(), &first, &BTreeSet::new(), &first.cache).unwrap();
+        assert_eq!(partial.tree, first.tree);
+    }
+
+    /// What only a whole scan can settle is left to one.
+    #[test]
+    fn ignore_rules_or_odd_names_ask_for_a_whole_scan() {
+        let (dir, first) = folder();
+        let root = dir.path();
+        write(root, "d1/.tesseraignore", "x.txt\n");
+        assert!(rescan(root, &first, &dirty(&["d1/.tesseraignore"]), &first.cache).is_none());
+
+        let (dir, _) = folder();
+        let root = dir.path();
+        write(root, ".tesseraignore", "*.log\n!keep.log\n");
+        let first = scan(root, &StatCache::new());
+        write(root, "d1/keep.log", "let back in");
+        assert!(rescan(root, &first, &dirty(&["d1/keep.log"]), &first.cache).is_none());
+
+        let (dir, first) = folder();
+        let root = dir.path();
+        write(root, "d1/cafe\u{301}.txt", "decomposed");
+        assert!(rescan(root, &first, &dirty(&["d1/cafe\u{301}.txt"]), &first.cache).is_none());
+    }
 }
