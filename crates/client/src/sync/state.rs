@@ -340,9 +340,10 @@ struct Saved {
 
 type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
 
-/// Rows a statement when writing many: well inside SQLite's limit on a
-/// statement's parameters.
-const ROWS: usize = 400;
+/// Rows a statement when writing many. SQLite's cost to bind a parameter
+/// grows with the statement's parameters, so thousands in one statement
+/// cost more than the statements they save.
+const ROWS: usize = 50;
 
 /// The entries of `now` that are new or differ from before, and the paths
 /// that were there before and are gone.

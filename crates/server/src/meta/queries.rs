@@ -40,6 +40,9 @@ macro_rules! node_cols {
 // child needs from another (`commit_in`, the commit path's helpers) is
 // `pub(super)`.
 #[allow(clippy::duplicate_mod)]
+#[path = "batch_queries.rs"]
+mod batch_queries;
+
 #[path = "blocks.rs"]
 mod blocks;
 #[allow(clippy::duplicate_mod)]
@@ -152,9 +155,9 @@ struct Writer {
     publisher: Publisher,
 }
 
-/// Journal rows a statement: 12 values each, well inside both databases'
-/// limits on a statement's parameters.
-const JOURNAL_ROWS: usize = 500;
+/// Journal rows a statement (12 values each): few enough that binding
+/// stays cheap on SQLite (see `batch_queries::ROWS`).
+const JOURNAL_ROWS: usize = 50;
 
 /// A journal entry a change has made, written when it commits.
 struct Entry {

@@ -366,7 +366,65 @@ async fn a_failed_item_takes_its_folder_and_entries_with_it(f: Fixture) {
     f.published_once("one batch, one notice").await;
 }
 
+/// A batch of new files into new folders, written set by set, leaves what
+/// item-by-item commits leave: the files with their first revision and
+/// block list, the folders, the references, the usage, the journal in
+/// order; and one file already there sends the batch item by item.
+async fn a_batch_of_new_files_is_written_whole(f: Fixture) {
+    let ns = f.user.root_ns;
+    f.store_block(1, 5).await;
+    f.store_block(2, 7).await;
+    let mut two = f.revision("/b/two", 2, 12);
+    two.blocks = vec![(BlockId([2; 32]), 7), (BlockId([1; 32]), 5)];
+    let batch = [
+        f.revision("/a/one", 1, 5),
+        two,
+        f.revision("/a/three", 1, 5),
+    ];
+    let out = f.meta.commit_many(&batch).await.unwrap();
+    assert!(out.iter().all(Result::is_ok), "{out:?}");
+    let journal: Vec<(i64, String)> = f
+        .meta
+        .changes(ns, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.seq, e.path))
+        .collect();
+    let want = [
+        (1, "/a"),
+        (2, "/b"),
+        (3, "/a/one"),
+        (4, "/b/two"),
+        (5, "/a/three"),
+    ];
+    let want: Vec<(i64, String)> = want.iter().map(|(s, p)| (*s, p.to_string())).collect();
+    assert_eq!(journal, want);
+    let (node, rev, blocks) = f.meta.file_revision(ns, &p("/b/two"), None).await.unwrap();
+    assert_eq!((node.rev, rev.size, node.size), (1, 12, 12));
+    let listed: Vec<(u8, u64, u64)> = blocks
+        .iter()
+        .map(|b| (b.id.0[0], b.file_offset, b.size))
+        .collect();
+    assert_eq!(listed, [(2, 0, 7), (1, 7, 5)]);
+    assert_eq!(refcounts(&f).await, vec![(1, 3, false), (2, 1, false)]);
+    assert_eq!(f.meta.usage(f.user.id).await.unwrap().0, 22);
+    f.published_once("one batch, one notice").await;
+
+    // "/a/one" exists now: item by item, and it gains no revision.
+    let again = [f.revision("/a/one", 1, 5), f.revision("/a/four", 1, 5)];
+    let out = f.meta.commit_many(&again).await.unwrap();
+    assert!(out.iter().all(Result::is_ok), "{out:?}");
+    assert_eq!(
+        f.meta.journal_seq(ns).await.unwrap(),
+        6,
+        "only /a/four is new"
+    );
+    assert_eq!(f.meta.usage(f.user.id).await.unwrap().0, 27);
+}
+
 on_both!(
+    a_batch_of_new_files_is_written_whole,
     a_failed_item_takes_its_folder_and_entries_with_it,
     collection_waits_out_the_grace_and_spares_sessions,
     a_block_recorded_again_starts_its_grace_again,

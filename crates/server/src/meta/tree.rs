@@ -144,74 +144,6 @@ impl Store {
         Ok(changed)
     }
 
-    /// Many commits of one namespace in one transaction. Each item stands
-    /// alone: one that fails leaves no trace and does not stop the others.
-    /// A database failure fails the whole batch.
-    pub async fn commit_many(&self, news: &[NewRevision]) -> Result<Vec<Result<NodeRow>>> {
-        // Items rarely fail, and a savepoint each costs two statements an
-        // item: try the batch without them first, and only when an item
-        // fails go through it again with them.
-        if let Some(out) = self.commit_each(news, false).await? {
-            return Ok(out);
-        }
-        Ok(self.commit_each(news, true).await?.unwrap_or_default())
-    }
-
-    /// [`Store::commit_many`] with a savepoint an item (`isolated`), or
-    /// with none, giving up (`None`, nothing written) at the first item
-    /// that fails.
-    async fn commit_each(
-        &self,
-        news: &[NewRevision],
-        isolated: bool,
-    ) -> Result<Option<Vec<Result<NodeRow>>>> {
-        let Some(first) = news.first() else {
-            return Ok(Some(Vec::new()));
-        };
-        let mut w = Writer::begin(self, first.ns, &first.device).await?;
-        // The blocks of the whole batch, looked up once under the lock.
-        let ids: Vec<BlockId> = news
-            .iter()
-            .filter(|n| n.user_id == first.user_id)
-            .flat_map(blocks_of)
-            .collect();
-        let known = user_block_rows(&mut w.tx, first.user_id, &ids).await?;
-        w.blocks = Some((first.user_id, known));
-        let mut out = Vec::with_capacity(news.len());
-        for new in news {
-            let mark = w.mark();
-            if isolated {
-                sqlx::query("SAVEPOINT item").execute(&mut *w.tx).await?;
-            }
-            match Self::commit_in(&mut w, new).await {
-                Ok(node) => {
-                    if isolated {
-                        sqlx::query("RELEASE SAVEPOINT item")
-                            .execute(&mut *w.tx)
-                            .await?;
-                    }
-                    out.push(Ok(node));
-                }
-                Err(MetaError::Db(e)) => return Err(MetaError::Db(e)),
-                // Dropping the writer rolls everything back.
-                Err(_) if !isolated => return Ok(None),
-                Err(e) => {
-                    sqlx::query("ROLLBACK TO SAVEPOINT item")
-                        .execute(&mut *w.tx)
-                        .await?;
-                    sqlx::query("RELEASE SAVEPOINT item")
-                        .execute(&mut *w.tx)
-                        .await?;
-                    // The item's journal entries and folders went with it.
-                    w.back_to(mark);
-                    out.push(Err(e));
-                }
-            }
-        }
-        w.commit().await?;
-        Ok(Some(out))
-    }
-
     pub(super) async fn commit_in(w: &mut Writer, new: &NewRevision) -> Result<NodeRow> {
         let ns = new.ns;
         let path = &new.path;
@@ -564,7 +496,7 @@ async fn journal_subtree(
 /// checked them already, in batches, but blocks are only known for sure
 /// here): all held by the user, each of the size the commit says, adding
 /// up to the file's size.
-async fn check_blocks(w: &mut Writer, new: &NewRevision) -> Result<()> {
+pub(super) async fn check_blocks(w: &mut Writer, new: &NewRevision) -> Result<()> {
     let looked_up;
     let known = match &w.blocks {
         Some((user, known)) if *user == new.user_id => known,
