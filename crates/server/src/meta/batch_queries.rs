@@ -57,7 +57,10 @@ impl Store {
                 }
                 Ok(None) => {}
                 Err(MetaError::Db(e)) => return Err(MetaError::Db(e)),
-                Err(_) => return Ok(None),
+                Err(_) => {
+                    w.tx.rollback().await?;
+                    return Ok(None);
+                }
             }
         }
         let mut out = Vec::with_capacity(news.len());
@@ -76,8 +79,12 @@ impl Store {
                     out.push(Ok(node));
                 }
                 Err(MetaError::Db(e)) => return Err(MetaError::Db(e)),
-                // Dropping the writer rolls everything back.
-                Err(_) if !isolated => return Ok(None),
+                // Rolled back before the batch runs again item by item,
+                // which must wait for this transaction's lock.
+                Err(_) if !isolated => {
+                    w.tx.rollback().await?;
+                    return Ok(None);
+                }
                 Err(e) => {
                     sqlx::query("ROLLBACK TO SAVEPOINT item")
                         .execute(&mut *w.tx)
