@@ -243,8 +243,9 @@ fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Two running daemons; on one device the user edits, creates nested
-/// folders, renames a folder, deletes a file and a folder, and writes a
-/// file its ignore rules leave out, one change after another. A running sync looks again only where the watcher saw
+/// folders, renames a folder, deletes a file and a folder, replaces a file
+/// by a folder and a folder by a file, and writes a file its ignore rules
+/// leave out, one change after another. A running sync looks again only where the watcher saw
 /// a change; after each change the other device holds exactly the same
 /// files, and nothing the user kept is lost.
 async fn every_kind_of_change_made_under_a_running_sync_reaches_the_other_device(backend: Backend) {
@@ -262,7 +263,7 @@ async fn every_kind_of_change_made_under_a_running_sync_reaches_the_other_device
     wait_until("the first sync", Duration::from_secs(60), same).await;
 
     type Change = fn(&Path);
-    let changes: [(&str, Change); 7] = [
+    let changes: [(&str, Change); 9] = [
         ("an edit", |a| {
             std::fs::write(a.join("docs/file-03.txt"), "edited").unwrap()
         }),
@@ -277,6 +278,14 @@ async fn every_kind_of_change_made_under_a_running_sync_reaches_the_other_device
         }),
         ("a deleted folder", |a| {
             std::fs::remove_dir_all(a.join("music")).unwrap()
+        }),
+        ("a file replaced by a folder", |a| {
+            std::fs::remove_file(a.join("note.txt")).unwrap();
+            write_files(a, "note.txt", 1);
+        }),
+        ("a folder replaced by a file", |a| {
+            std::fs::remove_dir_all(a.join("docs/older")).unwrap();
+            std::fs::write(a.join("docs/older"), "now a file").unwrap();
         }),
         ("an ignored file beside a new one", |a| {
             std::fs::write(a.join("new/debug.log"), "left out").unwrap();
@@ -296,7 +305,15 @@ async fn every_kind_of_change_made_under_a_running_sync_reaches_the_other_device
     }
     assert!(files(&b).contains(&"new/deeper/still/file-01.txt".to_string()));
     assert!(!files(&b).iter().any(|f| f.starts_with("music")));
-    assert!(files(&b).contains(&"docs/older/file-02.txt".to_string()));
+    assert!(files(&b).contains(&"docs/older".to_string()));
+    assert!(files(&b).contains(&"note.txt/file-00.txt".to_string()));
+    assert!(
+        !files(&a)
+            .iter()
+            .chain(&files(&b))
+            .any(|f| f.contains("conflicted copy")),
+        "replacing a file by a folder is no conflict"
+    );
     assert!(
         files(&a).contains(&"new/debug.log".to_string()),
         "nothing of A's was removed"

@@ -274,7 +274,38 @@ pub fn plan(local: &Tree, remote: &Tree, synced: &Tree) -> Plan {
         }
     }
     collapse_folder_deletes(t, &mut ops);
+    defer_below_kind_changes(t, &mut ops);
     Plan::from_ops(ops)
+}
+
+/// Where a file becomes a folder or a folder a file, this round only
+/// removes the old one; what else lies below the path waits for the next
+/// round, when the path is free on both sides.
+fn defer_below_kind_changes(t: Trees, ops: &mut Vec<Op>) {
+    let kind = |tree: &Tree, p: &str| tree.get(p).map(|n| n.kind);
+    let changing: Vec<String> = ops
+        .iter()
+        .filter_map(|o| match o {
+            Op::DeleteRemote { path } | Op::DeleteLocal { path, .. } => {
+                let (l, r) = (kind(t.local, path), kind(t.remote, path));
+                (l.is_some() && r.is_some() && l != r).then(|| path.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    if changing.is_empty() {
+        return;
+    }
+    // Removals below go with the old one (deepest first); the rest waits.
+    ops.retain(|o| {
+        matches!(
+            o,
+            Op::DeleteLocal { .. } | Op::DeleteRemote { .. } | Op::Forget { .. }
+        ) || !o
+            .paths()
+            .iter()
+            .any(|p| changing.iter().any(|c| is_below(p, c)))
+    });
 }
 
 /// Remote moves: a synced id that now lives at another remote path, with
@@ -419,17 +450,25 @@ fn carry_local(path: &str, t: Trees) -> Option<Op> {
                 path: p,
                 node: r.clone(),
             },
-            Some(_) => Op::Conflict {
-                path: p,
-                remote_rev: rev_of(r),
-            },
+            // A file replaced here by a folder, the server's file being
+            // the one last synced: it goes (into the server's trash) and
+            // the folder follows next round.
+            Some(_) => Op::DeleteRemote { path: p },
             None => Op::CreateRemoteFolder { path: p },
         },
         Some(_) => match r {
-            Some(r) if r.kind == NodeKind::Folder => Op::Conflict {
-                path: p,
-                remote_rev: 0,
-            },
+            // A folder replaced here by a file: the server's folder goes,
+            // unless something inside it changed there meanwhile.
+            Some(r) if r.kind == NodeKind::Folder => {
+                if subtree_changed(path, t.remote, t.synced) {
+                    Op::Conflict {
+                        path: p,
+                        remote_rev: 0,
+                    }
+                } else {
+                    Op::DeleteRemote { path: p }
+                }
+            }
             _ => Op::Upload {
                 path: p,
                 base_rev: rev_of(r),
@@ -461,17 +500,29 @@ fn carry_remote(path: &str, t: Trees) -> Option<Op> {
                 path: p,
                 node: r.clone(),
             },
-            Some(_) => Op::Conflict {
+            // The server replaced the file by a folder, and the file here
+            // is the one last synced: it goes to the local trash, and the
+            // folder comes next round.
+            Some(l) => Op::DeleteLocal {
                 path: p,
-                remote_rev: 0,
+                expected: l.clone(),
             },
             None => Op::CreateLocalFolder { path: p },
         },
         Some(r) => match l {
-            Some(l) if l.kind == NodeKind::Folder => Op::Conflict {
-                path: p,
-                remote_rev: rev_of(Some(r)),
-            },
+            Some(l) if l.kind == NodeKind::Folder => {
+                if subtree_changed(path, t.local, t.synced) {
+                    Op::Conflict {
+                        path: p,
+                        remote_rev: rev_of(Some(r)),
+                    }
+                } else {
+                    Op::DeleteLocal {
+                        path: p,
+                        expected: l.clone(),
+                    }
+                }
+            }
             _ => Op::Download {
                 path: p,
                 rev: rev_of(Some(r)),
@@ -827,6 +878,80 @@ mod tests {
                 path: s("n"),
                 remote_rev: 1
             }]
+        );
+    }
+
+    /// A file replaced by a folder (or the reverse) on one side only is
+    /// no conflict: the old one goes first, then what replaced it comes,
+    /// once the path is free.
+    #[test]
+    fn a_file_replaced_by_a_folder_on_one_side_replaces_it_on_the_other() {
+        let file = tree(&[("n", rf("x", 1, "N"))]);
+        let folder_here = tree(&[("n", Node::folder()), ("n/a", f("a"))]);
+        assert_eq!(
+            plan(&folder_here, &file, &file),
+            vec![Op::DeleteRemote { path: s("n") }]
+        );
+        // Next round: the server's file is gone and forgotten.
+        assert_eq!(
+            plan(&folder_here, &tree(&[]), &tree(&[])),
+            vec![
+                Op::CreateRemoteFolder { path: s("n") },
+                Op::Upload {
+                    path: s("n/a"),
+                    base_rev: 0
+                }
+            ]
+        );
+        let folder_there = tree(&[("n", Node::folder().with_id("D")), ("n/a", rf("a", 1, "A"))]);
+        let local_file = tree(&[("n", f("x"))]);
+        assert_eq!(
+            plan(&local_file, &folder_there, &file),
+            vec![Op::DeleteLocal {
+                path: s("n"),
+                expected: f("x")
+            }]
+        );
+
+        // A folder replaced by a file, here and there.
+        let synced = tree(&[("d", Node::folder().with_id("D")), ("d/x", rf("x", 1, "X"))]);
+        assert_eq!(
+            plan(&tree(&[("d", f("new"))]), &synced, &synced),
+            vec![Op::DeleteRemote { path: s("d") }]
+        );
+        let local = tree(&[("d", Node::folder()), ("d/x", f("x"))]);
+        assert_eq!(
+            plan(&local, &tree(&[("d", rf("new", 1, "F"))]), &synced),
+            vec![
+                Op::DeleteLocal {
+                    path: s("d/x"),
+                    expected: f("x")
+                },
+                Op::DeleteLocal {
+                    path: s("d"),
+                    expected: Node::folder()
+                }
+            ]
+        );
+        // Something new inside the folder on the server: the folder stays
+        // (the file here becomes a conflicted copy) and keeps the new file;
+        // only what was deleted here goes.
+        let mut remote = synced.clone();
+        remote.insert(s("d/new"), rf("n", 1, "N"));
+        assert_eq!(
+            plan(&tree(&[("d", f("new"))]), &remote, &synced),
+            vec![
+                Op::Conflict {
+                    path: s("d"),
+                    remote_rev: 0
+                },
+                Op::Download {
+                    path: s("d/new"),
+                    rev: 1,
+                    local: None
+                },
+                Op::DeleteRemote { path: s("d/x") }
+            ]
         );
     }
 
