@@ -6,6 +6,7 @@
 
 mod cluster;
 mod metadata;
+mod peers;
 mod pipeline;
 mod sync_bench;
 mod transfer;
@@ -37,6 +38,8 @@ enum Command {
     Cluster(cluster::Command),
     /// Listings and metadata reads per second on PostgreSQL through 1 and several instances.
     Metadata(metadata::Args),
+    /// Tessera beside rsync and Syncthing on loopback: times and bytes on the wire, W1–W4.
+    Peers(peers::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         Command::Sync(args) => sync_bench::run(args),
         Command::Cluster(cmd) => cluster::run(cmd),
         Command::Metadata(args) => metadata::run(args),
+        Command::Peers(args) => peers::run(args),
     }
 }
 

@@ -325,13 +325,13 @@ fn load_corpus(roots: &[PathBuf], target: usize) -> Result<(Vec<u8>, Vec<Taken>)
 
 /// Regular files under a folder, depth first in name order; symbolic links
 /// and unreadable folders are skipped.
-struct Walk {
+pub(crate) struct Walk {
     dirs: Vec<PathBuf>,
     files: VecDeque<PathBuf>,
 }
 
 impl Walk {
-    fn new(root: PathBuf) -> Self {
+    pub(crate) fn new(root: PathBuf) -> Self {
         Self {
             dirs: vec![root],
             files: VecDeque::new(),
