@@ -4,6 +4,7 @@
 pub mod api;
 pub mod block;
 pub mod cursor;
+pub mod delta;
 pub mod error;
 pub mod headers;
 pub mod pack;
