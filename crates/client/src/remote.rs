@@ -394,30 +394,56 @@ impl Remote {
     /// Fetches a block and checks it against its id.
     pub async fn get_block(&self, id: &BlockId) -> Result<Vec<u8>, ClientError> {
         let resp = Self::send(self.request(Method::GET, &format!("/blocks/{id}"))).await?;
-        let zstd = resp
-            .headers()
-            .get(tessera_proto::headers::CODEC)
-            .is_some_and(|v| v == "zstd");
+        let codec = answer_codec(&resp);
         let body = resp.bytes().await?;
         let id = *id;
-        let plain = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ClientError> {
-            let plain = if zstd {
-                zstd::bulk::decompress(&body, tessera_proto::block::MAX_BLOCK).map_err(|e| {
-                    ClientError::Integrity(format!("block {id} does not decompress: {e}"))
-                })?
-            } else {
-                body.to_vec()
-            };
-            if BlockId::of(&plain) != id {
-                return Err(ClientError::Integrity(format!(
-                    "block {id} arrived damaged"
-                )));
-            }
-            Ok(plain)
-        })
-        .await
-        .map_err(|e| ClientError::Integrity(e.to_string()))??;
-        Ok(plain)
+        blocking(move || decode_block(&id, &codec, &body, None)).await
+    }
+
+    /// Fetches block `id` for a device that holds `base` (`old`): as a
+    /// patch against it when that is smaller, else whole. The block is
+    /// checked against its id; a patch that does not rebuild it is an
+    /// integrity error (the caller fetches the whole block then).
+    pub async fn get_block_patched(
+        &self,
+        id: &BlockId,
+        base: &BlockId,
+        old: Vec<u8>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let req = self
+            .request(Method::GET, &format!("/blocks/{id}/patch"))
+            .query(&[("base", base.to_string())]);
+        let resp = Self::send(req).await?;
+        let codec = answer_codec(&resp);
+        let body = resp.bytes().await?;
+        let id = *id;
+        blocking(move || decode_block(&id, &codec, &body, Some(&old))).await
+    }
+
+    /// The rsync signature of a block this account holds.
+    pub async fn block_signature(&self, id: &BlockId) -> Result<Vec<u8>, ClientError> {
+        let resp =
+            Self::send(self.request(Method::GET, &format!("/blocks/{id}/signature"))).await?;
+        Ok(resp.bytes().await?.to_vec())
+    }
+
+    /// Sends block `id` as an rsync delta against `base`.
+    pub async fn put_block_delta(
+        &self,
+        id: &BlockId,
+        base: &BlockId,
+        codec: BlockCodec,
+        body: Bytes,
+    ) -> Result<BlockRef, ClientError> {
+        let codec = match codec {
+            BlockCodec::Raw => "raw",
+            BlockCodec::Zstd => "zstd",
+        };
+        let req = self
+            .request(Method::PUT, &format!("/blocks/{id}/delta"))
+            .query(&[("base", base.to_string().as_str()), ("codec", codec)])
+            .body(body);
+        Self::json(req).await
     }
 
     pub async fn commit(&self, req: &CommitRequest) -> Result<Entry, ClientError> {
@@ -638,4 +664,47 @@ impl Remote {
 fn quota_path(user: &str) -> String {
     let user: String = url::form_urlencoded::byte_serialize(user.as_bytes()).collect();
     format!("/admin/users/{user}/quota")
+}
+
+/// How a block answer is encoded (`x-tessera-codec`); raw if unsaid.
+fn answer_codec(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get(tessera_proto::headers::CODEC)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("raw")
+        .to_owned()
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ClientError> + Send + 'static,
+) -> Result<T, ClientError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ClientError::Integrity(e.to_string()))?
+}
+
+/// The plain block from an answer encoded as `codec`, checked against
+/// `id`; a `patch` answer is applied to `old`.
+fn decode_block(
+    id: &BlockId,
+    codec: &str,
+    body: &[u8],
+    old: Option<&[u8]>,
+) -> Result<Vec<u8>, ClientError> {
+    use tessera_proto::block::MAX_BLOCK;
+    let plain = match (codec, old) {
+        ("zstd", _) => zstd::bulk::decompress(body, MAX_BLOCK)
+            .map_err(|e| ClientError::Integrity(format!("block {id} does not decompress: {e}")))?,
+        ("patch", Some(old)) => {
+            return tessera_proto::delta::unpatch(old, body, id, MAX_BLOCK)
+                .map_err(|e| ClientError::Integrity(format!("block {id}: {e}")));
+        }
+        _ => body.to_vec(),
+    };
+    if BlockId::of(&plain) != *id {
+        return Err(ClientError::Integrity(format!(
+            "block {id} arrived damaged"
+        )));
+    }
+    Ok(plain)
 }

@@ -166,6 +166,24 @@ pub struct BlockUploadQuery {
     pub codec: BlockCodec,
 }
 
+/// A block sent as an rsync delta against a block the server holds
+/// (`PUT /blocks/{id}/delta`): the body is the delta, encoded as `codec`
+/// says, made against the signature from `GET /blocks/{base}/signature`.
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+pub struct DeltaUploadQuery {
+    /// The block the delta was made against; you must hold it.
+    pub base: BlockId,
+    #[serde(default)]
+    pub codec: BlockCodec,
+}
+
+/// `GET /blocks/{id}/patch`: the block as a patch against `base`, a block
+/// the asking device still has, when that is smaller than the block.
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+pub struct PatchQuery {
+    pub base: BlockId,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BlockRef {
     pub id: BlockId,

@@ -9,7 +9,8 @@ pub const REV: &str = "x-tessera-rev";
 pub const CONTENT_HASH: &str = "x-tessera-content-hash";
 /// The stable id of the file in a download answer.
 pub const ID: &str = "x-tessera-id";
-/// How a block answer is encoded: `zstd` or `raw`.
+/// How a block answer is encoded: `zstd` or `raw`, or `patch` for a
+/// patch against the asked-for base (see `delta::unpatch`).
 pub const CODEC: &str = "x-tessera-codec";
 /// Sent as `1` by the web UI with every request that is not GET or HEAD
 /// when it signs in by the session cookie.

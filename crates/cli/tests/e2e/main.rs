@@ -14,6 +14,7 @@ mod changes;
 mod cli;
 mod cluster;
 mod daemon;
+mod deltas;
 mod failover;
 mod fsck;
 mod lifecycle;

@@ -115,10 +115,12 @@ pub async fn download_into(
 #[derive(Debug, Clone)]
 pub struct DeltaReport {
     pub download: DownloadReport,
-    /// Plain bytes of blocks fetched from the server.
+    /// Plain bytes of blocks that came from the server, whole or patched.
     pub fetched: u64,
-    /// Plain bytes reused from the local file.
+    /// Plain bytes reused from local files.
     pub reused: u64,
+    /// Plain bytes of blocks rebuilt from a patch against a local block.
+    pub patched: u64,
 }
 
 /// Where a block can be read locally: file, offset, length.
@@ -165,15 +167,57 @@ async fn read_site(id: BlockId, site: LocalSite) -> Result<Option<Vec<u8>>, Clie
     .map_err(blocking_err)
 }
 
+/// Blocks fetched at once while assembling: enough to keep the link and a
+/// core busy, bounded so memory stays at a few blocks (each ≤ 16 MiB).
+const PARALLEL_FETCHES: usize = 4;
+
+enum Source {
+    Local,
+    Patched,
+    Fetched,
+}
+
+/// One block: from a local site that still holds it, else as a patch
+/// against a local block it replaced (`base`), else whole.
+async fn obtain(
+    remote: Remote,
+    id: BlockId,
+    sites: Vec<LocalSite>,
+    base: Option<(BlockId, LocalSite)>,
+) -> Result<(Vec<u8>, Source), ClientError> {
+    for site in sites {
+        if let Some(data) = read_site(id, site).await? {
+            return Ok((data, Source::Local));
+        }
+    }
+    if let Some((base_id, site)) = base
+        && let Some(old) = read_site(base_id, site).await?
+    {
+        match remote.get_block_patched(&id, &base_id, old).await {
+            Ok(data) => return Ok((data, Source::Patched)),
+            Err(e) => {
+                tracing::debug!(block = %id, base = %base_id, error = %e, "patch failed: fetching the whole block");
+            }
+        }
+    }
+    Ok((remote.get_block(&id).await?, Source::Fetched))
+}
+
 /// Assembles the revision described by `list` into `out`, taking each
-/// block from a local site that still holds it and fetching only the rest.
-/// The result is checked against the revision's content hash.
+/// block from a local site that still holds it, else as a patch against
+/// the local block it replaced (`bases`), else fetching it whole
+/// (compressed, as stored). Several blocks are on their way at once and
+/// are written in order. The result is checked against the revision's
+/// content hash.
 pub async fn download_assembling(
     remote: &Remote,
     list: &BlockListResponse,
     sites: &HashMap<BlockId, Vec<LocalSite>>,
+    bases: &HashMap<BlockId, (BlockId, LocalSite)>,
     out: &Path,
+    progress: Progress,
 ) -> Result<DeltaReport, ClientError> {
+    use futures::StreamExt;
     let remote_path = &list.entry.path;
     let rev = list.entry.rev.unwrap_or(0);
     let expected = list
@@ -183,29 +227,42 @@ pub async fn download_assembling(
     let result = async {
         let mut file = tokio::fs::File::create(out).await?;
         let mut hasher = blake3::Hasher::new();
-        let (mut fetched, mut reused, mut size) = (0u64, 0u64, 0u64);
-        for b in &list.blocks {
-            let mut local = None;
-            for site in sites.get(&b.id).into_iter().flatten() {
-                local = read_site(b.id, site.clone()).await?;
-                if local.is_some() {
-                    break;
+        let mut report = DeltaReport {
+            download: DownloadReport { rev, size: 0, content_hash: expected },
+            fetched: 0,
+            reused: 0,
+            patched: 0,
+        };
+        // Owned futures, made up front: a stream borrowing through a
+        // closure would not be `Send` for every lifetime.
+        let jobs: Vec<_> = list
+            .blocks
+            .iter()
+            .map(|b| {
+                obtain(
+                    remote.clone(),
+                    b.id,
+                    sites.get(&b.id).cloned().unwrap_or_default(),
+                    bases.get(&b.id).cloned(),
+                )
+            })
+            .collect();
+        let mut blocks = futures::stream::iter(jobs).buffered(PARALLEL_FETCHES);
+        while let Some(block) = blocks.next().await {
+            let (data, source) = block?;
+            let len = data.len() as u64;
+            match source {
+                Source::Local => report.reused += len,
+                Source::Patched => {
+                    report.patched += len;
+                    report.fetched += len;
                 }
+                Source::Fetched => report.fetched += len,
             }
-            let data = match local {
-                Some(d) => {
-                    reused += d.len() as u64;
-                    d
-                }
-                None => {
-                    let d = remote.get_block(&b.id).await?;
-                    fetched += d.len() as u64;
-                    d
-                }
-            };
             hasher.update(&data);
             file.write_all(&data).await?;
-            size += data.len() as u64;
+            report.download.size += len;
+            progress(len);
         }
         file.flush().await?;
         let got = ContentHash::from(hasher.finalize());
@@ -215,7 +272,7 @@ pub async fn download_assembling(
             )));
         }
         file.sync_all().await?;
-        Ok(DeltaReport { download: DownloadReport { rev, size, content_hash: got }, fetched, reused })
+        Ok(report)
     }
     .await;
     if result.is_err() {

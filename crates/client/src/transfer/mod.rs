@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::remote::ClientError;
 
+pub mod bases;
 pub mod batch;
 pub mod download;
 pub mod resume;

@@ -1,8 +1,10 @@
-//! Upload of one file, block by block, sending only what the server lacks.
+//! Upload of one file, block by block, sending only what the server lacks;
+//! a block that replaced one of the base revision goes as an rsync delta
+//! against it when that is smaller (see `bases`).
 //! An interrupted upload run again sends only what the server still
 //! lacks, since the question is asked afresh.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,6 +15,7 @@ use tessera_proto::block::{CHUNKER, chunker};
 use tessera_proto::{BlockId, ContentHash};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::bases::{overlapping_bases, with_offsets};
 use super::{Progress, ZSTD_LEVEL, blocking_err};
 use crate::remote::{ClientError, Remote};
 
@@ -108,6 +111,14 @@ pub async fn upload_file(
             Ok(entry) => return Ok(report(entry, 0, 0)),
         }
     }
+    // A new version of a file the server holds: each changed block can go
+    // as a delta against the block it replaced.
+    let bases = match base_rev {
+        Some(rev) if !missing.is_empty() => {
+            old_bases(remote, remote_path, rev, &cut, &missing).await
+        }
+        _ => HashMap::new(),
+    };
     let (mut blocks_sent, mut bytes_sent) = (0, 0);
     // A block this account held can be collected by the server between
     // the question and the commit (it was unreferenced for the whole grace
@@ -116,7 +127,7 @@ pub async fn upload_file(
     loop {
         if !missing.is_empty() {
             let (blocks, bytes) =
-                send_blocks(remote, local, &cut, missing, progress.clone()).await?;
+                send_blocks(remote, local, &cut, missing, &bases, progress.clone()).await?;
             blocks_sent += blocks;
             bytes_sent += bytes;
         }
@@ -133,18 +144,30 @@ pub async fn upload_file(
     }
 }
 
-/// A block read and compressed for sending, holding its share of the
-/// memory budget until the server has it.
-type Outgoing = (BlockId, BlockCodec, Bytes, OwnedSemaphorePermit);
+/// A block read for sending, holding its share of the memory budget until
+/// the server has it.
+struct Outgoing {
+    id: BlockId,
+    body: Body,
+    permit: OwnedSemaphorePermit,
+}
+
+enum Body {
+    /// Compressed (or raw) whole.
+    Whole(BlockCodec, Bytes),
+    /// Plain, to be sent as a delta against the base if that is smaller.
+    Edited { plain: Vec<u8>, base: BlockId },
+}
 
 /// Cuts the file again and sends the blocks in `missing`, several in
 /// flight; the blocks must come out as `cut` found them. Returns the count
-/// and compressed bytes sent.
+/// and bytes sent (compressed blocks and deltas).
 async fn send_blocks(
     remote: &Remote,
     local: &Path,
     cut: &Cut,
     missing: HashSet<BlockId>,
+    bases: &HashMap<BlockId, BlockId>,
     progress: Progress,
 ) -> Result<(usize, u64), ClientError> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Outgoing>(PARALLEL_UPLOADS);
@@ -152,22 +175,40 @@ async fn send_blocks(
     let expected = cut.blocks.clone();
     let report = progress.clone();
     let runtime = tokio::runtime::Handle::current();
+    let bases_for_reader = bases.clone();
     let producer = tokio::task::spawn_blocking(move || {
-        read_blocks(&path, &expected, &missing, tx, &report, &runtime)
+        read_blocks(
+            &path,
+            &expected,
+            &missing,
+            &bases_for_reader,
+            tx,
+            &report,
+            &runtime,
+        )
     });
 
-    let sizes: std::collections::HashMap<BlockId, u64> = cut.blocks.iter().copied().collect();
+    let sizes: HashMap<BlockId, u64> = cut.blocks.iter().copied().collect();
     let sent = tokio_stream_from(rx)
-        .map(|(id, codec, body, permit)| {
+        .map(|out| {
             let remote = remote.clone();
             let progress = progress.clone();
-            let plain = sizes.get(&id).copied().unwrap_or(0);
+            let plain = sizes.get(&out.id).copied().unwrap_or(0);
             async move {
-                let len = body.len() as u64;
-                remote.put_block(&id, codec, body).await?;
-                // Held until the server has the block: the budget bounds
-                // bytes not yet acknowledged, not bytes handed to the socket.
-                drop(permit);
+                let len = match out.body {
+                    Body::Whole(codec, body) => {
+                        let len = body.len() as u64;
+                        remote.put_block(&out.id, codec, body).await?;
+                        len
+                    }
+                    Body::Edited { plain, base } => {
+                        send_edited(&remote, out.id, base, plain).await?
+                    }
+                };
+                // The permit is held until the server has the block: the
+                // budget bounds bytes not yet acknowledged, not bytes handed
+                // to the socket.
+                drop(out.permit);
                 progress(plain);
                 Ok::<u64, ClientError>(len)
             }
@@ -183,12 +224,82 @@ async fn send_blocks(
     Ok(sent)
 }
 
+/// Sends an edited block as a delta against `base` when that is smaller
+/// than the block compressed, else whole. Any trouble with the delta (no
+/// signature, a refusal) falls back to the whole block. Returns bytes sent.
+async fn send_edited(
+    remote: &Remote,
+    id: BlockId,
+    base: BlockId,
+    plain: Vec<u8>,
+) -> Result<u64, ClientError> {
+    let signature = match remote.block_signature(&base).await {
+        Ok(sig) => Some(sig),
+        Err(e) => {
+            tracing::debug!(block = %id, base = %base, error = %e, "no signature: sending the whole block");
+            None
+        }
+    };
+    let signature_len = signature.as_ref().map_or(0, |s| s.len() as u64);
+    let ((codec, whole), delta) = tokio::task::spawn_blocking(move || {
+        let delta = signature
+            .and_then(|sig| tessera_proto::delta::delta(&sig, &plain).ok())
+            .map(|d| tessera_proto::block::compress_or_raw(d, ZSTD_LEVEL));
+        (
+            tessera_proto::block::compress_or_raw(plain, ZSTD_LEVEL),
+            delta,
+        )
+    })
+    .await
+    .map_err(blocking_err)?;
+    if let Some((delta_codec, delta)) = delta
+        && delta.len() < whole.len()
+    {
+        let len = delta.len() as u64;
+        match remote
+            .put_block_delta(&id, &base, delta_codec, Bytes::from(delta))
+            .await
+        {
+            Ok(_) => return Ok(signature_len + len),
+            Err(e) => {
+                tracing::warn!(block = %id, base = %base, error = %e, "delta refused: sending the whole block");
+            }
+        }
+    }
+    let len = whole.len() as u64;
+    remote.put_block(&id, codec, Bytes::from(whole)).await?;
+    Ok(signature_len + len)
+}
+
+/// For each missing block, the block of revision `rev` it most likely
+/// replaced. Without that list (the revision is gone, the server is old)
+/// every block goes whole.
+async fn old_bases(
+    remote: &Remote,
+    remote_path: &str,
+    rev: i64,
+    cut: &Cut,
+    missing: &HashSet<BlockId>,
+) -> HashMap<BlockId, BlockId> {
+    match remote.block_list(remote_path, Some(rev)).await {
+        Ok(list) => {
+            let old: Vec<(BlockId, u64)> = list.blocks.iter().map(|b| (b.id, b.size)).collect();
+            overlapping_bases(&cut.blocks, &with_offsets(&old), |id| missing.contains(id))
+        }
+        Err(e) => {
+            tracing::debug!(path = remote_path, rev, error = %e, "no block list of the base revision");
+            HashMap::new()
+        }
+    }
+}
+
 /// The producer side of [`send_blocks`], on a blocking thread: reads and
 /// compresses each block to send, within the memory budget.
 fn read_blocks(
     path: &Path,
     expected: &[(BlockId, u64)],
     to_send: &HashSet<BlockId>,
+    bases: &HashMap<BlockId, BlockId>,
     tx: tokio::sync::mpsc::Sender<Outgoing>,
     progress: &Progress,
     runtime: &tokio::runtime::Handle,
@@ -213,11 +324,18 @@ fn read_blocks(
         let Ok(permit) = runtime.block_on(budget.clone().acquire_many_owned(want)) else {
             break;
         };
-        let (codec, body) = tessera_proto::block::compress_or_raw(chunk.data, ZSTD_LEVEL);
-        if tx
-            .blocking_send((id, codec, Bytes::from(body), permit))
-            .is_err()
-        {
+        let body = match bases.get(&id) {
+            Some(&base) => Body::Edited {
+                plain: chunk.data,
+                base,
+            },
+            None => {
+                let (codec, body) = tessera_proto::block::compress_or_raw(chunk.data, ZSTD_LEVEL);
+                Body::Whole(codec, Bytes::from(body))
+            }
+        };
+        let out = Outgoing { id, body, permit };
+        if tx.blocking_send(out).is_err() {
             break; // the uploader stopped on an error; it reports it
         }
     }

@@ -4,6 +4,7 @@ mod admin;
 mod auth;
 mod blocks;
 mod changes;
+mod deltas;
 pub mod error;
 mod files;
 mod openapi;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use tessera_proto::api::ServerInfo;
 use tessera_proto::block::{AVG_BLOCK, CHUNKER, MAX_BLOCK, MIN_BLOCK};
@@ -130,6 +131,12 @@ pub fn router(state: AppState) -> Router {
             get(blocks::download)
                 .put(blocks::upload)
                 .layer(DefaultBodyLimit::max(MAX_BLOCK + (1 << 16))),
+        )
+        .route("/blocks/{id}/signature", get(deltas::signature))
+        .route("/blocks/{id}/patch", get(deltas::patch))
+        .route(
+            "/blocks/{id}/delta",
+            put(deltas::upload).layer(DefaultBodyLimit::max(MAX_BLOCK + (1 << 20))),
         )
         .route("/changes", get(changes::list))
         .route("/changes/latest", get(changes::latest))

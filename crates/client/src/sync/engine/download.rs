@@ -25,7 +25,8 @@ use super::super::tree::{Node, NodeKind};
 use super::disk::{fsync_dir, put_in_place, stage_bytes};
 use super::{Report, Syncer, rel_to_remote};
 use crate::remote::Remote;
-use crate::transfer::{LocalSite, Progress, download_assembling, download_into, sites_in_file};
+use crate::transfer::bases::overlapping_bases;
+use crate::transfer::{LocalSite, Progress, download_assembling, sites_in_file};
 
 /// Small files written and fsynced at once when they come down.
 const PARALLEL_FSYNCS: usize = 16;
@@ -368,23 +369,31 @@ impl Fetch<'_> {
     async fn stage(&self, want: &Wanted, tmp: PathBuf) -> Result<Staged, OpError> {
         let remote_path = rel_to_remote(&want.path);
         let list = self.remote.block_list(&remote_path, Some(want.rev)).await?;
-        let blocks = list.blocks.iter().map(|b| (b.id, b.size)).collect();
-        let sites = self.local_sites(&list).await;
-        let (got, fetched, reused) = if sites.is_empty() {
-            let d = download_into(
-                self.remote,
-                &remote_path,
-                Some(want.rev),
-                &tmp,
-                self.progress.clone(),
-            )
-            .await?;
-            let size = d.size;
-            (d, size, 0)
-        } else {
-            let d = download_assembling(self.remote, &list, &sites, &tmp).await?;
-            (d.download, d.fetched, d.reused)
-        };
+        let blocks: Vec<(BlockId, u64)> = list.blocks.iter().map(|b| (b.id, b.size)).collect();
+        let (sites, old_layout) = self.local_sites(&list).await;
+        // A block found nowhere locally can come as a patch against the
+        // block of the older copy it replaced.
+        let bases: HashMap<BlockId, (BlockId, LocalSite)> = overlapping_bases(
+            &blocks,
+            &old_layout
+                .iter()
+                .map(|(id, (_, offset, len))| (*id, *offset, *len))
+                .collect::<Vec<_>>(),
+            |id| !sites.contains_key(id),
+        )
+        .into_iter()
+        .filter_map(|(id, base)| Some((id, (base, old_layout.get(&base)?.clone()))))
+        .collect();
+        let d = download_assembling(
+            self.remote,
+            &list,
+            &sites,
+            &bases,
+            &tmp,
+            self.progress.clone(),
+        )
+        .await?;
+        let (got, fetched, reused) = (d.download, d.fetched, d.reused);
         Ok(Staged {
             want: want.clone(),
             tmp,
@@ -400,12 +409,21 @@ impl Fetch<'_> {
     /// Every local place that may hold a block of `list`: the older copy
     /// at the same path (cut again, as it may have changed) and whatever
     /// the block index knows. Each site is re-hashed when it is read.
-    async fn local_sites(&self, list: &BlockListResponse) -> HashMap<BlockId, Vec<LocalSite>> {
+    /// Also returns where each block of the older copy lies.
+    async fn local_sites(
+        &self,
+        list: &BlockListResponse,
+    ) -> (
+        HashMap<BlockId, Vec<LocalSite>>,
+        HashMap<BlockId, LocalSite>,
+    ) {
         let ids: Vec<BlockId> = list.blocks.iter().map(|b| b.id).collect();
         let mut sites: HashMap<BlockId, Vec<LocalSite>> = HashMap::new();
+        let mut in_old = HashMap::new();
         if let Some(old) = self.old
-            && let Ok(in_old) = sites_in_file(old).await
+            && let Ok(found) = sites_in_file(old).await
         {
+            in_old = found;
             for id in &ids {
                 if let Some(site) = in_old.get(id) {
                     sites.entry(*id).or_default().push(site.clone());
@@ -425,6 +443,6 @@ impl Fetch<'_> {
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the local block index"),
         }
-        sites
+        (sites, in_old)
     }
 }

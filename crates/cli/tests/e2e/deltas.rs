@@ -1,0 +1,180 @@
+//! Small edits of a large file travel as deltas: the editing device sends
+//! an rsync delta against the block its edit replaced, and the other
+//! device, which still holds that block, receives a patch against it.
+//! Bytes are counted on the wire by a relay in front of each device.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tessera_client::Remote;
+use tessera_client::sync::Syncer;
+use tessera_proto::BlockId;
+use tessera_proto::api::BlockCodec;
+
+use crate::common::relay::Relay;
+use crate::common::{Backend, TestServer, mixed_data, random_data};
+
+const MIB: usize = 1 << 20;
+
+struct Device {
+    dir: std::path::PathBuf,
+    syncer: Syncer,
+    relay: Arc<Relay>,
+}
+
+async fn device(s: &TestServer, name: &str) -> Device {
+    let relay = Relay::start(&s.url).await;
+    let anon = Remote::new(&relay.url, None).unwrap();
+    let token = anon
+        .login("alice", "alice-password", name)
+        .await
+        .unwrap()
+        .token;
+    let dir = s.scratch(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let syncer = Syncer::open(&dir, anon.with_token(token), "alice", name)
+        .await
+        .unwrap();
+    Device { dir, syncer, relay }
+}
+
+impl Device {
+    /// Syncs once; returns the bytes (up, down) it moved on the wire.
+    async fn sync(&mut self) -> (u64, u64) {
+        self.relay.reset();
+        let r = self.syncer.sync_once().await.unwrap();
+        assert!(r.stuck.is_empty(), "{:?}", r.stuck);
+        (
+            self.relay.up.load(Ordering::SeqCst),
+            self.relay.down.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// One edit made on `a`, carried to `b`; returns (bytes up from a, bytes
+/// down to b) and checks that `b` ends with exactly `content`.
+async fn carry(a: &mut Device, b: &mut Device, content: &[u8]) -> (u64, u64) {
+    std::fs::write(a.dir.join("large.bin"), content).unwrap();
+    let (up, _) = a.sync().await;
+    let (_, down) = b.sync().await;
+    assert!(
+        std::fs::read(b.dir.join("large.bin")).unwrap() == content,
+        "the other device has other bytes"
+    );
+    (up, down)
+}
+
+on_both_backends!(
+    small_edits_of_a_large_file_cost_about_what_changed,
+    a_delta_is_checked_and_reaches_only_your_own_blocks
+);
+
+async fn small_edits_of_a_large_file_cost_about_what_changed(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.user("alice").await;
+    let mut a = device(&s, "laptop").await;
+    let mut b = device(&s, "desk").await;
+    let mut content = mixed_data(24 * MIB, 3);
+    let (up, down) = carry(&mut a, &mut b, &content).await;
+    println!("first copy of 24 MiB: up {up}, down {down}");
+
+    // W3b: 100 bytes inserted near the start.
+    content.splice(4096..4096, random_data(100, 4));
+    let (up, down) = carry(&mut a, &mut b, &content).await;
+    println!("100 B insert: up {up}, down {down}");
+    assert!(up <= 50_000, "100 B insert sent {up} bytes up");
+    assert!(down <= 50_000, "100 B insert took {down} bytes down");
+
+    // W3a: 1 MiB overwritten mid-file.
+    let mid = content.len() / 2;
+    content[mid..mid + MIB].copy_from_slice(&random_data(MIB, 5));
+    let (up, down) = carry(&mut a, &mut b, &content).await;
+    println!("1 MiB overwrite: up {up}, down {down}");
+    assert!(up <= 1_300_000, "1 MiB overwrite sent {up} bytes up");
+    assert!(down <= 1_300_000, "1 MiB overwrite took {down} bytes down");
+
+    // W3c: 10 MiB appended.
+    content.extend_from_slice(&random_data(10 * MIB, 6));
+    let (up, down) = carry(&mut a, &mut b, &content).await;
+    println!("10 MiB append: up {up}, down {down}");
+    assert!(up <= 10_600_000, "10 MiB append sent {up} bytes up");
+    assert!(down <= 10_600_000, "10 MiB append took {down} bytes down");
+}
+
+/// The server rebuilds a delta's block and checks it before storing
+/// anything, and a base or block of another user is as unknown as one
+/// that does not exist.
+async fn a_delta_is_checked_and_reaches_only_your_own_blocks(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let old = mixed_data(2 * MIB, 7);
+    let mut new = old.clone();
+    new[MIB..MIB + 100].copy_from_slice(&[1u8; 100]);
+    let (old_id, new_id) = (BlockId::of(&old), BlockId::of(&new));
+    alice
+        .put_block(&old_id, BlockCodec::Raw, old.clone().into())
+        .await
+        .unwrap();
+
+    let sig = alice.block_signature(&old_id).await.unwrap();
+    assert!(
+        sig.len() < 10_000,
+        "signature of 2 MiB is {} bytes",
+        sig.len()
+    );
+    let delta = tessera_proto::delta::delta(&sig, &new).unwrap();
+
+    // A delta naming the wrong block is refused and stores nothing.
+    let wrong = BlockId::of(b"not this block");
+    let e = alice
+        .put_block_delta(&wrong, &old_id, BlockCodec::Raw, delta.clone().into())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(422), "{e}");
+    assert_eq!(alice.missing(&[wrong]).await.unwrap(), vec![wrong]);
+
+    // Bob holds neither block: he cannot read alice's signature, use her
+    // block as a base, or ask for a patch of it.
+    let e = bob.block_signature(&old_id).await.unwrap_err();
+    assert_eq!(e.status(), Some(404), "{e}");
+    let e = bob
+        .put_block_delta(&new_id, &old_id, BlockCodec::Raw, delta.clone().into())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(404), "{e}");
+    assert_eq!(bob.missing(&[new_id]).await.unwrap(), vec![new_id]);
+
+    // A good delta stores the block, and the block reads back whole.
+    let stored = alice
+        .put_block_delta(&new_id, &old_id, BlockCodec::Raw, delta.into())
+        .await
+        .unwrap();
+    assert_eq!(stored.size, new.len() as u64);
+    assert!(alice.missing(&[new_id]).await.unwrap().is_empty());
+    assert_eq!(alice.get_block(&new_id).await.unwrap(), new);
+
+    // Down: a patch against the old block rebuilds the new one; a patch
+    // applied to bytes that are not the base is an error, never wrong
+    // bytes.
+    let patched = alice
+        .get_block_patched(&new_id, &old_id, old.clone())
+        .await
+        .unwrap();
+    assert_eq!(patched, new);
+    let mut damaged = old.clone();
+    damaged[10] ^= 1;
+    assert!(
+        alice
+            .get_block_patched(&new_id, &old_id, damaged)
+            .await
+            .is_err()
+    );
+    let e = bob
+        .get_block_patched(&new_id, &old_id, old)
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(404), "{e}");
+}
