@@ -651,6 +651,7 @@ async fn idle(args: IdleArgs) -> Result<()> {
 fn commit_of(path: String, data: &[u8]) -> CommitRequest {
     let id = BlockId::of(data);
     CommitRequest {
+        reuse: Vec::new(),
         path,
         base_rev: None,
         size: data.len() as u64,

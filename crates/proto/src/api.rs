@@ -201,7 +201,83 @@ pub struct CommitRequest {
     pub content_hash: ContentHash,
     /// Must equal the server's `chunker` (see `/api/v1/info`).
     pub chunker: String,
+    /// The file's blocks in order, less the stretches given by `reuse`.
     pub blocks: Vec<BlockRef>,
+    /// Stretches of revision `base_rev`'s block list that the new revision
+    /// keeps, so an edit of a large file need not list every block again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reuse: Vec<Reuse>,
+}
+
+/// Blocks `start..start + count` of the base revision, placed so that the
+/// first of them is block `at` of the new revision. `check` is
+/// [`Reuse::check_of`] those blocks' ids: a list that does not match is
+/// refused (send the whole list then), never guessed at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Reuse {
+    pub at: u32,
+    pub start: u32,
+    pub count: u32,
+    /// 32 hex digits.
+    pub check: String,
+}
+
+impl Reuse {
+    /// The first 16 bytes, in hex, of the BLAKE3 hash of the ids in order.
+    pub fn check_of<'a>(ids: impl IntoIterator<Item = &'a BlockId>) -> String {
+        let mut hasher = blake3::Hasher::new();
+        for id in ids {
+            hasher.update(&id.0);
+        }
+        hasher.finalize().as_bytes()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The runs of `new` (in order) found in `base` (in order), longest
+    /// first from each position, of at least `min` blocks; returned with
+    /// the blocks of `new` that no run covers.
+    pub fn find(base: &[BlockRef], new: &[BlockRef], min: usize) -> (Vec<Reuse>, Vec<BlockRef>) {
+        let mut at_in_base: std::collections::HashMap<(BlockId, u64), Vec<usize>> =
+            std::collections::HashMap::new();
+        for (j, b) in base.iter().enumerate() {
+            at_in_base.entry((b.id, b.size)).or_default().push(j);
+        }
+        let (mut runs, mut rest) = (Vec::new(), Vec::new());
+        let mut i = 0;
+        while i < new.len() {
+            let best = at_in_base
+                .get(&(new[i].id, new[i].size))
+                .into_iter()
+                .flatten()
+                .map(|&j| {
+                    let len = new[i..]
+                        .iter()
+                        .zip(&base[j..])
+                        .take_while(|(n, b)| n.id == b.id && n.size == b.size)
+                        .count();
+                    (j, len)
+                })
+                .max_by_key(|&(_, len)| len);
+            match best {
+                Some((j, len)) if len >= min.max(1) => {
+                    runs.push(Reuse {
+                        at: i as u32,
+                        start: j as u32,
+                        count: len as u32,
+                        check: Reuse::check_of(base[j..j + len].iter().map(|b| &b.id)),
+                    });
+                    i += len;
+                }
+                _ => {
+                    rest.push(new[i].clone());
+                    i += 1;
+                }
+            }
+        }
+        (runs, rest)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -533,4 +609,51 @@ pub struct Usage {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct QuotaRequest {
     pub quota_bytes: Option<u64>,
+}
+
+#[cfg(test)]
+mod reuse_tests {
+    use super::*;
+
+    fn refs(ns: &[u8]) -> Vec<BlockRef> {
+        ns.iter()
+            .map(|&n| BlockRef {
+                id: BlockId::of(&[n]),
+                size: 100 + u64::from(n),
+            })
+            .collect()
+    }
+
+    /// Puts the runs back, as the server does, to check they say `new`.
+    fn rebuild(base: &[BlockRef], runs: &[Reuse], rest: &[BlockRef]) -> Vec<BlockRef> {
+        let mut out = Vec::new();
+        let mut rest = rest.iter();
+        for r in runs {
+            while out.len() < r.at as usize {
+                out.push(rest.next().unwrap().clone());
+            }
+            let stretch = &base[r.start as usize..(r.start + r.count) as usize];
+            assert_eq!(Reuse::check_of(stretch.iter().map(|b| &b.id)), r.check);
+            out.extend_from_slice(stretch);
+        }
+        out.extend(rest.cloned());
+        out
+    }
+
+    #[test]
+    fn runs_cover_what_the_base_has_and_list_the_rest() {
+        let base = refs(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        // An edit of block 3, a block inserted after 6, the last two moved
+        // to the front.
+        let new = refs(&[7, 8, 1, 2, 30, 4, 5, 6, 60]);
+        let (runs, rest) = Reuse::find(&base, &new, 2);
+        let ids = |v: &[BlockRef]| v.iter().map(|b| b.id).collect::<Vec<_>>();
+        assert_eq!(ids(&rest), ids(&refs(&[30, 60])));
+        assert_eq!(runs.len(), 3);
+        assert_eq!(ids(&rebuild(&base, &runs, &rest)), ids(&new));
+        // Runs shorter than the minimum are listed instead.
+        let (runs, rest) = Reuse::find(&base, &refs(&[1, 9, 3, 9, 5]), 2);
+        assert!(runs.is_empty());
+        assert_eq!(rest.len(), 5);
+    }
 }

@@ -395,6 +395,7 @@ async fn wrong_hash_and_missing_blocks(b: Backend) {
 
     let id = BlockId::of(&block);
     let commit = |blocks: Vec<BlockRef>, size: u64| CommitRequest {
+        reuse: Vec::new(),
         path: "/c.txt".into(),
         base_rev: None,
         size,
@@ -513,6 +514,7 @@ async fn other_users_paths_and_blocks_are_404(b: Backend) {
     // Bob cannot commit Alice's block without uploading it.
     let err = bob
         .commit(&CommitRequest {
+            reuse: Vec::new(),
             path: "/stolen.txt".into(),
             base_rev: None,
             size: data.len() as u64,
@@ -799,6 +801,7 @@ async fn small_files_travel_in_packs_and_batches(b: Backend) {
     let block = b"never uploaded".to_vec();
     let resp = r
         .commit_batch(vec![CommitRequest {
+            reuse: Vec::new(),
             path: "/many/ghost.txt".into(),
             base_rev: None,
             size: block.len() as u64,

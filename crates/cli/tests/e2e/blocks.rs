@@ -330,6 +330,7 @@ async fn a_commit_never_references_a_damaged_block(b: Backend) {
         .await
         .unwrap();
     let commit = |path: &str| CommitRequest {
+        reuse: Vec::new(),
         path: path.into(),
         base_rev: None,
         size: plain.len() as u64,

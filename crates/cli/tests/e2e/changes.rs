@@ -152,6 +152,7 @@ async fn uploads_under_way_show_as_pending_then_expire(b: Backend) {
     let data = b"the bytes of a file on its way".to_vec();
     let id = BlockId::of(&data);
     let commit = |path: &str| CommitRequest {
+        reuse: Vec::new(),
         path: path.into(),
         base_rev: Some(0),
         size: data.len() as u64,

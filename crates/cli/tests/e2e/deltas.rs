@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use tessera_client::Remote;
 use tessera_client::sync::Syncer;
 use tessera_proto::BlockId;
-use tessera_proto::api::BlockCodec;
+use tessera_proto::api::{BlockCodec, BlockRef, CommitRequest, Reuse};
 
 use crate::common::relay::Relay;
 use crate::common::{Backend, TestServer, mixed_data, random_data};
@@ -68,7 +68,8 @@ async fn carry(a: &mut Device, b: &mut Device, content: &[u8]) -> (u64, u64) {
 
 on_both_backends!(
     small_edits_of_a_large_file_cost_about_what_changed,
-    a_delta_is_checked_and_reaches_only_your_own_blocks
+    a_delta_is_checked_and_reaches_only_your_own_blocks,
+    a_commit_reuses_only_the_blocks_it_names_exactly
 );
 
 async fn small_edits_of_a_large_file_cost_about_what_changed(backend: Backend) {
@@ -177,4 +178,81 @@ async fn a_delta_is_checked_and_reaches_only_your_own_blocks(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(e.status(), Some(404), "{e}");
+}
+
+/// A commit may name stretches of its base revision instead of listing
+/// them; a stretch whose check differs, that lies past the base, or a
+/// base that is not there is refused with 400 and changes nothing.
+async fn a_commit_reuses_only_the_blocks_it_names_exactly(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let alice = s.user("alice").await;
+    let dir = s.scratch("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut content = mixed_data(24 * MIB, 3);
+    std::fs::write(dir.join("v1"), &content).unwrap();
+    let first = tessera_client::transfer::upload_file(
+        &alice,
+        &dir.join("v1"),
+        "/doc.bin",
+        None,
+        Arc::new(|_| {}),
+    )
+    .await
+    .unwrap();
+    assert!(first.blocks.len() >= 3, "{} blocks", first.blocks.len());
+    let rev = first.entry.rev.unwrap();
+
+    content[100..200].copy_from_slice(&random_data(100, 10));
+    std::fs::write(dir.join("v2"), &content).unwrap();
+    let cut: Vec<(BlockId, u64)> = tessera_proto::block::chunker(&content[..])
+        .map(|c| {
+            let c = c.unwrap();
+            (BlockId::of(&c.data), c.length as u64)
+        })
+        .collect();
+    let refs = |v: &[(BlockId, u64)]| -> Vec<BlockRef> {
+        v.iter().map(|&(id, size)| BlockRef { id, size }).collect()
+    };
+    let (runs, rest) = Reuse::find(&refs(&first.blocks), &refs(&cut), 2);
+    assert_eq!(rest.len(), 1, "only the edited block is listed");
+    let changed = rest[0].id;
+    let data = &content[..rest[0].size as usize];
+    alice
+        .put_block(&changed, BlockCodec::Raw, data.to_vec().into())
+        .await
+        .unwrap();
+    let request = |reuse: Vec<Reuse>, base_rev: Option<i64>| CommitRequest {
+        path: "/doc.bin".into(),
+        base_rev,
+        size: content.len() as u64,
+        content_hash: tessera_proto::ContentHash::from(blake3::hash(&content)),
+        chunker: tessera_proto::block::CHUNKER.into(),
+        blocks: rest.clone(),
+        reuse,
+    };
+    let mut wrong = runs.clone();
+    wrong[0].check = "00".repeat(16);
+    let mut past = runs.clone();
+    past[0].start = 1000;
+    for (bad, base) in [
+        (wrong, Some(rev)),
+        (past, Some(rev)),
+        (runs.clone(), None),
+        (runs.clone(), Some(rev + 50)),
+    ] {
+        let e = alice.commit(&request(bad, base)).await.unwrap_err();
+        assert_eq!(e.status(), Some(400), "{e}");
+        assert!(e.to_string().contains("whole block list"), "{e}");
+        assert_eq!(alice.meta("/doc.bin").await.unwrap().rev, Some(rev));
+    }
+    let entry = alice.commit(&request(runs, Some(rev))).await.unwrap();
+    assert_eq!(entry.rev, Some(rev + 1));
+    let list = alice.block_list("/doc.bin", None).await.unwrap();
+    assert_eq!(
+        list.blocks
+            .iter()
+            .map(|b| (b.id, b.size))
+            .collect::<Vec<_>>(),
+        cut
+    );
 }

@@ -36,6 +36,7 @@ async fn put(r: &Remote, path: &str, bytes: &[u8]) {
 
 fn commit_of(path: &str, hash: ContentHash, blocks: &[&[u8]]) -> CommitRequest {
     CommitRequest {
+        reuse: Vec::new(),
         path: path.into(),
         base_rev: None,
         size: blocks.iter().map(|b| b.len() as u64).sum(),
@@ -485,6 +486,7 @@ async fn a_block_list_longer_than_the_size_allows_is_refused(b: Backend) {
         })
         .collect();
     let req = CommitRequest {
+        reuse: Vec::new(),
         path: "/many.bin".into(),
         base_rev: None,
         size,
@@ -571,6 +573,7 @@ async fn commit_figures_on(b: Backend) {
         h.update(sl);
     }
     let req = CommitRequest {
+        reuse: Vec::new(),
         path: "/reversed.bin".into(),
         base_rev: None,
         size: data.len() as u64,
@@ -589,6 +592,7 @@ async fn commit_figures_on(b: Backend) {
     );
     // Again under another name: the block list is known, nothing is read.
     let again = CommitRequest {
+        reuse: Vec::new(),
         path: "/reversed-copy.bin".into(),
         ..req.clone()
     };
@@ -605,6 +609,7 @@ async fn commit_figures_on(b: Backend) {
         .unwrap();
     let n = 10u64 * 1024;
     let unknown = CommitRequest {
+        reuse: Vec::new(),
         path: "/unknown.bin".into(),
         base_rev: None,
         size: n << 20,
@@ -629,6 +634,7 @@ async fn commit_figures_on(b: Backend) {
         h.update(&one);
     }
     let repeated = CommitRequest {
+        reuse: Vec::new(),
         path: "/repeated.bin".into(),
         content_hash: ContentHash(*h.finalize().as_bytes()),
         blocks: (0..n).map(|_| BlockRef { id, size: 1 << 20 }).collect(),

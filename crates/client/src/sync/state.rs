@@ -484,6 +484,21 @@ impl BlockIndex {
         Ok(())
     }
 
+    /// The blocks (id, length) of the file at `path` in order, as last
+    /// recorded; empty if none were.
+    pub async fn blocks_of(&self, path: &str) -> Result<Vec<(BlockId, u64)>, StateError> {
+        let rows: Vec<(Vec<u8>, i64)> = sqlx::query_as(
+            "SELECT block_id, len FROM local_blocks WHERE path = $1 ORDER BY file_offset",
+        )
+        .bind(path)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, len)| Some((BlockId(id.try_into().ok()?), len as u64)))
+            .collect())
+    }
+
     /// Where each of `ids` may be found locally (a few places at most each).
     pub async fn sites(
         &self,

@@ -115,6 +115,7 @@ async fn send_missing(
 fn commit_of(f: &SmallFile, data: &[u8]) -> CommitRequest {
     let id = BlockId::of(data);
     CommitRequest {
+        reuse: Vec::new(),
         path: f.remote.clone(),
         base_rev: f.base_rev,
         size: data.len() as u64,

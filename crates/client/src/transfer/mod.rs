@@ -27,7 +27,7 @@ pub use download::{
     sites_in_file,
 };
 pub use resume::{ResumeReport, download_resumable, part_paths};
-pub use upload::{PARALLEL_UPLOADS, UploadReport, upload_file};
+pub use upload::{Base, PARALLEL_UPLOADS, UploadReport, upload_edit, upload_file};
 
 /// zstd level for blocks the client sends.
 pub const ZSTD_LEVEL: i32 = 3;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use tessera_proto::api::{BlockCodec, BlockRef, CommitRequest, Entry};
-use tessera_proto::block::{CHUNKER, chunker};
+use tessera_proto::api::{BlockCodec, BlockRef, CommitRequest, Entry, Reuse};
+use tessera_proto::block::{CHUNKER, MIN_BLOCK, chunker};
 use tessera_proto::{BlockId, ContentHash};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -61,6 +61,17 @@ fn cut_file(path: &Path) -> Result<Cut, ClientError> {
     })
 }
 
+/// What a new version of a file is based on.
+#[derive(Debug, Clone)]
+pub struct Base {
+    pub rev: i64,
+    /// The base revision's blocks (id, length) in order, if the caller
+    /// knows them; else they are asked of the server when they can help.
+    /// A wrong list costs a retry, never a wrong file: the server checks
+    /// every stretch it is told to reuse.
+    pub blocks: Option<Vec<(BlockId, u64)>>,
+}
+
 /// Uploads `local` to `remote_path`, sending only blocks the server lacks.
 pub async fn upload_file(
     remote: &Remote,
@@ -69,26 +80,55 @@ pub async fn upload_file(
     base_rev: Option<i64>,
     progress: Progress,
 ) -> Result<UploadReport, ClientError> {
+    let base = base_rev.map(|rev| Base { rev, blocks: None });
+    upload_edit(remote, local, remote_path, base, progress).await
+}
+
+/// Uploads `local` as a new version of `base`: blocks the base revision
+/// has are neither asked about nor listed again, and each changed block
+/// goes as a delta against the block it replaced when that is smaller.
+pub async fn upload_edit(
+    remote: &Remote,
+    local: &Path,
+    remote_path: &str,
+    base: Option<Base>,
+    progress: Progress,
+) -> Result<UploadReport, ClientError> {
     let path = local.to_path_buf();
     let cut = tokio::task::spawn_blocking(move || cut_file(&path))
         .await
         .map_err(blocking_err)??;
     let ids: Vec<BlockId> = cut.blocks.iter().map(|(id, _)| *id).collect();
-    let mut missing: HashSet<BlockId> = remote.missing(&ids).await?.into_iter().collect();
-    let req = CommitRequest {
+    let base_blocks = base_blocks(remote, remote_path, base.as_ref(), &cut).await;
+    let in_base: HashSet<BlockId> = base_blocks.iter().map(|(id, _)| *id).collect();
+    let mut seen = HashSet::new();
+    let ask: Vec<BlockId> = ids
+        .iter()
+        .filter(|id| !in_base.contains(id) && seen.insert(**id))
+        .copied()
+        .collect();
+    let mut missing: HashSet<BlockId> = remote.missing(&ask).await?.into_iter().collect();
+    let refs = |blocks: &[(BlockId, u64)]| -> Vec<BlockRef> {
+        blocks
+            .iter()
+            .map(|&(id, size)| BlockRef { id, size })
+            .collect()
+    };
+    let all = refs(&cut.blocks);
+    let (reuse, listed) = if base_blocks.is_empty() {
+        (Vec::new(), all.clone())
+    } else {
+        // A run of one block costs about what listing it does.
+        Reuse::find(&refs(&base_blocks), &all, 2)
+    };
+    let mut req = CommitRequest {
         path: remote_path.to_owned(),
-        base_rev,
+        base_rev: base.as_ref().map(|b| b.rev),
         size: cut.size,
         content_hash: cut.hash,
         chunker: CHUNKER.to_owned(),
-        blocks: cut
-            .blocks
-            .iter()
-            .map(|(id, size)| BlockRef {
-                id: *id,
-                size: *size,
-            })
-            .collect(),
+        blocks: listed,
+        reuse,
     };
     let report = |entry, blocks_sent, bytes_sent| UploadReport {
         entry,
@@ -102,7 +142,7 @@ pub async fn upload_file(
         // Committing before the blocks are up marks the file as pending on
         // the server (other devices see it syncing) and fails early on a
         // stale base or the size limit, before any block is sent.
-        match remote.commit(&req).await {
+        match commit(remote, &mut req, &all).await {
             Err(ClientError::Api {
                 code: tessera_proto::ErrorCode::MissingBlocks,
                 ..
@@ -111,18 +151,15 @@ pub async fn upload_file(
             Ok(entry) => return Ok(report(entry, 0, 0)),
         }
     }
-    // A new version of a file the server holds: each changed block can go
-    // as a delta against the block it replaced.
-    let bases = match base_rev {
-        Some(rev) if !missing.is_empty() => {
-            old_bases(remote, remote_path, rev, &cut, &missing).await
-        }
-        _ => HashMap::new(),
-    };
+    // Each changed block can go as a delta against the block it replaced.
+    let bases = overlapping_bases(&cut.blocks, &with_offsets(&base_blocks), |id| {
+        missing.contains(id)
+    });
     let (mut blocks_sent, mut bytes_sent) = (0, 0);
     // A block this account held can be collected by the server between
     // the question and the commit (it was unreferenced for the whole grace
-    // period): the commit then names it, and it is sent again.
+    // period), or a base list told by the caller may be out of date: the
+    // commit then names the blocks, and they are sent.
     let mut attempt = 0;
     loop {
         if !missing.is_empty() {
@@ -131,7 +168,7 @@ pub async fn upload_file(
             blocks_sent += blocks;
             bytes_sent += bytes;
         }
-        match remote.commit(&req).await {
+        match commit(remote, &mut req, &all).await {
             Err(ClientError::Api {
                 code: tessera_proto::ErrorCode::MissingBlocks,
                 ..
@@ -141,6 +178,55 @@ pub async fn upload_file(
             }
             answer => return Ok(report(answer?, blocks_sent, bytes_sent)),
         }
+    }
+}
+
+/// Commits `req`; if the server cannot reuse the stretches it names (the
+/// base revision is gone, the list told was stale), commits again with
+/// every block listed, and keeps it so from then on.
+async fn commit(
+    remote: &Remote,
+    req: &mut CommitRequest,
+    all: &[BlockRef],
+) -> Result<Entry, ClientError> {
+    match remote.commit(req).await {
+        Err(ClientError::Api {
+            code: tessera_proto::ErrorCode::BadRequest,
+            message,
+            ..
+        }) if !req.reuse.is_empty() => {
+            tracing::debug!(path = %req.path, %message, "listing every block");
+            req.reuse.clear();
+            req.blocks = all.to_vec();
+            remote.commit(req).await
+        }
+        answer => answer,
+    }
+}
+
+/// The base revision's blocks: as told, else asked of the server for a
+/// file of more than one block (for one block, the list saves nothing).
+async fn base_blocks(
+    remote: &Remote,
+    remote_path: &str,
+    base: Option<&Base>,
+    cut: &Cut,
+) -> Vec<(BlockId, u64)> {
+    match base {
+        Some(Base {
+            blocks: Some(blocks),
+            ..
+        }) => blocks.clone(),
+        Some(Base { rev, blocks: None }) if cut.size > MIN_BLOCK as u64 => {
+            match remote.block_list(remote_path, Some(*rev)).await {
+                Ok(list) => list.blocks.iter().map(|b| (b.id, b.size)).collect(),
+                Err(e) => {
+                    tracing::debug!(path = remote_path, rev, error = %e, "no block list of the base revision");
+                    Vec::new()
+                }
+            }
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -269,28 +355,6 @@ async fn send_edited(
     let len = whole.len() as u64;
     remote.put_block(&id, codec, Bytes::from(whole)).await?;
     Ok(signature_len + len)
-}
-
-/// For each missing block, the block of revision `rev` it most likely
-/// replaced. Without that list (the revision is gone, the server is old)
-/// every block goes whole.
-async fn old_bases(
-    remote: &Remote,
-    remote_path: &str,
-    rev: i64,
-    cut: &Cut,
-    missing: &HashSet<BlockId>,
-) -> HashMap<BlockId, BlockId> {
-    match remote.block_list(remote_path, Some(rev)).await {
-        Ok(list) => {
-            let old: Vec<(BlockId, u64)> = list.blocks.iter().map(|b| (b.id, b.size)).collect();
-            overlapping_bases(&cut.blocks, &with_offsets(&old), |id| missing.contains(id))
-        }
-        Err(e) => {
-            tracing::debug!(path = remote_path, rev, error = %e, "no block list of the base revision");
-            HashMap::new()
-        }
-    }
 }
 
 /// The producer side of [`send_blocks`], on a blocking thread: reads and

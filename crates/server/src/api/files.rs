@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use tessera_proto::api::{
     BlockListResponse, BlockRef, CommitBatchRequest, CommitBatchResponse, CommitRequest,
     CommitResult, DeleteRequest, DownloadQuery, Entry, EntryKind, ListResponse, MoveRequest,
-    PathQuery, PinRequest, RestoreRequest, Revision, RevisionsResponse, UploadQuery,
+    PathQuery, PinRequest, RestoreRequest, Reuse, Revision, RevisionsResponse, UploadQuery,
 };
 use tessera_proto::block::{CHUNKER, MAX_BLOCK, MIN_BLOCK};
 use tessera_proto::{ContentHash, RemotePath};
@@ -18,7 +18,7 @@ use tokio::io::AsyncReadExt;
 
 use super::{ApiError, AppState, AuthUser, J, Q};
 use crate::blocks::{BlockStore, Ingest, IngestError};
-use crate::meta::{NewRevision, NodeRow, RevisionBlock};
+use crate::meta::{MetaError, NewRevision, NodeRow, RevisionBlock};
 
 pub fn entry(node: &NodeRow, path: &RemotePath) -> Entry {
     let folder = node.is_folder();
@@ -255,6 +255,11 @@ fn new_revision(
     req: CommitRequest,
 ) -> Result<NewRevision, ApiError> {
     let path = below_root(&req.path)?;
+    if !req.reuse.is_empty() {
+        return Err(ApiError::BadRequest(
+            "`reuse` is taken by /files/commit only: list every block here".into(),
+        ));
+    }
     if req.chunker != CHUNKER {
         return Err(ApiError::BadRequest(format!(
             "blocks were cut with `{}`; this server cuts with `{CHUNKER}`: update the client",
@@ -452,6 +457,7 @@ pub async fn commit(
     user: AuthUser,
     J(req): J<CommitRequest>,
 ) -> Result<(StatusCode, Json<Entry>), ApiError> {
+    let req = with_reused(&state, &user, req).await?;
     let new = new_revision(&state, &user, req)?;
     // Over the quota: refused before the client sends any block.
     let same = state
@@ -473,6 +479,90 @@ pub async fn commit(
     }
     let node = state.meta.commit(&new).await?;
     Ok((StatusCode::CREATED, Json(entry(&node, &new.path))))
+}
+
+/// The commit with the stretches it reuses from the base revision put
+/// back into its block list. Anything that does not fit (no base, a
+/// stretch outside it, a check that differs, runs out of order) is a 400
+/// that says to send the whole list.
+async fn with_reused(
+    state: &AppState,
+    user: &AuthUser,
+    mut req: CommitRequest,
+) -> Result<CommitRequest, ApiError> {
+    if req.reuse.is_empty() {
+        return Ok(req);
+    }
+    let refuse = |why: String| {
+        ApiError::BadRequest(format!(
+            "cannot reuse blocks of the base revision: {why}; send the whole block list"
+        ))
+    };
+    let Some(base_rev) = req.base_rev else {
+        return Err(refuse("the commit names no base_rev".into()));
+    };
+    // The same bound as the list itself, before anything is allocated.
+    let most = req.size / MIN_BLOCK as u64 + 1;
+    let reused: u64 = req.reuse.iter().map(|r| u64::from(r.count)).sum();
+    if reused + req.blocks.len() as u64 > most {
+        return Err(refuse(format!(
+            "{} blocks cannot make a file of {} bytes",
+            reused + req.blocks.len() as u64,
+            req.size
+        )));
+    }
+    let path = below_root(&req.path)?;
+    let (_, _, base) = match state
+        .meta
+        .file_revision(user.ns, &path, Some(base_rev))
+        .await
+    {
+        Ok(found) => found,
+        Err(MetaError::NotFound(_)) => {
+            return Err(refuse(format!(
+                "revision {base_rev} of {path} does not exist"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut explicit = std::mem::take(&mut req.blocks).into_iter();
+    let mut blocks = Vec::with_capacity((reused as usize).saturating_add(explicit.len()));
+    for run in std::mem::take(&mut req.reuse) {
+        let at = run.at as usize;
+        if at < blocks.len() {
+            return Err(refuse(format!(
+                "the stretch at {at} overlaps the one before"
+            )));
+        }
+        while blocks.len() < at {
+            let Some(b) = explicit.next() else {
+                return Err(refuse(format!(
+                    "a stretch is placed at {at}, past the listed blocks"
+                )));
+            };
+            blocks.push(b);
+        }
+        let (start, count) = (run.start as usize, run.count as usize);
+        let Some(stretch) = base.get(start..start.saturating_add(count)) else {
+            return Err(refuse(format!(
+                "blocks {start}..{} are past the end of revision {base_rev}",
+                start.saturating_add(count)
+            )));
+        };
+        if count == 0 || Reuse::check_of(stretch.iter().map(|b| &b.id)) != run.check {
+            return Err(refuse(format!(
+                "blocks {start}..{} of revision {base_rev} are not the ones meant",
+                start + count
+            )));
+        }
+        blocks.extend(stretch.iter().map(|b| BlockRef {
+            id: b.id,
+            size: b.size,
+        }));
+    }
+    blocks.extend(explicit);
+    req.blocks = blocks;
+    Ok(req)
 }
 
 /// Most commits in one batch.

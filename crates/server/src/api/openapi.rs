@@ -104,6 +104,7 @@ use super::auth::SESSION_COOKIE;
         tessera_proto::api::BlockRef,
         tessera_proto::api::BlockCodec,
         tessera_proto::api::CommitRequest,
+        tessera_proto::api::Reuse,
         tessera_proto::api::Revision,
         tessera_proto::api::RevisionsResponse,
         tessera_proto::api::BlockListResponse,

@@ -14,7 +14,7 @@ use super::super::tree::{Node, NodeKind, is_below};
 use super::disk::{fsync_dir, now_secs, unused};
 use super::download::Wanted;
 use super::{Report, Syncer, conflicted_name, move_subtree, rel_to_remote, remove_subtree};
-use crate::transfer::{Progress, SMALL_FILE, SmallFile, upload_file, upload_small_files};
+use crate::transfer::{Base, Progress, SMALL_FILE, SmallFile, upload_edit, upload_small_files};
 
 /// Large uploads sent at once.
 const PARALLEL_UPLOADS: usize = 3;
@@ -158,19 +158,18 @@ impl Syncer {
         report: &mut Report,
         stuck: &mut Vec<String>,
     ) {
-        let uploads: Vec<_> = up
-            .into_iter()
-            .map(|(path, base)| {
-                let remote = self.remote.clone();
-                let abs = self.disk(&path);
-                let progress = self.upload_progress();
-                async move {
-                    let r = upload_file(&remote, &abs, &rel_to_remote(&path), Some(base), progress)
-                        .await;
-                    (path, r)
-                }
-            })
-            .collect();
+        let mut uploads = Vec::with_capacity(up.len());
+        for (path, rev) in up {
+            let remote = self.remote.clone();
+            let abs = self.disk(&path);
+            let progress = self.upload_progress();
+            let base = self.base(&path, rev).await;
+            uploads.push(async move {
+                let r =
+                    upload_edit(&remote, &abs, &rel_to_remote(&path), Some(base), progress).await;
+                (path, r)
+            });
+        }
         let done: Vec<_> = futures::stream::iter(uploads)
             .buffer_unordered(PARALLEL_UPLOADS)
             .collect()
@@ -184,6 +183,21 @@ impl Syncer {
                 Err(e) => stuck.push(format!("upload {path}: {e}")),
             }
         }
+    }
+
+    /// What an upload of `path` is based on: revision `rev`, with the
+    /// blocks the local index last recorded for the file (those of the
+    /// synced revision, as uploads and downloads record them).
+    async fn base(&self, path: &str, rev: i64) -> Base {
+        let blocks = match self.state.block_index().blocks_of(path).await {
+            Ok(blocks) if !blocks.is_empty() => Some(blocks),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(path, error = %e, "cannot read the local block index");
+                None
+            }
+        };
+        Base { rev, blocks }
     }
 
     /// Notes where the blocks of the local file at `path` lie. Only a
@@ -229,11 +243,12 @@ impl Syncer {
             Op::Upload { path, base_rev } => {
                 let abs = self.disk(path);
                 let progress = self.upload_progress();
-                let up = upload_file(
+                let base = self.base(path, *base_rev).await;
+                let up = upload_edit(
                     &self.remote,
                     &abs,
                     &rel_to_remote(path),
-                    Some(*base_rev),
+                    Some(base),
                     progress,
                 )
                 .await?;
