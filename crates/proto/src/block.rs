@@ -45,10 +45,33 @@ where
 {
     use crate::api::BlockCodec;
     let bytes = plain.as_ref();
+    if incompressible(bytes, level) {
+        return (BlockCodec::Raw, plain.into());
+    }
     match zstd::bulk::compress(bytes, level) {
         Ok(z) if z.len() < bytes.len() => (BlockCodec::Zstd, z),
         _ => (BlockCodec::Raw, plain.into()),
     }
+}
+
+/// Blocks at least this long are probed before zstd is given them whole.
+const PROBE_FROM: usize = 256 << 10;
+const PROBE_LEN: usize = 32 << 10;
+
+/// Whether samples of `bytes` (its start, middle and end) all fail to
+/// shrink by 3%: then the whole block almost surely would too, and
+/// compressing it costs a few milliseconds a MiB for nothing — on both
+/// sides, as the receiver would decompress it. Already compressed media,
+/// archives and encrypted files are most of the bytes people store.
+fn incompressible(bytes: &[u8], level: i32) -> bool {
+    if bytes.len() < PROBE_FROM {
+        return false;
+    }
+    let mid = bytes.len() / 2 - PROBE_LEN / 2;
+    [0, mid, bytes.len() - PROBE_LEN].iter().all(|&at| {
+        let sample = &bytes[at..at + PROBE_LEN];
+        zstd::bulk::compress(sample, level).map_or(true, |z| z.len() * 100 > sample.len() * 97)
+    })
 }
 
 /// A 32-byte BLAKE3 digest written as lowercase hex on the wire.
@@ -173,6 +196,25 @@ mod tests {
         assert_eq!(codec, BlockCodec::Zstd);
         assert!(body.len() < plain.len());
         assert_eq!(zstd::bulk::decompress(&body, MAX_BLOCK).unwrap(), plain);
+    }
+
+    #[test]
+    fn a_block_compressible_anywhere_the_probe_looks_is_compressed() {
+        use crate::api::BlockCodec;
+        let mut noise = vec![0u8; 4 << 20];
+        blake3::Hasher::new()
+            .update(b"noise")
+            .finalize_xof()
+            .fill(&mut noise);
+        assert_eq!(compress_or_raw(noise.clone(), 3).0, BlockCodec::Raw);
+        // Text at the start, the middle or the end alone is found.
+        for at in [0, (2 << 20) - 16_000, (4 << 20) - 40_000] {
+            let mut block = noise.clone();
+            block[at..at + 40_000].copy_from_slice(&b"tessera ".repeat(5_000));
+            let (codec, body) = compress_or_raw(block.clone(), 3);
+            assert_eq!(codec, BlockCodec::Zstd, "text at {at}");
+            assert_eq!(zstd::bulk::decompress(&body, MAX_BLOCK).unwrap(), block);
+        }
     }
 
     #[test]

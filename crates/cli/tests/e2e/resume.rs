@@ -279,7 +279,9 @@ async fn a_sync_killed_mid_download_leaves_no_partial_file() {
     let (target, tmp) = (folder.join("big.bin"), folder.join(".tessera/tmp"));
 
     t.relay.reset();
-    t.relay.down_limit.store(16 << 20, Ordering::SeqCst);
+    // Blocks come down four at a time and are written whole, in order:
+    // enough for the first few to land, not for the file.
+    t.relay.down_limit.store(28 << 20, Ordering::SeqCst);
     let child = command(&t.cfg, &["sync", folder.to_str().unwrap(), "--once"])
         .spawn()
         .unwrap();
@@ -314,7 +316,7 @@ async fn ctrl_c_during_a_held_download_stops_the_daemon_within_its_grace() {
     let (target, tmp) = (folder.join("big.bin"), folder.join(".tessera/tmp"));
 
     t.relay.reset();
-    t.relay.down_limit.store(16 << 20, Ordering::SeqCst);
+    t.relay.down_limit.store(28 << 20, Ordering::SeqCst);
     let mut child = command(&t.cfg, &["sync", folder.to_str().unwrap()])
         .spawn()
         .unwrap();

@@ -248,6 +248,7 @@ pub async fn download_assembling(
             })
             .collect();
         let mut blocks = futures::stream::iter(jobs).buffered(PARALLEL_FETCHES);
+        let mut writeback = Writeback::new(&file).await?;
         while let Some(block) = blocks.next().await {
             let (data, source) = block?;
             let len = data.len() as u64;
@@ -263,8 +264,10 @@ pub async fn download_assembling(
             file.write_all(&data).await?;
             report.download.size += len;
             progress(len);
+            writeback.wrote(len).await?;
         }
         file.flush().await?;
+        writeback.finish().await?;
         let got = ContentHash::from(hasher.finalize());
         if got != expected {
             return Err(ClientError::Integrity(format!(
@@ -279,4 +282,53 @@ pub async fn download_assembling(
         let _ = tokio::fs::remove_file(out).await;
     }
     result
+}
+
+/// Bytes written between two pushes of the file's data to the disk.
+const WRITEBACK_EVERY: u64 = 64 << 20;
+
+/// Pushes a large download's data to the disk while it is still arriving.
+/// The kernel would hold gigabytes of dirty pages until the final fsync
+/// and then write them all while the caller waits; a sync of what is
+/// written so far, on its own thread every 64 MiB, overlaps that writing
+/// with the transfer, so the final fsync has little left to do.
+struct Writeback {
+    file: Option<std::sync::Arc<std::fs::File>>,
+    since: u64,
+    running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Writeback {
+    async fn new(file: &tokio::fs::File) -> Result<Self, ClientError> {
+        let file = file.try_clone().await?.into_std().await;
+        Ok(Self {
+            file: Some(std::sync::Arc::new(file)),
+            since: 0,
+            running: None,
+        })
+    }
+
+    async fn wrote(&mut self, len: u64) -> Result<(), ClientError> {
+        self.since += len;
+        if self.since < WRITEBACK_EVERY || self.running.as_ref().is_some_and(|r| !r.is_finished()) {
+            return Ok(());
+        }
+        if let Some(done) = self.running.take() {
+            done.await.map_err(blocking_err)??;
+        }
+        if let Some(file) = self.file.clone() {
+            self.since = 0;
+            self.running = Some(tokio::task::spawn_blocking(move || file.sync_data()));
+        }
+        Ok(())
+    }
+
+    /// Waits for a sync still running; the caller's own fsync follows.
+    async fn finish(mut self) -> Result<(), ClientError> {
+        if let Some(done) = self.running.take() {
+            done.await.map_err(blocking_err)??;
+        }
+        self.file = None;
+        Ok(())
+    }
 }

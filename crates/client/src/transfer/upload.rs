@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use tessera_proto::api::{BlockCodec, BlockRef, CommitRequest, Entry, Reuse};
+use tessera_proto::api::{BlockRef, CommitRequest, Entry, Reuse};
 use tessera_proto::block::{CHUNKER, MIN_BLOCK, chunker};
 use tessera_proto::{BlockId, ContentHash};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -43,21 +43,42 @@ struct Cut {
     size: u64,
 }
 
+/// Cuts and hashes the file in one read: the content hash runs on a
+/// thread of its own beside the cutting and block hashing, so the pass
+/// takes about the longer of the two rather than their sum.
 fn cut_file(path: &Path) -> Result<Cut, ClientError> {
     let file = std::fs::File::open(path)?;
-    let mut hasher = blake3::Hasher::new();
-    let mut blocks = Vec::new();
-    let mut size = 0;
-    for chunk in chunker(file) {
-        let chunk = chunk.map_err(|e| ClientError::Io(std::io::Error::other(e.to_string())))?;
-        hasher.update(&chunk.data);
-        blocks.push((BlockId::of(&chunk.data), chunk.length as u64));
-        size += chunk.length as u64;
-    }
-    Ok(Cut {
-        blocks,
-        hash: hasher.finalize().into(),
-        size,
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(2);
+    std::thread::scope(|scope| {
+        let content = scope.spawn(move || {
+            let mut hasher = blake3::Hasher::new();
+            for data in rx {
+                hasher.update(&data);
+            }
+            ContentHash::from(hasher.finalize())
+        });
+        let mut blocks = Vec::new();
+        let mut size = 0;
+        let cut = || -> Result<(), ClientError> {
+            for chunk in chunker(file) {
+                let chunk =
+                    chunk.map_err(|e| ClientError::Io(std::io::Error::other(e.to_string())))?;
+                let data = Arc::new(chunk.data);
+                if tx.send(data.clone()).is_err() {
+                    break;
+                }
+                blocks.push((BlockId::of(&data), chunk.length as u64));
+                size += chunk.length as u64;
+            }
+            Ok(())
+        };
+        let cutting = cut();
+        drop(tx);
+        let hash = content
+            .join()
+            .map_err(|_| ClientError::Integrity("the content hash thread failed".into()))?;
+        cutting?;
+        Ok(Cut { blocks, hash, size })
     })
 }
 
@@ -217,7 +238,8 @@ async fn base_blocks(
             blocks: Some(blocks),
             ..
         }) => blocks.clone(),
-        Some(Base { rev, blocks: None }) if cut.size > MIN_BLOCK as u64 => {
+        // Revision 0 is a new file: no earlier version to edit.
+        Some(Base { rev, blocks: None }) if *rev > 0 && cut.size > MIN_BLOCK as u64 => {
             match remote.block_list(remote_path, Some(*rev)).await {
                 Ok(list) => list.blocks.iter().map(|b| (b.id, b.size)).collect(),
                 Err(e) => {
@@ -239,8 +261,8 @@ struct Outgoing {
 }
 
 enum Body {
-    /// Compressed (or raw) whole.
-    Whole(BlockCodec, Bytes),
+    /// Whole: compressed by the sender, so several compress at once.
+    Plain(Vec<u8>),
     /// Plain, to be sent as a delta against the base if that is smaller.
     Edited { plain: Vec<u8>, base: BlockId },
 }
@@ -275,16 +297,25 @@ async fn send_blocks(
     });
 
     let sizes: HashMap<BlockId, u64> = cut.blocks.iter().copied().collect();
+    let pace = Arc::new(Pace::new());
     let sent = tokio_stream_from(rx)
         .map(|out| {
             let remote = remote.clone();
             let progress = progress.clone();
             let plain = sizes.get(&out.id).copied().unwrap_or(0);
+            let pace = pace.clone();
             async move {
                 let len = match out.body {
-                    Body::Whole(codec, body) => {
+                    Body::Plain(plain) => {
+                        let level = pace.level();
+                        let (codec, body) = tokio::task::spawn_blocking(move || {
+                            tessera_proto::block::compress_or_raw(plain, level)
+                        })
+                        .await
+                        .map_err(blocking_err)?;
                         let len = body.len() as u64;
-                        remote.put_block(&out.id, codec, body).await?;
+                        remote.put_block(&out.id, codec, Bytes::from(body)).await?;
+                        pace.sent(len);
                         len
                     }
                     Body::Edited { plain, base } => {
@@ -308,6 +339,53 @@ async fn send_blocks(
     let sent = sent?;
     produced?;
     Ok(sent)
+}
+
+/// zstd level while the server takes blocks faster than `SLOW_LINK`: on
+/// a fast link compression is what everything waits for, and level 1 runs
+/// about twice as fast as level 3 for about a tenth more bytes (a 1 GiB
+/// file of real files: 8.8-9.5 s against 10.6-11.6 s device to device on
+/// loopback, 454 against 403 MB).
+const FAST_LINK_LEVEL: i32 = 1;
+/// Compressed bytes a second below which the link, not the CPU, is what
+/// an upload waits for, and the default level's smaller output pays.
+const SLOW_LINK: u64 = 20_000_000;
+/// Bytes sent before the pace is trusted.
+const PACE_AFTER: u64 = 8 << 20;
+
+/// The pace at which the server takes this upload's blocks, measured from
+/// the first block sent, which chooses the zstd level of the next ones.
+struct Pace {
+    start: std::time::Instant,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl Pace {
+    fn new() -> Self {
+        Self {
+            start: std::time::Instant::now(),
+            bytes: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn sent(&self, len: u64) {
+        self.bytes
+            .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn level(&self) -> i32 {
+        let bytes = self.bytes.load(std::sync::atomic::Ordering::Relaxed);
+        level_for(bytes, self.start.elapsed().as_secs_f64())
+    }
+}
+
+/// The zstd level after `bytes` went up in `secs`.
+fn level_for(bytes: u64, secs: f64) -> i32 {
+    if bytes < PACE_AFTER || bytes as f64 >= SLOW_LINK as f64 * secs {
+        FAST_LINK_LEVEL
+    } else {
+        ZSTD_LEVEL
+    }
 }
 
 /// Sends an edited block as a delta against `base` when that is smaller
@@ -368,35 +446,37 @@ fn read_blocks(
     progress: &Progress,
     runtime: &tokio::runtime::Handle,
 ) -> Result<(), ClientError> {
+    use std::io::{Read, Seek, SeekFrom};
     let budget = Arc::new(Semaphore::new(UPLOAD_BUDGET as usize));
     let mut sent = HashSet::new();
-    let file = std::fs::File::open(path)?;
-    for (i, chunk) in chunker(file).enumerate() {
-        let chunk = chunk.map_err(|e| ClientError::Io(std::io::Error::other(e.to_string())))?;
-        let id = BlockId::of(&chunk.data);
-        if expected.get(i).map(|(e, _)| *e) != Some(id) {
+    let mut file = std::fs::File::open(path)?;
+    // Only the blocks to send are read again, where the first pass found
+    // them; each must still hash to its id, so what goes up is exactly
+    // the version the first pass hashed.
+    let mut offset = 0u64;
+    for &(id, len) in expected {
+        let at = offset;
+        offset += len;
+        if !to_send.contains(&id) || !sent.insert(id) {
+            progress(len);
+            continue;
+        }
+        let want = u32::try_from(len).map_or(UPLOAD_BUDGET, |n| n.min(UPLOAD_BUDGET));
+        let Ok(permit) = runtime.block_on(budget.clone().acquire_many_owned(want)) else {
+            break;
+        };
+        let mut data = vec![0u8; len as usize];
+        file.seek(SeekFrom::Start(at))?;
+        let read = file.read_exact(&mut data);
+        if read.is_err() || BlockId::of(&data) != id {
             return Err(ClientError::Integrity(format!(
                 "{} changed while it was being uploaded; try again",
                 path.display()
             )));
         }
-        if !to_send.contains(&id) || !sent.insert(id) {
-            progress(chunk.length as u64);
-            continue;
-        }
-        let want = u32::try_from(chunk.length).map_or(UPLOAD_BUDGET, |n| n.min(UPLOAD_BUDGET));
-        let Ok(permit) = runtime.block_on(budget.clone().acquire_many_owned(want)) else {
-            break;
-        };
         let body = match bases.get(&id) {
-            Some(&base) => Body::Edited {
-                plain: chunk.data,
-                base,
-            },
-            None => {
-                let (codec, body) = tessera_proto::block::compress_or_raw(chunk.data, ZSTD_LEVEL);
-                Body::Whole(codec, Bytes::from(body))
-            }
+            Some(&base) => Body::Edited { plain: data, base },
+            None => Body::Plain(data),
         };
         let out = Outgoing { id, body, permit };
         if tx.blocking_send(out).is_err() {
@@ -410,4 +490,19 @@ fn tokio_stream_from<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures::Stream<Item = T> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_link_buys_smaller_blocks_with_cpu() {
+        // Loopback or a LAN: the fast level.
+        assert_eq!(level_for(400 << 20, 4.0), FAST_LINK_LEVEL);
+        // 100 Mbit/s: compression pays.
+        assert_eq!(level_for(60 << 20, 5.0), ZSTD_LEVEL);
+        // Too little sent to tell.
+        assert_eq!(level_for(1 << 20, 5.0), FAST_LINK_LEVEL);
+    }
 }
