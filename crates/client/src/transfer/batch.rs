@@ -32,23 +32,51 @@ pub async fn upload_small_files(
     remote: &Remote,
     files: &[SmallFile],
 ) -> Result<Vec<Result<Entry, ClientError>>, ClientError> {
-    let mut results = Vec::with_capacity(files.len());
-    while results.len() < files.len() {
-        let start = results.len();
-        let group = read_group(&files[start..]).await;
-        send_missing(remote, &group).await?;
-        let commits: Vec<CommitRequest> = group
-            .iter()
-            .zip(&files[start..])
-            .filter_map(|(data, f)| data.as_ref().ok().map(|d| commit_of(f, d)))
-            .collect();
-        let mut answers = remote.commit_batch(commits).await?.results.into_iter();
-        for data in group {
-            results.push(match data {
-                Err(e) => Err(e),
-                Ok(_) => answer(answers.next()),
-            });
+    // Reading a group and sending its blocks runs on its own task, a group
+    // ahead of the commits: the disk, the CPU and the server's commit are
+    // then busy at once instead of in turn. Commits stay one at a time and
+    // in order, so two never race to make the same folder.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let (sender, all) = (remote.clone(), files.to_vec());
+    let prepare = tokio::spawn(async move {
+        let mut start = 0;
+        while start < all.len() {
+            let group = read_group(&all[start..]).await;
+            let n = group.len();
+            let sent = send_missing(&sender, &group).await.map(|()| group);
+            if tx.send(sent).await.is_err() {
+                break;
+            }
+            start += n;
         }
+    });
+    let mut results = Vec::with_capacity(files.len());
+    let committed = async {
+        while let Some(group) = rx.recv().await {
+            let group = group?;
+            let start = results.len();
+            let commits: Vec<CommitRequest> = group
+                .iter()
+                .zip(&files[start..])
+                .filter_map(|(data, f)| data.as_ref().ok().map(|d| commit_of(f, d)))
+                .collect();
+            let mut answers = remote.commit_batch(commits).await?.results.into_iter();
+            for data in group {
+                results.push(match data {
+                    Err(e) => Err(e),
+                    Ok(_) => answer(answers.next()),
+                });
+            }
+        }
+        Ok::<(), ClientError>(())
+    }
+    .await;
+    prepare.abort();
+    committed?;
+    if results.len() < files.len() {
+        return Err(ClientError::Io(std::io::Error::other(
+            "reading the files to upload stopped short",
+        )));
     }
     Ok(results)
 }
@@ -91,21 +119,39 @@ async fn send_missing(
         })
         .collect();
     let missing: HashSet<BlockId> = remote.missing(&ids).await?.into_iter().collect();
-    let mut pack = Vec::new();
     let mut packed = HashSet::new();
-    for data in group.iter().flatten() {
-        let id = BlockId::of(data);
-        if data.is_empty() || !missing.contains(&id) || !packed.insert(id) {
-            continue;
-        }
-        let (codec, body) = tessera_proto::block::compress_or_raw(data.as_slice(), ZSTD_LEVEL);
-        if !pack.is_empty() && pack.len() + tessera_proto::pack::frame_len(body.len()) > BATCH_BYTES
-        {
-            remote.put_pack(std::mem::take(&mut pack)).await?;
-        }
-        tessera_proto::pack::encode_frame(&mut pack, &id, codec, &body);
+    let to_send: Vec<(BlockId, Vec<u8>)> = group
+        .iter()
+        .flatten()
+        .filter(|data| !data.is_empty())
+        .map(|data| (BlockId::of(data), data))
+        .filter(|(id, _)| missing.contains(id) && packed.insert(*id))
+        .map(|(id, data)| (id, data.clone()))
+        .collect();
+    if to_send.is_empty() {
+        return Ok(());
     }
-    if !pack.is_empty() {
+    // Compressing a group takes tens of milliseconds: off the reactor.
+    let packs = tokio::task::spawn_blocking(move || {
+        let mut packs = vec![Vec::new()];
+        for (id, data) in to_send {
+            let (codec, body) = tessera_proto::block::compress_or_raw(data, ZSTD_LEVEL);
+            let fits = |pack: &Vec<u8>| {
+                pack.is_empty()
+                    || pack.len() + tessera_proto::pack::frame_len(body.len()) <= BATCH_BYTES
+            };
+            if packs.last().is_none_or(|p| !fits(p)) {
+                packs.push(Vec::new());
+            }
+            if let Some(pack) = packs.last_mut() {
+                tessera_proto::pack::encode_frame(pack, &id, codec, &body);
+            }
+        }
+        packs
+    })
+    .await
+    .map_err(|e| ClientError::Io(std::io::Error::other(e.to_string())))?;
+    for pack in packs.into_iter().filter(|p| !p.is_empty()) {
         remote.put_pack(pack).await?;
     }
     Ok(())
