@@ -818,3 +818,66 @@ fn login_remembers_the_server_and_says_what_to_do() {
 fn command_sync(cfg: &Path, args: &[&str]) -> Child {
     command(cfg, args).spawn().unwrap()
 }
+
+/// A change the watcher never hears of (a write through a hard link from
+/// outside the folder) is still found by the periodic whole scan, even
+/// while the server answers every long poll sooner than the scan is due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_the_watcher_missed_is_found_by_the_periodic_scan() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let remote = s.user("alice").await;
+    let dir = s.scratch("unheard");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.txt"), "first").unwrap();
+    let outside = s.scratch("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::hard_link(dir.join("a.txt"), outside.join("a-link.txt")).unwrap();
+    let syncer = Syncer::open(&dir, remote.clone(), "alice", "desktop")
+        .await
+        .unwrap();
+    let (commands, rx) = mpsc::channel(4);
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let config = daemon::Config {
+        rescan: Duration::from_secs(3),
+        poll_secs: 1,
+        ..daemon::Config::default()
+    };
+    let d = daemon::Daemon::new(
+        Box::new(syncer),
+        remote.clone(),
+        config,
+        Control::new(rx),
+        move |e| {
+            let _ = tx.send(e);
+        },
+    );
+    let running = tokio::spawn(d.run());
+    let within = Duration::from_secs(30);
+    event_where(
+        &mut events,
+        within,
+        |e| matches!(e, Event::Synced(r) if r.uploaded == 1),
+    )
+    .await;
+
+    std::fs::write(outside.join("a-link.txt"), "changed unseen").unwrap();
+    let t = Instant::now();
+    event_where(
+        &mut events,
+        within,
+        |e| matches!(e, Event::Synced(r) if r.uploaded == 1),
+    )
+    .await;
+    println!("found {:?} after the unheard write", t.elapsed());
+    assert_eq!(
+        remote.meta("/a.txt").await.unwrap().content_hash,
+        Some(tessera_proto::ContentHash::of(b"changed unseen")),
+        "the server holds the new content"
+    );
+    commands
+        .send(DaemonCommand::Stop("the test".into()))
+        .await
+        .unwrap();
+    event_where(&mut events, within, |e| matches!(e, Event::Stopped { .. })).await;
+    running.await.unwrap().unwrap();
+}

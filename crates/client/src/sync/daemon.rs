@@ -248,6 +248,10 @@ pub struct Daemon<E: FnMut(Event)> {
     vanished: bool,
     /// The stuck list last told, so each is said once.
     said: Vec<String>,
+    /// When the next whole scan is due whatever the watcher says. A
+    /// deadline kept across waits: a timer started afresh in each wait
+    /// would never fire while the server answers long polls sooner.
+    next_rescan: tokio::time::Instant,
 }
 
 impl<E: FnMut(Event)> Daemon<E> {
@@ -266,7 +270,9 @@ impl<E: FnMut(Event)> Daemon<E> {
         let mut syncer = syncer;
         let dirty = Arc::new(Dirty::default());
         syncer.follow(dirty.clone());
+        let next_rescan = tokio::time::Instant::now() + config.rescan;
         Self {
+            next_rescan,
             dirty,
             syncer,
             remote,
@@ -395,6 +401,10 @@ impl<E: FnMut(Event)> Daemon<E> {
         if std::mem::take(&mut self.control.wake) {
             return Flow::Go;
         }
+        if tokio::time::Instant::now() >= self.next_rescan {
+            self.rescan_now();
+            return Flow::Go;
+        }
         let cursor = self.syncer.cursor().unwrap_or_default().to_owned();
         tokio::select! {
             polled = self.remote.poll(&cursor, self.config.poll_secs) => match polled {
@@ -429,10 +439,8 @@ impl<E: FnMut(Event)> Daemon<E> {
                 while self.changed.try_recv().is_ok() {}
                 Flow::Go
             }
-            _ = tokio::time::sleep(self.config.rescan) => {
-                // The safety net: a whole scan now and then, whatever the
-                // watcher said.
-                self.dirty.mark_all();
+            _ = tokio::time::sleep_until(self.next_rescan) => {
+                self.rescan_now();
                 Flow::Go
             }
             heard = self.control.next() => match heard {
@@ -449,6 +457,14 @@ impl<E: FnMut(Event)> Daemon<E> {
     }
 
     /// Watches the folder; events wake [`Daemon::wait`].
+    /// The safety net: a whole scan now and then, whatever the watcher
+    /// said (it can miss events: a queue overflow, a write through a hard
+    /// link from outside the folder).
+    fn rescan_now(&mut self) {
+        self.dirty.mark_all();
+        self.next_rescan = tokio::time::Instant::now() + self.config.rescan;
+    }
+
     fn watch(&self) -> Result<notify::RecommendedWatcher, DaemonError> {
         let root = self.syncer.root();
         let fail = |e| DaemonError::Watch(root.display().to_string(), e);
