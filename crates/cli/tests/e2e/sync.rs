@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use crate::common::{Backend, TestServer};
 use tessera_client::sync::Syncer;
 
-on_both_backends!(three_devices_converge);
+on_both_backends!(
+    three_devices_converge,
+    a_folder_holding_ignored_files_gives_way_to_a_file_from_the_server
+);
 
 /// Every file (path → bytes) and folder (path → None) under `root`,
 /// without the client's state folder.
@@ -296,4 +299,53 @@ async fn three_devices_converge(b: Backend) {
         tree.values()
             .any(|v| v.as_deref() == Some(&b"laptop again"[..]))
     );
+}
+
+/// Another device replaced a folder by a file; here the folder also holds
+/// files the sync ignores. The file comes down, and the ignored files go
+/// to the local trash, not lost and not in the way.
+async fn a_folder_holding_ignored_files_gives_way_to_a_file_from_the_server(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.user("alice").await;
+    let mut here = device(&s, "laptop").await;
+    let mut there = device(&s, "desk").await;
+    here.write(".tesseraignore", b"*.log\n");
+    here.write("d/a.txt", b"synced");
+    here.write("d/build.log", b"ignored, kept only here");
+    here.sync().await;
+    there.sync().await;
+    assert_eq!(std::fs::read(there.path("d/a.txt")).unwrap(), b"synced");
+
+    std::fs::remove_dir_all(there.path("d")).unwrap();
+    there.write("d", b"now a file");
+    there.sync().await;
+    for _ in 0..3 {
+        here.sync().await;
+    }
+    assert_eq!(std::fs::read(here.path("d")).unwrap(), b"now a file");
+    let trashed: Vec<_> = walk_files(&here.path(".tessera/trash"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "build.log"))
+        .collect();
+    assert_eq!(trashed.len(), 1, "the ignored file is in the local trash");
+    assert_eq!(
+        std::fs::read(&trashed[0]).unwrap(),
+        b"ignored, kept only here"
+    );
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -253,6 +253,11 @@ impl Syncer {
         let synced = state.synced_tree().await?;
         let cache = state.stat_cache().await?;
         let cursor = state.setting("cursor").await?;
+        if writable {
+            // Saves forget only the paths they saw go; anything else the
+            // index kept (a round that failed before saving) goes here.
+            state.block_index().forget_unsynced().await?;
+        }
         let ignores_case = case::ignores_case(&root);
         Ok(Self {
             root,

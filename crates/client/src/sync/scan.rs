@@ -174,7 +174,7 @@ fn rules_above(root: &Path, at: &Path) -> Option<Vec<ignore::gitignore::Gitignor
         let file = d.join(IGNORE_FILE);
         match std::fs::read_to_string(&file) {
             Ok(text) => {
-                if text.lines().any(|l| l.trim_start().starts_with('!')) {
+                if lets_back_in(&text) {
                     return None;
                 }
                 let mut b = ignore::gitignore::GitignoreBuilder::new(d);
@@ -189,6 +189,30 @@ fn rules_above(root: &Path, at: &Path) -> Option<Vec<ignore::gitignore::Gitignor
         dir = d.parent();
     }
     Some(rules)
+}
+
+/// Whether ignore rules `text` let a name back in (`!name`).
+fn lets_back_in(text: &str) -> bool {
+    text.lines().any(|l| l.trim_start().starts_with('!'))
+}
+
+/// Whether the ignore file in `dir`, if any, lets a name back in, or
+/// cannot be read: in either case only a whole scan applies the rules in
+/// the order they take effect.
+fn rules_here_need_whole_scan(dir: &Path) -> bool {
+    match std::fs::read_to_string(dir.join(IGNORE_FILE)) {
+        Ok(text) => lets_back_in(&text),
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    }
+}
+
+/// Whether the folder `at`, inside the synced folder `root`, holds no file
+/// the sync carries: only ignored files and empty folders. `false` when
+/// unsure (an unreadable entry, a rule that lets a name back in).
+/// Blocking.
+pub fn holds_only_ignored(root: &Path, at: &Path) -> bool {
+    walk_found(root, at, None)
+        .is_some_and(|found| found.iter().all(|f| matches!(f.kind, Kind::Folder)))
 }
 
 /// Walks `root` (blocking; run it off async threads).
@@ -261,9 +285,15 @@ pub fn rescan(
         return None;
     }
     let mut folders = std::collections::BTreeSet::new();
+    // A dirty path that is a folder may be a different folder now (one
+    // renamed over it): its listing is walked whole, not kept.
+    let mut renewed = std::collections::BTreeSet::new();
     for path in dirty {
         if path.rsplit('/').next() == Some(IGNORE_FILE) {
             return None;
+        }
+        if is_folder(&prev.tree, path) || root.join(path).is_dir() {
+            renewed.insert(path.clone());
         }
         // A folder gone from disk is listed from the nearest one still
         // there, which drops it with everything it held.
@@ -276,7 +306,7 @@ pub fn rescan(
     let mut tree = prev.tree.clone();
     let mut cache = old.clone();
     for folder in &folders {
-        relist(root, folder, &mut tree, &mut cache)?;
+        relist(root, folder, &mut tree, &mut cache, &renewed)?;
     }
     cache.retain(|path, _| tree.get(path).is_some_and(|n| n.kind == NodeKind::File));
     Some(Scan {
@@ -301,7 +331,13 @@ fn nearest_folder(tree: &Tree, path: &str) -> String {
 
 /// Lists `folder` again into `tree`: children gone from disk leave with
 /// their subtrees, files are checked, new folders walked whole.
-fn relist(root: &Path, folder: &str, tree: &mut Tree, cache: &mut StatCache) -> Option<()> {
+fn relist(
+    root: &Path,
+    folder: &str,
+    tree: &mut Tree,
+    cache: &mut StatCache,
+    renewed: &std::collections::BTreeSet<String>,
+) -> Option<()> {
     let at = if folder.is_empty() {
         root.to_path_buf()
     } else {
@@ -336,7 +372,7 @@ fn relist(root: &Path, folder: &str, tree: &mut Tree, cache: &mut StatCache) -> 
                 cache.insert(f.nfc.clone(), (stat, hash));
                 tree.insert(f.nfc.clone(), Node::file(hash).with_size(stat.size));
             }
-            Kind::Folder if is_folder(tree, &f.nfc) => {}
+            Kind::Folder if is_folder(tree, &f.nfc) && !renewed.contains(&f.nfc) => {}
             Kind::Folder => {
                 drop_subtree(tree, &f.nfc);
                 tree.insert(f.nfc.clone(), Node::folder());
@@ -385,6 +421,9 @@ fn drop_subtree(tree: &mut Tree, path: &str) {
 fn walk_found(root: &Path, at: &Path, max_depth: Option<usize>) -> Option<Vec<Found>> {
     let mut found = Vec::new();
     let mut warnings = Vec::new();
+    if rules_here_need_whole_scan(at) {
+        return None;
+    }
     for entry in walker(at, max_depth, rules_above(root, at)?) {
         let entry = entry.ok()?;
         if entry.depth() == 0 {
@@ -392,6 +431,12 @@ fn walk_found(root: &Path, at: &Path, max_depth: Option<usize>) -> Option<Vec<Fo
         }
         let f = found_entry(root, &entry, &mut warnings)?;
         if !warnings.is_empty() || f.nfc != f.local {
+            return None;
+        }
+        if matches!(f.kind, Kind::Folder)
+            && max_depth.is_none()
+            && rules_here_need_whole_scan(entry.path())
+        {
             return None;
         }
         found.push(f);
@@ -594,5 +639,38 @@ mod tests {
         let root = dir.path();
         write(root, "d1/cafe\u{301}.txt", "decomposed");
         assert!(rescan(root, &first, &dirty(&["d1/cafe\u{301}.txt"]), &first.cache).is_none());
+    }
+
+    /// A folder swapped for another under the same name (the old one
+    /// renamed away, another renamed in), reported only by its own path:
+    /// its listing is walked again, not kept from before.
+    #[test]
+    fn a_folder_replaced_in_place_is_walked_again() {
+        let (dir, first) = folder();
+        let root = dir.path();
+        fs::rename(root.join("d1"), root.join("elsewhere")).unwrap();
+        write(root, "other/fresh.txt", "fresh");
+        fs::rename(root.join("other"), root.join("d1")).unwrap();
+        fs::remove_dir_all(root.join("elsewhere")).unwrap();
+        let partial = rescan(root, &first, &dirty(&["d1"]), &first.cache).unwrap();
+        assert_eq!(partial.tree, scan(root, &first.cache).tree);
+        assert!(partial.tree.contains_key("d1/fresh.txt"));
+        assert!(!partial.tree.contains_key("d1/x.txt"));
+    }
+
+    /// A rule below that lets back in what a rule above leaves out wins in
+    /// a whole scan; a partial scan must not decide otherwise.
+    #[test]
+    fn a_rule_below_that_lets_a_name_back_in_is_not_overruled() {
+        let (dir, _) = folder();
+        let root = dir.path();
+        write(root, "d1/.tesseraignore", "!keep.log\n");
+        let first = scan(root, &StatCache::new());
+        write(root, "d1/keep.log", "let back in below");
+        let whole = scan(root, &first.cache);
+        assert!(whole.tree.contains_key("d1/keep.log"));
+        if let Some(partial) = rescan(root, &first, &dirty(&["d1/keep.log"]), &first.cache) {
+            assert_eq!(partial.tree, whole.tree);
+        }
     }
 }

@@ -499,6 +499,14 @@ impl BlockIndex {
             .collect())
     }
 
+    /// Forgets the blocks of every path that is not synced.
+    pub async fn forget_unsynced(&self) -> Result<(), StateError> {
+        sqlx::query("DELETE FROM local_blocks WHERE path NOT IN (SELECT path FROM synced_tree)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Where each of `ids` may be found locally (a few places at most each).
     pub async fn sites(
         &self,
@@ -617,6 +625,31 @@ INSERT INTO local_blocks VALUES
         );
         let mut conn = raw(dir.path()).await;
         assert_eq!(version(&mut conn).await, SCHEMA_VERSION);
+    }
+
+    /// The block index keeps what it knows of synced files, in order, and
+    /// forgets paths that are not synced when asked.
+    #[tokio::test]
+    async fn the_block_index_forgets_paths_that_are_not_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).await.unwrap();
+        let mut synced = Tree::new();
+        synced.insert("kept.bin".into(), Node::file(ContentHash([1; 32])));
+        state
+            .save(&Tree::new(), None, &synced, &StatCache::new())
+            .await
+            .unwrap();
+        let index = state.block_index();
+        let blocks = [(BlockId([3; 32]), 10), (BlockId([4; 32]), 5)];
+        index.record("kept.bin", &blocks).await.unwrap();
+        index
+            .record("ghost.bin", &[(BlockId([5; 32]), 7)])
+            .await
+            .unwrap();
+        index.forget_unsynced().await.unwrap();
+        assert_eq!(index.blocks_of("kept.bin").await.unwrap(), blocks);
+        assert!(index.blocks_of("ghost.bin").await.unwrap().is_empty());
+        assert!(index.sites(&[BlockId([5; 32])]).await.unwrap().is_empty());
     }
 
     #[tokio::test]

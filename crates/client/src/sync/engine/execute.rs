@@ -1,6 +1,7 @@
 //! Carrying out a plan's steps. Each step runs as the planner ordered it;
 //! a failed operation is reported and the round goes on without it.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -344,25 +345,47 @@ impl Syncer {
         }
         let abs = self.disk(path);
         if expected.kind == NodeKind::Folder {
-            // Only empty folders go; anything left inside is kept.
+            // Only empty folders go; anything left inside is kept, unless
+            // a file on the server takes the name and all that is left is
+            // what the sync never carries (ignored files): those go to the
+            // local trash with the folder, so the file can come down.
             if tokio::fs::remove_dir(&abs).await.is_err() {
-                return Err(OpError::KeptNotEmpty);
+                let file_waits = self
+                    .remote_tree
+                    .get(path)
+                    .is_some_and(|n| n.kind == NodeKind::File);
+                let (root, at) = (self.root.clone(), abs.clone());
+                let only_ignored = tokio::task::spawn_blocking(move || {
+                    super::super::scan::holds_only_ignored(&root, &at)
+                })
+                .await
+                .unwrap_or(false);
+                if !file_waits || !only_ignored {
+                    return Err(OpError::KeptNotEmpty);
+                }
+                self.to_trash(path, &abs).await?;
             }
         } else {
-            let trash = unused(
-                self.root
-                    .join(STATE_DIR)
-                    .join("trash")
-                    .join(now_secs().to_string())
-                    .join(path),
-            );
-            if let Some(parent) = trash.parent() {
-                tokio::fs::create_dir_all(parent).await?;
-            }
-            tokio::fs::rename(&abs, &trash).await?;
+            self.to_trash(path, &abs).await?;
             self.cache.remove(path);
         }
         remove_subtree(&mut self.synced, path);
+        Ok(())
+    }
+
+    /// Moves `abs` (at `path`) into this round's batch of the local trash.
+    async fn to_trash(&self, path: &str, abs: &Path) -> Result<(), OpError> {
+        let trash = unused(
+            self.root
+                .join(STATE_DIR)
+                .join("trash")
+                .join(now_secs().to_string())
+                .join(path),
+        );
+        if let Some(parent) = trash.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        tokio::fs::rename(abs, &trash).await?;
         Ok(())
     }
 
