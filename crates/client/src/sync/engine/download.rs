@@ -393,7 +393,7 @@ impl Fetch<'_> {
         let remote_path = rel_to_remote(&want.path);
         let list = self.remote.block_list(&remote_path, Some(want.rev)).await?;
         let blocks: Vec<(BlockId, u64)> = list.blocks.iter().map(|b| (b.id, b.size)).collect();
-        let (sites, old_layout) = self.local_sites(&list).await;
+        let (sites, old_layout) = self.local_sites(&want.path, &list).await;
         // A block found nowhere locally can come as a patch against the
         // block of the older copy it replaced.
         let bases: HashMap<BlockId, (BlockId, LocalSite)> = overlapping_bases(
@@ -429,12 +429,36 @@ impl Fetch<'_> {
         })
     }
 
+    /// Where each block of the older copy `old` (at `path`) lies: as the
+    /// block index recorded it when that copy was synced (a download is
+    /// planned only while the copy is unchanged since), else cut again.
+    /// Either way each block is re-hashed when it is read.
+    async fn old_layout(
+        &self,
+        path: &str,
+        old: &Path,
+    ) -> Result<HashMap<BlockId, LocalSite>, crate::remote::ClientError> {
+        if let Ok(blocks) = self.index.blocks_of(path).await
+            && !blocks.is_empty()
+        {
+            let mut at = 0;
+            let mut layout = HashMap::new();
+            for (id, len) in blocks {
+                layout.entry(id).or_insert((old.to_path_buf(), at, len));
+                at += len;
+            }
+            return Ok(layout);
+        }
+        sites_in_file(old).await
+    }
+
     /// Every local place that may hold a block of `list`: the older copy
     /// at the same path (cut again, as it may have changed) and whatever
     /// the block index knows. Each site is re-hashed when it is read.
     /// Also returns where each block of the older copy lies.
     async fn local_sites(
         &self,
+        path: &str,
         list: &BlockListResponse,
     ) -> (
         HashMap<BlockId, Vec<LocalSite>>,
@@ -444,7 +468,7 @@ impl Fetch<'_> {
         let mut sites: HashMap<BlockId, Vec<LocalSite>> = HashMap::new();
         let mut in_old = HashMap::new();
         if let Some(old) = self.old
-            && let Ok(found) = sites_in_file(old).await
+            && let Ok(found) = self.old_layout(path, old).await
         {
             in_old = found;
             for id in &ids {
