@@ -222,6 +222,9 @@ pub struct Reuse {
     pub check: String,
 }
 
+/// Places in the base where a run may start that [`Reuse::find`] tries.
+const MAX_CANDIDATES: usize = 8;
+
 impl Reuse {
     /// The first 16 bytes, in hex, of the BLAKE3 hash of the ids in order.
     pub fn check_of<'a>(ids: impl IntoIterator<Item = &'a BlockId>) -> String {
@@ -247,10 +250,13 @@ impl Reuse {
         let (mut runs, mut rest) = (Vec::new(), Vec::new());
         let mut i = 0;
         while i < new.len() {
+            // A block repeated all over (a file of zeros) would make every
+            // position a candidate: a few are enough to find a long run.
             let best = at_in_base
                 .get(&(new[i].id, new[i].size))
                 .into_iter()
                 .flatten()
+                .take(MAX_CANDIDATES)
                 .map(|&j| {
                     let len = new[i..]
                         .iter()
@@ -651,6 +657,11 @@ mod reuse_tests {
         assert_eq!(ids(&rest), ids(&refs(&[30, 60])));
         assert_eq!(runs.len(), 3);
         assert_eq!(ids(&rebuild(&base, &runs, &rest)), ids(&new));
+        // One block repeated thousands of times is found as one run, fast.
+        let same = refs(&[7; 5000]);
+        let (runs, rest) = Reuse::find(&same, &same, 2);
+        assert_eq!((runs.len(), rest.len()), (1, 0));
+        assert_eq!(runs[0].count, 5000);
         // Runs shorter than the minimum are listed instead.
         let (runs, rest) = Reuse::find(&base, &refs(&[1, 9, 3, 9, 5]), 2);
         assert!(runs.is_empty());
