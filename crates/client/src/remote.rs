@@ -8,8 +8,8 @@ use tessera_proto::api::{
     BlockCodec, BlockListResponse, BlockRef, ChangesResponse, CommitBatchRequest,
     CommitBatchResponse, CommitRequest, CursorResponse, Entry, FetchBlocksRequest, ListResponse,
     LoginRequest, LoginResponse, MissingRequest, MissingResponse, MoveRequest, PackResponse,
-    PathQuery, PollResponse, PresenceResponse, RestoreRequest, Revision, RevisionsResponse,
-    ServerInfo,
+    PathQuery, PendingListResponse, PollResponse, PresenceResponse, RestoreRequest, Revision,
+    RevisionsResponse, ServerInfo,
 };
 use tessera_proto::error::{ErrorBody, ErrorCode};
 use tessera_proto::{API_PREFIX, BlockId};
@@ -356,6 +356,22 @@ impl Remote {
             req = req.query(&[("rev", rev)]);
         }
         Self::json(req).await
+    }
+
+    /// The block list an upload under way at `path` announced, or `None`
+    /// when no upload is under way there.
+    pub async fn pending_list(
+        &self,
+        path: &str,
+    ) -> Result<Option<PendingListResponse>, ClientError> {
+        let req = self
+            .request(Method::GET, "/files/pending")
+            .query(&[("path", path)]);
+        match Self::json(req).await {
+            Ok(list) => Ok(Some(list)),
+            Err(e) if e.code() == Some(ErrorCode::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn missing(&self, ids: &[BlockId]) -> Result<Vec<BlockId>, ClientError> {

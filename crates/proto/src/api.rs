@@ -313,6 +313,19 @@ pub struct BlockListResponse {
     pub blocks: Vec<BlockRef>,
 }
 
+/// Answer to `GET /api/v1/files/pending`: the block list an upload under
+/// way announced, so another device can fetch its blocks as they are
+/// stored (each is fetchable once uploaded) and have the file ready when
+/// the commit comes. Only a hint: the file is not there until it commits.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PendingListResponse {
+    pub path: String,
+    pub size: u64,
+    pub content_hash: ContentHash,
+    pub chunker: String,
+    pub blocks: Vec<BlockRef>,
+}
+
 /// What a journal entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

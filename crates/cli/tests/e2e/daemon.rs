@@ -22,6 +22,7 @@ on_both_backends!(
     a_deletion_confirmed_on_one_device_is_applied_on_the_others,
     a_vanished_folder_is_not_filled_again,
     admin_user_add_refuses_a_folder_without_a_database,
+    a_large_file_comes_down_while_it_uploads_and_a_dead_uploader_leaves_nothing_partial,
 );
 
 /// Runs `tessera ARGS` to the end, in `cwd` if given.
@@ -880,4 +881,118 @@ async fn a_change_the_watcher_missed_is_found_by_the_periodic_scan() {
         .unwrap();
     event_where(&mut events, within, |e| matches!(e, Event::Stopped { .. })).await;
     running.await.unwrap().unwrap();
+}
+
+/// Bytes of the `.part` files a daemon fetches ahead into.
+fn prefetched(dir: &Path) -> u64 {
+    std::fs::read_dir(dir.join(".tessera/prefetch"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Streaming sync: the receiving device fetches a large new file's blocks
+/// while the uploader is still sending them; an uploader that dies half
+/// way leaves nothing at the target, and when the upload is taken up again
+/// the file arrives whole, without coming down a second time.
+async fn a_large_file_comes_down_while_it_uploads_and_a_dead_uploader_leaves_nothing_partial(
+    backend: Backend,
+) {
+    use crate::common::relay::Relay;
+    use crate::common::{login_token, no_progress, random_data};
+    use std::sync::atomic::Ordering;
+    use tessera_client::remote::Remote;
+    use tessera_client::transfer::upload_file;
+
+    let s = TestServer::start(backend).await;
+    let size = 48usize << 20;
+    let data = random_data(size, 7);
+    let local = s.scratch("big-src").join("big.bin");
+    std::fs::create_dir_all(local.parent().unwrap()).unwrap();
+    std::fs::write(&local, &data).unwrap();
+
+    // The receiving device talks to the server through a relay that
+    // counts what it fetches.
+    let down = Relay::start(&s.url).await;
+    let cfg_b = s.scratch("laptop-cfg");
+    let b = s.scratch("laptop");
+    let out = run_in(
+        None,
+        &cfg_b,
+        &[
+            "login",
+            "--server",
+            &down.url,
+            "--user",
+            "admin",
+            "--password-stdin",
+            "--device",
+            "laptop",
+        ],
+        Some(&format!("{}\n", s.admin_password)),
+    )
+    .await;
+    assert!(out.status.success(), "login: {}", said(&out));
+    let daemon = Daemon::start(&cfg_b, &b);
+    daemon.wait_for("syncing", Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    down.reset();
+
+    // The uploader's link stops after half the file; it then dies.
+    let up = Relay::start(&s.url).await;
+    let base = format!("{}/api/v1", s.url);
+    let token = login_token(&base, "admin", &s.admin_password, "desk").await;
+    let sender = Remote::new(&up.url, Some(token.clone())).unwrap();
+    up.up_limit.store(size as u64 / 2, Ordering::SeqCst);
+    let upload = {
+        let local = local.clone();
+        tokio::spawn(
+            async move { upload_file(&sender, &local, "/big.bin", None, no_progress()).await },
+        )
+    };
+    wait_until(
+        "the receiver fetching blocks while the upload runs",
+        Duration::from_secs(60),
+        || prefetched(&b) >= size as u64 / 8,
+    )
+    .await;
+    upload.abort();
+    let _ = upload.await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !b.join("big.bin").exists(),
+        "nothing is at the target before the commit"
+    );
+    assert!(
+        files(&b).is_empty(),
+        "no partial file anywhere in the folder: {:?}",
+        files(&b)
+    );
+
+    // The upload is taken up again (the blocks already stored are not
+    // sent twice) and commits; the receiver completes the file.
+    let resumed = Remote::new(&s.url, Some(token)).unwrap();
+    let report = upload_file(&resumed, &local, "/big.bin", None, no_progress())
+        .await
+        .unwrap();
+    assert!(
+        report.bytes_sent < size as u64,
+        "the resumed upload sent only the rest"
+    );
+    wait_until("the file arriving whole", Duration::from_secs(60), || {
+        std::fs::read(b.join("big.bin")).is_ok_and(|got| got == data)
+    })
+    .await;
+    let fetched = down.down.load(Ordering::SeqCst);
+    assert!(
+        fetched < size as u64 * 13 / 10,
+        "the file came down once ({fetched} bytes for {size}), not again after its commit"
+    );
+    assert_eq!(prefetched(&b), 0, "nothing fetched ahead is left behind");
 }

@@ -69,7 +69,8 @@ async fn carry(a: &mut Device, b: &mut Device, content: &[u8]) -> (u64, u64) {
 on_both_backends!(
     small_edits_of_a_large_file_cost_about_what_changed,
     a_delta_is_checked_and_reaches_only_your_own_blocks,
-    a_commit_reuses_only_the_blocks_it_names_exactly
+    a_commit_reuses_only_the_blocks_it_names_exactly,
+    an_upload_under_way_shows_its_block_list_to_its_owner_until_it_commits
 );
 
 async fn small_edits_of_a_large_file_cost_about_what_changed(backend: Backend) {
@@ -255,4 +256,66 @@ async fn a_commit_reuses_only_the_blocks_it_names_exactly(backend: Backend) {
             .collect::<Vec<_>>(),
         cut
     );
+}
+
+/// Streaming sync reads the block list an upload announced with its first
+/// commit: shown to the account's own devices while the upload runs, to
+/// nobody else, and gone once it commits.
+async fn an_upload_under_way_shows_its_block_list_to_its_owner_until_it_commits(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let content = random_data(3 * MIB, 11);
+    let cut: Vec<BlockRef> = tessera_proto::block::chunker(&content[..])
+        .map(|c| {
+            let c = c.unwrap();
+            BlockRef {
+                id: BlockId::of(&c.data),
+                size: c.length as u64,
+            }
+        })
+        .collect();
+    let hash = tessera_proto::ContentHash::from(blake3::hash(&content));
+    let request = CommitRequest {
+        path: "/big/new.bin".into(),
+        base_rev: None,
+        size: content.len() as u64,
+        content_hash: hash,
+        chunker: tessera_proto::block::CHUNKER.into(),
+        blocks: cut.clone(),
+        reuse: Vec::new(),
+    };
+    assert!(alice.pending_list("/big/new.bin").await.unwrap().is_none());
+    let e = alice.commit(&request).await.unwrap_err();
+    assert_eq!(e.code(), Some(tessera_proto::ErrorCode::MissingBlocks));
+
+    let list = alice.pending_list("/big/new.bin").await.unwrap().unwrap();
+    assert_eq!(list.content_hash, hash);
+    assert_eq!(list.size, content.len() as u64);
+    assert_eq!(
+        list.blocks
+            .iter()
+            .map(|b| (b.id, b.size))
+            .collect::<Vec<_>>(),
+        cut.iter().map(|b| (b.id, b.size)).collect::<Vec<_>>()
+    );
+    // Another account sees nothing there, as for any path of alice's.
+    assert!(bob.pending_list("/big/new.bin").await.unwrap().is_none());
+    let e = alice.pending_list("/big").await.unwrap_err();
+    assert_eq!(e.status(), Some(409), "{e}");
+    // Each block can be fetched once it is stored, before the commit.
+    let mut at = 0;
+    for b in &cut {
+        let end = at + b.size as usize;
+        let e = alice.get_block(&b.id).await.unwrap_err();
+        assert_eq!(e.status(), Some(404), "{e}");
+        alice
+            .put_block(&b.id, BlockCodec::Raw, content[at..end].to_vec().into())
+            .await
+            .unwrap();
+        assert_eq!(alice.get_block(&b.id).await.unwrap(), content[at..end]);
+        at = end;
+    }
+    alice.commit(&request).await.unwrap();
+    assert!(alice.pending_list("/big/new.bin").await.unwrap().is_none());
 }

@@ -30,6 +30,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/admin/users/{name}/quota"),
     ("put", "/api/v1/admin/users/{name}/quota"),
     ("get", "/api/v1/files/blocks"),
+    ("get", "/api/v1/files/pending"),
     ("post", "/api/v1/files/commit"),
     ("post", "/api/v1/files/commit_batch"),
     ("post", "/api/v1/blocks/pack"),

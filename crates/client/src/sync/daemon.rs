@@ -299,6 +299,10 @@ impl<E: FnMut(Event)> Daemon<E> {
     pub async fn run(mut self) -> Result<(), DaemonError> {
         let mut watcher = Some(self.watch()?);
         let root = self.syncer.root().to_path_buf();
+        if let Err(e) = self.syncer.stream_uploads().await {
+            // Files then come down after their commit, as in `--once`.
+            tracing::warn!(error = %e, "cannot fetch files while they upload");
+        }
         (self.emit)(Event::Started { root: root.clone() });
         while let Flow::Go = self.step(&mut watcher).await? {}
         drop(watcher);

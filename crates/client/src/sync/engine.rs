@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use tessera_proto::api::{Change, ChangeKind};
+use tessera_proto::api::{Change, ChangeKind, EntryKind};
 
 use std::sync::Arc;
 
@@ -19,6 +19,7 @@ use super::case;
 use super::dirty::Dirty;
 use super::error::OpError;
 use super::planner::{Op, Phase, Plan, plan};
+use super::prefetch::Prefetches;
 use super::scan::{self, STATE_DIR, Scan, Spelling, local_rel};
 use super::state::{StatCache, State, StateError};
 use super::status::StatusFile;
@@ -118,6 +119,9 @@ pub struct Syncer {
     dirty: Option<Arc<Dirty>>,
     /// The last scan, which a partial one starts from.
     last_scan: Option<Scan>,
+    /// Large new files fetched while another device uploads them, when a
+    /// daemon runs (`prefetch.rs`).
+    prefetch: Option<Prefetches>,
 }
 
 fn rel_to_remote(rel: &str) -> String {
@@ -228,6 +232,7 @@ impl Syncer {
             // Downloads cut short by a crash leave files in tmp/; none is in
             // use now that this process holds the lock.
             let _ = tokio::fs::remove_dir_all(dir.join("tmp")).await;
+            let _ = tokio::fs::remove_dir_all(dir.join("prefetch")).await;
             for sub in ["tmp", "trash"] {
                 tokio::fs::create_dir_all(dir.join(sub)).await?;
             }
@@ -276,6 +281,7 @@ impl Syncer {
             allow_mass_delete: false,
             dirty: None,
             last_scan: None,
+            prefetch: None,
         })
     }
 
@@ -294,6 +300,7 @@ impl Syncer {
     /// Reads the journal from the cursor on into the remote tree.
     pub async fn pull(&mut self) -> Result<usize, SyncError> {
         let mut applied = 0;
+        let mut announced = BTreeSet::new();
         loop {
             let page = self
                 .remote
@@ -301,10 +308,25 @@ impl Syncer {
                 .await?;
             for c in &page.changes {
                 apply_change(&mut self.remote_tree, c);
+                announced.remove(&c.path);
+                if c.kind == ChangeKind::Pending
+                    && c.node == EntryKind::File
+                    && c.device != self.device
+                    && !self.synced.contains_key(&remote_to_rel(&c.path))
+                {
+                    announced.insert(c.path.clone());
+                }
             }
             applied += page.changes.len();
             self.cursor = Some(page.cursor);
             if !page.has_more {
+                // Only uploads still under way as of the cursor: older
+                // marks have been followed by their commit or expiry.
+                if let Some(prefetch) = &self.prefetch {
+                    for path in announced {
+                        prefetch.start(path);
+                    }
+                }
                 return Ok(applied);
             }
         }
@@ -333,6 +355,19 @@ impl Syncer {
     /// (the daemon's watcher fills it).
     pub fn follow(&mut self, dirty: Arc<Dirty>) {
         self.dirty = Some(dirty);
+    }
+
+    /// Fetches large new files while other devices are still uploading
+    /// them (streaming sync), for a daemon that keeps running: a single
+    /// round would leave before the upload ends.
+    pub async fn stream_uploads(&mut self) -> Result<(), SyncError> {
+        let live = self.status.live();
+        let progress: crate::transfer::Progress = Arc::new(move |n| {
+            live.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        });
+        let dir = self.root.join(STATE_DIR).join("prefetch");
+        self.prefetch = Some(Prefetches::new(dir, self.remote.clone(), progress).await?);
+        Ok(())
     }
 
     /// Pulls, scans and plans. A plan from a partial scan that would

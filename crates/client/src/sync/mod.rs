@@ -46,6 +46,7 @@ pub mod dirty;
 pub mod engine;
 pub mod error;
 pub mod planner;
+pub mod prefetch;
 pub mod scan;
 pub mod state;
 pub mod status;

@@ -292,14 +292,14 @@ const WRITEBACK_EVERY: u64 = 64 << 20;
 /// and then write them all while the caller waits; a sync of what is
 /// written so far, on its own thread every 64 MiB, overlaps that writing
 /// with the transfer, so the final fsync has little left to do.
-struct Writeback {
+pub(super) struct Writeback {
     file: Option<std::sync::Arc<std::fs::File>>,
     since: u64,
     running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Writeback {
-    async fn new(file: &tokio::fs::File) -> Result<Self, ClientError> {
+    pub(super) async fn new(file: &tokio::fs::File) -> Result<Self, ClientError> {
         let file = file.try_clone().await?.into_std().await;
         Ok(Self {
             file: Some(std::sync::Arc::new(file)),
@@ -308,7 +308,7 @@ impl Writeback {
         })
     }
 
-    async fn wrote(&mut self, len: u64) -> Result<(), ClientError> {
+    pub(super) async fn wrote(&mut self, len: u64) -> Result<(), ClientError> {
         self.since += len;
         if self.since < WRITEBACK_EVERY || self.running.as_ref().is_some_and(|r| !r.is_finished()) {
             return Ok(());
@@ -324,7 +324,7 @@ impl Writeback {
     }
 
     /// Waits for a sync still running; the caller's own fsync follows.
-    async fn finish(mut self) -> Result<(), ClientError> {
+    pub(super) async fn finish(mut self) -> Result<(), ClientError> {
         if let Some(done) = self.running.take() {
             done.await.map_err(blocking_err)??;
         }

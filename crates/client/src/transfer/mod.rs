@@ -9,6 +9,8 @@
 //!   never holds a partial or wrong file.
 //! - [`resume`]: a download that keeps its bytes under a fixed name, so a
 //!   later run asks only for the rest.
+//! - [`stream`]: a file fetched while another device is still uploading
+//!   it, each block as soon as it is stored.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ pub mod bases;
 pub mod batch;
 pub mod download;
 pub mod resume;
+pub mod stream;
 pub mod upload;
 
 pub use batch::{SMALL_FILE, SmallFile, upload_small_files};

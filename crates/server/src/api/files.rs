@@ -10,7 +10,8 @@ use futures::{StreamExt, TryStreamExt};
 use tessera_proto::api::{
     BlockListResponse, BlockRef, CommitBatchRequest, CommitBatchResponse, CommitRequest,
     CommitResult, DeleteRequest, DownloadQuery, Entry, EntryKind, ListResponse, MoveRequest,
-    PathQuery, PinRequest, RestoreRequest, Reuse, Revision, RevisionsResponse, UploadQuery,
+    PathQuery, PendingListResponse, PinRequest, RestoreRequest, Reuse, Revision, RevisionsResponse,
+    UploadQuery,
 };
 use tessera_proto::block::{CHUNKER, MAX_BLOCK, MIN_BLOCK};
 use tessera_proto::{ContentHash, RemotePath};
@@ -839,6 +840,28 @@ pub async fn restore(
         .restore(user.ns, &path, req.rev, &user.device)
         .await?;
     Ok(Json(entry(&node, &path)))
+}
+
+/// The block list of the upload under way at `path` (streaming sync).
+#[utoipa::path(get, path = "/api/v1/files/pending", params(PathQuery), responses((status = 200, body = PendingListResponse), (status = 404, body = tessera_proto::ErrorBody, description = "no upload is under way at this path"), (status = 409, body = tessera_proto::ErrorBody, description = "the path is a folder")), security(("bearer" = [])))]
+pub async fn pending_list(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Q(q): Q<PathQuery>,
+) -> Result<Json<PendingListResponse>, ApiError> {
+    let path = below_root(&q.path)?;
+    let list = state.meta.pending_list(user.ns, &path).await?;
+    Ok(Json(PendingListResponse {
+        path: path.to_string(),
+        size: list.size,
+        content_hash: list.content_hash,
+        chunker: list.chunker,
+        blocks: list
+            .blocks
+            .into_iter()
+            .map(|(id, size)| BlockRef { id, size })
+            .collect(),
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/files/blocks", params(DownloadQuery), responses((status = 200, body = BlockListResponse), (status = 404, body = tessera_proto::ErrorBody), (status = 409, body = tessera_proto::ErrorBody, description = "the path is a folder")), security(("bearer" = [])))]

@@ -118,6 +118,7 @@ pub fn router(state: AppState) -> Router {
         .route("/files/restore", post(files::restore))
         .route("/files/pin", post(files::pin))
         .route("/files/blocks", get(files::block_list))
+        .route("/files/pending", get(files::pending_list))
         .route("/files/commit", post(files::commit))
         .route("/files/commit_batch", post(files::commit_batch))
         .route(

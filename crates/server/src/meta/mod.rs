@@ -407,6 +407,15 @@ pub struct NewRevision {
     pub device: String,
 }
 
+/// The block list an upload under way announced with its first commit.
+#[derive(Debug, Clone)]
+pub struct PendingList {
+    pub size: u64,
+    pub content_hash: ContentHash,
+    pub chunker: String,
+    pub blocks: Vec<(BlockId, u64)>,
+}
+
 /// Names a block list: BLAKE3 of the chunker tag, then each block's id and
 /// size in order. Equal keys mean equal lists, hence equal bytes.
 pub fn blocks_key(chunker: &str, blocks: &[(BlockId, u64)]) -> [u8; 32] {
@@ -635,6 +644,8 @@ forward! {
     fn expire_uploads(&self, cutoff_ms: i64) -> Result<Vec<i64>>;
     /// Shows the file at `new.path` as syncing (an upload has begun).
     fn mark_upload_pending(&self, new: &NewRevision) -> Result<()>;
+    /// The block list the upload under way at `path` announced.
+    fn pending_list(&self, ns: i64, path: &RemotePath) -> Result<PendingList>;
     /// Removes trash entries for good; see `tree.rs`.
     fn purge_trash(&self, ns: i64, id: Option<&str>) -> Result<u64>;
     fn expire_trash(&self, cutoff_ms: i64) -> Result<u64>;

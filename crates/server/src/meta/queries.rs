@@ -13,12 +13,12 @@ use tessera_proto::path::fold_name;
 
 use super::{BEGIN, Db};
 use crate::meta::{
-    BlockLoc, Collected, JournalRow, MetaError, Moved, NewRevision, NodeRow, Recorded, Result,
-    RevisionBlock, RevisionBlockRow, RevisionRow, StoredJournalRow, TokenRow, TrashRow, UserBlocks,
-    UserRow, now_ms,
+    BlockLoc, Collected, JournalRow, MetaError, Moved, NewRevision, NodeRow, PendingList, Recorded,
+    Result, RevisionBlock, RevisionBlockRow, RevisionRow, StoredJournalRow, TokenRow, TrashRow,
+    UserBlocks, UserRow, now_ms,
 };
 use crate::notify::Publisher;
-use tessera_proto::{BlockId, RemotePath};
+use tessera_proto::{BlockId, ContentHash, RemotePath};
 
 type Conn = <Db as sqlx::Database>::Connection;
 type Tx = Transaction<'static, Db>;

@@ -67,7 +67,13 @@ impl Store {
         let parent = w.ensure_folder(&parent).await?;
         let node = match child(&mut w.tx, new.ns, &parent.id, name).await? {
             Some(n) if n.is_folder() => return Ok(()),
-            Some(n) if n.pending_ms.is_some() => return Ok(()),
+            Some(n) if n.pending_ms.is_some() => {
+                // Another upload of the same path: the newest list is the
+                // one to stream; the mark itself stays as it was.
+                save_pending_list(&mut w.tx, &n, new, w.now).await?;
+                w.commit().await?;
+                return Ok(());
+            }
             Some(n) => {
                 sqlx::query("UPDATE nodes SET pending_ms = $1 WHERE namespace_id = $2 AND id = $3")
                     .bind(w.now)
@@ -97,9 +103,43 @@ impl Store {
                 node
             }
         };
+        save_pending_list(&mut w.tx, &node, new, w.now).await?;
         w.event(ChangeKind::Pending, &node, new.path.as_str(), None);
         w.commit().await?;
         Ok(())
+    }
+
+    /// The block list announced by the upload under way at `path`, if the
+    /// file there is still pending.
+    pub async fn pending_list(&self, ns: i64, path: &RemotePath) -> Result<PendingList> {
+        let mut conn = self.pool.acquire().await?;
+        let none = || MetaError::NotFound(format!("no upload is under way at {path}"));
+        let node = existing_file(&mut conn, ns, path).await?;
+        if node.pending_ms.is_none() {
+            return Err(none());
+        }
+        let row: Option<(i64, Vec<u8>, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT size, content_hash, chunker, blocks FROM pending_lists WHERE namespace_id = $1 AND node_id = $2",
+        )
+        .bind(ns)
+        .bind(&node.id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let (size, hash, chunker, blocks) = row.ok_or_else(none)?;
+        let (Ok(hash), Some(blocks)) = (
+            <[u8; 32]>::try_from(hash.as_slice()),
+            decode_block_list(&blocks),
+        ) else {
+            // Only ever a hint: a damaged row means nothing to stream.
+            tracing::warn!(ns, node = %node.id, "a pending block list is damaged: ignored");
+            return Err(none());
+        };
+        Ok(PendingList {
+            size: size as u64,
+            content_hash: ContentHash(hash),
+            chunker,
+            blocks,
+        })
     }
 
     /// Ends pending marks older than `cutoff_ms`: a file that never had
@@ -139,6 +179,14 @@ impl Store {
             w.commit().await?;
             changed.push(ns);
         }
+        // Lists whose upload committed or was given up on.
+        sqlx::query(
+            "DELETE FROM pending_lists WHERE NOT EXISTS (SELECT 1 FROM nodes n
+               WHERE n.namespace_id = pending_lists.namespace_id AND n.id = pending_lists.node_id
+                 AND n.pending_ms IS NOT NULL AND n.deleted_ms IS NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
         changed.sort();
         changed.dedup();
         Ok(changed)
@@ -609,4 +657,54 @@ async fn insert_revision(
     .execute(&mut *w.tx)
     .await?;
     quota_queries::charge(&mut w.tx, new.ns, new.size as i64).await
+}
+
+/// Stores (or replaces) the block list an upload announced for `node`.
+async fn save_pending_list(
+    conn: &mut Conn,
+    node: &NodeRow,
+    new: &NewRevision,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO pending_lists (namespace_id, node_id, size, content_hash, chunker, blocks, since_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (namespace_id, node_id) DO UPDATE SET size = excluded.size,
+           content_hash = excluded.content_hash, chunker = excluded.chunker,
+           blocks = excluded.blocks, since_ms = excluded.since_ms",
+    )
+    .bind(node.namespace_id)
+    .bind(&node.id)
+    .bind(new.size as i64)
+    .bind(&new.content_hash.0[..])
+    .bind(&new.chunker)
+    .bind(encode_block_list(&new.blocks))
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+const LISTED_BLOCK: usize = 32 + 8;
+
+fn encode_block_list(blocks: &[(BlockId, u64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(blocks.len() * LISTED_BLOCK);
+    for (id, size) in blocks {
+        out.extend_from_slice(&id.0);
+        out.extend_from_slice(&size.to_le_bytes());
+    }
+    out
+}
+
+fn decode_block_list(raw: &[u8]) -> Option<Vec<(BlockId, u64)>> {
+    if !raw.len().is_multiple_of(LISTED_BLOCK) {
+        return None;
+    }
+    raw.chunks_exact(LISTED_BLOCK)
+        .map(|c| {
+            let id = <[u8; 32]>::try_from(&c[..32]).ok()?;
+            let size = u64::from_le_bytes(<[u8; 8]>::try_from(&c[32..]).ok()?);
+            Some((BlockId(id), size))
+        })
+        .collect()
 }

@@ -21,6 +21,7 @@ use tessera_proto::api::BlockListResponse;
 use tessera_proto::{BlockId, ContentHash};
 
 use super::super::error::OpError;
+use super::super::prefetch::Prefetches;
 use super::super::scan::{self, STATE_DIR};
 use super::super::state::{BlockIndex, Stat};
 use super::super::tree::{Node, NodeKind};
@@ -250,6 +251,7 @@ impl Syncer {
             .is_some_and(|n| n.kind == NodeKind::File)
             .then(|| self.disk(&want.path));
         let tmp = self.staging_path();
+        let prefetch = self.prefetch.clone();
         let live = self.status.live();
         let progress: Progress = Arc::new(move |n| {
             live.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
@@ -260,6 +262,7 @@ impl Syncer {
                 root: &root,
                 index: &index,
                 old: old.as_deref(),
+                prefetch: prefetch.as_ref(),
                 progress,
             };
             let staged = fetch.stage(&want, tmp).await;
@@ -385,6 +388,8 @@ struct Fetch<'a> {
     index: &'a BlockIndex,
     /// The older copy of the file on disk, if there is one.
     old: Option<&'a Path>,
+    /// Files fetched while they were uploaded, when a daemon runs.
+    prefetch: Option<&'a Prefetches>,
     progress: Progress,
 }
 
@@ -393,6 +398,23 @@ impl Fetch<'_> {
         let remote_path = rel_to_remote(&want.path);
         let list = self.remote.block_list(&remote_path, Some(want.rev)).await?;
         let blocks: Vec<(BlockId, u64)> = list.blocks.iter().map(|b| (b.id, b.size)).collect();
+        if let (Some(prefetch), Some(hash)) = (self.prefetch, list.entry.content_hash)
+            && prefetch.take(hash, &tmp).await
+        {
+            // Fetched while it uploaded, checked against this very hash
+            // and made durable: only its placing is left.
+            let size = list.entry.size.unwrap_or(0);
+            return Ok(Staged {
+                want: want.clone(),
+                tmp,
+                content_hash: hash,
+                rev: list.entry.rev.unwrap_or(want.rev),
+                size,
+                fetched: size,
+                reused: 0,
+                blocks,
+            });
+        }
         let (sites, old_layout) = self.local_sites(&want.path, &list).await;
         // A block found nowhere locally can come as a patch against the
         // block of the older copy it replaced.
