@@ -6,10 +6,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tessera_proto::api::{
     BlockCodec, BlockListResponse, BlockRef, ChangesResponse, CommitBatchRequest,
-    CommitBatchResponse, CommitRequest, CursorResponse, Entry, FetchBlocksRequest, ListResponse,
-    LoginRequest, LoginResponse, MissingRequest, MissingResponse, MoveRequest, PackResponse,
-    PathQuery, PendingListResponse, PollResponse, PresenceResponse, RestoreRequest, Revision,
-    RevisionsResponse, ServerInfo,
+    CommitBatchResponse, CommitRequest, CommitResult, CursorResponse, Entry, FetchBlocksRequest,
+    ListResponse, LoginRequest, LoginResponse, MissingRequest, MissingResponse, MkdirBatchRequest,
+    MkdirBatchResponse, MoveRequest, PackResponse, PathQuery, PendingListResponse, PollResponse,
+    PresenceResponse, RestoreRequest, Revision, RevisionsResponse, ServerInfo,
 };
 use tessera_proto::error::{ErrorBody, ErrorCode};
 use tessera_proto::{API_PREFIX, BlockId};
@@ -46,6 +46,24 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Integrity(String),
+}
+
+/// One item of a batch answer (commits, folders) as a result.
+pub(crate) fn item_answer(result: Option<CommitResult>) -> Result<Entry, ClientError> {
+    match result {
+        Some(CommitResult { entry: Some(e), .. }) => Ok(e),
+        Some(CommitResult { error: Some(e), .. }) => Err(ClientError::Api {
+            status: 0,
+            code: e.code,
+            message: e.message,
+            current_rev: e.current_rev,
+            missing: e.missing,
+            retry_after: None,
+        }),
+        _ => Err(ClientError::Integrity(
+            "the server answered fewer items than were sent".into(),
+        )),
+    }
 }
 
 impl ClientError {
@@ -571,6 +589,20 @@ impl Remote {
     ) -> Result<CommitBatchResponse, ClientError> {
         self.post("/files/commit_batch", &CommitBatchRequest { commits })
             .await
+    }
+
+    /// Makes many folders (and their parents) in one request and one
+    /// server transaction: an answer for each path, in order.
+    pub async fn mkdir_many(
+        &self,
+        paths: Vec<String>,
+    ) -> Result<Vec<Result<Entry, ClientError>>, ClientError> {
+        let asked = paths.len();
+        let resp: MkdirBatchResponse = self
+            .post("/files/mkdir_batch", &MkdirBatchRequest { paths })
+            .await?;
+        let mut results = resp.results.into_iter();
+        Ok((0..asked).map(|_| item_answer(results.next())).collect())
     }
 
     /// Fetches many blocks in one request, each checked against its id.

@@ -465,6 +465,20 @@ pub struct CommitBatchRequest {
     pub commits: Vec<CommitRequest>,
 }
 
+/// Many folders made in one request and one transaction (a new tree).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MkdirBatchRequest {
+    /// Absolute paths; a folder's parents are made as needed.
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MkdirBatchResponse {
+    /// In the order of the request; a path that exists already answers
+    /// `already_exists`.
+    pub results: Vec<CommitResult>,
+}
+
 /// One item's outcome: `entry` on success, `error` otherwise.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CommitResult {

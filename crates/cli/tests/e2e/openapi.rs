@@ -17,6 +17,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/files/list"),
     ("get", "/api/v1/files/meta"),
     ("post", "/api/v1/files/mkdir"),
+    ("post", "/api/v1/files/mkdir_batch"),
     ("post", "/api/v1/files/move"),
     ("post", "/api/v1/files/delete"),
     ("get", "/api/v1/files/content"),

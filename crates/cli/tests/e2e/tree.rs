@@ -22,6 +22,7 @@ on_both_backends!(
     zip_entry_names_are_safe_everywhere,
     a_folder_cut_off_by_a_cycle_comes_back_at_the_root,
     a_block_list_longer_than_the_size_allows_is_refused,
+    many_folders_are_made_in_one_request_each_on_its_own,
 );
 
 fn code(e: &ClientError) -> Option<ErrorCode> {
@@ -647,4 +648,80 @@ async fn commit_figures_on(b: Backend) {
         "{b:?}: 10 GiB commit of one held block {n} times: {:?}; bob's slowest mkdir {worst:?}",
         t.elapsed()
     );
+}
+
+/// A new tree's folders go up in one request and one transaction; each
+/// path succeeds or fails on its own, like a single mkdir, and the journal
+/// tells other devices of each folder made.
+async fn many_folders_are_made_in_one_request_each_on_its_own(backend: Backend) {
+    use tessera_proto::api::ChangeKind;
+    let s = TestServer::start(backend).await;
+    let alice = s.user("alice").await;
+    alice.mkdir("/old").await.unwrap();
+    put(&alice, "/note.txt", b"a file").await;
+    let before = alice.changes(None, None).await.unwrap().cursor;
+    let asked = [
+        "/new",
+        "/new/a/b",
+        "/old",
+        "/note.txt/under",
+        "/new/a",
+        "/x/y",
+    ];
+    let answers = alice
+        .mkdir_many(asked.iter().map(|p| p.to_string()).collect())
+        .await
+        .unwrap();
+    assert_eq!(answers.len(), asked.len());
+    let codes: Vec<Option<ErrorCode>> = answers
+        .iter()
+        .map(|a| a.as_ref().err().and_then(code))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            None,
+            None,
+            Some(ErrorCode::AlreadyExists),
+            Some(ErrorCode::NotAFolder),
+            Some(ErrorCode::AlreadyExists),
+            None,
+        ]
+    );
+    for p in ["/new", "/new/a", "/new/a/b", "/x", "/x/y", "/old"] {
+        let e = alice.meta(p).await.unwrap();
+        assert_eq!(e.kind, tessera_proto::api::EntryKind::Folder, "{p}");
+    }
+    assert_eq!(
+        alice.meta("/note.txt").await.unwrap().kind,
+        tessera_proto::api::EntryKind::File
+    );
+    let made: Vec<String> = alice
+        .changes(Some(&before), None)
+        .await
+        .unwrap()
+        .changes
+        .into_iter()
+        .filter(|c| c.kind == ChangeKind::Mkdir)
+        .map(|c| c.path)
+        .collect();
+    assert_eq!(made, ["/new", "/new/a", "/new/a/b", "/x", "/x/y"]);
+
+    // Bad input changes nothing: a path that is not valid, or too many.
+    let e = alice
+        .mkdir_many(vec!["/fine".into(), "/../up".into()])
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
+    let e = alice
+        .mkdir_many((0..1001).map(|i| format!("/many/{i}")).collect())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
+    assert!(e.to_string().contains("at most 1000"), "{e}");
+    assert!(alice.meta("/fine").await.is_err());
+    assert!(alice.meta("/many").await.is_err());
+    // Another account's tree is its own.
+    let bob = s.user("bob").await;
+    assert!(bob.meta("/new").await.is_err());
 }

@@ -181,18 +181,5 @@ fn commit_of(f: &SmallFile, data: &[u8]) -> CommitRequest {
 
 /// One file's part of a batch commit answer.
 fn answer(result: Option<tessera_proto::api::CommitResult>) -> Result<Entry, ClientError> {
-    match result {
-        Some(tessera_proto::api::CommitResult { entry: Some(e), .. }) => Ok(e),
-        Some(tessera_proto::api::CommitResult { error: Some(e), .. }) => Err(ClientError::Api {
-            status: 0,
-            code: e.code,
-            message: e.message,
-            current_rev: e.current_rev,
-            missing: e.missing,
-            retry_after: None,
-        }),
-        _ => Err(ClientError::Integrity(
-            "the server answered fewer commits than sent".into(),
-        )),
-    }
+    crate::remote::item_answer(result)
 }

@@ -9,9 +9,9 @@ use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
 use tessera_proto::api::{
     BlockListResponse, BlockRef, CommitBatchRequest, CommitBatchResponse, CommitRequest,
-    CommitResult, DeleteRequest, DownloadQuery, Entry, EntryKind, ListResponse, MoveRequest,
-    PathQuery, PendingListResponse, PinRequest, RestoreRequest, Reuse, Revision, RevisionsResponse,
-    UploadQuery,
+    CommitResult, DeleteRequest, DownloadQuery, Entry, EntryKind, ListResponse, MkdirBatchRequest,
+    MkdirBatchResponse, MoveRequest, PathQuery, PendingListResponse, PinRequest, RestoreRequest,
+    Reuse, Revision, RevisionsResponse, UploadQuery,
 };
 use tessera_proto::block::{CHUNKER, MAX_BLOCK, MIN_BLOCK};
 use tessera_proto::{ContentHash, RemotePath};
@@ -94,6 +94,42 @@ pub async fn mkdir(
     let path = below_root(&q.path)?;
     let node = state.meta.mkdir(user.ns, &path, &user.device).await?;
     Ok((StatusCode::CREATED, Json(entry(&node, &path))))
+}
+
+/// Many folders in one request and one transaction; each path succeeds or
+/// fails on its own.
+#[utoipa::path(post, path = "/api/v1/files/mkdir_batch", request_body = MkdirBatchRequest, responses((status = 200, body = MkdirBatchResponse), (status = 400, body = tessera_proto::ErrorBody, description = "too many paths, or a path that is not valid")), security(("bearer" = [])))]
+pub async fn mkdir_batch(
+    State(state): State<AppState>,
+    user: AuthUser,
+    J(req): J<MkdirBatchRequest>,
+) -> Result<Json<MkdirBatchResponse>, ApiError> {
+    if req.paths.len() > MAX_BATCH {
+        return Err(ApiError::BadRequest(format!(
+            "send at most {MAX_BATCH} folders at a time"
+        )));
+    }
+    let paths = req
+        .paths
+        .iter()
+        .map(|p| below_root(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let made = state.meta.mkdir_many(user.ns, &paths, &user.device).await?;
+    let results = paths
+        .iter()
+        .zip(made)
+        .map(|(path, made)| match made {
+            Ok(node) => CommitResult {
+                entry: Some(entry(&node, path)),
+                error: None,
+            },
+            Err(e) => CommitResult {
+                entry: None,
+                error: Some(ApiError::from(e).detail()),
+            },
+        })
+        .collect();
+    Ok(Json(MkdirBatchResponse { results }))
 }
 
 #[utoipa::path(post, path = "/api/v1/files/move", request_body = MoveRequest, responses((status = 200, body = Entry), (status = 404, body = tessera_proto::ErrorBody), (status = 409, body = tessera_proto::ErrorBody, description = "the target is taken, or is inside the folder moved")), security(("bearer" = [])))]

@@ -104,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .route("/files/list", get(files::list))
         .route("/files/meta", get(files::meta))
         .route("/files/mkdir", post(files::mkdir))
+        .route("/files/mkdir_batch", post(files::mkdir_batch))
         .route("/files/move", post(files::move_node))
         .route("/files/delete", post(files::delete))
         .route(

@@ -621,6 +621,8 @@ forward! {
     fn resolve(&self, ns: i64, path: &RemotePath) -> Result<Option<NodeRow>>;
     fn list(&self, ns: i64, path: &RemotePath) -> Result<Vec<NodeRow>>;
     fn mkdir(&self, ns: i64, path: &RemotePath, device: &str) -> Result<NodeRow>;
+    /// Many folders in one transaction; see `tree.rs`.
+    fn mkdir_many(&self, ns: i64, paths: &[RemotePath], device: &str) -> Result<Vec<Result<NodeRow>>>;
     fn commit(&self, new: &NewRevision) -> Result<NodeRow>;
     /// Many commits in one transaction; see `tree.rs`.
     fn commit_many(&self, news: &[NewRevision]) -> Result<Vec<Result<NodeRow>>>;

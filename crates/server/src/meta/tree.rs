@@ -41,6 +41,39 @@ impl Store {
         Ok(node)
     }
 
+    /// Makes each folder of `paths` (and its parents) in one transaction;
+    /// each path succeeds or fails on its own, as [`Store::mkdir`] would.
+    /// A failure never leaves a write behind: a folder on the way that is
+    /// a file is found before anything below it is made.
+    pub async fn mkdir_many(
+        &self,
+        ns: i64,
+        paths: &[RemotePath],
+        device: &str,
+    ) -> Result<Vec<Result<NodeRow>>> {
+        let mut w = Writer::begin(self, ns, device).await?;
+        let mut out = Vec::with_capacity(paths.len());
+        for path in paths {
+            if path.is_root() {
+                out.push(Err(MetaError::AlreadyExists("/ exists".into())));
+                continue;
+            }
+            if resolve(&mut w.tx, ns, path).await?.is_some() {
+                out.push(Err(MetaError::AlreadyExists(format!(
+                    "{path} already exists"
+                ))));
+                continue;
+            }
+            match w.ensure_folder(path).await {
+                Ok(node) => out.push(Ok(node)),
+                Err(MetaError::Db(e)) => return Err(MetaError::Db(e)),
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        w.commit().await?;
+        Ok(out)
+    }
+
     pub async fn commit(&self, new: &NewRevision) -> Result<NodeRow> {
         let mut w = Writer::begin(self, new.ns, &new.device).await?;
         match Self::commit_in(&mut w, new).await {

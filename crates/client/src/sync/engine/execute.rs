@@ -19,6 +19,8 @@ use crate::transfer::{Base, Progress, SMALL_FILE, SmallFile, upload_edit, upload
 
 /// Large uploads sent at once.
 const PARALLEL_UPLOADS: usize = 3;
+/// Folders made on the server in one request (the server takes 1,000).
+const FOLDERS_AT_ONCE: usize = 1000;
 
 /// A transfer step sorted by how each file travels.
 #[derive(Default)]
@@ -41,11 +43,60 @@ impl Syncer {
             self.transfer(step.ops, report, stuck).await;
             return;
         }
-        for op in step.ops {
+        let mut ops = step.ops.into_iter().peekable();
+        while let Some(op) = ops.next() {
+            if let Op::CreateRemoteFolder { path } = &op
+                && matches!(ops.peek(), Some(Op::CreateRemoteFolder { .. }))
+            {
+                // A new tree's folders: one request and one transaction
+                // for many, not a round trip each.
+                let mut paths = vec![path.clone()];
+                while paths.len() < FOLDERS_AT_ONCE
+                    && let Some(Op::CreateRemoteFolder { path }) = ops.peek()
+                {
+                    paths.push(path.clone());
+                    ops.next();
+                }
+                self.create_remote_folders(paths, stuck).await;
+                continue;
+            }
             if let Err(e) = self.execute(&op, report).await {
                 tracing::warn!(?op, error = %e, "sync operation did not complete");
                 stuck.push(format!("{}: {e}", describe(&op)));
             }
+        }
+    }
+
+    /// Makes many folders on the server at once; if the request as a whole
+    /// fails, each is made on its own (and fails with its own error).
+    async fn create_remote_folders(&mut self, paths: Vec<String>, stuck: &mut Vec<String>) {
+        let remote_paths = paths.iter().map(|p| rel_to_remote(p)).collect();
+        let answers = match self.remote.mkdir_many(remote_paths).await {
+            Ok(answers) => answers,
+            Err(e) => {
+                tracing::debug!(error = %e, "making folders in one request failed: one by one");
+                for path in paths {
+                    if let Err(e) = self.create_remote_folder(&path).await {
+                        let op = Op::CreateRemoteFolder { path };
+                        stuck.push(format!("{}: {e}", describe(&op)));
+                    }
+                }
+                return;
+            }
+        };
+        for (path, answer) in paths.into_iter().zip(answers) {
+            let node = match answer {
+                Ok(e) => Node::folder().with_id(&e.id),
+                Err(e) if e.code() == Some(tessera_proto::ErrorCode::AlreadyExists) => {
+                    Node::folder()
+                }
+                Err(e) => {
+                    let op = Op::CreateRemoteFolder { path };
+                    stuck.push(format!("{}: {e}", describe(&op)));
+                    continue;
+                }
+            };
+            self.synced.insert(path, node);
         }
     }
 
