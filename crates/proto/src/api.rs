@@ -465,6 +465,17 @@ pub struct CommitBatchRequest {
     pub commits: Vec<CommitRequest>,
 }
 
+/// Names along the paths of one batch request (folders or commits), in
+/// all: the server looks each up, and may make a folder for each, inside
+/// one write transaction, so a batch of very deep paths is refused rather
+/// than left to hold the write lock. Clients split their batches by it.
+pub const MAX_BATCH_SEGMENTS: usize = 64_000;
+
+/// The names along `path` (`/a/b/c` has 3).
+pub fn path_segments(path: &str) -> usize {
+    path.split('/').filter(|s| !s.is_empty()).count()
+}
+
 /// Many folders made in one request and one transaction (a new tree).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct MkdirBatchRequest {

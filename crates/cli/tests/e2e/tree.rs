@@ -23,6 +23,7 @@ on_both_backends!(
     a_folder_cut_off_by_a_cycle_comes_back_at_the_root,
     a_block_list_longer_than_the_size_allows_is_refused,
     many_folders_are_made_in_one_request_each_on_its_own,
+    a_batch_of_very_deep_paths_is_refused_before_it_holds_the_write_lock,
 );
 
 fn code(e: &ClientError) -> Option<ErrorCode> {
@@ -724,4 +725,41 @@ async fn many_folders_are_made_in_one_request_each_on_its_own(backend: Backend) 
     // Another account's tree is its own.
     let bob = s.user("bob").await;
     assert!(bob.meta("/new").await.is_err());
+}
+
+/// A batch whose paths name more folders in all than the server makes
+/// in one transaction is refused whole, before anything is looked up: 40
+/// empty files 2,000 folders deep would otherwise make 80,000 folders
+/// while every other writer waits.
+async fn a_batch_of_very_deep_paths_is_refused_before_it_holds_the_write_lock(b: Backend) {
+    use tessera_proto::api::MAX_BATCH_SEGMENTS;
+    let s = TestServer::start(b).await;
+    let r = s.user("alice").await;
+    let deep = |i: usize| format!("/d{i}{}", "/a".repeat(1999));
+    const { assert!(40 * 2000 > MAX_BATCH_SEGMENTS) };
+    let empty = ContentHash::from(blake3::hash(b""));
+    let commits: Vec<CommitRequest> = (0..40)
+        .map(|i| commit_of(&format!("{}/empty", deep(i)), empty, &[]))
+        .collect();
+    let started = Instant::now();
+    let e = r.commit_batch(commits).await.unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
+    assert!(e.to_string().contains("at most"), "{e}");
+    let e = r.mkdir_many((0..40).map(deep).collect()).await.unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        r.list("/").await.unwrap().entries.is_empty(),
+        "nothing was made"
+    );
+    // A deep path within the bound still works.
+    let fine: Vec<CommitRequest> = (0..3)
+        .map(|i| commit_of(&format!("{}/empty", deep(i)), empty, &[]))
+        .collect();
+    let made = r.commit_batch(fine).await.unwrap();
+    assert!(
+        made.results.iter().all(|r| r.entry.is_some()),
+        "{:?}",
+        made.results
+    );
 }

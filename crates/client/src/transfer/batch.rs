@@ -86,10 +86,16 @@ pub async fn upload_small_files(
 async fn read_group(files: &[SmallFile]) -> Vec<Result<Vec<u8>, ClientError>> {
     let mut group = Vec::new();
     let mut bytes = 0;
+    let mut names = 0;
     for f in files {
-        if group.len() >= BATCH_FILES || bytes >= BATCH_BYTES {
+        let depth = tessera_proto::api::path_segments(&f.remote);
+        if group.len() >= BATCH_FILES
+            || bytes >= BATCH_BYTES
+            || (!group.is_empty() && names + depth > tessera_proto::api::MAX_BATCH_SEGMENTS)
+        {
             break;
         }
+        names += depth;
         let data = tokio::fs::read(&f.local).await.map_err(ClientError::from);
         let data = match data {
             Ok(d) if d.len() as u64 > SMALL_FILE => Err(ClientError::Integrity(format!(

@@ -13,6 +13,7 @@ use tessera_proto::api::{
     MkdirBatchResponse, MoveRequest, PathQuery, PendingListResponse, PinRequest, RestoreRequest,
     Reuse, Revision, RevisionsResponse, UploadQuery,
 };
+use tessera_proto::api::{MAX_BATCH_SEGMENTS, path_segments};
 use tessera_proto::block::{CHUNKER, MAX_BLOCK, MIN_BLOCK};
 use tessera_proto::{ContentHash, RemotePath};
 use tokio::io::AsyncReadExt;
@@ -96,6 +97,19 @@ pub async fn mkdir(
     Ok((StatusCode::CREATED, Json(entry(&node, &path))))
 }
 
+/// Refuses a batch whose paths name more than [`MAX_BATCH_SEGMENTS`] names
+/// in all, before any of it is looked at.
+fn batch_depth<'a>(paths: impl Iterator<Item = &'a str>) -> Result<(), ApiError> {
+    let names: usize = paths.map(path_segments).sum();
+    if names > MAX_BATCH_SEGMENTS {
+        return Err(ApiError::BadRequest(format!(
+            "the paths of this batch name {names} folders and files in all; send at most \
+             {MAX_BATCH_SEGMENTS} at a time"
+        )));
+    }
+    Ok(())
+}
+
 /// Many folders in one request and one transaction; each path succeeds or
 /// fails on its own.
 #[utoipa::path(post, path = "/api/v1/files/mkdir_batch", request_body = MkdirBatchRequest, responses((status = 200, body = MkdirBatchResponse), (status = 400, body = tessera_proto::ErrorBody, description = "too many paths, or a path that is not valid")), security(("bearer" = [])))]
@@ -109,6 +123,7 @@ pub async fn mkdir_batch(
             "send at most {MAX_BATCH} folders at a time"
         )));
     }
+    batch_depth(req.paths.iter().map(String::as_str))?;
     let paths = req
         .paths
         .iter()
@@ -621,6 +636,7 @@ pub async fn commit_batch(
             "send at most {MAX_BATCH} commits at a time"
         )));
     }
+    batch_depth(req.commits.iter().map(|c| c.path.as_str()))?;
     let blocks: usize = req.commits.iter().map(|c| c.blocks.len()).sum();
     if blocks > MAX_BATCH_BLOCKS {
         return Err(ApiError::BadRequest(format!(

@@ -5,9 +5,10 @@
 
 use super::*;
 
-/// Ids per `IN (…)` list and rows per multi-row insert: far below either
-/// backend's limit on bound parameters.
-pub(super) const BATCH: usize = 500;
+/// Ids per `IN (…)` list and rows per multi-row insert, set per backend
+/// (`sqlite.rs`, `postgres.rs`): far below either one's limit on bound
+/// parameters.
+pub(super) use super::BATCH;
 
 impl Store {
     /// Brings back folders an older release let move into their own

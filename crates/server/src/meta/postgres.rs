@@ -10,6 +10,10 @@ pub type Db = sqlx::Postgres;
 
 const BEGIN: &str = "BEGIN";
 
+/// Ids per `IN (…)` list and rows per multi-row statement: each statement
+/// is a round trip, and PostgreSQL binds by position.
+const BATCH: usize = 500;
+
 // The same file is also mounted by the other backend, on purpose: one SQL
 // text, compiled once per backend.
 #[allow(clippy::duplicate_mod)]

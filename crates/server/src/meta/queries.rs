@@ -11,7 +11,7 @@ use sqlx::{Pool, Transaction};
 use tessera_proto::api::ChangeKind;
 use tessera_proto::path::fold_name;
 
-use super::{BEGIN, Db};
+use super::{BATCH, BEGIN, Db};
 use crate::meta::{
     BlockLoc, Collected, JournalRow, MetaError, Moved, NewRevision, NodeRow, PendingList, Recorded,
     Result, RevisionBlock, RevisionBlockRow, RevisionRow, StoredJournalRow, TokenRow, TrashRow,

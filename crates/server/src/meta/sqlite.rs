@@ -9,6 +9,12 @@ pub type Db = sqlx::Sqlite;
 /// once with SQLITE_BUSY instead of waiting.
 const BEGIN: &str = "BEGIN IMMEDIATE";
 
+/// Ids per `IN (…)` list and rows per multi-row statement. SQLite finds
+/// each bound parameter by walking the statement's list of them, so a
+/// statement's binding costs the square of its parameters; with no round
+/// trip to save, short statements are cheaper.
+const BATCH: usize = 100;
+
 // The same file is also mounted by the other backend, on purpose: one SQL
 // text, compiled once per backend.
 #[allow(clippy::duplicate_mod)]

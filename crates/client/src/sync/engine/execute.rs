@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use tessera_proto::BlockId;
+use tessera_proto::api::{MAX_BATCH_SEGMENTS, path_segments};
 
 use super::super::case;
 use super::super::error::OpError;
@@ -51,9 +52,12 @@ impl Syncer {
                 // A new tree's folders: one request and one transaction
                 // for many, not a round trip each.
                 let mut paths = vec![path.clone()];
+                let mut names = path_segments(path);
                 while paths.len() < FOLDERS_AT_ONCE
                     && let Some(Op::CreateRemoteFolder { path }) = ops.peek()
+                    && names + path_segments(path) <= MAX_BATCH_SEGMENTS
                 {
+                    names += path_segments(path);
                     paths.push(path.clone());
                     ops.next();
                 }
