@@ -941,13 +941,29 @@ async fn a_large_file_comes_down_while_it_uploads_and_a_dead_uploader_leaves_not
     assert!(out.status.success(), "login: {}", said(&out));
     let daemon = Daemon::start(&cfg_b, &b);
     daemon.wait_for("syncing", Duration::from_secs(20)).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let base = format!("{}/api/v1", s.url);
+    let token = login_token(&base, "admin", &s.admin_password, "desk").await;
+    let watcher = Remote::new(&s.url, Some(token.clone())).unwrap();
+    // The receiver listens for changes before anything is uploaded.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !watcher
+        .presence()
+        .await
+        .unwrap()
+        .devices
+        .iter()
+        .any(|d| d.device == "laptop" && d.connections > 0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the receiver never held a long poll"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     down.reset();
 
     // The uploader's link stops after half the file; it then dies.
     let up = Relay::start(&s.url).await;
-    let base = format!("{}/api/v1", s.url);
-    let token = login_token(&base, "admin", &s.admin_password, "desk").await;
     let sender = Remote::new(&up.url, Some(token.clone())).unwrap();
     up.up_limit.store(size as u64 / 2, Ordering::SeqCst);
     let upload = {
@@ -964,7 +980,8 @@ async fn a_large_file_comes_down_while_it_uploads_and_a_dead_uploader_leaves_not
     .await;
     upload.abort();
     let _ = upload.await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The server still shows the upload as under way, not committed.
+    assert!(watcher.pending_list("/big.bin").await.unwrap().is_some());
     assert!(
         !b.join("big.bin").exists(),
         "nothing is at the target before the commit"

@@ -38,7 +38,7 @@
 //!   hash (`revisions.blocks_key`, migration 0005). A commit is "unchanged"
 //!   only when its block list equals the current revision's.
 //! - A commit's validation happens outside the write transaction, in batched
-//!   queries of 500 ids, and the block count is capped by the size (at most
+//!   queries (`BATCH` ids: 100 on SQLite, 500 on PostgreSQL), and the block count is capped by the size (at most
 //!   `size / MIN_BLOCK + 1`; a batch names at most 4,000 blocks). Under the
 //!   lock a commit re-checks its blocks in the same batches.
 //! - Dedup is no oracle: `missing` and `commit` consult `user_blocks`, so a
