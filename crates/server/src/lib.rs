@@ -13,6 +13,7 @@ mod private;
 pub mod proxy;
 pub mod retention;
 pub mod server;
+pub mod turns;
 pub mod uploads;
 pub mod web;
 pub mod workers;

@@ -471,6 +471,7 @@ fn app_state(
         hash_checks: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),
+        delta_turns: Arc::new(crate::turns::Turns::per_core()),
         proxies: Arc::new(proxies),
         hub: hub.clone(),
         presence: Arc::new(Presence::new(config.max_polls_per_user)),

@@ -246,6 +246,17 @@ async fn a_commit_reuses_only_the_blocks_it_names_exactly(backend: Backend) {
         assert!(e.to_string().contains("whole block list"), "{e}");
         assert_eq!(alice.meta("/doc.bin").await.unwrap().rev, Some(rev));
     }
+    // A run that claims billions of blocks of a file of any size is refused
+    // before anything is sized by the claim (it used to abort the server).
+    let mut huge = runs.clone();
+    huge[0].count = u32::MAX;
+    for size in [u64::MAX, content.len() as u64] {
+        let mut claim = request(huge.clone(), Some(rev));
+        claim.size = size;
+        let e = alice.commit(&claim).await.unwrap_err();
+        assert!(matches!(e.status(), Some(400 | 413)), "{e}");
+    }
+    assert_eq!(alice.meta("/doc.bin").await.unwrap().rev, Some(rev));
     let entry = alice.commit(&request(runs, Some(rev))).await.unwrap();
     assert_eq!(entry.rev, Some(rev + 1));
     let list = alice.block_list("/doc.bin", None).await.unwrap();

@@ -41,6 +41,8 @@ pub struct Prefetches {
     remote: Remote,
     progress: Progress,
     running: Arc<Mutex<HashMap<ContentHash, Outcome>>>,
+    /// One per fetch under way, taken before its task starts.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Prefetches {
@@ -54,6 +56,7 @@ impl Prefetches {
             remote,
             progress,
             running: Arc::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(MOST_AT_ONCE)),
         })
     }
 
@@ -69,16 +72,15 @@ impl Prefetches {
     /// Starts fetching the upload under way at `path` (a server path), if
     /// it is large enough to be worth it and not fetched already.
     pub fn start(&self, path: String) {
-        let busy = self
-            .running()
-            .values()
-            .filter(|o| o.borrow().is_none())
-            .count();
-        if busy >= MOST_AT_ONCE {
+        // Taken here, not in the task: starts in a row see each other.
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             return;
-        }
+        };
         let this = self.clone();
-        tokio::spawn(async move { this.run(path).await });
+        tokio::spawn(async move {
+            this.run(path).await;
+            drop(slot);
+        });
     }
 
     async fn run(&self, path: String) {

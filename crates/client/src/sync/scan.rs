@@ -215,6 +215,32 @@ pub fn holds_only_ignored(root: &Path, at: &Path) -> bool {
         .is_some_and(|found| found.iter().all(|f| matches!(f.kind, Kind::Folder)))
 }
 
+/// Each entry of a folder: path inside it, whether a folder, size, mtime.
+pub type Listing = Vec<(PathBuf, bool, u64, Option<std::time::SystemTime>)>;
+
+/// Everything in the folder `at`, ignored or not: each entry's path inside
+/// it, with its kind, size and modification time. Two listings that are
+/// equal mean nothing was added, removed or written in between. `None` if
+/// part of it cannot be read. Blocking.
+pub fn contents(at: &Path) -> Option<Listing> {
+    let mut seen = Vec::new();
+    let walk = ignore::WalkBuilder::new(at)
+        .standard_filters(false)
+        .follow_links(false)
+        .sort_by_file_name(|a, b| a.cmp(b))
+        .build();
+    for entry in walk {
+        let entry = entry.ok()?;
+        if entry.depth() == 0 {
+            continue;
+        }
+        let meta = entry.metadata().ok()?;
+        let rel = entry.path().strip_prefix(at).ok()?.to_path_buf();
+        seen.push((rel, meta.is_dir(), meta.len(), meta.modified().ok()));
+    }
+    Some(seen)
+}
+
 /// Walks `root` (blocking; run it off async threads).
 pub fn scan(root: &Path, old: &StatCache) -> Scan {
     let mut warnings = Vec::new();

@@ -12,8 +12,9 @@
 //! stored. The base must be a block the asking user holds, exactly as for
 //! downloads: a delta is no way to learn or reach another user's blocks.
 //! The work (reading two blocks, diffing or patching up to 16 MiB) takes a
-//! turn from the server's bounded pool of CPU-heavy checks, so cheap
-//! requests cannot take every core.
+//! turn from a bounded pool of its own, of which one user holds only a few
+//! at a time, so cheap requests cannot take every core nor shut other users
+//! (or commits' content checks) out.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -24,11 +25,11 @@ use axum::response::{IntoResponse, Response};
 use tessera_proto::api::{BlockCodec, BlockRef, DeltaUploadQuery, PatchQuery};
 use tessera_proto::block::MAX_BLOCK;
 use tessera_proto::{BlockId, delta};
-use tokio::sync::SemaphorePermit;
 
 use super::{ApiError, AppState, AuthUser, Q};
 use crate::blocks::Codec;
 use crate::meta::BlockLoc;
+use crate::turns::Turn;
 
 /// How long a delta request waits for a turn before it is told to retry
 /// (or, as clients do, to send the whole block instead).
@@ -51,24 +52,33 @@ async fn held(state: &AppState, user: &AuthUser, id: &BlockId) -> Result<BlockLo
         .ok_or_else(|| ApiError::NotFound(format!("block {id} does not exist")))
 }
 
-async fn turn(state: &AppState) -> Result<SemaphorePermit<'_>, ApiError> {
-    tokio::time::timeout(TURN_WAIT, state.hash_checks.acquire())
+/// A turn at delta work for this user (see [`crate::turns`]). It is moved
+/// into the blocking task, so it is given back when the work ends even if
+/// the client hangs up first.
+async fn turn(state: &AppState, user: &AuthUser) -> Result<Turn, ApiError> {
+    state
+        .delta_turns
+        .take(user.user_id, TURN_WAIT)
         .await
         .map_err(|_| {
             ApiError::Throttled(
                 "the server is busy: send the whole block, or retry in a moment".into(),
                 5,
             )
-        })?
-        .map_err(ApiError::internal)
+        })
 }
 
+/// Runs `work` on a blocking thread, holding `turn` until it ends.
 async fn blocking<T: Send + 'static>(
+    turn: Turn,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(ApiError::internal)
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        work()
+    })
+    .await
+    .map_err(ApiError::internal)
 }
 
 fn octets(codec: &'static str, body: Bytes) -> Response {
@@ -98,9 +108,9 @@ pub async fn signature(
 ) -> Result<Response, ApiError> {
     let id = block_id(&id)?;
     let loc = held(&state, &user, &id).await?;
-    let _turn = turn(&state).await?;
+    let turn = turn(&state, &user).await?;
     let old = state.blocks.read_plain(id, &loc).await?;
-    let sig = blocking(move || delta::signature(&old)).await?;
+    let sig = blocking(turn, move || delta::signature(&old)).await?;
     Ok(octets("raw", Bytes::from(sig)))
 }
 
@@ -125,10 +135,10 @@ pub async fn upload(
         }
     })?;
     let loc = held(&state, &user, &q.base).await?;
-    let _turn = turn(&state).await?;
+    let turn = turn(&state, &user).await?;
     let old = state.blocks.read_plain(q.base, &loc).await?;
     let base = q.base;
-    let rebuilt = blocking(move || -> Result<Vec<u8>, ApiError> {
+    let rebuilt = blocking(turn, move || -> Result<Vec<u8>, ApiError> {
         let delta = match q.codec {
             BlockCodec::Raw => body.to_vec(),
             BlockCodec::Zstd => zstd::bulk::decompress(&body, MAX_DELTA).map_err(|e| {
@@ -160,11 +170,11 @@ pub async fn patch(
     let id = block_id(&id)?;
     let loc = held(&state, &user, &id).await?;
     let base_loc = held(&state, &user, &q.base).await?;
-    let _turn = turn(&state).await?;
+    let turn = turn(&state, &user).await?;
     let new = state.blocks.read(id, &loc).await?;
     let old = state.blocks.read_plain(q.base, &base_loc).await?;
     let plain = new.plain.clone();
-    let patch = blocking(move || delta::patch(&old, &plain)).await?;
+    let patch = blocking(turn, move || delta::patch(&old, &plain)).await?;
     if patch.len() < new.payload.len() {
         return Ok(octets("patch", Bytes::from(patch)));
     }

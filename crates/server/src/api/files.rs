@@ -553,6 +553,10 @@ async fn with_reused(
     let Some(base_rev) = req.base_rev else {
         return Err(refuse("the commit names no base_rev".into()));
     };
+    // The size limit first: the bound below is taken from the claimed size.
+    if req.size > state.limits.max_file_size {
+        return Err(too_large(state.limits.max_file_size));
+    }
     // The same bound as the list itself, before anything is allocated.
     let most = req.size / MIN_BLOCK as u64 + 1;
     let reused: u64 = req.reuse.iter().map(|r| u64::from(r.count)).sum();
@@ -578,7 +582,9 @@ async fn with_reused(
         Err(e) => return Err(e.into()),
     };
     let mut explicit = std::mem::take(&mut req.blocks).into_iter();
-    let mut blocks = Vec::with_capacity((reused as usize).saturating_add(explicit.len()));
+    // Sized by what is really there, never by the claim: each run is checked
+    // against the base before it adds anything.
+    let mut blocks = Vec::with_capacity(base.len().min(reused as usize) + explicit.len());
     for run in std::mem::take(&mut req.reuse) {
         let at = run.at as usize;
         if at < blocks.len() {

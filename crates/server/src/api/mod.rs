@@ -41,6 +41,8 @@ pub struct AppState {
     pub password_checks: Arc<PasswordChecks>,
     /// Commits whose content hash is being checked (about one per core).
     pub hash_checks: Arc<tokio::sync::Semaphore>,
+    /// Delta and patch work, a pool of its own with a cap per user.
+    pub delta_turns: Arc<crate::turns::Turns>,
     pub proxies: Arc<crate::proxy::TrustedProxies>,
     pub hub: Arc<Hub>,
     pub presence: Arc<Presence>,

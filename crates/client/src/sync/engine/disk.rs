@@ -97,30 +97,72 @@ pub(super) async fn stage_bytes(tmp: PathBuf, data: Vec<u8>, fsync: bool) -> std
     .map_err(|e| std::io::Error::other(e.to_string()))?
 }
 
-/// Whether [`flush_filesystem`] can make many files durable at once; if
-/// not, each file and folder is fsynced on its own.
-pub(super) const FLUSH_AT_ONCE: bool = cfg!(target_os = "linux");
+/// Whether [`Flush`] can make many files durable at once; if not, each
+/// file and folder is fsynced on its own. `syncfs` reports the writeback
+/// errors of the whole file system only from Linux 5.8 on; before that it
+/// says nothing of a write that failed, so it vouches for nothing.
+pub(super) fn flush_at_once() -> bool {
+    static AT_ONCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AT_ONCE.get_or_init(|| {
+        #[cfg(target_os = "linux")]
+        {
+            let uname = rustix::system::uname();
+            reports_writeback_errors(&uname.release().to_string_lossy())
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            false
+        }
+    })
+}
 
-/// Makes everything written on the file system holding `dir` durable, file
-/// data and names alike, in one call (`syncfs`): for a batch of small
-/// downloads that is one wait for the disk instead of one per file and
-/// folder. Where there is no such call, does nothing and says so.
-pub(super) async fn flush_filesystem(dir: &Path) -> std::io::Result<bool> {
-    #[cfg(target_os = "linux")]
-    {
+/// Whether a Linux release string (`6.1.0-18-amd64`) is 5.8 or later.
+fn reports_writeback_errors(release: &str) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= (5, 8)
+}
+
+/// Makes everything written on one file system durable, file data and
+/// names alike, in one call (`syncfs`): for a batch of small downloads
+/// that is one wait for the disk instead of one per file and folder.
+///
+/// It is opened *before* the writes it vouches for: the kernel reports to
+/// `syncfs` only the writeback errors that happened since its descriptor
+/// was opened, and background writeback may fail a write at any moment
+/// after it was made.
+pub(super) struct Flush(std::fs::File);
+
+impl Flush {
+    /// Opens the file system holding `dir`; call before writing.
+    pub(super) async fn open(dir: &Path) -> std::io::Result<Flush> {
         let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || std::fs::File::open(&dir).map(Flush))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+    }
+
+    /// Flushes the file system; an error means some write since [`open`]
+    /// may not be on disk.
+    ///
+    /// [`open`]: Flush::open
+    pub(super) async fn run(self) -> std::io::Result<()> {
         tokio::task::spawn_blocking(move || {
-            let f = std::fs::File::open(&dir)?;
-            rustix::fs::syncfs(&f)?;
-            Ok(true)
+            #[cfg(target_os = "linux")]
+            {
+                rustix::fs::syncfs(&self.0)?;
+                Ok(())
+            }
+            #[cfg(not(target_os = "linux"))]
+            {
+                self.0.sync_all()
+            }
         })
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = dir;
-        Ok(false)
     }
 }
 
@@ -246,5 +288,24 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, OpError::ChangedMeanwhile));
         assert_eq!(std::fs::read(&target).unwrap(), b"made here meanwhile");
+    }
+}
+
+#[cfg(test)]
+mod flush_tests {
+    use super::reports_writeback_errors;
+
+    #[test]
+    fn syncfs_is_trusted_from_linux_5_8() {
+        for (release, trusted) in [
+            ("6.1.0-18-amd64", true),
+            ("5.8.0", true),
+            ("5.15.153.1-microsoft-standard-WSL2", true),
+            ("5.4.0-150-generic", false),
+            ("4.19.0", false),
+            ("", false),
+        ] {
+            assert_eq!(reports_writeback_errors(release), trusted, "{release}");
+        }
     }
 }

@@ -25,7 +25,7 @@ use super::super::prefetch::Prefetches;
 use super::super::scan::{self, STATE_DIR};
 use super::super::state::{BlockIndex, Stat};
 use super::super::tree::{Node, NodeKind};
-use super::disk::{FLUSH_AT_ONCE, flush_filesystem, fsync_dir, put_in_place, stage_bytes};
+use super::disk::{Flush, flush_at_once, fsync_dir, put_in_place, stage_bytes};
 use super::{Report, Syncer, rel_to_remote};
 use crate::remote::Remote;
 use crate::transfer::bases::overlapping_bases;
@@ -153,6 +153,12 @@ impl Syncer {
                 return outcomes;
             }
         };
+        let tmp = self.root.join(STATE_DIR).join("tmp");
+        // Opened before any write, so it sees every writeback error since.
+        let flush = match flush_at_once() {
+            true => Some(Flush::open(&tmp).await),
+            false => None,
+        };
         let stages: Vec<_> = group
             .iter()
             .filter_map(|w| {
@@ -168,9 +174,14 @@ impl Syncer {
             .buffered(PARALLEL_FSYNCS)
             .collect()
             .await;
-        if FLUSH_AT_ONCE && outcomes.iter().any(|(_, o)| o.is_ok()) {
-            let tmp = self.root.join(STATE_DIR).join("tmp");
-            if let Err(e) = flush_filesystem(&tmp).await {
+        if let Some(flush) = flush
+            && outcomes.iter().any(|(_, o)| o.is_ok())
+        {
+            let flushed = match flush {
+                Ok(flush) => flush.run().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = flushed {
                 // Nothing staged can be vouched for: none is placed.
                 let why = e.to_string();
                 for (_, outcome) in &mut outcomes {
@@ -219,7 +230,7 @@ impl Syncer {
                 Err(e) => return (want, Err(e)),
             };
             let (size, content_hash) = (data.len() as u64, ContentHash::of(&data));
-            if let Err(e) = stage_bytes(tmp.clone(), data, !FLUSH_AT_ONCE).await {
+            if let Err(e) = stage_bytes(tmp.clone(), data, !flush_at_once()).await {
                 let _ = tokio::fs::remove_file(&tmp).await;
                 return (want, Err(e.into()));
             }
@@ -280,6 +291,12 @@ impl Syncer {
     ) {
         let mut placed = Vec::new();
         let mut dirs = BTreeSet::new();
+        let many = outcomes.iter().filter(|(_, o)| o.is_ok()).count() > 1;
+        // Opened before the renames, so it sees every writeback error since.
+        let flush = match flush_at_once() && many {
+            true => Some(Flush::open(&self.root).await),
+            false => None,
+        };
         for (want, outcome) in outcomes {
             let done = match outcome {
                 Ok(staged) => self.place(&staged).await.map(|placed| (staged, placed)),
@@ -294,8 +311,12 @@ impl Syncer {
             }
         }
         let mut unflushed = BTreeSet::new();
-        if FLUSH_AT_ONCE && dirs.len() > 1 {
-            if let Err(e) = flush_filesystem(&self.root).await {
+        if let Some(flush) = flush.filter(|_| dirs.len() > 1) {
+            let flushed = match flush {
+                Ok(flush) => flush.run().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = flushed {
                 stuck.push(format!("flushing {}: {e}", self.root.display()));
                 unflushed = dirs;
             }

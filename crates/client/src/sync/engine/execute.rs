@@ -1,7 +1,7 @@
 //! Carrying out a plan's steps. Each step runs as the planner ordered it;
 //! a failed operation is reported and the round goes on without it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -11,7 +11,7 @@ use tessera_proto::api::{MAX_BATCH_SEGMENTS, path_segments};
 use super::super::case;
 use super::super::error::OpError;
 use super::super::planner::{Op, Phase, Step};
-use super::super::scan::STATE_DIR;
+use super::super::scan::{self, STATE_DIR};
 use super::super::tree::{Node, NodeKind, is_below};
 use super::disk::{fsync_dir, now_secs, unused};
 use super::download::Wanted;
@@ -410,15 +410,20 @@ impl Syncer {
                     .get(path)
                     .is_some_and(|n| n.kind == NodeKind::File);
                 let (root, at) = (self.root.clone(), abs.clone());
-                let only_ignored = tokio::task::spawn_blocking(move || {
-                    super::super::scan::holds_only_ignored(&root, &at)
+                let seen = tokio::task::spawn_blocking(move || {
+                    if scan::holds_only_ignored(&root, &at) {
+                        scan::contents(&at)
+                    } else {
+                        None
+                    }
                 })
                 .await
-                .unwrap_or(false);
-                if !file_waits || !only_ignored {
+                .ok()
+                .flatten();
+                let Some(seen) = seen.filter(|_| file_waits) else {
                     return Err(OpError::KeptNotEmpty);
-                }
-                self.to_trash(path, &abs).await?;
+                };
+                self.trash_folder_as_seen(path, &abs, seen).await?;
             }
         } else {
             self.to_trash(path, &abs).await?;
@@ -428,8 +433,9 @@ impl Syncer {
         Ok(())
     }
 
-    /// Moves `abs` (at `path`) into this round's batch of the local trash.
-    async fn to_trash(&self, path: &str, abs: &Path) -> Result<(), OpError> {
+    /// Moves `abs` (at `path`) into this round's batch of the local trash;
+    /// returns where it went.
+    async fn to_trash(&self, path: &str, abs: &Path) -> Result<PathBuf, OpError> {
         let trash = unused(
             self.root
                 .join(STATE_DIR)
@@ -441,7 +447,37 @@ impl Syncer {
             tokio::fs::create_dir_all(parent).await?;
         }
         tokio::fs::rename(abs, &trash).await?;
-        Ok(())
+        Ok(trash)
+    }
+
+    /// Moves the folder `abs` (at `path`) into the trash if it still holds
+    /// exactly what was `seen`, and puts it back otherwise: a file saved in
+    /// it between the look and the move is never trashed unseen.
+    async fn trash_folder_as_seen(
+        &self,
+        path: &str,
+        abs: &Path,
+        seen: scan::Listing,
+    ) -> Result<(), OpError> {
+        let trash = self.to_trash(path, abs).await?;
+        let at = trash.clone();
+        let now = tokio::task::spawn_blocking(move || scan::contents(&at))
+            .await
+            .ok()
+            .flatten();
+        if now.as_ref() == Some(&seen) {
+            tracing::info!(%path, trash = %trash.display(),
+                "moved a folder of ignored files to the local trash for the file that takes its name");
+            return Ok(());
+        }
+        match tokio::fs::rename(&trash, abs).await {
+            Ok(()) => Err(OpError::KeptChanged),
+            Err(e) => Err(OpError::Io(std::io::Error::other(format!(
+                "{path} changed while it was moved to the local trash, and it could not be \
+                 moved back ({e}): it is in {}",
+                trash.display()
+            )))),
+        }
     }
 
     /// Deletes only the version this device saw: an edit made elsewhere
