@@ -193,6 +193,110 @@ pub async fn usage(json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `30m`, `12h`, `7d` (or plain seconds) as seconds.
+fn parse_expiry(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], Some(c)),
+        _ => (text, None),
+    };
+    let n: u64 = number.parse().ok().filter(|n| *n > 0).with_context(|| {
+        format!("--expires {text}: give a number of minutes, hours or days, like 30m, 12h or 7d")
+    })?;
+    let unit = match unit {
+        None | Some('s') => 1,
+        Some('m') => 60,
+        Some('h') => 3600,
+        Some('d') => 86_400,
+        Some('w') => 7 * 86_400,
+        Some(_) => bail!("--expires {text}: the unit must be s, m, h, d or w (like 7d)"),
+    };
+    n.checked_mul(unit)
+        .with_context(|| format!("--expires {text} is too far away"))
+}
+
+fn link_when(ms: i64) -> String {
+    let (y, mo, d, h, mi, _) = tessera_proto::path::civil(ms / 1000);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02} UTC")
+}
+
+pub async fn link_create(
+    remote_path: &str,
+    expires: Option<&str>,
+    password_stdin: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let expires_in_secs = expires.map(parse_expiry).transpose()?;
+    // read_password refuses an empty line.
+    let password = password_stdin
+        .then(|| read_password(true, ""))
+        .transpose()?;
+    let r = remote()?;
+    let link = r
+        .create_link(&tessera_proto::api::CreateLinkRequest {
+            path: remote_path.to_owned(),
+            expires_in_secs,
+            password,
+        })
+        .await?;
+    let url = format!(
+        "{}{}",
+        r.server().trim_end_matches('/'),
+        link.url_path.as_deref().unwrap_or_default()
+    );
+    if json {
+        let mut value = serde_json::to_value(&link)?;
+        value["url"] = serde_json::Value::String(url);
+        return print_json(&value);
+    }
+    println!("{url}");
+    let mut notes = Vec::new();
+    if let Some(ms) = link.expires_ms {
+        notes.push(format!("expires {}", link_when(ms)));
+    }
+    if link.has_password {
+        notes.push("needs its password".to_owned());
+    }
+    notes.push(format!("revoke with `tessera link revoke {}`", link.id));
+    eprintln!("{}", notes.join("; "));
+    Ok(())
+}
+
+pub async fn link_list(json: bool) -> anyhow::Result<()> {
+    let links = remote()?.links().await?;
+    if json {
+        return print_json(&links);
+    }
+    if links.links.is_empty() {
+        println!("no links");
+    }
+    for l in &links.links {
+        let what = l.path.as_deref().unwrap_or("(in the trash: leads nowhere)");
+        let mut notes = vec![format!("made {}", link_when(l.created_ms))];
+        if let Some(ms) = l.expires_ms {
+            notes.push(format!("expires {}", link_when(ms)));
+        }
+        if l.has_password {
+            notes.push("password".to_owned());
+        }
+        println!("{}  {what}  ({})", l.id, notes.join(", "));
+    }
+    Ok(())
+}
+
+pub async fn link_revoke(id: &str) -> anyhow::Result<()> {
+    match remote()?.revoke_link(id).await {
+        Ok(()) => {
+            println!("link {id} revoked");
+            Ok(())
+        }
+        Err(e) if e.status() == Some(404) => {
+            bail!("you have no link {id}; `tessera link list` shows your links")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub async fn mkdir(remote_path: &str) -> anyhow::Result<()> {
     let e = remote()?.mkdir(remote_path).await?;
     println!("{}/", e.path);

@@ -124,6 +124,34 @@ enum Command {
         #[arg(long)]
         rev: i64,
     },
+    /// Links that let anyone who has them view a file or folder.
+    Link {
+        #[command(subcommand)]
+        command: LinkCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LinkCommand {
+    /// Make a link to a file or folder and print its address (shown only once).
+    Create {
+        remote: String,
+        /// When it stops working: a number of minutes, hours or days (30m, 12h, 7d).
+        #[arg(long)]
+        expires: Option<String>,
+        /// Protect it with a password, read from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List your links.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a link by its id (from `tessera link list`).
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -282,6 +310,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Status { dir } => sync_cmd::status(&dir).await,
         Command::Usage { json } => c::usage(json).await,
+        Command::Link { command } => match command {
+            LinkCommand::Create {
+                remote,
+                expires,
+                password_stdin,
+                json,
+            } => c::link_create(&remote, expires.as_deref(), password_stdin, json).await,
+            LinkCommand::List { json } => c::link_list(json).await,
+            LinkCommand::Revoke { id } => c::link_revoke(&id).await,
+        },
         Command::Conflicts { dir } => sync_cmd::conflicts(&dir),
     }
 }

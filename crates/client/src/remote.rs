@@ -697,6 +697,28 @@ impl Remote {
         Self::json(self.request(Method::GET, "/usage")).await
     }
 
+    /// A link to the file or folder at `path`; the answer's `url_path` is
+    /// its address on this server, shown only this once.
+    pub async fn create_link(
+        &self,
+        req: &tessera_proto::api::CreateLinkRequest,
+    ) -> Result<tessera_proto::api::LinkInfo, ClientError> {
+        Self::json(self.request(Method::POST, "/links").json(req)).await
+    }
+
+    /// This user's links, newest first.
+    pub async fn links(&self) -> Result<tessera_proto::api::LinkList, ClientError> {
+        Self::json(self.request(Method::GET, "/links")).await
+    }
+
+    /// Revokes one of this user's links.
+    pub async fn revoke_link(&self, id: &str) -> Result<(), ClientError> {
+        let id: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+        let path = format!("/links/{id}");
+        Self::send(self.request(Method::DELETE, &path)).await?;
+        Ok(())
+    }
+
     /// A user's usage and quota (administrators only).
     pub async fn quota(&self, user: &str) -> Result<Usage, ClientError> {
         Self::json(self.request(Method::GET, &quota_path(user))).await

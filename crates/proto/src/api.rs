@@ -706,3 +706,40 @@ mod reuse_tests {
         assert_eq!(rest.len(), 5);
     }
 }
+
+/// Body of `POST /api/v1/links`: a link to the file or folder at `path`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateLinkRequest {
+    pub path: String,
+    /// Seconds until the link stops working (at most ten years); none for
+    /// a link that lasts until it is revoked.
+    #[serde(default)]
+    pub expires_in_secs: Option<u64>,
+    /// A password visitors must give (1 to 1024 bytes).
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// A link, as its owner sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LinkInfo {
+    /// What `DELETE /api/v1/links/{id}` revokes it by.
+    pub id: String,
+    /// The link's address on this server (`/s/…`); only in the answer that
+    /// created it: the server keeps no copy of the secret in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_path: Option<String>,
+    /// Where the file or folder is now (it follows renames and moves);
+    /// none once it is in the trash, when the link leads nowhere.
+    pub path: Option<String>,
+    pub kind: Option<EntryKind>,
+    pub created_ms: i64,
+    pub expires_ms: Option<i64>,
+    pub has_password: bool,
+}
+
+/// Answer to `GET /api/v1/links`: the caller's links, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LinkList {
+    pub links: Vec<LinkInfo>,
+}

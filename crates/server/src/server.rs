@@ -472,6 +472,7 @@ fn app_state(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),
         delta_turns: Arc::new(crate::turns::Turns::per_core()),
+        clock: config.clock.clone(),
         proxies: Arc::new(proxies),
         hub: hub.clone(),
         presence: Arc::new(Presence::new(config.max_polls_per_user)),

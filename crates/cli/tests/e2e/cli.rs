@@ -279,3 +279,71 @@ fn sync_command_carries_changes_live() {
     let status = ok(&cfg, &["status", a.to_str().unwrap()], None);
     assert!(status.contains("is in sync"), "{status}");
 }
+
+#[test]
+fn links_are_made_listed_and_revoked_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cfg");
+    let _server = serve_logged_in(dir.path(), &cfg);
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "shared notes\n").unwrap();
+    ok(&cfg, &["put", file.to_str().unwrap(), "/notes.txt"], None);
+
+    let bad = tessera(
+        &cfg,
+        &["link", "create", "/notes.txt", "--expires", "soon"],
+        None,
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("7d"));
+    let missing = tessera(&cfg, &["link", "create", "/absent.txt"], None);
+    assert!(!missing.status.success());
+
+    let url = ok(
+        &cfg,
+        &["link", "create", "/notes.txt", "--expires", "7d"],
+        None,
+    )
+    .trim()
+    .to_owned();
+    assert!(url.starts_with("http://") && url.contains("/s/"), "{url}");
+    assert_eq!(
+        http_get(&format!("{url}?download=1")),
+        (200, "shared notes\n".to_owned())
+    );
+
+    let guarded = ok(
+        &cfg,
+        &["link", "create", "/notes.txt", "--password-stdin", "--json"],
+        Some("a long passphrase\n"),
+    );
+    let guarded: serde_json::Value = serde_json::from_str(&guarded).unwrap();
+    assert_eq!(guarded["has_password"], true);
+    assert_eq!(http_get(guarded["url"].as_str().unwrap()).0, 401);
+
+    let listed = ok(&cfg, &["link", "list"], None);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(
+        listed.contains("/notes.txt") && listed.contains("expires"),
+        "{listed}"
+    );
+    let id = guarded["id"].as_str().unwrap();
+    ok(&cfg, &["link", "revoke", id], None);
+    let again = tessera(&cfg, &["link", "revoke", id], None);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("link list"));
+    assert_eq!(http_get(guarded["url"].as_str().unwrap()).0, 404);
+    assert_eq!(ok(&cfg, &["link", "list"], None).lines().count(), 1);
+}
+
+/// A plain GET, as a visitor with no account makes it: status and body.
+fn http_get(url: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let resp = reqwest::get(url).await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    })
+}

@@ -19,6 +19,7 @@ mod failover;
 mod fsck;
 mod lifecycle;
 mod limits;
+mod links;
 mod metrics;
 mod names;
 mod openapi;

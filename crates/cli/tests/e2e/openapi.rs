@@ -58,6 +58,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/admin/workers"),
     ("post", "/api/v1/admin/workers/{name}/run"),
     ("get", "/api/v1/openapi.json"),
+    ("post", "/api/v1/links"),
+    ("get", "/api/v1/links"),
+    ("delete", "/api/v1/links/{id}"),
+    ("get", "/s/{token}"),
+    ("post", "/s/{token}"),
 ];
 
 const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch"];

@@ -309,9 +309,9 @@ async fn the_server_owns_a_files_identity(b: Backend) {
 }
 
 /// One entry of a zip's central directory, with its data read back.
-struct ZipItem {
-    name: String,
-    data: Vec<u8>,
+pub(crate) struct ZipItem {
+    pub(crate) name: String,
+    pub(crate) data: Vec<u8>,
 }
 
 fn u16_at(b: &[u8], i: usize) -> usize {
@@ -325,7 +325,7 @@ fn u64_at(b: &[u8], i: usize) -> u64 {
 }
 
 /// Reads a (stored, possibly Zip64) archive through its central directory.
-fn read_zip(b: &[u8]) -> Vec<ZipItem> {
+pub(crate) fn read_zip(b: &[u8]) -> Vec<ZipItem> {
     let eocd = (0..=b.len() - 22)
         .rev()
         .find(|&i| u32_at(b, i) == 0x0605_4b50)

@@ -750,7 +750,19 @@ pub async fn download(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let path = below_root(&q.path)?;
-    let (node, rev, blocks) = state.meta.file_revision(user.ns, &path, q.rev).await?;
+    file_response(&state, user.ns, &path, q.rev, &headers).await
+}
+
+/// A revision of the file at `path` of `ns` (the current one when `rev` is
+/// `None`) as a download: `ETag`, `If-None-Match`, `Range`, streamed.
+pub(super) async fn file_response(
+    state: &AppState,
+    ns: i64,
+    path: &RemotePath,
+    rev: Option<i64>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let (node, rev, blocks) = state.meta.file_revision(ns, path, rev).await?;
     let size = rev.size as u64;
     let hash = rev.content_hash();
     let etag = format!("\"{hash}\"");
@@ -768,7 +780,7 @@ pub async fn download(
     if matches_etag {
         return Ok((StatusCode::NOT_MODIFIED, out).into_response());
     }
-    let range = requested_range(&headers, &etag, size)?;
+    let range = requested_range(headers, &etag, size)?;
     let (start, end, status) = match range {
         Some((s, e)) => {
             out.insert(header::CONTENT_RANGE, hv(&format!("bytes {s}-{e}/{size}"))?);

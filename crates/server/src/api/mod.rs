@@ -7,6 +7,7 @@ mod changes;
 mod deltas;
 pub mod error;
 mod files;
+mod links;
 mod openapi;
 mod trace;
 mod trash;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub hash_checks: Arc<tokio::sync::Semaphore>,
     /// Delta and patch work, a pool of its own with a cap per user.
     pub delta_turns: Arc<crate::turns::Turns>,
+    /// The time links expire by (tests move it).
+    pub clock: crate::workers::Clock,
     pub proxies: Arc<crate::proxy::TrustedProxies>,
     pub hub: Arc<Hub>,
     pub presence: Arc<Presence>,
@@ -166,6 +169,8 @@ pub fn router(state: AppState) -> Router {
             get(admin::quota).put(admin::set_quota),
         )
         .route("/usage", get(admin::own_usage))
+        .route("/links", post(links::create).get(links::list))
+        .route("/links/{id}", axum::routing::delete(links::revoke))
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
         .layer(DefaultBodyLimit::max(JSON_LIMIT));
@@ -174,6 +179,12 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .route(
+            "/s/{token}",
+            get(links::visit)
+                .post(links::unlock)
+                .layer(DefaultBodyLimit::max(LOGIN_LIMIT)),
+        )
         .merge(crate::web::router())
         .layer(axum::middleware::from_fn(crate::web::security_headers))
         .layer(axum::middleware::from_fn(crate::metrics::track))

@@ -47,9 +47,19 @@ fn make_span(req: &Request<Body>) -> Span {
         "request",
         http.request.method = %req.method(),
         http.route = route,
-        url.path = req.uri().path(),
+        url.path = logged_path(req.uri().path()),
         http.response.status_code = tracing::field::Empty,
     )
+}
+
+/// The path as logged: a link's address is its secret, so only the
+/// route's prefix of it is.
+fn logged_path(path: &str) -> &str {
+    if path.starts_with(super::links::LINK_PREFIX) {
+        "/s/{token}"
+    } else {
+        path
+    }
 }
 
 fn on_response(resp: &Response<Body>, latency: Duration, span: &Span) {
@@ -134,5 +144,34 @@ mod tests {
             .expect("the span's close");
         assert!(closed.contains("http.response.status_code=418"), "{closed}");
         assert!(!text.contains("private.txt"), "the query is logged: {text}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_link_token_never_reaches_the_log() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_span_events(FmtSpan::CLOSE)
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let app: Router = Router::new()
+            .route("/s/{token}", get(|| async { "page" }))
+            .fallback(|| async { "none" })
+            .layer(layer());
+        for uri in ["/s/SeCrEtToKeN0123456789", "/s/SeCrEtToKeN0123456789/x"] {
+            let resp = app
+                .clone()
+                .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            axum::body::to_bytes(resp.into_body(), 1 << 10)
+                .await
+                .unwrap();
+        }
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("url.path=\"/s/{token}\""), "{text}");
+        assert!(!text.contains("SeCrEt"), "the token is logged: {text}");
     }
 }

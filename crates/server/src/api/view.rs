@@ -105,12 +105,16 @@ pub async fn view(
         path: q.path,
         rev: q.rev,
     };
-    let mut resp = super::files::download(state, user, Q(query), headers).await?;
-    let shown = if q.download == Some(1) {
-        None
-    } else {
-        inline_type(&name)
-    };
+    let resp = super::files::download(state, user, Q(query), headers).await?;
+    typed(resp, &name, q.download != Some(1))
+}
+
+/// A download typed for a browser: shown inline (when `inline` and the
+/// name says it is a safe kind) or as an attachment, under a sandbox policy
+/// either way.
+pub(super) fn typed(mut resp: Response, name: &str, inline: bool) -> Result<Response, ApiError> {
+    let name = name.to_owned();
+    let shown = if inline { inline_type(&name) } else { None };
     let hv = |s: &str| HeaderValue::from_str(s).map_err(ApiError::internal);
     let out = resp.headers_mut();
     match shown {

@@ -74,13 +74,19 @@ pub async fn folder(
         }
         node.name
     };
+    zip_response(state, user.ns, path, &name)
+}
+
+/// The folder at `path` of `ns` and everything in it as a zip named
+/// `name`.zip, streamed.
+pub(super) fn zip_response(
+    state: AppState,
+    ns: i64,
+    path: RemotePath,
+    name: &str,
+) -> Result<Response, ApiError> {
     let (reader, writer) = tokio::io::duplex(PIPE_BYTES);
-    let task = tokio::spawn(write_zip(
-        state,
-        user.ns,
-        path.clone(),
-        writer.compat_write(),
-    ));
+    let task = tokio::spawn(write_zip(state, ns, path.clone(), writer.compat_write()));
     // The body ends with an error if writing failed, so the client sees a
     // broken download instead of a short zip that looks complete.
     let tail = futures::stream::once(async move {

@@ -407,6 +407,18 @@ pub struct NewRevision {
     pub device: String,
 }
 
+/// A link to a node (see `links_queries.rs`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LinkRow {
+    pub id: String,
+    pub user_id: i64,
+    pub namespace_id: i64,
+    pub node_id: String,
+    pub password_hash: Option<String>,
+    pub created_ms: i64,
+    pub expires_ms: Option<i64>,
+}
+
 /// The block list an upload under way announced with its first commit.
 #[derive(Debug, Clone)]
 pub struct PendingList {
@@ -729,6 +741,14 @@ forward! {
     /// Removes old revisions of a file (never its current or a pinned one)
     /// and releases their blocks; returns how many went.
     fn drop_revisions(&self, ns: i64, node: &str, revs: &[i64]) -> Result<u64>;
+    /// Links; see `links_queries.rs`.
+    fn create_link(&self, link: &LinkRow, token_hash: &[u8]) -> Result<()>;
+    fn link_by_token(&self, token_hash: &[u8]) -> Result<Option<LinkRow>>;
+    fn links_of(&self, user_id: i64) -> Result<Vec<LinkRow>>;
+    fn delete_link(&self, user_id: i64, id: &str) -> Result<bool>;
+    /// A node of `ns` by id with its path, if it and every folder above it
+    /// are live (not in the trash).
+    fn live_node(&self, ns: i64, node_id: &str) -> Result<Option<(NodeRow, RemotePath)>>;
     fn journal_seq(&self, ns: i64) -> Result<i64>;
     fn journal_seqs(&self, namespaces: &[i64]) -> Result<Vec<(i64, i64)>>;
     /// Journal entries of `ns` after sequence number `after`, oldest first.

@@ -13,9 +13,9 @@ use tessera_proto::path::fold_name;
 
 use super::{BATCH, BEGIN, Db};
 use crate::meta::{
-    BlockLoc, Collected, JournalRow, MetaError, Moved, NewRevision, NodeRow, PendingList, Recorded,
-    Result, RevisionBlock, RevisionBlockRow, RevisionRow, StoredJournalRow, TokenRow, TrashRow,
-    UserBlocks, UserRow, now_ms,
+    BlockLoc, Collected, JournalRow, LinkRow, MetaError, Moved, NewRevision, NodeRow, PendingList,
+    Recorded, Result, RevisionBlock, RevisionBlockRow, RevisionRow, StoredJournalRow, TokenRow,
+    TrashRow, UserBlocks, UserRow, now_ms,
 };
 use crate::notify::Publisher;
 use tessera_proto::{BlockId, ContentHash, RemotePath};
@@ -60,6 +60,9 @@ mod gc_queries;
 #[allow(clippy::duplicate_mod)]
 #[path = "journal.rs"]
 mod journal;
+#[allow(clippy::duplicate_mod)]
+#[path = "links_queries.rs"]
+mod links_queries;
 #[allow(clippy::duplicate_mod)]
 #[path = "quota_queries.rs"]
 mod quota_queries;

@@ -1,0 +1,16 @@
+-- Links that let anyone holding them view a file or a folder without an
+-- account. A link names a node, not a path, so it follows the node through
+-- renames and moves and stops working once the node is trashed. The token
+-- itself is never stored, only its BLAKE3 hash; `id` is what the owner
+-- lists and revokes by. A revoked link's row is deleted.
+CREATE TABLE links (
+    id            TEXT    PRIMARY KEY,
+    token_hash    BLOB    NOT NULL UNIQUE,
+    user_id       INTEGER NOT NULL REFERENCES users(id),
+    namespace_id  INTEGER NOT NULL,
+    node_id       TEXT    NOT NULL,
+    password_hash TEXT,
+    created_ms    INTEGER NOT NULL,
+    expires_ms    INTEGER
+);
+CREATE INDEX links_user ON links(user_id);
