@@ -457,6 +457,45 @@ test('pin a revision: it shows as pinned, stays pinned when the panel opens agai
   await page.click('#panel-close');
 });
 
+test('share a link with a password: a visitor without an account unlocks it on a phone and downloads; revoking ends it', async () => {
+  await menuAction('/notes.txt', 'Share link…');
+  await page.locator('#link-expiry').selectOption({ label: 'Expires in 7 days' });
+  await page.fill('#link-password', 'link pass phrase');
+  await page.getByRole('button', { name: 'Create link', exact: true }).click();
+  const address = await page.locator('#link-url').inputValue();
+  assert.match(address, new RegExp(`^${BASE}/s/[A-Za-z0-9_-]{22}$`));
+  await page.locator('#panel-body .links li', { hasText: 'password' }).waitFor();
+  await shot('links-panel');
+
+  // A visitor: no session cookie, a phone's screen.
+  const phone = await browser.newContext({ viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true, locale: 'en-US', timezoneId: 'UTC' });
+  const v = await phone.newPage();
+  const first = await v.goto(address);
+  assert.equal(first.status(), 401);
+  assert.equal(await v.locator('text=notes.txt').count(), 0, 'the name shows before the password');
+  await v.fill('#password', 'a wrong guess');
+  await v.click('button[type=submit]');
+  await v.locator('.error', { hasText: 'not right' }).waitFor();
+  await v.fill('#password', 'link pass phrase');
+  await v.click('button[type=submit]');
+  await v.locator('h1', { hasText: 'notes.txt' }).waitFor();
+  assert.ok(await v.evaluate(() => document.documentElement.scrollWidth <= innerWidth), 'the link page overflows a phone');
+  await shot('link-page-phone', v);
+  const href = await v.locator('a', { hasText: 'Download' }).getAttribute('href');
+  // The page runs no script and may fetch nothing: download as the
+  // browser would, with the visitor's cookie.
+  const download = await phone.request.get(new URL(href, address).href);
+  assert.equal(download.status(), 200);
+  assert.equal(await download.text(), 'first version\n');
+
+  await page.locator('#panel-body .links button', { hasText: 'Revoke' }).click();
+  await page.locator('#panel-body p', { hasText: 'No links yet' }).waitFor();
+  const after = await v.goto(address);
+  assert.equal(after.status(), 404);
+  await phone.close();
+  await page.click('#panel-close');
+});
+
 test('with a quota the header shows the share used, and an upload over it fails with the server\'s numbers', async () => {
   const token = (await context.cookies()).find((c) => c.name === 'tessera_session').value;
   // As the administrator, through the admin API with a bearer token.

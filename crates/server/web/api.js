@@ -133,6 +133,14 @@ export const trash = {
   empty: () => api('POST', '/trash/purge', { json: { all: true } }),
 };
 
+export const links = {
+  list: () => api('GET', '/links'),
+  create: (path, expiresInSecs, password) => api('POST', '/links', {
+    json: { path, ...(expiresInSecs ? { expires_in_secs: expiresInSecs } : {}), ...(password ? { password } : {}) },
+  }),
+  revoke: (id) => api('DELETE', `/links/${encodeURIComponent(id)}`),
+};
+
 export const account = {
   /// `{user, used_bytes, quota_bytes}`; `quota_bytes` is null without a quota.
   usage: () => api('GET', '/usage'),

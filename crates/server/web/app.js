@@ -2,7 +2,7 @@
 // delete), the trash, revisions (and pins), previews, uploads, live updates
 // and the storage used against the quota.
 
-import { API, ApiError, WEB_HEADERS, account, api, errorFrom, files, formatBytes, join, nameOf, onUnauthorized, parentOf, trash } from './api.js';
+import { API, ApiError, WEB_HEADERS, account, api, errorFrom, files, formatBytes, join, links, nameOf, onUnauthorized, parentOf, trash } from './api.js';
 import { Live } from './live.js';
 import { openPreview } from './preview.js';
 import { forgetUnfinished, unfinished } from './tus.js';
@@ -483,12 +483,14 @@ function openMenu(anchor, entry, x, y) {
     link('Download as zip', files.zipUrl(entry.path));
     item('Rename', () => rename(entry));
     item('Move', () => move(entry));
+    item('Share link…', () => showLinks(entry.path));
     item('Delete', () => remove(entry), 'danger');
   } else {
     item('Preview', () => preview(entry));
     link('Download', files.downloadUrl(entry.path));
     item('Rename', () => rename(entry));
     item('Move', () => move(entry));
+    item('Share link…', () => showLinks(entry.path));
     item('Revisions', () => showRevisions(entry.path));
     item('Delete', () => remove(entry), 'danger');
   }
@@ -858,6 +860,71 @@ async function showRevisions(path) {
   const note = el('p', { class: 'muted hint', text: `Older revisions are removed over time. ${PIN_KEEPS}` });
   $('panel-body').replaceChildren(note, list);
   $('panel-close').focus();
+}
+
+// ---------- links ----------
+
+const EXPIRIES = [['Never expires', 0], ['Expires in 1 day', 86400], ['Expires in 7 days', 7 * 86400], ['Expires in 30 days', 30 * 86400]];
+
+const fullTime = (ms) => new Date(ms).toLocaleString();
+
+/// The side panel for a file's or folder's links: make one (expiry,
+/// password), see its address once to copy it, list and revoke the rest.
+async function showLinks(path, made = null) {
+  panelPath = path;
+  const panel = $('panel');
+  $('panel-title').textContent = `Links to ${nameOf(path)}`;
+  panel.hidden = false;
+  document.body.classList.add('panel-open');
+  $('panel-body').dataset.path = path;
+  let all;
+  try {
+    all = (await links.list()).links;
+  } catch (e) {
+    $('panel-body').replaceChildren(el('p', { class: 'error', text: e.message }));
+    return;
+  }
+  if (panelPath !== path) return;
+  const expiry = el('select', { id: 'link-expiry', 'aria-label': 'Expiry' },
+    ...EXPIRIES.map(([label, secs]) => el('option', { value: String(secs), text: label })));
+  const password = el('input', { id: 'link-password', type: 'password', autocomplete: 'new-password', placeholder: 'Password (optional)', 'aria-label': 'Password (optional)' });
+  const error = el('p', { class: 'error', role: 'alert' });
+  const form = el('form', { class: 'link-form', onsubmit: async (ev) => {
+    ev.preventDefault();
+    error.textContent = '';
+    try {
+      const link = await links.create(path, Number(expiry.value), password.value);
+      showLinks(path, link);
+    } catch (e) {
+      error.textContent = e.message;
+    }
+  } }, expiry, password, el('button', { type: 'submit', class: 'primary', text: 'Create link' }), error);
+  const parts = [form];
+  if (made) {
+    const address = `${location.origin}${made.url_path}`;
+    const box = el('input', { id: 'link-url', readonly: true, value: address, 'aria-label': 'Link address', onfocus: (ev) => ev.target.select() });
+    parts.push(el('div', { class: 'link-made' },
+      el('p', { text: 'Copy the link now: it is shown only this once.' }),
+      box,
+      el('button', { type: 'button', text: 'Copy', onclick: async () => {
+        try { await navigator.clipboard.writeText(address); toast('Link copied'); } catch { box.select(); toast('Press Ctrl+C to copy'); }
+      } })));
+  }
+  const mine = all.filter((l) => l.path === path);
+  const list = el('ul', { class: 'links' });
+  for (const l of mine) {
+    const notes = [`made ${fullTime(l.created_ms)}`];
+    if (l.expires_ms) notes.push(l.expires_ms <= Date.now() ? 'expired' : `expires ${fullTime(l.expires_ms)}`);
+    if (l.has_password) notes.push('password');
+    list.append(el('li', {},
+      el('span', { text: notes.join(' · ') }),
+      el('button', { type: 'button', class: 'danger', text: 'Revoke', onclick: async () => {
+        if (await attempt(() => links.revoke(l.id), 'Link revoked') !== undefined) showLinks(path);
+      } })));
+  }
+  parts.push(mine.length ? list : el('p', { class: 'muted', text: 'No links yet. Anyone who has a link can see this without signing in.' }));
+  $('panel-body').replaceChildren(...parts);
+  if (made) $('link-url').focus(); else $('panel-close').focus();
 }
 
 function closePanel() {
