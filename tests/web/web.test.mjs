@@ -496,6 +496,37 @@ test('share a link with a password: a visitor without an account unlocks it on a
   await page.click('#panel-close');
 });
 
+test('a file request: a visitor sends a file with progress, sees nothing of the folder, and a taken name gets a number', async () => {
+  await page.evaluate(() => { location.hash = '#/files/'; });
+  await row('/Projects').waitFor();
+  await menuAction('/Projects', 'Share link…');
+  await page.check('#link-upload-only');
+  await page.getByRole('button', { name: 'Create link', exact: true }).click();
+  const address = await page.locator('#link-url').inputValue();
+  await page.locator('#panel-body .links li', { hasText: 'upload only' }).waitFor();
+  await page.click('#panel-close');
+
+  const visitor = await browser.newContext({ viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true, locale: 'en-US', timezoneId: 'UTC' });
+  const v = await visitor.newPage();
+  assert.equal((await v.goto(address)).status(), 200);
+  const existing = JSON.parse((await apiInPage('GET', '/files/list?path=/Projects')).text).entries.map((e) => e.name);
+  const text = await v.locator('main').innerText();
+  for (const name of existing) assert.ok(!text.includes(name), `the page shows ${name}`);
+  const taken = existing.find((n) => n.includes('.')) ?? existing[0];
+  await v.setInputFiles('#files', [
+    { name: 'from-visitor.txt', mimeType: 'text/plain', buffer: Buffer.from('sent through a link\n') },
+    ...(taken ? [{ name: taken, mimeType: 'text/plain', buffer: Buffer.from('not a replacement\n') }] : []),
+  ]);
+  await v.click('button[type=submit]');
+  await v.locator('#sent li[data-name="from-visitor.txt"] .done').waitFor();
+  if (taken) await v.locator(`#sent li[data-name="${taken}"] .done`, { hasText: 'sent as' }).waitFor();
+  assert.equal(await v.locator('#sent progress').first().evaluate((p) => p.value), 1);
+  await shot('file-request-phone', v);
+  const now = await apiInPage('GET', '/files/content?path=/Projects/from-visitor.txt');
+  assert.equal(now.text, 'sent through a link\n');
+  await visitor.close();
+});
+
 test('with a quota the header shows the share used, and an upload over it fails with the server\'s numbers', async () => {
   const token = (await context.cookies()).find((c) => c.name === 'tessera_session').value;
   // As the administrator, through the admin API with a bearer token.

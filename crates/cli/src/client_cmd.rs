@@ -224,6 +224,7 @@ pub async fn link_create(
     remote_path: &str,
     expires: Option<&str>,
     password_stdin: bool,
+    upload_only: bool,
     json: bool,
 ) -> anyhow::Result<()> {
     let expires_in_secs = expires.map(parse_expiry).transpose()?;
@@ -237,6 +238,7 @@ pub async fn link_create(
             path: remote_path.to_owned(),
             expires_in_secs,
             password,
+            upload_only,
         })
         .await?;
     let url = format!(
@@ -256,6 +258,9 @@ pub async fn link_create(
     }
     if link.has_password {
         notes.push("needs its password".to_owned());
+    }
+    if link.upload_only {
+        notes.push("takes uploads only".to_owned());
     }
     notes.push(format!("revoke with `tessera link revoke {}`", link.id));
     eprintln!("{}", notes.join("; "));
@@ -278,6 +283,9 @@ pub async fn link_list(json: bool) -> anyhow::Result<()> {
         }
         if l.has_password {
             notes.push("password".to_owned());
+        }
+        if l.upload_only {
+            notes.push("upload only".to_owned());
         }
         println!("{}  {what}  ({})", l.id, notes.join(", "));
     }

@@ -142,6 +142,9 @@ enum LinkCommand {
         /// Protect it with a password, read from standard input.
         #[arg(long)]
         password_stdin: bool,
+        /// A file request: visitors upload into the folder and see nothing in it.
+        #[arg(long)]
+        upload_only: bool,
         #[arg(long)]
         json: bool,
     },
@@ -315,8 +318,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 remote,
                 expires,
                 password_stdin,
+                upload_only,
                 json,
-            } => c::link_create(&remote, expires.as_deref(), password_stdin, json).await,
+            } => {
+                c::link_create(
+                    &remote,
+                    expires.as_deref(),
+                    password_stdin,
+                    upload_only,
+                    json,
+                )
+                .await
+            }
             LinkCommand::List { json } => c::link_list(json).await,
             LinkCommand::Revoke { id } => c::link_revoke(&id).await,
         },

@@ -718,6 +718,10 @@ pub struct CreateLinkRequest {
     /// A password visitors must give (1 to 1024 bytes).
     #[serde(default)]
     pub password: Option<String>,
+    /// A file request: visitors upload files into the folder (names that
+    /// are taken get a suffix) and can neither list nor download anything.
+    #[serde(default)]
+    pub upload_only: bool,
 }
 
 /// A link, as its owner sees it.
@@ -736,6 +740,16 @@ pub struct LinkInfo {
     pub created_ms: i64,
     pub expires_ms: Option<i64>,
     pub has_password: bool,
+    #[serde(default)]
+    pub upload_only: bool,
+}
+
+/// Answer to `PUT /s/{token}/upload`: the name the file was stored under
+/// (the one asked for, or with a suffix when that was taken) and its size.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LinkUploadResponse {
+    pub name: String,
+    pub size: u64,
 }
 
 /// Answer to `GET /api/v1/links`: the caller's links, newest first.

@@ -135,8 +135,8 @@ export const trash = {
 
 export const links = {
   list: () => api('GET', '/links'),
-  create: (path, expiresInSecs, password) => api('POST', '/links', {
-    json: { path, ...(expiresInSecs ? { expires_in_secs: expiresInSecs } : {}), ...(password ? { password } : {}) },
+  create: (path, expiresInSecs, password, uploadOnly = false) => api('POST', '/links', {
+    json: { path, upload_only: uploadOnly, ...(expiresInSecs ? { expires_in_secs: expiresInSecs } : {}), ...(password ? { password } : {}) },
   }),
   revoke: (id) => api('DELETE', `/links/${encodeURIComponent(id)}`),
 };

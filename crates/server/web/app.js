@@ -483,14 +483,14 @@ function openMenu(anchor, entry, x, y) {
     link('Download as zip', files.zipUrl(entry.path));
     item('Rename', () => rename(entry));
     item('Move', () => move(entry));
-    item('Share link…', () => showLinks(entry.path));
+    item('Share link…', () => showLinks(entry.path, null, entry.kind === 'folder'));
     item('Delete', () => remove(entry), 'danger');
   } else {
     item('Preview', () => preview(entry));
     link('Download', files.downloadUrl(entry.path));
     item('Rename', () => rename(entry));
     item('Move', () => move(entry));
-    item('Share link…', () => showLinks(entry.path));
+    item('Share link…', () => showLinks(entry.path, null, entry.kind === 'folder'));
     item('Revisions', () => showRevisions(entry.path));
     item('Delete', () => remove(entry), 'danger');
   }
@@ -870,7 +870,7 @@ const fullTime = (ms) => new Date(ms).toLocaleString();
 
 /// The side panel for a file's or folder's links: make one (expiry,
 /// password), see its address once to copy it, list and revoke the rest.
-async function showLinks(path, made = null) {
+async function showLinks(path, made = null, folder = false) {
   panelPath = path;
   const panel = $('panel');
   $('panel-title').textContent = `Links to ${nameOf(path)}`;
@@ -888,17 +888,20 @@ async function showLinks(path, made = null) {
   const expiry = el('select', { id: 'link-expiry', 'aria-label': 'Expiry' },
     ...EXPIRIES.map(([label, secs]) => el('option', { value: String(secs), text: label })));
   const password = el('input', { id: 'link-password', type: 'password', autocomplete: 'new-password', placeholder: 'Password (optional)', 'aria-label': 'Password (optional)' });
+  const uploadOnly = el('input', { id: 'link-upload-only', type: 'checkbox' });
   const error = el('p', { class: 'error', role: 'alert' });
   const form = el('form', { class: 'link-form', onsubmit: async (ev) => {
     ev.preventDefault();
     error.textContent = '';
     try {
-      const link = await links.create(path, Number(expiry.value), password.value);
-      showLinks(path, link);
+      const link = await links.create(path, Number(expiry.value), password.value, uploadOnly.checked);
+      showLinks(path, link, folder);
     } catch (e) {
       error.textContent = e.message;
     }
-  } }, expiry, password, el('button', { type: 'submit', class: 'primary', text: 'Create link' }), error);
+  } }, expiry, password,
+  folder ? el('label', { class: 'check' }, uploadOnly, ' Upload only: visitors send files here and see nothing') : null,
+  el('button', { type: 'submit', class: 'primary', text: 'Create link' }), error);
   const parts = [form];
   if (made) {
     const address = `${location.origin}${made.url_path}`;
@@ -916,10 +919,11 @@ async function showLinks(path, made = null) {
     const notes = [`made ${fullTime(l.created_ms)}`];
     if (l.expires_ms) notes.push(l.expires_ms <= Date.now() ? 'expired' : `expires ${fullTime(l.expires_ms)}`);
     if (l.has_password) notes.push('password');
+    if (l.upload_only) notes.push('upload only');
     list.append(el('li', {},
       el('span', { text: notes.join(' · ') }),
       el('button', { type: 'button', class: 'danger', text: 'Revoke', onclick: async () => {
-        if (await attempt(() => links.revoke(l.id), 'Link revoked') !== undefined) showLinks(path);
+        if (await attempt(() => links.revoke(l.id), 'Link revoked') !== undefined) showLinks(path, null, folder);
       } })));
   }
   parts.push(mine.length ? list : el('p', { class: 'muted', text: 'No links yet. Anyone who has a link can see this without signing in.' }));

@@ -14,7 +14,8 @@ use crate::common::{Backend, TestServer, random_data};
 on_both_backends!(
     a_file_link_shows_the_file_until_it_expires_or_is_revoked,
     a_folder_link_reaches_only_what_is_below_its_folder,
-    a_password_link_asks_for_it_and_brakes_guessing
+    a_password_link_asks_for_it_and_brakes_guessing,
+    a_file_request_takes_files_and_shows_nothing
 );
 
 async fn put(r: &Remote, path: &str, bytes: &[u8]) {
@@ -28,6 +29,7 @@ async fn link(r: &Remote, path: &str, expires: Option<u64>, password: Option<&st
         path: path.into(),
         expires_in_secs: expires,
         password: password.map(str::to_owned),
+        upload_only: false,
     })
     .await
     .unwrap_or_else(|e| panic!("link to {path}: {e}"))
@@ -138,6 +140,7 @@ async fn a_file_link_shows_the_file_until_it_expires_or_is_revoked(backend: Back
                 path: path.into(),
                 expires_in_secs: expires,
                 password: password.map(str::to_owned),
+                upload_only: false,
             })
             .await
             .unwrap_err();
@@ -373,4 +376,154 @@ async fn a_password_link_asks_for_it_and_brakes_guessing(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+}
+
+async fn request_link(r: &Remote, path: &str, password: Option<&str>) -> LinkInfo {
+    r.create_link(&CreateLinkRequest {
+        path: path.into(),
+        expires_in_secs: None,
+        password: password.map(str::to_owned),
+        upload_only: true,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("file request for {path}: {e}"))
+}
+
+async fn send(url: &str, name: &str, body: &'static [u8]) -> (StatusCode, serde_json::Value) {
+    let resp = visitor()
+        .put(format!("{url}/upload"))
+        .query(&[("name", name)])
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+async fn content(r: &Remote, path: &str) -> Vec<u8> {
+    let resp = Remote::send(
+        r.request(reqwest::Method::GET, "/files/content")
+            .query(&[("path", path)]),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{path}: {e}"));
+    resp.bytes().await.unwrap().to_vec()
+}
+
+async fn a_file_request_takes_files_and_shows_nothing(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let alice = s.user("alice").await;
+    put(&alice, "/inbox/report.pdf", b"alice's own").await;
+    let l = request_link(&alice, "/inbox", None).await;
+    assert!(l.upload_only);
+    let url = address(&s, &l);
+
+    let (status, page) = visit(&url, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("type=\"file\""), "{page}");
+    assert!(
+        !page.contains("report") && !page.contains("inbox"),
+        "{page}"
+    );
+    for query in [
+        vec![("download", "1")],
+        vec![("path", "/report.pdf")],
+        vec![("path", "/report.pdf"), ("download", "1")],
+        vec![("inline", "1")],
+    ] {
+        let (status, body) = fetch(&url, &query).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{query:?}");
+        assert!(
+            !String::from_utf8_lossy(&body).contains("alice"),
+            "{query:?}"
+        );
+    }
+
+    // Taken names get a number; nothing is replaced.
+    let (status, answer) = send(&url, "report.pdf", b"from a visitor").await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(answer["name"], "report (1).pdf");
+    let (_, answer) = send(&url, "report.pdf", b"and another").await;
+    assert_eq!(answer["name"], "report (2).pdf");
+    let (_, answer) = send(&url, "notes", b"no extension").await;
+    assert_eq!(answer["name"], "notes");
+    assert_eq!(content(&alice, "/inbox/report.pdf").await, b"alice's own");
+    assert_eq!(
+        content(&alice, "/inbox/report (1).pdf").await,
+        b"from a visitor"
+    );
+    assert_eq!(
+        content(&alice, "/inbox/report (2).pdf").await,
+        b"and another"
+    );
+
+    // Names that would leave the folder are refused, and store nothing.
+    let before = alice.list("/inbox").await.unwrap().entries.len();
+    for name in ["../escape.txt", "a/b.txt", "..", "", "."] {
+        let (status, _) = send(&url, name, b"x").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name:?}");
+    }
+    let resp = visitor()
+        .put(format!("{url}/upload"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(alice.list("/inbox").await.unwrap().entries.len(), before);
+    assert!(
+        alice
+            .list("/")
+            .await
+            .unwrap()
+            .entries
+            .iter()
+            .all(|e| e.path != "/escape.txt")
+    );
+
+    // A link to view takes no uploads; a file cannot be a file request.
+    let view = link(&alice, "/inbox", None, None).await;
+    let (status, _) = send(&address(&s, &view), "x.txt", b"x").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let e = alice
+        .create_link(&CreateLinkRequest {
+            path: "/inbox/report.pdf".into(),
+            expires_in_secs: None,
+            password: None,
+            upload_only: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
+
+    // With a password: none, no upload; the right one as Basic auth, in.
+    let guarded = request_link(&alice, "/inbox", Some("drop it here")).await;
+    let gurl = address(&s, &guarded);
+    assert_eq!(send(&gurl, "p.txt", b"p").await.0, StatusCode::UNAUTHORIZED);
+    let resp = visitor()
+        .put(format!("{gurl}/upload"))
+        .query(&[("name", "p.txt")])
+        .basic_auth("", Some("drop it here"))
+        .body("p")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+
+    // Revoked: no more uploads.
+    alice.revoke_link(&l.id).await.unwrap();
+    assert_eq!(
+        send(&url, "late.txt", b"late").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        alice
+            .list("/inbox")
+            .await
+            .unwrap()
+            .entries
+            .iter()
+            .all(|e| e.name != "late.txt")
+    );
 }

@@ -63,6 +63,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/v1/links/{id}"),
     ("get", "/s/{token}"),
     ("post", "/s/{token}"),
+    ("put", "/s/{token}/upload"),
 ];
 
 const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch"];

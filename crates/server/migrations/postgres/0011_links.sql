@@ -2,7 +2,8 @@
 -- account. A link names a node, not a path, so it follows the node through
 -- renames and moves and stops working once the node is trashed. The token
 -- itself is never stored, only its BLAKE3 hash; `id` is what the owner
--- lists and revokes by. A revoked link's row is deleted.
+-- lists and revokes by. A revoked link's row is deleted. An upload-only
+-- link (a file request) takes files into its folder and shows nothing.
 CREATE TABLE links (
     id            TEXT    PRIMARY KEY,
     token_hash    BYTEA   NOT NULL UNIQUE,
@@ -10,6 +11,7 @@ CREATE TABLE links (
     namespace_id  BIGINT  NOT NULL,
     node_id       TEXT    NOT NULL,
     password_hash TEXT,
+    upload_only   BOOLEAN NOT NULL DEFAULT FALSE,
     created_ms    BIGINT  NOT NULL,
     expires_ms    BIGINT
 );

@@ -231,6 +231,37 @@ pub async fn upload(
     body: Body,
 ) -> Result<(StatusCode, Json<Entry>), ApiError> {
     let path = below_root(&q.path)?;
+    let body = ingest_body(&state, user.user_id, &headers, body).await?;
+    let new = NewRevision {
+        ns: user.ns,
+        user_id: user.user_id,
+        path: path.clone(),
+        base_rev: q.base_rev,
+        size: body.size,
+        content_hash: body.content_hash,
+        chunker: CHUNKER.to_owned(),
+        blocks: body.blocks,
+        device: user.device.clone(),
+    };
+    let node = state.meta.commit(&new).await?;
+    Ok((StatusCode::CREATED, Json(entry(&node, &path))))
+}
+
+/// A request body stored as blocks, ready to commit.
+pub(super) struct Ingested {
+    pub blocks: Vec<(tessera_proto::BlockId, u64)>,
+    pub size: u64,
+    pub content_hash: ContentHash,
+}
+
+/// Cuts and stores a request body as `user_id`'s blocks, within the size
+/// limit and the user's quota (checked first when the length is declared).
+pub(super) async fn ingest_body(
+    state: &AppState,
+    user_id: i64,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Ingested, ApiError> {
     let limit = state.limits.max_file_size;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -247,14 +278,14 @@ pub async fn upload(
     // Over the quota: refused before anything is stored. (Without a
     // length, the commit refuses it, and the blocks go to collection.)
     if let Some(n) = declared
-        && let Err(e) = state.meta.check_room(user.user_id, n).await
+        && let Err(e) = state.meta.check_room(user_id, n).await
     {
         drain(&mut body).await;
         return Err(e.into());
     }
     // Read at most one byte past the limit, so an oversized body without a
     // length is refused without storing the excess.
-    let mut ingest = Ingest::new(state.blocks.clone(), user.user_id)
+    let mut ingest = Ingest::new(state.blocks.clone(), user_id)
         .limit(limit)
         .parallel(UPLOAD_PARALLEL);
     let blocks = match ingest.cut((&mut body).take(limit + 1), None).await {
@@ -277,19 +308,11 @@ pub async fn upload(
             declared.unwrap_or(0)
         )));
     }
-    let new = NewRevision {
-        ns: user.ns,
-        user_id: user.user_id,
-        path: path.clone(),
-        base_rev: q.base_rev,
+    Ok(Ingested {
+        blocks,
         size: total,
         content_hash: ingest.content_hash(),
-        chunker: CHUNKER.to_owned(),
-        blocks,
-        device: user.device.clone(),
-    };
-    let node = state.meta.commit(&new).await?;
-    Ok((StatusCode::CREATED, Json(entry(&node, &path))))
+    })
 }
 
 fn ingest_error(e: IngestError) -> ApiError {

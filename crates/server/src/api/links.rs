@@ -46,6 +46,15 @@ const UNLOCK_MS: i64 = 12 * 3600 * 1000;
 /// The prefix of link addresses.
 pub const LINK_PREFIX: &str = "/s/";
 
+/// A file request's page: its one script (`/assets/drop.js`, the upload
+/// with progress) and requests back here only.
+const UPLOAD_CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; \
+connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// Most files one upload may be renamed through before it gives up: a
+/// folder holding `name`, `name (1)` … `name (99)` is not a usual case.
+const MOST_SUFFIXES: u32 = 100;
+
 /// Pages and files behind links: styles from this origin only, no script
 /// at all, forms only back here, never framed.
 const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
@@ -79,6 +88,7 @@ fn info(row: &LinkRow, at: Option<(&NodeRow, &RemotePath)>, url_path: Option<Str
         created_ms: row.created_ms,
         expires_ms: row.expires_ms,
         has_password: row.password_hash.is_some(),
+        upload_only: row.upload_only,
     }
 }
 
@@ -126,6 +136,11 @@ pub async fn create(
         .resolve(user.ns, &path)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("{path} does not exist")))?;
+    if req.upload_only && !node.is_folder() {
+        return Err(ApiError::BadRequest(format!(
+            "{path} is a file: an upload-only link takes files into a folder"
+        )));
+    }
     let (token, hash) = new_link_token();
     let row = LinkRow {
         id: uuid::Uuid::now_v7().to_string(),
@@ -133,6 +148,7 @@ pub async fn create(
         namespace_id: user.ns,
         node_id: node.id.clone(),
         password_hash,
+        upload_only: req.upload_only,
         created_ms: state.clock.now_ms(),
         expires_ms,
     };
@@ -299,12 +315,22 @@ fn enc(s: &str) -> String {
 }
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    page_with(status, title, body, PAGE_CSP, "")
+}
+
+fn page_with(
+    status: StatusCode,
+    title: &str,
+    body: &str,
+    csp: &'static str,
+    head: &str,
+) -> Response {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <meta name=\"referrer\" content=\"no-referrer\">\
          <meta name=\"robots\" content=\"noindex\">\
-         <title>{} · Tessera</title><link rel=\"stylesheet\" href=\"/assets/link.css\"></head>\
+         <title>{} · Tessera</title><link rel=\"stylesheet\" href=\"/assets/link.css\">{head}</head>\
          <body><main class=\"link\"><h1>{}</h1>{body}</main></body></html>",
         esc(title),
         esc(title)
@@ -317,7 +343,7 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     );
     out.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(PAGE_CSP),
+        HeaderValue::from_static(csp),
     );
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     out.insert(
@@ -447,6 +473,36 @@ pub async fn visit(
     }
 }
 
+/// Lets the visitor in: no password, the unlock cookie, or the password as
+/// HTTP Basic auth.
+async fn admit(
+    state: &AppState,
+    peer: SocketAddr,
+    link: &LinkRow,
+    headers: &HeaderMap,
+) -> Result<(), Stop> {
+    let Some(hash) = &link.password_hash else {
+        return Ok(());
+    };
+    if has_unlock(link, hash, headers, state.clock.now_ms()) {
+        return Ok(());
+    }
+    let Some(given) = basic_password(headers) else {
+        return Err(Stop::Locked {
+            wrong: false,
+            basic: false,
+        });
+    };
+    let address = state.proxies.client(peer.ip(), headers).to_string();
+    if !check_password(state, link, hash, given, &address).await? {
+        return Err(Stop::Locked {
+            wrong: true,
+            basic: true,
+        });
+    }
+    Ok(())
+}
+
 async fn serve_visit(
     state: &AppState,
     peer: SocketAddr,
@@ -455,28 +511,19 @@ async fn serve_visit(
     headers: &HeaderMap,
 ) -> Result<Response, Stop> {
     let link = open(state, token).await?;
-    if let Some(hash) = &link.password_hash
-        && !has_unlock(&link, hash, headers, state.clock.now_ms())
-    {
-        let Some(given) = basic_password(headers) else {
-            return Err(Stop::Locked {
-                wrong: false,
-                basic: false,
-            });
-        };
-        let address = state.proxies.client(peer.ip(), headers).to_string();
-        if !check_password(state, &link, hash, given, &address).await? {
-            return Err(Stop::Locked {
-                wrong: true,
-                basic: true,
-            });
-        }
-    }
+    admit(state, peer, &link, headers).await?;
     let (root, root_path) = state
         .meta
         .live_node(link.namespace_id, &link.node_id)
         .await?
         .ok_or(Stop::NotFound)?;
+    if link.upload_only {
+        // A file request shows nothing of the folder, not even its name.
+        if q.path.is_some() || q.download.is_some() || q.inline.is_some() || !root.is_folder() {
+            return Err(Stop::NotFound);
+        }
+        return Ok(upload_page());
+    }
     let (node, path, inside) = match q.path.as_deref().filter(|p| *p != "/") {
         None => (root.clone(), root_path.clone(), RemotePath::root()),
         Some(_) if !root.is_folder() => return Err(Stop::NotFound),
@@ -698,6 +745,129 @@ fn folder_page(name: &str, inside: &RemotePath, entries: &[NodeRow]) -> Response
          Download all (zip)</a></p><ul class=\"entries\">{rows}</ul>"
     );
     page_titled(name, &body)
+}
+
+fn upload_page() -> Response {
+    let body = "<p>Send files here. You will not see what is in the folder, and \
+        nothing already there is replaced: a name that is taken gets a number.</p>\
+        <form class=\"drop\" id=\"drop\">\
+        <label for=\"files\">Choose files</label>\
+        <input id=\"files\" name=\"files\" type=\"file\" multiple required>\
+        <button type=\"submit\">Upload</button></form>\
+        <ul class=\"entries\" id=\"sent\" aria-live=\"polite\"></ul>\
+        <noscript><p>Uploading here needs JavaScript; from a terminal, send each file \
+        with <code>curl -T FILE \"THIS-ADDRESS/upload?name=NAME\"</code>.</p></noscript>";
+    page_with(
+        StatusCode::OK,
+        "Upload files",
+        body,
+        UPLOAD_CSP,
+        "<script type=\"module\" src=\"/assets/drop.js\"></script>",
+    )
+}
+
+/// `name` with ` (n)` before its extension: `report (2).pdf`.
+fn numbered(name: &str, n: u32) -> String {
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => format!("{stem} ({n}).{ext}"),
+        _ => format!("{name} ({n})"),
+    }
+}
+
+/// Where a file request's upload goes.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct LinkUploadQuery {
+    /// The file's name (no `/`); a name already taken gets a number.
+    name: String,
+}
+
+/// A file sent through a file request (an upload-only link): stored in the
+/// link's folder under `name`, or `name (1)` … when that is taken. Nothing
+/// is replaced, and nothing of the folder is shown.
+#[utoipa::path(put, path = "/s/{token}/upload", params(("token" = String, Path, description = "the link's token"), LinkUploadQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 201, body = tessera_proto::api::LinkUploadResponse), (status = 400, body = tessera_proto::ErrorBody, description = "a bad name, or a body cut short"), (status = 401, description = "the link needs its password"), (status = 403, body = tessera_proto::ErrorBody, description = "the link does not take uploads"), (status = 404, description = "no such link"), (status = 410, description = "the link has expired"), (status = 413, body = tessera_proto::ErrorBody), (status = 507, body = tessera_proto::ErrorBody, description = "the owner's storage is full")))]
+pub async fn upload(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+    query: Result<axum::extract::Query<LinkUploadQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    match serve_upload(&state, peer, &token, query, &headers, body).await {
+        Ok(resp) => resp,
+        Err(stop) => stop.into_response(),
+    }
+}
+
+async fn serve_upload(
+    state: &AppState,
+    peer: SocketAddr,
+    token: &str,
+    query: Result<axum::extract::Query<LinkUploadQuery>, axum::extract::rejection::QueryRejection>,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, Stop> {
+    let link = open(state, token).await?;
+    admit(state, peer, &link, headers).await?;
+    if !link.upload_only {
+        return Err(Stop::Api(ApiError::Forbidden(
+            "this link does not take uploads".into(),
+        )));
+    }
+    let name = query
+        .map_err(|e| ApiError::BadRequest(format!("{}: give ?name=FILE-NAME", e.body_text())))?
+        .0
+        .name;
+    let (folder, folder_path) = state
+        .meta
+        .live_node(link.namespace_id, &link.node_id)
+        .await?
+        .ok_or(Stop::NotFound)?;
+    if !folder.is_folder() {
+        return Err(Stop::NotFound);
+    }
+    let first = folder_path
+        .join(&name)
+        .map_err(|e| ApiError::BadRequest(format!("`{name}` cannot be a file name: {e}")))?;
+    let stored = super::files::ingest_body(state, link.user_id, headers, body).await?;
+    let mut path = first;
+    for n in 1..=MOST_SUFFIXES {
+        let new = crate::meta::NewRevision {
+            ns: link.namespace_id,
+            user_id: link.user_id,
+            path: path.clone(),
+            // 0: only where nothing is, so nothing is ever replaced.
+            base_rev: Some(0),
+            size: stored.size,
+            content_hash: stored.content_hash,
+            chunker: tessera_proto::block::CHUNKER.to_owned(),
+            blocks: stored.blocks.clone(),
+            device: "link upload".to_owned(),
+        };
+        match state.meta.commit(&new).await {
+            Ok(node) => {
+                tracing::info!(link = %link.id, size = stored.size, "file received through a link");
+                let body = tessera_proto::api::LinkUploadResponse {
+                    name: node.name,
+                    size: stored.size,
+                };
+                return Ok((StatusCode::CREATED, Json(body)).into_response());
+            }
+            Err(
+                crate::meta::MetaError::Conflict { .. }
+                | crate::meta::MetaError::NotAFile(_)
+                | crate::meta::MetaError::AlreadyExists(_),
+            ) => {
+                path = folder_path
+                    .join(&numbered(&name, n))
+                    .map_err(|e| ApiError::BadRequest(format!("`{name}` is too long: {e}")))?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Stop::Api(ApiError::AlreadyExists(format!(
+        "{name} and {MOST_SUFFIXES} numbered names beside it are taken: rename the file"
+    ))))
 }
 
 fn page_titled(name: &str, body: &str) -> Response {

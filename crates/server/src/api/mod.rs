@@ -185,6 +185,10 @@ pub fn router(state: AppState) -> Router {
                 .post(links::unlock)
                 .layer(DefaultBodyLimit::max(LOGIN_LIMIT)),
         )
+        .route(
+            "/s/{token}/upload",
+            axum::routing::put(links::upload).layer(DefaultBodyLimit::disable()),
+        )
         .merge(crate::web::router())
         .layer(axum::middleware::from_fn(crate::web::security_headers))
         .layer(axum::middleware::from_fn(crate::metrics::track))

@@ -8,7 +8,7 @@ use super::*;
 
 macro_rules! link_cols {
     () => {
-        "id, user_id, namespace_id, node_id, password_hash, created_ms, expires_ms"
+        "id, user_id, namespace_id, node_id, password_hash, upload_only, created_ms, expires_ms"
     };
 }
 
@@ -16,8 +16,8 @@ impl Store {
     pub async fn create_link(&self, link: &LinkRow, token_hash: &[u8]) -> Result<()> {
         sqlx::query(
             "INSERT INTO links (id, token_hash, user_id, namespace_id, node_id, password_hash,
-                                created_ms, expires_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                                upload_only, created_ms, expires_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&link.id)
         .bind(token_hash)
@@ -25,6 +25,7 @@ impl Store {
         .bind(link.namespace_id)
         .bind(&link.node_id)
         .bind(&link.password_hash)
+        .bind(link.upload_only)
         .bind(link.created_ms)
         .bind(link.expires_ms)
         .execute(&self.pool)

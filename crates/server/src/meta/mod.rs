@@ -415,6 +415,8 @@ pub struct LinkRow {
     pub namespace_id: i64,
     pub node_id: String,
     pub password_hash: Option<String>,
+    /// Takes uploads into its folder and shows nothing (a file request).
+    pub upload_only: bool,
     pub created_ms: i64,
     pub expires_ms: Option<i64>,
 }
