@@ -70,6 +70,7 @@ pub struct ListResponse {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, IntoParams, ToSchema)]
+#[into_params(parameter_in = Query)]
 pub struct PathQuery {
     /// An absolute path: `/`, or `/`-separated names.
     #[param(pattern = "^/", example = "/docs")]
@@ -78,6 +79,7 @@ pub struct PathQuery {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DownloadQuery {
     #[param(pattern = "^/", example = "/docs/a.txt")]
     pub path: String,
@@ -87,6 +89,7 @@ pub struct DownloadQuery {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     #[param(pattern = "^/", example = "/docs/b.txt")]
     pub path: String,
@@ -161,6 +164,7 @@ pub enum BlockCodec {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BlockUploadQuery {
     #[serde(default)]
     pub codec: BlockCodec,
@@ -170,6 +174,7 @@ pub struct BlockUploadQuery {
 /// (`PUT /blocks/{id}/delta`): the body is the delta, encoded as `codec`
 /// says, made against the signature from `GET /blocks/{base}/signature`.
 #[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeltaUploadQuery {
     /// The block the delta was made against; you must hold it.
     pub base: BlockId,
@@ -180,6 +185,7 @@ pub struct DeltaUploadQuery {
 /// `GET /blocks/{id}/patch`: the block as a patch against `base`, a block
 /// the asking device still has, when that is smaller than the block.
 #[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PatchQuery {
     pub base: BlockId,
 }
@@ -408,6 +414,7 @@ pub struct Change {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ChangesQuery {
     /// Where to continue from; absent means the beginning of the journal.
     #[serde(default)]
@@ -431,6 +438,7 @@ pub struct CursorResponse {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PollQuery {
     pub cursor: String,
     /// Seconds to hold the request (default 60, clamped to 1..=300).

@@ -125,6 +125,22 @@ async fn the_document_describes_every_route() {
         missing.is_empty(),
         "routes missing from the document: {missing:?}"
     );
+    // A parameter is in the path only where the route's template names it:
+    // a query parameter described as a path one sends clients astray.
+    let mut misplaced = Vec::new();
+    for (method, path, op) in operations(&doc) {
+        for p in op["parameters"].as_array().into_iter().flatten() {
+            let name = p["name"].as_str().unwrap();
+            let templated = path.contains(&format!("{{{name}}}"));
+            if (p["in"] == "path") != templated {
+                misplaced.push(format!("{method} {path}: {name} is in {}", p["in"]));
+            }
+        }
+    }
+    assert!(
+        misplaced.is_empty(),
+        "parameters in the wrong place: {misplaced:?}"
+    );
     let documented = operations(&doc).len();
     assert_eq!(
         documented,

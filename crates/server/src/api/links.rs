@@ -776,6 +776,7 @@ fn numbered(name: &str, n: u32) -> String {
 
 /// Where a file request's upload goes.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LinkUploadQuery {
     /// The file's name (no `/`); a name already taken gets a number.
     name: String,

@@ -11,6 +11,7 @@ use tessera_proto::api::DownloadQuery;
 use super::{ApiError, AppState, AuthUser, Q};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ViewQuery {
     pub path: String,
     /// A past revision; the current one when absent.
