@@ -511,6 +511,84 @@ async fn a_file_request_takes_files_and_shows_nothing(backend: Backend) {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
 
+    // TUS, resumable: the session lives under the link, its answers name
+    // nothing of the folder, and a taken name gets the next number.
+    let tus = |method: reqwest::Method, url: String| {
+        visitor()
+            .request(method, url)
+            .header("Tus-Resumable", "1.0.0")
+    };
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let created = tus(reqwest::Method::POST, format!("{url}/tus/"))
+        .header("Upload-Length", "10")
+        .header("Upload-Metadata", format!("filename {}", b64("report.pdf")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let session = created.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        session.starts_with(l.url_path.as_deref().unwrap()),
+        "{session}"
+    );
+    let session = format!("{}{session}", s.url);
+    let part = |offset: &str, body: &'static str| {
+        tus(reqwest::Method::PATCH, session.clone())
+            .header("Upload-Offset", offset)
+            .header("Content-Type", "application/offset+octet-stream")
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        part("0", "01234").await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    let head = tus(reqwest::Method::HEAD, session.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.headers()["upload-offset"], "5");
+    let done = part("5", "56789").await.unwrap();
+    assert_eq!(done.status(), StatusCode::NO_CONTENT);
+    assert!(
+        !done.headers().contains_key("tessera-path"),
+        "the answer names the folder"
+    );
+    assert_eq!(
+        content(&alice, "/inbox/report (3).pdf").await,
+        b"0123456789"
+    );
+    // The owner's own sessions are out of a link's reach.
+    let own = Remote::send(
+        alice
+            .request(reqwest::Method::POST, "/tus/")
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Length", "4")
+            .header("Upload-Metadata", format!("path {}", b64("/inbox/own.bin"))),
+    )
+    .await
+    .unwrap();
+    let own_id = own.headers()["location"]
+        .to_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let reach = tus(reqwest::Method::HEAD, format!("{url}/tus/{own_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reach.status(), StatusCode::NOT_FOUND);
+    let end = tus(reqwest::Method::DELETE, format!("{url}/tus/{own_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(end.status(), StatusCode::NOT_FOUND);
+
     // Revoked: no more uploads.
     alice.revoke_link(&l.id).await.unwrap();
     assert_eq!(

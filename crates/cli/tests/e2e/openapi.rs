@@ -64,6 +64,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/s/{token}"),
     ("post", "/s/{token}"),
     ("put", "/s/{token}/upload"),
+    ("post", "/s/{token}/tus/"),
+    ("head", "/s/{token}/tus/{id}"),
+    ("patch", "/s/{token}/tus/{id}"),
+    ("delete", "/s/{token}/tus/{id}"),
 ];
 
 const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch"];

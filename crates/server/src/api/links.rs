@@ -843,7 +843,7 @@ async fn serve_upload(
             content_hash: stored.content_hash,
             chunker: tessera_proto::block::CHUNKER.to_owned(),
             blocks: stored.blocks.clone(),
-            device: "link upload".to_owned(),
+            device: link_device(&link),
         };
         match state.meta.commit(&new).await {
             Ok(node) => {
@@ -869,6 +869,168 @@ async fn serve_upload(
     Err(Stop::Api(ApiError::AlreadyExists(format!(
         "{name} and {MOST_SUFFIXES} numbered names beside it are taken: rename the file"
     ))))
+}
+
+/// The device a link's uploads are recorded as: the owner sees which link
+/// brought a file, and a link reaches only its own upload sessions.
+fn link_device(link: &LinkRow) -> String {
+    format!("link {}", link.id)
+}
+
+/// A file request's visitor, admitted, as a TUS scope over the link's
+/// folder: the folder and its path, and whose sessions they reach.
+async fn file_request(
+    state: &AppState,
+    peer: SocketAddr,
+    token: &str,
+    headers: &HeaderMap,
+) -> Result<(RemotePath, super::tus::Scope), Stop> {
+    let link = open(state, token).await?;
+    admit(state, peer, &link, headers).await?;
+    if !link.upload_only {
+        return Err(Stop::Api(ApiError::Forbidden(
+            "this link does not take uploads".into(),
+        )));
+    }
+    let (folder, folder_path) = state
+        .meta
+        .live_node(link.namespace_id, &link.node_id)
+        .await?
+        .ok_or(Stop::NotFound)?;
+    if !folder.is_folder() {
+        return Err(Stop::NotFound);
+    }
+    let device = link_device(&link);
+    let scope = super::tus::Scope {
+        who: crate::uploads::Uploader {
+            user_id: link.user_id,
+            ns: link.namespace_id,
+            device: device.clone(),
+        },
+        base: format!("{LINK_PREFIX}{token}/tus"),
+        only_device: Some(device),
+        show_path: false,
+    };
+    Ok((folder_path, scope))
+}
+
+/// The first of `name`, `name (1)` … that nothing in `folder` holds. A
+/// file that takes the name before the upload ends makes it a conflicted
+/// copy instead: nothing is replaced either way.
+async fn free_name(
+    state: &AppState,
+    ns: i64,
+    folder: &RemotePath,
+    name: &str,
+) -> Result<RemotePath, Stop> {
+    let bad = |e: tessera_proto::PathError| {
+        Stop::Api(ApiError::BadRequest(format!(
+            "`{name}` cannot be a file name: {e}"
+        )))
+    };
+    let mut path = folder.join(name).map_err(bad)?;
+    for n in 1..=MOST_SUFFIXES {
+        if state.meta.resolve(ns, &path).await?.is_none() {
+            return Ok(path);
+        }
+        path = folder.join(&numbered(name, n)).map_err(bad)?;
+    }
+    Err(Stop::Api(ApiError::AlreadyExists(format!(
+        "{name} and {MOST_SUFFIXES} numbered names beside it are taken: rename the file"
+    ))))
+}
+
+fn answer(result: Result<Result<Response, super::tus::TusError>, Stop>) -> Response {
+    match result {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(tus)) => tus.into_response(),
+        Err(stop) => stop.into_response(),
+    }
+}
+
+/// TUS creation through a file request: `Upload-Metadata` carries the
+/// file's `filename` (or `name`); the session's URL is under this link.
+#[utoipa::path(post, path = "/s/{token}/tus/", params(("token" = String, Path, description = "the link's token"), ("Tus-Resumable" = super::openapi::TusVersion, Header, description = "the protocol version: 1.0.0"), ("Upload-Length" = u64, Header, description = "the size of the file in bytes"), ("Upload-Metadata" = String, Header, description = "`filename base64(name)`")), responses((status = 201, description = "the session", headers(("Location" = String), ("Upload-Expires" = String))), (status = 400, body = tessera_proto::ErrorBody, description = "no file name, or a bad one"), (status = 401, description = "the link needs its password"), (status = 403, body = tessera_proto::ErrorBody, description = "the link does not take uploads"), (status = 404, description = "no such link"), (status = 410, description = "the link has expired"), (status = 413, body = tessera_proto::ErrorBody), (status = 507, body = tessera_proto::ErrorBody, description = "the owner's storage is full")))]
+pub async fn tus_create(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    answer(
+        async {
+            let (folder, scope) = file_request(&state, peer, &token, &headers).await?;
+            let length = match super::tus::creation_length(&state, &scope, &headers).await {
+                Ok(n) => n,
+                Err(e) => return Ok(Err(e)),
+            };
+            let (raw, name) = match super::tus::metadata_value(&headers, &["filename", "name"]) {
+                Ok(found) => found,
+                Err(e) => return Ok(Err(e)),
+            };
+            let Some(name) = name.filter(|n| !n.is_empty()) else {
+                return Err(Stop::Api(ApiError::BadRequest(
+                    "Upload-Metadata must carry the file's `filename`".into(),
+                )));
+            };
+            let path = free_name(&state, scope.who.ns, &folder, &name).await?;
+            Ok(super::tus::start(&state, &scope, &path, Some(0), length, &raw).await)
+        }
+        .await,
+    )
+}
+
+/// Where a file request's upload session stands.
+#[utoipa::path(head, path = "/s/{token}/tus/{id}", params(("token" = String, Path, description = "the link's token"), ("id" = String, Path, description = "the upload session"), ("Tus-Resumable" = super::openapi::TusVersion, Header, description = "the protocol version: 1.0.0")), responses((status = 200, description = "where the session stands", headers(("Upload-Offset" = u64), ("Upload-Length" = u64))), (status = 401, description = "the link needs its password"), (status = 404, description = "no such link or session")))]
+pub async fn tus_head(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((token, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    answer(
+        async {
+            let (_, scope) = file_request(&state, peer, &token, &headers).await?;
+            Ok(super::tus::head_in(&state, &scope, &id, &headers).await)
+        }
+        .await,
+    )
+}
+
+/// Appends to a file request's upload session; the last byte stores the
+/// file.
+#[utoipa::path(patch, path = "/s/{token}/tus/{id}", params(("token" = String, Path, description = "the link's token"), ("id" = String, Path, description = "the upload session"), ("Tus-Resumable" = super::openapi::TusVersion, Header, description = "the protocol version: 1.0.0"), ("Upload-Offset" = u64, Header, description = "where these bytes start")), request_body(content = Vec<u8>, content_type = "application/offset+octet-stream"), responses((status = 204, description = "stored", headers(("Upload-Offset" = u64))), (status = 400, body = tessera_proto::ErrorBody), (status = 401, description = "the link needs its password"), (status = 404, description = "no such link or session"), (status = 409, body = tessera_proto::ErrorBody, description = "Upload-Offset is not the session's offset"), (status = 413, body = tessera_proto::ErrorBody)))]
+pub async fn tus_patch(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((token, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    answer(
+        async {
+            let (_, scope) = file_request(&state, peer, &token, &headers).await?;
+            Ok(super::tus::patch_in(&state, &scope, &id, &headers, body).await)
+        }
+        .await,
+    )
+}
+
+/// Ends a file request's upload session.
+#[utoipa::path(delete, path = "/s/{token}/tus/{id}", params(("token" = String, Path, description = "the link's token"), ("id" = String, Path, description = "the upload session"), ("Tus-Resumable" = super::openapi::TusVersion, Header, description = "the protocol version: 1.0.0")), responses((status = 204, description = "the session ended"), (status = 401, description = "the link needs its password"), (status = 404, description = "no such link or session")))]
+pub async fn tus_delete(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((token, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    answer(
+        async {
+            let (_, scope) = file_request(&state, peer, &token, &headers).await?;
+            Ok(super::tus::terminate_in(&state, &scope, &id, &headers).await)
+        }
+        .await,
+    )
 }
 
 fn page_titled(name: &str, body: &str) -> Response {

@@ -189,6 +189,14 @@ pub fn router(state: AppState) -> Router {
             "/s/{token}/upload",
             axum::routing::put(links::upload).layer(DefaultBodyLimit::disable()),
         )
+        .route("/s/{token}/tus/", post(links::tus_create))
+        .route(
+            "/s/{token}/tus/{id}",
+            axum::routing::head(links::tus_head)
+                .patch(links::tus_patch)
+                .delete(links::tus_delete)
+                .layer(DefaultBodyLimit::disable()),
+        )
         .merge(crate::web::router())
         .layer(axum::middleware::from_fn(crate::web::security_headers))
         .layer(axum::middleware::from_fn(crate::metrics::track))

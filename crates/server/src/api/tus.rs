@@ -214,6 +214,46 @@ fn who(user: &AuthUser) -> Uploader {
     }
 }
 
+/// Whose sessions a request reaches, and what its answers may say: a
+/// signed-in user reaches their own and is told where files land; a file
+/// request's visitor reaches only the sessions of that link and is told
+/// nothing of the folder.
+pub(super) struct Scope {
+    pub who: Uploader,
+    /// Where session URLs start (`/api/v1/tus`, `/s/{token}/tus`).
+    pub base: String,
+    /// Only sessions whose device is this (a link's), when set.
+    pub only_device: Option<String>,
+    /// Whether answers carry `Tessera-Path`.
+    pub show_path: bool,
+}
+
+impl Scope {
+    fn of(user: &AuthUser) -> Self {
+        Scope {
+            who: who(user),
+            base: format!("{}/tus", tessera_proto::API_PREFIX),
+            only_device: None,
+            show_path: true,
+        }
+    }
+
+    /// The session `id`, if this scope reaches it.
+    async fn session(&self, state: &AppState, id: &str) -> Result<UploadRow, TusError> {
+        let row = state.uploads.session(self.who.ns, id).await?;
+        match &self.only_device {
+            Some(d) if *d != row.device => Err(UploadError::NotFound.into()),
+            _ => Ok(row),
+        }
+    }
+
+    fn add_result(&self, headers: &mut HeaderMap, path: &str, rev: i64) {
+        if self.show_path {
+            add_result(headers, path, rev);
+        }
+    }
+}
+
 /// Discovery: what this server supports. No credentials needed.
 #[utoipa::path(options, path = "/api/v1/tus/", responses((status = 204, description = "what this server supports", headers(("Tus-Version" = String), ("Tus-Extension" = String), ("Tus-Max-Size" = u64, description = "the largest file, in bytes"), ("Tus-Checksum-Algorithm" = String)))))]
 pub async fn options(State(state): State<AppState>) -> Response {
@@ -249,13 +289,28 @@ pub async fn create(
     user: AuthUser,
     headers: HeaderMap,
 ) -> Result<Response, TusError> {
-    check_version(&headers)?;
+    let scope = Scope::of(&user);
+    let length = creation_length(&state, &scope, &headers).await?;
+    let raw_meta = text(&headers, "upload-metadata").unwrap_or_default();
+    let (path, base_rev) = target(&parse_metadata(&raw_meta)?)?;
+    let response = start(&state, &scope, &path, base_rev, length, &raw_meta).await?;
+    tracing::info!(user = %user.username, %path, length, "upload session created");
+    Ok(response)
+}
+
+/// A creation's `Upload-Length`, within the size limit and the quota.
+pub(super) async fn creation_length(
+    state: &AppState,
+    scope: &Scope,
+    headers: &HeaderMap,
+) -> Result<u64, TusError> {
+    check_version(headers)?;
     if headers.contains_key("upload-defer-length") {
         return Err(TusError::bad(
             "Upload-Defer-Length is not supported: send Upload-Length",
         ));
     }
-    let length = number(&headers, "upload-length")?
+    let length = number(headers, "upload-length")?
         .ok_or_else(|| TusError::bad("send Upload-Length: the size of the file in bytes"))?;
     let limit = state.limits.max_file_size;
     if length > limit {
@@ -263,14 +318,37 @@ pub async fn create(
     }
     state
         .meta
-        .check_room(user.user_id, length)
+        .check_room(scope.who.user_id, length)
         .await
         .map_err(ApiError::from)?;
-    let raw_meta = text(&headers, "upload-metadata").unwrap_or_default();
-    let (path, base_rev) = target(&parse_metadata(&raw_meta)?)?;
+    Ok(length)
+}
+
+/// The session's metadata as sent, and the value of one of its keys.
+pub(super) fn metadata_value(
+    headers: &HeaderMap,
+    keys: &[&str],
+) -> Result<(String, Option<String>), TusError> {
+    let raw = text(headers, "upload-metadata").unwrap_or_default();
+    let found = parse_metadata(&raw)?
+        .into_iter()
+        .find(|(k, _)| keys.contains(&k.as_str()))
+        .map(|(_, v)| v);
+    Ok((raw, found))
+}
+
+/// Opens a session to `path` and answers the creation.
+pub(super) async fn start(
+    state: &AppState,
+    scope: &Scope,
+    path: &RemotePath,
+    base_rev: Option<i64>,
+    length: u64,
+    raw_meta: &str,
+) -> Result<Response, TusError> {
     let (id, done) = state
         .uploads
-        .create(&who(&user), &path, base_rev, length, &raw_meta)
+        .create(&scope.who, path, base_rev, length, raw_meta)
         .await?;
     let mut response = (
         StatusCode::CREATED,
@@ -278,18 +356,17 @@ pub async fn create(
             (tus_resumable(), HeaderValue::from_static(VERSION)),
             (
                 header::LOCATION,
-                header_value(format!("{}/tus/{id}", tessera_proto::API_PREFIX)),
+                header_value(format!("{}/{id}", scope.base)),
             ),
         ],
     )
         .into_response();
     match done {
         Some(Patched::Done { path, node, .. }) => {
-            add_result(response.headers_mut(), path.as_str(), node.rev)
+            scope.add_result(response.headers_mut(), path.as_str(), node.rev)
         }
-        _ => add_expiry(response.headers_mut(), &state, crate::meta::now_ms()),
+        _ => add_expiry(response.headers_mut(), state, crate::meta::now_ms()),
     }
-    tracing::info!(user = %user.username, %id, %path, length, "upload session created");
     Ok(response)
 }
 
@@ -316,8 +393,17 @@ pub async fn head(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, TusError> {
-    check_version(&headers)?;
-    let row = state.uploads.session(user.ns, &id).await?;
+    head_in(&state, &Scope::of(&user), &id, &headers).await
+}
+
+pub(super) async fn head_in(
+    state: &AppState,
+    scope: &Scope,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Response, TusError> {
+    check_version(headers)?;
+    let row = scope.session(state, id).await?;
     let mut response = (
         StatusCode::OK,
         [
@@ -340,8 +426,8 @@ pub async fn head(
             .insert("upload-metadata", header_value(&row.metadata));
     }
     match (&row.done_path, row.done_rev) {
-        (Some(path), Some(rev)) => add_result(response.headers_mut(), path, rev),
-        _ => add_expiry(response.headers_mut(), &state, row.updated_ms),
+        (Some(path), Some(rev)) => scope.add_result(response.headers_mut(), path, rev),
+        _ => add_expiry(response.headers_mut(), state, row.updated_ms),
     }
     Ok(response)
 }
@@ -355,11 +441,21 @@ pub async fn patch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, TusError> {
+    patch_in(&state, &Scope::of(&user), &id, &headers, body).await
+}
+
+pub(super) async fn patch_in(
+    state: &AppState,
+    scope: &Scope,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, TusError> {
     let stream = Box::pin(idle_timeout(
         body.into_data_stream().map_err(std::io::Error::other),
     ));
     let mut refused = tokio_util::io::StreamReader::new(stream);
-    let checked = check_patch(&state, &user, &id, &headers).await;
+    let checked = check_patch(state, scope, id, headers).await;
     let (offset, checksum, row) = match checked {
         Ok(v) => v,
         Err(e) => {
@@ -374,24 +470,24 @@ pub async fn patch(
             return Err(UploadError::Complete.into());
         }
         let mut response = progress(row.length as u64);
-        add_result(response.headers_mut(), path, rev);
+        scope.add_result(response.headers_mut(), path, rev);
         return Ok(response);
     }
     let body = refused.into_inner();
     match state
         .uploads
-        .patch(&who(&user), &id, offset, body, checksum)
+        .patch(&scope.who, id, offset, body, checksum)
         .await?
     {
         Patched::Progress { offset } => {
             let mut response = progress(offset);
-            add_expiry(response.headers_mut(), &state, crate::meta::now_ms());
+            add_expiry(response.headers_mut(), state, crate::meta::now_ms());
             Ok(response)
         }
         Patched::Done { offset, node, path } => {
-            tracing::info!(user = %user.username, %id, %path, rev = node.rev, "upload complete");
+            tracing::info!(device = %scope.who.device, rev = node.rev, "upload complete");
             let mut response = progress(offset);
-            add_result(response.headers_mut(), path.as_str(), node.rev);
+            scope.add_result(response.headers_mut(), path.as_str(), node.rev);
             Ok(response)
         }
     }
@@ -401,7 +497,7 @@ pub async fn patch(
 /// the session they are for, refused when they do not fit the session.
 async fn check_patch(
     state: &AppState,
-    user: &AuthUser,
+    scope: &Scope,
     id: &str,
     headers: &HeaderMap,
 ) -> Result<(u64, Option<Checksum>, UploadRow), TusError> {
@@ -420,7 +516,7 @@ async fn check_patch(
         .map(|h| Checksum::parse(&h))
         .transpose()
         .map_err(|e| TusError::bad(e.to_string()))?;
-    let row = state.uploads.session(user.ns, id).await?;
+    let row = scope.session(state, id).await?;
     let (done, length, durable) = (
         row.done_path.is_some(),
         row.length as u64,
@@ -463,8 +559,18 @@ pub async fn terminate(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, TusError> {
-    check_version(&headers)?;
-    state.uploads.terminate(user.ns, &id).await?;
+    terminate_in(&state, &Scope::of(&user), &id, &headers).await
+}
+
+pub(super) async fn terminate_in(
+    state: &AppState,
+    scope: &Scope,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Response, TusError> {
+    check_version(headers)?;
+    scope.session(state, id).await?;
+    state.uploads.terminate(scope.who.ns, id).await?;
     Ok((
         StatusCode::NO_CONTENT,
         [(tus_resumable(), HeaderValue::from_static(VERSION))],
