@@ -15,7 +15,8 @@ on_both_backends!(
     a_file_link_shows_the_file_until_it_expires_or_is_revoked,
     a_folder_link_reaches_only_what_is_below_its_folder,
     a_password_link_asks_for_it_and_brakes_guessing,
-    a_file_request_takes_files_and_shows_nothing
+    a_file_request_takes_files_and_shows_nothing,
+    a_file_request_cannot_use_up_its_owners_upload_sessions
 );
 
 async fn put(r: &Remote, path: &str, bytes: &[u8]) {
@@ -604,4 +605,53 @@ async fn a_file_request_takes_files_and_shows_nothing(backend: Backend) {
             .iter()
             .all(|e| e.name != "late.txt")
     );
+}
+
+async fn a_file_request_cannot_use_up_its_owners_upload_sessions(backend: Backend) {
+    let s = TestServer::start_with(backend, |c| c.max_upload_sessions_per_user = 2).await;
+    let alice = s.user("alice").await;
+    alice.mkdir("/inbox").await.unwrap();
+    let url = address(&s, &request_link(&alice, "/inbox", None).await);
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let resp = visitor()
+            .post(format!("{url}/tus/"))
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Length", "100")
+            .header(
+                "Upload-Metadata",
+                format!("filename {}", b64(&format!("f{i}"))),
+            )
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status());
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::CREATED,
+            StatusCode::CREATED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    // The owner's own uploads still start.
+    for i in 0..2 {
+        let own = Remote::send(
+            alice
+                .request(reqwest::Method::POST, "/tus/")
+                .header("Tus-Resumable", "1.0.0")
+                .header("Upload-Length", "100")
+                .header(
+                    "Upload-Metadata",
+                    format!("path {}", b64(&format!("/own{i}.bin"))),
+                ),
+        )
+        .await;
+        assert!(own.is_ok(), "{own:?}");
+    }
 }

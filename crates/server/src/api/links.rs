@@ -874,7 +874,7 @@ async fn serve_upload(
 /// The device a link's uploads are recorded as: the owner sees which link
 /// brought a file, and a link reaches only its own upload sessions.
 fn link_device(link: &LinkRow) -> String {
-    format!("link {}", link.id)
+    format!("{}{}", crate::uploads::LINK_DEVICE, link.id)
 }
 
 /// A file request's visitor, admitted, as a TUS scope over the link's

@@ -644,7 +644,7 @@ forward! {
     fn expire_pending(&self, cutoff_ms: i64) -> Result<Vec<i64>>;
     fn trash(&self, ns: i64) -> Result<Vec<TrashRow>>;
     fn create_upload(&self, u: &UploadRow) -> Result<()>;
-    fn open_uploads(&self, ns: i64) -> Result<i64>;
+    fn open_uploads(&self, ns: i64, prefix: &str, among: bool) -> Result<i64>;
     fn upload(&self, ns: i64, id: &str) -> Result<Option<UploadRow>>;
     fn upload_blocks(&self, ns: i64, id: &str) -> Result<Vec<(BlockId, u64)>>;
     fn checkpoint_upload(&self, ns: i64, id: &str, c: &Checkpoint) -> Result<bool>;

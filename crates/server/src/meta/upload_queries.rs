@@ -27,11 +27,19 @@ impl Store {
     }
 
     /// Sessions of `ns` not yet completed.
-    pub async fn open_uploads(&self, ns: i64) -> Result<i64> {
-        let (n,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM upload_sessions WHERE namespace_id = $1 AND done_path IS NULL",
-        )
+    /// Unfinished sessions of `ns` whose device starts with `prefix` (or,
+    /// when `among` is false, does not).
+    pub async fn open_uploads(&self, ns: i64, prefix: &str, among: bool) -> Result<i64> {
+        let pattern = format!("{}%", prefix.replace(['%', '_', '\\'], ""));
+        let (n,): (i64,) = sqlx::query_as(if among {
+            "SELECT COUNT(*) FROM upload_sessions
+             WHERE namespace_id = $1 AND done_path IS NULL AND device LIKE $2"
+        } else {
+            "SELECT COUNT(*) FROM upload_sessions
+             WHERE namespace_id = $1 AND done_path IS NULL AND device NOT LIKE $2"
+        })
         .bind(ns)
+        .bind(pattern)
         .fetch_one(&self.pool)
         .await?;
         Ok(n)

@@ -77,6 +77,9 @@ impl From<IngestError> for UploadError {
     }
 }
 
+/// How the device of an upload through a link starts (`link <id>`).
+pub const LINK_DEVICE: &str = "link ";
+
 /// Who is uploading.
 #[derive(Debug, Clone)]
 pub struct Uploader {
@@ -146,7 +149,13 @@ impl Uploads {
         // Each session holds a row, a pending mark and stored blocks until
         // it ends. Two creates racing may pass together: the cap is a bound
         // on abuse, not an exact count.
-        let open = self.meta.open_uploads(who.ns).await?;
+        // Sessions that visitors open through the owner's file requests
+        // count apart, so they can never use up the owner's own.
+        let through_links = who.device.starts_with(LINK_DEVICE);
+        let open = self
+            .meta
+            .open_uploads(who.ns, LINK_DEVICE, through_links)
+            .await?;
         if usize::try_from(open).unwrap_or(usize::MAX) >= self.max_open_per_user {
             return Err(UploadError::TooManySessions(self.max_open_per_user));
         }
