@@ -293,6 +293,17 @@ async fn a_password_link_asks_for_it_and_brakes_guessing(backend: Backend) {
         .unwrap();
     assert_eq!(right.status(), StatusCode::OK);
     assert_eq!(right.bytes().await.unwrap(), &b"the plan"[..]);
+    // A program that gives the right password each time is never braked.
+    for _ in 0..15 {
+        let again = visitor()
+            .get(&url)
+            .query(&[("download", "1")])
+            .basic_auth("", Some("open sesame"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::OK);
+    }
     let wrong = visitor()
         .get(&url)
         .query(&[("download", "1")])
