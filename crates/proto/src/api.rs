@@ -443,6 +443,7 @@ pub struct PollQuery {
     pub cursor: String,
     /// Seconds to hold the request (default 60, clamped to 1..=300).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 300)]
     pub timeout: Option<u64>,
 }
 

@@ -122,7 +122,25 @@ impl LoginLimiter {
         account: &str,
         address: &str,
     ) -> Result<Result<Attempt, u64>, MetaError> {
-        let keys = [format!("a:{address}"), format!("u:{account}")];
+        self.attempt_on(format!("u:{account}"), address).await
+    }
+
+    /// [`attempt`](Self::attempt) at a link's password: counted per link,
+    /// under keys no user name can reach.
+    pub async fn link_attempt(
+        &self,
+        link_id: &str,
+        address: &str,
+    ) -> Result<Result<Attempt, u64>, MetaError> {
+        self.attempt_on(format!("l:{link_id}"), address).await
+    }
+
+    async fn attempt_on(
+        &self,
+        secret_key: String,
+        address: &str,
+    ) -> Result<Result<Attempt, u64>, MetaError> {
+        let keys = [format!("a:{address}"), secret_key];
         let limits = [
             (keys[0].clone(), i64::from(self.per_address)),
             (keys[1].clone(), i64::from(self.per_account)),
@@ -267,6 +285,23 @@ impl PasswordChecks {
             memory: Arc::default(),
             wait,
         }
+    }
+
+    /// `password` hashed for storing, in a slot like any check: hashing
+    /// needs the same memory, and a burst of requests that set passwords
+    /// must not hold more of it than the checks may.
+    pub async fn hash(&self, password: String) -> Result<Result<String, HashError>, Busy> {
+        let permit = tokio::time::timeout(self.wait, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| Busy)?
+            .map_err(|_| Busy)?;
+        let hashed = tokio::task::spawn_blocking(move || {
+            let hashed = hash_password(&password);
+            drop(permit);
+            hashed
+        })
+        .await;
+        Ok(hashed.unwrap_or_else(|e| Err(HashError(e.to_string()))))
     }
 
     /// Whether `password` matches `hash` (or, with no hash, the same work

@@ -293,6 +293,16 @@ async fn a_password_link_asks_for_it_and_brakes_guessing(backend: Backend) {
         .unwrap();
     assert_eq!(right.status(), StatusCode::OK);
     assert_eq!(right.bytes().await.unwrap(), &b"the plan"[..]);
+    // Failed logins under a user name that spells the link's brake key
+    // do not lock the link.
+    for _ in 0..11 {
+        let e = Remote::new(&s.url, None)
+            .unwrap()
+            .login(&format!("link:{}", l.id), "wrong", "probe")
+            .await
+            .unwrap_err();
+        assert!(matches!(e.status(), Some(401 | 429)), "{e}");
+    }
     // A program that gives the right password each time is never braked.
     for _ in 0..15 {
         let again = visitor()

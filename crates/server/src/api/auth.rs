@@ -110,7 +110,7 @@ impl FromRequestParts<AppState> for AuthUser {
 /// True when the browser reached us over https (directly or through a
 /// proxy that says so): the cookie is then marked Secure, so it never
 /// travels over plain http. A false claim can only add the flag.
-fn over_https(headers: &HeaderMap) -> bool {
+pub(super) fn over_https(headers: &HeaderMap) -> bool {
     let says = |name: &str, prefix: &str| {
         headers
             .get(name)

@@ -117,25 +117,33 @@ pub async fn create(
         }
         Some(s) => Some(state.clock.now_ms() + s as i64 * 1000),
     };
-    let password_hash = match req.password {
-        None => None,
-        Some(p) if p.is_empty() || p.len() > MAX_PASSWORD_BYTES => {
-            return Err(ApiError::BadRequest(format!(
-                "a link's password must be 1 to {MAX_PASSWORD_BYTES} bytes"
-            )));
-        }
-        Some(p) => Some(
-            tokio::task::spawn_blocking(move || crate::auth::hash_password(&p))
-                .await
-                .map_err(ApiError::internal)?
-                .map_err(ApiError::internal)?,
-        ),
-    };
+    if req
+        .password
+        .as_ref()
+        .is_some_and(|p| p.is_empty() || p.len() > MAX_PASSWORD_BYTES)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "a link's password must be 1 to {MAX_PASSWORD_BYTES} bytes"
+        )));
+    }
     let node = state
         .meta
         .resolve(user.ns, &path)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("{path} does not exist")))?;
+    // Hashed in a slot of the bounded pool (~19 MiB each), after the cheap
+    // checks.
+    let password_hash = match req.password {
+        None => None,
+        Some(p) => Some(
+            state
+                .password_checks
+                .hash(p)
+                .await
+                .map_err(|busy| ApiError::Throttled(busy.to_string(), 1))?
+                .map_err(ApiError::internal)?,
+        ),
+    };
     if req.upload_only && !node.is_folder() {
         return Err(ApiError::BadRequest(format!(
             "{path} is a file: an upload-only link takes files into a folder"
@@ -432,7 +440,7 @@ async fn check_password(
     }
     let attempt = state
         .limiter
-        .attempt(&format!("link:{}", link.id), address)
+        .link_attempt(&link.id, address)
         .await?
         .map_err(Stop::Busy)?;
     match state
@@ -562,7 +570,15 @@ async fn serve_visit(
     if q.download == Some(1) || q.inline == Some(1) {
         let resp =
             super::files::file_response(state, link.namespace_id, &path, None, headers).await?;
-        return Ok(super::view::typed(resp, &name, q.inline == Some(1))?);
+        // A PDF shown inline runs in the browser's viewer without the
+        // sandbox: someone else's PDF only ever comes down as a file.
+        let inline = q.inline == Some(1) && !name.to_ascii_lowercase().ends_with(".pdf");
+        let mut resp = super::view::typed(resp, &name, inline)?;
+        resp.headers_mut().insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        return Ok(resp);
     }
     if node.content_hash().is_none() {
         // Still uploading its first version: nothing to show yet.
@@ -608,10 +624,7 @@ async fn serve_unlock(
         });
     }
     let until = state.clock.now_ms() + UNLOCK_MS;
-    let secure = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    let secure = super::auth::over_https(headers);
     let cookie = format!(
         "{}={until}.{}; Path={LINK_PREFIX}; Max-Age={}; HttpOnly; SameSite=Strict{}",
         cookie_name(&link),
