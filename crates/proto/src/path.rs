@@ -162,6 +162,15 @@ impl fmt::Debug for RemotePath {
     }
 }
 
+/// `name` with ` (n)` before its extension: `report (2).pdf`, `notes (2)`,
+/// `.bashrc (2)`.
+pub fn numbered_name(name: &str, n: u64) -> String {
+    match name.rfind('.') {
+        Some(i) if i > 0 => format!("{} ({n}){}", &name[..i], &name[i..]),
+        _ => format!("{name} ({n})"),
+    }
+}
+
 /// `NAME (conflicted copy from DEVICE YYYY-MM-DD HHMMSS).EXT`
 pub fn conflicted_name(name: &str, device: &str, unix_secs: i64) -> String {
     let (stem, ext) = match name.rfind('.') {
@@ -194,6 +203,14 @@ pub fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_number_goes_before_the_extension() {
+        assert_eq!(numbered_name("report.pdf", 2), "report (2).pdf");
+        assert_eq!(numbered_name("a.tar.gz", 3), "a.tar (3).gz");
+        assert_eq!(numbered_name("notes", 1), "notes (1)");
+        assert_eq!(numbered_name(".bashrc", 2), ".bashrc (2)");
+    }
 
     #[test]
     fn accepts_and_normalizes() {

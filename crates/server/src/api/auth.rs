@@ -41,16 +41,23 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+/// The values of the cookies named `name` the request carries.
+pub(super) fn cookie_values<'h>(
+    headers: &'h HeaderMap,
+    name: &'h str,
+) -> impl Iterator<Item = &'h str> + 'h {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .filter(move |(n, _)| *n == name)
         .map(|(_, value)| value.trim())
-        .filter(|v| !v.is_empty())
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie_values(headers, SESSION_COOKIE).find(|v| !v.is_empty())
 }
 
 fn is_web(headers: &HeaderMap) -> bool {

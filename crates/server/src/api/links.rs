@@ -383,33 +383,21 @@ fn cookie_name(link: &LinkRow) -> String {
     format!("tessera_link_{}", link.id.replace('-', ""))
 }
 
-fn unlock_mac(link: &LinkRow, hash: &str, until_ms: i64) -> String {
+fn unlock_mac(link: &LinkRow, hash: &str, until_ms: i64) -> blake3::Hash {
     let key = blake3::derive_key("tessera link unlock v1", hash.as_bytes());
     blake3::keyed_hash(&key, format!("{}.{until_ms}", link.id).as_bytes())
-        .to_hex()
-        .to_string()
 }
 
 fn has_unlock(link: &LinkRow, hash: &str, headers: &HeaderMap, now_ms: i64) -> bool {
-    let name = cookie_name(link);
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(n, _)| *n == name)
-        .filter_map(|(_, v)| v.split_once('.'))
+    super::auth::cookie_values(headers, &cookie_name(link))
+        .filter_map(|v| v.split_once('.'))
         .any(|(until, mac)| {
+            // `blake3::Hash` compares in constant time.
+            let given = blake3::Hash::from_hex(mac);
             until.parse::<i64>().is_ok_and(|until| {
-                until > now_ms
-                    && constant_time_eq(unlock_mac(link, hash, until).as_bytes(), mac.as_bytes())
+                until > now_ms && given.is_ok_and(|g| g == unlock_mac(link, hash, until))
             })
         })
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The password of an `Authorization: Basic` header (any user name).
@@ -628,7 +616,7 @@ async fn serve_unlock(
     let cookie = format!(
         "{}={until}.{}; Path={LINK_PREFIX}; Max-Age={}; HttpOnly; SameSite=Strict{}",
         cookie_name(&link),
-        unlock_mac(&link, &hash, until),
+        unlock_mac(&link, &hash, until).to_hex(),
         UNLOCK_MS / 1000,
         if secure { "; Secure" } else { "" }
     );
@@ -779,14 +767,6 @@ fn upload_page() -> Response {
     )
 }
 
-/// `name` with ` (n)` before its extension: `report (2).pdf`.
-fn numbered(name: &str, n: u32) -> String {
-    match name.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() => format!("{stem} ({n}).{ext}"),
-        _ => format!("{name} ({n})"),
-    }
-}
-
 /// Where a file request's upload goes.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -873,7 +853,7 @@ async fn serve_upload(
                 | crate::meta::MetaError::AlreadyExists(_),
             ) => {
                 path = folder_path
-                    .join(&numbered(&name, n))
+                    .join(&tessera_proto::path::numbered_name(&name, u64::from(n)))
                     .map_err(|e| ApiError::BadRequest(format!("`{name}` is too long: {e}")))?;
             }
             Err(e) => return Err(e.into()),
@@ -946,7 +926,9 @@ async fn free_name(
         if state.meta.resolve(ns, &path).await?.is_none() {
             return Ok(path);
         }
-        path = folder.join(&numbered(name, n)).map_err(bad)?;
+        path = folder
+            .join(&tessera_proto::path::numbered_name(name, u64::from(n)))
+            .map_err(bad)?;
     }
     Err(Stop::Api(ApiError::AlreadyExists(format!(
         "{name} and {MOST_SUFFIXES} numbered names beside it are taken: rename the file"

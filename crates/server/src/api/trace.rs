@@ -94,8 +94,8 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn the_span_carries_the_conventional_fields() {
+    /// What this thread logs from now on, until the guard drops.
+    fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
         let out = Captured::default();
         let writer = out.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -103,7 +103,12 @@ mod tests {
             .with_span_events(FmtSpan::CLOSE)
             .with_ansi(false)
             .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        (out, tracing::subscriber::set_default(subscriber))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_span_carries_the_conventional_fields() {
+        let (out, _guard) = capture();
         let app: Router = Router::new()
             .route(
                 "/files/{id}",
@@ -148,14 +153,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_link_token_never_reaches_the_log() {
-        let out = Captured::default();
-        let writer = out.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_span_events(FmtSpan::CLOSE)
-            .with_ansi(false)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (out, _guard) = capture();
         let app: Router = Router::new()
             .route("/s/{token}", get(|| async { "page" }))
             .fallback(|| async { "none" })

@@ -249,10 +249,7 @@ fn portable_names<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
             let mut candidate = base.clone();
             let n = next.entry(base.to_lowercase()).or_insert(2);
             while !taken.insert(candidate.to_lowercase()) {
-                candidate = match base.rfind('.').filter(|&i| i > 0) {
-                    Some(i) => format!("{} ({n}){}", &base[..i], &base[i..]),
-                    None => format!("{base} ({n})"),
-                };
+                candidate = tessera_proto::path::numbered_name(&base, *n as u64);
                 *n += 1;
             }
             candidate

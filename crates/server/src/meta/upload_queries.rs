@@ -277,11 +277,7 @@ async fn free_conflict_path(
         let candidate = if n == 1 {
             base.clone()
         } else {
-            let (stem, ext) = match base.rfind('.') {
-                Some(i) if i > 0 => (&base[..i], &base[i..]),
-                _ => (base.as_str(), ""),
-            };
-            format!("{stem} ({n}){ext}")
+            tessera_proto::path::numbered_name(&base, n)
         };
         let p = parent
             .join(&candidate)
