@@ -719,6 +719,55 @@ impl Remote {
         Ok(())
     }
 
+    /// Shares the folder at `path` (at the top of this user's files) with
+    /// `with` as `role`; again with a member, changes their role.
+    pub async fn share(
+        &self,
+        path: &str,
+        with: &str,
+        role: tessera_proto::api::ShareRole,
+    ) -> Result<tessera_proto::api::ShareInfo, ClientError> {
+        let req = tessera_proto::api::ShareRequest {
+            path: path.to_owned(),
+            with: with.to_owned(),
+            role,
+        };
+        Self::json(self.request(Method::POST, "/shares").json(&req)).await
+    }
+
+    /// This user's shared folders: owned and shared with them.
+    pub async fn shares(&self) -> Result<tessera_proto::api::ShareList, ClientError> {
+        Self::json(self.request(Method::GET, "/shares")).await
+    }
+
+    /// Gives a member of this user's shared folder `id` another role.
+    pub async fn set_share_role(
+        &self,
+        id: i64,
+        member: &str,
+        role: tessera_proto::api::ShareRole,
+    ) -> Result<tessera_proto::api::ShareInfo, ClientError> {
+        let req = tessera_proto::api::RoleRequest { role };
+        Self::json(
+            self.request(Method::PUT, &member_path(id, member))
+                .json(&req),
+        )
+        .await
+    }
+
+    /// Removes `member` from the shared folder `id` (this user's own name:
+    /// leaves it).
+    pub async fn remove_member(&self, id: i64, member: &str) -> Result<(), ClientError> {
+        Self::send(self.request(Method::DELETE, &member_path(id, member))).await?;
+        Ok(())
+    }
+
+    /// Takes the shared folder `id` from everyone but its owner.
+    pub async fn unshare(&self, id: i64) -> Result<(), ClientError> {
+        Self::send(self.request(Method::DELETE, &format!("/shares/{id}"))).await?;
+        Ok(())
+    }
+
     /// A user's usage and quota (administrators only).
     pub async fn quota(&self, user: &str) -> Result<Usage, ClientError> {
         Self::json(self.request(Method::GET, &quota_path(user))).await
@@ -729,6 +778,11 @@ impl Remote {
         let req = tessera_proto::api::QuotaRequest { quota_bytes: bytes };
         Self::json(self.request(Method::PUT, &quota_path(user)).json(&req)).await
     }
+}
+
+fn member_path(id: i64, member: &str) -> String {
+    let member: String = url::form_urlencoded::byte_serialize(member.as_bytes()).collect();
+    format!("/shares/{id}/members/{member}")
 }
 
 fn quota_path(user: &str) -> String {

@@ -61,6 +61,9 @@ pub struct Entry {
     /// last complete revision (0: none yet).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pending: bool,
+    /// Set on a shared folder's mount point: the caller's role in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<ShareRole>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -765,4 +768,76 @@ pub struct LinkUploadResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LinkList {
     pub links: Vec<LinkInfo>,
+}
+
+/// What a member of a shared folder may do: an owner and an editor read
+/// and write; a viewer only reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ShareRole {
+    Owner,
+    Editor,
+    Viewer,
+}
+
+impl ShareRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShareRole::Owner => "owner",
+            ShareRole::Editor => "editor",
+            ShareRole::Viewer => "viewer",
+        }
+    }
+
+    /// The role stored as `raw`; anything unknown reads as the least.
+    pub fn from_stored(raw: &str) -> Self {
+        match raw {
+            "owner" => ShareRole::Owner,
+            "editor" => ShareRole::Editor,
+            _ => ShareRole::Viewer,
+        }
+    }
+}
+
+/// `POST /api/v1/shares`: share the folder at `path` (at the top of the
+/// caller's files) with the user named `with`. Sharing again with a
+/// member changes their role.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ShareRequest {
+    pub path: String,
+    pub with: String,
+    /// `editor` or `viewer`.
+    pub role: ShareRole,
+}
+
+/// `PUT /api/v1/shares/{id}/members/{user}`: a member's new role.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RoleRequest {
+    pub role: ShareRole,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ShareMember {
+    pub username: String,
+    pub role: ShareRole,
+}
+
+/// A shared folder as the caller has it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ShareInfo {
+    /// What the share routes name it by.
+    pub id: i64,
+    /// Where it is in the caller's files.
+    pub path: String,
+    /// The caller's role.
+    pub role: ShareRole,
+    pub owner: String,
+    /// Everyone who has it, the owner first.
+    pub members: Vec<ShareMember>,
+}
+
+/// `GET /api/v1/shares`: the caller's shared folders, by path.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ShareList {
+    pub shares: Vec<ShareInfo>,
 }

@@ -28,6 +28,7 @@ mod quota;
 mod resume;
 mod rotation;
 mod s3;
+mod shares;
 mod sync;
 mod tiers;
 mod tree;

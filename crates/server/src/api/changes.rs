@@ -13,7 +13,7 @@ use tessera_proto::api::{
 use tessera_proto::cursor::Cursor;
 
 use super::{ApiError, AppState, AuthUser, Q};
-use crate::meta::JournalRow;
+use crate::meta::{JournalRow, MountRow};
 
 const DEFAULT_LIMIT: u32 = 1000;
 const MAX_LIMIT: u32 = 10_000;
@@ -25,15 +25,40 @@ const SHUTDOWN_BACKOFF_SECS: u64 = 5;
 /// What a poll over the user's cap is told to wait.
 const POLL_CAP_RETRY_SECS: u64 = 30;
 
-fn cursor_for(user: &AuthUser, raw: Option<&str>) -> Result<i64, ApiError> {
-    let Some(raw) = raw else { return Ok(0) };
+/// A cursor holds the user's position in their own journal and in each
+/// shared folder they have; one without their own is another account's.
+/// Positions in namespaces they no longer have are ignored.
+fn cursor_for(user: &AuthUser, raw: Option<&str>) -> Result<Cursor, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(Cursor::default());
+    };
     let cursor = Cursor::parse(raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if cursor.0.keys().any(|ns| *ns != user.ns) {
+    if !cursor.0.is_empty() && !cursor.0.contains_key(&user.ns) {
         return Err(ApiError::BadRequest(
             "this cursor belongs to another account: start again without a cursor".into(),
         ));
     }
-    Ok(cursor.seq(user.ns))
+    Ok(cursor)
+}
+
+/// Where a shared folder's journal is read from: its start for a mount the
+/// cursor has not seen made (`after` is the cursor's position in the
+/// user's own journal), else the cursor's position in it.
+fn start_of(m: &MountRow, cursor: &Cursor, after: i64) -> i64 {
+    if m.mount_seq > after {
+        0
+    } else {
+        cursor.seq(m.namespace_id)
+    }
+}
+
+/// `path` of a shared folder's journal as the member sees it.
+fn under(mount: &str, path: &str) -> String {
+    if path == "/" {
+        format!("/{mount}")
+    } else {
+        format!("/{mount}{path}")
+    }
 }
 
 fn change(row: JournalRow) -> Change {
@@ -64,18 +89,70 @@ pub async fn list(
     user: AuthUser,
     Q(q): Q<ChangesQuery>,
 ) -> Result<Json<ChangesResponse>, ApiError> {
-    let after = cursor_for(&user, q.cursor.as_deref())?;
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let mut rows = state
-        .meta
-        .changes(user.ns, after, i64::from(limit) + 1)
-        .await?;
-    let has_more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
+    let cursor = cursor_for(&user, q.cursor.as_deref())?;
+    let after = cursor.seq(user.ns);
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT) as usize;
+    let mut rows = state.meta.changes(user.ns, after, limit as i64 + 1).await?;
+    let mut has_more = rows.len() > limit;
+    rows.truncate(limit);
     let last = rows.last().map_or(after, |r| r.seq);
+    let mounts = state.meta.mounts_of(user.user_id).await?;
+    // Positions kept for the shared folders when this page reads none of
+    // them: where the cursor was, or their start for a mount made since.
+    let mut kept = Cursor::at(user.ns, last);
+    for m in mounts.iter().filter(|m| m.mount_seq <= last) {
+        kept.0.insert(m.namespace_id, start_of(m, &cursor, after));
+    }
+    let mut changes: Vec<Change> = rows.into_iter().map(change).collect();
+    if has_more {
+        return Ok(Json(ChangesResponse {
+            changes,
+            cursor: kept.encode(),
+            has_more,
+        }));
+    }
+    // The user's own journal is read to its end: the shared folders'
+    // entries follow, under the mount points as they are now.
+    let mut next = kept.clone();
+    let mut shared = Vec::new();
+    for m in mounts.iter().filter(|m| m.mount_seq <= last) {
+        let room = limit - changes.len() - shared.len();
+        if room == 0 {
+            has_more = true;
+            break;
+        }
+        let from = start_of(m, &cursor, after);
+        let mut rows = state
+            .meta
+            .changes(m.namespace_id, from, room as i64 + 1)
+            .await?;
+        if rows.len() > room {
+            has_more = true;
+            rows.truncate(room);
+        }
+        next.0
+            .insert(m.namespace_id, rows.last().map_or(from, |r| r.seq));
+        for row in rows {
+            let mut c = change(row);
+            c.path = under(&m.name, &c.path);
+            c.old_path = c.old_path.map(|p| under(&m.name, &p));
+            shared.push(c);
+        }
+    }
+    // A mount made, renamed or dropped meanwhile would make those paths
+    // wrong: send the user's own entries only, and let the client ask
+    // again.
+    if !shared.is_empty() && state.meta.journal_seq(user.ns).await? != last {
+        return Ok(Json(ChangesResponse {
+            changes,
+            cursor: kept.encode(),
+            has_more: true,
+        }));
+    }
+    changes.extend(shared);
     Ok(Json(ChangesResponse {
-        changes: rows.into_iter().map(change).collect(),
-        cursor: Cursor::at(user.ns, last).encode(),
+        changes,
+        cursor: next.encode(),
         has_more,
     }))
 }
@@ -86,8 +163,18 @@ pub async fn latest(
     user: AuthUser,
 ) -> Result<Json<CursorResponse>, ApiError> {
     let seq = state.meta.journal_seq(user.ns).await?;
+    let mut cursor = Cursor::at(user.ns, seq);
+    let mounts = state.meta.mounts_of(user.user_id).await?;
+    let namespaces: Vec<i64> = mounts
+        .iter()
+        .filter(|m| m.mount_seq <= seq)
+        .map(|m| m.namespace_id)
+        .collect();
+    for (ns, at) in state.meta.journal_seqs(&namespaces).await? {
+        cursor.0.insert(ns, at);
+    }
     Ok(Json(CursorResponse {
-        cursor: Cursor::at(user.ns, seq).encode(),
+        cursor: cursor.encode(),
     }))
 }
 
@@ -100,7 +187,8 @@ pub async fn poll(
     user: AuthUser,
     Q(q): Q<PollQuery>,
 ) -> Result<Json<PollResponse>, ApiError> {
-    let after = cursor_for(&user, Some(&q.cursor))?;
+    let cursor = cursor_for(&user, Some(&q.cursor))?;
+    let after = cursor.seq(user.ns);
     state
         .poll_admission
         .admit_user(user.user_id)
@@ -126,11 +214,28 @@ pub async fn poll(
     }
     // Subscribe before reading the journal, so a change between the two
     // still wakes us.
-    let mut news = state
-        .hub
-        .subscribe(user.ns)
-        .ok_or_else(|| ApiError::internal("notification hub unavailable"))?;
-    if state.meta.journal_seq(user.ns).await? > after {
+    // The user's own journal, and each shared folder's from where the
+    // cursor is (a mount made since moved their own journal already).
+    let mut watched = vec![(user.ns, after)];
+    for m in state.meta.mounts_of(user.user_id).await? {
+        if m.mount_seq <= after {
+            watched.push((m.namespace_id, cursor.seq(m.namespace_id)));
+        }
+    }
+    let mut news = Vec::with_capacity(watched.len());
+    for (ns, seen) in &watched {
+        let rx = state
+            .hub
+            .subscribe(*ns)
+            .ok_or_else(|| ApiError::internal("notification hub unavailable"))?;
+        news.push((rx, *seen));
+    }
+    let namespaces: Vec<i64> = watched.iter().map(|(ns, _)| *ns).collect();
+    let now = state.meta.journal_seqs(&namespaces).await?;
+    if now
+        .iter()
+        .any(|(ns, seq)| watched.iter().any(|(w, seen)| w == ns && seq > seen))
+    {
         return Ok(Json(PollResponse {
             changes: true,
             backoff: None,
@@ -152,17 +257,23 @@ pub async fn poll(
     let deadline = tokio::time::sleep(Duration::from_secs(secs) + Duration::from_millis(jitter));
     tokio::pin!(deadline);
     loop {
-        tokio::select! {
+        let waits = news.iter_mut().map(|(rx, _)| Box::pin(rx.changed()));
+        let (moved, which) = tokio::select! {
             _ = &mut deadline => return Ok(Json(PollResponse { changes: false, backoff: None })),
             _ = stop.changed() => return Ok(Json(backoff)),
-            moved = news.changed() => {
-                if moved.is_err() {
-                    return Ok(Json(backoff));
-                }
-                if *news.borrow_and_update() > after {
-                    return Ok(Json(PollResponse { changes: true, backoff: None }));
-                }
-            }
+            (moved, which, _) = futures::future::select_all(waits) => (moved.is_ok(), which),
+        };
+        if !moved {
+            return Ok(Json(backoff));
+        }
+        let Some((rx, seen)) = news.get_mut(which) else {
+            return Ok(Json(backoff));
+        };
+        if *rx.borrow_and_update() > *seen {
+            return Ok(Json(PollResponse {
+                changes: true,
+                backoff: None,
+            }));
         }
     }
 }

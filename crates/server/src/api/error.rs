@@ -144,6 +144,7 @@ impl From<MetaError> for ApiError {
             MetaError::Conflict { path, current_rev } => ApiError::Conflict { path, current_rev },
             MetaError::MissingBlocks(ids) => ApiError::MissingBlocks(ids),
             MetaError::Invalid(m) => ApiError::BadRequest(m),
+            MetaError::Forbidden(m) => ApiError::Forbidden(m),
             MetaError::IntoItself(m) => ApiError::InsideItself(m),
             e @ MetaError::QuotaExceeded { .. } => ApiError::QuotaExceeded(e.to_string()),
             MetaError::Unavailable(why) => {

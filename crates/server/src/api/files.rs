@@ -18,6 +18,7 @@ use tessera_proto::block::{CHUNKER, MAX_BLOCK, MIN_BLOCK};
 use tessera_proto::{ContentHash, RemotePath};
 use tokio::io::AsyncReadExt;
 
+use super::place::{self, Place, Places};
 use super::{ApiError, AppState, AuthUser, J, Q};
 use crate::blocks::{BlockStore, Ingest, IngestError};
 use crate::meta::{MetaError, NewRevision, NodeRow, RevisionBlock};
@@ -38,6 +39,25 @@ pub fn entry(node: &NodeRow, path: &RemotePath) -> Entry {
         content_hash: node.content_hash(),
         modified_ms: node.modified_ms,
         pending: node.pending_ms.is_some(),
+        shared: None,
+    }
+}
+
+/// A shared folder's mount point as the member sees it: their name for it
+/// and their role.
+fn mount_entry(root: &NodeRow, at: &Place) -> Result<Entry, ApiError> {
+    let mut e = entry(root, &at.shown);
+    e.name = at.shown.name().unwrap_or_default().to_owned();
+    e.shared = at.role();
+    Ok(e)
+}
+
+/// The entry for `node` at `at`: its role when it is a mount point.
+fn entry_at(node: &NodeRow, at: &Place) -> Result<Entry, ApiError> {
+    if at.is_mount() {
+        mount_entry(node, at)
+    } else {
+        Ok(entry(node, &at.shown))
     }
 }
 
@@ -60,10 +80,25 @@ pub async fn list(
     Q(q): Q<PathQuery>,
 ) -> Result<Json<ListResponse>, ApiError> {
     let path = parse(&q.path)?;
-    let nodes = state.meta.list(user.ns, &path).await?;
-    let mut entries = Vec::with_capacity(nodes.len());
+    let places = Places::of(&state, &user).await?;
+    let at = places.read(&path)?;
+    let nodes = state.meta.list(at.ns, &at.path).await?;
+    let mounts = if path.is_root() { places.mounts() } else { &[] };
+    let mut entries = Vec::with_capacity(nodes.len() + mounts.len());
     for n in &nodes {
-        entries.push(entry(n, &path.join(&n.name)?));
+        // A mount of the same name hides it (the API leads there).
+        if !mounts.iter().any(|m| m.name == n.name) {
+            entries.push(entry(n, &path.join(&n.name)?));
+        }
+    }
+    for m in mounts {
+        let inner = places.read(&path.join(&m.name)?)?;
+        if let Some(root) = state.meta.resolve(inner.ns, &inner.path).await? {
+            entries.push(mount_entry(&root, &inner)?);
+        }
+    }
+    if path.is_root() {
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
     }
     Ok(Json(ListResponse {
         path: path.to_string(),
@@ -78,12 +113,13 @@ pub async fn meta(
     Q(q): Q<PathQuery>,
 ) -> Result<Json<Entry>, ApiError> {
     let path = parse(&q.path)?;
+    let at = place::read(&state, &user, &path).await?;
     let node = state
         .meta
-        .resolve(user.ns, &path)
+        .resolve(at.ns, &at.path)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("{path} does not exist")))?;
-    Ok(Json(entry(&node, &path)))
+    Ok(Json(entry_at(&node, &at)?))
 }
 
 #[utoipa::path(post, path = "/api/v1/files/mkdir", request_body = PathQuery, responses((status = 201, body = Entry), (status = 404, body = tessera_proto::ErrorBody, description = "the parent folder does not exist"), (status = 409, body = tessera_proto::ErrorBody, description = "the name is taken, or a folder on the way is a file")), security(("bearer" = [])))]
@@ -93,7 +129,11 @@ pub async fn mkdir(
     J(q): J<PathQuery>,
 ) -> Result<(StatusCode, Json<Entry>), ApiError> {
     let path = below_root(&q.path)?;
-    let node = state.meta.mkdir(user.ns, &path, &user.device).await?;
+    let at = place::write(&state, &user, &path).await?;
+    if at.is_mount() {
+        return Err(ApiError::AlreadyExists(format!("{path} already exists")));
+    }
+    let node = state.meta.mkdir(at.ns, &at.path, &user.device).await?;
     Ok((StatusCode::CREATED, Json(entry(&node, &path))))
 }
 
@@ -129,18 +169,50 @@ pub async fn mkdir_batch(
         .iter()
         .map(|p| below_root(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let made = state.meta.mkdir_many(user.ns, &paths, &user.device).await?;
+    let places = Places::of(&state, &user).await?;
+    let mut made: Vec<Option<Result<NodeRow, ApiError>>> = Vec::with_capacity(paths.len());
+    // One transaction per namespace the batch reaches, in the order of
+    // their first paths.
+    let mut groups: Vec<(i64, Vec<(usize, RemotePath)>)> = Vec::new();
+    for (i, path) in paths.iter().enumerate() {
+        match places.write(path) {
+            Ok(at) if at.is_mount() => {
+                made.push(Some(Err(ApiError::AlreadyExists(format!(
+                    "{path} already exists"
+                )))));
+            }
+            Ok(at) => {
+                made.push(None);
+                match groups.iter_mut().find(|(ns, _)| *ns == at.ns) {
+                    Some((_, list)) => list.push((i, at.path)),
+                    None => groups.push((at.ns, vec![(i, at.path)])),
+                }
+            }
+            Err(e) => made.push(Some(Err(e))),
+        }
+    }
+    for (ns, list) in groups {
+        let inner: Vec<RemotePath> = list.iter().map(|(_, p)| p.clone()).collect();
+        let outcomes = state.meta.mkdir_many(ns, &inner, &user.device).await?;
+        for ((i, _), outcome) in list.into_iter().zip(outcomes) {
+            made[i] = Some(outcome.map_err(ApiError::from));
+        }
+    }
     let results = paths
         .iter()
         .zip(made)
         .map(|(path, made)| match made {
-            Ok(node) => CommitResult {
+            Some(Ok(node)) => CommitResult {
                 entry: Some(entry(&node, path)),
                 error: None,
             },
-            Err(e) => CommitResult {
+            Some(Err(e)) => CommitResult {
                 entry: None,
-                error: Some(ApiError::from(e).detail()),
+                error: Some(e.detail()),
+            },
+            None => CommitResult {
+                entry: None,
+                error: Some(ApiError::internal("lost a result").detail()),
             },
         })
         .collect();
@@ -155,11 +227,64 @@ pub async fn move_node(
 ) -> Result<Json<Entry>, ApiError> {
     let from = below_root(&req.from)?;
     let to = below_root(&req.to)?;
+    let places = Places::of(&state, &user).await?;
+    let source = places.read(&from)?;
+    if source.is_mount() {
+        return rename_mount(&state, &user, &places, &source, &to).await;
+    }
+    let source = places.write(&from)?;
+    let target = places.write(&to)?;
+    if target.is_mount() {
+        return Err(ApiError::AlreadyExists(format!("{to} already exists")));
+    }
+    if source.ns != target.ns {
+        return Err(ApiError::BadRequest(format!(
+            "{from} and {to} are on either side of a shared folder's edge: a move cannot cross              it yet; copy the file over, then delete the original"
+        )));
+    }
     let node = state
         .meta
-        .move_node(user.ns, &from, &to, &user.device)
+        .move_node(source.ns, &source.path, &target.path, &user.device)
         .await?;
     Ok(Json(entry(&node, &to)))
+}
+
+/// A move of a shared folder's mount point: the member renames it for
+/// themselves, at the top of their files.
+async fn rename_mount(
+    state: &AppState,
+    user: &AuthUser,
+    places: &Places,
+    source: &Place,
+    to: &RemotePath,
+) -> Result<Json<Entry>, ApiError> {
+    let (Some(mount), Some(name)) = (&source.mount, to.name()) else {
+        return Err(ApiError::internal("a mount point without a name"));
+    };
+    if to.segments().count() != 1 {
+        return Err(ApiError::BadRequest(format!(
+            "/{} is a shared folder: it stays at the top of your files (rename it there)",
+            mount.name
+        )));
+    }
+    if places
+        .read(to)?
+        .mount
+        .is_some_and(|m| m.namespace_id != mount.namespace_id)
+    {
+        return Err(ApiError::AlreadyExists(format!("{to} already exists")));
+    }
+    state
+        .meta
+        .rename_mount(user.user_id, mount.namespace_id, name, &user.device)
+        .await?;
+    let moved = place::read(state, user, to).await?;
+    let root = state
+        .meta
+        .resolve(moved.ns, &moved.path)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("{to} does not exist")))?;
+    Ok(Json(mount_entry(&root, &moved)?))
 }
 
 #[utoipa::path(post, path = "/api/v1/files/delete", request_body = DeleteRequest, responses((status = 204, description = "moved to the trash"), (status = 409, body = tessera_proto::ErrorBody, description = "stale base_rev"), (status = 404, body = tessera_proto::ErrorBody)), security(("bearer" = [])))]
@@ -169,9 +294,21 @@ pub async fn delete(
     J(q): J<DeleteRequest>,
 ) -> Result<StatusCode, ApiError> {
     let path = below_root(&q.path)?;
+    let places = Places::of(&state, &user).await?;
+    let at = places.read(&path)?;
+    if let (true, Some(m)) = (at.is_mount(), &at.mount) {
+        // A member deleting a shared folder leaves it; its files stay with
+        // everyone else.
+        state
+            .meta
+            .unmount(user.user_id, m.namespace_id, user.user_id, &user.device)
+            .await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    let at = places.write(&path)?;
     state
         .meta
-        .delete(user.ns, &path, q.base_rev, &user.device)
+        .delete(at.ns, &at.path, q.base_rev, &user.device)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -231,11 +368,13 @@ pub async fn upload(
     body: Body,
 ) -> Result<(StatusCode, Json<Entry>), ApiError> {
     let path = below_root(&q.path)?;
+    let at = place::write(&state, &user, &path).await?;
+    let inner = at.file()?.clone();
     let body = ingest_body(&state, user.user_id, &headers, body).await?;
     let new = NewRevision {
-        ns: user.ns,
+        ns: at.ns,
         user_id: user.user_id,
-        path: path.clone(),
+        path: inner,
         base_rev: q.base_rev,
         size: body.size,
         content_hash: body.content_hash,
@@ -327,9 +466,12 @@ fn ingest_error(e: IngestError) -> ApiError {
 fn new_revision(
     state: &AppState,
     user: &AuthUser,
+    places: &Places,
     req: CommitRequest,
 ) -> Result<NewRevision, ApiError> {
-    let path = below_root(&req.path)?;
+    let shown = below_root(&req.path)?;
+    let at = places.write(&shown)?;
+    let path = at.file()?.clone();
     if !req.reuse.is_empty() {
         return Err(ApiError::BadRequest(
             "`reuse` is taken by /files/commit only: list every block here".into(),
@@ -373,7 +515,7 @@ fn new_revision(
         )));
     }
     Ok(NewRevision {
-        ns: user.ns,
+        ns: at.ns,
         user_id: user.user_id,
         path,
         base_rev: req.base_rev,
@@ -532,8 +674,10 @@ pub async fn commit(
     user: AuthUser,
     J(req): J<CommitRequest>,
 ) -> Result<(StatusCode, Json<Entry>), ApiError> {
-    let req = with_reused(&state, &user, req).await?;
-    let new = new_revision(&state, &user, req)?;
+    let places = Places::of(&state, &user).await?;
+    let req = with_reused(&state, &places, req).await?;
+    let shown = below_root(&req.path)?;
+    let new = new_revision(&state, &user, &places, req)?;
     // Over the quota: refused before the client sends any block.
     let same = state
         .meta
@@ -553,7 +697,7 @@ pub async fn commit(
         }
     }
     let node = state.meta.commit(&new).await?;
-    Ok((StatusCode::CREATED, Json(entry(&node, &new.path))))
+    Ok((StatusCode::CREATED, Json(entry(&node, &shown))))
 }
 
 /// The commit with the stretches it reuses from the base revision put
@@ -562,7 +706,7 @@ pub async fn commit(
 /// that says to send the whole list.
 async fn with_reused(
     state: &AppState,
-    user: &AuthUser,
+    places: &Places,
     mut req: CommitRequest,
 ) -> Result<CommitRequest, ApiError> {
     if req.reuse.is_empty() {
@@ -591,9 +735,10 @@ async fn with_reused(
         )));
     }
     let path = below_root(&req.path)?;
+    let at = places.write(&path)?;
     let (_, _, base) = match state
         .meta
-        .file_revision(user.ns, &path, Some(base_rev))
+        .file_revision(at.ns, at.file()?, Some(base_rev))
         .await
     {
         Ok(found) => found,
@@ -673,10 +818,15 @@ pub async fn commit_batch(
              and commit large files on their own"
         )));
     }
+    let places = Places::of(&state, &user).await?;
+    let mut shown = Vec::with_capacity(req.commits.len());
     let items: Vec<_> = req
         .commits
         .into_iter()
-        .map(|c| new_revision(&state, &user, c))
+        .map(|c| {
+            shown.push(c.path.clone());
+            new_revision(&state, &user, &places, c)
+        })
         .collect();
     // One lookup of the user's blocks for the whole batch.
     let ids: Vec<_> = items
@@ -687,7 +837,8 @@ pub async fn commit_batch(
     let known = state.meta.user_blocks(user.user_id, &ids).await?;
     let mut results: Vec<Option<CommitResult>> = Vec::with_capacity(items.len());
     let mut valid = Vec::new();
-    for item in items {
+    let mut valid_shown = Vec::new();
+    for (item, shown) in items.into_iter().zip(shown) {
         let checked = match item {
             Ok(n) => match check_commit_with(&state, &n, &known).await {
                 Ok(()) => Ok(n),
@@ -700,6 +851,7 @@ pub async fn commit_batch(
             Ok(n) => {
                 results.push(None);
                 valid.push(n);
+                valid_shown.push(shown);
             }
             Err(e) => results.push(Some(CommitResult {
                 entry: None,
@@ -707,15 +859,15 @@ pub async fn commit_batch(
             })),
         }
     }
-    let outcomes = state.meta.commit_many(&valid).await?;
-    let mut outcomes = valid.iter().zip(outcomes);
+    let outcomes = commit_by_namespace(&state, &valid).await?;
+    let mut outcomes = valid_shown.iter().zip(outcomes);
     let results = results
         .into_iter()
         .map(|r| match r {
             Some(failed) => failed,
             None => match outcomes.next() {
-                Some((new, Ok(node))) => CommitResult {
-                    entry: Some(entry(&node, &new.path)),
+                Some((shown, Ok(node))) => CommitResult {
+                    entry: RemotePath::parse(shown).ok().map(|p| entry(&node, &p)),
                     error: None,
                 },
                 Some((_, Err(e))) => CommitResult {
@@ -730,6 +882,39 @@ pub async fn commit_batch(
         })
         .collect();
     Ok(Json(CommitBatchResponse { results }))
+}
+
+/// Commits a batch, one transaction per namespace it reaches (a user's
+/// own files and the shared folders they write to); outcomes in order.
+async fn commit_by_namespace(
+    state: &AppState,
+    news: &[NewRevision],
+) -> Result<Vec<crate::meta::Result<NodeRow>>, ApiError> {
+    let mut namespaces: Vec<i64> = Vec::new();
+    for n in news {
+        if !namespaces.contains(&n.ns) {
+            namespaces.push(n.ns);
+        }
+    }
+    if namespaces.len() <= 1 {
+        return Ok(state.meta.commit_many(news).await?);
+    }
+    let mut out: Vec<Option<crate::meta::Result<NodeRow>>> = news.iter().map(|_| None).collect();
+    for ns in namespaces {
+        let (idx, group): (Vec<usize>, Vec<NewRevision>) = news
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.ns == ns)
+            .map(|(i, n)| (i, n.clone()))
+            .unzip();
+        for (i, outcome) in idx.into_iter().zip(state.meta.commit_many(&group).await?) {
+            out[i] = Some(outcome);
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(MetaError::Invalid("lost a result".into()))))
+        .collect())
 }
 
 /// Parses a single `bytes=` range against `size`: `Ok(None)` means "send
@@ -773,7 +958,8 @@ pub async fn download(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let path = below_root(&q.path)?;
-    file_response(&state, user.ns, &path, q.rev, &headers).await
+    let at = place::read(&state, &user, &path).await?;
+    file_response(&state, at.ns, at.file()?, q.rev, &headers).await
 }
 
 /// A revision of the file at `path` of `ns` (the current one when `rev` is
@@ -887,7 +1073,8 @@ pub async fn revisions(
     Q(q): Q<PathQuery>,
 ) -> Result<Json<RevisionsResponse>, ApiError> {
     let path = below_root(&q.path)?;
-    let (_, revs) = state.meta.revisions(user.ns, &path).await?;
+    let at = place::read(&state, &user, &path).await?;
+    let (_, revs) = state.meta.revisions(at.ns, at.file()?).await?;
     let revisions = revs.iter().map(revision).collect();
     Ok(Json(RevisionsResponse {
         path: path.to_string(),
@@ -914,9 +1101,10 @@ pub async fn pin(
     J(req): J<PinRequest>,
 ) -> Result<Json<Revision>, ApiError> {
     let path = below_root(&req.path)?;
+    let at = place::write(&state, &user, &path).await?;
     let row = state
         .meta
-        .pin_revision(user.ns, &path, req.rev, req.pinned)
+        .pin_revision(at.ns, at.file()?, req.rev, req.pinned)
         .await?;
     Ok(Json(revision(&row)))
 }
@@ -928,9 +1116,10 @@ pub async fn restore(
     J(req): J<RestoreRequest>,
 ) -> Result<Json<Entry>, ApiError> {
     let path = below_root(&req.path)?;
+    let at = place::write(&state, &user, &path).await?;
     let node = state
         .meta
-        .restore(user.ns, &path, req.rev, &user.device)
+        .restore(at.ns, at.file()?, req.rev, &user.device)
         .await?;
     Ok(Json(entry(&node, &path)))
 }
@@ -943,7 +1132,8 @@ pub async fn pending_list(
     Q(q): Q<PathQuery>,
 ) -> Result<Json<PendingListResponse>, ApiError> {
     let path = below_root(&q.path)?;
-    let list = state.meta.pending_list(user.ns, &path).await?;
+    let at = place::read(&state, &user, &path).await?;
+    let list = state.meta.pending_list(at.ns, at.file()?).await?;
     Ok(Json(PendingListResponse {
         path: path.to_string(),
         size: list.size,
@@ -964,7 +1154,8 @@ pub async fn block_list(
     Q(q): Q<DownloadQuery>,
 ) -> Result<Json<BlockListResponse>, ApiError> {
     let path = below_root(&q.path)?;
-    let (node, rev, blocks) = state.meta.file_revision(user.ns, &path, q.rev).await?;
+    let at = place::read(&state, &user, &path).await?;
+    let (node, rev, blocks) = state.meta.file_revision(at.ns, at.file()?, q.rev).await?;
     Ok(Json(BlockListResponse {
         entry: entry(&node, &path),
         chunker: rev.chunker,

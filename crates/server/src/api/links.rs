@@ -33,6 +33,7 @@ use serde::Deserialize;
 use tessera_proto::RemotePath;
 use tessera_proto::api::{CreateLinkRequest, EntryKind, LinkInfo, LinkList};
 
+use super::place;
 use super::{ApiError, AppState, AuthUser, J};
 use crate::meta::{LinkRow, NodeRow};
 
@@ -126,9 +127,14 @@ pub async fn create(
             "a link's password must be 1 to {MAX_PASSWORD_BYTES} bytes"
         )));
     }
+    let at = if req.upload_only {
+        place::write(&state, &user, &path).await?
+    } else {
+        place::read(&state, &user, &path).await?
+    };
     let node = state
         .meta
-        .resolve(user.ns, &path)
+        .resolve(at.ns, &at.path)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("{path} does not exist")))?;
     // Hashed in a slot of the bounded pool (~19 MiB each), after the cheap
@@ -153,7 +159,7 @@ pub async fn create(
     let row = LinkRow {
         id: uuid::Uuid::now_v7().to_string(),
         user_id: user.user_id,
-        namespace_id: user.ns,
+        namespace_id: at.ns,
         node_id: node.id.clone(),
         password_hash,
         upload_only: req.upload_only,
@@ -901,6 +907,7 @@ async fn file_request(
             device: device.clone(),
         },
         base: format!("{LINK_PREFIX}{token}/tus"),
+        mount: None,
         only_device: Some(device),
         show_path: false,
     };

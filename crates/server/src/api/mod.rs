@@ -9,6 +9,8 @@ pub mod error;
 mod files;
 mod links;
 mod openapi;
+mod place;
+mod shares;
 mod trace;
 mod trash;
 mod tus;
@@ -171,6 +173,12 @@ pub fn router(state: AppState) -> Router {
         .route("/usage", get(admin::own_usage))
         .route("/links", post(links::create).get(links::list))
         .route("/links/{id}", axum::routing::delete(links::revoke))
+        .route("/shares", post(shares::share).get(shares::list))
+        .route("/shares/{id}", axum::routing::delete(shares::unshare))
+        .route(
+            "/shares/{id}/members/{username}",
+            axum::routing::put(shares::set_role).delete(shares::remove),
+        )
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
         .layer(DefaultBodyLimit::max(JSON_LIMIT));

@@ -9,21 +9,30 @@ use tessera_proto::api::{
 };
 
 use super::files::entry;
+use super::place::Places;
 use super::{ApiError, AppState, AuthUser, J};
+use crate::meta::{MetaError, MountRow};
 
 #[utoipa::path(get, path = "/api/v1/trash", responses((status = 200, body = TrashResponse)), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> Result<Json<TrashResponse>, ApiError> {
-    let rows = state.meta.trash(user.ns).await?;
-    let entries = rows
-        .into_iter()
-        .map(|r| {
+    // The user's own trash, then that of each shared folder they write to,
+    // under its mount point.
+    let mut sources = vec![(user.ns, String::new())];
+    for m in Places::of(&state, &user).await?.mounts() {
+        if m.writable() {
+            sources.push((m.namespace_id, format!("/{}", m.name)));
+        }
+    }
+    let mut entries = Vec::new();
+    for (ns, prefix) in sources {
+        for r in state.meta.trash(ns).await? {
             let folder = r.kind == "folder";
-            TrashEntry {
+            entries.push(TrashEntry {
                 id: r.id,
-                path: r.deleted_path.unwrap_or_default(),
+                path: format!("{prefix}{}", r.deleted_path.unwrap_or_default()),
                 kind: if folder {
                     EntryKind::Folder
                 } else {
@@ -31,9 +40,10 @@ pub async fn list(
                 },
                 size: (!folder).then_some(r.size as u64),
                 deleted_ms: r.deleted_ms,
-            }
-        })
-        .collect();
+            });
+        }
+    }
+    entries.sort_by(|a, b| b.deleted_ms.cmp(&a.deleted_ms));
     Ok(Json(TrashResponse { entries }))
 }
 
@@ -44,11 +54,53 @@ pub async fn restore(
     J(req): J<TrashRestoreRequest>,
 ) -> Result<Json<Entry>, ApiError> {
     let to = req.to.as_deref().map(RemotePath::parse).transpose()?;
-    let (node, path) = state
-        .meta
-        .restore_from_trash(user.ns, &req.id, to.as_ref(), &user.device)
-        .await?;
-    Ok(Json(entry(&node, &path)))
+    let places = Places::of(&state, &user).await?;
+    // The trash entry is the user's own or in a shared folder they write
+    // to; `to` must lead into the same one.
+    let mut sources: Vec<(i64, Option<&MountRow>)> = vec![(user.ns, None)];
+    sources.extend(
+        places
+            .mounts()
+            .iter()
+            .filter(|m| m.writable())
+            .map(|m| (m.namespace_id, Some(m))),
+    );
+    for (ns, mount) in sources {
+        let target = match &to {
+            Some(to) => {
+                let at = places.write(to)?;
+                if at.ns != ns {
+                    continue;
+                }
+                Some(at.path)
+            }
+            None => None,
+        };
+        match state
+            .meta
+            .restore_from_trash(ns, &req.id, target.as_ref(), &user.device)
+            .await
+        {
+            Ok((node, path)) => {
+                let shown = match mount {
+                    Some(m) => RemotePath::parse(&format!("/{}{}", m.name, path))?,
+                    None => path,
+                };
+                return Ok(Json(entry(&node, &shown)));
+            }
+            Err(MetaError::NotFound(_)) if to.is_none() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::NotFound(format!(
+        "nothing in the trash has id {}{}",
+        req.id,
+        if to.is_some() {
+            " in the folder you name"
+        } else {
+            ""
+        }
+    )))
 }
 
 /// Permanent delete: nothing comes back from this, so the request must say
@@ -68,7 +120,28 @@ pub async fn purge(
             ));
         }
     };
-    let n = state.meta.purge_trash(user.ns, id).await?;
+    let mut n = match state.meta.purge_trash(user.ns, id).await {
+        Err(MetaError::NotFound(_)) if id.is_some() => 0,
+        other => other?,
+    };
+    // One entry of a shared folder's trash goes for good only at its
+    // owner's word; `all` empties the user's own trash.
+    if let (Some(id), 0) = (id, n) {
+        for m in Places::of(&state, &user).await?.mounts() {
+            if m.owned() {
+                match state.meta.purge_trash(m.namespace_id, Some(id)).await {
+                    Ok(k) => n += k,
+                    Err(MetaError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        if n == 0 {
+            return Err(ApiError::NotFound(format!(
+                "nothing in your trash has id {id}"
+            )));
+        }
+    }
     tracing::info!(user = %user.username, removed = n, "trash purged");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -18,6 +18,7 @@ use tessera_proto::RemotePath;
 use tessera_proto::error::{ErrorBody, ErrorCode, ErrorDetail};
 
 use super::files::{drain, idle_timeout};
+use super::place::{self, Places};
 use super::{ApiError, AppState, AuthUser};
 use crate::meta::UploadRow;
 use crate::uploads::checksum::{ALGORITHMS, Checksum};
@@ -226,6 +227,9 @@ pub(super) struct Scope {
     pub only_device: Option<String>,
     /// Whether answers carry `Tessera-Path`.
     pub show_path: bool,
+    /// The mount point of the shared folder the sessions lie in, which
+    /// answers put before the path inside it.
+    pub mount: Option<String>,
 }
 
 impl Scope {
@@ -235,12 +239,45 @@ impl Scope {
             base: format!("{}/tus", tessera_proto::API_PREFIX),
             only_device: None,
             show_path: true,
+            mount: None,
         }
+    }
+
+    /// The scope of a signed-in user's session `id`: in their own files,
+    /// or in a shared folder they write to.
+    async fn of_session(state: &AppState, user: &AuthUser, id: &str) -> Result<Self, TusError> {
+        let mut scope = Scope::of(user);
+        if state
+            .meta
+            .upload(user.ns, id)
+            .await
+            .map_err(ApiError::from)?
+            .is_some()
+        {
+            return Ok(scope);
+        }
+        for m in Places::of(state, user).await?.mounts() {
+            let row = state
+                .meta
+                .upload(m.namespace_id, id)
+                .await
+                .map_err(ApiError::from)?;
+            if row.is_some_and(|r| r.user_id == user.user_id) {
+                scope.who.ns = m.namespace_id;
+                scope.mount = Some(m.name.clone());
+                break;
+            }
+        }
+        Ok(scope)
     }
 
     /// The session `id`, if this scope reaches it.
     async fn session(&self, state: &AppState, id: &str) -> Result<UploadRow, TusError> {
         let row = state.uploads.session(self.who.ns, id).await?;
+        if row.user_id != self.who.user_id {
+            // Another member's session in a shared folder.
+            return Err(UploadError::NotFound.into());
+        }
         match &self.only_device {
             Some(d) if *d != row.device => Err(UploadError::NotFound.into()),
             _ => Ok(row),
@@ -249,7 +286,10 @@ impl Scope {
 
     fn add_result(&self, headers: &mut HeaderMap, path: &str, rev: i64) {
         if self.show_path {
-            add_result(headers, path, rev);
+            match &self.mount {
+                Some(m) => add_result(headers, &format!("/{m}{path}"), rev),
+                None => add_result(headers, path, rev),
+            }
         }
     }
 }
@@ -289,11 +329,15 @@ pub async fn create(
     user: AuthUser,
     headers: HeaderMap,
 ) -> Result<Response, TusError> {
-    let scope = Scope::of(&user);
+    let mut scope = Scope::of(&user);
     let length = creation_length(&state, &scope, &headers).await?;
     let raw_meta = text(&headers, "upload-metadata").unwrap_or_default();
     let (path, base_rev) = target(&parse_metadata(&raw_meta)?)?;
-    let response = start(&state, &scope, &path, base_rev, length, &raw_meta).await?;
+    let at = place::write(&state, &user, &path).await?;
+    let inner = at.file()?.clone();
+    scope.who.ns = at.ns;
+    scope.mount = at.mount.map(|m| m.name);
+    let response = start(&state, &scope, &inner, base_rev, length, &raw_meta).await?;
     tracing::info!(user = %user.username, %path, length, "upload session created");
     Ok(response)
 }
@@ -393,7 +437,13 @@ pub async fn head(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, TusError> {
-    head_in(&state, &Scope::of(&user), &id, &headers).await
+    head_in(
+        &state,
+        &Scope::of_session(&state, &user, &id).await?,
+        &id,
+        &headers,
+    )
+    .await
 }
 
 pub(super) async fn head_in(
@@ -441,7 +491,17 @@ pub async fn patch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, TusError> {
-    patch_in(&state, &Scope::of(&user), &id, &headers, body).await
+    let scope = match Scope::of_session(&state, &user, &id).await {
+        Ok(scope) => scope,
+        Err(e) => {
+            let stream = Box::pin(idle_timeout(
+                body.into_data_stream().map_err(std::io::Error::other),
+            ));
+            drain(&mut tokio_util::io::StreamReader::new(stream)).await;
+            return Err(e);
+        }
+    };
+    patch_in(&state, &scope, &id, &headers, body).await
 }
 
 pub(super) async fn patch_in(
@@ -559,7 +619,13 @@ pub async fn terminate(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, TusError> {
-    terminate_in(&state, &Scope::of(&user), &id, &headers).await
+    terminate_in(
+        &state,
+        &Scope::of_session(&state, &user, &id).await?,
+        &id,
+        &headers,
+    )
+    .await
 }
 
 pub(super) async fn terminate_in(

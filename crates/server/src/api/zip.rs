@@ -61,20 +61,21 @@ pub async fn folder(
     Q(q): Q<PathQuery>,
 ) -> Result<Response, ApiError> {
     let path = RemotePath::parse(&q.path)?;
+    let at = super::place::read(&state, &user, &path).await?;
     let name = if path.is_root() {
         "Tessera".to_owned()
     } else {
         let node = state
             .meta
-            .resolve(user.ns, &path)
+            .resolve(at.ns, &at.path)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("{path} does not exist")))?;
         if !node.is_folder() {
             return Err(ApiError::NotAFolder(path.to_string()));
         }
-        node.name
+        path.name().unwrap_or(&node.name).to_owned()
     };
-    zip_response(state, user.ns, path, &name)
+    zip_response(state, at.ns, at.path, &name)
 }
 
 /// The folder at `path` of `ns` and everything in it as a zip named

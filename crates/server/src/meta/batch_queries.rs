@@ -304,5 +304,12 @@ async fn insert_block_lists(w: &mut Writer, news: &[NewRevision], nodes: &[NodeR
         }
         q.execute(&mut *w.tx).await?;
     }
+    if let Some(first) = news.first()
+        && super::commit_queries::is_shared(&mut w.tx, first.ns).await?
+    {
+        for (new, node) in news.iter().zip(nodes) {
+            super::commit_queries::grant_to_members(&mut w.tx, new.ns, &node.id, node.rev).await?;
+        }
+    }
     Ok(())
 }

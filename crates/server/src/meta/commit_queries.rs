@@ -226,7 +226,36 @@ pub(super) async fn insert_revision_blocks(
         }
         q.execute(&mut **tx).await?;
     }
-    add_refs(tx, blocks).await
+    add_refs(tx, blocks).await?;
+    grant_to_members(tx, ns, node, rev).await
+}
+
+/// Whether anyone mounts `ns` (a shared folder's namespace).
+pub(super) async fn is_shared(tx: &mut Tx, ns: i64) -> Result<bool> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT namespace_id FROM mounts WHERE namespace_id = $1 LIMIT 1")
+            .bind(ns)
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(row.is_some())
+}
+
+/// Lets every member of a shared folder fetch the blocks of a revision
+/// stored there by any member (nothing for a namespace no one mounts).
+pub(super) async fn grant_to_members(tx: &mut Tx, ns: i64, node: &str, rev: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO user_blocks (user_id, block_id)
+         SELECT DISTINCT m.user_id, rb.block_id FROM mounts m
+         JOIN revision_blocks rb ON rb.namespace_id = m.namespace_id
+         WHERE m.namespace_id = $1 AND rb.node_id = $2 AND rb.rev = $3
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(ns)
+    .bind(node)
+    .bind(rev)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// How many times each block is used in `blocks`, grouped by that count,

@@ -2,7 +2,9 @@
 //! `queries.rs`, compiled per backend with it. A link is found by the hash
 //! of its token (the token is never stored) and names its node by id, so
 //! it follows renames and moves; it leads nowhere once the node or a
-//! folder above it is in the trash.
+//! folder above it is in the trash. A link into a shared folder leads
+//! somewhere only while its maker still has the folder (and, for a file
+//! request, may still write to it).
 
 use super::*;
 
@@ -37,7 +39,12 @@ impl Store {
         Ok(sqlx::query_as(concat!(
             "SELECT ",
             link_cols!(),
-            " FROM links WHERE token_hash = $1"
+            " FROM links WHERE token_hash = $1
+              AND (namespace_id = (SELECT root_ns FROM users WHERE id = links.user_id)
+                   OR EXISTS (SELECT 1 FROM mounts m
+                              WHERE m.user_id = links.user_id
+                                AND m.namespace_id = links.namespace_id
+                                AND (NOT links.upload_only OR m.role <> 'viewer')))"
         ))
         .bind(token_hash)
         .fetch_optional(&self.pool)

@@ -74,6 +74,10 @@ pub enum MetaError {
     MissingBlocks(Vec<BlockId>),
     #[error("{0}")]
     Invalid(String),
+    /// The user may see the thing but not do this to it (a viewer's write,
+    /// a member's try at what only the owner may do).
+    #[error("{0}")]
+    Forbidden(String),
     /// A move (or restore) would put a folder inside itself.
     #[error("{0}")]
     IntoItself(String),
@@ -421,6 +425,40 @@ pub struct LinkRow {
     pub expires_ms: Option<i64>,
 }
 
+/// A shared folder as one member has it (see `share_queries.rs`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MountRow {
+    pub user_id: i64,
+    /// The shared folder's namespace.
+    pub namespace_id: i64,
+    /// Its name at the top of this member's files.
+    pub name: String,
+    /// `owner`, `editor` or `viewer`.
+    pub role: String,
+    /// Where the member's root journal says the mount was made.
+    pub mount_seq: i64,
+    /// The shared folder's node (the root of its namespace).
+    pub root_id: String,
+    pub owner_id: i64,
+}
+
+impl MountRow {
+    pub fn writable(&self) -> bool {
+        self.role != "viewer"
+    }
+    pub fn owned(&self) -> bool {
+        self.role == "owner"
+    }
+}
+
+/// One member of a shared folder.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MemberRow {
+    pub user_id: i64,
+    pub username: String,
+    pub role: String,
+}
+
 /// The block list an upload under way announced with its first commit.
 #[derive(Debug, Clone)]
 pub struct PendingList {
@@ -751,6 +789,15 @@ forward! {
     /// A node of `ns` by id with its path, if it and every folder above it
     /// are live (not in the trash).
     fn live_node(&self, ns: i64, node_id: &str) -> Result<Option<(NodeRow, RemotePath)>>;
+    /// Shared folders; see `share_queries.rs`.
+    fn mount_named(&self, user_id: i64, name: &str) -> Result<Option<MountRow>>;
+    fn mounts_of(&self, user_id: i64) -> Result<Vec<MountRow>>;
+    fn members(&self, ns: i64) -> Result<Vec<MemberRow>>;
+    fn share_folder(&self, owner: &UserRow, name: &str, member: &UserRow, role: &str, device: &str) -> Result<MountRow>;
+    fn set_role(&self, owner: i64, ns: i64, member: i64, role: &str, device: &str) -> Result<()>;
+    fn unmount(&self, actor: i64, ns: i64, member: i64, device: &str) -> Result<()>;
+    fn unshare(&self, owner: i64, ns: i64, device: &str) -> Result<u64>;
+    fn rename_mount(&self, user_id: i64, ns: i64, to: &str, device: &str) -> Result<()>;
     fn journal_seq(&self, ns: i64) -> Result<i64>;
     fn journal_seqs(&self, namespaces: &[i64]) -> Result<Vec<(i64, i64)>>;
     /// Journal entries of `ns` after sequence number `after`, oldest first.

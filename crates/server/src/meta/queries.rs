@@ -70,6 +70,9 @@ mod quota_queries;
 #[path = "revisions.rs"]
 mod revisions;
 #[allow(clippy::duplicate_mod)]
+#[path = "share_queries.rs"]
+mod share_queries;
+#[allow(clippy::duplicate_mod)]
 #[path = "tree.rs"]
 mod tree;
 #[allow(clippy::duplicate_mod)]
@@ -149,6 +152,10 @@ struct Writer {
     folders: std::collections::HashMap<String, NodeRow>,
     /// Journal entries not written yet.
     entries: Vec<Entry>,
+    /// Other namespaces this change journals in (sharing a folder writes
+    /// to the owner's, the folder's and the member's journals at once):
+    /// each one's position when first locked and its last entry.
+    others: std::collections::BTreeMap<i64, (i64, i64)>,
     /// Which users have a quota, as looked up by this change.
     quotas: std::collections::HashMap<i64, bool>,
     /// A user's blocks looked up once for a whole batch of commits (a
@@ -164,6 +171,7 @@ const JOURNAL_ROWS: usize = 50;
 
 /// A journal entry a change has made, written when it commits.
 struct Entry {
+    ns: i64,
     seq: i64,
     kind: ChangeKind,
     node_id: String,
@@ -173,6 +181,34 @@ struct Entry {
     node_kind: String,
     size: Option<i64>,
     content_hash: Option<Vec<u8>>,
+}
+
+/// A journal entry describing `node` as a change left it.
+fn entry(
+    ns: i64,
+    seq: i64,
+    kind: ChangeKind,
+    node: &NodeRow,
+    path: &str,
+    old_path: Option<&str>,
+) -> Entry {
+    let file = !node.is_folder();
+    Entry {
+        ns,
+        seq,
+        kind,
+        node_id: node.id.clone(),
+        path: path.to_owned(),
+        old_path: old_path.map(str::to_owned),
+        rev: file.then_some(node.rev),
+        node_kind: node.kind.clone(),
+        size: file.then_some(node.size),
+        content_hash: if file {
+            node.content_hash.clone()
+        } else {
+            None
+        },
+    }
 }
 
 /// See [`Writer::mark`].
@@ -205,6 +241,7 @@ impl Writer {
             seq: None,
             folders: Default::default(),
             entries: Vec::new(),
+            others: Default::default(),
             quotas: Default::default(),
             blocks: None,
             publisher: store.publisher.clone(),
@@ -216,40 +253,75 @@ impl Writer {
     /// change journaled nothing (then nothing is published).
     async fn commit(mut self) -> Result<Option<i64>> {
         self.write_entries().await?;
-        if let Some(seq) = self.seq {
+        let mut moved: Vec<(i64, i64)> = self.seq.map(|seq| (self.ns, seq)).into_iter().collect();
+        moved.extend(
+            self.others
+                .iter()
+                .filter(|(_, (first, last))| last > first)
+                .map(|(ns, (_, last))| (*ns, *last)),
+        );
+        for (ns, seq) in &moved {
             sqlx::query("UPDATE namespaces SET journal_seq = $1 WHERE id = $2")
                 .bind(seq)
-                .bind(self.ns)
+                .bind(ns)
                 .execute(&mut *self.tx)
                 .await?;
         }
         self.tx.commit().await?;
-        if let Some(seq) = self.seq {
-            self.publisher.publish(self.ns, seq);
+        for (ns, seq) in moved {
+            self.publisher.publish(ns, seq);
         }
         Ok(self.seq)
+    }
+
+    /// Locks the journal of `ns` for this change, beside its own.
+    async fn join(&mut self, ns: i64) -> Result<()> {
+        if ns == self.ns || self.others.contains_key(&ns) {
+            return Ok(());
+        }
+        let (first,): (i64,) = sqlx::query_as(
+            "UPDATE namespaces SET journal_seq = journal_seq WHERE id = $1 RETURNING journal_seq",
+        )
+        .bind(ns)
+        .fetch_optional(&mut *self.tx)
+        .await?
+        .ok_or_else(|| MetaError::NotFound(format!("namespace {ns} does not exist")))?;
+        self.others.insert(ns, (first, first));
+        Ok(())
+    }
+
+    /// Like [`Writer::event`], in the journal of another namespace.
+    async fn event_in(
+        &mut self,
+        ns: i64,
+        kind: ChangeKind,
+        node: &NodeRow,
+        path: &str,
+        old_path: Option<&str>,
+    ) -> Result<i64> {
+        if ns == self.ns {
+            self.event(kind, node, path, old_path);
+            return Ok(self.seq.unwrap_or(self.first));
+        }
+        self.join(ns).await?;
+        let Some(at) = self.others.get_mut(&ns) else {
+            return Err(MetaError::NotFound(format!(
+                "namespace {ns} does not exist"
+            )));
+        };
+        at.1 += 1;
+        let seq = at.1;
+        self.entries
+            .push(entry(ns, seq, kind, node, path, old_path));
+        Ok(seq)
     }
 
     /// Appends one journal entry describing `node` as this change left it.
     /// Entries are written together when the change commits.
     fn event(&mut self, kind: ChangeKind, node: &NodeRow, path: &str, old_path: Option<&str>) {
         let seq = self.seq.unwrap_or(self.first) + 1;
-        let file = !node.is_folder();
-        self.entries.push(Entry {
-            seq,
-            kind,
-            node_id: node.id.clone(),
-            path: path.to_owned(),
-            old_path: old_path.map(str::to_owned),
-            rev: file.then_some(node.rev),
-            node_kind: node.kind.clone(),
-            size: file.then_some(node.size),
-            content_hash: if file {
-                node.content_hash.clone()
-            } else {
-                None
-            },
-        });
+        self.entries
+            .push(entry(self.ns, seq, kind, node, path, old_path));
         self.seq = Some(seq);
     }
 
@@ -305,7 +377,7 @@ impl Writer {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for e in chunk {
                 q = q
-                    .bind(self.ns)
+                    .bind(e.ns)
                     .bind(e.seq)
                     .bind(e.kind.as_str())
                     .bind(&e.node_id)

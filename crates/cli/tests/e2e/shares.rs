@@ -1,0 +1,447 @@
+//! Shared folders: an owner shares a folder with an editor and a viewer;
+//! each has it at the top of their files, reads and (as they may) writes
+//! it, follows it through the change journal, and loses it on removal.
+//! Three users, real HTTP, real sync clients on disk, both backends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tessera_client::Remote;
+use tessera_client::sync::Syncer;
+use tessera_proto::api::{ChangeKind, ShareRole};
+use tessera_proto::error::ErrorCode;
+
+use crate::common::{Backend, TestServer, random_data};
+
+on_both_backends!(
+    a_shared_folder_is_one_folder_for_all_its_members,
+    the_journal_follows_shares_roles_and_removal,
+    two_users_sync_a_shared_folder_and_removal_keeps_the_copies
+);
+
+async fn put(r: &Remote, path: &str, bytes: &[u8]) {
+    r.upload(path, None, reqwest::Body::from(bytes.to_vec()))
+        .await
+        .unwrap_or_else(|e| panic!("upload {path}: {e}"));
+}
+
+async fn get(r: &Remote, path: &str) -> Vec<u8> {
+    r.download(path, None)
+        .await
+        .unwrap_or_else(|e| panic!("download {path}: {e}"))
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec()
+}
+
+/// Names at the top of a user's files, with the role of shared ones.
+async fn top(r: &Remote) -> BTreeMap<String, Option<ShareRole>> {
+    r.list("/")
+        .await
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| (e.name, e.shared))
+        .collect()
+}
+
+fn refused(e: tessera_client::ClientError) -> (u16, String) {
+    match e {
+        tessera_client::ClientError::Api {
+            status, message, ..
+        } => (status, message),
+        other => panic!("not an API answer: {other}"),
+    }
+}
+
+async fn a_shared_folder_is_one_folder_for_all_its_members(b: Backend) {
+    let s = TestServer::start(b).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let carol = s.user("carol").await;
+    let big = random_data(3 << 20, 5);
+    put(&alice, "/Team/plan.txt", b"the plan").await;
+    put(&alice, "/Team/sub/big.bin", &big).await;
+    put(&alice, "/private.txt", b"alice only").await;
+    bob.mkdir("/Team").await.unwrap();
+    put(&bob, "/Team/bobs.txt", b"bob's own").await;
+
+    let shared = alice
+        .share("/Team", "bob", ShareRole::Editor)
+        .await
+        .unwrap();
+    alice
+        .share("/Team", "carol", ShareRole::Viewer)
+        .await
+        .unwrap();
+    assert_eq!(shared.role, ShareRole::Owner);
+
+    // Each has it at the top of their files; bob's own /Team keeps its name.
+    assert_eq!(
+        top(&alice).await,
+        BTreeMap::from([
+            ("Team".into(), Some(ShareRole::Owner)),
+            ("private.txt".into(), None)
+        ])
+    );
+    assert_eq!(
+        top(&bob).await,
+        BTreeMap::from([
+            ("Team".into(), None),
+            ("Team (2)".into(), Some(ShareRole::Editor))
+        ])
+    );
+    assert_eq!(
+        top(&carol).await,
+        BTreeMap::from([("Team".into(), Some(ShareRole::Viewer))])
+    );
+    assert_eq!(get(&bob, "/Team (2)/plan.txt").await, b"the plan");
+    assert_eq!(get(&bob, "/Team/bobs.txt").await, b"bob's own");
+    assert_eq!(get(&carol, "/Team/sub/big.bin").await, big);
+
+    // An editor's write is everyone's.
+    put(&bob, "/Team (2)/from-bob.txt", b"hello from bob").await;
+    assert_eq!(get(&alice, "/Team/from-bob.txt").await, b"hello from bob");
+    assert_eq!(get(&carol, "/Team/from-bob.txt").await, b"hello from bob");
+    bob.move_to("/Team (2)/from-bob.txt", "/Team (2)/sub/from-bob.txt")
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&alice, "/Team/sub/from-bob.txt").await,
+        b"hello from bob"
+    );
+
+    // A viewer reads only: every write is a 403 that says why, and
+    // nothing changes.
+    let before = alice.list("/Team").await.unwrap().entries.len();
+    let (status, message) = refused(
+        carol
+            .upload("/Team/x.txt", None, reqwest::Body::from("no"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, 403);
+    assert!(message.contains("read-only"), "{message}");
+    for e in [
+        carol.delete("/Team/plan.txt").await.unwrap_err(),
+        carol.mkdir("/Team/new").await.unwrap_err(),
+        carol
+            .move_to("/Team/plan.txt", "/Team/plan2.txt")
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(refused(e).0, 403);
+    }
+    assert_eq!(alice.list("/Team").await.unwrap().entries.len(), before);
+    assert_eq!(get(&alice, "/Team/plan.txt").await, b"the plan");
+
+    // Nobody reaches past the shared folder into the owner's files.
+    for (who, path) in [(&bob, "/private.txt"), (&carol, "/private.txt")] {
+        let e = who.download(path, None).await.err().expect("refused");
+        assert_eq!(e.code(), Some(ErrorCode::NotFound), "{path}");
+    }
+
+    // A member names the folder as they like; no one else sees it move.
+    bob.move_to("/Team (2)", "/Alice team").await.unwrap();
+    assert_eq!(get(&bob, "/Alice team/plan.txt").await, b"the plan");
+    assert!(top(&alice).await.contains_key("Team"));
+    let e = bob
+        .move_to("/Alice team", "/Team/inside")
+        .await
+        .unwrap_err();
+    assert_eq!(refused(e).0, 400);
+
+    // Sharing what is not one's own, or inside a shared folder, is refused.
+    let e = bob
+        .share("/Alice team", "carol", ShareRole::Editor)
+        .await
+        .unwrap_err();
+    assert_eq!(refused(e).0, 403);
+    let (status, message) = refused(
+        alice
+            .share("/Team/sub", "carol", ShareRole::Editor)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, 400);
+    assert!(message.contains("cannot hold another"), "{message}");
+    let e = alice
+        .share("/Team", "nobody", ShareRole::Editor)
+        .await
+        .unwrap_err();
+    assert_eq!(refused(e).0, 404);
+
+    // The shares as each member lists them.
+    let list = bob.shares().await.unwrap().shares;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].path, "/Alice team");
+    assert_eq!(list[0].owner, "alice");
+    let names: Vec<_> = list[0]
+        .members
+        .iter()
+        .map(|m| (m.username.as_str(), m.role))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("alice", ShareRole::Owner),
+            ("bob", ShareRole::Editor),
+            ("carol", ShareRole::Viewer)
+        ]
+    );
+
+    // A viewer made editor may write; an editor made viewer may not.
+    let id = list[0].id;
+    alice
+        .set_share_role(id, "carol", ShareRole::Editor)
+        .await
+        .unwrap();
+    alice
+        .set_share_role(id, "bob", ShareRole::Viewer)
+        .await
+        .unwrap();
+    put(&carol, "/Team/by-carol.txt", b"carol writes").await;
+    let e = bob
+        .upload("/Alice team/y.txt", None, reqwest::Body::from("no"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused(e).0, 403);
+    // Only the owner changes who has it.
+    let e = carol
+        .set_share_role(id, "bob", ShareRole::Editor)
+        .await
+        .unwrap_err();
+    assert_eq!(refused(e).0, 403);
+
+    // Leaving, removing, unsharing: the folder is gone from the member's
+    // files and stays whole with the owner.
+    carol.remove_member(id, "carol").await.unwrap();
+    assert!(top(&carol).await.is_empty());
+    let e = carol.download("/Team/plan.txt", None).await.err().unwrap();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
+    alice.unshare(id).await.unwrap();
+    assert_eq!(top(&bob).await, BTreeMap::from([("Team".into(), None)]));
+    assert_eq!(get(&alice, "/Team/by-carol.txt").await, b"carol writes");
+    assert_eq!(get(&alice, "/Team/sub/big.bin").await, big);
+    let e = alice.remove_member(id, "alice").await.unwrap_err();
+    assert_eq!(refused(e).0, 400);
+}
+
+async fn the_journal_follows_shares_roles_and_removal(b: Backend) {
+    let s = TestServer::start(b).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    put(&alice, "/Team/a.txt", b"a").await;
+    put(&alice, "/Team/deep/b.txt", b"b").await;
+    let alice_before = alice.latest_cursor().await.unwrap();
+    let start = bob.latest_cursor().await.unwrap();
+
+    let id = alice
+        .share("/Team", "bob", ShareRole::Editor)
+        .await
+        .unwrap()
+        .id;
+    // Bob's devices learn the whole folder from where they were.
+    let page = bob.changes(Some(&start), None).await.unwrap();
+    let seen: Vec<(ChangeKind, &str)> = page
+        .changes
+        .iter()
+        .map(|c| (c.kind, c.path.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (ChangeKind::Mkdir, "/Team"),
+            (ChangeKind::Commit, "/Team/a.txt"),
+            (ChangeKind::Mkdir, "/Team/deep"),
+            (ChangeKind::Commit, "/Team/deep/b.txt"),
+        ]
+    );
+    // Alice's devices see nothing move: the same folder, the same ids.
+    let mine = alice.changes(Some(&alice_before), None).await.unwrap();
+    assert!(
+        mine.changes
+            .iter()
+            .all(|c| c.kind == ChangeKind::Mkdir || c.kind == ChangeKind::Commit),
+        "{:?}",
+        mine.changes
+    );
+
+    // A commit in the shared folder wakes the other member's long poll.
+    let cursor = page.cursor;
+    let waiting = {
+        let bob = bob.clone();
+        let cursor = cursor.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let r = bob.poll(&cursor, 30).await.unwrap();
+            (r.changes, t.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    put(&alice, "/Team/new.txt", b"new").await;
+    let (woke, took) = waiting.await.unwrap();
+    assert!(woke && took < Duration::from_secs(10), "{woke} {took:?}");
+    let page = bob.changes(Some(&cursor), None).await.unwrap();
+    assert_eq!(page.changes.len(), 1, "{:?}", page.changes);
+    assert_eq!(page.changes[0].path, "/Team/new.txt");
+    assert_eq!(
+        page.changes[0].content_hash,
+        Some(tessera_proto::ContentHash::of(b"new"))
+    );
+
+    // Paging: one entry at a time still reads everything once.
+    let mut all = Vec::new();
+    let mut at = start.clone();
+    loop {
+        let p = bob.changes(Some(&at), Some(1)).await.unwrap();
+        all.extend(p.changes.into_iter().map(|c| c.path));
+        at = p.cursor;
+        if !p.has_more {
+            break;
+        }
+    }
+    assert_eq!(
+        all,
+        [
+            "/Team",
+            "/Team/a.txt",
+            "/Team/deep",
+            "/Team/deep/b.txt",
+            "/Team/new.txt"
+        ]
+    );
+
+    // Removal reaches an offline device through its cursor.
+    alice.remove_member(id, "bob").await.unwrap();
+    let page = bob.changes(Some(&at), None).await.unwrap();
+    let seen: Vec<(ChangeKind, &str)> = page
+        .changes
+        .iter()
+        .map(|c| (c.kind, c.path.as_str()))
+        .collect();
+    assert_eq!(seen, [(ChangeKind::Delete, "/Team")]);
+    // And what the shared folder does next is no longer told to bob.
+    let after = page.cursor;
+    put(&alice, "/Team/later.txt", b"later").await;
+    let page = bob.changes(Some(&after), None).await.unwrap();
+    assert!(page.changes.is_empty(), "{:?}", page.changes);
+    // Shared again: the folder comes back whole.
+    alice
+        .share("/Team", "bob", ShareRole::Viewer)
+        .await
+        .unwrap();
+    let page = bob.changes(Some(&after), None).await.unwrap();
+    let paths: Vec<&str> = page.changes.iter().map(|c| c.path.as_str()).collect();
+    assert!(paths.contains(&"/Team/later.txt"), "{paths:?}");
+    assert!(paths.contains(&"/Team/a.txt"), "{paths:?}");
+}
+
+fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if rel == ".tessera" {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+async fn syncer(s: &TestServer, user: &str, device: &str) -> (std::path::PathBuf, Syncer) {
+    let remote = s.login(user, &format!("{user}-password"), device).await;
+    let dir = s.scratch(&format!("{user}-{device}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let syncer = Syncer::open(&dir, remote, user, device).await.unwrap();
+    (dir, syncer)
+}
+
+async fn round(syncer: &mut Syncer) {
+    let r = syncer.sync_once().await.unwrap();
+    assert!(r.stuck.is_empty(), "{:?}", r.stuck);
+}
+
+async fn two_users_sync_a_shared_folder_and_removal_keeps_the_copies(b: Backend) {
+    let s = TestServer::start(b).await;
+    let alice = s.user("alice").await;
+    let _bob = s.user("bob").await;
+    let (a_dir, mut a) = syncer(&s, "alice", "laptop").await;
+    let (b_dir, mut bsync) = syncer(&s, "bob", "desktop").await;
+    std::fs::create_dir_all(a_dir.join("Team/docs")).unwrap();
+    std::fs::write(a_dir.join("Team/docs/notes.txt"), b"v1").unwrap();
+    let big = random_data(5 << 20, 9);
+    std::fs::write(a_dir.join("Team/big.bin"), &big).unwrap();
+    std::fs::write(a_dir.join("mine.txt"), b"alice only").unwrap();
+    round(&mut a).await;
+
+    let id = alice
+        .share("/Team", "bob", ShareRole::Editor)
+        .await
+        .unwrap()
+        .id;
+    round(&mut a).await;
+    round(&mut bsync).await;
+    let got = files(&b_dir);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        ["Team/big.bin", "Team/docs/notes.txt"]
+    );
+    assert_eq!(got["Team/big.bin"], big);
+
+    // Bob edits inside the shared folder; alice's device gets it, and her
+    // own device had nothing to redo for the share itself.
+    std::fs::write(b_dir.join("Team/docs/notes.txt"), b"v2 by bob").unwrap();
+    std::fs::write(b_dir.join("Team/docs/added.txt"), b"added by bob").unwrap();
+    round(&mut bsync).await;
+    round(&mut a).await;
+    let mine = files(&a_dir);
+    assert_eq!(mine["Team/docs/notes.txt"], b"v2 by bob");
+    assert_eq!(mine["Team/docs/added.txt"], b"added by bob");
+    assert_eq!(mine["mine.txt"], b"alice only");
+
+    // Both edit the same file: one wins, the other's edit is a conflicted
+    // copy, nothing lost.
+    std::fs::write(a_dir.join("Team/docs/notes.txt"), b"alice's take").unwrap();
+    std::fs::write(b_dir.join("Team/docs/notes.txt"), b"bob's take").unwrap();
+    round(&mut a).await;
+    round(&mut bsync).await;
+    round(&mut a).await;
+    let mine = files(&a_dir);
+    let theirs = files(&b_dir);
+    let mine_shared: BTreeMap<_, _> = mine
+        .iter()
+        .filter(|(k, _)| k.starts_with("Team/"))
+        .collect();
+    let theirs_shared: BTreeMap<_, _> = theirs.iter().collect();
+    assert_eq!(mine_shared, theirs_shared);
+    let contents: Vec<&[u8]> = theirs.values().map(|v| v.as_slice()).collect();
+    assert!(contents.contains(&&b"alice's take"[..]), "{theirs:?}");
+    assert!(contents.contains(&&b"bob's take"[..]), "{theirs:?}");
+
+    // Removed: bob's copies leave his folder for his local trash.
+    alice.remove_member(id, "bob").await.unwrap();
+    round(&mut bsync).await;
+    assert!(files(&b_dir).is_empty(), "{:?}", files(&b_dir).keys());
+    let trashed = files(&b_dir.join(".tessera/trash"));
+    assert!(
+        trashed.values().any(|v| v.as_slice() == big.as_slice()),
+        "the local trash holds {:?}",
+        trashed.keys()
+    );
+    // Alice keeps all of it.
+    round(&mut a).await;
+    assert_eq!(files(&a_dir)["Team/big.bin"], big);
+}

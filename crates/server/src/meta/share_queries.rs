@@ -1,0 +1,532 @@
+//! Shared folders: a child of `queries.rs`, compiled per backend with it.
+//!
+//! Sharing a folder moves it out of its owner's root namespace into a
+//! namespace of its own (node ids, revisions, pending lists and links go
+//! with it; the folder's node becomes that namespace's root), and mounts
+//! it at the top of each member's files, the owner's included. Each step
+//! is one transaction over every journal it touches:
+//!
+//! - the shared namespace's journal starts with an entry for every live
+//!   folder and file in it, so reading it from its start describes the
+//!   folder whole (that is how a member's devices first fetch it);
+//! - each member's root journal gets a `mkdir` at the mount when it is
+//!   made (its sequence number is kept as `mount_seq`), a `mkdir` again
+//!   when their role changes (it wakes their devices), a `move` when they
+//!   rename it and a `delete` when they leave or are removed, so an
+//!   offline device learns all of it from its cursor.
+//!
+//! Mounts live only at the top of a member's files: the API reads a path's
+//! first name as a mount's before it looks in the member's own tree.
+
+use std::collections::{HashSet, VecDeque};
+
+use super::*;
+use crate::meta::{MemberRow, MountRow};
+use tessera_proto::path::numbered_name;
+
+macro_rules! mount_cols {
+    () => {
+        "m.user_id, m.namespace_id, m.name, m.role, m.mount_seq, n.root_node_id AS root_id,
+         n.owner_user_id AS owner_id"
+    };
+}
+
+/// Tables whose rows belong to one node of a namespace, by `node_id`.
+const NODE_TABLES: [&str; 4] = ["revisions", "revision_blocks", "pending_lists", "links"];
+
+/// The subtree of node `$2` in namespace `$1`, trashed nodes included.
+/// `UNION` (not `UNION ALL`) ends the walk in a damaged tree with a cycle.
+const SUBTREE: &str = "WITH RECURSIVE sub(id) AS (
+    SELECT id FROM nodes WHERE namespace_id = $1 AND id = $2
+    UNION SELECT n.id FROM nodes n JOIN sub s ON n.parent_id = s.id WHERE n.namespace_id = $1)";
+
+impl Store {
+    pub async fn mount_named(&self, user_id: i64, name: &str) -> Result<Option<MountRow>> {
+        let mut conn = self.pool.acquire().await?;
+        mount_named(&mut conn, user_id, name).await
+    }
+
+    /// The user's mounts by name.
+    pub async fn mounts_of(&self, user_id: i64) -> Result<Vec<MountRow>> {
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            mount_cols!(),
+            " FROM mounts m JOIN namespaces n ON n.id = m.namespace_id
+              WHERE m.user_id = $1 ORDER BY m.name"
+        ))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Who has the shared folder `ns`: the owner first, then by name.
+    pub async fn members(&self, ns: i64) -> Result<Vec<MemberRow>> {
+        Ok(sqlx::query_as(
+            "SELECT m.user_id, u.username, m.role FROM mounts m JOIN users u ON u.id = m.user_id
+             WHERE m.namespace_id = $1
+             ORDER BY CASE m.role WHEN 'owner' THEN 0 ELSE 1 END, u.username",
+        )
+        .bind(ns)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Shares the folder `name` at the top of `owner`'s files with
+    /// `member`, as `role`: makes it a shared folder first if it is not one
+    /// yet, and changes the role if the member has it already. Returns the
+    /// member's mount.
+    pub async fn share_folder(
+        &self,
+        owner: &UserRow,
+        name: &str,
+        member: &UserRow,
+        role: &str,
+        device: &str,
+    ) -> Result<MountRow> {
+        let mut w = Writer::begin(self, owner.root_ns, device).await?;
+        let ns = match mount_named(&mut w.tx, owner.id, name).await? {
+            Some(m) if !m.owned() => {
+                return Err(MetaError::Forbidden(format!(
+                    "/{name} is shared with you: only its owner can share it with others"
+                )));
+            }
+            Some(m) => m.namespace_id,
+            None => make_shared(&mut w, owner, name).await?,
+        };
+        if member.id == owner.id {
+            return Err(MetaError::Invalid(format!("you own /{name} already")));
+        }
+        let mount = match mount_of(&mut w.tx, member.id, ns).await? {
+            Some(m) if m.owned() => {
+                return Err(MetaError::Invalid(format!(
+                    "{} owns /{name}: their role cannot change",
+                    member.username
+                )));
+            }
+            Some(m) => {
+                change_role(&mut w, &m, role).await?;
+                MountRow {
+                    role: role.to_owned(),
+                    ..m
+                }
+            }
+            None => add_member(&mut w, ns, member, role, name).await?,
+        };
+        w.commit().await?;
+        Ok(mount)
+    }
+
+    /// Gives `member` another role in `owner`'s shared folder `ns`.
+    pub async fn set_role(
+        &self,
+        owner: i64,
+        ns: i64,
+        member: i64,
+        role: &str,
+        device: &str,
+    ) -> Result<()> {
+        let mut w = Writer::begin(self, ns, device).await?;
+        must_own(&mut w.tx, owner, ns).await?;
+        let mount = mount_of(&mut w.tx, member, ns)
+            .await?
+            .ok_or_else(|| MetaError::NotFound("no such member of this shared folder".into()))?;
+        if mount.owned() {
+            return Err(MetaError::Invalid("the owner's role cannot change".into()));
+        }
+        change_role(&mut w, &mount, role).await?;
+        w.commit().await?;
+        Ok(())
+    }
+
+    /// Takes the shared folder `ns` away from `member`: the owner removing
+    /// a member, or a member leaving (`actor == member`). The owner cannot
+    /// leave their own folder; they unshare it.
+    pub async fn unmount(&self, actor: i64, ns: i64, member: i64, device: &str) -> Result<()> {
+        let mut w = Writer::begin(self, ns, device).await?;
+        let Some(mount) = mount_of(&mut w.tx, member, ns).await? else {
+            return Err(MetaError::NotFound(
+                "no such member of this shared folder".into(),
+            ));
+        };
+        if actor == member {
+            if mount.owned() {
+                return Err(MetaError::Invalid(format!(
+                    "you own /{}: unshare it to take it from everyone else; it stays yours",
+                    mount.name
+                )));
+            }
+        } else {
+            must_own(&mut w.tx, actor, ns).await?;
+            if mount.owned() {
+                return Err(MetaError::Invalid("the owner cannot be removed".into()));
+            }
+        }
+        drop_mount(&mut w, &mount).await?;
+        w.commit().await?;
+        Ok(())
+    }
+
+    /// Takes the shared folder `ns` from every member but its owner, who
+    /// keeps it as it is. Returns how many members lost it.
+    pub async fn unshare(&self, owner: i64, ns: i64, device: &str) -> Result<u64> {
+        let mut w = Writer::begin(self, ns, device).await?;
+        must_own(&mut w.tx, owner, ns).await?;
+        let mounts: Vec<MountRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            mount_cols!(),
+            " FROM mounts m JOIN namespaces n ON n.id = m.namespace_id
+              WHERE m.namespace_id = $1 AND m.role <> 'owner' ORDER BY m.user_id"
+        ))
+        .bind(ns)
+        .fetch_all(&mut *w.tx)
+        .await?;
+        for m in &mounts {
+            drop_mount(&mut w, m).await?;
+        }
+        w.commit().await?;
+        Ok(mounts.len() as u64)
+    }
+
+    /// Renames `user_id`'s mount of `ns` to `to` (still at the top of their
+    /// files); no one else's changes.
+    pub async fn rename_mount(&self, user_id: i64, ns: i64, to: &str, device: &str) -> Result<()> {
+        let root_ns = root_ns_of(&self.pool, user_id).await?;
+        let mut w = Writer::begin(self, root_ns, device).await?;
+        let mount = mount_of(&mut w.tx, user_id, ns)
+            .await?
+            .ok_or_else(|| MetaError::NotFound("no such shared folder".into()))?;
+        if mount.name == to {
+            return Ok(());
+        }
+        if name_taken(&mut w.tx, user_id, root_ns, to).await? {
+            return Err(MetaError::AlreadyExists(format!("/{to} already exists")));
+        }
+        sqlx::query("UPDATE mounts SET name = $1 WHERE user_id = $2 AND namespace_id = $3")
+            .bind(to)
+            .bind(user_id)
+            .bind(ns)
+            .execute(&mut *w.tx)
+            .await?;
+        let node = mount_node(&mount, root_ns, to);
+        let old = format!("/{}", mount.name);
+        w.event(ChangeKind::Move, &node, &format!("/{to}"), Some(&old));
+        w.commit().await?;
+        Ok(())
+    }
+}
+
+async fn mount_named(conn: &mut Conn, user_id: i64, name: &str) -> Result<Option<MountRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        mount_cols!(),
+        " FROM mounts m JOIN namespaces n ON n.id = m.namespace_id
+          WHERE m.user_id = $1 AND m.name = $2"
+    ))
+    .bind(user_id)
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+async fn mount_of(conn: &mut Conn, user_id: i64, ns: i64) -> Result<Option<MountRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        mount_cols!(),
+        " FROM mounts m JOIN namespaces n ON n.id = m.namespace_id
+          WHERE m.user_id = $1 AND m.namespace_id = $2"
+    ))
+    .bind(user_id)
+    .bind(ns)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+async fn root_ns_of(pool: &Pool<Db>, user_id: i64) -> Result<i64> {
+    let row: Option<(i64,)> = sqlx::query_as("SELECT root_ns FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await?;
+    row.map(|(ns,)| ns)
+        .ok_or_else(|| MetaError::NotFound("no such user".into()))
+}
+
+/// Refuses anyone but the owner of the shared folder `ns`, saying no more
+/// than that it is not theirs to change.
+async fn must_own(conn: &mut Conn, user_id: i64, ns: i64) -> Result<()> {
+    match mount_of(conn, user_id, ns).await? {
+        Some(m) if m.owned() => Ok(()),
+        Some(m) => Err(MetaError::Forbidden(format!(
+            "only the owner of /{} can change who has it",
+            m.name
+        ))),
+        None => Err(MetaError::NotFound("no such shared folder".into())),
+    }
+}
+
+/// Whether `name` at the top of the user's files is taken, by a folder or
+/// file of their own (trash aside) or by a mount.
+async fn name_taken(conn: &mut Conn, user_id: i64, root_ns: i64, name: &str) -> Result<bool> {
+    let top = root(conn, root_ns).await?;
+    Ok(child(conn, root_ns, &top.id, name).await?.is_some()
+        || mount_named(conn, user_id, name).await?.is_some())
+}
+
+/// The mount point as a node of the member's root namespace, for journal
+/// entries: the shared folder's root node, named as the member calls it.
+fn mount_node(m: &MountRow, root_ns: i64, name: &str) -> NodeRow {
+    NodeRow {
+        namespace_id: root_ns,
+        id: m.root_id.clone(),
+        parent_id: None,
+        name: name.to_owned(),
+        kind: "folder".into(),
+        rev: 0,
+        size: 0,
+        content_hash: None,
+        modified_ms: now_ms(),
+        pending_ms: None,
+    }
+}
+
+/// Moves the folder `name` at the top of the owner's files into a new
+/// namespace, journals its contents there, and mounts it for the owner
+/// under the same name. Returns the new namespace.
+async fn make_shared(w: &mut Writer, owner: &UserRow, name: &str) -> Result<i64> {
+    let from = owner.root_ns;
+    let top = root(&mut w.tx, from).await?;
+    let folder = child(&mut w.tx, from, &top.id, name)
+        .await?
+        .ok_or_else(|| MetaError::NotFound(format!("/{name} does not exist")))?;
+    if !folder.is_folder() {
+        return Err(MetaError::NotAFolder(format!("/{name}")));
+    }
+    let (ns,): (i64,) = sqlx::query_as(
+        "INSERT INTO namespaces (owner_user_id, root_node_id) VALUES ($1, $2) RETURNING id",
+    )
+    .bind(owner.id)
+    .bind(&folder.id)
+    .fetch_one(&mut *w.tx)
+    .await?;
+    // The rows hanging off nodes first: the walk reads the nodes where
+    // they still are.
+    for table in NODE_TABLES {
+        let sql = format!(
+            "{SUBTREE} UPDATE {table} SET namespace_id = $3
+             WHERE namespace_id = $1 AND node_id IN (SELECT id FROM sub)"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(from)
+            .bind(&folder.id)
+            .bind(ns)
+            .execute(&mut *w.tx)
+            .await?;
+    }
+    let sql = format!(
+        "{SUBTREE} UPDATE nodes SET namespace_id = $3
+         WHERE namespace_id = $1 AND id IN (SELECT id FROM sub)"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(from)
+        .bind(&folder.id)
+        .bind(ns)
+        .execute(&mut *w.tx)
+        .await?;
+    sqlx::query("UPDATE nodes SET parent_id = NULL WHERE namespace_id = $1 AND id = $2")
+        .bind(ns)
+        .bind(&folder.id)
+        .execute(&mut *w.tx)
+        .await?;
+    describe(w, ns, &folder.id).await?;
+    let owner_mount = MountRow {
+        user_id: owner.id,
+        namespace_id: ns,
+        name: name.to_owned(),
+        role: "owner".into(),
+        mount_seq: 0,
+        root_id: folder.id.clone(),
+        owner_id: owner.id,
+    };
+    let seq = w
+        .event_in(
+            from,
+            ChangeKind::Mkdir,
+            &mount_node(&owner_mount, from, name),
+            &format!("/{name}"),
+            None,
+        )
+        .await?;
+    insert_mount(&mut w.tx, &owner_mount, seq, w.now).await?;
+    Ok(ns)
+}
+
+/// Journals every live folder and file of the new namespace `ns`, parents
+/// before children, so its journal read from the start rebuilds it.
+async fn describe(w: &mut Writer, ns: i64, root_id: &str) -> Result<()> {
+    let mut queue = VecDeque::from([(root_id.to_owned(), RemotePath::root())]);
+    let mut seen = HashSet::from([root_id.to_owned()]);
+    while let Some((id, at)) = queue.pop_front() {
+        let children: Vec<NodeRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            node_cols!(),
+            " FROM nodes WHERE namespace_id = $1 AND parent_id = $2 AND deleted_ms IS NULL
+              ORDER BY name"
+        ))
+        .bind(ns)
+        .bind(&id)
+        .fetch_all(&mut *w.tx)
+        .await?;
+        for node in children {
+            let path = at
+                .join(&node.name)
+                .map_err(|e| MetaError::Invalid(e.to_string()))?;
+            if node.is_folder() {
+                if !seen.insert(node.id.clone()) {
+                    return Err(MetaError::Cycle(format!("{} is its own ancestor", node.id)));
+                }
+                w.event_in(ns, ChangeKind::Mkdir, &node, path.as_str(), None)
+                    .await?;
+                queue.push_back((node.id.clone(), path));
+            } else if node.rev > 0 {
+                w.event_in(ns, ChangeKind::Commit, &node, path.as_str(), None)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Mounts `ns` at the top of `member`'s files, under `name` or the first
+/// free `name (n)`, and lets them fetch every block the folder uses.
+async fn add_member(
+    w: &mut Writer,
+    ns: i64,
+    member: &UserRow,
+    role: &str,
+    name: &str,
+) -> Result<MountRow> {
+    let mut free = None;
+    for n in 1..=1000u64 {
+        let candidate = if n == 1 {
+            name.to_owned()
+        } else {
+            numbered_name(name, n)
+        };
+        if !name_taken(&mut w.tx, member.id, member.root_ns, &candidate).await? {
+            free = Some(candidate);
+            break;
+        }
+    }
+    let Some(free) = free else {
+        return Err(MetaError::AlreadyExists(format!(
+            "{} has a thousand things named like /{name}",
+            member.username
+        )));
+    };
+    let (root_id, owner_id): (String, Option<i64>) =
+        sqlx::query_as("SELECT root_node_id, owner_user_id FROM namespaces WHERE id = $1")
+            .bind(ns)
+            .fetch_one(&mut *w.tx)
+            .await?;
+    let mount = MountRow {
+        user_id: member.id,
+        namespace_id: ns,
+        name: free.clone(),
+        role: role.to_owned(),
+        mount_seq: 0,
+        root_id,
+        owner_id: owner_id.unwrap_or_default(),
+    };
+    let seq = w
+        .event_in(
+            member.root_ns,
+            ChangeKind::Mkdir,
+            &mount_node(&mount, member.root_ns, &free),
+            &format!("/{free}"),
+            None,
+        )
+        .await?;
+    insert_mount(&mut w.tx, &mount, seq, w.now).await?;
+    sqlx::query(
+        "INSERT INTO user_blocks (user_id, block_id)
+         SELECT DISTINCT $1, block_id FROM revision_blocks WHERE namespace_id = $2
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(member.id)
+    .bind(ns)
+    .execute(&mut *w.tx)
+    .await?;
+    Ok(MountRow {
+        mount_seq: seq,
+        ..mount
+    })
+}
+
+async fn insert_mount(tx: &mut Tx, m: &MountRow, seq: i64, now: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO mounts (user_id, namespace_id, name, role, mount_seq, created_ms)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(m.user_id)
+    .bind(m.namespace_id)
+    .bind(&m.name)
+    .bind(&m.role)
+    .bind(seq)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| map_unique(e, || format!("/{} already exists", m.name)))?;
+    Ok(())
+}
+
+/// Sets a member's role and wakes their devices with a journal entry at
+/// the mount (a `mkdir` of a folder they have: nothing for them to do but
+/// look again).
+async fn change_role(w: &mut Writer, m: &MountRow, role: &str) -> Result<()> {
+    if m.role == role {
+        return Ok(());
+    }
+    sqlx::query("UPDATE mounts SET role = $1 WHERE user_id = $2 AND namespace_id = $3")
+        .bind(role)
+        .bind(m.user_id)
+        .bind(m.namespace_id)
+        .execute(&mut *w.tx)
+        .await?;
+    let root_ns = root_ns_in(&mut w.tx, m.user_id).await?;
+    w.event_in(
+        root_ns,
+        ChangeKind::Mkdir,
+        &mount_node(m, root_ns, &m.name),
+        &format!("/{}", m.name),
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Removes a mount and journals it gone from the member's files: their
+/// devices move their copies to the local trash.
+async fn drop_mount(w: &mut Writer, m: &MountRow) -> Result<()> {
+    sqlx::query("DELETE FROM mounts WHERE user_id = $1 AND namespace_id = $2")
+        .bind(m.user_id)
+        .bind(m.namespace_id)
+        .execute(&mut *w.tx)
+        .await?;
+    let root_ns = root_ns_in(&mut w.tx, m.user_id).await?;
+    w.event_in(
+        root_ns,
+        ChangeKind::Delete,
+        &mount_node(m, root_ns, &m.name),
+        &format!("/{}", m.name),
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
+async fn root_ns_in(tx: &mut Tx, user_id: i64) -> Result<i64> {
+    let (ns,): (i64,) = sqlx::query_as("SELECT root_ns FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(ns)
+}
