@@ -38,6 +38,8 @@ struct Ids {
     token: String,
     cursor: String,
     user: String,
+    /// A shared folder's id.
+    share: String,
 }
 
 const CONTENT: &str = "alice's private words, never to be seen by others\n";
@@ -83,7 +85,15 @@ async fn owner_ids(s: &TestServer, alice: &Remote) -> Ids {
         .await
         .unwrap();
     let token = link.url_path.unwrap().trim_start_matches("/s/").to_owned();
-    let _ = s;
+    // /a is shared with a fourth user, so strangers are asked about a
+    // shared folder's things too.
+    let _dave = s.user("dave").await;
+    let share = alice
+        .share("/a", "dave", tessera_proto::api::ShareRole::Editor)
+        .await
+        .unwrap()
+        .id
+        .to_string();
     Ids {
         path: "/a/f.txt".into(),
         block,
@@ -95,6 +105,7 @@ async fn owner_ids(s: &TestServer, alice: &Remote) -> Ids {
         token,
         cursor: alice.latest_cursor().await.unwrap(),
         user: "alice".into(),
+        share,
     }
 }
 
@@ -120,6 +131,7 @@ fn made_up_ids(like: &Ids) -> Ids {
             .map(|c| if c.is_ascii_digit() { '9' } else { c })
             .collect(),
         user: "nobody-of-that-name".into(),
+        share: (like.share.parse::<i64>().unwrap_or(0) + 1000).to_string(),
     }
 }
 
@@ -158,6 +170,8 @@ fn body_for(schema: &str, ids: &Ids) -> Option<Value> {
         "PinRequest" => json!({"path": ids.path, "rev": 1, "pinned": true}),
         "RestoreRequest" => json!({"path": ids.path, "rev": 1}),
         "TrashPurgeRequest" | "TrashRestoreRequest" => json!({"id": ids.trash}),
+        "ShareRequest" => json!({"path": ids.path, "with": ids.user, "role": "editor"}),
+        "RoleRequest" => json!({"role": "editor"}),
         _ => return None,
     })
 }
@@ -188,6 +202,8 @@ fn fill(template: &str, ids: &Ids) -> String {
         &ids.block
     } else if template.contains("/tus/") {
         &ids.upload
+    } else if template.contains("/shares/") {
+        &ids.share
     } else {
         &ids.link
     };
@@ -202,6 +218,7 @@ fn fill(template: &str, ids: &Ids) -> String {
                 &ids.user
             },
         )
+        .replace("{username}", &ids.user)
 }
 
 struct Asked {
@@ -293,6 +310,10 @@ async fn snapshot(alice: &Remote) -> BTreeMap<String, String> {
                 .collect::<Vec<_>>()
         ),
     );
+    for sh in alice.shares().await.unwrap().shares {
+        let members: Vec<_> = sh.members.iter().map(|m| (&m.username, m.role)).collect();
+        out.insert(format!("share {}", sh.id), format!("{} {members:?}", sh.path));
+    }
     for l in alice.links().await.unwrap().links {
         out.insert(format!("link {}", l.id), format!("{:?}", l.path));
     }

@@ -115,6 +115,23 @@ async fn a_shared_folder_is_one_folder_for_all_its_members(b: Backend) {
         b"hello from bob"
     );
 
+    // Moves across the shared folder's edge take the files along, with
+    // no bytes sent again.
+    let stored = s.store_bytes().await;
+    bob.move_to("/Team (2)/sub/from-bob.txt", "/from-bob.txt")
+        .await
+        .unwrap();
+    assert_eq!(get(&bob, "/from-bob.txt").await, b"hello from bob");
+    let e = alice.download("/Team/sub/from-bob.txt", None).await.err().unwrap();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
+    bob.move_to("/Team", "/Team (2)/from-bobs-folder").await.unwrap();
+    assert_eq!(
+        get(&alice, "/Team/from-bobs-folder/bobs.txt").await,
+        b"bob's own"
+    );
+    bob.mkdir("/Team").await.unwrap();
+    assert_eq!(s.store_bytes().await, stored);
+
     // A viewer reads only: every write is a 403 that says why, and
     // nothing changes.
     let before = alice.list("/Team").await.unwrap().entries.len();

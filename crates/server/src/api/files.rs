@@ -14,6 +14,7 @@ use tessera_proto::api::{
     Reuse, Revision, RevisionsResponse, UploadQuery,
 };
 use tessera_proto::api::{MAX_BATCH_SEGMENTS, path_segments};
+use tessera_proto::path::fold_name;
 use tessera_proto::block::{CHUNKER, MAX_BLOCK, MIN_BLOCK};
 use tessera_proto::{ContentHash, RemotePath};
 use tokio::io::AsyncReadExt;
@@ -97,8 +98,9 @@ pub async fn list(
             entries.push(mount_entry(&root, &inner)?);
         }
     }
-    if path.is_root() {
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
+    if !mounts.is_empty() {
+        // The order of the tree's listing: by folded name, then exact.
+        entries.sort_by(|a, b| (fold_name(&a.name), &a.name).cmp(&(fold_name(&b.name), &b.name)));
     }
     Ok(Json(ListResponse {
         path: path.to_string(),
@@ -238,15 +240,109 @@ pub async fn move_node(
         return Err(ApiError::AlreadyExists(format!("{to} already exists")));
     }
     if source.ns != target.ns {
-        return Err(ApiError::BadRequest(format!(
-            "{from} and {to} are on either side of a shared folder's edge: a move cannot cross              it yet; copy the file over, then delete the original"
-        )));
+        return move_across(&state, &user, &source, &target).await;
     }
     let node = state
         .meta
         .move_node(source.ns, &source.path, &target.path, &user.device)
         .await?;
     Ok(Json(entry(&node, &to)))
+}
+
+/// The most files and folders one move across a shared folder's edge
+/// takes (it copies their block lists, so it is bounded like a batch).
+const MOST_MOVED_ACROSS: usize = 10_000;
+
+/// A move between namespaces (into, out of or between shared folders): the
+/// files' current revisions are committed at the target with the same
+/// blocks (no bytes are copied; the target's owner is charged), then the
+/// source goes to its trash. Two transactions: a failure between them
+/// leaves both copies, never none.
+async fn move_across(
+    state: &AppState,
+    user: &AuthUser,
+    source: &Place,
+    target: &Place,
+) -> Result<Json<Entry>, ApiError> {
+    let node = state
+        .meta
+        .resolve(source.ns, &source.path)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("{} does not exist", source.shown)))?;
+    if state.meta.resolve(target.ns, &target.path).await?.is_some() {
+        return Err(ApiError::AlreadyExists(format!(
+            "{} already exists",
+            target.shown
+        )));
+    }
+    // What to make at the target, parents first.
+    let mut folders: Vec<RemotePath> = Vec::new();
+    let mut files: Vec<(RemotePath, RemotePath)> = Vec::new();
+    if node.is_folder() {
+        let mut queue =
+            std::collections::VecDeque::from([(source.path.clone(), target.path.clone())]);
+        folders.push(target.path.clone());
+        while let Some((from, to)) = queue.pop_front() {
+            for child in state.meta.list(source.ns, &from).await? {
+                let pair = (from.join(&child.name)?, to.join(&child.name)?);
+                if child.is_folder() {
+                    folders.push(pair.1.clone());
+                    queue.push_back(pair);
+                } else if child.rev > 0 {
+                    files.push(pair);
+                }
+                if folders.len() + files.len() > MOST_MOVED_ACROSS {
+                    return Err(ApiError::BadRequest(format!(
+                        "{} holds more than {MOST_MOVED_ACROSS} files and folders: move it across \
+                         a shared folder's edge in parts",
+                        source.shown
+                    )));
+                }
+            }
+        }
+    } else {
+        files.push((source.path.clone(), target.path.clone()));
+    }
+    for made in state
+        .meta
+        .mkdir_many(target.ns, &folders, &user.device)
+        .await?
+    {
+        match made {
+            Ok(_) | Err(MetaError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut news = Vec::with_capacity(files.len());
+    for (from, to) in files {
+        let (_, rev, blocks) = state.meta.file_revision(source.ns, &from, None).await?;
+        news.push(NewRevision {
+            ns: target.ns,
+            user_id: user.user_id,
+            path: to,
+            base_rev: Some(0),
+            size: rev.size as u64,
+            content_hash: rev.content_hash(),
+            chunker: rev.chunker.clone(),
+            blocks: blocks.iter().map(|b| (b.id, b.size)).collect(),
+            device: user.device.clone(),
+        });
+    }
+    for chunk in news.chunks(MAX_BATCH) {
+        for outcome in state.meta.commit_many(chunk).await? {
+            outcome?;
+        }
+    }
+    state
+        .meta
+        .delete(source.ns, &source.path, None, &user.device)
+        .await?;
+    let moved = state
+        .meta
+        .resolve(target.ns, &target.path)
+        .await?
+        .ok_or_else(|| ApiError::internal("a moved node vanished"))?;
+    Ok(Json(entry(&moved, &target.shown)))
 }
 
 /// A move of a shared folder's mount point: the member renames it for
