@@ -312,7 +312,10 @@ async fn snapshot(alice: &Remote) -> BTreeMap<String, String> {
     );
     for sh in alice.shares().await.unwrap().shares {
         let members: Vec<_> = sh.members.iter().map(|m| (&m.username, m.role)).collect();
-        out.insert(format!("share {}", sh.id), format!("{} {members:?}", sh.path));
+        out.insert(
+            format!("share {}", sh.id),
+            format!("{} {members:?}", sh.path),
+        );
     }
     for l in alice.links().await.unwrap().links {
         out.insert(format!("link {}", l.id), format!("{:?}", l.path));

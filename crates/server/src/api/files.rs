@@ -14,8 +14,8 @@ use tessera_proto::api::{
     Reuse, Revision, RevisionsResponse, UploadQuery,
 };
 use tessera_proto::api::{MAX_BATCH_SEGMENTS, path_segments};
-use tessera_proto::path::fold_name;
 use tessera_proto::block::{CHUNKER, MAX_BLOCK, MIN_BLOCK};
+use tessera_proto::path::fold_name;
 use tessera_proto::{ContentHash, RemotePath};
 use tokio::io::AsyncReadExt;
 
