@@ -19,7 +19,8 @@ use crate::common::{Backend, TestServer, random_data};
 on_both_backends!(
     a_shared_folder_is_one_folder_for_all_its_members,
     the_journal_follows_shares_roles_and_removal,
-    two_users_sync_a_shared_folder_and_removal_keeps_the_copies
+    two_users_sync_a_shared_folder_and_removal_keeps_the_copies,
+    a_viewers_changes_stay_on_their_device_as_copies_outside_the_folder
 );
 
 async fn put(r: &Remote, path: &str, bytes: &[u8]) {
@@ -470,4 +471,67 @@ async fn two_users_sync_a_shared_folder_and_removal_keeps_the_copies(b: Backend)
     // Alice keeps all of it.
     round(&mut a).await;
     assert_eq!(files(&a_dir)["Team/big.bin"], big);
+}
+
+async fn a_viewers_changes_stay_on_their_device_as_copies_outside_the_folder(b: Backend) {
+    let s = TestServer::start(b).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    put(&alice, "/Team/docs/notes.txt", b"v1").await;
+    put(&alice, "/Team/keep.txt", b"keep me").await;
+    alice
+        .share("/Team", "bob", ShareRole::Viewer)
+        .await
+        .unwrap();
+    let (dir, mut sync) = syncer(&s, "bob", "desktop").await;
+    round(&mut sync).await;
+    assert_eq!(files(&dir)["Team/docs/notes.txt"], b"v1");
+
+    std::fs::write(dir.join("Team/docs/notes.txt"), b"bob's edit").unwrap();
+    std::fs::write(dir.join("Team/new.txt"), b"bob's new file").unwrap();
+    std::fs::remove_file(dir.join("Team/keep.txt")).unwrap();
+    std::fs::create_dir(dir.join("Team/empty")).unwrap();
+    let r = sync.sync_once().await.unwrap();
+    assert!(r.stuck.is_empty(), "{:?}", r.stuck);
+    assert!(
+        r.warnings.iter().any(|w| w.contains("read-only")),
+        "{:?}",
+        r.warnings
+    );
+
+    // The folder is the server's again; bob's versions sit outside it.
+    let got = files(&dir);
+    assert_eq!(got["Team/docs/notes.txt"], b"v1");
+    assert_eq!(got["Team/keep.txt"], b"keep me");
+    assert!(!got.contains_key("Team/new.txt"));
+    assert!(!dir.join("Team/empty").exists());
+    let outside: BTreeMap<&String, &Vec<u8>> =
+        got.iter().filter(|(k, _)| !k.contains('/')).collect();
+    let kept: Vec<&[u8]> = outside.values().map(|v| v.as_slice()).collect();
+    assert_eq!(outside.len(), 2, "{outside:?}");
+    assert!(kept.contains(&&b"bob's edit"[..]) && kept.contains(&&b"bob's new file"[..]));
+    assert!(
+        outside
+            .keys()
+            .all(|k| k.contains("conflicted copy from desktop")),
+        "{outside:?}"
+    );
+    // ...and went up as bob's own files, while alice's folder is as it was.
+    for (name, bytes) in &outside {
+        assert_eq!(&get(&bob, &format!("/{name}")).await, *bytes);
+    }
+    assert_eq!(get(&alice, "/Team/docs/notes.txt").await, b"v1");
+    assert_eq!(get(&alice, "/Team/keep.txt").await, b"keep me");
+    let names: Vec<String> = alice
+        .list("/Team")
+        .await
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["docs", "keep.txt"]);
+    // A second run has nothing left to do.
+    let again = sync.sync_once().await.unwrap();
+    assert_eq!(again.uploaded + again.downloaded + again.conflicts.len(), 0);
 }

@@ -29,6 +29,7 @@ use crate::remote::{ClientError, Remote};
 mod disk;
 mod download;
 mod execute;
+mod read_only;
 
 use disk::{now_secs, purge_trash};
 pub use execute::describe;
@@ -502,6 +503,11 @@ impl Syncer {
             self.note_skips(&mut report, skipped);
             let mut stuck = Vec::new();
             self.brake_mass_deletes(&mut plan, &mut stuck);
+            let kept_out = self.keep_out_of_read_only(&mut plan, &mut report).await;
+            if plan.is_empty() && kept_out > 0 {
+                self.save().await?;
+                continue;
+            }
             if plan.is_empty() {
                 self.status.end_round(&stuck);
                 report.stuck = stuck;
