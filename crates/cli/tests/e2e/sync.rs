@@ -11,6 +11,7 @@ use tessera_client::sync::Syncer;
 
 on_both_backends!(
     three_devices_converge,
+    a_folder_renamed_alike_on_two_devices_then_made_again_syncs,
     a_folder_holding_ignored_files_gives_way_to_a_file_from_the_server
 );
 
@@ -348,4 +349,38 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Two devices rename the same folder to the same new name, one of them
+/// offline; that one then makes a folder under the old name again (by
+/// moving a file into it). Both names must end up on every device.
+async fn a_folder_renamed_alike_on_two_devices_then_made_again_syncs(b: Backend) {
+    let s = TestServer::start(b).await;
+    let _ = s.user("alice").await;
+    let mut one = device(&s, "one").await;
+    let mut two = device(&s, "two").await;
+    one.write("x/y/b.txt", b"b");
+    one.write("x/d.bin", b"d");
+    one.sync().await;
+    two.sync().await;
+    std::fs::rename(one.path("x/y"), one.path("x/y-moved")).unwrap();
+    std::fs::rename(two.path("x/y"), two.path("x/y-moved")).unwrap();
+    two.sync().await;
+    std::fs::create_dir_all(one.path("x/y")).unwrap();
+    std::fs::rename(one.path("x/d.bin"), one.path("x/y/c.md")).unwrap();
+    let mut devs = [one, two];
+    sync_all(&mut devs).await;
+    let got = assert_converged(&devs);
+    assert_eq!(
+        got.get("x/y/c.md"),
+        Some(&Some(b"d".to_vec())),
+        "{:?}",
+        got.keys()
+    );
+    assert_eq!(
+        got.get("x/y-moved/b.txt"),
+        Some(&Some(b"b".to_vec())),
+        "{:?}",
+        got.keys()
+    );
 }

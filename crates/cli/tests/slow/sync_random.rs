@@ -15,6 +15,10 @@
 //! before quiescence, and nothing about the end state may show they
 //! happened.
 //!
+//! A second run of each seed shares the folder `x` with another user, bob,
+//! whose one device edits only inside it (as an editor): the shared folder
+//! converges on all three devices, and the same nothing-lost check holds.
+//!
 //! `TESSERA_SYNC_SEEDS=N` runs seeds 1..=N (default 12);
 //! `TESSERA_SYNC_SEED=K` runs seed K alone, to reproduce a failure: the
 //! same edits, and the same faults at the same byte of the same request
@@ -102,16 +106,51 @@ fn folders_under(root: &Path) -> BTreeSet<String> {
 
 const NAMES: [&str; 5] = ["a.txt", "b.txt", "c.md", "d.bin", "e.txt"];
 const DIRS: [&str; 3] = ["", "x", "x/y"];
+/// Where bob, a member of the shared folder `x`, writes.
+const SHARED_DIRS: [&str; 2] = ["x", "x/y"];
+
+/// Who uses each device: alice, or in the shared run bob on the third.
+fn user_of(device: usize, shared: bool) -> &'static str {
+    if shared && device == 2 {
+        "bob"
+    } else {
+        "alice"
+    }
+}
+
+/// Only what lies in the shared folder `x`, keyed as it is there.
+fn in_shared<V: Clone>(all: &BTreeMap<String, V>) -> BTreeMap<String, V> {
+    all.iter()
+        .filter(|(k, _)| k.starts_with("x/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
 
 // Long on purpose: one seed's whole life (devices, random rounds with
 // faults, quiescence, the checks) reads in order; the steps it calls are
 // the helpers around it.
-async fn run_seed(seed: u64) {
+async fn run_seed(seed: u64, shared: bool) {
     let mut rng = StdRng::seed_from_u64(seed);
     let s = TestServer::start(Backend::Sqlite).await;
-    let _ = s.user("alice").await;
+    let alice = s.user("alice").await;
+    if shared {
+        let _ = s.user("bob").await;
+        alice
+            .upload(
+                "/x/start.txt",
+                None,
+                reqwest::Body::from("shared from the start"),
+            )
+            .await
+            .unwrap();
+        alice
+            .share("/x", "bob", tessera_proto::api::ShareRole::Editor)
+            .await
+            .unwrap();
+    }
     let mut devs = Vec::new();
     for (i, name) in ["one", "two", "three"].into_iter().enumerate() {
+        let user = user_of(i, shared);
         // Each device's network has a generator of its own, so its faults
         // do not depend on how often the others connect.
         let relay = Relay::with_faults(
@@ -122,14 +161,18 @@ async fn run_seed(seed: u64) {
         .await;
         let anon = Remote::new(&relay.url, None).unwrap();
         let token = anon
-            .login("alice", "alice-password", name)
+            .login(user, &format!("{user}-password"), name)
             .await
             .unwrap()
             .token;
         let remote = anon.with_token(token);
         let dir = s.scratch(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let syncer = Syncer::open(&dir, remote, "alice", name).await.unwrap();
+        let mut syncer = Syncer::open(&dir, remote, user, name).await.unwrap();
+        if shared {
+            // Everyone starts from the shared folder as it is.
+            syncer.sync_once().await.unwrap();
+        }
         relay.set_faults(true);
         devs.push(Dev {
             name: name.into(),
@@ -144,11 +187,18 @@ async fn run_seed(seed: u64) {
 
     for step in 0..40 {
         let d = rng.random_range(0..devs.len());
+        // Bob keeps to the shared folder; nobody renames the folder itself
+        // (a member's name for it is theirs alone).
+        let member = user_of(d, shared) == "bob";
+        let dirs: &[&str] = if member { &SHARED_DIRS } else { &DIRS };
         let dev = &mut devs[d];
-        let files: Vec<(String, Vec<u8>)> = files_under(&dev.dir, true).into_iter().collect();
+        let files: Vec<(String, Vec<u8>)> = files_under(&dev.dir, true)
+            .into_iter()
+            .filter(|(k, _)| !member || k.starts_with("x/"))
+            .collect();
         match rng.random_range(0..10) {
             0..=2 => {
-                let dir = DIRS[rng.random_range(0..DIRS.len())];
+                let dir = dirs[rng.random_range(0..dirs.len())];
                 let name = NAMES[rng.random_range(0..NAMES.len())];
                 let rel = if dir.is_empty() {
                     name.to_owned()
@@ -177,7 +227,7 @@ async fn run_seed(seed: u64) {
             }
             4 if !files.is_empty() => {
                 let (rel, _) = &files[rng.random_range(0..files.len())];
-                let dir = DIRS[rng.random_range(0..DIRS.len())];
+                let dir = dirs[rng.random_range(0..dirs.len())];
                 let name = NAMES[rng.random_range(0..NAMES.len())];
                 let to = if dir.is_empty() {
                     name.to_owned()
@@ -193,7 +243,10 @@ async fn run_seed(seed: u64) {
                 log.push(format!("{step}: {} renames {rel} -> {to}", dev.name));
             }
             5 => {
-                let folders: Vec<String> = folders_under(&dev.dir).into_iter().collect();
+                let folders: Vec<String> = folders_under(&dev.dir)
+                    .into_iter()
+                    .filter(|f| !shared || f.starts_with("x/") || (!member && !f.starts_with('x')))
+                    .collect();
                 if let Some(f) = folders.get(rng.random_range(0..folders.len().max(1))) {
                     let from = dev.dir.join(f);
                     let to = dev.dir.join(format!("{f}-moved"));
@@ -257,8 +310,14 @@ async fn run_seed(seed: u64) {
         }
     }
     let first = files_under(&devs[0].dir, true);
-    for dev in &devs[1..] {
-        let other = files_under(&dev.dir, true);
+    for (i, dev) in devs.iter().enumerate().skip(1) {
+        let mut other = files_under(&dev.dir, true);
+        let mut first = first.clone();
+        if user_of(i, shared) == "bob" {
+            // Bob holds the shared folder only.
+            first = in_shared(&first);
+            other = in_shared(&other);
+        }
         assert!(
             first == other,
             "seed {seed}: {} and {} differ:\n{:?}\n{:?}\n{}",
@@ -268,9 +327,15 @@ async fn run_seed(seed: u64) {
             other.keys().collect::<Vec<_>>(),
             log.join("\n")
         );
+        let folders = |d: &Dev| -> BTreeSet<String> {
+            folders_under(&d.dir)
+                .into_iter()
+                .filter(|f| user_of(i, shared) != "bob" || f.starts_with("x/"))
+                .collect()
+        };
         assert_eq!(
-            folders_under(&devs[0].dir),
-            folders_under(&dev.dir),
+            folders(&devs[0]),
+            folders(dev),
             "seed {seed}\n{}",
             log.join("\n")
         );
@@ -288,15 +353,21 @@ async fn run_seed(seed: u64) {
     // revisions, and whatever is in its trash (read by restoring each trash
     // entry under an audit folder and walking it).
     let mut on_server = found_on_server(remote, "/").await;
+    // The shared folder's trash comes back inside it.
     let trash = remote.trash().await.unwrap().entries;
     for (i, t) in trash.iter().enumerate() {
+        let audit = if shared && t.path.starts_with("/x/") {
+            format!("/x/.audit/{i}")
+        } else {
+            format!("/.audit/{i}")
+        };
         remote
-            .restore_from_trash(&t.id, Some(&format!("/.audit/{i}")))
+            .restore_from_trash(&t.id, Some(&audit))
             .await
             .unwrap();
     }
     if !trash.is_empty() {
-        on_server.extend(found_on_server(remote, "/.audit").await);
+        on_server.extend(found_on_server(remote, "/").await);
     }
     found.extend(on_server.iter().copied());
     for content in &written {
@@ -357,7 +428,14 @@ fn seeds() -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_edits_on_three_devices_converge_without_loss() {
     for seed in seeds() {
-        run_seed(seed).await;
+        run_seed(seed, false).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_edits_by_two_users_in_a_shared_folder_converge_without_loss() {
+    for seed in seeds() {
+        run_seed(seed, true).await;
     }
 }
 

@@ -14,7 +14,7 @@
 //! --allow-mass-delete`), which it honours for one round and then removes.
 
 use super::planner::Op;
-use super::tree::{NodeKind, Tree, is_below};
+use super::tree::{NodeKind, Tree, subtree};
 
 /// Deleting more files than this at once always waits, whatever the share
 /// of the folder.
@@ -44,9 +44,7 @@ pub fn check(ops: &[Op], synced: &Tree) -> Option<Paused> {
             _ => None,
         })
         .map(|p| {
-            synced
-                .range(p.clone()..)
-                .take_while(|(k, _)| *k == p || is_below(k, p))
+            subtree(synced, p)
                 .filter(|(_, n)| n.kind == NodeKind::File)
                 .count()
         })

@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::tree::{Node, NodeKind, Tree, depth, is_below};
+use super::tree::{Node, NodeKind, Tree, depth, is_below, subtree};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -231,17 +231,21 @@ fn changed(a: Option<&Node>, base: Option<&Node>) -> bool {
 
 /// True if anything at or below `dir` differs between `side` and `synced`.
 fn subtree_changed(dir: &str, side: &Tree, synced: &Tree) -> bool {
-    let below = |t: &Tree| -> BTreeSet<String> {
-        t.range(dir.to_owned()..)
-            .take_while(|(p, _)| p.as_str() == dir || is_below(p, dir))
-            .map(|(p, _)| p.clone())
-            .collect()
-    };
+    let below =
+        |t: &Tree| -> BTreeSet<String> { subtree(t, dir).map(|(p, _)| p.clone()).collect() };
     let paths: BTreeSet<String> = below(side).union(&below(synced)).cloned().collect();
     paths
         .iter()
         .filter(|p| p.as_str() != dir)
         .any(|p| changed(side.get(p), synced.get(p)))
+}
+
+/// True if something below `dir` on `side` is new or changed since it
+/// was synced (not merely gone).
+fn subtree_added(dir: &str, side: &Tree, synced: &Tree) -> bool {
+    subtree(side, dir)
+        .filter(|(p, _)| p.as_str() != dir)
+        .any(|(p, n)| changed(Some(n), synced.get(p)))
 }
 
 /// The three trees the planner compares.
@@ -485,6 +489,12 @@ fn carry_remote(path: &str, t: Trees) -> Option<Op> {
         None => match l {
             Some(l) => {
                 let folder = l.kind == NodeKind::Folder;
+                // Gone from the server (or moved there, while the same
+                // move here left something new at the old name): what was
+                // added here beats the delete, so the folder is made again.
+                if folder && subtree_added(path, t.local, t.synced) {
+                    return Some(Op::CreateRemoteFolder { path: p });
+                }
                 if folder && subtree_changed(path, t.local, t.synced) {
                     return None;
                 }
@@ -585,18 +595,14 @@ fn collapse_folder_deletes(t: Trees, ops: &mut Vec<Op>) {
 
 /// What lies below `dir`: relative path → (kind, hash).
 fn contents(dir: &str, tree: &Tree) -> Vec<(String, NodeKind, Option<tessera_proto::ContentHash>)> {
-    tree.range(dir.to_owned()..)
-        .take_while(|(p, _)| p.as_str() == dir || is_below(p, dir))
+    subtree(tree, dir)
         .filter(|(p, _)| p.as_str() != dir)
         .map(|(p, n)| (p[dir.len()..].to_owned(), n.kind, n.hash))
         .collect()
 }
 
 fn mark_subtree(dir: &str, tree: &Tree, handled: &mut BTreeSet<String>) {
-    for (p, _) in tree
-        .range(dir.to_owned()..)
-        .take_while(|(p, _)| p.as_str() == dir || is_below(p, dir))
-    {
+    for (p, _) in subtree(tree, dir) {
         handled.insert(p.clone());
     }
 }
@@ -1087,6 +1093,64 @@ mod tests {
                 from: s("a"),
                 to: s("b")
             }]
+        );
+    }
+}
+
+#[cfg(test)]
+mod sibling_names {
+    use super::*;
+    use tessera_proto::ContentHash;
+
+    fn file(c: &str) -> Node {
+        Node::file(ContentHash::of(c.as_bytes()))
+    }
+
+    fn tree(entries: &[(&str, Node)]) -> Tree {
+        entries
+            .iter()
+            .map(|(p, n)| ((*p).to_owned(), n.clone()))
+            .collect()
+    }
+
+    /// `photos.zip` and `photos-2` sort between `photos` and `photos/…`:
+    /// the look inside `photos` must not stop at them.
+    #[test]
+    fn a_folder_deleted_on_the_server_with_new_files_here_is_made_again() {
+        let zip = file("zip").with_rev(1).with_id("Z");
+        let synced = tree(&[
+            ("photos", Node::folder().with_id("P")),
+            ("photos/a.jpg", file("a").with_rev(1).with_id("A")),
+            ("photos-2", Node::folder().with_id("P2")),
+            ("photos.zip", zip.clone()),
+        ]);
+        let remote = tree(&[
+            ("photos-2", Node::folder().with_id("P2")),
+            ("photos.zip", zip.clone()),
+        ]);
+        let local = tree(&[
+            ("photos", Node::folder()),
+            ("photos/a.jpg", file("a")),
+            ("photos/new.jpg", file("new")),
+            ("photos-2", Node::folder()),
+            ("photos.zip", file("zip")),
+        ]);
+        let ops = plan(&local, &remote, &synced).into_ops();
+        assert!(
+            ops.contains(&Op::CreateRemoteFolder {
+                path: "photos".into()
+            }),
+            "{ops:?}"
+        );
+        assert!(
+            ops.iter()
+                .any(|o| matches!(o, Op::Upload { path, .. } if path == "photos/new.jpg")),
+            "{ops:?}"
+        );
+        assert!(
+            !ops.iter()
+                .any(|o| matches!(o, Op::DeleteLocal { path, .. } if path == "photos")),
+            "{ops:?}"
         );
     }
 }

@@ -68,6 +68,20 @@ impl Node {
 
 pub type Tree = BTreeMap<String, Node>;
 
+/// The entry at `dir` (if any) and every entry below it. Those below are
+/// read from `dir/` on: a sibling such as `dir-2` or `dir.txt` sorts
+/// between `dir` and `dir/…`, so the range cannot start at `dir` itself.
+pub fn subtree<'a, V>(
+    tree: &'a std::collections::BTreeMap<String, V>,
+    dir: &str,
+) -> impl Iterator<Item = (&'a String, &'a V)> {
+    let prefix = format!("{dir}/");
+    tree.get_key_value(dir).into_iter().chain(
+        tree.range(prefix.clone()..)
+            .take_while(move |(k, _)| k.starts_with(&prefix)),
+    )
+}
+
 /// True if `path` lies strictly below folder `dir`.
 pub fn is_below(path: &str, dir: &str) -> bool {
     path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
