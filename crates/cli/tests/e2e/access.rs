@@ -336,6 +336,16 @@ async fn no_one_reaches_or_learns_of_anothers_things() {
         .unwrap();
     let real = owner_ids(&s, &alice).await;
     let fake = made_up_ids(&real);
+    // A member who was removed is a stranger again: frank read /a, then
+    // lost it.
+    let frank = s.user("frank").await;
+    let share_id: i64 = real.share.parse().unwrap();
+    alice
+        .share("/a", "frank", tessera_proto::api::ShareRole::Viewer)
+        .await
+        .unwrap();
+    assert!(frank.download("/a/f.txt", None).await.is_ok());
+    alice.remove_member(share_id, "frank").await.unwrap();
     let secrets: Vec<String> = {
         let mut v = vec![CONTENT.trim().to_owned()];
         for p in ["/a", "/a/f.txt"] {
@@ -378,28 +388,32 @@ async fn no_one_reaches_or_learns_of_anothers_things() {
                     Err(e) => problems.push(format!("{what}: {e}")),
                 }
             }
-            let (theirs, made_up) = match (
+            let (theirs, made_up, former) = match (
                 ask(&bob, &http, method, template, op, &real).await,
                 ask(&carol, &http, method, template, op, &fake).await,
+                ask(&frank, &http, method, template, op, &real).await,
             ) {
-                (Ok(a), Ok(b)) => (a, b),
-                (Err(e), _) | (_, Err(e)) => {
+                (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                     problems.push(format!("{what}: {e}"));
                     continue;
                 }
             };
             asked += 1;
-            if (theirs.status, &theirs.code) != (made_up.status, &made_up.code) {
-                problems.push(format!(
-                    "{what} tells the owner's ids from made-up ones: {} {:?} against {} {:?}",
-                    theirs.status, theirs.code, made_up.status, made_up.code
-                ));
-            }
-            if let Some(found) = secrets.iter().find(|x| theirs.body.contains(x.as_str())) {
-                problems.push(format!(
-                    "{what} shows a stranger the owner's {found}: {}",
-                    theirs.body
-                ));
+            for (who, answer) in [("a stranger", &theirs), ("a removed member", &former)] {
+                if (answer.status, &answer.code) != (made_up.status, &made_up.code) {
+                    problems.push(format!(
+                        "{what} tells {who} the owner's ids from made-up ones: {} {:?} against \
+                         {} {:?}",
+                        answer.status, answer.code, made_up.status, made_up.code
+                    ));
+                }
+                if let Some(found) = secrets.iter().find(|x| answer.body.contains(x.as_str())) {
+                    problems.push(format!(
+                        "{what} shows {who} the owner's {found}: {}",
+                        answer.body
+                    ));
+                }
             }
         } else if template.starts_with("/s/") {
             // A link's token is the only key: a made-up one opens nothing.

@@ -504,7 +504,9 @@ async fn change_role(w: &mut Writer, m: &MountRow, role: &str) -> Result<()> {
 }
 
 /// Removes a mount and journals it gone from the member's files: their
-/// devices move their copies to the local trash.
+/// devices move their copies to the local trash. The blocks they could
+/// fetch only through the folder are theirs no longer (those their own
+/// files or other shared folders use stay).
 async fn drop_mount(w: &mut Writer, m: &MountRow) -> Result<()> {
     sqlx::query("DELETE FROM mounts WHERE user_id = $1 AND namespace_id = $2")
         .bind(m.user_id)
@@ -512,6 +514,19 @@ async fn drop_mount(w: &mut Writer, m: &MountRow) -> Result<()> {
         .execute(&mut *w.tx)
         .await?;
     let root_ns = root_ns_in(&mut w.tx, m.user_id).await?;
+    sqlx::query(
+        "DELETE FROM user_blocks WHERE user_id = $1
+           AND block_id IN (SELECT block_id FROM revision_blocks WHERE namespace_id = $2)
+           AND block_id NOT IN (
+               SELECT rb.block_id FROM revision_blocks rb
+               WHERE rb.namespace_id = $3
+                  OR rb.namespace_id IN (SELECT namespace_id FROM mounts WHERE user_id = $1))",
+    )
+    .bind(m.user_id)
+    .bind(m.namespace_id)
+    .bind(root_ns)
+    .execute(&mut *w.tx)
+    .await?;
     w.event_in(
         root_ns,
         ChangeKind::Delete,
