@@ -535,3 +535,67 @@ async fn a_viewers_changes_stay_on_their_device_as_copies_outside_the_folder(b: 
     let again = sync.sync_once().await.unwrap();
     assert_eq!(again.uploaded + again.downloaded + again.conflicts.len(), 0);
 }
+
+/// Figures for docs/PERFORMANCE.md, not a check: how long after one commit
+/// in a shared folder the long polls of 50 members' devices answer. Run
+/// with `cargo test -p tessera --test e2e -- --ignored --nocapture fan_out_figures`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn fan_out_figures() {
+    for b in [Backend::Sqlite, Backend::Postgres] {
+        fan_out_on(b).await;
+    }
+}
+
+async fn fan_out_on(b: Backend) {
+    const MEMBERS: usize = 50;
+    const ROUNDS: usize = 20;
+    let s = TestServer::start(b).await;
+    let alice = s.user("alice").await;
+    put(&alice, "/Team/start.txt", b"start").await;
+    let mut members = Vec::new();
+    for i in 0..MEMBERS {
+        let name = format!("member{i:02}");
+        let r = s.user(&name).await;
+        alice
+            .share("/Team", &name, ShareRole::Viewer)
+            .await
+            .unwrap();
+        members.push(r);
+    }
+    let mut woke = Vec::new();
+    let mut commits = Vec::new();
+    for round in 0..ROUNDS {
+        let mut waits = Vec::new();
+        for m in &members {
+            let cursor = m.latest_cursor().await.unwrap();
+            let m = m.clone();
+            waits.push(tokio::spawn(async move {
+                let r = m.poll(&cursor, 60).await.unwrap();
+                (r.changes, Instant::now())
+            }));
+        }
+        // Every poll parked before the commit.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let t0 = Instant::now();
+        put(&alice, &format!("/Team/f{round}.txt"), b"new").await;
+        commits.push(t0.elapsed());
+        for w in waits {
+            let (changed, at) = w.await.unwrap();
+            assert!(changed);
+            woke.push(at.saturating_duration_since(t0));
+        }
+    }
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() as f64 - 1.0) * p).round() as usize]
+    };
+    println!(
+        "{b:?}: {MEMBERS} members' polls after one upload into a shared folder ({ROUNDS} rounds): \
+         answered p50 {:?}, p95 {:?}, max {:?} after the upload began; the upload took p50 {:?}",
+        pct(&mut woke, 0.5),
+        pct(&mut woke, 0.95),
+        pct(&mut woke, 1.0),
+        pct(&mut commits, 0.5),
+    );
+}
