@@ -50,6 +50,11 @@ async fn top(r: &Remote) -> BTreeMap<String, Option<ShareRole>> {
         .collect()
 }
 
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
 fn refused(e: tessera_client::ClientError) -> (u16, String) {
     match e {
         tessera_client::ClientError::Api {
@@ -104,8 +109,57 @@ async fn a_shared_folder_is_one_folder_for_all_its_members(b: Backend) {
     assert_eq!(get(&bob, "/Team/bobs.txt").await, b"bob's own");
     assert_eq!(get(&carol, "/Team/sub/big.bin").await, big);
 
-    // An editor's write is everyone's.
+    // An editor's write is everyone's, and counts against the owner's
+    // storage, not the editor's.
+    let (alice_used, bob_used) = (
+        alice.usage().await.unwrap().used_bytes,
+        bob.usage().await.unwrap().used_bytes,
+    );
     put(&bob, "/Team (2)/from-bob.txt", b"hello from bob").await;
+    assert_eq!(alice.usage().await.unwrap().used_bytes, alice_used + 14);
+    assert_eq!(bob.usage().await.unwrap().used_bytes, bob_used);
+    // Through TUS too, and the folder comes down as a zip.
+    let created = Remote::send(
+        bob.request(reqwest::Method::POST, "/tus/")
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Length", "5")
+            .header(
+                "Upload-Metadata",
+                format!("path {}", b64("/Team (2)/by-tus.txt")),
+            ),
+    )
+    .await
+    .unwrap();
+    let session = created.headers()["location"].to_str().unwrap().to_owned();
+    let session = session.rsplit('/').next().unwrap().to_owned();
+    let done = Remote::send(
+        bob.request(reqwest::Method::PATCH, &format!("/tus/{session}"))
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", "0")
+            .header("Content-Type", "application/offset+octet-stream")
+            .body("tus!!"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        done.headers()["tessera-path"],
+        "%2FTeam%20%282%29%2Fby-tus.txt"
+    );
+    assert_eq!(get(&alice, "/Team/by-tus.txt").await, b"tus!!");
+    let zip = Remote::send(
+        bob.request(reqwest::Method::GET, "/files/zip")
+            .query(&[("path", "/Team (2)")]),
+    )
+    .await
+    .unwrap()
+    .bytes()
+    .await
+    .unwrap();
+    assert!(zip.starts_with(b"PK"), "not a zip");
+    assert!(
+        zip.windows(b"plan.txt".len()).any(|w| w == b"plan.txt"),
+        "the zip lacks plan.txt"
+    );
     assert_eq!(get(&alice, "/Team/from-bob.txt").await, b"hello from bob");
     assert_eq!(get(&carol, "/Team/from-bob.txt").await, b"hello from bob");
     bob.move_to("/Team (2)/from-bob.txt", "/Team (2)/sub/from-bob.txt")
@@ -256,6 +310,24 @@ async fn a_shared_folder_is_one_folder_for_all_its_members(b: Backend) {
     assert_eq!(get(&alice, "/Team/sub/big.bin").await, big);
     let e = alice.remove_member(id, "alice").await.unwrap_err();
     assert_eq!(refused(e).0, 400);
+
+    // The owner deleting the shared folder takes it from everyone, into
+    // the owner's trash, whole.
+    alice
+        .share("/Team", "carol", ShareRole::Editor)
+        .await
+        .unwrap();
+    alice.delete("/Team").await.unwrap();
+    assert!(top(&carol).await.is_empty());
+    assert!(!top(&alice).await.contains_key("Team"));
+    let trashed = alice.trash().await.unwrap().entries;
+    let entry = trashed
+        .iter()
+        .find(|t| t.path == "/Team")
+        .expect("in the trash");
+    alice.restore_from_trash(&entry.id, None).await.unwrap();
+    assert_eq!(get(&alice, "/Team/sub/big.bin").await, big);
+    assert_eq!(top(&alice).await.get("Team"), Some(&None));
 }
 
 async fn the_journal_follows_shares_roles_and_removal(b: Backend) {

@@ -393,12 +393,27 @@ pub async fn delete(
     let places = Places::of(&state, &user).await?;
     let at = places.read(&path)?;
     if let (true, Some(m)) = (at.is_mount(), &at.mount) {
-        // A member deleting a shared folder leaves it; its files stay with
-        // everyone else.
-        state
-            .meta
-            .unmount(user.user_id, m.namespace_id, user.user_id, &user.device)
-            .await?;
+        if m.owned() {
+            // The owner's delete: everyone loses it, and it goes to the
+            // owner's trash whole.
+            let me = crate::meta::UserRow {
+                id: user.user_id,
+                username: user.username.clone(),
+                password_hash: String::new(),
+                root_ns: user.ns,
+            };
+            state
+                .meta
+                .delete_shared(&me, m.namespace_id, &user.device)
+                .await?;
+        } else {
+            // A member deleting a shared folder leaves it; its files stay
+            // with everyone else.
+            state
+                .meta
+                .unmount(user.user_id, m.namespace_id, user.user_id, &user.device)
+                .await?;
+        }
         return Ok(StatusCode::NO_CONTENT);
     }
     let at = places.write(&path)?;

@@ -797,6 +797,7 @@ forward! {
     fn set_role(&self, owner: i64, ns: i64, member: i64, role: &str, device: &str) -> Result<()>;
     fn unmount(&self, actor: i64, ns: i64, member: i64, device: &str) -> Result<()>;
     fn unshare(&self, owner: i64, ns: i64, device: &str) -> Result<u64>;
+    fn delete_shared(&self, owner: &UserRow, ns: i64, device: &str) -> Result<()>;
     fn rename_mount(&self, user_id: i64, ns: i64, to: &str, device: &str) -> Result<()>;
     fn journal_seq(&self, ns: i64) -> Result<i64>;
     fn journal_seqs(&self, namespaces: &[i64]) -> Result<Vec<(i64, i64)>>;

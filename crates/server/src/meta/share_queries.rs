@@ -187,6 +187,61 @@ impl Store {
         Ok(mounts.len() as u64)
     }
 
+    /// The owner deleting their shared folder: every member loses it, and
+    /// the folder goes back into the owner's own files, straight into
+    /// their trash (restorable from there as any folder).
+    pub async fn delete_shared(&self, owner: &UserRow, ns: i64, device: &str) -> Result<()> {
+        let mut w = Writer::begin(self, owner.root_ns, device).await?;
+        must_own(&mut w.tx, owner.id, ns).await?;
+        let mounts: Vec<MountRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            mount_cols!(),
+            " FROM mounts m JOIN namespaces n ON n.id = m.namespace_id
+              WHERE m.namespace_id = $1 ORDER BY m.user_id"
+        ))
+        .bind(ns)
+        .fetch_all(&mut *w.tx)
+        .await?;
+        let Some(own) = mounts.iter().find(|m| m.owned()).cloned() else {
+            return Err(MetaError::NotFound("no such shared folder".into()));
+        };
+        for m in mounts.iter().filter(|m| !m.owned()) {
+            drop_mount(&mut w, m).await?;
+        }
+        sqlx::query("DELETE FROM mounts WHERE user_id = $1 AND namespace_id = $2")
+            .bind(owner.id)
+            .bind(ns)
+            .execute(&mut *w.tx)
+            .await?;
+        // Found before the folder's own root joins the namespace.
+        let top = root(&mut w.tx, owner.root_ns).await?;
+        // Everything the namespace holds goes home, trash included.
+        for table in NODE_TABLES.iter().chain(["nodes"].iter()) {
+            let sql = format!("UPDATE {table} SET namespace_id = $1 WHERE namespace_id = $2");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(owner.root_ns)
+                .bind(ns)
+                .execute(&mut *w.tx)
+                .await?;
+        }
+        let shown = format!("/{}", own.name);
+        sqlx::query(
+            "UPDATE nodes SET parent_id = $1, deleted_ms = $2, deleted_path = $3
+             WHERE namespace_id = $4 AND id = $5",
+        )
+        .bind(&top.id)
+        .bind(w.now)
+        .bind(&shown)
+        .bind(owner.root_ns)
+        .bind(&own.root_id)
+        .execute(&mut *w.tx)
+        .await?;
+        let node = mount_node(&own, owner.root_ns, &own.name);
+        w.event(ChangeKind::Delete, &node, &shown, None);
+        w.commit().await?;
+        Ok(())
+    }
+
     /// Renames `user_id`'s mount of `ns` to `to` (still at the top of their
     /// files); no one else's changes.
     pub async fn rename_mount(&self, user_id: i64, ns: i64, to: &str, device: &str) -> Result<()> {
