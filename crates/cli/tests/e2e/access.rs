@@ -346,6 +346,12 @@ async fn no_one_reaches_or_learns_of_anothers_things() {
         .unwrap();
     assert!(frank.download("/a/f.txt", None).await.is_ok());
     alice.remove_member(share_id, "frank").await.unwrap();
+    // A viewer reads the shared folder and may change none of it.
+    let erin = s.user("erin").await;
+    alice
+        .share("/a", "erin", tessera_proto::api::ShareRole::Viewer)
+        .await
+        .unwrap();
     let secrets: Vec<String> = {
         let mut v = vec![CONTENT.trim().to_owned()];
         for p in ["/a", "/a/f.txt"] {
@@ -400,6 +406,28 @@ async fn no_one_reaches_or_learns_of_anothers_things() {
                 }
             };
             asked += 1;
+            // The viewer names the shared folder's things by the same
+            // paths (her mount is /a too).
+            let writes = method != "get"
+                && ["/api/v1/files/", "/api/v1/tus/", "/api/v1/trash/"]
+                    .iter()
+                    .any(|p| template.starts_with(p));
+            match ask(&erin, &http, method, template, op, &real).await {
+                // A batch answers 200 with an outcome per item: each must
+                // be a refusal.
+                Ok(a)
+                    if writes
+                        && a.status.is_success()
+                        && !(a.body.contains("\"results\"") && !a.body.contains("\"entry\"")) =>
+                {
+                    problems.push(format!(
+                        "{what} lets a viewer change the shared folder: {} {}",
+                        a.status, a.body
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => problems.push(format!("{what} as a viewer: {e}")),
+            }
             for (who, answer) in [("a stranger", &theirs), ("a removed member", &former)] {
                 if (answer.status, &answer.code) != (made_up.status, &made_up.code) {
                     problems.push(format!(
@@ -444,6 +472,6 @@ async fn no_one_reaches_or_learns_of_anothers_things() {
     assert_eq!(
         snapshot(&alice).await,
         before,
-        "a stranger changed the owner's things"
+        "a stranger or a viewer changed the owner's things"
     );
 }
