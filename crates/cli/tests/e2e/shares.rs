@@ -20,7 +20,8 @@ on_both_backends!(
     a_shared_folder_is_one_folder_for_all_its_members,
     the_journal_follows_shares_roles_and_removal,
     two_users_sync_a_shared_folder_and_removal_keeps_the_copies,
-    a_viewers_changes_stay_on_their_device_as_copies_outside_the_folder
+    a_viewers_changes_stay_on_their_device_as_copies_outside_the_folder,
+    three_users_with_two_devices_each_share_change_roles_and_leave
 );
 
 async fn put(r: &Remote, path: &str, bytes: &[u8]) {
@@ -670,4 +671,121 @@ async fn fan_out_on(b: Backend) {
         pct(&mut woke, 1.0),
         pct(&mut commits, 0.5),
     );
+}
+
+/// Syncs every device twice over (changes travel one hop a pass).
+async fn settle(devices: &mut [(&str, std::path::PathBuf, Syncer)]) {
+    for _ in 0..2 {
+        for (_, _, sync) in devices.iter_mut() {
+            round(sync).await;
+        }
+    }
+}
+
+fn team_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    files(dir)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("Team/"))
+        .collect()
+}
+
+// Long on purpose: one story across six devices, each step starting from
+// the state the previous one left.
+async fn three_users_with_two_devices_each_share_change_roles_and_leave(b: Backend) {
+    let s = TestServer::start(b).await;
+    let alice = s.user("alice").await;
+    let _bob = s.user("bob").await;
+    let carol = s.user("carol").await;
+    let mut devices = Vec::new();
+    for (user, device) in [
+        ("alice", "laptop"),
+        ("alice", "phone"),
+        ("bob", "desktop"),
+        ("bob", "laptop"),
+        ("carol", "desktop"),
+        ("carol", "phone"),
+    ] {
+        let (dir, sync) = syncer(&s, user, device).await;
+        devices.push((user, dir, sync));
+    }
+    let dir = |i: usize, d: &[(&str, std::path::PathBuf, Syncer)]| d[i].1.clone();
+    std::fs::create_dir_all(dir(0, &devices).join("Team")).unwrap();
+    std::fs::write(dir(0, &devices).join("Team/a.txt"), b"alice wrote").unwrap();
+    std::fs::write(dir(0, &devices).join("private.txt"), b"alice only").unwrap();
+    round(&mut devices[0].2).await;
+    let id = alice
+        .share("/Team", "bob", ShareRole::Editor)
+        .await
+        .unwrap()
+        .id;
+    alice
+        .share("/Team", "carol", ShareRole::Viewer)
+        .await
+        .unwrap();
+    settle(&mut devices).await;
+    let want = BTreeMap::from([("Team/a.txt".to_owned(), b"alice wrote".to_vec())]);
+    for (user, d, _) in &devices {
+        assert_eq!(team_of(d), want, "{user} at {}", d.display());
+        assert_eq!(files(d).contains_key("private.txt"), *user == "alice");
+    }
+
+    // Bob edits on one device and adds on the other: everyone has both.
+    std::fs::write(dir(2, &devices).join("Team/a.txt"), b"bob edited").unwrap();
+    std::fs::write(dir(3, &devices).join("Team/b.txt"), b"bob added").unwrap();
+    settle(&mut devices).await;
+    let want = BTreeMap::from([
+        ("Team/a.txt".to_owned(), b"bob edited".to_vec()),
+        ("Team/b.txt".to_owned(), b"bob added".to_vec()),
+    ]);
+    for (user, d, _) in &devices {
+        assert_eq!(team_of(d), want, "{user}");
+    }
+
+    // Carol, a viewer, edits on her phone: her version stays hers, outside
+    // the folder, on both her devices; the folder is unchanged for all.
+    std::fs::write(dir(5, &devices).join("Team/a.txt"), b"carol's try").unwrap();
+    settle(&mut devices).await;
+    for (user, d, _) in &devices {
+        assert_eq!(team_of(d), want, "{user}");
+        let copies = files(d)
+            .into_iter()
+            .filter(|(k, v)| !k.contains('/') && v.as_slice() == b"carol's try")
+            .count();
+        assert_eq!(copies, usize::from(*user == "carol"), "{user}");
+    }
+
+    // Made an editor, carol's next edit reaches everyone.
+    alice
+        .set_share_role(id, "carol", ShareRole::Editor)
+        .await
+        .unwrap();
+    std::fs::write(dir(4, &devices).join("Team/a.txt"), b"carol edits now").unwrap();
+    settle(&mut devices).await;
+    for (user, d, _) in &devices {
+        assert_eq!(team_of(d)["Team/a.txt"], b"carol edits now", "{user}");
+    }
+
+    // Bob leaves by deleting the folder on his laptop: both his devices
+    // lose it (to the local trash), the others keep it.
+    std::fs::remove_dir_all(dir(3, &devices).join("Team")).unwrap();
+    settle(&mut devices).await;
+    for (user, d, _) in &devices {
+        assert_eq!(team_of(d).is_empty(), *user == "bob", "{user}");
+    }
+    assert!(
+        files(&dir(2, &devices).join(".tessera/trash"))
+            .values()
+            .any(|v| v.as_slice() == b"carol edits now"),
+        "bob's desktop trashed its copy"
+    );
+
+    // Carol is removed: her devices lose it; alice's keep every version.
+    alice.remove_member(id, "carol").await.unwrap();
+    settle(&mut devices).await;
+    for (user, d, _) in &devices {
+        assert_eq!(team_of(d).is_empty(), *user != "alice", "{user}");
+    }
+    assert!(carol.shares().await.unwrap().shares.is_empty());
+    let revs = alice.revisions("/Team/a.txt").await.unwrap().revisions;
+    assert_eq!(revs.len(), 3, "alice, bob and carol each wrote a version");
 }
