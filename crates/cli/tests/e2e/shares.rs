@@ -220,7 +220,7 @@ async fn a_shared_folder_is_one_folder_for_all_its_members(b: Backend) {
 
     // Nobody reaches past the shared folder into the owner's files.
     for (who, path) in [(&bob, "/private.txt"), (&carol, "/private.txt")] {
-        let e = who.download(path, None).await.err().expect("refused");
+        let e = who.download(path, None).await.expect_err("refused");
         assert_eq!(e.code(), Some(ErrorCode::NotFound), "{path}");
     }
 

@@ -43,7 +43,7 @@ pub async fn list(
             });
         }
     }
-    entries.sort_by(|a, b| b.deleted_ms.cmp(&a.deleted_ms));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.deleted_ms));
     Ok(Json(TrashResponse { entries }))
 }
 
