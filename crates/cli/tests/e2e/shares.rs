@@ -21,7 +21,8 @@ on_both_backends!(
     the_journal_follows_shares_roles_and_removal,
     two_users_sync_a_shared_folder_and_removal_keeps_the_copies,
     a_viewers_changes_stay_on_their_device_as_copies_outside_the_folder,
-    three_users_with_two_devices_each_share_change_roles_and_leave
+    three_users_with_two_devices_each_share_change_roles_and_leave,
+    what_was_under_way_or_trashed_before_a_share_stays_in_sight
 );
 
 async fn put(r: &Remote, path: &str, bytes: &[u8]) {
@@ -788,4 +789,62 @@ async fn three_users_with_two_devices_each_share_change_roles_and_leave(b: Backe
     assert!(carol.shares().await.unwrap().shares.is_empty());
     let revs = alice.revisions("/Team/a.txt").await.unwrap().revisions;
     assert_eq!(revs.len(), 3, "alice, bob and carol each wrote a version");
+}
+
+async fn what_was_under_way_or_trashed_before_a_share_stays_in_sight(b: Backend) {
+    let s = TestServer::start(b).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    // An older /Team, trashed whole, and the /Team that gets shared.
+    put(&alice, "/Team/gone.txt", b"old team").await;
+    alice.delete("/Team").await.unwrap();
+    put(&alice, "/Team/plan.txt", b"plan").await;
+    // An upload into the folder is under way when it is shared.
+    let created = Remote::send(
+        alice
+            .request(reqwest::Method::POST, "/tus/")
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Length", "5")
+            .header("Upload-Metadata", format!("path {}", b64("/Team/late.bin"))),
+    )
+    .await
+    .unwrap();
+    let session = created.headers()["location"].to_str().unwrap().to_owned();
+    let session = session.rsplit('/').next().unwrap().to_owned();
+    alice
+        .share("/Team", "bob", ShareRole::Viewer)
+        .await
+        .unwrap();
+
+    Remote::send(
+        alice
+            .request(reqwest::Method::PATCH, &format!("/tus/{session}"))
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", "0")
+            .header("Content-Type", "application/offset+octet-stream")
+            .body("late!"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(get(&alice, "/Team/late.bin").await, b"late!");
+    assert_eq!(get(&bob, "/Team/late.bin").await, b"late!");
+
+    // The older /Team cannot come back under the shared folder's name,
+    // where it would be out of sight; elsewhere it can.
+    let old = alice
+        .trash()
+        .await
+        .unwrap()
+        .entries
+        .into_iter()
+        .find(|t| t.path == "/Team")
+        .expect("the older /Team is in the trash");
+    let (status, message) = refused(alice.restore_from_trash(&old.id, None).await.unwrap_err());
+    assert_eq!(status, 409);
+    assert!(message.contains("shared folder"), "{message}");
+    alice
+        .restore_from_trash(&old.id, Some("/Old team"))
+        .await
+        .unwrap();
+    assert_eq!(get(&alice, "/Old team/gone.txt").await, b"old team");
 }

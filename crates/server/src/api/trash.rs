@@ -65,6 +65,23 @@ pub async fn restore(
             .filter(|m| m.writable())
             .map(|m| (m.namespace_id, Some(m))),
     );
+    if to.is_none()
+        && let Some(row) = state
+            .meta
+            .trash(user.ns)
+            .await?
+            .into_iter()
+            .find(|r| r.id == req.id)
+        && let Some(old) = row.deleted_path.as_deref()
+        && let Ok(old) = RemotePath::parse(old)
+        && places.read(&old)?.mount.is_some()
+    {
+        // Back at its old path, it would lie under a shared folder's
+        // name, out of sight.
+        return Err(ApiError::AlreadyExists(format!(
+            "{old} is inside a shared folder's name now: give `to`, another place to restore it"
+        )));
+    }
     for (ns, mount) in sources {
         let target = match &to {
             Some(to) => {

@@ -391,6 +391,33 @@ async fn make_shared(w: &mut Writer, owner: &UserRow, name: &str) -> Result<i64>
         .bind(&folder.id)
         .execute(&mut *w.tx)
         .await?;
+    // Uploads under way into the folder finish there: their target is
+    // now inside the new namespace.
+    let prefix = format!("/{name}/");
+    // Characters, as `substr` counts them.
+    let cut = prefix.chars().count() as i64;
+    sqlx::query(
+        "UPDATE upload_blocks SET namespace_id = $1
+         WHERE namespace_id = $2 AND session_id IN (
+             SELECT id FROM upload_sessions
+             WHERE namespace_id = $2 AND substr(path, 1, CAST($3 AS INTEGER)) = $4 AND done_path IS NULL)",
+    )
+    .bind(ns)
+    .bind(from)
+    .bind(cut)
+    .bind(&prefix)
+    .execute(&mut *w.tx)
+    .await?;
+    sqlx::query(
+        "UPDATE upload_sessions SET namespace_id = $1, path = substr(path, CAST($3 AS INTEGER))
+         WHERE namespace_id = $2 AND substr(path, 1, CAST($3 AS INTEGER)) = $4 AND done_path IS NULL",
+    )
+    .bind(ns)
+    .bind(from)
+    .bind(cut)
+    .bind(&prefix)
+    .execute(&mut *w.tx)
+    .await?;
     describe(w, ns, &folder.id).await?;
     let owner_mount = MountRow {
         user_id: owner.id,
