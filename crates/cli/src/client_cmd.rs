@@ -147,7 +147,7 @@ pub async fn get(remote_path: &str, local: &Path, rev: Option<i64>) -> anyhow::R
     Ok(())
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -165,7 +165,16 @@ pub async fn ls(remote_path: &str, json: bool) -> anyhow::Result<()> {
     }
     for e in &list.entries {
         match e.kind {
-            EntryKind::Folder => println!("{:>12}  {}  {}/", "-", when(e.modified_ms), e.name),
+            EntryKind::Folder => match e.shared {
+                Some(role) => println!(
+                    "{:>12}  {}  {}/  (shared, {})",
+                    "-",
+                    when(e.modified_ms),
+                    e.name,
+                    role.as_str()
+                ),
+                None => println!("{:>12}  {}  {}/", "-", when(e.modified_ms), e.name),
+            },
             EntryKind::File => println!(
                 "{:>12}  {}  {}",
                 e.size.unwrap_or(0),

@@ -7,6 +7,7 @@ mod fsck_cmd;
 mod links;
 mod profile;
 mod serve_cmd;
+mod share_cmd;
 mod sync_cmd;
 
 use std::path::PathBuf;
@@ -129,6 +130,12 @@ enum Command {
         #[command(subcommand)]
         command: LinkCommand,
     },
+    /// Share a folder with another user (or change their role), or list your shared folders.
+    Share(share_cmd::ShareArgs),
+    /// Take your shared folder from everyone else (it stays yours), or from one member.
+    Unshare(share_cmd::UnshareArgs),
+    /// Leave a folder shared with you: it is no longer in your files.
+    Leave(share_cmd::LeaveArgs),
 }
 
 #[derive(Subcommand)]
@@ -333,6 +340,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             LinkCommand::List { json } => c::link_list(json).await,
             LinkCommand::Revoke { id } => c::link_revoke(&id).await,
         },
+        Command::Share(args) => share_cmd::share(args).await,
+        Command::Unshare(args) => share_cmd::unshare(args).await,
+        Command::Leave(args) => share_cmd::leave(args).await,
         Command::Conflicts { dir } => sync_cmd::conflicts(&dir),
     }
 }

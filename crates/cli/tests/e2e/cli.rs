@@ -1,5 +1,5 @@
 //! The `tessera` binary as a user runs it: serve, admin, login, put, get,
-//! ls, mkdir, mv, rm, revisions, restore, logout.
+//! ls, mkdir, mv, rm, revisions, restore, logout, links, shared folders.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -334,6 +334,173 @@ fn links_are_made_listed_and_revoked_from_the_command_line() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("link list"));
     assert_eq!(http_get(guarded["url"].as_str().unwrap()).0, 404);
     assert_eq!(ok(&cfg, &["link", "list"], None).lines().count(), 1);
+}
+
+#[test]
+fn folders_are_shared_listed_and_left_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = dir.path().join("cfg");
+    let server = serve_logged_in(dir.path(), &admin);
+    let data = dir.path().join("data");
+    let login = |name: &str| {
+        let password = format!("{name}-secret-1");
+        ok(
+            &admin,
+            &[
+                "admin",
+                "user",
+                "add",
+                name,
+                "--password-stdin",
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
+            Some(&format!("{password}\n")),
+        );
+        let cfg = dir.path().join(format!("cfg-{name}"));
+        ok(
+            &cfg,
+            &[
+                "login",
+                "--server",
+                &server.url(),
+                "--user",
+                name,
+                "--password-stdin",
+            ],
+            Some(&format!("{password}\n")),
+        );
+        cfg
+    };
+    let (alice, bob) = (login("alice"), login("bob"));
+    let shares = |cfg: &Path| -> Vec<serde_json::Value> {
+        let list: serde_json::Value =
+            serde_json::from_str(&ok(cfg, &["share", "list", "--json"], None)).unwrap();
+        list["shares"].as_array().unwrap().clone()
+    };
+    let refused = |cfg: &Path, args: &[&str], says: &str| {
+        let out = tessera(cfg, args, None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "tessera {args:?} was not refused");
+        assert!(stderr.contains(says), "tessera {args:?}: {stderr}");
+    };
+    let file = dir.path().join("plan.txt");
+    std::fs::write(&file, "the plan\n").unwrap();
+    ok(
+        &alice,
+        &["put", file.to_str().unwrap(), "/Team/plan.txt"],
+        None,
+    );
+    assert_eq!(shares(&alice), Vec::<serde_json::Value>::new());
+    assert_eq!(ok(&alice, &["share", "list"], None), "no shared folders\n");
+
+    let said = ok(
+        &alice,
+        &["share", "/Team", "--with", "bob", "--role", "viewer"],
+        None,
+    );
+    assert!(said.contains("bob is now a viewer of /Team"), "{said}");
+    assert!(said.contains("bob (viewer)"), "{said}");
+    let mine = shares(&alice);
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0]["path"], "/Team");
+    assert_eq!(mine[0]["role"], "owner");
+    assert_eq!(mine[0]["owner"], "alice");
+    assert_eq!(
+        mine[0]["members"],
+        serde_json::json!([
+            {"username": "alice", "role": "owner"},
+            {"username": "bob", "role": "viewer"},
+        ])
+    );
+    let listed = ok(&alice, &["share", "list"], None);
+    assert!(
+        listed.contains("/Team") && listed.contains("bob (viewer)"),
+        "{listed}"
+    );
+    let theirs = shares(&bob);
+    assert_eq!(theirs.len(), 1, "{theirs:?}");
+    assert_eq!(theirs[0]["path"], "/Team");
+    assert_eq!(theirs[0]["role"], "viewer");
+    assert_eq!(theirs[0]["owner"], "alice");
+    let got = dir.path().join("bob-plan.txt");
+    ok(
+        &bob,
+        &["get", "/Team/plan.txt", got.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(std::fs::read_to_string(&got).unwrap(), "the plan\n");
+
+    // What is not theirs to do is refused, saying why.
+    refused(
+        &bob,
+        &["share", "/Team", "--with", "admin", "--role", "editor"],
+        "only its owner can share it",
+    );
+    refused(&bob, &["unshare", "/Team"], "tessera leave /Team");
+    refused(&alice, &["leave", "/Team"], "tessera unshare /Team");
+    refused(
+        &bob,
+        &["leave", "/Elsewhere"],
+        "/Elsewhere is not a shared folder; `tessera share list` shows yours",
+    );
+    refused(
+        &alice,
+        &["share", "/Team", "--with", "nobody", "--role", "viewer"],
+        "nobody",
+    );
+
+    // Sharing again changes the role; the leading slash may be left out.
+    let said = ok(
+        &alice,
+        &["share", "Team", "--with", "bob", "--role", "editor"],
+        None,
+    );
+    assert!(said.contains("bob is now an editor of /Team"), "{said}");
+    assert_eq!(shares(&bob)[0]["role"], "editor");
+    assert_eq!(shares(&alice)[0]["members"][1]["role"], "editor");
+
+    let said = ok(&bob, &["leave", "/Team"], None);
+    assert!(said.contains("you left /Team"), "{said}");
+    assert_eq!(shares(&bob), Vec::<serde_json::Value>::new());
+    assert!(!ok(&bob, &["ls"], None).contains("Team"));
+    refused(&bob, &["leave", "/Team"], "not a shared folder");
+    assert_eq!(
+        shares(&alice)[0]["members"],
+        serde_json::json!([{"username": "alice", "role": "owner"}])
+    );
+
+    ok(
+        &alice,
+        &["share", "/Team", "--with", "bob", "--role", "viewer"],
+        None,
+    );
+    assert_eq!(shares(&bob)[0]["role"], "viewer");
+    let said = ok(&alice, &["unshare", "/Team", "--user", "bob"], None);
+    assert!(said.contains("bob no longer has /Team"), "{said}");
+    assert_eq!(shares(&bob), Vec::<serde_json::Value>::new());
+    refused(
+        &alice,
+        &["unshare", "/Team", "--user", "bob"],
+        "bob does not have /Team",
+    );
+
+    // Unsharing takes it from every member; the owner keeps it as it was.
+    ok(
+        &alice,
+        &["share", "/Team", "--with", "bob", "--role", "editor"],
+        None,
+    );
+    let said = ok(&alice, &["unshare", "/Team"], None);
+    assert!(said.contains("bob lost it"), "{said}");
+    assert_eq!(shares(&bob), Vec::<serde_json::Value>::new());
+    let back = dir.path().join("alice-plan.txt");
+    ok(
+        &alice,
+        &["get", "/Team/plan.txt", back.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "the plan\n");
 }
 
 /// A plain GET, as a visitor with no account makes it: status and body.
