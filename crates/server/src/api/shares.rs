@@ -22,6 +22,12 @@ fn member_role(role: ShareRole) -> Result<&'static str, ApiError> {
     }
 }
 
+/// A shared folder's id from the route; anything else names none.
+fn share_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::NotFound("no such shared folder".into()))
+}
+
 fn me(user: &AuthUser) -> UserRow {
     UserRow {
         id: user.user_id,
@@ -135,9 +141,10 @@ pub async fn list(
 pub async fn set_role(
     State(state): State<AppState>,
     user: AuthUser,
-    Path((id, username)): Path<(i64, String)>,
+    Path((id, username)): Path<(String, String)>,
     J(req): J<RoleRequest>,
 ) -> Result<Json<ShareInfo>, ApiError> {
+    let id = share_id(&id)?;
     let role = member_role(req.role)?;
     let member = someone(&state, &username).await?;
     state
@@ -154,8 +161,9 @@ pub async fn set_role(
 pub async fn remove(
     State(state): State<AppState>,
     user: AuthUser,
-    Path((id, username)): Path<(i64, String)>,
+    Path((id, username)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    let id = share_id(&id)?;
     let member = someone(&state, &username).await?;
     state
         .meta
@@ -169,8 +177,9 @@ pub async fn remove(
 pub async fn unshare(
     State(state): State<AppState>,
     user: AuthUser,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    let id = share_id(&id)?;
     let n = state.meta.unshare(user.user_id, id, &user.device).await?;
     tracing::info!(ns = id, members = n, "folder unshared");
     Ok(StatusCode::NO_CONTENT)
