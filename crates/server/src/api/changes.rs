@@ -115,13 +115,26 @@ pub async fn list(
     // entries follow, under the mount points as they are now.
     let mut next = kept.clone();
     let mut shared = Vec::new();
-    for m in mounts.iter().filter(|m| m.mount_seq <= last) {
+    let seen: Vec<&MountRow> = mounts.iter().filter(|m| m.mount_seq <= last).collect();
+    // One query for where every shared journal stands: most are where the
+    // cursor is, and are not read at all.
+    let namespaces: Vec<i64> = seen.iter().map(|m| m.namespace_id).collect();
+    let heads: std::collections::HashMap<i64, i64> = state
+        .meta
+        .journal_seqs(&namespaces)
+        .await?
+        .into_iter()
+        .collect();
+    for m in seen {
+        let from = start_of(m, &cursor, after);
+        if heads.get(&m.namespace_id).is_some_and(|head| *head <= from) {
+            continue;
+        }
         let room = limit - changes.len() - shared.len();
         if room == 0 {
             has_more = true;
             break;
         }
-        let from = start_of(m, &cursor, after);
         let mut rows = state
             .meta
             .changes(m.namespace_id, from, room as i64 + 1)
