@@ -792,6 +792,223 @@ test('phone width (375 px): no horizontal overflow, actions reachable', async ()
   await phone.close();
 });
 
+// ---------- shared folders ----------
+
+const BOB_PASSWORD = `bob-${PASSWORD}`;
+
+/// Adds a user the way an administrator does, with the command-line tool
+/// on the server's data folder.
+async function addUser(name, password) {
+  const add = run(BIN, ['admin', 'user', 'add', name, '--password-stdin', '--data-dir', process.env.TESSERA_TEST_DATA], {
+    env: { ...process.env, TESSERA_LOG: 'warn' },
+  });
+  add.child.stdin.end(`${password}\n`);
+  await add;
+}
+
+/// Someone else, in a browser of their own, signed in through the form.
+async function signInAs(name, password) {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'en-US', timezoneId: 'UTC' });
+  const p = await ctx.newPage();
+  p.on('pageerror', (e) => console.error(`page error (${name}):`, e.message));
+  await p.goto(BASE);
+  await p.waitForSelector('#signin:not([hidden])');
+  await p.fill('#signin-user', name);
+  await p.fill('#signin-pass', password);
+  await p.click('#signin-form button[type=submit]');
+  await p.waitForSelector('#app:not([hidden])');
+  return { ctx, p };
+}
+
+async function teamShare() {
+  const res = await apiInPage('GET', '/shares');
+  assert.equal(res.status, 200, res.text);
+  return JSON.parse(res.text).shares.find((s) => s.path === '/Team');
+}
+
+const memberNames = (p) => p.locator('#share-members li[data-user]').evaluateAll((lis) => lis.map((li) => li.dataset.user));
+
+test('share a folder: the owner shares it with a viewer, sees them listed, makes them an editor, removes them', async () => {
+  await addUser('bob', BOB_PASSWORD);
+  await page.evaluate(() => { location.hash = '#/files/'; });
+  await row('/Projects').waitFor();
+  await page.click('#btn-mkdir');
+  await page.fill('#dialog-input', 'Team');
+  await page.click('#dialog-ok');
+  await row('/Team').waitFor();
+  await row('/Team').locator('a').click();
+  await page.waitForFunction(() => location.hash === '#/files/Team');
+  await uploadThroughInput('plan.txt', 'the plan, shared\n');
+  await row('/Team/plan.txt').waitFor();
+
+  // Only a folder at the top of one's files is offered for sharing.
+  await page.evaluate(() => { location.hash = '#/files/Album'; });
+  await row('/Album/raw').locator('.more').click();
+  await page.locator('#menu:not([hidden])').waitFor();
+  assert.equal(await page.locator('#menu [role=menuitem]', { hasText: 'Share folder…' }).count(), 0);
+  await page.keyboard.press('Escape');
+  await page.locator('#crumbs a', { hasText: 'My files' }).click();
+  await row('/Team').waitFor();
+
+  await menuAction('/Team', 'Share folder…');
+  await page.locator('#share[open]').waitFor();
+  assert.equal(await page.locator('#share-title').innerText(), 'Share “Team”');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'share-user', 'the username field has the focus');
+  assert.deepEqual(await memberNames(page), ['admin']);
+
+  // The server's refusal shows in the dialog, which stays open.
+  await page.fill('#share-user', 'nobody-here');
+  await page.click('#share-submit');
+  await page.waitForFunction(() => /there is no user named nobody-here/.test(document.getElementById('share-error').textContent));
+  assert.ok(await page.locator('#share-error').isVisible());
+
+  await page.locator('#share').getByLabel('Username').fill('bob');
+  await page.selectOption('#share-role', 'viewer');
+  await page.getByRole('button', { name: 'Share', exact: true }).click();
+  const bob = page.locator('#share-members li[data-user="bob"]');
+  await bob.waitFor();
+  assert.equal(await page.locator('#share-error').isVisible(), false, 'the earlier error is gone');
+  assert.match(await page.locator('#share-status').innerText(), /Shared with bob as a viewer/);
+  assert.deepEqual(await memberNames(page), ['admin', 'bob'], 'the owner first');
+  assert.match(await page.locator('#share-members li[data-user="admin"]').innerText(), /admin \(you\)\s*Owner/);
+  assert.equal(await bob.getByLabel('Role for bob').inputValue(), 'viewer');
+  assert.ok(await page.locator('#share-unshare').isVisible());
+  assert.equal(await page.locator('#share-leave').isVisible(), false);
+  assert.deepEqual((await teamShare()).members, [{ username: 'admin', role: 'owner' }, { username: 'bob', role: 'viewer' }]);
+  await row('/Team').locator('.badge.shared', { hasText: 'Shared · owner' }).waitFor();
+  await shot('share-dialog');
+
+  await bob.getByLabel('Role for bob').selectOption('editor');
+  await page.waitForFunction(() => /bob is now an editor/.test(document.getElementById('share-status').textContent));
+  assert.equal(await bob.getByLabel('Role for bob').inputValue(), 'editor');
+  assert.equal(await page.evaluate(() => document.activeElement.getAttribute('aria-label')), 'Role for bob', 'the select keeps the focus');
+  assert.deepEqual((await teamShare()).members, [{ username: 'admin', role: 'owner' }, { username: 'bob', role: 'editor' }]);
+
+  await bob.getByRole('button', { name: 'Remove bob' }).click();
+  await bob.waitFor({ state: 'detached' });
+  await page.locator('#share-members li', { hasText: 'No one else has access' }).waitFor();
+  assert.match(await page.locator('#share-status').innerText(), /bob no longer has access/);
+  assert.deepEqual((await teamShare()).members, [{ username: 'admin', role: 'owner' }]);
+  assert.equal(await page.locator('#share-unshare').isVisible(), false, 'nothing left to unshare');
+  // Shared with no one now: the badge goes.
+  await row('/Team').locator('.badge.shared').waitFor({ state: 'detached' });
+
+  await page.keyboard.press('Escape');
+  await page.locator('#share[open]').waitFor({ state: 'detached' });
+  assert.equal(await page.evaluate(() => document.activeElement.dataset.path), '/Team', 'the focus is back on the folder');
+});
+
+test('a folder shared as a viewer: the member finds it at the top with its badge, opens a file, has no upload there; as an editor they do; they leave', async () => {
+  const made = await apiInPage('POST', '/shares', { path: '/Team', with: 'bob', role: 'viewer' });
+  assert.equal(made.status, 201, made.text);
+  const { id } = JSON.parse(made.text);
+  const { ctx, p } = await signInAs('bob', BOB_PASSWORD);
+  try {
+    const team = p.locator('#rows tr[data-path="/Team"]');
+    await team.waitFor();
+    assert.equal(await p.locator('#rows tr').first().getAttribute('data-path'), '/Team');
+    assert.equal(await team.locator('.badge.shared').innerText(), 'Shared · viewer');
+
+    await team.locator('a').click();
+    await p.waitForFunction(() => location.hash === '#/files/Team');
+    const plan = p.locator('#rows tr[data-path="/Team/plan.txt"]');
+    await plan.waitFor();
+    await p.locator('#readonly-note:not([hidden])').waitFor();
+    assert.match(await p.locator('#readonly-note').innerText(), /shared with you by admin as a viewer, so it is read-only/);
+    for (const control of ['#btn-upload', '#btn-upload-folder', '#btn-mkdir']) {
+      assert.equal(await p.locator(control).isVisible(), false, `${control} is offered in a viewer's folder`);
+    }
+    await plan.locator('a').click();
+    await p.waitForFunction(() => document.querySelector('#preview-body pre')?.textContent === 'the plan, shared\n');
+    await p.click('#preview-close');
+    await plan.locator('.more').click();
+    await p.locator('#menu:not([hidden])').waitFor();
+    const items = await p.locator('#menu [role=menuitem]').allInnerTexts();
+    assert.deepEqual(items.filter((t) => /Rename|Move|Delete/.test(t)), [], `menu: ${items}`);
+    await p.keyboard.press('Escape');
+    await p.evaluate(() => { document.getElementById('toast').hidden = true; });
+    await shot('shared-viewer', p);
+    // The server refuses a viewer's write anyway.
+    const mkdir = await p.evaluate(async () => (await fetch('/api/v1/files/mkdir', {
+      method: 'POST', headers: { 'X-Tessera-Web': '1', 'Content-Type': 'application/json' }, body: JSON.stringify({ path: '/Team/sneaky' }),
+    })).status);
+    assert.equal(mkdir, 403);
+
+    // Made an editor: the member's page follows without a reload.
+    const changed = await apiInPage('PUT', `/shares/${id}/members/bob`, { role: 'editor' });
+    assert.equal(changed.status, 200, changed.text);
+    await p.locator('#btn-upload').waitFor({ state: 'visible', timeout: 5000 });
+    assert.ok(await p.locator('#btn-mkdir').isVisible());
+    assert.equal(await p.locator('#readonly-note').isVisible(), false);
+
+    // The member's dialog: who has it, the owner first, and Leave.
+    await p.locator('#crumbs a', { hasText: 'My files' }).click();
+    await team.locator('.badge.shared', { hasText: 'Shared · editor' }).waitFor();
+    await team.locator('.more').click();
+    await p.locator('#menu [role=menuitem]', { hasText: 'Who has access…' }).click();
+    await p.locator('#share[open]').waitFor();
+    await p.locator('#share-members li[data-user="bob"]').waitFor();
+    assert.equal(await p.locator('#share-title').innerText(), '“Team” is shared with you');
+    assert.equal(await p.locator('#share-form').isVisible(), false, 'a member shares nothing');
+    assert.deepEqual(await memberNames(p), ['admin', 'bob']);
+    assert.match(await p.locator('#share-members li[data-user="admin"]').innerText(), /Owner/);
+    assert.match(await p.locator('#share-members li[data-user="bob"]').innerText(), /bob \(you\)\s*Editor/);
+    assert.equal(await p.locator('#share-members select').count(), 0);
+    assert.equal(await p.locator('#share-unshare').isVisible(), false);
+    assert.equal(await p.evaluate(() => document.activeElement.id), 'share-leave');
+    await p.click('#share-leave');
+    await p.locator('#dialog[open]').waitFor();
+    await p.click('#dialog-ok');
+    await team.waitFor({ state: 'detached' });
+    await p.locator('#share[open]').waitFor({ state: 'detached' });
+    assert.deepEqual((await teamShare()).members, [{ username: 'admin', role: 'owner' }]);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('phone width (375 px): the share dialog fits and works', async () => {
+  const phone = await browser.newContext({ viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2, locale: 'en-US', timezoneId: 'UTC' });
+  await phone.addCookies((await context.cookies()).map((c) => ({ ...c })));
+  const p = await phone.newPage();
+  try {
+    await p.goto(BASE);
+    const team = p.locator('#rows tr[data-path="/Team"]');
+    await team.waitFor();
+    await team.locator('.more').click();
+    await p.locator('#menu [role=menuitem]', { hasText: 'Share folder…' }).click();
+    await p.locator('#share[open]').waitFor();
+    await p.locator('#share').getByLabel('Username').fill('bob');
+    await p.selectOption('#share-role', 'viewer');
+    await p.getByRole('button', { name: 'Share', exact: true }).tap();
+    const bob = p.locator('#share-members li[data-user="bob"]');
+    await bob.waitFor();
+    const controls = ['#share', '#share-user', '#share-role', '#share-submit', '#share-members li[data-user="bob"] select',
+      '#share-members li[data-user="bob"] button', '#share-unshare', '#share-done', '#share-close'];
+    for (const sel of controls) {
+      const box = await p.locator(sel).boundingBox();
+      assert.ok(box && box.x >= 0 && box.x + box.width <= 375 && box.width > 0, `${sel} is off the screen: ${JSON.stringify(box)}`);
+      if (sel !== '#share') assert.ok(box.height >= 30, `${sel} is too small to tap: ${box.height}px`);
+    }
+    assert.ok(await p.locator('#share').evaluate((d) => d.scrollWidth <= d.clientWidth), 'the dialog scrolls sideways');
+    await shot('share-dialog-phone', p);
+    await bob.getByLabel('Role for bob').selectOption('editor');
+    await p.waitForFunction(() => /bob is now an editor/.test(document.getElementById('share-status').textContent));
+
+    // Unshare: everyone else loses it, after a question.
+    await p.locator('#share-unshare').tap();
+    await p.locator('#dialog[open]').waitFor();
+    await p.click('#dialog-ok');
+    await bob.waitFor({ state: 'detached' });
+    assert.match(await p.locator('#share-status').innerText(), /only you have access/);
+    assert.deepEqual((await teamShare()).members, [{ username: 'admin', role: 'owner' }]);
+    await p.locator('#share-done').tap();
+    await p.locator('#share[open]').waitFor({ state: 'detached' });
+  } finally {
+    await phone.close();
+  }
+});
+
 test('a file over the size limit is refused with a clear message', async () => {
   // Made in the page (a drop), so no 32 MiB travel to the browser.
   const dataTransfer = await page.evaluateHandle(() => {

@@ -141,6 +141,18 @@ export const links = {
   revoke: (id) => api('DELETE', `/links/${encodeURIComponent(id)}`),
 };
 
+/// Shared folders: a folder at the top of one's files shared with other
+/// users as editors or viewers. Each is `{id, path, role, owner, members}`,
+/// `path` being where it is in the caller's files and `role` theirs.
+export const shares = {
+  list: () => api('GET', '/shares'),
+  share: (path, username, role) => api('POST', '/shares', { json: { path, with: username, role } }),
+  setRole: (id, username, role) => api('PUT', `/shares/${encodeURIComponent(id)}/members/${encodeURIComponent(username)}`, { json: { role } }),
+  /// The owner removing a member, or a member naming themself to leave.
+  remove: (id, username) => api('DELETE', `/shares/${encodeURIComponent(id)}/members/${encodeURIComponent(username)}`),
+  unshare: (id) => api('DELETE', `/shares/${encodeURIComponent(id)}`),
+};
+
 export const account = {
   /// `{user, used_bytes, quota_bytes}`; `quota_bytes` is null without a quota.
   usage: () => api('GET', '/usage'),

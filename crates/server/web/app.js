@@ -1,8 +1,8 @@
 // The web UI: sign-in, the file list (browse, sort, create, rename, move,
 // delete), the trash, revisions (and pins), previews, uploads, live updates
-// and the storage used against the quota.
+// the storage used against the quota, and shared folders.
 
-import { API, ApiError, WEB_HEADERS, account, api, errorFrom, files, formatBytes, join, links, nameOf, onUnauthorized, parentOf, trash } from './api.js';
+import { API, ApiError, WEB_HEADERS, account, api, errorFrom, files, formatBytes, join, links, nameOf, onUnauthorized, parentOf, shares, trash } from './api.js';
 import { Live } from './live.js';
 import { openPreview } from './preview.js';
 import { forgetUnfinished, unfinished } from './tus.js';
@@ -31,6 +31,10 @@ const state = {
   flash: new Set(),
   /// Paths picked with the checkboxes (this folder only).
   selected: new Set(),
+  /// The shared folders the user has, by where they are in their files.
+  shares: new Map(),
+  /// The signed-in user's name.
+  me: '',
 };
 
 let uploads = null;
@@ -67,6 +71,7 @@ async function attempt(fn, okMessage) {
 
 function showSignin(message = '') {
   live.stop();
+  if ($('share').open) $('share').close();
   $('app').hidden = true;
   $('usage').hidden = true;
   $('signin').hidden = false;
@@ -99,6 +104,7 @@ $('signin-form').addEventListener('submit', async (ev) => {
     }
     const body = await res.json();
     localStorage.setItem('tessera.user', body.username);
+    state.me = body.username;
     await enterApp();
   } catch {
     $('signin-error').textContent = 'Cannot reach the server. Check your connection.';
@@ -165,7 +171,7 @@ async function refresh(focusList = false) {
   $('trash-actions').hidden = state.view !== 'trash';
   try {
     if (state.view === 'files') {
-      const res = await files.list(state.folder);
+      const [res] = await Promise.all([files.list(state.folder), loadShares()]);
       if (seq !== loadSeq) return;
       state.entries = res.entries;
       renderFiles();
@@ -218,6 +224,7 @@ async function refreshUsage() {
     return;
   }
   if (seq !== usageSeq) return;
+  if (u.user) state.me = u.user;
   const used = u.used_bytes;
   const quota = u.quota_bytes;
   const bar = $('usage-bar');
@@ -352,6 +359,12 @@ function renderFiles() {
   renderCrumbs();
   $('btn-zip').href = files.zipUrl(state.folder);
   $('btn-zip').textContent = state.folder === '/' ? 'Download all' : 'Download folder';
+  const readOnly = !writableHere();
+  $('btn-mkdir').hidden = readOnly;
+  $('btn-upload').hidden = readOnly;
+  $('btn-upload-folder').hidden = readOnly || !folderPicking;
+  $('readonly-note').hidden = !readOnly;
+  $('readonly-note').textContent = readOnly ? readOnlyText(state.folder) : '';
   const present = new Set(state.entries.map((e) => e.path));
   for (const p of [...state.selected]) if (!present.has(p)) state.selected.delete(p);
   const nameHead = headCell('Name', 'name', 'c-name');
@@ -388,6 +401,7 @@ function renderFiles() {
         pick,
         fileIcon(e),
         el('div', {}, link, sub),
+        sharedBadge(e),
         e.pending ? el('span', { class: 'badge', title: 'An upload of a new version is under way', text: 'syncing' }) : null)),
       el('td', { class: 'num', text: folder ? '—' : formatBytes(e.size) }),
       el('td', { text: when(e.modified_ms), title: new Date(e.modified_ms).toLocaleString() }),
@@ -408,7 +422,7 @@ function renderFiles() {
   makeRowsTabbable();
   renderSelection();
   $('empty').hidden = rows.length > 0;
-  $('empty').textContent = 'This folder is empty. Drop files here or use Upload.';
+  $('empty').textContent = readOnly ? 'This folder is empty.' : 'This folder is empty. Drop files here or use Upload.';
   if (focused) {
     const again = [...$('rows').children].find((r) => r.dataset.path === focused);
     if (again) again.focus();
@@ -443,10 +457,14 @@ function rowKey(ev, entry, tr) {
     case 'Backspace':
       if (state.view === 'files' && state.folder !== '/') { ev.preventDefault(); go(parentOf(state.folder)); }
       break;
-    case 'F2': if (state.view === 'files') { ev.preventDefault(); rename(entry); } break;
+    case 'F2': if (state.view === 'files' && writable(entry.path)) { ev.preventDefault(); rename(entry); } break;
     case ' ': if (state.view === 'files') { ev.preventDefault(); toggleSelected(entry.path, !state.selected.has(entry.path)); } break;
     case 'Escape': if (state.selected.size) { ev.preventDefault(); setSelection([]); } break;
-    case 'Delete': ev.preventDefault(); if (state.view === 'files') remove(entry); else purge(entry); break;
+    case 'Delete':
+      ev.preventDefault();
+      if (state.view !== 'files') purge(entry);
+      else if (writable(entry.path)) remove(entry);
+      break;
     case 'ContextMenu': ev.preventDefault(); openMenu(tr.querySelector('.more'), entry); break;
     default:
       if (ev.key === 'F10' && ev.shiftKey) { ev.preventDefault(); openMenu(tr.querySelector('.more'), entry); }
@@ -479,20 +497,26 @@ function openMenu(anchor, entry, x, y) {
     item('Restore', () => restoreTrash(entry));
     item('Delete forever', () => purge(entry), 'danger');
   } else if (entry.kind === 'folder') {
+    const canWrite = writable(entry.path);
+    const member = entry.shared === 'editor' || entry.shared === 'viewer';
     item('Open', () => go(entry.path));
     link('Download as zip', files.zipUrl(entry.path));
-    item('Rename', () => rename(entry));
-    item('Move', () => move(entry));
-    item('Share link…', () => showLinks(entry.path, null, entry.kind === 'folder'));
-    item('Delete', () => remove(entry), 'danger');
+    if (canWrite) item('Rename', () => rename(entry));
+    // A shared folder stays at the top of one's files.
+    if (canWrite && !entry.shared) item('Move', () => move(entry));
+    if (parentOf(entry.path) === '/') item(member ? 'Who has access…' : 'Share folder…', () => openShare(entry));
+    item('Share link…', () => showLinks(entry.path, null, true));
+    if (member) item('Leave', () => leaveShare(entry), 'danger');
+    else if (canWrite) item('Delete', () => remove(entry), 'danger');
   } else {
+    const canWrite = writable(entry.path);
     item('Preview', () => preview(entry));
     link('Download', files.downloadUrl(entry.path));
-    item('Rename', () => rename(entry));
-    item('Move', () => move(entry));
-    item('Share link…', () => showLinks(entry.path, null, entry.kind === 'folder'));
+    if (canWrite) item('Rename', () => rename(entry));
+    if (canWrite) item('Move', () => move(entry));
+    item('Share link…', () => showLinks(entry.path, null, false));
     item('Revisions', () => showRevisions(entry.path));
-    item('Delete', () => remove(entry), 'danger');
+    if (canWrite) item('Delete', () => remove(entry), 'danger');
   }
   menu.replaceChildren(...items);
   menu.hidden = false;
@@ -616,6 +640,9 @@ function renderSelection() {
   const n = state.view === 'files' ? state.selected.size : 0;
   $('selection').hidden = n === 0;
   $('sel-count').textContent = `${n} selected`;
+  const readOnly = state.view === 'files' && !writableHere();
+  $('sel-move').hidden = readOnly;
+  $('sel-delete').hidden = readOnly;
 }
 
 $('sel-clear').addEventListener('click', () => setSelection([]));
@@ -683,6 +710,17 @@ async function move(entries) {
 }
 
 async function remove(entry) {
+  if (entry.shared === 'editor' || entry.shared === 'viewer') { leaveShare(entry); return; }
+  const info = entry.shared === 'owner' ? state.shares.get(entry.path) : null;
+  const others = info ? info.members.filter((m) => m.role !== 'owner').length : 0;
+  if (others) {
+    const sure = await dialog({
+      title: `Delete “${entry.name}”?`,
+      text: `It is shared with ${others === 1 ? 'one other person' : `${others} other people`}: they lose it too. It goes to your trash, whole.`,
+      ok: 'Delete', danger: true,
+    });
+    if (!sure) return;
+  }
   const ok = await attempt(() => files.remove(entry.path));
   if (ok !== undefined) {
     toast(`“${entry.name}” moved to the trash`);
@@ -695,6 +733,7 @@ async function remove(entry) {
 
 function renderTrash() {
   renderCrumbs();
+  $('readonly-note').hidden = true;
   $('list-head').replaceChildren(
     el('th', { class: 'c-name', scope: 'col' }, el('button', { type: 'button', text: 'Name', disabled: true })),
     el('th', { class: 'c-where', scope: 'col' }, el('button', { type: 'button', text: 'Was in', disabled: true })),
@@ -785,6 +824,7 @@ function pinIcon() {
 }
 
 function revisionItem(path, r, current) {
+  const canWrite = writable(path);
   const li = el('li', { 'data-rev': String(r.rev), class: r.pinned ? 'pinned' : '' },
     el('div', { class: 'row' },
       el('strong', { text: `Revision ${r.rev}` }),
@@ -793,7 +833,7 @@ function revisionItem(path, r, current) {
     el('div', { class: 'muted', text: `${new Date(r.created_ms).toLocaleString()} · ${formatBytes(r.size)} · ${r.device}` }),
     el('div', { class: 'row' },
       el('a', { class: 'button', href: files.downloadUrl(path, r.rev), download: '', text: 'Download' }),
-      r.rev === current ? null : el('button', {
+      r.rev === current || !canWrite ? null : el('button', {
         type: 'button', text: 'Restore',
         onclick: async () => {
           if (await attempt(() => files.restore(path, r.rev)) !== undefined) {
@@ -805,7 +845,7 @@ function revisionItem(path, r, current) {
           }
         },
       }),
-      el('button', {
+      !canWrite ? null : el('button', {
         type: 'button', class: 'pin',
         text: r.pinned ? 'Unpin' : 'Pin',
         'aria-label': `${r.pinned ? 'Unpin' : 'Pin'} revision ${r.rev}`,
@@ -900,7 +940,7 @@ async function showLinks(path, made = null, folder = false) {
       error.textContent = e.message;
     }
   } }, expiry, password,
-  folder ? el('label', { class: 'check' }, uploadOnly, ' Upload only: visitors send files here and see nothing') : null,
+  folder && writable(path) ? el('label', { class: 'check' }, uploadOnly, ' Upload only: visitors send files here and see nothing') : null,
   el('button', { type: 'submit', class: 'primary', text: 'Create link' }), error);
   const parts = [form];
   if (made) {
@@ -941,7 +981,313 @@ function closePanel() {
 $('panel-close').addEventListener('click', closePanel);
 
 document.addEventListener('keydown', (ev) => {
-  if (ev.key === 'Escape' && !$('panel').hidden && !$('dialog').open && !$('preview').open && $('menu').hidden) closePanel();
+  if (ev.key === 'Escape' && !$('panel').hidden && !$('dialog').open && !$('share').open && !$('preview').open && $('menu').hidden) closePanel();
+});
+
+// ---------- shared folders ----------
+
+const ROLE_TITLES = {
+  owner: 'You share this folder with others',
+  editor: 'Shared with you: you can add, change and delete its files',
+  viewer: 'Shared with you as a viewer: read-only',
+};
+const ROLES_EXPLAINED = 'Editors can add, change and delete its files; viewers can open and download them.';
+const withArticle = (role) => (role === 'editor' ? 'an editor' : `a ${role}`);
+
+/// The folder at the top of one's files that `path` lies in ('/Team/a' →
+/// '/Team'); null for the top itself.
+function topOf(path) {
+  if (path === '/') return null;
+  const i = path.indexOf('/', 1);
+  return i < 0 ? path : path.slice(0, i);
+}
+
+/// The user's role in the shared folder `path` lies in; null outside one.
+function roleAt(path) {
+  const top = topOf(path);
+  if (!top) return null;
+  const known = state.shares.get(top);
+  if (known) return known.role;
+  // The top's listing marks its shared folders, should the list not have come.
+  return state.folder === '/' ? (state.entries.find((e) => e.path === top)?.shared ?? null) : null;
+}
+
+/// False inside a folder shared with the user as a viewer (its mount point
+/// itself is theirs to rename or leave).
+function writable(path) {
+  return roleAt(path) !== 'viewer' || topOf(path) === path;
+}
+
+/// Whether the folder shown takes new files and folders.
+function writableHere() {
+  return state.view !== 'files' || state.folder === '/' || roleAt(state.folder) !== 'viewer';
+}
+
+function readOnlyText(path) {
+  const top = topOf(path);
+  const owner = state.shares.get(top)?.owner;
+  return `“${nameOf(top)}” is shared with you${owner ? ` by ${owner}` : ''} as a viewer, so it is read-only: you can open and download its files, not add, change or delete them.`;
+}
+
+async function loadShares() {
+  try {
+    const res = await shares.list();
+    state.shares = new Map(res.shares.map((s) => [s.path, s]));
+  } catch {
+    // The listing still marks shared folders, and the server refuses what
+    // a viewer may not do.
+  }
+}
+
+/// "Shared · viewer" on a shared folder: the user's role in it. A folder
+/// its owner shares with no one any more is theirs alone again.
+function sharedBadge(entry) {
+  if (!entry.shared) return null;
+  const info = state.shares.get(entry.path);
+  if (entry.shared === 'owner' && info && info.members.length <= 1) return null;
+  return el('span', { class: `badge shared ${entry.shared}`, title: ROLE_TITLES[entry.shared] || '', text: `Shared · ${entry.shared}` });
+}
+
+/// The folder the share dialog is about: `{path, name, info}`, `info`
+/// being its ShareInfo (null while it is not shared).
+let sharing = null;
+
+function shareStatus(text) {
+  $('share-status').textContent = text;
+}
+
+function shareError(e) {
+  if (e instanceof ApiError && e.status === 401) return;
+  $('share-error').textContent = e.message || String(e);
+}
+
+/// Where the folder is now: a ShareInfo, or null when it is not shared.
+async function fetchShare(path) {
+  const res = await shares.list();
+  state.shares = new Map(res.shares.map((s) => [s.path, s]));
+  return state.shares.get(path) ?? null;
+}
+
+/// Opens the share dialog for a folder at the top of one's files: its
+/// owner shares it, changes roles, removes members or unshares it; a
+/// member sees who has it and can leave.
+async function openShare(entry) {
+  const d = $('share');
+  const path = entry.path;
+  const known = state.shares.get(path) ?? null;
+  sharing = { path, name: entry.name, info: known, role: entry.shared || 'owner', loading: !known && !!entry.shared };
+  $('share-error').textContent = '';
+  shareStatus('');
+  $('share-user').value = '';
+  $('share-role').value = 'editor';
+  renderShare();
+  d.showModal();
+  focusShare();
+  try {
+    const info = await fetchShare(path);
+    if (sharing?.path !== path) return;
+    sharing.info = info;
+    sharing.loading = false;
+    if (info) sharing.role = info.role;
+    renderShare();
+  } catch (e) {
+    if (sharing?.path === path) shareError(e);
+  }
+}
+
+function focusShare() {
+  if (!$('share-form').hidden) $('share-user').focus();
+  else if (!$('share-leave').hidden) $('share-leave').focus();
+  else $('share-done').focus();
+}
+
+function renderShare() {
+  if (!sharing) return;
+  const { name, info } = sharing;
+  const role = info ? info.role : sharing.role;
+  const owner = role === 'owner';
+  const others = info ? info.members.filter((m) => m.role !== 'owner') : [];
+  $('share-title').textContent = owner ? `Share “${name}”` : `“${name}” is shared with you`;
+  $('share-about').textContent = owner
+    ? `${others.length ? `Shared with ${others.length === 1 ? 'one person' : `${others.length} people`}.` : 'Share this folder with other people on this server.'} ${ROLES_EXPLAINED}`
+    : `${info?.owner || 'Its owner'} shares it with you as ${withArticle(role)}: ${role === 'viewer' ? 'you can open and download its files, not change them.' : 'you can add, change and delete its files.'}`;
+  $('share-form').hidden = !owner;
+  $('share-unshare').hidden = !(owner && others.length);
+  $('share-leave').hidden = owner;
+  const list = $('share-members');
+  if (sharing.loading) {
+    list.replaceChildren(el('li', { class: 'muted', text: 'Loading…' }));
+    return;
+  }
+  const people = info ? info.members : [{ username: state.me || 'You', role: 'owner' }];
+  list.replaceChildren(...people.map((m) => memberItem(m, owner)));
+  if (owner && !others.length) list.append(el('li', { class: 'muted', text: 'No one else has access yet.' }));
+}
+
+function memberItem(m, owner) {
+  const you = m.username === state.me ? ' (you)' : '';
+  const who = el('span', { class: 'member-name', text: `${m.username}${you}` });
+  if (m.role === 'owner' || !owner) {
+    return el('li', { 'data-user': m.username, 'data-role': m.role }, who,
+      el('span', { class: 'member-role', text: m.role === 'owner' ? 'Owner' : m.role === 'editor' ? 'Editor' : 'Viewer' }));
+  }
+  const select = el('select', {
+    class: 'member-select', 'aria-label': `Role for ${m.username}`,
+    onchange: () => changeRole(m.username, select),
+  },
+  el('option', { value: 'editor', text: 'Editor' }),
+  el('option', { value: 'viewer', text: 'Viewer' }));
+  select.value = m.role;
+  return el('li', { 'data-user': m.username, 'data-role': m.role }, who,
+    el('span', { class: 'member-actions' }, select,
+      el('button', { type: 'button', class: 'danger', text: 'Remove', 'aria-label': `Remove ${m.username}`, onclick: (ev) => removeMember(m.username, ev.currentTarget) })));
+}
+
+$('share-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  if (!sharing) return;
+  const { path } = sharing;
+  const username = $('share-user').value.trim();
+  const role = $('share-role').value;
+  $('share-error').textContent = '';
+  shareStatus('');
+  if (!username) {
+    $('share-error').textContent = 'Enter the username of the person to share with.';
+    $('share-user').focus();
+    return;
+  }
+  const button = $('share-submit');
+  button.disabled = true;
+  try {
+    const info = await shares.share(path, username, role);
+    if (sharing?.path !== path) return;
+    sharing.info = info;
+    state.shares.set(info.path, info);
+    $('share-user').value = '';
+    renderShare();
+    shareStatus(`Shared with ${username} as ${withArticle(role)}.`);
+    refresh();
+  } catch (e) {
+    shareError(e);
+  } finally {
+    button.disabled = false;
+  }
+  $('share-user').focus();
+});
+
+async function changeRole(username, select) {
+  if (!sharing?.info) return;
+  const { path, info } = sharing;
+  const before = info.members.find((m) => m.username === username)?.role;
+  const role = select.value;
+  $('share-error').textContent = '';
+  shareStatus('');
+  select.disabled = true;
+  try {
+    const updated = await shares.setRole(info.id, username, role);
+    if (sharing?.path !== path) return;
+    sharing.info = updated;
+    state.shares.set(updated.path, updated);
+    renderShare();
+    shareStatus(`${username} is now ${withArticle(role)}.`);
+    $('share-members').querySelector(`li[data-user="${CSS.escape(username)}"] select`)?.focus();
+  } catch (e) {
+    shareError(e);
+    if (before) select.value = before;
+    select.disabled = false;
+    select.focus();
+  }
+}
+
+async function removeMember(username, button) {
+  if (!sharing?.info) return;
+  const { path, info } = sharing;
+  $('share-error').textContent = '';
+  shareStatus('');
+  button.disabled = true;
+  try {
+    await shares.remove(info.id, username);
+    const again = await fetchShare(path);
+    if (sharing?.path !== path) return;
+    sharing.info = again;
+    renderShare();
+    shareStatus(`${username} no longer has access.`);
+    refresh();
+  } catch (e) {
+    shareError(e);
+    button.disabled = false;
+  }
+  focusShare();
+}
+
+$('share-unshare').addEventListener('click', async () => {
+  if (!sharing?.info) return;
+  const { path, name, info } = sharing;
+  const ok = await dialog({
+    title: `Unshare “${name}”?`,
+    text: 'Everyone you share it with loses access. It stays in your files as it is.',
+    ok: 'Unshare', danger: true,
+  });
+  if (!ok || sharing?.path !== path) return;
+  $('share-error').textContent = '';
+  shareStatus('');
+  try {
+    await shares.unshare(info.id);
+    const again = await fetchShare(path);
+    if (sharing?.path !== path) return;
+    sharing.info = again;
+    renderShare();
+    shareStatus('Unshared: only you have access now.');
+    refresh();
+  } catch (e) {
+    shareError(e);
+  }
+  focusShare();
+});
+
+/// A member leaves a folder shared with them: from the dialog, or the
+/// folder's actions.
+async function leaveShare(entry) {
+  const ok = await dialog({
+    title: `Leave “${entry.name}”?`,
+    text: 'It leaves your files; everyone else keeps it. Its owner can share it with you again.',
+    ok: 'Leave', danger: true,
+  });
+  if (!ok) return false;
+  let info = state.shares.get(entry.path) ?? null;
+  try {
+    info ||= await fetchShare(entry.path);
+    if (!info) throw new ApiError(404, 'not_found', `“${entry.name}” is not shared with you any more.`);
+    if (!state.me) state.me = (await account.usage()).user;
+    await shares.remove(info.id, state.me);
+  } catch (e) {
+    if ($('share').open) shareError(e);
+    else if (!(e instanceof ApiError && e.status === 401)) toast(e.message || String(e), true);
+    return false;
+  }
+  state.shares.delete(entry.path);
+  if ($('share').open) $('share').close();
+  toast(`You left “${entry.name}”`);
+  if (topOf(state.folder) === entry.path) go('/');
+  else refresh();
+  return true;
+}
+
+$('share-leave').addEventListener('click', async () => {
+  if (!sharing) return;
+  const left = await leaveShare({ path: sharing.path, name: sharing.name });
+  if (!left && $('share').open) focusShare();
+});
+
+$('share-close').addEventListener('click', () => $('share').close());
+$('share-done').addEventListener('click', () => $('share').close());
+$('share').addEventListener('close', () => {
+  const path = sharing?.path;
+  sharing = null;
+  $('share-members').replaceChildren();
+  // Back to the folder's row (the list may have been drawn again meanwhile).
+  const back = [...$('rows').children].find((r) => r.dataset.path === path);
+  if (back) { for (const r of $('rows').children) r.tabIndex = -1; back.tabIndex = 0; back.focus(); }
 });
 
 // ---------- uploads ----------
@@ -949,7 +1295,8 @@ document.addEventListener('keydown', (ev) => {
 $('btn-upload').addEventListener('click', () => $('pick-files').click());
 $('btn-upload-folder').addEventListener('click', () => $('pick-folder').click());
 // Browsers without folder picking (some phones) offer files only.
-if (!('webkitdirectory' in $('pick-folder'))) $('btn-upload-folder').hidden = true;
+const folderPicking = 'webkitdirectory' in $('pick-folder');
+if (!folderPicking) $('btn-upload-folder').hidden = true;
 for (const id of ['pick-files', 'pick-folder']) {
   $(id).addEventListener('change', (ev) => {
     const { entries, emptyDirs } = fromInput(ev.target.files);
@@ -962,7 +1309,7 @@ const drop = document.body;
 let dragDepth = 0;
 const carriesFiles = (ev) => [...(ev.dataTransfer?.types || [])].includes('Files');
 drop.addEventListener('dragenter', (ev) => {
-  if (!carriesFiles(ev) || state.view !== 'files' || $('app').hidden) return;
+  if (!carriesFiles(ev) || state.view !== 'files' || $('app').hidden || !writableHere()) return;
   ev.preventDefault();
   dragDepth += 1;
   $('drop').classList.add('over');
@@ -982,6 +1329,7 @@ drop.addEventListener('drop', async (ev) => {
   dragDepth = 0;
   $('drop').classList.remove('over');
   const folder = state.folder;
+  if (!writable(folder)) { toast(readOnlyText(folder), true); return; }
   const { entries, emptyDirs } = await fromDrop(ev.dataTransfer);
   if (entries.length || emptyDirs.length) uploads.add(folder, entries, emptyDirs);
 });
@@ -1006,6 +1354,7 @@ async function enterApp() {
   $('signin').hidden = true;
   $('app').hidden = false;
   $('who').textContent = localStorage.getItem('tessera.user') || '';
+  state.me ||= localStorage.getItem('tessera.user') || '';
   const target = parseHash();
   state.view = target.view;
   state.folder = target.folder;
