@@ -148,6 +148,19 @@ async fn a_shared_folder_is_one_folder_for_all_its_members(b: Backend) {
         "%2FTeam%20%282%29%2Fby-tus.txt"
     );
     assert_eq!(get(&alice, "/Team/by-tus.txt").await, b"tus!!");
+    // A link bob makes inside the folder lists under his name for it.
+    let l = bob
+        .create_link(&tessera_proto::api::CreateLinkRequest {
+            path: "/Team (2)/plan.txt".into(),
+            expires_in_secs: None,
+            password: None,
+            upload_only: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(l.path.as_deref(), Some("/Team (2)/plan.txt"));
+    let listed = bob.links().await.unwrap().links;
+    assert_eq!(listed[0].path.as_deref(), Some("/Team (2)/plan.txt"));
     let zip = Remote::send(
         bob.request(reqwest::Method::GET, "/files/zip")
             .query(&[("path", "/Team (2)")]),
@@ -280,10 +293,41 @@ async fn a_shared_folder_is_one_folder_for_all_its_members(b: Backend) {
         .set_share_role(id, "carol", ShareRole::Editor)
         .await
         .unwrap();
+    // An upload bob began as an editor does not finish once he views.
+    let begun = Remote::send(
+        bob.request(reqwest::Method::POST, "/tus/")
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Length", "4")
+            .header(
+                "Upload-Metadata",
+                format!("path {}", b64("/Alice team/late.txt")),
+            ),
+    )
+    .await
+    .unwrap();
+    let begun = begun.headers()["location"].to_str().unwrap().to_owned();
+    let begun = begun.rsplit('/').next().unwrap().to_owned();
     alice
         .set_share_role(id, "bob", ShareRole::Viewer)
         .await
         .unwrap();
+    let late = Remote::send(
+        bob.request(reqwest::Method::PATCH, &format!("/tus/{begun}"))
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", "0")
+            .header("Content-Type", "application/offset+octet-stream")
+            .body("late"),
+    )
+    .await;
+    assert!(late.is_err(), "a viewer finished an upload");
+    assert_eq!(
+        alice
+            .download("/Team/late.txt", None)
+            .await
+            .expect_err("not there")
+            .code(),
+        Some(ErrorCode::NotFound)
+    );
     put(&carol, "/Team/by-carol.txt", b"carol writes").await;
     let e = bob
         .upload("/Alice team/y.txt", None, reqwest::Body::from("no"))
@@ -565,6 +609,11 @@ async fn a_viewers_changes_stay_on_their_device_as_copies_outside_the_folder(b: 
     std::fs::write(dir.join("Team/new.txt"), b"bob's new file").unwrap();
     std::fs::remove_file(dir.join("Team/keep.txt")).unwrap();
     std::fs::create_dir(dir.join("Team/empty")).unwrap();
+    // Bob's own folder, moved into the read-only one, goes back.
+    std::fs::create_dir_all(dir.join("Mine")).unwrap();
+    std::fs::write(dir.join("Mine/own.txt"), b"bob's own").unwrap();
+    round(&mut sync).await;
+    std::fs::rename(dir.join("Mine"), dir.join("Team/Mine")).unwrap();
     let r = sync.sync_once().await.unwrap();
     assert!(r.stuck.is_empty(), "{:?}", r.stuck);
     assert!(
@@ -578,6 +627,9 @@ async fn a_viewers_changes_stay_on_their_device_as_copies_outside_the_folder(b: 
     assert_eq!(got["Team/docs/notes.txt"], b"v1");
     assert_eq!(got["Team/keep.txt"], b"keep me");
     assert!(!got.contains_key("Team/new.txt"));
+    assert_eq!(got["Mine/own.txt"], b"bob's own");
+    assert!(!dir.join("Team/Mine").exists());
+    assert_eq!(get(&bob, "/Mine/own.txt").await, b"bob's own");
     assert!(!dir.join("Team/empty").exists());
     let outside: BTreeMap<&String, &Vec<u8>> =
         got.iter().filter(|(k, _)| !k.contains('/')).collect();
@@ -799,6 +851,8 @@ async fn what_was_under_way_or_trashed_before_a_share_stays_in_sight(b: Backend)
     put(&alice, "/Team/gone.txt", b"old team").await;
     alice.delete("/Team").await.unwrap();
     put(&alice, "/Team/plan.txt", b"plan").await;
+    put(&alice, "/Team/old.txt", b"trashed before").await;
+    alice.delete("/Team/old.txt").await.unwrap();
     // An upload into the folder is under way when it is shared.
     let created = Remote::send(
         alice
@@ -847,4 +901,42 @@ async fn what_was_under_way_or_trashed_before_a_share_stays_in_sight(b: Backend)
         .await
         .unwrap();
     assert_eq!(get(&alice, "/Old team/gone.txt").await, b"old team");
+    // What was trashed inside the folder before is listed and restored
+    // where it was, inside it.
+    let inside = alice
+        .trash()
+        .await
+        .unwrap()
+        .entries
+        .into_iter()
+        .find(|t| t.path.ends_with("old.txt"))
+        .expect("old.txt is in the trash");
+    assert_eq!(inside.path, "/Team/old.txt");
+    alice.restore_from_trash(&inside.id, None).await.unwrap();
+    assert_eq!(get(&bob, "/Team/old.txt").await, b"trashed before");
+
+    // A name that is as long as a name may be still fits with a number.
+    let long = "n".repeat(255);
+    alice.mkdir(&format!("/{long}")).await.unwrap();
+    bob.mkdir(&format!("/{long}")).await.unwrap();
+    alice
+        .share(&format!("/{long}"), "bob", ShareRole::Editor)
+        .await
+        .unwrap();
+    let names = top(&bob).await;
+    assert_eq!(names.len(), 3, "{:?}", names.keys());
+    assert!(names.keys().all(|n| n.len() <= 255));
+
+    // A file request cannot take files into the top of one's files, where
+    // a name could fall under a shared folder's.
+    let e = alice
+        .create_link(&tessera_proto::api::CreateLinkRequest {
+            path: "/".into(),
+            expires_in_secs: None,
+            password: None,
+            upload_only: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused(e).0, 400);
 }

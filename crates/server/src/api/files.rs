@@ -333,9 +333,12 @@ async fn move_across(
             outcome?;
         }
     }
+    // A file changed meanwhile stays where it was (both versions are
+    // kept, the older one at the target).
+    let base = (!node.is_folder()).then_some(node.rev);
     state
         .meta
-        .delete(source.ns, &source.path, None, &user.device)
+        .delete(source.ns, &source.path, base, &user.device)
         .await?;
     let moved = state
         .meta

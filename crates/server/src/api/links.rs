@@ -150,6 +150,13 @@ pub async fn create(
                 .map_err(ApiError::internal)?,
         ),
     };
+    if req.upload_only && path.is_root() {
+        return Err(ApiError::BadRequest(
+            "a file request takes files into a folder: make one (say /Inbox) and ask for files \
+             there"
+                .into(),
+        ));
+    }
     if req.upload_only && !node.is_folder() {
         return Err(ApiError::BadRequest(format!(
             "{path} is a file: an upload-only link takes files into a folder"
@@ -182,9 +189,30 @@ pub async fn list(
     user: AuthUser,
 ) -> Result<Json<LinkList>, ApiError> {
     let rows = state.meta.links_of(user.user_id).await?;
+    let places = super::place::Places::of(&state, &user).await?;
     let mut links = Vec::with_capacity(rows.len());
     for row in rows {
-        let at = state.meta.live_node(row.namespace_id, &row.node_id).await?;
+        // Where it is in the user's files: their own, or under a shared
+        // folder's mount; nowhere once they no longer have that folder.
+        let mount = places
+            .mounts()
+            .iter()
+            .find(|m| m.namespace_id == row.namespace_id);
+        let at = if row.namespace_id == user.ns || mount.is_some() {
+            match state.meta.live_node(row.namespace_id, &row.node_id).await? {
+                Some((node, inner)) => {
+                    let shown = match mount {
+                        Some(m) if inner.is_root() => RemotePath::root().join(&m.name)?,
+                        Some(m) => RemotePath::parse(&format!("/{}{inner}", m.name))?,
+                        None => inner,
+                    };
+                    Some((node, shown))
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
         links.push(info(&row, at.as_ref().map(|(n, p)| (n, p)), None));
     }
     Ok(Json(LinkList { links }))

@@ -257,6 +257,11 @@ impl Scope {
             return Ok(scope);
         }
         for m in Places::of(state, user).await?.mounts() {
+            // A folder the user may only view takes no upload, even one
+            // begun while they could write there.
+            if !m.writable() {
+                continue;
+            }
             let row = state
                 .meta
                 .upload(m.namespace_id, id)

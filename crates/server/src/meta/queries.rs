@@ -449,6 +449,15 @@ impl Writer {
                 Some(n) if n.is_folder() => n,
                 Some(_) => return Err(MetaError::NotAFolder(at.to_string())),
                 None => {
+                    if cur.parent_id.is_none()
+                        && mount_owns_name(&mut self.tx, self.ns, seg).await?
+                    {
+                        // A change begun before the folder was shared
+                        // would land out of sight under the mount.
+                        return Err(MetaError::AlreadyExists(format!(
+                            "{at} is a shared folder now: send the change again"
+                        )));
+                    }
                     let node = NodeRow {
                         namespace_id: self.ns,
                         id: new_id(),
@@ -562,6 +571,20 @@ fn loc((object, offset, length): (String, i64, i64)) -> BlockLoc {
         offset: offset as u64,
         length: length as u64,
     }
+}
+
+/// Whether `name` at the top of namespace `ns` is, for the user whose own
+/// files `ns` holds, a mounted shared folder's.
+async fn mount_owns_name(conn: &mut Conn, ns: i64, name: &str) -> Result<bool> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT m.namespace_id FROM mounts m JOIN users u ON u.id = m.user_id
+         WHERE u.root_ns = $1 AND m.name = $2",
+    )
+    .bind(ns)
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.is_some())
 }
 
 async fn insert_node(conn: &mut Conn, n: &NodeRow) -> Result<()> {

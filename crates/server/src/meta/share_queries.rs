@@ -90,7 +90,12 @@ impl Store {
                     "/{name} is shared with you: only its owner can share it with others"
                 )));
             }
-            Some(m) => m.namespace_id,
+            Some(m) => {
+                // Commits there hold its lock: adding a member waits for
+                // them, so no block stored meanwhile misses the grant.
+                w.join(m.namespace_id).await?;
+                m.namespace_id
+            }
             None => make_shared(&mut w, owner, name).await?,
         };
         if member.id == owner.id {
@@ -193,6 +198,9 @@ impl Store {
     pub async fn delete_shared(&self, owner: &UserRow, ns: i64, device: &str) -> Result<()> {
         let mut w = Writer::begin(self, owner.root_ns, device).await?;
         must_own(&mut w.tx, owner.id, ns).await?;
+        // Held to the end: no commit in the folder runs while its rows
+        // move (one that did could be left behind, out of reach).
+        w.join(ns).await?;
         let mounts: Vec<MountRow> = sqlx::query_as(concat!(
             "SELECT ",
             mount_cols!(),
@@ -213,6 +221,24 @@ impl Store {
             .bind(ns)
             .execute(&mut *w.tx)
             .await?;
+        // Uploads under way into it end; their blocks go to collection.
+        sqlx::query("DELETE FROM upload_blocks WHERE namespace_id = $1")
+            .bind(ns)
+            .execute(&mut *w.tx)
+            .await?;
+        sqlx::query("DELETE FROM upload_sessions WHERE namespace_id = $1")
+            .bind(ns)
+            .execute(&mut *w.tx)
+            .await?;
+        // Its trash keeps where each item was, now below the folder.
+        sqlx::query(
+            "UPDATE nodes SET deleted_path = $1 || deleted_path
+             WHERE namespace_id = $2 AND deleted_path IS NOT NULL",
+        )
+        .bind(format!("/{}", own.name))
+        .bind(ns)
+        .execute(&mut *w.tx)
+        .await?;
         // Found before the folder's own root joins the namespace.
         let top = root(&mut w.tx, owner.root_ns).await?;
         // Everything the namespace holds goes home, trash included.
@@ -396,11 +422,11 @@ async fn make_shared(w: &mut Writer, owner: &UserRow, name: &str) -> Result<i64>
     let prefix = format!("/{name}/");
     // Characters, as `substr` counts them.
     let cut = prefix.chars().count() as i64;
+    // The sessions first: a PATCH under way holds its session's row, so
+    // this waits for it, and its blocks are moved after it.
     sqlx::query(
-        "UPDATE upload_blocks SET namespace_id = $1
-         WHERE namespace_id = $2 AND session_id IN (
-             SELECT id FROM upload_sessions
-             WHERE namespace_id = $2 AND substr(path, 1, CAST($3 AS INTEGER)) = $4 AND done_path IS NULL)",
+        "UPDATE upload_sessions SET namespace_id = $1, path = substr(path, CAST($3 AS INTEGER))
+         WHERE namespace_id = $2 AND substr(path, 1, CAST($3 AS INTEGER)) = $4 AND done_path IS NULL",
     )
     .bind(ns)
     .bind(from)
@@ -409,11 +435,21 @@ async fn make_shared(w: &mut Writer, owner: &UserRow, name: &str) -> Result<i64>
     .execute(&mut *w.tx)
     .await?;
     sqlx::query(
-        "UPDATE upload_sessions SET namespace_id = $1, path = substr(path, CAST($3 AS INTEGER))
-         WHERE namespace_id = $2 AND substr(path, 1, CAST($3 AS INTEGER)) = $4 AND done_path IS NULL",
+        "UPDATE upload_blocks SET namespace_id = $1
+         WHERE namespace_id = $2 AND session_id IN (
+             SELECT id FROM upload_sessions WHERE namespace_id = $1)",
     )
     .bind(ns)
     .bind(from)
+    .execute(&mut *w.tx)
+    .await?;
+    // Its trash keeps where each item was, now inside the folder.
+    sqlx::query(
+        "UPDATE nodes SET deleted_path = substr(deleted_path, CAST($2 AS INTEGER))
+         WHERE namespace_id = $1 AND deleted_path IS NOT NULL
+           AND substr(deleted_path, 1, CAST($2 AS INTEGER)) = $3",
+    )
+    .bind(ns)
     .bind(cut)
     .bind(&prefix)
     .execute(&mut *w.tx)
@@ -491,7 +527,7 @@ async fn add_member(
         let candidate = if n == 1 {
             name.to_owned()
         } else {
-            numbered_name(name, n)
+            numbered_within(name, n)
         };
         if !name_taken(&mut w.tx, member.id, member.root_ns, &candidate).await? {
             free = Some(candidate);
@@ -541,6 +577,18 @@ async fn add_member(
         mount_seq: seq,
         ..mount
     })
+}
+
+/// `name (n)`, the name shortened until that is still a valid name.
+fn numbered_within(name: &str, n: u64) -> String {
+    let mut base = name.to_owned();
+    loop {
+        let candidate = numbered_name(&base, n);
+        if RemotePath::root().join(&candidate).is_ok() || base.is_empty() {
+            return candidate;
+        }
+        base.pop();
+    }
 }
 
 async fn insert_mount(tx: &mut Tx, m: &MountRow, seq: i64, now: i64) -> Result<()> {

@@ -72,7 +72,9 @@ impl Syncer {
                 }
                 Op::DeleteRemote { path } => self.fetch_again(&path),
                 Op::MoveRemote { from, to } => {
-                    if inside(&to) {
+                    if inside(&to) && !inside(&from) {
+                        self.put_back(&from, &to, report).await;
+                    } else if inside(&to) {
                         self.set_aside(&to, report).await;
                     }
                     if inside(&from) {
@@ -89,6 +91,36 @@ impl Syncer {
             }
         }
         taken
+    }
+
+    /// Moves what the user moved into a read-only folder (a file or a whole
+    /// folder) back to where it came from.
+    async fn put_back(&mut self, from: &str, to: &str, report: &mut Report) {
+        let (source, target) = (self.disk(to), self.disk(from));
+        let moved = async {
+            if tokio::fs::symlink_metadata(&target).await.is_ok() {
+                return Err(std::io::Error::other(format!("{from} is taken again")));
+            }
+            tokio::fs::rename(&source, &target).await?;
+            for dir in [source.parent(), target.parent()].into_iter().flatten() {
+                fsync_dir(dir).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        match moved.await {
+            Ok(()) => report.warnings.push(format!(
+                "{to} is in a folder shared with you read-only: it was moved back to {from}"
+            )),
+            Err(e) => {
+                report.warnings.push(format!(
+                    "{to} is in a folder shared with you read-only and could not go back to \
+                     {from} ({e}): it is kept as a copy outside the folder"
+                ));
+                self.set_aside(to, report).await;
+            }
+        }
+        self.mark_dirty(from);
+        self.mark_dirty(to);
     }
 
     /// Forgets that `path` was synced, so the next round takes the
