@@ -895,6 +895,9 @@ test('share a folder: the owner shares it with a viewer, sees them listed, makes
 
   await page.keyboard.press('Escape');
   await page.locator('#share[open]').waitFor({ state: 'detached' });
+  // The list may re-render as the change arrives: the focus follows the row.
+  await page.waitForFunction(() => document.activeElement?.dataset?.path === '/Team', null, { timeout: 5000 })
+    .catch(() => {});
   assert.equal(await page.evaluate(() => document.activeElement.dataset.path), '/Team', 'the focus is back on the folder');
 });
 
