@@ -52,6 +52,25 @@ async fn top(r: &Remote) -> BTreeMap<String, Option<ShareRole>> {
         .collect()
 }
 
+/// Waits until the server shows a long poll held by one of `r`'s devices.
+async fn holds_a_poll(r: &Remote) {
+    let t = Instant::now();
+    while !r
+        .presence()
+        .await
+        .unwrap()
+        .devices
+        .iter()
+        .any(|d| d.connections > 0)
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no long poll is held"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
 fn b64(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
@@ -427,7 +446,7 @@ async fn the_journal_follows_shares_roles_and_removal(b: Backend) {
             (r.changes, t.elapsed())
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    holds_a_poll(&bob).await;
     put(&alice, "/Team/new.txt", b"new").await;
     let (woke, took) = waiting.await.unwrap();
     assert!(woke && took < Duration::from_secs(10), "{woke} {took:?}");
@@ -702,7 +721,9 @@ async fn fan_out_on(b: Backend) {
             }));
         }
         // Every poll parked before the commit.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        for m in &members {
+            holds_a_poll(m).await;
+        }
         let t0 = Instant::now();
         put(&alice, &format!("/Team/f{round}.txt"), b"new").await;
         commits.push(t0.elapsed());
