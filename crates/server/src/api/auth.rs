@@ -76,6 +76,18 @@ pub struct AuthUser {
     token_hash: [u8; 32],
 }
 
+impl AuthUser {
+    /// The signed-in user as the metadata names users (no password hash).
+    pub fn row(&self) -> crate::meta::UserRow {
+        crate::meta::UserRow {
+            id: self.user_id,
+            username: self.username.clone(),
+            password_hash: String::new(),
+            root_ns: self.ns,
+        }
+    }
+}
+
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 

@@ -399,15 +399,9 @@ pub async fn delete(
         if m.owned() {
             // The owner's delete: everyone loses it, and it goes to the
             // owner's trash whole.
-            let me = crate::meta::UserRow {
-                id: user.user_id,
-                username: user.username.clone(),
-                password_hash: String::new(),
-                root_ns: user.ns,
-            };
             state
                 .meta
-                .delete_shared(&me, m.namespace_id, &user.device)
+                .delete_shared(&user.row(), m.namespace_id, &user.device)
                 .await?;
         } else {
             // A member deleting a shared folder leaves it; its files stay

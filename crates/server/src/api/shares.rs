@@ -28,15 +28,6 @@ fn share_id(raw: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::NotFound("no such shared folder".into()))
 }
 
-fn me(user: &AuthUser) -> UserRow {
-    UserRow {
-        id: user.user_id,
-        username: user.username.clone(),
-        password_hash: String::new(),
-        root_ns: user.ns,
-    }
-}
-
 async fn someone(state: &AppState, name: &str) -> Result<UserRow, ApiError> {
     state
         .meta
@@ -108,7 +99,7 @@ pub async fn share(
     let member = someone(&state, &req.with).await?;
     let mount = state
         .meta
-        .share_folder(&me(&user), name, &member, role, &user.device)
+        .share_folder(&user.row(), name, &member, role, &user.device)
         .await?;
     tracing::info!(
         ns = mount.namespace_id,
