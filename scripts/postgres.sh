@@ -3,7 +3,9 @@
 # exports TESSERA_TEST_POSTGRES; stop_postgres stops and removes it, and
 # does nothing when none was started.
 
-PGPORT=${TESSERA_TEST_PGPORT:-$((40000 + RANDOM % 20000))}
+# Below the kernel's ephemeral range (32768 and up), where an outgoing
+# connection could hold the port, and below the other scripts' 20000 and up.
+PGPORT=${TESSERA_TEST_PGPORT:-$((12000 + RANDOM % 8000))}
 PGDIR=
 as=()
 

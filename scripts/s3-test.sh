@@ -67,21 +67,24 @@ if [ -z "${TESSERA_TEST_POSTGRES:-}" ]; then
 fi
 
 # `weed mini` listens on ten ports (master, volume, filer, S3 and admin,
-# each with gRPC; the admin's gRPC at its port + 10000): a free block of
-# them, so parallel runs do not meet.
+# each with gRPC): a free block of them below the kernel's ephemeral range
+# (32768 and up), where an outgoing connection could take one between the
+# check and the bind. Should one be taken anyway, SeaweedFS exits and the
+# next block is tried.
 in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for _ in $(seq 1 50); do
-    BASE=$((20000 + (RANDOM % 2000) * 10))
-    busy=
-    for p in $(seq "$BASE" $((BASE + 8))) $((BASE + 10008)); do
-        if in_use "$p"; then
-            busy=1
-            break
-        fi
+free_block() {
+    for _ in $(seq 1 50); do
+        BASE=$((20000 + (RANDOM % 1200) * 10))
+        busy=
+        for p in $(seq "$BASE" $((BASE + 9))); do
+            if in_use "$p"; then
+                busy=1
+                break
+            fi
+        done
+        [ -z "$busy" ] && return
     done
-    [ -z "$busy" ] && break
-done
-S3_PORT=$((BASE + 6))
+}
 ACCESS_KEY=TESSERA$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n' | tr a-f A-F)
 SECRET_KEY=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
 BUCKET=tessera
@@ -90,32 +93,41 @@ cat >"$WORK/s3.json" <<JSON
   "credentials": [{"accessKey": "$ACCESS_KEY", "secretKey": "$SECRET_KEY"}],
   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
 JSON
-mkdir -p "$WORK/weed"
-"$WEED" mini -dir="$WORK/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -bucket="$BUCKET" \
-    -s3.config="$WORK/s3.json" -master.telemetry=false -admin.ui=false -webdav=false \
-    -s3.port.iceberg=0 -s3.port.lance=0 \
-    -master.port="$BASE" -master.port.grpc=$((BASE + 1)) \
-    -volume.port=$((BASE + 2)) -volume.port.grpc=$((BASE + 3)) \
-    -filer.port=$((BASE + 4)) -filer.port.grpc=$((BASE + 5)) \
-    -s3.port="$S3_PORT" -s3.port.grpc=$((BASE + 7)) -admin.port=$((BASE + 8)) \
-    >"$WORK/weed.log" 2>&1 &
-WEED_PID=$!
-
-ENDPOINT=http://127.0.0.1:$S3_PORT
 list_status() { # secret: the status of a signed listing of the bucket
     curl -s -o /dev/null -w '%{http_code}' --aws-sigv4 "aws:amz:us-east-1:s3" \
         --user "$ACCESS_KEY:$1" "$ENDPOINT/$BUCKET?list-type=2&max-keys=1"
 }
-began=$SECONDS
 status=000
-while [ $((SECONDS - began)) -lt 60 ] && kill -0 "$WEED_PID" 2>/dev/null; do
-    status=$(list_status "$SECRET_KEY" || true)
+for attempt in 1 2 3; do
+    free_block
+    S3_PORT=$((BASE + 6))
+    ENDPOINT=http://127.0.0.1:$S3_PORT
+    rm -rf "$WORK/weed"
+    mkdir -p "$WORK/weed"
+    "$WEED" mini -dir="$WORK/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -bucket="$BUCKET" \
+        -s3.config="$WORK/s3.json" -master.telemetry=false -admin.ui=false -webdav=false \
+        -s3.port.iceberg=0 -s3.port.lance=0 \
+        -master.port="$BASE" -master.port.grpc=$((BASE + 1)) \
+        -volume.port=$((BASE + 2)) -volume.port.grpc=$((BASE + 3)) \
+        -filer.port=$((BASE + 4)) -filer.port.grpc=$((BASE + 5)) \
+        -s3.port="$S3_PORT" -s3.port.grpc=$((BASE + 7)) \
+        -admin.port=$((BASE + 8)) -admin.port.grpc=$((BASE + 9)) \
+        >"$WORK/weed.log" 2>&1 &
+    WEED_PID=$!
+    began=$SECONDS
+    while [ $((SECONDS - began)) -lt 60 ] && kill -0 "$WEED_PID" 2>/dev/null; do
+        status=$(list_status "$SECRET_KEY" || true)
+        [ "$status" = 200 ] && break
+        sleep 0.2
+    done
     [ "$status" = 200 ] && break
-    sleep 0.2
+    echo "SeaweedFS did not answer on $ENDPOINT (attempt $attempt, last status $status); its log:"
+    tail -n 8 "$WORK/weed.log"
+    kill "$WEED_PID" 2>/dev/null || true
+    wait "$WEED_PID" 2>/dev/null || true
 done
 if [ "$status" != 200 ]; then
-    echo "SeaweedFS did not answer on $ENDPOINT (last status $status); its log:"
-    tail -n 30 "$WORK/weed.log"
+    echo "SeaweedFS did not start in three attempts"
     exit 1
 fi
 echo "SeaweedFS $("$WEED" version 2>/dev/null | awk '{print $3}') answers on $ENDPOINT after $((SECONDS - began)) s"
