@@ -841,11 +841,11 @@ test('share a folder: the owner shares it with a viewer, sees them listed, makes
   await uploadThroughInput('plan.txt', 'the plan, shared\n');
   await row('/Team/plan.txt').waitFor();
 
-  // Only a folder at the top of one's files is offered for sharing.
+  // Any folder of one's own is offered for sharing, not only those at the top.
   await page.evaluate(() => { location.hash = '#/files/Album'; });
   await row('/Album/raw').locator('.more').click();
   await page.locator('#menu:not([hidden])').waitFor();
-  assert.equal(await page.locator('#menu [role=menuitem]', { hasText: 'Share folder…' }).count(), 0);
+  assert.equal(await page.locator('#menu [role=menuitem]', { hasText: 'Share folder…' }).count(), 1);
   await page.keyboard.press('Escape');
   await page.locator('#crumbs a', { hasText: 'My files' }).click();
   await row('/Team').waitFor();

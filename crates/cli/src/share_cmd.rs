@@ -1,5 +1,5 @@
-//! Shared folders from the command line: share a folder at the top of your
-//! files with another user (or change their role), list the shared folders
+//! Shared folders from the command line: share a folder of your own files
+//! with another user (or change their role), list the shared folders
 //! you have, take one back from its members, leave one shared with you.
 
 use anyhow::{anyhow, bail};
@@ -33,11 +33,12 @@ impl From<MemberRole> for ShareRole {
 #[command(
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
-    after_help = "Only a folder at the top of your files can be shared. Remote paths start with \
-                  `/`: a folder named \"list\" or \"help\" is shared as `/list` or `/help`."
+    after_help = "Any folder of your own can be shared, unless it is inside a shared folder or \
+                  holds one. Remote paths start with `/`: a folder named \"list\" or \"help\" \
+                  is shared as `/list` or `/help`."
 )]
 pub struct ShareArgs {
-    /// The folder to share, at the top of your files (/Team).
+    /// The folder to share (/Team, /Work/2026).
     #[arg(required = true)]
     pub path: Option<String>,
     /// The user to share it with; sharing again with a member changes their role.

@@ -502,9 +502,9 @@ function openMenu(anchor, entry, x, y) {
     item('Open', () => go(entry.path));
     link('Download as zip', files.zipUrl(entry.path));
     if (canWrite) item('Rename', () => rename(entry));
-    // A shared folder stays at the top of one's files.
-    if (canWrite && !entry.shared) item('Move', () => move(entry));
-    if (parentOf(entry.path) === '/') item(member ? 'Who has access…' : 'Share folder…', () => openShare(entry));
+    if (canWrite) item('Move', () => move(entry));
+    // A folder inside a shared folder is shared with it, not on its own.
+    if (entry.shared || !mountOf(entry.path)) item(member ? 'Who has access…' : 'Share folder…', () => openShare(entry));
     item('Share link…', () => showLinks(entry.path, null, true));
     if (member) item('Leave', () => leaveShare(entry), 'danger');
     else if (canWrite) item('Delete', () => remove(entry), 'danger');
@@ -994,28 +994,26 @@ const ROLE_TITLES = {
 const ROLES_EXPLAINED = 'Editors can add, change and delete its files; viewers can open and download them.';
 const withArticle = (role) => (role === 'editor' ? 'an editor' : `a ${role}`);
 
-/// The folder at the top of one's files that `path` lies in ('/Team/a' →
-/// '/Team'); null for the top itself.
-function topOf(path) {
-  if (path === '/') return null;
-  const i = path.indexOf('/', 1);
-  return i < 0 ? path : path.slice(0, i);
+/// The mount point of the shared folder `path` is or lies in
+/// ('/Work/Team/a' → '/Work/Team'); null outside every shared folder.
+function mountOf(path) {
+  const holds = (p) => path === p || path.startsWith(`${p}/`);
+  for (const p of state.shares.keys()) if (holds(p)) return p;
+  // The listing marks shared folders, should the list not have come.
+  return state.entries.find((e) => e.shared && holds(e.path))?.path ?? null;
 }
 
 /// The user's role in the shared folder `path` lies in; null outside one.
 function roleAt(path) {
-  const top = topOf(path);
-  if (!top) return null;
-  const known = state.shares.get(top);
-  if (known) return known.role;
-  // The top's listing marks its shared folders, should the list not have come.
-  return state.folder === '/' ? (state.entries.find((e) => e.path === top)?.shared ?? null) : null;
+  const mount = mountOf(path);
+  if (!mount) return null;
+  return state.shares.get(mount)?.role ?? state.entries.find((e) => e.path === mount)?.shared ?? null;
 }
 
 /// False inside a folder shared with the user as a viewer (its mount point
 /// itself is theirs to rename or leave).
 function writable(path) {
-  return roleAt(path) !== 'viewer' || topOf(path) === path;
+  return roleAt(path) !== 'viewer' || mountOf(path) === path;
 }
 
 /// Whether the folder shown takes new files and folders.
@@ -1024,7 +1022,7 @@ function writableHere() {
 }
 
 function readOnlyText(path) {
-  const top = topOf(path);
+  const top = mountOf(path) ?? path;
   const owner = state.shares.get(top)?.owner;
   return `“${nameOf(top)}” is shared with you${owner ? ` by ${owner}` : ''} as a viewer, so it is read-only: you can open and download its files, not add, change or delete them.`;
 }
@@ -1268,7 +1266,7 @@ async function leaveShare(entry) {
   state.shares.delete(entry.path);
   if ($('share').open) $('share').close();
   toast(`You left “${entry.name}”`);
-  if (topOf(state.folder) === entry.path) go('/');
+  if (mountOf(state.folder) === entry.path) go(parentOf(entry.path));
   else refresh();
   return true;
 }

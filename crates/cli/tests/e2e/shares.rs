@@ -22,7 +22,9 @@ on_both_backends!(
     two_users_sync_a_shared_folder_and_removal_keeps_the_copies,
     a_viewers_changes_stay_on_their_device_as_copies_outside_the_folder,
     three_users_with_two_devices_each_share_change_roles_and_leave,
-    what_was_under_way_or_trashed_before_a_share_stays_in_sight
+    what_was_under_way_or_trashed_before_a_share_stays_in_sight,
+    a_folder_deep_in_ones_files_is_shared_and_each_member_places_it_where_they_like,
+    a_moved_mount_point_syncs_in_its_new_place
 );
 
 async fn put(r: &Remote, path: &str, bytes: &[u8]) {
@@ -261,11 +263,10 @@ async fn a_shared_folder_is_one_folder_for_all_its_members(b: Backend) {
     bob.move_to("/Team (2)", "/Alice team").await.unwrap();
     assert_eq!(get(&bob, "/Alice team/plan.txt").await, b"the plan");
     assert!(top(&alice).await.contains_key("Team"));
-    let e = bob
-        .move_to("/Alice team", "/Team/inside")
-        .await
-        .unwrap_err();
-    assert_eq!(refused(e).0, 400);
+    // Into a folder of his own and back.
+    bob.move_to("/Alice team", "/Team/inside").await.unwrap();
+    assert_eq!(get(&bob, "/Team/inside/plan.txt").await, b"the plan");
+    bob.move_to("/Team/inside", "/Alice team").await.unwrap();
 
     // Sharing what is not one's own, or inside a shared folder, is refused.
     let e = bob
@@ -960,4 +961,243 @@ async fn what_was_under_way_or_trashed_before_a_share_stays_in_sight(b: Backend)
         .await
         .unwrap_err();
     assert_eq!(refused(e).0, 400);
+}
+
+/// Names in a folder of a user's files, with the role of shared ones.
+async fn names_in(r: &Remote, path: &str) -> BTreeMap<String, Option<ShareRole>> {
+    r.list(path)
+        .await
+        .unwrap_or_else(|e| panic!("list {path}: {e}"))
+        .entries
+        .into_iter()
+        .map(|e| (e.name, e.shared))
+        .collect()
+}
+
+async fn a_folder_deep_in_ones_files_is_shared_and_each_member_places_it_where_they_like(
+    b: Backend,
+) {
+    let s = TestServer::start(b).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    put(&alice, "/Work/2026/Team/plan.txt", b"the plan").await;
+    put(&alice, "/Work/2026/notes.txt", b"alice's notes").await;
+    alice
+        .share("/Work/2026/Team", "bob", ShareRole::Editor)
+        .await
+        .unwrap();
+
+    // The owner keeps it where it was; the member gets it at the top.
+    assert_eq!(
+        names_in(&alice, "/Work/2026").await,
+        BTreeMap::from([
+            ("Team".into(), Some(ShareRole::Owner)),
+            ("notes.txt".into(), None)
+        ])
+    );
+    assert_eq!(
+        alice.shares().await.unwrap().shares[0].path,
+        "/Work/2026/Team"
+    );
+    assert_eq!(get(&alice, "/Work/2026/Team/plan.txt").await, b"the plan");
+    assert_eq!(
+        top(&bob).await,
+        BTreeMap::from([("Team".into(), Some(ShareRole::Editor))])
+    );
+
+    // Bob moves his mount point into a folder of his; alice's stays put.
+    bob.mkdir("/Projects").await.unwrap();
+    let cursor = bob.latest_cursor().await.unwrap();
+    let moved = bob.move_to("/Team", "/Projects/Team").await.unwrap();
+    assert_eq!(moved.shared, Some(ShareRole::Editor));
+    assert_eq!(
+        names_in(&bob, "/Projects").await,
+        BTreeMap::from([("Team".into(), Some(ShareRole::Editor))])
+    );
+    assert!(!top(&bob).await.contains_key("Team"));
+    put(&bob, "/Projects/Team/from-bob.txt", b"bob was here").await;
+    assert_eq!(
+        get(&alice, "/Work/2026/Team/from-bob.txt").await,
+        b"bob was here"
+    );
+    assert_eq!(bob.shares().await.unwrap().shares[0].path, "/Projects/Team");
+    let page = bob.changes(Some(&cursor), None).await.unwrap();
+    let seen: Vec<(ChangeKind, &str, Option<&str>)> = page
+        .changes
+        .iter()
+        .map(|c| (c.kind, c.path.as_str(), c.old_path.as_deref()))
+        .collect();
+    assert!(
+        seen.contains(&(ChangeKind::Move, "/Projects/Team", Some("/Team"))),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|(_, p, _)| *p == "/Projects/Team/from-bob.txt"),
+        "{seen:?}"
+    );
+
+    // A move of his folder carries the mount along.
+    bob.move_to("/Projects", "/Archive").await.unwrap();
+    assert_eq!(
+        get(&bob, "/Archive/Team/from-bob.txt").await,
+        b"bob was here"
+    );
+    assert_eq!(bob.shares().await.unwrap().shares[0].path, "/Archive/Team");
+
+    // A zip of his files, or of the folder holding it, has it where he
+    // put it.
+    put(&bob, "/Archive/own.txt", b"bob's own").await;
+    for (path, inside) in [("/", "Archive/"), ("/Archive", "")] {
+        let resp = Remote::send(
+            bob.request(reqwest::Method::GET, "/files/zip")
+                .query(&[("path", path)]),
+        )
+        .await
+        .unwrap();
+        let items = crate::tree::read_zip(&resp.bytes().await.unwrap());
+        let entries: BTreeMap<String, Vec<u8>> =
+            items.into_iter().map(|i| (i.name, i.data)).collect();
+        assert_eq!(
+            entries
+                .get(&format!("{inside}Team/from-bob.txt"))
+                .map(Vec::as_slice),
+            Some(&b"bob was here"[..]),
+            "{path}: {:?}",
+            entries.keys()
+        );
+        assert_eq!(
+            entries.get(&format!("{inside}own.txt")).map(Vec::as_slice),
+            Some(&b"bob's own"[..]),
+            "{path}: {:?}",
+            entries.keys()
+        );
+    }
+
+    // It cannot go into another shared folder, nor into itself, nor onto
+    // something that exists.
+    put(&bob, "/Own/keep.txt", b"bob's").await;
+    bob.share("/Own", "alice", ShareRole::Viewer).await.unwrap();
+    let (status, message) = refused(bob.move_to("/Archive/Team", "/Own/Team").await.unwrap_err());
+    assert_eq!(status, 400, "{message}");
+    assert!(message.contains("cannot hold another"), "{message}");
+    let (status, _) = refused(
+        bob.move_to("/Archive/Team", "/Archive/Team/inner")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, 409);
+    bob.mkdir("/Taken").await.unwrap();
+    let (status, _) = refused(bob.move_to("/Archive/Team", "/Taken").await.unwrap_err());
+    assert_eq!(status, 409);
+    // Nor does a folder of his holding it go into a shared folder, or get
+    // shared itself: say why.
+    let (status, message) = refused(bob.move_to("/Archive", "/Own/Archive").await.unwrap_err());
+    assert_eq!(status, 400, "{message}");
+    assert!(message.contains("/Archive/Team"), "{message}");
+    let (status, message) = refused(
+        bob.share("/Archive", "alice", ShareRole::Viewer)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, 400, "{message}");
+    assert!(
+        message.contains("holds the shared folder /Archive/Team"),
+        "{message}"
+    );
+    // A mkdir at the mount point's path leads into it: nothing is hidden
+    // under it.
+    let (status, _) = refused(bob.mkdir("/Archive/Team").await.unwrap_err());
+    assert_eq!(status, 409);
+
+    // Deleting the folder around it lifts the shared folder to the top:
+    // it never goes to the trash with it, and alice loses nothing.
+    bob.mkdir("/Team").await.unwrap();
+    bob.delete("/Archive").await.unwrap();
+    assert_eq!(
+        top(&bob).await,
+        BTreeMap::from([
+            ("Own".into(), Some(ShareRole::Owner)),
+            ("Taken".into(), None),
+            ("Team".into(), None),
+            ("Team (2)".into(), Some(ShareRole::Editor))
+        ])
+    );
+    assert_eq!(get(&bob, "/Team (2)/plan.txt").await, b"the plan");
+    assert_eq!(get(&alice, "/Work/2026/Team/plan.txt").await, b"the plan");
+
+    // Alice moves her folder holding it; bob's mount does not change.
+    alice.move_to("/Work", "/Old work").await.unwrap();
+    assert_eq!(
+        get(&alice, "/Old work/2026/Team/from-bob.txt").await,
+        b"bob was here"
+    );
+    assert_eq!(get(&bob, "/Team (2)/plan.txt").await, b"the plan");
+
+    // The owner's delete of the mount point puts it in her trash, in the
+    // folder it was in, named as she named it.
+    alice
+        .move_to("/Old work/2026/Team", "/Old work/Team 2026")
+        .await
+        .unwrap();
+    alice.delete("/Old work/Team 2026").await.unwrap();
+    assert!(!top(&bob).await.contains_key("Team (2)"));
+    let trash = alice.trash().await.unwrap();
+    let item = trash
+        .entries
+        .iter()
+        .find(|i| i.path == "/Old work/Team 2026")
+        .unwrap_or_else(|| panic!("{:?}", trash.entries));
+    alice.restore_from_trash(&item.id, None).await.unwrap();
+    assert_eq!(
+        get(&alice, "/Old work/Team 2026/plan.txt").await,
+        b"the plan"
+    );
+}
+
+async fn a_moved_mount_point_syncs_in_its_new_place(b: Backend) {
+    let s = TestServer::start(b).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    put(&alice, "/Team/doc.txt", b"shared doc").await;
+    alice
+        .share("/Team", "bob", ShareRole::Viewer)
+        .await
+        .unwrap();
+    let (dir, mut sync) = syncer(&s, "bob", "laptop").await;
+    round(&mut sync).await;
+    assert_eq!(files(&dir)["Team/doc.txt"], b"shared doc");
+
+    // Moved on his device, even as a viewer: the mount moves, nothing is
+    // set aside, and the server agrees.
+    std::fs::create_dir_all(dir.join("Shared with me")).unwrap();
+    std::fs::rename(dir.join("Team"), dir.join("Shared with me/Team")).unwrap();
+    let r = sync.sync_once().await.unwrap();
+    assert!(r.stuck.is_empty(), "{:?}", r.stuck);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    round(&mut sync).await;
+    assert_eq!(
+        files(&dir),
+        BTreeMap::from([("Shared with me/Team/doc.txt".into(), b"shared doc".to_vec())])
+    );
+    assert_eq!(
+        bob.shares().await.unwrap().shares[0].path,
+        "/Shared with me/Team"
+    );
+
+    // Alice's next edit arrives there.
+    put(&alice, "/Team/doc.txt", b"shared doc, v2").await;
+    round(&mut sync).await;
+    assert_eq!(
+        files(&dir)["Shared with me/Team/doc.txt"],
+        b"shared doc, v2"
+    );
+
+    // Moved on the server (from another device), it moves here.
+    bob.move_to("/Shared with me/Team", "/Team").await.unwrap();
+    round(&mut sync).await;
+    assert_eq!(
+        files(&dir),
+        BTreeMap::from([("Team/doc.txt".into(), b"shared doc, v2".to_vec())])
+    );
 }

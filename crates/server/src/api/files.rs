@@ -22,7 +22,7 @@ use tokio::io::AsyncReadExt;
 use super::place::{self, Place, Places};
 use super::{ApiError, AppState, AuthUser, J, Q};
 use crate::blocks::{BlockStore, Ingest, IngestError};
-use crate::meta::{MetaError, NewRevision, NodeRow, RevisionBlock};
+use crate::meta::{MetaError, MountRow, NewRevision, NodeRow, RevisionBlock};
 
 pub fn entry(node: &NodeRow, path: &RemotePath) -> Entry {
     let folder = node.is_folder();
@@ -84,16 +84,22 @@ pub async fn list(
     let places = Places::of(&state, &user).await?;
     let at = places.read(&path)?;
     let nodes = state.meta.list(at.ns, &at.path).await?;
-    let mounts = if path.is_root() { places.mounts() } else { &[] };
+    // Shared folders mounted right inside this folder of the user's own.
+    let mounts: Vec<&MountRow> = if at.mount.is_none() {
+        places.mounts_in(&path).collect()
+    } else {
+        Vec::new()
+    };
     let mut entries = Vec::with_capacity(nodes.len() + mounts.len());
     for n in &nodes {
+        let at = path.join(&n.name)?;
         // A mount of the same name hides it (the API leads there).
-        if !mounts.iter().any(|m| m.name == n.name) {
-            entries.push(entry(n, &path.join(&n.name)?));
+        if !mounts.iter().any(|m| m.point() == at) {
+            entries.push(entry(n, &at));
         }
     }
-    for m in mounts {
-        let inner = places.read(&path.join(&m.name)?)?;
+    for m in &mounts {
+        let inner = places.read(&m.point())?;
         if let Some(root) = state.meta.resolve(inner.ns, &inner.path).await? {
             entries.push(mount_entry(&root, &inner)?);
         }
@@ -240,6 +246,17 @@ pub async fn move_node(
         return Err(ApiError::AlreadyExists(format!("{to} already exists")));
     }
     if source.ns != target.ns {
+        if let Some(m) = places
+            .mounts()
+            .iter()
+            .find(|m| source.mount.is_none() && m.point().starts_with(&source.path))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "{from} holds the shared folder /{}, and a shared folder cannot hold another: \
+                 move /{} out of it first",
+                m.name, m.name
+            )));
+        }
         return move_across(&state, &user, &source, &target).await;
     }
     let node = state
@@ -348,8 +365,8 @@ async fn move_across(
     Ok(Json(entry(&moved, &target.shown)))
 }
 
-/// A move of a shared folder's mount point: the member renames it for
-/// themselves, at the top of their files.
+/// A move of a shared folder's mount point: the member renames it or
+/// moves it among their own folders, for themselves only.
 async fn rename_mount(
     state: &AppState,
     user: &AuthUser,
@@ -357,25 +374,31 @@ async fn rename_mount(
     source: &Place,
     to: &RemotePath,
 ) -> Result<Json<Entry>, ApiError> {
-    let (Some(mount), Some(name)) = (&source.mount, to.name()) else {
-        return Err(ApiError::internal("a mount point without a name"));
+    let Some(mount) = &source.mount else {
+        return Err(ApiError::internal("a mount point without a mount"));
     };
-    if to.segments().count() != 1 {
-        return Err(ApiError::BadRequest(format!(
-            "/{} is a shared folder: it stays at the top of your files (rename it there)",
-            mount.name
-        )));
-    }
-    if places
-        .read(to)?
-        .mount
-        .is_some_and(|m| m.namespace_id != mount.namespace_id)
-    {
-        return Err(ApiError::AlreadyExists(format!("{to} already exists")));
+    let target = places.read(to)?;
+    if let Some(m) = &target.mount {
+        return Err(
+            if target.is_mount() && m.namespace_id != mount.namespace_id {
+                ApiError::AlreadyExists(format!("{to} already exists"))
+            } else if m.namespace_id == mount.namespace_id {
+                ApiError::InsideItself(format!(
+                    "cannot move {} to {to}: that is inside it; choose a folder outside it",
+                    source.shown
+                ))
+            } else {
+                ApiError::BadRequest(format!(
+                    "{to} is inside the shared folder /{}: a shared folder cannot hold another; \
+                 choose a folder of your own",
+                    m.name
+                ))
+            },
+        );
     }
     state
         .meta
-        .rename_mount(user.user_id, mount.namespace_id, name, &user.device)
+        .rename_mount(user.user_id, mount.namespace_id, to, &user.device)
         .await?;
     let moved = place::read(state, user, to).await?;
     let root = state

@@ -579,7 +579,13 @@ async fn serve_visit(
     };
     if node.is_folder() {
         if q.download == Some(1) {
-            let mut resp = super::zip::zip_response(state.clone(), link.namespace_id, path, &name)?;
+            let mut resp = super::zip::zip_response(
+                state.clone(),
+                link.namespace_id,
+                path,
+                &name,
+                Vec::new(),
+            )?;
             resp.headers_mut().insert(
                 header::REFERRER_POLICY,
                 HeaderValue::from_static("no-referrer"),

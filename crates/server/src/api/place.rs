@@ -1,7 +1,7 @@
 //! Where a signed-in user's path leads. A user's files are their root
-//! namespace plus the shared folders mounted at its top: a path whose
-//! first name is a mount's leads into that folder's namespace, every other
-//! path into the user's own. Handlers take a [`Place`] from here before
+//! namespace plus the shared folders mounted in it: a path at or below a
+//! mount point leads into that folder's namespace, every other path into
+//! the user's own. Handlers take a [`Place`] from here before
 //! they touch the tree, so a viewer's write is refused in one spot and no
 //! handler reads a namespace the user has no mount of.
 
@@ -66,11 +66,8 @@ impl Places {
 
     /// Where `path` leads, for reading.
     pub fn read(&self, path: &RemotePath) -> Result<Place, ApiError> {
-        let mut names = path.segments();
-        let mount = names
-            .next()
-            .and_then(|first| self.mounts.iter().find(|m| m.name == first));
-        let Some(mount) = mount else {
+        // Mounts never hold one another, so at most one holds the path.
+        let Some(mount) = self.mounts.iter().find(|m| m.holds(path)) else {
             return Ok(Place {
                 ns: self.own,
                 path: path.clone(),
@@ -78,8 +75,9 @@ impl Places {
                 mount: None,
             });
         };
+        let depth = mount.point().segments().count();
         let mut inner = RemotePath::root();
-        for seg in names {
+        for seg in path.segments().skip(depth) {
             inner = inner.join(seg)?;
         }
         Ok(Place {
@@ -88,6 +86,14 @@ impl Places {
             shown: path.clone(),
             mount: Some(mount.clone()),
         })
+    }
+
+    /// The mounts whose mount points are right inside the user's own
+    /// folder `path`.
+    pub fn mounts_in<'a>(&'a self, path: &'a RemotePath) -> impl Iterator<Item = &'a MountRow> {
+        self.mounts
+            .iter()
+            .filter(move |m| m.point().parent().as_ref() == Some(path))
     }
 
     /// Where `path` leads, for a change: refused in a folder shared with

@@ -79,11 +79,11 @@ pub async fn share(
     let path = RemotePath::parse(&req.path)?;
     let places = Places::of(&state, &user).await?;
     let at = places.read(&path)?;
-    let Some(name) = path.name() else {
+    if path.is_root() {
         return Err(ApiError::BadRequest(
             "the top of your files cannot be shared: share a folder in it".into(),
         ));
-    };
+    }
     if let (Some(m), false) = (&at.mount, at.is_mount()) {
         return Err(ApiError::BadRequest(format!(
             "{path} is inside the shared folder /{}: a shared folder cannot hold another; share \
@@ -91,15 +91,10 @@ pub async fn share(
             m.name, m.name
         )));
     }
-    if path.segments().count() != 1 {
-        return Err(ApiError::BadRequest(format!(
-            "{path} is not at the top of your files: move it there to share it"
-        )));
-    }
     let member = someone(&state, &req.with).await?;
     let mount = state
         .meta
-        .share_folder(&user.row(), name, &member, role, &user.device)
+        .share_folder(&user.row(), &path, &member, role, &user.device)
         .await?;
     tracing::info!(
         ns = mount.namespace_id,

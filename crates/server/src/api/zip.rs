@@ -32,6 +32,7 @@ use tokio::io::DuplexStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use super::{ApiError, AppState, AuthUser, Q};
+use crate::meta::{MountRow, NodeRow};
 
 /// Bytes buffered between the zip writer and the response body.
 const PIPE_BYTES: usize = 256 << 10;
@@ -61,7 +62,8 @@ pub async fn folder(
     Q(q): Q<PathQuery>,
 ) -> Result<Response, ApiError> {
     let path = RemotePath::parse(&q.path)?;
-    let at = super::place::read(&state, &user, &path).await?;
+    let places = super::place::Places::of(&state, &user).await?;
+    let at = places.read(&path)?;
     let name = if path.is_root() {
         "Tessera".to_owned()
     } else {
@@ -75,19 +77,34 @@ pub async fn folder(
         }
         path.name().unwrap_or(&node.name).to_owned()
     };
-    zip_response(state, at.ns, at.path, &name)
+    // The shared folders mounted in the user's own folders go in too,
+    // where the user has them.
+    let mounts = if at.mount.is_none() {
+        places.mounts().to_vec()
+    } else {
+        Vec::new()
+    };
+    zip_response(state, at.ns, at.path, &name, mounts)
 }
 
 /// The folder at `path` of `ns` and everything in it as a zip named
-/// `name`.zip, streamed.
+/// `name`.zip, streamed, with the shared folders `mounts` where they are
+/// mounted in it (`ns` being their member's own files).
 pub(super) fn zip_response(
     state: AppState,
     ns: i64,
     path: RemotePath,
     name: &str,
+    mounts: Vec<MountRow>,
 ) -> Result<Response, ApiError> {
     let (reader, writer) = tokio::io::duplex(PIPE_BYTES);
-    let task = tokio::spawn(write_zip(state, ns, path.clone(), writer.compat_write()));
+    let task = tokio::spawn(write_zip(
+        state,
+        ns,
+        path.clone(),
+        mounts,
+        writer.compat_write(),
+    ));
     // The body ends with an error if writing failed, so the client sees a
     // broken download instead of a short zip that looks complete.
     let tail = futures::stream::once(async move {
@@ -116,6 +133,18 @@ pub(super) fn zip_response(
     Ok(resp)
 }
 
+/// A folder the walk is to enter: where it is, in which namespace, and
+/// its name in the zip.
+struct Pending {
+    ns: i64,
+    folder: RemotePath,
+    /// Where the member sees it, for a folder of their own files (mounts
+    /// are found by it); `None` inside a shared folder.
+    shown: Option<RemotePath>,
+    prefix: String,
+    modified_ms: i64,
+}
+
 /// Walks the folder depth first (one folder's listing in memory at a time
 /// per level) and writes each file's current revision block by block.
 /// Entry names go through [`portable_names`].
@@ -123,31 +152,87 @@ async fn write_zip(
     state: AppState,
     ns: i64,
     root: RemotePath,
+    mounts: Vec<MountRow>,
     out: Compat<DuplexStream>,
 ) -> Result<(), ZipError> {
     let mut zip = ZipFileWriter::new(out);
-    let mut stack: Vec<(RemotePath, String, i64)> = vec![(root, String::new(), 0)];
+    let mut stack = vec![Pending {
+        ns,
+        shown: Some(root.clone()),
+        folder: root,
+        prefix: String::new(),
+        modified_ms: 0,
+    }];
     // Listing goes by path, so it cannot meet a cycle; the check keeps it so.
     let mut seen = HashSet::new();
-    while let Some((folder, prefix, modified_ms)) = stack.pop() {
-        let children = state.meta.list(ns, &folder).await?;
+    while let Some(Pending {
+        ns,
+        folder,
+        shown,
+        prefix,
+        modified_ms,
+    }) = stack.pop()
+    {
+        let mut children: Vec<(NodeRow, Option<&MountRow>)> = Vec::new();
+        let here: Vec<&MountRow> = match &shown {
+            Some(at) => mounts
+                .iter()
+                .filter(|m| m.point().parent().as_ref() == Some(at))
+                .collect(),
+            None => Vec::new(),
+        };
+        for child in state.meta.list(ns, &folder).await? {
+            // A mount of the same name hides it, as in a listing.
+            if !here
+                .iter()
+                .any(|m| m.point().name() == Some(child.name.as_str()))
+            {
+                children.push((child, None));
+            }
+        }
+        for m in here {
+            if let Some(mut top) = state
+                .meta
+                .resolve(m.namespace_id, &RemotePath::root())
+                .await?
+            {
+                top.name = m.point().name().unwrap_or_default().to_owned();
+                children.push((top, Some(m)));
+            }
+        }
         if children.is_empty() && !prefix.is_empty() {
             let entry = ZipEntryBuilder::new(prefix.clone().into(), Compression::Stored)
                 .unix_permissions(0o755)
                 .last_modification_date(zip_date(modified_ms));
             zip.write_entry_whole(entry, &[]).await?;
         }
-        let names = portable_names(children.iter().map(|c| c.name.as_str()));
+        let names = portable_names(children.iter().map(|(c, _)| c.name.as_str()));
         // A folder's files first, then its subfolders, each in listing order.
         let mut subfolders = Vec::new();
-        for (child, name) in children.into_iter().zip(names) {
-            let child_path = folder.join(&child.name)?;
+        for ((child, mount), name) in children.into_iter().zip(names) {
             let child_name = format!("{prefix}{name}");
+            if let Some(m) = mount {
+                subfolders.push(Pending {
+                    ns: m.namespace_id,
+                    folder: RemotePath::root(),
+                    shown: None,
+                    prefix: format!("{child_name}/"),
+                    modified_ms: child.modified_ms,
+                });
+                continue;
+            }
+            let child_path = folder.join(&child.name)?;
             if child.is_folder() {
                 if !seen.insert(child.id.clone()) {
                     return Err(ZipError::Cycle(child_path.to_string()));
                 }
-                subfolders.push((child_path, format!("{child_name}/"), child.modified_ms));
+                subfolders.push(Pending {
+                    ns,
+                    shown: shown.as_ref().map(|s| s.join(&child.name)).transpose()?,
+                    folder: child_path,
+                    prefix: format!("{child_name}/"),
+                    modified_ms: child.modified_ms,
+                });
                 continue;
             }
             // Files still being uploaded have no complete content yet.

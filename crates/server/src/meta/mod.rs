@@ -431,7 +431,8 @@ pub struct MountRow {
     pub user_id: i64,
     /// The shared folder's namespace.
     pub namespace_id: i64,
-    /// Its name at the top of this member's files.
+    /// Where it is in this member's files: its path without the leading
+    /// `/` (the member's own folders may hold it, never another mount).
     pub name: String,
     /// `owner`, `editor` or `viewer`.
     pub role: String,
@@ -443,6 +444,15 @@ pub struct MountRow {
 }
 
 impl MountRow {
+    /// The mount point as a path of the member's files.
+    pub fn point(&self) -> RemotePath {
+        RemotePath::parse(&self.name).unwrap_or_else(|_| RemotePath::root())
+    }
+    /// Whether `path` is the mount point or lies inside it.
+    pub fn holds(&self, path: &RemotePath) -> bool {
+        let point = self.point();
+        !point.is_root() && path.starts_with(&point)
+    }
     pub fn writable(&self) -> bool {
         self.role != "viewer"
     }
@@ -790,15 +800,14 @@ forward! {
     /// are live (not in the trash).
     fn live_node(&self, ns: i64, node_id: &str) -> Result<Option<(NodeRow, RemotePath)>>;
     /// Shared folders; see `share_queries.rs`.
-    fn mount_named(&self, user_id: i64, name: &str) -> Result<Option<MountRow>>;
     fn mounts_of(&self, user_id: i64) -> Result<Vec<MountRow>>;
     fn members(&self, ns: i64) -> Result<Vec<MemberRow>>;
-    fn share_folder(&self, owner: &UserRow, name: &str, member: &UserRow, role: &str, device: &str) -> Result<MountRow>;
+    fn share_folder(&self, owner: &UserRow, path: &RemotePath, member: &UserRow, role: &str, device: &str) -> Result<MountRow>;
     fn set_role(&self, owner: i64, ns: i64, member: i64, role: &str, device: &str) -> Result<()>;
     fn unmount(&self, actor: i64, ns: i64, member: i64, device: &str) -> Result<()>;
     fn unshare(&self, owner: i64, ns: i64, device: &str) -> Result<u64>;
     fn delete_shared(&self, owner: &UserRow, ns: i64, device: &str) -> Result<()>;
-    fn rename_mount(&self, user_id: i64, ns: i64, to: &str, device: &str) -> Result<()>;
+    fn rename_mount(&self, user_id: i64, ns: i64, to: &RemotePath, device: &str) -> Result<()>;
     fn journal_seq(&self, ns: i64) -> Result<i64>;
     fn journal_seqs(&self, namespaces: &[i64]) -> Result<Vec<(i64, i64)>>;
     /// Journal entries of `ns` after sequence number `after`, oldest first.

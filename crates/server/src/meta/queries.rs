@@ -449,9 +449,7 @@ impl Writer {
                 Some(n) if n.is_folder() => n,
                 Some(_) => return Err(MetaError::NotAFolder(at.to_string())),
                 None => {
-                    if cur.parent_id.is_none()
-                        && mount_owns_name(&mut self.tx, self.ns, seg).await?
-                    {
+                    if mount_owns_name(&mut self.tx, self.ns, &at).await? {
                         // A change begun before the folder was shared
                         // would land out of sight under the mount.
                         return Err(MetaError::AlreadyExists(format!(
@@ -573,9 +571,10 @@ fn loc((object, offset, length): (String, i64, i64)) -> BlockLoc {
     }
 }
 
-/// Whether `name` at the top of namespace `ns` is, for the user whose own
-/// files `ns` holds, a mounted shared folder's.
-async fn mount_owns_name(conn: &mut Conn, ns: i64, name: &str) -> Result<bool> {
+/// Whether `path` in namespace `ns` is, for the user whose own files `ns`
+/// holds, a mounted shared folder's mount point.
+async fn mount_owns_name(conn: &mut Conn, ns: i64, path: &RemotePath) -> Result<bool> {
+    let name = path.as_str().trim_start_matches('/');
     let row: Option<(i64,)> = sqlx::query_as(
         "SELECT m.namespace_id FROM mounts m JOIN users u ON u.id = m.user_id
          WHERE u.root_ns = $1 AND m.name = $2",

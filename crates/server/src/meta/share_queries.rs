@@ -15,8 +15,13 @@
 //!   rename it and a `delete` when they leave or are removed, so an
 //!   offline device learns all of it from its cursor.
 //!
-//! Mounts live only at the top of a member's files: the API reads a path's
-//! first name as a mount's before it looks in the member's own tree.
+//! A mount is made at the top of a member's files (at the folder's place
+//! for its owner); the member may move it among their own folders, never
+//! into another shared folder. A path at or below a mount point leads
+//! into the mount (`api/place.rs`); a move of one of the member's own
+//! folders carries the mounts inside it along, and a delete lifts them to
+//! the top first, so a shared folder never ends up in anyone's trash by
+//! way of a folder around it.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -41,11 +46,6 @@ const SUBTREE: &str = "WITH RECURSIVE sub(id) AS (
     UNION SELECT n.id FROM nodes n JOIN sub s ON n.parent_id = s.id WHERE n.namespace_id = $1)";
 
 impl Store {
-    pub async fn mount_named(&self, user_id: i64, name: &str) -> Result<Option<MountRow>> {
-        let mut conn = self.pool.acquire().await?;
-        mount_named(&mut conn, user_id, name).await
-    }
-
     /// The user's mounts by name.
     pub async fn mounts_of(&self, user_id: i64) -> Result<Vec<MountRow>> {
         Ok(sqlx::query_as(concat!(
@@ -71,23 +71,28 @@ impl Store {
         .await?)
     }
 
-    /// Shares the folder `name` at the top of `owner`'s files with
-    /// `member`, as `role`: makes it a shared folder first if it is not one
-    /// yet, and changes the role if the member has it already. Returns the
-    /// member's mount.
+    /// Shares the folder at `path` in `owner`'s own files (or their
+    /// shared folder mounted there) with `member`, as `role`: makes it a
+    /// shared folder first if it is not one yet, and changes the role if
+    /// the member has it already. Returns the member's mount.
     pub async fn share_folder(
         &self,
         owner: &UserRow,
-        name: &str,
+        path: &RemotePath,
         member: &UserRow,
         role: &str,
         device: &str,
     ) -> Result<MountRow> {
+        let Some(name) = path.name() else {
+            return Err(MetaError::Invalid(
+                "the top of your files cannot be shared: share a folder in it".into(),
+            ));
+        };
         let mut w = Writer::begin(self, owner.root_ns, device).await?;
-        let ns = match mount_named(&mut w.tx, owner.id, name).await? {
+        let ns = match mount_at(&mut w.tx, owner.id, path).await? {
             Some(m) if !m.owned() => {
                 return Err(MetaError::Forbidden(format!(
-                    "/{name} is shared with you: only its owner can share it with others"
+                    "{path} is shared with you: only its owner can share it with others"
                 )));
             }
             Some(m) => {
@@ -96,15 +101,15 @@ impl Store {
                 w.join(m.namespace_id).await?;
                 m.namespace_id
             }
-            None => make_shared(&mut w, owner, name).await?,
+            None => make_shared(&mut w, owner, path).await?,
         };
         if member.id == owner.id {
-            return Err(MetaError::Invalid(format!("you own /{name} already")));
+            return Err(MetaError::Invalid(format!("you own {path} already")));
         }
         let mount = match mount_of(&mut w.tx, member.id, ns).await? {
             Some(m) if m.owned() => {
                 return Err(MetaError::Invalid(format!(
-                    "{} owns /{name}: their role cannot change",
+                    "{} owns {path}: their role cannot change",
                     member.username
                 )));
             }
@@ -239,8 +244,17 @@ impl Store {
         .bind(ns)
         .execute(&mut *w.tx)
         .await?;
-        // Found before the folder's own root joins the namespace.
-        let top = root(&mut w.tx, owner.root_ns).await?;
+        // Where it goes back to: the folder of the owner's own that held
+        // the mount point (the top when there is none). Found before the
+        // folder's own root joins the namespace.
+        let home = match own.point().parent() {
+            Some(up) => resolve(&mut w.tx, owner.root_ns, &up).await?,
+            None => None,
+        };
+        let top = match home {
+            Some(folder) if folder.is_folder() => folder,
+            _ => root(&mut w.tx, owner.root_ns).await?,
+        };
         // Everything the namespace holds goes home, trash included.
         for table in NODE_TABLES.iter().chain(["nodes"].iter()) {
             let sql = format!("UPDATE {table} SET namespace_id = $1 WHERE namespace_id = $2");
@@ -251,52 +265,162 @@ impl Store {
                 .await?;
         }
         let shown = format!("/{}", own.name);
+        let name = own.point().name().unwrap_or_default().to_owned();
+        // Named as the owner last called it (a move of the mount point
+        // renamed nothing in the folder itself).
         sqlx::query(
-            "UPDATE nodes SET parent_id = $1, deleted_ms = $2, deleted_path = $3
-             WHERE namespace_id = $4 AND id = $5",
+            "UPDATE nodes SET parent_id = $1, deleted_ms = $2, deleted_path = $3, name = $4,
+                name_key = $5
+             WHERE namespace_id = $6 AND id = $7",
         )
         .bind(&top.id)
         .bind(w.now)
         .bind(&shown)
+        .bind(&name)
+        .bind(fold_name(&name))
         .bind(owner.root_ns)
         .bind(&own.root_id)
         .execute(&mut *w.tx)
         .await?;
-        let node = mount_node(&own, owner.root_ns, &own.name);
+        let node = mount_node(&own, owner.root_ns, &name);
         w.event(ChangeKind::Delete, &node, &shown, None);
         w.commit().await?;
         Ok(())
     }
 
-    /// Renames `user_id`'s mount of `ns` to `to` (still at the top of their
-    /// files); no one else's changes.
-    pub async fn rename_mount(&self, user_id: i64, ns: i64, to: &str, device: &str) -> Result<()> {
+    /// Moves `user_id`'s mount of `ns` to `to` among their own folders; no
+    /// one else's changes.
+    pub async fn rename_mount(
+        &self,
+        user_id: i64,
+        ns: i64,
+        to: &RemotePath,
+        device: &str,
+    ) -> Result<()> {
         let root_ns = root_ns_of(&self.pool, user_id).await?;
         let mut w = Writer::begin(self, root_ns, device).await?;
         let mount = mount_of(&mut w.tx, user_id, ns)
             .await?
             .ok_or_else(|| MetaError::NotFound("no such shared folder".into()))?;
-        if mount.name == to {
+        let (Some(_), Some(up)) = (to.name(), to.parent()) else {
+            return Err(MetaError::Invalid(
+                "a shared folder cannot take the place of the top of your files".into(),
+            ));
+        };
+        if mount.point() == *to {
             return Ok(());
         }
-        if name_taken(&mut w.tx, user_id, root_ns, to).await? {
-            return Err(MetaError::AlreadyExists(format!("/{to} already exists")));
+        match resolve(&mut w.tx, root_ns, &up).await? {
+            Some(folder) if folder.is_folder() => {}
+            Some(_) => return Err(MetaError::NotAFolder(up.to_string())),
+            None => return Err(MetaError::NotFound(format!("{up} does not exist"))),
         }
-        sqlx::query("UPDATE mounts SET name = $1 WHERE user_id = $2 AND namespace_id = $3")
-            .bind(to)
-            .bind(user_id)
-            .bind(ns)
-            .execute(&mut *w.tx)
-            .await?;
-        let node = mount_node(&mount, root_ns, to);
-        let old = format!("/{}", mount.name);
-        w.event(ChangeKind::Move, &node, &format!("/{to}"), Some(&old));
+        if name_taken(&mut w.tx, user_id, root_ns, to).await? {
+            return Err(MetaError::AlreadyExists(format!("{to} already exists")));
+        }
+        if let Some(other) = mounts_of_owner_of(&mut w.tx, root_ns)
+            .await?
+            .into_iter()
+            .find(|m| m.namespace_id != ns && m.holds(to))
+        {
+            return Err(MetaError::Invalid(format!(
+                "{to} is inside the shared folder /{}: a shared folder cannot hold another",
+                other.name
+            )));
+        }
+        set_point(&mut w, &mount, root_ns, to).await?;
         w.commit().await?;
         Ok(())
     }
 }
 
-async fn mount_named(conn: &mut Conn, user_id: i64, name: &str) -> Result<Option<MountRow>> {
+/// A path as the `mounts` table keeps it: without the leading `/`.
+fn stored(path: &RemotePath) -> &str {
+    path.as_str().trim_start_matches('/')
+}
+
+/// Moves a mount point to `to` and journals the move in the member's own
+/// files (`root_ns`, the writer's namespace).
+async fn set_point(w: &mut Writer, m: &MountRow, root_ns: i64, to: &RemotePath) -> Result<()> {
+    sqlx::query("UPDATE mounts SET name = $1 WHERE user_id = $2 AND namespace_id = $3")
+        .bind(stored(to))
+        .bind(m.user_id)
+        .bind(m.namespace_id)
+        .execute(&mut *w.tx)
+        .await
+        .map_err(|e| map_unique(e, || format!("{to} already exists")))?;
+    let node = mount_node(m, root_ns, to.name().unwrap_or_default());
+    let old = format!("/{}", m.name);
+    w.event(ChangeKind::Move, &node, to.as_str(), Some(&old));
+    Ok(())
+}
+
+/// The mounts of the user whose own files `ns` holds (none when `ns` is
+/// a shared folder's).
+async fn mounts_of_owner_of(conn: &mut Conn, ns: i64) -> Result<Vec<MountRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        mount_cols!(),
+        " FROM mounts m JOIN namespaces n ON n.id = m.namespace_id
+          JOIN users u ON u.id = m.user_id
+          WHERE u.root_ns = $1 ORDER BY m.name"
+    ))
+    .bind(ns)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// After `from` moved to `to` in the user's own files `ns`, in the same
+/// transaction: the mounts inside it move along (the journal's move of
+/// `from` already tells their devices).
+pub(super) async fn carry_mounts(
+    conn: &mut Conn,
+    ns: i64,
+    from: &RemotePath,
+    to: &RemotePath,
+) -> Result<()> {
+    for m in mounts_of_owner_of(conn, ns).await? {
+        let point = m.point();
+        if point == *from || !point.starts_with(from) {
+            continue;
+        }
+        let mut moved = to.clone();
+        for seg in point.segments().skip(from.segments().count()) {
+            moved = moved.join(seg).map_err(|e| {
+                MetaError::Invalid(format!("{to} is too deep for /{}: {e}", m.name))
+            })?;
+        }
+        sqlx::query("UPDATE mounts SET name = $1 WHERE user_id = $2 AND namespace_id = $3")
+            .bind(stored(&moved))
+            .bind(m.user_id)
+            .bind(m.namespace_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Before `path` goes to the trash in the user's own files (the writer's
+/// namespace): the mounts inside it move to the top of their files, each
+/// journaled as a move, so no shared folder goes with it.
+pub(super) async fn lift_mounts(w: &mut Writer, path: &RemotePath) -> Result<()> {
+    let ns = w.ns;
+    for m in mounts_of_owner_of(&mut w.tx, ns).await? {
+        let point = m.point();
+        if point == *path || !point.starts_with(path) {
+            continue;
+        }
+        let name = point.name().unwrap_or_default();
+        let free = free_name(&mut w.tx, m.user_id, ns, name).await?;
+        let to = RemotePath::root()
+            .join(&free)
+            .map_err(|e| MetaError::Invalid(e.to_string()))?;
+        set_point(w, &m, ns, &to).await?;
+    }
+    Ok(())
+}
+
+async fn mount_at(conn: &mut Conn, user_id: i64, path: &RemotePath) -> Result<Option<MountRow>> {
     Ok(sqlx::query_as(concat!(
         "SELECT ",
         mount_cols!(),
@@ -304,7 +428,7 @@ async fn mount_named(conn: &mut Conn, user_id: i64, name: &str) -> Result<Option
           WHERE m.user_id = $1 AND m.name = $2"
     ))
     .bind(user_id)
-    .bind(name)
+    .bind(stored(path))
     .fetch_optional(&mut *conn)
     .await?)
 }
@@ -344,12 +468,36 @@ async fn must_own(conn: &mut Conn, user_id: i64, ns: i64) -> Result<()> {
     }
 }
 
-/// Whether `name` at the top of the user's files is taken, by a folder or
-/// file of their own (trash aside) or by a mount.
-async fn name_taken(conn: &mut Conn, user_id: i64, root_ns: i64, name: &str) -> Result<bool> {
-    let top = root(conn, root_ns).await?;
-    Ok(child(conn, root_ns, &top.id, name).await?.is_some()
-        || mount_named(conn, user_id, name).await?.is_some())
+/// Whether `path` in the user's files is taken, by a folder or file of
+/// their own (trash aside) or by a mount.
+async fn name_taken(
+    conn: &mut Conn,
+    user_id: i64,
+    root_ns: i64,
+    path: &RemotePath,
+) -> Result<bool> {
+    Ok(resolve(conn, root_ns, path).await?.is_some()
+        || mount_at(conn, user_id, path).await?.is_some())
+}
+
+/// `name` or the first `name (n)` free at the top of the user's files.
+async fn free_name(conn: &mut Conn, user_id: i64, root_ns: i64, name: &str) -> Result<String> {
+    for n in 1..=1000u64 {
+        let candidate = if n == 1 {
+            name.to_owned()
+        } else {
+            numbered_within(name, n)
+        };
+        let at = RemotePath::root()
+            .join(&candidate)
+            .map_err(|e| MetaError::Invalid(e.to_string()))?;
+        if !name_taken(conn, user_id, root_ns, &at).await? {
+            return Ok(candidate);
+        }
+    }
+    Err(MetaError::AlreadyExists(format!(
+        "a thousand things at the top of the files are named like /{name}"
+    )))
 }
 
 /// The mount point as a node of the member's root namespace, for journal
@@ -369,17 +517,27 @@ fn mount_node(m: &MountRow, root_ns: i64, name: &str) -> NodeRow {
     }
 }
 
-/// Moves the folder `name` at the top of the owner's files into a new
-/// namespace, journals its contents there, and mounts it for the owner
-/// under the same name. Returns the new namespace.
-async fn make_shared(w: &mut Writer, owner: &UserRow, name: &str) -> Result<i64> {
+/// Moves the folder at `path` in the owner's own files into a new
+/// namespace, journals its contents there, and mounts it for the owner in
+/// the same place. Returns the new namespace.
+async fn make_shared(w: &mut Writer, owner: &UserRow, path: &RemotePath) -> Result<i64> {
     let from = owner.root_ns;
-    let top = root(&mut w.tx, from).await?;
-    let folder = child(&mut w.tx, from, &top.id, name)
+    let folder = resolve(&mut w.tx, from, path)
         .await?
-        .ok_or_else(|| MetaError::NotFound(format!("/{name} does not exist")))?;
+        .ok_or_else(|| MetaError::NotFound(format!("{path} does not exist")))?;
     if !folder.is_folder() {
-        return Err(MetaError::NotAFolder(format!("/{name}")));
+        return Err(MetaError::NotAFolder(path.to_string()));
+    }
+    if let Some(inner) = mounts_of_owner_of(&mut w.tx, from)
+        .await?
+        .into_iter()
+        .find(|m| m.point().starts_with(path))
+    {
+        return Err(MetaError::Invalid(format!(
+            "{path} holds the shared folder /{}, and a shared folder cannot hold another: \
+             move /{} out of it first, or share it on its own",
+            inner.name, inner.name
+        )));
     }
     let (ns,): (i64,) = sqlx::query_as(
         "INSERT INTO namespaces (owner_user_id, root_node_id) VALUES ($1, $2) RETURNING id",
@@ -419,7 +577,7 @@ async fn make_shared(w: &mut Writer, owner: &UserRow, name: &str) -> Result<i64>
         .await?;
     // Uploads under way into the folder finish there: their target is
     // now inside the new namespace.
-    let prefix = format!("/{name}/");
+    let prefix = format!("{path}/");
     // Characters, as `substr` counts them.
     let cut = prefix.chars().count() as i64;
     // The sessions first: a PATCH under way holds its session's row, so
@@ -458,7 +616,7 @@ async fn make_shared(w: &mut Writer, owner: &UserRow, name: &str) -> Result<i64>
     let owner_mount = MountRow {
         user_id: owner.id,
         namespace_id: ns,
-        name: name.to_owned(),
+        name: stored(path).to_owned(),
         role: "owner".into(),
         mount_seq: 0,
         root_id: folder.id.clone(),
@@ -468,8 +626,8 @@ async fn make_shared(w: &mut Writer, owner: &UserRow, name: &str) -> Result<i64>
         .event_in(
             from,
             ChangeKind::Mkdir,
-            &mount_node(&owner_mount, from, name),
-            &format!("/{name}"),
+            &mount_node(&owner_mount, from, path.name().unwrap_or_default()),
+            path.as_str(),
             None,
         )
         .await?;
@@ -522,24 +680,7 @@ async fn add_member(
     role: &str,
     name: &str,
 ) -> Result<MountRow> {
-    let mut free = None;
-    for n in 1..=1000u64 {
-        let candidate = if n == 1 {
-            name.to_owned()
-        } else {
-            numbered_within(name, n)
-        };
-        if !name_taken(&mut w.tx, member.id, member.root_ns, &candidate).await? {
-            free = Some(candidate);
-            break;
-        }
-    }
-    let Some(free) = free else {
-        return Err(MetaError::AlreadyExists(format!(
-            "{} has a thousand things named like /{name}",
-            member.username
-        )));
-    };
+    let free = free_name(&mut w.tx, member.id, member.root_ns, name).await?;
     let (root_id, owner_id): (String, Option<i64>) =
         sqlx::query_as("SELECT root_node_id, owner_user_id FROM namespaces WHERE id = $1")
             .bind(ns)
@@ -625,7 +766,7 @@ async fn change_role(w: &mut Writer, m: &MountRow, role: &str) -> Result<()> {
     w.event_in(
         root_ns,
         ChangeKind::Mkdir,
-        &mount_node(m, root_ns, &m.name),
+        &mount_node(m, root_ns, m.point().name().unwrap_or_default()),
         &format!("/{}", m.name),
         None,
     )
@@ -660,7 +801,7 @@ async fn drop_mount(w: &mut Writer, m: &MountRow) -> Result<()> {
     w.event_in(
         root_ns,
         ChangeKind::Delete,
-        &mount_node(m, root_ns, &m.name),
+        &mount_node(m, root_ns, m.point().name().unwrap_or_default()),
         &format!("/{}", m.name),
         None,
     )

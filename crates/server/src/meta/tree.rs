@@ -342,6 +342,9 @@ impl Store {
         .bind(&node.id)
         .execute(&mut *w.tx)
         .await?;
+        if node.is_folder() {
+            share_queries::carry_mounts(&mut w.tx, ns, from, to).await?;
+        }
         w.event(ChangeKind::Move, &node, to.as_str(), Some(from.as_str()));
         let now = w.now;
         w.commit().await?;
@@ -375,6 +378,9 @@ impl Store {
                 path: path.to_string(),
                 current_rev: node.rev,
             });
+        }
+        if node.is_folder() {
+            share_queries::lift_mounts(&mut w, path).await?;
         }
         sqlx::query(
             "UPDATE nodes SET deleted_ms = $1, deleted_path = $2 WHERE namespace_id = $3 AND id = $4",

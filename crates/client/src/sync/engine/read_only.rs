@@ -5,7 +5,8 @@
 //!   synced folder, outside the shared folder (where it syncs as the
 //!   user's own file), and the server's version comes back;
 //! - a file deleted or moved away locally is fetched again (what was
-//!   moved away stays where the user put it);
+//!   moved away stays where the user put it); the folder itself may move
+//!   among the user's own folders;
 //! - an empty folder made locally is removed.
 //!
 //! Each kept copy is reported with the reason, so the user is told why.
@@ -18,8 +19,8 @@ use super::disk::{fsync_dir, now_secs, unused};
 use super::{Report, Syncer, conflicted_name, remote_to_rel, remove_subtree};
 
 impl Syncer {
-    /// The top-level folders shared with this user read-only. A server
-    /// that cannot say has none.
+    /// The folders shared with this user read-only, where they are in
+    /// the user's files. A server that cannot say has none.
     async fn read_only_folders(&self) -> Vec<String> {
         match self.remote.shares().await {
             Ok(list) => list
@@ -56,6 +57,9 @@ impl Syncer {
             | Op::Conflict { path, .. }
             | Op::DeleteRemote { path }
             | Op::CreateRemoteFolder { path } => inside(path),
+            // The mount point itself is the user's to move among their
+            // own folders.
+            Op::MoveRemote { from, to } if folders.contains(from) => inside(to),
             Op::MoveRemote { from, to } => inside(from) || inside(to),
             _ => false,
         };
