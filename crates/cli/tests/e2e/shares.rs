@@ -24,7 +24,8 @@ on_both_backends!(
     three_users_with_two_devices_each_share_change_roles_and_leave,
     what_was_under_way_or_trashed_before_a_share_stays_in_sight,
     a_folder_deep_in_ones_files_is_shared_and_each_member_places_it_where_they_like,
-    a_moved_mount_point_syncs_in_its_new_place
+    a_moved_mount_point_syncs_in_its_new_place,
+    shares_both_ways_at_once_all_land
 );
 
 async fn put(r: &Remote, path: &str, bytes: &[u8]) {
@@ -1200,4 +1201,60 @@ async fn a_moved_mount_point_syncs_in_its_new_place(b: Backend) {
         files(&dir),
         BTreeMap::from([("Team/doc.txt".into(), b"shared doc, v2".to_vec())])
     );
+}
+
+/// Two users sharing with each other at the same moment, while each moves
+/// and renames what they were given: every change lands (each one locks
+/// the namespaces it touches in one order, so none waits on the other's
+/// lock while holding one it needs).
+async fn shares_both_ways_at_once_all_land(b: Backend) {
+    let s = TestServer::start(b).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    const N: usize = 12;
+    for i in 0..N {
+        put(&alice, &format!("/A{i}/a.txt"), b"alice's").await;
+        put(&bob, &format!("/B{i}/b.txt"), b"bob's").await;
+    }
+    let mut calls = Vec::new();
+    for i in 0..N {
+        let (alice, bob) = (alice.clone(), bob.clone());
+        calls.push(tokio::spawn(async move {
+            let (a, b) = (format!("/A{i}"), format!("/B{i}"));
+            let (from_a, from_b) = (format!("/from alice {i}"), format!("/from bob {i}"));
+            let (x, y) = tokio::join!(
+                alice.share(&a, "bob", ShareRole::Editor),
+                bob.share(&b, "alice", ShareRole::Editor),
+            );
+            x.map_err(|e| format!("alice shares /A{i}: {e}"))?;
+            y.map_err(|e| format!("bob shares /B{i}: {e}"))?;
+            // Each renames what they were given while the other changes
+            // their role in it.
+            let (x, y, z, w) = tokio::join!(
+                alice.move_to(&b, &from_b),
+                bob.move_to(&a, &from_a),
+                alice.share(&a, "bob", ShareRole::Viewer),
+                bob.share(&b, "alice", ShareRole::Viewer),
+            );
+            x.map_err(|e| format!("alice moves /B{i}: {e}"))?;
+            y.map_err(|e| format!("bob moves /A{i}: {e}"))?;
+            z.map_err(|e| format!("alice changes bob's role in /A{i}: {e}"))?;
+            w.map_err(|e| format!("bob changes alice's role in /B{i}: {e}"))?;
+            Ok::<(), String>(())
+        }));
+    }
+    let mut failed = Vec::new();
+    for call in calls {
+        if let Err(e) = call.await.unwrap() {
+            failed.push(e);
+        }
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+    let (mine, theirs) = (top(&alice).await, top(&bob).await);
+    for i in 0..N {
+        assert_eq!(mine[&format!("A{i}")], Some(ShareRole::Owner));
+        assert_eq!(mine[&format!("from bob {i}")], Some(ShareRole::Viewer));
+        assert_eq!(theirs[&format!("from alice {i}")], Some(ShareRole::Viewer));
+    }
+    assert_eq!(get(&alice, "/from bob 3/b.txt").await, b"bob's");
 }

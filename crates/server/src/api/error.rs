@@ -166,6 +166,15 @@ impl From<MetaError> for ApiError {
                     rand::Rng::random_range(&mut rand::rng(), 1..=3),
                 )
             }
+            MetaError::Contended(why) => {
+                tracing::warn!(%why, "a change met another: answered 503");
+                ApiError::Unavailable(
+                    "another change met this one at the same moment; nothing was changed: \
+                     send it again after the seconds Retry-After says"
+                        .into(),
+                    1,
+                )
+            }
             other if is_disk_full(&other) => ApiError::InsufficientStorage,
             other => ApiError::internal(other),
         }

@@ -41,6 +41,11 @@ impl Store {
             return Ok(Some(Vec::new()));
         };
         let mut w = Writer::begin(self, first.ns, &first.device).await?;
+        let writers: std::collections::BTreeSet<(i64, i64)> =
+            news.iter().map(|n| (n.user_id, n.ns)).collect();
+        for (user, ns) in writers {
+            super::share_queries::may_write(&mut w.tx, user, ns).await?;
+        }
         // The blocks of the whole batch, looked up once under the lock.
         let ids: Vec<BlockId> = news
             .iter()

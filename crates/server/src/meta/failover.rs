@@ -257,6 +257,18 @@ pub fn never_reached(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether `e` says PostgreSQL undid the transaction because of another
+/// one (a deadlock it broke, 40P01; a serialization failure, 40001):
+/// nothing of it was done.
+pub fn rolled_back_for_another(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| matches!(&*code, "40P01" | "40001")),
+        _ => false,
+    }
+}
+
 /// Whether `e` says the database cannot be reached or written now (it is
 /// down, failing over, read-only, or out of connections): worth a retry.
 pub fn is_unavailable(e: &sqlx::Error) -> bool {

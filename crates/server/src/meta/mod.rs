@@ -107,6 +107,11 @@ pub enum MetaError {
     /// may not have been made.
     #[error("the database stopped answering: {0}")]
     Interrupted(String),
+    /// Another change met this one and it was undone whole (a deadlock
+    /// the database broke, a serialization failure): nothing was done,
+    /// and sending it again is safe.
+    #[error("another change met this one: {0}")]
+    Contended(String),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -613,6 +618,9 @@ async fn bounded<T>(
     };
     outcome.map_err(|e| match e {
         MetaError::Db(db) if failover::never_reached(&db) => MetaError::Unavailable(db.to_string()),
+        MetaError::Db(db) if failover::rolled_back_for_another(&db) => {
+            MetaError::Contended(db.to_string())
+        }
         MetaError::Db(db) if failover::is_unavailable(&db) => {
             MetaError::Interrupted(db.to_string())
         }

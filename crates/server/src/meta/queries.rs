@@ -220,18 +220,24 @@ struct Mark {
 
 impl Writer {
     async fn begin(store: &Store, ns: i64, device: &str) -> Result<Self> {
+        Self::begin_all(store, ns, &[], device).await
+    }
+
+    /// Begins a change in `ns` that also journals in, or must hold still,
+    /// the namespaces `also`. Every lock is taken here, in the order of the
+    /// namespaces' ids: two changes that need the same namespaces then
+    /// wait for one another, instead of each holding one the other needs
+    /// (which PostgreSQL would end by failing one of them).
+    async fn begin_all(store: &Store, ns: i64, also: &[i64], device: &str) -> Result<Self> {
+        let mut order: Vec<i64> = also.iter().copied().chain([ns]).collect();
+        order.sort_unstable();
+        order.dedup();
         let mut tx = store.begin().await?;
-        // A no-op update takes the namespace row's lock (PostgreSQL); SQLite's
-        // IMMEDIATE transaction already holds the database's write lock.
-        // Held to the end, the lock lets the change count its journal
-        // entries here and write the new position once, at commit.
-        let (first,): (i64,) = sqlx::query_as(
-            "UPDATE namespaces SET journal_seq = journal_seq WHERE id = $1 RETURNING journal_seq",
-        )
-        .bind(ns)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| MetaError::NotFound(format!("namespace {ns} does not exist")))?;
+        let mut firsts = std::collections::BTreeMap::new();
+        for id in order {
+            firsts.insert(id, lock_journal(&mut tx, id).await?);
+        }
+        let first = firsts.remove(&ns).unwrap_or_default();
         Ok(Self {
             tx,
             ns,
@@ -241,11 +247,16 @@ impl Writer {
             seq: None,
             folders: Default::default(),
             entries: Vec::new(),
-            others: Default::default(),
+            others: firsts.into_iter().map(|(id, f)| (id, (f, f))).collect(),
             quotas: Default::default(),
             blocks: None,
             publisher: store.publisher.clone(),
         })
+    }
+
+    /// Whether this change holds the lock of `ns`.
+    fn holds(&self, ns: i64) -> bool {
+        ns == self.ns || self.others.contains_key(&ns)
     }
 
     /// Commits the change and, once it is durable, publishes the
@@ -279,13 +290,7 @@ impl Writer {
         if ns == self.ns || self.others.contains_key(&ns) {
             return Ok(());
         }
-        let (first,): (i64,) = sqlx::query_as(
-            "UPDATE namespaces SET journal_seq = journal_seq WHERE id = $1 RETURNING journal_seq",
-        )
-        .bind(ns)
-        .fetch_optional(&mut *self.tx)
-        .await?
-        .ok_or_else(|| MetaError::NotFound(format!("namespace {ns} does not exist")))?;
+        let first = lock_journal(&mut self.tx, ns).await?;
         self.others.insert(ns, (first, first));
         Ok(())
     }
@@ -569,6 +574,22 @@ fn loc((object, offset, length): (String, i64, i64)) -> BlockLoc {
         offset: offset as u64,
         length: length as u64,
     }
+}
+
+/// Takes the lock of `ns`'s journal row for the rest of the transaction
+/// (a no-op update: PostgreSQL locks the row; SQLite's IMMEDIATE
+/// transaction already holds the database's write lock) and returns where
+/// the journal stands. Held to the end, the lock lets a change count its
+/// journal entries itself and write the new position once, at commit.
+async fn lock_journal(tx: &mut Tx, ns: i64) -> Result<i64> {
+    let (first,): (i64,) = sqlx::query_as(
+        "UPDATE namespaces SET journal_seq = journal_seq WHERE id = $1 RETURNING journal_seq",
+    )
+    .bind(ns)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| MetaError::NotFound(format!("namespace {ns} does not exist")))?;
+    Ok(first)
 }
 
 /// Whether `path` in namespace `ns` is, for the user whose own files `ns`

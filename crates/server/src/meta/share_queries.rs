@@ -88,19 +88,16 @@ impl Store {
                 "the top of your files cannot be shared: share a folder in it".into(),
             ));
         };
-        let mut w = Writer::begin(self, owner.root_ns, device).await?;
-        let ns = match mount_at(&mut w.tx, owner.id, path).await? {
+        let (mut w, known) = begin_sharing(self, owner, path, member, device).await?;
+        let ns = match known {
             Some(m) if !m.owned() => {
                 return Err(MetaError::Forbidden(format!(
                     "{path} is shared with you: only its owner can share it with others"
                 )));
             }
-            Some(m) => {
-                // Commits there hold its lock: adding a member waits for
-                // them, so no block stored meanwhile misses the grant.
-                w.join(m.namespace_id).await?;
-                m.namespace_id
-            }
+            // Commits there hold its lock, held here too: adding a member
+            // waits for them, so no block stored meanwhile misses the grant.
+            Some(m) => m.namespace_id,
             None => make_shared(&mut w, owner, path).await?,
         };
         if member.id == owner.id {
@@ -135,7 +132,7 @@ impl Store {
         role: &str,
         device: &str,
     ) -> Result<()> {
-        let mut w = Writer::begin(self, ns, device).await?;
+        let mut w = begin_circle(self, ns, ns, &[], device).await?;
         must_own(&mut w.tx, owner, ns).await?;
         let mount = mount_of(&mut w.tx, member, ns)
             .await?
@@ -152,7 +149,7 @@ impl Store {
     /// a member, or a member leaving (`actor == member`). The owner cannot
     /// leave their own folder; they unshare it.
     pub async fn unmount(&self, actor: i64, ns: i64, member: i64, device: &str) -> Result<()> {
-        let mut w = Writer::begin(self, ns, device).await?;
+        let mut w = begin_circle(self, ns, ns, &[], device).await?;
         let Some(mount) = mount_of(&mut w.tx, member, ns).await? else {
             return Err(MetaError::NotFound(
                 "no such member of this shared folder".into(),
@@ -179,7 +176,7 @@ impl Store {
     /// Takes the shared folder `ns` from every member but its owner, who
     /// keeps it as it is. Returns how many members lost it.
     pub async fn unshare(&self, owner: i64, ns: i64, device: &str) -> Result<u64> {
-        let mut w = Writer::begin(self, ns, device).await?;
+        let mut w = begin_circle(self, ns, ns, &[], device).await?;
         must_own(&mut w.tx, owner, ns).await?;
         let mounts: Vec<MountRow> = sqlx::query_as(concat!(
             "SELECT ",
@@ -201,11 +198,10 @@ impl Store {
     /// the folder goes back into the owner's own files, straight into
     /// their trash (restorable from there as any folder).
     pub async fn delete_shared(&self, owner: &UserRow, ns: i64, device: &str) -> Result<()> {
-        let mut w = Writer::begin(self, owner.root_ns, device).await?;
+        // The folder's lock is held to the end: no commit in it runs while
+        // its rows move (one that did could be left behind, out of reach).
+        let mut w = begin_circle(self, owner.root_ns, ns, &[], device).await?;
         must_own(&mut w.tx, owner.id, ns).await?;
-        // Held to the end: no commit in the folder runs while its rows
-        // move (one that did could be left behind, out of reach).
-        w.join(ns).await?;
         let mounts: Vec<MountRow> = sqlx::query_as(concat!(
             "SELECT ",
             mount_cols!(),
@@ -331,6 +327,119 @@ impl Store {
         set_point(&mut w, &mount, root_ns, to).await?;
         w.commit().await?;
         Ok(())
+    }
+}
+
+/// The journals a change to the shared folder `ns` may write: its own and
+/// each member's own files' (where their mount is journaled).
+async fn circle(conn: &mut Conn, ns: i64) -> Result<Vec<i64>> {
+    let mut out: Vec<i64> = sqlx::query_as::<_, (i64,)>(
+        "SELECT u.root_ns FROM mounts m JOIN users u ON u.id = m.user_id
+         WHERE m.namespace_id = $1",
+    )
+    .bind(ns)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|(root,)| root)
+    .collect();
+    out.push(ns);
+    Ok(out)
+}
+
+/// How often the locks of a change to a shared folder are taken again when
+/// its members changed between looking them up and locking.
+const LOCK_TRIES: usize = 5;
+
+/// Begins a change in `ns` to the shared folder `shared`, holding its
+/// circle's journals and `also` (see [`Writer::begin_all`]). The members
+/// are looked up before the locks and again under them (membership only
+/// changes under the folder's lock, so the second answer stands): should
+/// they differ, the locks are let go and taken again.
+async fn begin_circle(
+    store: &Store,
+    ns: i64,
+    shared: i64,
+    also: &[i64],
+    device: &str,
+) -> Result<Writer> {
+    for _ in 0..LOCK_TRIES {
+        let mut want = {
+            let mut conn = store.pool.acquire().await?;
+            circle(&mut conn, shared).await?
+        };
+        want.extend_from_slice(also);
+        let mut w = Writer::begin_all(store, ns, &want, device).await?;
+        let now = circle(&mut w.tx, shared).await?;
+        if now.iter().all(|n| w.holds(*n)) {
+            return Ok(w);
+        }
+    }
+    Err(MetaError::Contended(
+        "the shared folder's members kept changing while this change waited".into(),
+    ))
+}
+
+/// Begins `owner` sharing `path` with `member`: holds both users' own
+/// journals and, when `path` is a shared folder already, its circle's.
+/// Returns the owner's mount at `path`, read under the locks.
+async fn begin_sharing(
+    store: &Store,
+    owner: &UserRow,
+    path: &RemotePath,
+    member: &UserRow,
+    device: &str,
+) -> Result<(Writer, Option<MountRow>)> {
+    for _ in 0..LOCK_TRIES {
+        let known = {
+            let mut conn = store.pool.acquire().await?;
+            mount_at(&mut conn, owner.id, path).await?
+        };
+        let mut w = match &known {
+            Some(m) => {
+                begin_circle(
+                    store,
+                    owner.root_ns,
+                    m.namespace_id,
+                    &[member.root_ns],
+                    device,
+                )
+                .await?
+            }
+            None => Writer::begin_all(store, owner.root_ns, &[member.root_ns], device).await?,
+        };
+        let now = mount_at(&mut w.tx, owner.id, path).await?;
+        if now.as_ref().map(|m| m.namespace_id) == known.as_ref().map(|m| m.namespace_id) {
+            return Ok((w, now));
+        }
+    }
+    Err(MetaError::Contended(format!(
+        "{path} kept changing while this share waited"
+    )))
+}
+
+/// Refuses `user_id` a change to `ns` unless `ns` holds their own files or
+/// a shared folder they may change. Run under `ns`'s lock, which role
+/// changes and removals take too: the API's look at the role before the
+/// lock could be stale by the time the change lands.
+pub(super) async fn may_write(conn: &mut Conn, user_id: i64, ns: i64) -> Result<()> {
+    let allowed: Option<(i64,)> = sqlx::query_as(
+        "SELECT id FROM users WHERE id = $1 AND root_ns = $2
+         UNION ALL
+         SELECT user_id FROM mounts WHERE user_id = $1 AND namespace_id = $2 AND role <> 'viewer'
+         LIMIT 1",
+    )
+    .bind(user_id)
+    .bind(ns)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match allowed {
+        Some(_) => Ok(()),
+        None => Err(MetaError::Forbidden(
+            "you may no longer change this shared folder: its owner made you a viewer or \
+             removed you"
+                .into(),
+        )),
     }
 }
 

@@ -424,6 +424,7 @@ async fn a_batch_of_new_files_is_written_whole(f: Fixture) {
 }
 
 on_both!(
+    a_write_into_a_shared_folder_is_checked_against_the_role_it_lands_under,
     a_batch_of_new_files_is_written_whole,
     a_failed_item_takes_its_folder_and_entries_with_it,
     collection_waits_out_the_grace_and_spares_sessions,
@@ -913,4 +914,78 @@ async fn presence_on_other_instances_is_seen_while_they_live(f: Fixture) {
         vec![],
         "both forgotten"
     );
+}
+
+/// The API checks a member's role before a write, but the owner may change
+/// it while the write waits for the folder's lock: the write is checked
+/// again under that lock, so nothing lands after the role forbids it.
+async fn a_write_into_a_shared_folder_is_checked_against_the_role_it_lands_under(f: Fixture) {
+    let bob = f.meta.create_user("bob", "x").await.unwrap();
+    f.meta
+        .mkdir(f.user.root_ns, &p("/Team"), "laptop")
+        .await
+        .unwrap();
+    let mount = f
+        .meta
+        .share_folder(&f.user, &p("/Team"), &bob, "editor", "laptop")
+        .await
+        .unwrap();
+    let ns = mount.namespace_id;
+    f.store_block(7, 10).await;
+    f.meta
+        .record_blocks(
+            bob.id,
+            &[(
+                BlockId([7; 32]),
+                BlockLoc {
+                    object: "o7".into(),
+                    offset: 0,
+                    length: 10,
+                },
+                10,
+            )],
+        )
+        .await
+        .unwrap();
+    let by_bob = |path: &str| NewRevision {
+        ns,
+        user_id: bob.id,
+        ..f.revision(path, 7, 10)
+    };
+    f.meta.commit(&by_bob("/as-editor.txt")).await.unwrap();
+
+    f.meta
+        .set_role(f.user.id, ns, bob.id, "viewer", "laptop")
+        .await
+        .unwrap();
+    for outcome in [
+        f.meta.commit(&by_bob("/as-viewer.txt")).await.map(|_| ()),
+        f.meta
+            .commit_many(&[by_bob("/batch.txt")])
+            .await
+            .map(|_| ()),
+    ] {
+        assert!(
+            matches!(outcome, Err(MetaError::Forbidden(_))),
+            "{outcome:?}"
+        );
+    }
+    f.meta
+        .unmount(f.user.id, ns, bob.id, "laptop")
+        .await
+        .unwrap();
+    let outcome = f.meta.commit(&by_bob("/removed.txt")).await;
+    assert!(
+        matches!(outcome, Err(MetaError::Forbidden(_))),
+        "{outcome:?}"
+    );
+    let names: Vec<String> = f
+        .meta
+        .list(ns, &p("/"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(names, ["as-editor.txt"]);
 }

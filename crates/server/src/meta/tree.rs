@@ -76,6 +76,7 @@ impl Store {
 
     pub async fn commit(&self, new: &NewRevision) -> Result<NodeRow> {
         let mut w = Writer::begin(self, new.ns, &new.device).await?;
+        share_queries::may_write(&mut w.tx, new.user_id, new.ns).await?;
         match Self::commit_in(&mut w, new).await {
             Ok(node) => {
                 w.commit().await?;
@@ -97,6 +98,7 @@ impl Store {
             return Ok(());
         };
         let mut w = Writer::begin(self, new.ns, &new.device).await?;
+        share_queries::may_write(&mut w.tx, new.user_id, new.ns).await?;
         let parent = w.ensure_folder(&parent).await?;
         let node = match child(&mut w.tx, new.ns, &parent.id, name).await? {
             Some(n) if n.is_folder() => return Ok(()),
