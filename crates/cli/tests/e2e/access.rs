@@ -10,6 +10,10 @@
 //!   one with the owner's ids and one with made-up ids, so what each
 //!   creates in their own account cannot make the answers differ.
 //! - No answer to a stranger carries the owner's content or node ids.
+//! - An editor of the owner's shared folder is a stranger to the rest of
+//!   the owner's files: asked about the owner's things outside the folder,
+//!   they get the stranger's answers, and they cannot change who has the
+//!   folder.
 //! - Afterwards the owner's tree, trash, revisions and links are as they
 //!   were.
 //!
@@ -43,28 +47,44 @@ struct Ids {
 }
 
 const CONTENT: &str = "alice's private words, never to be seen by others\n";
+/// In a folder of alice's she shares with no one.
+const PRIVATE: &str = "alice's own notes, shared with no one at all\n";
 
-async fn owner_ids(s: &TestServer, alice: &Remote) -> Ids {
-    let put = |path: &'static str, body: &'static str| async move {
+/// What `alice` keeps in `folder`: a file of two revisions holding
+/// `content`, a trashed file, an upload under way and a link.
+async fn things_in(alice: &Remote, folder: &str, content: &'static str) -> Ids {
+    let put = |path: String, body: &'static str| async move {
         alice
-            .upload(path, None, reqwest::Body::from(body))
+            .upload(&path, None, reqwest::Body::from(body))
             .await
             .unwrap_or_else(|e| panic!("{path}: {e}"))
     };
-    put("/a/f.txt", "first version\n").await;
-    put("/a/f.txt", CONTENT).await;
-    put("/a/gone.txt", "to the trash\n").await;
-    alice.delete("/a/gone.txt").await.unwrap();
-    let trash = alice.trash().await.unwrap().entries[0].id.clone();
-    let list = alice.block_list("/a/f.txt", None).await.unwrap();
+    let file = format!("{folder}/f.txt");
+    put(file.clone(), "first version\n").await;
+    put(file.clone(), content).await;
+    put(format!("{folder}/gone.txt"), "to the trash\n").await;
+    alice.delete(&format!("{folder}/gone.txt")).await.unwrap();
+    let trash = alice
+        .trash()
+        .await
+        .unwrap()
+        .entries
+        .into_iter()
+        .find(|t| t.path == format!("{folder}/gone.txt"))
+        .unwrap()
+        .id;
+    let list = alice.block_list(&file, None).await.unwrap();
     let block = list.blocks[0].id.to_string();
-    let hash = blake3::hash(CONTENT.as_bytes()).to_hex().to_string();
+    let hash = blake3::hash(content.as_bytes()).to_hex().to_string();
     let tus = Remote::send(
         alice
             .request(Method::POST, "/tus/")
             .header("Tus-Resumable", "1.0.0")
             .header("Upload-Length", "10")
-            .header("Upload-Metadata", format!("path {}", b64("/a/tus.bin"))),
+            .header(
+                "Upload-Metadata",
+                format!("path {}", b64(&format!("{folder}/tus.bin"))),
+            ),
     )
     .await
     .unwrap();
@@ -77,7 +97,7 @@ async fn owner_ids(s: &TestServer, alice: &Remote) -> Ids {
         .to_owned();
     let link = alice
         .create_link(&CreateLinkRequest {
-            path: "/a".into(),
+            path: folder.into(),
             expires_in_secs: None,
             password: None,
             upload_only: false,
@@ -85,28 +105,34 @@ async fn owner_ids(s: &TestServer, alice: &Remote) -> Ids {
         .await
         .unwrap();
     let token = link.url_path.unwrap().trim_start_matches("/s/").to_owned();
-    // /a is shared with a fourth user, so strangers are asked about a
-    // shared folder's things too.
-    let _dave = s.user("dave").await;
-    let share = alice
-        .share("/a", "dave", tessera_proto::api::ShareRole::Editor)
-        .await
-        .unwrap()
-        .id
-        .to_string();
     Ids {
-        path: "/a/f.txt".into(),
+        path: file,
         block,
         hash,
-        size: CONTENT.len() as u64,
+        size: content.len() as u64,
         trash,
         upload,
         link: link.id,
         token,
         cursor: alice.latest_cursor().await.unwrap(),
         user: "alice".into(),
-        share,
+        share: String::new(),
     }
+}
+
+async fn owner_ids(s: &TestServer, alice: &Remote) -> Ids {
+    let mut ids = things_in(alice, "/a", CONTENT).await;
+    // /a is shared with a fourth user (an editor), so strangers are asked
+    // about a shared folder's things too.
+    let _dave = s.user("dave").await;
+    ids.share = alice
+        .share("/a", "dave", tessera_proto::api::ShareRole::Editor)
+        .await
+        .unwrap()
+        .id
+        .to_string();
+    ids.cursor = alice.latest_cursor().await.unwrap();
+    ids
 }
 
 fn made_up_ids(like: &Ids) -> Ids {
@@ -342,6 +368,10 @@ async fn no_one_reaches_or_learns_of_anothers_things() {
         .unwrap();
     let real = owner_ids(&s, &alice).await;
     let fake = made_up_ids(&real);
+    // Things of alice's outside the folder dave edits with her.
+    let mut private = things_in(&alice, "/p", PRIVATE).await;
+    private.share = real.share.clone();
+    let dave = s.login("dave", "dave-password", "dave-laptop").await;
     // A member who was removed is a stranger again: frank read /a, then
     // lost it.
     let frank = s.user("frank").await;
@@ -361,6 +391,13 @@ async fn no_one_reaches_or_learns_of_anothers_things() {
     let secrets: Vec<String> = {
         let mut v = vec![CONTENT.trim().to_owned()];
         for p in ["/a", "/a/f.txt"] {
+            v.push(alice.meta(p).await.unwrap().id);
+        }
+        v
+    };
+    let private_secrets: Vec<String> = {
+        let mut v = vec![PRIVATE.trim().to_owned()];
+        for p in ["/p", "/p/f.txt"] {
             v.push(alice.meta(p).await.unwrap().id);
         }
         v
@@ -400,17 +437,43 @@ async fn no_one_reaches_or_learns_of_anothers_things() {
                     Err(e) => problems.push(format!("{what}: {e}")),
                 }
             }
-            let (theirs, made_up, former) = match (
+            let (theirs, made_up, former, editor) = match (
                 ask(&bob, &http, method, template, op, &real).await,
                 ask(&carol, &http, method, template, op, &fake).await,
                 ask(&frank, &http, method, template, op, &real).await,
+                ask(&dave, &http, method, template, op, &private).await,
             ) {
-                (Ok(a), Ok(b), Ok(c)) => (a, b, c),
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
+                (Err(e), _, _, _) | (_, Err(e), _, _) | (_, _, Err(e), _) | (_, _, _, Err(e)) => {
                     problems.push(format!("{what}: {e}"));
                     continue;
                 }
             };
+            // The editor knows the folder they share: its routes answer
+            // them apart from a stranger, but change nothing of it.
+            if template.starts_with("/api/v1/shares/") {
+                if editor.status.is_success() {
+                    problems.push(format!(
+                        "{what} lets an editor change who has the folder: {} {}",
+                        editor.status, editor.body
+                    ));
+                }
+            } else if (editor.status, &editor.code) != (made_up.status, &made_up.code) {
+                problems.push(format!(
+                    "{what} tells an editor the owner's ids outside the shared folder from \
+                     made-up ones: {} {:?} against {} {:?}",
+                    editor.status, editor.code, made_up.status, made_up.code
+                ));
+            }
+            if let Some(found) = private_secrets
+                .iter()
+                .find(|x| editor.body.contains(x.as_str()))
+            {
+                problems.push(format!(
+                    "{what} shows an editor the owner's {found} outside the shared folder: {}",
+                    editor.body
+                ));
+            }
             asked += 1;
             // The viewer names the shared folder's things by the same
             // paths (her mount is /a too).

@@ -378,23 +378,24 @@ async fn rename_mount(
         return Err(ApiError::internal("a mount point without a mount"));
     };
     let target = places.read(to)?;
-    if let Some(m) = &target.mount {
-        return Err(
-            if target.is_mount() && m.namespace_id != mount.namespace_id {
-                ApiError::AlreadyExists(format!("{to} already exists"))
-            } else if m.namespace_id == mount.namespace_id {
-                ApiError::InsideItself(format!(
-                    "cannot move {} to {to}: that is inside it; choose a folder outside it",
-                    source.shown
-                ))
-            } else {
-                ApiError::BadRequest(format!(
-                    "{to} is inside the shared folder /{}: a shared folder cannot hold another; \
+    // Onto itself is nothing to do (the meta layer says so).
+    if let Some(m) = &target.mount
+        && !(target.is_mount() && m.namespace_id == mount.namespace_id)
+    {
+        return Err(if target.is_mount() {
+            ApiError::AlreadyExists(format!("{to} already exists"))
+        } else if m.namespace_id == mount.namespace_id {
+            ApiError::InsideItself(format!(
+                "cannot move {} to {to}: that is inside it; choose a folder outside it",
+                source.shown
+            ))
+        } else {
+            ApiError::BadRequest(format!(
+                "{to} is inside the shared folder /{}: a shared folder cannot hold another; \
                  choose a folder of your own",
-                    m.name
-                ))
-            },
-        );
+                m.name
+            ))
+        });
     }
     state
         .meta

@@ -44,7 +44,19 @@ impl Store {
         let writers: std::collections::BTreeSet<(i64, i64)> =
             news.iter().map(|n| (n.user_id, n.ns)).collect();
         for (user, ns) in writers {
-            super::share_queries::may_write(&mut w.tx, user, ns).await?;
+            // Refused whole, item by item: the API commits a batch one
+            // namespace at a time, and the others stand.
+            match super::share_queries::may_write(&mut w.tx, user, ns).await {
+                Ok(()) => {}
+                Err(MetaError::Forbidden(why)) => {
+                    return Ok(Some(
+                        news.iter()
+                            .map(|_| Err(MetaError::Forbidden(why.clone())))
+                            .collect(),
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
         }
         // The blocks of the whole batch, looked up once under the lock.
         let ids: Vec<BlockId> = news
@@ -134,6 +146,7 @@ impl Store {
             if !taken.insert((folder.id.clone(), fold_name(name))) {
                 return Ok(None);
             }
+            w.not_a_mount_point(&new.path).await?;
             places.push((folder.id, name));
         }
         if any_taken(w, &taken).await? {

@@ -162,6 +162,9 @@ struct Writer {
     /// block collected meanwhile is still caught when its reference is
     /// taken).
     blocks: Option<(i64, UserBlocks)>,
+    /// The mount points in the files of the user whose own files `ns`
+    /// holds, looked up once by [`Writer::not_a_mount_point`].
+    mount_points: Option<Vec<String>>,
     publisher: Publisher,
 }
 
@@ -250,8 +253,37 @@ impl Writer {
             others: firsts.into_iter().map(|(id, f)| (id, (f, f))).collect(),
             quotas: Default::default(),
             blocks: None,
+            mount_points: None,
             publisher: store.publisher.clone(),
         })
+    }
+
+    /// Refuses `path` as the place of a new or moved node of this change's
+    /// namespace when it is a shared folder's mount point there: the API
+    /// leads that path into the mount, so a node of the user's own at it
+    /// would be hidden, and their devices would take it for the mount. A
+    /// change planned before the mount moved there meets this.
+    async fn not_a_mount_point(&mut self, path: &RemotePath) -> Result<()> {
+        if self.mount_points.is_none() {
+            let rows: Vec<(String,)> = sqlx::query_as(
+                "SELECT m.name FROM mounts m JOIN users u ON u.id = m.user_id
+                 WHERE u.root_ns = $1",
+            )
+            .bind(self.ns)
+            .fetch_all(&mut *self.tx)
+            .await?;
+            self.mount_points = Some(rows.into_iter().map(|(n,)| format!("/{n}")).collect());
+        }
+        if self
+            .mount_points
+            .as_ref()
+            .is_some_and(|points| points.iter().any(|p| p == path.as_str()))
+        {
+            return Err(MetaError::AlreadyExists(format!(
+                "{path} is a shared folder now: send the change again"
+            )));
+        }
+        Ok(())
     }
 
     /// Whether this change holds the lock of `ns`.
@@ -454,13 +486,9 @@ impl Writer {
                 Some(n) if n.is_folder() => n,
                 Some(_) => return Err(MetaError::NotAFolder(at.to_string())),
                 None => {
-                    if mount_owns_name(&mut self.tx, self.ns, &at).await? {
-                        // A change begun before the folder was shared
-                        // would land out of sight under the mount.
-                        return Err(MetaError::AlreadyExists(format!(
-                            "{at} is a shared folder now: send the change again"
-                        )));
-                    }
+                    // A change begun before the folder was shared (or
+                    // a mount moved here) would land out of sight.
+                    self.not_a_mount_point(&at).await?;
                     let node = NodeRow {
                         namespace_id: self.ns,
                         id: new_id(),
@@ -590,21 +618,6 @@ async fn lock_journal(tx: &mut Tx, ns: i64) -> Result<i64> {
     .await?
     .ok_or_else(|| MetaError::NotFound(format!("namespace {ns} does not exist")))?;
     Ok(first)
-}
-
-/// Whether `path` in namespace `ns` is, for the user whose own files `ns`
-/// holds, a mounted shared folder's mount point.
-async fn mount_owns_name(conn: &mut Conn, ns: i64, path: &RemotePath) -> Result<bool> {
-    let name = path.as_str().trim_start_matches('/');
-    let row: Option<(i64,)> = sqlx::query_as(
-        "SELECT m.namespace_id FROM mounts m JOIN users u ON u.id = m.user_id
-         WHERE u.root_ns = $1 AND m.name = $2",
-    )
-    .bind(ns)
-    .bind(name)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(row.is_some())
 }
 
 async fn insert_node(conn: &mut Conn, n: &NodeRow) -> Result<()> {

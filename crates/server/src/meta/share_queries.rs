@@ -893,6 +893,13 @@ async fn drop_mount(w: &mut Writer, m: &MountRow) -> Result<()> {
         .bind(m.namespace_id)
         .execute(&mut *w.tx)
         .await?;
+    // Their links into it stop answering with the mount gone; removed, so
+    // none comes back should they be given the folder again.
+    sqlx::query("DELETE FROM links WHERE user_id = $1 AND namespace_id = $2")
+        .bind(m.user_id)
+        .bind(m.namespace_id)
+        .execute(&mut *w.tx)
+        .await?;
     let root_ns = root_ns_in(&mut w.tx, m.user_id).await?;
     sqlx::query(
         "DELETE FROM user_blocks WHERE user_id = $1

@@ -425,6 +425,7 @@ async fn a_batch_of_new_files_is_written_whole(f: Fixture) {
 
 on_both!(
     a_write_into_a_shared_folder_is_checked_against_the_role_it_lands_under,
+    nothing_of_ones_own_lands_on_a_mount_point,
     a_batch_of_new_files_is_written_whole,
     a_failed_item_takes_its_folder_and_entries_with_it,
     collection_waits_out_the_grace_and_spares_sessions,
@@ -958,13 +959,20 @@ async fn a_write_into_a_shared_folder_is_checked_against_the_role_it_lands_under
         .set_role(f.user.id, ns, bob.id, "viewer", "laptop")
         .await
         .unwrap();
-    for outcome in [
-        f.meta.commit(&by_bob("/as-viewer.txt")).await.map(|_| ()),
-        f.meta
-            .commit_many(&[by_bob("/batch.txt")])
-            .await
-            .map(|_| ()),
-    ] {
+    let outcome = f.meta.commit(&by_bob("/as-viewer.txt")).await;
+    assert!(
+        matches!(outcome, Err(MetaError::Forbidden(_))),
+        "{outcome:?}"
+    );
+    // A batch refuses each item: the API commits a batch one namespace at
+    // a time, and the others stand.
+    let outcomes = f
+        .meta
+        .commit_many(&[by_bob("/batch.txt"), by_bob("/batch-2.txt")])
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 2);
+    for outcome in outcomes {
         assert!(
             matches!(outcome, Err(MetaError::Forbidden(_))),
             "{outcome:?}"
@@ -988,4 +996,66 @@ async fn a_write_into_a_shared_folder_is_checked_against_the_role_it_lands_under
         .map(|n| n.name)
         .collect();
     assert_eq!(names, ["as-editor.txt"]);
+}
+
+/// A change planned before a mount point moved to a path cannot put a
+/// node of the member's own there (it would be hidden behind the mount).
+async fn nothing_of_ones_own_lands_on_a_mount_point(f: Fixture) {
+    let bob = f.meta.create_user("bob", "x").await.unwrap();
+    f.meta
+        .mkdir(f.user.root_ns, &p("/Team"), "laptop")
+        .await
+        .unwrap();
+    f.meta
+        .share_folder(&f.user, &p("/Team"), &bob, "editor", "laptop")
+        .await
+        .unwrap();
+    f.meta
+        .record_blocks(
+            bob.id,
+            &[(
+                BlockId([9; 32]),
+                BlockLoc {
+                    object: "o9".into(),
+                    offset: 0,
+                    length: 10,
+                },
+                10,
+            )],
+        )
+        .await
+        .unwrap();
+    let own = |path: &str| NewRevision {
+        ns: bob.root_ns,
+        user_id: bob.id,
+        ..f.revision(path, 9, 10)
+    };
+    let outcome = f.meta.commit(&own("/Team")).await;
+    assert!(
+        matches!(outcome, Err(MetaError::AlreadyExists(_))),
+        "{outcome:?}"
+    );
+    let outcomes = f.meta.commit_many(&[own("/Team")]).await.unwrap();
+    assert!(
+        matches!(outcomes[..], [Err(MetaError::AlreadyExists(_))]),
+        "{outcomes:?}"
+    );
+    f.meta.commit(&own("/notes.txt")).await.unwrap();
+    let outcome = f
+        .meta
+        .move_node(bob.root_ns, &p("/notes.txt"), &p("/Team"), "laptop")
+        .await;
+    assert!(
+        matches!(outcome, Err(MetaError::AlreadyExists(_))),
+        "{outcome:?}"
+    );
+    let names: Vec<String> = f
+        .meta
+        .list(bob.root_ns, &p("/"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(names, ["notes.txt"]);
 }

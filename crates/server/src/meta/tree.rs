@@ -122,6 +122,7 @@ impl Store {
                 }
             }
             None => {
+                w.not_a_mount_point(&new.path).await?;
                 let node = NodeRow {
                     namespace_id: new.ns,
                     id: new_id(),
@@ -279,6 +280,7 @@ impl Store {
                         current_rev: 0,
                     });
                 }
+                w.not_a_mount_point(path).await?;
                 let node = NodeRow {
                     namespace_id: ns,
                     id: new_id(),
@@ -332,6 +334,7 @@ impl Store {
         {
             return Err(MetaError::AlreadyExists(format!("{to} already exists")));
         }
+        w.not_a_mount_point(to).await?;
         sqlx::query(
             "UPDATE nodes SET parent_id = $1, name = $2, name_key = $3, modified_ms = $4
              WHERE namespace_id = $5 AND id = $6",
@@ -514,6 +517,7 @@ impl Store {
                 "{target} exists: restore to another path"
             )));
         }
+        w.not_a_mount_point(&target).await?;
         sqlx::query(
             "UPDATE nodes SET deleted_ms = NULL, deleted_path = NULL, parent_id = $1, name = $2, name_key = $3
              WHERE namespace_id = $4 AND id = $5",

@@ -87,6 +87,8 @@ impl Store {
         new: &NewRevision,
     ) -> Result<Option<(NodeRow, RemotePath)>> {
         let mut w = Writer::begin(self, ns, &new.device).await?;
+        // A role taken away while the upload ran wins over it.
+        share_queries::may_write(&mut w.tx, new.user_id, ns).await?;
         if !advance(&mut w.tx, ns, id, c).await? {
             w.tx.rollback().await?;
             return Ok(None);
