@@ -749,6 +749,93 @@ async fn fan_out_on(b: Backend) {
     );
 }
 
+/// The process's peak resident memory (VmHWM), in MiB.
+fn peak_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Sharing a large folder: the time the share takes (it moves the folder
+/// into its namespace and journals every file there in one transaction),
+/// the member's first full read of it from the journal, and the peak
+/// memory of the process (server and clients are one process here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn large_share_figures() {
+    let files: usize = std::env::var("TESSERA_SHARE_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    for b in [Backend::Sqlite, Backend::Postgres] {
+        large_share_on(b, files).await;
+    }
+}
+
+async fn large_share_on(b: Backend, files: usize) {
+    let s = TestServer::start(b).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    put(&alice, "/seed.txt", b"one small file, many times").await;
+    let list = alice.block_list("/seed.txt", None).await.unwrap();
+    let t = Instant::now();
+    let mut batch = Vec::new();
+    for i in 0..files {
+        batch.push(tessera_proto::api::CommitRequest {
+            path: format!("/Big/d{:03}/f{i:06}.txt", i / 100 % 1000),
+            base_rev: None,
+            size: list.entry.size.unwrap_or(0),
+            content_hash: list.entry.content_hash.unwrap(),
+            chunker: list.chunker.clone(),
+            blocks: list.blocks.clone(),
+            reuse: Vec::new(),
+        });
+        if batch.len() == 500 || i + 1 == files {
+            for r in alice
+                .commit_batch(std::mem::take(&mut batch))
+                .await
+                .unwrap()
+                .results
+            {
+                assert!(r.error.is_none(), "{:?}", r.error);
+            }
+        }
+    }
+    let made = t.elapsed();
+    let before = peak_mib();
+    let t = Instant::now();
+    alice.share("/Big", "bob", ShareRole::Viewer).await.unwrap();
+    let shared = t.elapsed();
+    let t = Instant::now();
+    let (mut cursor, mut seen) = (None, 0usize);
+    loop {
+        let page = bob.changes(cursor.as_deref(), None).await.unwrap();
+        seen += page
+            .changes
+            .iter()
+            .filter(|c| c.kind == ChangeKind::Commit)
+            .count();
+        cursor = Some(page.cursor);
+        if !page.has_more {
+            break;
+        }
+    }
+    let read = t.elapsed();
+    assert_eq!(seen, files);
+    println!(
+        "{b:?}: {files} files committed in {made:.1?}; shared in {shared:.2?}; the member's \
+         first read of the journal {read:.2?}; peak memory {before:.0} MiB before the share, \
+         {:.0} MiB after",
+        peak_mib()
+    );
+}
+
 /// Syncs every device twice over (changes travel one hop a pass).
 async fn settle(devices: &mut [(&str, std::path::PathBuf, Syncer)]) {
     for _ in 0..2 {

@@ -18,21 +18,22 @@ impl Store {
     /// (recovered 2)`… when that is taken), through the trash's restore, so
     /// the journal tells every device. Left in the trash they would be
     /// purged for good when the trash expires. Returns how many. Walks only
-    /// what the root does not reach.
+    /// what the root does not reach. (`CROSS JOIN` keeps SQLite walking
+    /// from each node reached to its children by index, not scanning every
+    /// node for each one.)
     pub async fn rescue_cut_off(&self) -> Result<u64> {
         let cut: Vec<(i64, String)> = sqlx::query_as(
             "WITH RECURSIVE reach(namespace_id, id) AS (
                  SELECT namespace_id, id FROM nodes WHERE parent_id IS NULL
                  UNION
-                 SELECT n.namespace_id, n.id FROM nodes n
-                 JOIN reach r ON n.namespace_id = r.namespace_id AND n.parent_id = r.id
+                 SELECT n.namespace_id, n.id FROM reach r CROSS JOIN nodes n
+                 WHERE n.namespace_id = r.namespace_id AND n.parent_id = r.id
              ), up(namespace_id, start_id, cur) AS (
                  SELECT namespace_id, id, parent_id FROM nodes n
                  WHERE NOT EXISTS (SELECT 1 FROM reach r WHERE r.namespace_id = n.namespace_id AND r.id = n.id)
                  UNION
-                 SELECT u.namespace_id, u.start_id, n.parent_id FROM up u
-                 JOIN nodes n ON n.namespace_id = u.namespace_id AND n.id = u.cur
-                 WHERE u.cur <> u.start_id
+                 SELECT u.namespace_id, u.start_id, n.parent_id FROM up u CROSS JOIN nodes n
+                 WHERE n.namespace_id = u.namespace_id AND n.id = u.cur AND u.cur <> u.start_id
              )
              SELECT namespace_id, start_id FROM up WHERE cur = start_id",
         )

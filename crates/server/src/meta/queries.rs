@@ -393,6 +393,18 @@ impl Writer {
         self.folders.clear();
     }
 
+    /// Writes the entries gathered so far once there are many, so a change
+    /// that journals a whole folder holds few of them at a time. Only for
+    /// a change that sets no savepoint: rolling back to one would not take
+    /// back rows written meanwhile.
+    async fn write_some(&mut self) -> Result<()> {
+        if self.entries.len() >= 20 * JOURNAL_ROWS {
+            self.write_entries().await?;
+            self.entries.clear();
+        }
+        Ok(())
+    }
+
     /// Writes the journal entries, many rows a statement.
     async fn write_entries(&mut self) -> Result<()> {
         const COLS: usize = 12;

@@ -41,9 +41,13 @@ const NODE_TABLES: [&str; 4] = ["revisions", "revision_blocks", "pending_lists",
 
 /// The subtree of node `$2` in namespace `$1`, trashed nodes included.
 /// `UNION` (not `UNION ALL`) ends the walk in a damaged tree with a cycle.
+/// `CROSS JOIN` keeps SQLite's step going from the folder reached to its
+/// children by index: left free, it scanned the whole namespace for each
+/// folder and file reached (sharing 20,000 files took 66 s, not 1).
 const SUBTREE: &str = "WITH RECURSIVE sub(id) AS (
     SELECT id FROM nodes WHERE namespace_id = $1 AND id = $2
-    UNION SELECT n.id FROM nodes n JOIN sub s ON n.parent_id = s.id WHERE n.namespace_id = $1)";
+    UNION SELECT n.id FROM sub s CROSS JOIN nodes n
+          WHERE n.namespace_id = $1 AND n.parent_id = s.id)";
 
 impl Store {
     /// The user's mounts by name.
@@ -775,6 +779,7 @@ async fn describe(w: &mut Writer, ns: i64, root_id: &str) -> Result<()> {
                 w.event_in(ns, ChangeKind::Commit, &node, path.as_str(), None)
                     .await?;
             }
+            w.write_some().await?;
         }
     }
     Ok(())
