@@ -152,7 +152,7 @@ pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn when(ms: i64) -> String {
+pub(crate) fn when(ms: i64) -> String {
     let (y, m, d, hh, mm, _) = tessera_client::sync::engine::civil(ms.div_euclid(1000));
     format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}")
 }

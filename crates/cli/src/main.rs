@@ -1,6 +1,7 @@
 //! `tessera`: the server, the admin tool and the command-line client in one
 //! binary.
 
+mod account_cmd;
 mod admin_cmd;
 mod client_cmd;
 mod fsck_cmd;
@@ -136,6 +137,10 @@ enum Command {
     Unshare(share_cmd::UnshareArgs),
     /// Leave a folder shared with you: it is no longer in your files.
     Leave(share_cmd::LeaveArgs),
+    /// Change your password; every other device of yours is signed out.
+    Passwd(account_cmd::PasswdArgs),
+    /// List your signed-in devices, or sign one out.
+    Devices(account_cmd::DevicesArgs),
 }
 
 #[derive(Subcommand)]
@@ -343,6 +348,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Share(args) => share_cmd::share(args).await,
         Command::Unshare(args) => share_cmd::unshare(args).await,
         Command::Leave(args) => share_cmd::leave(args).await,
+        Command::Passwd(args) => account_cmd::passwd(args).await,
+        Command::Devices(args) => account_cmd::devices(args).await,
         Command::Conflicts { dir } => sync_cmd::conflicts(&dir),
     }
 }

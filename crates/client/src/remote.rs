@@ -736,6 +736,35 @@ impl Remote {
     }
 
     /// This user's shared folders: owned and shared with them.
+    /// This account's signed-in devices.
+    pub async fn devices(&self) -> Result<tessera_proto::api::DeviceList, ClientError> {
+        Self::json(self.request(Method::GET, "/devices")).await
+    }
+
+    /// Signs out the device `id` (from [`Remote::devices`]).
+    pub async fn revoke_device(&self, id: &str) -> Result<(), ClientError> {
+        let id: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+        let path = format!("/devices/{id}");
+        Self::send(self.request(Method::DELETE, &path)).await?;
+        Ok(())
+    }
+
+    /// Changes this account's password; every other device is signed out,
+    /// this one too with `sign_out_here`.
+    pub async fn change_password(
+        &self,
+        current: &str,
+        new: &str,
+        sign_out_here: bool,
+    ) -> Result<tessera_proto::api::PasswordChanged, ClientError> {
+        let req = tessera_proto::api::PasswordChange {
+            current_password: current.to_owned(),
+            new_password: new.to_owned(),
+            sign_out_here,
+        };
+        self.post("/account/password", &req).await
+    }
+
     pub async fn shares(&self) -> Result<tessera_proto::api::ShareList, ClientError> {
         Self::json(self.request(Method::GET, "/shares")).await
     }

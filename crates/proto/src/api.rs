@@ -471,6 +471,50 @@ pub struct PresenceResponse {
     pub devices: Vec<DevicePresence>,
 }
 
+/// One signed-in device of the caller's (a session: signing in again makes
+/// another).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeviceInfo {
+    /// What `DELETE /api/v1/devices/{id}` names it by.
+    pub id: String,
+    /// The name it signed in with.
+    pub name: String,
+    /// The program it signed in with (its User-Agent), when it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    pub signed_in_ms: i64,
+    /// When it was last heard from (to a few minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_ms: Option<i64>,
+    /// Long polls it holds now: a running sync holds one.
+    pub polls: u64,
+    /// The device asking.
+    pub current: bool,
+}
+
+/// `GET /api/v1/devices`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeviceList {
+    pub devices: Vec<DeviceInfo>,
+}
+
+/// `POST /api/v1/account/password`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PasswordChange {
+    pub current_password: String,
+    pub new_password: String,
+    /// Sign out this device too (every other one always is).
+    #[serde(default)]
+    pub sign_out_here: bool,
+}
+
+/// The answer to a password change.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PasswordChanged {
+    /// How many devices were signed out.
+    pub signed_out: u64,
+}
+
 /// Many commits in one request and one transaction (small files).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CommitBatchRequest {

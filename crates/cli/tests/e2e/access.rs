@@ -44,6 +44,8 @@ struct Ids {
     user: String,
     /// A shared folder's id.
     share: String,
+    /// A signed-in device's id.
+    device: String,
 }
 
 const CONTENT: &str = "alice's private words, never to be seen by others\n";
@@ -117,6 +119,15 @@ async fn things_in(alice: &Remote, folder: &str, content: &'static str) -> Ids {
         cursor: alice.latest_cursor().await.unwrap(),
         user: "alice".into(),
         share: String::new(),
+        device: alice
+            .devices()
+            .await
+            .unwrap()
+            .devices
+            .into_iter()
+            .find(|d| d.current)
+            .unwrap()
+            .id,
     }
 }
 
@@ -158,6 +169,7 @@ fn made_up_ids(like: &Ids) -> Ids {
             .collect(),
         user: "nobody-of-that-name".into(),
         share: (like.share.parse::<i64>().unwrap_or(0) + 1000).to_string(),
+        device: hex(like.device.len()),
     }
 }
 
@@ -198,6 +210,7 @@ fn body_for(schema: &str, ids: &Ids) -> Option<Value> {
         "TrashPurgeRequest" | "TrashRestoreRequest" => json!({"id": ids.trash}),
         "ShareRequest" => json!({"path": ids.path, "with": ids.user, "role": "editor"}),
         "RoleRequest" => json!({"role": "editor"}),
+        "PasswordChange" => json!({"current_password": "a guess", "new_password": "taken over"}),
         _ => return None,
     })
 }
@@ -230,6 +243,8 @@ fn fill(template: &str, ids: &Ids) -> String {
         &ids.upload
     } else if template.contains("/shares/") {
         &ids.share
+    } else if template.contains("/devices/") {
+        &ids.device
     } else {
         &ids.link
     };

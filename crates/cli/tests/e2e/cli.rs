@@ -514,3 +514,86 @@ fn http_get(url: &str) -> (u16, String) {
         (resp.status().as_u16(), resp.text().await.unwrap())
     })
 }
+
+#[test]
+fn devices_are_listed_and_signed_out_and_the_password_changed_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = dir.path().join("cfg");
+    let server = serve_logged_in(dir.path(), &admin);
+    let data = dir.path().join("data");
+    ok(
+        &admin,
+        &[
+            "admin",
+            "user",
+            "add",
+            "carol",
+            "--password-stdin",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        Some("carol-secret-1\n"),
+    );
+    let login = |device: &str, password: &str| -> std::path::PathBuf {
+        let cfg = dir.path().join(format!("cfg-{device}"));
+        ok(
+            &cfg,
+            &[
+                "login",
+                "--server",
+                &server.url(),
+                "--user",
+                "carol",
+                "--device",
+                device,
+                "--password-stdin",
+            ],
+            Some(&format!("{password}\n")),
+        );
+        cfg
+    };
+    let (laptop, phone) = (
+        login("laptop", "carol-secret-1"),
+        login("phone", "carol-secret-1"),
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&laptop, &["devices", "--json"], None)).unwrap();
+    let devices = list["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 2, "{list}");
+    let me = devices.iter().find(|d| d["current"] == true).unwrap();
+    assert_eq!(me["name"], "laptop");
+    let table = ok(&laptop, &["devices"], None);
+    assert!(table.contains("laptop (this one)"), "{table}");
+    assert!(table.contains("phone"), "{table}");
+
+    // The phone is signed out from the laptop; its next command says so.
+    let phone_id = devices.iter().find(|d| d["name"] == "phone").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let said = ok(&laptop, &["devices", "revoke", &phone_id], None);
+    assert!(said.contains("signed out"), "{said}");
+    let out = tessera(&phone, &["ls", "/"], None);
+    assert!(!out.status.success());
+
+    // A wrong current password changes nothing; the right one does, and
+    // signs every other device out.
+    let phone = login("phone", "carol-secret-1");
+    let out = tessera(
+        &laptop,
+        &["passwd", "--password-stdin"],
+        Some("not-the-password\nnew-secret-22\n"),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("current password is wrong"), "{stderr}");
+    let said = ok(
+        &laptop,
+        &["passwd", "--password-stdin"],
+        Some("carol-secret-1\nnew-secret-22\n"),
+    );
+    assert!(said.contains("1 device was signed out"), "{said}");
+    assert!(!tessera(&phone, &["ls", "/"], None).status.success());
+    ok(&laptop, &["ls", "/"], None);
+    login("tablet", "new-secret-22");
+}

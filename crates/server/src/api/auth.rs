@@ -21,7 +21,7 @@ const TOKEN_LIFETIME_MS: i64 = 90 * 24 * 3600 * 1000;
 const MAX_USERNAME_BYTES: usize = 64;
 
 /// What a login refused for lack of a free password check is told to wait.
-const BUSY_RETRY_SECS: u64 = 1;
+pub(super) const BUSY_RETRY_SECS: u64 = 1;
 
 /// The web UI's session cookie. HttpOnly, so script in the page never sees
 /// the token; SameSite=Strict, so other sites' pages do not send it.
@@ -66,6 +66,10 @@ fn is_web(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes() == b"1")
 }
 
+/// How stale a device's "last seen" may grow before a request of its
+/// writes it again.
+const LAST_SEEN_EVERY_MS: i64 = 5 * 60 * 1000;
+
 /// The user a valid bearer token (or web session cookie) belongs to.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
@@ -77,6 +81,11 @@ pub struct AuthUser {
 }
 
 impl AuthUser {
+    /// The hash of the token this request came with: its device's key.
+    pub(super) fn token_hash(&self) -> &[u8; 32] {
+        &self.token_hash
+    }
+
     /// The signed-in user as the metadata names users (no password hash).
     pub fn row(&self) -> crate::meta::UserRow {
         crate::meta::UserRow {
@@ -113,8 +122,17 @@ impl FromRequestParts<AppState> for AuthUser {
             .token(&hash)
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        if row.expires_ms <= now_ms() {
+        let now = now_ms();
+        if row.expires_ms <= now {
             return Err(ApiError::Unauthorized);
+        }
+        // "Last seen" to within a few minutes: one write a device a while,
+        // not one a request.
+        if row
+            .last_seen_ms
+            .is_none_or(|seen| now - seen > LAST_SEEN_EVERY_MS)
+        {
+            state.meta.touch_token(&hash, now).await?;
         }
         Ok(AuthUser {
             user_id: row.user_id,
@@ -199,9 +217,20 @@ pub async fn login(
     attempt.succeeded().await?;
     let (token, hash) = new_token();
     let device = req.device.trim().to_owned();
+    // The program, as its User-Agent names it, kept short and printable.
+    let client: Option<String> = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().filter(|c| !c.is_control()).take(200).collect());
     state
         .meta
-        .insert_token(&hash, user.id, &device, now_ms() + TOKEN_LIFETIME_MS)
+        .insert_token(
+            &hash,
+            user.id,
+            &device,
+            client.as_deref(),
+            now_ms() + TOKEN_LIFETIME_MS,
+        )
         .await?;
     tracing::info!(username = %user.username, %device, "login");
     if is_web(&headers) {

@@ -1,5 +1,6 @@
 //! The HTTP API: routes, extractors, one file per resource.
 
+mod account;
 mod admin;
 mod auth;
 mod blocks;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use tessera_proto::api::ServerInfo;
 use tessera_proto::block::{AVG_BLOCK, CHUNKER, MAX_BLOCK, MIN_BLOCK};
@@ -151,6 +152,9 @@ pub fn router(state: AppState) -> Router {
         .route("/changes/latest", get(changes::latest))
         .route("/changes/poll", get(changes::poll))
         .route("/presence", get(changes::presence))
+        .route("/devices", get(account::devices))
+        .route("/devices/{id}", delete(account::revoke))
+        .route("/account/password", post(account::password))
         .route("/trash", get(trash::list))
         .route("/trash/restore", post(trash::restore))
         .route("/trash/purge", post(trash::purge))

@@ -144,6 +144,18 @@ pub struct TokenRow {
     pub root_ns: i64,
     pub device: String,
     pub expires_ms: i64,
+    pub last_seen_ms: Option<i64>,
+}
+
+/// A signed-in device: one token, as its owner sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeviceRow {
+    pub token_hash: Vec<u8>,
+    pub device: String,
+    pub client: Option<String>,
+    pub created_ms: i64,
+    pub last_seen_ms: Option<i64>,
+    pub expires_ms: i64,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -659,9 +671,19 @@ forward! {
     fn create_user_as(&self, username: &str, password_hash: &str, admin: bool) -> Result<UserRow>;
     fn is_admin(&self, user_id: i64) -> Result<bool>;
     fn user_by_name(&self, username: &str) -> Result<Option<UserRow>>;
-    fn insert_token(&self, hash: &[u8], user_id: i64, device: &str, expires_ms: i64) -> Result<()>;
+    fn insert_token(&self, hash: &[u8], user_id: i64, device: &str, client: Option<&str>, expires_ms: i64) -> Result<()>;
     fn token(&self, hash: &[u8]) -> Result<Option<TokenRow>>;
     fn delete_token(&self, hash: &[u8]) -> Result<()>;
+    /// Notes that the token was used at `now_ms`.
+    fn touch_token(&self, hash: &[u8], now_ms: i64) -> Result<()>;
+    /// The user's signed-in devices (unexpired tokens), newest first.
+    fn devices_of(&self, user_id: i64) -> Result<Vec<DeviceRow>>;
+    /// Signs out the user's device whose token hash is `hash`; false when
+    /// the user has no such device.
+    fn revoke_token(&self, user_id: i64, hash: &[u8]) -> Result<bool>;
+    /// Sets the user's password hash and signs out every device of theirs
+    /// but `keep`, in one transaction. Returns how many were signed out.
+    fn set_password(&self, user_id: i64, password_hash: &str, keep: Option<&[u8]>) -> Result<u64>;
     fn data_keys(&self) -> Result<Vec<(i64, Vec<u8>)>>;
     fn insert_data_key(&self, wrapped: &[u8]) -> Result<i64>;
     /// Re-wraps every data key in one transaction; see `users.rs`.

@@ -13,9 +13,9 @@ use tessera_proto::path::fold_name;
 
 use super::{BATCH, BEGIN, Db};
 use crate::meta::{
-    BlockLoc, Collected, JournalRow, LinkRow, MetaError, Moved, NewRevision, NodeRow, PendingList,
-    Recorded, Result, RevisionBlock, RevisionBlockRow, RevisionRow, StoredJournalRow, TokenRow,
-    TrashRow, UserBlocks, UserRow, now_ms,
+    BlockLoc, Collected, DeviceRow, JournalRow, LinkRow, MetaError, Moved, NewRevision, NodeRow,
+    PendingList, Recorded, Result, RevisionBlock, RevisionBlockRow, RevisionRow, StoredJournalRow,
+    TokenRow, TrashRow, UserBlocks, UserRow, now_ms,
 };
 use crate::notify::Publisher;
 use tessera_proto::{BlockId, ContentHash, RemotePath};

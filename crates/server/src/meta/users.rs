@@ -88,17 +88,20 @@ impl Store {
         hash: &[u8],
         user_id: i64,
         device: &str,
+        client: Option<&str>,
         expires_ms: i64,
     ) -> Result<()> {
+        let now = now_ms();
         sqlx::query(
-            "INSERT INTO tokens (token_hash, user_id, device, created_ms, expires_ms)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO tokens (token_hash, user_id, device, created_ms, expires_ms, last_seen_ms, client)
+             VALUES ($1, $2, $3, $4, $5, $4, $6)",
         )
         .bind(hash)
         .bind(user_id)
         .bind(device)
-        .bind(now_ms())
+        .bind(now)
         .bind(expires_ms)
+        .bind(client)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -106,7 +109,7 @@ impl Store {
 
     pub async fn token(&self, hash: &[u8]) -> Result<Option<TokenRow>> {
         Ok(sqlx::query_as(
-            "SELECT t.user_id, u.username, u.root_ns, t.device, t.expires_ms
+            "SELECT t.user_id, u.username, u.root_ns, t.device, t.expires_ms, t.last_seen_ms
              FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
         )
         .bind(hash)
@@ -120,6 +123,57 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    pub async fn touch_token(&self, hash: &[u8], now_ms: i64) -> Result<()> {
+        sqlx::query("UPDATE tokens SET last_seen_ms = $1 WHERE token_hash = $2")
+            .bind(now_ms)
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn devices_of(&self, user_id: i64) -> Result<Vec<DeviceRow>> {
+        Ok(sqlx::query_as(
+            "SELECT token_hash, device, client, created_ms, last_seen_ms, expires_ms FROM tokens
+             WHERE user_id = $1 AND expires_ms > $2 ORDER BY created_ms DESC, device",
+        )
+        .bind(user_id)
+        .bind(now_ms())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn revoke_token(&self, user_id: i64, hash: &[u8]) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND token_hash = $2")
+            .bind(user_id)
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn set_password(
+        &self,
+        user_id: i64,
+        password_hash: &str,
+        keep: Option<&[u8]>,
+    ) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        let keep = keep.map(<[u8]>::to_vec).unwrap_or_default();
+        let gone = sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND token_hash <> $2")
+            .bind(user_id)
+            .bind(keep)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(gone.rows_affected())
     }
 
     // ---- data keys ----
