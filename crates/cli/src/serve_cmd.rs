@@ -205,6 +205,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             local_url(running.addr)
         );
     }
+    if running.admin_password_not_applied {
+        println!(
+            "TESSERA_ADMIN_PASSWORD was not applied: it sets the password of the first account \
+             of a new server only, and this server has accounts. The admin keeps their \
+             password; change it with `tessera passwd` while signed in as admin."
+        );
+    }
     println!("Tessera is listening on http://{}", running.addr);
     let stop = running.shutdown_handle();
     tokio::select! {

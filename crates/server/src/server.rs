@@ -292,6 +292,9 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Set when this start created the first user with a generated password.
     pub generated_admin_password: Option<String>,
+    /// Set when `TESSERA_ADMIN_PASSWORD` was given but not applied (the
+    /// server had accounts already, and the admin's password differs).
+    pub admin_password_not_applied: bool,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     meta: Meta,
@@ -360,7 +363,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let ring = Arc::new(key_ring(&config, &meta, true).await?);
     let blocks = BlockStore::new(config.tiers()?, ring, meta.clone());
 
-    let generated_admin_password = bootstrap_admin(&meta).await?;
+    let bootstrap = bootstrap_admin(&meta).await?;
+    let admin_password_not_applied = bootstrap == AdminBootstrap::NotApplied;
+    let generated_admin_password = match bootstrap {
+        AdminBootstrap::Generated(pw) => Some(pw),
+        _ => None,
+    };
     let instance: Arc<str> = crate::instance::instance_id().into();
     let leases = Leases::new(meta.clone(), instance.clone());
     let runner = Runner::start(workers(&config, &meta, &blocks), Some(leases));
@@ -424,6 +432,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     Ok(Running {
         addr,
         generated_admin_password,
+        admin_password_not_applied,
         shutdown: Some(tx),
         task,
         meta,
@@ -554,13 +563,48 @@ fn workers(config: &Config, meta: &Meta, blocks: &BlockStore) -> Vec<Box<dyn Wor
 
 /// Creates `admin` on an empty installation. The password comes from
 /// TESSERA_ADMIN_PASSWORD, else is generated and returned to be shown once.
-async fn bootstrap_admin(meta: &Meta) -> Result<Option<String>, ServeError> {
+/// What starting the server did about the first account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminBootstrap {
+    /// Users existed, and `TESSERA_ADMIN_PASSWORD` was unset or matched.
+    Existing,
+    /// The first user `admin` was made with the password given.
+    Created,
+    /// The first user `admin` was made with this generated password.
+    Generated(String),
+    /// Users existed and `TESSERA_ADMIN_PASSWORD` differs from the stored
+    /// password: it was not applied.
+    NotApplied,
+}
+
+async fn bootstrap_admin(meta: &Meta) -> Result<AdminBootstrap, ServeError> {
+    let given = std::env::var("TESSERA_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
     if meta.user_count().await? > 0 {
-        return Ok(None);
+        let Some(given) = given else {
+            return Ok(AdminBootstrap::Existing);
+        };
+        // The variable only seeds a new server: say so when it would have
+        // changed something, rather than leave the admin to guess.
+        let stored = meta.user_by_name("admin").await?.map(|u| u.password_hash);
+        let same = tokio::task::spawn_blocking(move || {
+            stored.is_some_and(|hash| crate::auth::verify_password(&given, &hash))
+        })
+        .await
+        .map_err(|e| ServeError::Other(e.to_string()))?;
+        if same {
+            return Ok(AdminBootstrap::Existing);
+        }
+        tracing::warn!(
+            "TESSERA_ADMIN_PASSWORD was not applied: it only sets the password of the first \
+             account a new server makes, and this one has accounts already"
+        );
+        return Ok(AdminBootstrap::NotApplied);
     }
-    let (password, generated) = match std::env::var("TESSERA_ADMIN_PASSWORD") {
-        Ok(p) if !p.is_empty() => (p, false),
-        _ => (generate_password(), true),
+    let (password, generated) = match given {
+        Some(p) => (p, false),
+        None => (generate_password(), true),
     };
     let pw = password.clone();
     let hash = tokio::task::spawn_blocking(move || hash_password(&pw))
@@ -568,9 +612,10 @@ async fn bootstrap_admin(meta: &Meta) -> Result<Option<String>, ServeError> {
         .map_err(|e| ServeError::Other(e.to_string()))?
         .map_err(|e| ServeError::Other(e.to_string()))?;
     match meta.create_user("admin", &hash).await {
-        Ok(_) => Ok(generated.then_some(password)),
+        Ok(_) if generated => Ok(AdminBootstrap::Generated(password)),
+        Ok(_) => Ok(AdminBootstrap::Created),
         // Another instance made it first.
-        Err(MetaError::AlreadyExists(_)) => Ok(None),
+        Err(MetaError::AlreadyExists(_)) => Ok(AdminBootstrap::Existing),
         Err(e) => Err(e.into()),
     }
 }

@@ -597,3 +597,58 @@ fn devices_are_listed_and_signed_out_and_the_password_changed_from_the_command_l
     ok(&laptop, &["ls", "/"], None);
     login("tablet", "new-secret-22");
 }
+
+#[test]
+fn an_admin_password_given_to_a_server_with_accounts_is_said_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = Serve::new(&data).admin_password("first-secret-1").start();
+    assert!(
+        !first.banner.iter().any(|l| l.contains("not applied")),
+        "{:?}",
+        first.banner
+    );
+    drop(first);
+
+    // Started again with another password: it says so, and the stored one
+    // still signs in.
+    let again = Serve::new(&data).admin_password("second-secret-2").start();
+    assert!(
+        again
+            .banner
+            .iter()
+            .any(|l| l.contains("TESSERA_ADMIN_PASSWORD was not applied")),
+        "{:?}",
+        again.banner
+    );
+    let cfg = dir.path().join("cfg");
+    let login = |password: &str| {
+        tessera(
+            &cfg,
+            &[
+                "login",
+                "--server",
+                &again.url(),
+                "--user",
+                "admin",
+                "--password-stdin",
+            ],
+            Some(&format!("{password}\n")),
+        )
+    };
+    assert!(!login("second-secret-2").status.success());
+    assert!(login("first-secret-1").status.success());
+    drop(again);
+
+    // The same password as stored, or none: nothing to say.
+    for served in [
+        Serve::new(&data).admin_password("first-secret-1").start(),
+        Serve::new(&data).start(),
+    ] {
+        assert!(
+            !served.banner.iter().any(|l| l.contains("not applied")),
+            "{:?}",
+            served.banner
+        );
+    }
+}
