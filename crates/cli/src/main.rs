@@ -224,6 +224,9 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,notify=warn")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: escape codes in a log
+        // file or a pipe are noise to whoever reads it next.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

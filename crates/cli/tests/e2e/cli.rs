@@ -652,3 +652,52 @@ fn an_admin_password_given_to_a_server_with_accounts_is_said_not_applied() {
         );
     }
 }
+
+#[test]
+fn the_server_log_in_a_file_has_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("server.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("TESSERA_LOG", "info")
+        .env("TESSERA_ADMIN_PASSWORD", "log-test-secret")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let url = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("Tessera is listening on ")
+                .map(str::to_owned)
+        })
+        .expect("the server started");
+    // A failed sign-in is logged.
+    let cfg = dir.path().join("cfg");
+    let out = tessera(
+        &cfg,
+        &[
+            "login",
+            "--server",
+            &url,
+            "--user",
+            "admin",
+            "--password-stdin",
+        ],
+        Some("wrong-password\n"),
+    );
+    assert!(!out.status.success());
+    let _ = child.kill();
+    let _ = child.wait();
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert!(written.contains("failed login"), "{written}");
+    assert!(!written.contains('\u{1b}'), "{written:?}");
+}
