@@ -47,7 +47,8 @@ fn remote() -> anyhow::Result<Remote> {
 }
 
 pub async fn passwd(args: PasswdArgs) -> anyhow::Result<()> {
-    let remote = remote()?;
+    let signed_in = profile::load()?;
+    let remote = Remote::new(&signed_in.server, Some(signed_in.token.clone()))?;
     let current = read_password(args.password_stdin, "Current password: ")?;
     let new = read_password(args.password_stdin, "New password: ")?;
     if !args.password_stdin && read_password(false, "New password again: ")? != new {
@@ -62,7 +63,11 @@ pub async fn passwd(args: PasswdArgs) -> anyhow::Result<()> {
         n => format!("{n} devices were signed out"),
     };
     if args.sign_out_here {
-        profile::remove()?;
+        // Forgotten only if it is still the sign-in used here (not one
+        // made meanwhile from another terminal).
+        if profile::load().is_ok_and(|now| now.token == signed_in.token) {
+            profile::remove()?;
+        }
         println!("password changed; {others}, this one included: sign in again");
     } else {
         println!("password changed; {others}");

@@ -107,9 +107,9 @@ pub async fn password(
             "the new password must have at least {MIN_PASSWORD_CHARS} characters"
         )));
     }
-    if req.new_password.len() > 1024 {
+    if req.new_password.len() > 1024 || req.current_password.len() > 1024 {
         return Err(ApiError::BadRequest(
-            "the new password must be at most 1024 bytes".into(),
+            "a password must be at most 1024 bytes".into(),
         ));
     }
     let address = state.proxies.client(peer.ip(), &headers).to_string();
@@ -125,7 +125,7 @@ pub async fn password(
         .map(|u| u.password_hash);
     let ok = match state
         .password_checks
-        .verify(req.current_password.clone(), stored)
+        .verify(req.current_password.clone(), stored.clone())
         .await
     {
         Ok(ok) => ok,
@@ -144,13 +144,18 @@ pub async fn password(
         ));
     }
     attempt.succeeded().await?;
-    let new = req.new_password;
-    let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&new))
+    // Hashed in the same bounded pool as the checks (Argon2 takes memory).
+    let hash = state
+        .password_checks
+        .hash(req.new_password)
         .await
-        .map_err(ApiError::internal)?
+        .map_err(|busy| ApiError::Throttled(busy.to_string(), super::auth::BUSY_RETRY_SECS))?
         .map_err(ApiError::internal)?;
     let keep = (!req.sign_out_here).then_some(&user.token_hash()[..]);
-    let signed_out = state.meta.set_password(user.user_id, &hash, keep).await?;
+    let signed_out = state
+        .meta
+        .set_password(user.user_id, &hash, &stored.unwrap_or_default(), keep)
+        .await?;
     tracing::info!(user = user.user_id, signed_out, "password changed");
     Ok(Json(PasswordChanged { signed_out }))
 }

@@ -128,11 +128,18 @@ impl FromRequestParts<AppState> for AuthUser {
         }
         // "Last seen" to within a few minutes: one write a device a while,
         // not one a request.
+        // In the background, and best effort: a busy database must not
+        // hold up or fail the request for a date shown in a list.
         if row
             .last_seen_ms
             .is_none_or(|seen| now - seen > LAST_SEEN_EVERY_MS)
         {
-            state.meta.touch_token(&hash, now).await?;
+            let meta = state.meta.clone();
+            tokio::spawn(async move {
+                if let Err(e) = meta.touch_token(&hash, now, now - LAST_SEEN_EVERY_MS).await {
+                    tracing::debug!(error = %e, "last seen not noted");
+                }
+            });
         }
         Ok(AuthUser {
             user_id: row.user_id,
@@ -216,13 +223,20 @@ pub async fn login(
     };
     attempt.succeeded().await?;
     let (token, hash) = new_token();
-    let device = req.device.trim().to_owned();
+    // Shown to the user in their list of devices, on a terminal too: no
+    // control characters.
+    let device: String = req
+        .device
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
     // The program, as its User-Agent names it, kept short and printable.
     let client: Option<String> = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|ua| ua.chars().filter(|c| !c.is_control()).take(200).collect());
-    state
+    if !state
         .meta
         .insert_token(
             &hash,
@@ -230,8 +244,13 @@ pub async fn login(
             &device,
             client.as_deref(),
             now_ms() + TOKEN_LIFETIME_MS,
+            &user.password_hash,
         )
-        .await?;
+        .await?
+    {
+        // The password changed while it was checked.
+        return Err(ApiError::Unauthorized);
+    }
     tracing::info!(username = %user.username, %device, "login");
     if is_web(&headers) {
         let cookie = session_cookie_header(&token, TOKEN_LIFETIME_MS / 1000, over_https(&headers))?;

@@ -671,19 +671,23 @@ forward! {
     fn create_user_as(&self, username: &str, password_hash: &str, admin: bool) -> Result<UserRow>;
     fn is_admin(&self, user_id: i64) -> Result<bool>;
     fn user_by_name(&self, username: &str) -> Result<Option<UserRow>>;
-    fn insert_token(&self, hash: &[u8], user_id: i64, device: &str, client: Option<&str>, expires_ms: i64) -> Result<()>;
+    /// Makes a token, unless the user's password hash is no longer
+    /// `checked` (false then).
+    fn insert_token(&self, hash: &[u8], user_id: i64, device: &str, client: Option<&str>, expires_ms: i64, checked: &str) -> Result<bool>;
     fn token(&self, hash: &[u8]) -> Result<Option<TokenRow>>;
     fn delete_token(&self, hash: &[u8]) -> Result<()>;
-    /// Notes that the token was used at `now_ms`.
-    fn touch_token(&self, hash: &[u8], now_ms: i64) -> Result<()>;
+    /// Notes that the token was used at `now_ms`, if it was last noted
+    /// before `before`.
+    fn touch_token(&self, hash: &[u8], now_ms: i64, before: i64) -> Result<()>;
     /// The user's signed-in devices (unexpired tokens), newest first.
     fn devices_of(&self, user_id: i64) -> Result<Vec<DeviceRow>>;
     /// Signs out the user's device whose token hash is `hash`; false when
     /// the user has no such device.
     fn revoke_token(&self, user_id: i64, hash: &[u8]) -> Result<bool>;
-    /// Sets the user's password hash and signs out every device of theirs
-    /// but `keep`, in one transaction. Returns how many were signed out.
-    fn set_password(&self, user_id: i64, password_hash: &str, keep: Option<&[u8]>) -> Result<u64>;
+    /// Sets the user's password hash, if it is still `checked`, and signs
+    /// out every device of theirs but `keep` (which must still be signed
+    /// in), in one transaction. Returns how many were signed out.
+    fn set_password(&self, user_id: i64, password_hash: &str, checked: &str, keep: Option<&[u8]>) -> Result<u64>;
     fn data_keys(&self) -> Result<Vec<(i64, Vec<u8>)>>;
     fn insert_data_key(&self, wrapped: &[u8]) -> Result<i64>;
     /// Re-wraps every data key in one transaction; see `users.rs`.

@@ -425,6 +425,7 @@ async fn a_batch_of_new_files_is_written_whole(f: Fixture) {
 
 on_both!(
     a_write_into_a_shared_folder_is_checked_against_the_role_it_lands_under,
+    a_sign_in_checked_against_a_password_changed_meanwhile_makes_no_session,
     nothing_of_ones_own_lands_on_a_mount_point,
     a_batch_of_new_files_is_written_whole,
     a_failed_item_takes_its_folder_and_entries_with_it,
@@ -1058,4 +1059,58 @@ async fn nothing_of_ones_own_lands_on_a_mount_point(f: Fixture) {
         .map(|n| n.name)
         .collect();
     assert_eq!(names, ["notes.txt"]);
+}
+
+/// A sign-in checks the password, then makes its token: a change of
+/// password committed in between signs out every device, so the token is
+/// not made. Two changes proved against one password: the second changes
+/// nothing.
+async fn a_sign_in_checked_against_a_password_changed_meanwhile_makes_no_session(f: Fixture) {
+    let far = now_ms() + 60_000;
+    assert!(
+        f.meta
+            .insert_token(&[1; 32], f.user.id, "laptop", None, far, "x")
+            .await
+            .unwrap()
+    );
+    // Changed from the laptop, which stays signed in.
+    assert_eq!(
+        f.meta
+            .set_password(f.user.id, "y", "x", Some(&[1; 32]))
+            .await
+            .unwrap(),
+        0
+    );
+    // A sign-in that checked the old password makes nothing.
+    assert!(
+        !f.meta
+            .insert_token(&[2; 32], f.user.id, "phone", None, far, "x")
+            .await
+            .unwrap()
+    );
+    let devices: Vec<String> = f
+        .meta
+        .devices_of(f.user.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.device)
+        .collect();
+    assert_eq!(devices, ["laptop"]);
+    // A second change proved against the old password changes nothing.
+    let outcome = f.meta.set_password(f.user.id, "z", "x", None).await;
+    assert!(
+        matches!(outcome, Err(MetaError::Forbidden(_))),
+        "{outcome:?}"
+    );
+    // Nor one from a device signed out meanwhile.
+    let outcome = f
+        .meta
+        .set_password(f.user.id, "z", "y", Some(&[9; 32]))
+        .await;
+    assert!(
+        matches!(outcome, Err(MetaError::Forbidden(_))),
+        "{outcome:?}"
+    );
+    assert!(f.meta.token(&[1; 32]).await.unwrap().is_some());
 }

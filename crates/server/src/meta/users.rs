@@ -90,21 +90,25 @@ impl Store {
         device: &str,
         client: Option<&str>,
         expires_ms: i64,
-    ) -> Result<()> {
+        checked: &str,
+    ) -> Result<bool> {
         let now = now_ms();
-        sqlx::query(
+        // Made only while the password is still the one checked: a change
+        // committed meanwhile signed out every device, this one included.
+        let made = sqlx::query(
             "INSERT INTO tokens (token_hash, user_id, device, created_ms, expires_ms, last_seen_ms, client)
-             VALUES ($1, $2, $3, $4, $5, $4, $6)",
+             SELECT $1, id, $2, $3, $4, $3, $5 FROM users WHERE id = $6 AND password_hash = $7",
         )
         .bind(hash)
-        .bind(user_id)
         .bind(device)
         .bind(now)
         .bind(expires_ms)
         .bind(client)
+        .bind(user_id)
+        .bind(checked)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(made.rows_affected() == 1)
     }
 
     pub async fn token(&self, hash: &[u8]) -> Result<Option<TokenRow>> {
@@ -125,12 +129,16 @@ impl Store {
         Ok(())
     }
 
-    pub async fn touch_token(&self, hash: &[u8], now_ms: i64) -> Result<()> {
-        sqlx::query("UPDATE tokens SET last_seen_ms = $1 WHERE token_hash = $2")
-            .bind(now_ms)
-            .bind(hash)
-            .execute(&self.pool)
-            .await?;
+    pub async fn touch_token(&self, hash: &[u8], now_ms: i64, before: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE tokens SET last_seen_ms = $1
+             WHERE token_hash = $2 AND (last_seen_ms IS NULL OR last_seen_ms < $3)",
+        )
+        .bind(now_ms)
+        .bind(hash)
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -158,14 +166,36 @@ impl Store {
         &self,
         user_id: i64,
         password_hash: &str,
+        checked: &str,
         keep: Option<&[u8]>,
     ) -> Result<u64> {
         let mut tx = self.begin().await?;
-        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-            .bind(password_hash)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
+        // Only over the password the caller proved: of two changes at
+        // once, the second finds it changed and changes nothing.
+        let changed =
+            sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
+                .bind(password_hash)
+                .bind(user_id)
+                .bind(checked)
+                .execute(&mut *tx)
+                .await?;
+        if changed.rows_affected() != 1 {
+            return Err(MetaError::Forbidden(
+                "the password was changed meanwhile: nothing was changed".into(),
+            ));
+        }
+        if let Some(keep) = keep {
+            let here: Option<(i64,)> =
+                sqlx::query_as("SELECT user_id FROM tokens WHERE token_hash = $1")
+                    .bind(keep)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if here.is_none() {
+                return Err(MetaError::Forbidden(
+                    "this device was signed out meanwhile: nothing was changed".into(),
+                ));
+            }
+        }
         let keep = keep.map(<[u8]>::to_vec).unwrap_or_default();
         let gone = sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND token_hash <> $2")
             .bind(user_id)
