@@ -113,37 +113,12 @@ pub async fn password(
         ));
     }
     let address = state.proxies.client(peer.ip(), &headers).to_string();
-    let attempt = state
-        .limiter
-        .attempt(&user.username, &address)
-        .await?
-        .map_err(ApiError::RateLimited)?;
-    let stored = state
-        .meta
-        .user_by_name(&user.username)
-        .await?
-        .map(|u| u.password_hash);
-    let ok = match state
-        .password_checks
-        .verify(req.current_password.clone(), stored.clone())
-        .await
-    {
-        Ok(ok) => ok,
-        Err(busy) => {
-            attempt.not_checked().await?;
-            return Err(ApiError::Throttled(
-                busy.to_string(),
-                super::auth::BUSY_RETRY_SECS,
-            ));
-        }
-    };
-    if !ok {
-        attempt.failed().await?;
-        return Err(ApiError::Forbidden(
-            "the current password is wrong: nothing was changed".into(),
-        ));
-    }
-    attempt.succeeded().await?;
+    let checked =
+        super::auth::check_password(&state, &user.username, &address, req.current_password)
+            .await?
+            .ok_or_else(|| {
+                ApiError::Forbidden("the current password is wrong: nothing was changed".into())
+            })?;
     // Hashed in the same bounded pool as the checks (Argon2 takes memory).
     let hash = state
         .password_checks
@@ -154,7 +129,7 @@ pub async fn password(
     let keep = (!req.sign_out_here).then_some(&user.token_hash()[..]);
     let signed_out = state
         .meta
-        .set_password(user.user_id, &hash, &stored.unwrap_or_default(), keep)
+        .set_password(user.user_id, &hash, &checked.password_hash, keep)
         .await?;
     tracing::info!(user = user.user_id, signed_out, "password changed");
     Ok(Json(PasswordChanged { signed_out }))

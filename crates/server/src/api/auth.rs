@@ -151,6 +151,42 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
+/// `password` checked as `username`'s through the login brake (a failure
+/// counts against the name and the address, wherever it is asked): the
+/// user when it matches.
+pub(super) async fn check_password(
+    state: &AppState,
+    username: &str,
+    address: &str,
+    password: String,
+) -> Result<Option<crate::meta::UserRow>, ApiError> {
+    let attempt = state
+        .limiter
+        .attempt(username, address)
+        .await?
+        .map_err(ApiError::RateLimited)?;
+    let user = state.meta.user_by_name(username).await?;
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let ok = match state.password_checks.verify(password, stored).await {
+        Ok(ok) => ok,
+        Err(busy) => {
+            attempt.not_checked().await?;
+            tracing::warn!(%address, "password checks at their limit: refused");
+            return Err(ApiError::Throttled(busy.to_string(), BUSY_RETRY_SECS));
+        }
+    };
+    match user.filter(|_| ok) {
+        Some(user) => {
+            attempt.succeeded().await?;
+            Ok(Some(user))
+        }
+        None => {
+            attempt.failed().await?;
+            Ok(None)
+        }
+    }
+}
+
 /// True when the browser reached us over https (directly or through a
 /// proxy that says so): the cookie is then marked Secure, so it never
 /// travels over plain http. A false claim can only add the flag.
@@ -197,31 +233,10 @@ pub async fn login(
         ));
     }
     let address = state.proxies.client(peer.ip(), &headers).to_string();
-    let attempt = state
-        .limiter
-        .attempt(&req.username, &address)
-        .await?
-        .map_err(ApiError::RateLimited)?;
-    let user = state.meta.user_by_name(&req.username).await?;
-    let stored = user.as_ref().map(|u| u.password_hash.clone());
-    let ok = match state
-        .password_checks
-        .verify(req.password.clone(), stored)
-        .await
-    {
-        Ok(ok) => ok,
-        Err(busy) => {
-            attempt.not_checked().await?;
-            tracing::warn!(%address, "password checks at their limit: login refused");
-            return Err(ApiError::Throttled(busy.to_string(), BUSY_RETRY_SECS));
-        }
-    };
-    let Some(user) = user.filter(|_| ok) else {
-        attempt.failed().await?;
+    let Some(user) = check_password(&state, &req.username, &address, req.password).await? else {
         tracing::info!(username = %req.username, %address, "failed login");
         return Err(ApiError::Unauthorized);
     };
-    attempt.succeeded().await?;
     let (token, hash) = new_token();
     // Shown to the user in their list of devices, on a terminal too: no
     // control characters.

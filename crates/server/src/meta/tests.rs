@@ -76,13 +76,18 @@ impl Fixture {
     }
 
     async fn store_block(&self, block: u8, size: u64) {
+        self.store_block_for(self.user.id, block, size).await;
+    }
+
+    /// Records block `block` as stored by `user_id`.
+    async fn store_block_for(&self, user_id: i64, block: u8, size: u64) {
         let loc = BlockLoc {
             object: format!("o{block}"),
             offset: 0,
             length: size,
         };
         self.meta
-            .record_blocks(self.user.id, &[(BlockId([block; 32]), loc, size)])
+            .record_blocks(user_id, &[(BlockId([block; 32]), loc, size)])
             .await
             .unwrap();
     }
@@ -934,21 +939,7 @@ async fn a_write_into_a_shared_folder_is_checked_against_the_role_it_lands_under
         .unwrap();
     let ns = mount.namespace_id;
     f.store_block(7, 10).await;
-    f.meta
-        .record_blocks(
-            bob.id,
-            &[(
-                BlockId([7; 32]),
-                BlockLoc {
-                    object: "o7".into(),
-                    offset: 0,
-                    length: 10,
-                },
-                10,
-            )],
-        )
-        .await
-        .unwrap();
+    f.store_block_for(bob.id, 7, 10).await;
     let by_bob = |path: &str| NewRevision {
         ns,
         user_id: bob.id,
@@ -1011,21 +1002,7 @@ async fn nothing_of_ones_own_lands_on_a_mount_point(f: Fixture) {
         .share_folder(&f.user, &p("/Team"), &bob, "editor", "laptop")
         .await
         .unwrap();
-    f.meta
-        .record_blocks(
-            bob.id,
-            &[(
-                BlockId([9; 32]),
-                BlockLoc {
-                    object: "o9".into(),
-                    offset: 0,
-                    length: 10,
-                },
-                10,
-            )],
-        )
-        .await
-        .unwrap();
+    f.store_block_for(bob.id, 9, 10).await;
     let own = |path: &str| NewRevision {
         ns: bob.root_ns,
         user_id: bob.id,
