@@ -599,6 +599,86 @@ fn devices_are_listed_and_signed_out_and_the_password_changed_from_the_command_l
 }
 
 #[test]
+fn a_running_sync_on_a_revoked_device_stops_at_once_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let laptop = dir.path().join("cfg");
+    let server = serve_logged_in(dir.path(), &laptop);
+    let phone = dir.path().join("cfg-phone");
+    ok(
+        &phone,
+        &[
+            "login",
+            "--server",
+            &server.url(),
+            "--user",
+            "admin",
+            "--device",
+            "phone",
+            "--password-stdin",
+        ],
+        Some(&format!("{}\n", server.password)),
+    );
+    let folder = dir.path().join("A");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("kept.txt"), "mine").unwrap();
+    let daemon = command(&phone, &["sync", folder.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut daemon = Killed(daemon);
+    // Wait until the daemon synced and sits in its long poll.
+    let t = std::time::Instant::now();
+    while !ok(&laptop, &["ls", "/"], None).contains("kept.txt") {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "never synced"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&laptop, &["devices", "--json"], None)).unwrap();
+    let id = list["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "phone")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(&laptop, &["devices", "revoke", &id], None);
+    let revoked = std::time::Instant::now();
+    // Its long poll is ended by the revocation, not by its timeout (60 s),
+    // and the daemon stops instead of retrying for ever.
+    let status = loop {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            revoked.elapsed() < std::time::Duration::from_secs(20),
+            "the sync on the revoked device still runs"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    println!(
+        "a revoked device's sync stopped {:?} after",
+        revoked.elapsed()
+    );
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(daemon.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("this device was signed out"), "{stderr}");
+    assert!(stderr.contains("tessera login"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(folder.join("kept.txt")).unwrap(),
+        "mine"
+    );
+}
+
+#[test]
 fn an_admin_password_given_to_a_server_with_accounts_is_said_not_applied() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -223,6 +223,20 @@ pub fn backoff(attempt: u32, max: Duration) -> Duration {
 pub enum DaemonError {
     #[error("watching {0} for changes: {1}")]
     Watch(String, #[source] notify::Error),
+    /// The server no longer takes this device's sign-in: it was revoked,
+    /// a password change signed it out, or it expired. Retrying cannot
+    /// help, so the sync stops and says so.
+    #[error(
+        "this device was signed out of {server} (revoked from another device, signed out by a \
+         password change, or expired); syncing of {root} stopped with nothing lost: sign in \
+         again with `tessera login --server {server}`, then run `tessera sync {root}`"
+    )]
+    SignedOut { server: String, root: String },
+}
+
+/// A 401: the server no longer knows this device's token.
+fn signed_out(e: &ClientError) -> bool {
+    e.status() == Some(401)
 }
 
 /// Whether to go on after a step.
@@ -252,6 +266,8 @@ pub struct Daemon<E: FnMut(Event)> {
     /// deadline kept across waits: a timer started afresh in each wait
     /// would never fire while the server answers long polls sooner.
     next_rescan: tokio::time::Instant,
+    /// The server refused this device's sign-in: stop for good.
+    signed_out: bool,
 }
 
 impl<E: FnMut(Event)> Daemon<E> {
@@ -284,6 +300,7 @@ impl<E: FnMut(Event)> Daemon<E> {
             failures: 0,
             vanished: false,
             said: Vec::new(),
+            signed_out: false,
         }
     }
 
@@ -307,7 +324,13 @@ impl<E: FnMut(Event)> Daemon<E> {
         while let Flow::Go = self.step(&mut watcher).await? {}
         drop(watcher);
         self.syncer.close().await;
-        (self.emit)(Event::Stopped { root });
+        (self.emit)(Event::Stopped { root: root.clone() });
+        if self.signed_out {
+            return Err(DaemonError::SignedOut {
+                server: self.remote.server().trim_end_matches('/').to_owned(),
+                root: root.display().to_string(),
+            });
+        }
         Ok(())
     }
 
@@ -351,6 +374,10 @@ impl<E: FnMut(Event)> Daemon<E> {
                     (self.emit)(Event::Vanished(e));
                 }
                 Some(self.config.vanished_retry)
+            }
+            Some(Err(SyncError::Remote(e))) if signed_out(&e) => {
+                self.signed_out = true;
+                return Ok(Flow::Stop);
             }
             Some(Err(error)) => {
                 self.failures += 1;
@@ -429,6 +456,10 @@ impl<E: FnMut(Event)> Daemon<E> {
                     let retry_in = told + backoff(0, self.config.max_backoff);
                     (self.emit)(Event::ServerBackoff { retry_in });
                     self.pause(retry_in).await
+                }
+                Err(error) if signed_out(&error) => {
+                    self.signed_out = true;
+                    Flow::Stop
                 }
                 Err(error) => {
                     self.failures += 1;

@@ -90,6 +90,7 @@ pub async fn revoke(
     {
         return Err(gone());
     }
+    state.hub.sessions_ended();
     tracing::info!(user = user.user_id, device = %device.device, "device signed out");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -131,6 +132,7 @@ pub async fn password(
         .meta
         .set_password(user.user_id, &hash, &checked.password_hash, keep)
         .await?;
+    state.hub.sessions_ended();
     tracing::info!(user = user.user_id, signed_out, "password changed");
     Ok(Json(PasswordChanged { signed_out }))
 }

@@ -19,6 +19,9 @@ const DEFAULT_LIMIT: u32 = 1000;
 const MAX_LIMIT: u32 = 10_000;
 const DEFAULT_POLL_SECS: u64 = 60;
 const MAX_POLL_SECS: u64 = 300;
+/// How often a held poll looks whether its session still stands, for
+/// sign-outs made on another instance (this one's wake it at once).
+const TOKEN_RECHECK: Duration = Duration::from_secs(30);
 /// What a poll cut short by shutdown tells clients to wait, so a restart
 /// is not met by every client at once.
 const SHUTDOWN_BACKOFF_SECS: u64 = 5;
@@ -218,6 +221,7 @@ pub async fn poll(
         .map_err(|e| ApiError::Throttled(e.to_string(), POLL_CAP_RETRY_SECS))?;
     let _held = crate::metrics::PollHeld::begin();
     let mut stop = state.hub.shutdown_signal();
+    let mut ended = state.hub.sign_out_signal();
     let backoff = PollResponse {
         changes: false,
         backoff: Some(SHUTDOWN_BACKOFF_SECS),
@@ -269,11 +273,22 @@ pub async fn poll(
     let jitter = rand::rng().random_range(0..=secs * 100);
     let deadline = tokio::time::sleep(Duration::from_secs(secs) + Duration::from_millis(jitter));
     tokio::pin!(deadline);
+    // Sessions ended on another instance are only heard by looking.
+    let mut recheck = tokio::time::interval(TOKEN_RECHECK);
+    recheck.reset();
     loop {
         let waits = news.iter_mut().map(|(rx, _)| Box::pin(rx.changed()));
         let (moved, which) = tokio::select! {
             _ = &mut deadline => return Ok(Json(PollResponse { changes: false, backoff: None })),
             _ = stop.changed() => return Ok(Json(backoff)),
+            _ = ended.changed() => {
+                still_signed_in(&state, &user).await?;
+                continue;
+            }
+            _ = recheck.tick() => {
+                still_signed_in(&state, &user).await?;
+                continue;
+            }
             (moved, which, _) = futures::future::select_all(waits) => (moved.is_ok(), which),
         };
         if !moved {
@@ -288,6 +303,15 @@ pub async fn poll(
                 backoff: None,
             }));
         }
+    }
+}
+
+/// 401 once the poll's token no longer stands (revoked, signed out by a
+/// password change, the account disabled).
+async fn still_signed_in(state: &AppState, user: &AuthUser) -> Result<(), ApiError> {
+    match state.meta.token(user.token_hash()).await? {
+        Some(t) if t.expires_ms > crate::meta::now_ms() => Ok(()),
+        _ => Err(ApiError::Unauthorized),
     }
 }
 

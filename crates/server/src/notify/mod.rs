@@ -24,6 +24,10 @@ pub use publish::{Publish, Publisher};
 pub struct Hub {
     namespaces: Mutex<HashMap<i64, watch::Sender<i64>>>,
     shutdown: watch::Sender<bool>,
+    /// Bumped when sessions end (a device revoked, a password changed, an
+    /// account disabled): held polls look again whether theirs still
+    /// stands, so a signed-out device hears it at once, not at its timeout.
+    signed_out: watch::Sender<u64>,
 }
 
 impl Default for Hub {
@@ -31,6 +35,7 @@ impl Default for Hub {
         Self {
             namespaces: Mutex::new(HashMap::new()),
             shutdown: watch::Sender::new(false),
+            signed_out: watch::Sender::new(0),
         }
     }
 }
@@ -89,5 +94,14 @@ impl Hub {
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// Says that some sessions ended on this instance.
+    pub fn sessions_ended(&self) {
+        self.signed_out.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub fn sign_out_signal(&self) -> watch::Receiver<u64> {
+        self.signed_out.subscribe()
     }
 }
