@@ -10,6 +10,7 @@ mod profile;
 mod serve_cmd;
 mod share_cmd;
 mod sync_cmd;
+mod users_cmd;
 
 use std::path::PathBuf;
 

@@ -260,7 +260,7 @@ pub enum AdminCommand {
     /// Manage users.
     User {
         #[command(subcommand)]
-        command: UserCommand,
+        command: crate::users_cmd::UserCommand,
     },
     /// Show the server's background workers, or run one now (as the logged-in administrator).
     Workers {
@@ -291,45 +291,9 @@ pub enum AdminCommand {
     },
 }
 
-#[derive(Subcommand)]
-pub enum UserCommand {
-    /// Create a user.
-    Add {
-        name: String,
-        /// Read the password from standard input.
-        #[arg(long)]
-        password_stdin: bool,
-        #[arg(long, env = "TESSERA_DATA_DIR", default_value = "tessera-data")]
-        data_dir: PathBuf,
-        #[arg(long, env = "TESSERA_DATABASE")]
-        database: Option<String>,
-        /// Make the user an administrator (the first user always is one).
-        #[arg(long)]
-        admin: bool,
-    },
-}
-
 pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
     match command {
-        AdminCommand::User {
-            command:
-                UserCommand::Add {
-                    name,
-                    password_stdin,
-                    data_dir,
-                    database,
-                    admin,
-                },
-        } => {
-            let new = NewUser {
-                name,
-                password_stdin,
-                data_dir,
-                database,
-                admin,
-            };
-            user_add(new).await
-        }
+        AdminCommand::User { command } => crate::users_cmd::run(command).await,
         AdminCommand::Workers { command, json } => crate::admin_cmd::workers(command, json).await,
         AdminCommand::Quota { command } => crate::admin_cmd::quota(command).await,
         AdminCommand::Fsck {
@@ -343,35 +307,13 @@ pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
     }
 }
 
-/// `tessera admin user add`, which works on the database directly.
-struct NewUser {
-    name: String,
-    password_stdin: bool,
+/// The server's metadata store, opened directly (`tessera admin user
+/// ... --data-dir`), and its URL. Refuses a SQLite file that is not there:
+/// connecting would create an empty database no server reads.
+pub async fn open_database(
     data_dir: PathBuf,
     database: Option<String>,
-    admin: bool,
-}
-
-async fn user_add(new: NewUser) -> anyhow::Result<()> {
-    let NewUser {
-        name,
-        password_stdin,
-        data_dir,
-        database,
-        admin,
-    } = new;
-    if name.is_empty()
-        || name.len() > 64
-        || name.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
-        bail!("user names are 1 to 64 characters without spaces or control characters");
-    }
-    let password = read_password(password_stdin, "Password for the new user: ")?;
-    if password.len() < 8 {
-        bail!("the password must be at least 8 characters");
-    }
-    // Connecting would create an empty SQLite database (and its folder)
-    // that no server reads: a user added there cannot log in anywhere.
+) -> anyhow::Result<(tessera_server::meta::Meta, String)> {
     let sqlite = match &database {
         None => Some(data_dir.join(SQLITE_FILE)),
         Some(url) => sqlite_file(url),
@@ -394,18 +336,7 @@ async fn user_add(new: NewUser) -> anyhow::Result<()> {
     let meta =
         tessera_server::meta::Meta::connect(&url, tessera_server::notify::Publisher::silent())
             .await?;
-    let hash = tokio::task::spawn_blocking(move || tessera_server::auth::hash_password(&password))
-        .await??;
-    let made = if admin {
-        meta.create_admin(&name, &hash).await
-    } else {
-        meta.create_user(&name, &hash).await
-    };
-    meta.close().await;
-    made?;
-    let what = if admin { "administrator" } else { "user" };
-    println!("Created {what} `{name}` in {}", without_password(&url));
-    Ok(())
+    Ok((meta, without_password(&url)))
 }
 
 /// The server's SQLite database inside its data folder (`Config::database_url`).

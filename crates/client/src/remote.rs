@@ -15,6 +15,7 @@ use tessera_proto::error::{ErrorBody, ErrorCode};
 use tessera_proto::{API_PREFIX, BlockId};
 use url::Url;
 
+mod accounts;
 mod answer;
 pub use answer::Download;
 

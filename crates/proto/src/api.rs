@@ -515,6 +515,55 @@ pub struct PasswordChanged {
     pub signed_out: u64,
 }
 
+/// An account as an administrator sees it (`GET /api/v1/admin/users`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Account {
+    pub name: String,
+    pub admin: bool,
+    /// `active`, `disabled`, `deleted` (restorable until `purge_after_ms`)
+    /// or `purging`.
+    pub state: AccountState,
+    pub created_ms: i64,
+    pub deleted_ms: Option<i64>,
+    /// When a deleted account's files go for good; none if they are kept
+    /// until purged by hand (the server keeps its trash for ever).
+    pub purge_after_ms: Option<i64>,
+    pub used_bytes: u64,
+    pub quota_bytes: Option<u64>,
+    /// Signed-in devices.
+    pub devices: u64,
+    pub last_seen_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountState {
+    Active,
+    Disabled,
+    Deleted,
+    Purging,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccountList {
+    pub users: Vec<Account>,
+}
+
+/// An account an administrator creates.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NewAccount {
+    pub name: String,
+    pub password: String,
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// A password an administrator sets for someone.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NewPassword {
+    pub password: String,
+}
+
 /// Many commits in one request and one transaction (small files).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CommitBatchRequest {

@@ -471,6 +471,8 @@ fn app_state(
             max_file_size: config.max_file_size,
             // Sessions end with the pending mark they set (workers/).
             upload_ttl: std::time::Duration::from_secs(config.pending_ttl_secs),
+            trash_ttl: (config.trash_ttl_secs > 0)
+                .then(|| std::time::Duration::from_secs(config.trash_ttl_secs)),
         },
         limiter: Arc::new(LoginLimiter::with_defaults(meta.clone())),
         password_checks: Arc::new(PasswordChecks::new(

@@ -210,6 +210,8 @@ fn body_for(schema: &str, ids: &Ids) -> Option<Value> {
         "TrashPurgeRequest" | "TrashRestoreRequest" => json!({"id": ids.trash}),
         "ShareRequest" => json!({"path": ids.path, "with": ids.user, "role": "editor"}),
         "RoleRequest" => json!({"role": "editor"}),
+        "NewAccount" => json!({"name": "intruder", "password": "taken-over-1", "admin": true}),
+        "NewPassword" => json!({"password": "taken-over-1"}),
         "PasswordChange" => json!({"current_password": "a guess", "new_password": "taken over"}),
         _ => return None,
     })
@@ -225,6 +227,7 @@ fn param(name: &str, ids: &Ids) -> String {
         "limit" => "10".into(),
         "timeout" => "1".into(),
         "download" | "inline" => "1".into(),
+        "now" => "true".into(),
         "codec" => "raw".into(),
         "name" => "sent.txt".into(),
         "Tus-Resumable" => "1.0.0".into(),

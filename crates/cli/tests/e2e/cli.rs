@@ -679,6 +679,194 @@ fn a_running_sync_on_a_revoked_device_stops_at_once_and_says_why() {
 }
 
 #[test]
+fn an_administrator_manages_accounts_through_the_server_and_on_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = dir.path().join("cfg");
+    let server = serve_logged_in(dir.path(), &admin);
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let said = ok(
+        &admin,
+        &["admin", "user", "add", "dave", "--password-stdin"],
+        Some("dave-secret-1\n"),
+    );
+    assert!(said.contains("Created user `dave`"), "{said}");
+    let dave = dir.path().join("cfg-dave");
+    let login = |password: &str| {
+        tessera(
+            &dave,
+            &[
+                "login",
+                "--server",
+                &server.url(),
+                "--user",
+                "dave",
+                "--password-stdin",
+            ],
+            Some(&format!("{password}\n")),
+        )
+    };
+    assert!(login("dave-secret-1").status.success());
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "dave's notes").unwrap();
+    ok(&dave, &["put", file.to_str().unwrap(), "/notes.txt"], None);
+    let link = ok(&dave, &["link", "create", "/notes.txt"], None)
+        .trim()
+        .to_owned();
+    let link = format!("{link}?download=1");
+    assert_eq!(http_get(&link).0, 200);
+    let state = |cfg: &Path, extra: &[&str]| -> String {
+        let mut args = vec!["admin", "user", "list", "--json"];
+        args.extend(extra);
+        let list: serde_json::Value = serde_json::from_str(&ok(cfg, &args, None)).unwrap();
+        list["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == "dave")
+            .map_or("none".to_owned(), |u| {
+                u["state"].as_str().unwrap().to_owned()
+            })
+    };
+    assert_eq!(state(&admin, &[]), "active");
+    let table = ok(&admin, &["admin", "user", "list"], None);
+    assert!(
+        table.contains("admin (admin)") && table.contains("dave"),
+        "{table}"
+    );
+
+    // Only administrators manage accounts; nobody locks themselves out.
+    let out = tessera(&dave, &["admin", "user", "list"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an administrator"));
+    let out = tessera(&admin, &["admin", "user", "delete", "admin"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("signed in as"));
+
+    // Disabled: signed out at once, and told why at the next sign-in.
+    let said = ok(&admin, &["admin", "user", "disable", "dave"], None);
+    assert!(said.contains("1 device was signed out"), "{said}");
+    assert!(!tessera(&dave, &["ls", "/"], None).status.success());
+    let out = login("dave-secret-1");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("disabled"));
+    assert_eq!(
+        http_get(&link).0,
+        404,
+        "a disabled account's links lead nowhere"
+    );
+    ok(&admin, &["admin", "user", "enable", "dave"], None);
+    assert!(login("dave-secret-1").status.success());
+    assert_eq!(http_get(&link).0, 200);
+
+    // A password set for someone who lost theirs.
+    ok(
+        &admin,
+        &[
+            "admin",
+            "user",
+            "reset-password",
+            "dave",
+            "--password-stdin",
+        ],
+        Some("dave-secret-2\n"),
+    );
+    assert!(!tessera(&dave, &["ls", "/"], None).status.success());
+    assert!(!login("dave-secret-1").status.success());
+    assert!(login("dave-secret-2").status.success());
+
+    // Deleted: out, but kept whole until the trash period ends.
+    let said = ok(&admin, &["admin", "user", "delete", "dave"], None);
+    assert!(said.contains("kept until"), "{said}");
+    assert!(said.contains("tessera admin user restore dave"), "{said}");
+    assert_eq!(state(&admin, &[]), "deleted");
+    assert!(!login("dave-secret-2").status.success());
+    ok(&admin, &["admin", "user", "restore", "dave"], None);
+    assert!(login("dave-secret-2").status.success());
+    assert!(ok(&dave, &["ls", "/"], None).contains("notes.txt"));
+
+    // On the server machine, with no session: purged now only when
+    // confirmed; the name is then free again.
+    let out = tessera(
+        &admin,
+        &[
+            "admin",
+            "user",
+            "delete",
+            "dave",
+            "--now",
+            "--data-dir",
+            data,
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    assert_eq!(state(&admin, &["--data-dir", data]), "active");
+    let said = ok(
+        &admin,
+        &[
+            "admin",
+            "user",
+            "delete",
+            "dave",
+            "--now",
+            "--yes",
+            "--data-dir",
+            data,
+        ],
+        None,
+    );
+    assert!(said.contains("purged"), "{said}");
+    assert_eq!(state(&admin, &["--data-dir", data]), "none");
+    assert!(!tessera(&dave, &["ls", "/"], None).status.success());
+    ok(
+        &admin,
+        &[
+            "admin",
+            "user",
+            "add",
+            "dave",
+            "--password-stdin",
+            "--data-dir",
+            data,
+        ],
+        Some("dave-secret-3\n"),
+    );
+    assert!(login("dave-secret-3").status.success());
+    assert!(!ok(&dave, &["ls", "/"], None).contains("notes.txt"));
+
+    // A lost admin password, recovered on the server machine.
+    ok(
+        &admin,
+        &[
+            "admin",
+            "user",
+            "reset-password",
+            "admin",
+            "--password-stdin",
+            "--data-dir",
+            data,
+        ],
+        Some("admin-secret-9\n"),
+    );
+    assert!(!tessera(&admin, &["ls", "/"], None).status.success());
+    ok(
+        &admin,
+        &[
+            "login",
+            "--server",
+            &server.url(),
+            "--user",
+            "admin",
+            "--password-stdin",
+        ],
+        Some("admin-secret-9\n"),
+    );
+    ok(&admin, &["admin", "user", "list"], None);
+}
+
+#[test]
 fn an_admin_password_given_to_a_server_with_accounts_is_said_not_applied() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -103,12 +103,8 @@ pub async fn password(
     user: AuthUser,
     J(req): J<PasswordChange>,
 ) -> Result<Json<PasswordChanged>, ApiError> {
-    if req.new_password.chars().count() < MIN_PASSWORD_CHARS {
-        return Err(ApiError::BadRequest(format!(
-            "the new password must have at least {MIN_PASSWORD_CHARS} characters"
-        )));
-    }
-    if req.new_password.len() > 1024 || req.current_password.len() > 1024 {
+    super::accounts::check_new_password(&req.new_password)?;
+    if req.current_password.len() > 1024 {
         return Err(ApiError::BadRequest(
             "a password must be at most 1024 bytes".into(),
         ));

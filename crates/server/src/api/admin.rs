@@ -9,13 +9,13 @@ use crate::workers::{RunError, WorkerStatus, WorkersResponse};
 use tessera_proto::api::{QuotaRequest, Usage};
 
 /// Refuses a signed-in user who is not an administrator.
-async fn admin_only(state: &AppState, user: &AuthUser) -> Result<(), ApiError> {
+pub(super) async fn admin_only(state: &AppState, user: &AuthUser) -> Result<(), ApiError> {
     if state.meta.is_admin(user.user_id).await? {
         Ok(())
     } else {
         Err(ApiError::Forbidden(format!(
-            "{} is not an administrator: only administrators may see or run the server's \
-             workers or set quotas",
+            "{} is not an administrator: only administrators may manage users, quotas \
+             and the server's workers",
             user.username
         )))
     }

@@ -18,7 +18,7 @@ use crate::meta::now_ms;
 const TOKEN_LIFETIME_MS: i64 = 90 * 24 * 3600 * 1000;
 
 /// User names are at most this long (as `tessera admin user add` enforces).
-const MAX_USERNAME_BYTES: usize = 64;
+pub(super) const MAX_USERNAME_BYTES: usize = 64;
 
 /// What a login refused for lack of a free password check is told to wait.
 pub(super) const BUSY_RETRY_SECS: u64 = 1;
@@ -237,6 +237,13 @@ pub async fn login(
         tracing::info!(username = %req.username, %address, "failed login");
         return Err(ApiError::Unauthorized);
     };
+    // Said only to whoever knows the password.
+    if !state.meta.may_sign_in(user.id).await? {
+        return Err(ApiError::Forbidden(format!(
+            "the account {} is disabled: ask the server's administrator",
+            user.username
+        )));
+    }
     let (token, hash) = new_token();
     // Shown to the user in their list of devices, on a terminal too: no
     // control characters.

@@ -1,6 +1,8 @@
 //! The HTTP API: routes, extractors, one file per resource.
 
 mod account;
+mod accounts;
+pub use accounts::check_username;
 mod admin;
 mod auth;
 mod blocks;
@@ -66,6 +68,9 @@ pub struct Limits {
     pub max_file_size: u64,
     /// How long an upload session may stay idle before it ends.
     pub upload_ttl: std::time::Duration,
+    /// How long the trash keeps what is deleted (a deleted account too);
+    /// none: until emptied by hand.
+    pub trash_ttl: Option<std::time::Duration>,
 }
 
 /// Query string, with a JSON error saying what is wrong with it.
@@ -175,6 +180,18 @@ pub fn router(state: AppState) -> Router {
             get(admin::quota).put(admin::set_quota),
         )
         .route("/usage", get(admin::own_usage))
+        .route("/admin/users", get(accounts::list).post(accounts::add))
+        .route(
+            "/admin/users/{name}",
+            axum::routing::delete(accounts::delete),
+        )
+        .route("/admin/users/{name}/disable", post(accounts::disable))
+        .route("/admin/users/{name}/enable", post(accounts::enable))
+        .route("/admin/users/{name}/restore", post(accounts::restore))
+        .route(
+            "/admin/users/{name}/password",
+            axum::routing::put(accounts::reset_password),
+        )
         .route("/links", post(links::create).get(links::list))
         .route("/links/{id}", axum::routing::delete(links::revoke))
         .route("/shares", post(shares::share).get(shares::list))

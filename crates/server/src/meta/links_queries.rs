@@ -4,7 +4,8 @@
 //! it follows renames and moves; it leads nowhere once the node or a
 //! folder above it is in the trash. A link into a shared folder leads
 //! somewhere only while its maker still has the folder (and, for a file
-//! request, may still write to it).
+//! request, may still write to it), and while its maker's account is
+//! neither disabled nor deleted.
 
 use super::*;
 
@@ -40,6 +41,8 @@ impl Store {
             "SELECT ",
             link_cols!(),
             " FROM links WHERE token_hash = $1
+              AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = links.user_id
+                              AND (u.disabled_ms IS NOT NULL OR u.deleted_ms IS NOT NULL))
               AND (namespace_id = (SELECT root_ns FROM users WHERE id = links.user_id)
                    OR EXISTS (SELECT 1 FROM mounts m
                               WHERE m.user_id = links.user_id

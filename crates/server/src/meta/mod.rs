@@ -147,6 +147,52 @@ pub struct TokenRow {
     pub last_seen_ms: Option<i64>,
 }
 
+/// An account as an administrator sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AccountRow {
+    pub id: i64,
+    pub username: String,
+    pub is_admin: bool,
+    pub created_ms: i64,
+    pub disabled_ms: Option<i64>,
+    pub deleted_ms: Option<i64>,
+    pub purge_begun_ms: Option<i64>,
+    pub used_bytes: i64,
+    pub quota_bytes: Option<i64>,
+    /// Signed-in devices.
+    pub devices: i64,
+    pub last_seen_ms: Option<i64>,
+}
+
+impl AccountRow {
+    /// As the API shows it, purged `trash_ttl_ms` after its deletion (if
+    /// the trash is emptied by age).
+    pub fn view(self, trash_ttl_ms: Option<i64>) -> tessera_proto::api::Account {
+        use tessera_proto::api::AccountState;
+        let state = match (self.purge_begun_ms, self.deleted_ms, self.disabled_ms) {
+            (Some(_), ..) => AccountState::Purging,
+            (None, Some(_), _) => AccountState::Deleted,
+            (None, None, Some(_)) => AccountState::Disabled,
+            (None, None, None) => AccountState::Active,
+        };
+        tessera_proto::api::Account {
+            purge_after_ms: self
+                .deleted_ms
+                .zip(trash_ttl_ms)
+                .map(|(at, ttl)| at.saturating_add(ttl)),
+            name: self.username,
+            admin: self.is_admin,
+            state,
+            created_ms: self.created_ms,
+            deleted_ms: self.deleted_ms,
+            used_bytes: self.used_bytes.max(0) as u64,
+            quota_bytes: self.quota_bytes.map(|q| q.max(0) as u64),
+            devices: self.devices.max(0) as u64,
+            last_seen_ms: self.last_seen_ms,
+        }
+    }
+}
+
 /// A signed-in device: one token, as its owner sees it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeviceRow {
@@ -688,6 +734,15 @@ forward! {
     /// out every device of theirs but `keep` (which must still be signed
     /// in), in one transaction. Returns how many were signed out.
     fn set_password(&self, user_id: i64, password_hash: &str, checked: &str, keep: Option<&[u8]>) -> Result<u64>;
+    /// Accounts as administrators handle them; see `accounts.rs`.
+    fn accounts(&self) -> Result<Vec<AccountRow>>;
+    fn may_sign_in(&self, user_id: i64) -> Result<bool>;
+    fn set_disabled(&self, username: &str, disabled: bool) -> Result<u64>;
+    fn delete_account(&self, username: &str) -> Result<i64>;
+    fn restore_account(&self, username: &str) -> Result<()>;
+    fn reset_password(&self, username: &str, password_hash: &str) -> Result<u64>;
+    fn deleted_before(&self, cutoff_ms: i64) -> Result<Vec<i64>>;
+    fn purge_deleted(&self, user_id: i64, cutoff_ms: i64) -> Result<bool>;
     fn data_keys(&self) -> Result<Vec<(i64, Vec<u8>)>>;
     fn insert_data_key(&self, wrapped: &[u8]) -> Result<i64>;
     /// Re-wraps every data key in one transaction; see `users.rs`.

@@ -13,9 +13,9 @@ use tessera_proto::path::fold_name;
 
 use super::{BATCH, BEGIN, Db};
 use crate::meta::{
-    BlockLoc, Collected, DeviceRow, JournalRow, LinkRow, MetaError, Moved, NewRevision, NodeRow,
-    PendingList, Recorded, Result, RevisionBlock, RevisionBlockRow, RevisionRow, StoredJournalRow,
-    TokenRow, TrashRow, UserBlocks, UserRow, now_ms,
+    AccountRow, BlockLoc, Collected, DeviceRow, JournalRow, LinkRow, MetaError, Moved, NewRevision,
+    NodeRow, PendingList, Recorded, Result, RevisionBlock, RevisionBlockRow, RevisionRow,
+    StoredJournalRow, TokenRow, TrashRow, UserBlocks, UserRow, now_ms,
 };
 use crate::notify::Publisher;
 use tessera_proto::{BlockId, ContentHash, RemotePath};
@@ -40,6 +40,9 @@ macro_rules! node_cols {
 // child needs from another (`commit_in`, the commit path's helpers) is
 // `pub(super)`.
 #[allow(clippy::duplicate_mod)]
+#[path = "accounts.rs"]
+mod accounts;
+
 #[path = "batch_queries.rs"]
 mod batch_queries;
 

@@ -432,6 +432,7 @@ on_both!(
     a_write_into_a_shared_folder_is_checked_against_the_role_it_lands_under,
     a_sign_in_checked_against_a_password_changed_meanwhile_makes_no_session,
     nothing_of_ones_own_lands_on_a_mount_point,
+    a_deleted_account_is_kept_restorable_then_purged_whole,
     a_batch_of_new_files_is_written_whole,
     a_failed_item_takes_its_folder_and_entries_with_it,
     collection_waits_out_the_grace_and_spares_sessions,
@@ -1090,4 +1091,123 @@ async fn a_sign_in_checked_against_a_password_changed_meanwhile_makes_no_session
         "{outcome:?}"
     );
     assert!(f.meta.token(&[1; 32]).await.unwrap().is_some());
+}
+
+/// An administrator deletes an account: it cannot sign in, its files stay
+/// until the purge (a restore brings it back whole), and the purge takes
+/// its files and trash, its shared folders from their members, and it
+/// from the folders others shared with it.
+async fn a_deleted_account_is_kept_restorable_then_purged_whole(f: Fixture) {
+    let bob = f.meta.create_user("bob", "x").await.unwrap();
+    let carol = f.meta.create_user("carol", "x").await.unwrap();
+    f.store_block_for(bob.id, 3, 10).await;
+    let of_bob = |path: &str| NewRevision {
+        ns: bob.root_ns,
+        user_id: bob.id,
+        ..f.revision(path, 3, 10)
+    };
+    f.meta.commit(&of_bob("/notes.txt")).await.unwrap();
+    f.meta.commit(&of_bob("/old.txt")).await.unwrap();
+    f.meta
+        .delete(bob.root_ns, &p("/old.txt"), None, "laptop")
+        .await
+        .unwrap();
+    f.meta
+        .mkdir(bob.root_ns, &p("/Team"), "laptop")
+        .await
+        .unwrap();
+    let team = f
+        .meta
+        .share_folder(&bob, &p("/Team"), &carol, "editor", "laptop")
+        .await
+        .unwrap();
+    f.meta
+        .commit(&NewRevision {
+            ns: team.namespace_id,
+            ..of_bob("/plan.txt")
+        })
+        .await
+        .unwrap();
+    f.meta
+        .mkdir(f.user.root_ns, &p("/A"), "laptop")
+        .await
+        .unwrap();
+    let a = f
+        .meta
+        .share_folder(&f.user, &p("/A"), &bob, "editor", "laptop")
+        .await
+        .unwrap();
+    let far = now_ms() + 60_000;
+    assert!(
+        f.meta
+            .insert_token(&[5; 32], bob.id, "laptop", None, far, "x")
+            .await
+            .unwrap()
+    );
+
+    let last = f.meta.delete_account("ann").await;
+    assert!(matches!(last, Err(MetaError::Invalid(_))), "{last:?}");
+    let when = f.meta.delete_account("bob").await.unwrap();
+    assert!(!f.meta.may_sign_in(bob.id).await.unwrap());
+    assert!(f.meta.token(&[5; 32]).await.unwrap().is_none());
+    assert!(
+        !f.meta
+            .insert_token(&[6; 32], bob.id, "phone", None, far, "x")
+            .await
+            .unwrap(),
+        "a deleted account signs in nowhere"
+    );
+    // Not due yet: nothing happens; a restore brings it all back.
+    assert!(!f.meta.purge_deleted(bob.id, when).await.unwrap());
+    f.meta.restore_account("bob").await.unwrap();
+    assert!(f.meta.may_sign_in(bob.id).await.unwrap());
+    let meta = &f.meta;
+    let names = |ns| async move {
+        meta.list(ns, &p("/"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| n.name)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(bob.root_ns).await, ["notes.txt"]);
+    assert_eq!(names(team.namespace_id).await, ["plan.txt"]);
+    assert_eq!(f.meta.mounts_of(bob.id).await.unwrap().len(), 2);
+    assert_eq!(f.meta.mounts_of(carol.id).await.unwrap().len(), 1);
+
+    f.meta.delete_account("bob").await.unwrap();
+    assert_eq!(f.meta.deleted_before(i64::MAX).await.unwrap(), [bob.id]);
+    let before = f.meta.unreferenced_blocks().await.unwrap();
+    assert!(f.meta.purge_deleted(bob.id, i64::MAX).await.unwrap());
+    assert!(names(bob.root_ns).await.is_empty());
+    assert!(names(team.namespace_id).await.is_empty());
+    assert!(f.meta.trash(bob.root_ns).await.unwrap().is_empty());
+    assert_eq!(
+        f.meta.unreferenced_blocks().await.unwrap(),
+        before + 1,
+        "the block only bob's files held is free for collection"
+    );
+    assert!(f.meta.mounts_of(carol.id).await.unwrap().is_empty());
+    assert!(
+        f.meta
+            .members(a.namespace_id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| m.user_id != bob.id)
+    );
+    assert!(f.meta.deleted_before(i64::MAX).await.unwrap().is_empty());
+    let gone = f.meta.restore_account("bob").await;
+    assert!(matches!(gone, Err(MetaError::NotFound(_))), "{gone:?}");
+    // The name is free for someone new.
+    f.meta.create_user("bob", "y").await.unwrap();
+    let listed: Vec<String> = f
+        .meta
+        .accounts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.username)
+        .collect();
+    assert_eq!(listed, ["ann", "bob", "carol"]);
 }

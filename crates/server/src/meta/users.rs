@@ -67,7 +67,8 @@ impl Store {
 
     pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRow>> {
         Ok(sqlx::query_as(
-            "SELECT id, username, password_hash, root_ns FROM users WHERE username = $1",
+            "SELECT id, username, password_hash, root_ns FROM users
+             WHERE username = $1 AND purged_ms IS NULL",
         )
         .bind(username)
         .fetch_optional(&self.pool)
@@ -97,7 +98,8 @@ impl Store {
         // committed meanwhile signed out every device, this one included.
         let made = sqlx::query(
             "INSERT INTO tokens (token_hash, user_id, device, created_ms, expires_ms, last_seen_ms, client)
-             SELECT $1, id, $2, $3, $4, $3, $5 FROM users WHERE id = $6 AND password_hash = $7",
+             SELECT $1, id, $2, $3, $4, $3, $5 FROM users
+             WHERE id = $6 AND password_hash = $7 AND disabled_ms IS NULL AND deleted_ms IS NULL",
         )
         .bind(hash)
         .bind(device)
@@ -114,7 +116,8 @@ impl Store {
     pub async fn token(&self, hash: &[u8]) -> Result<Option<TokenRow>> {
         Ok(sqlx::query_as(
             "SELECT t.user_id, u.username, u.root_ns, t.device, t.expires_ms, t.last_seen_ms
-             FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+             FROM tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.token_hash = $1 AND u.disabled_ms IS NULL",
         )
         .bind(hash)
         .fetch_optional(&self.pool)

@@ -18,7 +18,8 @@ pub enum Expired {
     /// Idle upload sessions (the pending mark a session set goes with
     /// it). What they stored stays unreferenced, for collection.
     Uploads,
-    /// Trash entries, with their subtree and revisions.
+    /// Trash entries, with their subtree and revisions, and accounts
+    /// deleted as long ago.
     Trash,
 }
 
@@ -55,9 +56,17 @@ impl Worker for Expiry {
                 Expired::Pending => self.meta.expire_pending(cutoff).await?.len() as u64,
                 Expired::Uploads => self.meta.expire_uploads(cutoff).await?.len() as u64,
                 Expired::Trash => {
-                    let n = self.meta.expire_trash(cutoff).await?;
+                    let mut n = self.meta.expire_trash(cutoff).await?;
                     if n > 0 {
                         tracing::info!(removed = n, "expired trash entries");
+                    }
+                    // Deleted accounts are kept as long as the trash keeps
+                    // what is deleted.
+                    for id in self.meta.deleted_before(cutoff).await? {
+                        if self.meta.purge_deleted(id, cutoff).await? {
+                            tracing::info!(user = id, "purged a deleted account");
+                            n += 1;
+                        }
                     }
                     n
                 }
