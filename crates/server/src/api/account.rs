@@ -10,6 +10,7 @@
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use std::net::SocketAddr;
 use tessera_proto::api::{DeviceInfo, DeviceList, PasswordChange, PasswordChanged};
 
@@ -102,7 +103,7 @@ pub async fn password(
     headers: HeaderMap,
     user: AuthUser,
     J(req): J<PasswordChange>,
-) -> Result<Json<PasswordChanged>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     super::accounts::check_new_password(&req.new_password)?;
     if req.current_password.len() > 1024 {
         return Err(ApiError::BadRequest(
@@ -130,5 +131,11 @@ pub async fn password(
         .await?;
     state.hub.sessions_ended();
     tracing::info!(user = user.user_id, signed_out, "password changed");
-    Ok(Json(PasswordChanged { signed_out }))
+    let body = Json(PasswordChanged { signed_out });
+    if req.sign_out_here {
+        // A browser signed out here forgets its session cookie too.
+        let clear = super::auth::session_cookie_header("", 0, super::auth::over_https(&headers))?;
+        return Ok(([(axum::http::header::SET_COOKIE, clear)], body).into_response());
+    }
+    Ok(body.into_response())
 }

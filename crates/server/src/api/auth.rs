@@ -200,7 +200,7 @@ pub(super) fn over_https(headers: &HeaderMap) -> bool {
     says("x-forwarded-proto", "https") || says("origin", "https://")
 }
 
-fn session_cookie_header(
+pub(super) fn session_cookie_header(
     value: &str,
     max_age_secs: i64,
     secure: bool,
