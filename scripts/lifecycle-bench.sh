@@ -58,7 +58,7 @@ while :; do
 done
 t3=$(now)
 "$BIN" rm /big.bin >/dev/null
-"$BIN" trash empty >/dev/null
+"$BIN" trash empty --yes >/dev/null
 t4=$(now)
 collected=$(run_worker gc | done_of)
 t5=$(now)

@@ -11,21 +11,29 @@ use crate::profile;
 #[derive(Subcommand)]
 pub enum WorkersCommand {
     /// Run one step of a worker now and show its status after it.
-    Run { name: String },
+    Run {
+        /// The worker, as `tessera admin workers` names it.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum QuotaCommand {
     /// Set USER's quota: a size such as 50GiB or 500MB, or 0 for no limit.
     Set {
+        /// The user's name.
         user: String,
+        /// The quota: 50GiB, 500MB, or 0 for none.
         size: bytesize::ByteSize,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Show USER's usage and quota.
     Show {
+        /// The user's name.
         user: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },

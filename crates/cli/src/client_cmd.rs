@@ -18,7 +18,7 @@ fn remote() -> anyhow::Result<Remote> {
     Ok(Remote::new(&p.server, Some(p.token))?)
 }
 
-fn bar(len: u64, what: &str) -> ProgressBar {
+pub(crate) fn bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(
         ProgressStyle::with_template(
@@ -90,6 +90,7 @@ pub async fn put(local: &Path, remote_path: &str, base_rev: Option<i64>) -> anyh
         bail!("{} is not a regular file", local.display());
     }
     let r = remote()?;
+    let remote_path = &into_folder(&r, remote_path, local).await?;
     let pb = bar(meta.len(), "put");
     let p = pb.clone();
     let report = upload_file(
@@ -111,6 +112,33 @@ pub async fn put(local: &Path, remote_path: &str, base_rev: Option<i64>) -> anyh
         report.bytes_sent
     );
     Ok(())
+}
+
+/// Where a copy of `local` named `remote_path` goes: into the folder when
+/// it names one (an existing folder, or a path ending in `/`), as `cp`.
+pub(crate) async fn into_folder(
+    r: &Remote,
+    remote_path: &str,
+    local: &Path,
+) -> anyhow::Result<String> {
+    let name = || {
+        local
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_owned)
+            .with_context(|| format!("{} has no usable file name", local.display()))
+    };
+    if remote_path.ends_with('/') {
+        return Ok(format!("{remote_path}{}", name()?));
+    }
+    match r.meta(remote_path).await {
+        Ok(e) if e.kind == EntryKind::Folder => {
+            Ok(format!("{}/{}", e.path.trim_end_matches('/'), name()?))
+        }
+        Ok(_) => Ok(remote_path.to_owned()),
+        Err(e) if e.status() == Some(404) => Ok(remote_path.to_owned()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub async fn get(remote_path: &str, local: &Path, rev: Option<i64>) -> anyhow::Result<()> {
@@ -159,29 +187,23 @@ pub(crate) fn when(ms: i64) -> String {
 
 pub async fn ls(remote_path: &str, json: bool) -> anyhow::Result<()> {
     let remote = remote()?;
+    // A file is shown as its own entry, as `ls FILE` does.
+    if !remote_path.trim_end_matches('/').is_empty() {
+        let entry = remote.meta(remote_path).await?;
+        if entry.kind == EntryKind::File {
+            if json {
+                return print_json(&entry);
+            }
+            print_entry(&entry);
+            return Ok(());
+        }
+    }
     let list = remote.list(remote_path).await?;
     if json {
         return print_json(&list);
     }
     for e in &list.entries {
-        match e.kind {
-            EntryKind::Folder => match e.shared {
-                Some(role) => println!(
-                    "{:>12}  {}  {}/  (shared, {})",
-                    "-",
-                    when(e.modified_ms),
-                    e.name,
-                    role.as_str()
-                ),
-                None => println!("{:>12}  {}  {}/", "-", when(e.modified_ms), e.name),
-            },
-            EntryKind::File => println!(
-                "{:>12}  {}  {}",
-                e.size.unwrap_or(0),
-                when(e.modified_ms),
-                e.name
-            ),
-        }
+        print_entry(e);
     }
     // A footer for people, not for pipes; an older server without /usage
     // still lists.
@@ -191,6 +213,27 @@ pub async fn ls(remote_path: &str, json: bool) -> anyhow::Result<()> {
         println!("{}", crate::admin_cmd::usage_line(&usage));
     }
     Ok(())
+}
+
+fn print_entry(e: &tessera_proto::api::Entry) {
+    match e.kind {
+        EntryKind::Folder => match e.shared {
+            Some(role) => println!(
+                "{:>12}  {}  {}/  (shared, {})",
+                "-",
+                when(e.modified_ms),
+                e.name,
+                role.as_str()
+            ),
+            None => println!("{:>12}  {}  {}/", "-", when(e.modified_ms), e.name),
+        },
+        EntryKind::File => println!(
+            "{:>12}  {}  {}",
+            e.size.unwrap_or(0),
+            when(e.modified_ms),
+            e.name
+        ),
+    }
 }
 
 pub async fn usage(json: bool) -> anyhow::Result<()> {
@@ -314,15 +357,116 @@ pub async fn link_revoke(id: &str) -> anyhow::Result<()> {
     }
 }
 
-pub async fn mkdir(remote_path: &str) -> anyhow::Result<()> {
-    let e = remote()?.mkdir(remote_path).await?;
+/// The entry at `path`, or none when nothing is there.
+pub(crate) async fn entry_at(
+    r: &Remote,
+    path: &str,
+) -> anyhow::Result<Option<tessera_proto::api::Entry>> {
+    match r.meta(path).await {
+        Ok(e) => Ok(Some(e)),
+        Err(e) if e.status() == Some(404) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The folder holding `path` ("/" at the top).
+fn parent_of(path: &str) -> &str {
+    match path.trim_end_matches('/').rsplit_once('/') {
+        Some(("", _)) | None => "/",
+        Some((parent, _)) => parent,
+    }
+}
+
+pub async fn mkdir(remote_path: &str, parents: bool) -> anyhow::Result<()> {
+    let r = remote()?;
+    match entry_at(&r, remote_path).await? {
+        Some(e) if e.kind == EntryKind::Folder && parents => return Ok(()),
+        Some(e) if e.kind == EntryKind::Folder => bail!("{} already exists", e.path),
+        Some(e) => bail!("{} is a file", e.path),
+        None => {}
+    }
+    if !parents {
+        let parent = parent_of(remote_path);
+        match entry_at(&r, parent).await? {
+            Some(e) if e.kind == EntryKind::Folder => {}
+            Some(_) => bail!("{parent} is a file"),
+            None => bail!("{parent} does not exist: create it first, or give -p"),
+        }
+    }
+    let e = r.mkdir(remote_path).await?;
     println!("{}/", e.path);
     Ok(())
 }
 
-pub async fn mv(from: &str, to: &str) -> anyhow::Result<()> {
-    let e = remote()?.move_to(from, to).await?;
+pub async fn mv(from: &str, to: &str, overwrite: bool) -> anyhow::Result<()> {
+    let r = remote()?;
+    let source = entry_at(&r, from)
+        .await?
+        .with_context(|| format!("{from} does not exist"))?;
+    let target = match entry_at(&r, to).await? {
+        // Into an existing folder, as mv does.
+        Some(e) if e.kind == EntryKind::Folder => {
+            let into = format!("{}/{}", e.path.trim_end_matches('/'), source.name);
+            let there = entry_at(&r, &into).await?;
+            (into, there)
+        }
+        there => (to.to_owned(), there),
+    };
+    let (to, there) = target;
+    if let Some(there) = there {
+        if !overwrite {
+            bail!(
+                "{} already exists: give --overwrite to replace it",
+                there.path
+            );
+        }
+        if there.kind == EntryKind::Folder || source.kind == EntryKind::Folder {
+            bail!(
+                "--overwrite replaces a file by a file; {} is a folder",
+                there.path
+            );
+        }
+        return replace(&r, &source, &there).await;
+    }
+    let e = r.move_to(from, &to).await?;
     println!("{from} -> {}", e.path);
+    Ok(())
+}
+
+/// Makes `source`'s content the next revision of `target` (its blocks are
+/// on the server already: nothing is uploaded), then trashes `source`. If
+/// the second step fails, both files are there; nothing is lost.
+async fn replace(
+    r: &Remote,
+    source: &tessera_proto::api::Entry,
+    target: &tessera_proto::api::Entry,
+) -> anyhow::Result<()> {
+    let list = r.block_list(&source.path, source.rev).await?;
+    let content_hash = list.entry.content_hash.with_context(|| {
+        format!(
+            "{} is still uploading: try again once it is done",
+            source.path
+        )
+    })?;
+    let e = r
+        .commit(&tessera_proto::api::CommitRequest {
+            path: target.path.clone(),
+            base_rev: target.rev,
+            size: list.entry.size.unwrap_or(0),
+            content_hash,
+            chunker: list.chunker,
+            blocks: list.blocks,
+            reuse: Vec::new(),
+        })
+        .await?;
+    r.delete(&source.path).await?;
+    println!(
+        "{} -> {} (rev {}; the content it replaced is rev {})",
+        source.path,
+        e.path,
+        e.rev.unwrap_or(0),
+        target.rev.unwrap_or(0)
+    );
     Ok(())
 }
 
@@ -337,15 +481,21 @@ pub async fn revisions(remote_path: &str, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(&revs);
     }
+    println!(
+        "{:>5}  {:<19}  {:>12}  {:<12}  {:<20}  NOTE",
+        "REV", "SAVED (UTC)", "SIZE", "HASH", "DEVICE"
+    );
     for r in &revs.revisions {
+        let (y, mo, d, h, mi, s) =
+            tessera_client::sync::engine::civil(r.created_ms.div_euclid(1000));
+        let hash = r.content_hash.to_string();
         println!(
-            "rev {:>4}  {}  {:>12}  {}  {}{}",
+            "{:>5}  {y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}  {:>12}  {:<12}  {:<20}  {}",
             r.rev,
-            when(r.created_ms),
             r.size,
-            r.content_hash,
+            hash.get(..12).unwrap_or(&hash),
             r.device,
-            if r.pinned { "  pinned" } else { "" }
+            if r.pinned { "pinned" } else { "" }
         );
     }
     Ok(())
@@ -392,9 +542,60 @@ pub async fn trash_list(json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn trash_restore(id: &str, to: Option<&str>) -> anyhow::Result<()> {
-    let e = remote()?.restore_from_trash(id, to).await?;
+/// Restores by id, or by the path the item had (the latest deleted
+/// there, when there are several).
+pub async fn trash_restore(item: &str, to: Option<&str>) -> anyhow::Result<()> {
+    let r = remote()?;
+    let id = if item.starts_with('/') {
+        let trash = r.trash().await?;
+        let wanted = item.trim_end_matches('/');
+        let found: Vec<_> = trash
+            .entries
+            .iter()
+            .filter(|e| e.path.trim_end_matches('/') == wanted)
+            .collect();
+        let newest = found.iter().max_by_key(|e| e.deleted_ms).with_context(|| {
+            format!("nothing that was at {item} is in the trash; `tessera trash` lists it")
+        })?;
+        if found.len() > 1 {
+            eprintln!(
+                "{} items deleted from {item} are in the trash; restoring the latest (deleted {}); give an id from `tessera trash` for another",
+                found.len(),
+                when(newest.deleted_ms)
+            );
+        }
+        newest.id.clone()
+    } else {
+        item.to_owned()
+    };
+    let e = r.restore_from_trash(&id, to).await?;
     println!("{} restored", e.path);
+    Ok(())
+}
+
+/// Empties the trash, once confirmed: what is there cannot come back.
+pub async fn trash_empty(yes: bool) -> anyhow::Result<()> {
+    let r = remote()?;
+    if !yes {
+        let n = r.trash().await?.entries.len();
+        if n == 0 {
+            println!("the trash is empty");
+            return Ok(());
+        }
+        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            bail!(
+                "emptying the trash cannot be undone: give --yes to confirm; nothing was removed"
+            );
+        }
+        eprint!("Remove the {n} items in the trash for good? Nothing can bring them back. [y/N] ");
+        let mut answer = String::new();
+        std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            bail!("not confirmed: nothing was removed");
+        }
+    }
+    r.purge_trash(None).await?;
+    println!("trash emptied");
     Ok(())
 }
 

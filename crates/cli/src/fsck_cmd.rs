@@ -18,8 +18,10 @@ pub struct InstallArgs {
     /// The server's data folder.
     #[arg(long, env = "TESSERA_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The server's database, when not the one in its data folder.
     #[arg(long, env = "TESSERA_DATABASE")]
     database: Option<String>,
+    /// The server's block store, when not the one in its data folder.
     #[arg(long, env = "TESSERA_STORE")]
     store: Option<String>,
 }

@@ -4,6 +4,7 @@
 mod account_cmd;
 mod admin_cmd;
 mod client_cmd;
+mod copy_cmd;
 mod fsck_cmd;
 mod links;
 mod profile;
@@ -37,6 +38,7 @@ enum Command {
         /// The server's URL (default: the one logged in to last, else http://127.0.0.1:8080).
         #[arg(long, env = "TESSERA_SERVER")]
         server: Option<String>,
+        /// Your user name on the server.
         #[arg(long)]
         user: String,
         /// Read the password from standard input instead of prompting.
@@ -48,44 +50,77 @@ enum Command {
     },
     /// Revoke this device's token and forget it.
     Logout,
-    /// Upload a local file.
+    /// Upload a local file (into REMOTE if it is a folder, as cp does), or a folder with -r.
     Put {
+        /// The local file, or folder with -r.
         local: PathBuf,
+        /// Where it goes: a file path, or an existing folder (or one ending in /) to put it into.
         remote: String,
+        /// Copy a folder and everything in it.
+        #[arg(short, long)]
+        recursive: bool,
         /// Fail instead of overwriting if the remote file is not at this revision (0: must not exist).
         #[arg(long)]
         base_rev: Option<i64>,
     },
-    /// Download a file.
+    /// Download a file (into LOCAL if it is a folder), or a folder with -r.
     Get {
+        /// The file on the server, or folder with -r.
         remote: String,
+        /// Where it goes: a file path, or an existing local folder to put it into.
         local: PathBuf,
+        /// Copy a folder and everything in it.
+        #[arg(short, long)]
+        recursive: bool,
+        /// Download this revision instead of the current one (see `tessera revisions`).
         #[arg(long)]
         rev: Option<i64>,
     },
-    /// List a folder.
+    /// List a folder, or show one file's entry.
     Ls {
+        /// The folder (or file) on the server.
         #[arg(default_value = "/")]
         remote: String,
+        /// Print JSON instead of lines.
         #[arg(long)]
         json: bool,
     },
-    /// Create a folder (and its parents).
-    Mkdir { remote: String },
-    /// Move or rename a file or folder.
-    Mv { from: String, to: String },
+    /// Create a folder; its parent must exist unless -p is given.
+    Mkdir {
+        /// The folder to create.
+        remote: String,
+        /// Make missing parents too, and say nothing if the folder already exists.
+        #[arg(short, long)]
+        parents: bool,
+    },
+    /// Move or rename a file or folder (into TO if it is an existing folder, as mv does).
+    Mv {
+        /// What to move.
+        from: String,
+        /// The new path, or an existing folder to move it into.
+        to: String,
+        /// Replace a file already at TO; its old content stays as a revision.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Delete a file or folder (to the trash).
-    Rm { remote: String },
+    Rm {
+        /// What to delete.
+        remote: String,
+    },
     /// Show how much storage this account uses, and its quota.
     Usage {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// List a file's revisions, or pin one so the retention schedule keeps it.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Revisions {
+        /// The file on the server.
         #[arg(required = true)]
         remote: Option<String>,
+        /// Print JSON (with full content hashes).
         #[arg(long)]
         json: bool,
         #[command(subcommand)]
@@ -93,6 +128,7 @@ enum Command {
     },
     /// Keep a local folder in two-way sync with your account.
     Sync {
+        /// The local folder to keep in sync.
         dir: PathBuf,
         /// Sync until nothing is left to do, then exit (non-zero if something could not be synced).
         #[arg(long)]
@@ -106,11 +142,13 @@ enum Command {
     },
     /// Show whether a synced folder is in sync and what is pending.
     Status {
+        /// The synced folder.
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
     /// List the conflicted copies in a synced folder.
     Conflicts {
+        /// The synced folder.
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
@@ -118,12 +156,15 @@ enum Command {
     Trash {
         #[command(subcommand)]
         command: Option<TrashCommand>,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Make an old revision the current one (as a new revision).
     Restore {
+        /// The file on the server.
         remote: String,
+        /// The revision to bring back (see `tessera revisions`).
         #[arg(long)]
         rev: i64,
     },
@@ -148,6 +189,7 @@ enum Command {
 enum LinkCommand {
     /// Make a link to a file or folder and print its address (shown only once).
     Create {
+        /// The file or folder on the server.
         remote: String,
         /// When it stops working: a number of minutes, hours or days (30m, 12h, 7d).
         #[arg(long)]
@@ -158,29 +200,38 @@ enum LinkCommand {
         /// A file request: visitors upload into the folder and see nothing in it.
         #[arg(long)]
         upload_only: bool,
+        /// Print JSON (with the address).
         #[arg(long)]
         json: bool,
     },
     /// List your links.
     List {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Revoke a link by its id (from `tessera link list`).
-    Revoke { id: String },
+    Revoke {
+        /// The link's id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum RevisionsCommand {
     /// Keep a revision whatever the retention schedule says.
     Pin {
+        /// The file on the server.
         remote: String,
+        /// The revision to keep.
         #[arg(long)]
         rev: i64,
     },
     /// Let the retention schedule decide about a revision again.
     Unpin {
+        /// The file on the server.
         remote: String,
+        /// The revision.
         #[arg(long)]
         rev: i64,
     },
@@ -190,14 +241,23 @@ enum RevisionsCommand {
 enum TrashCommand {
     /// Put a trashed file or folder back (where it was, or at --to).
     Restore {
-        id: String,
+        /// Its id from `tessera trash`, or the path it had (the latest deleted there).
+        item: String,
+        /// Put it here instead.
         #[arg(long)]
         to: Option<String>,
     },
     /// Remove one trashed item for good.
-    Purge { id: String },
-    /// Remove everything in the trash for good.
-    Empty,
+    Purge {
+        /// Its id from `tessera trash`.
+        id: String,
+    },
+    /// Remove everything in the trash for good (asks first).
+    Empty {
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// Transfers allocate and free buffers of up to 16 MiB at a high rate, on
@@ -243,13 +303,39 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            // The status and code stay in the log for whoever debugs.
+            tracing::debug!(error = %format!("{e:#}"), "command failed");
             match signed_out(&e) {
                 Some(what_to_do) => eprintln!("error: {what_to_do}"),
-                None => eprintln!("error: {e:#}"),
+                None => eprintln!("error: {}", for_people(&e)),
             }
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error's chain as a person reads it: a server's refusal is its
+/// message, without the HTTP status and code names.
+fn for_people(e: &anyhow::Error) -> String {
+    use tessera_client::ClientError;
+    use tessera_client::sync::engine::SyncError;
+    let said = |c: &ClientError| match c {
+        ClientError::Api { message, .. } => Some(message.clone()),
+        _ => None,
+    };
+    e.chain()
+        .map(|cause| {
+            cause
+                .downcast_ref::<ClientError>()
+                .and_then(said)
+                .or_else(|| match cause.downcast_ref::<SyncError>() {
+                    Some(SyncError::Remote(c)) => said(c),
+                    _ => None,
+                })
+                .unwrap_or_else(|| cause.to_string())
+        })
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// A refused token (revoked, expired, or from a reset server) gets the
@@ -289,12 +375,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Put {
             local,
             remote,
+            recursive,
             base_rev,
-        } => c::put(&local, &remote, base_rev).await,
-        Command::Get { remote, local, rev } => c::get(&remote, &local, rev).await,
+        } => match recursive {
+            true => copy_cmd::put_tree(&local, &remote).await,
+            false => c::put(&local, &remote, base_rev).await,
+        },
+        Command::Get {
+            remote,
+            local,
+            recursive,
+            rev,
+        } => match recursive {
+            true => copy_cmd::get_tree(&remote, &local).await,
+            false => c::get(&remote, &local, rev).await,
+        },
         Command::Ls { remote, json } => c::ls(&remote, json).await,
-        Command::Mkdir { remote } => c::mkdir(&remote).await,
-        Command::Mv { from, to } => c::mv(&from, &to).await,
+        Command::Mkdir { remote, parents } => c::mkdir(&remote, parents).await,
+        Command::Mv {
+            from,
+            to,
+            overwrite,
+        } => c::mv(&from, &to, overwrite).await,
         Command::Rm { remote } => c::rm(&remote).await,
         Command::Revisions {
             remote,
@@ -309,9 +411,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Restore { remote, rev } => c::restore(&remote, rev).await,
         Command::Trash { command, json } => match command {
             None => c::trash_list(json).await,
-            Some(TrashCommand::Restore { id, to }) => c::trash_restore(&id, to.as_deref()).await,
+            Some(TrashCommand::Restore { item, to }) => {
+                c::trash_restore(&item, to.as_deref()).await
+            }
             Some(TrashCommand::Purge { id }) => c::trash_purge(Some(&id)).await,
-            Some(TrashCommand::Empty) => c::trash_purge(None).await,
+            Some(TrashCommand::Empty { yes }) => c::trash_empty(yes).await,
         },
         Command::Sync {
             dir,
@@ -355,5 +459,30 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Passwd(args) => account_cmd::passwd(args).await,
         Command::Devices(args) => account_cmd::devices(args).await,
         Command::Conflicts { dir } => sync_cmd::conflicts(&dir),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument of every command says what it is for in `--help`.
+    #[test]
+    fn every_option_in_help_has_a_description() {
+        fn undescribed(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            for arg in cmd.get_arguments() {
+                let auto = matches!(arg.get_id().as_str(), "help" | "version");
+                if !auto && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    out.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                undescribed(sub, &path, out);
+            }
+        }
+        let mut out = Vec::new();
+        undescribed(&super::Cli::command(), "", &mut out);
+        assert!(out.is_empty(), "arguments without a description: {out:#?}");
     }
 }

@@ -8,12 +8,26 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use tessera_server::Config;
 
+/// HOST:PORT, the host a name (`localhost`) or an address.
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let bad = || format!("{text} is not HOST:PORT; give one like 127.0.0.1:8080 or localhost:8080");
+    let mut found: Vec<SocketAddr> = text.to_socket_addrs().map_err(|_| bad())?.collect();
+    // IPv4 first: `localhost` then answers where clients try first.
+    found.sort_by_key(|a| !a.is_ipv4());
+    found.into_iter().next().ok_or_else(bad)
+}
+
 #[derive(Args)]
 pub struct ServeArgs {
     /// Where the database, blocks and master key live by default.
     #[arg(long, env = "TESSERA_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    #[arg(long, env = "TESSERA_LISTEN")]
+    /// Address and port to listen on: 127.0.0.1:8080, 0.0.0.0:8080 (every interface) or localhost:8080.
+    #[arg(long, env = "TESSERA_LISTEN", value_parser = listen_address)]
     listen: Option<SocketAddr>,
     /// sqlite://PATH or postgres://USER@HOST/DB
     #[arg(long, env = "TESSERA_DATABASE")]
@@ -266,6 +280,7 @@ pub enum AdminCommand {
     Workers {
         #[command(subcommand)]
         command: Option<crate::admin_cmd::WorkersCommand>,
+        /// Print JSON.
         #[arg(long, global = true)]
         json: bool,
     },
@@ -281,6 +296,7 @@ pub enum AdminCommand {
         /// Fix what can be fixed (counts, orphans to collection, damaged marks, broken sessions).
         #[arg(long)]
         repair: bool,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },

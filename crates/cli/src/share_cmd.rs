@@ -47,6 +47,7 @@ pub struct ShareArgs {
     /// What they may do: an editor reads and changes it, a viewer only reads.
     #[arg(long, value_enum, required = true)]
     pub role: Option<MemberRole>,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
     #[command(subcommand)]
@@ -57,6 +58,7 @@ pub struct ShareArgs {
 pub enum ShareCommand {
     /// List your shared folders: yours and those shared with you, with who has each.
     List {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },

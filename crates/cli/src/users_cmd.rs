@@ -41,6 +41,7 @@ pub enum UserCommand {
     },
     /// Create an account.
     Add {
+        /// The account's name.
         name: String,
         /// Read the password from standard input instead of asking.
         #[arg(long)]
@@ -54,12 +55,14 @@ pub enum UserCommand {
     /// Stop an account from signing in and sign out its devices; its files
     /// and shares stay as they are.
     Disable {
+        /// The account's name.
         name: String,
         #[command(flatten)]
         direct: Direct,
     },
     /// Let a disabled account sign in again.
     Enable {
+        /// The account's name.
         name: String,
         #[command(flatten)]
         direct: Direct,
@@ -68,6 +71,7 @@ pub enum UserCommand {
     /// for the server's trash period, restorable with `restore`, then
     /// purged.
     Delete {
+        /// The account's name.
         name: String,
         /// Purge its files now instead; nothing can bring them back.
         #[arg(long)]
@@ -80,6 +84,7 @@ pub enum UserCommand {
     },
     /// Bring back a deleted account whose files are not purged yet.
     Restore {
+        /// The account's name.
         name: String,
         #[command(flatten)]
         direct: Direct,
@@ -88,6 +93,7 @@ pub enum UserCommand {
     /// password with --data-dir on the server machine); its devices are
     /// signed out.
     ResetPassword {
+        /// The account's name.
         name: String,
         /// Read the new password from standard input instead of asking.
         #[arg(long)]

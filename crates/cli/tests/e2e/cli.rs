@@ -738,7 +738,13 @@ fn an_administrator_manages_accounts_through_the_server_and_on_its_data() {
     // Only administrators manage accounts; nobody locks themselves out.
     let out = tessera(&dave, &["admin", "user", "list"], None);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not an administrator"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not an administrator"), "{stderr}");
+    // Said for people: no status codes or internal names.
+    assert!(
+        !stderr.contains("HTTP") && !stderr.contains("Forbidden"),
+        "{stderr}"
+    );
     let out = tessera(&admin, &["admin", "user", "delete", "admin"], None);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("signed in as"));
@@ -864,6 +870,136 @@ fn an_administrator_manages_accounts_through_the_server_and_on_its_data() {
         Some("admin-secret-9\n"),
     );
     ok(&admin, &["admin", "user", "list"], None);
+}
+
+#[test]
+fn the_client_copies_and_moves_as_cp_and_mv_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cfg");
+    let _server = serve_logged_in(dir.path(), &cfg);
+    let file = dir.path().join("report.txt");
+    std::fs::write(&file, "the report\n").unwrap();
+
+    // mkdir wants its parent unless -p; -p is quiet about what exists.
+    let out = tessera(&cfg, &["mkdir", "/a/b"], None);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/a does not exist") && stderr.contains("-p"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("HTTP"), "{stderr}");
+    ok(&cfg, &["mkdir", "-p", "/a/b"], None);
+    ok(&cfg, &["mkdir", "-p", "/a/b"], None);
+    assert!(!tessera(&cfg, &["mkdir", "/a/b"], None).status.success());
+
+    // put into a folder, and ls of a file shows its entry.
+    ok(&cfg, &["put", file.to_str().unwrap(), "/a/b"], None);
+    let entry: serde_json::Value =
+        serde_json::from_str(&ok(&cfg, &["ls", "/a/b/report.txt", "--json"], None)).unwrap();
+    assert_eq!(entry["path"], "/a/b/report.txt");
+    assert_eq!(entry["size"], 11);
+    assert!(ok(&cfg, &["ls", "/a/b/report.txt"], None).contains("report.txt"));
+
+    // mv into an existing folder; onto a file only with --overwrite, and
+    // the replaced content stays as a revision.
+    ok(&cfg, &["mkdir", "/c"], None);
+    ok(&cfg, &["mv", "/a/b/report.txt", "/c"], None);
+    assert!(ok(&cfg, &["ls", "/c"], None).contains("report.txt"));
+    let draft = dir.path().join("draft.txt");
+    std::fs::write(&draft, "a better report\n").unwrap();
+    ok(&cfg, &["put", draft.to_str().unwrap(), "/draft.txt"], None);
+    let out = tessera(&cfg, &["mv", "/draft.txt", "/c/report.txt"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--overwrite"));
+    ok(
+        &cfg,
+        &["mv", "--overwrite", "/draft.txt", "/c/report.txt"],
+        None,
+    );
+    let back = dir.path().join("back.txt");
+    ok(
+        &cfg,
+        &["get", "/c/report.txt", back.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "a better report\n");
+    let revs = ok(&cfg, &["revisions", "/c/report.txt"], None);
+    let lines: Vec<&str> = revs.lines().collect();
+    assert!(
+        lines[0].starts_with("  REV") && lines[0].contains("DEVICE"),
+        "{revs}"
+    );
+    assert_eq!(lines.len(), 3, "{revs}");
+    // Seconds, a short hash, the device.
+    let first: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(first[2].len(), 8, "hh:mm:ss: {revs}");
+    assert_eq!(first[4].len(), 12, "a short hash: {revs}");
+    assert!(!ok(&cfg, &["ls", "/"], None).contains("draft.txt"));
+
+    // Trees, both ways, one bar each.
+    let tree = dir.path().join("photos");
+    std::fs::create_dir_all(tree.join("2026/empty")).unwrap();
+    std::fs::write(tree.join("top.txt"), "top").unwrap();
+    std::fs::write(tree.join("2026/big.bin"), vec![7u8; 3 << 20]).unwrap();
+    for i in 0..30 {
+        std::fs::write(tree.join(format!("2026/{i}.txt")), format!("photo {i}")).unwrap();
+    }
+    let said = ok(&cfg, &["put", "-r", tree.to_str().unwrap(), "/c"], None);
+    assert!(said.contains("32 files"), "{said}");
+    let listed = ok(&cfg, &["ls", "/c/photos/2026"], None);
+    assert!(
+        listed.contains("empty/") && listed.contains("big.bin"),
+        "{listed}"
+    );
+    let restored = dir.path().join("restored");
+    std::fs::create_dir_all(&restored).unwrap();
+    ok(
+        &cfg,
+        &["get", "-r", "/c/photos", restored.to_str().unwrap()],
+        None,
+    );
+    let got = restored.join("photos");
+    assert_eq!(
+        std::fs::read(got.join("2026/big.bin")).unwrap(),
+        vec![7u8; 3 << 20]
+    );
+    assert_eq!(
+        std::fs::read_to_string(got.join("2026/29.txt")).unwrap(),
+        "photo 29"
+    );
+    assert!(got.join("2026/empty").is_dir());
+    assert!(
+        !tessera(&cfg, &["put", file.to_str().unwrap(), "-r", "/x"], None)
+            .status
+            .success()
+    );
+
+    // The trash: restored by path; emptied only when confirmed.
+    ok(&cfg, &["rm", "/c/photos"], None);
+    ok(&cfg, &["trash", "restore", "/c/photos"], None);
+    assert!(ok(&cfg, &["ls", "/c"], None).contains("photos/"));
+    ok(&cfg, &["rm", "/c/photos"], None);
+    let out = tessera(&cfg, &["trash", "empty"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    assert!(ok(&cfg, &["trash"], None).contains("/c/photos"));
+    ok(&cfg, &["trash", "empty", "--yes"], None);
+    assert!(!ok(&cfg, &["trash"], None).contains("/c/photos"));
+}
+
+#[test]
+fn the_server_listens_on_a_host_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Serve::new(&dir.path().join("data"))
+        .listen("localhost:0")
+        .start();
+    assert!(
+        served.url().starts_with("http://127.0.0.1:"),
+        "{}",
+        served.url()
+    );
+    assert_eq!(http_get(&format!("{}/healthz", served.url())).0, 200);
 }
 
 #[test]
