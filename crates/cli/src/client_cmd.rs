@@ -470,6 +470,30 @@ async fn replace(
     Ok(())
 }
 
+pub async fn find(text: &str, limit: Option<usize>, json: bool) -> anyhow::Result<()> {
+    let found = remote()?.search(text, limit).await?;
+    if json {
+        return print_json(&found);
+    }
+    for e in &found.entries {
+        match e.kind {
+            EntryKind::Folder => println!("{:>12}  {}  {}/", "-", when(e.modified_ms), e.path),
+            EntryKind::File => println!(
+                "{:>12}  {}  {}",
+                e.size.unwrap_or(0),
+                when(e.modified_ms),
+                e.path
+            ),
+        }
+    }
+    if found.entries.is_empty() {
+        eprintln!("nothing's name holds {text:?}");
+    } else if found.more {
+        eprintln!("more match: give a longer text, or --limit");
+    }
+    Ok(())
+}
+
 pub async fn rm(remote_path: &str) -> anyhow::Result<()> {
     remote()?.delete(remote_path).await?;
     println!("{remote_path} moved to the trash");

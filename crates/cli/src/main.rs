@@ -103,6 +103,17 @@ enum Command {
         #[arg(long)]
         overwrite: bool,
     },
+    /// Find files and folders whose name holds TEXT, in any case, across your files and those shared with you.
+    Find {
+        /// The text to look for in names.
+        text: String,
+        /// At most this many results (default 50, at most 200).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a file or folder (to the trash).
     Rm {
         /// What to delete.
@@ -398,6 +409,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             overwrite,
         } => c::mv(&from, &to, overwrite).await,
         Command::Rm { remote } => c::rm(&remote).await,
+        Command::Find { text, limit, json } => c::find(&text, limit, json).await,
         Command::Revisions {
             remote,
             json,

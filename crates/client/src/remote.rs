@@ -738,6 +738,19 @@ impl Remote {
 
     /// This user's shared folders: owned and shared with them.
     /// This account's signed-in devices.
+    /// Entries whose name holds `text`, in any case, across the account.
+    pub async fn search(
+        &self,
+        text: &str,
+        limit: Option<usize>,
+    ) -> Result<tessera_proto::api::SearchResponse, ClientError> {
+        let mut req = self.request(Method::GET, "/search").query(&[("q", text)]);
+        if let Some(limit) = limit {
+            req = req.query(&[("limit", limit)]);
+        }
+        Self::json(req).await
+    }
+
     pub async fn devices(&self) -> Result<tessera_proto::api::DeviceList, ClientError> {
         Self::json(self.request(Method::GET, "/devices")).await
     }

@@ -515,6 +515,15 @@ pub struct PasswordChanged {
     pub signed_out: u64,
 }
 
+/// Answer to `GET /api/v1/search`: entries whose name holds the text,
+/// shortest names first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SearchResponse {
+    pub entries: Vec<Entry>,
+    /// More matched than were listed: a longer text narrows them down.
+    pub more: bool,
+}
+
 /// An account as an administrator sees it (`GET /api/v1/admin/users`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Account {

@@ -29,6 +29,7 @@ mod quota;
 mod resume;
 mod rotation;
 mod s3;
+mod search;
 mod shares;
 mod sync;
 mod tiers;

@@ -30,6 +30,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/usage"),
     ("get", "/api/v1/admin/users/{name}/quota"),
     ("put", "/api/v1/admin/users/{name}/quota"),
+    ("get", "/api/v1/search"),
     ("get", "/api/v1/admin/users"),
     ("post", "/api/v1/admin/users"),
     ("delete", "/api/v1/admin/users/{name}"),

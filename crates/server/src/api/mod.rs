@@ -13,6 +13,7 @@ mod files;
 mod links;
 mod openapi;
 mod place;
+mod search;
 mod shares;
 mod trace;
 mod trash;
@@ -180,6 +181,7 @@ pub fn router(state: AppState) -> Router {
             get(admin::quota).put(admin::set_quota),
         )
         .route("/usage", get(admin::own_usage))
+        .route("/search", get(search::search))
         .route("/admin/users", get(accounts::list).post(accounts::add))
         .route(
             "/admin/users/{name}",

@@ -147,6 +147,14 @@ pub struct TokenRow {
     pub last_seen_ms: Option<i64>,
 }
 
+/// A node a name search found, with its path in its namespace.
+#[derive(Debug, Clone)]
+pub struct SearchHit {
+    pub ns: i64,
+    pub node: NodeRow,
+    pub path: RemotePath,
+}
+
 /// An account as an administrator sees it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AccountRow {
@@ -734,6 +742,8 @@ forward! {
     /// out every device of theirs but `keep` (which must still be signed
     /// in), in one transaction. Returns how many were signed out.
     fn set_password(&self, user_id: i64, password_hash: &str, checked: &str, keep: Option<&[u8]>) -> Result<u64>;
+    /// Live nodes whose name holds a text; see `search_queries.rs`.
+    fn search_names(&self, namespaces: &[i64], text: &str, limit: usize) -> Result<(Vec<SearchHit>, bool)>;
     /// Accounts as administrators handle them; see `accounts.rs`.
     fn accounts(&self) -> Result<Vec<AccountRow>>;
     fn may_sign_in(&self, user_id: i64) -> Result<bool>;

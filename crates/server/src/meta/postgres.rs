@@ -14,6 +14,29 @@ const BEGIN: &str = "BEGIN";
 /// is a round trip, and PostgreSQL binds by position.
 const BATCH: usize = 500;
 
+/// Nodes whose name holds a text, in the namespaces listed in $2
+/// (comma-separated ids), shortest names first, at most $3, through the
+/// trigram index ($1: a LIKE pattern over lower-cased names). Callers check
+/// each name.
+const NAME_SEARCH: &str = "
+    SELECT n.namespace_id, n.id FROM nodes n
+    WHERE lower(n.name) LIKE $1 AND n.deleted_ms IS NULL
+      AND n.namespace_id = ANY(string_to_array($2, ',')::bigint[])
+    ORDER BY length(n.name), n.name LIMIT $3";
+
+/// What $1 of the name search is for `text` (see [`NAME_SEARCH`]).
+fn name_search(text: &str) -> (&'static str, String) {
+    let mut pattern = String::from("%");
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    (NAME_SEARCH, pattern)
+}
+
 // The same file is also mounted by the other backend, on purpose: one SQL
 // text, compiled once per backend.
 #[allow(clippy::duplicate_mod)]

@@ -15,7 +15,7 @@ use super::{BATCH, BEGIN, Db};
 use crate::meta::{
     AccountRow, BlockLoc, Collected, DeviceRow, JournalRow, LinkRow, MetaError, Moved, NewRevision,
     NodeRow, PendingList, Recorded, Result, RevisionBlock, RevisionBlockRow, RevisionRow,
-    StoredJournalRow, TokenRow, TrashRow, UserBlocks, UserRow, now_ms,
+    SearchHit, StoredJournalRow, TokenRow, TrashRow, UserBlocks, UserRow, now_ms,
 };
 use crate::notify::Publisher;
 use tessera_proto::{BlockId, ContentHash, RemotePath};
@@ -73,6 +73,9 @@ mod quota_queries;
 #[path = "revisions.rs"]
 mod revisions;
 #[allow(clippy::duplicate_mod)]
+#[path = "search_queries.rs"]
+mod search_queries;
+
 #[path = "share_queries.rs"]
 mod share_queries;
 #[allow(clippy::duplicate_mod)]

@@ -15,6 +15,39 @@ const BEGIN: &str = "BEGIN IMMEDIATE";
 /// trip to save, short statements are cheaper.
 const BATCH: usize = 100;
 
+/// Nodes whose name may hold a text, in the namespaces listed in $2
+/// (comma-separated ids), shortest names first, at most $3: through the
+/// trigram index with $1 an FTS5 phrase (three characters or more), else
+/// $1 is a LIKE pattern scanning the names. Callers check each name.
+const NAME_SEARCH_INDEXED: &str = "
+    SELECT n.namespace_id, n.id FROM node_names f JOIN nodes n ON n.rowid = f.rowid
+    WHERE f.name MATCH $1 AND n.deleted_ms IS NULL
+      AND n.namespace_id IN (SELECT value FROM json_each('[' || $2 || ']'))
+    ORDER BY length(n.name), n.name LIMIT $3";
+const NAME_SEARCH_SHORT: &str = "
+    SELECT n.namespace_id, n.id FROM nodes n
+    WHERE n.name LIKE $1 AND n.deleted_ms IS NULL
+      AND n.namespace_id IN (SELECT value FROM json_each('[' || $2 || ']'))
+    ORDER BY length(n.name), n.name LIMIT $3";
+
+/// What $1 of the name search is for `text` (see [`NAME_SEARCH_INDEXED`]).
+fn name_search(text: &str) -> (&'static str, String) {
+    if text.chars().count() >= 3 {
+        (
+            NAME_SEARCH_INDEXED,
+            format!("\"{}\"", text.replace('"', "\"\"")),
+        )
+    } else {
+        // `_` stands for any one character: wildcards in the text match
+        // more, never less, and the caller keeps only true matches.
+        let pattern: String = text
+            .chars()
+            .map(|c| if matches!(c, '%' | '_') { '_' } else { c })
+            .collect();
+        (NAME_SEARCH_SHORT, format!("%{pattern}%"))
+    }
+}
+
 // The same file is also mounted by the other backend, on purpose: one SQL
 // text, compiled once per backend.
 #[allow(clippy::duplicate_mod)]
