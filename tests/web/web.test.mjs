@@ -1012,6 +1012,295 @@ test('phone width (375 px): the share dialog fits and works', async () => {
   }
 });
 
+// ---------- account and users ----------
+
+/// Signs in through the API as a program does (a bearer token, no cookie):
+/// another device of that user's.
+async function apiLogin(username, password, device) {
+  const res = await fetch(`${BASE}/api/v1/auth/login`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ username, password, device }),
+  });
+  const text = await res.text();
+  let body = null;
+  try { body = JSON.parse(text); } catch { /* not JSON */ }
+  return { status: res.status, body, text };
+}
+
+/// The status a device's token gets for a request.
+async function asDevice(token, path) {
+  return (await fetch(`${BASE}/api/v1${path}`, { headers: { Authorization: `Bearer ${token}` } })).status;
+}
+
+/// Opens the account page from the top bar, afresh (its lists load then).
+async function openAccount(p = page) {
+  await p.evaluate(() => { location.hash = '#/files/'; });
+  await p.locator('#files-view:not([hidden])').waitFor();
+  await p.click('#nav-account');
+  await p.locator('#account-view:not([hidden])').waitFor();
+  await p.locator('#device-rows tr.current').waitFor();
+}
+
+test('the account page is in the top bar and shows the storage used', async () => {
+  await openAccount();
+  assert.equal(await page.evaluate(() => location.hash), '#/account');
+  assert.equal(await page.locator('#nav-account').getAttribute('aria-current'), 'page');
+  assert.equal(await page.locator('#files-view').isVisible(), false, 'the file list is not shown with it');
+  const usage = await usageNow();
+  assert.equal(usage.quota_bytes, null);
+  const expected = `${await sizeInPage(usage.used_bytes)} used, no quota`;
+  await page.waitForFunction((t) => document.getElementById('account-usage-text').textContent === t, expected);
+  assert.equal(await page.locator('#account-usage-bar').isVisible(), false, 'no bar without a quota');
+  assert.match(await page.locator('#account-who').innerText(), /Signed in as admin/);
+  // The figure in the top bar, on every page, leads here too.
+  await page.click('#nav-files');
+  await row('/Projects').waitFor();
+  assert.ok(await page.locator('#usage').isVisible());
+  await page.click('#usage');
+  await page.locator('#account-view:not([hidden])').waitFor();
+  await page.click('#nav-files');
+  await row('/Projects').waitFor();
+});
+
+test('devices: this browser is marked, another sign-in is listed, and signing it out ends its session', async () => {
+  const other = await apiLogin('admin', PASSWORD, 'test phone');
+  assert.equal(other.status, 200, other.text);
+  const token = other.body.token;
+  assert.equal(await asDevice(token, '/usage'), 200);
+  await openAccount();
+  const current = page.locator('#device-rows tr.current');
+  assert.equal(await current.count(), 1);
+  assert.match(await current.innerText(), /this browser/);
+  assert.equal(await current.getByRole('button').count(), 0, 'this browser signs out from the top bar');
+  const phone = page.locator('#device-rows tr', { hasText: 'test phone' });
+  await phone.waitFor();
+  assert.doesNotMatch(await phone.innerText(), /this browser/);
+  const id = await phone.getAttribute('data-device');
+  const listed = JSON.parse((await apiInPage('GET', '/devices')).text).devices;
+  assert.equal(await page.locator('#device-rows tr').count(), listed.length, 'every device is listed');
+  assert.ok(listed.some((d) => d.id === id && d.name === 'test phone' && !d.current), JSON.stringify(listed));
+  assert.equal(await page.locator('#device-rows tr').first().getAttribute('class'), 'current', 'this browser comes first');
+
+  // Asked first: cancelling keeps it signed in.
+  await phone.getByRole('button', { name: 'Sign out test phone' }).click();
+  await page.locator('#dialog[open]').waitFor();
+  assert.match(await page.locator('#dialog-title').innerText(), /Sign out “test phone”/);
+  await page.click('#dialog-cancel');
+  assert.equal(await asDevice(token, '/usage'), 200);
+
+  await phone.getByRole('button', { name: 'Sign out test phone' }).click();
+  await page.locator('#dialog[open]').waitFor();
+  await page.click('#dialog-ok');
+  await page.locator(`#device-rows tr[data-device="${id}"]`).waitFor({ state: 'detached' });
+  assert.match(await page.locator('#devices-status').innerText(), /“test phone” is signed out/);
+  assert.equal(await asDevice(token, '/usage'), 401, 'its token is refused');
+  assert.equal(await current.count(), 1);
+  assert.equal((await apiInPage('GET', '/usage')).status, 200, 'this browser is still signed in');
+});
+
+const DANA = `dana-${PASSWORD}`;
+
+test('change the password on the account page: a wrong current one changes nothing, the right one signs out the other devices, and the new one signs in', async () => {
+  const made = await apiInPage('POST', '/admin/users', { name: 'dana', password: DANA, admin: false });
+  assert.equal(made.status, 201, made.text);
+  const quota = await apiInPage('PUT', '/admin/users/dana/quota', { quota_bytes: 50 * 2 ** 30 });
+  assert.equal(quota.status, 200, quota.text);
+  const laptop = await apiLogin('dana', DANA, 'dana laptop');
+  assert.equal(laptop.status, 200, laptop.text);
+  const { ctx, p } = await signInAs('dana', DANA);
+  try {
+    await openAccount(p);
+    // With a quota: the share of it, and a bar.
+    await p.waitForFunction(() => / of 50 GiB used$/.test(document.getElementById('account-usage-text').textContent));
+    assert.ok(await p.locator('#account-usage-bar').isVisible(), 'a bar with a quota');
+    assert.match(await p.locator('#account-usage-hint').innerText(), /left/);
+    assert.equal(await p.locator('#device-rows tr', { hasText: 'dana laptop' }).count(), 1);
+
+    const form = p.locator('#password-form');
+    const fill = async (current, next, again) => {
+      await form.getByLabel('Current password').fill(current);
+      await form.getByLabel('New password', { exact: true }).fill(next);
+      await form.getByLabel('New password again').fill(again);
+    };
+    const submit = () => form.getByRole('button', { name: 'Change password' }).click();
+    const errorSays = (re) => p.waitForFunction((s) => new RegExp(s).test(document.getElementById('pw-error').textContent), re.source);
+
+    await fill('not my password', 'brand new secret', 'brand new secret');
+    await submit();
+    await errorSays(/current password is wrong/);
+    assert.equal(await p.evaluate(() => document.activeElement.id), 'pw-current');
+    assert.equal(await asDevice(laptop.body.token, '/usage'), 200, 'nothing was changed: the laptop is still in');
+    assert.equal((await apiLogin('dana', 'brand new secret', 'check')).status, 401);
+
+    // Typed twice differently: caught before asking the server.
+    await fill(DANA, 'brand new secret', 'brand new secreT');
+    await submit();
+    await errorSays(/do not match/);
+    assert.equal(await p.evaluate(() => document.activeElement.id), 'pw-again');
+    // Too short: the server says how long.
+    await fill(DANA, 'short', 'short');
+    await submit();
+    await errorSays(/at least 8 characters/);
+    assert.equal(await asDevice(laptop.body.token, '/usage'), 200);
+
+    await fill(DANA, 'brand new secret', 'brand new secret');
+    await submit();
+    await p.waitForFunction(() => document.getElementById('pw-status').textContent === 'Password changed; 1 other device was signed out.');
+    assert.equal(await p.locator('#pw-error').isVisible(), false);
+    assert.equal(await form.getByLabel('Current password').inputValue(), '', 'the form is cleared');
+    assert.equal(await asDevice(laptop.body.token, '/usage'), 401, 'the other device is signed out');
+    await p.locator('#device-rows tr', { hasText: 'dana laptop' }).waitFor({ state: 'detached' });
+    assert.equal(await p.locator('#device-rows tr').count(), 1, 'only this browser is left');
+    assert.equal((await p.evaluate(async () => (await fetch('/api/v1/usage')).status)), 200, 'this browser is still in');
+    assert.equal((await apiLogin('dana', DANA, 'check')).status, 401, 'the old password is refused');
+    assert.equal((await apiLogin('dana', 'brand new secret', 'check')).status, 200, 'the new one signs in');
+
+    // Once more, signing out this browser too: back to sign-in.
+    await fill('brand new secret', 'newer secret, too', 'newer secret, too');
+    await form.getByLabel('Also sign out this browser').check();
+    await submit();
+    await p.waitForSelector('#signin:not([hidden])');
+    assert.match(await p.locator('#signin-error').innerText(), /password is changed/);
+    assert.equal((await ctx.cookies()).some((c) => c.name === 'tessera_session'), false, 'the session cookie is gone');
+    assert.equal(await p.locator('#signin-user').inputValue(), 'dana');
+    await p.fill('#signin-pass', 'newer secret, too');
+    await p.click('#signin-form button[type=submit]');
+    await p.waitForSelector('#app:not([hidden])');
+    await p.locator('#account-view:not([hidden])').waitFor();
+    await p.locator('#device-rows tr.current').waitFor();
+  } finally {
+    await ctx.close();
+  }
+});
+
+const ERIN = `erin-${PASSWORD}`;
+
+test('users, for administrators: add one, disable it (its sign-in says so), enable, delete and restore it; a non-administrator has no Users', async () => {
+  await page.evaluate(() => { location.hash = '#/files/'; });
+  await page.locator('#nav-users:not([hidden])').waitFor();
+  await page.click('#nav-users');
+  await page.locator('#users-view:not([hidden])').waitFor();
+  const me = page.locator('#user-rows tr[data-user="admin"]');
+  await me.waitFor();
+  assert.match(await me.innerText(), /\(you\)/);
+  const listed = JSON.parse((await apiInPage('GET', '/admin/users')).text).users.map((u) => u.name).sort();
+  assert.deepEqual((await page.locator('#user-rows tr').evaluateAll((rows) => rows.map((r) => r.dataset.user))).sort(), listed);
+
+  const form = page.locator('#user-form');
+  const add = async (name, password) => {
+    await form.getByLabel('Name').fill(name);
+    await form.getByLabel('Password').fill(password);
+    await form.getByRole('button', { name: 'Add user' }).click();
+  };
+  const formSays = (re) => page.waitForFunction((s) => new RegExp(s).test(document.getElementById('user-form-error').textContent), re.source);
+  await add('bob', 'another password');
+  await formSays(/User bob already exists\./);
+  await add('erin', 'short');
+  await formSays(/at least 8 characters/);
+  await add('erin', ERIN);
+  const erin = page.locator('#user-rows tr[data-user="erin"]');
+  await erin.waitFor();
+  assert.equal(await erin.getAttribute('data-state'), 'active');
+  assert.match(await page.locator('#users-status').innerText(), /erin is added/);
+  assert.equal(await page.locator('#user-form-error').isVisible(), false);
+  assert.equal(await form.getByLabel('Name').inputValue(), '', 'the form is cleared');
+
+  const act = async (user, label) => {
+    await page.locator(`#user-rows tr[data-user="${user}"] .more`).click();
+    await page.getByRole('menuitem', { name: label, exact: true }).click();
+  };
+  const inState = (user, s) => page.locator(`#user-rows tr[data-user="${user}"][data-state="${s}"]`).waitFor();
+
+  // On oneself: the server's refusal, in its words.
+  await act('admin', 'Disable');
+  await page.click('#dialog-ok');
+  await page.waitForFunction(() => /cannot disable the account you are signed in as/.test(document.getElementById('users-error').textContent));
+  assert.equal(await me.getAttribute('data-state'), 'active');
+
+  await act('erin', 'Disable');
+  await page.locator('#dialog[open]').waitFor();
+  assert.match(await page.locator('#dialog-text').innerText(), /cannot sign in until the account is enabled/);
+  await page.click('#dialog-ok');
+  await inState('erin', 'disabled');
+  assert.match(await page.locator('#users-status').innerText(), /erin is disabled/);
+  assert.equal(await page.locator('#users-error').isVisible(), false, 'the earlier refusal is gone');
+  assert.equal(await page.evaluate(() => document.activeElement.getAttribute('aria-label')), 'Actions for erin', 'the focus is back on the row');
+
+  // Erin's own browser: the sign-in is refused, saying why.
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'en-US', timezoneId: 'UTC' });
+  const p = await ctx.newPage();
+  try {
+    await p.goto(BASE);
+    await p.waitForSelector('#signin:not([hidden])');
+    await p.fill('#signin-user', 'erin');
+    await p.fill('#signin-pass', ERIN);
+    await p.click('#signin-form button[type=submit]');
+    await p.waitForFunction(() => /^The account erin is disabled/.test(document.getElementById('signin-error').textContent));
+    assert.equal(await p.locator('#app').isVisible(), false);
+
+    await act('erin', 'Enable');
+    await inState('erin', 'active');
+    assert.match(await page.locator('#users-status').innerText(), /erin is enabled/);
+
+    // Signed in, erin is no administrator: no Users entry, and the page refuses.
+    const checked = p.waitForResponse((r) => r.url().endsWith('/api/v1/admin/users'));
+    await p.click('#signin-form button[type=submit]');
+    await p.waitForSelector('#app:not([hidden])');
+    assert.equal((await checked).status(), 403);
+    assert.equal(await p.locator('#nav-users').isVisible(), false);
+    assert.ok(await p.locator('#nav-account').isVisible());
+    await p.evaluate(() => { location.hash = '#/users'; });
+    await p.waitForFunction(() => /erin is not an administrator/.test(document.getElementById('users-error').textContent));
+    assert.equal(await p.locator('#add-user').isVisible(), false);
+    assert.equal(await p.locator('#user-rows tr').count(), 0);
+
+    await act('erin', 'Delete');
+    await page.locator('#dialog[open]').waitFor();
+    const asked = await page.locator('#dialog-text').innerText();
+    assert.match(asked, /can no longer sign in/);
+    assert.match(asked, /kept until the purge date/);
+    assert.match(asked, /restored until then/);
+    await page.click('#dialog-ok');
+    await inState('erin', 'deleted');
+    assert.match(await erin.innerText(), /Deleted\s*restorable until/);
+    assert.match(await page.locator('#users-status').innerText(), /erin is deleted\. Their files are kept until/);
+    assert.equal(await p.evaluate(async () => (await fetch('/api/v1/usage')).status), 401, "erin's browser is signed out");
+    await erin.locator('.more').click();
+    assert.deepEqual(await page.locator('#menu [role=menuitem]').allInnerTexts(), ['Restore']);
+    await page.getByRole('menuitem', { name: 'Restore', exact: true }).click();
+    await inState('erin', 'active');
+    assert.match(await page.locator('#users-status').innerText(), /erin is restored/);
+    const back = await apiLogin('erin', ERIN, 'erin phone');
+    assert.equal(back.status, 200, back.text);
+
+    // A new password, set by the administrator: erin's devices are signed out.
+    await act('erin', 'Reset password…');
+    await page.locator('#dialog[open]').waitFor();
+    assert.equal(await page.locator('#dialog-input').getAttribute('type'), 'password');
+    await page.fill('#dialog-input', 'erin gets a new one');
+    await page.click('#dialog-ok');
+    await page.waitForFunction(() => /erin's password is set; 1 device was signed out/.test(document.getElementById('users-status').textContent));
+    assert.equal(await asDevice(back.body.token, '/usage'), 401);
+    assert.equal((await apiLogin('erin', 'erin gets a new one', 'erin phone')).status, 200);
+
+    // A quota: a size with its unit.
+    await act('erin', 'Set quota…');
+    await page.fill('#dialog-input', 'lots');
+    await page.click('#dialog-ok');
+    await page.waitForFunction(() => /such as 50 GiB/.test(document.getElementById('dialog-error').textContent));
+    await page.fill('#dialog-input', '2 GiB');
+    await page.click('#dialog-ok');
+    await erin.locator('td', { hasText: 'of 2 GiB' }).waitFor();
+    const q = JSON.parse((await apiInPage('GET', '/admin/users/erin/quota')).text);
+    assert.equal(q.quota_bytes, 2 * 2 ** 30);
+  } finally {
+    await ctx.close();
+  }
+  await page.click('#nav-files');
+  await row('/Projects').waitFor();
+});
+
 test('a file over the size limit is refused with a clear message', async () => {
   // Made in the page (a drop), so no 32 MiB travel to the browser.
   const dataTransfer = await page.evaluateHandle(() => {

@@ -156,7 +156,44 @@ export const shares = {
 export const account = {
   /// `{user, used_bytes, quota_bytes}`; `quota_bytes` is null without a quota.
   usage: () => api('GET', '/usage'),
+  /// `{devices: [{id, name, client, signed_in_ms, last_seen_ms, polls, current}]}`.
+  devices: () => api('GET', '/devices'),
+  signOutDevice: (id) => api('DELETE', `/devices/${encodeURIComponent(id)}`),
+  /// `{signed_out}`: the other devices signed out (this one too when asked,
+  /// and the server then clears the session cookie).
+  changePassword: (current, next, signOutHere) => api('POST', '/account/password', {
+    json: { current_password: current, new_password: next, sign_out_here: signOutHere },
+  }),
 };
+
+/// Accounts, for administrators (403 for everyone else). An account is
+/// `{name, admin, state, created_ms, deleted_ms, purge_after_ms, used_bytes,
+/// quota_bytes, devices, last_seen_ms}`.
+const userPath = (name, rest = '') => `/admin/users/${encodeURIComponent(name)}${rest}`;
+export const admin = {
+  users: () => api('GET', '/admin/users'),
+  addUser: (name, password, isAdmin) => api('POST', '/admin/users', { json: { name, password, admin: isAdmin } }),
+  disable: (name) => api('POST', userPath(name, '/disable')),
+  enable: (name) => api('POST', userPath(name, '/enable')),
+  remove: (name) => api('DELETE', userPath(name)),
+  restore: (name) => api('POST', userPath(name, '/restore')),
+  resetPassword: (name, password) => api('PUT', userPath(name, '/password'), { json: { password } }),
+  setQuota: (name, quotaBytes) => api('PUT', userPath(name, '/quota'), { json: { quota_bytes: quotaBytes } }),
+};
+
+/// The server's own words for a refusal, as a sentence. explain() speaks of
+/// files ("an item with that name…"); about accounts and passwords the
+/// server's message is the one that says what went wrong. `names` are user
+/// names the message may start with: those keep their case.
+export function serverSaid(e, ...names) {
+  const said = e && e.detail && e.detail.message;
+  if (!(e instanceof ApiError) || !said || e.status < 400 || e.status >= 500 || e.status === 401 || e.status === 429) {
+    return (e && e.message) || String(e);
+  }
+  const named = names.some((n) => n && said.startsWith(`${n} `));
+  const text = named ? said : said.charAt(0).toUpperCase() + said.slice(1);
+  return /[.!?]$/.test(text) ? text : `${text}.`;
+}
 
 export function parentOf(path) {
   const i = path.lastIndexOf('/');

@@ -1,8 +1,9 @@
 // The web UI: sign-in, the file list (browse, sort, create, rename, move,
 // delete), the trash, revisions (and pins), previews, uploads, live updates
-// the storage used against the quota, and shared folders.
+// the storage used against the quota, shared folders, one's account
+// (password, devices) and, for administrators, the users.
 
-import { API, ApiError, WEB_HEADERS, account, api, errorFrom, files, formatBytes, join, links, nameOf, onUnauthorized, parentOf, shares, trash } from './api.js';
+import { API, ApiError, WEB_HEADERS, account, admin, api, errorFrom, files, formatBytes, join, links, nameOf, onUnauthorized, parentOf, serverSaid, shares, trash } from './api.js';
 import { Live } from './live.js';
 import { openPreview } from './preview.js';
 import { forgetUnfinished, unfinished } from './tus.js';
@@ -35,6 +36,11 @@ const state = {
   shares: new Map(),
   /// The signed-in user's name.
   me: '',
+  /// Whether they are an administrator: the server says so by letting
+  /// them list the users.
+  admin: false,
+  /// The accounts, as an administrator last listed them.
+  users: [],
 };
 
 let uploads = null;
@@ -74,6 +80,10 @@ function showSignin(message = '') {
   if ($('share').open) $('share').close();
   $('app').hidden = true;
   $('usage').hidden = true;
+  // The next one to sign in may be someone else.
+  state.admin = false;
+  state.users = [];
+  $('nav-users').hidden = true;
   $('signin').hidden = false;
   $('signin-error').textContent = message;
   $('signin-pass').value = '';
@@ -81,7 +91,9 @@ function showSignin(message = '') {
   ($('signin-user').value ? $('signin-pass') : $('signin-user')).focus();
 }
 
-onUnauthorized(() => showSignin('Your session has ended. Please sign in again.'));
+// Every request under way when a session ends answers 401: the first shows
+// sign-in, and the others leave what it says there (a password changed here).
+onUnauthorized(() => { if (!$('app').hidden) showSignin('Your session has ended. Please sign in again.'); });
 
 $('signin-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
@@ -99,7 +111,8 @@ $('signin-form').addEventListener('submit', async (ev) => {
     });
     if (!res.ok) {
       const e = await errorFrom(res);
-      $('signin-error').textContent = res.status === 401 ? 'Wrong username or password.' : e.message;
+      // A disabled account is told so in the server's words.
+      $('signin-error').textContent = res.status === 401 ? 'Wrong username or password.' : serverSaid(e);
       return;
     }
     const body = await res.json();
@@ -113,10 +126,16 @@ $('signin-form').addEventListener('submit', async (ev) => {
   }
 });
 
+function browserName(ua) {
+  if (/Firefox\//.test(ua)) return 'Firefox';
+  if (/Edg\//.test(ua)) return 'Edge';
+  if (/Chrom/.test(ua)) return 'Chrome';
+  if (/Safari\//.test(ua)) return 'Safari';
+  return null;
+}
+
 function webDeviceName() {
-  const ua = navigator.userAgent;
-  const browser = /Firefox\//.test(ua) ? 'Firefox' : /Edg\//.test(ua) ? 'Edge' : /Chrom/.test(ua) ? 'Chrome' : /Safari\//.test(ua) ? 'Safari' : 'browser';
-  return `Web browser (${browser})`;
+  return `Web browser (${browserName(navigator.userAgent) || 'browser'})`;
 }
 
 $('signout').addEventListener('click', async () => {
@@ -139,6 +158,8 @@ function hashFor(folder) {
 function parseHash() {
   const h = location.hash.slice(1) || '/files/';
   if (h === '/trash') return { view: 'trash', folder: state.folder };
+  if (h === '/account') return { view: 'account', folder: state.folder };
+  if (h === '/users') return { view: 'users', folder: state.folder };
   let rest = h.startsWith('/files') ? h.slice('/files'.length) : '/';
   try { rest = rest.split('/').map(decodeURIComponent).join('/'); } catch { rest = '/'; }
   rest = rest.replace(/\/+$/, '') || '/';
@@ -160,13 +181,24 @@ function go(folder) {
 
 // ---------- loading ----------
 
+const NAV = [['nav-files', 'files'], ['nav-trash', 'trash'], ['nav-account', 'account'], ['nav-users', 'users']];
+
+/// The files and the trash share the list; the account and the users have
+/// pages of their own.
+const listView = () => state.view === 'files' || state.view === 'trash';
+
 let loadSeq = 0;
 async function refresh(focusList = false) {
   const seq = ++loadSeq;
-  for (const [id, view] of [['nav-files', 'files'], ['nav-trash', 'trash']]) {
+  for (const [id, view] of NAV) {
     if (state.view === view) $(id).setAttribute('aria-current', 'page');
     else $(id).removeAttribute('aria-current');
   }
+  $('files-view').hidden = !listView();
+  $('account-view').hidden = state.view !== 'account';
+  $('users-view').hidden = state.view !== 'users';
+  if (state.view === 'account') { await showAccount(focusList); return; }
+  if (state.view === 'users') { await showUsers(focusList); return; }
   $('file-actions').hidden = state.view !== 'files';
   $('trash-actions').hidden = state.view !== 'trash';
   try {
@@ -196,12 +228,16 @@ async function refresh(focusList = false) {
 
 let refreshTimer = null;
 function refreshSoon() {
+  // A change to the files leaves the account pages (and what is typed in
+  // their forms) as they are.
+  if (!listView()) return;
   clearTimeout(refreshTimer);
-  refreshTimer = setTimeout(() => refresh(), 120);
+  refreshTimer = setTimeout(() => { if (listView()) refresh(); }, 120);
 }
 
 function onChanges(changes) {
   usageSoon();
+  if (!listView()) return;
   for (const c of changes) state.flash.add(c.path);
   const relevant = changes.length === 0 || changes.some((c) => state.view === 'trash'
     || parentOf(c.path) === state.folder
@@ -224,26 +260,49 @@ async function refreshUsage() {
     return;
   }
   if (seq !== usageSeq) return;
-  if (u.user) state.me = u.user;
-  const used = u.used_bytes;
-  const quota = u.quota_bytes;
+  if (u.user) { state.me = u.user; renderWho(); }
+  renderUsage(u.used_bytes, u.quota_bytes);
+  renderAccountUsage(u.used_bytes, u.quota_bytes);
+}
+
+const COUNTS = 'Your files, their older revisions and the trash all count.';
+
+/// The figure in the top bar, on every page.
+function renderUsage(used, quota) {
   const bar = $('usage-bar');
   const box = $('usage');
-  const counts = 'Your files, their older revisions and the trash all count.';
   if (quota) {
     const share = used / quota;
     $('usage-text').textContent = `${formatBytes(used)} of ${formatBytes(quota)} used`;
     bar.value = Math.min(1, share);
     bar.hidden = false;
-    box.title = `${share >= 1 ? 'Your storage quota is full' : `${Math.floor(share * 100)}% of your storage quota`}. ${counts}`;
+    box.title = `${share >= 1 ? 'Your storage quota is full' : `${Math.floor(share * 100)}% of your storage quota`}. ${COUNTS}`;
     box.classList.toggle('full', share >= 1);
   } else {
     $('usage-text').textContent = `${formatBytes(used)} used`;
     bar.hidden = true;
-    box.title = `Storage used (no quota is set). ${counts}`;
+    box.title = `Storage used (no quota is set). ${COUNTS}`;
     box.classList.remove('full');
   }
   box.hidden = false;
+}
+
+/// The same figures on the account page, in words and with what is left.
+function renderAccountUsage(used, quota) {
+  const bar = $('account-usage-bar');
+  if (quota) {
+    const share = used / quota;
+    $('account-usage-text').textContent = `${formatBytes(used)} of ${formatBytes(quota)} used`;
+    bar.value = Math.min(1, share);
+    bar.hidden = false;
+    $('account-usage-hint').textContent = share >= 1
+      ? `Your storage quota is full: uploads are refused until you free some space (empty the trash, delete files). ${COUNTS}`
+      : `${Math.floor(share * 100)}% of your quota; ${formatBytes(quota - used)} left. ${COUNTS}`;
+  } else {
+    $('account-usage-text').textContent = `${formatBytes(used)} used, no quota`;
+    bar.hidden = true;
+    $('account-usage-hint').textContent = `No quota is set for your account. ${COUNTS}`;
+  }
 }
 
 /// Several changes land together (a folder upload, an emptied trash): one
@@ -257,7 +316,10 @@ function usageSoon() {
 // A quota the administrator changed shows when the user comes back to the
 // tab: that change is not in the file journal the live updates follow.
 document.addEventListener('visibilitychange', () => {
-  if (document.visibilityState === 'visible' && !$('app').hidden) usageSoon();
+  if (document.visibilityState !== 'visible' || $('app').hidden) return;
+  usageSoon();
+  // Devices come and go elsewhere too (a sync starts, another one signs out).
+  if (state.view === 'account') loadDevices();
 });
 
 // ---------- the file list ----------
@@ -488,10 +550,14 @@ function preview(entry) {
 // ---------- the actions menu ----------
 
 let menuReturn = null;
+
+function menuButton(label, fn, cls) {
+  return el('button', { type: 'button', role: 'menuitem', class: cls, text: label, onclick: () => { closeMenu(); fn(); } });
+}
+
 function openMenu(anchor, entry, x, y) {
-  const menu = $('menu');
   const items = [];
-  const item = (label, fn, cls) => items.push(el('button', { type: 'button', role: 'menuitem', class: cls, text: label, onclick: () => { closeMenu(); fn(); } }));
+  const item = (label, fn, cls) => items.push(menuButton(label, fn, cls));
   const link = (label, href) => items.push(el('a', { role: 'menuitem', href, download: '', text: label, onclick: () => closeMenu() }));
   if (state.view === 'trash') {
     item('Restore', () => restoreTrash(entry));
@@ -518,9 +584,17 @@ function openMenu(anchor, entry, x, y) {
     item('Revisions', () => showRevisions(entry.path));
     if (canWrite) item('Delete', () => remove(entry), 'danger');
   }
+  showMenu(anchor, items, x, y);
+}
+
+/// Shows the menu's items next to the button that opened it (or where the
+/// pointer is), on the screen, with the first item focused.
+function showMenu(anchor, items, x, y) {
+  const menu = $('menu');
   menu.replaceChildren(...items);
   menu.hidden = false;
-  menuReturn = anchor.closest('tr') || anchor;
+  // Back to the focusable row after, or to the button itself.
+  menuReturn = anchor.closest('tr[tabindex]') || anchor;
   const r = anchor.getBoundingClientRect();
   const mw = menu.offsetWidth;
   const mh = menu.offsetHeight;
@@ -551,7 +625,7 @@ window.addEventListener('resize', () => closeMenu(false));
 // ---------- dialogs ----------
 
 /// Shows the dialog; resolves with the input's value (or true), or null.
-function dialog({ title, text = '', value = null, ok = 'OK', danger = false, extra = null, check = null }) {
+function dialog({ title, text = '', value = null, ok = 'OK', danger = false, extra = null, check = null, type = 'text', label = null }) {
   const d = $('dialog');
   $('dialog-title').textContent = title;
   $('dialog-text').textContent = text;
@@ -560,6 +634,9 @@ function dialog({ title, text = '', value = null, ok = 'OK', danger = false, ext
   const input = $('dialog-input');
   input.hidden = value === null;
   input.value = value ?? '';
+  input.type = type;
+  input.autocomplete = type === 'password' ? 'new-password' : 'off';
+  if (label) input.setAttribute('aria-label', label); else input.removeAttribute('aria-label');
   $('dialog-extra').replaceChildren(...(extra ? [extra] : []));
   $('dialog-ok').textContent = ok;
   $('dialog-ok').className = danger ? 'primary danger' : 'primary';
@@ -568,7 +645,8 @@ function dialog({ title, text = '', value = null, ok = 'OK', danger = false, ext
     const done = (v) => { form.onsubmit = null; $('dialog-cancel').onclick = null; d.onclose = null; if (d.open) d.close(); resolve(v); };
     form.onsubmit = async (ev) => {
       ev.preventDefault();
-      const v = value === null ? true : input.value.trim();
+      // A password is taken as typed, spaces and all.
+      const v = value === null ? true : type === 'password' ? input.value : input.value.trim();
       if (check) {
         const problem = await check(v);
         if (problem) { $('dialog-error').textContent = problem; return; }
@@ -1346,6 +1424,417 @@ function noteUnfinished() {
   }));
 }
 
+// ---------- account: storage, password, devices ----------
+
+const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
+const isUnauthorized = (e) => e instanceof ApiError && e.status === 401;
+
+/// When a device or an account was last heard from: "5 minutes ago" while
+/// recent (the server knows it to a few minutes), then the date.
+function ago(ms) {
+  const mins = Math.floor((Date.now() - ms) / 60000);
+  if (mins < 1) return 'just now';
+  if (mins < 60) return `${plural(mins, 'minute')} ago`;
+  const hours = Math.floor(mins / 60);
+  if (hours < 24) return `${plural(hours, 'hour')} ago`;
+  return when(ms);
+}
+
+function osName(ua) {
+  if (/Android/.test(ua)) return 'Android';
+  if (/iPhone|iPad/.test(ua)) return 'iOS';
+  if (/Windows/.test(ua)) return 'Windows';
+  if (/Mac OS X/.test(ua)) return 'macOS';
+  if (/Linux|X11/.test(ua)) return 'Linux';
+  return null;
+}
+
+/// The program a device signed in with, short: its User-Agent is in the
+/// cell's title for whoever wants all of it.
+function clientLabel(ua) {
+  if (!ua) return 'Unknown';
+  const ours = /^tessera\/(\S+)/i.exec(ua);
+  if (ours) return `Tessera ${ours[1]}`;
+  const browser = browserName(ua);
+  const os = osName(ua);
+  if (browser) return os ? `${browser} on ${os}` : browser;
+  return ua.length > 40 ? `${ua.slice(0, 40)}…` : ua;
+}
+
+function signedOutText(n) {
+  if (n === 0) return 'no device was signed in';
+  return `${plural(n, 'device')} ${n === 1 ? 'was' : 'were'} signed out`;
+}
+
+/// One of a page's two lines: what happened, or what went wrong.
+function note(statusId, errorId, status, error) {
+  $(statusId).textContent = status;
+  $(errorId).textContent = error;
+}
+
+/// Whose account the page is (known for sure once the usage has come).
+function renderWho() {
+  $('account-who').textContent = state.me ? `Signed in as ${state.me}.` : '';
+  // For password managers: which account the new password is for.
+  $('password-user').value = state.me;
+}
+
+async function showAccount(focus) {
+  renderWho();
+  if (focus) $('account-title').focus();
+  refreshUsage();
+  await loadDevices();
+}
+
+let devicesSeq = 0;
+async function loadDevices() {
+  const seq = ++devicesSeq;
+  let res;
+  try {
+    res = await account.devices();
+  } catch (e) {
+    if (seq === devicesSeq && !isUnauthorized(e)) $('devices-error').textContent = serverSaid(e);
+    return;
+  }
+  if (seq !== devicesSeq) return;
+  // This browser first, then the most recently heard from.
+  const seen = (d) => d.last_seen_ms ?? d.signed_in_ms;
+  const list = [...res.devices].sort((a, b) => Number(b.current) - Number(a.current) || seen(b) - seen(a));
+  $('device-rows').replaceChildren(...list.map(deviceRow));
+}
+
+function lastSeenCell(ms, { current = false, cls = null } = {}) {
+  if (current) return el('td', { class: cls, text: 'Now' });
+  if (!ms) return el('td', { class: cls, text: '—', title: 'Not seen yet' });
+  return el('td', { class: cls, text: ago(ms), title: fullTime(ms) });
+}
+
+function deviceRow(d) {
+  const syncing = d.polls > 0;
+  return el('tr', { 'data-device': d.id, class: d.current ? 'current' : null },
+    el('td', {}, el('div', { class: 'name' },
+      el('span', { class: 'label', text: d.name, title: d.name }),
+      d.current ? el('span', { class: 'badge here', text: 'this browser' }) : null)),
+    el('td', { class: 'c-client', text: clientLabel(d.client), title: d.client || null }),
+    el('td', { text: when(d.signed_in_ms), title: fullTime(d.signed_in_ms) }),
+    lastSeenCell(d.last_seen_ms, { current: d.current }),
+    el('td', { class: 'c-sync', text: syncing ? 'Yes' : 'No', title: syncing ? 'Connected now, waiting for changes' : null }),
+    el('td', { class: 'c-act' }, d.current ? null : el('button', {
+      type: 'button', class: 'danger', text: 'Sign out', 'aria-label': `Sign out ${d.name}`,
+      onclick: () => signOutDevice(d),
+    })),
+  );
+}
+
+async function signOutDevice(d) {
+  const ok = await dialog({
+    title: `Sign out “${d.name}”?`,
+    text: `Signed in ${fullTime(d.signed_in_ms)}${d.client ? ` with ${clientLabel(d.client)}` : ''}. It has to sign in again to reach your files; a sync running there stops.`,
+    ok: 'Sign out', danger: true,
+  });
+  if (!ok) return;
+  note('devices-status', 'devices-error', '', '');
+  try {
+    await account.signOutDevice(d.id);
+    note('devices-status', 'devices-error', `“${d.name}” is signed out.`, '');
+  } catch (e) {
+    if (isUnauthorized(e)) return;
+    // Gone already (signed out elsewhere, or its sign-in expired).
+    if (e.status === 404) note('devices-status', 'devices-error', `“${d.name}” is no longer signed in.`, '');
+    else note('devices-status', 'devices-error', '', serverSaid(e));
+  }
+  await loadDevices();
+  $('devices-title').focus();
+}
+
+function passwordProblem(text, field) {
+  $('pw-error').textContent = text;
+  $(field).focus();
+}
+
+$('password-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const current = $('pw-current').value;
+  const next = $('pw-new').value;
+  const here = $('pw-signout-here').checked;
+  note('pw-status', 'pw-error', '', '');
+  if (!current) { passwordProblem('Enter your current password.', 'pw-current'); return; }
+  if (!next) { passwordProblem('Enter a new password.', 'pw-new'); return; }
+  if (next !== $('pw-again').value) { passwordProblem('The new passwords do not match: type the same one twice.', 'pw-again'); return; }
+  if (here && uploads && uploads.busy()) {
+    const sure = await dialog({ title: 'Sign out this browser?', text: 'Uploads are still under way. Signing out cancels them.', ok: 'Change and sign out', danger: true });
+    if (!sure) return;
+  }
+  const button = $('pw-submit');
+  button.disabled = true;
+  let res;
+  try {
+    res = await account.changePassword(current, next, here);
+  } catch (e) {
+    if (isUnauthorized(e)) return;
+    // 403: the current password is wrong; 400: the new one is refused.
+    passwordProblem(serverSaid(e), e.status === 403 ? 'pw-current' : 'pw-new');
+    return;
+  } finally {
+    button.disabled = false;
+  }
+  $('password-form').reset();
+  if (here) {
+    // The server has cleared this browser's session cookie.
+    uploads?.cancelAll();
+    showSignin('Your password is changed and this browser is signed out. Sign in with the new password.');
+    return;
+  }
+  const others = res.signed_out;
+  $('pw-status').textContent = `Password changed; ${others === 0 ? 'no other device was signed in' : `${plural(others, 'other device')} ${others === 1 ? 'was' : 'were'} signed out`}.`;
+  loadDevices();
+});
+
+// ---------- users (administrators) ----------
+
+const STATES = { active: 'Active', disabled: 'Disabled', deleted: 'Deleted', purging: 'Being purged' };
+
+/// Whether the signed-in user is an administrator: the server lists the
+/// users only for them (403 for everyone else). The Users entry follows.
+async function checkAdmin() {
+  try {
+    state.users = (await admin.users()).users;
+    state.admin = true;
+  } catch {
+    state.admin = false;
+  }
+  $('nav-users').hidden = !state.admin;
+}
+
+async function showUsers(focus) {
+  note('users-status', 'users-error', '', '');
+  $('user-form-error').textContent = '';
+  if (focus) $('users-title').focus();
+  await loadUsers();
+}
+
+let usersSeq = 0;
+async function loadUsers() {
+  const seq = ++usersSeq;
+  let res;
+  try {
+    res = await admin.users();
+  } catch (e) {
+    if (seq !== usersSeq || isUnauthorized(e)) return;
+    const refused = e.status === 403;
+    if (refused) { state.admin = false; $('nav-users').hidden = true; }
+    $('add-user').hidden = refused;
+    $('users-error').textContent = serverSaid(e, state.me);
+    $('user-rows').replaceChildren();
+    return;
+  }
+  if (seq !== usersSeq) return;
+  state.admin = true;
+  $('nav-users').hidden = false;
+  $('add-user').hidden = false;
+  state.users = res.users;
+  const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
+  const list = [...state.users].sort((a, b) => collator.compare(a.name, b.name));
+  $('user-rows').replaceChildren(...list.map(userRow));
+}
+
+function storageText(u) {
+  return u.quota_bytes ? `${formatBytes(u.used_bytes)} of ${formatBytes(u.quota_bytes)}` : formatBytes(u.used_bytes);
+}
+
+function stateCell(u) {
+  const badge = el('span', { class: `badge state ${u.state}`, text: STATES[u.state] || u.state });
+  if (u.state !== 'deleted') return el('td', {}, badge);
+  const until = u.purge_after_ms
+    ? el('span', { class: 'muted small', text: `restorable until ${when(u.purge_after_ms)}`, title: `Its files are purged after ${fullTime(u.purge_after_ms)}` })
+    : el('span', { class: 'muted small', text: 'restorable' });
+  return el('td', {}, el('div', { class: 'state-cell' }, badge, until));
+}
+
+function userRow(u) {
+  const you = u.name === state.me;
+  return el('tr', { 'data-user': u.name, 'data-state': u.state },
+    el('td', {}, el('div', { class: 'name' },
+      el('span', { class: 'label', text: u.name, title: u.name }),
+      you ? el('span', { class: 'muted', text: '(you)' }) : null,
+      u.admin ? el('span', { class: 'badge here', text: 'admin', title: 'Administrator: manages users and quotas' }) : null)),
+    stateCell(u),
+    el('td', { class: 'c-created', text: when(u.created_ms), title: fullTime(u.created_ms) }),
+    el('td', { class: 'num', text: storageText(u) }),
+    el('td', { class: 'num c-devices', text: String(u.devices) }),
+    lastSeenCell(u.last_seen_ms, { cls: 'c-seen' }),
+    el('td', { class: 'c-act' }, u.state === 'purging' ? null : el('button', {
+      type: 'button', class: 'more', 'aria-haspopup': 'menu', 'aria-label': `Actions for ${u.name}`, text: '⋯',
+      onclick: (ev) => { ev.stopPropagation(); openUserMenu(ev.currentTarget, u); },
+    })),
+  );
+}
+
+function openUserMenu(anchor, u) {
+  const items = [];
+  const item = (label, fn, cls) => items.push(menuButton(label, fn, cls));
+  if (u.state === 'deleted') {
+    item('Restore', () => restoreUser(u));
+  } else {
+    if (u.state === 'disabled') item('Enable', () => enableUser(u));
+    item('Reset password…', () => resetPassword(u));
+    item('Set quota…', () => setQuota(u));
+    if (u.state !== 'disabled') item('Disable', () => disableUser(u), 'danger');
+    item('Delete', () => deleteUser(u), 'danger');
+  }
+  showMenu(anchor, items);
+}
+
+/// Back to the account's actions after the list is drawn again (the
+/// heading when it is gone).
+function focusUser(name) {
+  const button = $('user-rows').querySelector(`tr[data-user="${CSS.escape(name)}"] .more`);
+  (button || $('users-title')).focus();
+}
+
+/// Runs an action on an account, then shows the list as it is now, with
+/// what happened or the server's refusal in its words (acting on oneself,
+/// the last administrator).
+async function onUser(u, call, done) {
+  note('users-status', 'users-error', '', '');
+  let result;
+  try {
+    result = await call();
+  } catch (e) {
+    if (isUnauthorized(e)) return;
+    $('users-error').textContent = serverSaid(e, u.name, state.me);
+    await loadUsers();
+    focusUser(u.name);
+    return;
+  }
+  $('users-status').textContent = done(result);
+  await loadUsers();
+  focusUser(u.name);
+}
+
+async function disableUser(u) {
+  const ok = await dialog({
+    title: `Disable ${u.name}?`,
+    text: `${u.name} is signed out on every device and cannot sign in until the account is enabled again. Their files stay as they are.`,
+    ok: 'Disable', danger: true,
+  });
+  if (!ok) return;
+  await onUser(u, () => admin.disable(u.name), (r) => `${u.name} is disabled; ${signedOutText(r.signed_out)}.`);
+}
+
+async function enableUser(u) {
+  await onUser(u, () => admin.enable(u.name), () => `${u.name} is enabled and can sign in again.`);
+}
+
+async function deleteUser(u) {
+  const ok = await dialog({
+    title: `Delete ${u.name}?`,
+    text: `${u.name} can no longer sign in and is signed out everywhere. Their files are kept until the purge date (the end of the server's trash period), and the account can be restored until then, files and all. After that date they are deleted for good.`,
+    ok: 'Delete user', danger: true,
+  });
+  if (!ok) return;
+  await onUser(u, () => admin.remove(u.name), (r) => (r && r.purge_after_ms
+    ? `${u.name} is deleted. Their files are kept until ${fullTime(r.purge_after_ms)}: restore the account before then to bring it back.`
+    : `${u.name} is deleted. Their files are kept until they are purged: restore the account to bring it back.`));
+}
+
+async function restoreUser(u) {
+  await onUser(u, () => admin.restore(u.name), () => `${u.name} is restored, with their files.`);
+}
+
+/// Asks in the dialog; `call` runs on OK and its refusal shows there, so
+/// the administrator can correct what they typed.
+async function askAndRun(u, options, call) {
+  let result = null;
+  const ok = await dialog({
+    ...options,
+    check: async (v) => {
+      const problem = options.problem ? options.problem(v) : null;
+      if (problem) return problem;
+      try {
+        result = await call(v);
+        return null;
+      } catch (e) {
+        return isUnauthorized(e) ? null : serverSaid(e, u.name, state.me);
+      }
+    },
+  });
+  return ok === null ? null : result;
+}
+
+async function resetPassword(u) {
+  const r = await askAndRun(u, {
+    title: `New password for ${u.name}`,
+    text: 'At least 8 characters. Every device of theirs is signed out; tell them the new password, and they can change it in their account.',
+    value: '', type: 'password', label: 'New password', ok: 'Set password',
+    problem: (v) => (v ? null : 'Enter the new password.'),
+  }, (v) => admin.resetPassword(u.name, v));
+  if (!r) { focusUser(u.name); return; }
+  note('users-status', 'users-error', `${u.name}'s password is set; ${signedOutText(r.signed_out)}.`, '');
+  await loadUsers();
+  focusUser(u.name);
+}
+
+const UNITS = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4, p: 1024 ** 5 };
+
+/// "50 GiB", "500 MB", "1.5T": bytes, in the binary units the page shows
+/// (so "GB" is read as GiB); null for none; undefined when not a size.
+function parseSize(text) {
+  const t = text.trim();
+  if (!t || /^(none|no quota|0)$/i.test(t)) return null;
+  const m = /^(\d+(?:[.,]\d+)?)\s*([kmgtp]?)(i?b)?$/i.exec(t);
+  if (!m || (!m[2] && !m[3])) return undefined;
+  const n = Number(m[1].replace(',', '.')) * UNITS[m[2].toLowerCase()];
+  return n >= 1 ? Math.round(n) : undefined;
+}
+
+async function setQuota(u) {
+  const before = u.quota_bytes ? formatBytes(u.quota_bytes) : '';
+  let unchanged = false;
+  const r = await askAndRun(u, {
+    title: `Quota for ${u.name}`,
+    text: `${u.name} uses ${formatBytes(u.used_bytes)} now. Files, older revisions and the trash all count. Leave it empty for no quota.`,
+    value: before, label: 'Quota, such as 50 GiB', ok: 'Set quota',
+    problem: (v) => (parseSize(v) === undefined ? 'Write a size with its unit, such as 50 GiB or 500 MiB, or leave it empty for no quota.' : null),
+  }, async (v) => {
+    // The figure shown is rounded: left as it was, it changes nothing.
+    if (v === before) { unchanged = true; return {}; }
+    return admin.setQuota(u.name, parseSize(v));
+  });
+  if (!r || unchanged) { focusUser(u.name); return; }
+  const quota = r.quota_bytes;
+  note('users-status', 'users-error', quota ? `${u.name}'s quota is ${formatBytes(quota)}.` : `${u.name} has no quota now.`, '');
+  await loadUsers();
+  focusUser(u.name);
+  if (u.name === state.me) usageSoon();
+}
+
+$('user-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const name = $('user-name').value.trim();
+  const password = $('user-pass').value;
+  const isAdmin = $('user-admin').checked;
+  const problem = (text, field) => { $('user-form-error').textContent = text; $(field).focus(); };
+  $('user-form-error').textContent = '';
+  note('users-status', 'users-error', '', '');
+  if (!name) { problem('Enter a name for the new user.', 'user-name'); return; }
+  if (!password) { problem('Enter a password for them to sign in with.', 'user-pass'); return; }
+  const button = $('user-submit');
+  button.disabled = true;
+  try {
+    await admin.addUser(name, password, isAdmin);
+  } catch (e) {
+    if (!isUnauthorized(e)) problem(serverSaid(e, name), /password/i.test(e.detail?.message || '') ? 'user-pass' : 'user-name');
+    return;
+  } finally {
+    button.disabled = false;
+  }
+  $('user-form').reset();
+  $('users-status').textContent = `${name} is added${isAdmin ? ' as an administrator' : ''} and can sign in now.`;
+  await loadUsers();
+  $('user-name').focus();
+});
+
 // ---------- start ----------
 
 async function enterApp() {
@@ -1371,6 +1860,7 @@ async function enterApp() {
   noteUnfinished();
   live.start();
   refreshUsage();
+  checkAdmin();
   await refresh(true);
 }
 
