@@ -320,10 +320,21 @@ fn main() -> std::process::ExitCode {
                 Some(what_to_do) => eprintln!("error: {what_to_do}"),
                 None => eprintln!("error: {}", for_people(&e)),
             }
+            // A service manager must not restart a sync whose device was
+            // signed out (the user unit's RestartPreventExitStatus).
+            if matches!(
+                e.downcast_ref::<tessera_client::sync::daemon::DaemonError>(),
+                Some(tessera_client::sync::daemon::DaemonError::SignedOut { .. })
+            ) {
+                return std::process::ExitCode::from(SIGNED_OUT_EXIT);
+            }
             std::process::ExitCode::FAILURE
         }
     }
 }
+
+/// The exit status of a sync stopped because its device was signed out.
+const SIGNED_OUT_EXIT: u8 = 3;
 
 /// The error's chain as a person reads it: a server's refusal is its
 /// message, without the HTTP status and code names.

@@ -667,7 +667,11 @@ fn a_running_sync_on_a_revoked_device_stops_at_once_and_says_why() {
         "a revoked device's sync stopped {:?} after",
         revoked.elapsed()
     );
-    assert!(!status.success());
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "the exit status a service manager does not restart"
+    );
     let mut stderr = String::new();
     std::io::Read::read_to_string(daemon.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("this device was signed out"), "{stderr}");
