@@ -63,3 +63,23 @@ pub fn remember(dir: &Path) -> anyhow::Result<()> {
     std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
+
+/// Forgets `dir` as linked (under every spelling it may have).
+pub fn forget(dir: &Path) -> anyhow::Result<()> {
+    let mut known = load()?;
+    let before = known.len();
+    for p in spellings(dir) {
+        known.remove(&p);
+    }
+    if known.len() == before {
+        return Ok(());
+    }
+    let path = file()?;
+    let tmp = path.with_extension("tmp");
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(serde_json::to_string_pretty(&known)?.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

@@ -7,6 +7,7 @@ mod client_cmd;
 mod copy_cmd;
 mod fsck_cmd;
 mod links;
+mod local_cmd;
 mod profile;
 mod serve_cmd;
 mod share_cmd;
@@ -22,6 +23,13 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Append the log to this file instead of writing it to standard error.
+    #[arg(long, global = true, env = "TESSERA_LOG_FILE")]
+    log_file: Option<PathBuf>,
+    /// How much to log: error, warn, info, debug or trace, or a filter such as
+    /// info,tessera_server=debug (default: TESSERA_LOG, else info).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -157,6 +165,21 @@ enum Command {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
+    /// Pause a synced folder's sync (a running sync finishes its round, then waits).
+    Pause {
+        /// The synced folder.
+        dir: PathBuf,
+    },
+    /// Resume a paused folder's sync.
+    Resume {
+        /// The synced folder.
+        dir: PathBuf,
+    },
+    /// Stop syncing a folder: its files stay here, and nothing changes on the server.
+    Unlink {
+        /// The synced folder.
+        dir: PathBuf,
+    },
     /// List the conflicted copies in a synced folder.
     Conflicts {
         /// The synced folder.
@@ -167,6 +190,9 @@ enum Command {
     Trash {
         #[command(subcommand)]
         command: Option<TrashCommand>,
+        /// The local trash of this synced folder instead (what sync removed or replaced here; kept 30 days).
+        #[arg(long, value_name = "DIR")]
+        local: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -288,19 +314,45 @@ fn tune_allocator() {
     }
 }
 
-fn main() -> std::process::ExitCode {
-    tune_allocator();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,notify=warn")),
-        )
-        .with_writer(std::io::stderr)
+/// Logs with their time and fields, to standard error or `--log-file`.
+fn start_logging(cli: &Cli) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match &cli.log_level {
+        Some(level) => EnvFilter::try_new(level).map_err(|e| {
+            format!("--log-level {level}: {e}; give error, warn, info, debug or trace")
+        })?,
+        None => EnvFilter::try_from_env("TESSERA_LOG")
+            .unwrap_or_else(|_| EnvFilter::new("info,notify=warn")),
+    };
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match &cli.log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open the log file {}: {e}", path.display()))?;
+            logs.with_writer(std::sync::Mutex::new(file))
+                .with_ansi(false)
+                .init();
+        }
         // Colours only for a person at a terminal: escape codes in a log
         // file or a pipe are noise to whoever reads it next.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        None => logs
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
+    if let Err(e) = start_logging(&cli) {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -432,7 +484,31 @@ async fn run(command: Command) -> anyhow::Result<()> {
             (None, None) => anyhow::bail!("name the file whose revisions to list"),
         },
         Command::Restore { remote, rev } => c::restore(&remote, rev).await,
-        Command::Trash { command, json } => match command {
+        Command::Unlink { dir } => local_cmd::unlink(&dir),
+        Command::Pause { dir } => sync_cmd::pause(&dir),
+        Command::Resume { dir } => sync_cmd::resume(&dir),
+        Command::Trash {
+            command,
+            json,
+            local: Some(dir),
+        } => match command {
+            None => local_cmd::trash_list(&dir, json),
+            Some(TrashCommand::Restore { item, to: None }) => local_cmd::trash_restore(&dir, &item),
+            Some(TrashCommand::Restore { to: Some(_), .. }) => {
+                anyhow::bail!("--to is for the server's trash: a local item goes back where it was")
+            }
+            Some(TrashCommand::Purge { .. } | TrashCommand::Empty { .. }) => anyhow::bail!(
+                "the local trash empties itself after 30 days; to free the space now, remove {}",
+                dir.join(tessera_client::sync::scan::STATE_DIR)
+                    .join("trash")
+                    .display()
+            ),
+        },
+        Command::Trash {
+            command,
+            json,
+            local: None,
+        } => match command {
             None => c::trash_list(json).await,
             Some(TrashCommand::Restore { item, to }) => {
                 c::trash_restore(&item, to.as_deref()).await

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tessera_client::Remote;
 use tessera_client::sync::daemon::{self, Command, Control, Daemon, Event};
-use tessera_client::sync::engine::{CONFIRM_FILE, SyncError};
+use tessera_client::sync::engine::{CONFIRM_FILE, PAUSE_FILE, SyncError};
 use tessera_client::sync::scan::STATE_DIR;
 use tessera_client::sync::status::{StatusFile, SyncStatus, now_ms};
 use tessera_client::sync::{Op, Report, Syncer};
@@ -101,6 +101,8 @@ fn print_event(event: Event) {
         Event::Stuck(stuck) => print_stuck(&stuck),
         Event::Vanished(e) => eprintln!("{e}; waiting for it to come back"),
         Event::Back { root } => println!("{} is back; syncing again", root.display()),
+        Event::Paused => println!("paused: nothing is synced until `tessera resume`"),
+        Event::Resumed => println!("resumed: syncing again"),
         Event::Failed { error, retry_in } => eprintln!(
             "sync failed ({error}); retrying in {:.1} s",
             retry_in.as_secs_f64()
@@ -242,6 +244,13 @@ async fn start(args: &SyncArgs<'_>, control: &mut Control) -> anyhow::Result<Sta
 }
 
 pub async fn sync(args: SyncArgs<'_>) -> anyhow::Result<()> {
+    if args.once && paused_since(args.dir).is_some() {
+        anyhow::bail!(
+            "{} is paused: `tessera resume {}` first; nothing was synced",
+            args.dir.display(),
+            args.dir.display()
+        );
+    }
     let mut control = signals()?;
     let (syncer, remote) = match start(&args, &mut control).await? {
         Start::Open(s, r) => (s, r),
@@ -346,9 +355,68 @@ fn print_pending(dir: &Path, ops: &[Op], warnings: &[String]) {
     }
 }
 
+/// `tessera pause DIR`: a running sync finishes its round and waits; a
+/// later one starts paused.
+pub fn pause(dir: &Path) -> anyhow::Result<()> {
+    let state = linked_state(dir)?;
+    let file = state.join(PAUSE_FILE);
+    if file.exists() {
+        println!("{} is already paused", dir.display());
+        return Ok(());
+    }
+    std::fs::write(&file, now_ms().to_string())
+        .with_context(|| format!("writing {}", file.display()))?;
+    println!(
+        "paused {}: changes wait until `tessera resume {}` (a round under way finishes first)",
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+pub fn resume(dir: &Path) -> anyhow::Result<()> {
+    let file = linked_state(dir)?.join(PAUSE_FILE);
+    match std::fs::remove_file(&file) {
+        Ok(()) => println!("resumed {}", dir.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("{} was not paused", dir.display());
+        }
+        Err(e) => return Err(e).with_context(|| format!("removing {}", file.display())),
+    }
+    Ok(())
+}
+
+/// The sync state folder of a linked folder.
+fn linked_state(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let state = dir.join(STATE_DIR);
+    if !state.join("state.db").is_file() {
+        anyhow::bail!(
+            "{} is not a synced folder: run `tessera sync {}` first",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(state)
+}
+
+/// Since when `dir`'s sync is paused, if it is.
+fn paused_since(dir: &Path) -> Option<i64> {
+    let text = std::fs::read_to_string(dir.join(STATE_DIR).join(PAUSE_FILE)).ok()?;
+    Some(text.trim().parse().unwrap_or(0))
+}
+
 pub async fn status(dir: &Path) -> anyhow::Result<()> {
     if let Some(why) = vanished(dir)? {
         anyhow::bail!(why);
+    }
+    if let Some(since) = paused_since(dir) {
+        println!(
+            "{} is paused (since {}): `tessera resume {}` to sync again",
+            dir.display(),
+            crate::client_cmd::when(since),
+            dir.display()
+        );
+        return Ok(());
     }
     let running = StatusFile::read(&dir.join(STATE_DIR));
     if print_running(dir, running.as_ref()) {
@@ -357,7 +425,30 @@ pub async fn status(dir: &Path) -> anyhow::Result<()> {
     let p = profile::load()?;
     let remote = Remote::new(&p.server, Some(p.token))?;
     let mut syncer = Syncer::open_read_only(dir, remote, &p.username, &p.device).await?;
-    let (ops, warnings) = syncer.pending().await?;
+    let (ops, warnings) = match syncer.pending().await {
+        Ok(pending) => pending,
+        // Out of reach: say what waits here instead of failing.
+        Err(SyncError::Remote(e)) if e.unreachable() => {
+            let waiting = syncer.pending_here().await;
+            syncer.close().await;
+            let n = waiting?.len();
+            let what = match n {
+                0 => "no changes waiting".to_owned(),
+                1 => "1 change waiting".to_owned(),
+                n => format!("{n} changes waiting"),
+            };
+            println!(
+                "{}: offline (cannot reach {}), {what}",
+                dir.display(),
+                p.server
+            );
+            return Ok(());
+        }
+        Err(e) => {
+            syncer.close().await;
+            return Err(e.into());
+        }
+    };
     let paused = syncer.paused(&ops);
     syncer.close().await;
     if let Some(s) = &running {

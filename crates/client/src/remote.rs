@@ -86,6 +86,11 @@ impl ClientError {
         }
     }
 
+    /// No answer from the server at all (down, or the network is).
+    pub fn unreachable(&self) -> bool {
+        matches!(self, ClientError::Unreachable { .. } | ClientError::Http(_))
+    }
+
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Api { status, .. } | ClientError::Unexpected { status, .. } => {

@@ -1006,6 +1006,116 @@ fn the_server_listens_on_a_host_name() {
     assert_eq!(http_get(&format!("{}/healthz", served.url())).0, 200);
 }
 
+/// Waits up to 20 s for `cond`, saying what did not happen.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "{what} did not happen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_synced_folder_is_paused_resumed_restored_from_its_trash_and_unlinked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cfg");
+    let server = serve_logged_in(dir.path(), &cfg);
+    let folder = dir.path().join("A");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("one.txt"), "first").unwrap();
+    let a = folder.to_str().unwrap();
+    ok(&cfg, &["sync", a, "--once"], None);
+    let log = dir.path().join("sync.log");
+    let said = dir.path().join("sync.out");
+    let daemon = command(
+        &cfg,
+        &[
+            "sync",
+            a,
+            "--log-file",
+            log.to_str().unwrap(),
+            "--log-level",
+            "info",
+        ],
+    )
+    .stdout(std::fs::File::create(&said).unwrap())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut daemon = Killed(daemon);
+    let on_server = |name: &str| ok(&cfg, &["ls", "/"], None).contains(name);
+    let printed = |text: &str| std::fs::read_to_string(&said).unwrap().contains(text);
+    eventually("the daemon starting", || printed("syncing"));
+
+    // Paused: a change waits here; resumed, it goes.
+    ok(&cfg, &["pause", a], None);
+    eventually("the pause being heard", || printed("paused"));
+    std::fs::write(folder.join("two.txt"), "second").unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(!on_server("two.txt"), "a paused folder sent a change");
+    assert!(ok(&cfg, &["status", a], None).contains("is paused"));
+    let out = tessera(&cfg, &["sync", a, "--once"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tessera resume"));
+    ok(&cfg, &["resume", a], None);
+    eventually("the change sent after resume", || on_server("two.txt"));
+
+    // Deleted elsewhere: it goes to the local trash, and back by name.
+    ok(&cfg, &["rm", "/one.txt"], None);
+    eventually("the local copy trashed", || {
+        !folder.join("one.txt").exists()
+    });
+    let trash = ok(&cfg, &["trash", "--local", a], None);
+    assert!(trash.contains("one.txt"), "{trash}");
+    ok(&cfg, &["trash", "--local", a, "restore", "one.txt"], None);
+    assert_eq!(
+        std::fs::read_to_string(folder.join("one.txt")).unwrap(),
+        "first"
+    );
+    eventually("the restored file sent again", || on_server("one.txt"));
+
+    // The log: timestamps and paths, no colour codes.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains('\u{1b}'), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("two.txt"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.starts_with("20") && line.contains('T'),
+        "a timestamp first: {line}"
+    );
+
+    // Unlink is refused while a sync runs there; then the files stay and
+    // the server keeps everything.
+    let out = tessera(&cfg, &["unlink", a], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("running"));
+    let _ = daemon.0.kill();
+    let _ = daemon.0.wait();
+
+    // Offline: status says what waits instead of failing.
+    std::fs::write(folder.join("three.txt"), "third").unwrap();
+    drop(server);
+    let out = ok(&cfg, &["status", a], None);
+    assert!(
+        out.contains("offline") && out.contains("1 change waiting"),
+        "{out}"
+    );
+
+    ok(&cfg, &["unlink", a], None);
+    assert!(!folder.join(".tessera").exists());
+    assert_eq!(
+        std::fs::read_to_string(folder.join("two.txt")).unwrap(),
+        "second"
+    );
+    let out = tessera(&cfg, &["status", a], None);
+    assert!(!out.status.success());
+}
+
 #[test]
 fn an_admin_password_given_to_a_server_with_accounts_is_said_not_applied() {
     let dir = tempfile::tempdir().unwrap();

@@ -19,7 +19,7 @@ use rand::Rng;
 use tokio::sync::mpsc;
 
 use super::dirty::Dirty;
-use super::engine::{CONFIRM_FILE, Report, SyncError, Syncer};
+use super::engine::{CONFIRM_FILE, PAUSE_FILE, Report, SyncError, Syncer};
 use super::scan::STATE_DIR;
 use crate::remote::{ClientError, Remote};
 
@@ -109,6 +109,10 @@ pub enum Event {
     Abandoned,
     /// The daemon stopped; the folder's state is closed.
     Stopped { root: PathBuf },
+    /// Syncing is paused (`tessera pause`): nothing is synced until resumed.
+    Paused,
+    /// Syncing resumed.
+    Resumed,
 }
 
 /// The command side of a daemon. Made before the daemon so a front end can
@@ -268,6 +272,8 @@ pub struct Daemon<E: FnMut(Event)> {
     next_rescan: tokio::time::Instant,
     /// The server refused this device's sign-in: stop for good.
     signed_out: bool,
+    /// The pause was said and not yet lifted.
+    paused: bool,
 }
 
 impl<E: FnMut(Event)> Daemon<E> {
@@ -301,6 +307,7 @@ impl<E: FnMut(Event)> Daemon<E> {
             vanished: false,
             said: Vec::new(),
             signed_out: false,
+            paused: false,
         }
     }
 
@@ -360,6 +367,13 @@ impl<E: FnMut(Event)> Daemon<E> {
         &mut self,
         watcher: &mut Option<notify::RecommendedWatcher>,
     ) -> Result<Flow, DaemonError> {
+        if self.is_paused() {
+            return Ok(self.wait_paused().await);
+        }
+        if std::mem::take(&mut self.paused) {
+            (self.emit)(Event::Resumed);
+            self.dirty.mark_all();
+        }
         let (done, stopping) = self.round().await;
         let pause = match done {
             None => return Ok(Flow::Stop),
@@ -414,6 +428,29 @@ impl<E: FnMut(Event)> Daemon<E> {
             (self.emit)(Event::Stuck(stuck));
         }
         Ok(())
+    }
+
+    fn is_paused(&self) -> bool {
+        self.syncer.root().join(STATE_DIR).join(PAUSE_FILE).exists()
+    }
+
+    /// Waits, paused, for the pause to go (the watcher sees the file
+    /// removed) or a stop; a slow look now and then covers a missed event.
+    async fn wait_paused(&mut self) -> Flow {
+        if !std::mem::replace(&mut self.paused, true) {
+            (self.emit)(Event::Paused);
+        }
+        tokio::select! {
+            _ = self.changed.recv() => Flow::Go,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => Flow::Go,
+            heard = self.control.next() => match heard {
+                Heard::Stop(why) => {
+                    (self.emit)(Event::Stopping { why, grace: None });
+                    Flow::Stop
+                }
+                Heard::Wake => Flow::Go,
+            },
+        }
     }
 
     /// Sleeps `d` before the next round, unless asked to stop.
@@ -523,6 +560,7 @@ fn watcher(
     let root = root.to_path_buf();
     let state_dir = root.join(STATE_DIR);
     let confirm = state_dir.join(CONFIRM_FILE);
+    let pause = state_dir.join(PAUSE_FILE);
     notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let ev = match res {
             Ok(ev) => ev,
@@ -543,7 +581,7 @@ fn watcher(
         }
         let mut woke = false;
         for p in &ev.paths {
-            if *p == confirm {
+            if *p == confirm || *p == pause {
                 woke = true;
             } else if !p.starts_with(&state_dir) {
                 woke = true;

@@ -63,6 +63,12 @@ pub enum SyncError {
 /// removes the file.
 pub const CONFIRM_FILE: &str = "confirm-deletes";
 
+/// Present while the folder's sync is paused (`tessera pause DIR`): a
+/// running sync finishes the round under way and then waits, neither
+/// scanning nor asking the server, until the file goes (`tessera resume`).
+/// Kept across restarts, as a paused folder stays paused.
+pub const PAUSE_FILE: &str = "paused";
+
 #[derive(Debug, Default, Clone)]
 pub struct Report {
     pub rounds: usize,
@@ -350,6 +356,26 @@ impl Syncer {
     pub async fn pending(&mut self) -> Result<(Vec<Op>, Vec<String>), SyncError> {
         let (plan, warnings) = self.pending_plan().await?;
         Ok((plan.into_ops(), warnings))
+    }
+
+    /// What this device would send, from a scan against what it last knew
+    /// of the server, without asking the server (which may be out of
+    /// reach): the changes waiting here.
+    pub async fn pending_here(&mut self) -> Result<Vec<Op>, SyncError> {
+        let (plan, _) = self.plan_from_scan(None).await?;
+        Ok(plan
+            .into_ops()
+            .into_iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Op::Upload { .. }
+                        | Op::CreateRemoteFolder { .. }
+                        | Op::MoveRemote { .. }
+                        | Op::DeleteRemote { .. }
+                )
+            })
+            .collect())
     }
 
     /// Scans from now on look only where `dirty` says the folder changed

@@ -64,6 +64,9 @@ impl Syncer {
                 self.create_remote_folders(paths, stuck).await;
                 continue;
             }
+            if !matches!(op, Op::MarkSynced { .. } | Op::Forget { .. }) {
+                tracing::info!("{}", describe(&op));
+            }
             if let Err(e) = self.execute(&op, report).await {
                 tracing::warn!(?op, error = %e, "sync operation did not complete");
                 stuck.push(format!("{}: {e}", describe(&op)));
@@ -109,6 +112,8 @@ impl Syncer {
     async fn transfer(&mut self, ops: Vec<Op>, report: &mut Report, stuck: &mut Vec<String>) {
         let mut t = Transfers::default();
         for op in ops {
+            // One line a file, with its path, for whoever reads the log.
+            tracing::info!("{}", describe(&op));
             match op {
                 Op::Upload { path, base_rev } if self.is_small_file(&path) => {
                     t.small_up.push((path, base_rev))
