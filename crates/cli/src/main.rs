@@ -158,7 +158,12 @@ enum Command {
         /// Sync a folder afresh whose sync state is gone (it was removed or moved on purpose).
         #[arg(long)]
         relink: bool,
+        /// Keep only these server folders on this device (repeat for more); see `tessera selective`.
+        #[arg(long, value_name = "/FOLDER")]
+        only: Vec<String>,
     },
+    /// Show or change which server folders this device keeps (selective sync).
+    Selective(sync_cmd::SelectiveArgs),
     /// Show whether a synced folder is in sync and what is pending.
     Status {
         /// The synced folder.
@@ -521,15 +526,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
             once,
             allow_mass_delete,
             relink,
+            only,
         } => {
             sync_cmd::sync(sync_cmd::SyncArgs {
                 dir: &dir,
                 once,
                 allow_mass_delete,
                 relink,
+                only,
             })
             .await
         }
+        Command::Selective(args) => sync_cmd::selective(args).await,
         Command::Status { dir } => sync_cmd::status(&dir).await,
         Command::Usage { json } => c::usage(json).await,
         Command::Link { command } => match command {

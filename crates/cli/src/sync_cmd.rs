@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tessera_client::Remote;
 use tessera_client::sync::daemon::{self, Command, Control, Daemon, Event};
+use tessera_client::sync::engine::selection::SELECTION_FILE;
 use tessera_client::sync::engine::{CONFIRM_FILE, PAUSE_FILE, SyncError};
 use tessera_client::sync::scan::STATE_DIR;
 use tessera_client::sync::status::{StatusFile, SyncStatus, now_ms};
@@ -28,6 +29,8 @@ pub struct SyncArgs<'a> {
     pub once: bool,
     pub allow_mass_delete: bool,
     pub relink: bool,
+    /// Server folders to keep here (selective sync); empty: as before.
+    pub only: Vec<String>,
 }
 
 enum Opened {
@@ -260,6 +263,9 @@ pub async fn sync(args: SyncArgs<'_>) -> anyhow::Result<()> {
         allow_mass_delete: args.allow_mass_delete,
         ..daemon::Config::default()
     };
+    if !args.only.is_empty() {
+        set_selection(args.dir, &args.only)?;
+    }
     let daemon = Daemon::new(syncer, remote, config, control, print_event);
     if !args.once {
         return Ok(daemon.run().await?);
@@ -509,4 +515,112 @@ pub fn conflicts(dir: &Path) -> anyhow::Result<()> {
         println!("{}", c.describe());
     }
     Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct SelectiveArgs {
+    /// The synced folder.
+    dir: std::path::PathBuf,
+    /// Keep this server folder here too (repeat for more).
+    #[arg(long, value_name = "/FOLDER")]
+    add: Vec<String>,
+    /// Stop keeping this server folder here: its local copy goes to the local trash; the server keeps it.
+    #[arg(long, value_name = "/FOLDER")]
+    remove: Vec<String>,
+    /// Keep everything again.
+    #[arg(long, conflicts_with_all = ["add", "remove"])]
+    all: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Writes the wanted selection of `dir` (a running sync carries it out).
+fn set_selection(dir: &Path, folders: &[String]) -> anyhow::Result<()> {
+    let state = linked_state(dir)?;
+    tessera_client::sync::engine::selection::write(&state, SELECTION_FILE, folders)?;
+    Ok(())
+}
+
+/// `tessera selective DIR [--add /F]... [--remove /F]... [--all]`.
+pub async fn selective(args: SelectiveArgs) -> anyhow::Result<()> {
+    use tessera_client::sync::engine::selection::{normalize, read};
+    let dir = args.dir.as_path();
+    let state = linked_state(dir)?;
+    let before = normalize(&read(&state, SELECTION_FILE)?);
+    let mut wanted = before.clone();
+    if args.all {
+        wanted.clear();
+    }
+    wanted.extend(args.add.iter().cloned());
+    let mut wanted = normalize(&wanted);
+    if !args.remove.is_empty() {
+        let p = profile::load()?;
+        let remote = Remote::new(&p.server, Some(p.token))?;
+        for folder in &args.remove {
+            wanted = without(&remote, wanted, folder.trim_matches('/')).await?;
+        }
+    }
+    let wanted = normalize(&wanted);
+    if wanted != before {
+        set_selection(dir, &wanted)?;
+    }
+    if args.json {
+        let shown: Vec<String> = wanted.iter().map(|f| format!("/{f}")).collect();
+        return crate::client_cmd::print_json(&serde_json::json!({ "only": shown }));
+    }
+    if wanted.is_empty() {
+        println!("{} keeps everything on the server", dir.display());
+    } else {
+        println!("{} keeps only:", dir.display());
+        for f in &wanted {
+            println!("  /{f}");
+        }
+    }
+    if wanted != before {
+        println!(
+            "The next sync round carries this out (a running sync does within seconds); what \
+             is no longer kept moves to the local trash here and stays on the server."
+        );
+    }
+    Ok(())
+}
+
+/// `selection` without `folder`: a selected folder holding it is replaced
+/// by its other contents on the server, level by level down to it.
+async fn without(
+    remote: &Remote,
+    selection: Vec<String>,
+    folder: &str,
+) -> anyhow::Result<Vec<String>> {
+    use tessera_client::sync::tree::is_below;
+    if folder.is_empty() {
+        anyhow::bail!("--remove needs a folder, like /Photos/2025");
+    }
+    let mut selection = selection;
+    if selection.is_empty() {
+        // Everything: its top folders and files stand for it.
+        selection = children(remote, "").await?;
+    }
+    selection.retain(|f| f != folder && !is_below(f, folder));
+    while let Some(at) = selection.iter().position(|f| is_below(folder, f)) {
+        let above = selection.remove(at);
+        selection.extend(
+            children(remote, &above)
+                .await?
+                .into_iter()
+                .filter(|c| c != folder),
+        );
+    }
+    Ok(selection)
+}
+
+/// What the server folder `rel` holds, as paths without the leading `/`.
+async fn children(remote: &Remote, rel: &str) -> anyhow::Result<Vec<String>> {
+    let list = remote.list(&format!("/{rel}")).await?;
+    Ok(list
+        .entries
+        .into_iter()
+        .map(|e| e.path.trim_start_matches('/').to_owned())
+        .collect())
 }

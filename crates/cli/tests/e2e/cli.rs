@@ -1117,6 +1117,109 @@ fn a_synced_folder_is_paused_resumed_restored_from_its_trash_and_unlinked() {
 }
 
 #[test]
+fn a_device_keeps_only_the_folders_selected_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cfg");
+    let _server = serve_logged_in(dir.path(), &cfg);
+    let src = dir.path().join("src.txt");
+    for (path, text) in [
+        ("/Work/a.txt", "work"),
+        ("/Work/sub/b.txt", "deeper work"),
+        ("/Photos/2025/old.jpg", "old"),
+        ("/Photos/2026/new.jpg", "new"),
+        ("/Music/song.mp3", "song"),
+    ] {
+        std::fs::write(&src, text).unwrap();
+        ok(&cfg, &["put", src.to_str().unwrap(), path], None);
+    }
+    let b = dir.path().join("B");
+    let bs = b.to_str().unwrap();
+    ok(
+        &cfg,
+        &[
+            "sync",
+            bs,
+            "--once",
+            "--only",
+            "/Work",
+            "--only",
+            "/Photos/2026",
+        ],
+        None,
+    );
+    assert!(b.join("Work/sub/b.txt").is_file());
+    assert!(b.join("Photos/2026/new.jpg").is_file());
+    assert!(!b.join("Photos/2025").exists() && !b.join("Music").exists());
+
+    // Made here outside the selection: a new folder of one's own is
+    // selected and sent; one where the server has an unselected folder
+    // stays here and is explained.
+    std::fs::create_dir_all(b.join("Notes")).unwrap();
+    std::fs::write(b.join("Notes/n.txt"), "note").unwrap();
+    std::fs::create_dir_all(b.join("Music")).unwrap();
+    std::fs::write(b.join("Music/mine.txt"), "mine").unwrap();
+    // Until then the folder is not wholly in sync, and each sync says why.
+    let sync = || {
+        let out = tessera(&cfg, &["sync", bs, "--once"], None);
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let told = sync();
+    assert!(
+        told.contains("/Music here is not synced") && told.contains("--add /Music"),
+        "{told}"
+    );
+    assert!(ok(&cfg, &["ls", "/Notes"], None).contains("n.txt"));
+    assert!(!ok(&cfg, &["ls", "/Music"], None).contains("mine.txt"));
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&cfg, &["selective", bs, "--json"], None)).unwrap();
+    assert_eq!(
+        shown["only"],
+        serde_json::json!(["/Notes", "/Photos/2026", "/Work"])
+    );
+
+    // A folder above the selection deleted here is not deleted on the
+    // server (it holds /Photos/2025): it comes back.
+    std::fs::remove_dir_all(b.join("Photos")).unwrap();
+    let told = sync();
+    assert!(told.contains("not synced to this device"), "{told}");
+    assert!(ok(&cfg, &["ls", "/Photos/2025"], None).contains("old.jpg"));
+    sync();
+    assert!(b.join("Photos/2026/new.jpg").is_file(), "it came back");
+
+    // Unselected: the copy here goes to the local trash, the server keeps
+    // it. A folder inside a selected one is taken out level by level.
+    ok(
+        &cfg,
+        &[
+            "selective",
+            bs,
+            "--remove",
+            "/Photos/2026",
+            "--remove",
+            "/Work/sub",
+        ],
+        None,
+    );
+    sync();
+    assert!(!b.join("Photos").exists() && !b.join("Work/sub").exists());
+    assert!(b.join("Work/a.txt").is_file());
+    assert!(ok(&cfg, &["ls", "/Photos/2026"], None).contains("new.jpg"));
+    assert!(ok(&cfg, &["ls", "/Work/sub"], None).contains("b.txt"));
+    assert!(ok(&cfg, &["trash", "--local", bs], None).contains("Photos/2026/new.jpg"));
+
+    // Everything again: all comes down, and the local file in Music goes up.
+    ok(&cfg, &["selective", bs, "--all"], None);
+    ok(&cfg, &["sync", bs, "--once"], None);
+    assert!(b.join("Photos/2025/old.jpg").is_file());
+    assert!(b.join("Work/sub/b.txt").is_file());
+    assert_eq!(
+        std::fs::read_to_string(b.join("Music/song.mp3")).unwrap(),
+        "song"
+    );
+    assert!(ok(&cfg, &["ls", "/Music"], None).contains("mine.txt"));
+}
+
+#[test]
 fn an_admin_password_given_to_a_server_with_accounts_is_said_not_applied() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

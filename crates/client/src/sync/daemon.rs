@@ -561,6 +561,7 @@ fn watcher(
     let state_dir = root.join(STATE_DIR);
     let confirm = state_dir.join(CONFIRM_FILE);
     let pause = state_dir.join(PAUSE_FILE);
+    let selection = state_dir.join(super::engine::selection::SELECTION_FILE);
     notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let ev = match res {
             Ok(ev) => ev,
@@ -581,7 +582,7 @@ fn watcher(
         }
         let mut woke = false;
         for p in &ev.paths {
-            if *p == confirm || *p == pause {
+            if *p == confirm || *p == pause || *p == selection {
                 woke = true;
             } else if !p.starts_with(&state_dir) {
                 woke = true;

@@ -30,6 +30,7 @@ mod disk;
 mod download;
 mod execute;
 mod read_only;
+pub mod selection;
 
 use disk::{now_secs, purge_trash};
 pub use execute::describe;
@@ -454,19 +455,34 @@ impl Syncer {
         {
             tracing::warn!(error = %e, "cannot record the case clashes for `tessera conflicts`");
         }
+        let selected = self.select_trees(&local, &self.remote_tree, &self.synced, &mut warnings)?;
         if clashes.is_empty() {
-            return Ok((plan(&local, &self.remote_tree, &self.synced), warnings));
+            return Ok(match &selected {
+                Some((local, remote, synced)) => (plan(local, remote, synced), warnings),
+                None => (plan(&local, &self.remote_tree, &self.synced), warnings),
+            });
         }
         // What is left out is neither fetched nor taken as deleted here;
         // forgetting it as synced makes it come down once the clash is
         // resolved, and can never delete anything.
-        let mut remote = self.remote_tree.clone();
+        let (mut local, mut remote) = match selected {
+            Some((local, remote, _)) => (local, remote),
+            None => (local, self.remote_tree.clone()),
+        };
         for c in &clashes {
             remove_subtree(&mut remote, &c.left_out);
             remove_subtree(&mut self.synced, &c.left_out);
             warnings.push(c.describe());
         }
-        Ok((plan(&local, &remote, &self.synced), warnings))
+        let selection = self.selection()?;
+        local.retain(|p, _| selection::keeps(&selection, p));
+        let synced: Tree = self
+            .synced
+            .iter()
+            .filter(|(p, _)| selection::keeps(&selection, p))
+            .map(|(p, n)| (p.clone(), n.clone()))
+            .collect();
+        Ok((plan(&local, &remote, &synced), warnings))
     }
 
     /// Where the file or folder at `rel` (the server's spelling) is on disk.
@@ -522,6 +538,7 @@ impl Syncer {
         for round in 1..=8 {
             report.rounds = round;
             self.check_present()?;
+            self.apply_selection(&mut report).await?;
             let (mut plan, skipped) = self.pending_plan().await?;
             // A scan of a folder unmounted meanwhile finds nothing: that
             // must not become deletions.
@@ -529,6 +546,7 @@ impl Syncer {
             self.note_skips(&mut report, skipped);
             let mut stuck = Vec::new();
             self.brake_mass_deletes(&mut plan, &mut stuck);
+            self.keep_folders_above_selection(&mut plan, &mut stuck)?;
             let kept_out = self.keep_out_of_read_only(&mut plan, &mut report).await;
             if plan.is_empty() && kept_out > 0 {
                 self.save().await?;

@@ -440,7 +440,7 @@ impl Syncer {
 
     /// Moves `abs` (at `path`) into this round's batch of the local trash;
     /// returns where it went.
-    async fn to_trash(&self, path: &str, abs: &Path) -> Result<PathBuf, OpError> {
+    pub(super) async fn to_trash(&self, path: &str, abs: &Path) -> Result<PathBuf, OpError> {
         let trash = unused(
             self.root
                 .join(STATE_DIR)
