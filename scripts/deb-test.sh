@@ -51,6 +51,17 @@ check() { # name, then a command that must succeed
   fi
 }
 
+# It installs, purges and removes /var/lib/tessera: never over a real
+# installation.
+if [ -z "${TESSERA_DEB_TEST_REPLACES_INSTALL:-}" ] \
+  && { [ -e /var/lib/tessera ] || dpkg -s tessera >/dev/null 2>&1; }; then
+  echo "deb: this machine has a Tessera installation (/var/lib/tessera or the package);"
+  echo "deb: the test would remove it. Run it on a throwaway machine, or set"
+  echo "deb: TESSERA_DEB_TEST_REPLACES_INSTALL=1 to let it. Nothing was changed."
+  echo "deb: 0 passed, 1 failed"
+  exit 1
+fi
+
 SERVER=
 UNIT_STARTED=
 cleanup() {

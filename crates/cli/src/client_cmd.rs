@@ -414,6 +414,12 @@ pub async fn mv(from: &str, to: &str, overwrite: bool) -> anyhow::Result<()> {
     };
     let (to, there) = target;
     if let Some(there) = there {
+        if there.id == source.id {
+            bail!(
+                "{from} and {} are the same file: nothing to move",
+                there.path
+            );
+        }
         if !overwrite {
             bail!(
                 "{} already exists: give --overwrite to replace it",
@@ -459,7 +465,17 @@ async fn replace(
             reuse: Vec::new(),
         })
         .await?;
-    r.delete(&source.path).await?;
+    // Only the revision whose content moved: one saved meanwhile stays.
+    if let Err(e) = r.delete_at(&source.path, list.entry.rev).await {
+        bail!(
+            "{} now holds the content of {} (rev {}), but {} was not removed ({e}); \
+             remove it by hand if it is no longer wanted",
+            target.path,
+            source.path,
+            list.entry.rev.unwrap_or(0),
+            source.path
+        );
+    }
     println!(
         "{} -> {} (rev {}; the content it replaced is rev {})",
         source.path,

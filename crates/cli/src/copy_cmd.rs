@@ -144,11 +144,7 @@ pub async fn get_tree(remote_path: &str, local: &Path) -> anyhow::Result<()> {
         bail!("{remote_path} is a file; without -r, get copies a file");
     }
     let target: PathBuf = if local.is_dir() {
-        local.join(if top.name.is_empty() {
-            "tessera"
-        } else {
-            &top.name
-        })
+        local.join(safe_name(&top.name).unwrap_or("tessera"))
     } else {
         local.to_path_buf()
     };

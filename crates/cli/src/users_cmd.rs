@@ -194,7 +194,9 @@ impl Accounts {
                         .find(|a| a.username == name)
                         .map(|a| a.id)
                         .ok_or_else(|| anyhow::anyhow!("there is no user named {name}"))?;
-                    meta.purge_deleted(id, i64::MAX).await?;
+                    if !meta.purge_account(id, i64::MAX).await? {
+                        bail!("{name} was restored meanwhile: nothing was purged");
+                    }
                     None
                 } else {
                     Some(account)

@@ -483,6 +483,7 @@ fn app_state(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),
         delta_turns: Arc::new(crate::turns::Turns::per_core()),
+        search_turns: Arc::new(crate::turns::Turns::new(4, 1)),
         clock: config.clock.clone(),
         proxies: Arc::new(proxies),
         hub: hub.clone(),

@@ -916,6 +916,9 @@ fn the_client_copies_and_moves_as_cp_and_mv_do() {
     let out = tessera(&cfg, &["mv", "/draft.txt", "/c/report.txt"], None);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--overwrite"));
+    let out = tessera(&cfg, &["mv", "--overwrite", "/c/report.txt", "/c"], None);
+    assert!(!out.status.success(), "a file moved onto itself");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("same file"));
     ok(
         &cfg,
         &["mv", "--overwrite", "/draft.txt", "/c/report.txt"],

@@ -91,7 +91,7 @@ pub async fn revoke(
     {
         return Err(gone());
     }
-    state.hub.sessions_ended();
+    state.hub.sessions_ended(user.user_id);
     tracing::info!(user = user.user_id, device = %device.device, "device signed out");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -129,7 +129,7 @@ pub async fn password(
         .meta
         .set_password(user.user_id, &hash, &checked.password_hash, keep)
         .await?;
-    state.hub.sessions_ended();
+    state.hub.sessions_ended(user.user_id);
     tracing::info!(user = user.user_id, signed_out, "password changed");
     let body = Json(PasswordChanged { signed_out });
     if req.sign_out_here {

@@ -60,6 +60,13 @@ async fn one(state: &AppState, name: &str) -> Result<Account, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("there is no user named {name}")))
 }
 
+/// Wakes the held polls of `name`'s devices, so they end now.
+async fn wake_polls_of(state: &AppState, name: &str) {
+    if let Ok(Some(u)) = state.meta.user_by_name(name).await {
+        state.hub.sessions_ended(u.id);
+    }
+}
+
 /// An administrator may not lock themselves out from their own session.
 fn not_oneself(user: &AuthUser, name: &str, what: &str) -> Result<(), ApiError> {
     if user.username == name {
@@ -119,7 +126,7 @@ pub async fn disable(
     admin_only(&state, &user).await?;
     not_oneself(&user, &name, "disable")?;
     let signed_out = state.meta.set_disabled(&name, true).await?;
-    state.hub.sessions_ended();
+    wake_polls_of(&state, &name).await;
     tracing::info!(admin = %user.username, user = %name, signed_out, "account disabled");
     Ok(Json(PasswordChanged { signed_out }))
 }
@@ -159,7 +166,7 @@ pub async fn delete(
     admin_only(&state, &user).await?;
     not_oneself(&user, &name, "delete")?;
     state.meta.delete_account(&name).await?;
-    state.hub.sessions_ended();
+    wake_polls_of(&state, &name).await;
     tracing::info!(admin = %user.username, user = %name, now = q.now, "account deleted");
     if q.now {
         let row = one(&state, &name).await?;
@@ -171,7 +178,11 @@ pub async fn delete(
             .find(|a| a.username == row.name)
             .map(|a| a.id)
             .ok_or_else(|| ApiError::NotFound(format!("there is no user named {name}")))?;
-        state.meta.purge_deleted(id, i64::MAX).await?;
+        if !state.meta.purge_account(id, i64::MAX).await? {
+            return Err(ApiError::AlreadyExists(format!(
+                "{name} was restored meanwhile: nothing was purged"
+            )));
+        }
         tracing::info!(admin = %user.username, user = %name, "account purged");
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
@@ -210,7 +221,7 @@ pub async fn reset_password(
         .map_err(|busy| ApiError::Throttled(busy.to_string(), super::auth::BUSY_RETRY_SECS))?
         .map_err(ApiError::internal)?;
     let signed_out = state.meta.reset_password(&name, &hash).await?;
-    state.hub.sessions_ended();
+    wake_polls_of(&state, &name).await;
     tracing::info!(admin = %user.username, user = %name, signed_out, "password reset");
     Ok(Json(PasswordChanged { signed_out }))
 }

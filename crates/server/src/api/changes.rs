@@ -281,8 +281,18 @@ pub async fn poll(
         let (moved, which) = tokio::select! {
             _ = &mut deadline => return Ok(Json(PollResponse { changes: false, backoff: None })),
             _ = stop.changed() => return Ok(Json(backoff)),
-            _ = ended.changed() => {
-                still_signed_in(&state, &user).await?;
+            heard = ended.recv() => {
+                match heard {
+                    Ok(uid) if uid != user.user_id => {}
+                    // Ours, or too many to know: look.
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        still_signed_in(&state, &user).await?;
+                    }
+                    // Only at shutdown, which `stop` answers.
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        ended = state.hub.sign_out_signal();
+                    }
+                }
                 continue;
             }
             _ = recheck.tick() => {

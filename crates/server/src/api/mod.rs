@@ -50,6 +50,8 @@ pub struct AppState {
     pub hash_checks: Arc<tokio::sync::Semaphore>,
     /// Delta and patch work, a pool of its own with a cap per user.
     pub delta_turns: Arc<crate::turns::Turns>,
+    /// Searches by name: a few at once, one per user.
+    pub search_turns: Arc<crate::turns::Turns>,
     /// The time links expire by (tests move it).
     pub clock: crate::workers::Clock,
     pub proxies: Arc<crate::proxy::TrustedProxies>,

@@ -12,6 +12,8 @@ use super::{ApiError, AppState, AuthUser, Q};
 
 const DEFAULT_RESULTS: usize = 50;
 const MAX_RESULTS: usize = 200;
+/// How long a search waits for its turn before it is refused.
+const SEARCH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -29,6 +31,11 @@ pub async fn search(
     Q(q): Q<SearchQuery>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     let text = q.q.trim();
+    if text.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "names hold no control characters: search for printable text".into(),
+        ));
+    }
     if text.is_empty() || text.len() > tessera_proto::path::MAX_NAME_BYTES {
         return Err(ApiError::BadRequest(format!(
             "give 1 to {} bytes of text to search for",
@@ -36,6 +43,18 @@ pub async fn search(
         )));
     }
     let limit = q.limit.unwrap_or(DEFAULT_RESULTS).clamp(1, MAX_RESULTS);
+    // One search at a time per user, a few at once in all: a search as you
+    // type sends many, and each reads the index.
+    let _turn = state
+        .search_turns
+        .take(user.user_id, SEARCH_WAIT)
+        .await
+        .map_err(|busy| {
+            ApiError::Throttled(
+                "searching too fast: wait for each answer before the next search".into(),
+                busy.0.as_secs().max(1),
+            )
+        })?;
     let needle = text.to_lowercase();
     let mounts = state.meta.mounts_of(user.user_id).await?;
     let mut entries: Vec<Entry> = Vec::new();

@@ -8,6 +8,10 @@
 //! the deletion only while that mark is unset, so exactly one of them wins.
 
 use super::*;
+use crate::meta::PurgeStep;
+
+/// Nodes purged in one transaction.
+const PURGE_BATCH: i64 = 1000;
 
 /// The name a purged account's row keeps: control characters, which no
 /// account name may hold, so the name it had is free again.
@@ -153,13 +157,17 @@ impl Store {
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
-    /// Purges a deleted account whose deletion is older than `cutoff_ms`:
-    /// its shared folders are taken from their members, it leaves those of
-    /// others, and every file, revision and trash entry of its own goes,
-    /// releasing their blocks to collection. One transaction a namespace;
-    /// run again after a crash, it goes on where it stopped. False when
-    /// the account is not (or no longer) due.
-    pub async fn purge_deleted(&self, user_id: i64, cutoff_ms: i64) -> Result<bool> {
+    /// One bounded step of purging a deleted account whose deletion is
+    /// older than `cutoff_ms`; call again while it answers
+    /// [`PurgeStep::More`]. Its shared folders that others still use pass
+    /// to one of them (an editor first, the longest-standing), with what
+    /// they hold; it leaves the folders others shared with it; then its
+    /// files, revisions and trash go, up to [`PURGE_BATCH`] nodes a step
+    /// (one transaction each, so a large account neither holds the
+    /// database nor outlasts a call's timeout), releasing their blocks to
+    /// collection; last, its sessions, links, uploads and journals, and
+    /// its name. A crash between steps is picked up where it stopped.
+    pub async fn purge_deleted(&self, user_id: i64, cutoff_ms: i64) -> Result<PurgeStep> {
         let begun = sqlx::query(
             "UPDATE users SET purge_begun_ms = COALESCE(purge_begun_ms, $1)
              WHERE id = $2 AND deleted_ms IS NOT NULL AND deleted_ms < $3 AND purged_ms IS NULL",
@@ -170,17 +178,11 @@ impl Store {
         .execute(&self.pool)
         .await?;
         if begun.rows_affected() != 1 {
-            return Ok(false);
+            return Ok(PurgeStep::NotDue);
         }
-        let (root_ns,): (i64,) = sqlx::query_as("SELECT root_ns FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_one(&self.pool)
-            .await?;
-        let mut namespaces = vec![root_ns];
         for m in self.mounts_of(user_id).await? {
             if m.owned() {
-                self.unshare(user_id, m.namespace_id, "").await?;
-                namespaces.push(m.namespace_id);
+                self.hand_on(user_id, m.namespace_id).await?;
             } else {
                 match self.unmount(user_id, m.namespace_id, user_id, "").await {
                     Ok(()) | Err(MetaError::NotFound(_)) => {}
@@ -188,11 +190,39 @@ impl Store {
                 }
             }
         }
-        for ns in namespaces {
-            self.purge_namespace(ns).await?;
+        let owned: Vec<(i64,)> =
+            sqlx::query_as("SELECT id FROM namespaces WHERE owner_user_id = $1 ORDER BY id")
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?;
+        for (ns,) in &owned {
+            if self.purge_some(*ns).await? > 0 {
+                return Ok(PurgeStep::More);
+            }
         }
         let mut tx = self.begin().await?;
-        for table in ["tokens", "links", "mounts", "user_blocks"] {
+        for (ns,) in &owned {
+            for table in [
+                "journal",
+                "pending_lists",
+                "upload_blocks",
+                "upload_sessions",
+                "links",
+            ] {
+                let sql = format!("DELETE FROM {table} WHERE namespace_id = $1");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(ns)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        for table in [
+            "tokens",
+            "links",
+            "mounts",
+            "user_blocks",
+            "upload_sessions",
+        ] {
             let sql = format!("DELETE FROM {table} WHERE user_id = $1");
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(user_id)
@@ -209,25 +239,86 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(PurgeStep::Done)
     }
 
-    /// Every node of `ns` but its root, in the trash or not, for good.
-    async fn purge_namespace(&self, ns: i64) -> Result<()> {
-        let mut w = Writer::begin(self, ns, "").await?;
-        let tops: Vec<(String,)> = sqlx::query_as(
-            "SELECT n.id FROM nodes n JOIN namespaces s ON s.id = n.namespace_id
-             WHERE n.namespace_id = $1 AND n.id <> s.root_node_id
-               AND (n.parent_id = s.root_node_id OR n.deleted_ms IS NOT NULL)",
+    /// Passes the shared folder `ns` of the departing `owner` to the member
+    /// who has had it longest, an editor before a viewer, with the bytes it
+    /// holds counted to them; a folder no one else has stays to be purged.
+    async fn hand_on(&self, owner: i64, ns: i64) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let heir: Option<(i64,)> = sqlx::query_as(
+            "SELECT user_id FROM mounts WHERE namespace_id = $1 AND user_id <> $2
+             ORDER BY CASE role WHEN 'editor' THEN 0 ELSE 1 END, created_ms, user_id LIMIT 1",
         )
         .bind(ns)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((heir,)) = heir else {
+            return Ok(());
+        };
+        let (bytes,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM revisions WHERE namespace_id = $1",
+        )
+        .bind(ns)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE users SET used_bytes = used_bytes - $1 WHERE id = $2")
+            .bind(bytes)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE users SET used_bytes = used_bytes + $1 WHERE id = $2")
+            .bind(bytes)
+            .bind(heir)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE namespaces SET owner_user_id = $1 WHERE id = $2")
+            .bind(heir)
+            .bind(ns)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE mounts SET role = 'owner' WHERE namespace_id = $1 AND user_id = $2")
+            .bind(ns)
+            .bind(heir)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM mounts WHERE namespace_id = $1 AND user_id = $2")
+            .bind(ns)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(
+            ns,
+            from = owner,
+            to = heir,
+            "a deleted account's shared folder passed to a member"
+        );
+        Ok(())
+    }
+
+    /// Purges up to [`PURGE_BATCH`] nodes of `ns` that hold nothing (in
+    /// the trash or not; never the root), in one transaction; how many.
+    async fn purge_some(&self, ns: i64) -> Result<usize> {
+        let mut w = Writer::begin(self, ns, "").await?;
+        let leaves: Vec<(String,)> = sqlx::query_as(
+            "SELECT n.id FROM nodes n JOIN namespaces s ON s.id = n.namespace_id
+             WHERE n.namespace_id = $1 AND n.id <> s.root_node_id
+               AND NOT EXISTS (SELECT 1 FROM nodes c
+                               WHERE c.namespace_id = n.namespace_id AND c.parent_id = n.id)
+             LIMIT $2",
+        )
+        .bind(ns)
+        .bind(PURGE_BATCH)
         .fetch_all(&mut *w.tx)
         .await?;
-        for (top,) in &tops {
-            purge_subtree(&mut w.tx, ns, top, w.now).await?;
+        for (leaf,) in &leaves {
+            purge_subtree(&mut w.tx, ns, leaf, w.now).await?;
         }
         w.commit().await?;
-        Ok(())
+        Ok(leaves.len())
     }
 }
 

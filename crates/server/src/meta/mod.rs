@@ -147,6 +147,17 @@ pub struct TokenRow {
     pub last_seen_ms: Option<i64>,
 }
 
+/// Where a purge of a deleted account stands after one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeStep {
+    /// Not deleted (restored meanwhile), or not yet due.
+    NotDue,
+    /// More to do: call again.
+    More,
+    /// Purged; the name is free.
+    Done,
+}
+
 /// A node a name search found, with its path in its namespace.
 #[derive(Debug, Clone)]
 pub struct SearchHit {
@@ -717,6 +728,21 @@ macro_rules! forward {
     };
 }
 
+impl Meta {
+    /// Purges a deleted account due before `cutoff_ms` whole, step by
+    /// step (each step its own transaction and call); false when it is not
+    /// deleted (restored meanwhile) or not due.
+    pub async fn purge_account(&self, user_id: i64, cutoff_ms: i64) -> Result<bool> {
+        loop {
+            match self.purge_deleted(user_id, cutoff_ms).await? {
+                PurgeStep::NotDue => return Ok(false),
+                PurgeStep::More => {}
+                PurgeStep::Done => return Ok(true),
+            }
+        }
+    }
+}
+
 forward! {
     fn ping(&self) -> Result<()>;
     fn user_count(&self) -> Result<i64>;
@@ -752,7 +778,7 @@ forward! {
     fn restore_account(&self, username: &str) -> Result<()>;
     fn reset_password(&self, username: &str, password_hash: &str) -> Result<u64>;
     fn deleted_before(&self, cutoff_ms: i64) -> Result<Vec<i64>>;
-    fn purge_deleted(&self, user_id: i64, cutoff_ms: i64) -> Result<bool>;
+    fn purge_deleted(&self, user_id: i64, cutoff_ms: i64) -> Result<PurgeStep>;
     fn data_keys(&self) -> Result<Vec<(i64, Vec<u8>)>>;
     fn insert_data_key(&self, wrapped: &[u8]) -> Result<i64>;
     /// Re-wraps every data key in one transaction; see `users.rs`.

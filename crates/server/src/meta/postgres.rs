@@ -16,8 +16,8 @@ const BATCH: usize = 500;
 
 /// Nodes whose name holds a text, in the namespaces listed in $2
 /// (comma-separated ids), shortest names first, at most $3, through the
-/// trigram index ($1: a LIKE pattern over lower-cased names). Callers check
-/// each name.
+/// trigram index led by the namespace ($1: a LIKE pattern over lower-cased
+/// names): only these namespaces' matches are read. Callers check each.
 const NAME_SEARCH: &str = "
     SELECT n.namespace_id, n.id FROM nodes n
     WHERE lower(n.name) LIKE $1 AND n.deleted_ms IS NULL

@@ -80,8 +80,15 @@ impl Store {
             }
         }
         load_ancestors(&mut conn, &mut links).await?;
+        // Every candidate read: there may be more than were looked at.
+        let mut more = found.len() as i64 >= want;
+        let mut found = found;
+        found.sort_by_cached_key(|key| {
+            nodes
+                .get(key)
+                .map(|n| (n.name.chars().count(), n.name.clone()))
+        });
         let mut hits = Vec::new();
-        let mut more = false;
         for (ns, id) in found {
             let Some(node) = nodes.remove(&(ns, id.clone())) else {
                 continue;

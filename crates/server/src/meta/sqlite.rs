@@ -16,19 +16,21 @@ const BEGIN: &str = "BEGIN IMMEDIATE";
 const BATCH: usize = 100;
 
 /// Nodes whose name may hold a text, in the namespaces listed in $2
-/// (comma-separated ids), shortest names first, at most $3: through the
-/// trigram index with $1 an FTS5 phrase (three characters or more), else
-/// $1 is a LIKE pattern scanning the names. Callers check each name.
+/// (comma-separated ids), at most $3: through the trigram index with $1 an
+/// FTS5 phrase (three characters or more), else $1 is a LIKE pattern over
+/// the names of those namespaces. The index spans every namespace, so the
+/// matches are read as they come and the first $3 in these namespaces
+/// end the search (no sort over all of them); callers sort and check each.
 const NAME_SEARCH_INDEXED: &str = "
     SELECT n.namespace_id, n.id FROM node_names f JOIN nodes n ON n.rowid = f.rowid
     WHERE f.name MATCH $1 AND n.deleted_ms IS NULL
       AND n.namespace_id IN (SELECT value FROM json_each('[' || $2 || ']'))
-    ORDER BY length(n.name), n.name LIMIT $3";
+    LIMIT $3";
 const NAME_SEARCH_SHORT: &str = "
     SELECT n.namespace_id, n.id FROM nodes n
-    WHERE n.name LIKE $1 AND n.deleted_ms IS NULL
-      AND n.namespace_id IN (SELECT value FROM json_each('[' || $2 || ']'))
-    ORDER BY length(n.name), n.name LIMIT $3";
+    WHERE n.namespace_id IN (SELECT value FROM json_each('[' || $2 || ']'))
+      AND n.name LIKE $1 AND n.deleted_ms IS NULL
+    LIMIT $3";
 
 /// What $1 of the name search is for `text` (see [`NAME_SEARCH_INDEXED`]).
 fn name_search(text: &str) -> (&'static str, String) {

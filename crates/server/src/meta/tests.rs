@@ -1095,8 +1095,8 @@ async fn a_sign_in_checked_against_a_password_changed_meanwhile_makes_no_session
 
 /// An administrator deletes an account: it cannot sign in, its files stay
 /// until the purge (a restore brings it back whole), and the purge takes
-/// its files and trash, its shared folders from their members, and it
-/// from the folders others shared with it.
+/// its files and trash and it from the folders others shared with it,
+/// while its shared folder passes, whole, to the member who uses it.
 async fn a_deleted_account_is_kept_restorable_then_purged_whole(f: Fixture) {
     let bob = f.meta.create_user("bob", "x").await.unwrap();
     let carol = f.meta.create_user("carol", "x").await.unwrap();
@@ -1121,10 +1121,12 @@ async fn a_deleted_account_is_kept_restorable_then_purged_whole(f: Fixture) {
         .share_folder(&bob, &p("/Team"), &carol, "editor", "laptop")
         .await
         .unwrap();
+    f.store_block_for(bob.id, 4, 10).await;
     f.meta
         .commit(&NewRevision {
             ns: team.namespace_id,
-            ..of_bob("/plan.txt")
+            user_id: bob.id,
+            ..f.revision("/plan.txt", 4, 10)
         })
         .await
         .unwrap();
@@ -1158,7 +1160,7 @@ async fn a_deleted_account_is_kept_restorable_then_purged_whole(f: Fixture) {
         "a deleted account signs in nowhere"
     );
     // Not due yet: nothing happens; a restore brings it all back.
-    assert!(!f.meta.purge_deleted(bob.id, when).await.unwrap());
+    assert!(!f.meta.purge_account(bob.id, when).await.unwrap());
     f.meta.restore_account("bob").await.unwrap();
     assert!(f.meta.may_sign_in(bob.id).await.unwrap());
     let meta = &f.meta;
@@ -1178,16 +1180,21 @@ async fn a_deleted_account_is_kept_restorable_then_purged_whole(f: Fixture) {
     f.meta.delete_account("bob").await.unwrap();
     assert_eq!(f.meta.deleted_before(i64::MAX).await.unwrap(), [bob.id]);
     let before = f.meta.unreferenced_blocks().await.unwrap();
-    assert!(f.meta.purge_deleted(bob.id, i64::MAX).await.unwrap());
+    let carol_before = f.meta.usage(carol.id).await.unwrap().0;
+    assert!(f.meta.purge_account(bob.id, i64::MAX).await.unwrap());
     assert!(names(bob.root_ns).await.is_empty());
-    assert!(names(team.namespace_id).await.is_empty());
     assert!(f.meta.trash(bob.root_ns).await.unwrap().is_empty());
     assert_eq!(
         f.meta.unreferenced_blocks().await.unwrap(),
         before + 1,
-        "the block only bob's files held is free for collection"
+        "the block only bob's own files held is free for collection"
     );
-    assert!(f.meta.mounts_of(carol.id).await.unwrap().is_empty());
+    // The folder carol used is hers now, with what it holds.
+    assert_eq!(names(team.namespace_id).await, ["plan.txt"]);
+    let carols = f.meta.mounts_of(carol.id).await.unwrap();
+    assert_eq!(carols.len(), 1);
+    assert!(carols[0].owned());
+    assert_eq!(f.meta.usage(carol.id).await.unwrap().0, carol_before + 10);
     assert!(
         f.meta
             .members(a.namespace_id)

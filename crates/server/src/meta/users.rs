@@ -117,7 +117,7 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT t.user_id, u.username, u.root_ns, t.device, t.expires_ms, t.last_seen_ms
              FROM tokens t JOIN users u ON u.id = t.user_id
-             WHERE t.token_hash = $1 AND u.disabled_ms IS NULL",
+             WHERE t.token_hash = $1 AND u.disabled_ms IS NULL AND u.deleted_ms IS NULL",
         )
         .bind(hash)
         .fetch_optional(&self.pool)

@@ -24,10 +24,11 @@ pub use publish::{Publish, Publisher};
 pub struct Hub {
     namespaces: Mutex<HashMap<i64, watch::Sender<i64>>>,
     shutdown: watch::Sender<bool>,
-    /// Bumped when sessions end (a device revoked, a password changed, an
-    /// account disabled): held polls look again whether theirs still
-    /// stands, so a signed-out device hears it at once, not at its timeout.
-    signed_out: watch::Sender<u64>,
+    /// The users whose sessions ended (a device revoked, a password
+    /// changed, an account disabled): their held polls look again whether
+    /// theirs still stands, so a signed-out device hears it at once, not
+    /// at its timeout. Other users' polls are not woken.
+    signed_out: tokio::sync::broadcast::Sender<i64>,
 }
 
 impl Default for Hub {
@@ -35,7 +36,7 @@ impl Default for Hub {
         Self {
             namespaces: Mutex::new(HashMap::new()),
             shutdown: watch::Sender::new(false),
-            signed_out: watch::Sender::new(0),
+            signed_out: tokio::sync::broadcast::Sender::new(256),
         }
     }
 }
@@ -96,12 +97,13 @@ impl Hub {
         self.shutdown.subscribe()
     }
 
-    /// Says that some sessions ended on this instance.
-    pub fn sessions_ended(&self) {
-        self.signed_out.send_modify(|n| *n = n.wrapping_add(1));
+    /// Says that some of `user_id`'s sessions ended on this instance.
+    pub fn sessions_ended(&self, user_id: i64) {
+        // No poll listening is no error.
+        let _ = self.signed_out.send(user_id);
     }
 
-    pub fn sign_out_signal(&self) -> watch::Receiver<u64> {
+    pub fn sign_out_signal(&self) -> tokio::sync::broadcast::Receiver<i64> {
         self.signed_out.subscribe()
     }
 }

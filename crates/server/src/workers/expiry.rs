@@ -63,9 +63,16 @@ impl Worker for Expiry {
                     // Deleted accounts are kept as long as the trash keeps
                     // what is deleted.
                     for id in self.meta.deleted_before(cutoff).await? {
-                        if self.meta.purge_deleted(id, cutoff).await? {
-                            tracing::info!(user = id, "purged a deleted account");
-                            n += 1;
+                        // One account's failure does not hold up the others.
+                        match self.meta.purge_account(id, cutoff).await {
+                            Ok(true) => {
+                                tracing::info!(user = id, "purged a deleted account");
+                                n += 1;
+                            }
+                            Ok(false) => {}
+                            Err(e) => {
+                                tracing::warn!(user = id, error = %e, "purging a deleted account failed; tried again next time");
+                            }
                         }
                     }
                     n
