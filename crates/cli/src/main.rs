@@ -158,9 +158,26 @@ enum Command {
         /// Sync a folder afresh whose sync state is gone (it was removed or moved on purpose).
         #[arg(long)]
         relink: bool,
+        /// Send at most this fast, like 2MB/s (0: no limit); kept for the folder, see `tessera limits`.
+        #[arg(long, value_name = "RATE")]
+        limit_up: Option<String>,
+        /// Receive at most this fast, like 10MB/s (0: no limit); kept for the folder.
+        #[arg(long, value_name = "RATE")]
+        limit_down: Option<String>,
         /// Keep only these server folders on this device (repeat for more); see `tessera selective`.
         #[arg(long, value_name = "/FOLDER")]
         only: Vec<String>,
+    },
+    /// Show or change a synced folder's bandwidth limits (a running sync follows at once).
+    Limits {
+        /// The synced folder.
+        dir: PathBuf,
+        /// Send at most this fast, like 2MB/s (0 or none: no limit).
+        #[arg(long, value_name = "RATE")]
+        up: Option<String>,
+        /// Receive at most this fast, like 10MB/s (0 or none: no limit).
+        #[arg(long, value_name = "RATE")]
+        down: Option<String>,
     },
     /// Show or change which server folders this device keeps (selective sync).
     Selective(sync_cmd::SelectiveArgs),
@@ -527,6 +544,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             allow_mass_delete,
             relink,
             only,
+            limit_up,
+            limit_down,
         } => {
             sync_cmd::sync(sync_cmd::SyncArgs {
                 dir: &dir,
@@ -534,9 +553,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 allow_mass_delete,
                 relink,
                 only,
+                limit_up,
+                limit_down,
             })
             .await
         }
+        Command::Limits { dir, up, down } => sync_cmd::limits(&dir, up, down),
         Command::Selective(args) => sync_cmd::selective(args).await,
         Command::Status { dir } => sync_cmd::status(&dir).await,
         Command::Usage { json } => c::usage(json).await,

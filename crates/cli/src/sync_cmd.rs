@@ -31,6 +31,9 @@ pub struct SyncArgs<'a> {
     pub relink: bool,
     /// Server folders to keep here (selective sync); empty: as before.
     pub only: Vec<String>,
+    /// Bandwidth limits to keep for the folder; `None`: as before.
+    pub limit_up: Option<String>,
+    pub limit_down: Option<String>,
 }
 
 enum Opened {
@@ -265,6 +268,9 @@ pub async fn sync(args: SyncArgs<'_>) -> anyhow::Result<()> {
     };
     if !args.only.is_empty() {
         set_selection(args.dir, &args.only)?;
+    }
+    if args.limit_up.is_some() || args.limit_down.is_some() {
+        set_limits(args.dir, args.limit_up, args.limit_down)?;
     }
     let daemon = Daemon::new(syncer, remote, config, control, print_event);
     if !args.once {
@@ -623,4 +629,45 @@ async fn children(remote: &Remote, rel: &str) -> anyhow::Result<Vec<String>> {
         .into_iter()
         .map(|e| e.path.trim_start_matches('/').to_owned())
         .collect())
+}
+
+/// Changes the saved limits given, keeping the others; returns them all.
+fn set_limits(
+    dir: &Path,
+    up: Option<String>,
+    down: Option<String>,
+) -> anyhow::Result<tessera_client::transfer::limit::Limits> {
+    use tessera_client::transfer::limit;
+    let state = linked_state(dir)?;
+    let mut limits = limit::load(&state);
+    if let Some(up) = up {
+        limits.up = limit::parse(&up).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(down) = down {
+        limits.down = limit::parse(&down).map_err(anyhow::Error::msg)?;
+    }
+    limit::save(&state, limits)
+        .with_context(|| format!("saving the limits of {}", dir.display()))?;
+    Ok(limits)
+}
+
+/// `tessera limits DIR [--up RATE] [--down RATE]`.
+pub fn limits(dir: &Path, up: Option<String>, down: Option<String>) -> anyhow::Result<()> {
+    let limits = if up.is_some() || down.is_some() {
+        set_limits(dir, up, down)?
+    } else {
+        tessera_client::transfer::limit::load(&linked_state(dir)?)
+    };
+    let shown = |rate: Option<u64>| {
+        rate.map_or("no limit".to_owned(), |r| {
+            format!("{}/s", bytesize::ByteSize::b(r).display().si())
+        })
+    };
+    println!(
+        "{}: up {}, down {}",
+        dir.display(),
+        shown(limits.up),
+        shown(limits.down)
+    );
+    Ok(())
 }

@@ -209,6 +209,9 @@ impl Remote {
         let (client, request) = req.build_split();
         let mut request = request?;
         let resend = harmless_twice(&request);
+        if let Some(n) = request.body().and_then(reqwest::Body::as_bytes) {
+            crate::transfer::limit::up(n.len() as u64).await;
+        }
         let resp = loop {
             // A body that streams cannot be sent twice; the caller then
             // sees the 503 and its Retry-After, as for a change.
@@ -229,6 +232,9 @@ impl Remote {
             break resp;
         };
         if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED {
+            if let Some(n) = resp.content_length() {
+                crate::transfer::limit::down(n).await;
+            }
             return Ok(resp);
         }
         let status = resp.status().as_u16();

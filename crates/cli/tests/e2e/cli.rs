@@ -1223,6 +1223,44 @@ fn a_device_keeps_only_the_folders_selected_for_it() {
 }
 
 #[test]
+fn a_synced_folder_keeps_its_bandwidth_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cfg");
+    let _server = serve_logged_in(dir.path(), &cfg);
+    let folder = dir.path().join("A");
+    std::fs::create_dir_all(&folder).unwrap();
+    let a = folder.to_str().unwrap();
+    ok(&cfg, &["sync", a, "--once"], None);
+    let out = tessera(&cfg, &["limits", a, "--up", "fast"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("like 2MB/s"));
+
+    // 24 MB that does not compress, sent at 4 MB/s: whatever the blocks,
+    // all but the largest (16 MiB at most) wait their turn at the rate.
+    let data = crate::common::random_data(24_000_000, 7);
+    std::fs::write(folder.join("big.bin"), &data).unwrap();
+    let t = std::time::Instant::now();
+    ok(&cfg, &["sync", a, "--once", "--limit-up", "4MB/s"], None);
+    let took = t.elapsed();
+    println!("24 MB up at a 4 MB/s limit took {took:?}");
+    assert!(took >= std::time::Duration::from_millis(1500), "{took:?}");
+    let shown = ok(&cfg, &["limits", a], None);
+    assert!(
+        shown.contains("up 4.0 MB/s") && shown.contains("down no limit"),
+        "{shown}"
+    );
+    let shown = ok(
+        &cfg,
+        &["limits", a, "--up", "none", "--down", "10MB/s"],
+        None,
+    );
+    assert!(
+        shown.contains("up no limit") && shown.contains("down 10.0 MB/s"),
+        "{shown}"
+    );
+}
+
+#[test]
 fn an_admin_password_given_to_a_server_with_accounts_is_said_not_applied() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

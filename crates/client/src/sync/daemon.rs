@@ -314,6 +314,7 @@ impl<E: FnMut(Event)> Daemon<E> {
     /// One sync until nothing is left to do, as `tessera sync --once`:
     /// `None` if a stop request cut it short.
     pub async fn once(mut self) -> Result<Option<Report>, SyncError> {
+        self.apply_limits();
         let (done, _) = self.round().await;
         self.syncer.close().await;
         done.transpose()
@@ -367,6 +368,7 @@ impl<E: FnMut(Event)> Daemon<E> {
         &mut self,
         watcher: &mut Option<notify::RecommendedWatcher>,
     ) -> Result<Flow, DaemonError> {
+        self.apply_limits();
         if self.is_paused() {
             return Ok(self.wait_paused().await);
         }
@@ -428,6 +430,13 @@ impl<E: FnMut(Event)> Daemon<E> {
             (self.emit)(Event::Stuck(stuck));
         }
         Ok(())
+    }
+
+    /// The folder's bandwidth limits as saved now (they may change while
+    /// the sync runs).
+    fn apply_limits(&self) {
+        let dir = self.syncer.root().join(STATE_DIR);
+        crate::transfer::limit::set(crate::transfer::limit::load(&dir));
     }
 
     fn is_paused(&self) -> bool {
@@ -562,6 +571,7 @@ fn watcher(
     let confirm = state_dir.join(CONFIRM_FILE);
     let pause = state_dir.join(PAUSE_FILE);
     let selection = state_dir.join(super::engine::selection::SELECTION_FILE);
+    let limits = state_dir.join(crate::transfer::limit::LIMITS_FILE);
     notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let ev = match res {
             Ok(ev) => ev,
@@ -582,7 +592,7 @@ fn watcher(
         }
         let mut woke = false;
         for p in &ev.paths {
-            if *p == confirm || *p == pause || *p == selection {
+            if *p == confirm || *p == pause || *p == selection || *p == limits {
                 woke = true;
             } else if !p.starts_with(&state_dir) {
                 woke = true;

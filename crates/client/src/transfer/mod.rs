@@ -20,6 +20,7 @@ use crate::remote::ClientError;
 pub mod bases;
 pub mod batch;
 pub mod download;
+pub mod limit;
 pub mod resume;
 pub mod stream;
 pub mod upload;

@@ -15,14 +15,15 @@ const BEGIN: &str = "BEGIN";
 const BATCH: usize = 500;
 
 /// Nodes whose name holds a text, in the namespaces listed in $2
-/// (comma-separated ids), shortest names first, at most $3, through the
-/// trigram index led by the namespace ($1: a LIKE pattern over lower-cased
-/// names): only these namespaces' matches are read. Callers check each.
+/// (comma-separated ids), at most $3, through the trigram index led by the
+/// namespace ($1: a LIKE pattern over lower-cased names): only these
+/// namespaces' matches are read, and no more than asked for (no sort over
+/// all of them). Callers sort and check each.
 const NAME_SEARCH: &str = "
     SELECT n.namespace_id, n.id FROM nodes n
     WHERE lower(n.name) LIKE $1 AND n.deleted_ms IS NULL
       AND n.namespace_id = ANY(string_to_array($2, ',')::bigint[])
-    ORDER BY length(n.name), n.name LIMIT $3";
+    LIMIT $3";
 
 /// What $1 of the name search is for `text` (see [`NAME_SEARCH`]).
 fn name_search(text: &str) -> (&'static str, String) {
