@@ -771,6 +771,190 @@ test('download a folder as a zip holding its files', async () => {
   await row('/Projects').waitFor();
 });
 
+// ---------- search ----------
+
+const searchPaths = (p = page) => p.locator('#search-results li').evaluateAll((lis) => lis.map((li) => li.dataset.path));
+
+/// Waits until the results are these paths, in any order.
+async function searchShows(paths, p = page) {
+  const want = [...paths].sort();
+  try {
+    await p.waitForFunction((w) => {
+      const got = [...document.querySelectorAll('#search-results li')].map((li) => li.dataset.path).sort();
+      return !document.getElementById('search-panel').hidden && JSON.stringify(got) === JSON.stringify(w);
+    }, want, { timeout: 5000 });
+  } catch (e) {
+    assert.fail(`results ${JSON.stringify(await searchPaths(p))}, wanted ${JSON.stringify(want)}: ${e.message}`);
+  }
+}
+
+const LEDGERS = ['/Finance/Ledgers', '/Finance/Ledger 2024.csv', '/Finance/Archive/old ledger.txt'];
+
+test('search as you type: names in any case across nested folders, the match marked, the trash left out; Escape clears', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-web-'));
+  const finance = join(dir, 'Finance');
+  mkdirSync(join(finance, 'Archive'), { recursive: true });
+  mkdirSync(join(finance, 'Ledgers'), { recursive: true });
+  writeFileSync(join(finance, 'Ledger 2024.csv'), 'date,amount\n2024-01-02,12\n');
+  writeFileSync(join(finance, 'Archive', 'old ledger.txt'), 'the old ledger\n');
+  writeFileSync(join(finance, 'Ledgers', 'inside.txt'), 'inside\n');
+  await page.setInputFiles('#pick-folder', finance);
+  for (const p of ['/Finance/Ledger 2024.csv', '/Finance/Archive/old ledger.txt', '/Finance/Ledgers/inside.txt']) {
+    await page.locator(`#up-list li.done[data-path="${p}"]`).waitFor({ state: 'attached' });
+  }
+  await uploadThroughInput('ledger draft.txt', 'thrown away\n');
+  await row('/ledger draft.txt').waitFor();
+  await menuAction('/ledger draft.txt', 'Delete');
+  await row('/ledger draft.txt').waitFor({ state: 'detached' });
+
+  // "/" goes to the box from the list.
+  await row('/Finance').waitFor();
+  await row('/Finance').focus();
+  await page.keyboard.press('/');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'search-input');
+  assert.equal(await page.inputValue('#search-input'), '', 'the "/" is not typed');
+  await page.keyboard.type('lEdG', { delay: 40 });
+  await searchShows(LEDGERS);
+  assert.equal(await page.getAttribute('#search-input', 'aria-expanded'), 'true');
+  assert.equal(await page.locator('#search-status').innerText(), '3 matches');
+  const marks = await page.locator('#search-results li mark').allInnerTexts();
+  assert.deepEqual(marks.map((m) => m.toLowerCase()), ['ledg', 'ledg', 'ledg'], `marked: ${marks}`);
+  assert.ok(marks.includes('Ledg') && marks.includes('ledg'), `the name's own case is kept: ${marks}`);
+  const old = page.locator('#search-results li[data-path="/Finance/Archive/old ledger.txt"]');
+  assert.equal(await old.locator('.search-name').innerText(), 'old ledger.txt');
+  assert.match(await old.locator('.search-where').innerText(), new RegExp(`^in /Finance/Archive · ${await sizeInPage(15)} · `));
+  assert.equal(await page.locator('#search-results li[data-path="/Finance/Ledgers"] .search-where').innerText(), 'in /Finance');
+
+  // Narrowed as more is typed.
+  await page.keyboard.type('er 2', { delay: 40 });
+  await searchShows(['/Finance/Ledger 2024.csv']);
+  assert.equal(await page.locator('#search-status').innerText(), '1 match');
+
+  await page.fill('#search-input', 'no such name anywhere');
+  await page.waitForFunction(() => document.getElementById('search-status').textContent === 'Nothing\'s name holds “no such name anywhere”');
+  assert.equal(await page.locator('#search-results li').count(), 0);
+
+  await page.keyboard.press('Escape');
+  assert.equal(await page.inputValue('#search-input'), '');
+  assert.ok(await page.locator('#search-panel').isHidden());
+  assert.equal(await page.getAttribute('#search-input', 'aria-expanded'), 'false');
+});
+
+test('search: too many matches asks for more text, and an answer that comes late for older text is not shown', async () => {
+  const made = await page.evaluate(async () => {
+    const mkdir = (path) => fetch('/api/v1/files/mkdir', {
+      method: 'POST', headers: { 'X-Tessera-Web': '1', 'Content-Type': 'application/json' }, body: JSON.stringify({ path }),
+    }).then((r) => r.status);
+    const statuses = [await mkdir('/Finance/Crowd')];
+    for (let i = 1; i <= 51; i++) statuses.push(await mkdir(`/Finance/Crowd/Crowded ${String(i).padStart(2, '0')}`));
+    return statuses;
+  });
+  assert.ok(made.every((s) => s === 200 || s === 201), `mkdir: ${made}`);
+  await page.click('#search-input');
+  await page.keyboard.type('CROWDED');
+  await page.waitForFunction(() => document.getElementById('search-status').textContent === 'More match: type more to narrow it down');
+  assert.equal(await page.locator('#search-results li').count(), 50);
+  await page.keyboard.type(' 5');
+  await searchShows(['/Finance/Crowd/Crowded 50', '/Finance/Crowd/Crowded 51']);
+  await page.keyboard.press('Escape');
+
+  // The answer for "ledg" is held back while "ledger 2" is typed: only one
+  // search is asked at a time, the latest text next, and the older answer
+  // never shows.
+  const events = [];
+  let held = null;
+  const slow = (route) => {
+    const q = new URL(route.request().url()).searchParams.get('q');
+    events.push(`ask ${q}`);
+    if (q !== 'ledg') return route.continue();
+    held = new Promise((resolve) => { setTimeout(resolve, 1000); })
+      .then(() => { events.push(`answer ${q}`); return route.continue(); });
+    return held;
+  };
+  await page.route('**/api/v1/search?*', slow);
+  try {
+    await page.click('#search-input');
+    await page.evaluate(() => {
+      window.searchMostShown = 0;
+      new MutationObserver(() => {
+        window.searchMostShown = Math.max(window.searchMostShown, document.querySelectorAll('#search-results li').length);
+      }).observe(document.getElementById('search-results'), { childList: true });
+    });
+    await Promise.all([
+      page.waitForRequest((r) => r.url().includes('/api/v1/search?') && new URL(r.url()).searchParams.get('q') === 'ledg'),
+      page.keyboard.type('ledg'),
+    ]);
+    await page.keyboard.type('er 2');
+    await searchShows(['/Finance/Ledger 2024.csv']);
+    await held;
+    await page.waitForTimeout(200);
+    assert.deepEqual(await searchPaths(), ['/Finance/Ledger 2024.csv']);
+    assert.deepEqual(events.slice(events.indexOf('ask ledg')), ['ask ledg', 'answer ledg', 'ask ledger 2']);
+    assert.equal(await page.evaluate(() => window.searchMostShown), 1, 'the answer for "ledg" was shown');
+  } finally {
+    await page.unroute('**/api/v1/search?*', slow);
+  }
+  await page.keyboard.press('Escape');
+});
+
+test('search: arrows and Enter open a folder result; a file result opens its folder, its row focused, and its preview', async () => {
+  await row('/Finance').focus();
+  await page.keyboard.press('/');
+  await page.keyboard.type('LEDGER');
+  await searchShows(LEDGERS);
+  const order = await searchPaths();
+  const steps = order.indexOf('/Finance/Ledgers') + 1;
+  for (let i = 0; i < steps; i++) await page.keyboard.press('ArrowDown');
+  const active = await page.getAttribute('#search-input', 'aria-activedescendant');
+  assert.equal(await page.getAttribute(`#${active}`, 'data-path'), '/Finance/Ledgers');
+  assert.equal(await page.getAttribute(`#${active}`, 'aria-selected'), 'true');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => location.hash === '#/files/Finance/Ledgers');
+  await row('/Finance/Ledgers/inside.txt').waitFor();
+  assert.ok(await page.locator('#search-panel').isHidden());
+  assert.match(await page.locator('#crumbs').innerText(), /My files\s*›\s*Finance\s*›\s*Ledgers/);
+
+  // Back in the box, the results are there again; a click opens one.
+  await page.click('#search-input');
+  await searchShows(LEDGERS);
+  await page.locator('#search-results li[data-path="/Finance/Archive/old ledger.txt"]').click();
+  await page.waitForFunction(() => location.hash === '#/files/Finance/Archive');
+  await page.locator('#preview[open]').waitFor();
+  assert.equal(await page.locator('#preview-title').innerText(), 'old ledger.txt');
+  await page.waitForFunction(() => document.querySelector('#preview-body pre')?.textContent === 'the old ledger\n');
+  await page.keyboard.press('Escape');
+  await page.locator('#preview[open]').waitFor({ state: 'detached' });
+  assert.equal(await page.evaluate(() => document.activeElement.dataset.path), '/Finance/Archive/old ledger.txt');
+
+  await page.locator('#search-input').fill('');
+  await page.locator('#crumbs a', { hasText: 'My files' }).click();
+  await row('/Projects').waitFor();
+});
+
+test('phone width (375 px): the search box has a line of its own, its results fit, and a tap opens one', async () => {
+  const phone = await browser.newContext({ viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2, locale: 'en-US', timezoneId: 'UTC' });
+  await phone.addCookies((await context.cookies()).map((c) => ({ ...c })));
+  const p = await phone.newPage();
+  try {
+    await p.goto(BASE);
+    await p.locator('#rows tr[data-path="/Projects"]').waitFor();
+    const box = await p.locator('#search-input').boundingBox();
+    assert.ok(box.x >= 0 && box.x + box.width <= 375 && box.width > 300, `the box: ${JSON.stringify(box)}`);
+    await p.locator('#search-input').tap();
+    await p.keyboard.type('ledger');
+    await searchShows(LEDGERS, p);
+    const list = await p.locator('#search-panel').boundingBox();
+    assert.ok(list.x >= 0 && list.x + list.width <= 375, `the results: ${JSON.stringify(list)}`);
+    const overflow = await p.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `page is ${overflow}px wider than the screen`);
+    await p.locator('#search-results li[data-path="/Finance/Ledgers"]').tap();
+    await p.waitForFunction(() => location.hash === '#/files/Finance/Ledgers');
+    await p.locator('#rows tr[data-path="/Finance/Ledgers/inside.txt"]').waitFor();
+  } finally {
+    await phone.close();
+  }
+});
+
 test('phone width (375 px): no horizontal overflow, actions reachable', async () => {
   const phone = await browser.newContext({ viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2, locale: 'en-US', timezoneId: 'UTC' });
   await phone.addCookies((await context.cookies()).map((c) => ({ ...c })));

@@ -124,6 +124,9 @@ export const files = {
   viewUrl: (path, rev) => url('/files/view', { path, rev }),
   downloadUrl: (path, rev) => url('/files/view', { path, rev, download: 1 }),
   zipUrl: (path) => url('/files/zip', { path }),
+  /// Names holding `q` in any case, shortest first, across one's files and
+  /// the folders shared with one (trash left out): `{entries, more}`.
+  search: (q, limit) => api('GET', '/search', { query: { q, limit } }),
 };
 
 export const trash = {

@@ -1,7 +1,7 @@
 // The web UI: sign-in, the file list (browse, sort, create, rename, move,
-// delete), the trash, revisions (and pins), previews, uploads, live updates
-// the storage used against the quota, shared folders, one's account
-// (password, devices) and, for administrators, the users.
+// delete), search by name, the trash, revisions (and pins), previews,
+// uploads, live updates the storage used against the quota, shared folders,
+// one's account (password, devices) and, for administrators, the users.
 
 import { API, ApiError, WEB_HEADERS, account, admin, api, errorFrom, files, formatBytes, join, links, nameOf, onUnauthorized, parentOf, serverSaid, shares, trash } from './api.js';
 import { Live } from './live.js';
@@ -77,6 +77,8 @@ async function attempt(fn, okMessage) {
 
 function showSignin(message = '') {
   live.stop();
+  clearSearch();
+  reveal = null;
   if ($('share').open) $('share').close();
   $('app').hidden = true;
   $('usage').hidden = true;
@@ -171,6 +173,7 @@ window.addEventListener('hashchange', () => {
   state.view = target.view;
   state.folder = target.folder;
   state.selected.clear();
+  if (reveal && (target.view !== 'files' || target.folder !== reveal.folder)) reveal = null;
   closePanel();
   refresh(true);
 });
@@ -214,6 +217,7 @@ async function refresh(focusList = false) {
       renderTrash();
     }
     if (focusList) focusRow(0);
+    if (reveal && state.view === 'files' && reveal.folder === state.folder) revealFile();
   } catch (e) {
     if (seq !== loadSeq) return;
     if (e instanceof ApiError && e.status === 401) return;
@@ -237,6 +241,8 @@ function refreshSoon() {
 
 function onChanges(changes) {
   usageSoon();
+  // Results on the screen follow the files, as the list does.
+  if (!$('search-panel').hidden) searchSoon();
   if (!listView()) return;
   for (const c of changes) state.flash.add(c.path);
   const relevant = changes.length === 0 || changes.some((c) => state.view === 'trash'
@@ -621,6 +627,285 @@ $('menu').addEventListener('keydown', (ev) => {
 });
 document.addEventListener('click', (ev) => { if (!$('menu').contains(ev.target)) closeMenu(false); });
 window.addEventListener('resize', () => closeMenu(false));
+
+// ---------- search ----------
+
+/// One request once typing pauses, not one a keystroke.
+const SEARCH_DELAY_MS = 150;
+const SEARCH_LIMIT = 50;
+const SEARCH_PANEL_PX = 480;
+
+const search = {
+  /// The text the results listed are for ('' while none are).
+  shown: '',
+  results: [],
+  /// The result the arrows are on, -1 for none.
+  active: -1,
+  timer: null,
+  /// Raised by each request and by clearing, so an answer to an older one
+  /// that comes late is dropped.
+  seq: 0,
+  /// A request is under way, for `asking`; `again`: for other text since.
+  busy: false,
+  asking: '',
+  again: false,
+  /// Enter came before the results for what is typed: the first is opened
+  /// when they do.
+  openFirst: false,
+};
+
+/// A file picked in the results, opened once its folder is listed.
+let reveal = null;
+
+const searchText = () => $('search-input').value.trim();
+
+function showSearchPanel(open) {
+  const panel = $('search-panel');
+  panel.hidden = !open;
+  $('search-input').setAttribute('aria-expanded', String(open));
+  if (!open) { setActive(-1); return; }
+  // Where the box is depends on the width of the bar: the list is kept
+  // on the screen, under the box as far as it can be.
+  const box = $('search').getBoundingClientRect();
+  const width = Math.max(box.width, Math.min(SEARCH_PANEL_PX, innerWidth - 16));
+  const left = Math.max(8, Math.min(box.left, innerWidth - width - 8));
+  panel.style.width = `${width}px`;
+  panel.style.left = `${left - box.left}px`;
+}
+window.addEventListener('resize', () => { if (!$('search-panel').hidden) showSearchPanel(true); });
+
+function cancelSearch() {
+  clearTimeout(search.timer);
+  search.timer = null;
+  search.seq += 1;
+  // The answer under way is for nothing shown now, whatever its text.
+  search.asking = '';
+  search.openFirst = false;
+}
+
+function resetSearch() {
+  cancelSearch();
+  search.shown = '';
+  search.results = [];
+  $('search-results').replaceChildren();
+  $('search-status').textContent = '';
+  showSearchPanel(false);
+}
+
+/// Escape, and signing out: the next one to sign in sees nothing of it.
+function clearSearch() {
+  $('search-input').value = '';
+  resetSearch();
+}
+
+function searchSoon() {
+  clearTimeout(search.timer);
+  search.openFirst = false;
+  if (!searchText()) { resetSearch(); return; }
+  search.timer = setTimeout(runSearch, SEARCH_DELAY_MS);
+}
+
+async function runSearch() {
+  clearTimeout(search.timer);
+  search.timer = null;
+  const text = searchText();
+  if (!text) return;
+  // One request at a time: the server takes a user's searches one after
+  // the other (and refuses one kept waiting), so the latest text is asked
+  // for once the answer under way has come.
+  if (search.busy) { if (text !== search.asking) search.again = true; return; }
+  const seq = ++search.seq;
+  if (new TextEncoder().encode(text).length > 255) {
+    renderSearch(text, null, 'No name is that long: names are at most 255 bytes.');
+    return;
+  }
+  search.busy = true;
+  search.asking = text;
+  let res = null;
+  let failed = null;
+  try {
+    res = await files.search(text, SEARCH_LIMIT);
+  } catch (e) {
+    failed = e;
+  } finally {
+    search.busy = false;
+  }
+  if (search.again) {
+    search.again = false;
+    runSearch();
+    return;
+  }
+  if (seq !== search.seq || text !== searchText()) return;
+  if (failed) {
+    if (!(failed instanceof ApiError && failed.status === 401)) renderSearch(text, null, serverSaid(failed));
+    return;
+  }
+  renderSearch(text, res);
+  if (search.openFirst) {
+    search.openFirst = false;
+    if (search.results.length) openResult(search.results[0]);
+  }
+}
+
+/// Where `text` is in `name`, in any case, as [start, end) in the name's
+/// own characters: lowercasing can change a string's length, so the
+/// lowercased name's indexes are not the name's.
+function matchIn(name, text) {
+  const needle = text.toLowerCase();
+  for (let i = 0; i < name.length; i++) {
+    for (let j = i + 1; j <= name.length; j++) {
+      const part = name.slice(i, j).toLowerCase();
+      if (part === needle) return [i, j];
+      if (!needle.startsWith(part)) break;
+    }
+  }
+  return null;
+}
+
+function highlighted(name, text) {
+  const at = matchIn(name, text);
+  if (!at) return [name];
+  return [name.slice(0, at[0]), el('mark', { text: name.slice(at[0], at[1]) }), name.slice(at[1])];
+}
+
+function searchItem(entry, i, text) {
+  const folder = parentOf(entry.path);
+  const where = `in ${folder === '/' ? 'My files' : folder}`;
+  const facts = entry.kind === 'folder' ? [where] : [where, formatBytes(entry.size), when(entry.modified_ms)];
+  return el('li', {
+    id: `search-result-${i}`, role: 'option', 'aria-selected': 'false',
+    'data-path': entry.path, 'data-kind': entry.kind,
+    'aria-label': `${entry.kind === 'folder' ? 'Folder' : 'File'} ${entry.name}, ${facts.join(', ')}`,
+    onclick: () => openResult(entry),
+  },
+  fileIcon(entry),
+  el('div', { class: 'search-text' },
+    el('span', { class: 'search-name', title: entry.name }, ...highlighted(entry.name, text)),
+    el('span', { class: 'search-where', title: entry.path, text: facts.join(' · ') })),
+  sharedBadge(entry));
+}
+
+function renderSearch(text, res, problem = null) {
+  const was = search.results[search.active]?.path;
+  search.shown = text;
+  search.results = res ? res.entries : [];
+  const n = search.results.length;
+  $('search-results').replaceChildren(...search.results.map((e, i) => searchItem(e, i, text)));
+  const status = $('search-status');
+  status.classList.toggle('problem', !!problem);
+  status.textContent = problem
+    || (n === 0 ? `Nothing's name holds “${text}”`
+      : res.more ? 'More match: type more to narrow it down'
+        : `${n} ${n === 1 ? 'match' : 'matches'}`);
+  // Typed, then gone elsewhere before the answer: it shows on coming back.
+  if (document.activeElement !== $('search-input')) return;
+  showSearchPanel(true);
+  setActive(search.results.findIndex((e) => e.path === was));
+}
+
+function setActive(i) {
+  const items = [...$('search-results').children];
+  search.active = i >= 0 && i < items.length ? i : -1;
+  items.forEach((li, k) => li.setAttribute('aria-selected', String(k === search.active)));
+  const input = $('search-input');
+  if (search.active < 0) { input.removeAttribute('aria-activedescendant'); return; }
+  input.setAttribute('aria-activedescendant', items[search.active].id);
+  items[search.active].scrollIntoView({ block: 'nearest' });
+}
+
+/// Back in the box: what was found shows at once, and is asked again, as
+/// the files may have changed meanwhile.
+function reopenSearch() {
+  if (!searchText()) return;
+  if (search.shown) showSearchPanel(true);
+  runSearch();
+}
+
+/// A folder opens in the list; a file opens in its folder, its row
+/// focused, as a click on its name there does (the preview).
+function openResult(entry) {
+  const folder = entry.kind === 'folder' ? entry.path : parentOf(entry.path);
+  showSearchPanel(false);
+  reveal = entry.kind === 'folder' ? null : { path: entry.path, folder };
+  if (reveal) state.flash.add(entry.path);
+  if (state.view === 'files' && state.folder === folder) {
+    state.selected.clear();
+    refresh(true);
+  } else {
+    go(folder);
+  }
+}
+
+function revealFile() {
+  const { path } = reveal;
+  reveal = null;
+  const entry = state.entries.find((e) => e.path === path);
+  const tr = [...$('rows').children].find((r) => r.dataset.path === path);
+  if (!entry || !tr) { toast(`“${nameOf(path)}” is no longer there.`, true); return; }
+  for (const r of $('rows').children) r.tabIndex = -1;
+  tr.tabIndex = 0;
+  // Focused first, so closing the preview comes back to the file's row.
+  tr.focus();
+  preview(entry);
+}
+
+$('search-input').addEventListener('input', searchSoon);
+$('search-input').addEventListener('focus', reopenSearch);
+$('search-input').addEventListener('keydown', (ev) => {
+  if (ev.isComposing) return;
+  const n = search.results.length;
+  const open = !$('search-panel').hidden;
+  switch (ev.key) {
+    case 'ArrowDown':
+      ev.preventDefault();
+      if (!open) reopenSearch();
+      else if (n) setActive((search.active + 1) % n);
+      break;
+    case 'ArrowUp':
+      ev.preventDefault();
+      if (!open) reopenSearch();
+      else if (n) setActive(search.active <= 0 ? n - 1 : search.active - 1);
+      break;
+    case 'Enter': {
+      ev.preventDefault();
+      const settled = !search.timer && !search.busy && search.shown === searchText();
+      if (open && search.active >= 0) openResult(search.results[search.active]);
+      else if (settled) { if (n) openResult(search.results[0]); }
+      else if (searchText()) {
+        search.openFirst = true;
+        runSearch();
+      }
+      break;
+    }
+    case 'Escape':
+      // Only when there is something to clear: otherwise Escape is the
+      // page's (it closes the side panel).
+      if (ev.currentTarget.value || open) {
+        ev.preventDefault();
+        ev.stopPropagation();
+        clearSearch();
+      }
+      break;
+    default:
+  }
+});
+// The list closes when the focus leaves the box; a press on a result
+// must not take the focus from it first.
+$('search').addEventListener('focusout', (ev) => { if (!$('search').contains(ev.relatedTarget)) showSearchPanel(false); });
+$('search-panel').addEventListener('mousedown', (ev) => ev.preventDefault());
+
+/// "/" goes to the search box from anywhere but a field being typed in.
+document.addEventListener('keydown', (ev) => {
+  if (ev.key !== '/' || ev.ctrlKey || ev.metaKey || ev.altKey || ev.defaultPrevented) return;
+  if ($('app').hidden || document.querySelector('dialog[open]') || !$('menu').hidden) return;
+  const t = ev.target;
+  const typing = t instanceof HTMLElement && (t.isContentEditable || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT'
+    || (t.tagName === 'INPUT' && !['checkbox', 'radio', 'button', 'submit', 'reset'].includes(t.type)));
+  if (typing) return;
+  ev.preventDefault();
+  $('search-input').focus();
+  $('search-input').select();
+});
 
 // ---------- dialogs ----------
 
