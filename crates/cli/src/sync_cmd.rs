@@ -435,8 +435,8 @@ pub async fn status(dir: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     let p = profile::load()?;
-    let remote = Remote::new(&p.server, Some(p.token))?;
-    let mut syncer = Syncer::open_read_only(dir, remote, &p.username, &p.device).await?;
+    let remote = Remote::new(&p.server, Some(p.token.clone()))?;
+    let mut syncer = Syncer::open_read_only(dir, remote.clone(), &p.username, &p.device).await?;
     let (ops, warnings) = match syncer.pending().await {
         Ok(pending) => pending,
         // Out of reach: say what waits here instead of failing.
@@ -476,6 +476,9 @@ pub async fn status(dir: &Path) -> anyhow::Result<()> {
         eprintln!("warning: {w}");
     }
     print_pending(dir, &ops, &warnings);
+    if let Ok(usage) = remote.usage().await {
+        println!("{}", crate::admin_cmd::usage_line(&usage));
+    }
     if !warnings.is_empty() {
         anyhow::bail!(
             "{} is not in sync: {} item(s) skipped (see the warnings above)",
