@@ -42,10 +42,20 @@ fn lock(state: &Path, dir: &Path) -> anyhow::Result<std::fs::File> {
 /// Detaches `dir` from its account: its sync state goes (the local trash
 /// with it, after saying so), its files stay as they are, and nothing on
 /// the server changes. Syncing it again later starts afresh.
-pub fn unlink(dir: &Path) -> anyhow::Result<()> {
+pub fn unlink(dir: &Path, yes: bool) -> anyhow::Result<()> {
     let state = state_dir(dir)?;
     let held = lock(&state, dir)?;
     let trashed = trash_items(&state)?.len();
+    // The local trash may hold the only copy of something: not lost
+    // without being asked.
+    if trashed > 0 && !yes {
+        bail!(
+            "the local trash of {d} holds {trashed} items (`tessera trash --local {d}`), which \
+             unlinking removes: restore what you need, then run it again with --yes; nothing \
+             was changed",
+            d = dir.display()
+        );
+    }
     // Renamed aside first: the folder is unlinked at once, whatever the
     // removal then meets.
     let aside = dir.join(format!("{STATE_DIR}.unlinked-{}", std::process::id()));

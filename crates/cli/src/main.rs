@@ -201,6 +201,9 @@ enum Command {
     Unlink {
         /// The synced folder.
         dir: PathBuf,
+        /// Also when its local trash holds something (it goes with the sync state).
+        #[arg(long)]
+        yes: bool,
     },
     /// List the conflicted copies in a synced folder.
     Conflicts {
@@ -506,7 +509,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             (None, None) => anyhow::bail!("name the file whose revisions to list"),
         },
         Command::Restore { remote, rev } => c::restore(&remote, rev).await,
-        Command::Unlink { dir } => local_cmd::unlink(&dir),
+        Command::Unlink { dir, yes } => local_cmd::unlink(&dir, yes),
         Command::Pause { dir } => sync_cmd::pause(&dir),
         Command::Resume { dir } => sync_cmd::resume(&dir),
         Command::Trash {

@@ -267,7 +267,11 @@ pub async fn sync(args: SyncArgs<'_>) -> anyhow::Result<()> {
         ..daemon::Config::default()
     };
     if !args.only.is_empty() {
-        set_selection(args.dir, &args.only)?;
+        let mut only = Vec::new();
+        for folder in &args.only {
+            only.push(on_server(&remote, folder).await?);
+        }
+        set_selection(args.dir, &only)?;
     }
     if args.limit_up.is_some() || args.limit_down.is_some() {
         set_limits(args.dir, args.limit_up, args.limit_down)?;
@@ -561,13 +565,23 @@ pub async fn selective(args: SelectiveArgs) -> anyhow::Result<()> {
     if args.all {
         wanted.clear();
     }
-    wanted.extend(args.add.iter().cloned());
-    let mut wanted = normalize(&wanted);
-    if !args.remove.is_empty() {
+    if !args.add.is_empty() || !args.remove.is_empty() {
         let p = profile::load()?;
         let remote = Remote::new(&p.server, Some(p.token))?;
+        for folder in &args.add {
+            wanted.push(on_server(&remote, folder).await?);
+        }
+        wanted = normalize(&wanted);
         for folder in &args.remove {
-            wanted = without(&remote, wanted, folder.trim_matches('/')).await?;
+            let folder = on_server(&remote, folder).await?;
+            wanted = without(&remote, wanted, &folder).await?;
+            if wanted.is_empty() {
+                anyhow::bail!(
+                    "that would leave nothing selected: give --all to keep everything, or \
+                     `tessera unlink {}` to stop syncing the folder; nothing was changed",
+                    dir.display()
+                );
+            }
         }
     }
     let wanted = normalize(&wanted);
@@ -622,6 +636,19 @@ async fn without(
         );
     }
     Ok(selection)
+}
+
+/// `path` as the server spells it (without the leading `/`), or an error
+/// naming it when the server has nothing there.
+async fn on_server(remote: &Remote, path: &str) -> anyhow::Result<String> {
+    let wanted = format!("/{}", path.trim_matches('/'));
+    match remote.meta(&wanted).await {
+        Ok(e) => Ok(e.path.trim_start_matches('/').to_owned()),
+        Err(e) if e.status() == Some(404) => {
+            anyhow::bail!("the server has nothing at {wanted}; nothing was changed")
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What the server folder `rel` holds, as paths without the leading `/`.

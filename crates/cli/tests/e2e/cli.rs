@@ -1189,8 +1189,13 @@ fn a_device_keeps_only_the_folders_selected_for_it() {
     sync();
     assert!(b.join("Photos/2026/new.jpg").is_file(), "it came back");
 
-    // Unselected: the copy here goes to the local trash, the server keeps
-    // it. A folder inside a selected one is taken out level by level.
+    // Unselected: what was made here goes up first; then the copy here
+    // goes to the local trash, and the server keeps it. A folder inside a
+    // selected one is taken out level by level.
+    std::fs::write(b.join("Photos/2026/fresh.jpg"), "made here").unwrap();
+    let out = tessera(&cfg, &["selective", bs, "--remove", "/Nowhere"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing at /Nowhere"));
     ok(
         &cfg,
         &[
@@ -1204,17 +1209,30 @@ fn a_device_keeps_only_the_folders_selected_for_it() {
         None,
     );
     sync();
+    assert!(
+        ok(&cfg, &["ls", "/Photos/2026"], None).contains("fresh.jpg"),
+        "a file made here before its folder was unselected reached the server"
+    );
     assert!(!b.join("Photos").exists() && !b.join("Work/sub").exists());
     assert!(b.join("Work/a.txt").is_file());
     assert!(ok(&cfg, &["ls", "/Photos/2026"], None).contains("new.jpg"));
     assert!(ok(&cfg, &["ls", "/Work/sub"], None).contains("b.txt"));
     assert!(ok(&cfg, &["trash", "--local", bs], None).contains("Photos/2026/new.jpg"));
 
+    // A selected item moved on the server: the selection follows it.
+    ok(&cfg, &["mv", "/Work", "/Job"], None);
+    sync();
+    assert!(b.join("Job/a.txt").is_file() && !b.join("Work").exists());
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&cfg, &["selective", bs, "--json"], None)).unwrap();
+    let only = shown["only"].as_array().unwrap();
+    assert!(only.contains(&serde_json::json!("/Job/a.txt")), "{shown}");
+
     // Everything again: all comes down, and the local file in Music goes up.
     ok(&cfg, &["selective", bs, "--all"], None);
     ok(&cfg, &["sync", bs, "--once"], None);
     assert!(b.join("Photos/2025/old.jpg").is_file());
-    assert!(b.join("Work/sub/b.txt").is_file());
+    assert!(b.join("Job/sub/b.txt").is_file());
     assert_eq!(
         std::fs::read_to_string(b.join("Music/song.mp3")).unwrap(),
         "song"

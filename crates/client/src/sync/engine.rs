@@ -130,6 +130,9 @@ pub struct Syncer {
     /// Large new files fetched while another device uploads them, when a
     /// daemon runs (`prefetch.rs`).
     prefetch: Option<Prefetches>,
+    /// The server folders this round keeps (selective sync; empty: all),
+    /// read once a round (`engine/selection.rs`).
+    selected: Vec<String>,
 }
 
 fn rel_to_remote(rel: &str) -> String {
@@ -290,6 +293,7 @@ impl Syncer {
             dirty: None,
             last_scan: None,
             prefetch: None,
+            selected: Vec::new(),
         })
     }
 
@@ -316,6 +320,11 @@ impl Syncer {
                 .await?;
             for c in &page.changes {
                 apply_change(&mut self.remote_tree, c);
+                if c.kind == ChangeKind::Move
+                    && let Some(old) = &c.old_path
+                {
+                    self.follow_move(&remote_to_rel(old), &remote_to_rel(&c.path))?;
+                }
                 announced.remove(&c.path);
                 if c.kind == ChangeKind::Pending
                     && c.node == EntryKind::File
@@ -355,6 +364,7 @@ impl Syncer {
     /// The operations the planner wants now (pulls first), in execution
     /// order, and what is left out of sync.
     pub async fn pending(&mut self) -> Result<(Vec<Op>, Vec<String>), SyncError> {
+        self.load_selection()?;
         let (plan, warnings) = self.pending_plan().await?;
         Ok((plan.into_ops(), warnings))
     }
@@ -363,6 +373,7 @@ impl Syncer {
     /// of the server, without asking the server (which may be out of
     /// reach): the changes waiting here.
     pub async fn pending_here(&mut self) -> Result<Vec<Op>, SyncError> {
+        self.load_selection()?;
         let (plan, _) = self.plan_from_scan(None).await?;
         Ok(plan
             .into_ops()
@@ -455,7 +466,8 @@ impl Syncer {
         {
             tracing::warn!(error = %e, "cannot record the case clashes for `tessera conflicts`");
         }
-        let selected = self.select_trees(&local, &self.remote_tree, &self.synced, &mut warnings)?;
+        self.select_made_here(&local, &mut warnings)?;
+        let selected = self.select_trees(&local);
         if clashes.is_empty() {
             return Ok(match &selected {
                 Some((local, remote, synced)) => (plan(local, remote, synced), warnings),
@@ -474,7 +486,7 @@ impl Syncer {
             remove_subtree(&mut self.synced, &c.left_out);
             warnings.push(c.describe());
         }
-        let selection = self.selection()?;
+        let selection = self.selected.clone();
         local.retain(|p, _| selection::keeps(&selection, p));
         let synced: Tree = self
             .synced
@@ -538,7 +550,7 @@ impl Syncer {
         for round in 1..=8 {
             report.rounds = round;
             self.check_present()?;
-            self.apply_selection(&mut report).await?;
+            self.load_selection()?;
             let (mut plan, skipped) = self.pending_plan().await?;
             // A scan of a folder unmounted meanwhile finds nothing: that
             // must not become deletions.
@@ -546,10 +558,15 @@ impl Syncer {
             self.note_skips(&mut report, skipped);
             let mut stuck = Vec::new();
             self.brake_mass_deletes(&mut plan, &mut stuck);
-            self.keep_folders_above_selection(&mut plan, &mut stuck)?;
+            self.keep_folders_above_selection(&mut plan, &mut stuck);
             let kept_out = self.keep_out_of_read_only(&mut plan, &mut report).await;
             if plan.is_empty() && kept_out > 0 {
                 self.save().await?;
+                continue;
+            }
+            // In sync under the selection applied so far: a wanted one
+            // that takes something away is carried out now, then planned.
+            if plan.is_empty() && stuck.is_empty() && self.apply_selection(&mut report).await? {
                 continue;
             }
             if plan.is_empty() {

@@ -115,6 +115,9 @@ pub fn save(state_dir: &std::path::Path, limits: Limits) -> std::io::Result<()> 
     std::fs::rename(tmp, state_dir.join(LIMITS_FILE))
 }
 
+/// The slowest rate accepted, in bytes a second.
+const MIN_RATE: u64 = 10_000;
+
 /// `2MB/s`, `500KiB/s`, `10MB` (a second implied), or `0`/`none` for no
 /// limit, as bytes a second.
 pub fn parse(text: &str) -> Result<Option<u64>, String> {
@@ -125,8 +128,12 @@ pub fn parse(text: &str) -> Result<Option<u64>, String> {
     let size = t.strip_suffix("/s").unwrap_or(t);
     let bad = || format!("{text}: give a rate like 2MB/s or 500KiB/s (0 or none: no limit)");
     let bytes = parse_size(size).ok_or_else(bad)?;
-    if bytes == 0 {
-        return Ok(None);
+    // Slower than this, a request of one block would outlast the server's
+    // patience: say so rather than stall.
+    if bytes < MIN_RATE {
+        return Err(format!(
+            "{text}: the slowest limit is 10KB/s (0 or none: no limit)"
+        ));
     }
     Ok(Some(bytes))
 }
@@ -165,6 +172,8 @@ mod tests {
         assert_eq!(parse("0"), Ok(None));
         assert!(parse("fast").is_err());
         assert!(parse("-1MB/s").is_err());
+        assert!(parse("1b/s").is_err(), "too slow to finish a block");
+        assert!(parse("0.5").is_err(), "not a rate of nothing");
     }
 
     #[test]

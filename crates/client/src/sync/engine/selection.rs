@@ -7,12 +7,14 @@
 //! Everything else is out of sight on both sides: never fetched, never
 //! sent, never taken as deleted. Three rules keep that safe:
 //!
-//! - **Unselecting** a folder moves its local copy into the local trash
-//!   and forgets it as synced, so nothing on the server changes, and
+//! - **Unselecting** a folder forgets it as synced, then moves its synced
+//!   files into the local trash, so nothing on the server changes, and
 //!   selecting it again fetches it afresh. The engine does it, under the
-//!   folder's lock, at the start of a round after the wanted selection
-//!   (`selected`) differs from the one applied (`selected.applied`); a
-//!   running sync picks the change up by itself.
+//!   folder's lock, once the folder is in sync under the selection applied
+//!   so far (`selected.applied`), so edits made here go up first; what the
+//!   server does not have as it is stays in place, unsynced. A running
+//!   sync picks a new wanted selection (`selected`) up by itself, and
+//!   follows a selected folder moved on the server.
 //! - **A folder above the selection** holds server content this device
 //!   does not have: deleting or moving it here is not carried to the
 //!   server (that would take the unselected content along); it comes back
@@ -70,9 +72,11 @@ pub fn write(state_dir: &Path, file: &str, folders: &[String]) -> Result<(), Syn
 /// Sorted, deduplicated, without slashes at the ends, and without folders
 /// inside another selected folder.
 pub fn normalize(folders: &[String]) -> Vec<String> {
+    use unicode_normalization::UnicodeNormalization;
+    // The server spells names in NFC; so does the selection.
     let mut out: Vec<String> = folders
         .iter()
-        .map(|f| f.trim_matches('/').to_owned())
+        .map(|f| f.trim_matches('/').nfc().collect::<String>())
         .filter(|f| !f.is_empty())
         .collect();
     out.sort();
@@ -114,69 +118,157 @@ impl Syncer {
         self.root.join(super::STATE_DIR)
     }
 
-    /// The selection wanted now.
-    pub(super) fn selection(&self) -> Result<Vec<String>, SyncError> {
-        read(&self.state_dir(), SELECTION_FILE).map(|s| normalize(&s))
-    }
-
-    /// Carries out a change of selection: what it no longer keeps goes to
-    /// the local trash and is forgotten as synced. Only with the lock.
-    pub(super) async fn apply_selection(&mut self, report: &mut Report) -> Result<(), SyncError> {
-        if self.lock.is_none() {
-            return Ok(());
-        }
+    /// The selection this round plans with: the one applied, which a
+    /// wanted one replaces at once when it only adds, and otherwise once
+    /// the folder is in sync under it ([`Syncer::apply_selection`]), so
+    /// edits made here in a folder being unselected go up first. Read once
+    /// a round, so every step of the round sees the same one.
+    pub(super) fn load_selection(&mut self) -> Result<(), SyncError> {
         let dir = self.state_dir();
-        let want = self.selection()?;
-        let applied = normalize(&read(&dir, APPLIED_FILE)?);
-        if want == applied {
-            return Ok(());
-        }
-        let dropped: Vec<String> = topmost_left_out(&self.synced, &want)
+        let want = normalize(&read(&dir, SELECTION_FILE)?);
+        let applied = match std::fs::metadata(dir.join(APPLIED_FILE)) {
+            Ok(_) => normalize(&read(&dir, APPLIED_FILE)?),
+            // Nothing synced yet: the first selection takes effect at once.
+            Err(_) if self.synced.is_empty() => want.clone(),
+            // Synced before selections were kept: everything was.
+            Err(_) => Vec::new(),
+        };
+        let only_adds = topmost_left_out(&self.synced, &want)
             .into_iter()
-            .filter(|p| keeps(&applied, p))
-            .cloned()
-            .collect();
-        for path in &dropped {
-            let abs = self.disk(path);
-            if std::fs::symlink_metadata(&abs).is_ok() {
-                let trash = self.to_trash(path, &abs).await.map_err(|e| {
-                    SyncError::Io(std::io::Error::other(format!(
-                        "cannot move {path}, no longer selected, to the local trash: {e}"
-                    )))
-                })?;
-                tracing::info!(%path, trash = %trash.display(), "no longer selected: moved to the local trash");
-                report.warnings.push(format!(
-                    "/{path} is no longer synced to this device: its copy here is in the local \
-                     trash (`tessera trash --local {}`); it stays on the server",
-                    self.root.display()
-                ));
-            }
-            remove_subtree(&mut self.synced, path);
+            .all(|p| !keeps(&applied, p));
+        if want != applied && only_adds && self.lock.is_some() {
+            write(&dir, APPLIED_FILE, &want)?;
+            self.selected = want;
+        } else {
+            self.selected = applied;
         }
-        // What the disk held there is looked at afresh.
-        self.last_scan = None;
-        self.save().await?;
-        write(&dir, APPLIED_FILE, &want)?;
         Ok(())
     }
 
-    /// The three trees as the selection shows them, and what is made here
-    /// outside it: selected when the server has nothing there, otherwise
-    /// reported in `warnings`.
-    pub(super) fn select_trees(
-        &self,
+    /// Carries out a wanted selection that takes something away, once the
+    /// folder is in sync under the applied one; true if it did. Each file
+    /// no longer kept is first forgotten as synced, durably, with the new
+    /// selection recorded (a crash after that leaves a copy here, never a
+    /// deletion); then a file still as synced moves to the local trash,
+    /// and anything else there (changed since, never synced, ignored)
+    /// stays in place, unsynced, and is reported. Only with the lock.
+    pub(super) async fn apply_selection(&mut self, report: &mut Report) -> Result<bool, SyncError> {
+        if self.lock.is_none() {
+            return Ok(false);
+        }
+        let dir = self.state_dir();
+        let want = normalize(&read(&dir, SELECTION_FILE)?);
+        if want == self.selected {
+            return Ok(false);
+        }
+        let dropped: Vec<String> = topmost_left_out(&self.synced, &want)
+            .into_iter()
+            .filter(|p| keeps(&self.selected, p))
+            .cloned()
+            .collect();
+        let mut forgotten: Vec<(String, super::super::tree::Node)> = Vec::new();
+        for top in &dropped {
+            forgotten.extend(
+                self.synced
+                    .iter()
+                    .filter(|(p, _)| *p == top || is_below(p, top))
+                    .map(|(p, n)| (p.clone(), n.clone())),
+            );
+            remove_subtree(&mut self.synced, top);
+        }
+        self.save().await?;
+        write(&dir, APPLIED_FILE, &want)?;
+        self.selected = want;
+        self.last_scan = None;
+        // Deepest first: files, then the folders they leave empty.
+        forgotten.sort_by_key(|(p, _)| std::cmp::Reverse(super::super::tree::depth(p)));
+        let mut stayed = 0usize;
+        for (path, node) in &forgotten {
+            let abs = self.disk(path);
+            if std::fs::symlink_metadata(&abs).is_err() {
+                continue;
+            }
+            if node.kind == super::super::tree::NodeKind::Folder {
+                if std::fs::remove_dir(&abs).is_err() {
+                    stayed += 1;
+                }
+                continue;
+            }
+            let as_synced = self.unchanged(path, Some(node)).is_ok();
+            if !as_synced || self.to_trash(path, &abs).await.is_err() {
+                stayed += 1;
+            }
+        }
+        for top in &dropped {
+            tracing::info!(path = %top, "no longer selected: its synced files went to the local trash");
+            let mut said = format!(
+                "/{top} is no longer synced to this device: its files are on the server, and \
+                 their copies here are in the local trash (`tessera trash --local {}`)",
+                self.root.display()
+            );
+            if stayed > 0 {
+                said.push_str(&format!(
+                    "; {stayed} item(s) there that the server does not have as they are stay \
+                     in place, unsynced"
+                ));
+            }
+            report.warnings.push(said);
+        }
+        Ok(true)
+    }
+
+    /// Follows a move on the server of a selected folder, or of one above
+    /// the selection, so the selection keeps naming what it named. Only
+    /// with the lock; the next round reads it.
+    pub(super) fn follow_move(&mut self, from: &str, to: &str) -> Result<(), SyncError> {
+        if self.lock.is_none() || self.selected.is_empty() {
+            return Ok(());
+        }
+        let dir = self.state_dir();
+        let moved = |list: &[String]| -> Option<Vec<String>> {
+            let mut changed = false;
+            let out = list
+                .iter()
+                .map(|f| {
+                    if f == from || is_below(f, from) {
+                        changed = true;
+                        format!("{to}{}", &f[from.len()..])
+                    } else {
+                        f.clone()
+                    }
+                })
+                .collect();
+            changed.then_some(out)
+        };
+        for file in [SELECTION_FILE, APPLIED_FILE] {
+            if let Some(list) = moved(&read(&dir, file)?) {
+                tracing::info!(%from, %to, "a selected folder moved on the server: the selection follows");
+                write(&dir, file, &list)?;
+            }
+        }
+        // This round keeps both places, so the planner sees the move and
+        // moves the copy here; the next round reads the new one alone.
+        if let Some(list) = moved(&self.selected) {
+            self.selected.extend(list);
+            self.selected = normalize(&self.selected);
+        }
+        Ok(())
+    }
+
+    /// What was made here outside the selection: selected (and so sent)
+    /// when the server has nothing there, otherwise reported in
+    /// `warnings`. Only with the lock.
+    pub(super) fn select_made_here(
+        &mut self,
         local: &Tree,
-        remote: &Tree,
-        synced: &Tree,
         warnings: &mut Vec<String>,
-    ) -> Result<Option<(Tree, Tree, Tree)>, SyncError> {
-        let mut selection = self.selection()?;
-        if selection.is_empty() {
-            return Ok(None);
+    ) -> Result<(), SyncError> {
+        if self.selected.is_empty() {
+            return Ok(());
         }
         let mut added = Vec::new();
-        for path in topmost_left_out(local, &selection) {
-            if remote.contains_key(path) || synced.contains_key(path) {
+        for path in topmost_left_out(local, &self.selected) {
+            if self.remote_tree.contains_key(path) || self.synced.contains_key(path) {
                 warnings.push(format!(
                     "/{path} here is not synced: the server has a folder or file there that is \
                      not selected for this device (`tessera selective {} --add /{path}` syncs it)",
@@ -186,26 +278,37 @@ impl Syncer {
                 added.push(path.clone());
             }
         }
-        if !added.is_empty() && self.lock.is_some() {
-            selection.extend(added.iter().cloned());
-            let dir = self.state_dir();
-            write(&dir, SELECTION_FILE, &selection)?;
-            // Nothing to take away: the applied selection grows with it.
-            let mut applied = read(&dir, APPLIED_FILE)?;
-            applied.extend(added.iter().cloned());
-            write(&dir, APPLIED_FILE, &applied)?;
-            for path in &added {
-                tracing::info!(%path, "made here: added to the folders synced to this device");
-            }
+        if added.is_empty() || self.lock.is_none() {
+            return Ok(());
         }
-        let selection = normalize(&selection);
+        let dir = self.state_dir();
+        for file in [SELECTION_FILE, APPLIED_FILE] {
+            let mut list = read(&dir, file)?;
+            list.extend(added.iter().cloned());
+            write(&dir, file, &list)?;
+        }
+        for path in &added {
+            tracing::info!(%path, "made here: added to the folders synced to this device");
+        }
+        self.selected.extend(added);
+        self.selected = normalize(&self.selected);
+        Ok(())
+    }
+
+    /// The three trees as the selection shows them; none when it keeps
+    /// everything.
+    pub(super) fn select_trees(&self, local: &Tree) -> Option<(Tree, Tree, Tree)> {
+        if self.selected.is_empty() {
+            return None;
+        }
+        let selection = &self.selected;
         let pick = |t: &Tree| -> Tree {
             t.iter()
-                .filter(|(p, _)| keeps(&selection, p))
+                .filter(|(p, _)| keeps(selection, p))
                 .map(|(p, n)| (p.clone(), n.clone()))
                 .collect()
         };
-        Ok(Some((pick(local), pick(remote), pick(synced))))
+        Some((pick(local), pick(&self.remote_tree), pick(&self.synced)))
     }
 
     /// Takes out of `plan` the deletions and moves of folders above the
@@ -215,10 +318,10 @@ impl Syncer {
         &mut self,
         plan: &mut Plan,
         stuck: &mut Vec<String>,
-    ) -> Result<(), SyncError> {
-        let selection = self.selection()?;
+    ) {
+        let selection = self.selected.clone();
         if selection.is_empty() {
-            return Ok(());
+            return;
         }
         let held = |op: &Op| match op {
             Op::DeleteRemote { path } | Op::MoveRemote { from: path, .. } => {
@@ -228,7 +331,7 @@ impl Syncer {
         };
         let kept: Vec<String> = plan.ops().filter_map(held).collect();
         if kept.is_empty() {
-            return Ok(());
+            return;
         }
         plan.retain(|op| held(op).is_none());
         for path in kept {
@@ -240,7 +343,6 @@ impl Syncer {
                 self.root.display()
             ));
         }
-        Ok(())
     }
 }
 
