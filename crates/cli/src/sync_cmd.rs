@@ -271,7 +271,13 @@ pub async fn sync(args: SyncArgs<'_>) -> anyhow::Result<()> {
         for folder in &args.only {
             only.push(on_server(&remote, folder).await?);
         }
-        set_selection(args.dir, &only)?;
+        set_selection(
+            args.dir,
+            &tessera_client::sync::engine::selection::Selection {
+                only,
+                except: Vec::new(),
+            },
+        )?;
     }
     if args.limit_up.is_some() || args.limit_down.is_some() {
         set_limits(args.dir, args.limit_up, args.limit_down)?;
@@ -549,33 +555,41 @@ pub struct SelectiveArgs {
 }
 
 /// Writes the wanted selection of `dir` (a running sync carries it out).
-fn set_selection(dir: &Path, folders: &[String]) -> anyhow::Result<()> {
+fn set_selection(
+    dir: &Path,
+    selection: &tessera_client::sync::engine::selection::Selection,
+) -> anyhow::Result<()> {
     let state = linked_state(dir)?;
-    tessera_client::sync::engine::selection::write(&state, SELECTION_FILE, folders)?;
+    tessera_client::sync::engine::selection::write(&state, SELECTION_FILE, selection)?;
     Ok(())
 }
 
 /// `tessera selective DIR [--add /F]... [--remove /F]... [--all]`.
 pub async fn selective(args: SelectiveArgs) -> anyhow::Result<()> {
-    use tessera_client::sync::engine::selection::{normalize, read};
+    use tessera_client::sync::engine::selection::{Selection, read};
     let dir = args.dir.as_path();
     let state = linked_state(dir)?;
-    let before = normalize(&read(&state, SELECTION_FILE)?);
-    let mut wanted = before.clone();
-    if args.all {
-        wanted.clear();
-    }
+    let before = read(&state, SELECTION_FILE)?;
+    let mut wanted = if args.all {
+        Selection::default()
+    } else {
+        before.clone()
+    };
     if !args.add.is_empty() || !args.remove.is_empty() {
         let p = profile::load()?;
         let remote = Remote::new(&p.server, Some(p.token))?;
         for folder in &args.add {
-            wanted.push(on_server(&remote, folder).await?);
+            let folder = on_server(&remote, folder).await?;
+            if !wanted.include(&folder) {
+                anyhow::bail!(
+                    "/{folder} lies in a folder left out of this device: add that one first; \
+                     nothing was changed"
+                );
+            }
         }
-        wanted = normalize(&wanted);
         for folder in &args.remove {
             let folder = on_server(&remote, folder).await?;
-            wanted = without(&remote, wanted, &folder).await?;
-            if wanted.is_empty() {
+            if !wanted.exclude(&folder) {
                 anyhow::bail!(
                     "that would leave nothing selected: give --all to keep everything, or \
                      `tessera unlink {}` to stop syncing the folder; nothing was changed",
@@ -584,58 +598,37 @@ pub async fn selective(args: SelectiveArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let wanted = normalize(&wanted);
+    let wanted = wanted.normalized();
     if wanted != before {
         set_selection(dir, &wanted)?;
     }
+    let slash = |v: &[String]| -> Vec<String> { v.iter().map(|f| format!("/{f}")).collect() };
     if args.json {
-        let shown: Vec<String> = wanted.iter().map(|f| format!("/{f}")).collect();
-        return crate::client_cmd::print_json(&serde_json::json!({ "only": shown }));
+        return crate::client_cmd::print_json(
+            &serde_json::json!({ "only": slash(&wanted.only), "except": slash(&wanted.except) }),
+        );
     }
-    if wanted.is_empty() {
+    if wanted.only.is_empty() {
         println!("{} keeps everything on the server", dir.display());
     } else {
         println!("{} keeps only:", dir.display());
-        for f in &wanted {
-            println!("  /{f}");
+        for f in slash(&wanted.only) {
+            println!("  {f}");
+        }
+    }
+    if !wanted.except.is_empty() {
+        println!("except (and new things elsewhere come too):");
+        for f in slash(&wanted.except) {
+            println!("  {f}");
         }
     }
     if wanted != before {
         println!(
-            "The next sync round carries this out (a running sync does within seconds); what \
-             is no longer kept moves to the local trash here and stays on the server."
+            "Once the folder is in sync, a running sync carries this out; what is no longer \
+             kept moves to the local trash here and stays on the server."
         );
     }
     Ok(())
-}
-
-/// `selection` without `folder`: a selected folder holding it is replaced
-/// by its other contents on the server, level by level down to it.
-async fn without(
-    remote: &Remote,
-    selection: Vec<String>,
-    folder: &str,
-) -> anyhow::Result<Vec<String>> {
-    use tessera_client::sync::tree::is_below;
-    if folder.is_empty() {
-        anyhow::bail!("--remove needs a folder, like /Photos/2025");
-    }
-    let mut selection = selection;
-    if selection.is_empty() {
-        // Everything: its top folders and files stand for it.
-        selection = children(remote, "").await?;
-    }
-    selection.retain(|f| f != folder && !is_below(f, folder));
-    while let Some(at) = selection.iter().position(|f| is_below(folder, f)) {
-        let above = selection.remove(at);
-        selection.extend(
-            children(remote, &above)
-                .await?
-                .into_iter()
-                .filter(|c| c != folder),
-        );
-    }
-    Ok(selection)
 }
 
 /// `path` as the server spells it (without the leading `/`), or an error
@@ -649,16 +642,6 @@ async fn on_server(remote: &Remote, path: &str) -> anyhow::Result<String> {
         }
         Err(e) => Err(e.into()),
     }
-}
-
-/// What the server folder `rel` holds, as paths without the leading `/`.
-async fn children(remote: &Remote, rel: &str) -> anyhow::Result<Vec<String>> {
-    let list = remote.list(&format!("/{rel}")).await?;
-    Ok(list
-        .entries
-        .into_iter()
-        .map(|e| e.path.trim_start_matches('/').to_owned())
-        .collect())
 }
 
 /// Changes the saved limits given, keeping the others; returns them all.

@@ -1218,15 +1218,30 @@ fn a_device_keeps_only_the_folders_selected_for_it() {
     assert!(ok(&cfg, &["ls", "/Photos/2026"], None).contains("new.jpg"));
     assert!(ok(&cfg, &["ls", "/Work/sub"], None).contains("b.txt"));
     assert!(ok(&cfg, &["trash", "--local", bs], None).contains("Photos/2026/new.jpg"));
+    // What appears later in a kept folder comes, though part of it is left out.
+    std::fs::write(&src, "newer work").unwrap();
+    ok(
+        &cfg,
+        &["put", src.to_str().unwrap(), "/Work/new/n.txt"],
+        None,
+    );
+    sync();
+    assert!(b.join("Work/new/n.txt").is_file());
+    assert!(!b.join("Work/sub").exists());
 
-    // A selected item moved on the server: the selection follows it.
+    // A selected folder moved on the server: the selection follows it.
     ok(&cfg, &["mv", "/Work", "/Job"], None);
     sync();
     assert!(b.join("Job/a.txt").is_file() && !b.join("Work").exists());
     let shown: serde_json::Value =
         serde_json::from_str(&ok(&cfg, &["selective", bs, "--json"], None)).unwrap();
-    let only = shown["only"].as_array().unwrap();
-    assert!(only.contains(&serde_json::json!("/Job/a.txt")), "{shown}");
+    assert_eq!(
+        shown["only"],
+        serde_json::json!(["/Job", "/Notes"]),
+        "{shown}"
+    );
+    assert_eq!(shown["except"], serde_json::json!(["/Job/sub"]), "{shown}");
+    assert!(!b.join("Job/sub").exists());
 
     // Everything again: all comes down, and the local file in Music goes up.
     ok(&cfg, &["selective", bs, "--all"], None);

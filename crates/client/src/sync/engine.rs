@@ -132,7 +132,7 @@ pub struct Syncer {
     prefetch: Option<Prefetches>,
     /// The server folders this round keeps (selective sync; empty: all),
     /// read once a round (`engine/selection.rs`).
-    selected: Vec<String>,
+    selected: selection::Selection,
 }
 
 fn rel_to_remote(rel: &str) -> String {
@@ -293,7 +293,7 @@ impl Syncer {
             dirty: None,
             last_scan: None,
             prefetch: None,
-            selected: Vec::new(),
+            selected: selection::Selection::default(),
         })
     }
 
@@ -487,11 +487,11 @@ impl Syncer {
             warnings.push(c.describe());
         }
         let selection = self.selected.clone();
-        local.retain(|p, _| selection::keeps(&selection, p));
+        local.retain(|p, _| selection.keeps(p));
         let synced: Tree = self
             .synced
             .iter()
-            .filter(|(p, _)| selection::keeps(&selection, p))
+            .filter(|(p, _)| selection.keeps(p))
             .map(|(p, n)| (p.clone(), n.clone()))
             .collect();
         Ok((plan(&local, &remote, &synced), warnings))

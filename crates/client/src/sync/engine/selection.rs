@@ -2,10 +2,13 @@
 //! DIR --only /Work --only /Photos/2026`, changed later with `tessera
 //! selective DIR`). No selection keeps everything.
 //!
-//! A path is kept when it lies in a selected folder, or is a folder above
-//! one (`Photos` for `Photos/2026`: only what leads to the selection).
-//! Everything else is out of sight on both sides: never fetched, never
-//! sent, never taken as deleted. Three rules keep that safe:
+//! A selection is the folders kept (`only`; none: everything) and, inside
+//! them, the ones left out (`except`), so what appears later anywhere else
+//! in a kept folder still comes. A path is kept when it lies in a kept
+//! folder and in no exception, or is a folder above a kept one (`Photos`
+//! for `Photos/2026`: only what leads to the selection). Everything else
+//! is out of sight on both sides: never fetched, never sent, never taken
+//! as deleted. Three rules keep that safe:
 //!
 //! - **Unselecting** a folder forgets it as synced, then moves its synced
 //!   files into the local trash, so nothing on the server changes, and
@@ -15,8 +18,8 @@
 //!   server does not have as it is stays in place, unsynced. A running
 //!   sync picks a new wanted selection (`selected`) up by itself, and
 //!   follows a selected folder moved on the server.
-//! - **A folder above the selection** holds server content this device
-//!   does not have: deleting or moving it here is not carried to the
+//! - **A folder above the selection, or holding an exception,** holds
+//!   server content this device does not have: deleting or moving it here is not carried to the
 //!   server (that would take the unselected content along); it comes back
 //!   and the user is told why.
 //! - **Something made here outside the selection** is selected and sent
@@ -30,37 +33,152 @@ use super::super::planner::{Op, Plan};
 use super::super::tree::{Tree, is_below};
 use super::{Report, SyncError, Syncer, remove_subtree};
 
-/// The selection wanted, as `tessera selective` writes it (JSON, a list of
-/// folders without the leading `/`).
+/// The selection wanted, as `tessera selective` writes it (JSON: the
+/// folders kept and, inside them, the ones left out, without the leading
+/// `/`).
 pub const SELECTION_FILE: &str = "selected";
 /// The selection the engine last carried out.
 const APPLIED_FILE: &str = "selected.applied";
 
-/// The selection in `file` under `state_dir`; empty (everything) when
-/// there is none.
-pub fn read(state_dir: &Path, file: &str) -> Result<Vec<String>, SyncError> {
+/// Which server folders (or files) a device keeps: those in `only` (all
+/// when it is empty), less those in `except` and what they hold. Whatever
+/// else appears inside a kept folder later comes too.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Selection {
+    #[serde(default)]
+    pub only: Vec<String>,
+    #[serde(default)]
+    pub except: Vec<String>,
+}
+
+/// The file as written: the selection, or a plain list (`only`), as
+/// written before exceptions existed.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Selection(Selection),
+    Only(Vec<String>),
+}
+
+impl Selection {
+    /// Keeps everything.
+    pub fn is_everything(&self) -> bool {
+        self.only.is_empty() && self.except.is_empty()
+    }
+
+    /// NFC (the server's spelling), no slashes at the ends, sorted,
+    /// nothing inside another entry of its list, and no exception outside
+    /// what `only` keeps.
+    pub fn normalized(&self) -> Selection {
+        let only = normalize(&self.only);
+        let kept = Selection {
+            only: only.clone(),
+            except: Vec::new(),
+        };
+        let except = normalize(&self.except)
+            .into_iter()
+            .filter(|e| kept.keeps(e))
+            .collect();
+        Selection { only, except }
+    }
+
+    /// Whether `path` is kept.
+    pub fn keeps(&self, path: &str) -> bool {
+        let in_only = self.only.is_empty()
+            || self
+                .only
+                .iter()
+                .any(|f| path == f || is_below(path, f) || is_below(f, path));
+        in_only && !self.except.iter().any(|e| path == e || is_below(path, e))
+    }
+
+    /// Whether `path` is kept but holds server content this device lacks:
+    /// a folder above the `only` folders, or one holding an exception.
+    fn partial(&self, path: &str) -> bool {
+        if !self.keeps(path) {
+            return false;
+        }
+        let above_only = !self.only.is_empty()
+            && !self.only.iter().any(|f| path == f || is_below(path, f))
+            && self.only.iter().any(|f| is_below(f, path));
+        above_only || self.except.iter().any(|e| is_below(e, path))
+    }
+
+    /// Keeps `path` too: exceptions inside it go, and it joins `only` when
+    /// that does not keep it already. Refused (false) when an exception
+    /// above it leaves it out: that one must go first.
+    pub fn include(&mut self, path: &str) -> bool {
+        if self.except.iter().any(|e| is_below(path, e)) {
+            return false;
+        }
+        self.except.retain(|e| !(e == path || is_below(e, path)));
+        if !self.keeps(path) {
+            self.only.push(path.to_owned());
+        }
+        *self = self.normalized();
+        true
+    }
+
+    /// Stops keeping `path`: out of `only` when it is one of them,
+    /// otherwise an exception. False when nothing would be kept.
+    pub fn exclude(&mut self, path: &str) -> bool {
+        let mut next = self.clone();
+        if next.only.iter().any(|f| f == path || is_below(f, path)) {
+            next.only.retain(|f| !(f == path || is_below(f, path)));
+            if next.only.is_empty() {
+                return false;
+            }
+        } else if next.keeps(path) {
+            next.except.push(path.to_owned());
+        }
+        *self = next.normalized();
+        true
+    }
+
+    /// `from` moved to `to` on the server: entries follow. Whether any did.
+    fn follow(&mut self, from: &str, to: &str) -> bool {
+        let mut changed = false;
+        for list in [&mut self.only, &mut self.except] {
+            for f in list.iter_mut() {
+                if f == from || is_below(f, from) {
+                    *f = format!("{to}{}", &f[from.len()..]);
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+}
+
+/// The selection in `file` under `state_dir`; everything when there is
+/// none.
+pub fn read(state_dir: &Path, file: &str) -> Result<Selection, SyncError> {
     match std::fs::read_to_string(state_dir.join(file)) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| {
-            SyncError::Io(std::io::Error::other(format!(
+        Ok(text) => match serde_json::from_str(&text) {
+            Ok(Stored::Selection(s)) => Ok(s.normalized()),
+            Ok(Stored::Only(only)) => Ok(Selection {
+                only,
+                except: Vec::new(),
+            }
+            .normalized()),
+            Err(e) => Err(SyncError::Io(std::io::Error::other(format!(
                 "{} is damaged ({e}): set the selection again with `tessera selective`",
                 state_dir.join(file).display()
-            )))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            )))),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Selection::default()),
         Err(e) => Err(e.into()),
     }
 }
 
-/// Writes a selection (normalized: no slashes at the ends, sorted, no
-/// folder inside another) durably: write, fsync, rename.
-pub fn write(state_dir: &Path, file: &str, folders: &[String]) -> Result<(), SyncError> {
+/// Writes a selection, normalized, durably: write, fsync, rename.
+pub fn write(state_dir: &Path, file: &str, selection: &Selection) -> Result<(), SyncError> {
     use std::io::Write;
-    let folders = normalize(folders);
     let path = state_dir.join(file);
     let tmp = state_dir.join(format!("{file}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(
-        serde_json::to_string_pretty(&folders)
+        serde_json::to_string_pretty(&selection.normalized())
             .map_err(|e| std::io::Error::other(e.to_string()))?
             .as_bytes(),
     )?;
@@ -69,11 +187,10 @@ pub fn write(state_dir: &Path, file: &str, folders: &[String]) -> Result<(), Syn
     Ok(())
 }
 
-/// Sorted, deduplicated, without slashes at the ends, and without folders
-/// inside another selected folder.
-pub fn normalize(folders: &[String]) -> Vec<String> {
+/// Sorted, deduplicated, NFC, without slashes at the ends, and without
+/// entries inside another.
+fn normalize(folders: &[String]) -> Vec<String> {
     use unicode_normalization::UnicodeNormalization;
-    // The server spells names in NFC; so does the selection.
     let mut out: Vec<String> = folders
         .iter()
         .map(|f| f.trim_matches('/').nfc().collect::<String>())
@@ -86,27 +203,11 @@ pub fn normalize(folders: &[String]) -> Vec<String> {
     out
 }
 
-/// Whether `path` is kept under `selection`.
-pub fn keeps(selection: &[String], path: &str) -> bool {
-    selection.is_empty()
-        || selection
-            .iter()
-            .any(|f| path == f || is_below(path, f) || is_below(f, path))
-}
-
-/// Whether `path` is kept only as a folder above the selection, not as a
-/// part of it.
-fn above_only(selection: &[String], path: &str) -> bool {
-    !selection.is_empty()
-        && !selection.iter().any(|f| path == f || is_below(path, f))
-        && selection.iter().any(|f| is_below(f, path))
-}
-
 /// The topmost paths of `tree` that `selection` leaves out.
-fn topmost_left_out<'a>(tree: &'a Tree, selection: &[String]) -> Vec<&'a String> {
+fn topmost_left_out<'a>(tree: &'a Tree, selection: &Selection) -> Vec<&'a String> {
     let mut out: Vec<&String> = Vec::new();
     for path in tree.keys() {
-        if !keeps(selection, path) && !out.iter().any(|o| is_below(path, o)) {
+        if !selection.keeps(path) && !out.iter().any(|o| is_below(path, o)) {
             out.push(path);
         }
     }
@@ -125,17 +226,17 @@ impl Syncer {
     /// a round, so every step of the round sees the same one.
     pub(super) fn load_selection(&mut self) -> Result<(), SyncError> {
         let dir = self.state_dir();
-        let want = normalize(&read(&dir, SELECTION_FILE)?);
+        let want = read(&dir, SELECTION_FILE)?;
         let applied = match std::fs::metadata(dir.join(APPLIED_FILE)) {
-            Ok(_) => normalize(&read(&dir, APPLIED_FILE)?),
+            Ok(_) => read(&dir, APPLIED_FILE)?,
             // Nothing synced yet: the first selection takes effect at once.
             Err(_) if self.synced.is_empty() => want.clone(),
             // Synced before selections were kept: everything was.
-            Err(_) => Vec::new(),
+            Err(_) => Selection::default(),
         };
         let only_adds = topmost_left_out(&self.synced, &want)
             .into_iter()
-            .all(|p| !keeps(&applied, p));
+            .all(|p| !applied.keeps(p));
         if want != applied && only_adds && self.lock.is_some() {
             write(&dir, APPLIED_FILE, &want)?;
             self.selected = want;
@@ -157,13 +258,13 @@ impl Syncer {
             return Ok(false);
         }
         let dir = self.state_dir();
-        let want = normalize(&read(&dir, SELECTION_FILE)?);
+        let want = read(&dir, SELECTION_FILE)?;
         if want == self.selected {
             return Ok(false);
         }
         let dropped: Vec<String> = topmost_left_out(&self.synced, &want)
             .into_iter()
-            .filter(|p| keeps(&self.selected, p))
+            .filter(|p| self.selected.keeps(p))
             .cloned()
             .collect();
         let mut forgotten: Vec<(String, super::super::tree::Node)> = Vec::new();
@@ -221,36 +322,25 @@ impl Syncer {
     /// the selection, so the selection keeps naming what it named. Only
     /// with the lock; the next round reads it.
     pub(super) fn follow_move(&mut self, from: &str, to: &str) -> Result<(), SyncError> {
-        if self.lock.is_none() || self.selected.is_empty() {
+        if self.lock.is_none() || self.selected.is_everything() {
             return Ok(());
         }
         let dir = self.state_dir();
-        let moved = |list: &[String]| -> Option<Vec<String>> {
-            let mut changed = false;
-            let out = list
-                .iter()
-                .map(|f| {
-                    if f == from || is_below(f, from) {
-                        changed = true;
-                        format!("{to}{}", &f[from.len()..])
-                    } else {
-                        f.clone()
-                    }
-                })
-                .collect();
-            changed.then_some(out)
-        };
         for file in [SELECTION_FILE, APPLIED_FILE] {
-            if let Some(list) = moved(&read(&dir, file)?) {
+            let mut sel = read(&dir, file)?;
+            if sel.follow(from, to) {
                 tracing::info!(%from, %to, "a selected folder moved on the server: the selection follows");
-                write(&dir, file, &list)?;
+                write(&dir, file, &sel)?;
             }
         }
         // This round keeps both places, so the planner sees the move and
         // moves the copy here; the next round reads the new one alone.
-        if let Some(list) = moved(&self.selected) {
-            self.selected.extend(list);
-            self.selected = normalize(&self.selected);
+        let mut moved = self.selected.clone();
+        if moved.follow(from, to) {
+            // What was left out stays out, at both places.
+            self.selected.only.extend(moved.only);
+            self.selected.except.extend(moved.except);
+            self.selected = self.selected.normalized();
         }
         Ok(())
     }
@@ -263,7 +353,7 @@ impl Syncer {
         local: &Tree,
         warnings: &mut Vec<String>,
     ) -> Result<(), SyncError> {
-        if self.selected.is_empty() {
+        if self.selected.is_everything() {
             return Ok(());
         }
         let mut added = Vec::new();
@@ -283,28 +373,29 @@ impl Syncer {
         }
         let dir = self.state_dir();
         for file in [SELECTION_FILE, APPLIED_FILE] {
-            let mut list = read(&dir, file)?;
-            list.extend(added.iter().cloned());
-            write(&dir, file, &list)?;
+            let mut sel = read(&dir, file)?;
+            for path in &added {
+                sel.include(path);
+            }
+            write(&dir, file, &sel)?;
         }
         for path in &added {
             tracing::info!(%path, "made here: added to the folders synced to this device");
+            self.selected.include(path);
         }
-        self.selected.extend(added);
-        self.selected = normalize(&self.selected);
         Ok(())
     }
 
     /// The three trees as the selection shows them; none when it keeps
     /// everything.
     pub(super) fn select_trees(&self, local: &Tree) -> Option<(Tree, Tree, Tree)> {
-        if self.selected.is_empty() {
+        if self.selected.is_everything() {
             return None;
         }
         let selection = &self.selected;
         let pick = |t: &Tree| -> Tree {
             t.iter()
-                .filter(|(p, _)| keeps(selection, p))
+                .filter(|(p, _)| selection.keeps(p))
                 .map(|(p, n)| (p.clone(), n.clone()))
                 .collect()
         };
@@ -320,12 +411,12 @@ impl Syncer {
         stuck: &mut Vec<String>,
     ) {
         let selection = self.selected.clone();
-        if selection.is_empty() {
+        if selection.is_everything() {
             return;
         }
         let held = |op: &Op| match op {
             Op::DeleteRemote { path } | Op::MoveRemote { from: path, .. } => {
-                above_only(&selection, path).then(|| path.clone())
+                selection.partial(path).then(|| path.clone())
             }
             _ => None,
         };
@@ -356,36 +447,78 @@ mod tests {
 
     #[test]
     fn a_selection_keeps_its_folders_what_they_hold_and_the_way_to_them() {
-        let sel = s(&["Work", "Photos/2026"]);
+        let sel = Selection {
+            only: s(&["Work", "Photos/2026"]),
+            except: s(&["Work/old"]),
+        };
         for kept in [
             "Work",
             "Work/a.txt",
+            "Work/new/x",
             "Photos",
-            "Photos/2026",
             "Photos/2026/x.jpg",
         ] {
-            assert!(keeps(&sel, kept), "{kept}");
+            assert!(sel.keeps(kept), "{kept}");
         }
         for out in [
             "Photos/2025",
-            "Photos/2025/y.jpg",
             "Music",
             "Workshop",
             "Photos/2026b",
+            "Work/old",
+            "Work/old/y",
         ] {
-            assert!(!keeps(&sel, out), "{out}");
+            assert!(!sel.keeps(out), "{out}");
         }
-        assert!(keeps(&[], "anything"), "no selection keeps everything");
-        assert!(above_only(&sel, "Photos"));
-        assert!(!above_only(&sel, "Photos/2026"));
-        assert!(!above_only(&sel, "Work/sub"));
+        assert!(
+            Selection::default().keeps("anything"),
+            "no selection keeps everything"
+        );
+        assert!(sel.partial("Photos"), "above the selection");
+        assert!(sel.partial("Work"), "holds an exception");
+        assert!(!sel.partial("Photos/2026"));
+        assert!(!sel.partial("Work/new"));
     }
 
     #[test]
-    fn selections_are_normalized() {
+    fn removing_inside_a_kept_folder_leaves_the_rest_of_it_kept_as_it_grows() {
+        let mut sel = Selection::default();
+        assert!(sel.exclude("Photos/2025"));
+        assert!(sel.keeps("Photos/2026") && sel.keeps("Anything/new"));
+        assert!(!sel.keeps("Photos/2025/a.jpg"));
+        // Back in: the exception goes.
+        assert!(sel.include("Photos/2025"));
+        assert!(sel.is_everything());
+        // The last kept folder cannot go.
+        let mut only = Selection {
+            only: s(&["Work"]),
+            except: Vec::new(),
+        };
+        assert!(!only.exclude("Work"));
+        // Inside an exception, the exception must go first.
+        let mut sel = Selection {
+            only: Vec::new(),
+            except: s(&["Photos"]),
+        };
+        assert!(!sel.include("Photos/2026"));
+    }
+
+    #[test]
+    fn selections_are_normalized_and_follow_moves() {
+        let mut sel = Selection {
+            only: s(&["/Work/", "Work/Sub", "/Photos/2026", "", "/Work"]),
+            except: s(&["Work/a", "Music/b", "Work/a/c"]),
+        }
+        .normalized();
+        assert_eq!(sel.only, s(&["Photos/2026", "Work"]));
         assert_eq!(
-            normalize(&s(&["/Work/", "Work/Sub", "/Photos/2026", "", "/Work"])),
-            s(&["Photos/2026", "Work"])
+            sel.except,
+            s(&["Work/a"]),
+            "exceptions outside what is kept go"
         );
+        assert!(sel.follow("Work", "Job"));
+        assert_eq!(sel.normalized().only, s(&["Job", "Photos/2026"]));
+        assert_eq!(sel.except, s(&["Job/a"]));
+        assert!(!sel.follow("Music", "Audio"));
     }
 }
