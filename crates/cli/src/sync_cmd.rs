@@ -598,8 +598,14 @@ pub async fn selective(args: SelectiveArgs) -> anyhow::Result<()> {
             }
         }
     }
+    // A running sync may have selected folders made there while the
+    // server was asked (it adds them to the file): kept, not overwritten.
+    let now = read(&state, SELECTION_FILE)?;
+    for added in now.only.iter().filter(|f| !before.only.contains(f)) {
+        wanted.include(added);
+    }
     let wanted = wanted.normalized();
-    if wanted != before {
+    if wanted != now {
         set_selection(dir, &wanted)?;
     }
     let slash = |v: &[String]| -> Vec<String> { v.iter().map(|f| format!("/{f}")).collect() };

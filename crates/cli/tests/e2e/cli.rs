@@ -790,7 +790,9 @@ fn an_administrator_manages_accounts_through_the_server_and_on_its_data() {
     assert!(said.contains("kept until"), "{said}");
     assert!(said.contains("tessera admin user restore dave"), "{said}");
     assert_eq!(state(&admin, &[]), "deleted");
-    assert!(!login("dave-secret-2").status.success());
+    let out = login("dave-secret-2");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is deleted"));
     ok(&admin, &["admin", "user", "restore", "dave"], None);
     assert!(login("dave-secret-2").status.success());
     assert!(ok(&dave, &["ls", "/"], None).contains("notes.txt"));

@@ -239,8 +239,13 @@ pub async fn login(
     };
     // Said only to whoever knows the password.
     if !state.meta.may_sign_in(user.id).await? {
+        let what = if state.meta.is_deleted(user.id).await? {
+            "deleted (an administrator can still restore it for a while)"
+        } else {
+            "disabled"
+        };
         return Err(ApiError::Forbidden(format!(
-            "the account {} is disabled: ask the server's administrator",
+            "the account {} is {what}: ask the server's administrator",
             user.username
         )));
     }

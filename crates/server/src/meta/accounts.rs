@@ -36,6 +36,16 @@ impl Store {
         .await?)
     }
 
+    /// Whether the account was deleted (and not restored).
+    pub async fn is_deleted(&self, user_id: i64) -> Result<bool> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT id FROM users WHERE id = $1 AND deleted_ms IS NOT NULL")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.is_some())
+    }
+
     /// Whether the user may sign in: false for a disabled or deleted one,
     /// or one who is not there.
     pub async fn may_sign_in(&self, user_id: i64) -> Result<bool> {

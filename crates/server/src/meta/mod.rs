@@ -773,6 +773,7 @@ forward! {
     /// Accounts as administrators handle them; see `accounts.rs`.
     fn accounts(&self) -> Result<Vec<AccountRow>>;
     fn may_sign_in(&self, user_id: i64) -> Result<bool>;
+    fn is_deleted(&self, user_id: i64) -> Result<bool>;
     fn set_disabled(&self, username: &str, disabled: bool) -> Result<u64>;
     fn delete_account(&self, username: &str) -> Result<i64>;
     fn restore_account(&self, username: &str) -> Result<()>;
