@@ -98,6 +98,9 @@ set +e
 # behaviour is tested end to end in the `changes` module). One
 # worker: Python 3.11 before 3.11.8 can fail parsing in two threads at once
 # ("AST constructor recursion depth mismatch"), which hypothesis does.
+# Some seeds make hypothesis give up on an operation whose parameters few
+# generated values fit (a link token's pattern) before sending a single
+# request: that health check says nothing about the server, so it is off.
 TESSERA_FUZZ_SEED=${TESSERA_FUZZ_SEED:-$RANDOM}
 echo "api-fuzz: seed $TESSERA_FUZZ_SEED (TESSERA_FUZZ_SEED=$TESSERA_FUZZ_SEED replays it)"
 (cd "$WORK" && SCHEMATHESIS_HOOKS="$WORK/hooks.py" timeout 600 "$VENV/bin/schemathesis" --no-color run "$URL/api/v1/openapi.json" \
@@ -112,6 +115,7 @@ echo "api-fuzz: seed $TESSERA_FUZZ_SEED (TESSERA_FUZZ_SEED=$TESSERA_FUZZ_SEED re
   --request-timeout 90 \
   --generation-with-security-parameters false \
   --generation-database none \
+  --suppress-health-check=filter_too_much \
   --report junit --report-junit-path "$WORK/junit.xml") 2>&1 | tee "$WORK/fuzz.log"
 fuzz_status=${PIPESTATUS[0]}
 set -e
