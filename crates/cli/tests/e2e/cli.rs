@@ -636,10 +636,26 @@ fn a_running_sync_on_a_revoked_device_stops_at_once_and_says_why() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    std::thread::sleep(std::time::Duration::from_millis(500));
-
-    let list: serde_json::Value =
-        serde_json::from_str(&ok(&laptop, &["devices", "--json"], None)).unwrap();
+    // The phone's long poll is held: the server lists it as syncing.
+    let phone_entry = || -> serde_json::Value {
+        let list: serde_json::Value =
+            serde_json::from_str(&ok(&laptop, &["devices", "--json"], None)).unwrap();
+        list["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == "phone")
+            .unwrap()
+            .clone()
+    };
+    while phone_entry()["polls"].as_u64().unwrap_or(0) == 0 {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "the phone never held a long poll"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let list = serde_json::json!({ "devices": [phone_entry()] });
     let id = list["devices"]
         .as_array()
         .unwrap()
