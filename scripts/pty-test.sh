@@ -140,10 +140,21 @@ t = Term("trash", "empty")
 check("trash empty asks first", t.expect("[y/N]"), t.seen)
 t.send("n\n")
 check("a no removes nothing", t.wait() != 0 and "/big.bin" in quiet("trash").stdout, t.seen)
+# What is deleted while the question is on screen (another device, say)
+# was not asked about, and stays.
+late = f"{WORK}/late.txt"
+with open(late, "w") as f:
+    f.write("deleted while the question was asked")
+quiet("put", late, "/late.txt")
 t = Term("trash", "empty")
 t.expect("[y/N]")
+quiet("rm", "/late.txt")
 t.send("y\n")
-check("a yes empties it", t.wait() == 0 and "/big.bin" not in quiet("trash").stdout, t.seen)
+code = t.wait()
+left = quiet("trash").stdout
+check("a yes empties what it asked about", code == 0 and "/big.bin" not in left, t.seen + left)
+check("what was deleted meanwhile stays, and it says so",
+      "/late.txt" in left and "1 item deleted since then stays" in t.seen, t.seen + left)
 
 # Purging an account asks for its name.
 add = subprocess.run([BIN, "admin", "user", "add", "erin", "--password-stdin"], env=ENV,

@@ -609,6 +609,27 @@ test('delete to the trash, restore, delete again and delete forever', async () =
   await row('/Projects').waitFor();
 });
 
+test('Empty trash removes for good everything the trash showed', async () => {
+  for (const name of ['old draft.txt', 'older draft.txt']) {
+    await uploadThroughInput(name, `${name}\n`);
+    await row(`/${name}`).waitFor();
+    await menuAction(`/${name}`, 'Delete');
+    await row(`/${name}`).waitFor({ state: 'detached' });
+  }
+  await page.click('#nav-trash');
+  await row('/old draft.txt').waitFor();
+  await row('/older draft.txt').waitFor();
+  await page.click('#btn-empty-trash');
+  await page.click('#dialog-ok');
+  await row('/old draft.txt').waitFor({ state: 'detached' });
+  await row('/older draft.txt').waitFor({ state: 'detached' });
+  const listed = JSON.parse((await apiInPage('GET', '/trash')).text);
+  assert.deepEqual(listed.entries, [], 'the trash is empty');
+  assert.equal(await page.locator('#btn-empty-trash').isDisabled(), true);
+  await page.click('#nav-files');
+  await row('/Projects').waitFor();
+});
+
 test('a file uploaded with the command-line client appears within 2 seconds, without reload', async () => {
   const env = { ...process.env, TESSERA_CONFIG_DIR: CLI_HOME, TESSERA_SERVER: BASE };
   const login = run(BIN, ['login', '--server', BASE, '--user', 'admin', '--password-stdin', '--device', 'test laptop'], { env });

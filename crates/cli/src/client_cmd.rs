@@ -616,8 +616,11 @@ pub async fn trash_restore(item: &str, to: Option<&str>) -> anyhow::Result<()> {
 /// Empties the trash, once confirmed: what is there cannot come back.
 pub async fn trash_empty(yes: bool) -> anyhow::Result<()> {
     let r = remote()?;
+    let mut upto = None;
     if !yes {
-        let n = r.trash().await?.entries.len();
+        let shown = r.trash().await?.entries;
+        let n = shown.len();
+        upto = shown.iter().map(|e| e.deleted_ms).max();
         if n == 0 {
             println!("the trash is empty");
             return Ok(());
@@ -634,8 +637,31 @@ pub async fn trash_empty(yes: bool) -> anyhow::Result<()> {
             bail!("not confirmed: nothing was removed");
         }
     }
-    r.purge_trash(None).await?;
-    println!("trash emptied");
+    // Only what was counted above: something deleted meanwhile on another
+    // device stays, since nobody was asked about it.
+    r.purge_trash_upto(None, upto).await?;
+    // Counted by time, not by what is left: entries of folders shared
+    // with this account stay in its list, as before (only their owner
+    // empties them).
+    let left = match upto {
+        Some(upto) => r
+            .trash()
+            .await?
+            .entries
+            .iter()
+            .filter(|e| e.deleted_ms > upto)
+            .count(),
+        None => 0,
+    };
+    if left == 0 {
+        println!("trash emptied");
+    } else {
+        println!(
+            "trash emptied of what was asked about; {left} item{} deleted since then stay{}",
+            if left == 1 { "" } else { "s" },
+            if left == 1 { "s" } else { "" }
+        );
+    }
     Ok(())
 }
 

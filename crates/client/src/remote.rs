@@ -426,15 +426,29 @@ impl Remote {
         codec: BlockCodec,
         body: Bytes,
     ) -> Result<BlockRef, ClientError> {
+        self.put_block_numbered(id, codec, body, None).await
+    }
+
+    /// [`Remote::put_block`] of block number `seq` of the upload named
+    /// `upload` (see `BlockUploadQuery`), when given.
+    pub async fn put_block_numbered(
+        &self,
+        id: &BlockId,
+        codec: BlockCodec,
+        body: Bytes,
+        numbered: Option<(&str, u32)>,
+    ) -> Result<BlockRef, ClientError> {
         let codec = match codec {
             BlockCodec::Raw => "raw",
             BlockCodec::Zstd => "zstd",
         };
-        let req = self
+        let mut req = self
             .request(Method::PUT, &format!("/blocks/{id}"))
-            .query(&[("codec", codec)])
-            .body(body);
-        Self::json(req).await
+            .query(&[("codec", codec)]);
+        if let Some((upload, seq)) = numbered {
+            req = req.query(&[("upload", upload)]).query(&[("seq", seq)]);
+        }
+        Self::json(req.body(body)).await
     }
 
     /// Fetches a block and checks it against its id.
@@ -494,6 +508,20 @@ impl Remote {
 
     pub async fn commit(&self, req: &CommitRequest) -> Result<Entry, ClientError> {
         self.post("/files/commit", req).await
+    }
+
+    /// [`Remote::commit`] of the numbered upload `upload`, whose blocks the
+    /// server hashed as they came.
+    pub async fn commit_upload(
+        &self,
+        req: &CommitRequest,
+        upload: &str,
+    ) -> Result<Entry, ClientError> {
+        let http = self
+            .request(Method::POST, "/files/commit")
+            .query(&[("upload", upload)])
+            .json(req);
+        Self::json(http).await
     }
 
     /// Simple upload of a streamed body.
@@ -676,9 +704,20 @@ impl Remote {
 
     /// Removes one trash entry (`Some(id)`) or all of them (`None`) for good.
     pub async fn purge_trash(&self, id: Option<&str>) -> Result<(), ClientError> {
+        self.purge_trash_upto(id, None).await
+    }
+
+    /// [`Remote::purge_trash`] of only what was deleted at or before
+    /// `deleted_upto_ms` (what the user was shown).
+    pub async fn purge_trash_upto(
+        &self,
+        id: Option<&str>,
+        deleted_upto_ms: Option<i64>,
+    ) -> Result<(), ClientError> {
         let req = tessera_proto::api::TrashPurgeRequest {
             id: id.map(str::to_owned),
             all: id.is_none(),
+            deleted_upto_ms,
         };
         Self::send(self.request(Method::POST, "/trash/purge").json(&req)).await?;
         Ok(())

@@ -171,6 +171,24 @@ pub enum BlockCodec {
 pub struct BlockUploadQuery {
     #[serde(default)]
     pub codec: BlockCodec,
+    /// A name the client gave the upload this block belongs to (8 to 64
+    /// letters, digits, `-` or `_`), with `seq`, the block's place in the
+    /// file (from 0): blocks sent while the file is still being cut are
+    /// hashed as they come, so the commit naming the upload need not read
+    /// them back. Optional.
+    #[serde(default)]
+    pub upload: Option<String>,
+    #[serde(default)]
+    pub seq: Option<u32>,
+}
+
+/// `POST /files/commit?upload=`: the upload (see [`BlockUploadQuery`])
+/// whose numbered blocks this commit lists.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CommitQuery {
+    #[serde(default)]
+    pub upload: Option<String>,
 }
 
 /// A block sent as an rsync delta against a block the server holds
@@ -664,6 +682,11 @@ pub struct TrashPurgeRequest {
     pub id: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub all: bool,
+    /// Only what was deleted at or before this time (ms since the epoch):
+    /// the newest `deleted_ms` of the list the user confirmed, so nothing
+    /// deleted since, on another device, goes with it unseen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_upto_ms: Option<i64>,
 }
 
 #[cfg(test)]

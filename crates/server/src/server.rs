@@ -497,6 +497,7 @@ fn app_state(
             blocks.clone(),
             config.max_upload_sessions_per_user,
         ),
+        running_hashes: Default::default(),
         workers: runner.workers(),
         instance: instance.clone(),
         metrics: crate::metrics::Scrape::new(config.metrics_token.as_deref(), metrics),

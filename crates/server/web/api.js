@@ -133,7 +133,9 @@ export const trash = {
   list: () => api('GET', '/trash'),
   restore: (id, to) => api('POST', '/trash/restore', { json: to ? { id, to } : { id } }),
   purge: (id) => api('POST', '/trash/purge', { json: { id } }),
-  empty: () => api('POST', '/trash/purge', { json: { all: true } }),
+  // Only what was deleted by `upto` (the newest entry shown), so nothing
+  // deleted since on another device goes unseen.
+  empty: (upto) => api('POST', '/trash/purge', { json: { all: true, deleted_upto_ms: upto } }),
 };
 
 export const links = {

@@ -1165,7 +1165,8 @@ async function purge(entry) {
 $('btn-empty-trash').addEventListener('click', async () => {
   const ok = await dialog({ title: 'Empty the trash?', text: 'Everything in the trash will be deleted permanently. This cannot be undone.', ok: 'Empty trash', danger: true });
   if (!ok) return;
-  if (await attempt(() => trash.empty()) !== undefined) { toast('The trash is empty'); refresh(); usageSoon(); }
+  const upto = state.trash.reduce((m, t) => Math.max(m, t.deleted_ms), 0);
+  if (await attempt(() => trash.empty(upto)) !== undefined) { toast('The trash is empty'); refresh(); usageSoon(); }
 });
 
 // ---------- revisions panel ----------

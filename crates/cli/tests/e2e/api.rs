@@ -954,11 +954,32 @@ async fn trash_purges_and_expires(b: Backend) {
     // lives on in keep.bin.
     assert_eq!(meta.unreferenced_blocks().await.unwrap(), 2);
     assert_eq!(get_bytes(&s, &r, "/keep.bin", None).await.unwrap(), shared);
-    // Emptying removes everything; expiry removes what is older than the TTL.
+    // Emptying what the user was shown leaves what was deleted since,
+    // unseen (on another device, say).
     r.delete("/keep.bin").await.unwrap();
+    let shown = r.trash().await.unwrap().entries;
+    let upto = shown.iter().map(|e| e.deleted_ms).max();
+    // The next deletion must be stamped after what was shown: the clock
+    // moves on within a millisecond.
+    while tessera_server::meta::now_ms() <= upto.unwrap() {
+        tokio::task::yield_now().await;
+    }
+    put_bytes(&s, &r, "/late.txt", b"deleted after the question").await;
+    r.delete("/late.txt").await.unwrap();
+    r.purge_trash_upto(None, upto).await.unwrap();
+    let left = r.trash().await.unwrap().entries;
+    assert_eq!(
+        left.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+        ["/late.txt"]
+    );
+    // Emptying removes everything; expiry removes what is older than the TTL.
     r.purge_trash(None).await.unwrap();
     assert!(r.trash().await.unwrap().entries.is_empty());
-    assert_eq!(meta.unreferenced_blocks().await.unwrap(), 3);
+    assert_eq!(
+        meta.unreferenced_blocks().await.unwrap(),
+        4,
+        "and late.txt's"
+    );
     put_bytes(&s, &r, "/old.txt", b"old").await;
     r.delete("/old.txt").await.unwrap();
     assert_eq!(r.trash().await.unwrap().entries.len(), 1);

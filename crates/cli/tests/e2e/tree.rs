@@ -19,6 +19,8 @@ on_both_backends!(
     moving_a_folder_into_itself_is_refused,
     a_cycle_in_the_tree_stalls_no_writer,
     the_server_owns_a_files_identity,
+    a_file_hashed_as_its_blocks_arrive_is_held_to_its_claim,
+    numbered_blocks_sent_while_cutting_are_held_to_the_commits_claim,
     zip_entry_names_are_safe_everywhere,
     a_folder_cut_off_by_a_cycle_comes_back_at_the_root,
     a_block_list_longer_than_the_size_allows_is_refused,
@@ -52,6 +54,150 @@ fn commit_of(path: &str, hash: ContentHash, blocks: &[&[u8]]) -> CommitRequest {
             })
             .collect(),
     }
+}
+
+/// A large upload's blocks are hashed as they arrive (after the early
+/// commit that lists them), so the final commit reads nothing back: the
+/// claim is still checked against exactly those bytes, whatever the
+/// order the blocks came in, a block repeated in the list, or one the
+/// server held before (from which the check reads back).
+async fn a_file_hashed_as_its_blocks_arrive_is_held_to_its_claim(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = s.user("alice").await;
+    let parts: Vec<Vec<u8>> = (0..6)
+        .map(|i| crate::common::mixed_data(1 << 20, 40 + i))
+        .collect();
+    let send = async |r: &Remote, part: &[u8]| {
+        r.put_block(&BlockId::of(part), BlockCodec::Raw, part.to_vec().into())
+            .await
+            .unwrap();
+    };
+    let whole = |list: &[&[u8]]| ContentHash::of(&list.concat());
+    let download = async |path: &str| match r.download(path, None).await {
+        Ok(resp) => Some(resp.bytes().await.unwrap().to_vec()),
+        Err(_) => None,
+    };
+
+    // 0 1 1 2 3, sent out of order.
+    let list: Vec<&[u8]> = vec![&parts[0], &parts[1], &parts[1], &parts[2], &parts[3]];
+    let honest = commit_of("/big.bin", whole(&list), &list);
+    let err = r.commit(&honest).await.unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::MissingBlocks), "{err}");
+    for i in [1, 0, 3, 2] {
+        send(&r, &parts[i]).await;
+    }
+    assert_eq!(r.commit(&honest).await.unwrap().size, Some(5 << 20));
+    assert_eq!(download("/big.bin").await, Some(list.concat()));
+
+    // A forged claim: the blocks as they came say otherwise.
+    let list: Vec<&[u8]> = vec![&parts[4], &parts[5]];
+    let forged = commit_of("/forged.bin", whole(&[&parts[5], &parts[4]]), &list);
+    let err = r.commit(&forged).await.unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::MissingBlocks), "{err}");
+    for part in &list {
+        send(&r, part).await;
+    }
+    let err = r.commit(&forged).await.unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    assert!(err.to_string().contains("content_hash"), "{err}");
+    assert_eq!(download("/forged.bin").await, None, "nothing was committed");
+
+    // A new file whose middle block the server holds already: its blocks
+    // up to there are hashed as they come, the rest read back.
+    let fresh: Vec<Vec<u8>> = (0..3)
+        .map(|i| crate::common::mixed_data(1 << 20, 50 + i))
+        .collect();
+    let list: Vec<&[u8]> = vec![&fresh[0], &parts[2], &fresh[1], &fresh[2]];
+    let claim = commit_of("/other.bin", whole(&list), &list);
+    let err = r.commit(&claim).await.unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::MissingBlocks), "{err}");
+    for part in &fresh {
+        send(&r, part).await;
+    }
+    r.commit(&claim).await.unwrap();
+    assert_eq!(download("/other.bin").await, Some(list.concat()));
+}
+
+/// Blocks sent numbered in an upload of the client's naming (while it is
+/// still cutting the file) are hashed as they come; the commit naming the
+/// upload is held to its claim, and to its own list: numbered blocks in
+/// another order than the list count for nothing.
+async fn numbered_blocks_sent_while_cutting_are_held_to_the_commits_claim(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = s.user("alice").await;
+    let parts: Vec<Vec<u8>> = (0..4)
+        .map(|i| crate::common::mixed_data(1 << 20, 60 + i))
+        .collect();
+    let list: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    let send = async |name: &str, order: &[usize]| {
+        for &i in order {
+            let part = &parts[i];
+            r.put_block_numbered(
+                &BlockId::of(part),
+                BlockCodec::Raw,
+                part.to_vec().into(),
+                Some((name, i as u32)),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let whole = ContentHash::of(&list.concat());
+    // A name that is not one, or a number without a name: 400.
+    for query in ["?upload=short&seq=0", "?seq=0"] {
+        let resp = r
+            .request(
+                reqwest::Method::PUT,
+                &format!("/blocks/{}{query}", BlockId::of(&parts[0])),
+            )
+            .body(parts[0].clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{query}");
+    }
+    send("first-upload-0001", &[1, 0, 3, 2]).await;
+    let forged = commit_of("/a.bin", ContentHash::of(&parts[0]), &list);
+    let err = r
+        .commit_upload(&forged, "first-upload-0001")
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    assert!(err.to_string().contains("content_hash"), "{err}");
+    let honest = commit_of("/a.bin", whole, &list);
+    assert_eq!(
+        r.commit_upload(&honest, "first-upload-0001")
+            .await
+            .unwrap()
+            .size,
+        Some(4 << 20)
+    );
+    // Numbered 0 1 2 3, committed as 1 0 2 3 with the honest hash of that
+    // order: the digest does not match, the server reads back, it lands.
+    let other: Vec<Vec<u8>> = (0..2)
+        .map(|i| crate::common::mixed_data(1 << 20, 70 + i))
+        .collect();
+    for (i, part) in other.iter().enumerate() {
+        r.put_block_numbered(
+            &BlockId::of(part),
+            BlockCodec::Raw,
+            part.to_vec().into(),
+            Some(("second-upload-002", i as u32)),
+        )
+        .await
+        .unwrap();
+    }
+    let swapped: Vec<&[u8]> = vec![&other[1], &other[0]];
+    let claim = commit_of("/b.bin", ContentHash::of(&swapped.concat()), &swapped);
+    r.commit_upload(&claim, "second-upload-002").await.unwrap();
+    let got = r
+        .download("/b.bin", None)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got, swapped.concat());
 }
 
 async fn moving_a_folder_into_itself_is_refused(b: Backend) {

@@ -43,10 +43,39 @@ struct Cut {
     size: u64,
 }
 
+impl Cut {
+    fn report(&self, entry: Entry, blocks_sent: usize, bytes_sent: u64) -> UploadReport {
+        UploadReport {
+            entry,
+            size: self.size,
+            blocks_total: self.blocks.len(),
+            blocks_sent,
+            bytes_sent,
+            blocks: self.blocks.clone(),
+        }
+    }
+}
+
 /// Cuts and hashes the file in one read: the content hash runs on a
 /// thread of its own beside the cutting and block hashing, so the pass
 /// takes about the longer of the two rather than their sum.
 fn cut_file(path: &Path) -> Result<Cut, ClientError> {
+    cut_with(path, |_| Ok(()))
+}
+
+/// A block as the cut finds it.
+struct Piece {
+    seq: u32,
+    id: BlockId,
+    offset: u64,
+    data: Arc<Vec<u8>>,
+}
+
+/// [`cut_file`], handing each block to `each` as it is cut.
+fn cut_with(
+    path: &Path,
+    mut each: impl FnMut(Piece) -> Result<(), ClientError>,
+) -> Result<Cut, ClientError> {
     let file = std::fs::File::open(path)?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(2);
     std::thread::scope(|scope| {
@@ -60,15 +89,25 @@ fn cut_file(path: &Path) -> Result<Cut, ClientError> {
         let mut blocks = Vec::new();
         let mut size = 0;
         let cut = || -> Result<(), ClientError> {
-            for chunk in chunker(file) {
+            for (seq, chunk) in chunker(file).enumerate() {
                 let chunk =
                     chunk.map_err(|e| ClientError::Io(std::io::Error::other(e.to_string())))?;
                 let data = Arc::new(chunk.data);
                 if tx.send(data.clone()).is_err() {
                     break;
                 }
-                blocks.push((BlockId::of(&data), chunk.length as u64));
+                let id = BlockId::of(&data);
+                blocks.push((id, chunk.length as u64));
+                let offset = size;
                 size += chunk.length as u64;
+                let seq = u32::try_from(seq)
+                    .map_err(|_| ClientError::Integrity("too many blocks in one file".into()))?;
+                each(Piece {
+                    seq,
+                    id,
+                    offset,
+                    data,
+                })?;
             }
             Ok(())
         };
@@ -115,6 +154,29 @@ pub async fn upload_edit(
     base: Option<Base>,
     progress: Progress,
 ) -> Result<UploadReport, ClientError> {
+    // A new file: no base, or revision 0 (nothing may be there yet).
+    let new_file = match &base {
+        None => Some(None),
+        Some(Base { rev: 0, blocks }) if blocks.as_ref().is_none_or(Vec::is_empty) => Some(Some(0)),
+        Some(_) => None,
+    };
+    if let Some(base_rev) = new_file
+        && sends_while_cutting(remote, local).await
+    {
+        return upload_new(remote, local, remote_path, base_rev, progress).await;
+    }
+    upload_edit_asking(remote, local, remote_path, base, progress).await
+}
+
+/// [`upload_edit`] that cuts the whole file first, then asks the server
+/// which blocks it lacks, commits early and sends them.
+async fn upload_edit_asking(
+    remote: &Remote,
+    local: &Path,
+    remote_path: &str,
+    base: Option<Base>,
+    progress: Progress,
+) -> Result<UploadReport, ClientError> {
     let path = local.to_path_buf();
     let cut = tokio::task::spawn_blocking(move || cut_file(&path))
         .await
@@ -151,14 +213,7 @@ pub async fn upload_edit(
         blocks: listed,
         reuse,
     };
-    let report = |entry, blocks_sent, bytes_sent| UploadReport {
-        entry,
-        size: cut.size,
-        blocks_total: cut.blocks.len(),
-        blocks_sent,
-        bytes_sent,
-        blocks: cut.blocks.clone(),
-    };
+    let report = |entry, blocks_sent, bytes_sent| cut.report(entry, blocks_sent, bytes_sent);
     if !missing.is_empty() {
         // Committing before the blocks are up marks the file as pending on
         // the server (other devices see it syncing) and fails early on a
@@ -200,6 +255,327 @@ pub async fn upload_edit(
             answer => return Ok(report(answer?, blocks_sent, bytes_sent)),
         }
     }
+}
+
+/// Whether a new file goes up while it is cut ([`upload_new`]): a file of
+/// several blocks that fits the server's size limit and the account's
+/// quota as they stand. Anything else takes the path that asks the server
+/// first, so a refusal comes before any block is sent.
+async fn sends_while_cutting(remote: &Remote, local: &Path) -> bool {
+    let Ok(len) = tokio::fs::metadata(local).await.map(|m| m.len()) else {
+        return false;
+    };
+    if len <= 2 * MIN_BLOCK as u64 {
+        return false;
+    }
+    match tokio::join!(remote.info(), remote.usage()) {
+        (Ok(info), Ok(usage)) => {
+            len <= info.max_file_size
+                && usage
+                    .quota_bytes
+                    .is_none_or(|q| usage.used_bytes.saturating_add(len) <= q)
+        }
+        _ => false,
+    }
+}
+
+/// A block just cut, on its way to the server: its bytes while they fit
+/// the memory budget, else where it is in the file (read again, and checked
+/// against its id, when it is sent).
+struct CutBlock {
+    seq: u32,
+    id: BlockId,
+    offset: u64,
+    len: u64,
+    data: Option<(Arc<Vec<u8>>, OwnedSemaphorePermit)>,
+}
+
+/// Uploads a new file while it is being cut: each block goes up as soon
+/// as it is cut and the server says it lacks it, numbered in an upload of
+/// its own name, so the server hashes the file as the blocks come and the
+/// commit reads nothing back. The cut never waits for the network (what
+/// does not fit the memory budget is read again when it is sent), so the
+/// early commit, which shows the file as syncing and lets other devices
+/// fetch it as it comes, follows the cut as soon as it would otherwise.
+async fn upload_new(
+    remote: &Remote,
+    local: &Path,
+    remote_path: &str,
+    base_rev: Option<i64>,
+    progress: Progress,
+) -> Result<UploadReport, ClientError> {
+    let upload = format!("{:032x}", rand::random::<u128>());
+    // Places in the file are small; the bytes are bounded by the budget.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<CutBlock>();
+    let budget = Arc::new(Semaphore::new(UPLOAD_BUDGET as usize));
+    let path = local.to_path_buf();
+    let cut_budget = budget.clone();
+    let cutter = tokio::task::spawn_blocking(move || cut_and_hand_over(&path, tx, &cut_budget));
+    let source = Source {
+        path: local.to_path_buf(),
+        budget,
+    };
+    let mut sending = std::pin::pin!(send_as_cut(remote, rx, &upload, &source, progress.clone()));
+    let mut early = std::pin::pin!(async {
+        let cut = cutter.await.map_err(blocking_err)??;
+        let req = CommitRequest {
+            path: remote_path.to_owned(),
+            base_rev,
+            size: cut.size,
+            content_hash: cut.hash,
+            chunker: CHUNKER.to_owned(),
+            blocks: cut
+                .blocks
+                .iter()
+                .map(|&(id, size)| BlockRef { id, size })
+                .collect(),
+            reuse: Vec::new(),
+        };
+        // Shows the file as syncing and fails early on a refusal; it
+        // lands when every block is there already.
+        match remote.commit_upload(&req, &upload).await {
+            Ok(entry) => Ok::<_, ClientError>((cut, req, Some(entry))),
+            Err(ClientError::Api {
+                code: tessera_proto::ErrorCode::MissingBlocks,
+                ..
+            }) => Ok((cut, req, None)),
+            Err(e) => Err(e),
+        }
+    });
+    // A refusal of the early commit, or a failed send, ends both; so does
+    // an early commit that landed (every block was there): what is still
+    // being sent is not needed.
+    let ((blocks_sent, bytes_sent), (cut, req, landed)) = tokio::select! {
+        sent = sending.as_mut() => {
+            let sent = sent?;
+            (sent, early.await?)
+        }
+        early_done = early.as_mut() => match early_done? {
+            done @ (_, _, Some(_)) => ((0, 0), done),
+            done => (sending.await?, done),
+        },
+    };
+    let report = |entry, blocks_sent, bytes_sent| cut.report(entry, blocks_sent, bytes_sent);
+    if let Some(entry) = landed {
+        return Ok(report(entry, blocks_sent, bytes_sent));
+    }
+    match remote.commit_upload(&req, &upload).await {
+        Err(ClientError::Api {
+            code: tessera_proto::ErrorCode::MissingBlocks,
+            ..
+        }) => {
+            // Collected meanwhile, or a send the server lost: the path
+            // that reads the file again and asks first.
+            tracing::debug!(
+                path = remote_path,
+                "blocks missing after the upload: sending them again"
+            );
+            // Progress was told once already.
+            let base = base_rev.map(|rev| Base { rev, blocks: None });
+            let quiet: Progress = Arc::new(|_| {});
+            let again = upload_edit_asking(remote, local, remote_path, base, quiet).await?;
+            Ok(UploadReport {
+                blocks_sent: blocks_sent + again.blocks_sent,
+                bytes_sent: bytes_sent + again.bytes_sent,
+                ..again
+            })
+        }
+        answer => Ok(report(answer?, blocks_sent, bytes_sent)),
+    }
+}
+
+/// The cutting side of [`upload_new`], on a blocking thread: one read of
+/// the file cuts it and hashes it ([`cut_with`]), and hands each block
+/// over, with its bytes while the memory budget has room.
+fn cut_and_hand_over(
+    path: &Path,
+    tx: tokio::sync::mpsc::UnboundedSender<CutBlock>,
+    budget: &Arc<Semaphore>,
+) -> Result<Cut, ClientError> {
+    let mut in_memory = true;
+    cut_with(path, |piece| {
+        let len = piece.data.len() as u64;
+        // Once the budget is short, every later block is read again when
+        // sent: blocks in memory always come first, so a send waiting for
+        // the budget never waits on one behind it.
+        let permit = if in_memory {
+            budget
+                .clone()
+                .try_acquire_many_owned(budget_share(len))
+                .ok()
+        } else {
+            None
+        };
+        in_memory &= permit.is_some();
+        let block = CutBlock {
+            seq: piece.seq,
+            id: piece.id,
+            offset: piece.offset,
+            len,
+            data: permit.map(|p| (piece.data, p)),
+        };
+        // A closed channel: the sender stopped on an error, which it reports.
+        tx.send(block)
+            .map_err(|_| ClientError::Integrity("the upload stopped".into()))
+    })
+}
+
+/// The file a new upload reads, and the memory its blocks in flight may
+/// take.
+#[derive(Clone)]
+struct Source {
+    path: std::path::PathBuf,
+    budget: Arc<Semaphore>,
+}
+
+/// A block's share of the memory budget.
+fn budget_share(len: u64) -> u32 {
+    u32::try_from(len).map_or(UPLOAD_BUDGET, |n| n.min(UPLOAD_BUDGET))
+}
+
+/// Block `id`, `len` bytes at `offset` of `path`, read again: it must
+/// still hash to its id, so what goes up is the version the cut hashed.
+fn read_again(path: &Path, offset: u64, len: u64, id: BlockId) -> Result<Vec<u8>, ClientError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut data = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
+    if file.read_exact(&mut data).is_err() || BlockId::of(&data) != id {
+        return Err(ClientError::Integrity(format!(
+            "{} changed while it was being uploaded; try again",
+            path.display()
+        )));
+    }
+    Ok(data)
+}
+
+/// The sending side of [`upload_new`]: asks which of the blocks cut so far
+/// the server lacks (a few at a time) and sends those, numbered, several
+/// in flight. Returns the count and bytes sent.
+async fn send_as_cut(
+    remote: &Remote,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<CutBlock>,
+    upload: &str,
+    source: &Source,
+    progress: Progress,
+) -> Result<(usize, u64), ClientError> {
+    let upload: Arc<str> = Arc::from(upload);
+    let pace = Arc::new(Pace::new());
+    let mut seen = HashSet::new();
+    // Whether every block before the next one went up numbered: after the
+    // first that does not (a repeat, or one the server holds) the server's
+    // running hash stops there, so the rest go unnumbered and are not
+    // held for it.
+    let mut numbering = true;
+    let mut queue: std::collections::VecDeque<(CutBlock, bool)> = Default::default();
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let (mut sent, mut bytes) = (0usize, 0u64);
+    let mut open = true;
+    loop {
+        while in_flight.len() < PARALLEL_UPLOADS {
+            let Some((block, numbered)) = queue.pop_front() else {
+                break;
+            };
+            in_flight.push(send_numbered(
+                remote.clone(),
+                block,
+                source.clone(),
+                numbered.then(|| upload.clone()),
+                pace.clone(),
+                progress.clone(),
+            ));
+        }
+        if !open && in_flight.is_empty() && queue.is_empty() {
+            return Ok((sent, bytes));
+        }
+        tokio::select! {
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                bytes += done?;
+                sent += 1;
+            }
+            first = rx.recv(), if open && queue.len() < PARALLEL_UPLOADS => {
+                let Some(first) = first else {
+                    open = false;
+                    continue;
+                };
+                let mut batch = vec![first];
+                while batch.len() < PARALLEL_UPLOADS * 2 {
+                    match rx.try_recv() {
+                        Ok(b) => batch.push(b),
+                        Err(_) => break,
+                    }
+                }
+                // A block repeated in the file goes up once.
+                let (ask, repeats): (Vec<CutBlock>, Vec<CutBlock>) =
+                    batch.into_iter().partition(|b| seen.insert(b.id));
+                let ids: Vec<BlockId> = ask.iter().map(|b| b.id).collect();
+                let missing: HashSet<BlockId> = remote.missing(&ids).await?.into_iter().collect();
+                let (send, held): (Vec<CutBlock>, Vec<CutBlock>) =
+                    ask.into_iter().partition(|b| missing.contains(&b.id));
+                let first_skip = repeats.iter().chain(&held).map(|b| b.seq).min();
+                for b in repeats.iter().chain(&held) {
+                    progress(b.len);
+                }
+                for b in send {
+                    let numbered = numbering && first_skip.is_none_or(|skip| b.seq < skip);
+                    queue.push_back((b, numbered));
+                }
+                numbering &= first_skip.is_none();
+            }
+        }
+    }
+}
+
+/// Compresses and sends one block cut by [`upload_new`], as number
+/// `block.seq` of `upload` if given. Returns the bytes sent.
+async fn send_numbered(
+    remote: Remote,
+    block: CutBlock,
+    source: Source,
+    upload: Option<Arc<str>>,
+    pace: Arc<Pace>,
+    progress: Progress,
+) -> Result<u64, ClientError> {
+    let CutBlock {
+        seq,
+        id,
+        offset,
+        len: plain_len,
+        data,
+    } = block;
+    let (data, permit) = match data {
+        Some((data, permit)) => (Some(data), permit),
+        None => {
+            let permit = source
+                .budget
+                .clone()
+                .acquire_many_owned(budget_share(plain_len))
+                .await
+                .map_err(|_| ClientError::Integrity("the upload stopped".into()))?;
+            (None, permit)
+        }
+    };
+    let level = pace.level();
+    let path = source.path.clone();
+    let (codec, body) = tokio::task::spawn_blocking(move || {
+        let plain = match data {
+            Some(data) => Arc::try_unwrap(data).unwrap_or_else(|shared| (*shared).clone()),
+            None => read_again(&path, offset, plain_len, id)?,
+        };
+        Ok::<_, ClientError>(tessera_proto::block::compress_or_raw(plain, level))
+    })
+    .await
+    .map_err(blocking_err)??;
+    let len = body.len() as u64;
+    let number = upload.as_deref().map(|name| (name, seq));
+    remote
+        .put_block_numbered(&id, codec, Bytes::from(body), number)
+        .await?;
+    pace.sent(len);
+    // Held until the server has the block (see `send_blocks`).
+    drop(permit);
+    progress(plain_len);
+    Ok(len)
 }
 
 /// Commits `req`; if the server cannot reuse the stretches it names (the

@@ -117,13 +117,7 @@ pub async fn password(
             .ok_or_else(|| {
                 ApiError::Forbidden("the current password is wrong: nothing was changed".into())
             })?;
-    // Hashed in the same bounded pool as the checks (Argon2 takes memory).
-    let hash = state
-        .password_checks
-        .hash(req.new_password)
-        .await
-        .map_err(|busy| ApiError::Throttled(busy.to_string(), super::auth::BUSY_RETRY_SECS))?
-        .map_err(ApiError::internal)?;
+    let hash = super::auth::hash_new_password(&state, req.new_password).await?;
     let keep = (!req.sign_out_here).then_some(&user.token_hash()[..]);
     let signed_out = state
         .meta

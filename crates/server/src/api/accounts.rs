@@ -103,12 +103,7 @@ pub async fn add(
     admin_only(&state, &user).await?;
     check_username(&req.name).map_err(ApiError::BadRequest)?;
     check_new_password(&req.password)?;
-    let hash = state
-        .password_checks
-        .hash(req.password)
-        .await
-        .map_err(|busy| ApiError::Throttled(busy.to_string(), super::auth::BUSY_RETRY_SECS))?
-        .map_err(ApiError::internal)?;
+    let hash = super::auth::hash_new_password(&state, req.password).await?;
     state
         .meta
         .create_user_as(&req.name, &hash, req.admin)
@@ -214,12 +209,7 @@ pub async fn reset_password(
     // for the current one.
     not_oneself(&user, &name, "reset the password of")?;
     check_new_password(&req.password)?;
-    let hash = state
-        .password_checks
-        .hash(req.password)
-        .await
-        .map_err(|busy| ApiError::Throttled(busy.to_string(), super::auth::BUSY_RETRY_SECS))?
-        .map_err(ApiError::internal)?;
+    let hash = super::auth::hash_new_password(&state, req.password).await?;
     let signed_out = state.meta.reset_password(&name, &hash).await?;
     wake_polls_of(&state, &name).await;
     tracing::info!(admin = %user.username, user = %name, signed_out, "password reset");

@@ -23,6 +23,20 @@ pub(super) const MAX_USERNAME_BYTES: usize = 64;
 /// What a login refused for lack of a free password check is told to wait.
 pub(super) const BUSY_RETRY_SECS: u64 = 1;
 
+/// A new password hashed for storing, in the same bounded pool as the
+/// checks (Argon2 takes memory); 429 when the pool stays full.
+pub(super) async fn hash_new_password(
+    state: &AppState,
+    password: String,
+) -> Result<String, ApiError> {
+    state
+        .password_checks
+        .hash(password)
+        .await
+        .map_err(|busy| ApiError::Throttled(busy.to_string(), BUSY_RETRY_SECS))?
+        .map_err(ApiError::internal)
+}
+
 /// The web UI's session cookie. HttpOnly, so script in the page never sees
 /// the token; SameSite=Strict, so other sites' pages do not send it.
 pub const SESSION_COOKIE: &str = "tessera_session";

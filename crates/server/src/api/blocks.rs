@@ -17,6 +17,7 @@ use tessera_proto::pack::PackRefused;
 use super::{ApiError, AppState, AuthUser, J, Q};
 use crate::blocks::codec::SEAL_OVERHEAD;
 use crate::blocks::{BlockError, Codec, Ingest};
+use crate::uploads::running_hash::valid_upload_name;
 
 /// Ids in one missing-blocks question (a 10 GiB file has ~2,600 blocks).
 const MAX_IDS: usize = 20_000;
@@ -59,8 +60,25 @@ pub async fn upload(
             ApiError::BadRequest(e.body_text())
         }
     })?;
+    let numbered = match (q.upload, q.seq) {
+        (None, None) => None,
+        (Some(name), Some(seq)) if valid_upload_name(&name) => Some((name, seq)),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give `upload` (8 to 64 letters, digits, - or _) and `seq` together, or neither"
+                    .into(),
+            ));
+        }
+    };
+    // An upload followed here hashes the block as it goes by, so its
+    // commit need not read it back.
+    let running = state.running_hashes.clone();
+    let user_id = user.user_id;
     let size = Ingest::new(state.blocks.clone(), user.user_id)
-        .client_block(id, q.codec.into(), body)
+        .client_block(id, q.codec.into(), body, move |plain| match numbered {
+            Some((name, seq)) => running.offer_seq(user_id, &name, seq, id, &plain),
+            None => running.offer(user_id, id, &plain),
+        })
         .await?;
     Ok((StatusCode::CREATED, Json(BlockRef { id, size })))
 }

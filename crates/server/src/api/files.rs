@@ -8,10 +8,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
 use tessera_proto::api::{
-    BlockListResponse, BlockRef, CommitBatchRequest, CommitBatchResponse, CommitRequest,
-    CommitResult, DeleteRequest, DownloadQuery, Entry, EntryKind, ListResponse, MkdirBatchRequest,
-    MkdirBatchResponse, MoveRequest, PathQuery, PendingListResponse, PinRequest, RestoreRequest,
-    Reuse, Revision, RevisionsResponse, UploadQuery,
+    BlockListResponse, BlockRef, CommitBatchRequest, CommitBatchResponse, CommitQuery,
+    CommitRequest, CommitResult, DeleteRequest, DownloadQuery, Entry, EntryKind, ListResponse,
+    MkdirBatchRequest, MkdirBatchResponse, MoveRequest, PathQuery, PendingListResponse, PinRequest,
+    RestoreRequest, Reuse, Revision, RevisionsResponse, UploadQuery,
 };
 use tessera_proto::api::{MAX_BATCH_SEGMENTS, path_segments};
 use tessera_proto::block::{CHUNKER, MAX_BLOCK, MIN_BLOCK};
@@ -684,18 +684,24 @@ impl From<crate::meta::MetaError> for Unready {
 /// so a claim is taken only when a revision of the same namespace with the
 /// very same block list already carries a server-checked hash, and is
 /// otherwise checked by streaming the blocks through BLAKE3.
-async fn check_commit(state: &AppState, new: &NewRevision) -> Result<(), Unready> {
+async fn check_commit(
+    state: &AppState,
+    new: &NewRevision,
+    upload: Option<&str>,
+) -> Result<(), Unready> {
     let ids: Vec<_> = new.blocks.iter().map(|(id, _)| *id).collect();
     let known = state.meta.user_blocks(new.user_id, &ids).await?;
-    check_commit_with(state, new, &known).await
+    check_commit_with(state, new, &known, upload).await
 }
 
 /// [`check_commit`] with the user's blocks already looked up (`known` may
-/// hold more than this commit's: a batch looks them up at once).
+/// hold more than this commit's: a batch looks them up at once). `upload`
+/// names the numbered upload whose blocks were hashed as they came.
 async fn check_commit_with(
     state: &AppState,
     new: &NewRevision,
     known: &crate::meta::UserBlocks,
+    upload: Option<&str>,
 ) -> Result<(), Unready> {
     let mut missing = Vec::new();
     let mut listed = std::collections::HashSet::new();
@@ -715,6 +721,18 @@ async fn check_commit_with(
     if !missing.is_empty() {
         return Err(Unready::Missing(missing));
     }
+    // Taken (and so ended) whatever the outcome: a retry reads back.
+    let numbered = upload
+        .and_then(|name| state.running_hashes.take_seq(new.user_id, name))
+        .and_then(|p| {
+            let hashed = new.blocks.get(..p.hashed)?;
+            (crate::uploads::running_hash::ids_digest(hashed) == p.ids_digest).then_some(
+                crate::uploads::running_hash::Progress {
+                    hashed: p.hashed,
+                    hasher: p.hasher,
+                },
+            )
+        });
     let key = crate::meta::blocks_key(&new.chunker, &new.blocks);
     let single = match new.blocks.as_slice() {
         // A file of one block hashes to that block's id (both are BLAKE3
@@ -729,22 +747,32 @@ async fn check_commit_with(
     };
     let actual = match verified {
         Some(h) => h,
-        None => {
-            // A check reads the whole file (up to the size limit, and a
-            // block listed again and again is read again): bounded, so
-            // commits that claim large files cannot take every core.
-            let _turn = tokio::time::timeout(HASH_CHECK_WAIT, state.hash_checks.acquire())
-                .await
-                .map_err(|_| {
-                    ApiError::Throttled(
-                        "the server is busy checking other files' content: retry in a moment"
-                            .into(),
-                        5,
-                    )
-                })?
-                .map_err(ApiError::internal)?;
-            content_hash_of(state, &new.blocks, known).await?.0.to_vec()
-        }
+        // What arrived in order since the early commit is hashed
+        // already: only the rest is read back, if any.
+        None => match numbered.or_else(|| state.running_hashes.take(new.user_id, &key)) {
+            Some(done) if done.hashed == new.blocks.len() => {
+                done.hasher.finalize().as_bytes().to_vec()
+            }
+            so_far => {
+                // A check reads the whole file (up to the size limit, and a
+                // block listed again and again is read again): bounded, so
+                // commits that claim large files cannot take every core.
+                let _turn = tokio::time::timeout(HASH_CHECK_WAIT, state.hash_checks.acquire())
+                    .await
+                    .map_err(|_| {
+                        ApiError::Throttled(
+                            "the server is busy checking other files' content: retry in a moment"
+                                .into(),
+                            5,
+                        )
+                    })?
+                    .map_err(ApiError::internal)?;
+                content_hash_of(state, &new.blocks, known, so_far)
+                    .await?
+                    .0
+                    .to_vec()
+            }
+        },
     };
     if actual != new.content_hash.0 {
         let actual = tessera_proto::ContentHash(actual.try_into().unwrap_or([0; 32]));
@@ -762,14 +790,27 @@ async fn check_commit_with(
 const HASH_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// BLAKE3 of the file the blocks make, read in order (a block repeated in
-/// a row is read once), one block and one read ahead in memory.
+/// a row is read once), one block and one read ahead in memory; from where
+/// `so_far` got, if the upload was hashed as it arrived.
 async fn content_hash_of(
     state: &AppState,
     blocks: &[(tessera_proto::BlockId, u64)],
     known: &std::collections::HashMap<tessera_proto::BlockId, (u64, crate::meta::BlockLoc)>,
+    so_far: Option<crate::uploads::running_hash::Progress>,
 ) -> Result<ContentHash, ApiError> {
+    let (from, mut hasher) = match so_far {
+        Some(p) if p.hashed <= blocks.len() => (p.hashed, p.hasher),
+        _ => (0, blake3::Hasher::new()),
+    };
+    if from < blocks.len() {
+        tracing::debug!(
+            hashed = from,
+            blocks = blocks.len(),
+            "reading blocks back for the content check"
+        );
+    }
     let mut runs: Vec<(tessera_proto::BlockId, crate::meta::BlockLoc, usize)> = Vec::new();
-    for (id, _) in blocks {
+    for (id, _) in &blocks[from..] {
         match runs.last_mut() {
             Some((last, _, n)) if last == id => *n += 1,
             _ => {
@@ -787,7 +828,6 @@ async fn content_hash_of(
             async move { Ok::<_, ApiError>((store.read_plain(id, &loc).await?, n)) }
         })
         .buffered(2);
-    let mut hasher = blake3::Hasher::new();
     while let Some(read) = reads.next().await {
         let (plain, n) = read?;
         tokio::task::block_in_place(|| {
@@ -800,10 +840,11 @@ async fn content_hash_of(
 }
 
 /// Block-protocol commit: the file as an ordered list of uploaded blocks.
-#[utoipa::path(post, path = "/api/v1/files/commit", request_body = CommitRequest, responses((status = 201, body = Entry), (status = 400, body = tessera_proto::ErrorBody, description = "bad input (the message says what to fix), or missing_blocks lists the blocks to upload"), (status = 404, body = tessera_proto::ErrorBody, description = "the folder does not exist"), (status = 409, body = tessera_proto::ErrorBody, description = "stale base_rev, or the path is a folder"), (status = 429, body = tessera_proto::ErrorBody, description = "the server is busy checking other files' content: retry after Retry-After seconds")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/files/commit", params(CommitQuery), request_body = CommitRequest, responses((status = 201, body = Entry), (status = 400, body = tessera_proto::ErrorBody, description = "bad input (the message says what to fix), or missing_blocks lists the blocks to upload"), (status = 404, body = tessera_proto::ErrorBody, description = "the folder does not exist"), (status = 409, body = tessera_proto::ErrorBody, description = "stale base_rev, or the path is a folder"), (status = 429, body = tessera_proto::ErrorBody, description = "the server is busy checking other files' content: retry after Retry-After seconds")), security(("bearer" = [])))]
 pub async fn commit(
     State(state): State<AppState>,
     user: AuthUser,
+    Q(q): Q<CommitQuery>,
     J(req): J<CommitRequest>,
 ) -> Result<(StatusCode, Json<Entry>), ApiError> {
     let places = Places::of(&state, &user).await?;
@@ -819,12 +860,22 @@ pub async fn commit(
     if !same {
         state.meta.check_room(new.user_id, new.size).await?;
     }
-    match check_commit(&state, &new).await {
+    match check_commit(&state, &new, q.upload.as_deref()).await {
         Ok(()) => {}
         Err(Unready::Refused(e)) => return Err(e),
         Err(Unready::Missing(missing)) => {
-            // The upload is under way: show the file as syncing.
+            // The upload is under way: show the file as syncing, and hash
+            // its blocks as they come (a numbered upload hashes them
+            // already).
             state.meta.mark_upload_pending(&new).await?;
+            if q.upload.is_none() {
+                state.running_hashes.begin(
+                    new.user_id,
+                    crate::meta::blocks_key(&new.chunker, &new.blocks),
+                    &new.blocks,
+                    &missing,
+                );
+            }
             return Err(ApiError::MissingBlocks(missing));
         }
     }
@@ -972,7 +1023,7 @@ pub async fn commit_batch(
     let mut valid_shown = Vec::new();
     for (item, shown) in items.into_iter().zip(shown) {
         let checked = match item {
-            Ok(n) => match check_commit_with(&state, &n, &known).await {
+            Ok(n) => match check_commit_with(&state, &n, &known, None).await {
                 Ok(()) => Ok(n),
                 Err(Unready::Missing(ids)) => Err(ApiError::MissingBlocks(ids)),
                 Err(Unready::Refused(e)) => Err(e),

@@ -62,6 +62,8 @@ pub struct AppState {
     /// This instance's name among those on the same database.
     pub instance: Arc<str>,
     pub uploads: crate::uploads::Uploads,
+    /// Block-protocol uploads hashed as their blocks arrive.
+    pub running_hashes: crate::uploads::running_hash::RunningHashes,
     pub workers: crate::workers::Workers,
     pub metrics: crate::metrics::Scrape,
 }

@@ -137,7 +137,8 @@ pub async fn purge(
             ));
         }
     };
-    let mut n = match state.meta.purge_trash(user.ns, id).await {
+    let upto = req.deleted_upto_ms;
+    let mut n = match state.meta.purge_trash(user.ns, id, upto).await {
         Err(MetaError::NotFound(_)) if id.is_some() => 0,
         other => other?,
     };
@@ -146,7 +147,7 @@ pub async fn purge(
     if let (Some(id), 0) = (id, n) {
         for m in Places::of(&state, &user).await?.mounts() {
             if m.owned() {
-                match state.meta.purge_trash(m.namespace_id, Some(id)).await {
+                match state.meta.purge_trash(m.namespace_id, Some(id), upto).await {
                     Ok(k) => n += k,
                     Err(MetaError::NotFound(_)) => {}
                     Err(e) => return Err(e.into()),

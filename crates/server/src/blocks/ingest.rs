@@ -168,14 +168,18 @@ impl Ingest {
     }
 
     /// Accepts a block a client cut, sent as `codec` bytes that must hash
-    /// to `id`. Returns its plain size.
+    /// to `id`, handing its verified plain bytes to `verified`. Returns its
+    /// plain size.
     pub async fn client_block(
         &self,
         id: BlockId,
         codec: Codec,
         body: Bytes,
+        verified: impl FnOnce(Bytes) + Send + 'static,
     ) -> Result<u64, BlockError> {
-        self.blocks.put_upload(self.user_id, id, codec, body).await
+        self.blocks
+            .put_upload(self.user_id, id, codec, body, verified)
+            .await
     }
 
     /// Accepts many small client blocks as one stored pack.

@@ -185,18 +185,23 @@ impl BlockStore {
     }
 
     /// Accepts a block a client sent as `codec` bytes that must hash to `id`.
+    /// `verified` is handed the plain bytes once they hash to `id`, on the
+    /// blocking thread that checked them, before the block is stored.
     pub async fn put_upload(
         &self,
         user_id: i64,
         id: BlockId,
         codec: Codec,
         body: Bytes,
+        verified: impl FnOnce(Bytes) + Send + 'static,
     ) -> Result<u64, BlockError> {
         let check = body.clone();
         let plain_len = tokio::task::spawn_blocking(move || -> Result<usize, BlockError> {
             let plain = codec::decompress(codec, &check)?;
             codec::verify(&id, &plain)?;
-            Ok(plain.len())
+            let len = plain.len();
+            verified(Bytes::from(plain));
+            Ok(len)
         })
         .await??;
         self.put_verified(user_id, id, codec, body, plain_len)

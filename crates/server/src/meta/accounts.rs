@@ -347,13 +347,18 @@ async fn account(tx: &mut Tx, username: &str) -> Result<(i64, bool, bool)> {
 
 /// Refuses to take the last administrator who can sign in out of service.
 async fn keep_an_admin(tx: &mut Tx, id: i64) -> Result<()> {
-    let (others,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM users
-         WHERE is_admin AND id <> $1 AND disabled_ms IS NULL AND deleted_ms IS NULL",
-    )
-    .bind(id)
-    .fetch_one(&mut **tx)
+    // The administrators who can sign in, locked: two administrators
+    // disabling each other at once must not both go ahead on PostgreSQL,
+    // where each would otherwise count the other as still there.
+    // Only constants go into the text.
+    let active: Vec<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT id FROM users
+         WHERE is_admin AND disabled_ms IS NULL AND deleted_ms IS NULL
+         ORDER BY id{FOR_UPDATE}"
+    )))
+    .fetch_all(&mut **tx)
     .await?;
+    let others = active.iter().filter(|(a,)| *a != id).count();
     let (admin,): (bool,) = sqlx::query_as("SELECT is_admin FROM users WHERE id = $1")
         .bind(id)
         .fetch_one(&mut **tx)

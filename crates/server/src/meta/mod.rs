@@ -837,7 +837,7 @@ forward! {
     /// The block list the upload under way at `path` announced.
     fn pending_list(&self, ns: i64, path: &RemotePath) -> Result<PendingList>;
     /// Removes trash entries for good; see `tree.rs`.
-    fn purge_trash(&self, ns: i64, id: Option<&str>) -> Result<u64>;
+    fn purge_trash(&self, ns: i64, id: Option<&str>, deleted_upto_ms: Option<i64>) -> Result<u64>;
     fn expire_trash(&self, cutoff_ms: i64) -> Result<u64>;
     fn unreferenced_blocks(&self) -> Result<i64>;
     /// A user's usage and quota in bytes; see `quota_queries.rs`.

@@ -9,6 +9,10 @@ use crate::notify::Publisher;
 pub type Db = sqlx::Postgres;
 
 const BEGIN: &str = "BEGIN";
+/// Locks the rows read to decide a write (and reads them again, as
+/// committed, after waiting for another writer's lock); not their keys, so
+/// rows that refer to them (a new device's token) need not wait.
+const FOR_UPDATE: &str = " FOR NO KEY UPDATE";
 
 /// Ids per `IN (…)` list and rows per multi-row statement: each statement
 /// is a round trip, and PostgreSQL binds by position.

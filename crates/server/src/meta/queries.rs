@@ -11,7 +11,7 @@ use sqlx::{Pool, Transaction};
 use tessera_proto::api::ChangeKind;
 use tessera_proto::path::fold_name;
 
-use super::{BATCH, BEGIN, Db};
+use super::{BATCH, BEGIN, Db, FOR_UPDATE};
 use crate::meta::{
     AccountRow, BlockLoc, Collected, DeviceRow, JournalRow, LinkRow, MetaError, Moved, NewRevision,
     NodeRow, PendingList, Recorded, Result, RevisionBlock, RevisionBlockRow, RevisionRow,

@@ -8,6 +8,8 @@ pub type Db = sqlx::Sqlite;
 /// Take the write lock up front: a deferred read→write upgrade fails at
 /// once with SQLITE_BUSY instead of waiting.
 const BEGIN: &str = "BEGIN IMMEDIATE";
+/// Rows read to decide a write are locked by `BEGIN IMMEDIATE` already.
+const FOR_UPDATE: &str = "";
 
 /// Ids per `IN (…)` list and rows per multi-row statement. SQLite finds
 /// each bound parameter by walking the statement's list of them, so a

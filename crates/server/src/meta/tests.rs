@@ -158,7 +158,7 @@ async fn every_change_publishes_its_seq(f: Fixture) {
 
     f.meta.delete(ns, &p("/a/g"), None, "laptop").await.unwrap();
     f.published_once("second delete").await;
-    assert_eq!(f.meta.purge_trash(ns, None).await.unwrap(), 1);
+    assert_eq!(f.meta.purge_trash(ns, None, None).await.unwrap(), 1);
     assert_eq!(f.seen.take(), vec![], "a purge journals nothing");
 
     // Short of blocks: the commit rolls back, the pending mark commits.
@@ -266,7 +266,7 @@ async fn references_follow_revisions(f: Fixture) {
     assert_eq!(refcounts(&f).await, vec![(1, 4, false), (2, 3, false)]);
 
     f.meta.delete(ns, &p("/f"), None, "laptop").await.unwrap();
-    assert_eq!(f.meta.purge_trash(ns, None).await.unwrap(), 1);
+    assert_eq!(f.meta.purge_trash(ns, None, None).await.unwrap(), 1);
     assert_eq!(refcounts(&f).await, vec![(1, 0, true), (2, 0, true)]);
 }
 
@@ -433,6 +433,7 @@ on_both!(
     a_sign_in_checked_against_a_password_changed_meanwhile_makes_no_session,
     nothing_of_ones_own_lands_on_a_mount_point,
     a_deleted_account_is_kept_restorable_then_purged_whole,
+    two_administrators_disabling_each_other_at_once_leave_one,
     a_batch_of_new_files_is_written_whole,
     a_failed_item_takes_its_folder_and_entries_with_it,
     collection_waits_out_the_grace_and_spares_sessions,
@@ -1217,4 +1218,43 @@ async fn a_deleted_account_is_kept_restorable_then_purged_whole(f: Fixture) {
         .map(|a| a.username)
         .collect();
     assert_eq!(listed, ["ann", "bob", "carol"]);
+}
+
+/// The last administrator who can sign in is never disabled or deleted,
+/// even when two administrators take each other out at the same moment.
+async fn two_administrators_disabling_each_other_at_once_leave_one(f: Fixture) {
+    f.meta.create_user_as("bob", "x", true).await.unwrap();
+    let active = async || {
+        f.meta
+            .accounts()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.is_admin && a.disabled_ms.is_none() && a.deleted_ms.is_none())
+            .count()
+    };
+    assert_eq!(active().await, 2);
+    for round in 0..20 {
+        let (ann, bob) = if round % 2 == 0 {
+            tokio::join!(
+                f.meta.set_disabled("ann", true),
+                f.meta.set_disabled("bob", true)
+            )
+        } else {
+            let (a, b) = tokio::join!(
+                f.meta.delete_account("ann"),
+                f.meta.set_disabled("bob", true)
+            );
+            (a.map(|_| 0), b)
+        };
+        assert!(
+            ann.is_err() || bob.is_err(),
+            "round {round}: both went ahead"
+        );
+        assert_eq!(active().await, 1, "round {round}");
+        let _ = f.meta.restore_account("ann").await;
+        f.meta.set_disabled("ann", false).await.unwrap();
+        f.meta.set_disabled("bob", false).await.unwrap();
+        assert_eq!(active().await, 2);
+    }
 }

@@ -414,17 +414,27 @@ impl Store {
     }
 
     /// Removes trashed nodes for good: the one with `id`, or every one
-    /// when `id` is `None`. A folder goes with everything that was inside it
-    /// when it was deleted. Their revisions go too, and the blocks they held
-    /// lose those references (a block left with none becomes collectable).
+    /// when `id` is `None`; of those, only what was deleted at or before
+    /// `deleted_upto_ms` if given (what the user was shown, or what has
+    /// expired: something deleted meanwhile, or restored and deleted again,
+    /// stays). A folder goes with everything that was inside it when it
+    /// was deleted. Their revisions go too, and the blocks they held lose
+    /// those references (a block left with none becomes collectable).
     /// Returns how many trash entries were removed.
-    pub async fn purge_trash(&self, ns: i64, id: Option<&str>) -> Result<u64> {
+    pub async fn purge_trash(
+        &self,
+        ns: i64,
+        id: Option<&str>,
+        deleted_upto_ms: Option<i64>,
+    ) -> Result<u64> {
         let mut w = Writer::begin(self, ns, "").await?;
         let roots: Vec<(String,)> = sqlx::query_as(
-            "SELECT id FROM nodes WHERE namespace_id = $1 AND deleted_ms IS NOT NULL AND ($2 IS NULL OR id = $2)",
+            "SELECT id FROM nodes WHERE namespace_id = $1 AND deleted_ms IS NOT NULL
+             AND ($2 IS NULL OR id = $2) AND ($3 IS NULL OR deleted_ms <= $3)",
         )
         .bind(ns)
         .bind(id)
+        .bind(deleted_upto_ms)
         .fetch_all(&mut *w.tx)
         .await?;
         if roots.is_empty()
@@ -453,7 +463,7 @@ impl Store {
         .await?;
         let mut removed = 0;
         for (ns, id) in old {
-            match self.purge_trash(ns, Some(&id)).await {
+            match self.purge_trash(ns, Some(&id), Some(cutoff_ms - 1)).await {
                 Ok(n) => removed += n,
                 // Restored or purged meanwhile.
                 Err(MetaError::NotFound(_)) => {}

@@ -10,6 +10,7 @@
 //! request in flight, whatever the file size.
 
 pub mod checksum;
+pub mod running_hash;
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
