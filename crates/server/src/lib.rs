@@ -4,6 +4,7 @@ pub mod api;
 pub mod auth;
 pub mod blocks;
 pub mod fsck;
+pub mod ids;
 pub mod instance;
 pub mod listen;
 pub mod meta;

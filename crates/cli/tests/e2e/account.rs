@@ -1,17 +1,19 @@
 //! A user's own account: their devices (listed with the current one
 //! marked, signed out one by one, at once) and their password (changed
-//! with the current one, signing out every other device). Real HTTP, both
+//! with the current one, signing out every other device); an upload still
+//! running when the account is deleted does not land. Real HTTP, both
 //! backends.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use tessera_client::{ClientError, Remote};
 
-use crate::common::{Backend, TestServer};
+use crate::common::{Backend, TestServer, random_data};
 
 on_both_backends!(
     devices_are_listed_and_a_revoked_one_is_out_at_once,
-    a_password_change_signs_out_every_other_device
+    a_password_change_signs_out_every_other_device,
+    an_upload_under_way_when_its_account_is_deleted_does_not_land
 );
 
 fn status(e: ClientError) -> (u16, String) {
@@ -126,4 +128,59 @@ async fn a_password_change_signs_out_every_other_device(b: Backend) {
     for r in [&laptop, &again] {
         assert_eq!(status(r.list("/").await.unwrap_err()).0, 401);
     }
+}
+
+async fn an_upload_under_way_when_its_account_is_deleted_does_not_land(b: Backend) {
+    let s = TestServer::start(b).await;
+    let alice = s.user("alice").await;
+    let admin = s.login("admin", &s.admin_password, "console").await;
+    alice
+        .upload("/kept.txt", None, "kept".into())
+        .await
+        .unwrap();
+
+    // The body's first part goes (more than a block's worth, so the server
+    // stores a block of it), then it waits for the word to finish.
+    let before = s.store_bytes().await;
+    let (finish, go) = tokio::sync::oneshot::channel::<()>();
+    let head = random_data(20 << 20, 7);
+    let first = futures::stream::once(async move { Ok::<_, std::io::Error>(head) });
+    let rest = futures::stream::once(async move {
+        let _ = go.await;
+        Ok::<_, std::io::Error>(vec![b'b'; 64 * 1024])
+    });
+    let upload = {
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            let body = reqwest::Body::wrap_stream(futures::StreamExt::chain(first, rest));
+            alice.upload("/late.bin", None, body).await
+        })
+    };
+    // The server has taken the request in (a block of it is stored)
+    // before the account goes.
+    let began = std::time::Instant::now();
+    while s.store_bytes().await <= before {
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(60),
+            "no block stored"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    admin.delete_user("alice", false).await.unwrap();
+    let _ = finish.send(());
+    let (code, message) = status(upload.await.unwrap().unwrap_err());
+    assert!(code == 403 || code == 401, "{code} {message}");
+
+    // Restored, the account holds what it held before, and nothing else.
+    admin.restore_user("alice").await.unwrap();
+    let alice = s.login("alice", "alice-password", "laptop").await;
+    let names: Vec<String> = alice
+        .list("/")
+        .await
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["kept.txt"]);
 }

@@ -1198,6 +1198,23 @@ fn a_device_keeps_only_the_folders_selected_for_it() {
         serde_json::json!(["/Notes", "/Photos/2026", "/Work"])
     );
 
+    // A file moved here into that unselected folder is not deleted on the
+    // server (the only live copy would be the one here, unsynced): it
+    // stays there, comes back here, and the user is told how to move it.
+    std::fs::rename(b.join("Work/a.txt"), b.join("Music/moved.txt")).unwrap();
+    let told = sync();
+    assert!(
+        told.contains("/Work/a.txt was moved here to /Music/moved.txt")
+            && told.contains("--add /Music"),
+        "{told}"
+    );
+    assert!(ok(&cfg, &["ls", "/Work"], None).contains("a.txt"));
+    sync();
+    assert_eq!(
+        std::fs::read_to_string(b.join("Work/a.txt")).unwrap(),
+        "work"
+    );
+
     // A folder above the selection deleted here is not deleted on the
     // server (it holds /Photos/2025): it comes back.
     std::fs::remove_dir_all(b.join("Photos")).unwrap();
@@ -1309,6 +1326,45 @@ fn a_synced_folder_keeps_its_bandwidth_limits() {
         shown.contains("up no limit") && shown.contains("down 10.0 MB/s"),
         "{shown}"
     );
+}
+
+/// A limit changed while a large file goes up applies at once, not after
+/// the upload: 60 MB at 1 MB/s would take a minute.
+#[test]
+fn a_limit_lifted_while_a_file_goes_up_applies_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cfg");
+    let _server = serve_logged_in(dir.path(), &cfg);
+    let folder = dir.path().join("A");
+    std::fs::create_dir_all(&folder).unwrap();
+    let a = folder.to_str().unwrap();
+    ok(&cfg, &["sync", a, "--once", "--limit-up", "1MB/s"], None);
+    let said = dir.path().join("sync.out");
+    let daemon = command(&cfg, &["sync", a])
+        .stdout(std::fs::File::create(&said).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _daemon = Killed(daemon);
+    let printed = |text: &str| std::fs::read_to_string(&said).unwrap().contains(text);
+    eventually("the daemon starting", || printed("syncing"));
+
+    std::fs::write(
+        folder.join("big.bin"),
+        crate::common::random_data(60_000_000, 11),
+    )
+    .unwrap();
+    let entry = || -> Option<serde_json::Value> {
+        let out = tessera(&cfg, &["ls", "/big.bin", "--json"], None);
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    eventually("the upload under way", || {
+        entry().is_some_and(|e| e["pending"] == true)
+    });
+    ok(&cfg, &["limits", a, "--up", "none"], None);
+    eventually("the upload done soon after the limit went", || {
+        entry().is_some_and(|e| e["pending"] != true && e["rev"].as_i64() >= Some(1))
+    });
 }
 
 #[test]

@@ -592,7 +592,12 @@ fn watcher(
         }
         let mut woke = false;
         for p in &ev.paths {
-            if *p == confirm || *p == pause || *p == selection || *p == limits {
+            if *p == limits {
+                // At once, not after the round under way: a large upload
+                // can take that round for minutes.
+                crate::transfer::limit::set(crate::transfer::limit::load(&state_dir));
+                woke = true;
+            } else if *p == confirm || *p == pause || *p == selection {
                 woke = true;
             } else if !p.starts_with(&state_dir) {
                 woke = true;

@@ -559,6 +559,7 @@ impl Syncer {
             let mut stuck = Vec::new();
             self.brake_mass_deletes(&mut plan, &mut stuck);
             self.keep_folders_above_selection(&mut plan, &mut stuck);
+            self.keep_moves_out_of_selection(&mut plan, &mut stuck);
             let kept_out = self.keep_out_of_read_only(&mut plan, &mut report).await;
             if plan.is_empty() && kept_out > 0 {
                 self.save().await?;

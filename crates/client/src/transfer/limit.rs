@@ -7,7 +7,8 @@
 //! body before it is sent, an answer by its length before it is read, so
 //! TCP holds the sender back meanwhile. Bursts are a request long; over a
 //! few requests the rate is the limit. Limits can change at any time (a
-//! running sync reads them again when its settings file changes).
+//! running sync reads them again as soon as its settings file changes),
+//! and requests waiting their turn then book again under the new limit.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -27,6 +28,9 @@ struct Lane {
     rate: Option<u64>,
     /// When the next request may start.
     free_at: Option<Instant>,
+    /// Counts rate changes: a request waiting its turn under an old rate
+    /// books again under the new one.
+    generation: u64,
 }
 
 impl Lane {
@@ -34,6 +38,7 @@ impl Lane {
         Self {
             rate: None,
             free_at: None,
+            generation: 0,
         }
     }
 
@@ -58,6 +63,7 @@ pub fn set(limits: Limits) {
             lane.rate = rate;
             // A new rate starts now, not after what the old one booked.
             lane.free_at = None;
+            lane.generation += 1;
         }
     }
 }
@@ -70,10 +76,26 @@ pub fn current() -> Limits {
     }
 }
 
+/// How often a request waiting its turn looks for a changed rate.
+const RECHECK: Duration = Duration::from_millis(200);
+
 async fn wait(lane: &Mutex<Lane>, n: u64) {
-    let start = lane.lock().unwrap_or_else(|e| e.into_inner()).book(n);
-    if let Some(start) = start {
-        tokio::time::sleep_until(start).await;
+    let book = || {
+        let mut lane = lane.lock().unwrap_or_else(|e| e.into_inner());
+        (lane.book(n), lane.generation)
+    };
+    let (mut start, mut generation) = book();
+    while let Some(at) = start {
+        if at <= Instant::now() {
+            return;
+        }
+        tokio::time::sleep_until(at.min(Instant::now() + RECHECK)).await;
+        let now = lane.lock().unwrap_or_else(|e| e.into_inner()).generation;
+        if now != generation {
+            // The limit changed (`tessera limits` while this waited): its
+            // turn under the new one, which may be at once.
+            (start, generation) = book();
+        }
     }
 }
 
@@ -186,5 +208,30 @@ mod tests {
         let third = lane.book(1).unwrap();
         assert!(second.duration_since(first) >= Duration::from_millis(499));
         assert!(third.duration_since(first) >= Duration::from_millis(999));
+    }
+
+    /// A request waiting its turn under a slow limit goes at once when the
+    /// limit is lifted, without waiting out what it had booked.
+    #[tokio::test]
+    async fn a_lifted_limit_frees_the_requests_waiting_under_it() {
+        set(Limits {
+            up: Some(10_000),
+            down: None,
+        });
+        up(10_000).await; // books the next second
+        let begun = Instant::now();
+        let waiting = tokio::spawn(up(100_000)); // would go in a second, for ten
+        let later = tokio::spawn(up(1)); // after those ten seconds
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished() && !later.is_finished());
+        set(Limits::default());
+        waiting.await.unwrap();
+        later.await.unwrap();
+        // Under the old limit: eleven seconds.
+        assert!(
+            begun.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            begun.elapsed()
+        );
     }
 }

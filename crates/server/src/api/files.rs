@@ -721,19 +721,30 @@ async fn check_commit_with(
     if !missing.is_empty() {
         return Err(Unready::Missing(missing));
     }
-    // Taken (and so ended) whatever the outcome: a retry reads back.
-    let numbered = upload
-        .and_then(|name| state.running_hashes.take_seq(new.user_id, name))
-        .and_then(|p| {
-            let hashed = new.blocks.get(..p.hashed)?;
-            (crate::uploads::running_hash::ids_digest(hashed) == p.ids_digest).then_some(
-                crate::uploads::running_hash::Progress {
-                    hashed: p.hashed,
-                    hasher: p.hasher,
-                },
-            )
-        });
     let key = crate::meta::blocks_key(&new.chunker, &new.blocks);
+    // Taken (and so ended) whatever the outcome, a retry reading back;
+    // off the reactor, as a chain may be hashing a block that arrived.
+    let (numbered, listed) = if upload.is_none() && new.blocks.len() < 2 {
+        (None, None) // nothing is followed for a file of one block
+    } else {
+        let running = state.running_hashes.clone();
+        let (user, name) = (new.user_id, upload.map(str::to_owned));
+        tokio::task::spawn_blocking(move || {
+            let numbered = name.and_then(|n| running.take_seq(user, &n));
+            (numbered, running.take(user, &key))
+        })
+        .await
+        .unwrap_or((None, None))
+    };
+    let numbered = numbered.and_then(|p| {
+        let hashed = new.blocks.get(..p.hashed)?;
+        (crate::uploads::running_hash::ids_digest(hashed) == p.ids_digest).then_some(
+            crate::uploads::running_hash::Progress {
+                hashed: p.hashed,
+                hasher: p.hasher,
+            },
+        )
+    });
     let single = match new.blocks.as_slice() {
         // A file of one block hashes to that block's id (both are BLAKE3
         // of the same bytes), which was verified when the block was
@@ -749,7 +760,7 @@ async fn check_commit_with(
         Some(h) => h,
         // What arrived in order since the early commit is hashed
         // already: only the rest is read back, if any.
-        None => match numbered.or_else(|| state.running_hashes.take(new.user_id, &key)) {
+        None => match numbered.or(listed) {
             Some(done) if done.hashed == new.blocks.len() => {
                 done.hasher.finalize().as_bytes().to_vec()
             }

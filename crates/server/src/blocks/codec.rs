@@ -102,13 +102,22 @@ pub fn decompress_capped(codec: Codec, payload: &[u8], cap: usize) -> Result<Vec
         Codec::Raw if payload.len() > cap => Err(BlockError::TooLarge),
         Codec::Raw => Ok(payload.to_vec()),
         Codec::Zstd => {
-            // A frame that declares its size is judged before any work.
-            match zstd::zstd_safe::get_frame_content_size(payload) {
+            // A frame that declares its size is judged before any work,
+            // and gets a buffer of that size, not of the cap.
+            let room = match zstd::zstd_safe::get_frame_content_size(payload) {
                 Ok(Some(n)) if n > cap as u64 => return Err(BlockError::TooLarge),
+                Ok(Some(n)) => n as usize,
                 Err(_) => return Err(BlockError::BadPayload),
-                _ => {}
+                Ok(None) => cap,
+            };
+            let mut plain =
+                zstd::bulk::decompress(payload, room).map_err(|_| BlockError::BadPayload)?;
+            // A frame without its size got the cap's room: what is kept (a
+            // block held for a running hash) must weigh what it holds.
+            if plain.capacity() > plain.len() + plain.len() / 8 {
+                plain.shrink_to_fit();
             }
-            zstd::bulk::decompress(payload, cap).map_err(|_| BlockError::BadPayload)
+            Ok(plain)
         }
     }
 }
@@ -216,4 +225,25 @@ pub fn open(
     }
     verify(id, &plain).map_err(|_| corrupt("content does not match its id"))?;
     Ok((codec, payload, plain))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A frame that does not say its size (any streaming encoder's) is
+    /// decompressed into the cap's room; what comes back must not keep
+    /// that room, or a held block weighs the cap whatever its size.
+    #[test]
+    fn a_frame_without_its_size_comes_back_at_its_size() {
+        let plain = vec![7u8; 1000];
+        let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+        std::io::Write::write_all(&mut enc, &plain).unwrap();
+        let frame = enc.finish().unwrap();
+        assert!(matches!(zstd::zstd_safe::get_frame_content_size(&frame), Ok(None)));
+        let out = decompress_capped(Codec::Zstd, &frame, 16 << 20).unwrap();
+        assert_eq!(out, plain);
+        assert!(out.capacity() < 2000, "{}", out.capacity());
+    }
 }

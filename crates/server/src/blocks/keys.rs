@@ -291,9 +291,11 @@ impl KeyRing {
         self.keys.get(&id)
     }
 
-    /// An object name that reveals nothing about the block it holds.
+    /// An object name that reveals nothing about the block it holds: 128
+    /// bits of a keyed hash of its id (the name is made unique by what the
+    /// store adds to it, and stored twice a block, so it is kept short).
     pub fn object_name(&self, id: &tessera_proto::BlockId) -> String {
         let h = blake3::keyed_hash(&self.name_key, id.as_bytes()).to_hex();
-        format!("blocks/{}/{}", &h[..2], &h[2..])
+        format!("blocks/{}/{}", &h[..2], &h[2..32])
     }
 }

@@ -230,11 +230,7 @@ impl BlockStore {
     /// A name no other write uses: objects are never overwritten, so a
     /// record always names exactly the bytes its own write put there.
     fn fresh_name(&self, id: &BlockId) -> String {
-        format!(
-            "{}.{}",
-            self.ring.object_name(id),
-            uuid::Uuid::now_v7().simple()
-        )
+        format!("{}.{}", self.ring.object_name(id), crate::ids::new_id())
     }
 
     /// Creates `object` (and its replicas), failing rather than replacing
@@ -326,7 +322,7 @@ impl BlockStore {
         if needed.is_empty() {
             return Ok(sizes);
         }
-        let object = format!("packs/{}", uuid::Uuid::now_v7());
+        let object = format!("packs/{}", crate::ids::new_id());
         let ring = self.ring.clone();
         let name = object.clone();
         let (pack, records) = tokio::task::spawn_blocking(move || {
@@ -648,7 +644,7 @@ impl BlockStore {
         } else {
             ""
         };
-        let new_object = format!("{tier}packs/{}", uuid::Uuid::now_v7());
+        let new_object = format!("{tier}packs/{}", crate::ids::new_id());
         let mut pack = Vec::new();
         let mut moved = Vec::with_capacity(blocks.len());
         for (id, from) in blocks {
@@ -714,7 +710,7 @@ impl BlockStore {
     /// sweep takes it); after, the old copies are doomed in the same
     /// transaction: every block is readable from one tier or the other.
     pub async fn move_cold(&self, blocks: &[(BlockId, BlockLoc)]) -> Result<u64, BlockError> {
-        let object = format!("{COLD_PREFIX}packs/{}", uuid::Uuid::now_v7());
+        let object = format!("{COLD_PREFIX}packs/{}", crate::ids::new_id());
         let mut pack = Vec::new();
         let mut moved = Vec::with_capacity(blocks.len());
         for (id, from) in blocks {

@@ -93,8 +93,9 @@ use commit_queries::{
     user_block_rows,
 };
 
+/// A new node id (see [`crate::ids::new_id`]).
 fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+    crate::ids::new_id()
 }
 
 fn map_unique(e: sqlx::Error, what: impl FnOnce() -> String) -> MetaError {
@@ -243,15 +244,22 @@ impl Writer {
         order.dedup();
         let mut tx = store.begin().await?;
         let mut firsts = std::collections::BTreeMap::new();
+        // A change's time never comes before the last change to the same
+        // namespaces, though it was made by an instance whose clock is
+        // behind: emptying the trash "up to the newest deletion shown"
+        // relies on a later deletion being later.
+        let mut now = now_ms();
         for id in order {
-            firsts.insert(id, lock_journal(&mut tx, id).await?);
+            let (first, last_ms) = lock_journal(&mut tx, id).await?;
+            now = now.max(last_ms.map_or(i64::MIN, |t| t.saturating_add(1)));
+            firsts.insert(id, first);
         }
         let first = firsts.remove(&ns).unwrap_or_default();
         Ok(Self {
             tx,
             ns,
             device: device.to_owned(),
-            now: now_ms(),
+            now,
             first,
             seq: None,
             folders: Default::default(),
@@ -328,7 +336,7 @@ impl Writer {
         if ns == self.ns || self.others.contains_key(&ns) {
             return Ok(());
         }
-        let first = lock_journal(&mut self.tx, ns).await?;
+        let (first, _) = lock_journal(&mut self.tx, ns).await?;
         self.others.insert(ns, (first, first));
         Ok(())
     }
@@ -627,15 +635,20 @@ fn loc((object, offset, length): (String, i64, i64)) -> BlockLoc {
 /// transaction already holds the database's write lock) and returns where
 /// the journal stands. Held to the end, the lock lets a change count its
 /// journal entries itself and write the new position once, at commit.
-async fn lock_journal(tx: &mut Tx, ns: i64) -> Result<i64> {
-    let (first,): (i64,) = sqlx::query_as(
-        "UPDATE namespaces SET journal_seq = journal_seq WHERE id = $1 RETURNING journal_seq",
+/// Locks the journal of `ns`: its position, and when its last entry was
+/// made (none when it has none kept).
+async fn lock_journal(tx: &mut Tx, ns: i64) -> Result<(i64, Option<i64>)> {
+    let row: (i64, Option<i64>) = sqlx::query_as(
+        "UPDATE namespaces SET journal_seq = journal_seq WHERE id = $1
+         RETURNING journal_seq,
+                   (SELECT j.created_ms FROM journal j
+                    WHERE j.namespace_id = namespaces.id AND j.seq = namespaces.journal_seq)",
     )
     .bind(ns)
     .fetch_optional(&mut **tx)
     .await?
     .ok_or_else(|| MetaError::NotFound(format!("namespace {ns} does not exist")))?;
-    Ok(first)
+    Ok(row)
 }
 
 async fn insert_node(conn: &mut Conn, n: &NodeRow) -> Result<()> {

@@ -427,6 +427,21 @@ async fn begin_sharing(
 /// changes and removals take too: the API's look at the role before the
 /// lock could be stale by the time the change lands.
 pub(super) async fn may_write(conn: &mut Conn, user_id: i64, ns: i64) -> Result<()> {
+    // A request that began before its account was disabled or deleted (a
+    // long upload) must not land after it. No lock: a change committing
+    // as the account is deleted is one made just before, and the files
+    // of a deleted account stay as they are until it is purged.
+    let active: Option<(i64,)> = sqlx::query_as(
+        "SELECT id FROM users WHERE id = $1 AND disabled_ms IS NULL AND deleted_ms IS NULL",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if active.is_none() {
+        return Err(MetaError::Forbidden(
+            "this account was disabled or deleted: nothing was changed".into(),
+        ));
+    }
     let allowed: Option<(i64,)> = sqlx::query_as(
         "SELECT id FROM users WHERE id = $1 AND root_ns = $2
          UNION ALL

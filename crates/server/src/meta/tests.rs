@@ -439,7 +439,39 @@ on_both!(
     collection_waits_out_the_grace_and_spares_sessions,
     a_block_recorded_again_starts_its_grace_again,
     retention_never_drops_the_current_or_a_pinned_revision,
+    a_deletion_after_one_stamped_by_a_clock_ahead_is_still_later,
 );
+
+/// Several instances share a database but not a clock. Emptying the trash
+/// "up to the newest deletion shown" must spare what was deleted after
+/// that, though the deletion shown came from an instance whose clock runs
+/// a minute ahead of the one that deleted next.
+async fn a_deletion_after_one_stamped_by_a_clock_ahead_is_still_later(f: Fixture) {
+    let ns = f.user.root_ns;
+    f.meta.mkdir(ns, &p("/a"), "laptop").await.unwrap();
+    f.meta.mkdir(ns, &p("/b"), "laptop").await.unwrap();
+    f.meta.delete(ns, &p("/a"), None, "laptop").await.unwrap();
+    raw(
+        &f,
+        "UPDATE nodes SET deleted_ms = deleted_ms + 60000 WHERE deleted_ms IS NOT NULL",
+    )
+    .await;
+    raw(&f, "UPDATE journal SET created_ms = created_ms + 60000").await;
+    let shown = f.meta.trash(ns).await.unwrap();
+    let upto = shown.iter().map(|e| e.deleted_ms).max().unwrap();
+
+    f.meta.delete(ns, &p("/b"), None, "laptop").await.unwrap();
+    assert_eq!(f.meta.purge_trash(ns, None, Some(upto)).await.unwrap(), 1);
+    let left: Vec<Option<String>> = f
+        .meta
+        .trash(ns)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.deleted_path)
+        .collect();
+    assert_eq!(left, [Some("/b".to_owned())]);
+}
 
 /// Runs one statement on the fixture's database directly.
 async fn raw(f: &Fixture, sql: &'static str) {

@@ -49,9 +49,10 @@ const WINDOW: usize = 8;
 const HELD_BUDGET: usize = 96 << 20;
 /// The same, for one account's uploads.
 const HELD_PER_USER: usize = 32 << 20;
-/// Bytes one block's arrival may hash for a run of repeats of it in the
-/// list; the rest of a longer run is left to the commit's read-back, which
-/// runs within the bounded pool of content checks.
+/// Bytes one block's arrival may hash for runs of repeats of it in the
+/// lists, over all the chains it feeds; the rest of a longer run is left
+/// to the commit's read-back, which runs within the bounded pool of
+/// content checks.
 const RUN_CAP: u64 = 64 << 20;
 /// An upload not fed for this long is given up.
 const IDLE: Duration = Duration::from_secs(15 * 60);
@@ -182,40 +183,53 @@ impl Chain {
 
     /// Feeds `plain` (the block due next) and every block held ahead that
     /// follows it. Returns the bytes released from `ahead`.
-    fn feed(&mut self, id: BlockId, plain: &[u8]) -> usize {
-        self.hash_due(id, plain);
+    fn feed(&mut self, id: BlockId, plain: &[u8], run_budget: &mut u64) -> usize {
+        self.hash_due(id, plain, run_budget);
         let mut released = 0;
         while !self.stopped {
             let Some((id, held)) = self.ahead.remove(&self.next) else {
                 break;
             };
             released += held.len();
-            self.hash_due(id, &held);
+            self.hash_due(id, &held, run_budget);
         }
-        // What is left ahead of a stopped chain is let go too.
+        // What is left ahead of a stopped chain is let go too, and so is
+        // what a run of repeats went past (held for a place now behind).
         if self.stopped {
             released += self.ahead.drain().map(|(_, (_, b))| b.len()).sum::<usize>();
+        } else {
+            let next = self.next;
+            let behind: Vec<usize> = self.ahead.keys().filter(|&&i| i < next).copied().collect();
+            for i in behind {
+                released += self.ahead.remove(&i).map_or(0, |(_, b)| b.len());
+            }
         }
         self.held = self.held.saturating_sub(released);
         self.fed = Instant::now();
         released
     }
 
-    fn hash_due(&mut self, id: BlockId, plain: &[u8]) {
+    /// Hashes `plain` where it is due, and again for each repeat of it
+    /// that follows in the list while `run_budget` (shared by every chain
+    /// one arrival feeds) lasts.
+    fn hash_due(&mut self, id: BlockId, plain: &[u8], run_budget: &mut u64) {
         let len = plain.len() as u64;
         match &mut self.order {
             Order::Listed(list) => {
-                let mut hashed = 0u64;
+                let mut first = true;
                 while let Some(&(due, claimed)) = list.get(self.next) {
                     if due != id {
                         break;
                     }
-                    if claimed != len || hashed >= RUN_CAP {
+                    if claimed != len || (!first && *run_budget < len) {
                         self.stopped = true;
                         return;
                     }
+                    if !first {
+                        *run_budget -= len;
+                    }
+                    first = false;
                     self.hasher.update(plain);
-                    hashed += len;
                     self.next += 1;
                 }
             }
@@ -373,17 +387,23 @@ impl RunningHashes {
     /// against `id`, to that account's listed uploads. Hashes in the
     /// caller's thread: call it off the reactor.
     pub fn offer(&self, user_id: i64, id: BlockId, plain: &Bytes) {
-        let listed: Vec<Arc<Mutex<Chain>>> = match self.inner.lock() {
-            Ok(chains) => chains
-                .by_key
-                .iter()
-                .filter(|(k, _)| matches!(k, Key::Listed(u, _) if *u == user_id))
-                .map(|(_, c)| c.clone())
-                .collect(),
+        let (listed, idle): (Vec<Arc<Mutex<Chain>>>, Retired) = match self.inner.lock() {
+            Ok(mut chains) => {
+                let idle = chains.take_idle();
+                let listed = chains
+                    .by_key
+                    .iter()
+                    .filter(|(k, _)| matches!(k, Key::Listed(u, _) if *u == user_id))
+                    .map(|(_, c)| c.clone())
+                    .collect();
+                (listed, idle)
+            }
             Err(_) => return,
         };
+        self.retire(idle);
+        let mut run_budget = RUN_CAP;
         for chain in listed {
-            self.offer_to(user_id, &chain, None, id, plain);
+            self.offer_to(user_id, &chain, None, id, plain, &mut run_budget);
         }
     }
 
@@ -397,7 +417,7 @@ impl RunningHashes {
                 return;
             };
             match chains.by_key.get(&key) {
-                Some(c) => (c.clone(), Vec::new()),
+                Some(c) => (c.clone(), chains.take_idle()),
                 // A block of an upload already committed starts nothing.
                 None if (seq as usize) < WINDOW && !chains.taken.contains(&key) => chains.add(
                     key,
@@ -409,7 +429,15 @@ impl RunningHashes {
             }
         };
         self.retire(retired);
-        self.offer_to(user_id, &chain, Some(seq as usize), id, plain);
+        let mut run_budget = RUN_CAP;
+        self.offer_to(
+            user_id,
+            &chain,
+            Some(seq as usize),
+            id,
+            plain,
+            &mut run_budget,
+        );
     }
 
     /// Feeds `plain` to `chain` if it is due, else holds it if it is a
@@ -422,6 +450,7 @@ impl RunningHashes {
         at: Option<usize>,
         id: BlockId,
         plain: &Bytes,
+        run_budget: &mut u64,
     ) {
         let len = plain.len();
         let ahead = {
@@ -430,7 +459,7 @@ impl RunningHashes {
             };
             match c.place(at, id, len as u64) {
                 Place::Due => {
-                    let released = c.feed(id, plain);
+                    let released = c.feed(id, plain, run_budget);
                     drop(c);
                     self.release(user_id, released);
                     return;
@@ -454,7 +483,7 @@ impl RunningHashes {
                 c.fed = Instant::now();
                 0
             }
-            Place::Due => c.feed(id, plain) + len,
+            Place::Due => c.feed(id, plain, run_budget) + len,
             _ => len,
         };
         drop(c);
@@ -604,6 +633,54 @@ mod tests {
         }
         assert_eq!(rest.finalize(), whole_hash(&list));
         assert_eq!(hashes.inner.lock().unwrap().held, 0);
+    }
+
+    /// Copies of a repeated block held for places a run of it then went
+    /// past are let go, not kept until the upload ends.
+    #[test]
+    fn copies_held_for_places_a_run_went_past_are_let_go() {
+        let two = blocks(2);
+        let mut list = vec![two[0].clone()];
+        list.extend(std::iter::repeat_n(two[1].clone(), 4)); // 0 1 1 1 1
+        let (listed, ids) = listed(&list);
+        let hashes = RunningHashes::default();
+        hashes.begin(7, [3; 32], &listed, &ids);
+        for _ in 0..3 {
+            hashes.offer(7, two[1].0, &two[1].1);
+        }
+        assert!(
+            hashes.inner.lock().unwrap().held > 0,
+            "held ahead of their turn"
+        );
+        hashes.offer(7, two[0].0, &two[0].1);
+        assert_eq!(hashes.inner.lock().unwrap().held, 0);
+        let at = hashes.take(7, &[3; 32]).expect("followed");
+        assert_eq!(at.hashed, 5);
+        assert_eq!(at.hasher.finalize(), whole_hash(&list));
+    }
+
+    /// One arrival hashes runs of repeats within one budget over all the
+    /// uploads it feeds, however many lists repeat it.
+    #[test]
+    fn one_block_hashes_runs_of_it_within_one_budget_for_all_uploads() {
+        let plain = Bytes::from(vec![9u8; 1 << 20]);
+        let a = (BlockId::of(&plain), plain);
+        let others = blocks(8);
+        let hashes = RunningHashes::default();
+        for (i, (other, _)) in others.iter().enumerate() {
+            let mut list = vec![(a.0, 1u64 << 20); 40];
+            list.push((*other, 1));
+            hashes.begin(7, [i as u8; 32], &list, &[a.0, *other]);
+        }
+        hashes.offer(7, a.0, &a.1);
+        let repeats: u64 = (0..others.len())
+            .map(|i| hashes.take(7, &[i as u8; 32]).expect("followed").hashed as u64 - 1)
+            .sum();
+        assert!(repeats << 20 <= RUN_CAP, "{repeats} MiB of repeats hashed");
+        assert!(
+            repeats >= 39,
+            "the first upload's run is hashed whole: {repeats}"
+        );
     }
 
     #[test]

@@ -25,7 +25,10 @@
 //! - **Something made here outside the selection** is selected and sent
 //!   when the server has nothing at its place (a new folder of the user's
 //!   own); when it has (an unselected folder of the same name), it stays
-//!   here unsynced, and the user is told how to select it.
+//!   here unsynced, and the user is told how to select it. A file moved
+//!   here into such a place is not deleted on the server either (its only
+//!   live copy would be the unsynced one here): it comes back where it
+//!   was, and the user is told how to move it.
 
 use std::path::Path;
 
@@ -431,6 +434,69 @@ impl Syncer {
                 "/{path} holds folders that are not synced to this device, so it was not \
                  deleted or moved on the server; it comes back here. Do it on another device, \
                  or select all of it first (`tessera selective {} --add /{path}`)",
+                self.root.display()
+            ));
+        }
+    }
+}
+
+impl Syncer {
+    /// Takes out of `plan` the deletions of what was moved here into a
+    /// place outside the selection where the server has something (an
+    /// unselected folder of the same name): carried out, such a move would
+    /// become a deletion on the server, leaving the only live copy here,
+    /// unsynced. What was moved stays on the server where it was, is
+    /// forgotten as synced so it comes back here, and `stuck` says why.
+    /// A move is known by the content: a file outside the selection with
+    /// the hash of one being deleted (empty files say nothing).
+    pub(super) fn keep_moves_out_of_selection(&mut self, plan: &mut Plan, stuck: &mut Vec<String>) {
+        if self.selected.is_everything() {
+            return;
+        }
+        let Some(scan) = &self.last_scan else {
+            return;
+        };
+        let selection = &self.selected;
+        let outside: std::collections::HashMap<_, &String> = scan
+            .tree
+            .iter()
+            .filter(|(p, n)| n.size != Some(0) && !selection.keeps(p))
+            .filter_map(|(p, n)| n.hash.as_ref().map(|h| (h, p)))
+            .collect();
+        if outside.is_empty() {
+            return;
+        }
+        // The synced files whose content is now outside, and where.
+        let gone: Vec<(&String, &String)> = self
+            .synced
+            .iter()
+            .filter_map(|(p, n)| Some((p, *outside.get(n.hash.as_ref()?)?)))
+            .collect();
+        let moved = |op: &Op| match op {
+            Op::DeleteRemote { path } => gone
+                .iter()
+                .find(|(p, _)| *p == path || is_below(p, path))
+                .map(|(p, to)| (path.clone(), (*p).clone(), (*to).clone())),
+            _ => None,
+        };
+        let held: Vec<(String, String, String)> = plan.ops().filter_map(moved).collect();
+        if held.is_empty() {
+            return;
+        }
+        plan.retain(|op| moved(op).is_none());
+        for (path, file, to) in held {
+            remove_subtree(&mut self.synced, &path);
+            // The folder left out that holds it, to name in the hint.
+            let top = to
+                .match_indices('/')
+                .map(|(i, _)| &to[..i])
+                .find(|p| !self.selected.keeps(p))
+                .unwrap_or(&to)
+                .to_owned();
+            stuck.push(format!(
+                "/{file} was moved here to /{to}, where the server has a folder that is not \
+                 synced to this device; it was not deleted on the server and comes back here. \
+                 Move it on the server, or select the folder first (`tessera selective {} --add /{top}`)",
                 self.root.display()
             ));
         }
