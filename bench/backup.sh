@@ -121,7 +121,7 @@ run_tessera() { # workload -> "first change bytes blocks"
         "$BIN" serve --listen "127.0.0.1:$port" --data-dir "$data" >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
     curl -fs --retry 30 --retry-connrefused --retry-delay 1 --retry-max-time 30 \
-        "http://127.0.0.1:$port/health" >/dev/null
+        "http://127.0.0.1:$port/healthz" >/dev/null
     echo bench-password | TESSERA_CONFIG_DIR=$cfg TESSERA_LOG=warn \
         "$BIN" login --server "http://127.0.0.1:$port" --user admin --password-stdin >/dev/null
     cp -a "$(first_tree "$w")" "$dir"

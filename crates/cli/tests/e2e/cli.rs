@@ -1214,6 +1214,27 @@ fn a_device_keeps_only_the_folders_selected_for_it() {
         std::fs::read_to_string(b.join("Work/a.txt")).unwrap(),
         "work"
     );
+    // Out of a deleted folder, only what was moved stays; a copy that was
+    // outside before holds nothing back.
+    std::fs::create_dir_all(b.join("Work/f")).unwrap();
+    std::fs::write(b.join("Work/f/one.txt"), "one!").unwrap();
+    std::fs::write(b.join("Work/f/two.txt"), "two!").unwrap();
+    std::fs::write(b.join("Work/copy.txt"), "mine").unwrap();
+    sync();
+    std::fs::rename(b.join("Work/f/one.txt"), b.join("Music/one.txt")).unwrap();
+    std::fs::remove_dir_all(b.join("Work/f")).unwrap();
+    std::fs::remove_file(b.join("Work/copy.txt")).unwrap();
+    let told = sync();
+    assert!(told.contains("/Work/f/one.txt was moved here"), "{told}");
+    let f = ok(&cfg, &["ls", "/Work/f"], None);
+    assert!(f.contains("one.txt") && !f.contains("two.txt"), "{f}");
+    assert!(!ok(&cfg, &["ls", "/Work"], None).contains("copy.txt"));
+    sync();
+    assert_eq!(
+        std::fs::read_to_string(b.join("Work/f/one.txt")).unwrap(),
+        "one!"
+    );
+    std::fs::remove_file(b.join("Music/one.txt")).unwrap();
 
     // A folder above the selection deleted here is not deleted on the
     // server (it holds /Photos/2025): it comes back.

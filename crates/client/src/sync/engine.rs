@@ -7,9 +7,10 @@
 //! `.tessera/trash/`; downloads land in `.tessera/tmp/`, are hash-checked
 //! and fsynced, then renamed into place.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
+use tessera_proto::ContentHash;
 use tessera_proto::api::{Change, ChangeKind, EntryKind};
 
 use std::sync::Arc;
@@ -127,6 +128,10 @@ pub struct Syncer {
     dirty: Option<Arc<Dirty>>,
     /// The last scan, which a partial one starts from.
     last_scan: Option<Scan>,
+    /// Files outside the selection, and their content, as the last round
+    /// saw them (at first, every file an earlier run saw): only one that
+    /// appeared since can be where a file was moved (`engine/selection.rs`).
+    outside_seen: HashSet<(String, ContentHash)>,
     /// Large new files fetched while another device uploads them, when a
     /// daemon runs (`prefetch.rs`).
     prefetch: Option<Prefetches>,
@@ -275,6 +280,8 @@ impl Syncer {
             state.block_index().forget_unsynced().await?;
         }
         let ignores_case = case::ignores_case(&root);
+        // What an earlier run saw is not new to this one.
+        let outside_seen = cache.iter().map(|(p, (_, h))| (p.clone(), *h)).collect();
         Ok(Self {
             root,
             remote,
@@ -292,6 +299,7 @@ impl Syncer {
             allow_mass_delete: false,
             dirty: None,
             last_scan: None,
+            outside_seen,
             prefetch: None,
             selected: selection::Selection::default(),
         })
@@ -557,9 +565,11 @@ impl Syncer {
             self.check_present()?;
             self.note_skips(&mut report, skipped);
             let mut stuck = Vec::new();
+            // Before the brake: a move is not a deletion to count. Said as
+            // a warning: the file comes back in a later round of this run.
+            self.keep_moves_out_of_selection(&mut plan, &mut report.warnings);
             self.brake_mass_deletes(&mut plan, &mut stuck);
             self.keep_folders_above_selection(&mut plan, &mut stuck);
-            self.keep_moves_out_of_selection(&mut plan, &mut stuck);
             let kept_out = self.keep_out_of_read_only(&mut plan, &mut report).await;
             if plan.is_empty() && kept_out > 0 {
                 self.save().await?;

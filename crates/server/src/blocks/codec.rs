@@ -103,15 +103,18 @@ pub fn decompress_capped(codec: Codec, payload: &[u8], cap: usize) -> Result<Vec
         Codec::Raw => Ok(payload.to_vec()),
         Codec::Zstd => {
             // A frame that declares its size is judged before any work,
-            // and gets a buffer of that size, not of the cap.
-            let room = match zstd::zstd_safe::get_frame_content_size(payload) {
+            // and gets a buffer of that size, not of the cap: what every
+            // client writes (one frame). Anything else (several frames, a
+            // skippable one first) gets the cap's room.
+            let declared = match zstd::zstd_safe::get_frame_content_size(payload) {
                 Ok(Some(n)) if n > cap as u64 => return Err(BlockError::TooLarge),
-                Ok(Some(n)) => n as usize,
+                Ok(n) => n,
                 Err(_) => return Err(BlockError::BadPayload),
-                Ok(None) => cap,
             };
-            let mut plain =
-                zstd::bulk::decompress(payload, room).map_err(|_| BlockError::BadPayload)?;
+            let mut plain = match declared.map(|n| zstd::bulk::decompress(payload, n as usize)) {
+                Some(Ok(plain)) => plain,
+                _ => zstd::bulk::decompress(payload, cap).map_err(|_| BlockError::BadPayload)?,
+            };
             // A frame without its size got the cap's room: what is kept (a
             // block held for a running hash) must weigh what it holds.
             if plain.capacity() > plain.len() + plain.len() / 8 {
@@ -241,9 +244,23 @@ mod tests {
         let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
         std::io::Write::write_all(&mut enc, &plain).unwrap();
         let frame = enc.finish().unwrap();
-        assert!(matches!(zstd::zstd_safe::get_frame_content_size(&frame), Ok(None)));
+        assert!(matches!(
+            zstd::zstd_safe::get_frame_content_size(&frame),
+            Ok(None)
+        ));
         let out = decompress_capped(Codec::Zstd, &frame, 16 << 20).unwrap();
         assert_eq!(out, plain);
         assert!(out.capacity() < 2000, "{}", out.capacity());
+    }
+
+    /// A payload of two frames, the first declaring only its own size,
+    /// still decompresses whole.
+    #[test]
+    fn a_payload_of_several_frames_decompresses_whole() {
+        let mut frames = zstd::bulk::compress(&[1u8; 300], 3).unwrap();
+        frames.extend(zstd::bulk::compress(&[2u8; 500], 3).unwrap());
+        let out = decompress_capped(Codec::Zstd, &frames, 16 << 20).unwrap();
+        assert_eq!(out.len(), 800);
+        assert_eq!(&out[299..301], &[1, 2]);
     }
 }

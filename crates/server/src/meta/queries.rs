@@ -247,11 +247,19 @@ impl Writer {
         // A change's time never comes before the last change to the same
         // namespaces, though it was made by an instance whose clock is
         // behind: emptying the trash "up to the newest deletion shown"
-        // relies on a later deletion being later.
-        let mut now = now_ms();
+        // relies on a later deletion being later. Within reason: a clock
+        // far ahead must not drag every later change along.
+        let wall = now_ms();
+        let mut now = wall;
         for id in order {
             let (first, last_ms) = lock_journal(&mut tx, id).await?;
-            now = now.max(last_ms.map_or(i64::MIN, |t| t.saturating_add(1)));
+            if let Some(last) = last_ms {
+                let after = last.saturating_add(1);
+                if after > wall + CLOCK_LEAD_MS {
+                    clock_behind(after - wall);
+                }
+                now = now.max(after.min(wall + CLOCK_LEAD_MS));
+            }
             firsts.insert(id, first);
         }
         let first = firsts.remove(&ns).unwrap_or_default();
@@ -635,20 +643,42 @@ fn loc((object, offset, length): (String, i64, i64)) -> BlockLoc {
 /// transaction already holds the database's write lock) and returns where
 /// the journal stands. Held to the end, the lock lets a change count its
 /// journal entries itself and write the new position once, at commit.
+/// How far ahead of this instance's clock a change may be stamped to
+/// follow the last one (made by an instance whose clock is ahead).
+const CLOCK_LEAD_MS: i64 = 5 * 60 * 1000;
+
+/// Says once that another instance's clock runs far ahead of this one's.
+fn clock_behind(by_ms: i64) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            ahead_ms = by_ms,
+            "a change was stamped by an instance whose clock runs ahead of this one's by more \
+             than five minutes: set every instance's clock (NTP)"
+        );
+    }
+}
+
 /// Locks the journal of `ns`: its position, and when its last entry was
 /// made (none when it has none kept).
 async fn lock_journal(tx: &mut Tx, ns: i64) -> Result<(i64, Option<i64>)> {
-    let row: (i64, Option<i64>) = sqlx::query_as(
-        "UPDATE namespaces SET journal_seq = journal_seq WHERE id = $1
-         RETURNING journal_seq,
-                   (SELECT j.created_ms FROM journal j
-                    WHERE j.namespace_id = namespaces.id AND j.seq = namespaces.journal_seq)",
+    let (first,): (i64,) = sqlx::query_as(
+        "UPDATE namespaces SET journal_seq = journal_seq WHERE id = $1 RETURNING journal_seq",
     )
     .bind(ns)
     .fetch_optional(&mut **tx)
     .await?
     .ok_or_else(|| MetaError::NotFound(format!("namespace {ns} does not exist")))?;
-    Ok(row)
+    // A statement of its own, after the lock: on PostgreSQL one that
+    // waited for the lock sees the rest of the database as it was when it
+    // began, without the entry of the change it waited for.
+    let last: Option<(i64,)> =
+        sqlx::query_as("SELECT created_ms FROM journal WHERE namespace_id = $1 AND seq = $2")
+            .bind(ns)
+            .bind(first)
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok((first, last.map(|(t,)| t)))
 }
 
 async fn insert_node(conn: &mut Conn, n: &NodeRow) -> Result<()> {

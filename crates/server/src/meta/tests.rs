@@ -471,6 +471,15 @@ async fn a_deletion_after_one_stamped_by_a_clock_ahead_is_still_later(f: Fixture
         .map(|e| e.deleted_path)
         .collect();
     assert_eq!(left, [Some("/b".to_owned())]);
+
+    // A clock an hour ahead does not drag later changes an hour along.
+    raw(&f, "UPDATE journal SET created_ms = created_ms + 3600000").await;
+    let made = f.meta.mkdir(ns, &p("/c"), "laptop").await.unwrap();
+    assert!(
+        made.modified_ms <= now_ms() + 5 * 60 * 1000,
+        "{}",
+        made.modified_ms
+    );
 }
 
 /// Runs one statement on the fixture's database directly.

@@ -30,7 +30,10 @@
 //!   live copy would be the unsynced one here): it comes back where it
 //!   was, and the user is told how to move it.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+
+use tessera_proto::ContentHash;
 
 use super::super::planner::{Op, Plan};
 use super::super::tree::{Tree, is_below};
@@ -446,10 +449,18 @@ impl Syncer {
     /// unselected folder of the same name): carried out, such a move would
     /// become a deletion on the server, leaving the only live copy here,
     /// unsynced. What was moved stays on the server where it was, is
-    /// forgotten as synced so it comes back here, and `stuck` says why.
-    /// A move is known by the content: a file outside the selection with
-    /// the hash of one being deleted (empty files say nothing).
-    pub(super) fn keep_moves_out_of_selection(&mut self, plan: &mut Plan, stuck: &mut Vec<String>) {
+    /// forgotten as synced so it comes back here, and `warnings` says why;
+    /// the rest of a deleted folder holding it is deleted as planned.
+    ///
+    /// A move is known by its content: a file outside the selection that
+    /// was not there last round, with the content of one being deleted
+    /// (empty files say nothing). A copy that was there before is no
+    /// reason to keep anything.
+    pub(super) fn keep_moves_out_of_selection(
+        &mut self,
+        plan: &mut Plan,
+        warnings: &mut Vec<String>,
+    ) {
         if self.selected.is_everything() {
             return;
         }
@@ -457,48 +468,73 @@ impl Syncer {
             return;
         };
         let selection = &self.selected;
-        let outside: std::collections::HashMap<_, &String> = scan
+        let now: HashSet<(String, ContentHash)> = scan
             .tree
             .iter()
             .filter(|(p, n)| n.size != Some(0) && !selection.keeps(p))
-            .filter_map(|(p, n)| n.hash.as_ref().map(|h| (h, p)))
+            .filter_map(|(p, n)| Some((p.clone(), n.hash?)))
             .collect();
-        if outside.is_empty() {
-            return;
-        }
-        // The synced files whose content is now outside, and where.
-        let gone: Vec<(&String, &String)> = self
+        let appeared: HashMap<ContentHash, &String> = now
+            .iter()
+            .filter(|seen| !self.outside_seen.contains(*seen))
+            .map(|(p, h)| (*h, p))
+            .collect();
+        // The synced files whose content just appeared outside, and where.
+        let moved: Vec<(String, String)> = self
             .synced
             .iter()
-            .filter_map(|(p, n)| Some((p, *outside.get(n.hash.as_ref()?)?)))
+            .filter_map(|(p, n)| Some((p.clone(), (*appeared.get(n.hash.as_ref()?)?).clone())))
             .collect();
-        let moved = |op: &Op| match op {
-            Op::DeleteRemote { path } => gone
-                .iter()
-                .find(|(p, _)| *p == path || is_below(p, path))
-                .map(|(p, to)| (path.clone(), (*p).clone(), (*to).clone())),
-            _ => None,
-        };
-        let held: Vec<(String, String, String)> = plan.ops().filter_map(moved).collect();
-        if held.is_empty() {
+        self.outside_seen = now;
+        if moved.is_empty() {
             return;
         }
-        plan.retain(|op| moved(op).is_none());
-        for (path, file, to) in held {
-            remove_subtree(&mut self.synced, &path);
-            // The folder left out that holds it, to name in the hint.
-            let top = to
-                .match_indices('/')
-                .map(|(i, _)| &to[..i])
-                .find(|p| !self.selected.keeps(p))
-                .unwrap_or(&to)
-                .to_owned();
-            stuck.push(format!(
-                "/{file} was moved here to /{to}, where the server has a folder that is not \
-                 synced to this device; it was not deleted on the server and comes back here. \
-                 Move it on the server, or select the folder first (`tessera selective {} --add /{top}`)",
-                self.root.display()
-            ));
+        let holds = |path: &str| moved.iter().any(|(p, _)| p == path || is_below(p, path));
+        let mut held = Vec::new();
+        for step in &mut plan.steps {
+            let ops = std::mem::take(&mut step.ops);
+            for op in ops {
+                match op {
+                    Op::DeleteRemote { path } if holds(&path) => {
+                        // The rest of the folder goes, topmost first.
+                        step.ops.extend(
+                            self.synced
+                                .keys()
+                                .filter(|p| is_below(p, &path) && !holds(p))
+                                .filter(|p| p.rsplit_once('/').is_none_or(|(up, _)| holds(up)))
+                                .map(|p| Op::DeleteRemote { path: p.clone() }),
+                        );
+                        held.push(path);
+                    }
+                    op => step.ops.push(op),
+                }
+            }
+        }
+        plan.steps.retain(|s| !s.ops.is_empty());
+        for path in held {
+            // The file comes back, with the folders on the way to it.
+            for (file, to) in moved
+                .iter()
+                .filter(|(p, _)| *p == path || is_below(p, &path))
+            {
+                let mut up = Some(file.as_str());
+                while let Some(p) = up.filter(|p| *p == path || is_below(p, &path)) {
+                    self.synced.remove(p);
+                    up = p.rsplit_once('/').map(|(u, _)| u);
+                }
+                // The folder left out that holds it, to name in the hint.
+                let top = to
+                    .match_indices('/')
+                    .map(|(i, _)| &to[..i])
+                    .find(|p| !self.selected.keeps(p))
+                    .unwrap_or(to);
+                warnings.push(format!(
+                    "/{file} was moved here to /{to}, where the server has a folder that is not \
+                     synced to this device; it was not deleted on the server and comes back here. \
+                     Move it on the server, or select the folder first (`tessera selective {} --add /{top}`)",
+                    self.root.display()
+                ));
+            }
         }
     }
 }
