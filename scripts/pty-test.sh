@@ -34,7 +34,7 @@ for _ in $(seq 1 100); do
 done
 
 BIN=$BIN URL=$URL PASSWORD=$PASSWORD WORK=$WORK python3 - <<'EOF'
-import os, pty, select, signal, subprocess, sys, time
+import os, pty, select, signal, subprocess, sys, termios, time
 
 BIN, URL, PASSWORD, WORK = (os.environ[k] for k in ("BIN", "URL", "PASSWORD", "WORK"))
 ENV = dict(os.environ, TESSERA_CONFIG_DIR=f"{WORK}/cfg", TESSERA_LOG="warn", COLUMNS="100")
@@ -85,6 +85,16 @@ class Term:
     def send(self, text):
         os.write(self.fd, text.encode())
 
+    def echo_off(self, timeout=20):
+        """Waits until the program has turned echo off: it prints its
+        prompt a moment before, and typing in between would show."""
+        end = time.time() + timeout
+        while time.time() < end:
+            if not termios.tcgetattr(self.fd)[3] & termios.ECHO:
+                return True
+            time.sleep(0.01)
+        return False
+
     def wait(self, timeout=20):
         end = time.time() + timeout
         while time.time() < end:
@@ -104,7 +114,7 @@ def quiet(*args):
 
 # The password is asked on the terminal, and not echoed.
 t = Term("login", "--server", URL, "--user", "admin")
-check("login asks for the password", t.expect("Password for admin at"), t.seen)
+check("login asks for the password", t.expect("Password for admin at") and t.echo_off(), t.seen)
 t.send(PASSWORD + "\n")
 check("login with the typed password succeeds", t.expect("Logged in") and t.wait() == 0, t.seen)
 check("the password is not echoed", PASSWORD not in t.seen, t.seen)

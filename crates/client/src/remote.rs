@@ -232,10 +232,13 @@ impl Remote {
             break resp;
         };
         if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED {
-            if let Some(n) = resp.content_length() {
-                crate::transfer::limit::down(n).await;
-            }
-            return Ok(resp);
+            return Ok(match resp.content_length() {
+                Some(n) => {
+                    crate::transfer::limit::down(n).await;
+                    resp
+                }
+                None => limited_as_read(resp),
+            });
         }
         let status = resp.status().as_u16();
         let retry_after = retry_after(&resp).map(|d| d.as_secs());
@@ -924,4 +927,23 @@ fn decode_block(
         )));
     }
     Ok(plain)
+}
+
+/// An answer of unknown length (a stream of blocks, a file assembled on
+/// the fly) counts against the download limit as it is read: each piece
+/// waits its turn before the next is read, so TCP holds the sender back.
+fn limited_as_read(resp: reqwest::Response) -> reqwest::Response {
+    use futures::StreamExt;
+    let (status, version, headers) = (resp.status(), resp.version(), resp.headers().clone());
+    let pieces = resp.bytes_stream().then(|piece| async move {
+        if let Ok(bytes) = &piece {
+            crate::transfer::limit::down(bytes.len() as u64).await;
+        }
+        piece
+    });
+    let mut limited = http::Response::new(reqwest::Body::wrap_stream(pieces));
+    *limited.status_mut() = status;
+    *limited.version_mut() = version;
+    *limited.headers_mut() = headers;
+    reqwest::Response::from(limited)
 }

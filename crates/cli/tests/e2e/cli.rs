@@ -1349,6 +1349,45 @@ fn a_synced_folder_keeps_its_bandwidth_limits() {
     );
 }
 
+/// Small files come down in streamed groups, whose length is not known
+/// ahead: the download limit holds for them too.
+#[test]
+fn small_files_coming_down_keep_to_the_download_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cfg");
+    let _server = serve_logged_in(dir.path(), &cfg);
+    let a = dir.path().join("A");
+    std::fs::create_dir_all(&a).unwrap();
+    // 4 MB that does not compress, in 40 small files.
+    for i in 0..40u64 {
+        let data = crate::common::random_data(100_000, i);
+        std::fs::write(a.join(format!("f{i}.bin")), data).unwrap();
+    }
+    ok(&cfg, &["sync", a.to_str().unwrap(), "--once"], None);
+    let b = dir.path().join("B");
+    std::fs::create_dir_all(&b).unwrap();
+    let t = std::time::Instant::now();
+    ok(
+        &cfg,
+        &[
+            "sync",
+            b.to_str().unwrap(),
+            "--once",
+            "--limit-down",
+            "1MB/s",
+        ],
+        None,
+    );
+    let took = t.elapsed();
+    println!("4 MB of small files down at a 1 MB/s limit took {took:?}");
+    assert_eq!(
+        std::fs::read_dir(&b).unwrap().count(),
+        41,
+        "40 files and the state"
+    );
+    assert!(took >= std::time::Duration::from_millis(2500), "{took:?}");
+}
+
 /// A limit changed while a large file goes up applies at once, not after
 /// the upload: 60 MB at 1 MB/s would take a minute.
 #[test]
