@@ -934,7 +934,9 @@ fn decode_block(
 /// waits its turn before the next is read, so TCP holds the sender back.
 fn limited_as_read(resp: reqwest::Response) -> reqwest::Response {
     use futures::StreamExt;
+    use reqwest::ResponseBuilderExt;
     let (status, version, headers) = (resp.status(), resp.version(), resp.headers().clone());
+    let url = resp.url().clone();
     let pieces = resp.bytes_stream().then(|piece| async move {
         if let Ok(bytes) = &piece {
             crate::transfer::limit::down(bytes.len() as u64).await;
@@ -945,5 +947,10 @@ fn limited_as_read(resp: reqwest::Response) -> reqwest::Response {
     *limited.status_mut() = status;
     *limited.version_mut() = version;
     *limited.headers_mut() = headers;
+    // The address, kept for the errors that name it, travels as the
+    // builder puts it.
+    if let Ok(with_url) = http::Response::builder().url(url).body(()) {
+        *limited.extensions_mut() = with_url.into_parts().0.extensions;
+    }
     reqwest::Response::from(limited)
 }

@@ -1214,8 +1214,9 @@ fn a_device_keeps_only_the_folders_selected_for_it() {
         std::fs::read_to_string(b.join("Work/a.txt")).unwrap(),
         "work"
     );
-    // Out of a deleted folder, only what was moved stays; a copy that was
-    // outside before holds nothing back.
+    // A deleted folder that a file was moved out of is kept whole (what
+    // was moved with it may be empty or edited); a copy that was outside
+    // before holds nothing back.
     std::fs::create_dir_all(b.join("Work/f")).unwrap();
     std::fs::write(b.join("Work/f/one.txt"), "one!").unwrap();
     std::fs::write(b.join("Work/f/two.txt"), "two!").unwrap();
@@ -1227,13 +1228,18 @@ fn a_device_keeps_only_the_folders_selected_for_it() {
     let told = sync();
     assert!(told.contains("/Work/f/one.txt was moved here"), "{told}");
     let f = ok(&cfg, &["ls", "/Work/f"], None);
-    assert!(f.contains("one.txt") && !f.contains("two.txt"), "{f}");
+    assert!(f.contains("one.txt") && f.contains("two.txt"), "{f}");
     assert!(!ok(&cfg, &["ls", "/Work"], None).contains("copy.txt"));
     sync();
     assert_eq!(
         std::fs::read_to_string(b.join("Work/f/one.txt")).unwrap(),
         "one!"
     );
+    assert!(b.join("Work/f/two.txt").is_file());
+    // Held once: deleting what came back deletes it on the server.
+    std::fs::remove_dir_all(b.join("Work/f")).unwrap();
+    sync();
+    assert!(!tessera(&cfg, &["ls", "/Work/f"], None).status.success());
     std::fs::remove_file(b.join("Music/one.txt")).unwrap();
 
     // A folder above the selection deleted here is not deleted on the

@@ -7,7 +7,7 @@
 //! `.tessera/trash/`; downloads land in `.tessera/tmp/`, are hash-checked
 //! and fsynced, then renamed into place.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use tessera_proto::ContentHash;
@@ -128,10 +128,10 @@ pub struct Syncer {
     dirty: Option<Arc<Dirty>>,
     /// The last scan, which a partial one starts from.
     last_scan: Option<Scan>,
-    /// Files outside the selection, and their content, as the last round
-    /// saw them (at first, every file an earlier run saw): only one that
-    /// appeared since can be where a file was moved (`engine/selection.rs`).
-    outside_seen: HashSet<(String, ContentHash)>,
+    /// Files outside the selection and their content, with when this run
+    /// first saw them (none: an earlier run did): only one that appeared
+    /// recently can be where a file was moved (`engine/selection.rs`).
+    outside_seen: HashMap<(String, ContentHash), Option<std::time::Instant>>,
     /// Large new files fetched while another device uploads them, when a
     /// daemon runs (`prefetch.rs`).
     prefetch: Option<Prefetches>,
@@ -281,7 +281,10 @@ impl Syncer {
         }
         let ignores_case = case::ignores_case(&root);
         // What an earlier run saw is not new to this one.
-        let outside_seen = cache.iter().map(|(p, (_, h))| (p.clone(), *h)).collect();
+        let outside_seen = cache
+            .iter()
+            .map(|(p, (_, h))| ((p.clone(), *h), None))
+            .collect();
         Ok(Self {
             root,
             remote,

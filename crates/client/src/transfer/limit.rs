@@ -78,6 +78,8 @@ pub fn current() -> Limits {
 
 /// How often a request waiting its turn looks for a changed rate.
 const RECHECK: Duration = Duration::from_millis(200);
+/// Less than this, a timer is not worth setting.
+const TICK: Duration = Duration::from_millis(2);
 
 async fn wait(lane: &Mutex<Lane>, n: u64) {
     let book = || {
@@ -86,7 +88,10 @@ async fn wait(lane: &Mutex<Lane>, n: u64) {
     };
     let (mut start, mut generation) = book();
     while let Some(at) = start {
-        if at <= Instant::now() {
+        // A turn due within a timer's tick is taken now: the schedule
+        // keeps what it was owed, so later turns wait it out, and small
+        // pieces at a high rate are not held to one a tick.
+        if at <= Instant::now() + TICK {
             return;
         }
         tokio::time::sleep_until(at.min(Instant::now() + RECHECK)).await;

@@ -247,18 +247,19 @@ impl Writer {
         // A change's time never comes before the last change to the same
         // namespaces, though it was made by an instance whose clock is
         // behind: emptying the trash "up to the newest deletion shown"
-        // relies on a later deletion being later. Within reason: a clock
-        // far ahead must not drag every later change along.
+        // relies on a later deletion being later. A clock far ahead drags
+        // later changes along until the others catch up, which errs on the
+        // side of keeping (trash and old revisions expire later).
         let wall = now_ms();
         let mut now = wall;
         for id in order {
             let (first, last_ms) = lock_journal(&mut tx, id).await?;
             if let Some(last) = last_ms {
                 let after = last.saturating_add(1);
-                if after > wall + CLOCK_LEAD_MS {
+                if after > wall + CLOCK_SKEW_SAID_MS {
                     clock_behind(after - wall);
                 }
-                now = now.max(after.min(wall + CLOCK_LEAD_MS));
+                now = now.max(after);
             }
             firsts.insert(id, first);
         }
@@ -638,27 +639,27 @@ fn loc((object, offset, length): (String, i64, i64)) -> BlockLoc {
     }
 }
 
-/// Takes the lock of `ns`'s journal row for the rest of the transaction
-/// (a no-op update: PostgreSQL locks the row; SQLite's IMMEDIATE
-/// transaction already holds the database's write lock) and returns where
-/// the journal stands. Held to the end, the lock lets a change count its
-/// journal entries itself and write the new position once, at commit.
-/// How far ahead of this instance's clock a change may be stamped to
-/// follow the last one (made by an instance whose clock is ahead).
-const CLOCK_LEAD_MS: i64 = 5 * 60 * 1000;
+/// How far ahead of this instance's clock the last change may be before
+/// the log says the clocks disagree.
+const CLOCK_SKEW_SAID_MS: i64 = 5 * 60 * 1000;
 
-/// Says once that another instance's clock runs far ahead of this one's.
+/// Says once that a change was stamped far ahead of this instance's clock.
 fn clock_behind(by_ms: i64) {
     static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
         tracing::warn!(
             ahead_ms = by_ms,
-            "a change was stamped by an instance whose clock runs ahead of this one's by more \
-             than five minutes: set every instance's clock (NTP)"
+            "a change was stamped more than five minutes ahead of this instance's clock; \
+             later changes follow it, so check every instance's clock (NTP)"
         );
     }
 }
 
+/// Takes the lock of `ns`'s journal row for the rest of the transaction
+/// (a no-op update: PostgreSQL locks the row; SQLite's IMMEDIATE
+/// transaction already holds the database's write lock) and returns where
+/// the journal stands. Held to the end, the lock lets a change count its
+/// journal entries itself and write the new position once, at commit.
 /// Locks the journal of `ns`: its position, and when its last entry was
 /// made (none when it has none kept).
 async fn lock_journal(tx: &mut Tx, ns: i64) -> Result<(i64, Option<i64>)> {

@@ -30,8 +30,10 @@
 //!   live copy would be the unsynced one here): it comes back where it
 //!   was, and the user is told how to move it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use tessera_proto::ContentHash;
 
@@ -443,19 +445,25 @@ impl Syncer {
     }
 }
 
+/// How long a file new outside the selection may be where a file was
+/// moved: a cut and paste (a copy, then a deletion) may take a few rounds.
+const MOVE_WINDOW: Duration = Duration::from_secs(10 * 60);
+
 impl Syncer {
     /// Takes out of `plan` the deletions of what was moved here into a
     /// place outside the selection where the server has something (an
     /// unselected folder of the same name): carried out, such a move would
     /// become a deletion on the server, leaving the only live copy here,
-    /// unsynced. What was moved stays on the server where it was, is
-    /// forgotten as synced so it comes back here, and `warnings` says why;
-    /// the rest of a deleted folder holding it is deleted as planned.
+    /// unsynced. A deletion holding a moved file is kept back whole (a
+    /// folder moved out is all there, empty files and edits included): it
+    /// is forgotten as synced so it comes back here, and `warnings` says
+    /// why.
     ///
     /// A move is known by its content: a file outside the selection that
-    /// was not there last round, with the content of one being deleted
-    /// (empty files say nothing). A copy that was there before is no
-    /// reason to keep anything.
+    /// appeared recently (not seen by an earlier run, nor more than
+    /// [`MOVE_WINDOW`] ago), with the content of a synced file (empty files
+    /// say nothing). An older copy is no reason to keep anything, and a
+    /// copy that kept a deletion back once does not again.
     pub(super) fn keep_moves_out_of_selection(
         &mut self,
         plan: &mut Plan,
@@ -468,60 +476,59 @@ impl Syncer {
             return;
         };
         let selection = &self.selected;
-        let now: HashSet<(String, ContentHash)> = scan
+        let mut seen: HashMap<(String, ContentHash), Option<Instant>> = scan
             .tree
             .iter()
             .filter(|(p, n)| n.size != Some(0) && !selection.keeps(p))
             .filter_map(|(p, n)| Some((p.clone(), n.hash?)))
+            .map(|key| {
+                let first = self
+                    .outside_seen
+                    .get(&key)
+                    .copied()
+                    .unwrap_or(Some(Instant::now()));
+                (key, first)
+            })
             .collect();
-        let appeared: HashMap<ContentHash, &String> = now
+        let appeared: HashMap<ContentHash, &String> = seen
             .iter()
-            .filter(|seen| !self.outside_seen.contains(*seen))
-            .map(|(p, h)| (*h, p))
+            .filter(|(_, first)| first.is_some_and(|t| t.elapsed() < MOVE_WINDOW))
+            .map(|((p, h), _)| (*h, p))
             .collect();
-        // The synced files whose content just appeared outside, and where.
-        let moved: Vec<(String, String)> = self
+        // The synced files whose content appeared outside, and where.
+        let moved: BTreeMap<String, (String, ContentHash)> = self
             .synced
             .iter()
-            .filter_map(|(p, n)| Some((p.clone(), (*appeared.get(n.hash.as_ref()?)?).clone())))
+            .filter_map(|(p, n)| {
+                let h = n.hash?;
+                Some((p.clone(), ((*appeared.get(&h)?).clone(), h)))
+            })
             .collect();
-        self.outside_seen = now;
-        if moved.is_empty() {
-            return;
+        let holds = |path: &str| {
+            moved
+                .range::<str, _>((Bound::Included(path), Bound::Unbounded))
+                .take_while(|(p, _)| p.starts_with(path))
+                .any(|(p, _)| p == path || is_below(p, path))
+        };
+        let held: Vec<String> = plan
+            .ops()
+            .filter_map(|op| match op {
+                Op::DeleteRemote { path } if holds(path) => Some(path.clone()),
+                _ => None,
+            })
+            .collect();
+        if !held.is_empty() {
+            let kept: HashSet<&String> = held.iter().collect();
+            plan.retain(|op| !matches!(op, Op::DeleteRemote { path } if kept.contains(path)));
         }
-        let holds = |path: &str| moved.iter().any(|(p, _)| p == path || is_below(p, path));
-        let mut held = Vec::new();
-        for step in &mut plan.steps {
-            let ops = std::mem::take(&mut step.ops);
-            for op in ops {
-                match op {
-                    Op::DeleteRemote { path } if holds(&path) => {
-                        // The rest of the folder goes, topmost first.
-                        step.ops.extend(
-                            self.synced
-                                .keys()
-                                .filter(|p| is_below(p, &path) && !holds(p))
-                                .filter(|p| p.rsplit_once('/').is_none_or(|(up, _)| holds(up)))
-                                .map(|p| Op::DeleteRemote { path: p.clone() }),
-                        );
-                        held.push(path);
-                    }
-                    op => step.ops.push(op),
-                }
-            }
-        }
-        plan.steps.retain(|s| !s.ops.is_empty());
-        for path in held {
-            // The file comes back, with the folders on the way to it.
-            for (file, to) in moved
-                .iter()
-                .filter(|(p, _)| *p == path || is_below(p, &path))
+        for path in &held {
+            for (file, (to, hash)) in moved
+                .range::<str, _>((Bound::Included(path.as_str()), Bound::Unbounded))
+                .take_while(|(p, _)| p.starts_with(path.as_str()))
+                .filter(|(p, _)| *p == path || is_below(p, path))
             {
-                let mut up = Some(file.as_str());
-                while let Some(p) = up.filter(|p| *p == path || is_below(p, &path)) {
-                    self.synced.remove(p);
-                    up = p.rsplit_once('/').map(|(u, _)| u);
-                }
+                // Used once: a later deletion of what came back goes.
+                seen.insert((to.clone(), *hash), None);
                 // The folder left out that holds it, to name in the hint.
                 let top = to
                     .match_indices('/')
@@ -535,7 +542,9 @@ impl Syncer {
                     self.root.display()
                 ));
             }
+            remove_subtree(&mut self.synced, path);
         }
+        self.outside_seen = seen;
     }
 }
 
