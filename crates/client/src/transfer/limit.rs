@@ -226,13 +226,26 @@ mod tests {
         up(10_000).await; // books the next second
         let begun = Instant::now();
         let waiting = tokio::spawn(up(100_000)); // would go in a second, for ten
-        let later = tokio::spawn(up(1)); // after those ten seconds
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let later = tokio::spawn(up(10_000)); // after those ten seconds
+        // Both have booked their turns: the lane is taken 12 s ahead.
+        let booked = || {
+            UP.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .free_at
+                .is_some_and(|t| t > begun + Duration::from_millis(11_500))
+        };
+        while !booked() {
+            assert!(
+                begun.elapsed() < Duration::from_secs(5),
+                "the requests never booked"
+            );
+            tokio::task::yield_now().await;
+        }
         assert!(!waiting.is_finished() && !later.is_finished());
         set(Limits::default());
         waiting.await.unwrap();
         later.await.unwrap();
-        // Under the old limit: eleven seconds.
+        // Under the old limit: twelve seconds.
         assert!(
             begun.elapsed() < Duration::from_secs(5),
             "{:?}",

@@ -449,49 +449,39 @@ on_both!(
 async fn a_deletion_after_one_stamped_by_a_clock_ahead_is_still_later(f: Fixture) {
     let ns = f.user.root_ns;
     f.meta.mkdir(ns, &p("/a"), "laptop").await.unwrap();
-    f.meta.mkdir(ns, &p("/b"), "laptop").await.unwrap();
     f.meta.delete(ns, &p("/a"), None, "laptop").await.unwrap();
-    raw(
-        &f,
-        "UPDATE nodes SET deleted_ms = deleted_ms + 60000 WHERE deleted_ms IS NOT NULL",
-    )
-    .await;
-    raw(&f, "UPDATE journal SET created_ms = created_ms + 60000").await;
-    let shown = f.meta.trash(ns).await.unwrap();
-    let upto = shown.iter().map(|e| e.deleted_ms).max().unwrap();
+    // What is in the trash was deleted by an instance whose clock runs a
+    // minute ahead, then an hour ahead; this one deletes next.
+    for (deleted, journaled, next) in [
+        (
+            "UPDATE nodes SET deleted_ms = deleted_ms + 60000 WHERE deleted_ms IS NOT NULL",
+            "UPDATE journal SET created_ms = created_ms + 60000",
+            "/b",
+        ),
+        (
+            "UPDATE nodes SET deleted_ms = deleted_ms + 3600000 WHERE deleted_ms IS NOT NULL",
+            "UPDATE journal SET created_ms = created_ms + 3600000",
+            "/c",
+        ),
+    ] {
+        raw(&f, deleted).await;
+        raw(&f, journaled).await;
+        let shown = f.meta.trash(ns).await.unwrap();
+        let upto = shown.iter().map(|e| e.deleted_ms).max().unwrap();
 
-    f.meta.delete(ns, &p("/b"), None, "laptop").await.unwrap();
-    assert_eq!(f.meta.purge_trash(ns, None, Some(upto)).await.unwrap(), 1);
-    let left: Vec<Option<String>> = f
-        .meta
-        .trash(ns)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.deleted_path)
-        .collect();
-    assert_eq!(left, [Some("/b".to_owned())]);
-
-    // However far ahead: an hour.
-    raw(&f, "UPDATE journal SET created_ms = created_ms + 3600000").await;
-    raw(
-        &f,
-        "UPDATE nodes SET deleted_ms = deleted_ms + 3600000 WHERE deleted_ms IS NOT NULL",
-    )
-    .await;
-    let upto = f.meta.trash(ns).await.unwrap()[0].deleted_ms;
-    f.meta.mkdir(ns, &p("/c"), "laptop").await.unwrap();
-    f.meta.delete(ns, &p("/c"), None, "laptop").await.unwrap();
-    assert_eq!(f.meta.purge_trash(ns, None, Some(upto)).await.unwrap(), 1);
-    let left: Vec<Option<String>> = f
-        .meta
-        .trash(ns)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.deleted_path)
-        .collect();
-    assert_eq!(left, [Some("/c".to_owned())]);
+        f.meta.mkdir(ns, &p(next), "laptop").await.unwrap();
+        f.meta.delete(ns, &p(next), None, "laptop").await.unwrap();
+        assert_eq!(f.meta.purge_trash(ns, None, Some(upto)).await.unwrap(), 1);
+        let left: Vec<Option<String>> = f
+            .meta
+            .trash(ns)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.deleted_path)
+            .collect();
+        assert_eq!(left, [Some(next.to_owned())]);
+    }
 }
 
 /// Runs one statement on the fixture's database directly.
