@@ -12,7 +12,10 @@
 # the store holds after both (restic: its repository; Tessera: the
 # server's data folder, blocks and database). Tessera runs `tessera serve`
 # (SQLite, blocks in a local folder) on loopback and `tessera sync DIR
-# --once`; restic backs up to a local repository (its default compression).
+# --once`; restic backs up to a local repository (its default compression,
+# and its maximum for the store alone). Tessera's store is also measured
+# after its background recompression, which the bench runs at once
+# (`tessera admin workers run recompress`) instead of an hour later.
 #
 #   bench/backup.sh              # 3 runs, prints a markdown table
 #   RUNS=1 bench/backup.sh       # a quick look
@@ -95,33 +98,41 @@ first_tree() {
     esac
 }
 
-run_restic() { # workload -> "first change bytes"
-    local w=$1 dir=$WORK/restic/tree repo=$WORK/restic/repo
+run_restic() { # workload [compression] -> "first change bytes"
+    local w=$1 compression=${2:-auto} dir=$WORK/restic/tree repo=$WORK/restic/repo
     rm -rf "$WORK/restic" && mkdir -p "$WORK/restic"
     export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$WORK/restic/cache
     restic init --repo "$repo" -q >/dev/null
     cp -a "$(first_tree "$w")" "$dir"
     sync
     local t=$(now)
-    restic backup --repo "$repo" -q "$dir" >/dev/null
+    restic backup --repo "$repo" --compression "$compression" -q "$dir" >/dev/null
     local first=$(since "$t")
     change "$w" "$dir"
     sync
     t=$(now)
-    restic backup --repo "$repo" -q "$dir" >/dev/null
+    restic backup --repo "$repo" --compression "$compression" -q "$dir" >/dev/null
     local second=$(since "$t")
     echo "$first $second $(du -sb "$repo" | cut -f1)"
 }
 
-run_tessera() { # workload -> "first change bytes blocks"
+run_restic_max() { run_restic "$1" max; }
+
+run_tessera() { # workload -> "first change bytes blocks recompression bytes blocks"
     local w=$1 dir=$WORK/tessera/tree data=$WORK/tessera/data cfg=$WORK/tessera/cfg
     rm -rf "$WORK/tessera" && mkdir -p "$cfg"
     local port=$((20000 + RANDOM % 20000))
-    TESSERA_ADMIN_PASSWORD=bench-password TESSERA_LOG=warn \
-        "$BIN" serve --listen "127.0.0.1:$port" --data-dir "$data" >"$WORK/server.log" 2>&1 &
-    SERVER_PID=$!
-    curl -fs --retry 30 --retry-connrefused --retry-delay 1 --retry-max-time 30 \
-        "http://127.0.0.1:$port/healthz" >/dev/null
+    serve() { # [flags]
+        TESSERA_ADMIN_PASSWORD=bench-password TESSERA_LOG=warn \
+            "$BIN" serve --listen "127.0.0.1:$port" --data-dir "$data" "$@" >>"$WORK/server.log" 2>&1 &
+        SERVER_PID=$!
+        curl -fs --retry 30 --retry-connrefused --retry-delay 1 --retry-max-time 30 \
+            "http://127.0.0.1:$port/healthz" >/dev/null
+    }
+    # Stopped, so that the database's log is folded into it and the store
+    # is measured as it rests.
+    stop() { kill "$SERVER_PID" && wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=; }
+    serve
     echo bench-password | TESSERA_CONFIG_DIR=$cfg TESSERA_LOG=warn \
         "$BIN" login --server "http://127.0.0.1:$port" --user admin --password-stdin >/dev/null
     cp -a "$(first_tree "$w")" "$dir"
@@ -134,19 +145,34 @@ run_tessera() { # workload -> "first change bytes blocks"
     t=$(now)
     TESSERA_CONFIG_DIR=$cfg TESSERA_LOG=warn "$BIN" sync "$dir" --once >>"$WORK/sync.log" 2>&1
     local second=$(since "$t")
-    kill "$SERVER_PID" && wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-    echo "$first $second $(du -sb "$data" | cut -f1) $(du -sb "$data/blocks" | cut -f1)"
+    stop
+    local stored="$(du -sb "$data" | cut -f1) $(du -sb "$data/blocks" | cut -f1)"
+    # The server's background recompression, run now instead of an hour
+    # later, until a step finds nothing left; then collection deletes the
+    # objects it replaced (a grace of 0 s: nothing reads them any more).
+    serve --recompress-after-secs 0 --gc-grace-secs 0
+    t=$(now)
+    local state=busy steps=0
+    while [ "$state" = busy ] && ((steps++ < 100000)); do
+        state=$(TESSERA_CONFIG_DIR=$cfg "$BIN" admin workers --json run recompress |
+            sed -n 's/.*"state": "\([a-z]*\)".*/\1/p')
+    done
+    [ "$state" = idle ] || { echo "recompress did not finish: $state" >&2; exit 1; }
+    local recompressed=$(since "$t")
+    for _ in 1 2; do TESSERA_CONFIG_DIR=$cfg "$BIN" admin workers run gc >/dev/null; done
+    stop
+    echo "$first $second $stored $recompressed $(du -sb "$data" | cut -f1) $(du -sb "$data/blocks" | cut -f1)"
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 echo "restic: $(restic version | cut -d' ' -f2); tessera: $("$BIN" --version | cut -d' ' -f2); $RUNS runs; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+mb() { echo "scale=1; $1 / 1000000" | bc; }
 for w in next edits; do
-    : >"$WORK/$w.restic" && : >"$WORK/$w.tessera"
+    : >"$WORK/$w.restic" && : >"$WORK/$w.restic_max" && : >"$WORK/$w.tessera"
     for run in $(seq "$RUNS"); do
         # The tools take turns going first.
-        if ((run % 2)); then tools="restic tessera"; else tools="tessera restic"; fi
+        if ((run % 2)); then tools="restic restic_max tessera"; else tools="tessera restic_max restic"; fi
         for tool in $tools; do
             "run_$tool" "$w" >>"$WORK/$w.$tool"
         done
@@ -157,24 +183,32 @@ echo
 echo "| Workload | step | restic | Tessera | Tessera/restic |"
 echo "|---|---|---:|---:|---:|"
 for w in next edits; do
-    for col in 1 2 3; do
-        r=$(cut -d' ' -f$col "$WORK/$w.restic" | median)
-        t=$(cut -d' ' -f$col "$WORK/$w.tessera" | median)
-        case $col in
+    col() { cut -d' ' -f"$1" "$WORK/$w.$2" | median; }
+    for c in 1 2 3; do
+        r=$(col "$c" restic)
+        t=$(col "$c" tessera)
+        case $c in
         1) step="first copy (s)" ;;
         2) step="the change (s)" ;;
-        3) step="store after both (MB)"; r=$(echo "scale=1; $r / 1000000" | bc); t=$(echo "scale=1; $t / 1000000" | bc) ;;
+        3) step="store after both (MB)"; r=$(mb "$r"); t=$(mb "$t") ;;
         esac
-        ratio=$(echo "scale=2; $t / $r" | bc)
-        printf '| %s | %s | %.2f | %.2f | %s |\n' "$w" "$step" "$r" "$t" "$ratio"
+        printf '| %s | %s | %.2f | %.2f | %s |\n' "$w" "$step" "$r" "$t" "$(echo "scale=2; $t / $r" | bc)"
     done
-    b=$(cut -d' ' -f4 "$WORK/$w.tessera" | median)
-    t=$(cut -d' ' -f3 "$WORK/$w.tessera" | median)
     printf '| %s | of which blocks / metadata (MB) | | %.1f / %.1f | |\n' "$w" \
-        "$(echo "scale=1; $b / 1000000" | bc)" "$(echo "scale=1; ($t - $b) / 1000000" | bc)"
+        "$(mb "$(col 4 tessera)")" "$(mb "($(col 3 tessera) - $(col 4 tessera))")"
+    r=$(col 3 restic)
+    t=$(col 6 tessera)
+    printf '| %s | store after the server recompressed (MB) | %.1f | %.1f | %s |\n' "$w" \
+        "$(mb "$r")" "$(mb "$t")" "$(echo "scale=2; $t / $r" | bc)"
+    printf '| %s | of which blocks / metadata (MB) | | %.1f / %.1f | |\n' "$w" \
+        "$(mb "$(col 7 tessera)")" "$(mb "($(col 6 tessera) - $(col 7 tessera))")"
+    printf '| %s | the recompression (s) | | %.2f | |\n' "$w" "$(col 5 tessera)"
+    r=$(col 3 restic_max)
+    printf '| %s | restic --compression max: store after both (MB) | %.1f | %.1f | %s |\n' "$w" \
+        "$(mb "$r")" "$(mb "$t")" "$(echo "scale=2; $t / $r" | bc)"
 done
 for w in next edits; do
-    for tool in restic tessera; do
-        echo "runs ($w, $tool: first change bytes): $(tr '\n' ';' <"$WORK/$w.$tool")"
+    for tool in restic restic_max tessera; do
+        echo "runs ($w, $tool): $(tr '\n' ';' <"$WORK/$w.$tool")"
     done
 done

@@ -95,6 +95,12 @@ pub struct ServeArgs {
     /// Blocks used only by files untouched this many seconds move to the cold store.
     #[arg(long, env = "TESSERA_COLD_AFTER_SECS")]
     cold_after_secs: Option<u64>,
+    /// Blocks stored this many seconds are recompressed in the background at --recompress-level.
+    #[arg(long, env = "TESSERA_RECOMPRESS_AFTER_SECS")]
+    recompress_after_secs: Option<u64>,
+    /// The zstd level (1-19) blocks are recompressed at in the background; 0 turns that off.
+    #[arg(long, env = "TESSERA_RECOMPRESS_LEVEL")]
+    recompress_level: Option<i32>,
     /// Stores holding a copy of every block, written before an upload is acknowledged (comma-separated URLs).
     #[arg(long, env = "TESSERA_REPLICA_STORES", value_delimiter = ',')]
     replica_stores: Option<Vec<String>>,
@@ -192,6 +198,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.cold_after_secs {
             cfg.cold_after_secs = v;
+        }
+        if let Some(v) = self.recompress_after_secs {
+            cfg.recompress_after_secs = v;
+        }
+        if let Some(v) = self.recompress_level {
+            cfg.recompress_level = v;
         }
         if let Some(v) = self.replica_stores {
             cfg.replica_stores = v.into_iter().filter(|s| !s.trim().is_empty()).collect();

@@ -19,6 +19,7 @@ on_both_backends!(
     collection_racing_uploads_of_the_same_content_loses_nothing,
     an_object_a_crash_left_behind_is_swept,
     retention_thins_old_revisions_but_keeps_pinned_ones,
+    stored_text_is_recompressed_smaller_in_the_background,
 );
 
 const GRACE: u64 = 3600;
@@ -347,4 +348,110 @@ async fn retention_thins_old_revisions_but_keeps_pinned_ones(b: Backend) {
         .map(|r| r.rev)
         .collect();
     assert!(!left.contains(&second), "{left:?}");
+}
+
+/// This project's own sources: real text, a few hundred files.
+fn source_files() -> Vec<Vec<u8>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut found = Vec::new();
+    let mut dirs = vec![root];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+/// Runs `recompress` until a step finds nothing left. (Steps after a busy
+/// one run on their own, so what each did is not added up here.)
+async fn recompress_all(s: &TestServer) {
+    let admin = admin(s).await;
+    for _ in 0..1000 {
+        let ran = admin.run_worker("recompress").await.unwrap();
+        assert_eq!(ran.last_error, None, "{ran:?}");
+        if ran.state == tessera_client::remote::WorkerState::Idle {
+            return;
+        }
+    }
+    panic!("recompress never ran out of work");
+}
+
+async fn stored_text_is_recompressed_smaller_in_the_background(b: Backend) {
+    let s = start(b).await;
+    let alice = s.user("alice").await;
+    let sources = source_files();
+    let big: Vec<u8> = sources.concat();
+    assert!(big.len() > 2 << 20, "{}", big.len());
+    put(&alice, "/all.rs", &big).await;
+    let noise = random_data(1 << 20, 5);
+    put(&alice, "/noise.bin", &noise).await;
+    let local = s.scratch("src");
+    std::fs::create_dir_all(&local).unwrap();
+    let mut small = Vec::new();
+    for (i, data) in sources.iter().take(200).enumerate() {
+        let path = local.join(format!("f{i}.rs"));
+        std::fs::write(&path, data).unwrap();
+        small.push(SmallFile {
+            local: path,
+            remote: format!("/src/f{i}.rs"),
+            base_rev: None,
+        });
+    }
+    for r in upload_small_files(&alice, &small).await.unwrap() {
+        r.unwrap();
+    }
+    let mut files = vec![
+        ("/all.rs".to_owned(), big),
+        ("/noise.bin".to_owned(), noise),
+    ];
+    files.extend(
+        small
+            .iter()
+            .map(|f| f.remote.clone())
+            .zip(sources.iter().take(200).cloned()),
+    );
+    let objects = s.store_objects().await;
+    let before = s.store_bytes().await;
+
+    // Blocks stored a moment ago are left alone.
+    recompress_all(&s).await;
+    assert_eq!(s.store_objects().await, objects);
+
+    s.config.clock.advance(Duration::from_secs(3601));
+    recompress_all(&s).await;
+    for (path, data) in &files {
+        assert!(&fetch(&alice, path).await == data, "{path} reads back");
+    }
+    // The old objects go after the grace period.
+    s.config.clock.advance(Duration::from_secs(GRACE + 1));
+    gc(&s).await;
+    gc(&s).await;
+    let after = s.store_bytes().await;
+    eprintln!("recompressed: {before} → {after} bytes");
+    // The noise is stored raw and stays as it is: the text shrinks.
+    let text = before - (1 << 20);
+    assert!(
+        before.saturating_sub(after) > text / 10,
+        "the text's share of the store shrank by a tenth or more: {before} → {after}"
+    );
+    let now = s.store_objects().await;
+    let kept: Vec<&String> = now.iter().filter(|o| objects.contains(o)).collect();
+    assert_eq!(
+        kept.len(),
+        1,
+        "only the noise's object stays as it was: {kept:?}"
+    );
+    for (path, data) in &files {
+        assert!(&fetch(&alice, path).await == data, "{path} reads back");
+    }
+    // Everything is done: nothing is rewritten twice.
+    recompress_all(&s).await;
+    assert_eq!(s.store_objects().await, now);
 }

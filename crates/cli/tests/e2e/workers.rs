@@ -39,7 +39,15 @@ async fn administrators_see_the_workers(b: Backend) {
     let names: Vec<&str> = list.iter().map(|w| w.name.as_str()).collect();
     assert_eq!(
         names,
-        ["gc", "pending", "retention", "scrub", "trash", "uploads"]
+        [
+            "gc",
+            "pending",
+            "recompress",
+            "retention",
+            "scrub",
+            "trash",
+            "uploads"
+        ]
     );
     for w in &list {
         assert_eq!(w.state, WorkerState::Idle, "{w:?}");
@@ -77,7 +85,7 @@ async fn others_are_refused(b: Backend) {
     assert_eq!(err.code(), Some(ErrorCode::NotFound), "{err}");
     assert!(
         err.to_string()
-            .contains("gc, pending, retention, scrub, trash, uploads"),
+            .contains("gc, pending, recompress, retention, scrub, trash, uploads"),
         "names the workers there are: {err}"
     );
 }
@@ -119,13 +127,13 @@ async fn the_cli_shows_and_runs_workers(b: Backend) {
     assert!(out.status.success(), "{}", said(&out));
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     let lines: Vec<&str> = table.lines().collect();
-    assert_eq!(lines.len(), 7, "{table}");
+    assert_eq!(lines.len(), 8, "{table}");
     assert!(
         lines[0].starts_with("NAME") && lines[0].contains("LAST ERROR"),
         "{table}"
     );
     assert!(
-        lines[5].starts_with("trash") && lines[5].contains("never"),
+        lines[6].starts_with("trash") && lines[6].contains("never"),
         "{table}"
     );
 
@@ -134,13 +142,13 @@ async fn the_cli_shows_and_runs_workers(b: Backend) {
     assert!(said(&out).contains(" ago"), "{}", said(&out));
     let out = finish_async(command(&cfg, &["admin", "workers", "--json"]), None).await;
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json[4]["name"], "trash", "{json}");
-    assert_eq!(json[4]["runs"], 1, "{json}");
+    assert_eq!(json[5]["name"], "trash", "{json}");
+    assert_eq!(json[5]["runs"], 1, "{json}");
 
     let out = finish_async(command(&cfg, &["admin", "workers", "run", "compost"]), None).await;
     assert!(!out.status.success());
     assert!(
-        said(&out).contains("gc, pending, retention, scrub, trash, uploads"),
+        said(&out).contains("gc, pending, recompress, retention, scrub, trash, uploads"),
         "{}",
         said(&out)
     );

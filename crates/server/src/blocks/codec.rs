@@ -13,6 +13,7 @@
 
 use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
+use bytes::Bytes;
 use rand::RngCore;
 use tessera_proto::BlockId;
 use tessera_proto::api::BlockCodec;
@@ -88,6 +89,20 @@ impl From<Codec> for BlockCodec {
 pub fn compress<B: AsRef<[u8]> + Into<Vec<u8>>>(plain: B) -> (Codec, Vec<u8>) {
     let (codec, payload) = tessera_proto::block::compress_or_raw(plain, ZSTD_LEVEL);
     (codec.into(), payload)
+}
+
+/// The smaller of a block's stored payload and its plaintext compressed at
+/// `level`. A block stored raw, or that its first compression hardly
+/// shrank, is kept as it is: a higher level would not pay for its work.
+pub fn squeeze(codec: Codec, payload: Bytes, plain: &[u8], level: i32) -> (Codec, Bytes) {
+    let barely_shrank = payload.len() as u64 * 20 > plain.len() as u64 * 19;
+    if codec == Codec::Raw || barely_shrank {
+        return (codec, payload);
+    }
+    match zstd::bulk::compress(plain, level) {
+        Ok(smaller) if smaller.len() < payload.len() => (Codec::Zstd, Bytes::from(smaller)),
+        _ => (codec, payload),
+    }
 }
 
 /// Turns a payload back into the block, refusing more than `MAX_BLOCK` bytes.
@@ -251,6 +266,39 @@ mod tests {
         let out = decompress_capped(Codec::Zstd, &frame, 16 << 20).unwrap();
         assert_eq!(out, plain);
         assert!(out.capacity() < 2000, "{}", out.capacity());
+    }
+
+    /// Text stored at the clients' fast level shrinks at a higher one and
+    /// still opens to the same bytes; a block stored raw, or barely
+    /// shrunk, is left as it is.
+    #[test]
+    fn squeezing_shrinks_what_compresses_and_keeps_the_rest() {
+        let text: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| format!("line {} of {}\n", i % 97, i % 13).into_bytes())
+            .collect();
+        let fast = zstd::bulk::compress(&text, 1).unwrap();
+        let (codec, squeezed) = squeeze(Codec::Zstd, Bytes::from(fast.clone()), &text, 12);
+        assert_eq!(codec, Codec::Zstd);
+        assert!(
+            squeezed.len() < fast.len(),
+            "{} < {}",
+            squeezed.len(),
+            fast.len()
+        );
+        assert_eq!(decompress(codec, &squeezed).unwrap(), text);
+
+        let noise: Vec<u8> = (0..50_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let raw = Bytes::from(noise.clone());
+        assert_eq!(
+            squeeze(Codec::Raw, raw.clone(), &noise, 12),
+            (Codec::Raw, raw)
+        );
+        let barely = Bytes::from(zstd::bulk::compress(&noise, 1).unwrap());
+        if barely.len() * 20 > noise.len() * 19 {
+            assert_eq!(squeeze(Codec::Zstd, barely.clone(), &noise, 12).1, barely);
+        }
     }
 
     /// A payload of two frames, the first declaring only its own size,

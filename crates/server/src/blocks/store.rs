@@ -671,6 +671,71 @@ impl BlockStore {
         Ok(self.meta.move_blocks(object, &new_object, &moved).await?)
     }
 
+    /// Rewrites the sound blocks recorded in `object` compressed at zstd
+    /// `level` where that makes them smaller (each read and verified,
+    /// then sealed afresh), into a new object in the same tier, and
+    /// points their records there; the old object is doomed once nothing
+    /// names it. Each new copy is opened and checked before anything is
+    /// written. When the whole object would shrink by less than 3%, its
+    /// blocks are only recorded as done where they are. A crash before the
+    /// records move leaves an unnamed object, which the sweep takes.
+    /// Returns the blocks done.
+    pub async fn recompress(&self, object: &str, level: i32) -> Result<u64, BlockError> {
+        // The cold tier is priced for data left alone: its blocks are
+        // recorded as done (level 0: as they are) without being read.
+        if object.starts_with(COLD_PREFIX) {
+            return Ok(self.meta.recompressed(object, None, &[], 0).await?);
+        }
+        let blocks = self.meta.blocks_in(object).await?;
+        let new_object = if is_pack(object) || blocks.len() > 1 {
+            format!("packs/{}", crate::ids::new_id())
+        } else {
+            match blocks.first() {
+                Some((id, _)) => self.fresh_name(id),
+                None => return Ok(0),
+            }
+        };
+        let mut pack = Vec::new();
+        let mut moved = Vec::with_capacity(blocks.len());
+        let mut before = 0u64;
+        for (id, from) in blocks {
+            let block = match self.read(id, &from).await {
+                Ok(block) => block,
+                Err(e) if is_damage(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            let ring = self.ring.clone();
+            let sealed = tokio::task::spawn_blocking(move || {
+                let (codec, payload) =
+                    codec::squeeze(block.codec, block.payload, &block.plain, level);
+                let sealed = codec::seal(&id, codec, &payload, block.plain.len(), &ring);
+                // The old copy goes once the records move: the new one
+                // must open to the same bytes before it is written.
+                codec::open(&id, &sealed, &ring).map(|_| sealed)
+            })
+            .await??;
+            before += from.length;
+            let to = BlockLoc {
+                object: new_object.clone(),
+                offset: pack.len() as u64,
+                length: sealed.len() as u64,
+            };
+            pack.extend_from_slice(&sealed);
+            moved.push(crate::meta::Moved { id, from, to });
+        }
+        if moved.is_empty() {
+            return Ok(0);
+        }
+        if (pack.len() as u64).saturating_mul(100) > before.saturating_mul(97) {
+            return Ok(self.meta.recompressed(object, None, &[], level).await?);
+        }
+        self.create(&new_object, pack).await?;
+        Ok(self
+            .meta
+            .recompressed(object, Some(&new_object), &moved, level)
+            .await?)
+    }
+
     /// The stored (sealed) bytes of a block, after checking they open.
     async fn read_sealed(&self, id: BlockId, loc: &BlockLoc) -> Result<Bytes, BlockError> {
         let stored = self

@@ -258,7 +258,8 @@ async fn insert_nodes(w: &mut Writer, nodes: &[NodeRow]) -> Result<()> {
 }
 
 /// The first revision of each new file, marked trusted by its block list's
-/// key (every content hash was checked before the transaction).
+/// key when it has several blocks (every content hash was checked before
+/// the transaction).
 async fn insert_revisions(w: &mut Writer, news: &[NewRevision], nodes: &[NodeRow]) -> Result<()> {
     let items: Vec<(&NewRevision, &NodeRow)> = news.iter().zip(nodes).collect();
     for chunk in items.chunks(ROWS) {
@@ -276,10 +277,10 @@ async fn insert_revisions(w: &mut Writer, news: &[NewRevision], nodes: &[NodeRow
                 .bind(node.rev)
                 .bind(new.size as i64)
                 .bind(new.content_hash.0.to_vec())
-                .bind(&new.chunker)
+                .bind(crate::meta::stored_chunker(&new.chunker))
                 .bind(&new.device)
                 .bind(w.now)
-                .bind(key.to_vec());
+                .bind(crate::meta::stored_blocks_key(&key, &new.blocks));
         }
         q.execute(&mut *w.tx).await?;
     }

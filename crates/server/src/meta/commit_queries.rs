@@ -188,7 +188,10 @@ pub(super) async fn revision_blocks_key(
             .map_err(|_| MetaError::Invalid("stored block id is not 32 bytes".into()))?;
         blocks.push((BlockId(id), size as u64));
     }
-    Ok(Some(crate::meta::blocks_key(&chunker, &blocks)))
+    Ok(Some(crate::meta::blocks_key(
+        &crate::meta::loaded_chunker(chunker),
+        &blocks,
+    )))
 }
 
 /// Writes the block list of revision `rev` of `node` and takes one

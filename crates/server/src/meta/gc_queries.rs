@@ -170,28 +170,58 @@ impl Store {
     /// slices that no record took count as freed. One transaction.
     pub async fn move_blocks(&self, old: &str, new: &str, moved: &[Moved]) -> Result<u64> {
         let mut tx = self.begin().await?;
-        let mut lost = 0i64;
-        let mut taken = 0u64;
-        for m in moved {
-            if swap_location(&mut tx, m).await? {
-                taken += 1;
-            } else {
-                lost += m.to.length as i64;
-            }
-        }
-        let now = now_ms();
-        sqlx::query("DELETE FROM pack_freed WHERE object = $1")
-            .bind(old)
-            .execute(&mut *tx)
-            .await?;
-        doom_if_unnamed(&mut tx, old, now).await?;
-        if taken == 0 {
-            doom(&mut tx, new, now).await?;
-        } else if lost > 0 {
-            add_freed(&mut tx, new, lost).await?;
-        }
+        let taken = move_pack(&mut tx, old, new, moved).await?;
         tx.commit().await?;
         Ok(taken)
+    }
+
+    /// The object of the oldest sound block still stored as it arrived
+    /// and stored before `cutoff_ms`: the next one to recompress.
+    pub async fn next_to_recompress(&self, cutoff_ms: i64) -> Result<Option<String>> {
+        Ok(sqlx::query_as::<_, (String,)>(
+            "SELECT object FROM blocks
+             WHERE level IS NULL AND created_ms <= $1 AND damaged_ms IS NULL AND refcount > 0
+             ORDER BY created_ms LIMIT 1",
+        )
+        .bind(cutoff_ms)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|(o,)| o))
+    }
+
+    /// Records that `old`'s blocks are done at zstd `level`: those in
+    /// `moved` now in `new` (as [`Store::move_blocks`] does, in the same
+    /// transaction), or, without `new`, every block in `old` where it is
+    /// (recompressing them did not pay).
+    pub async fn recompressed(
+        &self,
+        old: &str,
+        new: Option<&str>,
+        moved: &[Moved],
+        level: i32,
+    ) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let done = match new {
+            Some(new) => {
+                let taken = move_pack(&mut tx, old, new, moved).await?;
+                sqlx::query("UPDATE blocks SET level = $1 WHERE object = $2")
+                    .bind(level)
+                    .bind(new)
+                    .execute(&mut *tx)
+                    .await?;
+                taken
+            }
+            None => sqlx::query(
+                "UPDATE blocks SET level = $1 WHERE object = $2 AND level IS NULL AND damaged_ms IS NULL",
+            )
+            .bind(level)
+            .bind(old)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+        };
+        tx.commit().await?;
+        Ok(done)
     }
 
     /// Up to `limit` sound, referenced blocks outside the cold store that
@@ -258,6 +288,34 @@ impl Store {
             .await?;
         Ok(())
     }
+}
+
+/// Points each moved block at its new place, if it is still where it was
+/// (compared and swapped), and dooms `old` once nothing names it; the new
+/// object's slices that no record took count as freed. Returns the blocks
+/// moved.
+async fn move_pack(tx: &mut Tx, old: &str, new: &str, moved: &[Moved]) -> Result<u64> {
+    let mut lost = 0i64;
+    let mut taken = 0u64;
+    for m in moved {
+        if swap_location(tx, m).await? {
+            taken += 1;
+        } else {
+            lost += m.to.length as i64;
+        }
+    }
+    let now = now_ms();
+    sqlx::query("DELETE FROM pack_freed WHERE object = $1")
+        .bind(old)
+        .execute(&mut **tx)
+        .await?;
+    doom_if_unnamed(tx, old, now).await?;
+    if taken == 0 {
+        doom(tx, new, now).await?;
+    } else if lost > 0 {
+        add_freed(tx, new, lost).await?;
+    }
+    Ok(taken)
 }
 
 /// Points a moved block's record at its new place if it is still where

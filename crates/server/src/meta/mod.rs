@@ -35,7 +35,8 @@
 //!   most about one check per core; 429 after 30 s waiting), and a wrong
 //!   claim is refused with 400. The check is skipped when a revision of the
 //!   same namespace with the very same block list already carries a verified
-//!   hash (`revisions.blocks_key`, migration 0005). A commit is "unchanged"
+//!   hash (`revisions.blocks_key`, migration 0005; kept for lists of several
+//!   blocks, as a one-block file's hash is its block's id). A commit is "unchanged"
 //!   only when its block list equals the current revision's.
 //! - A commit's validation happens outside the write transaction, in batched
 //!   queries (`BATCH` ids: 100 on SQLite, 500 on PostgreSQL), and the block count is capped by the size (at most
@@ -264,6 +265,14 @@ pub struct RevisionRow {
 }
 
 impl RevisionRow {
+    /// The row with its chunker named again ([`loaded_chunker`]).
+    fn loaded(self) -> Self {
+        Self {
+            chunker: loaded_chunker(self.chunker),
+            ..self
+        }
+    }
+
     pub fn content_hash(&self) -> ContentHash {
         ContentHash(digest(Some(&self.content_hash)).unwrap_or([0; 32]))
     }
@@ -558,6 +567,34 @@ pub struct PendingList {
     pub content_hash: ContentHash,
     pub chunker: String,
     pub blocks: Vec<(BlockId, u64)>,
+}
+
+/// A revision's chunker as its row keeps it: the one every commit uses
+/// (`proto::block::CHUNKER`, 29 bytes) as the empty string, others as they
+/// are (rows from before this form keep the name).
+pub fn stored_chunker(chunker: &str) -> &str {
+    if chunker == tessera_proto::block::CHUNKER {
+        ""
+    } else {
+        chunker
+    }
+}
+
+/// A chunker as [`stored_chunker`] kept it, named again.
+pub fn loaded_chunker(stored: String) -> String {
+    if stored.is_empty() {
+        tessera_proto::block::CHUNKER.to_owned()
+    } else {
+        stored
+    }
+}
+
+/// The key a new revision row keeps: none for a list of one block (or
+/// none), whose content hash is its block's id, so it needs no key to be
+/// trusted, and whose key is cheap to compute from its one row when a
+/// commit compares lists. A tree of small files keeps a tenth less.
+pub fn stored_blocks_key(key: &[u8; 32], blocks: &[(BlockId, u64)]) -> Option<Vec<u8>> {
+    (blocks.len() > 1).then(|| key.to_vec())
 }
 
 /// Names a block list: BLAKE3 of the chunker tag, then each block's id and
@@ -868,6 +905,9 @@ forward! {
     fn packs_with_freed_space(&self, limit: i64) -> Result<Vec<(String, u64)>>;
     fn blocks_in(&self, object: &str) -> Result<Vec<(BlockId, BlockLoc)>>;
     fn move_blocks(&self, old: &str, new: &str, moved: &[Moved]) -> Result<u64>;
+    /// The background recompression's queries; see `gc_queries.rs`.
+    fn next_to_recompress(&self, cutoff_ms: i64) -> Result<Option<String>>;
+    fn recompressed(&self, old: &str, new: Option<&str>, moved: &[Moved], level: i32) -> Result<u64>;
     fn forget_pack_freed(&self, object: &str) -> Result<()>;
     /// Blocks only long-untouched files use; see `gc_queries.rs`.
     fn cold_candidates(&self, cutoff_ms: i64, limit: i64) -> Result<Vec<(BlockId, BlockLoc)>>;

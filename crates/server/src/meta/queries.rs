@@ -807,7 +807,7 @@ async fn existing_file(conn: &mut Conn, ns: i64, path: &RemotePath) -> Result<No
 }
 
 async fn revision(conn: &mut Conn, ns: i64, node: &str, rev: i64) -> Result<Option<RevisionRow>> {
-    Ok(sqlx::query_as(
+    let row: Option<RevisionRow> = sqlx::query_as(
         "SELECT rev, size, content_hash, chunker, device, created_ms, pinned FROM revisions
          WHERE namespace_id = $1 AND node_id = $2 AND rev = $3",
     )
@@ -815,5 +815,6 @@ async fn revision(conn: &mut Conn, ns: i64, node: &str, rev: i64) -> Result<Opti
     .bind(node)
     .bind(rev)
     .fetch_optional(&mut *conn)
-    .await?)
+    .await?;
+    Ok(row.map(RevisionRow::loaded))
 }

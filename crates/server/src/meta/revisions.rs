@@ -11,7 +11,7 @@ impl Store {
     ) -> Result<(NodeRow, Vec<RevisionRow>)> {
         let mut conn = self.pool.acquire().await?;
         let node = existing_file(&mut conn, ns, path).await?;
-        let revs = sqlx::query_as(
+        let revs: Vec<RevisionRow> = sqlx::query_as(
             "SELECT rev, size, content_hash, chunker, device, created_ms, pinned FROM revisions
              WHERE namespace_id = $1 AND node_id = $2 ORDER BY rev DESC",
         )
@@ -19,7 +19,7 @@ impl Store {
         .bind(&node.id)
         .fetch_all(&mut *conn)
         .await?;
-        Ok((node, revs))
+        Ok((node, revs.into_iter().map(RevisionRow::loaded).collect()))
     }
 
     pub async fn file_revision(
@@ -87,7 +87,7 @@ impl Store {
         .bind(new_rev)
         .bind(old.size)
         .bind(&old.content_hash)
-        .bind(&old.chunker)
+        .bind(crate::meta::stored_chunker(&old.chunker))
         .bind(device)
         .bind(now)
         .bind(rev)

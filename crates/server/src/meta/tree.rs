@@ -688,8 +688,8 @@ async fn next_revision(
 }
 
 /// The revision row of `node`'s new revision. Every caller computed or
-/// verified the content hash, so the revision carries the key that marks
-/// it trusted.
+/// verified the content hash, so a revision of several blocks carries the
+/// key that marks it trusted (one of a single block needs none).
 async fn insert_revision(
     w: &mut Writer,
     new: &NewRevision,
@@ -705,10 +705,10 @@ async fn insert_revision(
     .bind(node.rev)
     .bind(new.size as i64)
     .bind(&new.content_hash.0[..])
-    .bind(&new.chunker)
+    .bind(crate::meta::stored_chunker(&new.chunker))
     .bind(&new.device)
     .bind(w.now)
-    .bind(&key[..])
+    .bind(crate::meta::stored_blocks_key(key, &new.blocks))
     .execute(&mut *w.tx)
     .await?;
     quota_queries::charge(&mut w.tx, new.ns, new.size as i64).await
