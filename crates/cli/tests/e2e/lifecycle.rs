@@ -20,6 +20,7 @@ on_both_backends!(
     an_object_a_crash_left_behind_is_swept,
     retention_thins_old_revisions_but_keeps_pinned_ones,
     stored_text_is_recompressed_smaller_in_the_background,
+    a_damaged_block_stays_put_while_its_pack_is_recompressed,
 );
 
 const GRACE: u64 = 3600;
@@ -454,4 +455,115 @@ async fn stored_text_is_recompressed_smaller_in_the_background(b: Backend) {
     // Everything is done: nothing is rewritten twice.
     recompress_all(&s).await;
     assert_eq!(s.store_objects().await, now);
+}
+
+async fn a_damaged_block_stays_put_while_its_pack_is_recompressed(b: Backend) {
+    let s = start(b).await;
+    let alice = s.user("alice").await;
+    let local = s.scratch("src");
+    std::fs::create_dir_all(&local).unwrap();
+    let mut files = Vec::new();
+    for (i, data) in source_files().into_iter().take(40).enumerate() {
+        let path = local.join(format!("f{i}.rs"));
+        std::fs::write(&path, &data).unwrap();
+        let file = SmallFile {
+            local: path,
+            remote: format!("/src/f{i}.rs"),
+            base_rev: None,
+        };
+        files.push((file, data));
+    }
+    let list: Vec<SmallFile> = files.iter().map(|(f, _)| f.clone()).collect();
+    for r in upload_small_files(&alice, &list).await.unwrap() {
+        r.unwrap();
+    }
+    let packs = objects_under(&s, "packs").await;
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    // Rot in the pack's first block.
+    s.store.flip(&packs[0], 100, 0x20).await;
+
+    s.config.clock.advance(Duration::from_secs(3601));
+    recompress_all(&s).await;
+    let mut lost = Vec::new();
+    for (f, data) in &files {
+        let got = alice.download(&f.remote, None).await;
+        let whole = match got {
+            Ok(resp) => resp.bytes().await.is_ok_and(|b| b[..] == data[..]),
+            Err(_) => false,
+        };
+        if !whole {
+            lost.push((f.remote.clone(), data.clone()));
+        }
+    }
+    assert_eq!(lost.len(), 1, "only the damaged file fails: {lost:?}");
+    let repacked = objects_under(&s, "packs").await;
+    assert!(
+        repacked.contains(&packs[0]) && repacked.len() == 2,
+        "the sound blocks moved to a new pack, the damaged one stayed: {repacked:?}"
+    );
+
+    // The same bytes uploaded again repair the block; the repaired copy is
+    // recompressed in its turn, and everything reads back.
+    let (path, data) = &lost[0];
+    put(&alice, "/again.rs", data).await;
+    let copy: Vec<String> = s
+        .store_objects()
+        .await
+        .into_iter()
+        .filter(|o| !repacked.contains(o))
+        .collect();
+    assert_eq!(copy.len(), 1, "one new copy: {copy:?}");
+    s.config.clock.advance(Duration::from_secs(3601));
+    recompress_all(&s).await;
+    // The copy it replaced goes after the grace period.
+    s.config.clock.advance(Duration::from_secs(GRACE + 1));
+    gc(&s).await;
+    let after = s.store_objects().await;
+    assert!(
+        !after.contains(&copy[0]),
+        "the repaired copy was rewritten: {copy:?} → {after:?}"
+    );
+    assert!(&fetch(&alice, path).await == data, "{path} reads back");
+    for (f, data) in &files {
+        assert!(&fetch(&alice, &f.remote).await == data, "{}", f.remote);
+    }
+
+    // Rot in that recompressed copy, found by a read and repaired by an
+    // upload: the new copy is as it arrived, so it is recompressed again.
+    let recompressed: Vec<String> = after
+        .iter()
+        .filter(|o| o.starts_with("blocks/") && !repaired_before(o, &repacked, &copy))
+        .cloned()
+        .collect();
+    assert_eq!(recompressed.len(), 1, "{after:?}");
+    s.store.flip(&recompressed[0], 100, 0x20).await;
+    let read = alice.download(path, None).await;
+    let whole = match read {
+        Ok(resp) => resp.bytes().await.is_ok_and(|b| b[..] == data[..]),
+        Err(_) => false,
+    };
+    assert!(!whole, "a damaged block never reads back");
+    put(&alice, "/again2.rs", data).await;
+    let third: Vec<String> = s
+        .store_objects()
+        .await
+        .into_iter()
+        .filter(|o| !after.contains(o))
+        .collect();
+    assert_eq!(third.len(), 1, "one new copy: {third:?}");
+    s.config.clock.advance(Duration::from_secs(3601));
+    recompress_all(&s).await;
+    s.config.clock.advance(Duration::from_secs(GRACE + 1));
+    gc(&s).await;
+    assert!(
+        !s.store_objects().await.contains(&third[0]),
+        "the second repair was recompressed too"
+    );
+    assert!(&fetch(&alice, path).await == data, "{path} reads back");
+}
+
+/// Whether `object` was in the store before the recompression of the
+/// repaired copy.
+fn repaired_before(object: &str, repacked: &[String], copy: &[String]) -> bool {
+    repacked.iter().chain(copy).any(|o| o == object)
 }
