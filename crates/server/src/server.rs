@@ -24,8 +24,8 @@ use crate::workers::{
 };
 
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 << 30;
-/// Source code and text come out a fifth smaller than at the clients'
-/// level 1, at about 30 MB/s of one core (docs/PERFORMANCE.md).
+/// Source code and text come out a tenth to a quarter smaller than at the
+/// clients' fast levels, at about 30 MB/s of one core (docs/PERFORMANCE.md).
 pub const DEFAULT_RECOMPRESS_LEVEL: i32 = 12;
 /// Beyond 19, zstd's levels need hundreds of MiB a block and run at 1–2 MB/s.
 pub const MAX_RECOMPRESS_LEVEL: i32 = 19;

@@ -351,7 +351,8 @@ async fn retention_thins_old_revisions_but_keeps_pinned_ones(b: Backend) {
     assert!(!left.contains(&second), "{left:?}");
 }
 
-/// This project's own sources: real text, a few hundred files.
+/// This project's own sources: real text, a few hundred files, each
+/// content once (a block shared by two files would blur what a test counts).
 fn source_files() -> Vec<Vec<u8>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut found = Vec::new();
@@ -367,7 +368,12 @@ fn source_files() -> Vec<Vec<u8>> {
         }
     }
     found.sort();
-    found.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    let mut seen = std::collections::HashSet::new();
+    found
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .filter(|data| seen.insert(data.clone()))
+        .collect()
 }
 
 /// Runs `recompress` until a step finds nothing left. (Steps after a busy
@@ -389,7 +395,7 @@ async fn stored_text_is_recompressed_smaller_in_the_background(b: Backend) {
     let alice = s.user("alice").await;
     let sources = source_files();
     let big: Vec<u8> = sources.concat();
-    assert!(big.len() > 2 << 20, "{}", big.len());
+    assert!(big.len() > 1 << 20, "{}", big.len());
     put(&alice, "/all.rs", &big).await;
     let noise = random_data(1 << 20, 5);
     put(&alice, "/noise.bin", &noise).await;
@@ -442,6 +448,9 @@ async fn stored_text_is_recompressed_smaller_in_the_background(b: Backend) {
         before.saturating_sub(after) > text / 10,
         "the text's share of the store shrank by a tenth or more: {before} → {after}"
     );
+    // Every object of text was rewritten: source code packed at the
+    // clients' level 3 shrinks by about 8% at level 12, well over the 3%
+    // an object must gain to be rewritten.
     let now = s.store_objects().await;
     let kept: Vec<&String> = now.iter().filter(|o| objects.contains(o)).collect();
     assert_eq!(

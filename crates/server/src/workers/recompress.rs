@@ -2,7 +2,7 @@
 //! that compression keeps up with their link; once a block has been stored
 //! for `after`, this worker rewrites the object holding it at a higher zstd
 //! level (`blocks::BlockStore::recompress`), one object a step, oldest
-//! first. Text and source code shrink by a fifth or more; blocks stored
+//! first. Text and source code shrink by a tenth to a quarter; blocks stored
 //! raw or barely shrunk are left as they are, and so is an object that
 //! would shrink by less than 3% (its blocks are only recorded as done), or
 //! one in the cold tier (recorded as done at level 0, unread).
