@@ -8,7 +8,7 @@
 
 use tessera_client::{ClientError, Remote};
 
-use crate::common::{Backend, TestServer, random_data};
+use crate::common::{Backend, TestServer, names, random_data};
 
 on_both_backends!(
     devices_are_listed_and_a_revoked_one_is_out_at_once,
@@ -174,13 +174,5 @@ async fn an_upload_under_way_when_its_account_is_deleted_does_not_land(b: Backen
     // Restored, the account holds what it held before, and nothing else.
     admin.restore_user("alice").await.unwrap();
     let alice = s.login("alice", "alice-password", "laptop").await;
-    let names: Vec<String> = alice
-        .list("/")
-        .await
-        .unwrap()
-        .entries
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
-    assert_eq!(names, ["kept.txt"]);
+    assert_eq!(names(&alice, "/").await, ["kept.txt"]);
 }

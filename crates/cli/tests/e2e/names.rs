@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::common::process::{command, fresh_postgres, said};
-use crate::common::{Backend, TestServer, no_progress};
+use crate::common::{Backend, TestServer, names, no_progress};
 use tessera_client::sync::Syncer;
 use tessera_client::transfer::{download_file, upload_file};
 use tessera_client::{ClientError, Remote};
@@ -32,19 +32,6 @@ async fn get(s: &TestServer, r: &Remote, path: &str) -> Result<Vec<u8>, ClientEr
     let _ = std::fs::remove_file(&local);
     download_file(r, path, None, &local, no_progress()).await?;
     Ok(std::fs::read(&local).unwrap())
-}
-
-async fn names(r: &Remote, dir: &str) -> Vec<String> {
-    let mut names: Vec<String> = r
-        .list(dir)
-        .await
-        .unwrap()
-        .entries
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
-    names.sort();
-    names
 }
 
 async fn names_differing_only_in_case_are_distinct(b: Backend) {

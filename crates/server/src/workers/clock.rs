@@ -25,6 +25,12 @@ impl Clock {
         now_ms().saturating_add(self.offset_ms.load(Ordering::Relaxed))
     }
 
+    /// The time `ago` before now: a worker's cutoff.
+    pub fn ago_ms(&self, ago: Duration) -> i64 {
+        self.now_ms()
+            .saturating_sub(i64::try_from(ago.as_millis()).unwrap_or(i64::MAX))
+    }
+
     /// Moves this clock (and its clones) forward by `by`.
     pub fn advance(&self, by: Duration) {
         let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);

@@ -40,10 +40,7 @@ impl Worker for Cold {
     /// Blocks moved are what a step did.
     fn step(&mut self) -> BoxFuture<'_, Result<Step, WorkerError>> {
         async move {
-            let cutoff = self
-                .clock
-                .now_ms()
-                .saturating_sub(i64::try_from(self.after.as_millis()).unwrap_or(i64::MAX));
+            let cutoff = self.clock.ago_ms(self.after);
             let mut found = self.meta.cold_candidates(cutoff, BATCH).await?;
             let full = found.len() as i64 == BATCH;
             let fits = fitting(&found, COLD_PACK_BYTES);

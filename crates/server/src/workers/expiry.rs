@@ -34,9 +34,7 @@ pub struct Expiry {
 impl Expiry {
     /// The cutoff `ttl` before now.
     fn cutoff(&self) -> i64 {
-        self.clock
-            .now_ms()
-            .saturating_sub(i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX))
+        self.clock.ago_ms(self.ttl)
     }
 }
 

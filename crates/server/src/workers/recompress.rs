@@ -33,10 +33,7 @@ impl Worker for Recompress {
     /// Blocks done are what a step did.
     fn step(&mut self) -> BoxFuture<'_, Result<Step, WorkerError>> {
         async move {
-            let cutoff = self
-                .clock
-                .now_ms()
-                .saturating_sub(i64::try_from(self.after.as_millis()).unwrap_or(i64::MAX));
+            let cutoff = self.clock.ago_ms(self.after);
             let Some(object) = self.meta.next_to_recompress(cutoff).await? else {
                 return Ok(Step::Idle { done: 0 });
             };
