@@ -172,8 +172,10 @@ pub fn run(args: Args) -> Result<()> {
     let (t, hash) = best(runs, || {
         let mut file = blake3::Hasher::new();
         for (id, stored) in ids.iter().zip(&sealed) {
-            let (_, _, plain) = codec::open(id, stored, &ring)?;
-            file.update(&plain);
+            match codec::open(id, stored, &ring)? {
+                codec::Opening::Whole(_, _, plain) => file.update(&plain),
+                codec::Opening::Delta(_) => bail!("the write path sealed a delta"),
+            };
         }
         Ok(file.finalize())
     })?;

@@ -243,6 +243,23 @@ fn rsync_apply(old: &[u8], delta: &[u8], max_len: usize) -> Result<Vec<u8>, Delt
     Ok(out)
 }
 
+/// A zstd frame of `new` at `level` with `old` as its raw prefix: how a
+/// server may store a block as a delta against another it keeps whole.
+pub fn prefix_frame(old: &[u8], new: &[u8], level: i32) -> Result<Vec<u8>, DeltaError> {
+    zstd_patch(old, new, level).map_err(DeltaError::BadZstdPatch)
+}
+
+/// Decodes a [`prefix_frame`] against `old`, returning the block only if
+/// it is the one `expected` names and at most `max_len` long.
+pub fn open_prefix_frame(
+    old: &[u8],
+    frame: &[u8],
+    expected: &BlockId,
+    max_len: usize,
+) -> Result<Vec<u8>, DeltaError> {
+    verified(zstd_unpatch(old, frame, max_len)?, expected)
+}
+
 /// A zstd frame of `new` with `old` as a raw prefix, like `zstd
 /// --patch-from`. A prefix, unlike a dictionary, is never parsed: an old
 /// block that happens to start with zstd's dictionary magic stays data.

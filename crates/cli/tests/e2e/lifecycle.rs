@@ -21,6 +21,7 @@ on_both_backends!(
     retention_thins_old_revisions_but_keeps_pinned_ones,
     stored_text_is_recompressed_smaller_in_the_background,
     a_damaged_block_stays_put_while_its_pack_is_recompressed,
+    an_edited_file_is_stored_as_a_delta_against_its_last_version,
 );
 
 const GRACE: u64 = 3600;
@@ -575,4 +576,103 @@ async fn a_damaged_block_stays_put_while_its_pack_is_recompressed(b: Backend) {
 /// repaired copy.
 fn repaired_before(object: &str, repacked: &[String], copy: &[String]) -> bool {
     repacked.iter().chain(copy).any(|o| o == object)
+}
+
+/// A one-line edit of a text file: once recompressed, the new version is
+/// stored as a delta against the old, and the two take less room than the
+/// first took as it arrived. The old version's block stays while the delta
+/// needs it (after its revision is gone), goes once the file does, and
+/// damage to it is repaired by uploading the new version's bytes again.
+async fn an_edited_file_is_stored_as_a_delta_against_its_last_version(b: Backend) {
+    let s = TestServer::start_with(b, |c| {
+        c.gc_grace_secs = GRACE;
+        c.trash_ttl_secs = 30 * 24 * 3600;
+        c.retention.keep_all_secs = 3600;
+        c.retention.daily_days = 0;
+        c.retention.weekly_weeks = 0;
+    })
+    .await;
+    let alice = s.user("alice").await;
+    let baseline = s.store_bytes().await;
+    let mut first: Vec<u8> = source_files().concat();
+    first.truncate(200_000);
+    put(&alice, "/notes.rs", &first).await;
+    let one = s.store_bytes().await - baseline;
+    let mid = first.len() / 2;
+    let second = [
+        &first[..mid],
+        b"// a line inserted in the middle\n",
+        &first[mid..],
+    ]
+    .concat();
+    put(&alice, "/notes.rs", &second).await;
+    let revs = alice.revisions("/notes.rs").await.unwrap().revisions;
+    let old_rev = revs.iter().map(|r| r.rev).min().unwrap();
+
+    s.config.clock.advance(Duration::from_secs(3601));
+    recompress_all(&s).await;
+    s.config.clock.advance(Duration::from_secs(GRACE + 1));
+    gc(&s).await;
+    gc(&s).await;
+    let both = s.store_bytes().await - baseline;
+    eprintln!("one version as it arrived: {one} bytes; both, recompressed: {both}");
+    assert!(
+        both < one * 9 / 10,
+        "both versions take less room than the first did as it arrived: {one} → {both}"
+    );
+    assert!(fetch(&alice, "/notes.rs").await == second);
+    let old = alice.download("/notes.rs", Some(old_rev)).await.unwrap();
+    assert!(old.bytes().await.unwrap()[..] == first[..]);
+
+    // The old revision goes; its block stays as long as the delta needs it.
+    s.config.clock.advance(Duration::from_secs(2 * 3600));
+    let ran = admin(&s).await.run_worker("retention").await.unwrap();
+    assert_eq!(ran.last_done, 1, "{ran:?}");
+    s.config.clock.advance(Duration::from_secs(GRACE + 1));
+    gc(&s).await;
+    gc(&s).await;
+    assert!(
+        fetch(&alice, "/notes.rs").await == second,
+        "the edited version reads back after the old one's revision is gone"
+    );
+
+    // Rot in the base: the edited version no longer reads, and uploading
+    // its bytes again (any device that holds it) stores it whole.
+    let objects = s.store_objects().await;
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    let mut sized = Vec::new();
+    for o in &objects {
+        sized.push((s.store.read(o).await.len(), o.clone()));
+    }
+    sized.sort();
+    let (delta_len, _) = &sized[0];
+    let (_, base) = &sized[1];
+    assert!(*delta_len < 2000, "the edit is stored in {delta_len} bytes");
+    s.store.flip(base, 100, 0x20).await;
+    let read = alice.download("/notes.rs", None).await;
+    let whole = match read {
+        Ok(resp) => resp.bytes().await.is_ok_and(|b| b[..] == second[..]),
+        Err(_) => false,
+    };
+    assert!(!whole, "a block whose base is damaged never reads back");
+    put(&alice, "/again.rs", &second).await;
+    assert!(fetch(&alice, "/notes.rs").await == second);
+    assert!(fetch(&alice, "/again.rs").await == second);
+
+    // The file goes: its blocks go too, the damaged base once nothing
+    // leans on it.
+    alice.delete("/notes.rs").await.unwrap();
+    alice.delete("/again.rs").await.unwrap();
+    alice.purge_trash(None).await.unwrap();
+    s.config.clock.advance(Duration::from_secs(GRACE + 1));
+    for _ in 0..3 {
+        gc(&s).await;
+        s.config.clock.advance(Duration::from_secs(GRACE + 1));
+    }
+    assert_eq!(
+        s.store_bytes().await,
+        baseline,
+        "{:?}",
+        s.store_objects().await
+    );
 }

@@ -110,6 +110,7 @@ async fn lifecycle_work_survives_kill_9_at_random_points() {
     let local = dir.path().join("local");
     std::fs::create_dir_all(&local).unwrap();
     let mut live: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut texts: Vec<String> = Vec::new();
     let mut next = 0usize;
 
     for round in 0..kills {
@@ -146,6 +147,7 @@ async fn lifecycle_work_survives_kill_9_at_random_points() {
             next += 1;
             let len = rng.random_range(100..20_000);
             let bytes = if rng.random_bool(0.5) {
+                texts.push(path.clone());
                 text_of(&mut rng, len)
             } else {
                 data_of(&mut rng, len)
@@ -170,6 +172,19 @@ async fn lifecycle_work_survives_kill_9_at_random_points() {
         {
             r.unwrap();
             live.insert(f.remote, bytes);
+        }
+        // Edits of text files already there: the recompression stores the
+        // new versions as deltas against the old ones.
+        texts.retain(|p| live.contains_key(p));
+        for path in texts.iter().rev().take(3) {
+            let old = &live[path];
+            let mid = old.len() / 2;
+            let new = [&old[..mid], b"an edited line\n", &old[mid..]].concat();
+            admin
+                .upload(path, None, reqwest::Body::from(new.clone()))
+                .await
+                .unwrap();
+            live.insert(path.clone(), new);
         }
         // Most of what is there goes, so collection and compaction have work.
         let paths: Vec<String> = live.keys().cloned().collect();

@@ -6,7 +6,12 @@
 //! ```
 //!
 //! The payload is the zstd frame of the block, or the block itself when
-//! compression does not pay. Each block is encrypted under its own key,
+//! compression does not pay (codec 1 and 0). Codec 2 is a block stored as a
+//! delta: the payload is the id of a base block, then a zstd frame with the
+//! base's plaintext as its raw prefix. The server writes it (the
+//! `recompress` worker, for the next version of a file's block) and never
+//! sends it: a delta opens only with its base, which is always stored
+//! whole, so a read follows at most one link. Each block is encrypted under its own key,
 //! derived from the data key and the random salt, so no key ever seals more
 //! than one message. Reading decrypts, decompresses (capped at the largest
 //! block, against bombs) and re-hashes: damage is an error, never wrong bytes.
@@ -64,6 +69,8 @@ pub enum BlockError {
     Join(#[from] tokio::task::JoinError),
     #[error("{0}")]
     Config(String),
+    #[error("block {0} is stored as a delta against a block that is itself a delta")]
+    NestedDelta(BlockId),
 }
 
 impl From<BlockCodec> for Codec {
@@ -172,6 +179,30 @@ pub fn seal(
     plain_len: usize,
     ring: &KeyRing,
 ) -> Vec<u8> {
+    seal_as(id, codec as u8, payload, plain_len, ring)
+}
+
+/// Seals `frame`, a [`tessera_proto::delta::prefix_frame`] of the block
+/// against `base`'s plaintext, into its stored form.
+pub fn seal_delta(
+    id: &BlockId,
+    base: &BlockId,
+    frame: &[u8],
+    plain_len: usize,
+    ring: &KeyRing,
+) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(BASE_LEN + frame.len());
+    payload.extend_from_slice(base.as_bytes());
+    payload.extend_from_slice(frame);
+    seal_as(id, DELTA, &payload, plain_len, ring)
+}
+
+/// The codec byte of a block stored as a delta against a base block.
+const DELTA: u8 = 2;
+/// A delta's payload starts with its base's id.
+const BASE_LEN: usize = 32;
+
+fn seal_as(id: &BlockId, codec: u8, payload: &[u8], plain_len: usize, ring: &KeyRing) -> Vec<u8> {
     let (key_id, data_key) = ring.current();
     let mut salt = [0u8; 16];
     let mut nonce = [0u8; 12];
@@ -179,7 +210,7 @@ pub fn seal(
     rand::rng().fill_bytes(&mut nonce);
     let mut header = Vec::with_capacity(HEADER_LEN);
     header.extend_from_slice(MAGIC);
-    header.extend_from_slice(&[codec as u8, 0, 0, 0]);
+    header.extend_from_slice(&[codec, 0, 0, 0]);
     header.extend_from_slice(&(key_id as u64).to_le_bytes());
     header.extend_from_slice(&salt);
     header.extend_from_slice(&nonce);
@@ -200,21 +231,59 @@ pub fn seal(
     header
 }
 
-/// Opens a stored block: decrypts, decompresses and checks its hash.
-/// Returns the payload as stored and the plaintext.
-pub fn open(
-    id: &BlockId,
-    stored: &[u8],
-    ring: &KeyRing,
-) -> Result<(Codec, Vec<u8>, Vec<u8>), BlockError> {
+/// A stored block, decrypted and authenticated.
+pub enum Opening {
+    /// Opened and verified: the codec, the payload as stored, the plaintext.
+    Whole(Codec, Vec<u8>, Vec<u8>),
+    /// Stored as a delta: it opens with its base's plaintext.
+    Delta(Pending),
+}
+
+/// A block stored as a delta, waiting for its base.
+pub struct Pending {
+    base: BlockId,
+    frame: Vec<u8>,
+    plain_len: usize,
+}
+
+impl Pending {
+    /// The block whose plaintext this one opens with.
+    pub fn base(&self) -> BlockId {
+        self.base
+    }
+
+    /// The stored frame, as sealed (to seal it again elsewhere).
+    pub fn frame(&self) -> &[u8] {
+        &self.frame
+    }
+
+    /// Rebuilds the block from its base's (verified) plaintext and checks
+    /// its length and hash.
+    pub fn finish(&self, id: &BlockId, base_plain: &[u8]) -> Result<Vec<u8>, BlockError> {
+        let plain =
+            tessera_proto::delta::open_prefix_frame(base_plain, &self.frame, id, self.plain_len)
+                .map_err(|_| {
+                    BlockError::Corrupt(*id, "delta does not rebuild the block from its base")
+                })?;
+        if plain.len() != self.plain_len {
+            return Err(BlockError::Corrupt(*id, "wrong length"));
+        }
+        Ok(plain)
+    }
+}
+
+/// Opens a stored block: decrypts, and, unless it is a delta, decompresses
+/// and checks its hash.
+pub fn open(id: &BlockId, stored: &[u8], ring: &KeyRing) -> Result<Opening, BlockError> {
     let corrupt = |why| BlockError::Corrupt(*id, why);
     if stored.len() < HEADER_LEN + 16 || &stored[..4] != MAGIC {
         return Err(corrupt("bad header"));
     }
     let (header, ct) = stored.split_at(HEADER_LEN);
     let codec = match header[4] {
-        0 => Codec::Raw,
-        1 => Codec::Zstd,
+        0 => Some(Codec::Raw),
+        1 => Some(Codec::Zstd),
+        DELTA => None,
         _ => return Err(corrupt("unknown codec")),
     };
     let le8 = |r: std::ops::Range<usize>| {
@@ -234,15 +303,28 @@ pub fn open(
         .ok_or(BlockError::UnknownKey(*id, key_id))?;
     let cipher = Aes256Gcm::new(&block_key(data_key, &salt).into());
     let aad = aad(header, id);
-    let payload = cipher
+    let mut payload = cipher
         .decrypt(&nonce.into(), Payload { msg: ct, aad: &aad })
         .map_err(|_| corrupt("authentication failed"))?;
+    let Some(codec) = codec else {
+        if payload.len() < BASE_LEN || plain_len > MAX_BLOCK {
+            return Err(corrupt("bad delta header"));
+        }
+        let frame = payload.split_off(BASE_LEN);
+        let mut base = [0u8; BASE_LEN];
+        base.copy_from_slice(&payload);
+        return Ok(Opening::Delta(Pending {
+            base: BlockId(base),
+            frame,
+            plain_len,
+        }));
+    };
     let plain = decompress(codec, &payload).map_err(|_| corrupt("payload does not decompress"))?;
     if plain.len() != plain_len {
         return Err(corrupt("wrong length"));
     }
     verify(id, &plain).map_err(|_| corrupt("content does not match its id"))?;
-    Ok((codec, payload, plain))
+    Ok(Opening::Whole(codec, payload, plain))
 }
 
 #[cfg(test)]
@@ -299,6 +381,44 @@ mod tests {
         if barely.len() * 20 > noise.len() * 19 {
             assert_eq!(squeeze(Codec::Zstd, barely.clone(), &noise, 12).1, barely);
         }
+    }
+
+    /// A block stored as a delta opens only against its base: the right
+    /// base rebuilds it exactly; another block, or any flipped bit of the
+    /// stored bytes, is damage, never wrong bytes.
+    #[test]
+    fn a_delta_opens_against_its_base_and_nothing_else() {
+        let ring = KeyRing::for_tests();
+        let old: Vec<u8> = (0..40_000u32)
+            .flat_map(|i| format!("line {i} of the old version\n").into_bytes())
+            .collect();
+        let mut new = old.clone();
+        new.splice(300_000..300_000, b"an inserted line\n".iter().copied());
+        let (base, id) = (BlockId::of(&old), BlockId::of(&new));
+        let frame = tessera_proto::delta::prefix_frame(&old, &new, 12).unwrap();
+        assert!(frame.len() < 2000, "{}", frame.len());
+        let sealed = seal_delta(&id, &base, &frame, new.len(), &ring);
+        let Opening::Delta(pending) = open(&id, &sealed, &ring).unwrap() else {
+            panic!("a delta opened as a whole block");
+        };
+        assert_eq!(pending.base(), base);
+        assert!(pending.finish(&id, &old).unwrap() == new);
+
+        let other = [&old[..], b"more"].concat();
+        assert!(matches!(
+            pending.finish(&id, &other),
+            Err(BlockError::Corrupt(..))
+        ));
+        for at in [4, HEADER_LEN + 3, sealed.len() / 2, sealed.len() - 1] {
+            let mut bad = sealed.clone();
+            bad[at] ^= 0x10;
+            assert!(
+                matches!(open(&id, &bad, &ring), Err(BlockError::Corrupt(..))),
+                "a flipped bit at {at} is found"
+            );
+        }
+        // Sealed for one block id, it does not open as another.
+        assert!(open(&base, &sealed, &ring).is_err());
     }
 
     /// A payload of two frames, the first declaring only its own size,

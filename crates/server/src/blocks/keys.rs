@@ -259,6 +259,16 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
+    /// A ring of one fixed data key, for tests of the stored form.
+    #[cfg(test)]
+    pub fn for_tests() -> Self {
+        Self {
+            keys: HashMap::from([(1, [7u8; 32])]),
+            current: 1,
+            name_key: [9u8; 32],
+        }
+    }
+
     /// Unwraps every data key; makes the first one on a new installation.
     pub async fn load(meta: &Meta, master: &MasterKey) -> Result<Self, KeyError> {
         let mut rows = meta.data_keys().await?;

@@ -170,9 +170,46 @@ pub struct BlockStore {
 
 /// A block read back from storage, verified.
 pub struct ReadBlock {
+    /// How it may be sent: as stored, or, for a block stored as a delta,
+    /// compressed afresh on its own.
     pub codec: Codec,
     pub payload: Bytes,
     pub plain: Bytes,
+    /// The block it is stored as a delta against.
+    pub base: Option<BlockId>,
+}
+
+/// A block opened and verified, as the readers below get it.
+struct Opened {
+    plain: Vec<u8>,
+    stored: Stored,
+}
+
+enum Stored {
+    Whole(Codec, Vec<u8>),
+    Delta(codec::Pending),
+}
+
+impl Opened {
+    /// The block in a form that opens on its own: as stored when whole,
+    /// compressed afresh (at the fast level) when stored as a delta.
+    fn sendable(self) -> (Codec, Vec<u8>, Vec<u8>, Option<BlockId>) {
+        match self.stored {
+            Stored::Whole(codec, payload) => (codec, payload, self.plain, None),
+            Stored::Delta(pending) => {
+                let (codec, payload) = codec::compress(self.plain.as_slice());
+                (codec, payload, self.plain, Some(pending.base()))
+            }
+        }
+    }
+}
+
+/// Whether a read may follow a delta to its base. A base is always stored
+/// whole, so a base's own read may not: a read follows at most one link.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Follow,
+    WholeOnly,
 }
 
 impl BlockStore {
@@ -412,7 +449,7 @@ impl BlockStore {
         if theirs == *ours {
             return Ok(true);
         }
-        match self.open_with(id, &theirs, |_, _, _| ()).await {
+        match self.open_with(id, &theirs, |_| (), Link::Follow).await {
             Ok(()) => return Ok(false),
             Err(e) if is_damage(&e) => {}
             Err(e) => return Err(e),
@@ -449,14 +486,15 @@ impl BlockStore {
     }
 
     /// Reads the block's bytes and opens them on a worker thread, keeping
-    /// only what `keep` takes from (codec, payload, plaintext).
+    /// only what `keep` takes.
     async fn open_unmarked<T: Send + 'static>(
         &self,
         id: BlockId,
         loc: &BlockLoc,
-        keep: fn(Codec, Vec<u8>, Vec<u8>) -> T,
+        keep: fn(Opened) -> T,
+        link: Link,
     ) -> Result<T, BlockError> {
-        let main = self.open_copy(id, loc, Copy::Main, keep).await;
+        let main = self.open_copy(id, loc, Copy::Main, keep, link).await;
         let Err(damage) = &main else {
             return main;
         };
@@ -464,7 +502,7 @@ impl BlockStore {
             return main;
         }
         for n in 0..self.tiers.replica_count() {
-            if let Ok(opened) = self.open_copy(id, loc, Copy::Replica(n), keep).await {
+            if let Ok(opened) = self.open_copy(id, loc, Copy::Replica(n), keep, link).await {
                 tracing::warn!(block = %id, object = %loc.object, error = %damage, replica = n,
                     "read a block from a replica: the main copy is damaged");
                 self.repair_later(loc.object.clone(), Copy::Main, Copy::Replica(n));
@@ -474,13 +512,15 @@ impl BlockStore {
         main
     }
 
-    /// Reads one copy of a block and opens it on a worker thread.
+    /// Reads one copy of a block and opens it on a worker thread; a block
+    /// stored as a delta is then rebuilt from its base.
     async fn open_copy<T: Send + 'static>(
         &self,
         id: BlockId,
         loc: &BlockLoc,
         copy: Copy,
-        keep: fn(Codec, Vec<u8>, Vec<u8>) -> T,
+        keep: fn(Opened) -> T,
+        link: Link,
     ) -> Result<T, BlockError> {
         let stored = self
             .tiers
@@ -488,9 +528,60 @@ impl BlockStore {
             .await?;
         let ring = self.ring.clone();
         let opened = tokio::task::spawn_blocking(move || {
-            codec::open(&id, &stored, &ring).map(|(c, payload, plain)| keep(c, payload, plain))
-        });
-        opened.await?
+            Ok::<_, BlockError>(match codec::open(&id, &stored, &ring)? {
+                codec::Opening::Whole(codec, payload, plain) => Ok(keep(Opened {
+                    plain,
+                    stored: Stored::Whole(codec, payload),
+                })),
+                codec::Opening::Delta(pending) => Err(pending),
+            })
+        })
+        .await??;
+        let pending = match opened {
+            Ok(kept) => return Ok(kept),
+            Err(pending) => pending,
+        };
+        if link == Link::WholeOnly {
+            return Err(BlockError::NestedDelta(id));
+        }
+        let base = self.base_plain(id, pending.base()).await?;
+        tokio::task::spawn_blocking(move || {
+            let plain = pending.finish(&id, &base)?;
+            Ok(keep(Opened {
+                plain,
+                stored: Stored::Delta(pending),
+            }))
+        })
+        .await?
+    }
+
+    /// The verified plaintext of `base`, which block `id` is stored as a
+    /// delta against. A base that is gone or damaged makes `id` damaged
+    /// too: it cannot be read until its bytes, or the base's, are uploaded
+    /// again.
+    fn base_plain(
+        &self,
+        id: BlockId,
+        base: BlockId,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, BlockError>> + Send + '_>>
+    {
+        Box::pin(async move {
+            let Some(loc) = self.meta.block_location(&base).await? else {
+                return Err(BlockError::Corrupt(
+                    id,
+                    "the block its delta is against is gone",
+                ));
+            };
+            self.open_with(base, &loc, |o| o.plain, Link::WholeOnly)
+                .await
+                .map_err(|e| {
+                    if is_damage(&e) {
+                        BlockError::Corrupt(id, "the block its delta is against is damaged")
+                    } else {
+                        e
+                    }
+                })
+        })
     }
 
     /// After the answer: rewrites the `bad` copy of `object` from `good`.
@@ -524,6 +615,8 @@ impl BlockStore {
                 return Ok(false);
             };
             let ring = self.ring.clone();
+            // A block stored as a delta is sound here when it
+            // authenticates: these are the bytes that were sealed.
             let sound =
                 tokio::task::spawn_blocking(move || codec::open(&id, &slice, &ring).is_ok())
                     .await?;
@@ -543,16 +636,17 @@ impl BlockStore {
         &self,
         id: BlockId,
         loc: &BlockLoc,
-        keep: fn(Codec, Vec<u8>, Vec<u8>) -> T,
+        keep: fn(Opened) -> T,
+        link: Link,
     ) -> Result<T, BlockError> {
-        let mut opened = self.open_unmarked(id, loc, keep).await;
+        let mut opened = self.open_unmarked(id, loc, keep, link).await;
         let mut loc = loc.clone();
         if let Err(BlockError::Store(object_store::Error::NotFound { .. })) = &opened
             && let Some(now) = self.meta.block_location(&id).await?
             && now != loc
         {
             loc = now;
-            opened = self.open_unmarked(id, &loc, keep).await;
+            opened = self.open_unmarked(id, &loc, keep, link).await;
         }
         let loc = &loc;
         if let Err(e) = &opened
@@ -568,29 +662,46 @@ impl BlockStore {
 
     /// Reads, decrypts, decompresses and verifies a block.
     pub async fn read(&self, id: BlockId, loc: &BlockLoc) -> Result<ReadBlock, BlockError> {
-        self.open_with(id, loc, |codec, payload, plain| ReadBlock {
-            codec,
-            payload: Bytes::from(payload),
-            plain: Bytes::from(plain),
-        })
+        self.open_with(
+            id,
+            loc,
+            |opened| {
+                let (codec, payload, plain, base) = opened.sendable();
+                ReadBlock {
+                    codec,
+                    payload: Bytes::from(payload),
+                    plain: Bytes::from(plain),
+                    base,
+                }
+            },
+            Link::Follow,
+        )
         .await
     }
 
-    /// The block as stored (codec and payload), verified; the plaintext is
-    /// freed on the worker thread.
+    /// The block as it may be sent (codec and payload), verified; the
+    /// plaintext is freed on the worker thread.
     pub async fn read_payload(
         &self,
         id: BlockId,
         loc: &BlockLoc,
     ) -> Result<(Codec, Bytes), BlockError> {
-        self.open_with(id, loc, |codec, payload, _| (codec, Bytes::from(payload)))
-            .await
+        self.open_with(
+            id,
+            loc,
+            |opened| {
+                let (codec, payload, ..) = opened.sendable();
+                (codec, Bytes::from(payload))
+            },
+            Link::Follow,
+        )
+        .await
     }
 
     /// The verified plaintext alone: the stored and compressed copies are
     /// freed on the worker thread (downloads stream many of these).
     pub async fn read_plain(&self, id: BlockId, loc: &BlockLoc) -> Result<Bytes, BlockError> {
-        self.open_with(id, loc, |_, _, plain| Bytes::from(plain))
+        self.open_with(id, loc, |opened| Bytes::from(opened.plain), Link::Follow)
             .await
     }
 }
@@ -675,7 +786,10 @@ impl BlockStore {
     /// `level` where that makes them smaller (each read and verified,
     /// then sealed afresh), into a new object in the same tier, and
     /// points their records there; the old object is doomed once nothing
-    /// names it. Each new copy is opened and checked before anything is
+    /// names it. A block that is the next version of a block stored whole
+    /// (the commit that brought it noted which, as its base) is stored as
+    /// a delta against that block when that takes less than half the
+    /// room. Each new copy is opened and checked before anything is
     /// written. When the whole object would shrink by less than 3%, its
     /// blocks are only recorded as done where they are. A crash before the
     /// records move leaves an unnamed object, which the sweep takes.
@@ -684,7 +798,7 @@ impl BlockStore {
         // The cold tier is priced for data left alone: its blocks are
         // recorded as done (level 0: as they are) without being read.
         if object.starts_with(COLD_PREFIX) {
-            return Ok(self.meta.recompressed(object, None, &[], 0).await?);
+            return Ok(self.meta.recompressed(object, None, &[], &[], 0).await?);
         }
         let blocks = self.meta.blocks_in(object).await?;
         let new_object = if is_pack(object) || blocks.len() > 1 {
@@ -695,25 +809,28 @@ impl BlockStore {
                 None => return Ok(0),
             }
         };
+        let here: HashSet<BlockId> = blocks.iter().map(|(id, _)| *id).collect();
         let mut pack = Vec::new();
         let mut moved = Vec::with_capacity(blocks.len());
+        let mut bases = Vec::new();
         let mut before = 0u64;
         for (id, from) in blocks {
-            let block = match self.read(id, &from).await {
+            let block = match self.open_with(id, &from, |o| o, Link::Follow).await {
                 Ok(block) => block,
                 Err(e) if is_damage(&e) => continue,
                 Err(e) => return Err(e),
             };
+            let base = match &block.stored {
+                Stored::Whole(..) => self.delta_base(id, &here).await?,
+                Stored::Delta(_) => None,
+            };
             let ring = self.ring.clone();
-            let sealed = tokio::task::spawn_blocking(move || {
-                let (codec, payload) =
-                    codec::squeeze(block.codec, block.payload, &block.plain, level);
-                let sealed = codec::seal(&id, codec, &payload, block.plain.len(), &ring);
-                // The old copy goes once the records move: the new one
-                // must open to the same bytes before it is written.
-                codec::open(&id, &sealed, &ring).map(|_| sealed)
-            })
-            .await??;
+            let (sealed, base) =
+                tokio::task::spawn_blocking(move || reseal(id, block, base, level, &ring))
+                    .await??;
+            if let Some(base) = base {
+                bases.push((id, base));
+            }
             before += from.length;
             let to = BlockLoc {
                 object: new_object.clone(),
@@ -727,16 +844,50 @@ impl BlockStore {
             return Ok(0);
         }
         if (pack.len() as u64).saturating_mul(100) > before.saturating_mul(97) {
-            return Ok(self.meta.recompressed(object, None, &[], level).await?);
+            return Ok(self
+                .meta
+                .recompressed(object, None, &[], &[], level)
+                .await?);
         }
         self.create(&new_object, pack).await?;
         Ok(self
             .meta
-            .recompressed(object, Some(&new_object), &moved, level)
+            .recompressed(object, Some(&new_object), &moved, &bases, level)
             .await?)
     }
 
-    /// The stored (sealed) bytes of a block, after checking they open.
+    /// The block `id` may be stored as a delta against, with its verified
+    /// plaintext: the base its commit noted (or, when that one is itself a
+    /// delta, the block it is against), if it is stored whole, in use and
+    /// sound, and not in this same object (whose blocks may become deltas
+    /// in this very step); and only if no block is stored as a delta
+    /// against `id`. A base that cannot be read now is no base.
+    async fn delta_base(
+        &self,
+        id: BlockId,
+        here: &HashSet<BlockId>,
+    ) -> Result<Option<(BlockId, Vec<u8>)>, BlockError> {
+        let Some((base, loc)) = self.meta.delta_base(&id).await? else {
+            return Ok(None);
+        };
+        if here.contains(&base) {
+            return Ok(None);
+        }
+        match self
+            .open_with(base, &loc, |o| o.plain, Link::WholeOnly)
+            .await
+        {
+            Ok(plain) => Ok(Some((base, plain))),
+            Err(e) => {
+                tracing::debug!(block = %id, %base, error = %e, "no delta: its base does not read");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The stored (sealed) bytes of a block, after checking they open (a
+    /// block stored as a delta, that they authenticate: they are the bytes
+    /// sealed, which is what a copy needs).
     async fn read_sealed(&self, id: BlockId, loc: &BlockLoc) -> Result<Bytes, BlockError> {
         let stored = self
             .tiers
@@ -812,7 +963,7 @@ impl BlockStore {
         let mut sound = Vec::new();
         let mut bad = Vec::new();
         for copy in copies {
-            match self.open_copy(id, loc, copy, |_, _, _| ()).await {
+            match self.open_copy(id, loc, copy, |_| (), Link::Follow).await {
                 Ok(()) => sound.push(copy),
                 Err(e) if is_damage(&e) => bad.push(copy),
                 Err(e) => return Err(e),
@@ -858,7 +1009,7 @@ pub enum Scrubbed {
 impl BlockStore {
     /// Reads and verifies a block, changing nothing (damage is not marked).
     pub async fn verify(&self, id: BlockId, loc: &BlockLoc) -> Result<(), BlockError> {
-        self.open_unmarked(id, loc, |_, _, _| ()).await
+        self.open_unmarked(id, loc, |_| (), Link::Follow).await
     }
 
     /// Records that the stored copy of `id` at `loc` is damaged.
@@ -917,6 +1068,53 @@ pub struct Unnamed {
     pub sample: Vec<String>,
     /// Too young to judge: their record may be a moment away.
     pub recent: u64,
+}
+
+/// A stored delta must save at least this share of the whole block's
+/// room: a delta costs a second read, and ties the block to its base.
+const DELTA_PAYS: u64 = 2;
+
+/// Seals `block` afresh for [`BlockStore::recompress`]: as a delta against
+/// `base` when that pays, else compressed at `level` where that makes it
+/// smaller; a block already stored as a delta keeps its frame. The new
+/// copy is opened (and, against its base, rebuilt) before it is returned.
+/// Returns the sealed bytes and the base they are a delta against.
+fn reseal(
+    id: BlockId,
+    block: Opened,
+    base: Option<(BlockId, Vec<u8>)>,
+    level: i32,
+    ring: &KeyRing,
+) -> Result<(Vec<u8>, Option<BlockId>), BlockError> {
+    let plain_len = block.plain.len();
+    let (codec, payload) = match block.stored {
+        Stored::Delta(pending) => {
+            let sealed = codec::seal_delta(&id, &pending.base(), pending.frame(), plain_len, ring);
+            // The frame rebuilt the block a moment ago: the copy need only
+            // authenticate.
+            codec::open(&id, &sealed, ring)?;
+            return Ok((sealed, Some(pending.base())));
+        }
+        Stored::Whole(codec, payload) => {
+            codec::squeeze(codec, Bytes::from(payload), &block.plain, level)
+        }
+    };
+    if let Some((base, base_plain)) = base
+        && let Ok(frame) = tessera_proto::delta::prefix_frame(&base_plain, &block.plain, level)
+        && (frame.len() as u64).saturating_mul(DELTA_PAYS) < payload.len() as u64
+    {
+        let sealed = codec::seal_delta(&id, &base, &frame, plain_len, ring);
+        match codec::open(&id, &sealed, ring)? {
+            codec::Opening::Delta(pending) => pending.finish(&id, &base_plain)?,
+            codec::Opening::Whole(..) => {
+                return Err(BlockError::Corrupt(id, "a delta sealed as a whole block"));
+            }
+        };
+        return Ok((sealed, Some(base)));
+    }
+    let sealed = codec::seal(&id, codec, &payload, plain_len, ring);
+    codec::open(&id, &sealed, ring)?;
+    Ok((sealed, None))
 }
 
 /// Objects holding many blocks: packs, in the main store or the cold one

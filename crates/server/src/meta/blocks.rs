@@ -171,7 +171,8 @@ async fn replace_damaged(
     at: &BlockLoc,
 ) -> Result<Recorded> {
     let swapped = sqlx::query(
-        "UPDATE blocks SET object = $2, obj_offset = $3, obj_length = $4, damaged_ms = NULL, level = NULL
+        "UPDATE blocks SET object = $2, obj_offset = $3, obj_length = $4, damaged_ms = NULL, level = NULL,
+             base = NULL
          WHERE id = $1 AND object = $5 AND obj_offset = $6 AND damaged_ms IS NOT NULL",
     )
     .bind(&id.0[..])

@@ -231,7 +231,34 @@ pub(super) async fn insert_revision_blocks(
         q.execute(&mut **tx).await?;
     }
     add_refs(tx, blocks).await?;
+    if rev > 1 {
+        note_bases(tx, ns, node, rev).await?;
+    }
     grant_to_members(tx, ns, node, rev).await
+}
+
+/// Notes, on each block of revision `rev` that is as it arrived and has no
+/// note yet, the block at the same place in the file's previous revision
+/// when that one differs: the block it most likely replaced, which the
+/// `recompress` worker may store it as a delta against. The rows were
+/// locked by this transaction's references a moment before.
+async fn note_bases(tx: &mut Tx, ns: i64, node: &str, rev: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE blocks SET base = p.block_id
+         FROM revision_blocks n, revision_blocks p
+         WHERE n.namespace_id = $1 AND n.node_id = $2 AND n.rev = $3
+           AND p.namespace_id = $1 AND p.node_id = $2 AND p.idx = n.idx
+           AND p.rev = (SELECT MAX(r.rev) FROM revisions r
+                        WHERE r.namespace_id = $1 AND r.node_id = $2 AND r.rev < $3)
+           AND blocks.id = n.block_id AND p.block_id <> n.block_id
+           AND blocks.level IS NULL AND blocks.base IS NULL",
+    )
+    .bind(ns)
+    .bind(node)
+    .bind(rev)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Whether anyone mounts `ns` (a shared folder's namespace).

@@ -16,8 +16,9 @@ use commit_queries::{BATCH, placeholders};
 
 impl Store {
     /// Removes the records of up to `limit` blocks that have had no
-    /// reference since before `cutoff_ms` and that no upload session names,
-    /// with every user's claim to them, and dooms the objects left without
+    /// reference since before `cutoff_ms` and that no upload session and no
+    /// block stored as a delta (as its base) names, with
+    /// every user's claim to them, and dooms the objects left without
     /// a record (a pack once its last block goes). One transaction.
     pub async fn collect_blocks(&self, cutoff_ms: i64, limit: i64) -> Result<Collected> {
         let mut tx = self.begin().await?;
@@ -30,9 +31,12 @@ impl Store {
                  WHERE b.refcount <= 0 AND b.zero_since_ms IS NOT NULL AND b.zero_since_ms <= $1
                    AND NOT EXISTS (SELECT 1 FROM upload_blocks ub WHERE ub.block_id = b.id)
                    AND NOT EXISTS (SELECT 1 FROM upload_sessions us WHERE us.tail_block = b.id)
+                   AND NOT EXISTS (SELECT 1 FROM blocks d WHERE d.base = b.id AND d.level IS NOT NULL)
                  ORDER BY b.zero_since_ms
                  LIMIT $2)
                AND refcount <= 0 AND zero_since_ms IS NOT NULL AND zero_since_ms <= $1
+               AND NOT EXISTS (
+                   SELECT 1 FROM blocks d WHERE d.base = blocks.id AND d.level IS NOT NULL)
              RETURNING id, object, obj_length",
         )
         .bind(cutoff_ms)
@@ -192,27 +196,66 @@ impl Store {
     /// Records that `old`'s blocks are done at zstd `level`: those in
     /// `moved` now in `new` (as [`Store::move_blocks`] does, in the same
     /// transaction), or, without `new`, every block in `old` where it is
-    /// (recompressing them did not pay).
+    /// (recompressing them did not pay), their noted bases cleared. Each
+    /// `(block, base)` of `bases` was written as a delta against `base`: it
+    /// moves only if `base` is still in use, sound and stored whole and no
+    /// block is stored as a delta against `block` (a delta's base is read
+    /// whole, so a read follows one link); its row then names the base,
+    /// which keeps the base from collection. A block that may not move
+    /// stays where it is, its note cleared, to be stored whole next time.
     pub async fn recompressed(
         &self,
         old: &str,
         new: Option<&str>,
         moved: &[Moved],
+        bases: &[(BlockId, BlockId)],
         level: i32,
     ) -> Result<u64> {
         let mut tx = self.begin().await?;
         let done = match new {
             Some(new) => {
-                let taken = move_pack(&mut tx, old, new, moved).await?;
-                sqlx::query("UPDATE blocks SET level = $1 WHERE object = $2")
+                let mut kept = Vec::with_capacity(bases.len());
+                let mut refused = std::collections::HashSet::new();
+                for (block, base) in bases {
+                    if may_be_delta(&mut tx, block, base).await? {
+                        kept.push((block, base));
+                    } else {
+                        refused.insert(*block);
+                    }
+                }
+                let (moving, staying): (Vec<Moved>, Vec<Moved>) = moved
+                    .iter()
+                    .cloned()
+                    .partition(|m| !refused.contains(&m.id));
+                let taken = move_pack(&mut tx, old, new, &moving).await?;
+                let unused: i64 = staying.iter().map(|m| m.to.length as i64).sum();
+                if taken > 0 && unused > 0 {
+                    add_freed(&mut tx, new, unused).await?;
+                }
+                for m in &staying {
+                    sqlx::query("UPDATE blocks SET base = NULL WHERE id = $1 AND level IS NULL")
+                        .bind(&m.id.0[..])
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query("UPDATE blocks SET level = $1, base = NULL WHERE object = $2")
                     .bind(level)
                     .bind(new)
                     .execute(&mut *tx)
                     .await?;
+                for (block, base) in kept {
+                    sqlx::query("UPDATE blocks SET base = $2 WHERE id = $1 AND object = $3")
+                        .bind(&block.0[..])
+                        .bind(&base.0[..])
+                        .bind(new)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 taken
             }
             None => sqlx::query(
-                "UPDATE blocks SET level = $1 WHERE object = $2 AND level IS NULL AND damaged_ms IS NULL",
+                "UPDATE blocks SET level = $1, base = NULL
+                 WHERE object = $2 AND level IS NULL AND damaged_ms IS NULL",
             )
             .bind(level)
             .bind(old)
@@ -222,6 +265,30 @@ impl Store {
         };
         tx.commit().await?;
         Ok(done)
+    }
+
+    /// The block `id` may be stored as a delta against, and where it is:
+    /// the base its commit noted or, when that one is stored as a delta,
+    /// the block that one is against; if it is in use, sound and stored
+    /// whole, and no block is stored as a delta against `id`. A base much
+    /// larger than the block is no base: reading a delta reads its base
+    /// too, and a fetch of many small blocks is capped by their own sizes.
+    pub async fn delta_base(&self, id: &BlockId) -> Result<Option<(BlockId, BlockLoc)>> {
+        let rows: Vec<(Vec<u8>, String, i64, i64)> = sqlx::query_as(
+            "SELECT c.id, c.object, c.obj_offset, c.obj_length FROM blocks d
+             JOIN blocks h ON h.id = d.base
+             JOIN blocks c ON c.id = CASE WHEN h.level IS NOT NULL AND h.base IS NOT NULL
+                                          THEN h.base ELSE h.id END
+             WHERE d.id = $1 AND d.level IS NULL AND c.id <> d.id
+               AND c.refcount > 0 AND c.damaged_ms IS NULL
+               AND NOT (c.level IS NOT NULL AND c.base IS NOT NULL)
+               AND c.plain_len <= 2 * d.plain_len + 65536
+               AND NOT EXISTS (SELECT 1 FROM blocks x WHERE x.base = d.id AND x.level IS NOT NULL)",
+        )
+        .bind(&id.0[..])
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(located(rows).into_iter().next())
     }
 
     /// Up to `limit` sound, referenced blocks outside the cold store that
@@ -335,6 +402,33 @@ async fn swap_location(tx: &mut Tx, m: &Moved) -> Result<bool> {
     .await?
     .rows_affected();
     Ok(swapped == 1)
+}
+
+/// Whether `block` may be recorded as a delta against `base`, at the
+/// moment of recording: `base` is in use, sound and stored whole (its row
+/// locked, so collection cannot take it meanwhile), and no block is stored
+/// as a delta against `block`.
+async fn may_be_delta(tx: &mut Tx, block: &BlockId, base: &BlockId) -> Result<bool> {
+    let locked = sqlx::query(
+        "UPDATE blocks SET refcount = refcount
+         WHERE id = $1 AND id <> $2 AND refcount > 0 AND damaged_ms IS NULL
+           AND NOT (level IS NOT NULL AND base IS NOT NULL)",
+    )
+    .bind(&base.0[..])
+    .bind(&block.0[..])
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if locked != 1 {
+        return Ok(false);
+    }
+    let leaned_on: Option<(i64,)> = sqlx::query_as(
+        "SELECT CAST(1 AS BIGINT) FROM blocks WHERE base = $1 AND level IS NOT NULL LIMIT 1",
+    )
+    .bind(&block.0[..])
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(leaned_on.is_none())
 }
 
 /// Packs hold many blocks, in the main store or the cold one.

@@ -907,7 +907,15 @@ forward! {
     fn move_blocks(&self, old: &str, new: &str, moved: &[Moved]) -> Result<u64>;
     /// The background recompression's queries; see `gc_queries.rs`.
     fn next_to_recompress(&self, cutoff_ms: i64) -> Result<Option<String>>;
-    fn recompressed(&self, old: &str, new: Option<&str>, moved: &[Moved], level: i32) -> Result<u64>;
+    fn recompressed(
+        &self,
+        old: &str,
+        new: Option<&str>,
+        moved: &[Moved],
+        bases: &[(BlockId, BlockId)],
+        level: i32,
+    ) -> Result<u64>;
+    fn delta_base(&self, id: &BlockId) -> Result<Option<(BlockId, BlockLoc)>>;
     fn forget_pack_freed(&self, object: &str) -> Result<()>;
     /// Blocks only long-untouched files use; see `gc_queries.rs`.
     fn cold_candidates(&self, cutoff_ms: i64, limit: i64) -> Result<Vec<(BlockId, BlockLoc)>>;
