@@ -16,7 +16,8 @@ use crate::common::{Backend, TestServer, random_data};
 
 on_both_backends!(fsck_finds_and_repairs_what_is_wrong);
 
-async fn fsck(s: &TestServer, extra: &[&str]) -> Output {
+/// Runs `tessera admin fsck` on the installation of `s`.
+pub(crate) async fn fsck(s: &TestServer, extra: &[&str]) -> Output {
     let install = s.install_args();
     let mut args = vec!["admin", "fsck"];
     args.extend(install.iter().map(String::as_str));

@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::common::{Backend, TestServer, no_progress, random_data};
 use tessera_client::Remote;
 use tessera_client::transfer::{SmallFile, upload_file, upload_small_files};
+use tessera_proto::BlockId;
 
 on_both_backends!(
     collection_returns_the_store_to_its_baseline,
@@ -624,19 +625,67 @@ async fn an_edited_file_is_stored_as_a_delta_against_its_last_version(b: Backend
     let old = alice.download("/notes.rs", Some(old_rev)).await.unwrap();
     assert!(old.bytes().await.unwrap()[..] == first[..]);
 
-    // The old revision goes; its block stays as long as the delta needs it.
+    // A third version: its note names the second, itself a delta, so it is
+    // stored against the first, which stays whole.
+    let third = [
+        &second[..1000],
+        b"// and one near the top\n",
+        &second[1000..],
+    ]
+    .concat();
+    put(&alice, "/notes.rs", &third).await;
+    s.config.clock.advance(Duration::from_secs(3601));
+    recompress_all(&s).await;
+    s.config.clock.advance(Duration::from_secs(GRACE + 1));
+    gc(&s).await;
+    gc(&s).await;
+    let all = s.store_bytes().await - baseline;
+    assert!(
+        all < both + 2000,
+        "the third version took {} bytes",
+        all - both
+    );
+    let revs = alice.revisions("/notes.rs").await.unwrap().revisions;
+    assert_eq!(revs.len(), 3);
+    let mut numbers: Vec<i64> = revs.iter().map(|r| r.rev).collect();
+    numbers.sort();
+    for (r, want) in numbers.into_iter().zip([&first, &second, &third]) {
+        let got = alice.download("/notes.rs", Some(r)).await.unwrap();
+        assert!(got.bytes().await.unwrap()[..] == want[..], "revision {r}");
+    }
+    // Served whole, by every route that sends blocks, never as a delta.
+    let (b2, b3) = (BlockId::of(&second), BlockId::of(&third));
+    assert!(alice.get_block(&b3).await.unwrap() == third);
+    let fetched = alice.fetch_blocks(&[b2, b3]).await.unwrap();
+    assert_eq!(fetched.len(), 2);
+    assert!(fetched[0] == (b2, second.clone()) && fetched[1] == (b3, third.clone()));
+    let patched = alice
+        .get_block_patched(&b3, &b2, second.clone())
+        .await
+        .unwrap();
+    assert!(patched == third);
+    // The consistency check reads every block, deltas through their base.
+    let out = crate::fsck::fsck(&s, &[]).await;
+    let said = crate::common::process::said(&out);
+    assert!(
+        out.status.success() && said.contains("no problems found"),
+        "{said}"
+    );
+
+    // The old revisions go; the first one's block stays as long as the
+    // deltas need it.
     s.config.clock.advance(Duration::from_secs(2 * 3600));
     let ran = admin(&s).await.run_worker("retention").await.unwrap();
-    assert_eq!(ran.last_done, 1, "{ran:?}");
+    assert_eq!(ran.last_done, 2, "{ran:?}");
     s.config.clock.advance(Duration::from_secs(GRACE + 1));
     gc(&s).await;
     gc(&s).await;
     assert!(
-        fetch(&alice, "/notes.rs").await == second,
-        "the edited version reads back after the old one's revision is gone"
+        fetch(&alice, "/notes.rs").await == third,
+        "the edited version reads back after the old ones' revisions are gone"
     );
 
-    // Rot in the base: the edited version no longer reads, and uploading
+    // Rot in the base: the current version no longer reads, and uploading
     // its bytes again (any device that holds it) stores it whole.
     let objects = s.store_objects().await;
     assert_eq!(objects.len(), 2, "{objects:?}");
@@ -651,13 +700,13 @@ async fn an_edited_file_is_stored_as_a_delta_against_its_last_version(b: Backend
     s.store.flip(base, 100, 0x20).await;
     let read = alice.download("/notes.rs", None).await;
     let whole = match read {
-        Ok(resp) => resp.bytes().await.is_ok_and(|b| b[..] == second[..]),
+        Ok(resp) => resp.bytes().await.is_ok_and(|b| b[..] == third[..]),
         Err(_) => false,
     };
     assert!(!whole, "a block whose base is damaged never reads back");
-    put(&alice, "/again.rs", &second).await;
-    assert!(fetch(&alice, "/notes.rs").await == second);
-    assert!(fetch(&alice, "/again.rs").await == second);
+    put(&alice, "/again.rs", &third).await;
+    assert!(fetch(&alice, "/notes.rs").await == third);
+    assert!(fetch(&alice, "/again.rs").await == third);
 
     // The file goes: its blocks go too, the damaged base once nothing
     // leans on it.

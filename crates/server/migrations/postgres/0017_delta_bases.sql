@@ -5,6 +5,7 @@
 -- that pays, or clears it. Once `level` is set, a `base` is what the
 -- stored bytes need to be read, and a base is stored whole: collection
 -- leaves a block alone while a delta names it (a note alone holds nothing
--- back). The partial index holds only the few blocks that have one.
+-- back). The partial index holds only the blocks that have one: edited
+-- blocks waiting for the recompression, and deltas.
 ALTER TABLE blocks ADD COLUMN base BYTEA;
 CREATE INDEX blocks_base ON blocks(base) WHERE base IS NOT NULL;

@@ -192,9 +192,12 @@ pub async fn fetch(
         let (len, loc) = known
             .get(&id)
             .ok_or_else(|| ApiError::NotFound(format!("block {id} does not exist")))?;
-        // The stored length bounds the payload sent; the plain length what
-        // reading it costs (each block is decompressed and re-hashed), so a
-        // few compressible blocks cannot make a small answer expensive.
+        // The stored length bounds the payload sent (a block stored as a
+        // delta is sent compressed on its own: at most its plain length,
+        // which the plain budget bounds); the plain length what reading it
+        // costs (each block is decompressed and re-hashed; a delta's base,
+        // read too, is at most twice its size), so a few compressible
+        // blocks cannot make a small answer expensive.
         total += frame_len((loc.length as usize).saturating_sub(SEAL_OVERHEAD));
         plain += len;
         located.push((id, loc.clone()));

@@ -175,8 +175,6 @@ pub struct ReadBlock {
     pub codec: Codec,
     pub payload: Bytes,
     pub plain: Bytes,
-    /// The block it is stored as a delta against.
-    pub base: Option<BlockId>,
 }
 
 /// A block opened and verified, as the readers below get it.
@@ -193,12 +191,12 @@ enum Stored {
 impl Opened {
     /// The block in a form that opens on its own: as stored when whole,
     /// compressed afresh (at the fast level) when stored as a delta.
-    fn sendable(self) -> (Codec, Vec<u8>, Vec<u8>, Option<BlockId>) {
+    fn sendable(self) -> (Codec, Vec<u8>, Vec<u8>) {
         match self.stored {
-            Stored::Whole(codec, payload) => (codec, payload, self.plain, None),
-            Stored::Delta(pending) => {
+            Stored::Whole(codec, payload) => (codec, payload, self.plain),
+            Stored::Delta(_) => {
                 let (codec, payload) = codec::compress(self.plain.as_slice());
-                (codec, payload, self.plain, Some(pending.base()))
+                (codec, payload, self.plain)
             }
         }
     }
@@ -208,7 +206,10 @@ impl Opened {
 /// whole, so a base's own read may not: a read follows at most one link.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Link {
+    /// Follow it, recording damage found in the base.
     Follow,
+    /// Follow it, changing nothing (the consistency check's reads).
+    FollowUnmarked,
     WholeOnly,
 }
 
@@ -544,7 +545,9 @@ impl BlockStore {
         if link == Link::WholeOnly {
             return Err(BlockError::NestedDelta(id));
         }
-        let base = self.base_plain(id, pending.base()).await?;
+        let base = self
+            .base_plain(id, pending.base(), link == Link::Follow)
+            .await?;
         tokio::task::spawn_blocking(move || {
             let plain = pending.finish(&id, &base)?;
             Ok(keep(Opened {
@@ -556,13 +559,14 @@ impl BlockStore {
     }
 
     /// The verified plaintext of `base`, which block `id` is stored as a
-    /// delta against. A base that is gone or damaged makes `id` damaged
-    /// too: it cannot be read until its bytes, or the base's, are uploaded
-    /// again.
+    /// delta against (damage found in it recorded if `mark`). A base that
+    /// is gone or damaged makes `id` damaged too: it cannot be read until
+    /// its bytes, or the base's, are uploaded again.
     fn base_plain(
         &self,
         id: BlockId,
         base: BlockId,
+        mark: bool,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, BlockError>> + Send + '_>>
     {
         Box::pin(async move {
@@ -572,15 +576,20 @@ impl BlockStore {
                     "the block its delta is against is gone",
                 ));
             };
-            self.open_with(base, &loc, |o| o.plain, Link::WholeOnly)
-                .await
-                .map_err(|e| {
-                    if is_damage(&e) {
-                        BlockError::Corrupt(id, "the block its delta is against is damaged")
-                    } else {
-                        e
-                    }
-                })
+            let read = if mark {
+                self.open_with(base, &loc, |o| o.plain, Link::WholeOnly)
+                    .await
+            } else {
+                self.open_unmarked(base, &loc, |o| o.plain, Link::WholeOnly)
+                    .await
+            };
+            read.map_err(|e| {
+                if is_damage(&e) {
+                    BlockError::Corrupt(id, "the block its delta is against is damaged")
+                } else {
+                    e
+                }
+            })
         })
     }
 
@@ -666,12 +675,11 @@ impl BlockStore {
             id,
             loc,
             |opened| {
-                let (codec, payload, plain, base) = opened.sendable();
+                let (codec, payload, plain) = opened.sendable();
                 ReadBlock {
                     codec,
                     payload: Bytes::from(payload),
                     plain: Bytes::from(plain),
-                    base,
                 }
             },
             Link::Follow,
@@ -1009,7 +1017,8 @@ pub enum Scrubbed {
 impl BlockStore {
     /// Reads and verifies a block, changing nothing (damage is not marked).
     pub async fn verify(&self, id: BlockId, loc: &BlockLoc) -> Result<(), BlockError> {
-        self.open_unmarked(id, loc, |_| (), Link::Follow).await
+        self.open_unmarked(id, loc, |_| (), Link::FollowUnmarked)
+            .await
     }
 
     /// Records that the stored copy of `id` at `loc` is damaged.
@@ -1156,6 +1165,9 @@ pub fn is_damage(e: &BlockError) -> bool {
         // authentication would have caught had it got that far.
         BlockError::Corrupt(..)
             | BlockError::UnknownKey(..)
+            // A delta against a delta breaks the rule that a base is
+            // whole: what a new upload of either block's bytes repairs.
+            | BlockError::NestedDelta(..)
             | BlockError::Store(object_store::Error::NotFound { .. })
     )
 }

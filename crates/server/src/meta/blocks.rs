@@ -82,6 +82,7 @@ impl Store {
     }
 
     pub async fn mark_block_damaged(&self, id: &BlockId, at: &BlockLoc) -> Result<bool> {
+        let now = now_ms();
         let marked = sqlx::query(
             "UPDATE blocks SET damaged_ms = $4
              WHERE id = $1 AND object = $2 AND obj_offset = $3 AND damaged_ms IS NULL",
@@ -89,10 +90,23 @@ impl Store {
         .bind(&id.0[..])
         .bind(&at.object)
         .bind(at.offset as i64)
-        .bind(now_ms())
+        .bind(now)
         .execute(&self.pool)
         .await?
         .rows_affected();
+        if marked == 1 {
+            // The blocks stored as deltas against it cannot be read either:
+            // they count as missing too, so the next upload of their bytes
+            // stores them whole.
+            sqlx::query(
+                "UPDATE blocks SET damaged_ms = $2
+                 WHERE base = $1 AND level IS NOT NULL AND damaged_ms IS NULL",
+            )
+            .bind(&id.0[..])
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        }
         Ok(marked == 1)
     }
 }
@@ -184,6 +198,17 @@ async fn replace_damaged(
     .execute(&mut **tx)
     .await?
     .rows_affected();
+    if swapped == 1 {
+        // Deltas against it read again. One that is damaged in its own
+        // bytes as well is found again by its next read or the scrub.
+        sqlx::query(
+            "UPDATE blocks SET damaged_ms = NULL
+             WHERE base = $1 AND level IS NOT NULL AND damaged_ms IS NOT NULL",
+        )
+        .bind(&id.0[..])
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(if swapped == 1 {
         Recorded::Repaired(old.clone())
     } else {

@@ -270,9 +270,11 @@ impl Store {
     /// The block `id` may be stored as a delta against, and where it is:
     /// the base its commit noted or, when that one is stored as a delta,
     /// the block that one is against; if it is in use, sound and stored
-    /// whole, and no block is stored as a delta against `id`. A base much
-    /// larger than the block is no base: reading a delta reads its base
-    /// too, and a fetch of many small blocks is capped by their own sizes.
+    /// whole, and no block is stored as a delta against `id`. A base more
+    /// than twice the block's size is no base: reading a delta reads its
+    /// base too, and a fetch is budgeted by the sizes of the blocks asked
+    /// for, so this keeps a read's work within three times that. Nor is a
+    /// block in the cold tier, which is priced for data left alone.
     pub async fn delta_base(&self, id: &BlockId) -> Result<Option<(BlockId, BlockLoc)>> {
         let rows: Vec<(Vec<u8>, String, i64, i64)> = sqlx::query_as(
             "SELECT c.id, c.object, c.obj_offset, c.obj_length FROM blocks d
@@ -282,7 +284,7 @@ impl Store {
              WHERE d.id = $1 AND d.level IS NULL AND c.id <> d.id
                AND c.refcount > 0 AND c.damaged_ms IS NULL
                AND NOT (c.level IS NOT NULL AND c.base IS NOT NULL)
-               AND c.plain_len <= 2 * d.plain_len + 65536
+               AND c.plain_len <= 2 * d.plain_len AND c.object NOT LIKE 'cold/%'
                AND NOT EXISTS (SELECT 1 FROM blocks x WHERE x.base = d.id AND x.level IS NOT NULL)",
         )
         .bind(&id.0[..])
@@ -405,21 +407,33 @@ async fn swap_location(tx: &mut Tx, m: &Moved) -> Result<bool> {
 }
 
 /// Whether `block` may be recorded as a delta against `base`, at the
-/// moment of recording: `base` is in use, sound and stored whole (its row
-/// locked, so collection cannot take it meanwhile), and no block is stored
-/// as a delta against `block`.
+/// moment of recording: `base` is in use, sound and stored whole, and no
+/// block is stored as a delta against `block`. Both rows are locked first,
+/// in the order of their ids, so that collection cannot take the base
+/// meanwhile and two recordings at once (a run-now beside the lease
+/// holder's step) cannot chain a delta onto a delta: whichever comes
+/// second sees the first's outcome.
 async fn may_be_delta(tx: &mut Tx, block: &BlockId, base: &BlockId) -> Result<bool> {
-    let locked = sqlx::query(
-        "UPDATE blocks SET refcount = refcount
-         WHERE id = $1 AND id <> $2 AND refcount > 0 AND damaged_ms IS NULL
+    if block == base {
+        return Ok(false);
+    }
+    let mut rows = [block, base];
+    rows.sort();
+    for id in rows {
+        sqlx::query("UPDATE blocks SET refcount = refcount WHERE id = $1")
+            .bind(&id.0[..])
+            .execute(&mut **tx)
+            .await?;
+    }
+    let sound_base: Option<(i64,)> = sqlx::query_as(
+        "SELECT CAST(1 AS BIGINT) FROM blocks
+         WHERE id = $1 AND refcount > 0 AND damaged_ms IS NULL
            AND NOT (level IS NOT NULL AND base IS NOT NULL)",
     )
     .bind(&base.0[..])
-    .bind(&block.0[..])
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if locked != 1 {
+    .fetch_optional(&mut **tx)
+    .await?;
+    if sound_base.is_none() {
         return Ok(false);
     }
     let leaned_on: Option<(i64,)> = sqlx::query_as(

@@ -440,7 +440,98 @@ on_both!(
     a_block_recorded_again_starts_its_grace_again,
     retention_never_drops_the_current_or_a_pinned_revision,
     a_deletion_after_one_stamped_by_a_clock_ahead_is_still_later,
+    a_delta_is_never_recorded_against_a_delta,
 );
+
+/// Block `b`'s record moved from `o{b}` into `new` at offset 0.
+fn moved(b: u8, new: &str) -> super::Moved {
+    super::Moved {
+        id: BlockId([b; 32]),
+        from: BlockLoc {
+            object: format!("o{b}"),
+            offset: 0,
+            length: 5,
+        },
+        to: BlockLoc {
+            object: new.into(),
+            offset: 0,
+            length: 3,
+        },
+    }
+}
+
+/// Records block `b` as rewritten into `n{b}` as a delta against `base`;
+/// answers how many blocks moved.
+async fn record_delta(f: &Fixture, b: u8, base: u8) -> u64 {
+    let new = format!("n{b}");
+    let bases = [(BlockId([b; 32]), BlockId([base; 32]))];
+    f.meta
+        .recompressed(&format!("o{b}"), Some(&new), &[moved(b, &new)], &bases, 12)
+        .await
+        .unwrap()
+}
+
+/// Base ids suggested for blocks 1..=7 (none if no base may be used).
+async fn bases(f: &Fixture) -> Vec<Option<u8>> {
+    let mut out = Vec::new();
+    for b in 1..=7u8 {
+        let found = f.meta.delta_base(&BlockId([b; 32])).await.unwrap();
+        out.push(found.map(|(id, _)| id.0[0]));
+    }
+    out
+}
+
+/// A commit notes, on each new block, the one it replaced; a delta is
+/// recorded only against a block stored whole, never onto a block that a
+/// delta already leans on, whichever of two steps planned at once records
+/// first; and collection keeps a base while a delta names it.
+async fn a_delta_is_never_recorded_against_a_delta(f: Fixture) {
+    for b in 1..=7 {
+        f.store_block(b, 5).await;
+    }
+    // Versions of /f: 1, 2, 3; of /g: 5, 6, 7.
+    for b in [1, 2, 3] {
+        f.meta.commit(&f.revision("/f", b, 5)).await.unwrap();
+    }
+    for b in [5, 6, 7] {
+        f.meta.commit(&f.revision("/g", b, 5)).await.unwrap();
+    }
+    let noted = [None, Some(1), Some(2), None, None, Some(5), Some(6)];
+    assert_eq!(bases(&f).await, noted);
+
+    // 2 becomes a delta against 1; then 3, planned against 2 at the same
+    // time, may not: it stays where it was, its note cleared.
+    assert_eq!(record_delta(&f, 2, 1).await, 1);
+    assert_eq!(
+        record_delta(&f, 3, 2).await,
+        0,
+        "3 may not lean on the delta 2"
+    );
+    let loc = f.meta.block_location(&BlockId([3; 32])).await.unwrap();
+    assert_eq!(loc.map(|l| l.object).as_deref(), Some("o3"));
+
+    // The other order: 7 leans on 6 first; 6 may then not become a delta.
+    assert_eq!(record_delta(&f, 7, 6).await, 1);
+    assert_eq!(
+        record_delta(&f, 6, 5).await,
+        0,
+        "6 may not become a delta: 7 leans on it"
+    );
+    assert_eq!(
+        bases(&f).await,
+        [None, None, None, None, None, None, None],
+        "nothing left to do: 2 and 7 are deltas, 3 and 6 were cleared"
+    );
+
+    // Nothing referenced any more: the deltas go first, their bases after.
+    raw(&f, "UPDATE blocks SET refcount = 0, zero_since_ms = 0").await;
+    let first = f.meta.collect_blocks(now_ms(), 100).await.unwrap();
+    let left: Vec<u8> = refcounts(&f).await.iter().map(|r| r.0).collect();
+    assert_eq!((first.blocks, left), (5, vec![1, 6]), "the bases stay");
+    let second = f.meta.collect_blocks(now_ms(), 100).await.unwrap();
+    assert_eq!(second.blocks, 2);
+    assert!(refcounts(&f).await.is_empty());
+}
 
 /// Several instances share a database but not a clock. Emptying the trash
 /// "up to the newest deletion shown" must spare what was deleted after

@@ -5,8 +5,10 @@
 //! first. Text and source code shrink by a tenth to a quarter; blocks stored
 //! raw or barely shrunk are left as they are, and so is an object that
 //! would shrink by less than 3% (its blocks are only recorded as done), or
-//! one in the cold tier (recorded as done at level 0, unread).
-//! Reads are unchanged: any zstd level decompresses alike.
+//! one in the cold tier (recorded as done at level 0, unread). The same
+//! step stores the next version of an edited file's block as a delta
+//! against the previous version's, when that pays (see `blocks/codec.rs`).
+//! Reads of whole blocks are unchanged: any zstd level decompresses alike.
 
 use std::time::Duration;
 
