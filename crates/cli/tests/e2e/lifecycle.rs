@@ -581,9 +581,9 @@ fn repaired_before(object: &str, repacked: &[String], copy: &[String]) -> bool {
 
 /// A one-line edit of a text file: once recompressed, the new version is
 /// stored as a delta against the old, and the two take less room than the
-/// first took as it arrived. The old version's block stays while the delta
-/// needs it (after its revision is gone), goes once the file does, and
-/// damage to it is repaired by uploading the new version's bytes again.
+/// first took as it arrived. Once the old revisions are gone, the current
+/// version is stored whole again and the old blocks go; damage to a base
+/// is repaired by uploading the new version's bytes again.
 async fn an_edited_file_is_stored_as_a_delta_against_its_last_version(b: Backend) {
     let s = TestServer::start_with(b, |c| {
         c.gc_grace_secs = GRACE;
@@ -647,9 +647,11 @@ async fn an_edited_file_is_stored_as_a_delta_against_its_last_version(b: Backend
     );
     let revs = alice.revisions("/notes.rs").await.unwrap().revisions;
     assert_eq!(revs.len(), 3);
-    let mut numbers: Vec<i64> = revs.iter().map(|r| r.rev).collect();
-    numbers.sort();
-    for (r, want) in numbers.into_iter().zip([&first, &second, &third]) {
+    for (r, want) in numbers_sorted(&alice)
+        .await
+        .into_iter()
+        .zip([&first, &second, &third])
+    {
         let got = alice.download("/notes.rs", Some(r)).await.unwrap();
         assert!(got.bytes().await.unwrap()[..] == want[..], "revision {r}");
     }
@@ -672,21 +674,51 @@ async fn an_edited_file_is_stored_as_a_delta_against_its_last_version(b: Backend
         "{said}"
     );
 
-    // The old revisions go; the first one's block stays as long as the
-    // deltas need it.
+    // The first revision goes (the second is pinned). The two deltas are
+    // stored whole again and the first version's block goes: the store
+    // holds what the revisions use. The recompression then stores the
+    // second version against the third.
+    let second_rev = numbers_sorted(&alice).await[1];
+    alice.pin("/notes.rs", second_rev, true).await.unwrap();
     s.config.clock.advance(Duration::from_secs(2 * 3600));
     let ran = admin(&s).await.run_worker("retention").await.unwrap();
-    assert_eq!(ran.last_done, 2, "{ran:?}");
+    assert_eq!(ran.last_done, 1, "{ran:?}");
     s.config.clock.advance(Duration::from_secs(GRACE + 1));
     gc(&s).await;
     gc(&s).await;
+    s.config.clock.advance(Duration::from_secs(3601));
+    recompress_all(&s).await;
+    s.config.clock.advance(Duration::from_secs(GRACE + 1));
+    gc(&s).await;
+    gc(&s).await;
+    let revs = numbers_sorted(&alice).await;
+    for (r, want) in revs.into_iter().zip([&second, &third]) {
+        let got = alice.download("/notes.rs", Some(r)).await.unwrap();
+        assert!(got.bytes().await.unwrap()[..] == want[..], "revision {r}");
+    }
+    let kept = s.store_bytes().await - baseline;
     assert!(
-        fetch(&alice, "/notes.rs").await == third,
-        "the edited version reads back after the old ones' revisions are gone"
+        kept < one,
+        "{kept} bytes for the two versions the revisions still use"
     );
+    alice.pin("/notes.rs", second_rev, false).await.unwrap();
+    let ran = admin(&s).await.run_worker("retention").await.unwrap();
+    assert_eq!(ran.last_done, 1, "{ran:?}");
+    s.config.clock.advance(Duration::from_secs(GRACE + 1));
+    gc(&s).await;
+    gc(&s).await;
+    assert!(fetch(&alice, "/notes.rs").await == third);
 
-    // Rot in the base: the current version no longer reads, and uploading
-    // its bytes again (any device that holds it) stores it whole.
+    // A fourth version, stored against the third. Rot in that base: the
+    // current version no longer reads, and uploading its bytes again (any
+    // device that holds it) stores it whole.
+    let fourth = [&third[..5000], b"// and a fourth\n", &third[5000..]].concat();
+    put(&alice, "/notes.rs", &fourth).await;
+    s.config.clock.advance(Duration::from_secs(3601));
+    recompress_all(&s).await;
+    s.config.clock.advance(Duration::from_secs(GRACE + 1));
+    gc(&s).await;
+    gc(&s).await;
     let objects = s.store_objects().await;
     assert_eq!(objects.len(), 2, "{objects:?}");
     let mut sized = Vec::new();
@@ -697,16 +729,16 @@ async fn an_edited_file_is_stored_as_a_delta_against_its_last_version(b: Backend
     let (delta_len, _) = &sized[0];
     let (_, base) = &sized[1];
     assert!(*delta_len < 2000, "the edit is stored in {delta_len} bytes");
-    s.store.flip(base, 100, 0x20).await;
+    s.store.damage(base).await;
     let read = alice.download("/notes.rs", None).await;
     let whole = match read {
-        Ok(resp) => resp.bytes().await.is_ok_and(|b| b[..] == third[..]),
+        Ok(resp) => resp.bytes().await.is_ok_and(|b| b[..] == fourth[..]),
         Err(_) => false,
     };
     assert!(!whole, "a block whose base is damaged never reads back");
-    put(&alice, "/again.rs", &third).await;
-    assert!(fetch(&alice, "/notes.rs").await == third);
-    assert!(fetch(&alice, "/again.rs").await == third);
+    put(&alice, "/again.rs", &fourth).await;
+    assert!(fetch(&alice, "/notes.rs").await == fourth);
+    assert!(fetch(&alice, "/again.rs").await == fourth);
 
     // The file goes: its blocks go too, the damaged base once nothing
     // leans on it.
@@ -724,4 +756,12 @@ async fn an_edited_file_is_stored_as_a_delta_against_its_last_version(b: Backend
         "{:?}",
         s.store_objects().await
     );
+}
+
+/// The revisions of /notes.rs, oldest first.
+async fn numbers_sorted(alice: &Remote) -> Vec<i64> {
+    let revs = alice.revisions("/notes.rs").await.unwrap().revisions;
+    let mut numbers: Vec<i64> = revs.iter().map(|r| r.rev).collect();
+    numbers.sort();
+    numbers
 }

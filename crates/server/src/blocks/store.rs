@@ -817,7 +817,14 @@ impl BlockStore {
                 None => return Ok(0),
             }
         };
-        let here: HashSet<BlockId> = blocks.iter().map(|(id, _)| *id).collect();
+        // A block of this object may be the base of another only if it
+        // is not to become a delta itself in this very step.
+        let mut candidates = std::collections::HashMap::new();
+        for (id, _) in &blocks {
+            if let Some(found) = self.meta.delta_base(id).await? {
+                candidates.insert(*id, found);
+            }
+        }
         let mut pack = Vec::new();
         let mut moved = Vec::with_capacity(blocks.len());
         let mut bases = Vec::new();
@@ -828,9 +835,11 @@ impl BlockStore {
                 Err(e) if is_damage(&e) => continue,
                 Err(e) => return Err(e),
             };
-            let base = match &block.stored {
-                Stored::Whole(..) => self.delta_base(id, &here).await?,
-                Stored::Delta(_) => None,
+            let base = match (&block.stored, candidates.get(&id)) {
+                (Stored::Whole(..), Some((base, loc))) if !candidates.contains_key(base) => {
+                    self.base_for_delta(id, *base, loc).await
+                }
+                _ => None,
             };
             let ring = self.ring.clone();
             let (sealed, base) =
@@ -864,31 +873,67 @@ impl BlockStore {
             .await?)
     }
 
-    /// The block `id` may be stored as a delta against, with its verified
-    /// plaintext: the base its commit noted (or, when that one is itself a
-    /// delta, the block it is against), if it is stored whole, in use and
-    /// sound, and not in this same object (whose blocks may become deltas
-    /// in this very step); and only if no block is stored as a delta
-    /// against `id`. A base that cannot be read now is no base.
-    async fn delta_base(
+    /// Stores `blocks`, each stored as a delta, whole again (read through
+    /// their base and verified, compressed on their own at the fast level,
+    /// sealed afresh and checked) in one new pack in the main store, and
+    /// points their records there (compared and swapped), so that their
+    /// bases, no longer used by any revision, can be collected. A damaged
+    /// block stays where it is (and is marked). Returns the blocks moved.
+    pub async fn store_whole(&self, blocks: &[(BlockId, BlockLoc)]) -> Result<u64, BlockError> {
+        let object = format!("packs/{}", crate::ids::new_id());
+        let mut pack = Vec::new();
+        let mut moved = Vec::with_capacity(blocks.len());
+        for (id, from) in blocks {
+            let id = *id;
+            let plain = match self.read_plain(id, from).await {
+                Ok(plain) => plain,
+                Err(e) if is_damage(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            let ring = self.ring.clone();
+            let sealed = tokio::task::spawn_blocking(move || {
+                let (codec, payload) = codec::compress(&plain[..]);
+                let sealed = codec::seal(&id, codec, &payload, plain.len(), &ring);
+                codec::open(&id, &sealed, &ring).map(|_| sealed)
+            })
+            .await??;
+            let to = BlockLoc {
+                object: object.clone(),
+                offset: pack.len() as u64,
+                length: sealed.len() as u64,
+            };
+            pack.extend_from_slice(&sealed);
+            moved.push(crate::meta::Moved {
+                id,
+                from: from.clone(),
+                to,
+            });
+        }
+        if moved.is_empty() {
+            return Ok(0);
+        }
+        self.create(&object, pack).await?;
+        Ok(self.meta.stored_whole(&object, &moved).await?)
+    }
+
+    /// The verified plaintext of `base`, which the metadata offers as the
+    /// block `id` may be stored as a delta against (see
+    /// `meta::Store::delta_base`). A base that cannot be read now is no
+    /// base.
+    async fn base_for_delta(
         &self,
         id: BlockId,
-        here: &HashSet<BlockId>,
-    ) -> Result<Option<(BlockId, Vec<u8>)>, BlockError> {
-        let Some((base, loc)) = self.meta.delta_base(&id).await? else {
-            return Ok(None);
-        };
-        if here.contains(&base) {
-            return Ok(None);
-        }
+        base: BlockId,
+        loc: &BlockLoc,
+    ) -> Option<(BlockId, Vec<u8>)> {
         match self
-            .open_with(base, &loc, |o| o.plain, Link::WholeOnly)
+            .open_with(base, loc, |o| o.plain, Link::WholeOnly)
             .await
         {
-            Ok(plain) => Ok(Some((base, plain))),
+            Ok(plain) => Some((base, plain)),
             Err(e) => {
                 tracing::debug!(block = %id, %base, error = %e, "no delta: its base does not read");
-                Ok(None)
+                None
             }
         }
     }

@@ -325,13 +325,68 @@ impl Store {
     /// record is doomed, a pack counts the bytes as freed. `new` is doomed
     /// if no record took it. One transaction. Returns the blocks moved.
     pub async fn relocate_blocks(&self, new: &str, moved: &[Moved]) -> Result<u64> {
+        self.relocate(new, moved, false).await
+    }
+
+    /// As [`Store::relocate_blocks`], for blocks that were stored as deltas
+    /// and are now copied whole: each one that moves names no base any
+    /// more and is as it arrived for the recompression, with, of those that
+    /// had the same base, the newest noted as the others' next base.
+    pub async fn stored_whole(&self, new: &str, moved: &[Moved]) -> Result<u64> {
+        self.relocate(new, moved, true).await
+    }
+
+    async fn relocate(&self, new: &str, moved: &[Moved], whole: bool) -> Result<u64> {
         let mut tx = self.begin().await?;
         let mut taken = 0u64;
         let mut freed: std::collections::BTreeMap<String, i64> = Default::default();
+        // Of the deltas against one base, the newest: the others may be
+        // stored as deltas against it in turn.
+        let mut newest: std::collections::BTreeMap<Vec<u8>, (i64, Vec<u8>)> = Default::default();
+        let mut others: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for m in moved {
+            let was: Option<(Option<Vec<u8>>, i64)> = if whole {
+                sqlx::query_as("SELECT base, created_ms FROM blocks WHERE id = $1")
+                    .bind(&m.id.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await?
+            } else {
+                None
+            };
             if swap_location(&mut tx, m).await? {
                 taken += 1;
                 *freed.entry(m.from.object.clone()).or_default() += m.from.length as i64;
+                if !whole {
+                    continue;
+                }
+                sqlx::query("UPDATE blocks SET base = NULL, level = NULL WHERE id = $1")
+                    .bind(&m.id.0[..])
+                    .execute(&mut *tx)
+                    .await?;
+                if let Some((Some(base), created)) = was {
+                    let id = m.id.0.to_vec();
+                    match newest.get_mut(&base) {
+                        Some(top) if top.0 >= created => others.push((base, id)),
+                        Some(top) => {
+                            let older = std::mem::replace(top, (created, id));
+                            others.push((base, older.1));
+                        }
+                        None => {
+                            newest.insert(base, (created, id));
+                        }
+                    }
+                }
+            }
+        }
+        // Noted as their base, for the recompression: the notes hold
+        // nothing back, and are checked again when they are used.
+        for (base, id) in others {
+            if let Some((_, top)) = newest.get(&base) {
+                sqlx::query("UPDATE blocks SET base = $2 WHERE id = $1 AND level IS NULL")
+                    .bind(&id)
+                    .bind(top)
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         let now = now_ms();
@@ -345,6 +400,29 @@ impl Store {
         }
         tx.commit().await?;
         Ok(taken)
+    }
+
+    /// Up to `limit` blocks in use, stored as deltas against a block that
+    /// has had no reference since before `cutoff_ms`: to be stored whole,
+    /// so that their base can be collected.
+    pub async fn deltas_on_unused_bases(
+        &self,
+        cutoff_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(BlockId, BlockLoc)>> {
+        let rows: Vec<(Vec<u8>, String, i64, i64)> = sqlx::query_as(
+            "SELECT d.id, d.object, d.obj_offset, d.obj_length FROM blocks b
+             JOIN blocks d ON d.base = b.id
+             WHERE b.refcount <= 0 AND b.zero_since_ms IS NOT NULL AND b.zero_since_ms <= $1
+               AND d.level IS NOT NULL AND d.refcount > 0 AND d.damaged_ms IS NULL
+             ORDER BY b.zero_since_ms, d.id
+             LIMIT $2",
+        )
+        .bind(cutoff_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(located(rows))
     }
 
     /// Forgets a pack's freed bytes (it cannot be compacted now, for

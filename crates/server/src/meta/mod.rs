@@ -920,6 +920,8 @@ forward! {
     /// Blocks only long-untouched files use; see `gc_queries.rs`.
     fn cold_candidates(&self, cutoff_ms: i64, limit: i64) -> Result<Vec<(BlockId, BlockLoc)>>;
     fn relocate_blocks(&self, new: &str, moved: &[Moved]) -> Result<u64>;
+    fn stored_whole(&self, new: &str, moved: &[Moved]) -> Result<u64>;
+    fn deltas_on_unused_bases(&self, cutoff_ms: i64, limit: i64) -> Result<Vec<(BlockId, BlockLoc)>>;
     /// The consistency check's queries; see `fsck_queries.rs`.
     fn block_count(&self) -> Result<u64>;
     fn blocks_page(&self, after: Option<BlockId>, limit: i64) -> Result<Vec<(BlockId, BlockLoc)>>;

@@ -2,6 +2,9 @@
 //!
 //! A pass, in order:
 //!
+//! 0. Unlink: a block stored as a delta (see `blocks/codec.rs`) against a
+//!    block that no revision has used for the grace period is stored whole
+//!    again, so that its base is collected like any other.
 //! 1. Collect: block records without references for the grace period, and
 //!    named by no upload session, go, with every user's claim to them; the
 //!    objects left without a record are doomed (`doomed_objects`), in the
@@ -40,6 +43,8 @@ const COLLECT_BATCH: i64 = 1000;
 const COLLECT_ROUNDS: usize = 20;
 /// Packs looked at, and doomed objects deleted, per step.
 const PACKS_PER_STEP: i64 = 20;
+/// Deltas stored whole again per step (each read through its base).
+const UNLINK_BATCH: i64 = 200;
 const DELETES_PER_STEP: i64 = 5000;
 
 pub struct Gc {
@@ -65,6 +70,24 @@ impl From<BlockError> for WorkerError {
 }
 
 impl Gc {
+    async fn unlink(&self, now: i64) -> Result<(u64, bool), WorkerError> {
+        let cutoff = now.saturating_sub(ms(self.grace));
+        let deltas = self
+            .meta
+            .deltas_on_unused_bases(cutoff, UNLINK_BATCH)
+            .await?;
+        if deltas.is_empty() {
+            return Ok((0, false));
+        }
+        let full = deltas.len() as i64 == UNLINK_BATCH;
+        let moved = self.blocks.store_whole(&deltas).await?;
+        tracing::info!(
+            blocks = moved,
+            "stored deltas whole: their bases are no longer used"
+        );
+        Ok((moved, full && moved > 0))
+    }
+
     async fn collect(&self, now: i64) -> Result<(u64, bool), WorkerError> {
         let cutoff = now.saturating_sub(ms(self.grace));
         let mut removed = 0;
@@ -145,17 +168,20 @@ impl Worker for Gc {
     fn step(&mut self) -> BoxFuture<'_, Result<Step, WorkerError>> {
         async move {
             let now = self.clock.now_ms();
+            let (_, more_deltas) = self.unlink(now).await?;
             let (collected, more_blocks) = self.collect(now).await?;
             let (_, more_packs) = self.compact().await?;
             self.sweep(now).await?;
             // Read the clock again: what this pass doomed counts from now.
             let (deleted, more_objects) = self.delete_doomed(self.clock.now_ms()).await?;
             let done = collected + deleted;
-            Ok(if more_blocks || more_packs || more_objects {
-                Step::Busy { done }
-            } else {
-                Step::Idle { done }
-            })
+            Ok(
+                if more_deltas || more_blocks || more_packs || more_objects {
+                    Step::Busy { done }
+                } else {
+                    Step::Idle { done }
+                },
+            )
         }
         .boxed()
     }
