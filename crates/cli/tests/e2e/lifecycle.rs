@@ -701,6 +701,14 @@ async fn an_edited_file_is_stored_as_a_delta_against_its_last_version(b: Backend
         kept < one,
         "{kept} bytes for the two versions the revisions still use"
     );
+    s.config.clock.advance(Duration::from_secs(GRACE + 1));
+    gc(&s).await;
+    let objects = s.store_objects().await;
+    assert_eq!(
+        objects.len(),
+        1,
+        "the first version's block is gone; the other two are in one pack: {objects:?}"
+    );
     alice.pin("/notes.rs", second_rev, false).await.unwrap();
     let ran = admin(&s).await.run_worker("retention").await.unwrap();
     assert_eq!(ran.last_done, 1, "{ran:?}");
@@ -730,6 +738,17 @@ async fn an_edited_file_is_stored_as_a_delta_against_its_last_version(b: Backend
     let (_, base) = &sized[1];
     assert!(*delta_len < 2000, "the edit is stored in {delta_len} bytes");
     s.store.damage(base).await;
+    // Found through the third version's own read: the fourth, never read,
+    // is then missing too, so the next upload of its bytes repairs it.
+    let third_rev = numbers_sorted(&alice).await[0];
+    let read = alice.download("/notes.rs", Some(third_rev)).await;
+    let whole = match read {
+        Ok(resp) => resp.bytes().await.is_ok_and(|b| b[..] == third[..]),
+        Err(_) => false,
+    };
+    assert!(!whole, "a damaged block never reads back");
+    let b4 = BlockId::of(&fourth);
+    assert_eq!(alice.missing(&[b4]).await.unwrap(), [b4]);
     let read = alice.download("/notes.rs", None).await;
     let whole = match read {
         Ok(resp) => resp.bytes().await.is_ok_and(|b| b[..] == fourth[..]),
@@ -737,6 +756,7 @@ async fn an_edited_file_is_stored_as_a_delta_against_its_last_version(b: Backend
     };
     assert!(!whole, "a block whose base is damaged never reads back");
     put(&alice, "/again.rs", &fourth).await;
+    assert!(alice.missing(&[b4]).await.unwrap().is_empty());
     assert!(fetch(&alice, "/notes.rs").await == fourth);
     assert!(fetch(&alice, "/again.rs").await == fourth);
 

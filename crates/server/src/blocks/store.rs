@@ -875,20 +875,41 @@ impl BlockStore {
 
     /// Stores `blocks`, each stored as a delta, whole again (read through
     /// their base and verified, compressed on their own at the fast level,
-    /// sealed afresh and checked) in one new pack in the main store, and
-    /// points their records there (compared and swapped), so that their
-    /// bases, no longer used by any revision, can be collected. A damaged
-    /// block stays where it is (and is marked). Returns the blocks moved.
+    /// sealed afresh and checked) in a new pack in the tier each was in,
+    /// and points their records there (compared and swapped), so that
+    /// their bases, no longer used by any revision, can be collected. A
+    /// block that does not read now stays where it is (a damaged one is
+    /// marked), to be tried again. Returns the blocks moved.
     pub async fn store_whole(&self, blocks: &[(BlockId, BlockLoc)]) -> Result<u64, BlockError> {
-        let object = format!("packs/{}", crate::ids::new_id());
+        let (cold, main): (Vec<_>, Vec<_>) = blocks
+            .iter()
+            .cloned()
+            .partition(|(_, loc)| loc.object.starts_with(COLD_PREFIX));
+        let mut moved = 0;
+        for (tier, blocks) in [("", main), (COLD_PREFIX, cold)] {
+            if !blocks.is_empty() {
+                moved += self.store_whole_in(tier, &blocks).await?;
+            }
+        }
+        Ok(moved)
+    }
+
+    async fn store_whole_in(
+        &self,
+        tier: &str,
+        blocks: &[(BlockId, BlockLoc)],
+    ) -> Result<u64, BlockError> {
+        let object = format!("{tier}packs/{}", crate::ids::new_id());
         let mut pack = Vec::new();
         let mut moved = Vec::with_capacity(blocks.len());
         for (id, from) in blocks {
             let id = *id;
             let plain = match self.read_plain(id, from).await {
                 Ok(plain) => plain,
-                Err(e) if is_damage(&e) => continue,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(block = %id, error = %e, "could not store a delta whole");
+                    continue;
+                }
             };
             let ring = self.ring.clone();
             let sealed = tokio::task::spawn_blocking(move || {

@@ -364,6 +364,16 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 if let Some((Some(base), created)) = was {
+                    // A read that looked the block up before this still
+                    // finds its old copy, a delta, for the grace period:
+                    // its base waits as long.
+                    sqlx::query(
+                        "UPDATE blocks SET zero_since_ms = $2 WHERE id = $1 AND refcount <= 0",
+                    )
+                    .bind(&base)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
                     let id = m.id.0.to_vec();
                     match newest.get_mut(&base) {
                         Some(top) if top.0 >= created => others.push((base, id)),

@@ -168,7 +168,15 @@ impl Worker for Gc {
     fn step(&mut self) -> BoxFuture<'_, Result<Step, WorkerError>> {
         async move {
             let now = self.clock.now_ms();
-            let (_, more_deltas) = self.unlink(now).await?;
+            // Storing deltas whole reads their bases; a store that fails
+            // that (a cold tier gone, say) must not hold collection back.
+            let more_deltas = match self.unlink(now).await {
+                Ok((_, more)) => more,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not store deltas of unused bases whole");
+                    false
+                }
+            };
             let (collected, more_blocks) = self.collect(now).await?;
             let (_, more_packs) = self.compact().await?;
             self.sweep(now).await?;
