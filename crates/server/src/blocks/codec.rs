@@ -6,14 +6,14 @@
 //! ```
 //!
 //! The payload is the zstd frame of the block, or the block itself when
-//! compression does not pay (codec 1 and 0). Codec 2 is a block stored as a
-//! delta: the payload is the id of a base block, then a zstd frame with the
-//! base's plaintext as its raw prefix. The server writes it (the
+//! compression does not pay (codec 1 and 0). Codec 2 is a block stored as
+//! a delta: the payload is the id of a base block, then a zstd frame with
+//! the base's plaintext as its raw prefix. The server writes it (the
 //! `recompress` worker, for the next version of a file's block) and never
 //! sends it: a delta opens only with its base, which is always stored
-//! whole, so a read follows at most one link. Each block is encrypted under its own key,
-//! derived from the data key and the random salt, so no key ever seals more
-//! than one message. Reading decrypts, decompresses (capped at the largest
+//! whole, so a read follows at most one link. Each block is encrypted
+//! under its own key, derived from the data key and the random salt, so no
+//! key ever seals more than one message. Reading decrypts, decompresses (capped at the largest
 //! block, against bombs) and re-hashes: damage is an error, never wrong bytes.
 
 use aes_gcm::Aes256Gcm;

@@ -202,6 +202,36 @@ impl Opened {
     }
 }
 
+/// A new object being filled with sealed blocks copied from elsewhere
+/// (compaction, recompression, cold moves, deltas stored whole), and the
+/// record moves that will point at it.
+struct NewPack {
+    object: String,
+    bytes: Vec<u8>,
+    moved: Vec<crate::meta::Moved>,
+}
+
+impl NewPack {
+    fn new(object: String) -> Self {
+        Self {
+            object,
+            bytes: Vec::new(),
+            moved: Vec::new(),
+        }
+    }
+
+    /// Appends the sealed copy of `id`, whose record is now at `from`.
+    fn add(&mut self, id: BlockId, from: BlockLoc, sealed: &[u8]) {
+        let to = BlockLoc {
+            object: self.object.clone(),
+            offset: self.bytes.len() as u64,
+            length: sealed.len() as u64,
+        };
+        self.bytes.extend_from_slice(sealed);
+        self.moved.push(crate::meta::Moved { id, from, to });
+    }
+}
+
 /// Whether a read may follow a delta to its base. A base is always stored
 /// whole, so a base's own read may not: a read follows at most one link.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -763,31 +793,26 @@ impl BlockStore {
         } else {
             ""
         };
-        let new_object = format!("{tier}packs/{}", crate::ids::new_id());
-        let mut pack = Vec::new();
-        let mut moved = Vec::with_capacity(blocks.len());
+        let mut pack = NewPack::new(format!("{tier}packs/{}", crate::ids::new_id()));
         for (id, from) in blocks {
             let sealed = match self.read_sealed(id, &from).await {
                 Ok(sealed) => sealed,
                 Err(e) if is_damage(&e) => continue,
                 Err(e) => return Err(e),
             };
-            let to = BlockLoc {
-                object: new_object.clone(),
-                offset: pack.len() as u64,
-                length: sealed.len() as u64,
-            };
-            pack.extend_from_slice(&sealed);
-            moved.push(crate::meta::Moved { id, from, to });
+            pack.add(id, from, &sealed);
         }
-        if moved.is_empty() {
+        if pack.moved.is_empty() {
             // Nothing sound to keep: collection of its damaged blocks (or
             // their repair) frees it later.
             self.meta.forget_pack_freed(object).await?;
             return Ok(0);
         }
-        self.create(&new_object, pack).await?;
-        Ok(self.meta.move_blocks(object, &new_object, &moved).await?)
+        self.create(&pack.object, pack.bytes).await?;
+        Ok(self
+            .meta
+            .move_blocks(object, &pack.object, &pack.moved)
+            .await?)
     }
 
     /// Rewrites the sound blocks recorded in `object` compressed at zstd
@@ -819,14 +844,14 @@ impl BlockStore {
         };
         // A block of this object may be the base of another only if it
         // is not to become a delta itself in this very step.
-        let mut candidates = std::collections::HashMap::new();
-        for (id, _) in &blocks {
-            if let Some(found) = self.meta.delta_base(id).await? {
-                candidates.insert(*id, found);
-            }
-        }
-        let mut pack = Vec::new();
-        let mut moved = Vec::with_capacity(blocks.len());
+        let candidates: std::collections::HashMap<BlockId, (BlockId, BlockLoc)> = self
+            .meta
+            .delta_bases_in(object)
+            .await?
+            .into_iter()
+            .map(|(id, base, loc)| (id, (base, loc)))
+            .collect();
+        let mut pack = NewPack::new(new_object);
         let mut bases = Vec::new();
         let mut before = 0u64;
         for (id, from) in blocks {
@@ -849,27 +874,21 @@ impl BlockStore {
                 bases.push((id, base));
             }
             before += from.length;
-            let to = BlockLoc {
-                object: new_object.clone(),
-                offset: pack.len() as u64,
-                length: sealed.len() as u64,
-            };
-            pack.extend_from_slice(&sealed);
-            moved.push(crate::meta::Moved { id, from, to });
+            pack.add(id, from, &sealed);
         }
-        if moved.is_empty() {
+        if pack.moved.is_empty() {
             return Ok(0);
         }
-        if (pack.len() as u64).saturating_mul(100) > before.saturating_mul(97) {
+        if (pack.bytes.len() as u64).saturating_mul(100) > before.saturating_mul(97) {
             return Ok(self
                 .meta
                 .recompressed(object, None, &[], &[], level)
                 .await?);
         }
-        self.create(&new_object, pack).await?;
+        self.create(&pack.object, pack.bytes).await?;
         Ok(self
             .meta
-            .recompressed(object, Some(&new_object), &moved, &bases, level)
+            .recompressed(object, Some(&pack.object), &pack.moved, &bases, level)
             .await?)
     }
 
@@ -899,9 +918,7 @@ impl BlockStore {
         tier: &str,
         blocks: &[(BlockId, BlockLoc)],
     ) -> Result<u64, BlockError> {
-        let object = format!("{tier}packs/{}", crate::ids::new_id());
-        let mut pack = Vec::new();
-        let mut moved = Vec::with_capacity(blocks.len());
+        let mut pack = NewPack::new(format!("{tier}packs/{}", crate::ids::new_id()));
         for (id, from) in blocks {
             let id = *id;
             let plain = match self.read_plain(id, from).await {
@@ -918,28 +935,18 @@ impl BlockStore {
                 codec::open(&id, &sealed, &ring).map(|_| sealed)
             })
             .await??;
-            let to = BlockLoc {
-                object: object.clone(),
-                offset: pack.len() as u64,
-                length: sealed.len() as u64,
-            };
-            pack.extend_from_slice(&sealed);
-            moved.push(crate::meta::Moved {
-                id,
-                from: from.clone(),
-                to,
-            });
+            pack.add(id, from.clone(), &sealed);
         }
-        if moved.is_empty() {
+        if pack.moved.is_empty() {
             return Ok(0);
         }
-        self.create(&object, pack).await?;
-        Ok(self.meta.stored_whole(&object, &moved).await?)
+        self.create(&pack.object, pack.bytes).await?;
+        Ok(self.meta.stored_whole(&pack.object, &pack.moved).await?)
     }
 
     /// The verified plaintext of `base`, which the metadata offers as the
     /// block `id` may be stored as a delta against (see
-    /// `meta::Store::delta_base`). A base that cannot be read now is no
+    /// `meta::Store::delta_bases_in`). A base that cannot be read now is no
     /// base.
     async fn base_for_delta(
         &self,
@@ -1000,32 +1007,20 @@ impl BlockStore {
     /// sweep takes it); after, the old copies are doomed in the same
     /// transaction: every block is readable from one tier or the other.
     pub async fn move_cold(&self, blocks: &[(BlockId, BlockLoc)]) -> Result<u64, BlockError> {
-        let object = format!("{COLD_PREFIX}packs/{}", crate::ids::new_id());
-        let mut pack = Vec::new();
-        let mut moved = Vec::with_capacity(blocks.len());
+        let mut pack = NewPack::new(format!("{COLD_PREFIX}packs/{}", crate::ids::new_id()));
         for (id, from) in blocks {
             let sealed = match self.read_sealed(*id, from).await {
                 Ok(sealed) => sealed,
                 Err(e) if is_damage(&e) => continue,
                 Err(e) => return Err(e),
             };
-            let to = BlockLoc {
-                object: object.clone(),
-                offset: pack.len() as u64,
-                length: sealed.len() as u64,
-            };
-            pack.extend_from_slice(&sealed);
-            moved.push(crate::meta::Moved {
-                id: *id,
-                from: from.clone(),
-                to,
-            });
+            pack.add(*id, from.clone(), &sealed);
         }
-        if moved.is_empty() {
+        if pack.moved.is_empty() {
             return Ok(0);
         }
-        self.tiers.create(&object, pack).await?;
-        Ok(self.meta.relocate_blocks(&object, &moved).await?)
+        self.tiers.create(&pack.object, pack.bytes).await?;
+        Ok(self.meta.relocate_blocks(&pack.object, &pack.moved).await?)
     }
 
     /// Reads every copy of a block; a damaged copy is rewritten from a

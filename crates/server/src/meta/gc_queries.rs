@@ -267,30 +267,38 @@ impl Store {
         Ok(done)
     }
 
-    /// The block `id` may be stored as a delta against, and where it is:
-    /// the base its commit noted or, when that one is stored as a delta,
-    /// the block that one is against; if it is in use, sound and stored
-    /// whole, and no block is stored as a delta against `id`. A base more
-    /// than twice the block's size is no base: reading a delta reads its
-    /// base too, and a fetch is budgeted by the sizes of the blocks asked
-    /// for, so this keeps a read's work within three times that. Nor is a
-    /// block in the cold tier, which is priced for data left alone.
-    pub async fn delta_base(&self, id: &BlockId) -> Result<Option<(BlockId, BlockLoc)>> {
-        let rows: Vec<(Vec<u8>, String, i64, i64)> = sqlx::query_as(
-            "SELECT c.id, c.object, c.obj_offset, c.obj_length FROM blocks d
+    /// For each block recorded in `object` that may be stored as a delta,
+    /// the block it may be stored against, and where that one is: the base
+    /// its commit noted or, when that one is stored as a delta, the block
+    /// that one is against; if it is in use, sound and stored whole, and
+    /// no block is stored as a delta against the block. A base more than
+    /// twice the block's size is no base: reading a delta reads its base
+    /// too, and a fetch is budgeted by the sizes of the blocks asked for,
+    /// so this keeps a read's work within three times that. Nor is a block
+    /// in the cold tier, which is priced for data left alone.
+    pub async fn delta_bases_in(&self, object: &str) -> Result<Vec<(BlockId, BlockId, BlockLoc)>> {
+        let rows: Vec<BaseRow> = sqlx::query_as(
+            "SELECT d.id, c.id, c.object, c.obj_offset, c.obj_length FROM blocks d
              JOIN blocks h ON h.id = d.base
              JOIN blocks c ON c.id = CASE WHEN h.level IS NOT NULL AND h.base IS NOT NULL
                                           THEN h.base ELSE h.id END
-             WHERE d.id = $1 AND d.level IS NULL AND c.id <> d.id
+             WHERE d.object = $1 AND d.level IS NULL AND c.id <> d.id
                AND c.refcount > 0 AND c.damaged_ms IS NULL
                AND NOT (c.level IS NOT NULL AND c.base IS NOT NULL)
                AND c.plain_len <= 2 * d.plain_len AND c.object NOT LIKE 'cold/%'
                AND NOT EXISTS (SELECT 1 FROM blocks x WHERE x.base = d.id AND x.level IS NOT NULL)",
         )
-        .bind(&id.0[..])
+        .bind(object)
         .fetch_all(&self.pool)
         .await?;
-        Ok(located(rows).into_iter().next())
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, base, object, offset, length)| {
+                let id = <[u8; 32]>::try_from(id.as_slice()).ok()?;
+                let base = <[u8; 32]>::try_from(base.as_slice()).ok()?;
+                Some((BlockId(id), BlockId(base), loc((object, offset, length))))
+            })
+            .collect())
     }
 
     /// Up to `limit` sound, referenced blocks outside the cold store that
@@ -493,6 +501,9 @@ async fn swap_location(tx: &mut Tx, m: &Moved) -> Result<bool> {
     .rows_affected();
     Ok(swapped == 1)
 }
+
+/// A block, the base it may be stored against, and where that one is.
+type BaseRow = (Vec<u8>, Vec<u8>, String, i64, i64);
 
 /// Whether `block` may be recorded as a delta against `base`, at the
 /// moment of recording: `base` is in use, sound and stored whole, and no

@@ -915,7 +915,7 @@ forward! {
         bases: &[(BlockId, BlockId)],
         level: i32,
     ) -> Result<u64>;
-    fn delta_base(&self, id: &BlockId) -> Result<Option<(BlockId, BlockLoc)>>;
+    fn delta_bases_in(&self, object: &str) -> Result<Vec<(BlockId, BlockId, BlockLoc)>>;
     fn forget_pack_freed(&self, object: &str) -> Result<()>;
     /// Blocks only long-untouched files use; see `gc_queries.rs`.
     fn cold_candidates(&self, cutoff_ms: i64, limit: i64) -> Result<Vec<(BlockId, BlockLoc)>>;

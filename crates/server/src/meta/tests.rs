@@ -475,8 +475,15 @@ async fn record_delta(f: &Fixture, b: u8, base: u8) -> u64 {
 async fn bases(f: &Fixture) -> Vec<Option<u8>> {
     let mut out = Vec::new();
     for b in 1..=7u8 {
-        let found = f.meta.delta_base(&BlockId([b; 32])).await.unwrap();
-        out.push(found.map(|(id, _)| id.0[0]));
+        let id = BlockId([b; 32]);
+        let at = f.meta.block_location(&id).await.unwrap().unwrap();
+        let found = f.meta.delta_bases_in(&at.object).await.unwrap();
+        out.push(
+            found
+                .iter()
+                .find(|(block, ..)| *block == id)
+                .map(|(_, base, _)| base.0[0]),
+        );
     }
     out
 }
