@@ -126,7 +126,7 @@ pub fn run(args: Args) -> Result<()> {
             .zip(&ids)
             .zip(&blocks)
             .map(|(((codec, payload), id), r)| codec::seal(id, *codec, payload, r.len(), &ring))
-            .collect::<Vec<_>>())
+            .collect::<Result<Vec<_>, _>>()?)
     })?;
     record("seal (AES-256-GCM)".into(), t);
     drop(client_payloads);
@@ -149,7 +149,7 @@ pub fn run(args: Args) -> Result<()> {
                 z if z.len() < chunk.data.len() => (Codec::Zstd, z),
                 _ => (Codec::Raw, chunk.data),
             };
-            black_box(codec::seal(&id, codec, &payload, chunk.length, &ring));
+            black_box(codec::seal(&id, codec, &payload, chunk.length, &ring)?);
         }
         Ok(())
     })?;
@@ -164,7 +164,7 @@ pub fn run(args: Args) -> Result<()> {
             };
             let plain = codec::decompress(codec, &payload)?;
             codec::verify(&id, &plain)?;
-            black_box(codec::seal(&id, codec, &payload, chunk.length, &ring));
+            black_box(codec::seal(&id, codec, &payload, chunk.length, &ring)?);
         }
         Ok(())
     })?;

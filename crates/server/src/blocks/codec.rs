@@ -16,8 +16,6 @@
 //! key ever seals more than one message. Reading decrypts, decompresses (capped at the largest
 //! block, against bombs) and re-hashes: damage is an error, never wrong bytes.
 
-use aes_gcm::Aes256Gcm;
-use aes_gcm::aead::{Aead, KeyInit, Payload};
 use bytes::Bytes;
 use rand::RngCore;
 use tessera_proto::BlockId;
@@ -25,12 +23,13 @@ use tessera_proto::api::BlockCodec;
 use tessera_proto::block::MAX_BLOCK;
 use tessera_proto::pack::{MAX_FRAME_PLAIN, MAX_PACK_PLAIN};
 
+use super::aead;
 use super::keys::KeyRing;
 
 pub const MAGIC: &[u8; 4] = b"TSB1";
 pub const HEADER_LEN: usize = 48;
 /// Bytes sealing adds to a payload: the header and the GCM tag.
-pub const SEAL_OVERHEAD: usize = HEADER_LEN + 16;
+pub const SEAL_OVERHEAD: usize = HEADER_LEN + aead::TAG_LEN;
 /// zstd level for blocks compressed by the server; clients pick their own.
 pub const ZSTD_LEVEL: i32 = 1;
 
@@ -71,6 +70,8 @@ pub enum BlockError {
     Config(String),
     #[error("block {0} is stored as a delta against a block that is itself a delta")]
     NestedDelta(BlockId),
+    #[error(transparent)]
+    Seal(#[from] aead::SealError),
 }
 
 impl From<BlockCodec> for Codec {
@@ -178,7 +179,7 @@ pub fn seal(
     payload: &[u8],
     plain_len: usize,
     ring: &KeyRing,
-) -> Vec<u8> {
+) -> Result<Vec<u8>, BlockError> {
     seal_as(id, codec as u8, payload, plain_len, ring)
 }
 
@@ -190,7 +191,7 @@ pub fn seal_delta(
     frame: &[u8],
     plain_len: usize,
     ring: &KeyRing,
-) -> Vec<u8> {
+) -> Result<Vec<u8>, BlockError> {
     let mut payload = Vec::with_capacity(BASE_LEN + frame.len());
     payload.extend_from_slice(base.as_bytes());
     payload.extend_from_slice(frame);
@@ -202,33 +203,36 @@ const DELTA: u8 = 2;
 /// A delta's payload starts with its base's id.
 const BASE_LEN: usize = 32;
 
-fn seal_as(id: &BlockId, codec: u8, payload: &[u8], plain_len: usize, ring: &KeyRing) -> Vec<u8> {
+fn seal_as(
+    id: &BlockId,
+    codec: u8,
+    payload: &[u8],
+    plain_len: usize,
+    ring: &KeyRing,
+) -> Result<Vec<u8>, BlockError> {
     let (key_id, data_key) = ring.current();
     let mut salt = [0u8; 16];
     let mut nonce = [0u8; 12];
     rand::rng().fill_bytes(&mut salt);
     rand::rng().fill_bytes(&mut nonce);
-    let mut header = Vec::with_capacity(HEADER_LEN);
+    let mut header = Vec::with_capacity(SEAL_OVERHEAD + payload.len());
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&[codec, 0, 0, 0]);
     header.extend_from_slice(&(key_id as u64).to_le_bytes());
     header.extend_from_slice(&salt);
     header.extend_from_slice(&nonce);
     header.extend_from_slice(&(plain_len as u32).to_le_bytes());
-    let cipher = Aes256Gcm::new(&block_key(data_key, &salt).into());
     let aad = aad(&header, id);
-    // AES-GCM into a Vec fails only for messages far above MAX_BLOCK.
-    let ct = cipher
-        .encrypt(
-            &nonce.into(),
-            Payload {
-                msg: payload,
-                aad: &aad,
-            },
-        )
-        .unwrap_or_default();
-    header.extend_from_slice(&ct);
-    header
+    let mut sealed = header;
+    sealed.extend_from_slice(payload);
+    aead::seal_tail(
+        &block_key(data_key, &salt),
+        nonce,
+        &aad,
+        &mut sealed,
+        HEADER_LEN,
+    )?;
+    Ok(sealed)
 }
 
 /// A stored block, decrypted and authenticated.
@@ -301,11 +305,9 @@ pub fn open(id: &BlockId, stored: &[u8], ring: &KeyRing) -> Result<Opening, Bloc
     let data_key = ring
         .get(key_id)
         .ok_or(BlockError::UnknownKey(*id, key_id))?;
-    let cipher = Aes256Gcm::new(&block_key(data_key, &salt).into());
     let aad = aad(header, id);
-    let mut payload = cipher
-        .decrypt(&nonce.into(), Payload { msg: ct, aad: &aad })
-        .map_err(|_| corrupt("authentication failed"))?;
+    let mut payload = aead::open(&block_key(data_key, &salt), nonce, &aad, ct)
+        .ok_or_else(|| corrupt("authentication failed"))?;
     let Some(codec) = codec else {
         if payload.len() < BASE_LEN || plain_len > MAX_BLOCK {
             return Err(corrupt("bad delta header"));
@@ -383,6 +385,36 @@ mod tests {
         }
     }
 
+    /// A block sealed by an earlier release (another AES-GCM
+    /// implementation) still opens, and a flipped bit in it is damage.
+    #[test]
+    fn a_block_sealed_by_an_earlier_release_opens() {
+        let ring = KeyRing::for_tests();
+        let plain = b"a block sealed before the switch of AES-GCM implementation";
+        let sealed = hex::decode(
+            "54534231000000000100000000000000e6a066e8505204d2b63df666089add1d\
+             39536ad9f60cd7d4cc3847053a0000006876ed15896a3044ff13ae2f697c5e94\
+             9eb2f4f9c2e4cf983391beef5bb0ba4cf11e0c59bec391f82d2486ad54279d92\
+             70990df1a39fa5fce6eca65ac525cef7b44d669283b7416fcea4",
+        )
+        .unwrap();
+        let id = BlockId::of(plain);
+        let Opening::Whole(Codec::Raw, _, opened) = open(&id, &sealed, &ring).unwrap() else {
+            panic!("not opened as a raw block");
+        };
+        assert_eq!(opened, plain);
+        let mut bad = sealed.clone();
+        bad[HEADER_LEN + 5] ^= 1;
+        assert!(matches!(
+            open(&id, &bad, &ring),
+            Err(BlockError::Corrupt(..))
+        ));
+        // Sealed now, it opens the same way.
+        let again = seal(&id, Codec::Raw, plain, plain.len(), &ring).unwrap();
+        assert_eq!(again.len(), sealed.len());
+        assert!(matches!(open(&id, &again, &ring), Ok(Opening::Whole(..))));
+    }
+
     /// A block stored as a delta opens only against its base: the right
     /// base rebuilds it exactly; another block, or any flipped bit of the
     /// stored bytes, is damage, never wrong bytes.
@@ -397,7 +429,7 @@ mod tests {
         let (base, id) = (BlockId::of(&old), BlockId::of(&new));
         let frame = tessera_proto::delta::prefix_frame(&old, &new, 12).unwrap();
         assert!(frame.len() < 2000, "{}", frame.len());
-        let sealed = seal_delta(&id, &base, &frame, new.len(), &ring);
+        let sealed = seal_delta(&id, &base, &frame, new.len(), &ring).unwrap();
         let Opening::Delta(pending) = open(&id, &sealed, &ring).unwrap() else {
             panic!("a delta opened as a whole block");
         };

@@ -15,9 +15,9 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
-use aes_gcm::Aes256Gcm;
-use aes_gcm::aead::{Aead, KeyInit};
 use rand::RngCore;
+
+use super::aead;
 
 use crate::meta::{Meta, MetaError};
 
@@ -34,6 +34,8 @@ pub enum KeyError {
     Permissions(String),
     #[error("a data key in the database cannot be unwrapped: wrong master key?")]
     Unwrap,
+    #[error(transparent)]
+    Seal(#[from] aead::SealError),
     #[error(transparent)]
     Meta(#[from] MetaError),
 }
@@ -94,21 +96,13 @@ impl MasterKey {
         }
     }
 
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(&self.0.into())
-    }
-
-    fn wrap(&self, data_key: &[u8; 32]) -> Vec<u8> {
+    fn wrap(&self, data_key: &[u8; 32]) -> Result<Vec<u8>, KeyError> {
         let mut nonce = [0u8; WRAP_NONCE];
         rand::rng().fill_bytes(&mut nonce);
         let mut out = nonce.to_vec();
-        // Encrypting 32 bytes into a Vec cannot fail.
-        out.extend(
-            self.cipher()
-                .encrypt(&nonce.into(), &data_key[..])
-                .unwrap_or_default(),
-        );
-        out
+        out.extend_from_slice(data_key);
+        aead::seal_tail(&self.0, nonce, &[], &mut out, WRAP_NONCE)?;
+        Ok(out)
     }
 
     fn unwrap_key(&self, wrapped: &[u8]) -> Result<[u8; 32], KeyError> {
@@ -116,10 +110,7 @@ impl MasterKey {
             .split_at_checked(WRAP_NONCE)
             .ok_or(KeyError::Unwrap)?;
         let nonce: [u8; WRAP_NONCE] = nonce.try_into().map_err(|_| KeyError::Unwrap)?;
-        let plain = self
-            .cipher()
-            .decrypt(&nonce.into(), ct)
-            .map_err(|_| KeyError::Unwrap)?;
+        let plain = aead::open(&self.0, nonce, &[], ct).ok_or(KeyError::Unwrap)?;
         plain.try_into().map_err(|_| KeyError::Unwrap)
     }
 }
@@ -217,7 +208,7 @@ pub async fn rotate(
     let mut rows = Vec::new();
     for (id, wrapped) in meta.data_keys().await? {
         let key = old.unwrap_key(&wrapped)?;
-        rows.push((id, wrapped, new.wrap(&key)));
+        rows.push((id, wrapped, new.wrap(&key)?));
     }
     meta.rewrap_data_keys(&rows).await?;
     at(RotationStep::Rewrapped);
@@ -275,7 +266,7 @@ impl KeyRing {
         if rows.is_empty() {
             let mut key = [0u8; 32];
             rand::rng().fill_bytes(&mut key);
-            let wrapped = master.wrap(&key);
+            let wrapped = master.wrap(&key)?;
             let id = meta.insert_data_key(&wrapped).await?;
             rows.push((id, wrapped));
         }
@@ -307,5 +298,29 @@ impl KeyRing {
     pub fn object_name(&self, id: &tessera_proto::BlockId) -> String {
         let h = blake3::keyed_hash(&self.name_key, id.as_bytes()).to_hex();
         format!("blocks/{}/{}", &h[..2], &h[2..32])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A data key wrapped by an earlier release (another AES-GCM
+    /// implementation) still unwraps; a wrong master key does not.
+    #[test]
+    fn a_data_key_wrapped_by_an_earlier_release_unwraps() {
+        let wrapped = hex::decode(
+            "12d87944c8d59fc6b9a82987bbcb22257c8f54679f7c449001d7853a1ff12c9b\
+             8e586d42697694ddfd5f3d17d9edd82f1ec46b3123576870fd02111d",
+        )
+        .unwrap();
+        assert_eq!(MasterKey([5; 32]).unwrap_key(&wrapped).unwrap(), [6; 32]);
+        assert!(matches!(
+            MasterKey([4; 32]).unwrap_key(&wrapped),
+            Err(KeyError::Unwrap)
+        ));
+        let again = MasterKey([5; 32]).wrap(&[6; 32]).unwrap();
+        assert_eq!(again.len(), wrapped.len());
+        assert_eq!(MasterKey([5; 32]).unwrap_key(&again).unwrap(), [6; 32]);
     }
 }

@@ -42,6 +42,7 @@
 //!   reading anything both the answer's size and what reading costs (32 MiB
 //!   each, stored and plain), and streams the answer two blocks ahead.
 
+pub mod aead;
 pub mod codec;
 pub mod hash;
 pub mod ingest;

@@ -329,7 +329,7 @@ impl BlockStore {
         let sealed = tokio::task::spawn_blocking(move || {
             codec::seal(&id, codec, &payload, plain_len, &ring)
         })
-        .await?;
+        .await??;
         let object = self.fresh_name(&id);
         let loc = BlockLoc {
             object: object.clone(),
@@ -397,7 +397,7 @@ impl BlockStore {
             let mut pack = Vec::new();
             let mut records = Vec::new();
             for (id, codec, body, len) in needed {
-                let sealed = codec::seal(&id, codec, &body, len, &ring);
+                let sealed = codec::seal(&id, codec, &body, len, &ring)?;
                 let loc = BlockLoc {
                     object: name.clone(),
                     offset: pack.len() as u64,
@@ -406,9 +406,9 @@ impl BlockStore {
                 pack.extend_from_slice(&sealed);
                 records.push((id, loc, len as u64));
             }
-            (pack, records)
+            Ok::<_, BlockError>((pack, records))
         })
-        .await?;
+        .await??;
         self.create(&object, pack).await?;
         let recorded = self.meta.record_blocks(user_id, &records).await?;
         count_recorded(&records, &recorded);
@@ -931,7 +931,7 @@ impl BlockStore {
             let ring = self.ring.clone();
             let sealed = tokio::task::spawn_blocking(move || {
                 let (codec, payload) = codec::compress(&plain[..]);
-                let sealed = codec::seal(&id, codec, &payload, plain.len(), &ring);
+                let sealed = codec::seal(&id, codec, &payload, plain.len(), &ring)?;
                 codec::open(&id, &sealed, &ring).map(|_| sealed)
             })
             .await??;
@@ -1159,7 +1159,7 @@ fn reseal(
     let plain_len = block.plain.len();
     let (codec, payload) = match block.stored {
         Stored::Delta(pending) => {
-            let sealed = codec::seal_delta(&id, &pending.base(), pending.frame(), plain_len, ring);
+            let sealed = codec::seal_delta(&id, &pending.base(), pending.frame(), plain_len, ring)?;
             // The frame rebuilt the block a moment ago: the copy need only
             // authenticate.
             codec::open(&id, &sealed, ring)?;
@@ -1173,7 +1173,7 @@ fn reseal(
         && let Ok(frame) = tessera_proto::delta::prefix_frame(&base_plain, &block.plain, level)
         && (frame.len() as u64).saturating_mul(DELTA_PAYS) < payload.len() as u64
     {
-        let sealed = codec::seal_delta(&id, &base, &frame, plain_len, ring);
+        let sealed = codec::seal_delta(&id, &base, &frame, plain_len, ring)?;
         match codec::open(&id, &sealed, ring)? {
             codec::Opening::Delta(pending) => pending.finish(&id, &base_plain)?,
             codec::Opening::Whole(..) => {
@@ -1182,7 +1182,7 @@ fn reseal(
         };
         return Ok((sealed, Some(base)));
     }
-    let sealed = codec::seal(&id, codec, &payload, plain_len, ring);
+    let sealed = codec::seal(&id, codec, &payload, plain_len, ring)?;
     codec::open(&id, &sealed, ring)?;
     Ok((sealed, None))
 }
