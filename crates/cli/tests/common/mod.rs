@@ -446,8 +446,6 @@ pub fn random_data(len: usize, seed: u64) -> Vec<u8> {
     v
 }
 
-/// A bearer token for `user`, from a login over plain HTTP at `base` (the
-/// server's URL with the API prefix), for tests that speak HTTP by hand.
 /// The names in folder `dir`, sorted.
 pub async fn names(r: &Remote, dir: &str) -> Vec<String> {
     let mut names: Vec<String> = r
@@ -462,6 +460,8 @@ pub async fn names(r: &Remote, dir: &str) -> Vec<String> {
     names
 }
 
+/// A bearer token for `user`, from a login over plain HTTP at `base` (the
+/// server's URL with the API prefix), for tests that speak HTTP by hand.
 pub async fn login_token(base: &str, user: &str, password: &str, device: &str) -> String {
     let login: serde_json::Value = reqwest::Client::new()
         .post(format!("{base}/auth/login"))

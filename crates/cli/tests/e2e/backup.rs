@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use crate::common::process::{command, finish_async, fresh_postgres, said};
-use crate::common::{Backend, StoreView, TestServer, random_data, test_store_url};
+use crate::common::{Backend, StoreView, TestServer, names, random_data, test_store_url};
 use tessera_client::Remote;
 
 on_both_backends!(a_backup_of_a_serving_installation_restores);
@@ -157,14 +157,7 @@ async fn a_backup_of_a_serving_installation_restores(b: Backend) {
             .unwrap();
         assert!(got[..] == data[..], "{path} is restored as it was");
     }
-    let names: Vec<String> = alice
-        .list("/")
-        .await
-        .unwrap()
-        .entries
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
+    let names = names(&alice, "/").await;
     assert!(!names.contains(&"after.bin".to_owned()), "{names:?}");
 
     let mut args = vec!["admin", "fsck", "--data-dir", restored.to_str().unwrap()];

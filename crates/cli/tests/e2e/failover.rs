@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::common::{Backend, TestServer};
+use crate::common::{Backend, TestServer, names};
 
 /// A TCP cable to PostgreSQL that can be cut (open connections close, new
 /// ones are dropped at once) and mended.
@@ -168,17 +168,8 @@ async fn the_pool_follows_the_primary_across_hosts_and_outages_answer_503() {
     println!("all hosts lost then one back: {refused} more 503s, writes back after {took:?}");
     two.mend();
 
-    let mut names: Vec<String> = alice
-        .list("/")
-        .await
-        .unwrap()
-        .entries
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
-    names.sort();
     assert_eq!(
-        names,
+        names(&alice, "/").await,
         ["after.txt", "before.txt", "during.txt"],
         "every acknowledged upload is there, and the refused one is not"
     );

@@ -10,7 +10,7 @@ use base64::Engine;
 use reqwest::Method;
 
 use crate::common::process::{command, finish_async, said};
-use crate::common::{Backend, TestServer, no_progress, random_data};
+use crate::common::{Backend, TestServer, names, no_progress, random_data};
 use tessera_client::{ClientError, Remote};
 use tessera_proto::ErrorCode;
 
@@ -212,15 +212,7 @@ async fn an_upload_over_the_quota_is_refused_and_stores_nothing(b: Backend) {
     assert!(is_over_quota(&err), "{err}");
 
     assert_eq!(s.store_bytes().await, stored, "nothing was stored");
-    let names: Vec<String> = alice
-        .list("/")
-        .await
-        .unwrap()
-        .entries
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
-    assert_eq!(names, ["a.bin"]);
+    assert_eq!(names(&alice, "/").await, ["a.bin"]);
     assert_eq!(used(&alice).await, 600_000);
     // What fits still goes in.
     put(&alice, "/small.bin", &random_data(300_000, 5))

@@ -14,7 +14,7 @@ use tessera_client::sync::Syncer;
 use tessera_proto::api::{ChangeKind, ShareRole};
 use tessera_proto::error::ErrorCode;
 
-use crate::common::{Backend, TestServer, random_data};
+use crate::common::{Backend, TestServer, names, random_data};
 
 on_both_backends!(
     a_shared_folder_is_one_folder_for_all_its_members,
@@ -669,15 +669,7 @@ async fn a_viewers_changes_stay_on_their_device_as_copies_outside_the_folder(b: 
     }
     assert_eq!(get(&alice, "/Team/docs/notes.txt").await, b"v1");
     assert_eq!(get(&alice, "/Team/keep.txt").await, b"keep me");
-    let names: Vec<String> = alice
-        .list("/Team")
-        .await
-        .unwrap()
-        .entries
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
-    assert_eq!(names, ["docs", "keep.txt"]);
+    assert_eq!(names(&alice, "/Team").await, ["docs", "keep.txt"]);
     // A second run has nothing left to do.
     let again = sync.sync_once().await.unwrap();
     assert_eq!(again.uploaded + again.downloaded + again.conflicts.len(), 0);

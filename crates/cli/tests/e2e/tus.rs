@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::common::{Backend, TestServer};
+use crate::common::{Backend, TestServer, names};
 use base64::Engine;
 use reqwest::{Method, StatusCode};
 use tessera_client::Remote;
@@ -439,14 +439,7 @@ async fn concurrent_uploads_of_one_path_become_conflicted_copies(b: Backend) {
         landed.contains("conflicted%20copy%20from%20laptop"),
         "{landed}"
     );
-    let names: Vec<String> = r
-        .list("/")
-        .await
-        .unwrap()
-        .entries
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
+    let names = names(&r, "/").await;
     assert_eq!(names.len(), 2, "{names:?}");
     assert_eq!(download(&r, "/notes.txt").await, b"desk v2");
     let copy = names
