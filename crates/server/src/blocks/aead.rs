@@ -12,10 +12,17 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 /// Bytes the tag adds to a sealed message.
 pub const TAG_LEN: usize = 16;
 
-/// Sealing failed: only a message far larger than any block does that.
+/// Sealing failed: nothing a block or a data key can be makes it, but
+/// a failure is reported rather than stored as an empty ciphertext.
 #[derive(Debug, thiserror::Error)]
-#[error("AES-GCM refused to seal a message of {0} bytes")]
-pub struct SealError(pub usize);
+pub enum SealError {
+    #[error("AES-GCM refused the 256-bit key")]
+    Key,
+    #[error("the message to seal starts at byte {from} of a buffer of {len}")]
+    Range { from: usize, len: usize },
+    #[error("AES-GCM refused to seal a message of {0} bytes")]
+    Message(usize),
+}
 
 /// `None` only if aws-lc refused a 32-byte key, which AES-256 takes.
 fn key(key: &[u8; 32]) -> Option<LessSafeKey> {
@@ -33,15 +40,12 @@ pub fn seal_tail(
     out: &mut Vec<u8>,
     from: usize,
 ) -> Result<(), SealError> {
-    let len = out.len().saturating_sub(from);
+    let len = out.len();
+    let message = out.get_mut(from..).ok_or(SealError::Range { from, len })?;
     let tag = key(k)
-        .ok_or(SealError(len))?
-        .seal_in_place_separate_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad),
-            &mut out[from..],
-        )
-        .map_err(|_| SealError(len))?;
+        .ok_or(SealError::Key)?
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), message)
+        .map_err(|_| SealError::Message(len - from))?;
     out.extend_from_slice(tag.as_ref());
     Ok(())
 }
@@ -73,9 +77,17 @@ mod tests {
         out.extend_from_slice(b"the message");
         seal_tail(&k, [1; 12], b"aad", &mut out, 6).unwrap();
         assert_eq!(out.len(), 6 + 11 + TAG_LEN);
+        assert_eq!(
+            &out[..6],
+            b"header",
+            "what comes before the message is left alone"
+        );
         assert_ne!(&out[6..17], b"the message");
         let sealed = &out[6..];
         assert_eq!(open(&k, [1; 12], b"aad", sealed).unwrap(), b"the message");
+        let mut bad_tag = sealed.to_vec();
+        bad_tag[11 + 3] ^= 1;
+        assert!(open(&k, [1; 12], b"aad", &bad_tag).is_none());
         assert!(open(&[8; 32], [1; 12], b"aad", sealed).is_none());
         assert!(open(&k, [2; 12], b"aad", sealed).is_none());
         assert!(open(&k, [1; 12], b"aaD", sealed).is_none());
@@ -83,6 +95,12 @@ mod tests {
         flipped[3] ^= 1;
         assert!(open(&k, [1; 12], b"aad", &flipped).is_none());
         assert!(open(&k, [1; 12], b"aad", &sealed[..TAG_LEN - 1]).is_none());
+        // A start past the end is an error, not a panic.
+        let mut short = vec![0u8; 4];
+        assert!(matches!(
+            seal_tail(&k, [1; 12], b"", &mut short, 5),
+            Err(SealError::Range { from: 5, len: 4 })
+        ));
     }
 
     /// Known-answer test: NIST's GCM test case 16 (AES-256, 96-bit IV,

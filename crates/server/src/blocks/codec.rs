@@ -280,7 +280,7 @@ impl Pending {
 /// and checks its hash.
 pub fn open(id: &BlockId, stored: &[u8], ring: &KeyRing) -> Result<Opening, BlockError> {
     let corrupt = |why| BlockError::Corrupt(*id, why);
-    if stored.len() < HEADER_LEN + 16 || &stored[..4] != MAGIC {
+    if stored.len() < SEAL_OVERHEAD || &stored[..4] != MAGIC {
         return Err(corrupt("bad header"));
     }
     let (header, ct) = stored.split_at(HEADER_LEN);
@@ -403,12 +403,15 @@ mod tests {
             panic!("not opened as a raw block");
         };
         assert_eq!(opened, plain);
-        let mut bad = sealed.clone();
-        bad[HEADER_LEN + 5] ^= 1;
-        assert!(matches!(
-            open(&id, &bad, &ring),
-            Err(BlockError::Corrupt(..))
-        ));
+        // In the salt, the ciphertext and the tag.
+        for at in [20, HEADER_LEN + 5, sealed.len() - 1] {
+            let mut bad = sealed.clone();
+            bad[at] ^= 1;
+            assert!(
+                matches!(open(&id, &bad, &ring), Err(BlockError::Corrupt(..))),
+                "a flipped bit at {at} is found"
+            );
+        }
         // Sealed now, it opens the same way.
         let again = seal(&id, Codec::Raw, plain, plain.len(), &ring).unwrap();
         assert_eq!(again.len(), sealed.len());
