@@ -34,7 +34,8 @@ fn temp_beside(target: &Path) -> PathBuf {
     target.with_file_name(format!(".{name}.{nonce:x}.tessera-part"))
 }
 
-/// Streams the rest of `body` into `file`, feeding `hasher`; returns the
+/// Streams the rest of `body` into `file`, feeding `hasher`, and pushes
+/// what is written to the disk as it goes ([`Writeback`]); returns the
 /// bytes written. What arrived before an error stays written.
 pub(super) async fn write_body(
     body: &mut Download,
@@ -43,12 +44,15 @@ pub(super) async fn write_body(
     progress: &Progress,
 ) -> Result<u64, ClientError> {
     let mut written = 0u64;
+    let mut writeback = Writeback::new(file).await?;
     while let Some(chunk) = body.chunk().await? {
         hasher.update(&chunk);
         file.write_all(&chunk).await?;
         written += chunk.len() as u64;
         progress(chunk.len() as u64);
+        writeback.wrote(chunk.len() as u64).await?;
     }
+    writeback.finish().await?;
     Ok(written)
 }
 
