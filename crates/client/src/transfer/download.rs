@@ -45,15 +45,40 @@ pub(super) async fn write_body(
 ) -> Result<u64, ClientError> {
     let mut written = 0u64;
     let mut writeback = Writeback::new(file).await?;
-    while let Some(chunk) = body.chunk().await? {
-        hasher.update(&chunk);
-        file.write_all(&chunk).await?;
-        written += chunk.len() as u64;
-        progress(chunk.len() as u64);
-        writeback.wrote(chunk.len() as u64).await?;
+    let streamed = async {
+        while let Some(chunk) = body.chunk().await? {
+            hasher.update(&chunk);
+            file.write_all(&chunk).await?;
+            written += chunk.len() as u64;
+            progress(chunk.len() as u64);
+            writeback.wrote(chunk.len() as u64).await?;
+        }
+        Ok::<_, ClientError>(())
     }
+    .await;
+    // Whatever stopped the stream, the sync under way is waited for: its
+    // handle shares the file (and a part file's lock), and its failure is
+    // what tells the caller the file's bytes are in doubt.
     writeback.finish().await?;
-    Ok(written)
+    streamed.map(|()| written)
+}
+
+/// A sync of a file being written failed. The kernel reports such a
+/// failure once and may drop the pages it could not write, so the file's
+/// bytes are in doubt even if a later sync succeeds: it must not be kept
+/// (a resumable download's part is discarded, not resumed).
+#[derive(Debug, thiserror::Error)]
+#[error("could not write the download to the disk: {0}")]
+pub(super) struct NotDurable(std::io::Error);
+
+/// `e` as the error of a failed sync ([`NotDurable`]).
+pub(super) fn not_durable(e: std::io::Error) -> ClientError {
+    ClientError::Io(std::io::Error::new(e.kind(), NotDurable(e)))
+}
+
+/// Whether `e` is a failed sync's ([`NotDurable`]).
+pub(super) fn is_not_durable(e: &ClientError) -> bool {
+    matches!(e, ClientError::Io(io) if io.get_ref().is_some_and(|inner| inner.is::<NotDurable>()))
 }
 
 /// Downloads `remote_path` (revision `rev`, or the current one) to `local`.
@@ -318,7 +343,7 @@ impl Writeback {
             return Ok(());
         }
         if let Some(done) = self.running.take() {
-            done.await.map_err(blocking_err)??;
+            done.await.map_err(blocking_err)?.map_err(not_durable)?;
         }
         if let Some(file) = self.file.clone() {
             self.since = 0;
@@ -330,9 +355,31 @@ impl Writeback {
     /// Waits for a sync still running; the caller's own fsync follows.
     pub(super) async fn finish(mut self) -> Result<(), ClientError> {
         if let Some(done) = self.running.take() {
-            done.await.map_err(blocking_err)??;
+            done.await.map_err(blocking_err)?.map_err(not_durable)?;
         }
         self.file = None;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed sync is told apart from any other error on the disk, so
+    /// a resumable download discards its part for it.
+    #[test]
+    fn a_failed_sync_is_told_apart_from_other_disk_errors() {
+        let failed = not_durable(std::io::Error::other("EIO"));
+        assert!(is_not_durable(&failed));
+        assert!(
+            failed
+                .to_string()
+                .contains("could not write the download to the disk")
+        );
+        assert!(!is_not_durable(&ClientError::Io(std::io::Error::other(
+            "disk full"
+        ))));
+        assert!(!is_not_durable(&ClientError::Integrity("damaged".into())));
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use tessera_proto::ContentHash;
 use tokio::io::AsyncWriteExt;
 
-use super::download::write_body;
+use super::download::{is_not_durable, not_durable, write_body};
 use super::{DownloadReport, Progress, blocking_err, fsync_parent};
 use crate::remote::{ClientError, Download, Remote};
 
@@ -117,6 +117,7 @@ pub async fn download_resumable(
     drop(held);
     match &result {
         Err(ClientError::Integrity(_)) => discard_part(&part, &note).await,
+        Err(e) if is_not_durable(e) => discard_part(&part, &note).await,
         // An empty part holds nothing worth resuming (the request failed
         // before any byte arrived).
         Err(_) if empty => discard_part(&part, &note).await,
@@ -215,7 +216,7 @@ async fn resume_into(
              download was removed, so the next run starts over"
         )));
     }
-    held.file.sync_all().await?;
+    held.file.sync_all().await.map_err(not_durable)?;
     tokio::fs::rename(&held.path, local).await?;
     let _ = tokio::fs::remove_file(&held.note).await;
     fsync_parent(local).await?;
