@@ -49,6 +49,10 @@ pub struct Relay {
     /// Traffic each way stops (is held, not dropped) once past these.
     pub down_limit: AtomicU64,
     pub up_limit: AtomicU64,
+    /// If set, the up budget holds only requests whose first line starts
+    /// so (a link that stops under the blocks but still lets a commit
+    /// through, whichever comes first); all requests when `None`.
+    pub up_limit_only: Mutex<Option<String>>,
     /// A fault for the next request whose first line starts so, whether
     /// drawn faults are on or not.
     pub planned: Mutex<Option<(String, Fault)>>,
@@ -77,6 +81,7 @@ impl Relay {
             up: AtomicU64::new(0),
             down_limit: AtomicU64::new(u64::MAX),
             up_limit: AtomicU64::new(u64::MAX),
+            up_limit_only: Mutex::new(None),
             planned: Mutex::new(None),
             heads: Mutex::new(Vec::new()),
             faults: AtomicBool::new(false),
@@ -114,6 +119,7 @@ impl Relay {
         self.up.store(0, Ordering::SeqCst);
         self.down_limit.store(u64::MAX, Ordering::SeqCst);
         self.up_limit.store(u64::MAX, Ordering::SeqCst);
+        *self.up_limit_only.lock().unwrap() = None;
         self.heads.lock().unwrap().clear();
     }
 
@@ -168,6 +174,15 @@ impl Relay {
             8 => Fault::StallRequest(ms),
             _ => Fault::StallAnswer(ms),
         })
+    }
+
+    /// Whether the up budget holds the request that starts `chunk`.
+    fn limits(&self, chunk: &[u8]) -> bool {
+        self.up_limit_only
+            .lock()
+            .unwrap()
+            .as_deref()
+            .is_none_or(|prefix| chunk.starts_with(prefix.as_bytes()))
     }
 
     /// Waits while the budget of one direction is spent.
@@ -243,6 +258,8 @@ async fn pipe(
     let mut buf = vec![0u8; 64 << 10];
     // Bytes of the current request still to come (up only).
     let mut rest = 0u64;
+    // Whether the up budget holds the current request.
+    let mut limited = true;
     let mut cut_at: Cut = None;
     loop {
         let len = tokio::select! {
@@ -252,8 +269,13 @@ async fn pipe(
             },
             _ = cut_seen.wait_for(|c| *c) => return,
         };
-        relay.hold(up).await;
         let chunk = &buf[..len];
+        if up && rest == 0 {
+            limited = relay.limits(chunk);
+        }
+        if !up || limited {
+            relay.hold(up).await;
+        }
         let fault = if up && rest == 0 {
             rest = message_len(chunk);
             request_fault(&relay, &conn, chunk)
