@@ -44,14 +44,14 @@ pub(super) async fn write_body(
     progress: &Progress,
 ) -> Result<u64, ClientError> {
     let mut written = 0u64;
-    let mut writeback = Writeback::new(file).await?;
+    let mut writeback = Writeback::new();
     let streamed = async {
         while let Some(chunk) = body.chunk().await? {
             hasher.update(&chunk);
             file.write_all(&chunk).await?;
             written += chunk.len() as u64;
             progress(chunk.len() as u64);
-            writeback.wrote(chunk.len() as u64).await?;
+            writeback.wrote(file, chunk.len() as u64).await?;
         }
         Ok::<_, ClientError>(())
     }
@@ -277,7 +277,7 @@ pub async fn download_assembling(
             })
             .collect();
         let mut blocks = futures::stream::iter(jobs).buffered(PARALLEL_FETCHES);
-        let mut writeback = Writeback::new(&file).await?;
+        let mut writeback = Writeback::new();
         while let Some(block) = blocks.next().await {
             let (data, source) = block?;
             let len = data.len() as u64;
@@ -293,7 +293,7 @@ pub async fn download_assembling(
             file.write_all(&data).await?;
             report.download.size += len;
             progress(len);
-            writeback.wrote(len).await?;
+            writeback.wrote(&file, len).await?;
         }
         file.flush().await?;
         writeback.finish().await?;
@@ -322,22 +322,29 @@ const WRITEBACK_EVERY: u64 = 64 << 20;
 /// written so far, on its own thread every 64 MiB, overlaps that writing
 /// with the transfer, so the final fsync has little left to do.
 pub(super) struct Writeback {
+    /// A handle of the file's own, taken at the first sync: a small
+    /// download never needs one.
     file: Option<std::sync::Arc<std::fs::File>>,
     since: u64,
     running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Writeback {
-    pub(super) async fn new(file: &tokio::fs::File) -> Result<Self, ClientError> {
-        let file = file.try_clone().await?.into_std().await;
-        Ok(Self {
-            file: Some(std::sync::Arc::new(file)),
+    pub(super) fn new() -> Self {
+        Self {
+            file: None,
             since: 0,
             running: None,
-        })
+        }
     }
 
-    pub(super) async fn wrote(&mut self, len: u64) -> Result<(), ClientError> {
+    /// Counts `len` more bytes written to `file`, and starts a sync of it
+    /// when enough are.
+    pub(super) async fn wrote(
+        &mut self,
+        file: &tokio::fs::File,
+        len: u64,
+    ) -> Result<(), ClientError> {
         self.since += len;
         if self.since < WRITEBACK_EVERY || self.running.as_ref().is_some_and(|r| !r.is_finished()) {
             return Ok(());
@@ -345,10 +352,16 @@ impl Writeback {
         if let Some(done) = self.running.take() {
             done.await.map_err(blocking_err)?.map_err(not_durable)?;
         }
-        if let Some(file) = self.file.clone() {
-            self.since = 0;
-            self.running = Some(tokio::task::spawn_blocking(move || file.sync_data()));
-        }
+        let handle = match &self.file {
+            Some(handle) => handle.clone(),
+            None => {
+                let handle = std::sync::Arc::new(file.try_clone().await?.into_std().await);
+                self.file = Some(handle.clone());
+                handle
+            }
+        };
+        self.since = 0;
+        self.running = Some(tokio::task::spawn_blocking(move || handle.sync_data()));
         Ok(())
     }
 

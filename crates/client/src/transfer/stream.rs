@@ -52,7 +52,7 @@ pub async fn fetch_pending(
             .map(|b| arrival(remote.clone(), list.path.clone(), list.content_hash, b.id))
             .collect();
         let mut blocks = futures::stream::iter(jobs).buffered(PARALLEL_WAITS);
-        let mut writeback = Writeback::new(&file).await?;
+        let mut writeback = Writeback::new();
         let mut size = 0u64;
         while let Some(block) = blocks.next().await {
             let data = block?;
@@ -60,7 +60,7 @@ pub async fn fetch_pending(
             file.write_all(&data).await?;
             size += data.len() as u64;
             progress(data.len() as u64);
-            writeback.wrote(data.len() as u64).await?;
+            writeback.wrote(&file, data.len() as u64).await?;
         }
         file.flush().await?;
         writeback.finish().await?;

@@ -906,9 +906,7 @@ impl BlockStore {
             .partition(|(_, loc)| loc.object.starts_with(COLD_PREFIX));
         let mut moved = 0;
         for (tier, blocks) in [("", main), (COLD_PREFIX, cold)] {
-            if !blocks.is_empty() {
-                moved += self.store_whole_in(tier, &blocks).await?;
-            }
+            moved += self.store_whole_in(tier, &blocks).await?;
         }
         Ok(moved)
     }

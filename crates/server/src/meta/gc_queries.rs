@@ -294,8 +294,10 @@ impl Store {
         Ok(rows
             .into_iter()
             .filter_map(|(id, base, object, offset, length)| {
-                let id = <[u8; 32]>::try_from(id.as_slice()).ok()?;
-                let base = <[u8; 32]>::try_from(base.as_slice()).ok()?;
+                let (id, base) = (
+                    crate::meta::digest(Some(&id))?,
+                    crate::meta::digest(Some(&base))?,
+                );
                 Some((BlockId(id), BlockId(base), loc((object, offset, length))))
             })
             .collect())
